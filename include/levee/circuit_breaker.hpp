@@ -1,0 +1,422 @@
+// levee: the circuit breaker for Asio coroutines and completion tokens.
+#pragma once
+
+#include <levee/classify.hpp>
+#include <levee/detail/breaker_core.hpp>
+#include <levee/detail/window_clock.hpp>
+#include <levee/error.hpp>
+#include <levee/options.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/wait_traits.hpp>
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace levee {
+
+template <class Clock, class WaitTraits>
+class basic_circuit_breaker;
+
+namespace detail {
+
+namespace asio = boost::asio;
+
+// ---- result shapes ----------------------------------------------------------
+
+/// The value a rejected call returns in the error_code form: the tuple with
+/// `circuit_open` and value-initialised elements.
+template <class Tuple>
+struct rejection;
+template <class... Ts>
+struct rejection<std::tuple<boost::system::error_code, Ts...>> {
+  static_assert((std::is_default_constructible_v<Ts> && ...),
+                "levee: the error_code form of a rejection returns "
+                "{error::circuit_open, T{}...}: every T must be default-constructible");
+  static std::tuple<boost::system::error_code, Ts...> make() {
+    return {make_error_code(error::circuit_open), Ts{}...};
+  }
+};
+
+/// How a completion signature carries errors, for `async_execute`.
+template <class... Args>
+struct error_arguments {
+  static constexpr bool supported = false;
+};
+template <class... Rest>
+struct error_arguments<boost::system::error_code, Rest...> {
+  static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  template <class Self>
+  static void reject(Self& self) {
+    self.complete(make_error_code(error::circuit_open), std::decay_t<Rest>{}...);
+  }
+};
+template <class... Rest>
+struct error_arguments<std::exception_ptr, Rest...> {
+  static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  template <class Self>
+  static void reject(Self& self) {
+    self.complete(std::make_exception_ptr(boost::system::system_error(
+                      make_error_code(error::circuit_open))),
+                  std::decay_t<Rest>{}...);
+  }
+};
+template <class... Ts>
+struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tuple
+  static constexpr bool supported = (std::is_default_constructible_v<Ts> && ...);
+  template <class Self>
+  static void reject(Self& self) {
+    self.complete(rejection<std::tuple<boost::system::error_code, Ts...>>::make());
+  }
+};
+
+/// The view of a completion handler's arguments.
+inline call_result make_arguments_result(const boost::system::error_code& ec) noexcept {
+  return call_result(&ec, &value_lookup<boost::system::error_code>::find, &ec);
+}
+template <class First, class... Rest>
+call_result make_arguments_result(const std::tuple<const First&, const Rest&...>& args) noexcept {
+  using view = std::tuple<const First&, const Rest&...>;
+  if constexpr (std::is_same_v<First, boost::system::error_code>) {
+    return call_result(&args, &value_lookup<view>::find, &std::get<0>(args));
+  } else if constexpr (std::is_same_v<First, std::exception_ptr>) {
+    if (std::get<0>(args)) return call_result(std::get<0>(args), nullptr);
+    return call_result(&args, &value_lookup<view>::find, nullptr);
+  } else if constexpr (sizeof...(Rest) == 0) {
+    return make_value_result(std::get<0>(args));  // a single value, e.g. an as_tuple tuple
+  } else {
+    return call_result(&args, &value_lookup<view>::find, nullptr);
+  }
+}
+
+// ---- the shared state behind a breaker --------------------------------------
+
+template <class Clock, class WaitTraits>
+class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>> {
+ public:
+  using timer_type = asio::basic_waitable_timer<Clock, WaitTraits, asio::any_io_executor>;
+
+  breaker_impl(asio::any_io_executor ex, breaker_options options)
+      : options_(checked(std::move(options))), core_(options_), timer_(std::move(ex)) {}
+
+  const breaker_options& options() const noexcept { return options_; }
+  breaker_core& core() noexcept { return core_; }
+  const breaker_core& core() const noexcept { return core_; }
+  asio::any_io_executor get_executor() const noexcept { return timer_.get_executor(); }
+
+  outcome classify(const call_result& r) const noexcept {
+    if (!options_.classifier) return default_classify(r);
+    try {
+      return options_.classifier(r);
+    } catch (...) {
+      return outcome::failure;
+    }
+  }
+
+  /// Records a finished call and acts on what the core decides.
+  void finish(permit p, const call_result& r, typename Clock::time_point start) noexcept {
+    const outcome o = classify(r);
+    const nanos now = core_.needs_time() ? window_now<Clock>() : nanos::zero();
+    const nanos elapsed = core_.needs_elapsed()
+                              ? std::chrono::duration_cast<nanos>(Clock::now() - start)
+                              : nanos::zero();
+    apply(core_.complete(p, o, now, elapsed));
+  }
+
+  typename Clock::time_point start_time() const noexcept {
+    return core_.needs_elapsed() ? Clock::now() : typename Clock::time_point();
+  }
+
+  void apply(const transition& t) noexcept {
+    if (t && t.to == circuit_state::open) arm(t.generation, t.open_for);
+  }
+
+ private:
+  static breaker_options checked(breaker_options o) {
+    validate(o);
+    return o;
+  }
+
+  // Arms the open timer. Serialised by `timer_lock_`: a transition to OPEN can
+  // come from any thread that completes a call.
+  void arm(std::uint64_t generation, nanos open_for) noexcept {
+    spin_guard g(timer_lock_);
+    timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
+    timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
+      if (ec) return;  // cancelled: the breaker is gone or was re-armed
+      if (auto self = weak.lock()) self->apply(self->core_.open_elapsed(generation));
+    });
+  }
+
+  breaker_options options_;
+  breaker_core core_;
+  spinlock timer_lock_;
+  timer_type timer_;
+};
+
+/// Holds a permit for the length of one call; gives it back if the call is
+/// abandoned (its coroutine or handler destroyed before it finished).
+template <class Impl>
+class call_scope {
+ public:
+  call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {}
+  call_scope(call_scope&& other) noexcept
+      : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
+  call_scope& operator=(call_scope&&) = delete;
+  ~call_scope() {
+    if (p_) b_->core().release(p_);
+  }
+
+  void finish(const call_result& r) noexcept {
+    if (p_) b_->finish(std::exchange(p_, permit()), r, start_);
+  }
+
+ private:
+  Impl* b_;
+  permit p_;
+  typename std::remove_cvref_t<decltype(std::declval<Impl&>().start_time())> start_;
+};
+
+// ---- the coroutine form -----------------------------------------------------
+
+template <class Impl, class T, class Executor>
+asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> aw) {
+  const permit p = b.core().try_acquire();
+  if (!p) {
+    if constexpr (is_error_tuple_v<T>) {
+      co_return rejection<T>::make();
+    } else {
+      throw_error(error::circuit_open);
+    }
+  }
+  call_scope<Impl> scope(b, p);
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(aw);
+      scope.finish(call_result());
+    } else {
+      T value = co_await std::move(aw);
+      scope.finish(make_value_result(value));
+      co_return std::move(value);
+    }
+  } catch (const boost::system::system_error& e) {
+    const boost::system::error_code ec = e.code();
+    scope.finish(call_result(std::current_exception(), &ec));
+    throw;
+  } catch (...) {
+    scope.finish(call_result(std::current_exception(), nullptr));
+    throw;
+  }
+}
+
+// ---- the completion-token form ----------------------------------------------
+
+template <class Impl, class Op, class Signature>
+class execute_op;
+
+template <class Impl, class Op, class R, class... Args>
+class execute_op<Impl, Op, R(Args...)> {
+ public:
+  execute_op(Impl& b, Op&& op) : b_(&b), op_(std::move(op)) {}
+
+  template <class Self>
+  void operator()(Self& self) {
+    if (rejected_) return error_arguments<std::decay_t<Args>...>::reject(self);
+    self.reset_cancellation_state(asio::enable_total_cancellation());
+    const permit p = b_->core().try_acquire();
+    if (!p) {
+      // Never complete inside the initiating function: go through the
+      // handler's executor, as Asio's own operations do.
+      rejected_ = true;
+      return asio::post(std::move(self));
+    }
+    scope_.emplace(*b_, p);
+    Op op = std::move(op_);
+    std::move(op)(std::move(self));
+  }
+
+  template <class Self, class... As>
+  void operator()(Self& self, As&&... args) {
+    if (scope_) {
+      const std::tuple<const std::decay_t<As>&...> view(args...);
+      scope_->finish(make_arguments_result(view));
+    }
+    self.complete(std::forward<As>(args)...);
+  }
+
+ private:
+  Impl* b_;
+  Op op_;
+  std::optional<call_scope<Impl>> scope_;
+  bool rejected_ = false;
+};
+
+template <class Awaitable>
+struct guarded_type {
+  // An async operation (e.g. `timer.async_wait(asio::deferred)`): guarded as
+  // with `async_execute(op, asio::use_awaitable)`.
+  using type = typename asio::async_result<asio::use_awaitable_t<>,
+                                           asio::completion_signature_of_t<Awaitable>>::return_type;
+};
+template <class T, class Executor>
+struct guarded_type<asio::awaitable<T, Executor>> {
+  using type = asio::awaitable<T, Executor>;
+};
+
+}  // namespace detail
+
+/// What `breaker(aw)` returns: for an `asio::awaitable<T, Executor>`, an
+/// `asio::awaitable<T, Executor>` that runs `aw` under the breaker when it is
+/// awaited (and never runs it when the breaker rejects the call).
+template <class Awaitable>
+using breaker_guarded = typename detail::guarded_type<std::remove_cvref_t<Awaitable>>::type;
+
+/// A circuit breaker (DESIGN.md) for Asio coroutines and completion tokens.
+///
+/// `Clock` drives the OPEN -> HALF_OPEN timer and, with slow-call detection,
+/// call durations; `WaitTraits` are its Asio wait traits. Tests use
+/// `manual_clock`. `circuit_breaker` is the steady_clock breaker.
+///
+/// Executor: the timer runs on the executor given at construction; guarded
+/// calls run on their caller's executor.
+///
+/// Thread safety: a breaker may be shared by coroutines on any number of
+/// threads (of one `io_context` or of several); every member function is
+/// thread-safe except construction, destruction and move.
+///
+/// Lifetime: the breaker must outlive the calls it guards (as an Asio I/O
+/// object outlives its operations). Destroying it while its open timer is
+/// pending is safe: the timer is cancelled and its handler does nothing.
+template <class Clock = std::chrono::steady_clock, class WaitTraits = boost::asio::wait_traits<Clock>>
+class basic_circuit_breaker {
+  using impl_type = detail::breaker_impl<Clock, WaitTraits>;
+
+ public:
+  using clock_type = Clock;
+  using executor_type = boost::asio::any_io_executor;
+
+  /// A breaker whose open timer runs on `ex` (anything `any_io_executor`
+  /// accepts: `io_context::get_executor()`, a strand, ...).
+  ///
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  template <class Executor>
+    requires std::is_convertible_v<const Executor&, executor_type>
+  explicit basic_circuit_breaker(const Executor& ex, breaker_options options = {})
+      : impl_(std::make_shared<impl_type>(executor_type(ex), std::move(options))) {}
+
+  /// A breaker whose open timer runs on `ctx.get_executor()`.
+  template <class ExecutionContext>
+    requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_circuit_breaker(ExecutionContext& ctx, breaker_options options = {})
+      : basic_circuit_breaker(ctx.get_executor(), std::move(options)) {}
+
+  basic_circuit_breaker(basic_circuit_breaker&&) noexcept = default;
+  basic_circuit_breaker& operator=(basic_circuit_breaker&&) noexcept = default;
+
+  /// The current state.
+  circuit_state state() const noexcept { return impl_->core().state(); }
+
+  /// The options, as validated.
+  const breaker_options& options() const noexcept { return impl_->options(); }
+
+  /// The executor the open timer runs on.
+  executor_type get_executor() const noexcept { return impl_->get_executor(); }
+
+  /// Probes running now (HALF_OPEN); 0 in other states.
+  std::size_t probes_in_flight() const noexcept { return impl_->core().probes_in_flight(); }
+
+  /// Cumulative outcome and rejection counts since construction.
+  detail::call_counters counters() const noexcept { return impl_->core().counters(); }
+
+  /// Calls, failures and slow calls in the CLOSED window now.
+  detail::window_totals window() const noexcept {
+    return impl_->core().window(detail::window_now<Clock>());
+  }
+
+  /// Guards `aw`: `co_await breaker(http_get(...))`.
+  ///
+  /// `aw` is an `asio::awaitable<T, Executor>` (or an async operation such as
+  /// `timer.async_wait(asio::deferred)`). Nothing happens until the result is
+  /// awaited. Then:
+  /// - if the breaker admits the call, `aw` runs; its result is returned and
+  ///   its exception rethrown, unchanged, after the outcome is recorded;
+  /// - if it rejects the call, `aw` is destroyed without running and the
+  ///   await throws `boost::system::system_error` with `error::circuit_open`,
+  ///   or, when `T` is `std::tuple<error_code, U...>`, returns
+  ///   `{error::circuit_open, U{}...}` without throwing.
+  ///
+  /// Cancellation: the awaiting coroutine's cancellation reaches `aw`; a
+  /// cancelled call is classified `ignored` by default and frees its probe slot.
+  template <class Awaitable>
+  breaker_guarded<Awaitable> operator()(Awaitable&& aw) {
+    static_assert(!std::is_lvalue_reference_v<Awaitable>,
+                  "levee: pass the awaitable as an rvalue: breaker(http_get(...)) or "
+                  "breaker(std::move(aw)); an awaitable runs once");
+    if constexpr (is_awaitable<std::remove_cvref_t<Awaitable>>::value) {
+      return detail::guarded_call(*impl_, std::move(aw));
+    } else {
+      return async_execute(std::move(aw), boost::asio::use_awaitable);
+    }
+  }
+
+  /// Runs the async operation `op` under the breaker and completes through
+  /// `token` (a callback, `asio::deferred`, `asio::use_future`,
+  /// `asio::use_awaitable`, ...).
+  ///
+  /// `op` is an async operation: an object that takes a completion token and
+  /// starts the operation, such as `timer.async_wait(asio::deferred)` or a
+  /// deferred composition. Its completion signature must carry errors first:
+  /// `void(error_code, T...)`, `void(exception_ptr, T...)` or
+  /// `void(std::tuple<error_code, T...>)` (`asio::as_tuple`).
+  ///
+  /// Completion signature: that of `op`. On rejection the handler receives
+  /// `error::circuit_open` (as an exception_ptr holding a system_error in the
+  /// exception_ptr form) and value-initialised values; it is never invoked
+  /// from inside `async_execute`.
+  ///
+  /// Per-operation cancellation: forwarded to `op` (all types).
+  ///
+  /// Executor: the handler's associated executor, else the breaker's.
+  template <class Op, class CompletionToken>
+  auto async_execute(Op&& op, CompletionToken&& token) {
+    using signature = boost::asio::completion_signature_of_t<std::decay_t<Op>>;
+    static_assert(supported_signature<signature>::value,
+                  "levee::async_execute: the operation's completion signature must start with an "
+                  "error_code, an exception_ptr or a std::tuple<error_code, ...>, and its other "
+                  "arguments must be default-constructible");
+    return boost::asio::async_compose<CompletionToken, signature>(
+        detail::execute_op<impl_type, std::decay_t<Op>, signature>(*impl_, std::forward<Op>(op)),
+        token, impl_->get_executor());
+  }
+
+ private:
+  template <class T>
+  struct is_awaitable : std::false_type {};
+  template <class T, class E>
+  struct is_awaitable<boost::asio::awaitable<T, E>> : std::true_type {};
+
+  template <class Signature>
+  struct supported_signature : std::false_type {};
+  template <class R, class... Args>
+  struct supported_signature<R(Args...)>
+      : std::bool_constant<detail::error_arguments<std::decay_t<Args>...>::supported> {};
+
+  std::shared_ptr<impl_type> impl_;
+};
+
+/// The steady_clock circuit breaker.
+using circuit_breaker = basic_circuit_breaker<>;
+
+}  // namespace levee

@@ -1,0 +1,357 @@
+// levee: the breaker's sans-I/O core.
+//
+// The state machine and its windows. It takes the current time and call
+// outcomes, and returns decisions (`permit`, `transition`); it never reads a
+// clock, never touches Asio, and allocates nothing after construction. The
+// Asio shell (`basic_circuit_breaker`) turns its transitions into timer waits.
+//
+// Thread safety: every member function may be called from any thread.
+// - Admission in CLOSED is one atomic load; in OPEN, one load and one relaxed
+//   increment on the caller's own shard; in HALF_OPEN, a CAS on the state word.
+// - Recording in CLOSED takes the caller's shard lock (a shard per thread slot,
+//   each on its own cache lines), so threads that share a breaker do not write
+//   to the same line. Reading the whole window (to decide whether to open)
+//   happens after a failure, after a slow call, and after a success only when
+//   the window changed in a way a success could not have checked (a new bucket,
+//   or fewer than `minimum_calls` calls at the last check).
+// - Transitions are rare and serialised by one lock.
+#pragma once
+
+#include <levee/classify.hpp>
+#include <levee/detail/spinlock.hpp>
+#include <levee/detail/thread_slot.hpp>
+#include <levee/options.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <new>
+
+namespace levee::detail {
+
+using nanos = std::chrono::nanoseconds;
+
+/// Why a transition happened.
+enum class transition_reason : std::uint8_t {
+  failure_rate,          ///< CLOSED -> OPEN: the window's failure rate reached the threshold
+  slow_call_rate,        ///< CLOSED -> OPEN: the window's slow-call rate reached the threshold
+  consecutive_failures,  ///< CLOSED -> OPEN: `consecutive_failures` failures in a row
+  probe_failed,          ///< HALF_OPEN -> OPEN: a probe failed (or was slow)
+  probes_succeeded,      ///< HALF_OPEN -> CLOSED: `successes_to_close` probes succeeded in a row
+  open_elapsed,          ///< OPEN -> HALF_OPEN: the open timer fired
+};
+
+const char* to_string(transition_reason r) noexcept;
+
+/// The right to run one call, handed out by `breaker_core::try_acquire`.
+/// Trivially copyable; an empty permit is a rejection.
+class permit {
+ public:
+  enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2 };
+
+  permit() noexcept = default;
+  permit(std::uint64_t generation, kind_type kind) noexcept : bits_(generation << 2 | kind) {}
+
+  explicit operator bool() const noexcept { return bits_ != 0; }
+  bool is_probe() const noexcept { return (bits_ & 3) == probe; }
+  /// The generation of the state the call was admitted in.
+  std::uint64_t generation() const noexcept { return bits_ >> 2; }
+
+ private:
+  std::uint64_t bits_ = 0;
+};
+
+/// A state change the shell must act on: when `to` is OPEN, arm the timer for
+/// `open_for` and call `open_elapsed(generation)` when it fires.
+struct transition {
+  circuit_state from = circuit_state::closed;
+  circuit_state to = circuit_state::closed;
+  transition_reason reason = transition_reason::failure_rate;
+  std::uint64_t generation = 0;  ///< of the new state; 0: nothing happened
+  nanos open_for{};              ///< when `to == open`
+
+  explicit operator bool() const noexcept { return generation != 0; }
+};
+
+/// Calls, failures and slow calls in a window.
+struct window_totals {
+  std::uint64_t calls = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t slow = 0;
+};
+
+/// Cumulative outcome counts since construction (every generation).
+struct call_counters {
+  std::uint64_t successes = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t ignored = 0;   ///< classified ignored (cancellations), or abandoned
+  std::uint64_t slow = 0;      ///< successes and failures that were also slow
+  std::uint64_t rejected = 0;  ///< refused admission
+};
+
+class breaker_core {
+ public:
+  /// `options` must be valid (see `validate`). `shards` is rounded up to a power
+  /// of two; 0 picks one per hardware thread, at most 4.
+  explicit breaker_core(const breaker_options& options, unsigned shards = 0);
+  ~breaker_core();
+  breaker_core(const breaker_core&) = delete;
+  breaker_core& operator=(const breaker_core&) = delete;
+
+  circuit_state state() const noexcept { return state_of(state_.load(std::memory_order_acquire)); }
+  /// Starts at 1; every transition adds one.
+  std::uint64_t generation() const noexcept {
+    return generation_of(state_.load(std::memory_order_acquire));
+  }
+  std::size_t probes_in_flight() const noexcept {
+    return probes_of(state_.load(std::memory_order_acquire));
+  }
+  /// True when `complete` needs `now` (a time window); false for a count window.
+  bool needs_time() const noexcept { return kind_ == window_kind::time; }
+  /// True when `complete` needs the call's duration (slow-call detection on).
+  bool needs_elapsed() const noexcept { return slow_ns_ > 0; }
+  std::size_t shard_count() const noexcept { return shard_mask_ + 1; }
+
+  /// Admission. An empty permit means "rejected: do not start the call".
+  permit try_acquire() noexcept;
+
+  /// Records how an admitted call ended. `now` is the current time (used by a
+  /// time window only), `elapsed` the call's duration (used only with slow-call
+  /// detection on). Outcomes of calls admitted in an earlier generation are
+  /// counted in `counters()` but change no decision.
+  transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
+
+  /// Gives a permit back without counting it: the call was abandoned (its
+  /// coroutine destroyed) before it finished. A probe's slot is freed.
+  void release(permit p) noexcept;
+
+  /// The open timer armed for `generation` fired.
+  transition open_elapsed(std::uint64_t generation) noexcept;
+
+  /// The current window as of `now` (the time window evicts old buckets
+  /// first), for metrics and tests.
+  window_totals window(nanos now) noexcept;
+
+  /// Cumulative counts (relaxed reads: exact once calls have stopped).
+  call_counters counters() const noexcept;
+
+  /// Consecutive successful probes in the current HALF_OPEN state.
+  std::size_t probe_successes() const noexcept;
+
+ private:
+  // The state word: | generation (48) | probes in flight (13) | state (3) |
+  static constexpr unsigned probe_shift = 3;
+  static constexpr unsigned generation_shift = 16;
+  static constexpr std::uint64_t state_mask = 0x7;
+  static constexpr std::uint64_t probe_mask = 0x1fff;
+  static constexpr std::uint64_t probe_one = std::uint64_t{1} << probe_shift;
+
+  static circuit_state state_of(std::uint64_t w) noexcept {
+    return static_cast<circuit_state>(w & state_mask);
+  }
+  static std::uint64_t probes_of(std::uint64_t w) noexcept {
+    return (w >> probe_shift) & probe_mask;
+  }
+  static std::uint64_t generation_of(std::uint64_t w) noexcept { return w >> generation_shift; }
+  static std::uint64_t make_word(circuit_state s, std::uint64_t generation) noexcept {
+    return generation << generation_shift | static_cast<std::uint64_t>(s);
+  }
+
+  struct bucket {
+    std::uint32_t calls;
+    std::uint32_t failures;
+    std::uint32_t slow;
+  };
+
+  // A counter written only under its shard's lock (a plain load and store, no
+  // read-modify-write), or with `fetch_add` where no lock is held.
+  struct counter {
+    std::atomic<std::uint64_t> value{0};
+    void bump_locked() noexcept {
+      value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }
+    std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
+  };
+
+  // One shard of the time window, plus cumulative counters. Followed in
+  // memory by its ring of `buckets_` buckets; shards are `stride_` bytes apart,
+  // a multiple of the cache line.
+  struct alignas(64) shard {
+    spinlock lock;
+    std::uint32_t head_pos = 0;  // ring position of bucket `head`
+    std::uint64_t generation = 1;
+    std::int64_t head = std::numeric_limits<std::int64_t>::min();  // newest bucket index
+    std::int64_t head_start = 0;  // head * width: the start of the newest bucket, ns
+    window_totals totals;         // sum over the ring
+    counter successes, failures, ignored, slow;
+    counter rejected;  // bumped without the lock
+    bucket* ring() noexcept { return reinterpret_cast<bucket*>(this + 1); }
+  };
+
+  shard& shard_at(std::size_t i) const noexcept {
+    return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
+  }
+  shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
+
+  // Time window, called with the shard locked.
+  std::uint32_t advance(shard& s, std::int64_t index) noexcept;
+  std::int64_t bucket_index(shard& s, nanos now) const noexcept;
+
+  // Slow paths (impl/breaker_core.ipp).
+  transition complete_probe(permit p, outcome o, bool slow) noexcept;
+  transition record_count_window(permit p, bool failed, bool slow) noexcept;
+  transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
+  transition note_consecutive(permit p, bool failed) noexcept;
+  transition trip(std::uint64_t generation, transition_reason why) noexcept;
+  bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
+  void reset_windows(std::uint64_t generation) noexcept;  // under mutex_
+
+  static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
+    return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
+  }
+
+  // Read on every call: kept together, written rarely.
+  alignas(64) std::atomic<std::uint64_t> state_;
+  std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
+  window_kind kind_;
+  std::uint32_t buckets_;
+  std::int64_t width_ns_;
+  std::int64_t slow_ns_;
+  std::size_t shard_mask_;
+  std::size_t stride_;
+  struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], aligned_delete> shard_memory_;
+  double failure_threshold_;
+  double slow_threshold_;
+  std::uint64_t minimum_calls_;
+  std::uint64_t consecutive_limit_;
+  std::uint64_t probe_limit_;
+  std::uint64_t successes_to_close_;
+  nanos open_duration_;
+
+  // Written on failures only (when consecutive_failures is on).
+  alignas(64) std::atomic<std::uint64_t> consecutive_{0};
+
+  // Transitions and HALF_OPEN bookkeeping.
+  alignas(64) spinlock mutex_;
+  std::uint64_t probe_successes_ = 0;
+
+  // The count window (window_kind::count), under its own lock.
+  struct count_ring {
+    spinlock lock;
+    std::uint64_t generation = 1;
+    std::uint32_t size = 0;
+    std::uint32_t next = 0;
+    std::uint32_t filled = 0;
+    std::uint32_t failures = 0;
+    std::uint32_t slow = 0;
+    std::unique_ptr<std::uint64_t[]> bits;  // failure bits, then slow bits
+  };
+  std::unique_ptr<count_ring> count_;
+};
+
+// ---- hot paths --------------------------------------------------------------
+
+inline permit breaker_core::try_acquire() noexcept {
+  std::uint64_t w = state_.load(std::memory_order_acquire);
+  for (;;) {
+    switch (state_of(w)) {
+      case circuit_state::closed:
+        return permit(generation_of(w), permit::closed_call);
+      case circuit_state::half_open:
+        if (probes_of(w) < probe_limit_) {
+          if (state_.compare_exchange_weak(w, w + probe_one, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+            return permit(generation_of(w), permit::probe);
+          }
+          continue;  // w was reloaded
+        }
+        break;
+      case circuit_state::open:
+        break;
+    }
+    my_shard().rejected.bump();
+    return permit();
+  }
+}
+
+inline std::int64_t breaker_core::bucket_index(shard& s, nanos now) const noexcept {
+  const std::int64_t t = now.count();
+  if (t >= s.head_start && t - s.head_start < width_ns_) return s.head;
+  return t >= 0 ? t / width_ns_ : -((-t + width_ns_ - 1) / width_ns_);
+}
+
+inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
+  if (!p) return {};
+  const bool slow = slow_ns_ > 0 && elapsed.count() >= slow_ns_ && o != outcome::ignored;
+  if (p.is_probe()) return complete_probe(p, o, slow);
+  shard& s = my_shard();
+  if (o == outcome::ignored) {
+    s.ignored.bump();
+    return {};
+  }
+  const bool failed = o == outcome::failure;
+  if (consecutive_limit_ != 0) {
+    if (transition t = note_consecutive(p, failed)) {
+      (failed ? s.failures : s.successes).bump();
+      if (slow) s.slow.bump();
+      return t;
+    }
+  }
+  if (kind_ == window_kind::count) {
+    (failed ? s.failures : s.successes).bump();
+    if (slow) s.slow.bump();
+    return record_count_window(p, failed, slow);
+  }
+
+  s.lock.lock();
+  (failed ? s.failures : s.successes).bump_locked();
+  if (slow) s.slow.bump_locked();
+  if (s.generation != p.generation()) {  // admitted before the window was reset
+    s.lock.unlock();
+    return {};
+  }
+  std::int64_t index = bucket_index(s, now);
+  std::uint32_t pos;
+  if (index == s.head) {
+    pos = s.head_pos;
+  } else if (index > s.head) {
+    pos = advance(s, index);
+  } else if (s.head - index < static_cast<std::int64_t>(buckets_)) {
+    // Finished a little before a call that another thread already recorded
+    // in a later bucket: still inside the window, goes in its own bucket.
+    const auto back = static_cast<std::uint32_t>(s.head - index);
+    pos = s.head_pos >= back ? s.head_pos - back : s.head_pos + buckets_ - back;
+  } else {
+    index = s.head;  // older than the whole window: counted as the newest
+    pos = s.head_pos;
+  }
+  bucket& b = s.ring()[pos];
+  ++b.calls;
+  ++s.totals.calls;
+  if (failed) {
+    ++b.failures;
+    ++s.totals.failures;
+  }
+  if (slow) {
+    ++b.slow;
+    ++s.totals.slow;
+  }
+  s.lock.unlock();
+
+  // A success cannot raise a rate: when the last check in this bucket found
+  // enough calls and both rates under their thresholds, there is nothing to do.
+  if (!failed && !slow &&
+      validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), index)) {
+    return {};
+  }
+  return check_time_window(p.generation(), index);
+}
+
+}  // namespace levee::detail

@@ -1,0 +1,297 @@
+// levee: the breaker core's slow paths, compiled once in lib/.
+#pragma once
+
+#include <levee/detail/breaker_core.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <thread>
+
+namespace levee::detail {
+
+const char* to_string(transition_reason r) noexcept {
+  switch (r) {
+    case transition_reason::failure_rate:
+      return "failure_rate";
+    case transition_reason::slow_call_rate:
+      return "slow_call_rate";
+    case transition_reason::consecutive_failures:
+      return "consecutive_failures";
+    case transition_reason::probe_failed:
+      return "probe_failed";
+    case transition_reason::probes_succeeded:
+      return "probes_succeeded";
+    case transition_reason::open_elapsed:
+      return "open_elapsed";
+  }
+  return "unknown";
+}
+
+namespace {
+constexpr std::size_t cache_line = 64;
+}  // namespace
+
+breaker_core::breaker_core(const breaker_options& o, unsigned shards)
+    : state_(make_word(circuit_state::closed, 1)),
+      kind_(o.window_type),
+      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
+      width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
+      slow_ns_(o.slow_call_duration.count()),
+      failure_threshold_(o.failure_rate_threshold),
+      slow_threshold_(o.slow_call_rate_threshold),
+      minimum_calls_(o.minimum_calls),
+      consecutive_limit_(o.consecutive_failures),
+      probe_limit_(o.half_open_probes),
+      successes_to_close_(o.successes_to_close),
+      open_duration_(o.open_duration) {
+  if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  std::size_t n = 1;
+  while (n < shards) n <<= 1;
+  shard_mask_ = n - 1;
+  const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
+  stride_ = (sizeof(shard) + ring_bytes + cache_line - 1) / cache_line * cache_line;
+  auto* memory = static_cast<std::byte*>(::operator new[](n * stride_, std::align_val_t{cache_line}));
+  shard_memory_.reset(memory);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto* s = new (memory + i * stride_) shard();
+    s->head_start = std::numeric_limits<std::int64_t>::max();
+    std::memset(static_cast<void*>(s->ring()), 0, ring_bytes);
+  }
+  if (kind_ == window_kind::count) {
+    count_ = std::make_unique<count_ring>();
+    count_->size = static_cast<std::uint32_t>(o.window_calls);
+    const std::size_t words = (count_->size + 63) / 64;
+    count_->bits = std::make_unique<std::uint64_t[]>(2 * words);  // zeroed
+  }
+}
+
+breaker_core::~breaker_core() = default;  // shards are trivially destructible
+
+std::uint32_t breaker_core::advance(shard& s, std::int64_t index) noexcept {
+  bucket* ring = s.ring();
+  if (s.head == std::numeric_limits<std::int64_t>::min() ||
+      index - s.head >= static_cast<std::int64_t>(buckets_)) {
+    std::memset(static_cast<void*>(ring), 0, buckets_ * sizeof(bucket));
+    s.totals = {};
+    s.head_pos = 0;
+  } else {
+    auto steps = static_cast<std::uint32_t>(index - s.head);
+    std::uint32_t pos = s.head_pos;
+    for (std::uint32_t k = 0; k < steps; ++k) {
+      if (++pos == buckets_) pos = 0;
+      bucket& b = ring[pos];
+      s.totals.calls -= b.calls;
+      s.totals.failures -= b.failures;
+      s.totals.slow -= b.slow;
+      b = {};
+    }
+    s.head_pos = pos;
+  }
+  s.head = index;
+  s.head_start = index * width_ns_;
+  return s.head_pos;
+}
+
+bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
+  if (t.calls < minimum_calls_) return false;
+  const auto calls = static_cast<double>(t.calls);
+  if (static_cast<double>(t.failures) >= failure_threshold_ * calls) {
+    why = transition_reason::failure_rate;
+    return true;
+  }
+  if (slow_ns_ > 0 && static_cast<double>(t.slow) >= slow_threshold_ * calls) {
+    why = transition_reason::slow_call_rate;
+    return true;
+  }
+  return false;
+}
+
+transition breaker_core::check_time_window(std::uint64_t generation, std::int64_t index) noexcept {
+  window_totals t;
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    shard& s = shard_at(i);
+    spin_guard g(s.lock);
+    if (s.generation != generation) continue;
+    if (index > s.head) advance(s, index);
+    t.calls += s.totals.calls;
+    t.failures += s.totals.failures;
+    t.slow += s.totals.slow;
+  }
+  transition_reason why{};
+  if (over_threshold(t, why)) return trip(generation, why);
+  if (t.calls >= minimum_calls_) {
+    validated_.store(validation_stamp(generation, index), std::memory_order_relaxed);
+  }
+  return {};
+}
+
+transition breaker_core::record_count_window(permit p, bool failed, bool slow) noexcept {
+  count_ring& c = *count_;
+  window_totals t;
+  {
+    spin_guard g(c.lock);
+    if (c.generation != p.generation()) return {};
+    const std::size_t words = (c.size + 63) / 64;
+    std::uint64_t& fail_word = c.bits[c.next / 64];
+    std::uint64_t& slow_word = c.bits[words + c.next / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (c.next % 64);
+    if (c.filled == c.size) {  // the slot holds the oldest call: evict it
+      if (fail_word & bit) --c.failures;
+      if (slow_word & bit) --c.slow;
+    } else {
+      ++c.filled;
+    }
+    fail_word = failed ? (fail_word | bit) : (fail_word & ~bit);
+    slow_word = slow ? (slow_word | bit) : (slow_word & ~bit);
+    c.failures += failed;
+    c.slow += slow;
+    c.next = c.next + 1 == c.size ? 0 : c.next + 1;
+    t = {c.filled, c.failures, c.slow};
+  }
+  transition_reason why{};
+  if (over_threshold(t, why)) return trip(p.generation(), why);
+  return {};
+}
+
+transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
+  if (generation_of(state_.load(std::memory_order_acquire)) != p.generation()) return {};
+  if (failed) {
+    if (consecutive_.fetch_add(1, std::memory_order_relaxed) + 1 >= consecutive_limit_) {
+      return trip(p.generation(), transition_reason::consecutive_failures);
+    }
+  } else if (consecutive_.load(std::memory_order_relaxed) != 0) {
+    consecutive_.store(0, std::memory_order_relaxed);
+  }
+  return {};
+}
+
+transition breaker_core::trip(std::uint64_t generation, transition_reason why) noexcept {
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::closed || generation_of(w) != generation) return {};
+  const std::uint64_t next = generation + 1;
+  state_.store(make_word(circuit_state::open, next), std::memory_order_release);
+  return {circuit_state::closed, circuit_state::open, why, next, open_duration_};
+}
+
+transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::open || generation_of(w) != generation) return {};
+  probe_successes_ = 0;
+  state_.store(make_word(circuit_state::half_open, generation + 1), std::memory_order_release);
+  return {circuit_state::open, circuit_state::half_open, transition_reason::open_elapsed,
+          generation + 1, {}};
+}
+
+transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
+  shard& s = my_shard();
+  switch (o) {
+    case outcome::success:
+      s.successes.bump();
+      break;
+    case outcome::failure:
+      s.failures.bump();
+      break;
+    case outcome::ignored:
+      s.ignored.bump();
+      break;
+  }
+  if (slow) s.slow.bump();
+
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::half_open || generation_of(w) != p.generation()) return {};
+  if (o == outcome::ignored) {
+    state_.fetch_sub(probe_one, std::memory_order_acq_rel);  // give the slot back
+    return {};
+  }
+  const std::uint64_t next = p.generation() + 1;
+  if (o == outcome::failure || slow) {
+    state_.store(make_word(circuit_state::open, next), std::memory_order_release);
+    return {circuit_state::half_open, circuit_state::open, transition_reason::probe_failed, next,
+            open_duration_};
+  }
+  if (++probe_successes_ >= successes_to_close_) {
+    reset_windows(next);
+    state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
+    return {circuit_state::half_open, circuit_state::closed, transition_reason::probes_succeeded,
+            next, {}};
+  }
+  state_.fetch_sub(probe_one, std::memory_order_acq_rel);
+  return {};
+}
+
+void breaker_core::release(permit p) noexcept {
+  if (!p) return;
+  my_shard().ignored.bump();
+  if (!p.is_probe()) return;
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) == circuit_state::half_open && generation_of(w) == p.generation()) {
+    state_.fetch_sub(probe_one, std::memory_order_acq_rel);
+  }
+}
+
+void breaker_core::reset_windows(std::uint64_t generation) noexcept {
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    shard& s = shard_at(i);
+    spin_guard g(s.lock);
+    s.generation = generation;
+    if (kind_ == window_kind::time) {
+      std::memset(static_cast<void*>(s.ring()), 0, buckets_ * sizeof(bucket));
+    }
+    s.totals = {};
+    s.head = std::numeric_limits<std::int64_t>::min();
+    s.head_start = std::numeric_limits<std::int64_t>::max();
+    s.head_pos = 0;
+  }
+  if (count_) {
+    count_ring& c = *count_;
+    spin_guard g(c.lock);
+    c.generation = generation;
+    std::fill_n(c.bits.get(), 2 * ((c.size + 63) / 64), std::uint64_t{0});
+    c.next = c.filled = c.failures = c.slow = 0;
+  }
+  consecutive_.store(0, std::memory_order_relaxed);
+  validated_.store(0, std::memory_order_relaxed);
+}
+
+window_totals breaker_core::window(nanos now) noexcept {
+  window_totals t;
+  if (kind_ == window_kind::count) {
+    spin_guard g(count_->lock);
+    return {count_->filled, count_->failures, count_->slow};
+  }
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    shard& s = shard_at(i);
+    spin_guard g(s.lock);
+    const std::int64_t index = bucket_index(s, now);
+    if (index > s.head) advance(s, index);
+    t.calls += s.totals.calls;
+    t.failures += s.totals.failures;
+    t.slow += s.totals.slow;
+  }
+  return t;
+}
+
+call_counters breaker_core::counters() const noexcept {
+  call_counters c;
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    const shard& s = shard_at(i);
+    c.successes += s.successes.get();
+    c.failures += s.failures.get();
+    c.ignored += s.ignored.get();
+    c.slow += s.slow.get();
+    c.rejected += s.rejected.get();
+  }
+  return c;
+}
+
+std::size_t breaker_core::probe_successes() const noexcept {
+  spin_guard g(const_cast<spinlock&>(mutex_));
+  return probe_successes_;
+}
+
+}  // namespace levee::detail

@@ -1,0 +1,71 @@
+// levee: error category bodies, compiled once in lib/.
+#pragma once
+
+#include <levee/error.hpp>
+
+#include <string>
+
+namespace levee {
+namespace detail {
+
+class error_category_impl final : public boost::system::error_category {
+ public:
+  // A fixed id keeps categories equal across shared objects.
+  constexpr error_category_impl() noexcept : boost::system::error_category(0x6c65766565000001ull) {}
+
+  const char* name() const noexcept override { return "levee"; }
+
+  std::string message(int ev) const override { return message(ev, nullptr, 0); }
+
+  const char* message(int ev, char*, std::size_t) const noexcept override {
+    switch (static_cast<error>(ev)) {
+      case error::circuit_open:
+        return "circuit breaker is open: the call was rejected without being started";
+    }
+    return "unknown levee error";
+  }
+
+  boost::system::error_condition default_error_condition(int ev) const noexcept override {
+    switch (static_cast<error>(ev)) {
+      case error::circuit_open:
+        return make_error_condition(condition::rejected);
+    }
+    return {ev, *this};
+  }
+};
+
+class condition_category_impl final : public boost::system::error_category {
+ public:
+  constexpr condition_category_impl() noexcept
+      : boost::system::error_category(0x6c65766565000002ull) {}
+
+  const char* name() const noexcept override { return "levee.condition"; }
+
+  std::string message(int ev) const override { return message(ev, nullptr, 0); }
+
+  const char* message(int ev, char*, std::size_t) const noexcept override {
+    switch (static_cast<condition>(ev)) {
+      case condition::rejected:
+        return "the call was rejected by levee without being started";
+    }
+    return "unknown levee condition";
+  }
+};
+
+[[noreturn]] void throw_error(error e) {
+  throw boost::system::system_error(make_error_code(e));
+}
+
+}  // namespace detail
+
+const boost::system::error_category& error_category() noexcept {
+  static constexpr detail::error_category_impl instance;
+  return instance;
+}
+
+const boost::system::error_category& condition_category() noexcept {
+  static constexpr detail::condition_category_impl instance;
+  return instance;
+}
+
+}  // namespace levee

@@ -1,0 +1,57 @@
+// levee: option validation, compiled once in lib/.
+#pragma once
+
+#include <levee/options.hpp>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace levee {
+
+const char* to_string(circuit_state s) noexcept {
+  switch (s) {
+    case circuit_state::closed:
+      return "closed";
+    case circuit_state::open:
+      return "open";
+    case circuit_state::half_open:
+      return "half_open";
+  }
+  return "unknown";
+}
+
+namespace {
+[[noreturn]] void reject_option(const char* member, const char* rule) {
+  throw std::invalid_argument(std::string("breaker_options::") + member + " " + rule);
+}
+}  // namespace
+
+void validate(const breaker_options& o) {
+  if (!(o.failure_rate_threshold > 0.0 && o.failure_rate_threshold <= 1.0))
+    reject_option("failure_rate_threshold", "must be in (0, 1]");
+  if (o.window <= std::chrono::nanoseconds::zero())
+    reject_option("window", "must be greater than zero");
+  if (o.window_buckets < 1 || o.window_buckets > 1024)
+    reject_option("window_buckets", "must be in [1, 1024]");
+  if (o.window.count() / static_cast<std::int64_t>(o.window_buckets) < 1)
+    reject_option("window_buckets", "must not exceed window in nanoseconds");
+  if (o.window_type != window_kind::time && o.window_type != window_kind::count)
+    reject_option("window_type", "must be window_kind::time or window_kind::count");
+  if (o.window_calls < 1 || o.window_calls > (std::size_t{1} << 20))
+    reject_option("window_calls", "must be in [1, 1048576]");
+  if (o.minimum_calls < 1) reject_option("minimum_calls", "must be at least 1");
+  if (o.window_type == window_kind::count && o.minimum_calls > o.window_calls)
+    reject_option("minimum_calls", "must not exceed window_calls with a count window");
+  if (o.open_duration <= std::chrono::nanoseconds::zero())
+    reject_option("open_duration", "must be greater than zero");
+  if (o.half_open_probes < 1 || o.half_open_probes > 8191)
+    reject_option("half_open_probes", "must be in [1, 8191]");
+  if (o.successes_to_close < 1) reject_option("successes_to_close", "must be at least 1");
+  if (o.slow_call_duration < std::chrono::nanoseconds::zero())
+    reject_option("slow_call_duration", "must not be negative");
+  if (!(o.slow_call_rate_threshold > 0.0 && o.slow_call_rate_threshold <= 1.0))
+    reject_option("slow_call_rate_threshold", "must be in (0, 1]");
+}
+
+}  // namespace levee

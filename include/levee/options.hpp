@@ -1,0 +1,96 @@
+// levee: the breaker's options.
+#pragma once
+
+#include <levee/classify.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace levee {
+
+/// The three states of DESIGN.md. More may follow; switch with a default.
+enum class circuit_state : std::uint8_t {
+  closed = 0,     ///< calls run; outcomes go into the window
+  open = 1,       ///< calls are rejected; a timer will turn the breaker HALF_OPEN
+  half_open = 2,  ///< at most `half_open_probes` calls run as probes; others are rejected
+};
+
+/// "closed", "open" or "half_open".
+const char* to_string(circuit_state s) noexcept;
+
+/// Which sliding window the breaker keeps in CLOSED.
+enum class window_kind : std::uint8_t {
+  /// The calls of the last `window` of time, kept in `window_buckets` buckets
+  /// of `window / window_buckets` each (see `breaker_options::window_buckets`).
+  time = 0,
+  /// The last `window_calls` calls, whenever they happened.
+  count = 1,
+};
+
+/// How a circuit breaker decides. A plain struct: every member has a default
+/// (the seed scenario's), designated initialisers work
+/// (`breaker_options{.window = 5s}`), and the breaker's constructor validates
+/// it, throwing `std::invalid_argument` that names the offending member.
+struct breaker_options {
+  /// Open when failures / calls >= this, once the window holds at least
+  /// `minimum_calls` calls. In (0, 1].
+  double failure_rate_threshold = 0.5;
+
+  /// Length of the time window (`window_type == window_kind::time`). > 0.
+  std::chrono::nanoseconds window = std::chrono::seconds(10);
+
+  /// Granularity of the time window. The window is a ring of this many buckets
+  /// of `w = window / window_buckets` each; a call finished at time `t` sits in
+  /// bucket `floor(t / w)` and is counted while the current bucket is less than
+  /// `window_buckets` buckets later. So a call leaves the window at the first
+  /// bucket boundary at or after `t + window - w`: never later than
+  /// `t + window`, and at most `w` earlier. More buckets, finer edges, more
+  /// memory (12 bytes per bucket per shard). In [1, 1024], and `w` >= 1 ns.
+  std::size_t window_buckets = 10;
+
+  /// Time window (the default) or count window.
+  window_kind window_type = window_kind::time;
+
+  /// Size of the count window (`window_type == window_kind::count`): the last
+  /// this many calls. In [1, 1048576]; memory is 2 bits per call.
+  std::size_t window_calls = 100;
+
+  /// The window must hold at least this many calls before the failure rate
+  /// (or the slow-call rate) can open the breaker. >= 1; with a count window,
+  /// <= `window_calls`. Ten calls: small enough that a quiet service still
+  /// trips, large enough that one unlucky call does not.
+  std::size_t minimum_calls = 10;
+
+  /// How long the breaker stays OPEN before its timer turns it HALF_OPEN. > 0.
+  std::chrono::nanoseconds open_duration = std::chrono::seconds(30);
+
+  /// Calls admitted at once as probes in HALF_OPEN. In [1, 8191].
+  std::size_t half_open_probes = 1;
+
+  /// Consecutive probe successes that close the breaker. >= 1.
+  std::size_t successes_to_close = 1;
+
+  /// Also open after this many failures in a row, whatever the window says.
+  /// 0 (the default) turns it off.
+  std::size_t consecutive_failures = 0;
+
+  /// A call that takes at least this long counts as slow. Zero (the default)
+  /// turns slow-call detection off. >= 0.
+  std::chrono::nanoseconds slow_call_duration = std::chrono::nanoseconds::zero();
+
+  /// Open when slow calls / calls >= this (with at least `minimum_calls`
+  /// calls). In (0, 1]. Used only when `slow_call_duration` is non-zero. A
+  /// slow probe counts as a failed probe.
+  double slow_call_rate_threshold = 1.0;
+
+  /// Decides success, failure or ignored for each finished call. Empty: the
+  /// default rules (`default_classify`).
+  levee::classifier classifier = {};
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member, such as
+/// "breaker_options::window must be greater than zero".
+void validate(const breaker_options& options);
+
+}  // namespace levee

@@ -1,0 +1,7 @@
+// levee: everything compiled once. Include it in exactly one translation unit
+// (lib/levee.cpp does); the CMake target levee::levee does it for you.
+#pragma once
+
+#include <levee/impl/breaker_core.ipp>
+#include <levee/impl/error.ipp>
+#include <levee/impl/options.ipp>
