@@ -1,1 +1,407 @@
+// The sans-I/O core, step by step, with no event loop: time is a number the
+// test passes in.
+#include <levee/detail/breaker_core.hpp>
 
+#include <catch2/catch.hpp>
+
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using levee::circuit_state;
+using levee::outcome;
+using levee::detail::breaker_core;
+using levee::detail::permit;
+using levee::detail::transition;
+using levee::detail::transition_reason;
+
+namespace {
+
+struct harness {
+  breaker_core core;
+  std::chrono::nanoseconds now{0};
+
+  explicit harness(const levee::breaker_options& o, unsigned shards = 1) : core(o, shards) {}
+
+  // Admits and completes one call; returns the transition it caused.
+  transition call(outcome o, std::chrono::nanoseconds elapsed = 0ns) {
+    const permit p = core.try_acquire();
+    REQUIRE(p);
+    return core.complete(p, o, now, elapsed);
+  }
+  transition fail() { return call(outcome::failure); }
+  transition succeed() { return call(outcome::success); }
+  bool admits() {
+    const permit p = core.try_acquire();
+    if (p) core.release(p);
+    return static_cast<bool>(p);
+  }
+  // Plays the timer: the shell calls open_elapsed when the open timer fires.
+  transition fire_timer() { return core.open_elapsed(core.generation()); }
+};
+
+levee::breaker_options small(std::size_t minimum = 10) {
+  levee::breaker_options o;
+  o.minimum_calls = minimum;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("core: a new breaker is CLOSED and admits calls") {
+  harness h(small());
+  CHECK(h.core.state() == circuit_state::closed);
+  CHECK(h.core.generation() == 1);
+  const permit p = h.core.try_acquire();
+  REQUIRE(p);
+  CHECK_FALSE(p.is_probe());
+  CHECK(p.generation() == 1);
+}
+
+TEST_CASE("core: below minimum_calls it never opens") {
+  harness h(small(10));
+  for (int i = 0; i < 9; ++i) CHECK_FALSE(h.fail());
+  CHECK(h.core.state() == circuit_state::closed);
+  CHECK(h.core.window(h.now).calls == 9);
+  CHECK(h.core.window(h.now).failures == 9);
+  const transition t = h.fail();  // the tenth call: 10 of 10 failed
+  REQUIRE(t);
+  CHECK(t.from == circuit_state::closed);
+  CHECK(t.to == circuit_state::open);
+  CHECK(t.reason == transition_reason::failure_rate);
+  CHECK(t.open_for == 30s);
+  CHECK(t.generation == 2);
+  CHECK(h.core.state() == circuit_state::open);
+}
+
+TEST_CASE("core: opens when the failure rate reaches the threshold, not before") {
+  harness h(small(10));
+  for (int i = 0; i < 6; ++i) h.succeed();
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(h.fail());  // 4 of 10: 40 %
+  CHECK(h.core.state() == circuit_state::closed);
+  h.succeed();
+  h.succeed();  // 4 of 12
+  CHECK_FALSE(h.fail());
+  CHECK(h.core.state() == circuit_state::closed);  // 5 of 13 = 38 %
+  for (int i = 0; i < 2; ++i) CHECK_FALSE(h.fail());  // 7 of 15 = 47 %
+  CHECK(h.fail());                                    // 8 of 16 = 50 %: at the threshold
+  CHECK(h.core.state() == circuit_state::open);
+}
+
+TEST_CASE("core: a success that brings the window to minimum_calls can open it") {
+  // The seed's point 5: the rate is checked after a success too.
+  harness h(small(10));
+  for (int i = 0; i < 9; ++i) h.fail();
+  const transition t = h.succeed();  // 9 failures of 10 calls
+  REQUIRE(t);
+  CHECK(t.to == circuit_state::open);
+}
+
+TEST_CASE("core: failures older than the window are forgotten") {
+  harness h(small(10));
+  for (int i = 0; i < 9; ++i) h.fail();
+  h.now += 10s;  // a whole window later
+  CHECK(h.core.window(h.now).calls == 0);
+  CHECK_FALSE(h.fail());  // 1 failure of 1 call: below minimum_calls
+  CHECK(h.core.state() == circuit_state::closed);
+  for (int i = 0; i < 8; ++i) CHECK_FALSE(h.succeed());
+  CHECK(h.core.window(h.now).calls == 9);
+}
+
+TEST_CASE("core: bucket granularity decides when a call leaves the window") {
+  // window 10 s, 10 buckets of 1 s: a call at t sits in bucket floor(t / 1 s)
+  // and leaves when the current bucket is 10 buckets later.
+  harness h(small(100));
+  h.now = 500ms;  // bucket 0
+  h.fail();
+  h.now = 1999ms;  // bucket 1
+  h.fail();
+  h.now = 9999ms;  // bucket 9: both still in
+  CHECK(h.core.window(h.now).failures == 2);
+  h.now = 10s;  // bucket 10: the call of bucket 0 left (9.5 s after it finished)
+  CHECK(h.core.window(h.now).failures == 1);
+  h.now = 10999ms;  // still bucket 10
+  CHECK(h.core.window(h.now).failures == 1);
+  h.now = 11s;  // bucket 11: the call at 1.999 s left, 9.001 s after it finished
+  CHECK(h.core.window(h.now).failures == 0);
+}
+
+TEST_CASE("core: one bucket per window forgets everything at each boundary") {
+  levee::breaker_options o = small(3);
+  o.window_buckets = 1;
+  harness h(o);
+  h.now = 9s;
+  h.fail();
+  h.fail();
+  h.now = 10s;
+  CHECK(h.core.window(h.now).calls == 0);
+  h.fail();
+  CHECK(h.core.state() == circuit_state::closed);
+}
+
+TEST_CASE("core: a late finisher goes in its own, older bucket") {
+  // Two threads: one finishes at 5.2 s and records first; another finished at
+  // 4.9 s (read its clock earlier) and records second.
+  harness h(small(100));
+  h.now = 5200ms;
+  h.succeed();
+  h.now = 4900ms;
+  h.fail();
+  CHECK(h.core.window(5200ms).failures == 1);
+  CHECK(h.core.window(14999ms).failures == 0);  // bucket 4 left at 14 s
+  CHECK(h.core.window(14999ms).calls == 1);     // bucket 5 is still in
+}
+
+TEST_CASE("core: OPEN rejects and counts the rejections") {
+  harness h(small(1));
+  REQUIRE(h.fail());
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(h.core.try_acquire());
+  CHECK(h.core.counters().rejected == 5);
+  CHECK(h.core.counters().failures == 1);
+}
+
+TEST_CASE("core: the timer turns OPEN into HALF_OPEN; a stale timer does nothing") {
+  harness h(small(1));
+  const transition opened = h.fail();
+  REQUIRE(opened);
+  CHECK_FALSE(h.core.open_elapsed(opened.generation - 1));
+  CHECK(h.core.state() == circuit_state::open);
+  const transition t = h.core.open_elapsed(opened.generation);
+  REQUIRE(t);
+  CHECK(t.from == circuit_state::open);
+  CHECK(t.to == circuit_state::half_open);
+  CHECK(t.reason == transition_reason::open_elapsed);
+  CHECK(h.core.state() == circuit_state::half_open);
+  CHECK_FALSE(h.core.open_elapsed(opened.generation));  // fired twice: ignored
+}
+
+TEST_CASE("core: HALF_OPEN admits one probe; a second call is rejected") {
+  harness h(small(1));
+  h.fail();
+  h.fire_timer();
+  const permit probe = h.core.try_acquire();
+  REQUIRE(probe);
+  CHECK(probe.is_probe());
+  CHECK(h.core.probes_in_flight() == 1);
+  CHECK_FALSE(h.core.try_acquire());
+  const transition t = h.core.complete(probe, outcome::success, h.now);
+  REQUIRE(t);
+  CHECK(t.to == circuit_state::closed);
+  CHECK(t.reason == transition_reason::probes_succeeded);
+  CHECK(h.core.probes_in_flight() == 0);
+  CHECK(h.core.window(h.now).calls == 0);  // a fresh window
+}
+
+TEST_CASE("core: successes_to_close consecutive probe successes close it") {
+  levee::breaker_options o = small(1);
+  o.successes_to_close = 2;
+  harness h(o);
+  h.fail();
+  h.fire_timer();
+  CHECK_FALSE(h.succeed());  // first probe: still HALF_OPEN, slot freed
+  CHECK(h.core.state() == circuit_state::half_open);
+  CHECK(h.core.probe_successes() == 1);
+  CHECK(h.core.probes_in_flight() == 0);
+  const transition t = h.succeed();
+  REQUIRE(t);
+  CHECK(t.to == circuit_state::closed);
+}
+
+TEST_CASE("core: a failed probe reopens and asks for the timer again") {
+  levee::breaker_options o = small(1);
+  o.successes_to_close = 2;
+  harness h(o);
+  h.fail();
+  h.fire_timer();
+  h.succeed();
+  const transition t = h.fail();
+  REQUIRE(t);
+  CHECK(t.from == circuit_state::half_open);
+  CHECK(t.to == circuit_state::open);
+  CHECK(t.reason == transition_reason::probe_failed);
+  CHECK(t.open_for == 30s);
+  h.fire_timer();
+  CHECK(h.core.probe_successes() == 0);  // the count starts again
+}
+
+TEST_CASE("core: a cancelled or abandoned probe frees its slot and is not counted") {
+  levee::breaker_options o = small(1);
+  o.successes_to_close = 2;
+  harness h(o);
+  h.fail();
+  h.fire_timer();
+  h.succeed();
+  const permit cancelled = h.core.try_acquire();
+  REQUIRE(cancelled);
+  CHECK_FALSE(h.core.complete(cancelled, outcome::ignored, h.now));
+  CHECK(h.core.probes_in_flight() == 0);
+  CHECK(h.core.probe_successes() == 1);
+  const permit abandoned = h.core.try_acquire();
+  REQUIRE(abandoned);
+  h.core.release(abandoned);
+  CHECK(h.core.probes_in_flight() == 0);
+  CHECK(h.core.probe_successes() == 1);
+  CHECK(h.succeed());  // the next probe still closes it
+  CHECK(h.core.state() == circuit_state::closed);
+}
+
+TEST_CASE("core: several probes at once, and an abandoned one after a transition") {
+  levee::breaker_options o = small(1);
+  o.half_open_probes = 3;
+  o.successes_to_close = 3;
+  harness h(o);
+  h.fail();
+  h.fire_timer();
+  permit p[3];
+  for (auto& x : p) x = h.core.try_acquire();
+  for (auto& x : p) REQUIRE(x);
+  CHECK_FALSE(h.core.try_acquire());
+  CHECK(h.core.probes_in_flight() == 3);
+  CHECK(h.core.complete(p[0], outcome::failure, h.now));  // reopens
+  CHECK(h.core.probes_in_flight() == 0);
+  h.core.release(p[1]);                                       // stale: nothing to free
+  CHECK_FALSE(h.core.complete(p[2], outcome::success, h.now));  // stale: ignored
+  CHECK(h.core.state() == circuit_state::open);
+}
+
+TEST_CASE("core: outcomes of calls admitted before a transition change nothing after it") {
+  harness h(small(2));
+  const permit old = h.core.try_acquire();
+  h.fail();
+  h.fail();  // opens
+  h.fire_timer();
+  h.succeed();  // closes, fresh window
+  REQUIRE(h.core.state() == circuit_state::closed);
+  CHECK_FALSE(h.core.complete(old, outcome::failure, h.now));
+  CHECK(h.core.window(h.now).calls == 0);
+  CHECK(h.core.counters().failures == 3);  // still counted as an outcome
+}
+
+TEST_CASE("core: ignored outcomes are not counted in the window") {
+  harness h(small(2));
+  for (int i = 0; i < 5; ++i) h.call(outcome::ignored);
+  CHECK(h.core.window(h.now).calls == 0);
+  CHECK(h.core.counters().ignored == 5);
+  h.fail();
+  CHECK(h.core.state() == circuit_state::closed);
+}
+
+TEST_CASE("core: count window keeps the last window_calls calls") {
+  levee::breaker_options o = small(4);
+  o.window_type = levee::window_kind::count;
+  o.window_calls = 4;
+  harness h(o);
+  h.fail();
+  h.succeed();
+  h.succeed();
+  CHECK_FALSE(h.succeed());  // 1 of 4
+  h.now += 1h;               // time does not matter
+  CHECK_FALSE(h.fail());     // evicts the first failure: 1 of 4
+  CHECK(h.core.window(h.now).failures == 1);
+  CHECK_FALSE(h.succeed());  // 1 of 4
+  CHECK(h.fail());           // 2 of 4: opens
+}
+
+TEST_CASE("core: a large count window wraps its ring correctly") {
+  levee::breaker_options o = small(100);
+  o.window_type = levee::window_kind::count;
+  o.window_calls = 130;
+  o.failure_rate_threshold = 0.9;
+  harness h(o);
+  for (int i = 0; i < 1000; ++i) {
+    REQUIRE_FALSE((i % 2 ? h.succeed() : h.fail()));
+  }
+  CHECK(h.core.window(h.now).calls == 130);
+  CHECK(h.core.window(h.now).failures == 65);
+}
+
+TEST_CASE("core: consecutive failures open it, a success resets the count") {
+  levee::breaker_options o = small(1000);
+  o.consecutive_failures = 3;
+  harness h(o);
+  h.fail();
+  h.fail();
+  h.succeed();
+  h.fail();
+  h.fail();
+  CHECK(h.core.state() == circuit_state::closed);
+  const transition t = h.fail();
+  REQUIRE(t);
+  CHECK(t.reason == transition_reason::consecutive_failures);
+}
+
+TEST_CASE("core: slow calls open it when their rate reaches the threshold") {
+  levee::breaker_options o = small(4);
+  o.slow_call_duration = 100ms;
+  o.slow_call_rate_threshold = 0.5;
+  harness h(o);
+  h.call(outcome::success, 99ms);
+  h.call(outcome::success, 100ms);  // slow
+  h.call(outcome::success, 10ms);
+  const transition t = h.call(outcome::success, 250ms);  // 2 slow of 4
+  REQUIRE(t);
+  CHECK(t.reason == transition_reason::slow_call_rate);
+  CHECK(h.core.counters().slow == 2);
+}
+
+TEST_CASE("core: a slow probe counts as a failed probe") {
+  levee::breaker_options o = small(1);
+  o.slow_call_duration = 100ms;
+  harness h(o);
+  h.fail();
+  h.fire_timer();
+  const transition t = h.call(outcome::success, 150ms);
+  REQUIRE(t);
+  CHECK(t.to == circuit_state::open);
+}
+
+TEST_CASE("core: slow-call detection off ignores durations") {
+  harness h(small(2));
+  h.call(outcome::success, 1h);
+  h.call(outcome::success, 1h);
+  CHECK(h.core.counters().slow == 0);
+  CHECK(h.core.state() == circuit_state::closed);
+}
+
+TEST_CASE("core: shards written by different threads add up in one window") {
+  // Each std::thread gets its own thread slot, so with 4 shards these calls
+  // land on different shards; the decision must see them all.
+  harness h(small(8), 4);
+  REQUIRE(h.core.shard_count() == 4);
+  for (int t = 0; t < 7; ++t) {
+    std::thread([&] { CHECK_FALSE(h.fail()); }).join();
+  }
+  CHECK(h.core.window(h.now).failures == 7);
+  transition last;
+  std::thread([&] { last = h.succeed(); }).join();  // 7 of 8
+  CHECK(last.to == circuit_state::open);
+}
+
+TEST_CASE("core: a new bucket re-checks the window on success") {
+  // The validation short-cut must not survive a bucket change: old successes
+  // leave, and a success must then see the failures that remain.
+  levee::breaker_options o = small(4);
+  harness h(o);
+  h.now = 0s;
+  for (int i = 0; i < 10; ++i) h.succeed();
+  h.now = 9s;
+  h.fail();
+  h.fail();
+  h.fail();
+  CHECK(h.core.state() == circuit_state::closed);  // 3 of 13
+  h.now = 10s;                                     // the ten successes leave
+  const transition t = h.succeed();                // 3 of 4
+  REQUIRE(t);
+  CHECK(t.to == circuit_state::open);
+}
+
+TEST_CASE("core: generation counts every transition") {
+  harness h(small(1));
+  h.fail();
+  h.fire_timer();
+  h.fail();
+  h.fire_timer();
+  h.succeed();
+  CHECK(h.core.generation() == 6);
+  CHECK(h.core.state() == circuit_state::closed);
+}

@@ -114,7 +114,7 @@ class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, Wai
   const breaker_options& options() const noexcept { return options_; }
   breaker_core& core() noexcept { return core_; }
   const breaker_core& core() const noexcept { return core_; }
-  asio::any_io_executor get_executor() const noexcept { return timer_.get_executor(); }
+  asio::any_io_executor get_executor() noexcept { return timer_.get_executor(); }
 
   outcome classify(const call_result& r) const noexcept {
     if (!options_.classifier) return default_classify(r);

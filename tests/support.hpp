@@ -1,0 +1,122 @@
+// Test support: a virtual-time breaker, a fake downstream, and helpers to run
+// coroutines on an io_context without sleeping.
+#pragma once
+
+#include <levee/circuit_breaker.hpp>
+#include <levee/manual_clock.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+
+namespace levee_test {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+using clock = levee::manual_clock;
+using breaker = levee::basic_circuit_breaker<clock, clock::wait_traits>;
+using timer = asio::basic_waitable_timer<clock, clock::wait_traits>;
+
+/// Runs what is ready, without blocking. Virtual timers that are due fire.
+inline void settle(asio::io_context& ioc) {
+  ioc.restart();
+  ioc.poll();
+}
+
+/// Moves virtual time, then runs what became due.
+inline void elapse(asio::io_context& ioc, std::chrono::nanoseconds d) {
+  clock::advance(d);
+  settle(ioc);
+}
+
+/// The result of a spawned coroutine, filled in when it completes.
+template <class T>
+struct pending {
+  bool done = false;
+  std::optional<T> value;
+  std::exception_ptr error;
+
+  /// The code of a thrown system_error, or a default code.
+  boost::system::error_code thrown_code() const {
+    if (!error) return {};
+    try {
+      std::rethrow_exception(error);
+    } catch (const boost::system::system_error& e) {
+      return e.code();
+    } catch (...) {
+      return {};
+    }
+  }
+};
+
+template <class T>
+std::shared_ptr<pending<T>> spawn(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = std::make_shared<pending<T>>();
+  asio::co_spawn(ioc, std::move(aw), [p](std::exception_ptr e, T v) {
+    p->done = true;
+    p->error = e;
+    if (!e) p->value = std::move(v);
+  });
+  return p;
+}
+
+/// Spawns and settles: for calls that finish without time passing.
+template <class T>
+std::shared_ptr<pending<T>> run(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = spawn(ioc, std::move(aw));
+  settle(ioc);
+  return p;
+}
+
+struct service_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// A downstream service whose calls succeed or fail as told, after an
+/// optional virtual latency. Counts the calls that actually started.
+struct fake_service {
+  int started = 0;
+  int finished = 0;
+
+  asio::awaitable<int> call(bool ok, std::chrono::nanoseconds latency = 0ns) {
+    ++started;
+    if (latency > 0ns) {
+      timer t(co_await asio::this_coro::executor, latency);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    ++finished;
+    if (!ok) throw service_error("API timeout");
+    co_return 42;
+  }
+
+  asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec(
+      boost::system::error_code result, std::chrono::nanoseconds latency = 0ns) {
+    ++started;
+    if (latency > 0ns) {
+      timer t(co_await asio::this_coro::executor, latency);
+      auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return std::tuple(ec, 0);
+    }
+    ++finished;
+    co_return std::tuple(result, result ? 0 : 42);
+  }
+};
+
+/// Resets virtual time for each test that creates one.
+struct virtual_time {
+  virtual_time() { clock::reset(); }
+};
+
+}  // namespace levee_test
