@@ -1,0 +1,284 @@
+// Model-based test: random sequences of admissions, outcomes, cancellations,
+// abandoned probes and clock steps, run against the core and against a plain
+// reference model (the seed's algorithm: a deque of every call, with the core's
+// bucket granularity). Every decision must agree.
+#include <levee/detail/breaker_core.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <vector>
+
+using levee::circuit_state;
+using levee::outcome;
+using levee::detail::breaker_core;
+using levee::detail::permit;
+using levee::detail::transition;
+using nanos = std::chrono::nanoseconds;
+
+namespace {
+
+// The reference: written for clarity, not speed. It keeps every call.
+struct reference_model {
+  struct record {
+    std::int64_t bucket;
+    bool failed;
+    bool slow;
+  };
+  struct ticket {
+    std::uint64_t generation;
+    bool probe;
+  };
+
+  levee::breaker_options o;
+  std::int64_t width;
+  circuit_state state = circuit_state::closed;
+  std::uint64_t generation = 1;
+  std::deque<record> calls;
+  std::size_t probes = 0;
+  std::size_t probe_successes = 0;
+  std::size_t consecutive = 0;
+  std::int64_t open_until = 0;
+
+  explicit reference_model(const levee::breaker_options& options)
+      : o(options), width(options.window.count() / static_cast<std::int64_t>(options.window_buckets)) {}
+
+  static std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+  }
+
+  void evict(std::int64_t now) {
+    if (o.window_type != levee::window_kind::time) return;
+    const std::int64_t current = floor_div(now, width);
+    while (!calls.empty() && calls.front().bucket <= current - static_cast<std::int64_t>(o.window_buckets))
+      calls.pop_front();
+  }
+
+  std::pair<std::size_t, std::size_t> totals(std::int64_t now) {
+    evict(now);
+    std::size_t failures = 0;
+    for (const auto& c : calls) failures += c.failed;
+    return {calls.size(), failures};
+  }
+
+  bool should_open(std::int64_t now) {
+    evict(now);
+    const std::size_t n = calls.size();
+    if (n < o.minimum_calls) return false;
+    std::size_t failures = 0, slow = 0;
+    for (const auto& c : calls) {
+      failures += c.failed;
+      slow += c.slow;
+    }
+    if (static_cast<double>(failures) >= o.failure_rate_threshold * static_cast<double>(n)) return true;
+    return o.slow_call_duration > nanos::zero() &&
+           static_cast<double>(slow) >= o.slow_call_rate_threshold * static_cast<double>(n);
+  }
+
+  void open(std::int64_t now) {
+    state = circuit_state::open;
+    ++generation;
+    probes = 0;
+    open_until = now + o.open_duration.count();
+  }
+
+  // Returns the admitted ticket, or nothing.
+  std::optional<ticket> admit() {
+    switch (state) {
+      case circuit_state::closed:
+        return ticket{generation, false};
+      case circuit_state::half_open:
+        if (probes < o.half_open_probes) {
+          ++probes;
+          return ticket{generation, true};
+        }
+        return std::nullopt;
+      default:
+        return std::nullopt;
+    }
+  }
+
+  // Returns the state entered, if the completion caused a transition.
+  std::optional<circuit_state> complete(ticket t, outcome oc, std::int64_t now, nanos elapsed) {
+    const bool slow = o.slow_call_duration > nanos::zero() && elapsed >= o.slow_call_duration &&
+                      oc != outcome::ignored;
+    if (t.probe) {
+      if (state != circuit_state::half_open || generation != t.generation) return std::nullopt;
+      if (oc == outcome::ignored) {
+        --probes;
+        return std::nullopt;
+      }
+      if (oc == outcome::failure || slow) {
+        open(now);
+        return circuit_state::open;
+      }
+      --probes;
+      if (++probe_successes >= o.successes_to_close) {
+        state = circuit_state::closed;
+        ++generation;
+        calls.clear();
+        consecutive = 0;
+        probes = 0;
+        return circuit_state::closed;
+      }
+      return std::nullopt;
+    }
+    if (oc == outcome::ignored) return std::nullopt;
+    if (state != circuit_state::closed || generation != t.generation) return std::nullopt;
+    const bool failed = oc == outcome::failure;
+    if (o.consecutive_failures != 0) {
+      consecutive = failed ? consecutive + 1 : 0;
+      if (consecutive >= o.consecutive_failures) {
+        open(now);
+        return circuit_state::open;
+      }
+    }
+    calls.push_back({floor_div(now, width), failed, slow});
+    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls) calls.pop_front();
+    if (should_open(now)) {
+      open(now);
+      return circuit_state::open;
+    }
+    return std::nullopt;
+  }
+
+  void release(ticket t) {
+    if (t.probe && state == circuit_state::half_open && generation == t.generation) --probes;
+  }
+
+  bool timer_fires(std::int64_t now) {
+    if (state != circuit_state::open || now < open_until) return false;
+    state = circuit_state::half_open;
+    ++generation;
+    probes = 0;
+    probe_successes = 0;
+    return true;
+  }
+};
+
+levee::breaker_options random_options(std::mt19937_64& rng) {
+  auto pick = [&](std::uint64_t lo, std::uint64_t hi) {
+    return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
+  };
+  levee::breaker_options o;
+  const double thresholds[] = {0.1, 0.25, 0.5, 0.6, 0.75, 1.0};
+  o.failure_rate_threshold = thresholds[pick(0, 5)];
+  o.window_type = pick(0, 3) == 0 ? levee::window_kind::count : levee::window_kind::time;
+  o.window_buckets = pick(1, 10);
+  o.window = nanos(static_cast<std::int64_t>(o.window_buckets * pick(1, 5) * 100));
+  o.window_calls = pick(1, 12);
+  o.minimum_calls = pick(1, o.window_type == levee::window_kind::count ? o.window_calls : 12);
+  o.open_duration = nanos(static_cast<std::int64_t>(pick(1, 2000)));
+  o.half_open_probes = pick(1, 3);
+  o.successes_to_close = pick(1, 3);
+  o.consecutive_failures = pick(0, 2) == 0 ? pick(1, 4) : 0;
+  if (pick(0, 3) == 0) {
+    o.slow_call_duration = nanos(static_cast<std::int64_t>(pick(1, 50)));
+    o.slow_call_rate_threshold = thresholds[pick(0, 5)];
+  }
+  levee::validate(o);
+  return o;
+}
+
+std::string describe(const levee::breaker_options& o) {
+  std::ostringstream s;
+  s << "threshold=" << o.failure_rate_threshold << " kind=" << static_cast<int>(o.window_type)
+    << " window=" << o.window.count() << "ns buckets=" << o.window_buckets
+    << " window_calls=" << o.window_calls << " minimum=" << o.minimum_calls
+    << " open=" << o.open_duration.count() << "ns probes=" << o.half_open_probes
+    << " to_close=" << o.successes_to_close << " consecutive=" << o.consecutive_failures
+    << " slow=" << o.slow_call_duration.count() << "ns/" << o.slow_call_rate_threshold;
+  return s.str();
+}
+
+// Catch2's assertion macros cost about a microsecond each; at 17 million
+// comparisons that is most of the run. Compare plainly, report through Catch2
+// only when something disagrees (with the sequence, step and options).
+#define AGREE(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      FAIL("disagreement: " #cond " at sequence " << seq << " step " << step << ": " \
+                                                  << describe(o));                    \
+    }                                                                                 \
+  } while (0)
+
+}  // namespace
+
+TEST_CASE("model: 100,000 random sequences agree with the reference model") {
+  constexpr int sequences = 100'000;
+  std::mt19937_64 rng(20261127);
+  std::uint64_t steps = 0, transitions = 0, rejections = 0;
+  for (int seq = 0; seq < sequences; ++seq) {
+    const levee::breaker_options o = random_options(rng);
+    breaker_core core(o, 1);
+    reference_model model(o);
+    struct outstanding {
+      permit p;
+      reference_model::ticket t;
+    };
+    std::vector<outstanding> live;
+    std::int64_t now = std::uniform_int_distribution<std::int64_t>(-1000, 1000)(rng);
+    const int length = std::uniform_int_distribution<int>(1, 80)(rng);
+    for (int step = 0; step < length; ++step, ++steps) {
+      const int action = std::uniform_int_distribution<int>(0, 99)(rng);
+      if (action < 40) {  // a call arrives
+        const permit p = core.try_acquire();
+        const auto t = model.admit();
+        AGREE(static_cast<bool>(p) == t.has_value());
+        if (p) {
+          AGREE(p.is_probe() == t->probe);
+          live.push_back({p, *t});
+        } else {
+          ++rejections;
+        }
+      } else if (action < 80 && !live.empty()) {  // a call finishes
+        const std::size_t i = std::uniform_int_distribution<std::size_t>(0, live.size() - 1)(rng);
+        const int r = std::uniform_int_distribution<int>(0, 9)(rng);
+        const outcome oc = r < 4 ? outcome::success : r < 8 ? outcome::failure : outcome::ignored;
+        const nanos elapsed(std::uniform_int_distribution<std::int64_t>(0, 60)(rng));
+        const transition t = core.complete(live[i].p, oc, nanos(now), elapsed);
+        const auto expected = model.complete(live[i].t, oc, now, elapsed);
+        AGREE(static_cast<bool>(t) == expected.has_value());
+        if (t) {
+          ++transitions;
+          AGREE(t.to == *expected);
+          AGREE(t.generation == model.generation);
+          if (t.to == circuit_state::open) AGREE(t.open_for == o.open_duration);
+        }
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      } else if (action < 85 && !live.empty()) {  // a call is abandoned
+        const std::size_t i = std::uniform_int_distribution<std::size_t>(0, live.size() - 1)(rng);
+        core.release(live[i].p);
+        model.release(live[i].t);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {  // time passes; the open timer fires when due
+        const int r = std::uniform_int_distribution<int>(0, 9)(rng);
+        now += r < 6 ? std::uniform_int_distribution<std::int64_t>(0, 50)(rng)
+                     : std::uniform_int_distribution<std::int64_t>(0, 3000)(rng);
+        if (model.timer_fires(now)) {
+          const transition t = core.open_elapsed(core.generation());
+          AGREE(t);
+          AGREE(t.to == circuit_state::half_open);
+          ++transitions;
+        }
+      }
+      AGREE(core.state() == model.state);
+      AGREE(core.generation() == model.generation);
+      AGREE(core.probes_in_flight() == model.probes);
+      if (model.state == circuit_state::closed && step % 8 == 0) {
+        const auto w = core.window(nanos(now));
+        const auto [calls, failures] = model.totals(now);
+        AGREE(w.calls == calls);
+        AGREE(w.failures == failures);
+      }
+    }
+  }
+  // The sequences must have exercised every path, not only admissions.
+  CHECK(steps > 3'000'000);
+  CHECK(transitions > 100'000);
+  CHECK(rejections > 100'000);
+}
