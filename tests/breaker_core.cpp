@@ -160,7 +160,7 @@ TEST_CASE("core: OPEN rejects and counts the rejections") {
   CHECK(h.core.counters().failures == 1);
 }
 
-TEST_CASE("core: the timer turns OPEN into HALF_OPEN; a stale timer does nothing") {
+TEST_CASE("core: the timer turns OPEN into HALF_OPEN - a stale timer does nothing") {
   harness h(small(1));
   const transition opened = h.fail();
   REQUIRE(opened);
@@ -175,7 +175,7 @@ TEST_CASE("core: the timer turns OPEN into HALF_OPEN; a stale timer does nothing
   CHECK_FALSE(h.core.open_elapsed(opened.generation));  // fired twice: ignored
 }
 
-TEST_CASE("core: HALF_OPEN admits one probe; a second call is rejected") {
+TEST_CASE("core: HALF_OPEN admits one probe - a second call is rejected") {
   harness h(small(1));
   h.fail();
   h.fire_timer();

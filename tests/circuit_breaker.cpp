@@ -39,7 +39,7 @@ levee::breaker_options seed_options() {
 
 }  // namespace
 
-TEST_CASE("seed test 1: a service failing 60 % of the time opens the breaker; later calls fail fast") {
+TEST_CASE("seed test 1: a service failing 60 % of the time opens the breaker - later calls fail fast") {
   virtual_time vt;
   asio::io_context ioc;
   breaker cb(ioc, seed_options());

@@ -87,7 +87,7 @@ asio::awaitable<void> worker(breaker& cb, tally& t, std::uint64_t seed, int call
 
 }  // namespace
 
-TEST_CASE("stress: 2 threads, 1,000,000 guarded calls; no outcome lost, probes bounded") {
+TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes bounded") {
   virtual_time vt;
   asio::io_context ioc(2);
   levee::breaker_options o{.window = 1ms,
