@@ -82,7 +82,7 @@ TEST_CASE("core: opens when the failure rate reaches the threshold, not before")
   h.succeed();
   h.succeed();  // 4 of 12
   CHECK_FALSE(h.fail());
-  CHECK(h.core.state() == circuit_state::closed);  // 5 of 13 = 38 %
+  CHECK(h.core.state() == circuit_state::closed);     // 5 of 13 = 38 %
   for (int i = 0; i < 2; ++i) CHECK_FALSE(h.fail());  // 7 of 15 = 47 %
   CHECK(h.fail());                                    // 8 of 16 = 50 %: at the threshold
   CHECK(h.core.state() == circuit_state::open);
@@ -259,7 +259,7 @@ TEST_CASE("core: several probes at once, and an abandoned one after a transition
   CHECK(h.core.probes_in_flight() == 3);
   CHECK(h.core.complete(p[0], outcome::failure, h.now));  // reopens
   CHECK(h.core.probes_in_flight() == 0);
-  h.core.release(p[1]);                                       // stale: nothing to free
+  h.core.release(p[1]);                                         // stale: nothing to free
   CHECK_FALSE(h.core.complete(p[2], outcome::success, h.now));  // stale: ignored
   CHECK(h.core.state() == circuit_state::open);
 }

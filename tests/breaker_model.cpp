@@ -45,7 +45,8 @@ struct reference_model {
   std::int64_t open_until = 0;
 
   explicit reference_model(const levee::breaker_options& options)
-      : o(options), width(options.window.count() / static_cast<std::int64_t>(options.window_buckets)) {}
+      : o(options),
+        width(options.window.count() / static_cast<std::int64_t>(options.window_buckets)) {}
 
   static std::int64_t floor_div(std::int64_t a, std::int64_t b) {
     return a >= 0 ? a / b : -((-a + b - 1) / b);
@@ -54,7 +55,8 @@ struct reference_model {
   void evict(std::int64_t now) {
     if (o.window_type != levee::window_kind::time) return;
     const std::int64_t current = floor_div(now, width);
-    while (!calls.empty() && calls.front().bucket <= current - static_cast<std::int64_t>(o.window_buckets))
+    while (!calls.empty() &&
+           calls.front().bucket <= current - static_cast<std::int64_t>(o.window_buckets))
       calls.pop_front();
   }
 
@@ -74,7 +76,8 @@ struct reference_model {
       failures += c.failed;
       slow += c.slow;
     }
-    if (static_cast<double>(failures) >= o.failure_rate_threshold * static_cast<double>(n)) return true;
+    if (static_cast<double>(failures) >= o.failure_rate_threshold * static_cast<double>(n))
+      return true;
     return o.slow_call_duration > nanos::zero() &&
            static_cast<double>(slow) >= o.slow_call_rate_threshold * static_cast<double>(n);
   }
@@ -138,7 +141,8 @@ struct reference_model {
       }
     }
     calls.push_back({floor_div(now, width), failed, slow});
-    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls) calls.pop_front();
+    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls)
+      calls.pop_front();
     if (should_open(now)) {
       open(now);
       return circuit_state::open;
@@ -198,12 +202,12 @@ std::string describe(const levee::breaker_options& o) {
 // Catch2's assertion macros cost about a microsecond each; at 17 million
 // comparisons that is most of the run. Compare plainly, report through Catch2
 // only when something disagrees (with the sequence, step and options).
-#define AGREE(cond)                                                                   \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
+#define AGREE(cond)                                                                  \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
       FAIL("disagreement: " #cond " at sequence " << seq << " step " << step << ": " \
-                                                  << describe(o));                    \
-    }                                                                                 \
+                                                  << describe(o));                   \
+    }                                                                                \
   } while (0)
 
 }  // namespace

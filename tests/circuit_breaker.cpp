@@ -39,7 +39,8 @@ levee::breaker_options seed_options() {
 
 }  // namespace
 
-TEST_CASE("seed test 1: a service failing 60 % of the time opens the breaker - later calls fail fast") {
+TEST_CASE(
+    "seed test 1: a service failing 60 % of the time opens the breaker - later calls fail fast") {
   virtual_time vt;
   asio::io_context ioc;
   breaker cb(ioc, seed_options());
@@ -98,7 +99,7 @@ TEST_CASE("seed test 2: after the timeout, two successful probes close it") {
   for (int i = 0; i < 4; ++i) run(ioc, cb(api.call(false)));
   REQUIRE(cb.state() == circuit_state::open);
 
-  elapse(ioc, 6s);  // "Waiting 5 seconds for timeout..."
+  elapse(ioc, 6s);                                // "Waiting 5 seconds for timeout..."
   CHECK(cb.state() == circuit_state::half_open);  // the timer did it, no call needed
 
   auto first = run(ioc, cb(api.call(true)));
@@ -286,7 +287,8 @@ TEST_CASE("a classifier decides by value, error_code or exception") {
   asio::io_context ioc;
   levee::breaker_options o{.failure_rate_threshold = 0.6, .minimum_calls = 2};
   o.classifier = [](const levee::call_result& r) {
-    if (const int* v = r.value<int>()) return *v < 0 ? levee::outcome::failure : levee::outcome::success;
+    if (const int* v = r.value<int>())
+      return *v < 0 ? levee::outcome::failure : levee::outcome::success;
     if (r.threw()) {
       try {
         std::rethrow_exception(r.exception());
@@ -332,7 +334,7 @@ TEST_CASE("destroying the breaker while its timer is pending is safe") {
     breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s});
     run(ioc, cb(api.call(false)));
     REQUIRE(cb.state() == circuit_state::open);
-  }  // timer pending here
+  }                 // timer pending here
   elapse(ioc, 2s);  // the cancelled wait completes; nothing may touch the breaker
   CHECK(ioc.stopped());
 }
@@ -341,7 +343,8 @@ TEST_CASE("destroying the breaker after its timer completed but before the handl
   virtual_time vt;
   asio::io_context ioc;
   fake_service api;
-  auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{.minimum_calls = 1, .open_duration = 1s});
+  auto cb = std::make_unique<breaker>(
+      ioc, levee::breaker_options{.minimum_calls = 1, .open_duration = 1s});
   run(ioc, (*cb)(api.call(false)));
   clock::advance(2s);
   ioc.restart();
@@ -444,9 +447,9 @@ TEST_CASE("completion-token form: a plain callback, admitted and rejected") {
   called = false;
   bool started = false;
   auto op = asio::deferred.values(1) | asio::deferred([&](int) {
-    started = true;
-    return asio::deferred.values(boost::system::error_code());
-  });
+              started = true;
+              return asio::deferred.values(boost::system::error_code());
+            });
   cb.async_execute(std::move(op), [&](boost::system::error_code ec) {
     called = true;
     got = ec;
@@ -499,8 +502,9 @@ TEST_CASE("completion-token form: per-operation cancellation reaches the operati
   timer t(ioc, 1h);
   asio::cancellation_signal signal;
   boost::system::error_code got;
-  cb.async_execute(t.async_wait(asio::deferred),
-                   asio::bind_cancellation_slot(signal.slot(), [&](boost::system::error_code ec) { got = ec; }));
+  cb.async_execute(
+      t.async_wait(asio::deferred),
+      asio::bind_cancellation_slot(signal.slot(), [&](boost::system::error_code ec) { got = ec; }));
   settle(ioc);
   signal.emit(asio::cancellation_type::terminal);
   settle(ioc);

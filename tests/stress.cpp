@@ -32,8 +32,9 @@ enum class result_kind { success, failure, cancelled };
 
 // The downstream: decides its own outcome, sometimes suspends so that calls
 // interleave across the two threads, and moves virtual time forward.
-asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(
-    breaker& cb, tally& t, result_kind kind, bool suspend) {
+asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(breaker& cb, tally& t,
+                                                                          result_kind kind,
+                                                                          bool suspend) {
   t.saw_probes(cb.probes_in_flight());
   if (suspend) co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
   t.saw_probes(cb.probes_in_flight());
@@ -132,10 +133,8 @@ TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 
   // The core hands out permits that say whether they are probes, so here the
   // test counts live probes itself, per generation, independently of the
   // breaker's own counter.
-  levee::breaker_options o{.window = 1ms,
-                           .minimum_calls = 4,
-                           .half_open_probes = 3,
-                           .successes_to_close = 2};
+  levee::breaker_options o{
+      .window = 1ms, .minimum_calls = 4, .half_open_probes = 3, .successes_to_close = 2};
   levee::detail::breaker_core core(o, 2);
   std::mutex m;
   std::map<std::uint64_t, std::size_t> live_probes;  // generation -> probes held
@@ -170,9 +169,10 @@ TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 
         if (r == 0) {
           core.release(p);
         } else {
-          (void)core.complete(p, r < 5 ? levee::outcome::failure
-                                 : r < 9 ? levee::outcome::success
-                                         : levee::outcome::ignored,
+          (void)core.complete(p,
+                              r < 5   ? levee::outcome::failure
+                              : r < 9 ? levee::outcome::success
+                                      : levee::outcome::ignored,
                               now);
         }
       };

@@ -68,9 +68,9 @@ struct error_arguments<std::exception_ptr, Rest...> {
   static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
   template <class Self>
   static void reject(Self& self) {
-    self.complete(std::make_exception_ptr(boost::system::system_error(
-                      make_error_code(error::circuit_open))),
-                  std::decay_t<Rest>{}...);
+    self.complete(
+        std::make_exception_ptr(boost::system::system_error(make_error_code(error::circuit_open))),
+        std::decay_t<Rest>{}...);
   }
 };
 template <class... Ts>
@@ -299,7 +299,8 @@ using breaker_guarded = typename detail::guarded_type<std::remove_cvref_t<Awaita
 /// Lifetime: the breaker must outlive the calls it guards (as an Asio I/O
 /// object outlives its operations). Destroying it while its open timer is
 /// pending is safe: the timer is cancelled and its handler does nothing.
-template <class Clock = std::chrono::steady_clock, class WaitTraits = boost::asio::wait_traits<Clock>>
+template <class Clock = std::chrono::steady_clock,
+          class WaitTraits = boost::asio::wait_traits<Clock>>
 class basic_circuit_breaker {
   using impl_type = detail::breaker_impl<Clock, WaitTraits>;
 
@@ -312,13 +313,13 @@ class basic_circuit_breaker {
   ///
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   template <class Executor>
-    requires std::is_convertible_v<const Executor&, executor_type>
+  requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_circuit_breaker(const Executor& ex, breaker_options options = {})
       : impl_(std::make_shared<impl_type>(executor_type(ex), std::move(options))) {}
 
   /// A breaker whose open timer runs on `ctx.get_executor()`.
   template <class ExecutionContext>
-    requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_circuit_breaker(ExecutionContext& ctx, breaker_options options = {})
       : basic_circuit_breaker(ctx.get_executor(), std::move(options)) {}
 

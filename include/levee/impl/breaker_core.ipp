@@ -51,7 +51,8 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   shard_mask_ = n - 1;
   const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
   stride_ = (sizeof(shard) + ring_bytes + cache_line - 1) / cache_line * cache_line;
-  auto* memory = static_cast<std::byte*>(::operator new[](n * stride_, std::align_val_t{cache_line}));
+  auto* memory =
+      static_cast<std::byte*>(::operator new[](n* stride_, std::align_val_t{cache_line}));
   shard_memory_.reset(memory);
   for (std::size_t i = 0; i < n; ++i) {
     auto* s = new (memory + i * stride_) shard();
@@ -181,8 +182,11 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
   if (state_of(w) != circuit_state::open || generation_of(w) != generation) return {};
   probe_successes_ = 0;
   state_.store(make_word(circuit_state::half_open, generation + 1), std::memory_order_release);
-  return {circuit_state::open, circuit_state::half_open, transition_reason::open_elapsed,
-          generation + 1, {}};
+  return {circuit_state::open,
+          circuit_state::half_open,
+          transition_reason::open_elapsed,
+          generation + 1,
+          {}};
 }
 
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
@@ -216,8 +220,11 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
   if (++probe_successes_ >= successes_to_close_) {
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
-    return {circuit_state::half_open, circuit_state::closed, transition_reason::probes_succeeded,
-            next, {}};
+    return {circuit_state::half_open,
+            circuit_state::closed,
+            transition_reason::probes_succeeded,
+            next,
+            {}};
   }
   state_.fetch_sub(probe_one, std::memory_order_acq_rel);
   return {};

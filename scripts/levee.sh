@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# levee's two commands, for a fresh Debian 12 machine (run as root, or with sudo
+# available). Each installs whatever is missing, builds and runs.
+#
+#   scripts/levee.sh demo   build and run the demo
+#   scripts/levee.sh test   build and run the whole test suite, as CI does:
+#                           GCC 12 + AddressSanitizer/UBSan (every test),
+#                           Clang 14 + ThreadSanitizer (the concurrency tests),
+#                           an installed-package consumer, clang-format.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc)
+
+# Debian packages the build, the tests, the demo and CI use.
+packages=(cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
+  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox)
+
+install_missing() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "== installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# configure DIR CMAKE-ARGS...
+configure() {
+  local dir=$1
+  shift
+  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null
+}
+
+step() { echo; echo "== $*"; }
+
+run_demo() {
+  install_missing
+  step "building the demo (release)"
+  configure build/release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF
+  cmake --build build/release --target levee-demo -j "$jobs"
+  step "running the demo"
+  ./build/release/samples/levee-quickstart "$@"
+}
+
+run_tests() {
+  install_missing
+  local start=$SECONDS
+
+  step "clang-format"
+  local unformatted
+  unformatted=$(git ls-files '*.hpp' '*.ipp' '*.cpp' | xargs clang-format-14 --dry-run 2>&1 | grep -c warning || true)
+  if [ "$unformatted" != "0" ]; then
+    git ls-files '*.hpp' '*.ipp' '*.cpp' | xargs clang-format-14 --dry-run 2>&1 | head -20
+    echo "clang-format: $unformatted places differ (run clang-format-14 -i)"
+    exit 1
+  fi
+
+  step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build everything, run every test"
+  configure build/ci-gcc-asan -DCMAKE_CXX_COMPILER=g++-12 -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_SANITIZE=address,undefined
+  cmake --build build/ci-gcc-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build/ci-gcc-asan --output-on-failure -j "$jobs"
+
+  step "Clang 14, ThreadSanitizer: build everything, run the concurrency tests"
+  configure build/ci-clang-tsan -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_SANITIZE=thread
+  cmake --build build/ci-clang-tsan -j "$jobs"
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    ctest --test-dir build/ci-clang-tsan --output-on-failure -L concurrency
+
+  step "install, then build a consumer with find_package(levee)"
+  rm -rf build/ci-install build/ci-consumer
+  configure build/ci-lib -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF \
+    -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
+  cmake --build build/ci-lib -j "$jobs"
+  cmake --install build/ci-lib >/dev/null
+  cmake -S test/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
+  cmake --build build/ci-consumer -j "$jobs"
+  ./build/ci-consumer/levee-consumer
+
+  step "all green in $((SECONDS - start)) s"
+}
+
+case "${1:-}" in
+  demo) shift; run_demo "$@" ;;
+  test) shift; run_tests "$@" ;;
+  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
