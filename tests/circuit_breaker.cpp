@@ -4,6 +4,7 @@
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -466,7 +467,11 @@ TEST_CASE("completion-token form: use_future and deferred") {
   asio::io_context ioc;
   breaker cb(ioc, {.minimum_calls = 1});
   timer t(ioc, 5ms);
-  std::future<void> f = cb.async_execute(t.async_wait(asio::deferred), asio::use_future);
+  // use_future's handlers run on the system executor; binding them to the
+  // io_context keeps every part of the operation on this thread, so nothing
+  // outlives the io_context when the test ends.
+  auto use_future = [&] { return asio::bind_executor(ioc, asio::use_future); };
+  std::future<void> f = cb.async_execute(t.async_wait(asio::deferred), use_future());
   elapse(ioc, 5ms);
   CHECK_NOTHROW(f.get());
 
@@ -485,7 +490,7 @@ TEST_CASE("completion-token form: use_future and deferred") {
   CHECK(cb.state() == circuit_state::open);
 
   std::future<int> rejected =
-      cb.async_execute(asio::deferred.values(boost::system::error_code(), 9), asio::use_future);
+      cb.async_execute(asio::deferred.values(boost::system::error_code(), 9), use_future());
   settle(ioc);
   try {
     rejected.get();

@@ -2,6 +2,7 @@
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include <iostream>
