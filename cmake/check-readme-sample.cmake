@@ -1,0 +1,16 @@
+# Fails unless the README's quickstart block is exactly samples/quickstart.cpp.
+# Usage: cmake -DREADME=... -DSAMPLE=... -P check-readme-sample.cmake
+file(READ "${README}" readme)
+file(READ "${SAMPLE}" sample)
+string(FIND "${readme}" "<!-- quickstart:begin -->\n```cpp\n" begin)
+string(FIND "${readme}" "```\n<!-- quickstart:end -->" end)
+if(begin EQUAL -1 OR end EQUAL -1)
+  message(FATAL_ERROR "README.md has no quickstart block")
+endif()
+string(LENGTH "<!-- quickstart:begin -->\n```cpp\n" skip)
+math(EXPR begin "${begin} + ${skip}")
+math(EXPR length "${end} - ${begin}")
+string(SUBSTRING "${readme}" ${begin} ${length} block)
+if(NOT block STREQUAL sample)
+  message(FATAL_ERROR "README.md's quickstart differs from ${SAMPLE}: copy the file into the block")
+endif()
