@@ -59,9 +59,10 @@ class call_result {
   /// The returned value of type `T` (cv and references ignored), or one
   /// element of type `T` of a returned tuple, or null.
   template <class T>
-  const T* value() const noexcept {
+  const std::remove_cvref_t<T>* value() const noexcept {
+    using type = std::remove_cvref_t<T>;
     if (!lookup_) return nullptr;
-    return static_cast<const T*>(lookup_(object_, typeid(std::remove_cvref_t<T>)));
+    return static_cast<const type*>(lookup_(object_, typeid(type)));
   }
 
  private:
