@@ -75,7 +75,7 @@ run_tests() {
     ctest --test-dir build/ci-clang-tsan --output-on-failure -L concurrency
 
   step "install, then build a consumer with find_package(levee)"
-  rm -rf build/ci-install build/ci-consumer
+  rm -rf build/ci-install build/ci-consumer build/ci-subdir
   configure build/ci-lib -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF \
     -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
   cmake --build build/ci-lib -j "$jobs"
@@ -83,6 +83,11 @@ run_tests() {
   cmake -S test/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
   cmake --build build/ci-consumer -j "$jobs"
   ./build/ci-consumer/levee-consumer
+
+  step "build a consumer that vendors levee with add_subdirectory"
+  cmake -S test/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/ci-subdir -j "$jobs"
+  ./build/ci-subdir/levee-consumer
 
   step "all green in $((SECONDS - start)) s"
 }
