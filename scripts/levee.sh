@@ -3,6 +3,8 @@
 # available). Each installs whatever is missing, builds and runs.
 #
 #   scripts/levee.sh demo   build and run the demo
+#   scripts/levee.sh bench  build the benchmarks (release) and run them: medians
+#                           of 5 repetitions and a summary against the targets
 #   scripts/levee.sh test   build and run the whole test suite, as CI does:
 #                           GCC 12 + AddressSanitizer/UBSan (every test),
 #                           Clang 14 + ThreadSanitizer (the concurrency tests),
@@ -14,7 +16,7 @@ jobs=$(nproc)
 
 # Debian packages the build, the tests, the demo and CI use.
 packages=(cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
-  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox)
+  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind)
 
 install_missing() {
   local missing=()
@@ -47,6 +49,18 @@ run_demo() {
   ./build/release/samples/levee-quickstart "$@"
 }
 
+run_bench() {
+  install_missing
+  step "building the benchmarks (release)"
+  configure build/bench -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_BENCH=ON -DLEVEE_BUILD_TESTS=OFF \
+    -DLEVEE_BUILD_SAMPLES=OFF
+  cmake --build build/bench --target levee-bench levee-bench-instructions -j "$jobs"
+  step "running the benchmarks"
+  ./build/bench/bench/levee-bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true "$@"
+  step "instructions per call (callgrind)"
+  bench/instructions.sh build/bench/bench/levee-bench-instructions
+}
+
 run_tests() {
   install_missing
   local start=$SECONDS
@@ -62,10 +76,13 @@ run_tests() {
 
   step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build everything, run every test"
   configure build/ci-gcc-asan -DCMAKE_CXX_COMPILER=g++-12 -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_SANITIZE=address,undefined
+    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_SANITIZE=address,undefined -DLEVEE_BUILD_BENCH=ON
   cmake --build build/ci-gcc-asan -j "$jobs"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build/ci-gcc-asan --output-on-failure -j "$jobs"
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+  ctest --test-dir build/ci-gcc-asan --output-on-failure -j "$jobs"
+
+  step "benchmarks: each once, briefly, as a smoke test (no timing is checked)"
+  ./build/ci-gcc-asan/bench/levee-bench --smoke --benchmark_min_time=0.001 >/dev/null
 
   step "Clang 14, ThreadSanitizer: build everything, run the concurrency tests"
   configure build/ci-clang-tsan -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
@@ -95,5 +112,6 @@ run_tests() {
 case "${1:-}" in
   demo) shift; run_demo "$@" ;;
   test) shift; run_tests "$@" ;;
-  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+  bench) shift; run_bench "$@" ;;
+  *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac

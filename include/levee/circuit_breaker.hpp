@@ -125,9 +125,23 @@ class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, Wai
     }
   }
 
+  /// The outcome of a call that returned `value`. Without a classifier the
+  /// default rules need no `call_result`: a value is a success, a tuple's
+  /// error_code decides.
+  template <class T>
+  outcome classify_value(const T& value) const noexcept {
+    if (options_.classifier) return classify(make_value_result(value));
+    if constexpr (is_error_tuple_v<T>) {
+      const boost::system::error_code& ec = std::get<0>(value);
+      if (!ec) return outcome::success;
+      return is_cancellation(ec) ? outcome::ignored : outcome::failure;
+    } else {
+      return outcome::success;
+    }
+  }
+
   /// Records a finished call and acts on what the core decides.
-  void finish(permit p, const call_result& r, typename Clock::time_point start) noexcept {
-    const outcome o = classify(r);
+  void finish(permit p, outcome o, typename Clock::time_point start) noexcept {
     const nanos now = core_.needs_time() ? window_now<Clock>() : nanos::zero();
     const nanos elapsed = core_.needs_elapsed()
                               ? std::chrono::duration_cast<nanos>(Clock::now() - start)
@@ -179,9 +193,10 @@ class call_scope {
     if (p_) b_->core().release(p_);
   }
 
-  void finish(const call_result& r) noexcept {
-    if (p_) b_->finish(std::exchange(p_, permit()), r, start_);
+  void finish(outcome o) noexcept {
+    if (p_) b_->finish(std::exchange(p_, permit()), o, start_);
   }
+  void finish(const call_result& r) noexcept { finish(b_->classify(r)); }
 
  private:
   Impl* b_;
@@ -205,10 +220,10 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(aw);
-      scope.finish(call_result());
+      scope.finish(b.options().classifier ? b.classify(call_result()) : outcome::success);
     } else {
       T value = co_await std::move(aw);
-      scope.finish(make_value_result(value));
+      scope.finish(b.classify_value(value));
       co_return std::move(value);
     }
   } catch (const boost::system::system_error& e) {

@@ -66,15 +66,29 @@ class permit {
 
 /// A state change the shell must act on: when `to` is OPEN, arm the timer for
 /// `open_for` and call `open_elapsed(generation)` when it fires.
+/// Default-constructed (`{}`), it means "nothing happened".
 struct transition {
-  circuit_state from = circuit_state::closed;
-  circuit_state to = circuit_state::closed;
-  transition_reason reason = transition_reason::failure_rate;
-  std::uint64_t generation = 0;  ///< of the new state; 0: nothing happened
-  nanos open_for{};              ///< when `to == open`
+  constexpr transition() noexcept
+      : from(circuit_state::closed),
+        to(circuit_state::closed),
+        reason(transition_reason::failure_rate),
+        generation(0),
+        open_for(0) {}
+  constexpr transition(circuit_state f, circuit_state t, transition_reason r, std::uint64_t g,
+                       nanos open = nanos::zero()) noexcept
+      : from(f), to(t), reason(r), generation(g & 0xffff'ffff'ffffu), open_for(open) {}
+
+  circuit_state from : 4;
+  circuit_state to : 4;
+  transition_reason reason : 8;
+  std::uint64_t generation : 48;  ///< of the new state; 0: nothing happened
+  nanos open_for;                 ///< when `to == open`
 
   explicit operator bool() const noexcept { return generation != 0; }
 };
+// Sixteen trivially copyable bytes come back in two registers: "nothing
+// happened", the common answer, costs no memory traffic.
+static_assert(sizeof(transition) == 16);
 
 /// Calls, failures and slow calls in a window.
 struct window_totals {
@@ -179,26 +193,27 @@ class breaker_core {
 
   // One shard of the time window, plus cumulative counters. Followed in
   // memory by its ring of `buckets_` buckets; shards are `stride_` bytes apart,
-  // a multiple of the cache line.
-  struct alignas(64) shard {
+  // a multiple of the cache line, in one block aligned to a cache line.
+  struct shard {
     spinlock lock;
     std::uint32_t head_pos = 0;  // ring position of bucket `head`
     std::uint64_t generation = 1;
     std::int64_t head = std::numeric_limits<std::int64_t>::min();  // newest bucket index
-    std::int64_t head_start = 0;  // head * width: the start of the newest bucket, ns
-    window_totals totals;         // sum over the ring
+    std::int64_t head_start = std::numeric_limits<std::int64_t>::max();  // its start, ns
     counter successes, failures, ignored, slow;
     counter rejected;  // bumped without the lock
     bucket* ring() noexcept { return reinterpret_cast<bucket*>(this + 1); }
   };
+  static_assert(alignof(bucket) <= alignof(shard) && sizeof(shard) % alignof(bucket) == 0);
 
   shard& shard_at(std::size_t i) const noexcept {
-    return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
+    return *reinterpret_cast<shard*>(shards_ + i * stride_);
   }
   shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
 
   // Time window, called with the shard locked.
   std::uint32_t advance(shard& s, std::int64_t index) noexcept;
+  window_totals sum(shard& s) const noexcept;
   std::int64_t bucket_index(shard& s, nanos now) const noexcept;
 
   // Slow paths (impl/breaker_core.ipp).
@@ -214,19 +229,17 @@ class breaker_core {
     return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
   }
 
-  // Read on every call: kept together, written rarely.
+  // Read on every call, written rarely: the state word, the validation stamp
+  // and the configuration share the first cache lines.
   alignas(64) std::atomic<std::uint64_t> state_;
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
-  window_kind kind_;
-  std::uint32_t buckets_;
   std::int64_t width_ns_;
   std::int64_t slow_ns_;
   std::size_t shard_mask_;
   std::size_t stride_;
-  struct aligned_delete {
-    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-  };
-  std::unique_ptr<std::byte[], aligned_delete> shard_memory_;
+  std::byte* shards_;  // == shard_memory_.get()
+  window_kind kind_;
+  std::uint32_t buckets_;
   double failure_threshold_;
   double slow_threshold_;
   std::uint64_t minimum_calls_;
@@ -234,12 +247,14 @@ class breaker_core {
   std::uint64_t probe_limit_;
   std::uint64_t successes_to_close_;
   nanos open_duration_;
+  struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], aligned_delete> shard_memory_;
 
-  // Written on failures only (when consecutive_failures is on).
+  // Written on failures (consecutive_failures on) and on transitions only.
   alignas(64) std::atomic<std::uint64_t> consecutive_{0};
-
-  // Transitions and HALF_OPEN bookkeeping.
-  alignas(64) spinlock mutex_;
+  spinlock mutex_;  // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
 
   // The count window (window_kind::count), under its own lock.
@@ -334,15 +349,8 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   }
   bucket& b = s.ring()[pos];
   ++b.calls;
-  ++s.totals.calls;
-  if (failed) {
-    ++b.failures;
-    ++s.totals.failures;
-  }
-  if (slow) {
-    ++b.slow;
-    ++s.totals.slow;
-  }
+  b.failures += failed;
+  b.slow += slow;
   s.lock.unlock();
 
   // A success cannot raise a rate: when the last check in this bucket found

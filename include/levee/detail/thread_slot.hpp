@@ -5,13 +5,20 @@
 
 namespace levee::detail {
 
+[[gnu::noinline]] inline unsigned assign_thread_slot() noexcept {
+  static std::atomic<unsigned> next{0};
+  return next.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
 /// The calling thread's slot: threads get 0, 1, 2, ... in the order they first
 /// ask. Breakers map slots onto their shards, so that threads which share a
-/// breaker write to different cache lines.
+/// breaker write to different cache lines. Constant-initialised thread_local:
+/// no initialisation guard on the hot path.
 inline unsigned thread_slot() noexcept {
-  static std::atomic<unsigned> next{0};
-  thread_local const unsigned slot = next.fetch_add(1, std::memory_order_relaxed);
-  return slot;
+  constinit thread_local unsigned slot_plus_one = 0;
+  if (slot_plus_one == 0) [[unlikely]]
+    slot_plus_one = assign_thread_slot();
+  return slot_plus_one - 1;
 }
 
 }  // namespace levee::detail

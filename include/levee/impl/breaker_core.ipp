@@ -34,10 +34,10 @@ constexpr std::size_t cache_line = 64;
 
 breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
-      kind_(o.window_type),
-      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
       width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
+      kind_(o.window_type),
+      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
       failure_threshold_(o.failure_rate_threshold),
       slow_threshold_(o.slow_call_rate_threshold),
       minimum_calls_(o.minimum_calls),
@@ -54,9 +54,9 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   auto* memory =
       static_cast<std::byte*>(::operator new[](n* stride_, std::align_val_t{cache_line}));
   shard_memory_.reset(memory);
+  shards_ = memory;
   for (std::size_t i = 0; i < n; ++i) {
     auto* s = new (memory + i * stride_) shard();
-    s->head_start = std::numeric_limits<std::int64_t>::max();
     std::memset(static_cast<void*>(s->ring()), 0, ring_bytes);
   }
   if (kind_ == window_kind::count) {
@@ -74,24 +74,30 @@ std::uint32_t breaker_core::advance(shard& s, std::int64_t index) noexcept {
   if (s.head == std::numeric_limits<std::int64_t>::min() ||
       index - s.head >= static_cast<std::int64_t>(buckets_)) {
     std::memset(static_cast<void*>(ring), 0, buckets_ * sizeof(bucket));
-    s.totals = {};
     s.head_pos = 0;
   } else {
     auto steps = static_cast<std::uint32_t>(index - s.head);
     std::uint32_t pos = s.head_pos;
     for (std::uint32_t k = 0; k < steps; ++k) {
       if (++pos == buckets_) pos = 0;
-      bucket& b = ring[pos];
-      s.totals.calls -= b.calls;
-      s.totals.failures -= b.failures;
-      s.totals.slow -= b.slow;
-      b = {};
+      ring[pos] = {};
     }
     s.head_pos = pos;
   }
   s.head = index;
   s.head_start = index * width_ns_;
   return s.head_pos;
+}
+
+window_totals breaker_core::sum(shard& s) const noexcept {
+  window_totals t;
+  const bucket* ring = s.ring();
+  for (std::uint32_t i = 0; i < buckets_; ++i) {
+    t.calls += ring[i].calls;
+    t.failures += ring[i].failures;
+    t.slow += ring[i].slow;
+  }
+  return t;
 }
 
 bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
@@ -115,9 +121,10 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
     spin_guard g(s.lock);
     if (s.generation != generation) continue;
     if (index > s.head) advance(s, index);
-    t.calls += s.totals.calls;
-    t.failures += s.totals.failures;
-    t.slow += s.totals.slow;
+    const window_totals part = sum(s);
+    t.calls += part.calls;
+    t.failures += part.failures;
+    t.slow += part.slow;
   }
   transition_reason why{};
   if (over_threshold(t, why)) return trip(generation, why);
@@ -249,7 +256,6 @@ void breaker_core::reset_windows(std::uint64_t generation) noexcept {
     if (kind_ == window_kind::time) {
       std::memset(static_cast<void*>(s.ring()), 0, buckets_ * sizeof(bucket));
     }
-    s.totals = {};
     s.head = std::numeric_limits<std::int64_t>::min();
     s.head_start = std::numeric_limits<std::int64_t>::max();
     s.head_pos = 0;
@@ -276,9 +282,10 @@ window_totals breaker_core::window(nanos now) noexcept {
     spin_guard g(s.lock);
     const std::int64_t index = bucket_index(s, now);
     if (index > s.head) advance(s, index);
-    t.calls += s.totals.calls;
-    t.failures += s.totals.failures;
-    t.slow += s.totals.slow;
+    const window_totals part = sum(s);
+    t.calls += part.calls;
+    t.failures += part.failures;
+    t.slow += part.slow;
   }
   return t;
 }

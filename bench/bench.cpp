@@ -1,0 +1,527 @@
+// levee's benchmarks (Google Benchmark). Names are stable so that results can
+// be compared over time; see bench/README.md for the figures and how to read
+// them.
+#include <levee/levee.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+// ---- allocation counting ------------------------------------------------------
+// Every operator new in this program is counted (calls and live bytes), so
+// that benchmarks can report allocations per call and bytes per breaker.
+
+namespace {
+std::atomic<std::int64_t> g_live_bytes{0};
+thread_local std::uint64_t t_allocations = 0;
+
+void* counted_alloc(std::size_t n, std::size_t align) {
+  ++t_allocations;
+  // A header in front of each block remembers its size, for live bytes.
+  const std::size_t header = align > 16 ? align : 16;
+  void* raw = align > 16 ? std::aligned_alloc(align, (n + header + align - 1) / align * align)
+                         : std::malloc(n + header);
+  if (!raw) throw std::bad_alloc();
+  std::memcpy(raw, &n, sizeof n);
+  std::memcpy(static_cast<char*>(raw) + sizeof n, &header, sizeof header);
+  g_live_bytes.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+  return static_cast<char*>(raw) + header;
+}
+
+void counted_free(void* p, std::size_t align) noexcept {
+  if (!p) return;
+  const std::size_t header = align > 16 ? align : 16;
+  char* raw = static_cast<char*>(p) - header;
+  std::size_t n;
+  std::memcpy(&n, raw, sizeof n);
+  g_live_bytes.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+  std::free(raw);
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  return counted_alloc(n, 16);
+}
+void* operator new[](std::size_t n) {
+  return counted_alloc(n, 16);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void operator delete(void* p) noexcept {
+  counted_free(p, 16);
+}
+void operator delete[](void* p) noexcept {
+  counted_free(p, 16);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  counted_free(p, 16);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  counted_free(p, 16);
+}
+void operator delete(void* p, std::align_val_t a) noexcept {
+  counted_free(p, static_cast<std::size_t>(a));
+}
+void operator delete[](void* p, std::align_val_t a) noexcept {
+  counted_free(p, static_cast<std::size_t>(a));
+}
+void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
+  counted_free(p, static_cast<std::size_t>(a));
+}
+void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept {
+  counted_free(p, static_cast<std::size_t>(a));
+}
+
+namespace {
+
+bool g_smoke = false;  // --smoke: CI runs every benchmark once, briefly
+
+// ---- the guarded operations ---------------------------------------------------
+
+asio::awaitable<int> trivial(int x) {
+  co_return x + 1;
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> trivial_tuple(int x) {
+  co_return std::tuple(boost::system::error_code(), x + 1);
+}
+
+/// Runs `body` as a coroutine on a fresh io_context until it finishes.
+template <class Body>
+void run_coroutine(Body body) {
+  asio::io_context ioc(1);
+  asio::co_spawn(ioc, body(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  ioc.run();
+}
+
+void report_allocations(benchmark::State& state, std::uint64_t before) {
+  state.counters["allocs_per_call"] = benchmark::Counter(
+      static_cast<double>(t_allocations - before), benchmark::Counter::kAvgIterations);
+}
+
+// ---- closed -------------------------------------------------------------------
+
+void bm_closed_bare(benchmark::State& state) {
+  const auto allocs = t_allocations;
+  run_coroutine([&]() -> asio::awaitable<void> {
+    int x = 0;
+    for (auto _ : state) {
+      x = co_await trivial(x);
+      benchmark::DoNotOptimize(x);
+    }
+  });
+  report_allocations(state, allocs);
+}
+
+/// The floor of any guard that returns an awaitable: a wrapper coroutine that
+/// only awaits the wrapped call. Not a levee feature; it shows what part of
+/// closed/guarded is the coroutine frame itself.
+template <class T>
+asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
+  T value = co_await std::move(aw);
+  co_return value;
+}
+
+void bm_closed_wrapper_floor(benchmark::State& state) {
+  const auto allocs = t_allocations;
+  run_coroutine([&]() -> asio::awaitable<void> {
+    int x = 0;
+    for (auto _ : state) {
+      x = co_await wrapper_only(trivial(x));
+      benchmark::DoNotOptimize(x);
+    }
+  });
+  report_allocations(state, allocs);
+}
+
+void guarded_loop(benchmark::State& state, levee::breaker_options options) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc, options);
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          x = co_await breaker(trivial(x));
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+  if (breaker.state() != levee::circuit_state::closed) state.SkipWithError("breaker not closed");
+}
+
+void bm_closed_guarded(benchmark::State& state) {
+  guarded_loop(state, {});
+}
+
+void bm_closed_guarded_count_window(benchmark::State& state) {
+  guarded_loop(state, {.window_type = levee::window_kind::count});
+}
+
+void bm_closed_guarded_slow_calls(benchmark::State& state) {
+  guarded_loop(state, {.slow_call_duration = 1s, .slow_call_rate_threshold = 0.5});
+}
+
+// ---- open and half-open ---------------------------------------------------------
+
+/// A breaker opened by one failure, with an open duration longer than any run.
+levee::breaker_options opens_at_once() {
+  return {.minimum_calls = 1, .open_duration = 1h};
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> failing() {
+  co_return std::tuple(make_error_code(boost::system::errc::connection_refused), 0);
+}
+
+void bm_open_reject_tuple(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc, opens_at_once());
+  std::uint64_t allocs = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        (void)co_await breaker(failing());
+        int rejected = 0;
+        allocs = t_allocations;
+        for (auto _ : state) {
+          auto [ec, v] = co_await breaker(trivial_tuple(rejected));
+          rejected += ec == levee::error::circuit_open;
+          benchmark::DoNotOptimize(v);
+        }
+        if (rejected != static_cast<int>(state.iterations())) state.SkipWithError("not rejected");
+      },
+      asio::detached);
+  ioc.run_for(60s);  // the open timer keeps run() alive: return when the loop is done
+  report_allocations(state, allocs);
+}
+
+void bm_open_reject_throw(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc, opens_at_once());
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        (void)co_await breaker(failing());
+        int rejected = 0;
+        for (auto _ : state) {
+          try {
+            benchmark::DoNotOptimize(co_await breaker(trivial(rejected)));
+          } catch (const boost::system::system_error&) {
+            ++rejected;
+          }
+        }
+        if (rejected != static_cast<int>(state.iterations())) state.SkipWithError("not rejected");
+        co_return;
+      },
+      [&](std::exception_ptr) { ioc.stop(); });
+  ioc.run();
+}
+
+void bm_half_open_reject(benchmark::State& state) {
+  // HALF_OPEN with its only probe slot held by a probe that never finishes:
+  // every other call is rejected.
+  using clock = levee::manual_clock;
+  clock::reset();
+  asio::io_context ioc(1);
+  levee::basic_circuit_breaker<clock, clock::wait_traits> breaker(ioc, opens_at_once());
+  asio::basic_waitable_timer<clock, clock::wait_traits> forever(ioc, 1000h);
+  auto probe = [&]() -> asio::awaitable<int> {
+    co_await forever.async_wait(asio::use_awaitable);
+    co_return 0;
+  };
+  std::uint64_t allocs = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        (void)co_await breaker(failing());
+        clock::advance(2h);
+        // Let the open timer fire (a few reactor turns), then start the probe.
+        for (int i = 0; i < 100 && breaker.state() != levee::circuit_state::half_open; ++i)
+          co_await asio::post(ioc, asio::use_awaitable);
+        asio::co_spawn(ioc, breaker(probe()), asio::detached);
+        for (int i = 0; i < 100 && breaker.probes_in_flight() != 1; ++i)
+          co_await asio::post(ioc, asio::use_awaitable);
+        if (breaker.probes_in_flight() != 1) state.SkipWithError("no probe in flight");
+        int rejected = 0;
+        allocs = t_allocations;
+        for (auto _ : state) {
+          auto [ec, v] = co_await breaker(trivial_tuple(rejected));
+          rejected += ec == levee::error::circuit_open;
+          benchmark::DoNotOptimize(v);
+        }
+        if (rejected != static_cast<int>(state.iterations())) state.SkipWithError("not rejected");
+        ioc.stop();
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+}
+
+// ---- memory ---------------------------------------------------------------------
+
+/// Offers `rate` calls per second for `seconds` of virtual time, 20 % of them
+/// failing (below the threshold), and reports the bytes the breaker holds.
+void bm_memory_time_window(benchmark::State& state) {
+  using clock = levee::manual_clock;
+  const auto rate = state.range(0);
+  const std::int64_t seconds = g_smoke ? 1 : 10;
+  for (auto _ : state) {
+    clock::reset();
+    asio::io_context ioc(1);
+    // The first timer on an io_context creates Asio's timer service: make it
+    // exist before measuring, so that only the breaker is counted.
+    levee::basic_circuit_breaker<clock, clock::wait_traits> warm_up(ioc);
+    const auto before = g_live_bytes.load();
+    auto breaker = std::make_unique<levee::basic_circuit_breaker<clock, clock::wait_traits>>(
+        ioc, levee::breaker_options{});
+    const auto step = std::chrono::nanoseconds(1'000'000'000 / rate);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (std::int64_t i = 0; i < rate * seconds; ++i) {
+            auto [ec, v] = co_await (*breaker)(trivial_tuple(static_cast<int>(i)));
+            benchmark::DoNotOptimize(v);
+            clock::advance(step);
+          }
+        },
+        asio::detached);
+    ioc.run();
+    const auto bytes = g_live_bytes.load() - before + static_cast<std::int64_t>(sizeof(*breaker));
+    if (breaker->state() != levee::circuit_state::closed) state.SkipWithError("opened");
+    if (breaker->window().calls == 0) state.SkipWithError("empty window");
+    state.counters["bytes_per_breaker"] = static_cast<double>(bytes);
+  }
+}
+
+/// The seed's reference solution: a deque with one (timestamp, success) entry
+/// per call in the window.
+void bm_memory_seed_deque(benchmark::State& state) {
+  const auto rate = state.range(0);
+  const std::int64_t seconds = g_smoke ? 1 : 10;
+  for (auto _ : state) {
+    const auto before = g_live_bytes.load();
+    auto window =
+        std::make_unique<std::deque<std::pair<std::chrono::steady_clock::time_point, bool>>>();
+    const auto step = std::chrono::nanoseconds(1'000'000'000 / rate);
+    std::chrono::steady_clock::time_point now{};
+    for (std::int64_t i = 0; i < rate * seconds; ++i) {
+      window->emplace_back(now, i % 5 != 0);
+      while (!window->empty() && window->front().first < now - 10s) window->pop_front();
+      now += step;
+    }
+    const auto bytes = g_live_bytes.load() - before + static_cast<std::int64_t>(sizeof(*window));
+    benchmark::DoNotOptimize(window->size());
+    state.counters["bytes_per_breaker"] = static_cast<double>(bytes);
+  }
+}
+
+// ---- threads ----------------------------------------------------------------------
+
+/// One breaker shared by `threads` threads, each running a coroutine on its own
+/// io_context that guards `calls` trivial calls. Reports calls per second.
+void bm_threads(benchmark::State& state, int threads) {
+  asio::io_context timer_ioc(1);
+  levee::circuit_breaker breaker(timer_ioc, {});
+  const std::int64_t calls = g_smoke ? 10'000 : 2'000'000;
+  for (auto _ : state) {
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    std::vector<double> seconds(static_cast<std::size_t>(threads));
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        asio::io_context ioc(1);
+        asio::co_spawn(
+            ioc,
+            [&]() -> asio::awaitable<void> {
+              ++ready;
+              while (!go.load()) {
+              }
+              const auto start = std::chrono::steady_clock::now();
+              int x = 0;
+              for (std::int64_t i = 0; i < calls; ++i) x = co_await breaker(trivial(x));
+              benchmark::DoNotOptimize(x);
+              seconds[static_cast<std::size_t>(t)] =
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            },
+            asio::detached);
+        ioc.run();
+      });
+    }
+    while (ready.load() != threads) {
+    }
+    go = true;
+    for (auto& th : pool) th.join();
+    double slowest = 0;
+    for (double s : seconds) slowest = std::max(slowest, s);
+    state.SetIterationTime(slowest);
+  }
+  state.SetItemsProcessed(state.iterations() * threads * calls);
+}
+
+// ---- the summary ------------------------------------------------------------------
+// After the usual console table, one block that puts each figure next to its
+// target and its floor, all from this run: medians when --benchmark_repetitions
+// is given, single runs otherwise.
+
+class summary_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (r.run_type == Run::RT_Aggregate && !median) continue;
+      if (r.error_occurred) continue;
+      std::string name = r.run_name.function_name;
+      figure& f = figures_[name];
+      if (!median && f.from_median) continue;
+      f.from_median = median;
+      f.ns = r.GetAdjustedRealTime() * multiplier(r.time_unit);
+      for (const auto& [key, counter] : r.counters) f.counters[key] = counter.value;
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    auto& out = GetOutputStream();
+    auto has = [&](const char* n) { return figures_.count(n) != 0; };
+    auto ns = [&](const char* n) { return figures_[n].ns; };
+    out << "\nsummary (one run, side by side):\n";
+    char line[256];
+    if (has("closed/bare") && has("closed/guarded") && has("closed/wrapper_floor")) {
+      std::snprintf(
+          line, sizeof line,
+          "  CLOSED adds %.1f ns to a bare co_await (target <= 30 ns); the coroutine frame "
+          "alone adds %.1f ns, levee's own work %.1f ns\n",
+          ns("closed/guarded") - ns("closed/bare"), ns("closed/wrapper_floor") - ns("closed/bare"),
+          ns("closed/guarded") - ns("closed/wrapper_floor"));
+      out << line;
+    }
+    if (has("open/reject_tuple") && has("closed/bare") && has("closed/wrapper_floor")) {
+      std::snprintf(
+          line, sizeof line,
+          "  a rejection (error_code form) costs %.1f ns (target <= 50 ns), %.0f allocations; "
+          "floor: bare %.1f ns, wrapper frame %.1f ns\n",
+          ns("open/reject_tuple"), figures_["open/reject_tuple"].counters["allocs_per_call"],
+          ns("closed/bare"), ns("closed/wrapper_floor"));
+      out << line;
+    }
+    for (const char* rate : {"1000", "100000", "1000000"}) {
+      const std::string t = std::string("memory/time_window/") + rate;
+      const std::string d = std::string("memory/seed_deque/") + rate;
+      if (!figures_.count(t)) continue;
+      std::snprintf(
+          line, sizeof line,
+          "  memory at %s calls/s: %.0f bytes per breaker (target < 1024); the seed's deque: "
+          "%.0f bytes\n",
+          rate, figures_[t].counters["bytes_per_breaker"],
+          figures_.count(d) ? figures_[d].counters["bytes_per_breaker"] : 0.0);
+      out << line;
+    }
+    if (has("threads/1") && has("threads/2")) {
+      const double one = figures_["threads/1"].counters["items_per_second"];
+      const double two = figures_["threads/2"].counters["items_per_second"];
+      std::snprintf(
+          line, sizeof line,
+          "  two threads sharing a breaker: %.2f x the throughput of one (target >= 1.6); "
+          "%.1f M calls/s against %.1f M\n",
+          two / one, two / 1e6, one / 1e6);
+      out << line;
+    }
+  }
+
+ private:
+  static double multiplier(benchmark::TimeUnit u) {
+    switch (u) {
+      case benchmark::kNanosecond:
+        return 1;
+      case benchmark::kMicrosecond:
+        return 1e3;
+      case benchmark::kMillisecond:
+        return 1e6;
+      case benchmark::kSecond:
+        return 1e9;
+    }
+    return 1;
+  }
+  struct figure {
+    bool from_median = false;
+    double ns = 0;
+    std::map<std::string, double> counters;
+  };
+  std::map<std::string, figure> figures_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--smoke") == 0) {
+      g_smoke = true;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  int n = static_cast<int>(args.size());
+
+  benchmark::RegisterBenchmark("closed/bare", bm_closed_bare);
+  benchmark::RegisterBenchmark("closed/wrapper_floor", bm_closed_wrapper_floor);
+  benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
+  benchmark::RegisterBenchmark("closed/guarded_count_window", bm_closed_guarded_count_window);
+  benchmark::RegisterBenchmark("closed/guarded_slow_calls", bm_closed_guarded_slow_calls);
+  benchmark::RegisterBenchmark("open/reject_tuple", bm_open_reject_tuple);
+  benchmark::RegisterBenchmark("open/reject_throw", bm_open_reject_throw);
+  benchmark::RegisterBenchmark("half_open/reject", bm_half_open_reject);
+  for (std::int64_t rate : {1'000, 100'000, 1'000'000}) {
+    const std::string suffix = std::to_string(rate);
+    benchmark::RegisterBenchmark(("memory/time_window/" + suffix).c_str(), bm_memory_time_window)
+        ->Arg(rate)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("memory/seed_deque/" + suffix).c_str(), bm_memory_seed_deque)
+        ->Arg(rate)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (int threads : {1, 2}) {
+    benchmark::RegisterBenchmark(("threads/" + std::to_string(threads)).c_str(), bm_threads,
+                                 threads)
+        ->UseManualTime()
+        ->Iterations(g_smoke ? 1 : 3)
+        ->Unit(benchmark::kMillisecond);
+  }
+
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  summary_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+}

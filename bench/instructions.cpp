@@ -1,0 +1,56 @@
+// Deterministic cost of the CLOSED path, in instructions: run under
+// `valgrind --tool=callgrind` by bench/instructions.sh, which subtracts two runs
+// of different lengths so that start-up cancels out. Unlike nanoseconds on a
+// shared virtual machine, the count is the same on every run.
+//
+//   levee-bench-instructions bare|floor|guarded N
+#include <levee/levee.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace asio = boost::asio;
+
+asio::awaitable<int> trivial(int x) {
+  co_return x + 1;
+}
+
+// The floor of any guard that returns an awaitable: a frame that only awaits.
+template <class T>
+asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
+  T value = co_await std::move(aw);
+  co_return value;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s bare|floor|guarded N\n", argv[0]);
+    return 2;
+  }
+  const char* mode = argv[1];
+  const long n = std::atol(argv[2]);
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc);
+  long result = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        if (!std::strcmp(mode, "bare")) {
+          for (long i = 0; i < n; ++i) x = co_await trivial(x);
+        } else if (!std::strcmp(mode, "floor")) {
+          for (long i = 0; i < n; ++i) x = co_await wrapper_only(trivial(x));
+        } else {
+          for (long i = 0; i < n; ++i) x = co_await breaker(trivial(x));
+        }
+        result = x;
+      },
+      asio::detached);
+  ioc.run();
+  std::printf("%ld\n", result);
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Instructions per call of the CLOSED path (bare, frame floor, guarded), counted
+# by callgrind: deterministic, unlike nanoseconds on a shared machine.
+#   bench/instructions.sh [path/to/levee-bench-instructions]
+set -euo pipefail
+bin=${1:-build/bench/bench/levee-bench-instructions}
+count() {
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+    awk '/Collected/ {print $4}'
+}
+declare -A per_call
+for mode in bare floor guarded; do
+  a=$(count "$mode" 100000)
+  b=$(count "$mode" 200000)
+  per_call[$mode]=$(((b - a) / 100000))
+  echo "$mode: ${per_call[$mode]} instructions per call"
+done
+echo "the frame adds $((per_call[floor] - per_call[bare])), levee's own work $((per_call[guarded] - per_call[floor]))"
