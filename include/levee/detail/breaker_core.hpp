@@ -198,7 +198,7 @@ class breaker_core {
     spinlock lock;
     std::uint32_t head_pos = 0;  // ring position of bucket `head`
     std::uint64_t generation = 1;
-    std::int64_t head = std::numeric_limits<std::int64_t>::min();  // newest bucket index
+    std::int64_t head = std::numeric_limits<std::int64_t>::min();        // newest bucket index
     std::int64_t head_start = std::numeric_limits<std::int64_t>::max();  // its start, ns
     counter successes, failures, ignored, slow;
     counter rejected;  // bumped without the lock
