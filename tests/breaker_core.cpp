@@ -405,3 +405,47 @@ TEST_CASE("core: generation counts every transition") {
   CHECK(h.core.generation() == 6);
   CHECK(h.core.state() == circuit_state::closed);
 }
+
+TEST_CASE("core: open-duration backoff grows with each reopening, caps, and resets on close") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 1s;
+  o.open_duration_multiplier = 2;
+  o.max_open_duration = 5s;
+  harness h(o);
+  CHECK(h.fail().open_for == 1s);
+  CHECK(h.core.open_streak() == 1);
+  h.fire_timer();
+  CHECK(h.fail().open_for == 2s);  // a failed probe: the second opening in a row
+  h.fire_timer();
+  CHECK(h.fail().open_for == 4s);
+  h.fire_timer();
+  CHECK(h.fail().open_for == 5s);  // capped
+  h.fire_timer();
+  CHECK(h.fail().open_for == 5s);
+  CHECK(h.core.open_streak() == 5);
+  h.fire_timer();
+  REQUIRE(h.succeed());  // closes
+  CHECK(h.core.open_streak() == 0);
+  CHECK(h.fail().open_for == 1s);  // reset
+}
+
+TEST_CASE("core: open-duration jitter stays in its band and is reproducible with a seed") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 10s;
+  o.open_duration_jitter = 0.2;
+  o.jitter_seed = 99;
+  harness a(o), b(o);
+  bool varied = false;
+  std::chrono::nanoseconds first{};
+  for (int i = 0; i < 50; ++i) {
+    const auto d = a.fail().open_for;
+    CHECK(d >= 8s);
+    CHECK(d <= 12s);
+    CHECK(b.fail().open_for == d);  // same seed, same sequence
+    if (i == 0) first = d;
+    varied = varied || d != first;
+    a.fire_timer();
+    b.fire_timer();
+  }
+  CHECK(varied);
+}

@@ -347,7 +347,7 @@ TEST_CASE("destroying the breaker after its timer completed but before the handl
   auto cb = std::make_unique<breaker>(
       ioc, levee::breaker_options{.minimum_calls = 1, .open_duration = 1s});
   run(ioc, (*cb)(api.call(false)));
-  clock::advance(2s);
+  vclock::advance(2s);
   ioc.restart();
   ioc.run_one();  // the reactor turn that finds the due timer queues its handler...
   cb.reset();     // ...and the breaker goes before it runs
@@ -516,4 +516,23 @@ TEST_CASE("completion-token form: per-operation cancellation reaches the operati
   CHECK(got == boost::asio::error::operation_aborted);
   CHECK(cb.counters().ignored == 1);
   CHECK(cb.state() == circuit_state::closed);
+}
+
+TEST_CASE("slow calls open the breaker through the shell, timed by its clock") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc,
+             {.minimum_calls = 4, .slow_call_duration = 100ms, .slow_call_rate_threshold = 0.5});
+  fake_service api;
+  for (auto latency : {10ms, 150ms, 20ms}) {
+    auto r = run(ioc, cb(api.call(true, latency)));
+    elapse(ioc, latency);
+    CHECK(r->value == 42);
+  }
+  CHECK(cb.state() == circuit_state::closed);  // 1 slow of 3
+  auto r = run(ioc, cb(api.call(true, 200ms)));
+  elapse(ioc, 200ms);
+  CHECK(r->value == 42);  // a slow call still returns its result
+  CHECK(cb.counters().slow == 2);
+  CHECK(cb.state() == circuit_state::open);  // 2 slow of 4
 }

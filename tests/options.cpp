@@ -81,6 +81,15 @@ TEST_CASE("every invalid option is refused by name") {
   expect_rejected([](O& o) { o.half_open_probes = 8192; }, "half_open_probes");
   expect_rejected([](O& o) { o.successes_to_close = 0; }, "successes_to_close");
   expect_rejected([](O& o) { o.slow_call_duration = -1ms; }, "slow_call_duration");
+  expect_rejected([](O& o) { o.open_duration_multiplier = 0.5; }, "open_duration_multiplier");
+  expect_rejected(
+      [](O& o) {
+        o.open_duration_multiplier = 2;
+        o.max_open_duration = 1s;
+      },
+      "max_open_duration");
+  expect_rejected([](O& o) { o.open_duration_jitter = 1; }, "open_duration_jitter");
+  expect_rejected([](O& o) { o.open_duration_jitter = -0.1; }, "open_duration_jitter");
   expect_rejected([](O& o) { o.slow_call_rate_threshold = 0; }, "slow_call_rate_threshold");
   expect_rejected([](O& o) { o.slow_call_rate_threshold = 2; }, "slow_call_rate_threshold");
 }

@@ -2,6 +2,8 @@
 // ThreadSanitizer in CI (label "concurrency").
 #include <levee/circuit_breaker.hpp>
 
+#include <levee/bulkhead.hpp>
+
 #include "support.hpp"
 
 #include <boost/asio/post.hpp>
@@ -65,7 +67,7 @@ asio::awaitable<void> worker(breaker& cb, tally& t, std::uint64_t seed, int call
     // whose calls are rejected (and so never suspend) does not run alone.
     co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
     t.calls++;
-    clock::advance(1us);  // virtual time moves with every call offered
+    vclock::advance(1us);  // virtual time moves with every call offered
     const auto r = rng() % 100;
     // Phases of health and sickness, so that the breaker keeps moving.
     const bool sick = (i / 500) % 2 == 1;
@@ -198,4 +200,46 @@ TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 
   CHECK(worst == o.half_open_probes);  // the limit was reached, so the bound was tested
   CHECK(probes_admitted >= 20'000);
   CHECK(core.probes_in_flight() == 0);
+}
+
+TEST_CASE("stress: a bulkhead shared by 2 threads never exceeds its limit") {
+  asio::io_context ioc(2);
+  levee::bulkhead b(ioc, {.max_concurrent = 3, .max_queue = 8});
+  std::atomic<int> running{0}, most{0}, ran{0}, full{0};
+  auto body = [&]() -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+    const int now = ++running;
+    int m = most.load();
+    while (now > m && !most.compare_exchange_weak(m, now)) {
+    }
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    --running;
+    ++ran;
+    co_return std::tuple(boost::system::error_code(), 0);
+  };
+  constexpr int workers = 50, per_worker = 2000;
+  std::atomic<int> remaining{workers};
+  for (int w = 0; w < workers; ++w) {
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (int i = 0; i < per_worker; ++i) {
+            auto [ec, v] = co_await b(body());
+            if (ec == levee::error::bulkhead_full) ++full;
+          }
+        },
+        [&](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);
+          --remaining;
+        });
+  }
+  std::thread other([&] { ioc.run(); });
+  ioc.run();
+  other.join();
+  CHECK(remaining == 0);
+  CHECK(most <= 3);
+  CHECK(most == 3);
+  CHECK(ran + full == workers * per_worker);
+  CHECK(full > 0);
+  CHECK(b.in_flight() == 0);
+  CHECK(b.queued() == 0);
 }

@@ -25,9 +25,9 @@ namespace levee_test {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-using clock = levee::manual_clock;
-using breaker = levee::basic_circuit_breaker<clock, clock::wait_traits>;
-using timer = asio::basic_waitable_timer<clock, clock::wait_traits>;
+using vclock = levee::manual_clock;
+using breaker = levee::basic_circuit_breaker<vclock, vclock::wait_traits>;
+using timer = asio::basic_waitable_timer<vclock, vclock::wait_traits>;
 
 /// Runs what is ready, without blocking. Virtual timers that are due fire.
 inline void settle(asio::io_context& ioc) {
@@ -37,7 +37,7 @@ inline void settle(asio::io_context& ioc) {
 
 /// Moves virtual time, then runs what became due.
 inline void elapse(asio::io_context& ioc, std::chrono::nanoseconds d) {
-  clock::advance(d);
+  vclock::advance(d);
   settle(ioc);
 }
 
@@ -116,7 +116,7 @@ struct fake_service {
 
 /// Resets virtual time for each test that creates one.
 struct virtual_time {
-  virtual_time() { clock::reset(); }
+  virtual_time() { vclock::reset(); }
 };
 
 }  // namespace levee_test

@@ -3,6 +3,7 @@
 
 #include <levee/classify.hpp>
 #include <levee/detail/breaker_core.hpp>
+#include <levee/detail/result_shape.hpp>
 #include <levee/detail/window_clock.hpp>
 #include <levee/error.hpp>
 #include <levee/options.hpp>
@@ -36,20 +37,6 @@ namespace asio = boost::asio;
 
 // ---- result shapes ----------------------------------------------------------
 
-/// The value a rejected call returns in the error_code form: the tuple with
-/// `circuit_open` and value-initialised elements.
-template <class Tuple>
-struct rejection;
-template <class... Ts>
-struct rejection<std::tuple<boost::system::error_code, Ts...>> {
-  static_assert((std::is_default_constructible_v<Ts> && ...),
-                "levee: the error_code form of a rejection returns "
-                "{error::circuit_open, T{}...}: every T must be default-constructible");
-  static std::tuple<boost::system::error_code, Ts...> make() {
-    return {make_error_code(error::circuit_open), Ts{}...};
-  }
-};
-
 /// How a completion signature carries errors, for `async_execute`.
 template <class... Args>
 struct error_arguments {
@@ -78,7 +65,8 @@ struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tu
   static constexpr bool supported = (std::is_default_constructible_v<Ts> && ...);
   template <class Self>
   static void reject(Self& self) {
-    self.complete(rejection<std::tuple<boost::system::error_code, Ts...>>::make());
+    self.complete(error_tuple<std::tuple<boost::system::error_code, Ts...>>::make(
+        make_error_code(error::circuit_open)));
   }
 };
 
@@ -211,7 +199,7 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
   const permit p = b.core().try_acquire();
   if (!p) {
     if constexpr (is_error_tuple_v<T>) {
-      co_return rejection<T>::make();
+      co_return error_tuple<T>::make(make_error_code(error::circuit_open));
     } else {
       throw_error(error::circuit_open);
     }

@@ -17,12 +17,30 @@ enum class error {
   /// The circuit breaker refused the call without starting it: the breaker
   /// is OPEN, or HALF_OPEN with every probe slot taken.
   circuit_open = 1,
+
+  /// A bulkhead refused the call without starting it: every slot was taken
+  /// and its queue was full, or the call waited in the queue longer than
+  /// `bulkhead_options::max_wait`.
+  bulkhead_full = 2,
+
+  /// One attempt ran longer than its timeout (`with_timeout`) and was
+  /// cancelled. A breaker counts it as a failure; a retry may try again.
+  timeout = 3,
+
+  /// The whole operation, retries included, ran past its deadline
+  /// (`with_deadline`) and was cancelled. Not retried.
+  deadline_exceeded = 4,
 };
 
 /// Families of levee errors, for comparison with `==` against any error_code.
 enum class condition {
   /// levee refused to start the call; the downstream was not contacted.
+  /// (`circuit_open`, `bulkhead_full`)
   rejected = 1,
+
+  /// levee cancelled the call because it took too long.
+  /// (`timeout`, `deadline_exceeded`)
+  timed_out = 2,
 };
 
 }  // namespace levee

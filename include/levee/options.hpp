@@ -65,6 +65,23 @@ struct breaker_options {
   /// How long the breaker stays OPEN before its timer turns it HALF_OPEN. > 0.
   std::chrono::nanoseconds open_duration = std::chrono::seconds(30);
 
+  /// Open-duration backoff: each consecutive reopening (a probe failed before
+  /// the breaker closed again) multiplies the open duration by this, up to
+  /// `max_open_duration`; closing resets it. >= 1; 1 (the default) is off.
+  double open_duration_multiplier = 1.0;
+
+  /// Cap of the open duration under backoff. >= `open_duration` when
+  /// `open_duration_multiplier` > 1.
+  std::chrono::nanoseconds max_open_duration = std::chrono::minutes(5);
+
+  /// Spreads each open duration `d` uniformly over [d * (1 - j), d * (1 + j)],
+  /// so that a fleet of clients that opened together does not probe in
+  /// lockstep. In [0, 1); 0 (the default) is off.
+  double open_duration_jitter = 0.0;
+
+  /// Seed of that jitter. 0 (the default) picks one at random; tests set it.
+  std::uint64_t jitter_seed = 0;
+
   /// Calls admitted at once as probes in HALF_OPEN. In [1, 8191].
   std::size_t half_open_probes = 1;
 

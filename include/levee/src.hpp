@@ -3,5 +3,8 @@
 #pragma once
 
 #include <levee/impl/breaker_core.ipp>
+#include <levee/impl/bulkhead.ipp>
 #include <levee/impl/error.ipp>
 #include <levee/impl/options.ipp>
+#include <levee/impl/retry.ipp>
+#include <levee/impl/retry_budget.ipp>

@@ -155,6 +155,10 @@ class breaker_core {
   /// Consecutive successful probes in the current HALF_OPEN state.
   std::size_t probe_successes() const noexcept;
 
+  /// Openings since the breaker last closed: 1 after the first trip, one more
+  /// for each failed probe round; 0 once closed.
+  std::uint64_t open_streak() const noexcept;
+
  private:
   // The state word: | generation (48) | probes in flight (13) | state (3) |
   static constexpr unsigned probe_shift = 3;
@@ -223,6 +227,7 @@ class breaker_core {
   transition note_consecutive(permit p, bool failed) noexcept;
   transition trip(std::uint64_t generation, transition_reason why) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
+  nanos next_open_duration() noexcept;  // under mutex_, after open_streak_ was updated
   void reset_windows(std::uint64_t generation) noexcept;  // under mutex_
 
   static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
@@ -256,6 +261,11 @@ class breaker_core {
   alignas(64) std::atomic<std::uint64_t> consecutive_{0};
   spinlock mutex_;  // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
+  std::uint64_t open_streak_ = 0;
+  std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
+  double open_multiplier_;
+  double open_jitter_;
+  nanos max_open_duration_;
 
   // The count window (window_kind::count), under its own lock.
   struct count_ring {

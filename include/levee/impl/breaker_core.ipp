@@ -4,8 +4,10 @@
 #include <levee/detail/breaker_core.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
+#include <random>
 #include <thread>
 
 namespace levee::detail {
@@ -44,7 +46,12 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       consecutive_limit_(o.consecutive_failures),
       probe_limit_(o.half_open_probes),
       successes_to_close_(o.successes_to_close),
-      open_duration_(o.open_duration) {
+      open_duration_(o.open_duration),
+      rng_state_(o.jitter_seed != 0 ? o.jitter_seed
+                                    : std::random_device{}() * 0x9e3779b97f4a7c15ull),
+      open_multiplier_(o.open_duration_multiplier),
+      open_jitter_(o.open_duration_jitter),
+      max_open_duration_(o.max_open_duration) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;
@@ -174,13 +181,37 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
   return {};
 }
 
+nanos breaker_core::next_open_duration() noexcept {
+  double d = static_cast<double>(open_duration_.count());
+  if (open_multiplier_ > 1.0 && open_streak_ > 1) {
+    d *= std::pow(open_multiplier_, static_cast<double>(open_streak_ - 1));
+    d = std::min(d, static_cast<double>(max_open_duration_.count()));
+  }
+  if (open_jitter_ > 0.0) {
+    // splitmix64, then 53 bits into [0, 1).
+    std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    const double unit = static_cast<double>(z >> 11) * 0x1.0p-53;
+    d *= 1.0 - open_jitter_ + 2.0 * open_jitter_ * unit;
+  }
+  return nanos(std::max<std::int64_t>(1, std::llround(d)));
+}
+
+std::uint64_t breaker_core::open_streak() const noexcept {
+  spin_guard g(const_cast<spinlock&>(mutex_));
+  return open_streak_;
+}
+
 transition breaker_core::trip(std::uint64_t generation, transition_reason why) noexcept {
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::closed || generation_of(w) != generation) return {};
   const std::uint64_t next = generation + 1;
+  open_streak_ = 1;
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return {circuit_state::closed, circuit_state::open, why, next, open_duration_};
+  return {circuit_state::closed, circuit_state::open, why, next, next_open_duration()};
 }
 
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
@@ -220,11 +251,13 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
   }
   const std::uint64_t next = p.generation() + 1;
   if (o == outcome::failure || slow) {
+    ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
     return {circuit_state::half_open, circuit_state::open, transition_reason::probe_failed, next,
-            open_duration_};
+            next_open_duration()};
   }
   if (++probe_successes_ >= successes_to_close_) {
+    open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
     return {circuit_state::half_open,

@@ -21,6 +21,12 @@ class error_category_impl final : public boost::system::error_category {
     switch (static_cast<error>(ev)) {
       case error::circuit_open:
         return "circuit breaker is open: the call was rejected without being started";
+      case error::bulkhead_full:
+        return "bulkhead is full: the call was rejected without being started";
+      case error::timeout:
+        return "the attempt timed out and was cancelled";
+      case error::deadline_exceeded:
+        return "the deadline passed and the operation was cancelled";
     }
     return "unknown levee error";
   }
@@ -28,7 +34,11 @@ class error_category_impl final : public boost::system::error_category {
   boost::system::error_condition default_error_condition(int ev) const noexcept override {
     switch (static_cast<error>(ev)) {
       case error::circuit_open:
+      case error::bulkhead_full:
         return make_error_condition(condition::rejected);
+      case error::timeout:
+      case error::deadline_exceeded:
+        return make_error_condition(condition::timed_out);
     }
     return {ev, *this};
   }
@@ -47,6 +57,8 @@ class condition_category_impl final : public boost::system::error_category {
     switch (static_cast<condition>(ev)) {
       case condition::rejected:
         return "the call was rejected by levee without being started";
+      case condition::timed_out:
+        return "the call was cancelled by levee because it took too long";
     }
     return "unknown levee condition";
   }

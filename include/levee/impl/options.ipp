@@ -45,6 +45,12 @@ void validate(const breaker_options& o) {
     reject_option("minimum_calls", "must not exceed window_calls with a count window");
   if (o.open_duration <= std::chrono::nanoseconds::zero())
     reject_option("open_duration", "must be greater than zero");
+  if (!(o.open_duration_multiplier >= 1.0 && o.open_duration_multiplier <= 1000.0))
+    reject_option("open_duration_multiplier", "must be in [1, 1000]");
+  if (o.open_duration_multiplier > 1.0 && o.max_open_duration < o.open_duration)
+    reject_option("max_open_duration", "must not be less than open_duration");
+  if (!(o.open_duration_jitter >= 0.0 && o.open_duration_jitter < 1.0))
+    reject_option("open_duration_jitter", "must be in [0, 1)");
   if (o.half_open_probes < 1 || o.half_open_probes > 8191)
     reject_option("half_open_probes", "must be in [1, 8191]");
   if (o.successes_to_close < 1) reject_option("successes_to_close", "must be at least 1");

@@ -1,0 +1,144 @@
+// The bulkhead: limits, queue, waits, cancellation.
+#include <levee/bulkhead.hpp>
+
+#include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <vector>
+
+using namespace levee_test;
+
+namespace {
+
+using bulkhead = levee::basic_bulkhead<levee_test::vclock>;
+
+/// Calls that run until released by the test, and report how many ran at once.
+struct gate {
+  int running = 0;
+  int most = 0;
+  std::vector<int> order;
+
+  asio::awaitable<std::tuple<boost::system::error_code, int>> call(int id,
+                                                                   std::chrono::nanoseconds d) {
+    order.push_back(id);
+    most = std::max(most, ++running);
+    timer t(co_await asio::this_coro::executor, d);
+    co_await t.async_wait(asio::use_awaitable);
+    --running;
+    co_return std::tuple(boost::system::error_code(), id);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("bulkhead: a full bulkhead without a queue rejects at once") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead b(ioc, {.max_concurrent = 2});
+  gate g;
+  auto a = run(ioc, b(g.call(1, 10ms)));
+  auto c = run(ioc, b(g.call(2, 10ms)));
+  CHECK(b.in_flight() == 2);
+  auto rejected = run(ioc, b(g.call(3, 10ms)));
+  REQUIRE(rejected->done);
+  CHECK(std::get<0>(*rejected->value) == levee::error::bulkhead_full);
+  CHECK(std::get<0>(*rejected->value) == levee::condition::rejected);
+  CHECK(g.order == std::vector<int>{1, 2});  // the third never started
+  auto thrown = run(ioc, b([]() -> asio::awaitable<int> { co_return 1; }()));
+  CHECK(thrown->thrown_code() == levee::error::bulkhead_full);
+  elapse(ioc, 10ms);
+  CHECK(b.in_flight() == 0);
+  CHECK(g.most == 2);
+}
+
+TEST_CASE("bulkhead: queued calls run in order as slots free") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 2});
+  gate g;
+  auto a = run(ioc, b(g.call(1, 10ms)));
+  auto c = run(ioc, b(g.call(2, 10ms)));
+  auto d = run(ioc, b(g.call(3, 10ms)));
+  auto e = run(ioc, b(g.call(4, 10ms)));  // the queue is full
+  CHECK(std::get<0>(*e->value) == levee::error::bulkhead_full);
+  CHECK(b.queued() == 2);
+  elapse(ioc, 10ms);
+  elapse(ioc, 10ms);
+  elapse(ioc, 10ms);
+  CHECK(g.order == std::vector<int>{1, 2, 3});
+  CHECK(g.most == 1);
+  CHECK(std::get<1>(*d->value) == 3);
+  CHECK(b.in_flight() == 0);
+  CHECK(b.queued() == 0);
+}
+
+TEST_CASE("bulkhead: a waiter gives up after max_wait with bulkhead_full") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 5, .max_wait = 50ms});
+  gate g;
+  auto a = run(ioc, b(g.call(1, 1h)));
+  auto waiter = run(ioc, b(g.call(2, 1ms)));
+  CHECK(b.queued() == 1);
+  elapse(ioc, 49ms);
+  CHECK_FALSE(waiter->done);
+  elapse(ioc, 1ms);
+  REQUIRE(waiter->done);
+  CHECK(std::get<0>(*waiter->value) == levee::error::bulkhead_full);
+  CHECK(b.queued() == 0);
+  CHECK(b.in_flight() == 1);
+  CHECK(g.order == std::vector<int>{1});
+}
+
+TEST_CASE("bulkhead: a cancelled waiter leaves the queue with operation_aborted") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 5});
+  gate g;
+  auto a = run(ioc, b(g.call(1, 10ms)));
+  asio::cancellation_signal cancel;
+  std::tuple<boost::system::error_code, int> result;
+  asio::co_spawn(
+      ioc, b(g.call(2, 1ms)),
+      asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr, auto r) { result = r; }));
+  settle(ioc);
+  CHECK(b.queued() == 1);
+  cancel.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  CHECK(std::get<0>(result) == boost::asio::error::operation_aborted);
+  CHECK(b.queued() == 0);
+  elapse(ioc, 10ms);
+  CHECK(b.in_flight() == 0);  // the slot was not handed to the cancelled waiter
+  CHECK(g.order == std::vector<int>{1});
+}
+
+TEST_CASE("bulkhead: async_acquire and release, with callbacks") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1});
+  std::vector<boost::system::error_code> got;
+  b.async_acquire([&](boost::system::error_code ec) { got.push_back(ec); });
+  b.async_acquire([&](boost::system::error_code ec) { got.push_back(ec); });
+  b.async_acquire([&](boost::system::error_code ec) { got.push_back(ec); });
+  CHECK(got.empty());  // never inside the call
+  settle(ioc);
+  REQUIRE(got.size() == 2);
+  CHECK_FALSE(got[0]);
+  CHECK(got[1] == levee::error::bulkhead_full);
+  b.release();  // the waiting one gets the slot
+  settle(ioc);
+  REQUIRE(got.size() == 3);
+  CHECK_FALSE(got[2]);
+  b.release();
+  CHECK(b.in_flight() == 0);
+}
+
+TEST_CASE("bulkhead: invalid options are refused by name") {
+  asio::io_context ioc;
+  CHECK_THROWS_WITH(bulkhead(ioc, {.max_concurrent = 0}),
+                    "bulkhead_options::max_concurrent must be at least 1");
+  CHECK_THROWS_WITH(bulkhead(ioc, {.max_wait = -1s}),
+                    "bulkhead_options::max_wait must not be negative");
+}

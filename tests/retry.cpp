@@ -1,0 +1,327 @@
+// Retry policies on virtual time.
+#include <levee/retry.hpp>
+
+#include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+
+#include <vector>
+
+using namespace levee_test;
+using levee::jitter_kind;
+
+namespace {
+
+using policy_type = levee::basic_retry_policy<levee_test::vclock>;
+
+/// A downstream that fails its first `failures` calls, recording when each
+/// attempt started (virtual time since the test began).
+struct flaky {
+  int failures = 1000;
+  std::vector<std::chrono::nanoseconds> starts;
+  boost::system::error_code error = make_error_code(boost::system::errc::connection_reset);
+
+  asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec() {
+    starts.push_back(vclock::now().time_since_epoch());
+    if (static_cast<int>(starts.size()) <= failures) co_return std::tuple(error, 0);
+    co_return std::tuple(boost::system::error_code(), 7);
+  }
+  asio::awaitable<int> call() {
+    auto [ec, v] = co_await call_ec();
+    if (ec) throw boost::system::system_error(ec);
+    co_return v;
+  }
+};
+
+std::vector<std::chrono::nanoseconds> gaps(const std::vector<std::chrono::nanoseconds>& starts) {
+  std::vector<std::chrono::nanoseconds> g;
+  for (std::size_t i = 1; i < starts.size(); ++i) g.push_back(starts[i] - starts[i - 1]);
+  return g;
+}
+
+/// Runs `aw`, moving virtual time 1 ms at a time until it finishes.
+template <class T>
+std::shared_ptr<pending<T>> run_to_end(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = spawn(ioc, std::move(aw));
+  settle(ioc);
+  for (int i = 0; i < 1'000'000 && !p->done; ++i) elapse(ioc, 1ms);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("retry: attempts and delays exactly as configured, without jitter") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 4,
+                      .initial_delay = 100ms,
+                      .multiplier = 2,
+                      .max_delay = 250ms,
+                      .jitter = jitter_kind::none});
+  flaky api;
+  auto r = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  REQUIRE(r->done);
+  CHECK(r->thrown_code() == boost::system::errc::connection_reset);  // the last error, unchanged
+  CHECK(api.starts.size() == 4);
+  CHECK(gaps(api.starts) == std::vector<std::chrono::nanoseconds>{100ms, 200ms, 250ms});  // capped
+}
+
+TEST_CASE("retry: success on a later attempt returns its value") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 5, .initial_delay = 10ms, .jitter = jitter_kind::none});
+  flaky api;
+  api.failures = 2;
+  auto r = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  CHECK(r->value == 7);
+  CHECK(api.starts.size() == 3);
+}
+
+TEST_CASE("retry: the tuple form retries on the error_code and returns the last tuple") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3, .initial_delay = 10ms, .jitter = jitter_kind::none});
+  flaky api;
+  auto r = run_to_end(ioc, levee::retry(policy, [&] { return api.call_ec(); }));
+  REQUIRE(r->done);
+  CHECK_FALSE(r->error);
+  CHECK(std::get<0>(*r->value) == boost::system::errc::connection_reset);
+  CHECK(api.starts.size() == 3);
+}
+
+TEST_CASE("retry: seeded jitter gives the same delays on every run, within each kind's bounds") {
+  for (jitter_kind kind : {jitter_kind::full, jitter_kind::equal, jitter_kind::decorrelated}) {
+    INFO("jitter " << static_cast<int>(kind));
+    virtual_time vt;
+    asio::io_context ioc;
+    const levee::retry_options o{.max_attempts = 6,
+                                 .initial_delay = 100ms,
+                                 .multiplier = 2,
+                                 .max_delay = 1s,
+                                 .jitter = kind,
+                                 .seed = 42};
+    policy_type policy(o);
+    flaky api;
+    run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+    const auto observed = gaps(api.starts);
+    REQUIRE(observed.size() == 5);
+
+    // Exactly the schedule a fresh policy with the same seed produces.
+    policy_type twin(o);
+    auto schedule = twin.schedule();
+    std::vector<std::chrono::nanoseconds> expected;
+    for (int i = 0; i < 5; ++i) expected.push_back(schedule.next());
+    // Virtual time moves in 1 ms steps in run_to_end: compare at that grain.
+    for (std::size_t i = 0; i < 5; ++i) {
+      const auto want = std::chrono::ceil<std::chrono::milliseconds>(expected[i]);
+      CHECK(observed[i] == want);
+    }
+
+    std::chrono::nanoseconds base = 100ms, previous = 100ms;
+    for (const auto d : expected) {
+      switch (kind) {
+        case jitter_kind::full:
+          CHECK(d >= 0ns);
+          CHECK(d <= base);
+          break;
+        case jitter_kind::equal:
+          CHECK(d >= base / 2);
+          CHECK(d <= base);
+          break;
+        default:
+          CHECK(d >= 100ms);
+          CHECK(d <= std::min<std::chrono::nanoseconds>(1s, 3 * previous));
+          break;
+      }
+      previous = d;
+      base = std::min<std::chrono::nanoseconds>(1s, base * 2);
+    }
+  }
+}
+
+TEST_CASE("retry: different seeds give different delays") {
+  policy_type a({.jitter = jitter_kind::full, .seed = 1});
+  policy_type b({.jitter = jitter_kind::full, .seed = 2});
+  auto sa = a.schedule();
+  auto sb = b.schedule();
+  CHECK(sa.next() != sb.next());
+}
+
+TEST_CASE("retry: never after circuit_open, the rejected call is returned at once") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1h});
+  flaky api;
+  run(ioc, cb(api.call_ec()));  // opens it
+  REQUIRE(cb.state() == levee::circuit_state::open);
+  policy_type policy({.max_attempts = 5, .initial_delay = 1ms});
+  auto r = run(ioc, levee::retry(policy, [&] { return cb(api.call_ec()); }));
+  REQUIRE(r->done);
+  CHECK(std::get<0>(*r->value) == levee::error::circuit_open);
+  CHECK(api.starts.size() == 1);  // only the call that opened it
+  CHECK(cb.counters().rejected == 1);
+
+  auto thrown = run(ioc, levee::retry(policy, [&] { return cb(api.call()); }));
+  CHECK(thrown->thrown_code() == levee::error::circuit_open);
+  CHECK(cb.counters().rejected == 2);
+}
+
+TEST_CASE("retry: default_retryable") {
+  using levee::call_result;
+  const boost::system::error_code reset = make_error_code(boost::system::errc::connection_reset),
+                                  open = levee::error::circuit_open,
+                                  full = levee::error::bulkhead_full,
+                                  timeout = levee::error::timeout,
+                                  deadline = levee::error::deadline_exceeded,
+                                  aborted = boost::asio::error::operation_aborted, ok;
+  auto ec = [](const boost::system::error_code& e) { return call_result(nullptr, nullptr, &e); };
+  CHECK(levee::default_retryable(ec(reset)));
+  CHECK(levee::default_retryable(ec(timeout)));
+  CHECK_FALSE(levee::default_retryable(ec(open)));
+  CHECK_FALSE(levee::default_retryable(ec(full)));
+  CHECK_FALSE(levee::default_retryable(ec(deadline)));
+  CHECK_FALSE(levee::default_retryable(ec(aborted)));
+  CHECK_FALSE(levee::default_retryable(ec(ok)));
+  CHECK_FALSE(levee::default_retryable(call_result()));
+  CHECK(levee::default_retryable(
+      call_result(std::make_exception_ptr(std::runtime_error("x")), nullptr)));
+}
+
+TEST_CASE("retry: a predicate decides what is retryable") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 5,
+                      .initial_delay = 1ms,
+                      .retryable = [](const levee::call_result&) { return false; }});
+  flaky api;
+  auto r = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  CHECK(r->thrown_code() == boost::system::errc::connection_reset);
+  CHECK(api.starts.size() == 1);
+}
+
+TEST_CASE("retry: a Retry-After hint sets the next delay, capped") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy(
+      {.max_attempts = 3,
+       .initial_delay = 10ms,
+       .jitter = jitter_kind::none,
+       .max_retry_after = 2s,
+       .retry_after = [n = 0](const levee::call_result&) mutable
+       -> std::optional<std::chrono::nanoseconds> { return ++n == 1 ? 1500ms : 5s; }});
+  flaky api;
+  run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  CHECK(gaps(api.starts) == std::vector<std::chrono::nanoseconds>{1500ms, 2s});
+}
+
+TEST_CASE("retry: the budget bounds the total attempts under a 100 % failing dependency") {
+  virtual_time vt;
+  asio::io_context ioc;
+  auto budget = std::make_shared<levee::retry_budget>(
+      levee::retry_budget_options{.ratio = 0.2, .min_retries_per_second = 1, .ttl = 10s});
+  policy_type policy(
+      {.max_attempts = 4, .initial_delay = 10ms, .jitter = jitter_kind::none, .budget = budget});
+  flaky api;  // always fails
+  std::vector<std::shared_ptr<pending<int>>> calls;
+  for (int i = 0; i < 200; ++i)
+    calls.push_back(spawn(ioc, levee::retry(policy, [&] { return api.call(); })));
+  settle(ioc);
+  for (int i = 0; i < 2000; ++i) elapse(ioc, 1ms);  // 2 s: every call has finished
+  for (auto& c : calls) REQUIRE(c->done);
+  // 200 first attempts, and retries only from the floor: 1 per second over a
+  // 10 s window = 10, with no success to earn more. Without the budget: 800.
+  CHECK(api.starts.size() == 210);
+  CHECK(budget->state(vclock::now().time_since_epoch()).retries == 10);
+}
+
+TEST_CASE("retry: successes earn retries from the budget") {
+  levee::retry_budget budget({.ratio = 0.5, .min_retries_per_second = 0, .ttl = 10s});
+  using std::chrono::nanoseconds;
+  CHECK_FALSE(budget.try_withdraw(0s));
+  for (int i = 0; i < 10; ++i) budget.deposit(nanoseconds(1s));
+  int granted = 0;
+  while (budget.try_withdraw(2s)) ++granted;
+  CHECK(granted == 5);
+  CHECK(budget.state(2s).available == 0);
+  // The successes leave the window after ttl (10 buckets of 1 s): at 11 s.
+  CHECK(budget.state(10s).successes == 10);
+  CHECK(budget.state(11s).successes == 0);
+  CHECK(budget.state(12s).retries == 0);
+}
+
+TEST_CASE("retry: the budget's options are validated by name") {
+  CHECK_THROWS_WITH(levee::retry_budget({.ratio = -1}),
+                    "retry_budget_options::ratio must be in [0, 10]");
+  CHECK_THROWS_WITH(levee::retry_budget({.ttl = 0s}),
+                    "retry_budget_options::ttl must be greater than zero");
+  CHECK_THROWS_WITH(levee::retry_budget({.buckets = 0}),
+                    "retry_budget_options::buckets must be in [1, 1000]");
+  CHECK_THROWS_WITH(levee::retry_budget({.min_retries_per_second = -1}),
+                    "retry_budget_options::min_retries_per_second must be in [0, 1e9]");
+}
+
+TEST_CASE("retry: invalid options are refused by name") {
+  auto refused = [](levee::retry_options o, const std::string& member) {
+    try {
+      policy_type p(std::move(o));
+      FAIL("accepted " << member);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).rfind("retry_options::" + member + " ", 0) == 0);
+    }
+  };
+  refused({.max_attempts = 0}, "max_attempts");
+  refused({.initial_delay = -1ms}, "initial_delay");
+  refused({.multiplier = 0.5}, "multiplier");
+  refused({.initial_delay = 2s, .max_delay = 1s}, "max_delay");
+  refused({.jitter = static_cast<jitter_kind>(9)}, "jitter");
+  refused({.max_retry_after = -1s}, "max_retry_after");
+}
+
+TEST_CASE("retry: the caller's cancellation ends the wait between attempts") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy(
+      {.max_attempts = 5, .initial_delay = 1h, .max_delay = 1h, .jitter = jitter_kind::none});
+  flaky api;
+  asio::cancellation_signal cancel;
+  std::exception_ptr error;
+  bool done = false;
+  asio::co_spawn(ioc, levee::retry(policy, [&] { return api.call(); }),
+                 asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, int) {
+                   done = true;
+                   error = e;
+                 }));
+  settle(ioc);
+  CHECK(api.starts.size() == 1);
+  cancel.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  REQUIRE(done);
+  REQUIRE(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const boost::system::system_error& e) {
+    CHECK(e.code() == boost::asio::error::operation_aborted);
+  }
+  CHECK(api.starts.size() == 1);
+}
+
+TEST_CASE("retry: the completion-token form, with a plain callback") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3, .initial_delay = 5ms, .jitter = jitter_kind::none});
+  flaky api;
+  api.failures = 1;
+  int value = 0;
+  levee::async_retry(
+      ioc.get_executor(), policy, [&] { return api.call(); },
+      [&](std::exception_ptr e, int v) {
+        if (!e) value = v;
+      });
+  settle(ioc);
+  elapse(ioc, 5ms);
+  CHECK(value == 7);
+  CHECK(api.starts.size() == 2);
+}

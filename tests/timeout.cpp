@@ -1,0 +1,164 @@
+// Per-attempt timeouts and total deadlines, on virtual time.
+#include <levee/timeout.hpp>
+
+#include "support.hpp"
+
+#include <levee/retry.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+using namespace levee_test;
+using levee::circuit_state;
+
+namespace {
+
+/// A call that takes `latency` of virtual time and says whether it was
+/// cancelled on the way.
+struct slow_call {
+  int started = 0;
+  int cancelled = 0;
+
+  asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec(
+      std::chrono::nanoseconds latency) {
+    ++started;
+    timer t(co_await asio::this_coro::executor, latency);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      ++cancelled;
+      co_return std::tuple(ec, 0);
+    }
+    co_return std::tuple(boost::system::error_code(), 5);
+  }
+  asio::awaitable<int> call(std::chrono::nanoseconds latency) {
+    auto [ec, v] = co_await call_ec(latency);
+    if (ec) throw boost::system::system_error(ec);
+    co_return v;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("timeout: a call that finishes in time is returned unchanged") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  auto r = run(ioc, levee::with_timeout<vclock>(100ms, s.call(50ms)));
+  elapse(ioc, 50ms);
+  CHECK(r->value == 5);
+  CHECK(s.cancelled == 0);
+}
+
+TEST_CASE("timeout: a slow call is cancelled and reported as error::timeout") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  auto thrown = run(ioc, levee::with_timeout<vclock>(100ms, s.call(1h)));
+  auto tuple = run(ioc, levee::with_timeout<vclock>(100ms, s.call_ec(1h)));
+  elapse(ioc, 99ms);
+  CHECK_FALSE(thrown->done);
+  elapse(ioc, 1ms);
+  REQUIRE(thrown->done);
+  CHECK(thrown->thrown_code() == levee::error::timeout);
+  CHECK(thrown->thrown_code() == levee::condition::timed_out);
+  REQUIRE(tuple->done);
+  CHECK(std::get<0>(*tuple->value) == levee::error::timeout);
+  CHECK(s.cancelled == 2);  // the calls themselves were cancelled, not left running
+}
+
+TEST_CASE("timeout: an exception ends the call at once, without waiting for the timer") {
+  // Asio issue 900: operator|| waits for the timer when the other branch throws.
+  virtual_time vt;
+  asio::io_context ioc;
+  auto throws = []() -> asio::awaitable<int> {
+    throw service_error("boom");
+    co_return 0;
+  };
+  auto r = run(ioc, levee::with_timeout<vclock>(1h, throws()));
+  REQUIRE(r->done);  // no virtual time passed
+  CHECK_THROWS_AS(std::rethrow_exception(r->error), service_error);
+}
+
+TEST_CASE("timeout: inside a breaker, a timed-out attempt counts as a failure") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 2});
+  slow_call s;
+  for (int i = 0; i < 2; ++i) {
+    auto r = run(ioc, cb(levee::with_timeout<vclock>(100ms, s.call_ec(1h))));
+    elapse(ioc, 100ms);
+    CHECK(std::get<0>(*r->value) == levee::error::timeout);
+  }
+  CHECK(cb.counters().failures == 2);
+  CHECK(cb.state() == circuit_state::open);
+}
+
+TEST_CASE("timeout: around a breaker, a timeout cancels the probe and frees its slot") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s});
+  slow_call s;
+  auto failing = [&]() -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+    co_return std::tuple(make_error_code(boost::system::errc::connection_reset), 0);
+  };
+  run(ioc, cb(failing()));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 1s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+
+  auto probe = run(ioc, levee::with_timeout<vclock>(200ms, cb(s.call_ec(1h))));
+  CHECK(cb.probes_in_flight() == 1);
+  elapse(ioc, 200ms);
+  REQUIRE(probe->done);
+  CHECK(std::get<0>(*probe->value) == levee::error::timeout);
+  CHECK(cb.probes_in_flight() == 0);              // the slot is free
+  CHECK(cb.state() == circuit_state::half_open);  // the cancelled probe was not counted
+  auto next = run(ioc, cb(s.call_ec(0ms)));
+  CHECK(std::get<1>(*next->value) == 5);
+  CHECK(cb.state() == circuit_state::closed);
+}
+
+TEST_CASE("timeout: the caller's own cancellation passes into the attempt and is ignored") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1});
+  slow_call s;
+  asio::cancellation_signal cancel;
+  std::tuple<boost::system::error_code, int> result;
+  bool done = false;
+  asio::co_spawn(ioc, cb(levee::with_timeout<vclock>(1s, s.call_ec(1h))),
+                 asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr, auto r) {
+                   done = true;
+                   result = r;
+                 }));
+  settle(ioc);
+  cancel.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  REQUIRE(done);
+  CHECK(std::get<0>(result) == boost::asio::error::operation_aborted);
+  CHECK(s.cancelled == 1);
+  CHECK(cb.counters().ignored == 1);
+  CHECK(cb.state() == circuit_state::closed);
+}
+
+TEST_CASE("timeout: a deadline bounds retries and is not retried") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_retry_policy<levee_test::vclock> policy({.max_attempts = 100,
+                                                        .initial_delay = 100ms,
+                                                        .multiplier = 1,
+                                                        .jitter = levee::jitter_kind::none});
+  slow_call s;
+  auto r = run(ioc, levee::with_deadline<vclock>(1s, levee::retry(policy, [&] {
+                                                   return levee::with_timeout<vclock>(
+                                                       150ms, s.call_ec(1h));
+                                                 })));
+  for (int i = 0; i < 1000 && !r->done; ++i) elapse(ioc, 1ms);
+  REQUIRE(r->done);
+  CHECK(std::get<0>(*r->value) == levee::error::deadline_exceeded);
+  CHECK(std::get<0>(*r->value) == levee::condition::timed_out);
+  // Attempts start at 0, 250, 500, 750 ms (150 ms each + 100 ms apart); the
+  // fourth is running at 1 s and is cancelled by the deadline.
+  CHECK(s.started == 4);
+  CHECK(vclock::now().time_since_epoch() == 1s);
+}
