@@ -3,6 +3,7 @@
 #   <!-- excerpt: samples/x.cpp -->       the block appears in the file, verbatim
 # each followed by a ```cpp fence. Usage:
 #   cmake -DROOT=<source dir> -P check-readme-sample.cmake
+cmake_minimum_required(VERSION 3.20)
 file(READ "${ROOT}/README.md" readme)
 set(checked 0)
 while(TRUE)
