@@ -183,6 +183,37 @@ class bulkhead_slot {
   bulkhead_state* state_;
 };
 
+/// Waits for a slot of `state`, at most `max_wait` (0: until granted or
+/// cancelled). Returns success (the caller owns a slot), `bulkhead_full`
+/// (the wait ran out) or `operation_aborted` (the caller cancelled).
+template <class Clock, class Executor>
+asio::awaitable<boost::system::error_code, Executor> wait_for_slot(
+    bulkhead_state& state, std::chrono::nanoseconds max_wait) {
+  const Executor ex = co_await asio::this_coro::executor;
+  auto acquire = [&state, ex](auto token) {
+    return asio::async_initiate<decltype(token), void(boost::system::error_code)>(
+        [&state, ex](auto handler) {
+          using handler_type = std::decay_t<decltype(handler)>;
+          auto* w = new bulkhead_waiter<handler_type, Executor>(state, std::move(handler), ex);
+          w->start();
+        },
+        token);
+  };
+  if (max_wait <= std::chrono::nanoseconds::zero()) {
+    auto [ec] = co_await acquire(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+    co_return ec;
+  }
+  asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor> timer(
+      ex, std::chrono::ceil<typename Clock::duration>(max_wait));
+  auto [order, wait_ec, timer_ec] =
+      co_await asio::experimental::make_parallel_group(acquire(asio::deferred),
+                                                       timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable_t<Executor>{});
+  if (!wait_ec) co_return wait_ec;  // granted, even if the timer fired too: the slot is ours
+  if (order[0] == 1 && !timer_ec) co_return make_error_code(error::bulkhead_full);
+  co_return wait_ec;  // the caller cancelled the wait
+}
+
 }  // namespace detail
 
 /// A bulkhead: at most `max_concurrent` guarded calls run at once; up to
@@ -263,7 +294,7 @@ class basic_bulkhead {
         ec = error::bulkhead_full;
         break;
       case detail::bulkhead_state::entry::queue:
-        ec = co_await wait<Executor>(state);
+        ec = co_await detail::wait_for_slot<Clock, Executor>(state, state.options().max_wait);
         break;
     }
     if (ec) {
@@ -275,37 +306,6 @@ class basic_bulkhead {
     }
     detail::bulkhead_slot slot(state);
     co_return co_await std::move(aw);
-  }
-
-  template <class Executor = boost::asio::any_io_executor>
-  static boost::asio::awaitable<boost::system::error_code, Executor> wait(
-      detail::bulkhead_state& state) {
-    namespace asio = boost::asio;
-    const Executor ex = co_await asio::this_coro::executor;
-    auto acquire = [&state, ex](auto token) {
-      return asio::async_initiate<decltype(token), void(boost::system::error_code)>(
-          [&state, ex](auto handler) {
-            using handler_type = std::decay_t<decltype(handler)>;
-            auto* w =
-                new detail::bulkhead_waiter<handler_type, Executor>(state, std::move(handler), ex);
-            w->start();
-          },
-          token);
-    };
-    const auto max_wait = state.options().max_wait;
-    if (max_wait <= std::chrono::nanoseconds::zero()) {
-      auto [ec] = co_await acquire(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-      co_return ec;
-    }
-    asio::basic_waitable_timer<Clock, detail::wait_traits_of_t<Clock>, Executor> timer(
-        ex, std::chrono::ceil<typename Clock::duration>(max_wait));
-    auto [order, wait_ec, timer_ec] =
-        co_await asio::experimental::make_parallel_group(acquire(asio::deferred),
-                                                         timer.async_wait(asio::deferred))
-            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable_t<Executor>{});
-    if (!wait_ec) co_return wait_ec;  // granted, even if the timer fired too: the slot is ours
-    if (order[0] == 1 && !timer_ec) co_return make_error_code(error::bulkhead_full);
-    co_return wait_ec;  // the caller cancelled the wait
   }
 
   executor_type executor_;

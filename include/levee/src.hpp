@@ -5,6 +5,8 @@
 #include <levee/impl/breaker_core.ipp>
 #include <levee/impl/bulkhead.ipp>
 #include <levee/impl/error.ipp>
+#include <levee/impl/http_classify.ipp>
+#include <levee/impl/http_client.ipp>
 #include <levee/impl/options.ipp>
 #include <levee/impl/retry.ipp>
 #include <levee/impl/retry_budget.ipp>

@@ -1,0 +1,5 @@
+// levee: the HTTP layer's umbrella header (Beast client, classifier).
+#pragma once
+
+#include <levee/http/classify.hpp>
+#include <levee/http/client.hpp>

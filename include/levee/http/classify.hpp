@@ -1,0 +1,51 @@
+// levee: what an HTTP outcome means for a breaker and for a retry policy.
+#pragma once
+
+#include <levee/classify.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string_view>
+
+namespace levee::http {
+
+/// The breaker classifier for HTTP calls (`breaker_options::classifier =
+/// levee::http::classify`). It reads the result of `http_get`/`send` in either
+/// form (a `response`, or `std::tuple<error_code, response>`):
+///
+/// | Outcome of the call | Classified |
+/// |---|---|
+/// | cancelled (`operation_aborted`) | ignored |
+/// | transport error, `beast::error::timeout`, `levee::error::timeout`, malformed response |
+/// failure | | 5xx | failure | | 429 Too Many Requests | failure (the downstream is overloaded) |
+/// | other 4xx | success: the downstream is healthy, the request was wrong |
+/// | 1xx, 2xx, 3xx | success |
+///
+/// A thrown exception follows `default_classify`.
+outcome classify(const call_result& r) noexcept;
+
+/// The retry predicate for HTTP calls (`retry_options::retryable =
+/// levee::http::retryable`): transport errors, timeouts, 5xx and 429 are worth
+/// another attempt; levee rejections, cancellations, `deadline_exceeded` and
+/// other 4xx are not.
+bool retryable(const call_result& r) noexcept;
+
+/// The delay a 429 or 503 response asks for in its Retry-After header
+/// (`retry_options::retry_after = levee::http::retry_after`); nothing for other
+/// outcomes or a malformed header.
+std::optional<std::chrono::nanoseconds> retry_after(const call_result& r) noexcept;
+
+/// Parses a Retry-After value (RFC 9110, 10.2.3): delay-seconds (`"120"`), or
+/// an HTTP-date in any of its three forms (IMF-fixdate `"Sun, 06 Nov 1994
+/// 08:49:37 GMT"`, obsolete RFC 850 `"Sunday, 06-Nov-94 08:49:37 GMT"`, ANSI
+/// C asctime `"Sun Nov  6 08:49:37 1994"`), which is measured from `now` (the
+/// response's Date header, or the local clock). A date in the past is a zero
+/// delay. Malformed input gives nothing.
+std::optional<std::chrono::nanoseconds> parse_retry_after(
+    std::string_view value, std::chrono::system_clock::time_point now) noexcept;
+
+/// An HTTP-date (any of the three forms) as a time point, or nothing.
+std::optional<std::chrono::system_clock::time_point> parse_http_date(
+    std::string_view text) noexcept;
+
+}  // namespace levee::http
