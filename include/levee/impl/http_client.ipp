@@ -203,6 +203,8 @@ asio::awaitable<result> client::async_request(std::string host, std::uint16_t po
     if (ec) co_return result(ec, response());
   }
   detail::bulkhead_slot slot(pool.slots);
+  // Granted just as the deadline passed: do not open a connection for nothing.
+  if (steady::now() >= deadline) co_return result(beast::error::timeout, response());
 
   if (req.version() == 0) req.version(11);
   if (req.find(beast::http::field::host) == req.end())

@@ -1,0 +1,281 @@
+// The HTTP client with real sockets on 127.0.0.1: the flaky upstream, and a raw
+// server that answers with whatever bytes a test gives it.
+#include <levee/http/client.hpp>
+
+#include "support.hpp"
+
+#include <levee/http/classify.hpp>
+#include <levee/retry.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include <server.hpp>
+
+using namespace levee_test;
+namespace http = levee::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+/// Runs the io_context until `p` is done or `limit` of real time passed.
+template <class T>
+void run_until(asio::io_context& ioc, const std::shared_ptr<pending<T>>& p,
+               std::chrono::milliseconds limit = 2000ms) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  ioc.restart();
+  while (!p->done && std::chrono::steady_clock::now() < end) ioc.run_one_for(10ms);
+}
+
+std::vector<flaky::phase> phases(std::initializer_list<const char*> specs) {
+  std::vector<flaky::phase> out;
+  for (const char* spec : specs) {
+    std::string error;
+    auto p = flaky::parse_phase(spec, error);
+    REQUIRE(p);
+    out.push_back(*p);
+  }
+  return out;
+}
+
+/// Accepts connections and answers each request with `replies[i]` (the i-th
+/// connection), then closes unless `keep` is set.
+struct raw_server {
+  explicit raw_server(asio::io_context& context) : ioc(context) {}
+  asio::io_context& ioc;
+  tcp::acceptor acceptor{ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::vector<std::string> replies;
+  bool keep = false;
+  int accepted = 0;
+
+  std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/";
+  }
+  void start() { asio::co_spawn(ioc, run(), asio::detached); }
+  asio::awaitable<void> run() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      const std::string reply = replies.at(std::min<std::size_t>(accepted, replies.size() - 1));
+      ++accepted;
+      asio::co_spawn(ioc, answer(std::move(socket), reply), asio::detached);
+    }
+  }
+  asio::awaitable<void> answer(tcp::socket socket, std::string reply) {
+    asio::streambuf in;
+    do {
+      auto [rec, n] = co_await asio::async_read_until(socket, in, "\r\n\r\n",
+                                                      asio::as_tuple(asio::use_awaitable));
+      if (rec) co_return;
+      in.consume(n);
+      auto [wec, w] = co_await asio::async_write(socket, asio::buffer(reply),
+                                                 asio::as_tuple(asio::use_awaitable));
+      if (wec) co_return;
+    } while (keep);
+    boost::system::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("http: a guarded http_get against the flaky upstream opens, fails fast, recovers") {
+  virtual_time vt;  // the breaker's timer runs on virtual time; the I/O is real
+  asio::io_context ioc;
+  flaky::server upstream(ioc.get_executor(),
+                         phases({"ok 1h latency=1ms", "sick 1h errors=1 status=503 latency=1ms"}));
+  upstream.hold_phase(1);
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/rec";
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  levee::breaker_options o{.minimum_calls = 3, .open_duration = 5s};
+  o.classifier = http::classify;
+  breaker cb(ioc, o);
+
+  for (int i = 0; i < 3; ++i) {
+    auto r = spawn(ioc, cb(http::http_get(client, url, http::nothrow)));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK(std::get<1>(*r->value).result_int() == 503);  // returned unchanged
+  }
+  CHECK(cb.state() == levee::circuit_state::open);
+  CHECK(upstream.stats().requests == 3);
+
+  auto fast = spawn(ioc, cb(http::http_get(client, url, http::nothrow)));
+  run_until(ioc, fast);
+  CHECK(std::get<0>(*fast->value) == levee::error::circuit_open);
+  CHECK(upstream.stats().requests == 3);  // failed fast: the upstream saw nothing
+
+  upstream.hold_phase(0);  // healed
+  vclock::advance(5s);
+  ioc.restart();
+  for (int i = 0; i < 100 && cb.state() != levee::circuit_state::half_open; ++i) ioc.poll();
+  REQUIRE(cb.state() == levee::circuit_state::half_open);
+  auto probe = spawn(ioc, cb(http::http_get(client, url)));  // the exception form
+  run_until(ioc, probe);
+  REQUIRE(probe->done);
+  CHECK(probe->value->result_int() == 200);
+  CHECK(cb.state() == levee::circuit_state::closed);
+  upstream.stop();
+}
+
+TEST_CASE("http: keep-alive connections are reused") {
+  asio::io_context ioc;
+  flaky::server upstream(ioc.get_executor(), phases({"ok 1h latency=0"}));
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
+  http::client client(ioc.get_executor());
+  for (int i = 0; i < 3; ++i) {
+    auto r = spawn(ioc, http::http_get(client, url));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK(r->value->result_int() == 200);
+  }
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_reused == 2);
+  CHECK(upstream.stats().connections == 1);
+  upstream.stop();
+}
+
+TEST_CASE("http: pool exhaustion is bounded by the deadline, timed-out streams are not reused") {
+  asio::io_context ioc;
+  flaky::server upstream(ioc.get_executor(), phases({"slow 1h latency=1h", "ok 1h latency=0"}));
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
+  http::client client(ioc.get_executor(), {.max_connections_per_host = 1, .timeout = 150ms});
+  const auto start = std::chrono::steady_clock::now();
+  auto first = spawn(ioc, http::http_get(client, url, http::nothrow));
+  auto second = spawn(ioc, http::http_get(client, url, http::nothrow));
+  run_until(ioc, first);
+  run_until(ioc, second);
+  REQUIRE(first->done);
+  REQUIRE(second->done);
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(std::get<0>(*first->value) == boost::beast::error::timeout);   // the slow read
+  CHECK(std::get<0>(*second->value) == boost::beast::error::timeout);  // the pool wait
+  CHECK(took < 1s);
+  CHECK(client.stats().peak_waiting == 1);
+  CHECK(client.stats().waiting == 0);
+
+  upstream.hold_phase(1);
+  const auto opened = client.stats().connections_opened;
+  auto third = spawn(ioc, http::http_get(client, url, http::nothrow));
+  run_until(ioc, third);
+  CHECK(std::get<1>(*third->value).result_int() == 200);
+  CHECK(client.stats().connections_opened == opened + 1);  // timed-out streams were closed
+  CHECK(client.stats().connections_reused == 0);
+  upstream.stop();
+}
+
+TEST_CASE("http: a refused connection is an error_code, and a failure for the breaker") {
+  asio::io_context ioc;
+  std::uint16_t port;
+  {
+    tcp::acceptor probe(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    port = probe.local_endpoint().port();
+  }  // closed: nothing listens there now
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  auto r = spawn(
+      ioc, http::http_get(client, "http://127.0.0.1:" + std::to_string(port) + "/", http::nothrow));
+  run_until(ioc, r);
+  REQUIRE(r->done);
+  CHECK(std::get<0>(*r->value) == boost::asio::error::connection_refused);
+  CHECK(http::classify(levee::detail::make_value_result(*r->value)) == levee::outcome::failure);
+  auto thrown =
+      spawn(ioc, http::http_get(client, "http://127.0.0.1:" + std::to_string(port) + "/"));
+  run_until(ioc, thrown);
+  CHECK(thrown->thrown_code() == boost::asio::error::connection_refused);
+}
+
+TEST_CASE("http: malformed responses become error_codes") {
+  struct bad {
+    const char* what;
+    std::string reply;
+    boost::system::error_code expected;
+  };
+  const std::vector<bad> cases = {
+      {"a bad status line", "HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n",
+       boost::beast::http::error::bad_status},
+      {"a bad version", "HTTX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+       boost::beast::http::error::bad_version},
+      {"oversized headers", "HTTP/1.1 200 OK\r\nX-Big: " + std::string(20000, 'x') + "\r\n\r\n",
+       boost::beast::http::error::header_limit},
+      {"an oversized body",
+       "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b'),
+       boost::beast::http::error::body_limit},
+      {"an early close", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part",
+       boost::beast::http::error::partial_message},
+      {"garbage", "\x01\x02\xff\xfe not http at all\r\n\r\n",
+       boost::beast::http::error::bad_version},
+      {"a bad content length", "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
+       boost::beast::http::error::bad_content_length},
+      {"nothing at all", "", boost::beast::http::error::end_of_stream},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    asio::io_context ioc;
+    raw_server raw(ioc);
+    raw.replies = {c.reply};
+    raw.start();
+    http::client client(ioc.get_executor(), {.timeout = 1s, .body_limit = 1000});
+    auto r = spawn(ioc, http::http_get(client, raw.url(), http::nothrow));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK(std::get<0>(*r->value) == c.expected);
+    CHECK(client.stats().connections_open == 0);  // closed, not pooled
+  }
+}
+
+TEST_CASE("http: a pooled connection the server closed is replaced once, transparently") {
+  asio::io_context ioc;
+  raw_server raw(ioc);
+  // Keep-alive answers, but the server closes each connection after one.
+  raw.replies = {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"};
+  raw.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  for (int i = 0; i < 2; ++i) {
+    auto r = spawn(ioc, http::http_get(client, raw.url(), http::nothrow));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK_FALSE(std::get<0>(*r->value));
+    CHECK(std::get<1>(*r->value).body() == "ok");
+  }
+  CHECK(raw.accepted == 2);
+  CHECK(client.stats().connections_reused == 1);  // tried, found closed, sent again
+}
+
+TEST_CASE("http: Retry-After from the upstream sets the retry delay") {
+  virtual_time vt;  // retry delays on virtual time, I/O real
+  asio::io_context ioc;
+  flaky::server upstream(ioc.get_executor(),
+                         phases({"busy 1h errors=1 status=429 retry_after=3 latency=0"}));
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  bool hinted = false;
+  levee::basic_retry_policy<vclock> policy(
+      {.max_attempts = 2,
+       .initial_delay = 1ms,
+       .jitter = levee::jitter_kind::none,
+       .retryable = http::retryable,
+       .retry_after = [&](const levee::call_result& last) {
+         hinted = true;  // the first answer arrived; the retry waits from now
+         return http::retry_after(last);
+       }});
+  auto r =
+      spawn(ioc, levee::retry(policy, [&] { return http::http_get(client, url, http::nothrow); }));
+  ioc.restart();
+  for (int i = 0; i < 200 && !hinted; ++i) ioc.run_one_for(10ms);
+  REQUIRE(hinted);
+  REQUIRE(upstream.stats().requests == 1);
+  vclock::advance(2999ms);
+  for (int i = 0; i < 20; ++i) ioc.poll();
+  CHECK(upstream.stats().requests == 1);  // still waiting: 3 s asked
+  vclock::advance(1ms);
+  run_until(ioc, r);
+  REQUIRE(r->done);
+  CHECK(upstream.stats().requests == 2);
+  CHECK(std::get<1>(*r->value).result_int() == 429);
+  upstream.stop();
+}
