@@ -6,9 +6,12 @@
 #   scripts/levee.sh bench  build the benchmarks (release) and run them: medians
 #                           of 5 repetitions and a summary against the targets
 #   scripts/levee.sh test   build and run the whole test suite, as CI does:
-#                           GCC 12 + AddressSanitizer/UBSan (every test),
-#                           Clang 14 + ThreadSanitizer (the concurrency tests),
-#                           an installed-package consumer, clang-format.
+#                           clang-format; GCC 12 + AddressSanitizer/UBSan (every
+#                           test, benchmark smoke run); Clang 14 +
+#                           ThreadSanitizer (the concurrency tests); Clang 14 +
+#                           libFuzzer (60 s); a release build running the demo
+#                           (--quick) and checking its summary; installed and
+#                           vendored consumers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,8 +48,8 @@ run_demo() {
   step "building the demo (release)"
   configure build/release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF
   cmake --build build/release --target levee-demo -j "$jobs"
-  step "running the demo"
-  ./build/release/samples/levee-quickstart "$@"
+  step "running the demo: the seed scenario, once per mode (about a minute)"
+  ./build/release/samples/levee-demo --out demo-out "$@"
 }
 
 run_bench() {
@@ -91,12 +94,26 @@ run_tests() {
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ctest --test-dir build/ci-clang-tsan --output-on-failure -L concurrency
 
-  step "install, then build a consumer with find_package(levee)"
-  rm -rf build/ci-install build/ci-consumer build/ci-subdir
-  configure build/ci-lib -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF \
+  step "Clang 14 + libFuzzer: the HTTP response-parsing and classification path, 60 s"
+  configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_BUILD_FUZZ=ON -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF
+  cmake --build build/ci-fuzz --target levee-fuzz-http-response -j "$jobs"
+  rm -rf build/ci-fuzz/corpus && cp -r fuzz/corpus build/ci-fuzz/corpus
+  ./build/ci-fuzz/fuzz/levee-fuzz-http-response -max_total_time=60 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 build/ci-fuzz/corpus 2>&1 | tail -n 4
+
+  step "release build: the library, the samples and the demo"
+  rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo
+  configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=ON \
     -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
-  cmake --build build/ci-lib -j "$jobs"
-  cmake --install build/ci-lib >/dev/null
+  cmake --build build/ci-release -j "$jobs"
+
+  step "the demo, --quick: the guarded modes must amplify less and fail faster than naive retries"
+  ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json
+  cmake -DSUMMARY=build/ci-demo/summary.json -P cmake/check-demo-summary.cmake
+
+  step "install, then build a consumer with find_package(levee)"
+  cmake --install build/ci-release >/dev/null
   cmake -S test/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
   cmake --build build/ci-consumer -j "$jobs"
   ./build/ci-consumer/levee-consumer

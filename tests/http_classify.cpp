@@ -119,6 +119,9 @@ TEST_CASE("http parse_http_date: the three forms, and nothing else") {
   CHECK_FALSE(http::parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"));
   CHECK_FALSE(http::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing"));
   CHECK_FALSE(http::parse_http_date(""));
+  // Out of the clock's range: refused, not overflowed (found by the fuzzer).
+  CHECK_FALSE(http::parse_http_date("Sun, 06 Nov 0997 08:49:07 GMT"));
+  CHECK_FALSE(http::parse_http_date("Sun, 06 Nov 9999 08:49:07 GMT"));
 }
 
 TEST_CASE("http parse_url") {

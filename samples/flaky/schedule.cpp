@@ -181,10 +181,10 @@ std::optional<std::vector<phase>> parse_schedule(std::string_view text, std::str
 std::vector<phase> seed_schedule() {
   std::string error;
   auto s = parse_schedule(
-      "healthy   40s latency=200ms capacity=400\n"
-      "degrading 60s errors=0.15 latency=ramp:200ms..8s capacity=400\n"
-      "outage    40s errors=1 latency=8s capacity=400\n"
-      "healed    60s latency=200ms capacity=400\n",
+      "healthy   40s latency=200ms capacity=100\n"
+      "degrading 60s errors=0.15 latency=ramp:200ms..8s capacity=100\n"
+      "outage    40s errors=1 latency=8s capacity=100\n"
+      "healed    60s latency=200ms capacity=100\n",
       error);
   return *s;
 }

@@ -29,7 +29,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         schedule(std::move(s)),
         options(std::move(o)),
         acceptor(ex),
-        rng(options.seed) {
+        rng(options.seed),
+        by_phase(std::make_unique<std::atomic<std::uint64_t>[]>(schedule.size())) {
     nanos at{0};
     for (const auto& p : schedule) {
       starts.push_back(at);
@@ -125,6 +126,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
       const auto [index, progress] = self->where();
       const phase& p = self->schedule[index];
+      ++self->by_phase[index];
       std::uniform_real_distribution<double> unit(0, 1);
       if (p.refuse || unit(self->rng) < p.reset_rate) {
         ++self->resets;
@@ -141,7 +143,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       }
       if (latency > nanos(0)) {
         asio::steady_timer wait(self->ex, latency);
+        auto waiting = self->timers.insert(self->timers.end(), &wait);
         auto [wec] = co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+        self->timers.erase(waiting);
         if (wec || self->stopped) co_return;
       }
       const bool fail = unit(self->rng) < p.error_rate;
@@ -176,6 +180,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::atomic<std::size_t> held{no_hold};
   std::atomic<bool> stopped{false};
   std::list<beast::tcp_stream*> sessions;  // touched on the server's executor only
+  std::list<asio::steady_timer*> timers;   // latencies being waited, likewise
+  std::unique_ptr<std::atomic<std::uint64_t>[]> by_phase;
   std::atomic<std::uint64_t> requests{0}, ok{0}, errors{0}, resets{0}, connections{0};
   std::atomic<std::size_t> in_flight{0}, peak_in_flight{0};
 };
@@ -203,7 +209,12 @@ void server::stop() {
     boost::system::error_code ignored;
     self->acceptor.close(ignored);
     for (auto* s : self->sessions) s->socket().close(ignored);
+    for (auto* t : self->timers) t->cancel();
   });
+}
+
+std::uint64_t server::requests_in_phase(std::size_t index) const noexcept {
+  return index < impl_->schedule.size() ? impl_->by_phase[index].load() : 0;
 }
 
 void server::hold_phase(std::size_t index) {

@@ -66,6 +66,9 @@ class server {
 
   server_stats stats() const noexcept;
 
+  /// Requests read while phase `index` was current.
+  std::uint64_t requests_in_phase(std::size_t index) const noexcept;
+
  private:
   struct impl;
   std::shared_ptr<impl> impl_;

@@ -82,6 +82,10 @@ bool time_of_day(cursor& c, int& h, int& m, int& sec) noexcept {
 std::optional<std::chrono::system_clock::time_point> make_time(int year, int month, int day, int h,
                                                                int m, int s) noexcept {
   using namespace std::chrono;
+  // system_clock counts nanoseconds in 64 bits: about 1678 to 2262. Dates
+  // outside [1900, 2200] are refused rather than overflowed (found by the
+  // fuzzer: "Date: Sun, 06 Nov 0997 ...").
+  if (year < 1900 || year > 2200) return std::nullopt;
   const year_month_day ymd{std::chrono::year(year),
                            std::chrono::month(static_cast<unsigned>(month)),
                            std::chrono::day(static_cast<unsigned>(day))};
