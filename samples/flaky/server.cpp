@@ -60,7 +60,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   void open_listener() {
-    boost::system::error_code ec;
     tcp::endpoint endpoint(asio::ip::make_address(options.address), port);
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
