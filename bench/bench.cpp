@@ -1,7 +1,10 @@
 // levee's benchmarks (Google Benchmark). Names are stable so that results can
 // be compared over time; see bench/README.md for the figures and how to read
 // them.
+#include <levee/http.hpp>
 #include <levee/levee.hpp>
+
+#include <server.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -387,6 +390,48 @@ void bm_threads(benchmark::State& state, int threads) {
   state.SetItemsProcessed(state.iterations() * threads * calls);
 }
 
+// ---- http ---------------------------------------------------------------------
+
+/// A keep-alive GET on loopback against the flaky upstream (answering at once,
+/// on its own thread), bare and through a closed breaker.
+void bm_http(benchmark::State& state, bool guarded) {
+  asio::io_context server_ioc(1);
+  std::string error;
+  auto phase = flaky::parse_phase("ok 1h latency=0", error);
+  flaky::server upstream(server_ioc.get_executor(), {*phase});
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
+  std::thread server_thread([&] { server_ioc.run(); });
+  {
+    asio::io_context ioc(1);
+    levee::http::client client(ioc.get_executor(), {.max_connections_per_host = 1});
+    levee::breaker_options options;
+    options.classifier = levee::http::classify;
+    levee::circuit_breaker breaker(ioc, options);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (auto _ : state) {
+            // Not `guarded ? co_await a : co_await b`: GCC 12 destroys the
+            // temporaries of co_await inside ?: twice.
+            levee::http::result r;
+            if (guarded) {
+              r = co_await breaker(levee::http::http_get(client, url, levee::http::nothrow));
+            } else {
+              r = co_await levee::http::http_get(client, url, levee::http::nothrow);
+            }
+            if (std::get<0>(r) || std::get<1>(r).result_int() != 200) {
+              state.SkipWithError("request failed");
+            }
+          }
+        },
+        asio::detached);
+    ioc.run();
+    if (client.stats().connections_opened != 1) state.SkipWithError("connection not kept alive");
+  }
+  upstream.stop();
+  server_thread.join();
+}
+
 // ---- the summary ------------------------------------------------------------------
 // After the usual console table, one block that puts each figure next to its
 // target and its floor, all from this run: medians when --benchmark_repetitions
@@ -444,6 +489,13 @@ class summary_reporter : public benchmark::ConsoleReporter {
           "%.0f bytes\n",
           rate, figures_[t].counters["bytes_per_breaker"],
           figures_.count(d) ? figures_[d].counters["bytes_per_breaker"] : 0.0);
+      out << line;
+    }
+    if (has("http/bare") && has("http/guarded")) {
+      std::snprintf(line, sizeof line,
+                    "  a keep-alive GET on loopback: %.1f us bare, %.1f us guarded (%+.1f %%)\n",
+                    ns("http/bare") / 1000, ns("http/guarded") / 1000,
+                    100 * (ns("http/guarded") - ns("http/bare")) / ns("http/bare"));
       out << line;
     }
     if (has("threads/1") && has("threads/2")) {
@@ -512,6 +564,8 @@ int main(int argc, char** argv) {
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }
+  benchmark::RegisterBenchmark("http/bare", bm_http, false)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("http/guarded", bm_http, true)->Unit(benchmark::kMicrosecond);
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(("threads/" + std::to_string(threads)).c_str(), bm_threads,
                                  threads)

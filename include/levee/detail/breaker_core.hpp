@@ -211,7 +211,7 @@ class breaker_core {
   static_assert(alignof(bucket) <= alignof(shard) && sizeof(shard) % alignof(bucket) == 0);
 
   shard& shard_at(std::size_t i) const noexcept {
-    return *reinterpret_cast<shard*>(shards_ + i * stride_);
+    return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
   shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
 
@@ -240,9 +240,8 @@ class breaker_core {
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
   std::int64_t width_ns_;
   std::int64_t slow_ns_;
-  std::size_t shard_mask_;
-  std::size_t stride_;
-  std::byte* shards_;  // == shard_memory_.get()
+  std::uint32_t shard_mask_;
+  std::uint32_t stride_;
   window_kind kind_;
   std::uint32_t buckets_;
   double failure_threshold_;
@@ -252,6 +251,7 @@ class breaker_core {
   std::uint64_t probe_limit_;
   std::uint64_t successes_to_close_;
   nanos open_duration_;
+  nanos max_open_duration_;
   struct aligned_delete {
     void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
   };
@@ -265,7 +265,6 @@ class breaker_core {
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
   double open_multiplier_;
   double open_jitter_;
-  nanos max_open_duration_;
 
   // The count window (window_kind::count), under its own lock.
   struct count_ring {
@@ -280,6 +279,11 @@ class breaker_core {
   };
   std::unique_ptr<count_ring> count_;
 };
+
+// The hot configuration and the state word share two cache lines; the rarely
+// written fields a third. (Memory per breaker: bench/README.md.)
+static_assert(sizeof(void*) != 8 || sizeof(breaker_core) == 192,
+              "breaker_core grew past three cache lines: memory per breaker is a target");
 
 // ---- hot paths --------------------------------------------------------------
 

@@ -47,21 +47,21 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       probe_limit_(o.half_open_probes),
       successes_to_close_(o.successes_to_close),
       open_duration_(o.open_duration),
+      max_open_duration_(o.max_open_duration),
       rng_state_(o.jitter_seed != 0 ? o.jitter_seed
                                     : std::random_device{}() * 0x9e3779b97f4a7c15ull),
       open_multiplier_(o.open_duration_multiplier),
-      open_jitter_(o.open_duration_jitter),
-      max_open_duration_(o.max_open_duration) {
+      open_jitter_(o.open_duration_jitter) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;
-  shard_mask_ = n - 1;
+  shard_mask_ = static_cast<std::uint32_t>(n - 1);
   const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
-  stride_ = (sizeof(shard) + ring_bytes + cache_line - 1) / cache_line * cache_line;
+  stride_ = static_cast<std::uint32_t>((sizeof(shard) + ring_bytes + cache_line - 1) / cache_line *
+                                       cache_line);
   auto* memory =
       static_cast<std::byte*>(::operator new[](n* stride_, std::align_val_t{cache_line}));
   shard_memory_.reset(memory);
-  shards_ = memory;
   for (std::size_t i = 0; i < n; ++i) {
     auto* s = new (memory + i * stride_) shard();
     std::memset(static_cast<void*>(s->ring()), 0, ring_bytes);
