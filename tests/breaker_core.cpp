@@ -13,7 +13,7 @@ using levee::outcome;
 using levee::detail::breaker_core;
 using levee::detail::permit;
 using levee::detail::transition;
-using levee::detail::transition_reason;
+using levee::transition_reason;
 
 namespace {
 

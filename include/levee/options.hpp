@@ -14,10 +14,32 @@ enum class circuit_state : std::uint8_t {
   closed = 0,     ///< calls run; outcomes go into the window
   open = 1,       ///< calls are rejected; a timer will turn the breaker HALF_OPEN
   half_open = 2,  ///< at most `half_open_probes` calls run as probes; others are rejected
+  // Manual control (see basic_circuit_breaker::force_open and friends):
+  forced_open = 3,   ///< every call is rejected until an operator says otherwise
+  disabled = 4,      ///< every call runs; outcomes are counted, the breaker never opens
+  metrics_only = 5,  ///< every call runs; outcomes go into the window and the metrics,
+                     ///< the breaker never opens
 };
 
-/// "closed", "open" or "half_open".
+/// The number of `circuit_state` values.
+inline constexpr std::size_t circuit_state_count = 6;
+
+/// "closed", "open", "half_open", "forced_open", "disabled" or "metrics_only".
 const char* to_string(circuit_state s) noexcept;
+
+/// Why a breaker changed state.
+enum class transition_reason : std::uint8_t {
+  failure_rate,          ///< CLOSED -> OPEN: the window's failure rate reached the threshold
+  slow_call_rate,        ///< CLOSED -> OPEN: the window's slow-call rate reached the threshold
+  consecutive_failures,  ///< CLOSED -> OPEN: `consecutive_failures` failures in a row
+  probe_failed,          ///< HALF_OPEN -> OPEN: a probe failed (or was slow)
+  probes_succeeded,      ///< HALF_OPEN -> CLOSED: `successes_to_close` probes succeeded in a row
+  open_elapsed,          ///< OPEN -> HALF_OPEN: the open timer fired
+  manual,                ///< an operator: force_open, disable, metrics_only or reset
+};
+
+/// "failure_rate", "slow_call_rate", ..., "manual".
+const char* to_string(transition_reason r) noexcept;
 
 /// Which sliding window the breaker keeps in CLOSED.
 enum class window_kind : std::uint8_t {
@@ -81,6 +103,12 @@ struct breaker_options {
 
   /// Seed of that jitter. 0 (the default) picks one at random; tests set it.
   std::uint64_t jitter_seed = 0;
+
+  /// The "stuck open" signal: raised when the breaker has not been CLOSED for
+  /// this long since it last left CLOSED (it stays open, or keeps reopening),
+  /// and reported in the metrics and as a `stuck_open` event at that moment.
+  /// Zero (the default) turns it off. >= 0.
+  std::chrono::nanoseconds recovery_window = std::chrono::nanoseconds::zero();
 
   /// Calls admitted at once as probes in HALF_OPEN. In [1, 8191].
   std::size_t half_open_probes = 1;

@@ -140,7 +140,11 @@ int state_code(levee::circuit_state s) {
     case levee::circuit_state::half_open:
       return 1;
     case levee::circuit_state::open:
+    case levee::circuit_state::forced_open:
       return 2;
+    case levee::circuit_state::disabled:
+    case levee::circuit_state::metrics_only:
+      return 0;
   }
   return -1;
 }

@@ -34,18 +34,6 @@ namespace levee::detail {
 
 using nanos = std::chrono::nanoseconds;
 
-/// Why a transition happened.
-enum class transition_reason : std::uint8_t {
-  failure_rate,          ///< CLOSED -> OPEN: the window's failure rate reached the threshold
-  slow_call_rate,        ///< CLOSED -> OPEN: the window's slow-call rate reached the threshold
-  consecutive_failures,  ///< CLOSED -> OPEN: `consecutive_failures` failures in a row
-  probe_failed,          ///< HALF_OPEN -> OPEN: a probe failed (or was slow)
-  probes_succeeded,      ///< HALF_OPEN -> CLOSED: `successes_to_close` probes succeeded in a row
-  open_elapsed,          ///< OPEN -> HALF_OPEN: the open timer fired
-};
-
-const char* to_string(transition_reason r) noexcept;
-
 /// The right to run one call, handed out by `breaker_core::try_acquire`.
 /// Trivially copyable; an empty permit is a rejection.
 class permit {
@@ -95,6 +83,17 @@ struct window_totals {
   std::uint64_t calls = 0;
   std::uint64_t failures = 0;
   std::uint64_t slow = 0;
+};
+
+/// Sees every transition, in order, under the core's lock (so it must be
+/// short and must not call back into the core). The shell uses it for metrics
+/// and events; tests can watch transitions with it.
+class transition_observer {
+ public:
+  virtual void on_transition(const transition& t) noexcept = 0;
+
+ protected:
+  ~transition_observer() = default;
 };
 
 /// Cumulative outcome counts since construction (every generation).
@@ -158,6 +157,16 @@ class breaker_core {
   /// Openings since the breaker last closed: 1 after the first trip, one more
   /// for each failed probe round; 0 once closed.
   std::uint64_t open_streak() const noexcept;
+
+  /// Manual control: moves to `target` (any state; HALF_OPEN is not a manual
+  /// target) with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a
+  /// fresh window; CLOSED also resets the open streak. OPEN here means
+  /// FORCED_OPEN's automatic cousin: the shell arms the timer as usual.
+  transition set_state(circuit_state target) noexcept;
+
+  /// Registers the observer (null: none). Not thread-safe against calls:
+  /// set it before sharing the core.
+  void observe(transition_observer* o) noexcept { observer_ = o; }
 
  private:
   // The state word: | generation (48) | probes in flight (13) | state (3) |
@@ -228,6 +237,10 @@ class breaker_core {
   transition trip(std::uint64_t generation, transition_reason why) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
   nanos next_open_duration() noexcept;  // under mutex_, after open_streak_ was updated
+  transition notify(const transition& t) noexcept {  // under mutex_
+    if (observer_) observer_->on_transition(t);
+    return t;
+  }
   void reset_windows(std::uint64_t generation) noexcept;  // under mutex_
 
   static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
@@ -263,8 +276,9 @@ class breaker_core {
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
-  double open_multiplier_;
-  double open_jitter_;
+  float open_multiplier_;
+  float open_jitter_;
+  transition_observer* observer_ = nullptr;
 
   // The count window (window_kind::count), under its own lock.
   struct count_ring {
@@ -302,7 +316,11 @@ inline permit breaker_core::try_acquire() noexcept {
           continue;  // w was reloaded
         }
         break;
+      case circuit_state::disabled:
+      case circuit_state::metrics_only:
+        return permit(generation_of(w), permit::closed_call);
       case circuit_state::open:
+      case circuit_state::forced_open:
         break;
     }
     my_shard().rejected.bump();

@@ -12,24 +12,6 @@
 
 namespace levee::detail {
 
-const char* to_string(transition_reason r) noexcept {
-  switch (r) {
-    case transition_reason::failure_rate:
-      return "failure_rate";
-    case transition_reason::slow_call_rate:
-      return "slow_call_rate";
-    case transition_reason::consecutive_failures:
-      return "consecutive_failures";
-    case transition_reason::probe_failed:
-      return "probe_failed";
-    case transition_reason::probes_succeeded:
-      return "probes_succeeded";
-    case transition_reason::open_elapsed:
-      return "open_elapsed";
-  }
-  return "unknown";
-}
-
 namespace {
 constexpr std::size_t cache_line = 64;
 }  // namespace
@@ -50,8 +32,8 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       max_open_duration_(o.max_open_duration),
       rng_state_(o.jitter_seed != 0 ? o.jitter_seed
                                     : std::random_device{}() * 0x9e3779b97f4a7c15ull),
-      open_multiplier_(o.open_duration_multiplier),
-      open_jitter_(o.open_duration_jitter) {
+      open_multiplier_(static_cast<float>(o.open_duration_multiplier)),
+      open_jitter_(static_cast<float>(o.open_duration_jitter)) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;
@@ -183,18 +165,19 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
 
 nanos breaker_core::next_open_duration() noexcept {
   double d = static_cast<double>(open_duration_.count());
-  if (open_multiplier_ > 1.0 && open_streak_ > 1) {
-    d *= std::pow(open_multiplier_, static_cast<double>(open_streak_ - 1));
+  if (open_multiplier_ > 1.0f && open_streak_ > 1) {
+    d *= std::pow(static_cast<double>(open_multiplier_), static_cast<double>(open_streak_ - 1));
     d = std::min(d, static_cast<double>(max_open_duration_.count()));
   }
-  if (open_jitter_ > 0.0) {
+  if (open_jitter_ > 0.0f) {
+    const double jitter = static_cast<double>(open_jitter_);
     // splitmix64, then 53 bits into [0, 1).
     std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     const double unit = static_cast<double>(z >> 11) * 0x1.0p-53;
-    d *= 1.0 - open_jitter_ + 2.0 * open_jitter_ * unit;
+    d *= 1.0 - jitter + 2.0 * jitter * unit;
   }
   return nanos(std::max<std::int64_t>(1, std::llround(d)));
 }
@@ -211,7 +194,7 @@ transition breaker_core::trip(std::uint64_t generation, transition_reason why) n
   const std::uint64_t next = generation + 1;
   open_streak_ = 1;
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return {circuit_state::closed, circuit_state::open, why, next, next_open_duration()};
+  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()});
 }
 
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
@@ -220,11 +203,8 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
   if (state_of(w) != circuit_state::open || generation_of(w) != generation) return {};
   probe_successes_ = 0;
   state_.store(make_word(circuit_state::half_open, generation + 1), std::memory_order_release);
-  return {circuit_state::open,
-          circuit_state::half_open,
-          transition_reason::open_elapsed,
-          generation + 1,
-          {}};
+  return notify({circuit_state::open, circuit_state::half_open, transition_reason::open_elapsed,
+                 generation + 1, {}});
 }
 
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
@@ -253,21 +233,32 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
   if (o == outcome::failure || slow) {
     ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-    return {circuit_state::half_open, circuit_state::open, transition_reason::probe_failed, next,
-            next_open_duration()};
+    return notify({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
+                   next, next_open_duration()});
   }
   if (++probe_successes_ >= successes_to_close_) {
     open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
-    return {circuit_state::half_open,
-            circuit_state::closed,
-            transition_reason::probes_succeeded,
-            next,
-            {}};
+    return notify({circuit_state::half_open, circuit_state::closed,
+                   transition_reason::probes_succeeded, next, {}});
   }
   state_.fetch_sub(probe_one, std::memory_order_acq_rel);
   return {};
+}
+
+transition breaker_core::set_state(circuit_state target) noexcept {
+  if (target == circuit_state::half_open || target == circuit_state::open) return {};
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  const std::uint64_t next = generation_of(w) + 1;
+  if (target != circuit_state::forced_open) {
+    reset_windows(next);
+    probe_successes_ = 0;
+  }
+  if (target == circuit_state::closed) open_streak_ = 0;
+  state_.store(make_word(target, next), std::memory_order_release);
+  return notify({state_of(w), target, transition_reason::manual, next, {}});
 }
 
 void breaker_core::release(permit p) noexcept {

@@ -17,6 +17,32 @@ const char* to_string(circuit_state s) noexcept {
       return "open";
     case circuit_state::half_open:
       return "half_open";
+    case circuit_state::forced_open:
+      return "forced_open";
+    case circuit_state::disabled:
+      return "disabled";
+    case circuit_state::metrics_only:
+      return "metrics_only";
+  }
+  return "unknown";
+}
+
+const char* to_string(transition_reason r) noexcept {
+  switch (r) {
+    case transition_reason::failure_rate:
+      return "failure_rate";
+    case transition_reason::slow_call_rate:
+      return "slow_call_rate";
+    case transition_reason::consecutive_failures:
+      return "consecutive_failures";
+    case transition_reason::probe_failed:
+      return "probe_failed";
+    case transition_reason::probes_succeeded:
+      return "probes_succeeded";
+    case transition_reason::open_elapsed:
+      return "open_elapsed";
+    case transition_reason::manual:
+      return "manual";
   }
   return "unknown";
 }
@@ -58,6 +84,8 @@ void validate(const breaker_options& o) {
     reject_option("slow_call_duration", "must not be negative");
   if (!(o.slow_call_rate_threshold > 0.0 && o.slow_call_rate_threshold <= 1.0))
     reject_option("slow_call_rate_threshold", "must be in (0, 1]");
+  if (o.recovery_window < std::chrono::nanoseconds::zero())
+    reject_option("recovery_window", "must not be negative");
 }
 
 }  // namespace levee
