@@ -10,10 +10,10 @@
 using namespace std::chrono_literals;
 using levee::circuit_state;
 using levee::outcome;
+using levee::transition_reason;
 using levee::detail::breaker_core;
 using levee::detail::permit;
 using levee::detail::transition;
-using levee::transition_reason;
 
 namespace {
 

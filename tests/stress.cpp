@@ -3,6 +3,7 @@
 #include <levee/circuit_breaker.hpp>
 
 #include <levee/bulkhead.hpp>
+#include <levee/registry.hpp>
 
 #include "support.hpp"
 
@@ -242,4 +243,23 @@ TEST_CASE("stress: a bulkhead shared by 2 threads never exceeds its limit") {
   CHECK(full > 0);
   CHECK(b.in_flight() == 0);
   CHECK(b.queued() == 0);
+}
+
+TEST_CASE("stress: registry, many threads get and create breakers safely") {
+  asio::io_context ioc;
+  levee::breaker_registry r(ioc, {.idle_timeout = 1ns});  // sweeps run all the time
+  std::atomic<int> created{0};
+  auto work = [&](int seed) {
+    for (int i = 0; i < 20000; ++i) {
+      const std::string key = "host" + std::to_string((i * 7 + seed) % 50) + ":80";
+      auto b = r.get(key);
+      if (b->name() != key) created = -1000000;
+      created++;
+    }
+  };
+  std::thread t1(work, 1), t2(work, 2);
+  t1.join();
+  t2.join();
+  CHECK(created == 40000);
+  CHECK(r.size() <= 50);
 }

@@ -6,6 +6,7 @@
 #include <levee/detail/result_shape.hpp>
 #include <levee/detail/window_clock.hpp>
 #include <levee/error.hpp>
+#include <levee/observe.hpp>
 #include <levee/options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -18,13 +19,17 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/wait_traits.hpp>
 
+#include <array>
 #include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace levee {
 
@@ -91,18 +96,40 @@ call_result make_arguments_result(const std::tuple<const First&, const Rest&...>
 
 // ---- the shared state behind a breaker --------------------------------------
 
+inline bool closed_like(circuit_state s) noexcept {
+  return s == circuit_state::closed || s == circuit_state::disabled ||
+         s == circuit_state::metrics_only;
+}
+
 template <class Clock, class WaitTraits>
-class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>> {
+class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>>,
+                           private transition_observer {
  public:
   using timer_type = asio::basic_waitable_timer<Clock, WaitTraits, asio::any_io_executor>;
+  using time_point = typename Clock::time_point;
 
-  breaker_impl(asio::any_io_executor ex, breaker_options options)
-      : options_(checked(std::move(options))), core_(options_), timer_(std::move(ex)) {}
+  breaker_impl(asio::any_io_executor ex, breaker_options options, std::string name)
+      : options_(checked(std::move(options))),
+        core_(options_),
+        timer_(std::move(ex)),
+        created_(Clock::now()) {
+    core_.observe(this);
+    if (!name.empty()) {
+      extras_ = std::make_unique<extras_type>();
+      extras_->name = std::move(name);
+    }
+  }
+  ~breaker_impl() { core_.observe(nullptr); }
 
   const breaker_options& options() const noexcept { return options_; }
   breaker_core& core() noexcept { return core_; }
   const breaker_core& core() const noexcept { return core_; }
   asio::any_io_executor get_executor() noexcept { return timer_.get_executor(); }
+
+  std::string_view name() const noexcept {
+    spin_guard g(metrics_lock_);
+    return extras_ ? std::string_view(extras_->name) : std::string_view();
+  }
 
   outcome classify(const call_result& r) const noexcept {
     if (!options_.classifier) return default_classify(r);
@@ -129,26 +156,228 @@ class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, Wai
   }
 
   /// Records a finished call and acts on what the core decides.
-  void finish(permit p, outcome o, typename Clock::time_point start) noexcept {
+  void finish(permit p, outcome o, time_point start) noexcept {
     const nanos now = core_.needs_time() ? window_now<Clock>() : nanos::zero();
     const nanos elapsed = core_.needs_elapsed()
                               ? std::chrono::duration_cast<nanos>(Clock::now() - start)
                               : nanos::zero();
     apply(core_.complete(p, o, now, elapsed));
+    // Without a listener for call events this is one relaxed load.
+    if (event_mask_.load(std::memory_order_relaxed) & call_events) on_outcome(o, elapsed);
   }
 
-  typename Clock::time_point start_time() const noexcept {
-    return core_.needs_elapsed() ? Clock::now() : typename Clock::time_point();
+  /// A call was refused.
+  void rejected() noexcept {
+    if (event_mask_.load(std::memory_order_relaxed) &
+        static_cast<event_mask>(event_kind::rejected)) {
+      breaker_event e;
+      e.kind = event_kind::rejected;
+      e.from = e.to = core_.state();
+      emit(e);
+    }
+  }
+
+  time_point start_time() const noexcept {
+    return core_.needs_elapsed() ? Clock::now() : time_point();
   }
 
   void apply(const transition& t) noexcept {
     if (t && t.to == circuit_state::open) arm(t.generation, t.open_for);
   }
 
+  // ---- observability -----------------------------------------------------
+
+  std::uint64_t listen(event_mask mask, event_listener fn, asio::any_io_executor ex) {
+    auto entry = listener_entry{0, mask, std::make_shared<const event_listener>(std::move(fn)),
+                                std::move(ex)};
+    spin_guard g(metrics_lock_);
+    extras_type& x = extras();
+    entry.id = x.next_id++;
+    auto next = x.listeners ? std::make_shared<std::vector<listener_entry>>(*x.listeners)
+                            : std::make_shared<std::vector<listener_entry>>();
+    next->push_back(std::move(entry));
+    x.listeners = std::move(next);
+    recompute_mask();
+    return x.next_id - 1;
+  }
+
+  void unlisten(std::uint64_t id) {
+    spin_guard g(metrics_lock_);
+    if (!extras_ || !extras_->listeners) return;
+    auto next = std::make_shared<std::vector<listener_entry>>(*extras_->listeners);
+    std::erase_if(*next, [id](const listener_entry& e) { return e.id == id; });
+    extras_->listeners = std::move(next);
+    recompute_mask();
+  }
+
+  breaker_metrics metrics() noexcept {
+    breaker_metrics r;
+    r.state = core_.state();
+    const call_counters c = core_.counters();
+    r.successes = c.successes;
+    r.failures = c.failures;
+    r.ignored = c.ignored;
+    r.slow = c.slow;
+    r.rejected = c.rejected;
+    const window_totals w = core_.window(window_now<Clock>());
+    r.window_calls = w.calls;
+    r.window_failures = w.failures;
+    r.window_slow = w.slow;
+    if (w.calls) {
+      r.failure_rate = static_cast<double>(w.failures) / static_cast<double>(w.calls);
+      r.slow_call_rate = static_cast<double>(w.slow) / static_cast<double>(w.calls);
+    }
+    r.open_streak = core_.open_streak();
+    spin_guard g(metrics_lock_);
+    const time_point now = Clock::now();
+    if (!history_) {
+      r.time_in_state[0] = std::chrono::duration_cast<nanos>(now - created_);
+      return r;
+    }
+    const history_type& h = *history_;
+    r.time_in_state = h.time_in_state;
+    r.time_in_state[static_cast<std::size_t>(h.current)] +=
+        std::chrono::duration_cast<nanos>(now - h.since);
+    r.transitions = h.transitions;
+    if (!closed_like(h.current)) {
+      r.not_closed_for = std::chrono::duration_cast<nanos>(now - h.left_closed);
+      r.stuck_open =
+          options_.recovery_window > nanos::zero() && r.not_closed_for >= options_.recovery_window;
+    }
+    return r;
+  }
+
  private:
+  struct listener_entry {
+    std::uint64_t id;
+    event_mask mask;
+    std::shared_ptr<const event_listener> fn;
+    asio::any_io_executor executor;
+  };
+
+  // What not every breaker needs, allocated on first use.
+  struct extras_type {
+    std::string name;
+    std::shared_ptr<const std::vector<listener_entry>> listeners;
+    std::uint64_t next_id = 1;
+    std::optional<timer_type> stuck_timer;
+  };
+
+  // Per-state times and transition counts, allocated at the first transition:
+  // until then the breaker has only ever been CLOSED.
+  struct history_type {
+    circuit_state current = circuit_state::closed;
+    time_point since;        // when `current` began
+    time_point left_closed;  // when the breaker last left a closed-like state
+    std::array<nanos, circuit_state_count> time_in_state{};
+    std::array<std::array<std::uint64_t, circuit_state_count>, circuit_state_count> transitions{};
+  };
+
   static breaker_options checked(breaker_options o) {
     validate(o);
     return o;
+  }
+
+  extras_type& extras() {  // under metrics_lock_
+    if (!extras_) extras_ = std::make_unique<extras_type>();
+    return *extras_;
+  }
+
+  void recompute_mask() noexcept {  // under metrics_lock_
+    event_mask m = 0;
+    if (extras_ && extras_->listeners)
+      for (const auto& e : *extras_->listeners) m |= e.mask;
+    event_mask_.store(m, std::memory_order_relaxed);
+  }
+
+  // Posts `e` to every listener that wants it. Under metrics_lock_ or not.
+  void emit_locked(breaker_event e) noexcept {
+    if (!extras_ || !extras_->listeners) return;
+    e.breaker = extras_->name;
+    e.when = std::chrono::system_clock::now();
+    for (const auto& l : *extras_->listeners) {
+      if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
+      try {
+        asio::post(l.executor, [self = this->shared_from_this(), fn = l.fn, e] { (*fn)(e); });
+      } catch (...) {  // out of memory, or the breaker is being destroyed: drop the event
+      }
+    }
+  }
+  void emit(const breaker_event& e) noexcept {
+    spin_guard g(metrics_lock_);
+    emit_locked(e);
+  }
+
+  void on_outcome(outcome o, nanos elapsed) noexcept {
+    breaker_event e;
+    e.kind = o == outcome::success   ? event_kind::success
+             : o == outcome::failure ? event_kind::failure
+                                     : event_kind::ignored;
+    e.from = e.to = core_.state();
+    e.slow = options_.slow_call_duration > nanos::zero() &&
+             elapsed >= options_.slow_call_duration && o != outcome::ignored;
+    emit(e);
+  }
+
+  // Under the core's lock, in generation order: time in state, transition
+  // counts, the stuck-open timer, and the transition event.
+  void on_transition(const transition& t) noexcept override {
+    const time_point now = Clock::now();
+    spin_guard g(metrics_lock_);
+    if (!history_) {
+      try {
+        history_ = std::make_unique<history_type>();
+      } catch (...) {
+        return;  // no memory for metrics: the breaker itself goes on
+      }
+      history_->since = created_;
+    }
+    history_type& h = *history_;
+    const auto from = static_cast<std::size_t>(t.from), to = static_cast<std::size_t>(t.to);
+    h.time_in_state[from] += std::chrono::duration_cast<nanos>(now - h.since);
+    h.since = now;
+    h.current = t.to;
+    ++h.transitions[from][to];
+    if (closed_like(t.from) && !closed_like(t.to)) {
+      h.left_closed = now;
+      if (options_.recovery_window > nanos::zero()) arm_stuck(now);
+    }
+    if (event_mask_.load(std::memory_order_relaxed) &
+        static_cast<event_mask>(event_kind::transition)) {
+      breaker_event e;
+      e.kind = event_kind::transition;
+      e.from = t.from;
+      e.to = t.to;
+      e.reason = t.reason;
+      e.open_for = t.open_for;
+      emit_locked(e);
+    }
+  }
+
+  // Under metrics_lock_: the stuck-open signal, `recovery_window` after the
+  // breaker left CLOSED, if it has not come back by then.
+  void arm_stuck(time_point left_closed) noexcept {
+    try {
+      extras_type& x = extras();
+      if (!x.stuck_timer) x.stuck_timer.emplace(timer_.get_executor());
+      x.stuck_timer->expires_at(
+          left_closed + std::chrono::ceil<typename Clock::duration>(options_.recovery_window));
+      x.stuck_timer->async_wait(
+          [weak = this->weak_from_this(), left_closed](boost::system::error_code ec) {
+            if (ec) return;
+            if (auto self = weak.lock()) self->stuck_check(left_closed);
+          });
+    } catch (...) {
+    }
+  }
+
+  void stuck_check(time_point left_closed) noexcept {
+    spin_guard g(metrics_lock_);
+    if (!history_ || closed_like(history_->current) || history_->left_closed != left_closed) return;
+    breaker_event e;
+    e.kind = event_kind::stuck_open;
+    e.from = e.to = history_->current;
+    emit_locked(e);
   }
 
   // Arms the open timer. Serialised by `timer_lock_`: a transition to OPEN can
@@ -165,7 +394,12 @@ class breaker_impl : public std::enable_shared_from_this<breaker_impl<Clock, Wai
   breaker_options options_;
   breaker_core core_;
   spinlock timer_lock_;
+  mutable spinlock metrics_lock_;  // history_, extras_ (and so listeners)
+  std::atomic<event_mask> event_mask_{0};
   timer_type timer_;
+  time_point created_;
+  std::unique_ptr<history_type> history_;
+  std::unique_ptr<extras_type> extras_;
 };
 
 /// Holds a permit for the length of one call; gives it back if the call is
@@ -198,6 +432,7 @@ template <class Impl, class T, class Executor>
 asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> aw) {
   const permit p = b.core().try_acquire();
   if (!p) {
+    b.rejected();
     if constexpr (is_error_tuple_v<T>) {
       co_return error_tuple<T>::make(make_error_code(error::circuit_open));
     } else {
@@ -240,6 +475,7 @@ class execute_op<Impl, Op, R(Args...)> {
     self.reset_cancellation_state(asio::enable_total_cancellation());
     const permit p = b_->core().try_acquire();
     if (!p) {
+      b_->rejected();
       // Never complete inside the initiating function: go through the
       // handler's executor, as Asio's own operations do.
       rejected_ = true;
@@ -317,14 +553,17 @@ class basic_circuit_breaker {
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
-  explicit basic_circuit_breaker(const Executor& ex, breaker_options options = {})
-      : impl_(std::make_shared<impl_type>(executor_type(ex), std::move(options))) {}
+  explicit basic_circuit_breaker(const Executor& ex, breaker_options options = {},
+                                 std::string name = {})
+      : impl_(std::make_shared<impl_type>(executor_type(ex), std::move(options), std::move(name))) {
+  }
 
   /// A breaker whose open timer runs on `ctx.get_executor()`.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
-  explicit basic_circuit_breaker(ExecutionContext& ctx, breaker_options options = {})
-      : basic_circuit_breaker(ctx.get_executor(), std::move(options)) {}
+  explicit basic_circuit_breaker(ExecutionContext& ctx, breaker_options options = {},
+                                 std::string name = {})
+      : basic_circuit_breaker(ctx.get_executor(), std::move(options), std::move(name)) {}
 
   basic_circuit_breaker(basic_circuit_breaker&&) noexcept = default;
   basic_circuit_breaker& operator=(basic_circuit_breaker&&) noexcept = default;
@@ -348,6 +587,58 @@ class basic_circuit_breaker {
   detail::window_totals window() const noexcept {
     return impl_->core().window(detail::window_now<Clock>());
   }
+
+  /// The name given at construction (a registry uses its key), "" if none.
+  std::string_view name() const noexcept { return impl_->name(); }
+
+  // ---- observability -------------------------------------------------------
+
+  /// A snapshot of the metrics: calls by outcome, rejections, the window's
+  /// rates, the state, the time spent in each state, transitions per pair of
+  /// states, the open streak and the stuck-open signal. Thread-safe.
+  breaker_metrics metrics() const noexcept { return impl_->metrics(); }
+
+  /// Adds a listener for the events in `mask` (`all_events`,
+  /// `transition_events`, `call_events`, or `event_kind` bits), invoked on
+  /// `ex` (by default the breaker's executor) by `asio::post`: outside the
+  /// breaker and its locks, in the order the events happened for a given
+  /// listener and executor when that executor runs handlers in order.
+  /// Returns an id for `unlisten`.
+  ///
+  /// Cost: nothing on the call path for kinds no listener asked for (one
+  /// relaxed load); one post per event otherwise.
+  std::uint64_t listen(event_mask mask, event_listener fn) {
+    return impl_->listen(mask, std::move(fn), get_executor());
+  }
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, executor_type> std::uint64_t listen(
+      event_mask mask, event_listener fn, const Executor& ex) {
+    return impl_->listen(mask, std::move(fn), executor_type(ex));
+  }
+
+  /// Removes a listener; events already posted to it are still delivered.
+  void unlisten(std::uint64_t id) { impl_->unlisten(id); }
+
+  // ---- manual control ------------------------------------------------------
+  // Each is a transition with reason `manual`, visible in the events and the
+  // metrics; calls in flight finish as usual and change no decision.
+
+  /// FORCED_OPEN: every call is rejected, until `reset`, `disable` or
+  /// `metrics_only`. No timer: it stays open until told otherwise.
+  void force_open() noexcept { impl_->apply(impl_->core().set_state(circuit_state::forced_open)); }
+
+  /// DISABLED ("force closed"): every call runs; outcomes are counted; the
+  /// breaker never opens.
+  void disable() noexcept { impl_->apply(impl_->core().set_state(circuit_state::disabled)); }
+
+  /// METRICS_ONLY: every call runs; outcomes go into the window and the
+  /// metrics (rates included); the breaker never opens.
+  void metrics_only() noexcept {
+    impl_->apply(impl_->core().set_state(circuit_state::metrics_only));
+  }
+
+  /// CLOSED with a fresh window and a zero open streak, from any state.
+  void reset() noexcept { impl_->apply(impl_->core().set_state(circuit_state::closed)); }
 
   /// Guards `aw`: `co_await breaker(http_get(...))`.
   ///

@@ -3,3 +3,4 @@
 
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/guarded.hpp>

@@ -6,7 +6,9 @@
 #include <levee/classify.hpp>
 #include <levee/error.hpp>
 #include <levee/manual_clock.hpp>
+#include <levee/observe.hpp>
 #include <levee/options.hpp>
+#include <levee/registry.hpp>
 #include <levee/retry.hpp>
 #include <levee/retry_budget.hpp>
 #include <levee/timeout.hpp>

@@ -8,6 +8,7 @@
 #include <levee/impl/http_classify.ipp>
 #include <levee/impl/http_client.ipp>
 #include <levee/impl/http_url.ipp>
+#include <levee/impl/observe.ipp>
 #include <levee/impl/options.ipp>
 #include <levee/impl/retry.ipp>
 #include <levee/impl/retry_budget.ipp>

@@ -203,8 +203,11 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
   if (state_of(w) != circuit_state::open || generation_of(w) != generation) return {};
   probe_successes_ = 0;
   state_.store(make_word(circuit_state::half_open, generation + 1), std::memory_order_release);
-  return notify({circuit_state::open, circuit_state::half_open, transition_reason::open_elapsed,
-                 generation + 1, {}});
+  return notify({circuit_state::open,
+                 circuit_state::half_open,
+                 transition_reason::open_elapsed,
+                 generation + 1,
+                 {}});
 }
 
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
@@ -240,8 +243,11 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
     open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
-    return notify({circuit_state::half_open, circuit_state::closed,
-                   transition_reason::probes_succeeded, next, {}});
+    return notify({circuit_state::half_open,
+                   circuit_state::closed,
+                   transition_reason::probes_succeeded,
+                   next,
+                   {}});
   }
   state_.fetch_sub(probe_one, std::memory_order_acq_rel);
   return {};

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/options.hpp>
+#include <levee/registry.hpp>
 
 #include <cmath>
 #include <stdexcept>
@@ -86,6 +87,12 @@ void validate(const breaker_options& o) {
     reject_option("slow_call_rate_threshold", "must be in (0, 1]");
   if (o.recovery_window < std::chrono::nanoseconds::zero())
     reject_option("recovery_window", "must not be negative");
+}
+
+void validate(const registry_options& o) {
+  validate(o.defaults);
+  if (o.idle_timeout < std::chrono::nanoseconds::zero())
+    throw std::invalid_argument("registry_options::idle_timeout must not be negative");
 }
 
 }  // namespace levee

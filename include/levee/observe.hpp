@@ -1,0 +1,111 @@
+// levee: what a breaker tells the outside world: events and metrics.
+#pragma once
+
+#include <levee/options.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace levee {
+
+/// What happened. The values are bits, for `event_mask`.
+enum class event_kind : std::uint32_t {
+  transition = 1,   ///< the state changed (`from`, `to`, `reason`)
+  success = 2,      ///< a call finished and counted as a success
+  failure = 4,      ///< a call finished and counted as a failure
+  ignored = 8,      ///< a call finished and was not counted (cancelled)
+  rejected = 16,    ///< a call was refused without being started
+  stuck_open = 32,  ///< the breaker has not been CLOSED for `recovery_window`
+};
+
+/// A set of `event_kind` bits.
+using event_mask = std::uint32_t;
+inline constexpr event_mask transition_events = static_cast<event_mask>(event_kind::transition) |
+                                                static_cast<event_mask>(event_kind::stuck_open);
+inline constexpr event_mask call_events =
+    static_cast<event_mask>(event_kind::success) | static_cast<event_mask>(event_kind::failure) |
+    static_cast<event_mask>(event_kind::ignored) | static_cast<event_mask>(event_kind::rejected);
+inline constexpr event_mask all_events = transition_events | call_events;
+
+/// "transition", "success", "failure", "ignored", "rejected" or "stuck_open".
+const char* to_string(event_kind k) noexcept;
+
+/// One event, as a listener receives it.
+struct breaker_event {
+  event_kind kind = event_kind::transition;
+  circuit_state from = circuit_state::closed;  ///< transition: the state left; else the state
+  circuit_state to = circuit_state::closed;    ///< transition: the state entered; else the state
+  transition_reason reason = transition_reason::failure_rate;  ///< transition only
+  bool slow = false;                           ///< success and failure: the call was slow
+  std::chrono::nanoseconds open_for{};         ///< transition to OPEN: until the timer fires
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
+  std::string_view breaker;                    ///< the breaker's name, "" when unnamed
+};
+
+/// A listener. It runs on the executor given when it was added (by default the
+/// breaker's), never inside the breaker and never under one of its locks, so
+/// it may call the breaker, log, or block that executor as any handler may.
+using event_listener = std::function<void(const breaker_event&)>;
+
+/// A snapshot of one breaker's metrics.
+struct breaker_metrics {
+  circuit_state state = circuit_state::closed;
+  // Calls since construction, by outcome (`slow` overlaps success and failure).
+  std::uint64_t successes = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t ignored = 0;
+  std::uint64_t slow = 0;
+  std::uint64_t rejected = 0;
+  // The current window (the CLOSED window; as it was when the breaker opened).
+  std::uint64_t window_calls = 0;
+  std::uint64_t window_failures = 0;
+  std::uint64_t window_slow = 0;
+  double failure_rate = 0;    ///< window_failures / window_calls, 0 when empty
+  double slow_call_rate = 0;  ///< window_slow / window_calls, 0 when empty
+  /// Total time spent in each state since construction, the current stint
+  /// included; indexed by `circuit_state`.
+  std::array<std::chrono::nanoseconds, circuit_state_count> time_in_state{};
+  /// Transitions since construction: `transitions[from][to]`.
+  std::array<std::array<std::uint64_t, circuit_state_count>, circuit_state_count> transitions{};
+  /// Openings since the breaker last closed (0 when closed).
+  std::uint64_t open_streak = 0;
+  /// Time since the breaker last left CLOSED (0 when CLOSED, DISABLED or
+  /// METRICS_ONLY).
+  std::chrono::nanoseconds not_closed_for{};
+  /// `recovery_window` is set and `not_closed_for` reached it.
+  bool stuck_open = false;
+};
+
+/// Writes metrics in the Prometheus text exposition format 0.0.4, one family
+/// per metric, one sample per breaker (label `breaker`):
+///
+/// | Metric | Type | Labels |
+/// |---|---|---|
+/// | `levee_calls_total` | counter | `outcome` = success, failure, ignored |
+/// | `levee_slow_calls_total` | counter | |
+/// | `levee_rejected_calls_total` | counter | |
+/// | `levee_state` | gauge (1 for the current state, 0 for the others) | `state` |
+/// | `levee_failure_rate` | gauge, 0..1 | |
+/// | `levee_slow_call_rate` | gauge, 0..1 | |
+/// | `levee_window_calls` | gauge | |
+/// | `levee_state_seconds_total` | counter | `state` |
+/// | `levee_transitions_total` | counter | `from`, `to` |
+/// | `levee_open_streak` | gauge | |
+/// | `levee_not_closed_seconds` | gauge | |
+/// | `levee_stuck_open` | gauge, 0 or 1 | |
+///
+/// Label values are escaped as the format requires. Families and samples come
+/// out in a stable order (the order of `breakers`, then the enum orders).
+struct named_metrics {
+  std::string name;
+  breaker_metrics metrics;
+};
+void write_prometheus(std::ostream& out, const std::vector<named_metrics>& breakers);
+
+}  // namespace levee

@@ -1,0 +1,211 @@
+// levee: a registry of named breakers, one per endpoint, made on demand.
+#pragma once
+
+#include <levee/circuit_breaker.hpp>
+#include <levee/detail/clock_traits.hpp>
+#include <levee/observe.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <shared_mutex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace levee {
+
+/// A registry's settings. Plain struct, a default on every member.
+struct registry_options {
+  /// Options of every breaker the registry creates, unless `set_options`
+  /// gave its key others.
+  breaker_options defaults = {};
+  /// A breaker that is CLOSED, unused by anyone but the registry, and not asked
+  /// for by `get` for this long is evicted. Zero: never. >= 0.
+  std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const registry_options& options);
+
+namespace detail {
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+}  // namespace detail
+
+/// Breakers by key (for example "host:port"), created on first use with the
+/// shared defaults or a per-key override, named after their key, evicted when
+/// idle. Every member function is thread-safe.
+///
+/// Eviction needs no timer (an idle registry leaves no pending work): `get`
+/// sweeps at most once per quarter of `idle_timeout`, and `evict_idle` sweeps
+/// on demand. A breaker is evicted only when it is CLOSED (an open breaker
+/// remembers something worth keeping), no caller holds it, and nobody asked
+/// for it for `idle_timeout`.
+template <class Clock = std::chrono::steady_clock,
+          class WaitTraits = detail::wait_traits_of_t<Clock>>
+class basic_breaker_registry {
+ public:
+  using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  using executor_type = boost::asio::any_io_executor;
+
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, executor_type>
+  explicit basic_breaker_registry(const Executor& ex, registry_options options = {})
+      : executor_(ex), options_(checked(std::move(options))), last_sweep_(now()) {}
+
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_breaker_registry(ExecutionContext& ctx, registry_options options = {})
+      : basic_breaker_registry(ctx.get_executor(), std::move(options)) {}
+
+  /// The breaker for `key`, created if needed. Hold the shared_ptr for the
+  /// length of the call: `co_await (*registry.get(key))(call())`.
+  std::shared_ptr<breaker_type> get(std::string_view key) {
+    const auto t = now();
+    maybe_sweep(t);
+    {
+      std::shared_lock g(mutex_);
+      if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
+    }
+    std::unique_lock g(mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) {
+      auto made = std::make_shared<breaker_type>(executor_, options_for(key), std::string(key));
+      it = entries_.emplace(std::string(key), entry{std::move(made), {t}}).first;
+    }
+    return touch(it->second, t);
+  }
+
+  /// Options for `key` from now on (validated now). An existing breaker for
+  /// `key` is replaced by a new one; callers holding the old one finish with it.
+  void set_options(std::string key, breaker_options options) {
+    validate(options);
+    std::unique_lock g(mutex_);
+    entries_.erase(key);
+    overrides_[std::move(key)] = std::move(options);
+  }
+
+  /// Forgets the breaker for `key` (its override stays). True if there was one.
+  bool remove(std::string_view key) {
+    std::unique_lock g(mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    entries_.erase(it);
+    return true;
+  }
+
+  /// Evicts idle breakers now; returns how many.
+  std::size_t evict_idle() { return sweep(now()); }
+
+  std::size_t size() const {
+    std::shared_lock g(mutex_);
+    return entries_.size();
+  }
+
+  /// Every breaker's metrics, sorted by name (a stable exposition order).
+  std::vector<named_metrics> metrics() const {
+    std::vector<std::pair<std::string, std::shared_ptr<breaker_type>>> all;
+    {
+      std::shared_lock g(mutex_);
+      for (const auto& [key, e] : entries_) all.emplace_back(key, e.breaker);
+    }
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<named_metrics> out;
+    out.reserve(all.size());
+    for (auto& [key, b] : all) out.push_back({key, b->metrics()});
+    return out;
+  }
+
+  /// The Prometheus text exposition (format 0.0.4) of every breaker.
+  void write_prometheus(std::ostream& out) const { levee::write_prometheus(out, metrics()); }
+  std::string prometheus_text() const {
+    std::ostringstream out;
+    write_prometheus(out);
+    return out.str();
+  }
+
+  const registry_options& options() const noexcept { return options_; }
+
+ private:
+  struct entry {
+    std::shared_ptr<breaker_type> breaker;
+    std::atomic<std::int64_t> last_used;  // Clock ticks (nanoseconds)
+    entry(std::shared_ptr<breaker_type> b, std::int64_t t) : breaker(std::move(b)), last_used(t) {}
+    entry(entry&& o) noexcept : breaker(std::move(o.breaker)), last_used(o.last_used.load()) {}
+  };
+
+  static registry_options checked(registry_options o) {
+    validate(o);
+    return o;
+  }
+
+  static std::int64_t now() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        .count();
+  }
+
+  // Avoids writing the shared timestamp on every get: only when it moved by
+  // more than a 64th of the idle timeout.
+  std::shared_ptr<breaker_type> touch(entry& e, std::int64_t t) {
+    const std::int64_t slack = options_.idle_timeout.count() / 64;
+    if (t - e.last_used.load(std::memory_order_relaxed) > slack)
+      e.last_used.store(t, std::memory_order_relaxed);
+    return e.breaker;
+  }
+
+  breaker_options options_for(std::string_view key) const {  // under mutex_
+    if (auto it = overrides_.find(key); it != overrides_.end()) return it->second;
+    return options_.defaults;
+  }
+
+  void maybe_sweep(std::int64_t t) {
+    if (options_.idle_timeout <= std::chrono::nanoseconds::zero()) return;
+    std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
+    if (t - last < options_.idle_timeout.count() / 4) return;
+    if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
+    sweep(t);
+  }
+
+  std::size_t sweep(std::int64_t t) {
+    if (options_.idle_timeout <= std::chrono::nanoseconds::zero()) return 0;
+    std::vector<std::shared_ptr<breaker_type>> evicted;  // destroyed outside the lock
+    {
+      std::unique_lock g(mutex_);
+      for (auto it = entries_.begin(); it != entries_.end();) {
+        entry& e = it->second;
+        const bool idle =
+            t - e.last_used.load(std::memory_order_relaxed) >= options_.idle_timeout.count();
+        if (idle && e.breaker.use_count() == 1 && e.breaker->state() == circuit_state::closed) {
+          evicted.push_back(std::move(e.breaker));
+          it = entries_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    return evicted.size();
+  }
+
+  executor_type executor_;
+  registry_options options_;
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
+  std::unordered_map<std::string, breaker_options, detail::string_hash, std::equal_to<>> overrides_;
+  std::atomic<std::int64_t> last_sweep_;
+};
+
+using breaker_registry = basic_breaker_registry<>;
+
+}  // namespace levee

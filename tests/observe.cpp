@@ -1,0 +1,320 @@
+// Events, metrics, the stuck-open signal, manual control and the Prometheus
+// exposition, on virtual time.
+#include <levee/observe.hpp>
+
+#include "support.hpp"
+
+#include <levee/registry.hpp>
+
+#include <sstream>
+#include <vector>
+
+using namespace levee_test;
+using levee::breaker_event;
+using levee::circuit_state;
+using levee::event_kind;
+using levee::transition_reason;
+
+namespace {
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> outcome_of(bool ok) {
+  co_return std::tuple(
+      ok ? boost::system::error_code() : make_error_code(boost::system::errc::connection_reset), 1);
+}
+
+struct recorder {
+  std::vector<breaker_event> events;
+  std::vector<std::string> names;  // copied: the view is valid only during the call
+  levee::event_listener listener() {
+    return [this](const breaker_event& e) {
+      events.push_back(e);
+      names.emplace_back(e.breaker);
+    };
+  }
+  std::size_t count(event_kind k) const {
+    std::size_t n = 0;
+    for (const auto& e : events) n += e.kind == k;
+    return n;
+  }
+};
+
+using seconds_d = std::chrono::duration<double>;
+
+}  // namespace
+
+TEST_CASE("events: transitions from, to, why, when, delivered on the executor") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 2, .open_duration = 30s}, "recommendations");
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(outcome_of(false)));  // trips; the event is posted, then delivered by settle
+  REQUIRE(r.events.size() == 1);
+  CHECK(r.events[0].kind == event_kind::transition);
+  CHECK(r.events[0].from == circuit_state::closed);
+  CHECK(r.events[0].to == circuit_state::open);
+  CHECK(r.events[0].reason == transition_reason::failure_rate);
+  CHECK(r.events[0].open_for == 30s);
+  CHECK(r.names[0] == "recommendations");
+  CHECK(r.events[0].when.time_since_epoch().count() != 0);
+
+  elapse(ioc, 30s);
+  REQUIRE(r.events.size() == 2);
+  CHECK(r.events[1].to == circuit_state::half_open);
+  CHECK(r.events[1].reason == transition_reason::open_elapsed);
+  run(ioc, cb(outcome_of(true)));
+  REQUIRE(r.events.size() == 3);
+  CHECK(r.events[2].from == circuit_state::half_open);
+  CHECK(r.events[2].to == circuit_state::closed);
+  CHECK(r.events[2].reason == transition_reason::probes_succeeded);
+  CHECK(r.count(event_kind::success) == 0);  // not subscribed
+}
+
+TEST_CASE("events: call outcomes and rejections, and unlisten") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc,
+             {.minimum_calls = 3, .slow_call_duration = 50ms, .slow_call_rate_threshold = 1.0});
+  recorder r;
+  const auto id = cb.listen(levee::call_events, r.listener());
+  fake_service api;
+  run(ioc, cb(outcome_of(true)));
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(api.call_ec(boost::asio::error::operation_aborted)));
+  auto slow = run(ioc, cb(api.call(true, 60ms)));
+  elapse(ioc, 60ms);
+  run(ioc, cb(outcome_of(false)));  // 2 failures of 3 counted: opens
+  REQUIRE(cb.state() == circuit_state::open);
+  run(ioc, cb(outcome_of(true)));  // rejected
+  CHECK(r.count(event_kind::success) == 2);
+  CHECK(r.count(event_kind::failure) == 2);
+  CHECK(r.count(event_kind::ignored) == 1);
+  CHECK(r.count(event_kind::rejected) == 1);
+  CHECK(r.count(event_kind::transition) == 0);
+  std::size_t slow_events = 0;
+  for (const auto& e : r.events) slow_events += e.slow;
+  CHECK(slow_events == 1);
+
+  cb.unlisten(id);
+  run(ioc, cb(outcome_of(true)));
+  CHECK(r.count(event_kind::rejected) == 1);  // no longer delivered
+}
+
+TEST_CASE("events: a listener can run on another executor") {
+  virtual_time vt;
+  asio::io_context ioc, listener_ioc;
+  breaker cb(ioc, {.minimum_calls = 1});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener(), listener_ioc.get_executor());
+  run(ioc, cb(outcome_of(false)));
+  CHECK(r.events.empty());  // not on the breaker's executor
+  settle(listener_ioc);
+  CHECK(r.events.size() == 1);
+}
+
+TEST_CASE("metrics: counts, rates and time in each state are exact") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.failure_rate_threshold = 0.6, .minimum_calls = 4, .open_duration = 30s});
+  elapse(ioc, 5s);
+  run(ioc, cb(outcome_of(true)));
+  run(ioc, cb(outcome_of(false)));
+  auto m = cb.metrics();
+  CHECK(m.state == circuit_state::closed);
+  CHECK(m.successes == 1);
+  CHECK(m.failures == 1);
+  CHECK(m.window_calls == 2);
+  CHECK(m.failure_rate == 0.5);
+  CHECK(m.time_in_state[0] == 5s);
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(outcome_of(false)));  // 3 of 4: opens at t = 5 s
+  run(ioc, cb(outcome_of(true)));   // rejected
+  elapse(ioc, 30s);                 // HALF_OPEN at 35 s
+  elapse(ioc, 1s);
+  run(ioc, cb(outcome_of(true)));  // CLOSED at 36 s
+  elapse(ioc, 4s);                 // now 40 s
+  m = cb.metrics();
+  using levee::circuit_state;
+  CHECK(m.time_in_state[static_cast<int>(circuit_state::closed)] == 9s);  // 0-5 and 36-40
+  CHECK(m.time_in_state[static_cast<int>(circuit_state::open)] == 30s);
+  CHECK(m.time_in_state[static_cast<int>(circuit_state::half_open)] == 1s);
+  CHECK(m.transitions[0][1] == 1);  // closed -> open
+  CHECK(m.transitions[1][2] == 1);  // open -> half_open
+  CHECK(m.transitions[2][0] == 1);  // half_open -> closed
+  CHECK(m.rejected == 1);
+  CHECK(m.successes == 2);
+  CHECK(m.failures == 3);
+  CHECK(m.window_calls == 0);  // a fresh window
+  CHECK(m.open_streak == 0);
+  CHECK(m.not_closed_for == 0s);
+}
+
+TEST_CASE("metrics: the stuck-open signal fires exactly at the recovery window") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 20s, .recovery_window = 60s});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  run(ioc, cb(outcome_of(false)));  // leaves CLOSED at t = 0
+  for (int i = 0; i < 2; ++i) {     // keeps reopening: probes fail at 20 s and 40 s
+    elapse(ioc, 20s);
+    run(ioc, cb(outcome_of(false)));
+  }
+  elapse(ioc, 19999ms);  // 59.999 s
+  CHECK(r.count(event_kind::stuck_open) == 0);
+  CHECK_FALSE(cb.metrics().stuck_open);
+  elapse(ioc, 1ms);  // 60 s
+  CHECK(r.count(event_kind::stuck_open) == 1);
+  const auto m = cb.metrics();
+  CHECK(m.stuck_open);
+  CHECK(m.not_closed_for == 60s);
+  CHECK(m.open_streak == 3);
+}
+
+TEST_CASE("metrics: no stuck-open signal when the breaker recovers in time") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 20s, .recovery_window = 60s});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  run(ioc, cb(outcome_of(false)));
+  elapse(ioc, 20s);
+  run(ioc, cb(outcome_of(true)));  // closed at 20 s
+  elapse(ioc, 60s);
+  CHECK(r.count(event_kind::stuck_open) == 0);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}
+
+TEST_CASE("manual control: forced open, disabled, metrics-only, reset") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+
+  cb.force_open();
+  settle(ioc);
+  CHECK(cb.state() == circuit_state::forced_open);
+  CHECK(std::get<0>(*run(ioc, cb(outcome_of(true)))->value) == levee::error::circuit_open);
+  elapse(ioc, 1h);  // no timer: it stays open
+  CHECK(cb.state() == circuit_state::forced_open);
+
+  cb.disable();
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(outcome_of(false)));
+  CHECK(cb.state() == circuit_state::disabled);  // never opens
+
+  cb.metrics_only();
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(outcome_of(true)));
+  CHECK(cb.state() == circuit_state::metrics_only);
+  CHECK(cb.metrics().failure_rate == 0.5);  // recorded
+
+  cb.reset();
+  settle(ioc);
+  CHECK(cb.state() == circuit_state::closed);
+  CHECK(cb.metrics().window_calls == 0);
+  run(ioc, cb(outcome_of(false)));
+  CHECK(cb.state() == circuit_state::open);  // behaves normally again
+
+  REQUIRE(r.events.size() >= 4);
+  for (int i = 0; i < 4; ++i)
+    CHECK(r.events[static_cast<std::size_t>(i)].reason == transition_reason::manual);
+  CHECK(r.events[0].to == circuit_state::forced_open);
+  CHECK(r.events[1].from == circuit_state::forced_open);
+  CHECK(r.events[1].to == circuit_state::disabled);
+  CHECK(r.events[2].to == circuit_state::metrics_only);
+  CHECK(r.events[3].to == circuit_state::closed);
+  const auto m = cb.metrics();
+  CHECK(m.transitions[static_cast<int>(circuit_state::closed)]
+                     [static_cast<int>(circuit_state::forced_open)] == 1);
+  CHECK(m.time_in_state[static_cast<int>(circuit_state::forced_open)] == 1h);
+}
+
+TEST_CASE("exposition: the Prometheus text is valid and stable") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_breaker_registry<vclock> registry(
+      ioc, {.defaults = {.minimum_calls = 1, .open_duration = 30s}});
+  auto a = registry.get("api.example:80");
+  auto b = registry.get("db \"main\"");
+  run(ioc, (*a)(outcome_of(true)));
+  run(ioc, (*b)(outcome_of(false)));  // opens
+  run(ioc, (*b)(outcome_of(true)));   // rejected
+  elapse(ioc, 2500ms);
+  const std::string expected = R"(# HELP levee_calls_total Calls that finished, by outcome.
+# TYPE levee_calls_total counter
+levee_calls_total{breaker="api.example:80",outcome="success"} 1
+levee_calls_total{breaker="api.example:80",outcome="failure"} 0
+levee_calls_total{breaker="api.example:80",outcome="ignored"} 0
+levee_calls_total{breaker="db \"main\"",outcome="success"} 0
+levee_calls_total{breaker="db \"main\"",outcome="failure"} 1
+levee_calls_total{breaker="db \"main\"",outcome="ignored"} 0
+# HELP levee_slow_calls_total Calls that took at least slow_call_duration.
+# TYPE levee_slow_calls_total counter
+levee_slow_calls_total{breaker="api.example:80"} 0
+levee_slow_calls_total{breaker="db \"main\""} 0
+# HELP levee_rejected_calls_total Calls refused without being started.
+# TYPE levee_rejected_calls_total counter
+levee_rejected_calls_total{breaker="api.example:80"} 0
+levee_rejected_calls_total{breaker="db \"main\""} 1
+# HELP levee_state 1 for the breaker's current state, 0 for the others.
+# TYPE levee_state gauge
+levee_state{breaker="api.example:80",state="closed"} 1
+levee_state{breaker="api.example:80",state="open"} 0
+levee_state{breaker="api.example:80",state="half_open"} 0
+levee_state{breaker="api.example:80",state="forced_open"} 0
+levee_state{breaker="api.example:80",state="disabled"} 0
+levee_state{breaker="api.example:80",state="metrics_only"} 0
+levee_state{breaker="db \"main\"",state="closed"} 0
+levee_state{breaker="db \"main\"",state="open"} 1
+levee_state{breaker="db \"main\"",state="half_open"} 0
+levee_state{breaker="db \"main\"",state="forced_open"} 0
+levee_state{breaker="db \"main\"",state="disabled"} 0
+levee_state{breaker="db \"main\"",state="metrics_only"} 0
+# HELP levee_failure_rate Failures over calls in the current window (0 to 1).
+# TYPE levee_failure_rate gauge
+levee_failure_rate{breaker="api.example:80"} 0
+levee_failure_rate{breaker="db \"main\""} 1
+# HELP levee_slow_call_rate Slow calls over calls in the current window (0 to 1).
+# TYPE levee_slow_call_rate gauge
+levee_slow_call_rate{breaker="api.example:80"} 0
+levee_slow_call_rate{breaker="db \"main\""} 0
+# HELP levee_window_calls Calls in the current window.
+# TYPE levee_window_calls gauge
+levee_window_calls{breaker="api.example:80"} 1
+levee_window_calls{breaker="db \"main\""} 1
+# HELP levee_state_seconds_total Time spent in each state.
+# TYPE levee_state_seconds_total counter
+levee_state_seconds_total{breaker="api.example:80",state="closed"} 2.5
+levee_state_seconds_total{breaker="api.example:80",state="open"} 0
+levee_state_seconds_total{breaker="api.example:80",state="half_open"} 0
+levee_state_seconds_total{breaker="api.example:80",state="forced_open"} 0
+levee_state_seconds_total{breaker="api.example:80",state="disabled"} 0
+levee_state_seconds_total{breaker="api.example:80",state="metrics_only"} 0
+levee_state_seconds_total{breaker="db \"main\"",state="closed"} 0
+levee_state_seconds_total{breaker="db \"main\"",state="open"} 2.5
+levee_state_seconds_total{breaker="db \"main\"",state="half_open"} 0
+levee_state_seconds_total{breaker="db \"main\"",state="forced_open"} 0
+levee_state_seconds_total{breaker="db \"main\"",state="disabled"} 0
+levee_state_seconds_total{breaker="db \"main\"",state="metrics_only"} 0
+# HELP levee_transitions_total State transitions, by pair of states.
+# TYPE levee_transitions_total counter
+levee_transitions_total{breaker="db \"main\"",from="closed",to="open"} 1
+# HELP levee_open_streak Openings since the breaker last closed.
+# TYPE levee_open_streak gauge
+levee_open_streak{breaker="api.example:80"} 0
+levee_open_streak{breaker="db \"main\""} 1
+# HELP levee_not_closed_seconds Time since the breaker last left CLOSED.
+# TYPE levee_not_closed_seconds gauge
+levee_not_closed_seconds{breaker="api.example:80"} 0
+levee_not_closed_seconds{breaker="db \"main\""} 2.5
+# HELP levee_stuck_open 1 when the breaker has not been CLOSED for its recovery window.
+# TYPE levee_stuck_open gauge
+levee_stuck_open{breaker="api.example:80"} 0
+levee_stuck_open{breaker="db \"main\""} 0
+)";
+  CHECK(registry.prometheus_text() == expected);
+  CHECK(registry.prometheus_text() == expected);  // stable
+}

@@ -1,0 +1,82 @@
+// The registry of named breakers.
+#include <levee/registry.hpp>
+
+#include "support.hpp"
+
+using namespace levee_test;
+using levee::circuit_state;
+
+namespace {
+
+using registry = levee::basic_breaker_registry<vclock>;
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> failing() {
+  co_return std::tuple(make_error_code(boost::system::errc::connection_reset), 0);
+}
+
+}  // namespace
+
+TEST_CASE("registry: get or create by key, named after the key") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc);
+  auto a = r.get("a:80");
+  auto a2 = r.get("a:80");
+  auto b = r.get("b:80");
+  CHECK(a == a2);
+  CHECK(a != b);
+  CHECK(a->name() == "a:80");
+  CHECK(r.size() == 2);
+  CHECK(r.remove("a:80"));
+  CHECK_FALSE(r.remove("a:80"));
+  CHECK(r.get("a:80") != a);  // a new one; the old one lives on with its holder
+}
+
+TEST_CASE("registry: shared defaults, per-key overrides") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 7}});
+  r.set_options("special:80", {.minimum_calls = 2});
+  CHECK(r.get("plain:80")->options().minimum_calls == 7);
+  CHECK(r.get("special:80")->options().minimum_calls == 2);
+  auto before = r.get("plain:80");
+  r.set_options("plain:80", {.minimum_calls = 3});  // replaces the existing breaker
+  CHECK(r.get("plain:80") != before);
+  CHECK(r.get("plain:80")->options().minimum_calls == 3);
+  CHECK_THROWS_WITH(r.set_options("x", {.minimum_calls = 0}),
+                    "breaker_options::minimum_calls must be at least 1");
+  CHECK_THROWS_WITH(registry(ioc, {.idle_timeout = -1s}),
+                    "registry_options::idle_timeout must not be negative");
+}
+
+TEST_CASE("registry: one sick endpoint opens only its own breaker") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1}});
+  run(ioc, (*r.get("sick:80"))(failing()));
+  CHECK(r.get("sick:80")->state() == circuit_state::open);
+  CHECK(r.get("healthy:80")->state() == circuit_state::closed);
+}
+
+TEST_CASE("registry: idle breakers are evicted, open or held ones are kept") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 1h}, .idle_timeout = 10min});
+  r.get("idle:80");
+  run(ioc, (*r.get("open:80"))(failing()));
+  auto held = r.get("held:80");
+  r.get("busy:80");
+  vclock::advance(9min);
+  r.get("busy:80");  // still in use
+  CHECK(r.evict_idle() == 0);
+  vclock::advance(1min);       // idle:80 and held:80 idle for 10 min, busy:80 for 1 min
+  CHECK(r.evict_idle() == 1);  // idle:80 only: open:80 is open, held:80 is held
+  CHECK(r.size() == 3);
+  held.reset();
+  CHECK(r.evict_idle() == 1);
+  vclock::advance(10min);
+  // Sweeps also happen on get, at most every idle_timeout / 4.
+  r.get("new:80");
+  CHECK(r.size() == 2);  // busy:80 evicted by that sweep; open:80 kept
+  settle(ioc);
+}
