@@ -161,9 +161,12 @@ void bm_closed_wrapper_floor(benchmark::State& state) {
   report_allocations(state, allocs);
 }
 
-void guarded_loop(benchmark::State& state, levee::breaker_options options) {
+void guarded_loop(benchmark::State& state, levee::breaker_options options,
+                  levee::event_mask listen = 0) {
   asio::io_context ioc(1);
   levee::circuit_breaker breaker(ioc, options);
+  std::uint64_t events = 0;
+  if (listen) breaker.listen(listen, [&](const levee::breaker_event&) { ++events; });
   const auto allocs = t_allocations;
   asio::co_spawn(
       ioc,
@@ -178,10 +181,23 @@ void guarded_loop(benchmark::State& state, levee::breaker_options options) {
   ioc.run();
   report_allocations(state, allocs);
   if (breaker.state() != levee::circuit_state::closed) state.SkipWithError("breaker not closed");
+  if ((listen & levee::call_events) && events != static_cast<std::uint64_t>(state.iterations()))
+    state.SkipWithError("events lost");
+  state.counters["events"] = static_cast<double>(events);
 }
 
 void bm_closed_guarded(benchmark::State& state) {
   guarded_loop(state, {});
+}
+
+/// The same breaker with a listener for transitions: calls pay nothing for it.
+void bm_closed_guarded_transition_listener(benchmark::State& state) {
+  guarded_loop(state, {}, levee::transition_events);
+}
+
+/// With a listener for every call's outcome: one post per call.
+void bm_closed_guarded_call_listener(benchmark::State& state) {
+  guarded_loop(state, {}, levee::call_events);
 }
 
 void bm_closed_guarded_count_window(benchmark::State& state) {
@@ -470,6 +486,17 @@ class summary_reporter : public benchmark::ConsoleReporter {
           ns("closed/guarded") - ns("closed/wrapper_floor"));
       out << line;
     }
+    if (has("closed/guarded") && has("closed/guarded_transition_listener")) {
+      std::snprintf(
+          line, sizeof line,
+          "  a transition listener costs calls %+.1f ns (nothing is done for it on the call "
+          "path); a listener for every call %+.1f ns (one post per call)\n",
+          ns("closed/guarded_transition_listener") - ns("closed/guarded"),
+          has("closed/guarded_call_listener")
+              ? ns("closed/guarded_call_listener") - ns("closed/guarded")
+              : 0.0);
+      out << line;
+    }
     if (has("open/reject_tuple") && has("closed/bare") && has("closed/wrapper_floor")) {
       std::snprintf(
           line, sizeof line,
@@ -548,6 +575,9 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/bare", bm_closed_bare);
   benchmark::RegisterBenchmark("closed/wrapper_floor", bm_closed_wrapper_floor);
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
+  benchmark::RegisterBenchmark("closed/guarded_transition_listener",
+                               bm_closed_guarded_transition_listener);
+  benchmark::RegisterBenchmark("closed/guarded_call_listener", bm_closed_guarded_call_listener);
   benchmark::RegisterBenchmark("closed/guarded_count_window", bm_closed_guarded_count_window);
   benchmark::RegisterBenchmark("closed/guarded_slow_calls", bm_closed_guarded_slow_calls);
   benchmark::RegisterBenchmark("open/reject_tuple", bm_open_reject_tuple);

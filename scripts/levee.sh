@@ -10,8 +10,8 @@
 #                           test, benchmark smoke run); Clang 14 +
 #                           ThreadSanitizer (the concurrency tests); Clang 14 +
 #                           libFuzzer (60 s); a release build running the demo
-#                           (--quick) and checking its summary; installed and
-#                           vendored consumers.
+#                           (--quick) and checking its summary; promtool on the
+#                           metrics exposition; installed and vendored consumers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,7 +19,7 @@ jobs=$(nproc)
 
 # Debian packages the build, the tests, the demo and CI use.
 packages=(cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
-  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind)
+  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind prometheus)
 
 install_missing() {
   local missing=()
@@ -109,8 +109,14 @@ run_tests() {
   cmake --build build/ci-release -j "$jobs"
 
   step "the demo, --quick: the guarded modes must amplify less and fail faster than naive retries"
-  ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json
+  ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json \
+    --metrics-out build/ci-demo/metrics.prom
   cmake -DSUMMARY=build/ci-demo/summary.json -P cmake/check-demo-summary.cmake
+
+  step "the Prometheus exposition passes promtool check metrics"
+  promtool check metrics < build/ci-demo/metrics.prom
+  ./build/ci-release/samples/levee-events | sed -n '/^# HELP/,$p' > build/ci-demo/events.prom
+  promtool check metrics < build/ci-demo/events.prom
 
   step "install, then build a consumer with find_package(levee)"
   cmake --install build/ci-release >/dev/null

@@ -16,11 +16,16 @@
 #include <schedule.hpp>
 #include <server.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -28,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -63,6 +69,11 @@ options:
                      breaker_retry_budget (default: all three)
   --out DIR          where the timeline and the chart go (default demo-out)
   --summary FILE     also write the figures as JSON to FILE
+  --metrics-out FILE write the breakers' final metrics to FILE (Prometheus
+                     text format 0.0.4)
+  --metrics-port N   serve the running breaker's metrics at
+                     http://127.0.0.1:N/metrics (default 0: any free port,
+                     printed at the start)
   --no-chart         do not run gnuplot
   --help             this text
 
@@ -80,6 +91,8 @@ struct settings {
   std::vector<std::string> modes = {"naive_retry", "breaker", "breaker_retry_budget"};
   std::string out = "demo-out";
   std::string summary;
+  std::string metrics_out;
+  std::uint16_t metrics_port = 0;
   bool chart = true;
 };
 
@@ -131,6 +144,64 @@ struct mode_result {
   std::vector<timeline_row> timeline;
   std::optional<double> recovery_to_closed_ms;  // scenario ms from "healed" to CLOSED
   levee::detail::call_counters breaker_counters{};
+  std::vector<levee::named_metrics> metrics;  // the breaker's, at the end
+};
+
+// ---- /metrics ---------------------------------------------------------------
+
+/// Serves the current mode's Prometheus exposition at /metrics on 127.0.0.1,
+/// on the agent's io_context, until `stop`.
+class metrics_endpoint {
+ public:
+  explicit metrics_endpoint(std::uint16_t port) : port_(port) {}
+
+  void start(asio::io_context& ioc, std::function<std::string()> text) {
+    text_ = std::move(text);
+    acceptor_.emplace(ioc);
+    const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port_);
+    acceptor_->open(at.protocol());
+    acceptor_->set_option(asio::socket_base::reuse_address(true));
+    acceptor_->bind(at);
+    acceptor_->listen();
+    port_ = acceptor_->local_endpoint().port();
+    asio::co_spawn(ioc, serve(), asio::detached);
+  }
+
+  void stop() {
+    boost::system::error_code ignored;
+    if (acceptor_) acceptor_->close(ignored);
+  }
+
+  std::uint16_t port() const { return port_; }
+
+ private:
+  asio::awaitable<void> serve() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor_->async_accept(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      boost::beast::tcp_stream stream(std::move(socket));
+      stream.expires_after(2s);
+      boost::beast::flat_buffer buffer;
+      boost::beast::http::request<boost::beast::http::string_body> req;
+      auto [rec, n] = co_await boost::beast::http::async_read(stream, buffer, req,
+                                                              asio::as_tuple(asio::use_awaitable));
+      if (rec) continue;
+      boost::beast::http::response<boost::beast::http::string_body> res(
+          req.target() == "/metrics" ? boost::beast::http::status::ok
+                                     : boost::beast::http::status::not_found,
+          req.version());
+      res.set(boost::beast::http::field::content_type, "text/plain; version=0.0.4");
+      res.body() = req.target() == "/metrics" ? text_() : "try /metrics\n";
+      res.keep_alive(false);
+      res.prepare_payload();
+      (void)co_await boost::beast::http::async_write(stream, res,
+                                                     asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  std::uint16_t port_;
+  std::function<std::string()> text_;
+  std::optional<asio::ip::tcp::acceptor> acceptor_;
 };
 
 int state_code(levee::circuit_state s) {
@@ -153,8 +224,9 @@ int state_code(levee::circuit_state s) {
 
 class run {
  public:
-  run(const settings& s, std::string mode, std::vector<flaky::phase> schedule)
-      : s_(s), mode_(std::move(mode)), schedule_(std::move(schedule)) {
+  run(const settings& s, std::string mode, std::vector<flaky::phase> schedule,
+      metrics_endpoint* metrics)
+      : s_(s), mode_(std::move(mode)), schedule_(std::move(schedule)), metrics_(metrics) {
     result_.name = mode_;
     result_.phases.resize(schedule_.size());
   }
@@ -179,7 +251,11 @@ class run {
                               .slow_call_duration = scaled(s_, 8s),
                               .slow_call_rate_threshold = 0.5};
     bo.classifier = http::classify;
-    breaker_.emplace(ioc, bo);
+    // The breaker comes from a registry, named after the API's host, so that
+    // /metrics and --metrics-out expose it.
+    registry_.emplace(ioc, levee::registry_options{.defaults = bo, .idle_timeout = {}});
+    breaker_ = registry_->get("recommendation-api (" + mode_ + ")");
+    if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
                                         .multiplier = 1,
@@ -209,9 +285,11 @@ class run {
     api.stop();
     server_thread.join();
     result_.breaker_counters = breaker_->counters();
+    if (guarded()) result_.metrics = registry_->metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
     breaker_.reset();
+    registry_.reset();
     return std::move(result_);
   }
 
@@ -331,6 +409,7 @@ class run {
     for (std::size_t p = 0; p < schedule_.size(); ++p) {
       result_.phases[p].downstream = api_->requests_in_phase(p);
     }
+    if (metrics_) metrics_->stop();
     std::fprintf(stderr, "\n");
   }
 
@@ -343,12 +422,14 @@ class run {
   const settings& s_;
   std::string mode_;
   std::vector<flaky::phase> schedule_;
+  metrics_endpoint* metrics_;
   mode_result result_;
   flaky::server* api_ = nullptr;
   std::uint16_t port_ = 0;
   steady::time_point start_, end_;
   std::optional<http::client> client_;
-  std::optional<levee::circuit_breaker> breaker_;
+  std::optional<levee::breaker_registry> registry_;
+  std::shared_ptr<levee::circuit_breaker> breaker_;
   std::optional<levee::retry_policy> naive_, budgeted_;
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;
@@ -600,6 +681,16 @@ std::optional<settings> parse(int argc, char** argv) {
       s.out = value();
     } else if (arg == "--summary") {
       s.summary = value();
+    } else if (arg == "--metrics-out") {
+      s.metrics_out = value();
+    } else if (arg == "--metrics-port") {
+      const std::string v = value();
+      unsigned p = 0;
+      if (std::from_chars(v.data(), v.data() + v.size(), p).ec != std::errc() || p > 65535) {
+        std::cerr << "levee-demo: --metrics-port needs a port number\n";
+        return std::nullopt;
+      }
+      s.metrics_port = static_cast<std::uint16_t>(p);
     } else if (arg == "--no-chart") {
       s.chart = false;
     } else {
@@ -624,8 +715,14 @@ int main(int argc, char** argv) {
   for (const auto& m : s.modes) std::cout << m << ' ';
   std::cout << "\n\n";
 
+  metrics_endpoint endpoint(s.metrics_port);
   std::vector<mode_result> results;
-  for (const auto& mode : s.modes) results.push_back(run(s, mode, schedule).go());
+  for (const auto& mode : s.modes) {
+    results.push_back(run(s, mode, schedule, &endpoint).go());
+    if (results.size() == 1) {
+      std::cerr << "  (metrics served at http://127.0.0.1:" << endpoint.port() << "/metrics)\n";
+    }
+  }
 
   print_tables(schedule, results);
 
@@ -645,5 +742,12 @@ int main(int argc, char** argv) {
   if (!s.summary.empty()) {
     write_summary(s, schedule, results);
     std::cout << "summary:  " << s.summary << '\n';
+  }
+  if (!s.metrics_out.empty()) {
+    std::vector<levee::named_metrics> all;
+    for (const auto& r : results) all.insert(all.end(), r.metrics.begin(), r.metrics.end());
+    std::ofstream out(s.metrics_out);
+    levee::write_prometheus(out, all);
+    std::cout << "metrics:  " << s.metrics_out << '\n';
   }
 }
