@@ -3,7 +3,10 @@
 // of different lengths so that start-up cancels out. Unlike nanoseconds on a
 // shared virtual machine, the count is the same on every run.
 //
-//   levee-bench-instructions bare|floor|guarded N
+//   levee-bench-instructions bare|floor|guarded|listened N
+//
+// `listened` is `guarded` with a listener for transitions: the instructions it
+// adds are what an idle listener costs every call (none expected).
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -29,13 +32,16 @@ asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s bare|floor|guarded N\n", argv[0]);
+    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened N\n", argv[0]);
     return 2;
   }
   const char* mode = argv[1];
   const long n = std::atol(argv[2]);
   asio::io_context ioc(1);
   levee::circuit_breaker breaker(ioc);
+  long transitions = 0;
+  if (!std::strcmp(mode, "listened"))
+    breaker.listen(levee::transition_events, [&](const levee::breaker_event&) { ++transitions; });
   long result = 0;
   asio::co_spawn(
       ioc,
@@ -52,5 +58,5 @@ int main(int argc, char** argv) {
       },
       asio::detached);
   ioc.run();
-  std::printf("%ld\n", result);
+  std::printf("%ld %ld\n", result, transitions);
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per call of the CLOSED path (bare, frame floor, guarded), counted
+# Instructions per call of the CLOSED path (bare, frame floor, guarded, guarded
+# with a transition listener), counted
 # by callgrind: deterministic, unlike nanoseconds on a shared machine.
 #   bench/instructions.sh [path/to/levee-bench-instructions]
 set -euo pipefail
@@ -9,10 +10,11 @@ count() {
     awk '/Collected/ {print $4}'
 }
 declare -A per_call
-for mode in bare floor guarded; do
+for mode in bare floor guarded listened; do
   a=$(count "$mode" 100000)
   b=$(count "$mode" 200000)
   per_call[$mode]=$(((b - a) / 100000))
   echo "$mode: ${per_call[$mode]} instructions per call"
 done
 echo "the frame adds $((per_call[floor] - per_call[bare])), levee's own work $((per_call[guarded] - per_call[floor]))"
+echo "a transition listener adds $((per_call[listened] - per_call[guarded])) per call"

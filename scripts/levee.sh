@@ -59,7 +59,8 @@ run_bench() {
     -DLEVEE_BUILD_SAMPLES=OFF
   cmake --build build/bench --target levee-bench levee-bench-instructions -j "$jobs"
   step "running the benchmarks"
-  ./build/bench/bench/levee-bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true "$@"
+  ./build/bench/bench/levee-bench --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
+    --benchmark_report_aggregates_only=true "$@"
   step "instructions per call (callgrind)"
   bench/instructions.sh build/bench/bench/levee-bench-instructions
 }
