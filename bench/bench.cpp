@@ -306,10 +306,18 @@ void bm_half_open_reject(benchmark::State& state) {
 
 // ---- memory ---------------------------------------------------------------------
 
+/// Fails one call in five: a failure rate under the threshold.
+asio::awaitable<std::tuple<boost::system::error_code, int>> one_in_five_fails(std::int64_t i) {
+  if (i % 5 == 0) co_return std::tuple(boost::system::error_code(asio::error::broken_pipe), 0);
+  co_return std::tuple(boost::system::error_code(), static_cast<int>(i));
+}
+
 /// Offers `rate` calls per second for `seconds` of virtual time, 20 % of them
 /// failing (below the threshold), and reports the bytes the breaker holds.
-void bm_memory_time_window(benchmark::State& state) {
+/// `name`: the breaker's name, as a registry gives one per endpoint.
+void memory_loop(benchmark::State& state, const std::string& name) {
   using clock = levee::manual_clock;
+  using breaker_type = levee::basic_circuit_breaker<clock, clock::wait_traits>;
   const auto rate = state.range(0);
   const std::int64_t seconds = g_smoke ? 1 : 10;
   for (auto _ : state) {
@@ -317,27 +325,38 @@ void bm_memory_time_window(benchmark::State& state) {
     asio::io_context ioc(1);
     // The first timer on an io_context creates Asio's timer service: make it
     // exist before measuring, so that only the breaker is counted.
-    levee::basic_circuit_breaker<clock, clock::wait_traits> warm_up(ioc);
+    breaker_type warm_up(ioc);
     const auto before = g_live_bytes.load();
-    auto breaker = std::make_unique<levee::basic_circuit_breaker<clock, clock::wait_traits>>(
-        ioc, levee::breaker_options{});
+    auto breaker = std::make_unique<breaker_type>(ioc, levee::breaker_options{}, name);
     const auto step = std::chrono::nanoseconds(1'000'000'000 / rate);
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
           for (std::int64_t i = 0; i < rate * seconds; ++i) {
-            auto [ec, v] = co_await (*breaker)(trivial_tuple(static_cast<int>(i)));
+            auto [ec, v] = co_await (*breaker)(one_in_five_fails(i));
             benchmark::DoNotOptimize(v);
             clock::advance(step);
           }
         },
         asio::detached);
     ioc.run();
-    const auto bytes = g_live_bytes.load() - before + static_cast<std::int64_t>(sizeof(*breaker));
+    const auto bytes =
+        g_live_bytes.load() - before + static_cast<std::int64_t>(sizeof(breaker_type));
     if (breaker->state() != levee::circuit_state::closed) state.SkipWithError("opened");
-    if (breaker->window().calls == 0) state.SkipWithError("empty window");
+    const auto w = breaker->window();
+    if (w.failures == 0 || w.failures * 4 > w.calls) state.SkipWithError("not 20 % failures");
     state.counters["bytes_per_breaker"] = static_cast<double>(bytes);
   }
+}
+
+void bm_memory_time_window(benchmark::State& state) {
+  memory_loop(state, "");
+}
+
+/// Named "10.0.0.7:8080" (13 characters, within a string's inline buffer) or
+/// "payments.internal:8443" (22, allocated), at 1 M calls/s.
+void bm_memory_named(benchmark::State& state, const std::string& name) {
+  memory_loop(state, name);
 }
 
 /// The seed's reference solution: a deque with one (timestamp, success) entry
@@ -517,6 +536,11 @@ class summary_reporter : public benchmark::ConsoleReporter {
           figures_.count(d) ? figures_[d].counters["bytes_per_breaker"] : 0.0);
       out << line;
     }
+    for (const char* length : {"13", "22"})
+      if (const std::string n = std::string("memory/named/") + length; figures_.count(n))
+        out << "  memory of a breaker with a " << length
+            << "-character name, at 1000000 calls/s: " << figures_[n].counters["bytes_per_breaker"]
+            << " bytes\n";
     if (has("http/bare") && has("http/guarded")) {
       std::snprintf(line, sizeof line,
                     "  a keep-alive GET on loopback: %.1f us bare, %.1f us guarded (%+.1f %%)\n",
@@ -593,6 +617,12 @@ int main(int argc, char** argv) {
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }
+  for (std::string name : {"10.0.0.7:8080", "payments.internal:8443"})
+    benchmark::RegisterBenchmark(("memory/named/" + std::to_string(name.size())).c_str(),
+                                 bm_memory_named, name)
+        ->Arg(1'000'000)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("http/bare", bm_http, false)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("http/guarded", bm_http, true)->Unit(benchmark::kMicrosecond);
   for (int threads : {1, 2}) {
