@@ -5,6 +5,8 @@
 #include "support.hpp"
 
 #include <levee/http/classify.hpp>
+#include <levee/http/guarded.hpp>
+#include <levee/registry.hpp>
 #include <levee/retry.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -278,4 +280,49 @@ TEST_CASE("http: Retry-After from the upstream sets the retry delay") {
   CHECK(upstream.stats().requests == 2);
   CHECK(std::get<1>(*r->value).result_int() == 429);
   upstream.stop();
+}
+
+TEST_CASE("http: guarded_get guards each host with its own breaker from a registry") {
+  virtual_time vt;
+  asio::io_context ioc;
+  flaky::server sick(ioc.get_executor(), phases({"sick 1h errors=1 status=503 latency=0"}));
+  flaky::server healthy(ioc.get_executor(), phases({"ok 1h latency=0"}));
+  const auto sick_port = sick.start(), healthy_port = healthy.start();
+  const std::string sick_url = "http://127.0.0.1:" + std::to_string(sick_port) + "/";
+  const std::string healthy_url = "http://127.0.0.1:" + std::to_string(healthy_port) + "/";
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  levee::registry_options ro{.defaults = {.minimum_calls = 2, .open_duration = 1h}};
+  ro.defaults.classifier = http::classify;
+  levee::basic_breaker_registry<vclock> registry(ioc, ro);
+
+  for (int i = 0; i < 2; ++i) {
+    auto r = spawn(ioc, http::guarded_get(registry, client, sick_url, http::nothrow));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK(std::get<1>(*r->value).result_int() == 503);
+  }
+  auto sick_breaker = registry.get("127.0.0.1:" + std::to_string(sick_port));
+  CHECK(sick_breaker->state() == levee::circuit_state::open);
+  auto rejected = spawn(ioc, http::guarded_get(registry, client, sick_url, http::nothrow));
+  run_until(ioc, rejected);
+  REQUIRE(rejected->done);
+  CHECK(std::get<0>(*rejected->value) == levee::error::circuit_open);
+  CHECK(sick.stats().requests == 2);  // failed fast
+
+  auto ok = spawn(ioc, http::guarded_get(registry, client, healthy_url));  // exception form
+  run_until(ioc, ok);
+  REQUIRE(ok->done);
+  REQUIRE(ok->value);
+  CHECK(ok->value->result_int() == 200);
+  CHECK(registry.get("127.0.0.1:" + std::to_string(healthy_port))->state() ==
+        levee::circuit_state::closed);
+  CHECK(registry.size() == 2);
+
+  auto bad = spawn(ioc, http::guarded_get(registry, client, "ftp://nowhere/", http::nothrow));
+  run_until(ioc, bad);
+  REQUIRE(bad->done);
+  CHECK(std::get<0>(*bad->value));  // an error_code, and no breaker for it
+  CHECK(registry.size() == 2);
+  sick.stop();
+  healthy.stop();
 }

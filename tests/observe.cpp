@@ -84,7 +84,7 @@ TEST_CASE("events: call outcomes and rejections, and unlisten") {
   run(ioc, cb(api.call_ec(boost::asio::error::operation_aborted)));
   auto slow = run(ioc, cb(api.call(true, 60ms)));
   elapse(ioc, 60ms);
-  run(ioc, cb(outcome_of(false)));  // 2 failures of 3 counted: opens
+  run(ioc, cb(outcome_of(false)));  // 2 failures of 4 counted (50 %): opens
   REQUIRE(cb.state() == circuit_state::open);
   run(ioc, cb(outcome_of(true)));  // rejected
   CHECK(r.count(event_kind::success) == 2);
@@ -99,6 +99,48 @@ TEST_CASE("events: call outcomes and rejections, and unlisten") {
   cb.unlisten(id);
   run(ioc, cb(outcome_of(true)));
   CHECK(r.count(event_kind::rejected) == 1);  // no longer delivered
+}
+
+TEST_CASE("events: a call's outcome comes before the transition it causes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 2});
+  recorder r;
+  cb.listen(levee::all_events, r.listener());
+  run(ioc, cb(outcome_of(false)));
+  run(ioc, cb(outcome_of(false)));  // opens
+  REQUIRE(r.events.size() == 3);
+  CHECK(r.events[1].kind == event_kind::failure);
+  CHECK(r.events[1].from == circuit_state::closed);  // the state the call finished in
+  CHECK(r.events[2].kind == event_kind::transition);
+  CHECK(r.events[2].to == circuit_state::open);
+}
+
+TEST_CASE("events: an abandoned call is an ignored event, and counted as ignored") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc);
+  recorder r;
+  cb.listen(levee::call_events, r.listener());
+  {
+    asio::io_context caller;  // destroyed with the call still waiting
+    asio::co_spawn(
+        caller,
+        [&]() -> asio::awaitable<void> {
+          auto never = [&]() -> asio::awaitable<int> {
+            timer t(caller, 1h);
+            co_await t.async_wait(asio::use_awaitable);
+            co_return 1;
+          };
+          co_await cb(never());
+        },
+        asio::detached);
+    caller.poll();
+  }
+  settle(ioc);
+  REQUIRE(r.events.size() == 1);
+  CHECK(r.events[0].kind == event_kind::ignored);
+  CHECK(cb.metrics().ignored == 1);
 }
 
 TEST_CASE("events: a listener can run on another executor") {
@@ -172,6 +214,23 @@ TEST_CASE("metrics: the stuck-open signal fires exactly at the recovery window")
   CHECK(m.open_streak == 3);
 }
 
+TEST_CASE("metrics: a breaker forced open is stuck open after the recovery window too") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.recovery_window = 60s});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  cb.force_open();
+  elapse(ioc, 59s);
+  CHECK(r.count(event_kind::stuck_open) == 0);
+  elapse(ioc, 1s);
+  CHECK(r.count(event_kind::stuck_open) == 1);
+  CHECK(cb.metrics().stuck_open);
+  cb.reset();  // back to CLOSED: the signal clears
+  settle(ioc);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}
+
 TEST_CASE("metrics: no stuck-open signal when the breaker recovers in time") {
   virtual_time vt;
   asio::io_context ioc;
@@ -201,15 +260,19 @@ TEST_CASE("manual control: forced open, disabled, metrics-only, reset") {
   CHECK(cb.state() == circuit_state::forced_open);
 
   cb.disable();
+  const auto failures_before = cb.metrics().failures;
   run(ioc, cb(outcome_of(false)));
   run(ioc, cb(outcome_of(false)));
-  CHECK(cb.state() == circuit_state::disabled);  // never opens
+  CHECK(cb.state() == circuit_state::disabled);         // never opens
+  CHECK(cb.metrics().failures == failures_before + 2);  // counted by outcome
+  CHECK(cb.metrics().window_calls == 0);                // but kept out of the window
 
   cb.metrics_only();
-  run(ioc, cb(outcome_of(false)));
+  for (int i = 0; i < 3; ++i) run(ioc, cb(outcome_of(false)));
   run(ioc, cb(outcome_of(true)));
-  CHECK(cb.state() == circuit_state::metrics_only);
-  CHECK(cb.metrics().failure_rate == 0.5);  // recorded
+  CHECK(cb.state() == circuit_state::metrics_only);  // over the threshold, still lets calls in
+  CHECK(cb.metrics().window_calls == 4);             // recorded
+  CHECK(cb.metrics().failure_rate == 0.75);
 
   cb.reset();
   settle(ioc);
@@ -273,14 +336,14 @@ levee_state{breaker="db \"main\"",state="half_open"} 0
 levee_state{breaker="db \"main\"",state="forced_open"} 0
 levee_state{breaker="db \"main\"",state="disabled"} 0
 levee_state{breaker="db \"main\"",state="metrics_only"} 0
-# HELP levee_failure_rate Failures over calls in the current window (0 to 1).
-# TYPE levee_failure_rate gauge
-levee_failure_rate{breaker="api.example:80"} 0
-levee_failure_rate{breaker="db \"main\""} 1
-# HELP levee_slow_call_rate Slow calls over calls in the current window (0 to 1).
-# TYPE levee_slow_call_rate gauge
-levee_slow_call_rate{breaker="api.example:80"} 0
-levee_slow_call_rate{breaker="db \"main\""} 0
+# HELP levee_failure_ratio Failures over calls in the current window (0 to 1).
+# TYPE levee_failure_ratio gauge
+levee_failure_ratio{breaker="api.example:80"} 0
+levee_failure_ratio{breaker="db \"main\""} 1
+# HELP levee_slow_call_ratio Slow calls over calls in the current window (0 to 1).
+# TYPE levee_slow_call_ratio gauge
+levee_slow_call_ratio{breaker="api.example:80"} 0
+levee_slow_call_ratio{breaker="db \"main\""} 0
 # HELP levee_window_calls Calls in the current window.
 # TYPE levee_window_calls gauge
 levee_window_calls{breaker="api.example:80"} 1
@@ -316,5 +379,43 @@ levee_stuck_open{breaker="api.example:80"} 0
 levee_stuck_open{breaker="db \"main\""} 0
 )";
   CHECK(registry.prometheus_text() == expected);
-  CHECK(registry.prometheus_text() == expected);  // stable
+}
+
+namespace {
+// The exposition without its values: the series, in order.
+std::vector<std::string> series_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    out.push_back(line.starts_with('#') ? line : line.substr(0, line.rfind(' ')));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("exposition: the same series in the same order as time and calls go by") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_breaker_registry<vclock> registry(
+      ioc, {.defaults = {.minimum_calls = 1, .open_duration = 30s}});
+  auto z = registry.get("z:80");  // created first, listed last: order is by name
+  auto a = registry.get("a:80");
+  run(ioc, (*a)(outcome_of(false)));  // a opens: a transition series appears
+  const std::string before = registry.prometheus_text();
+  elapse(ioc, 10s);
+  run(ioc, (*z)(outcome_of(true)));
+  run(ioc, (*a)(outcome_of(true)));  // rejected
+  const std::string after = registry.prometheus_text();
+  CHECK(after != before);  // the values moved
+  CHECK(series_of(after) == series_of(before));
+  CHECK(before.find("breaker=\"a:80\"") < before.find("breaker=\"z:80\""));
+}
+
+TEST_CASE("exposition: label values are escaped (backslash, quote, newline)") {
+  std::ostringstream out;
+  levee::write_prometheus(out, {{"a\\b \"c\"\nd", {}}});
+  const std::string text = out.str();
+  CHECK(text.find(R"(levee_rejected_calls_total{breaker="a\\b \"c\"\nd"} 0)") != std::string::npos);
+  std::istringstream in(text);  // no raw newline splits a sample
+  for (std::string line; std::getline(in, line);)
+    CHECK((line.starts_with("# ") || line.starts_with("levee_")));
 }

@@ -69,7 +69,9 @@ TEST_CASE("registry: idle breakers are evicted, open or held ones are kept") {
   vclock::advance(9min);
   r.get("busy:80");  // still in use
   CHECK(r.evict_idle() == 0);
-  vclock::advance(1min);       // idle:80 and held:80 idle for 10 min, busy:80 for 1 min
+  vclock::advance(1min);  // idle:80 and held:80 idle for 10 min, busy:80 for 1 min
+  // Evicted no sooner than 10 min, and no later than 10 min + 10 min / 64.
+  vclock::advance(std::chrono::nanoseconds(10min) / 64);
   CHECK(r.evict_idle() == 1);  // idle:80 only: open:80 is open, held:80 is held
   CHECK(r.size() == 3);
   held.reset();
@@ -79,4 +81,21 @@ TEST_CASE("registry: idle breakers are evicted, open or held ones are kept") {
   r.get("new:80");
   CHECK(r.size() == 2);  // busy:80 evicted by that sweep; open:80 kept
   settle(ioc);
+}
+
+TEST_CASE("registry: a breaker is never evicted before idle_timeout since its last get") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.idle_timeout = 64s});  // the time of use is written when it moved by > 1 s
+  auto first = r.get("x:80");
+  first.reset();
+  vclock::advance(500ms);
+  r.get("x:80");  // within the slack: the stored time stays at 0
+  vclock::advance(64s - 500ms);
+  CHECK(r.evict_idle() == 0);  // 64 s after the first get, but 63.5 s after the last
+  vclock::advance(500ms - 1ns);
+  CHECK(r.evict_idle() == 0);  // 1 ns short of 64 s after the last get
+  vclock::advance(500ms + 1ns);
+  CHECK(r.evict_idle() == 1);  // 65 s after the stored time: 64 s + the slack
+  CHECK(r.size() == 0);
 }

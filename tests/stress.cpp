@@ -263,3 +263,85 @@ TEST_CASE("stress: registry, many threads get and create breakers safely") {
   CHECK(created == 40000);
   CHECK(r.size() <= 50);
 }
+
+TEST_CASE("stress: events, metrics and listeners while calls run on two threads") {
+  // Real time: a short open duration makes the breaker cycle through its states
+  // while two threads call it; a third takes metrics snapshots and adds and
+  // removes a listener. Checks: every event is delivered exactly once, and the
+  // snapshots' counters and times never go backwards.
+  asio::io_context timer_ioc(1);
+  auto guard = asio::make_work_guard(timer_ioc);
+  std::thread timer_thread([&] { timer_ioc.run(); });
+  levee::circuit_breaker cb(timer_ioc,
+                            {.failure_rate_threshold = 0.3, .minimum_calls = 5,
+                             .open_duration = std::chrono::microseconds(50)},
+                            "stress");
+  asio::io_context events_ioc(1);  // run once the calls are done
+  std::map<levee::event_kind, std::uint64_t> seen;
+  cb.listen(levee::all_events, [&](const levee::breaker_event& e) { ++seen[e.kind]; },
+            events_ioc.get_executor());
+
+  constexpr int per_thread = 20000;
+  auto worker = [&](int seed) {
+    asio::io_context ioc(1);
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (int i = 0; i < per_thread; ++i) {
+            const bool fail = (i * 7 + seed) % 3 == 0;
+            auto [ec, v] = co_await cb([fail]() -> asio::awaitable<
+                                                    std::tuple<boost::system::error_code, int>> {
+              co_return std::tuple(fail ? make_error_code(boost::system::errc::connection_reset)
+                                        : boost::system::error_code(),
+                                   1);
+            }());
+            (void)ec;
+            (void)v;
+          }
+        },
+        asio::detached);
+    ioc.run();
+  };
+  std::atomic<bool> done{false};
+  std::thread observer([&] {
+    levee::breaker_metrics last;
+    std::chrono::nanoseconds last_total{};
+    bool monotonic = true;
+    asio::io_context scratch(1);
+    while (!done.load()) {
+      const auto id = cb.listen(levee::transition_events, [](const levee::breaker_event&) {},
+                                scratch.get_executor());
+      const levee::breaker_metrics m = cb.metrics();
+      std::chrono::nanoseconds total{};
+      for (auto t : m.time_in_state) total += t;
+      monotonic = monotonic && m.successes >= last.successes && m.failures >= last.failures &&
+                  m.rejected >= last.rejected && total >= last_total;
+      for (std::size_t s = 0; s < levee::circuit_state_count; ++s)
+        monotonic = monotonic && m.time_in_state[s] >= last.time_in_state[s];
+      last = m;
+      last_total = total;
+      cb.unlisten(id);
+    }
+    CHECK(monotonic);
+  });
+  std::thread t1(worker, 1), t2(worker, 2);
+  t1.join();
+  t2.join();
+  done = true;
+  observer.join();
+  guard.reset();
+  timer_ioc.stop();
+  timer_thread.join();
+
+  events_ioc.run();
+  const levee::breaker_metrics m = cb.metrics();
+  CHECK(m.successes + m.failures + m.rejected == 2 * per_thread);
+  CHECK(seen[levee::event_kind::success] == m.successes);
+  CHECK(seen[levee::event_kind::failure] == m.failures);
+  CHECK(seen[levee::event_kind::rejected] == m.rejected);
+  std::uint64_t transitions = 0;
+  for (const auto& row : m.transitions)
+    for (auto n : row) transitions += n;
+  CHECK(seen[levee::event_kind::transition] == transitions);
+  CHECK(transitions > 0);
+}

@@ -161,9 +161,19 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     const nanos elapsed = core_.needs_elapsed()
                               ? std::chrono::duration_cast<nanos>(Clock::now() - start)
                               : nanos::zero();
-    apply(core_.complete(p, o, now, elapsed));
-    // Without a listener for call events this is one relaxed load.
+    // Without a listener for call events this is one relaxed load. Posted
+    // before the core records the call, so that a transition the call causes
+    // comes after it.
     if (event_mask_.load(std::memory_order_relaxed) & call_events) on_outcome(o, elapsed);
+    apply(core_.complete(p, o, now, elapsed));
+  }
+
+  /// A call abandoned before it finished (its coroutine or handler destroyed):
+  /// gives the permit back, counted as ignored.
+  void abandon(permit p) noexcept {
+    if (event_mask_.load(std::memory_order_relaxed) & static_cast<event_mask>(event_kind::ignored))
+      on_outcome(outcome::ignored, nanos::zero());
+    core_.release(p);
   }
 
   /// A call was refused.
@@ -188,26 +198,25 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // ---- observability -----------------------------------------------------
 
   std::uint64_t listen(event_mask mask, event_listener fn, asio::any_io_executor ex) {
-    auto entry = listener_entry{0, mask, std::make_shared<const event_listener>(std::move(fn)),
-                                std::move(ex)};
     static std::atomic<std::uint64_t> next_id{1};  // ids unique across breakers
-    entry.id = next_id.fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+    auto entry = listener_entry{id, mask, std::move(fn), std::move(ex)};
     spin_guard g(metrics_lock_);
     extras_type& x = extras();
-    auto next = x.listeners ? std::make_shared<std::vector<listener_entry>>(*x.listeners)
-                            : std::make_shared<std::vector<listener_entry>>();
-    const std::uint64_t entry_id = entry.id;
-    next->push_back(std::move(entry));
+    auto next = std::make_shared<listener_set>();
+    next->name = x.name;
+    if (x.listeners) next->entries = x.listeners->entries;
+    next->entries.push_back(std::move(entry));
     x.listeners = std::move(next);
     recompute_mask();
-    return entry_id;
+    return id;
   }
 
   void unlisten(std::uint64_t id) {
     spin_guard g(metrics_lock_);
     if (!extras_ || !extras_->listeners) return;
-    auto next = std::make_shared<std::vector<listener_entry>>(*extras_->listeners);
-    std::erase_if(*next, [id](const listener_entry& e) { return e.id == id; });
+    auto next = std::make_shared<listener_set>(*extras_->listeners);
+    std::erase_if(next->entries, [id](const listener_entry& e) { return e.id == id; });
     extras_->listeners = std::move(next);
     recompute_mask();
   }
@@ -237,6 +246,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       return r;
     }
     const history_type& h = *history_;
+    r.state = h.current;  // consistent with the times below
     r.time_in_state = h.time_in_state;
     r.time_in_state[static_cast<std::size_t>(h.current)] +=
         std::chrono::duration_cast<nanos>(now - h.since);
@@ -253,15 +263,24 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   struct listener_entry {
     std::uint64_t id;
     event_mask mask;
-    std::shared_ptr<const event_listener> fn;
+    event_listener fn;
     asio::any_io_executor executor;
+  };
+
+  // The listeners, replaced as a whole when one is added or removed (so that a
+  // snapshot is a pointer copy). A posted event holds its set, which holds the
+  // name its `breaker` view points to: the event outlives neither, and holds
+  // nothing of the breaker.
+  struct listener_set {
+    std::string name;
+    std::vector<listener_entry> entries;
   };
 
   // What not every breaker needs, allocated on first use (56 bytes: a named
   // breaker stays under 1 KiB).
   struct extras_type {
     std::string name;
-    std::shared_ptr<const std::vector<listener_entry>> listeners;
+    std::shared_ptr<const listener_set> listeners;
     std::unique_ptr<timer_type> stuck_timer;  // when `recovery_window` is set
   };
 
@@ -288,26 +307,37 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   void recompute_mask() noexcept {  // under metrics_lock_
     event_mask m = 0;
     if (extras_ && extras_->listeners)
-      for (const auto& e : *extras_->listeners) m |= e.mask;
+      for (const auto& e : extras_->listeners->entries) m |= e.mask;
     event_mask_.store(m, std::memory_order_relaxed);
   }
 
-  // Posts `e` to every listener that wants it. Under metrics_lock_ or not.
-  void emit_locked(breaker_event e) noexcept {
-    if (!extras_ || !extras_->listeners) return;
-    e.breaker = extras_->name;
+  // Posts `e` to every listener of `set` that wants it.
+  static void post_to(const std::shared_ptr<const listener_set>& set, breaker_event e) noexcept {
+    if (!set) return;
+    e.breaker = set->name;
     e.when = std::chrono::system_clock::now();
-    for (const auto& l : *extras_->listeners) {
+    for (const listener_entry& l : set->entries) {
       if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
       try {
-        asio::post(l.executor, [self = this->shared_from_this(), fn = l.fn, e] { (*fn)(e); });
-      } catch (...) {  // out of memory, or the breaker is being destroyed: drop the event
+        asio::post(l.executor, [set, &l, e] { l.fn(e); });
+      } catch (...) {  // out of memory: drop the event
       }
     }
   }
+  // Under metrics_lock_: transitions and stuck-open are posted under the lock
+  // that orders them, so that listeners see them in order (`asio::post` never
+  // runs a handler inline).
+  void emit_locked(const breaker_event& e) noexcept {
+    if (extras_) post_to(extras_->listeners, e);
+  }
+  // Calls and rejections: the lock only to copy the set's pointer.
   void emit(const breaker_event& e) noexcept {
-    spin_guard g(metrics_lock_);
-    emit_locked(e);
+    std::shared_ptr<const listener_set> set;
+    {
+      spin_guard g(metrics_lock_);
+      if (extras_) set = extras_->listeners;
+    }
+    post_to(set, e);
   }
 
   void on_outcome(outcome o, nanos elapsed) noexcept {
@@ -324,8 +354,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // Under the core's lock, in generation order: time in state, transition
   // counts, the stuck-open timer, and the transition event.
   void on_transition(const transition& t) noexcept override {
-    const time_point now = Clock::now();
     spin_guard g(metrics_lock_);
+    // Read under the lock that metrics() reads it under: time in state never
+    // goes backwards between two snapshots.
+    const time_point now = Clock::now();
     if (!history_) {
       try {
         history_ = std::make_unique<history_type>();
@@ -414,7 +446,7 @@ class call_scope {
       : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
   call_scope& operator=(call_scope&&) = delete;
   ~call_scope() {
-    if (p_) b_->core().release(p_);
+    if (p_) b_->abandon(p_);
   }
 
   void finish(outcome o) noexcept {

@@ -62,7 +62,10 @@ struct breaker_metrics {
   std::uint64_t ignored = 0;
   std::uint64_t slow = 0;
   std::uint64_t rejected = 0;
-  // The current window (the CLOSED window; as it was when the breaker opened).
+  // The current window: calls recorded since the breaker last entered CLOSED or
+  // METRICS_ONLY, as far as the window reaches (a time window keeps ageing
+  // while the breaker is open; a count window keeps its last calls). DISABLED
+  // keeps no window.
   std::uint64_t window_calls = 0;
   std::uint64_t window_failures = 0;
   std::uint64_t window_slow = 0;
@@ -78,7 +81,8 @@ struct breaker_metrics {
   /// Time since the breaker last left CLOSED (0 when CLOSED, DISABLED or
   /// METRICS_ONLY).
   std::chrono::nanoseconds not_closed_for{};
-  /// `recovery_window` is set and `not_closed_for` reached it.
+  /// `recovery_window` is set and `not_closed_for` reached it: the breaker
+  /// stayed OPEN, or kept reopening, or was FORCED_OPEN, for that long.
   bool stuck_open = false;
 };
 
@@ -91,8 +95,8 @@ struct breaker_metrics {
 /// | `levee_slow_calls_total` | counter | |
 /// | `levee_rejected_calls_total` | counter | |
 /// | `levee_state` | gauge (1 for the current state, 0 for the others) | `state` |
-/// | `levee_failure_rate` | gauge, 0..1 | |
-/// | `levee_slow_call_rate` | gauge, 0..1 | |
+/// | `levee_failure_ratio` | gauge, 0..1 | |
+/// | `levee_slow_call_ratio` | gauge, 0..1 | |
 /// | `levee_window_calls` | gauge | |
 /// | `levee_state_seconds_total` | counter | `state` |
 /// | `levee_transitions_total` | counter | `from`, `to` |

@@ -26,7 +26,8 @@ struct registry_options {
   /// gave its key others.
   breaker_options defaults = {};
   /// A breaker that is CLOSED, unused by anyone but the registry, and not asked
-  /// for by `get` for this long is evicted. Zero: never. >= 0.
+  /// for by `get` for this long is evicted (never sooner; up to a 64th of it
+  /// later, see `basic_breaker_registry`). Zero: never. >= 0.
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
 };
 
@@ -50,7 +51,13 @@ struct string_hash {
 /// sweeps at most once per quarter of `idle_timeout`, and `evict_idle` sweeps
 /// on demand. A breaker is evicted only when it is CLOSED (an open breaker
 /// remembers something worth keeping), no caller holds it, and nobody asked
-/// for it for `idle_timeout`.
+/// for it for `idle_timeout`. `get` writes the time of use only when it moved
+/// by more than `idle_timeout / 64` (a shared write on every `get` would be
+/// contended), so an eviction may come up to that much later, never sooner.
+///
+/// A breaker the registry replaces (`set_options`, `remove`, eviction) starts
+/// from zero: its counters restart (Prometheus sees a counter reset) and its
+/// listeners stay with the old one.
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = detail::wait_traits_of_t<Clock>>
 class basic_breaker_registry {
@@ -158,9 +165,9 @@ class basic_breaker_registry {
 
   // Avoids writing the shared timestamp on every get: only when it moved by
   // more than a 64th of the idle timeout.
+  std::int64_t slack() const noexcept { return options_.idle_timeout.count() / 64; }
   std::shared_ptr<breaker_type> touch(entry& e, std::int64_t t) {
-    const std::int64_t slack = options_.idle_timeout.count() / 64;
-    if (t - e.last_used.load(std::memory_order_relaxed) > slack)
+    if (t - e.last_used.load(std::memory_order_relaxed) > slack())
       e.last_used.store(t, std::memory_order_relaxed);
     return e.breaker;
   }
@@ -185,8 +192,9 @@ class basic_breaker_registry {
       std::unique_lock g(mutex_);
       for (auto it = entries_.begin(); it != entries_.end();) {
         entry& e = it->second;
-        const bool idle =
-            t - e.last_used.load(std::memory_order_relaxed) >= options_.idle_timeout.count();
+        // last_used may lag the last get by up to `slack`: count it in.
+        const bool idle = t - e.last_used.load(std::memory_order_relaxed) >=
+                          options_.idle_timeout.count() + slack();
         if (idle && e.breaker.use_count() == 1 && e.breaker->state() == circuit_state::closed) {
           evicted.push_back(std::move(e.breaker));
           it = entries_.erase(it);

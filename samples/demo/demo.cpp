@@ -37,11 +37,14 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 namespace asio = boost::asio;
 namespace http = levee::http;
@@ -149,27 +152,32 @@ struct mode_result {
 
 // ---- /metrics ---------------------------------------------------------------
 
-/// Serves the current mode's Prometheus exposition at /metrics on 127.0.0.1,
-/// on the agent's io_context, until `stop`.
+/// Serves the current mode's Prometheus exposition at /metrics on 127.0.0.1.
+/// The socket listens from construction to the end of the program (a scrape
+/// between two modes waits in the backlog); each mode serves it on its own
+/// io_context, between `start` and `stop`.
 class metrics_endpoint {
  public:
-  explicit metrics_endpoint(std::uint16_t port) : port_(port) {}
+  explicit metrics_endpoint(std::uint16_t port) {
+    asio::ip::tcp::acceptor acceptor(home_);
+    const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port);
+    acceptor.open(at.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(at);
+    acceptor.listen();
+    port_ = acceptor.local_endpoint().port();
+    socket_ = acceptor.release();
+  }
+  ~metrics_endpoint() { ::close(socket_); }
 
   void start(asio::io_context& ioc, std::function<std::string()> text) {
     text_ = std::move(text);
-    acceptor_.emplace(ioc);
-    const asio::ip::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port_);
-    acceptor_->open(at.protocol());
-    acceptor_->set_option(asio::socket_base::reuse_address(true));
-    acceptor_->bind(at);
-    acceptor_->listen();
-    port_ = acceptor_->local_endpoint().port();
+    acceptor_.emplace(ioc, asio::ip::tcp::v4(), socket_);
     asio::co_spawn(ioc, serve(), asio::detached);
   }
 
-  void stop() {
-    boost::system::error_code ignored;
-    if (acceptor_) acceptor_->close(ignored);
+  void stop() {  // the pending accept ends; the socket stays open for the next mode
+    if (acceptor_) acceptor_->release();
   }
 
   std::uint16_t port() const { return port_; }
@@ -199,6 +207,8 @@ class metrics_endpoint {
     }
   }
 
+  asio::io_context home_;  // only to open the socket
+  asio::ip::tcp::acceptor::native_handle_type socket_;
   std::uint16_t port_;
   std::function<std::string()> text_;
   std::optional<asio::ip::tcp::acceptor> acceptor_;
@@ -716,13 +726,11 @@ int main(int argc, char** argv) {
   std::cout << "\n\n";
 
   metrics_endpoint endpoint(s.metrics_port);
+  std::cout << "metrics served at http://127.0.0.1:" << endpoint.port()
+            << "/metrics while it runs\n\n"
+            << std::flush;
   std::vector<mode_result> results;
-  for (const auto& mode : s.modes) {
-    results.push_back(run(s, mode, schedule, &endpoint).go());
-    if (results.size() == 1) {
-      std::cerr << "  (metrics served at http://127.0.0.1:" << endpoint.port() << "/metrics)\n";
-    }
-  }
+  for (const auto& mode : s.modes) results.push_back(run(s, mode, schedule, &endpoint).go());
 
   print_tables(schedule, results);
 

@@ -38,13 +38,16 @@ using nanos = std::chrono::nanoseconds;
 /// Trivially copyable; an empty permit is a rejection.
 class permit {
  public:
-  enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2 };
+  /// `untracked`: admitted while DISABLED, counted by outcome but kept out of
+  /// the window.
+  enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2, untracked = 3 };
 
   permit() noexcept = default;
   permit(std::uint64_t generation, kind_type kind) noexcept : bits_(generation << 2 | kind) {}
 
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
+  bool is_untracked() const noexcept { return (bits_ & 3) == untracked; }
   /// The generation of the state the call was admitted in.
   std::uint64_t generation() const noexcept { return bits_ >> 2; }
 
@@ -320,6 +323,7 @@ inline permit breaker_core::try_acquire() noexcept {
         }
         break;
       case circuit_state::disabled:
+        return permit(generation_of(w), permit::untracked);
       case circuit_state::metrics_only:
         return permit(generation_of(w), permit::closed_call);
       case circuit_state::open:
@@ -344,6 +348,11 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   shard& s = my_shard();
   if (o == outcome::ignored) {
     s.ignored.bump();
+    return {};
+  }
+  if (p.is_untracked()) {
+    (o == outcome::failure ? s.failures : s.successes).bump();
+    if (slow) s.slow.bump();
     return {};
   }
   const bool failed = o == outcome::failure;

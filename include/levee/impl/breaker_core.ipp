@@ -188,6 +188,8 @@ std::uint64_t breaker_core::open_streak() const noexcept {
 }
 
 transition breaker_core::trip(std::uint64_t generation, transition_reason why) noexcept {
+  // METRICS_ONLY keeps a window over the threshold: no lock for every failure.
+  if (state_of(state_.load(std::memory_order_acquire)) != circuit_state::closed) return {};
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::closed || generation_of(w) != generation) return {};

@@ -100,13 +100,13 @@ void write_prometheus(std::ostream& out, const std::vector<named_metrics>& break
            for (const auto s : all_states)
              sample("levee_state", l + ",state=\"" + to_string(s) + '"', m.state == s ? "1" : "0");
          });
-  family("levee_failure_rate", "gauge", "Failures over calls in the current window (0 to 1).",
+  family("levee_failure_ratio", "gauge", "Failures over calls in the current window (0 to 1).",
          [&](const breaker_metrics& m, const std::string& l) {
-           sample("levee_failure_rate", l, number(m.failure_rate));
+           sample("levee_failure_ratio", l, number(m.failure_rate));
          });
-  family("levee_slow_call_rate", "gauge", "Slow calls over calls in the current window (0 to 1).",
+  family("levee_slow_call_ratio", "gauge", "Slow calls over calls in the current window (0 to 1).",
          [&](const breaker_metrics& m, const std::string& l) {
-           sample("levee_slow_call_rate", l, number(m.slow_call_rate));
+           sample("levee_slow_call_ratio", l, number(m.slow_call_rate));
          });
   family("levee_window_calls", "gauge", "Calls in the current window.",
          [&](const breaker_metrics& m, const std::string& l) {
