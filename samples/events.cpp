@@ -1,6 +1,6 @@
 // Events: the seed's log messages, from the breaker's event API.
 //
-//   Circuit breaker OPENED at 2026-11-27 14:03:07 (failure_rate)
+//   Circuit breaker OPENED at 2026-11-27 14:03:07 UTC (failure_rate)
 //   Circuit breaker entering HALF_OPEN (testing recovery)
 //   Circuit breaker CLOSED (recovery confirmed)
 //
