@@ -33,6 +33,12 @@ struct tally {
 
 enum class result_kind { success, failure, cancelled };
 
+asio::awaitable<std::tuple<boost::system::error_code, int>> finished(bool fail) {
+  co_return std::tuple(
+      fail ? make_error_code(boost::system::errc::connection_reset) : boost::system::error_code(),
+      1);
+}
+
 // The downstream: decides its own outcome, sometimes suspends so that calls
 // interleave across the two threads, and moves virtual time forward.
 asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(breaker& cb, tally& t,
@@ -273,13 +279,15 @@ TEST_CASE("stress: events, metrics and listeners while calls run on two threads"
   auto guard = asio::make_work_guard(timer_ioc);
   std::thread timer_thread([&] { timer_ioc.run(); });
   levee::circuit_breaker cb(timer_ioc,
-                            {.failure_rate_threshold = 0.3, .minimum_calls = 5,
+                            {.failure_rate_threshold = 0.3,
+                             .minimum_calls = 5,
                              .open_duration = std::chrono::microseconds(50)},
                             "stress");
   asio::io_context events_ioc(1);  // run once the calls are done
   std::map<levee::event_kind, std::uint64_t> seen;
-  cb.listen(levee::all_events, [&](const levee::breaker_event& e) { ++seen[e.kind]; },
-            events_ioc.get_executor());
+  cb.listen(
+      levee::all_events, [&](const levee::breaker_event& e) { ++seen[e.kind]; },
+      events_ioc.get_executor());
 
   constexpr int per_thread = 20000;
   auto worker = [&](int seed) {
@@ -289,12 +297,7 @@ TEST_CASE("stress: events, metrics and listeners while calls run on two threads"
         [&]() -> asio::awaitable<void> {
           for (int i = 0; i < per_thread; ++i) {
             const bool fail = (i * 7 + seed) % 3 == 0;
-            auto [ec, v] = co_await cb([fail]() -> asio::awaitable<
-                                                    std::tuple<boost::system::error_code, int>> {
-              co_return std::tuple(fail ? make_error_code(boost::system::errc::connection_reset)
-                                        : boost::system::error_code(),
-                                   1);
-            }());
+            auto [ec, v] = co_await cb(finished(fail));
             (void)ec;
             (void)v;
           }
@@ -309,8 +312,8 @@ TEST_CASE("stress: events, metrics and listeners while calls run on two threads"
     bool monotonic = true;
     asio::io_context scratch(1);
     while (!done.load()) {
-      const auto id = cb.listen(levee::transition_events, [](const levee::breaker_event&) {},
-                                scratch.get_executor());
+      const auto id = cb.listen(
+          levee::transition_events, [](const levee::breaker_event&) {}, scratch.get_executor());
       const levee::breaker_metrics m = cb.metrics();
       std::chrono::nanoseconds total{};
       for (auto t : m.time_in_state) total += t;
