@@ -661,8 +661,9 @@ class basic_circuit_breaker {
   /// `metrics_only`. No timer: it stays open until told otherwise.
   void force_open() noexcept { impl_->apply(impl_->core().set_state(circuit_state::forced_open)); }
 
-  /// DISABLED ("force closed"): every call runs; outcomes are counted; the
-  /// breaker never opens.
+  /// DISABLED ("force closed"): every call runs; outcomes are counted by
+  /// outcome but kept out of the window (the rates stay at 0); the breaker
+  /// never opens.
   void disable() noexcept { impl_->apply(impl_->core().set_state(circuit_state::disabled)); }
 
   /// METRICS_ONLY: every call runs; outcomes go into the window and the

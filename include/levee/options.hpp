@@ -16,7 +16,7 @@ enum class circuit_state : std::uint8_t {
   half_open = 2,  ///< at most `half_open_probes` calls run as probes; others are rejected
   // Manual control (see basic_circuit_breaker::force_open and friends):
   forced_open = 3,   ///< every call is rejected until an operator says otherwise
-  disabled = 4,      ///< every call runs; outcomes are counted, the breaker never opens
+  disabled = 4,      ///< every call runs; outcomes are counted, no window is kept, it never opens
   metrics_only = 5,  ///< every call runs; outcomes go into the window and the metrics,
                      ///< the breaker never opens
 };
