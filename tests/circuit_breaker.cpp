@@ -372,6 +372,27 @@ TEST_CASE("an idle closed breaker leaves no pending work: run() returns") {
   CHECK(cb.state() == circuit_state::closed);
 }
 
+TEST_CASE("reset out of OPEN, and recovery, leave no pending timer: run() returns") {
+  // Real time, with timers of an hour: run() returns at once only if both the
+  // open timer and the stuck-open timer were cancelled.
+  asio::io_context ioc;
+  levee::circuit_breaker cb(ioc.get_executor(),
+                            {.minimum_calls = 1, .open_duration = 1h, .recovery_window = 1h});
+  auto fail = []() -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+    co_return std::tuple(make_error_code(boost::system::errc::connection_reset), 0);
+  };
+  asio::co_spawn(ioc, cb(fail()), asio::detached);
+  ioc.poll();
+  REQUIRE(cb.state() == circuit_state::open);
+  cb.reset();
+  const auto start = std::chrono::steady_clock::now();
+  ioc.restart();
+  ioc.run_for(5s);  // bounded: the hour-long timers would keep it to 5 s
+  CHECK(ioc.stopped());
+  CHECK(std::chrono::steady_clock::now() - start < 4s);
+  CHECK(cb.state() == circuit_state::closed);
+}
+
 TEST_CASE("a breaker takes a strand as its executor") {
   asio::io_context ioc;
   auto strand = asio::make_strand(ioc);

@@ -192,7 +192,12 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   }
 
   void apply(const transition& t) noexcept {
-    if (t && t.to == circuit_state::open) arm(t.generation, t.open_for);
+    if (!t) return;
+    if (t.to == circuit_state::open) {
+      arm(t.generation, t.open_for);
+    } else if (t.reason == transition_reason::manual) {
+      disarm(t.generation);  // out of OPEN by hand: the open timer has nothing left to do
+    }
   }
 
   // ---- observability -----------------------------------------------------
@@ -375,6 +380,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (closed_like(t.from) && !closed_like(t.to)) {
       h.left_closed = now;
       if (options_.recovery_window > nanos::zero()) arm_stuck(now);
+    } else if (!closed_like(t.from) && closed_like(t.to) && extras_ && extras_->stuck_timer) {
+      extras_->stuck_timer->cancel();  // recovered: a closed breaker leaves no pending work
     }
     if (event_mask_.load(std::memory_order_relaxed) &
         static_cast<event_mask>(event_kind::transition)) {
@@ -416,20 +423,35 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   // Arms the open timer. Serialised by `timer_lock_`: a transition to OPEN can
   // come from any thread that completes a call.
+  // `timer_generation_` keeps a late arm or disarm (another thread's, for an
+  // older transition) from undoing a newer one.
   void arm(std::uint64_t generation, nanos open_for) noexcept {
     spin_guard g(timer_lock_);
+    if (older(generation)) return;
+    timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
       if (auto self = weak.lock()) self->apply(self->core_.open_elapsed(generation));
     });
   }
+  void disarm(std::uint64_t generation) noexcept {
+    spin_guard g(timer_lock_);
+    if (older(generation) || static_cast<std::uint32_t>(generation) == timer_generation_) return;
+    timer_generation_ = static_cast<std::uint32_t>(generation);
+    timer_.cancel();
+  }
+  bool older(std::uint64_t generation) const noexcept {  // than the timer's, under timer_lock_
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(generation) - timer_generation_) <
+           0;
+  }
 
   breaker_options options_;
   breaker_core core_;
-  spinlock timer_lock_;
+  spinlock timer_lock_;            // timer_, timer_generation_
   mutable spinlock metrics_lock_;  // history_, extras_ (and so listeners)
   std::atomic<event_mask> event_mask_{0};
+  std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
   timer_type timer_;
   time_point created_;
   std::unique_ptr<history_type> history_;
