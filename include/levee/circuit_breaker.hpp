@@ -313,7 +313,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     event_mask m = 0;
     if (extras_ && extras_->listeners)
       for (const auto& e : extras_->listeners->entries) m |= e.mask;
-    event_mask_.store(m, std::memory_order_relaxed);
+    static_assert(all_events <= 0xff, "event_mask_ holds every kind in a byte");
+    event_mask_.store(static_cast<std::uint8_t>(m), std::memory_order_relaxed);
   }
 
   // Posts `e` to every listener of `set` that wants it.
@@ -448,10 +449,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   breaker_options options_;
   breaker_core core_;
-  spinlock timer_lock_;            // timer_, timer_generation_
-  mutable spinlock metrics_lock_;  // history_, extras_ (and so listeners)
-  std::atomic<event_mask> event_mask_{0};
-  std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
+  spinlock timer_lock_;                      // timer_, timer_generation_
+  mutable spinlock metrics_lock_;            // history_, extras_ (and so listeners)
+  std::atomic<std::uint8_t> event_mask_{0};  // an event_mask (a byte: next to the locks)
+  std::uint32_t timer_generation_ = 0;       // low bits; compared modulo 2^32
   timer_type timer_;
   time_point created_;
   std::unique_ptr<history_type> history_;

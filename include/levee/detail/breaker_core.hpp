@@ -48,6 +48,8 @@ class permit {
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
   bool is_untracked() const noexcept { return (bits_ & 3) == untracked; }
+  /// A probe or an untracked call: one test for both on the hot path.
+  bool is_special() const noexcept { return (bits_ & 2) != 0; }
   /// The generation of the state the call was admitted in.
   std::uint64_t generation() const noexcept { return bits_ >> 2; }
 
@@ -233,6 +235,7 @@ class breaker_core {
   std::int64_t bucket_index(shard& s, nanos now) const noexcept;
 
   // Slow paths (impl/breaker_core.ipp).
+  transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
   transition record_count_window(permit p, bool failed, bool slow) noexcept;
   transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
@@ -344,15 +347,10 @@ inline std::int64_t breaker_core::bucket_index(shard& s, nanos now) const noexce
 inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
   if (!p) return {};
   const bool slow = slow_ns_ > 0 && elapsed.count() >= slow_ns_ && o != outcome::ignored;
-  if (p.is_probe()) return complete_probe(p, o, slow);
+  if (p.is_special()) return complete_special(p, o, slow);
   shard& s = my_shard();
   if (o == outcome::ignored) {
     s.ignored.bump();
-    return {};
-  }
-  if (p.is_untracked()) {
-    (o == outcome::failure ? s.failures : s.successes).bump();
-    if (slow) s.slow.bump();
     return {};
   }
   const bool failed = o == outcome::failure;

@@ -123,6 +123,18 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
   return {};
 }
 
+transition breaker_core::complete_special(permit p, outcome o, bool slow) noexcept {
+  if (p.is_probe()) return complete_probe(p, o, slow);
+  shard& s = my_shard();  // untracked (DISABLED): counted by outcome, no window
+  if (o == outcome::ignored) {
+    s.ignored.bump();
+  } else {
+    (o == outcome::failure ? s.failures : s.successes).bump();
+    if (slow) s.slow.bump();
+  }
+  return {};
+}
+
 transition breaker_core::record_count_window(permit p, bool failed, bool slow) noexcept {
   count_ring& c = *count_;
   window_totals t;
