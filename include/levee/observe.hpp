@@ -106,6 +106,9 @@ struct breaker_metrics {
 ///
 /// Label values are escaped as the format requires. Families and samples come
 /// out in a stable order (the order of `breakers`, then the enum orders).
+/// Names must be unique (a registry's keys are): two breakers with one name
+/// would make duplicate series. A `levee_transitions_total` series appears at
+/// the first transition of its pair.
 struct named_metrics {
   std::string name;
   breaker_metrics metrics;
