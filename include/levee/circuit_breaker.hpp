@@ -205,7 +205,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   std::uint64_t listen(event_mask mask, event_listener fn, asio::any_io_executor ex) {
     static std::atomic<std::uint64_t> next_id{1};  // ids unique across breakers
     const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
-    auto entry = listener_entry{id, mask, std::move(fn), std::move(ex)};
+    auto entry = listener_entry{id, mask, std::make_shared<const event_listener>(std::move(fn)),
+                                std::move(ex)};
     spin_guard g(metrics_lock_);
     extras_type& x = extras();
     auto next = std::make_shared<listener_set>();
@@ -268,7 +269,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   struct listener_entry {
     std::uint64_t id;
     event_mask mask;
-    event_listener fn;
+    std::shared_ptr<const event_listener> fn;  // shared: listen/unlisten copy no callable
     asio::any_io_executor executor;
   };
 
@@ -325,25 +326,22 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     for (const listener_entry& l : set->entries) {
       if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
       try {
-        asio::post(l.executor, [set, &l, e] { l.fn(e); });
+        asio::post(l.executor, [set, &l, e] { (*l.fn)(e); });
       } catch (...) {  // out of memory: drop the event
       }
     }
   }
-  // Under metrics_lock_: transitions and stuck-open are posted under the lock
-  // that orders them, so that listeners see them in order (`asio::post` never
-  // runs a handler inline).
+  // Under metrics_lock_: events are posted under the lock that orders
+  // transitions and guards the listener set, so that listeners see transitions
+  // in order and no event reaches a listener whose `unlisten` returned
+  // (`asio::post` never runs a handler inline). Only when some listener wants
+  // the kind.
   void emit_locked(const breaker_event& e) noexcept {
     if (extras_) post_to(extras_->listeners, e);
   }
-  // Calls and rejections: the lock only to copy the set's pointer.
   void emit(const breaker_event& e) noexcept {
-    std::shared_ptr<const listener_set> set;
-    {
-      spin_guard g(metrics_lock_);
-      if (extras_) set = extras_->listeners;
-    }
-    post_to(set, e);
+    spin_guard g(metrics_lock_);
+    emit_locked(e);
   }
 
   void on_outcome(outcome o, nanos elapsed) noexcept {

@@ -166,9 +166,13 @@ class basic_breaker_registry {
   // Avoids writing the shared timestamp on every get: only when it moved by
   // more than a 64th of the idle timeout.
   std::int64_t slack() const noexcept { return options_.idle_timeout.count() / 64; }
+  // Only ever raises the time (a CAS), so a get with an older `t` racing a
+  // newer one cannot move it back.
   std::shared_ptr<breaker_type> touch(entry& e, std::int64_t t) {
-    if (t - e.last_used.load(std::memory_order_relaxed) > slack())
-      e.last_used.store(t, std::memory_order_relaxed);
+    std::int64_t last = e.last_used.load(std::memory_order_relaxed);
+    while (t - last > slack() &&
+           !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
+    }
     return e.breaker;
   }
 

@@ -168,7 +168,9 @@ class metrics_endpoint {
     port_ = acceptor.local_endpoint().port();
     socket_ = acceptor.release();
   }
-  ~metrics_endpoint() { ::close(socket_); }
+  ~metrics_endpoint() {
+    if (!acceptor_) ::close(socket_);  // else the acceptor owns it and closes it
+  }
 
   void start(asio::io_context& ioc, std::function<std::string()> text) {
     text_ = std::move(text);
@@ -177,7 +179,9 @@ class metrics_endpoint {
   }
 
   void stop() {  // the pending accept ends; the socket stays open for the next mode
-    if (acceptor_) acceptor_->release();
+    if (!acceptor_) return;
+    acceptor_->release();
+    acceptor_.reset();  // before its io_context goes
   }
 
   std::uint16_t port() const { return port_; }

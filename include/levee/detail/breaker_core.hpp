@@ -198,8 +198,11 @@ class breaker_core {
     std::uint32_t slow;
   };
 
-  // A counter written only under its shard's lock (a plain load and store, no
-  // read-modify-write), or with `fetch_add` where no lock is held.
+  // A counter written either always under its shard's lock (`bump_locked`: a
+  // plain load and store, no read-modify-write) or always with `fetch_add`
+  // (`bump`), never both: a `fetch_add` between the load and the store would
+  // be lost. successes, failures and slow: locked (`count`); ignored and
+  // rejected: `fetch_add`.
   struct counter {
     std::atomic<std::uint64_t> value{0};
     void bump_locked() noexcept {
@@ -228,6 +231,12 @@ class breaker_core {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
   shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
+  // Counts a finished call outside the time window's locked section.
+  static void count(shard& s, bool failed, bool slow) noexcept {
+    spin_guard g(s.lock);
+    (failed ? s.failures : s.successes).bump_locked();
+    if (slow) s.slow.bump_locked();
+  }
 
   // Time window, called with the shard locked.
   std::uint32_t advance(shard& s, std::int64_t index) noexcept;
@@ -356,14 +365,12 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   const bool failed = o == outcome::failure;
   if (consecutive_limit_ != 0) {
     if (transition t = note_consecutive(p, failed)) {
-      (failed ? s.failures : s.successes).bump();
-      if (slow) s.slow.bump();
+      count(s, failed, slow);
       return t;
     }
   }
   if (kind_ == window_kind::count) {
-    (failed ? s.failures : s.successes).bump();
-    if (slow) s.slow.bump();
+    count(s, failed, slow);
     return record_count_window(p, failed, slow);
   }
 

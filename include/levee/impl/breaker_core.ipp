@@ -129,8 +129,7 @@ transition breaker_core::complete_special(permit p, outcome o, bool slow) noexce
   if (o == outcome::ignored) {
     s.ignored.bump();
   } else {
-    (o == outcome::failure ? s.failures : s.successes).bump();
-    if (slow) s.slow.bump();
+    count(s, o == outcome::failure, slow);
   }
   return {};
 }
@@ -226,18 +225,11 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
 
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
   shard& s = my_shard();
-  switch (o) {
-    case outcome::success:
-      s.successes.bump();
-      break;
-    case outcome::failure:
-      s.failures.bump();
-      break;
-    case outcome::ignored:
-      s.ignored.bump();
-      break;
+  if (o == outcome::ignored) {
+    s.ignored.bump();
+  } else {
+    count(s, o == outcome::failure, slow);
   }
-  if (slow) s.slow.bump();
 
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
