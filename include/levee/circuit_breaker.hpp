@@ -318,9 +318,14 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     event_mask_.store(static_cast<std::uint8_t>(m), std::memory_order_relaxed);
   }
 
-  // Posts `e` to every listener of `set` that wants it.
-  static void post_to(const std::shared_ptr<const listener_set>& set, breaker_event e) noexcept {
-    if (!set) return;
+  // Under metrics_lock_: events are posted under the lock that orders
+  // transitions and guards the listener set, so that listeners see transitions
+  // in order and no event reaches a listener whose `unlisten` returned
+  // (`asio::post` never runs a handler inline). Only when some listener wants
+  // the kind.
+  void emit_locked(breaker_event e) noexcept {
+    if (!extras_ || !extras_->listeners) return;
+    const std::shared_ptr<const listener_set>& set = extras_->listeners;
     e.breaker = set->name;
     e.when = std::chrono::system_clock::now();
     for (const listener_entry& l : set->entries) {
@@ -330,14 +335,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       } catch (...) {  // out of memory: drop the event
       }
     }
-  }
-  // Under metrics_lock_: events are posted under the lock that orders
-  // transitions and guards the listener set, so that listeners see transitions
-  // in order and no event reaches a listener whose `unlisten` returned
-  // (`asio::post` never runs a handler inline). Only when some listener wants
-  // the kind.
-  void emit_locked(const breaker_event& e) noexcept {
-    if (extras_) post_to(extras_->listeners, e);
   }
   void emit(const breaker_event& e) noexcept {
     spin_guard g(metrics_lock_);

@@ -47,7 +47,6 @@ class permit {
 
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
-  bool is_untracked() const noexcept { return (bits_ & 3) == untracked; }
   /// A probe or an untracked call: one test for both on the hot path.
   bool is_special() const noexcept { return (bits_ & 2) != 0; }
   /// The generation of the state the call was admitted in.

@@ -123,15 +123,15 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
   return {};
 }
 
+// A probe, or an untracked call (DISABLED: counted by outcome, no window).
 transition breaker_core::complete_special(permit p, outcome o, bool slow) noexcept {
-  if (p.is_probe()) return complete_probe(p, o, slow);
-  shard& s = my_shard();  // untracked (DISABLED): counted by outcome, no window
+  shard& s = my_shard();
   if (o == outcome::ignored) {
     s.ignored.bump();
   } else {
     count(s, o == outcome::failure, slow);
   }
-  return {};
+  return p.is_probe() ? complete_probe(p, o, slow) : transition();
 }
 
 transition breaker_core::record_count_window(permit p, bool failed, bool slow) noexcept {
@@ -223,14 +223,8 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
                  {}});
 }
 
+// The probe's effect on the state; complete_special counted it.
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
-  shard& s = my_shard();
-  if (o == outcome::ignored) {
-    s.ignored.bump();
-  } else {
-    count(s, o == outcome::failure, slow);
-  }
-
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::half_open || generation_of(w) != p.generation()) return {};
