@@ -8,6 +8,8 @@
 
 #include <levee/impl/error.ipp>
 #include <levee/impl/http_classify.ipp>
+#include <levee/impl/http_error.ipp>
+#include <levee/impl/http_response_reader.ipp>
 #include <levee/impl/http_url.ipp>
 #include <levee/impl/retry.ipp>
 #include <levee/impl/retry_budget.ipp>

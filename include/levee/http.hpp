@@ -3,4 +3,5 @@
 
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/error.hpp>
 #include <levee/http/guarded.hpp>

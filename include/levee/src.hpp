@@ -7,6 +7,9 @@
 #include <levee/impl/error.ipp>
 #include <levee/impl/http_classify.ipp>
 #include <levee/impl/http_client.ipp>
+#include <levee/impl/http_error.ipp>
+#include <levee/impl/http_resolver.ipp>
+#include <levee/impl/http_response_reader.ipp>
 #include <levee/impl/http_url.ipp>
 #include <levee/impl/observe.ipp>
 #include <levee/impl/options.ipp>

@@ -1,4 +1,4 @@
-// levee: an HTTP/1.1 client over Beast, made to be guarded.
+// levee: an HTTP/1.1 client over Beast, plain and TLS, made to be guarded.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -14,6 +14,10 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+
+namespace boost::asio::ssl {
+class context;
+}  // namespace boost::asio::ssl
 
 namespace levee::http {
 
@@ -33,63 +37,126 @@ inline constexpr nothrow_t nothrow{};
 
 /// A client's limits. Plain struct, a default on every member.
 struct client_options {
-  /// Connections per host (host and port), open or opening. >= 1. A request
-  /// that finds them all busy waits, first come first served, within its
-  /// deadline.
+  /// Connections per origin (scheme, host and port), open or opening. In
+  /// [1, 100000]. A request that finds them all busy waits, first come first
+  /// served, within its deadline.
   std::size_t max_connections_per_host = 64;
   /// Deadline of one request, covering everything: the wait for a pooled
-  /// connection, resolve, connect, write and read. > 0. A request past its
-  /// deadline ends with `boost::beast::error::timeout`.
+  /// connection, name resolution, connect, the TLS handshake, write and read.
+  /// > 0; `nanoseconds::max()` (or anything beyond the clock's range) means
+  /// no deadline. A request past its deadline ends with
+  /// `boost::beast::error::timeout`.
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
   /// Largest response body accepted; a larger one ends the request with
   /// `boost::beast::http::error::body_limit`. >= 1.
   std::size_t body_limit = std::size_t{1} << 20;
-  /// Largest response header accepted (`header_limit`). In [64, 1 MiB].
+  /// Largest response header accepted (`header_limit`). In [64, 1 MiB]. The
+  /// read buffer holds at most `header_limit + 64 KiB`: a chunk header line
+  /// (with its extensions) or a trailer section that does not fit ends the
+  /// request with `boost::beast::http::error::buffer_overflow`.
   std::uint32_t header_limit = 8 * 1024;
-  /// A kept-alive connection idle longer than this is closed instead of
-  /// reused. > 0.
+  /// A kept-alive connection idle this long is closed (by a timer that runs
+  /// only while idle connections exist). > 0; `max()` keeps them.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(30);
-  /// The User-Agent header sent when the request has none.
+  /// Idle kept-alive connections over all origins; a connection that would
+  /// be one more is closed instead. In [0, 1000000].
+  std::size_t max_idle_connections = 256;
+  /// The User-Agent header sent when the request has none. No control
+  /// characters.
   std::string user_agent = "levee";
+  /// TLS for `https://` origins. Empty: the client makes a context that
+  /// verifies peers against the system's default trust store (TLS 1.2 or
+  /// later). Give your own to trust a private CA or to present a client
+  /// certificate; the client always adds SNI and checks that the
+  /// certificate names the host, whatever the context says.
+  std::shared_ptr<boost::asio::ssl::context> tls{};
+  /// DNS servers, as c-ares reads them (`"127.0.0.1:5353,[::1]:53"`). Empty:
+  /// the system's (`/etc/hosts`, then `/etc/resolv.conf`).
+  std::string dns_servers{};
 };
 
 /// Throws `std::invalid_argument` naming the first invalid member.
 void validate(const client_options& options);
 
-/// Counters of one client, summed over its hosts.
+/// Counters of one client, summed over its origins.
 struct client_stats {
   std::uint64_t requests = 0;            ///< requests started
   std::uint64_t connections_opened = 0;  ///< TCP connections established
   std::uint64_t connections_reused = 0;  ///< requests served on a kept-alive connection
-  std::size_t connections_open = 0;      ///< open now (busy or idle)
-  std::size_t waiting = 0;               ///< requests waiting for a connection now
-  std::size_t peak_waiting = 0;          ///< most requests ever waiting at once
+  /// Idle connections found closed by the server, or with bytes nobody asked
+  /// for, when taken from the pool: closed, never used.
+  std::uint64_t connections_stale = 0;
+  /// Requests sent again on a new connection after a pooled one failed before
+  /// any byte of a response (the server closed it as the request went out).
+  std::uint64_t retried_on_new_connection = 0;
+  std::size_t connections_open = 0;  ///< open now (busy or idle)
+  std::size_t connections_idle = 0;  ///< idle in the pool now
+  std::size_t origins = 0;           ///< origins with a pool now
+  std::size_t waiting = 0;           ///< requests waiting for a connection now
+  std::size_t peak_waiting = 0;      ///< most requests ever waiting at once
 };
 
-/// An HTTP/1.1 client with a bounded keep-alive pool per host.
+/// `scheme://host[:port]/target` split into its parts (RFC 3986).
+struct url_parts {
+  std::string scheme = "http";  ///< "http" or "https", lower case
+  /// A name (lower case), an IPv4 address, or an IPv6 address without its
+  /// brackets.
+  std::string host;
+  std::uint16_t port = 80;   ///< the scheme's default when the URL has none
+  std::string target = "/";  ///< path and query ("/" when empty); never the fragment
+};
+
+/// Splits `url` (`http[s]://host[:port][/path][?query][#fragment]`): IPv6
+/// literals in brackets, an empty port as the default, a query or fragment
+/// without a path. Everything else, and any space, control or non-ASCII
+/// character, is `levee::http::error::invalid_url` (equal to
+/// `errc::invalid_argument`): percent-encode them.
+boost::system::error_code parse_url(std::string_view url, url_parts& out);
+
+/// The Host header for `origin`: `host`, `[v6]`, with `:port` unless it is the
+/// scheme's default.
+std::string host_header(const url_parts& origin);
+
+/// `levee::http::error::invalid_request` when sending `req` would split or
+/// change it: a target with a space or control character, a method or header
+/// name that is not a token, a header value with CR, LF, NUL or another
+/// control character. The client checks every request this way before
+/// sending anything.
+boost::system::error_code validate_request(const request& req);
+
+/// An HTTP/1.1 client with a bounded keep-alive pool per origin, plain or TLS.
 ///
 /// - Every request has one deadline (`client_options::timeout`, or the
-///   request's own) covering the pool wait, resolve, connect, write and read.
-/// - At most `max_connections_per_host` connections per host; requests beyond
-///   that wait in a FIFO queue, each until its deadline: a waiter gets
-///   `beast::error::timeout`, never waits forever.
+///   request's own) covering the pool wait, resolution (c-ares: no lookup
+///   waits for another, and IP literals never touch the resolver), connect,
+///   the TLS handshake, write and read.
+/// - At most `max_connections_per_host` connections per origin; requests
+///   beyond that wait in a FIFO queue, each until its deadline.
 /// - A connection goes back to the pool only after a complete response that
-///   allows keep-alive; one whose request failed or timed out is closed, never
-///   reused. A request on a reused connection that finds it closed by the
-///   server before any response byte is sent again once on a new connection.
-/// - Malformed input (a bad status line, oversized header or body, an early
-///   close, garbage) ends the request with an error_code; memory stays bounded
-///   by the limits.
+///   allows keep-alive and with nothing after it; one whose request failed or
+///   timed out is closed, never reused. Taken from the pool, a connection the
+///   server closed, or on which bytes arrived while it was idle (a `408`, a
+///   stray response, a TLS alert), is closed unused. An idempotent request on
+///   a pooled connection that fails before any byte of a response is sent
+///   again once, on a new connection.
+/// - Interim responses (`100 Continue`, `103 Early Hints`, any 1xx but 101)
+///   are skipped; a response to HEAD has no body, nor have 204 and 304.
+/// - Malformed input (a bad status line, oversized header, body, chunk header
+///   or trailers, an early close, garbage) ends the request with an
+///   error_code; memory stays bounded by the limits.
 ///
 /// Thread safety: a client may be shared by coroutines on any threads.
-/// Lifetime: it must outlive its requests. Executor: connections are created on
-/// the client's executor; each request completes on its caller's executor.
+/// Lifetime: it must outlive its requests. Executor: connections, the
+/// resolver and the idle timer run on the client's executor; each request
+/// completes on its caller's executor. Pending work: only while requests are
+/// in flight or idle connections are pooled (`close_idle` ends it at once).
 class client {
  public:
   using executor_type = boost::asio::any_io_executor;
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   explicit client(executor_type ex, client_options options = {});
+  /// Closes the idle connections; requests still in flight finish normally.
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;
@@ -98,11 +165,21 @@ class client {
   const client_options& options() const noexcept;
   client_stats stats() const noexcept;
 
-  /// Sends `req` to `host:port` (a name or an IP address) and reads the
-  /// response, in the error_code form. `timeout` overrides the client's.
+  /// Closes every idle connection now (and stops the idle timer).
+  void close_idle();
+
+  /// Sends `req` to `origin` (its scheme, host and port; its target is not
+  /// used) and reads the response, in the error_code form. `timeout`
+  /// overrides the client's. The Host and User-Agent headers are added when
+  /// missing.
   ///
-  /// Cancellation: the caller's cancellation ends the request with
+  /// Cancellation: terminal cancellation ends the request with
   /// `operation_aborted` and closes its connection.
+  boost::asio::awaitable<result> async_request(url_parts origin, request req,
+                                               std::chrono::nanoseconds timeout);
+  /// The same with the client's timeout.
+  boost::asio::awaitable<result> async_request(url_parts origin, request req);
+  /// `http://host:port`.
   boost::asio::awaitable<result> async_request(std::string host, std::uint16_t port, request req,
                                                std::chrono::nanoseconds timeout);
   boost::asio::awaitable<result> async_request(std::string host, std::uint16_t port, request req);
@@ -112,27 +189,27 @@ class client {
   std::shared_ptr<impl> impl_;
 };
 
-/// `http://host[:port]/target` split into its parts; an error_code
-/// (`boost::system::errc::invalid_argument`) for anything else (HTTPS is not
-/// supported: no TLS in this client).
-struct url_parts {
-  std::string host;
-  std::uint16_t port = 80;
-  std::string target = "/";
-};
-boost::system::error_code parse_url(std::string_view url, url_parts& out);
-
-/// GET `url` (`http://host[:port]/target`), exception form: the response, or
-/// a thrown `system_error`. Like every awaitable, nothing happens until it is
-/// awaited; the arguments are copied, so temporaries are fine.
+/// GET `url` (`http[s]://host[:port][/target]`), exception form: the
+/// response, or a thrown `system_error`. Like every awaitable, nothing
+/// happens until it is awaited; the arguments are copied, so temporaries are
+/// fine.
 boost::asio::awaitable<response> http_get(client& c, std::string url);
 /// GET `url`, error_code form: `{ec, response}`, never throws for I/O errors.
 boost::asio::awaitable<result> http_get(client& c, std::string url, nothrow_t);
 
-/// Any request to `host:port`, exception form.
+/// HEAD `url`, error_code form (the response has no body).
+boost::asio::awaitable<result> http_head(client& c, std::string url, nothrow_t);
+
+/// Any request to `host:port` over plain HTTP, exception form.
 boost::asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req);
-/// Any request to `host:port`, error_code form.
+/// Any request to `host:port` over plain HTTP, error_code form.
 boost::asio::awaitable<result> send(client& c, std::string host, std::uint16_t port, request req,
                                     nothrow_t);
+/// Any request to `origin` (`"https://api.example.com"`, `"http://[::1]:8080"`:
+/// a scheme and an authority, no path), exception form. The request's own
+/// target is sent.
+boost::asio::awaitable<response> send(client& c, std::string origin, request req);
+/// The same, error_code form.
+boost::asio::awaitable<result> send(client& c, std::string origin, request req, nothrow_t);
 
 }  // namespace levee::http

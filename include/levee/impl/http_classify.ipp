@@ -4,6 +4,7 @@
 #include <levee/error.hpp>
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/error.hpp>
 #include <levee/retry.hpp>
 
 #include <array>
@@ -138,11 +139,18 @@ std::optional<std::chrono::nanoseconds> parse_retry_after(
   const auto date = parse_http_date(value);
   if (!date) return std::nullopt;
   if (*date <= now) return std::chrono::nanoseconds::zero();
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(*date - now);
+  // In whole seconds first: two dates up to 300 years apart (1900 to 2200)
+  // do not fit a difference in nanoseconds. Clamped to a day, as above.
+  using std::chrono::seconds;
+  const auto apart = std::chrono::floor<seconds>(*date) - std::chrono::floor<seconds>(now);
+  return std::chrono::nanoseconds(std::min(apart, seconds(86400)));
 }
 
 outcome classify(const call_result& r) noexcept {
   if (const auto* ec = r.error(); ec && *ec) {
+    // A bad URL or request never reached the downstream: it says nothing of
+    // its health.
+    if (is_invalid_input(*ec)) return outcome::ignored;
     return is_cancellation(*ec) ? outcome::ignored : outcome::failure;
   }
   if (r.threw()) return default_classify(r);
@@ -153,7 +161,7 @@ outcome classify(const call_result& r) noexcept {
 }
 
 bool retryable(const call_result& r) noexcept {
-  if (const auto* ec = r.error(); ec && *ec) return default_retryable(r);
+  if (const auto* ec = r.error(); ec && *ec) return !is_invalid_input(*ec) && default_retryable(r);
   if (r.threw()) return default_retryable(r);
   if (const response* res = find_response(r)) return overloaded(res->result_int());
   return false;

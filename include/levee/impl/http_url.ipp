@@ -1,50 +1,209 @@
-// levee: URL splitting for the HTTP client, compiled once in lib/.
+// levee: URLs (RFC 3986) and request validation for the HTTP client,
+// compiled once in lib/.
 #pragma once
 
 #include <levee/http/client.hpp>
+#include <levee/http/error.hpp>
 
-#include <cctype>
+#include <boost/asio/ip/address.hpp>
+
 #include <charconv>
 
 namespace levee::http {
 
-boost::system::error_code parse_url(std::string_view url, url_parts& out) {
-  const auto invalid = make_error_code(boost::system::errc::invalid_argument);
-  constexpr std::string_view scheme = "http://";
-  if (url.size() < scheme.size()) return invalid;
-  for (std::size_t i = 0; i < scheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(url[i])) != scheme[i]) return invalid;
+namespace {
+
+constexpr bool is_alpha(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+constexpr bool is_digit(char c) noexcept {
+  return c >= '0' && c <= '9';
+}
+constexpr bool is_hex(char c) noexcept {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+constexpr char lower(char c) noexcept {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+// RFC 3986 unreserved and sub-delims.
+constexpr bool is_unreserved(char c) noexcept {
+  return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+constexpr bool is_sub_delim(char c) noexcept {
+  switch (c) {
+    case '!':
+    case '$':
+    case '&':
+    case '\'':
+    case '(':
+    case ')':
+    case '*':
+    case '+':
+    case ',':
+    case ';':
+    case '=':
+      return true;
+    default:
+      return false;
   }
-  url.remove_prefix(scheme.size());
-  const auto slash = url.find('/');
-  std::string_view authority = url.substr(0, slash);
-  out.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
-  if (authority.empty() || authority.find('@') != std::string_view::npos) return invalid;
+}
+// RFC 9110 tchar: what a method or a header name is made of.
+constexpr bool is_tchar(char c) noexcept {
+  switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
+    default:
+      return is_alpha(c) || is_digit(c);
+  }
+}
+// Visible ASCII, no space: what may appear in a request target on the wire.
+constexpr bool is_visible(char c) noexcept {
+  return c > 0x20 && c < 0x7f;
+}
+
+// Percent-escapes must be complete ("%4", "%zz" are refused).
+bool valid_escapes(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') continue;
+    if (i + 2 >= s.size() || !is_hex(s[i + 1]) || !is_hex(s[i + 2])) return false;
+    i += 2;
+  }
+  return true;
+}
+
+bool parse_port(std::string_view text, std::uint16_t& port) noexcept {
+  if (text.empty() || text.size() > 5) return false;
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535)
+    return false;
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+}  // namespace
+
+boost::system::error_code parse_url(std::string_view url, url_parts& out) {
+  const auto invalid = make_error_code(error::invalid_url);
+  // Nothing a server could read as another header or request, nor anything a
+  // user should have percent-encoded.
+  for (char c : url)
+    if (!is_visible(c)) return invalid;
+
+  // scheme "://"
+  const auto colon = url.find("://");
+  if (colon == std::string_view::npos) return invalid;
+  std::string scheme;
+  for (char c : url.substr(0, colon)) scheme += lower(c);
+  if (scheme != "http" && scheme != "https") return invalid;
+  url.remove_prefix(colon + 3);
+
+  // authority = [ userinfo "@" ] host [ ":" port ], up to "/", "?" or "#"
+  const auto end = url.find_first_of("/?#");
+  const std::string_view authority = url.substr(0, end);
+  const std::string_view rest =
+      end == std::string_view::npos ? std::string_view() : url.substr(end);
+  if (authority.find('@') != std::string_view::npos) return invalid;  // no credentials in URLs
+
+  std::string host;
   std::string_view port_text;
-  if (authority.front() == '[') {  // [IPv6]:port
+  bool has_port = false;
+  if (!authority.empty() && authority.front() == '[') {  // IP-literal
     const auto close = authority.find(']');
     if (close == std::string_view::npos) return invalid;
-    out.host = std::string(authority.substr(1, close - 1));
-    const auto rest = authority.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return invalid;
-      port_text = rest.substr(1);
+    const std::string_view literal = authority.substr(1, close - 1);
+    boost::system::error_code ec;
+    const auto v6 = boost::asio::ip::make_address_v6(std::string(literal), ec);
+    if (ec || v6.scope_id() != 0) return invalid;  // IPv6 only, no zone
+    host = v6.to_string();
+    const auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return invalid;
+      has_port = true;
+      port_text = after.substr(1);
     }
   } else {
-    const auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
+    const auto port_colon = authority.find(':');
+    const std::string_view name = authority.substr(0, port_colon);
+    if (port_colon != std::string_view::npos) {
+      has_port = true;
+      port_text = authority.substr(port_colon + 1);
+    }
+    // reg-name or IPv4address: letters, digits, '-', '.', '_', '~'.
+    for (char c : name)
+      if (!is_unreserved(c)) return invalid;
+    for (char c : name) host += lower(c);
   }
-  if (out.host.empty()) return invalid;
-  out.port = 80;
-  if (!port_text.empty()) {
-    unsigned value = 0;
-    const auto [end, ec] =
-        std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || value == 0 ||
-        value > 65535)
+  if (host.empty()) return invalid;
+
+  std::uint16_t port = scheme == "https" ? 443 : 80;
+  // "host:" with an empty port means the default port (RFC 3986, 3.2.3).
+  if (has_port && !port_text.empty() && !parse_port(port_text, port)) return invalid;
+
+  // path-abempty [ "?" query ] [ "#" fragment ]; the fragment is never sent.
+  std::string_view target = rest.substr(0, rest.find('#'));
+  for (char c : target) {
+    if (!(is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@' || c == '/' || c == '?' ||
+          c == '%'))
       return invalid;
-    out.port = static_cast<std::uint16_t>(value);
+  }
+  if (!valid_escapes(target)) return invalid;
+
+  out.scheme = std::move(scheme);
+  out.host = std::move(host);
+  out.port = port;
+  if (target.empty() || target.front() == '?') {
+    out.target = "/";
+    out.target += target;
+  } else {
+    out.target = std::string(target);
+  }
+  return {};
+}
+
+std::string host_header(const url_parts& origin) {
+  const bool v6 = origin.host.find(':') != std::string::npos;
+  std::string value = v6 ? "[" + origin.host + "]" : origin.host;
+  const std::uint16_t default_port = origin.scheme == "https" ? 443 : 80;
+  if (origin.port != default_port) value += ":" + std::to_string(origin.port);
+  return value;
+}
+
+boost::system::error_code validate_request(const request& req) {
+  const auto invalid = make_error_code(error::invalid_request);
+  const auto target = req.target();
+  if (target.empty()) return invalid;
+  for (char c : target)
+    if (!is_visible(c)) return invalid;
+  const auto method = req.method_string();
+  if (method.empty()) return invalid;
+  for (char c : method)
+    if (!is_tchar(c)) return invalid;
+  for (const auto& field : req) {
+    const auto name = field.name_string();
+    if (name.empty()) return invalid;
+    for (char c : name)
+      if (!is_tchar(c)) return invalid;
+    // field-value: visible characters, spaces and tabs, obs-text; never CR,
+    // LF, NUL or another control character.
+    for (char c : field.value()) {
+      const auto u = static_cast<unsigned char>(c);
+      if ((u < 0x20 && c != '\t') || u == 0x7f) return invalid;
+    }
   }
   return {};
 }

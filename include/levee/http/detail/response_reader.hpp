@@ -1,0 +1,81 @@
+// levee: reading one HTTP/1.1 response off a connection, without I/O.
+#pragma once
+
+#include <levee/http/client.hpp>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include <cstddef>
+#include <optional>
+
+namespace levee::http::detail {
+
+/// How much one response may hold. Every byte buffered for a response is
+/// bounded: the header by `header_limit`, the body by `body_limit`, and what
+/// waits in the read buffer (a header being read, a chunk header line with its
+/// extensions, the trailer section) by `buffer_limit`.
+struct response_limits {
+  std::size_t body_limit = std::size_t{1} << 20;
+  std::uint32_t header_limit = 8 * 1024;
+  std::size_t buffer_limit = 8 * 1024 + 64 * 1024;
+  /// Interim (1xx) responses skipped before the final one; one more is an error.
+  unsigned max_interim = 8;
+};
+
+/// The framing of one response, fed with bytes as they arrive (a sans-I/O
+/// reader: the caller does the reads). It skips interim 1xx responses (RFC
+/// 9110, 15.2), refuses `101 Switching Protocols`, knows that a response to
+/// HEAD has no body (and 204 and 304 neither, by Beast), and tells whether
+/// anything followed the final response: a connection with leftover bytes must
+/// never carry another request.
+class response_reader {
+ public:
+  response_reader(const response_limits& limits, bool head_request);
+
+  /// Room for the next read: at most 64 KiB, and never past `buffer_limit`.
+  /// An empty buffer and `http::error::buffer_overflow` when the buffer is
+  /// full and the parser still needs more (an endless chunk header or
+  /// trailer section).
+  boost::asio::mutable_buffer prepare(boost::system::error_code& ec);
+  /// `n` bytes were read into the buffer `prepare` returned.
+  void commit(std::size_t n) noexcept;
+
+  /// Parses what was read. True once the final response is complete; false
+  /// when more bytes are needed, or on an error (in `ec`).
+  bool parse(boost::system::error_code& ec);
+
+  /// The peer closed the connection (a TCP FIN, or a TLS stream truncated
+  /// without `close_notify`): parses what is left and completes a response
+  /// whose body ends at the close. True if the final response is complete;
+  /// otherwise `ec` says why (`end_of_stream` when nothing at all came,
+  /// `partial_message` otherwise).
+  bool finish(boost::system::error_code& ec);
+
+  /// True once any byte of any response arrived.
+  bool got_some() const noexcept { return got_some_; }
+  /// True when the final response is complete and nothing followed it in the
+  /// buffer: the connection may carry another request (if the response
+  /// allows keep-alive).
+  bool clean() const noexcept;
+  /// Interim responses skipped.
+  unsigned interim() const noexcept { return interim_; }
+
+  /// The final response (after `parse` or `finish` returned true).
+  response release();
+
+ private:
+  using parser_type = boost::beast::http::response_parser<boost::beast::http::string_body>;
+  void reset_parser();
+
+  response_limits limits_;
+  bool head_;
+  bool got_some_ = false;
+  bool done_ = false;
+  unsigned interim_ = 0;
+  boost::beast::flat_buffer buffer_;
+  std::optional<parser_type> parser_;
+};
+
+}  // namespace levee::http::detail
