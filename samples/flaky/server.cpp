@@ -10,6 +10,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <list>
 #include <random>
@@ -95,14 +96,34 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
   }
 
+  // Registered for `stop`, which closes every connection.
+  struct registration {
+    registration(impl& s, beast::tcp_stream& stream)
+        : self(s), it(s.sessions.insert(s.sessions.end(), &stream)) {}
+    ~registration() { self.sessions.erase(it); }
+    impl& self;
+    std::list<beast::tcp_stream*>::iterator it;
+  };
+
   static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket socket) {
-    beast::tcp_stream stream(std::move(socket));
-    auto registered = self->sessions.insert(self->sessions.end(), &stream);
-    struct unregister {
-      impl& s;
-      std::list<beast::tcp_stream*>::iterator it;
-      ~unregister() { s.sessions.erase(it); }
-    } guard{*self, registered};
+    if (!self->options.tls) {
+      beast::tcp_stream stream(std::move(socket));
+      registration registered(*self, stream);
+      co_await serve(self, stream);
+      co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *self->options.tls);
+    registration registered(*self, stream.next_layer());
+    stream.next_layer().expires_after(std::chrono::seconds(10));
+    auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                                 asio::as_tuple(asio::use_awaitable));
+    if (hec || self->stopped) co_return;
+    stream.next_layer().expires_never();
+    co_await serve(self, stream);
+  }
+
+  template <class Stream>
+  static asio::awaitable<void> serve(std::shared_ptr<impl> self, Stream& stream) {
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;
@@ -130,8 +151,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (p.refuse || unit(self->rng) < p.reset_rate) {
         ++self->resets;
         boost::system::error_code ignored;
-        stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-        stream.socket().close(ignored);  // RST
+        auto& socket = beast::get_lowest_layer(stream).socket();
+        socket.set_option(asio::socket_base::linger(true, 0), ignored);
+        socket.close(ignored);  // RST
         co_return;
       }
       auto latency = self->scaled(p.latency.sample(progress, self->rng));

@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+namespace boost::asio::ssl {
+class context;
+}  // namespace boost::asio::ssl
+
 namespace flaky {
 
 struct server_options {
@@ -19,6 +23,9 @@ struct server_options {
   double time_scale = 1.0;            ///< multiplies every duration of the schedule
   bool loop = false;                  ///< repeat the schedule; otherwise stay in its last phase
   std::uint64_t seed = 1;             ///< of the random draws (errors, resets, latency)
+  /// Serve HTTPS with this context (its certificate and key); empty: plain
+  /// HTTP. `flaky::make_test_tls` makes a CA and a certificate for tests.
+  std::shared_ptr<boost::asio::ssl::context> tls{};
 };
 
 /// Counters, readable from any thread.
