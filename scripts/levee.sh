@@ -18,8 +18,9 @@ root=$(pwd)
 jobs=$(nproc)
 
 # Debian packages the build, the tests, the demo and CI use.
-packages=(cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
-  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind prometheus)
+packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
+  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind prometheus
+  libssl-dev libc-ares-dev nginx-light)
 
 install_missing() {
   local missing=()
@@ -31,7 +32,17 @@ install_missing() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Servers the tests start themselves (nginx) must not start as system
+  # services on install: policy-rc.d refuses it for the length of the install.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    added_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+    { [ -z "$added_policy" ] || $sudo rm -f "$policy"; return 1; }
+  [ -z "$added_policy" ] || $sudo rm -f "$policy"
 }
 
 # configure DIR CMAKE-ARGS...

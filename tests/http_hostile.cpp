@@ -76,13 +76,14 @@ TEST_CASE(
     CHECK(res.body() == "ok");
   }
   const int first = server.accepted;
-  CHECK(first >= 2);    // several idle connections in the pool now
-  run_for(ioc, 100ms);  // the server closes them all
+  CHECK(first >= 2);             // several idle connections in the pool now
+  run_for(ioc, 100ms);           // the server closes them all
   for (int i = 0; i < 3; ++i) {  // one by one: each would find a stale one, then another
     auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
     run_until(ioc, r);
     REQUIRE(r->done);
-    CHECK_FALSE(std::get<0>(*r->value));  // never `end of stream` from a connection closed while idle
+    CHECK_FALSE(
+        std::get<0>(*r->value));  // never `end of stream` from a connection closed while idle
   }
   run_for(ioc, 100ms);
   for (const auto& [ec, res] : burst(ioc, client, server.url(), 6)) {

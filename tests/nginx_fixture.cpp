@@ -3,13 +3,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <csignal>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
 
 namespace levee_test {
 
@@ -55,7 +55,8 @@ nginx_fixture::nginx_fixture(nginx_options options)
     : certs_(flaky::make_test_certificates({"DNS:localhost"})) {
   const std::string nginx = find_nginx();
   if (nginx.empty())
-    throw std::runtime_error("nginx not found: install Debian's nginx-light (scripts/levee.sh test does)");
+    throw std::runtime_error(
+        "nginx not found: install Debian's nginx-light (scripts/levee.sh test does)");
   char templ[] = "/tmp/levee-nginx-XXXXXX";
   if (!::mkdtemp(templ)) throw std::runtime_error("nginx fixture: mkdtemp failed");
   dir_ = templ;

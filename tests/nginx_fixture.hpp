@@ -6,11 +6,11 @@
 
 #include <tls.hpp>
 
+#include <sys/types.h>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
-#include <sys/types.h>
 
 namespace levee_test {
 

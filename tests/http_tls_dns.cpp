@@ -1,0 +1,203 @@
+// HTTPS against the flaky upstream and a raw TLS server, and name resolution
+// against a DNS server of the test's own (c-ares, deadlines, no lookup
+// waiting for another).
+#include <levee/circuit_breaker.hpp>
+#include <levee/http/classify.hpp>
+#include <levee/http/client.hpp>
+
+#include "http_support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <tls.hpp>
+
+using namespace levee_test;
+namespace http = levee::http;
+
+TEST_CASE("https: a guarded http_get against the flaky upstream over TLS, kept alive") {
+  asio::io_context ioc;
+  const auto certs = flaky::make_test_certificates({"DNS:localhost", "IP:127.0.0.1"});
+  flaky::server_options so;
+  so.tls = flaky::make_server_context(certs);
+  flaky::server upstream(ioc.get_executor(), phases({"ok 1h latency=0"}), so);
+  const std::string url = "https://127.0.0.1:" + std::to_string(upstream.start()) + "/rec";
+  http::client_options o{.timeout = 2s};
+  o.tls = flaky::make_client_context(certs.ca_pem);
+  http::client client(ioc.get_executor(), o);
+  levee::breaker_options bo{.minimum_calls = 3};
+  bo.classifier = http::classify;
+  breaker cb(ioc, bo);
+  for (int i = 0; i < 3; ++i) {
+    auto r = spawn(ioc, cb(http::http_get(client, url)));  // the line every user writes first
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    REQUIRE(r->value);
+    CHECK(r->value->result_int() == 200);
+  }
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_reused == 2);
+  upstream.stop();
+}
+
+TEST_CASE("https: a peer that closes without close_notify after a complete response is fine") {
+  asio::io_context ioc;
+  const auto certs = flaky::make_test_certificates({"IP:127.0.0.1"});
+  auto server_ctx = flaky::make_server_context(certs);
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        asio::ssl::stream<tcp::socket> s(std::move(socket), *server_ctx);
+        auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server,
+                                                asio::as_tuple(asio::use_awaitable));
+        if (hec) co_return;
+        asio::streambuf in;
+        auto [rec, n] =
+            co_await asio::async_read_until(s, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+        if (rec) co_return;
+        // A body delimited by the close, and a close without close_notify.
+        const std::string reply = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close";
+        co_await asio::async_write(s, asio::buffer(reply), asio::as_tuple(asio::use_awaitable));
+        s.next_layer().close();
+      },
+      asio::detached);
+  http::client_options o{.timeout = 2s};
+  o.tls = flaky::make_client_context(certs.ca_pem);
+  http::client client(ioc.get_executor(), o);
+  const auto url = "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/";
+  auto r = spawn(ioc, http::http_get(client, url, http::nothrow));
+  run_until(ioc, r);
+  REQUIRE(r->done);
+  CHECK_FALSE(std::get<0>(*r->value));
+  CHECK(std::get<1>(*r->value).body() == "until-close");
+}
+
+namespace {
+
+/// A DNS server on 127.0.0.1 (UDP): `fast.test` is 127.0.0.1 at once,
+/// `slow.test` never answers, anything else is NXDOMAIN.
+struct dns_server {
+  explicit dns_server(asio::io_context& ioc)
+      : socket(ioc, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    asio::co_spawn(ioc, serve(), asio::detached);
+  }
+  asio::ip::udp::socket socket;
+  int queries = 0;
+
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(socket.local_endpoint().port());
+  }
+
+  asio::awaitable<void> serve() {
+    std::array<unsigned char, 512> q{};
+    for (;;) {
+      asio::ip::udp::endpoint from;
+      auto [ec, n] = co_await socket.async_receive_from(asio::buffer(q), from,
+                                                        asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      if (n < 12) continue;
+      ++queries;
+      // The question: labels up to a zero, then type and class.
+      std::size_t at = 12;
+      std::string name;
+      while (at < n && q[at] != 0) {
+        const std::size_t len = q[at];
+        if (!name.empty()) name += '.';
+        name.append(reinterpret_cast<const char*>(&q[at + 1]), len);
+        at += len + 1;
+      }
+      const std::size_t question_end = at + 5;  // zero, type, class
+      if (question_end > n) continue;
+      const unsigned qtype = (q[at + 1] << 8) | q[at + 2];
+      if (name == "slow.test") continue;  // never answers
+      std::vector<unsigned char> a(q.begin(),
+                                   q.begin() + static_cast<std::ptrdiff_t>(question_end));
+      a[2] = 0x81;                                    // QR, RD
+      a[3] = name == "fast.test" ? 0x80 : 0x83;       // RA; NOERROR or NXDOMAIN
+      a[6] = a[7] = a[8] = a[9] = a[10] = a[11] = 0;  // no answer, authority, additional yet
+      if (name == "fast.test" && qtype == 1) {
+        a[7] = 1;
+        const unsigned char answer[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1};
+        a.insert(a.end(), std::begin(answer), std::end(answer));
+      }
+      co_await socket.async_send_to(asio::buffer(a), from, asio::as_tuple(asio::use_awaitable));
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dns: the deadline bounds resolution, and a slow lookup holds no other") {
+  asio::io_context ioc;
+  dns_server dns(ioc);
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty())
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
+  });
+  server.start();
+  http::client_options o{.timeout = 300ms};
+  o.dns_servers = dns.address();
+  http::client client(ioc.get_executor(), o);
+  const auto port = std::to_string(server.port());
+  const auto start = std::chrono::steady_clock::now();
+  auto slow = spawn(ioc, http::http_get(client, "http://slow.test:" + port + "/", http::nothrow));
+  auto fast = spawn(ioc, http::http_get(client, "http://fast.test:" + port + "/", http::nothrow));
+  run_until(ioc, fast);
+  REQUIRE(fast->done);
+  const auto fast_took = std::chrono::steady_clock::now() - start;
+  CHECK_FALSE(std::get<0>(*fast->value));
+  CHECK(std::get<1>(*fast->value).body() == "ok");
+  CHECK_FALSE(slow->done);  // still resolving, and it held nothing
+  CHECK(fast_took < 250ms);
+  run_until(ioc, slow);
+  REQUIRE(slow->done);
+  const auto slow_took = std::chrono::steady_clock::now() - start;
+  CHECK(std::get<0>(*slow->value) == boost::beast::error::timeout);
+  CHECK(slow_took >= 300ms);
+  CHECK(slow_took < 1000ms);  // the request's deadline, not c-ares' own timeouts
+
+  auto missing =
+      spawn(ioc, http::http_get(client, "http://missing.test:" + port + "/", http::nothrow));
+  run_until(ioc, missing);
+  REQUIRE(missing->done);
+  CHECK(std::get<0>(*missing->value) == asio::error::host_not_found);
+
+  const int before = dns.queries;
+  auto literal = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
+  run_until(ioc, literal);
+  REQUIRE(literal->done);
+  CHECK_FALSE(std::get<0>(*literal->value));
+  CHECK(dns.queries == before);  // an IP literal never touches the resolver
+}
+
+TEST_CASE("dns: a caller's cancellation ends a lookup at once") {
+  asio::io_context ioc;
+  dns_server dns(ioc);
+  http::client_options o{.timeout = 5s};
+  o.dns_servers = dns.address();
+  http::client client(ioc.get_executor(), o);
+  asio::cancellation_signal cancel;
+  auto p = std::make_shared<pending<http::result>>();
+  asio::co_spawn(
+      ioc, http::http_get(client, "http://slow.test:1/", http::nothrow),
+      asio::bind_cancellation_slot(cancel.slot(), [p](std::exception_ptr e, http::result r) {
+        p->done = true;
+        p->error = e;
+        if (!e) p->value = std::move(r);
+      }));
+  run_for(ioc, 50ms);
+  REQUIRE_FALSE(p->done);
+  const auto start = std::chrono::steady_clock::now();
+  cancel.emit(asio::cancellation_type::terminal);
+  run_until(ioc, p);
+  REQUIRE(p->done);
+  CHECK(std::chrono::steady_clock::now() - start < 200ms);
+  if (p->value) CHECK(std::get<0>(*p->value) == asio::error::operation_aborted);
+}
