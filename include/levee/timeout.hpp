@@ -16,9 +16,11 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -44,12 +46,28 @@ asio::awaitable<bool, Executor> as_optional(asio::awaitable<void, Executor> aw) 
 }
 
 /// An executor of type `Executor` on which the race's call, its timer and
-/// every cancellation emitted into the call are serialised: a new strand of
-/// `ex` when `Executor` can hold one (`any_io_executor` can), else `ex` itself
-/// (already a strand, or a concrete executor type that cannot hold one: then
-/// the call must not run on several threads at once).
+/// every cancellation emitted into the call are serialised: `ex` itself when it
+/// is already a strand, else a new strand of `ex` when `Executor` can hold one
+/// (`any_io_executor` can), else `ex` (a concrete executor type that cannot
+/// hold a strand: then the call must not run on several threads at once).
+///
+/// A type-erased executor gets the strand of its target (an `io_context` or
+/// `thread_pool` executor), which it stores inline: a strand of the erased
+/// executor would be stored behind a reference count whose release
+/// ThreadSanitizer misreads (an acquire fence) as a race.
 template <class Executor>
 Executor serial_executor(const Executor& ex) {
+  if constexpr (requires { ex.template target<asio::io_context::executor_type>(); }) {
+    using io_strand = asio::strand<asio::io_context::executor_type>;
+    using pool_strand = asio::strand<asio::thread_pool::executor_type>;
+    if (ex.template target<io_strand>() || ex.template target<pool_strand>()) return ex;
+    if (const auto* io = ex.template target<asio::io_context::executor_type>()) {
+      return Executor(asio::make_strand(*io));
+    }
+    if (const auto* pool = ex.template target<asio::thread_pool::executor_type>()) {
+      return Executor(asio::make_strand(*pool));
+    }
+  }
   if constexpr (std::is_constructible_v<Executor, asio::strand<Executor>>) {
     return Executor(asio::make_strand(ex));
   } else {
