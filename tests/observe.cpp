@@ -419,3 +419,54 @@ TEST_CASE("exposition: label values are escaped (backslash, quote, newline)") {
   for (std::string line; std::getline(in, line);)
     CHECK((line.starts_with("# ") || line.starts_with("levee_")));
 }
+
+TEST_CASE("exposition: label values are always valid UTF-8 (U+FFFD for invalid sequences)") {
+  // One invalid breaker name must not make Prometheus reject the whole scrape.
+  // Each maximal ill-formed subpart becomes one U+FFFD (Unicode 15, 3.9):
+  // a truncated sequence, a stray byte, an overlong form, a surrogate, a
+  // code point above U+10FFFF; valid sequences pass unchanged.
+  std::ostringstream out;
+  levee::write_prometheus(
+      out, {{"ok\xC3("                                                  // truncated 2-byte sequence
+             "\xFF"                                                     // never valid
+             "\xE2\x82x"                                                // truncated 3-byte sequence
+             "\xC0\xAF"                                                 // overlong '/'
+             "\xED\xA0\x80"                                             // surrogate U+D800
+             "\xF4\x90\x80\x80"                                         // U+110000
+             "\x80"                                                     // stray continuation
+             "\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF",  // é € 😀 U+10FFFF
+             {}},
+            {"end\xF0\x9F\x98", {}}});  // truncated at the very end
+  const std::string text = out.str();
+  const std::string fffd = "\xEF\xBF\xBD";
+  CHECK(text.find("levee_rejected_calls_total{breaker=\"ok" + fffd + "(" + fffd + fffd + "x" +
+                  fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd + fffd +
+                  "\\\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF\"} 0\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_rejected_calls_total{breaker=\"end" + fffd + "\"} 0\n") !=
+        std::string::npos);
+
+  // The whole text is valid UTF-8.
+  auto valid_utf8 = [](std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      std::size_t n = c < 0x80         ? 1
+                      : (c >> 5) == 6  ? 2
+                      : (c >> 4) == 14 ? 3
+                      : (c >> 3) == 30 ? 4
+                                       : 0;
+      if (n == 0 || i + n > s.size()) return false;
+      std::uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+      for (std::size_t k = 1; k < n; ++k) {
+        const auto d = static_cast<unsigned char>(s[i + k]);
+        if ((d & 0xC0) != 0x80) return false;
+        cp = cp << 6 | (d & 0x3F);
+      }
+      const std::uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+      if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+      i += n;
+    }
+    return true;
+  };
+  CHECK(valid_utf8(text));
+}

@@ -58,7 +58,7 @@ TEST_CASE("registry: one sick endpoint opens only its own breaker") {
   CHECK(r.get("healthy:80")->state() == circuit_state::closed);
 }
 
-TEST_CASE("registry: idle breakers are evicted, open or held ones are kept") {
+TEST_CASE("registry: idle breakers are evicted, open ones too, held ones are kept") {
   virtual_time vt;
   asio::io_context ioc;
   registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 1h}, .idle_timeout = 10min});
@@ -72,14 +72,15 @@ TEST_CASE("registry: idle breakers are evicted, open or held ones are kept") {
   vclock::advance(1min);  // idle:80 and held:80 idle for 10 min, busy:80 for 1 min
   // Evicted no sooner than 10 min, and no later than 10 min + 10 min / 64.
   vclock::advance(std::chrono::nanoseconds(10min) / 64);
-  CHECK(r.evict_idle() == 1);  // idle:80 only: open:80 is open, held:80 is held
-  CHECK(r.size() == 3);
+  CHECK(r.evict_idle() == 2);  // idle:80 and open:80 (open or not): held:80 is held
+  CHECK(r.size() == 2);
   held.reset();
   CHECK(r.evict_idle() == 1);
   vclock::advance(10min);
   // Sweeps also happen on get, at most every idle_timeout / 4.
   r.get("new:80");
-  CHECK(r.size() == 2);  // busy:80 evicted by that sweep; open:80 kept
+  CHECK(r.size() == 1);  // busy:80 evicted by that sweep
+  CHECK(r.evictions() == 4);
   settle(ioc);
 }
 
@@ -98,4 +99,79 @@ TEST_CASE("registry: a breaker is never evicted before idle_timeout since its la
   vclock::advance(500ms + 1ns);
   CHECK(r.evict_idle() == 1);  // 65 s after the stored time: 64 s + the slack
   CHECK(r.size() == 0);
+}
+
+TEST_CASE("registry: a tripped breaker nobody calls again is evicted, open or half-open") {
+  // A dead host: its breaker opened, then half-opened, and nobody asked for it
+  // again. It must not stay for ever (2,000 dead hosts: 2,000 breakers).
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 30s},
+                   .idle_timeout = 10min,
+                   .max_breakers = 5000});
+  for (int i = 0; i < 2000; ++i) run(ioc, (*r.get("dead" + std::to_string(i) + ":80"))(failing()));
+  run(ioc, (*r.get("forced:80"))(failing()));
+  r.get("forced:80")->force_open();  // an operator's decision: kept
+  CHECK(r.get("dead0:80")->state() == circuit_state::open);
+  elapse(ioc, 30s);
+  CHECK(r.get("dead0:80")->state() == circuit_state::half_open);
+  CHECK(r.size() == 2001);
+  vclock::advance(10min + std::chrono::nanoseconds(10min) / 64);
+  settle(ioc);
+  CHECK(r.evict_idle() == 2000);
+  CHECK(r.size() == 1);
+  CHECK(r.get("forced:80")->state() == circuit_state::forced_open);
+  CHECK(r.prometheus_text().find("dead") == std::string::npos);
+}
+
+TEST_CASE("registry: idle_timeout = nanoseconds::max() never evicts (no overflow)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.idle_timeout = std::chrono::nanoseconds::max()});
+  r.get("x:80");
+  vclock::advance(1s);
+  CHECK(r.evict_idle() == 0);
+  vclock::advance(std::chrono::hours(24 * 365 * 100));
+  r.get("y:80");  // a sweep on get does not evict either
+  CHECK(r.evict_idle() == 0);
+  CHECK(r.size() == 2);
+}
+
+TEST_CASE("registry: max_breakers bounds it: the least recently used unheld breaker goes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1}, .max_breakers = 3});
+  auto a = r.get("a:80");
+  vclock::advance(1min);
+  auto b = r.get("b:80");  // held below
+  vclock::advance(1min);
+  r.get("c:80");
+  vclock::advance(1min);
+  a.reset();
+  r.get("d:80");  // full: a:80 is the least recently used unheld breaker
+  CHECK(r.size() == 3);
+  CHECK(r.evictions() == 1);
+  vclock::advance(1min);
+  auto a2 = r.get("a:80");  // full again: c:80 goes (b:80 is held, older or not)
+  CHECK(a2 != a);
+  CHECK(r.size() == 3);
+  auto names = [&] {
+    std::vector<std::string> n;
+    for (const auto& m : r.metrics()) n.push_back(m.name);
+    return n;
+  };
+  CHECK(names() == std::vector<std::string>{"a:80", "b:80", "d:80"});
+
+  // Every breaker held (or forced by an operator): a new key gets a breaker of
+  // its own, named after it, that the registry does not keep.
+  r.get("d:80")->force_open();
+  auto e = r.get("e:80");
+  CHECK(e->name() == "e:80");
+  CHECK(e->options().minimum_calls == 1);
+  CHECK(r.get("e:80") != e);
+  CHECK(r.size() == 3);
+  CHECK(r.overflows() == 2);
+  CHECK(names() == std::vector<std::string>{"a:80", "b:80", "d:80"});
+  CHECK_THROWS_WITH(registry(ioc, {.max_breakers = 0}),
+                    "registry_options::max_breakers must be at least 1");
 }

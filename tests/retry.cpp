@@ -237,6 +237,68 @@ TEST_CASE("retry: the budget bounds the total attempts under a 100 % failing dep
   CHECK(budget->state(vclock::now().time_since_epoch()).retries == 10);
 }
 
+namespace {
+/// A result that is a value, not an error_code: an HTTP-like status.
+struct status {
+  int code = 0;
+};
+bool status_retryable(const levee::call_result& r) {
+  const auto* s = r.value<status>();
+  return s ? s->code >= 500 : levee::default_retryable(r);
+}
+}  // namespace
+
+TEST_CASE("retry: an outage of 503s earns no retries: the budget's floor bounds them") {
+  // Operations that give up on a 503 (a value the predicate retries, with no
+  // error_code) are failures: they must not deposit successes in the budget.
+  virtual_time vt;
+  asio::io_context ioc;
+  auto budget = std::make_shared<levee::retry_budget>(
+      levee::retry_budget_options{.ratio = 1, .min_retries_per_second = 0.1, .ttl = 10s});
+  policy_type policy({.max_attempts = 2,
+                      .initial_delay = 1ms,
+                      .jitter = jitter_kind::none,
+                      .retryable = status_retryable,
+                      .budget = budget});
+  int attempts = 0;
+  int answer = 503;
+  auto call = [&]() -> asio::awaitable<status> {
+    ++attempts;
+    co_return status{answer};
+  };
+  auto operations = [&](int n) -> asio::awaitable<int> {
+    for (int i = 0; i < n; ++i) {
+      const status s = co_await levee::retry(policy, call);
+      (void)s;
+    }
+    co_return n;
+  };
+  auto outage = run_to_end(ioc, operations(1000));
+  REQUIRE(outage->done);
+  const auto now = [] { return vclock::now().time_since_epoch(); };
+  // The floor (0.1 per second over 10 s) allows one retry, and no operation
+  // succeeded to earn more. (Crediting each 503 as a success: 1,000 retries.)
+  CHECK(budget->state(now()).retries == 1);
+  CHECK(budget->state(now()).successes == 0);
+  CHECK(attempts == 1001);
+
+  // A thrown error the predicate does not retry is not a success either.
+  auto thrown = run_to_end(ioc, levee::retry(policy, []() -> asio::awaitable<int> {
+                             throw std::logic_error("bad request");
+                             co_return 0;
+                           }));
+  REQUIRE(thrown->done);
+  CHECK(budget->state(now()).successes == 0);
+
+  // Real successes, and a 404 (the predicate does not retry it, and it is not
+  // an error): deposits.
+  answer = 200;
+  run_to_end(ioc, operations(2));
+  answer = 404;
+  run_to_end(ioc, operations(1));
+  CHECK(budget->state(now()).successes == 3);
+}
+
 TEST_CASE("retry: successes earn retries from the budget") {
   levee::retry_budget budget({.ratio = 0.5, .min_retries_per_second = 0, .ttl = 10s});
   using std::chrono::nanoseconds;

@@ -3,6 +3,7 @@
 
 #include <levee/detail/clock_traits.hpp>
 #include <levee/detail/result_shape.hpp>
+#include <levee/detail/saturating.hpp>
 #include <levee/detail/spinlock.hpp>
 #include <levee/error.hpp>
 
@@ -14,9 +15,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
-#include <boost/asio/deferred.hpp>
 #include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -25,6 +24,8 @@
 #include <cstddef>
 #include <list>
 #include <memory>
+#include <optional>
+#include <tuple>
 #include <type_traits>
 
 namespace levee {
@@ -37,7 +38,9 @@ struct bulkhead_options {
   /// `error::bulkhead_full`. 0: no queue, reject at once.
   std::size_t max_queue = 0;
   /// Longest wait in the queue before giving up with `error::bulkhead_full`.
-  /// 0: wait until a slot frees or the caller's own deadline cancels the wait.
+  /// 0 or `nanoseconds::max()`: wait until a slot frees or the caller's own
+  /// deadline cancels the wait. Any value up to `max()` works (the deadline
+  /// saturates). >= 0.
   std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
 };
 
@@ -49,16 +52,19 @@ namespace detail {
 namespace asio = boost::asio;
 
 /// The bulkhead's shared state: a count of running calls and a FIFO of
-/// waiters, under one short lock.
+/// waiters, under one short lock. Held by shared_ptr: by the bulkhead, by each
+/// call that holds a slot and by each waiter, so none of them points into a
+/// destroyed bulkhead.
 class bulkhead_state {
  public:
   explicit bulkhead_state(const bulkhead_options& o) : options_(o) {}
 
   struct waiter {
     virtual ~waiter() = default;
-    // Posts the waiter's completion with `ec` to its executor, then deletes it.
+    // Posts the waiter's completion with `ec` to its executor. Called once,
+    // by whoever took the waiter out of the queue, outside the lock.
     virtual void complete(boost::system::error_code ec) = 0;
-    std::list<waiter*>::iterator position;
+    std::list<std::shared_ptr<waiter>>::iterator position;
     bool queued = false;
   };
 
@@ -67,6 +73,7 @@ class bulkhead_state {
   /// Takes a slot if one is free and nobody waits (first come, first served).
   entry try_enter() noexcept {
     spin_guard g(lock_);
+    if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
     if (active_ < options_.max_concurrent && queue_.empty()) {
       ++active_;
       return entry::granted;
@@ -75,11 +82,13 @@ class bulkhead_state {
   }
 
   /// Queues `w`, or grants or refuses it at once. Never completes inline.
-  void enqueue(waiter* w) {
+  void enqueue(const std::shared_ptr<waiter>& w) {
     boost::system::error_code ec;
     {
       spin_guard g(lock_);
-      if (active_ < options_.max_concurrent && queue_.empty()) {
+      if (closed_) {
+        ec = boost::asio::error::operation_aborted;
+      } else if (active_ < options_.max_concurrent && queue_.empty()) {
         ++active_;
       } else if (queue_.size() < options_.max_queue) {
         w->position = queue_.insert(queue_.end(), w);
@@ -92,24 +101,27 @@ class bulkhead_state {
     w->complete(ec);
   }
 
-  /// A waiter's cancellation: removes it if it is still waiting.
-  void cancel(waiter* w) {
+  /// A waiter's cancellation (`operation_aborted`) or the end of its
+  /// `max_wait` (`bulkhead_full`): removes it if it is still waiting.
+  void cancel(waiter& w, boost::system::error_code ec) {
+    std::shared_ptr<waiter> removed;
     {
       spin_guard g(lock_);
-      if (!w->queued) return;  // already granted: it owns a slot now
-      queue_.erase(w->position);
-      w->queued = false;
+      if (!w.queued) return;  // already granted (it owns a slot now) or completed
+      removed = std::move(*w.position);
+      queue_.erase(w.position);
+      w.queued = false;
     }
-    w->complete(boost::asio::error::operation_aborted);
+    removed->complete(ec);
   }
 
   /// A call finished: its slot goes to the first waiter, or back to the pool.
   void leave() noexcept {
-    waiter* next = nullptr;
+    std::shared_ptr<waiter> next;
     {
       spin_guard g(lock_);
       if (!queue_.empty()) {
-        next = queue_.front();
+        next = std::move(queue_.front());
         queue_.pop_front();
         next->queued = false;  // the slot passes to it: active_ unchanged
       } else {
@@ -119,100 +131,153 @@ class bulkhead_state {
     if (next) next->complete({});
   }
 
+  /// The bulkhead is gone: every waiter completes with `operation_aborted`
+  /// (posted: if its io_context is destroyed instead of run, the waiting
+  /// coroutine is destroyed with it), and later calls are refused the same
+  /// way. Calls holding a slot finish normally.
+  void close() {
+    std::list<std::shared_ptr<waiter>> waiting;
+    {
+      spin_guard g(lock_);
+      closed_ = true;
+      waiting.swap(queue_);
+      for (auto& w : waiting) w->queued = false;
+    }
+    for (auto& w : waiting) w->complete(boost::asio::error::operation_aborted);
+  }
+
   std::size_t in_flight() const noexcept {
-    spin_guard g(const_cast<spinlock&>(lock_));
+    spin_guard g(lock_);
     return active_;
   }
   std::size_t queued() const noexcept {
-    spin_guard g(const_cast<spinlock&>(lock_));
+    spin_guard g(lock_);
     return queue_.size();
   }
   const bulkhead_options& options() const noexcept { return options_; }
 
  private:
-  bulkhead_options options_;
-  spinlock lock_;
+  const bulkhead_options options_;
+  mutable spinlock lock_;
   std::size_t active_ = 0;
-  std::list<waiter*> queue_;
+  bool closed_ = false;
+  std::list<std::shared_ptr<waiter>> queue_;
 };
 
-template <class Handler, class IoExecutor>
-class bulkhead_waiter final : public bulkhead_state::waiter {
+/// One `async_acquire` (or one queued call): the handler, its cancellation
+/// slot and the `max_wait` timer.
+///
+/// Nothing but the state's lock decides how a wait ends: a grant (`leave`),
+/// the caller's cancellation and the timer all go through the state, and only
+/// the one that takes the waiter out of the queue completes it. The timer's
+/// handler and the slot's handler hold weak_ptrs, and the timer never emits
+/// into the caller's slot: the slot is cleared only on the caller's executor,
+/// in the posted completion.
+template <class Clock, class Handler, class IoExecutor>
+class bulkhead_waiter final
+    : public bulkhead_state::waiter,
+      public std::enable_shared_from_this<bulkhead_waiter<Clock, Handler, IoExecutor>> {
  public:
   using executor_type = asio::associated_executor_t<Handler, IoExecutor>;
+  using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, IoExecutor>;
 
-  bulkhead_waiter(bulkhead_state& state, Handler&& h, const IoExecutor& io)
-      : state_(state),
+  bulkhead_waiter(std::shared_ptr<bulkhead_state> state, Handler&& h, const IoExecutor& io)
+      : state_(std::move(state)),
         handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, io)),
-        slot_(asio::get_associated_cancellation_slot(handler_)) {}
+        slot_(asio::get_associated_cancellation_slot(handler_)),
+        io_(io) {}
 
-  void start() {
+  /// Waits at most `max_wait` (0 or `nanoseconds::max()`: no limit).
+  void start(std::chrono::nanoseconds max_wait) {
+    auto weak = this->weak_from_this();
     if (slot_.is_connected()) {
-      slot_.assign([this](asio::cancellation_type) { state_.cancel(this); });
+      slot_.assign([weak](asio::cancellation_type) {
+        if (auto self = weak.lock()) self->state_->cancel(*self, asio::error::operation_aborted);
+      });
     }
-    state_.enqueue(this);
+    // The timer starts before the waiter is visible to other threads.
+    if (max_wait > std::chrono::nanoseconds::zero() && max_wait < std::chrono::nanoseconds::max()) {
+      timer_.emplace(io_);
+      timer_->expires_at(saturating_add(Clock::now(), max_wait));
+      timer_->async_wait([weak](boost::system::error_code ec) {
+        if (ec) return;
+        if (auto self = weak.lock()) {
+          self->state_->cancel(*self, make_error_code(error::bulkhead_full));
+        }
+      });
+    }
+    state_->enqueue(this->shared_from_this());
   }
 
   void complete(boost::system::error_code ec) override {
     auto ex = work_.get_executor();
-    asio::post(ex, [self = std::unique_ptr<bulkhead_waiter>(this), ec]() mutable {
+    asio::post(ex, [self = this->shared_from_this(), ec]() mutable {
       if (self->slot_.is_connected()) self->slot_.clear();
+      if (self->timer_) self->timer_->cancel();
       Handler h = std::move(self->handler_);
+      self->work_.reset();
       self.reset();
       std::move(h)(ec);
     });
   }
 
  private:
-  bulkhead_state& state_;
+  std::shared_ptr<bulkhead_state> state_;
   Handler handler_;
   asio::executor_work_guard<executor_type> work_;
   asio::cancellation_slot slot_;
+  IoExecutor io_;
+  std::optional<timer_type> timer_;
 };
 
-/// Gives a slot back when the guarded call ends, however it ends.
+/// Starts a wait for a slot of `state`, at most `max_wait` (0 or
+/// `nanoseconds::max()`: until granted or cancelled): completes with
+/// `void(error_code)`: success (the caller owns a slot), `bulkhead_full` (the
+/// wait ran out) or `operation_aborted` (the caller cancelled, or the state
+/// was closed).
+template <class Clock, class IoExecutor, class CompletionToken>
+auto async_wait_for_slot(std::shared_ptr<bulkhead_state> state, const IoExecutor& io,
+                         std::chrono::nanoseconds max_wait, CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+      [](auto handler, std::shared_ptr<bulkhead_state> st, const IoExecutor& ex,
+         std::chrono::nanoseconds limit) {
+        using waiter_type = bulkhead_waiter<Clock, std::decay_t<decltype(handler)>, IoExecutor>;
+        std::make_shared<waiter_type>(std::move(st), std::move(handler), ex)->start(limit);
+      },
+      token, std::move(state), io, max_wait);
+}
+
+/// A state that its owner keeps alive for as long as the waiters and slots
+/// that use it (the HTTP client's pools): a non-owning shared_ptr.
+inline std::shared_ptr<bulkhead_state> unowned(bulkhead_state& state) noexcept {
+  return std::shared_ptr<bulkhead_state>(std::shared_ptr<void>(), &state);
+}
+
+/// Waits for a slot of `state` (which must outlive the wait) from a coroutine.
+template <class Clock, class Executor>
+asio::awaitable<boost::system::error_code, Executor> wait_for_slot(
+    bulkhead_state& state, std::chrono::nanoseconds max_wait) {
+  const Executor ex = co_await asio::this_coro::executor;
+  auto [ec] = co_await async_wait_for_slot<Clock>(
+      unowned(state), ex, max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+  co_return ec;
+}
+
+/// Gives a slot back when the guarded call ends, however it ends (its frame
+/// may be destroyed by `~io_context` after the bulkhead: the state lives on).
 class bulkhead_slot {
  public:
-  explicit bulkhead_slot(bulkhead_state& s) noexcept : state_(&s) {}
+  explicit bulkhead_slot(std::shared_ptr<bulkhead_state> s) noexcept : state_(std::move(s)) {}
+  /// For a state that outlives the slot.
+  explicit bulkhead_slot(bulkhead_state& s) noexcept : state_(unowned(s)) {}
   bulkhead_slot(const bulkhead_slot&) = delete;
   bulkhead_slot& operator=(const bulkhead_slot&) = delete;
   ~bulkhead_slot() { state_->leave(); }
 
  private:
-  bulkhead_state* state_;
+  std::shared_ptr<bulkhead_state> state_;
 };
-
-/// Waits for a slot of `state`, at most `max_wait` (0: until granted or
-/// cancelled). Returns success (the caller owns a slot), `bulkhead_full`
-/// (the wait ran out) or `operation_aborted` (the caller cancelled).
-template <class Clock, class Executor>
-asio::awaitable<boost::system::error_code, Executor> wait_for_slot(
-    bulkhead_state& state, std::chrono::nanoseconds max_wait) {
-  const Executor ex = co_await asio::this_coro::executor;
-  auto acquire = [&state, ex](auto token) {
-    return asio::async_initiate<decltype(token), void(boost::system::error_code)>(
-        [&state, ex](auto handler) {
-          using handler_type = std::decay_t<decltype(handler)>;
-          auto* w = new bulkhead_waiter<handler_type, Executor>(state, std::move(handler), ex);
-          w->start();
-        },
-        token);
-  };
-  if (max_wait <= std::chrono::nanoseconds::zero()) {
-    auto [ec] = co_await acquire(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-    co_return ec;
-  }
-  asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor> timer(
-      ex, std::chrono::ceil<typename Clock::duration>(max_wait));
-  auto [order, wait_ec, timer_ec] =
-      co_await asio::experimental::make_parallel_group(acquire(asio::deferred),
-                                                       timer.async_wait(asio::deferred))
-          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable_t<Executor>{});
-  if (!wait_ec) co_return wait_ec;  // granted, even if the timer fired too: the slot is ours
-  if (order[0] == 1 && !timer_ec) co_return make_error_code(error::bulkhead_full);
-  co_return wait_ec;  // the caller cancelled the wait
-}
 
 }  // namespace detail
 
@@ -226,8 +291,18 @@ asio::awaitable<boost::system::error_code, Executor> wait_for_slot(
 /// U...>` result, returns `{error::bulkhead_full, U{}...}`. A cancelled wait
 /// ends with `operation_aborted` in the same two forms.
 ///
-/// Thread safety: shared freely between threads. Lifetime: must outlive the
-/// calls it guards. `Clock` times `max_wait`.
+/// Thread safety: shared freely between threads of a multi-threaded
+/// `io_context`, without strands.
+///
+/// Lifetime: as Asio allows for its I/O objects, the bulkhead may be destroyed
+/// while calls hold slots or wait in its queue (with the README's declaration
+/// order, `io_context` first, the bulkhead is destroyed first). Calls holding
+/// a slot run on and give it back to a state they share; waiting calls
+/// complete with `operation_aborted` (posted: if the `io_context` is destroyed
+/// rather than run, their coroutines are destroyed with it, not leaked). A
+/// call started on a destroyed bulkhead's awaitable ends the same way.
+///
+/// `Clock` times `max_wait`.
 template <class Clock = std::chrono::steady_clock>
 class basic_bulkhead {
  public:
@@ -237,12 +312,17 @@ class basic_bulkhead {
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_bulkhead(const Executor& ex, bulkhead_options options = {})
-      : executor_(ex), state_(std::make_unique<detail::bulkhead_state>(checked(options))) {}
+      : executor_(ex), state_(std::make_shared<detail::bulkhead_state>(checked(options))) {}
 
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_bulkhead(ExecutionContext& ctx, bulkhead_options options = {})
       : basic_bulkhead(ctx.get_executor(), options) {}
+
+  basic_bulkhead(const basic_bulkhead&) = delete;
+  basic_bulkhead& operator=(const basic_bulkhead&) = delete;
+  /// Completes every waiting call with `operation_aborted` (see Lifetime).
+  ~basic_bulkhead() { state_->close(); }
 
   executor_type get_executor() const noexcept { return executor_; }
   const bulkhead_options& options() const noexcept { return state_->options(); }
@@ -254,23 +334,18 @@ class basic_bulkhead {
   /// Guards `aw` (an `asio::awaitable<T, Executor>`, passed as an rvalue).
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(*state_, std::move(aw));
+    return call(state_, std::move(aw));
   }
 
   /// Waits for a slot: completes with `void(error_code)`: success (the caller
   /// now holds a slot and must call `release()` exactly once), `bulkhead_full`
-  /// or `operation_aborted` (the wait was cancelled). Never completes inside
+  /// (the queue is full, or `max_wait` ran out) or `operation_aborted` (the
+  /// wait was cancelled, or the bulkhead destroyed). Never completes inside
   /// the call. Per-operation cancellation: all types, while waiting.
   template <class CompletionToken>
   auto async_acquire(CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-        [this](auto handler) {
-          using handler_type = std::decay_t<decltype(handler)>;
-          auto* w = new detail::bulkhead_waiter<handler_type, executor_type>(
-              *state_, std::move(handler), executor_);
-          w->start();
-        },
-        token);
+    return detail::async_wait_for_slot<Clock>(state_, executor_, state_->options().max_wait,
+                                              std::forward<CompletionToken>(token));
   }
 
   /// Gives back a slot taken with `async_acquire`.
@@ -283,19 +358,23 @@ class basic_bulkhead {
   }
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(detail::bulkhead_state& state,
+  static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::bulkhead_state> state,
                                                   boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;
     boost::system::error_code ec;
-    switch (state.try_enter()) {
+    switch (state->try_enter()) {
       case detail::bulkhead_state::entry::granted:
         break;
       case detail::bulkhead_state::entry::full:
         ec = error::bulkhead_full;
         break;
-      case detail::bulkhead_state::entry::queue:
-        ec = co_await detail::wait_for_slot<Clock, Executor>(state, state.options().max_wait);
+      case detail::bulkhead_state::entry::queue: {
+        const Executor ex = co_await asio::this_coro::executor;
+        std::tie(ec) = co_await detail::async_wait_for_slot<Clock>(
+            state, ex, state->options().max_wait,
+            asio::as_tuple(asio::use_awaitable_t<Executor>{}));
         break;
+      }
     }
     if (ec) {
       if constexpr (detail::is_error_tuple_v<T>) {
@@ -304,12 +383,12 @@ class basic_bulkhead {
         throw boost::system::system_error(ec);
       }
     }
-    detail::bulkhead_slot slot(state);
+    detail::bulkhead_slot slot(std::move(state));
     co_return co_await std::move(aw);
   }
 
   executor_type executor_;
-  std::unique_ptr<detail::bulkhead_state> state_;
+  std::shared_ptr<detail::bulkhead_state> state_;
 };
 
 using bulkhead = basic_bulkhead<>;

@@ -104,7 +104,11 @@ struct breaker_metrics {
 /// | `levee_not_closed_seconds` | gauge | |
 /// | `levee_stuck_open` | gauge, 0 or 1 | |
 ///
-/// Label values are escaped as the format requires. Families and samples come
+/// Label values are escaped as the format requires, and always valid UTF-8:
+/// each ill-formed sequence in a name (its maximal subpart, as Unicode
+/// recommends) becomes U+FFFD, so one bad name cannot make Prometheus reject
+/// the whole scrape (two names that differ only there then share a series:
+/// keep names valid UTF-8). Families and samples come
 /// out in a stable order (the order of `breakers`, then the enum orders).
 /// Names must be unique (a registry's keys are): two breakers with one name
 /// would make duplicate series. A `levee_transitions_total` series appears at

@@ -3,11 +3,13 @@
 
 #include <levee/circuit_breaker.hpp>
 #include <levee/detail/clock_traits.hpp>
+#include <levee/detail/saturating.hpp>
 #include <levee/observe.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -25,10 +27,20 @@ struct registry_options {
   /// Options of every breaker the registry creates, unless `set_options`
   /// gave its key others.
   breaker_options defaults = {};
-  /// A breaker that is CLOSED, unused by anyone but the registry, and not asked
-  /// for by `get` for this long is evicted (never sooner; up to a 64th of it
-  /// later, see `basic_breaker_registry`). Zero: never. >= 0.
+  /// A breaker that nobody but the registry holds and that `get` was not asked
+  /// for during this long is evicted, whatever its state (CLOSED, OPEN or
+  /// HALF_OPEN: a dead host's breaker does not stay for ever), except the
+  /// states an operator chose (FORCED_OPEN, DISABLED, METRICS_ONLY). Never
+  /// sooner; up to a 64th of it later, see `basic_breaker_registry`. Zero or
+  /// `nanoseconds::max()`: never. >= 0.
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
+  /// The most breakers the registry keeps (keys may come from URL hosts: an
+  /// unbounded registry is a memory and a scrape-size risk). When a new key
+  /// arrives at the bound, the least recently used breaker that nobody holds
+  /// (and no operator set) is evicted; if every breaker is held, the new key
+  /// gets a breaker of its own that the registry does not keep (it guards the
+  /// caller's call with no shared history: counted by `overflows()`). >= 1.
+  std::size_t max_breakers = 1000;
 };
 
 /// Throws `std::invalid_argument` naming the first invalid member.
@@ -45,15 +57,19 @@ struct string_hash {
 
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
-/// idle. Every member function is thread-safe.
+/// idle, at most `max_breakers` of them. Every member function is thread-safe.
 ///
 /// Eviction needs no timer (an idle registry leaves no pending work): `get`
 /// sweeps at most once per quarter of `idle_timeout`, and `evict_idle` sweeps
-/// on demand. A breaker is evicted only when it is CLOSED (an open breaker
-/// remembers something worth keeping), no caller holds it, and nobody asked
-/// for it for `idle_timeout`. `get` writes the time of use only when it moved
-/// by more than `idle_timeout / 64` (a shared write on every `get` would be
-/// contended), so an eviction may come up to that much later, never sooner.
+/// on demand. A breaker is evicted when no caller holds it, nobody asked for it
+/// for `idle_timeout`, and it is not in a state an operator chose
+/// (FORCED_OPEN, DISABLED, METRICS_ONLY: an idle sweep must not undo them).
+/// `get` writes the time of use only when it moved by more than
+/// `idle_timeout / 64` (a shared write on every `get` would be contended), so
+/// an eviction may come up to that much later, never sooner. At
+/// `max_breakers`, a new key evicts the least recently used evictable breaker
+/// (by that same time of use) whatever its idle time; see
+/// `registry_options::max_breakers` for when there is none.
 ///
 /// A breaker the registry replaces (`set_options`, `remove`, eviction) starts
 /// from zero: its counters restart (Prometheus sees a counter reset) and its
@@ -85,9 +101,22 @@ class basic_breaker_registry {
       std::shared_lock g(mutex_);
       if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
     }
+    std::shared_ptr<breaker_type> evicted;  // destroyed outside the lock
     std::unique_lock g(mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) {
+      if (entries_.size() >= options_.max_breakers) {
+        auto victim = least_recently_used();
+        if (victim == entries_.end()) {
+          overflows_.fetch_add(1, std::memory_order_relaxed);
+          auto options = options_for(key);
+          g.unlock();
+          return std::make_shared<breaker_type>(executor_, std::move(options), std::string(key));
+        }
+        evicted = std::move(victim->second.breaker);
+        entries_.erase(victim);
+        evictions_.fetch_add(1, std::memory_order_relaxed);
+      }
       auto made = std::make_shared<breaker_type>(executor_, options_for(key), std::string(key));
       it = entries_.emplace(std::string(key), entry{std::move(made), {t}}).first;
     }
@@ -119,6 +148,12 @@ class basic_breaker_registry {
     std::shared_lock g(mutex_);
     return entries_.size();
   }
+
+  /// Breakers evicted so far (idle, or the least recently used at the bound).
+  std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+  /// Calls of `get` that found the registry full of held breakers and returned
+  /// a breaker the registry does not keep.
+  std::uint64_t overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
 
   /// Every breaker's metrics, sorted by name (a stable exposition order).
   std::vector<named_metrics> metrics() const {
@@ -181,8 +216,32 @@ class basic_breaker_registry {
     return options_.defaults;
   }
 
+  bool never_idle() const noexcept {
+    return options_.idle_timeout <= std::chrono::nanoseconds::zero() ||
+           options_.idle_timeout == std::chrono::nanoseconds::max();
+  }
+
+  // Nobody but the registry holds it, and no operator chose its state.
+  static bool evictable(const entry& e) {
+    if (e.breaker.use_count() != 1) return false;
+    const circuit_state s = e.breaker->state();
+    return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
+  }
+
+  // Under the unique lock: the evictable entry with the oldest time of use.
+  auto least_recently_used() {
+    auto victim = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (!evictable(it->second)) continue;
+      if (victim == entries_.end() || it->second.last_used.load(std::memory_order_relaxed) <
+                                          victim->second.last_used.load(std::memory_order_relaxed))
+        victim = it;
+    }
+    return victim;
+  }
+
   void maybe_sweep(std::int64_t t) {
-    if (options_.idle_timeout <= std::chrono::nanoseconds::zero()) return;
+    if (never_idle()) return;
     std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
     if (t - last < options_.idle_timeout.count() / 4) return;
     if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
@@ -190,16 +249,18 @@ class basic_breaker_registry {
   }
 
   std::size_t sweep(std::int64_t t) {
-    if (options_.idle_timeout <= std::chrono::nanoseconds::zero()) return 0;
+    if (never_idle()) return 0;
+    // last_used may lag the last get by up to `slack`: count it in.
+    const auto limit =
+        detail::saturating_add(options_.idle_timeout, std::chrono::nanoseconds(slack()));
     std::vector<std::shared_ptr<breaker_type>> evicted;  // destroyed outside the lock
     {
       std::unique_lock g(mutex_);
       for (auto it = entries_.begin(); it != entries_.end();) {
         entry& e = it->second;
-        // last_used may lag the last get by up to `slack`: count it in.
-        const bool idle = t - e.last_used.load(std::memory_order_relaxed) >=
-                          options_.idle_timeout.count() + slack();
-        if (idle && e.breaker.use_count() == 1 && e.breaker->state() == circuit_state::closed) {
+        const auto last = e.last_used.load(std::memory_order_relaxed);
+        const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
+        if (idle && evictable(e)) {
           evicted.push_back(std::move(e.breaker));
           it = entries_.erase(it);
         } else {
@@ -207,6 +268,7 @@ class basic_breaker_registry {
         }
       }
     }
+    evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
     return evicted.size();
   }
 
@@ -216,6 +278,8 @@ class basic_breaker_registry {
   std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
   std::unordered_map<std::string, breaker_options, detail::string_hash, std::equal_to<>> overrides_;
   std::atomic<std::int64_t> last_sweep_;
+  std::atomic<std::uint64_t> evictions_{0};
+  std::atomic<std::uint64_t> overflows_{0};
 };
 
 using breaker_registry = basic_breaker_registry<>;

@@ -59,6 +59,10 @@ struct retry_options {
   /// computed one (capped by `max_retry_after`). Empty: no hints.
   std::function<std::optional<std::chrono::nanoseconds>(const call_result&)> retry_after = {};
   /// A budget shared by many callers; null: unlimited (up to max_attempts).
+  /// An operation deposits a success in it only when its last outcome is one
+  /// that `retryable` would not retry and that is neither an exception nor a
+  /// non-zero error_code: giving up on a retryable outcome (a 503 with
+  /// `levee::http::retryable`, however many attempts it took) earns nothing.
   std::shared_ptr<retry_budget> budget = {};
 };
 
@@ -166,9 +170,14 @@ template <class Clock>
 retry_step decide(basic_retry_policy<Clock>& policy, retry_schedule& schedule, std::size_t attempt,
                   const call_result& r, std::chrono::nanoseconds& delay) {
   const retry_options& o = policy.options();
-  const bool again = attempt < o.max_attempts && policy.retryable(r);
-  if (!again) {
-    if (o.budget && default_classify(r) == outcome::success) o.budget->deposit(policy.now());
+  const bool retryable = policy.retryable(r);
+  if (attempt >= o.max_attempts || !retryable) {
+    // Only a real success earns retries: judged by the same predicate as the
+    // retries (an operation that gave up on a 503 did not succeed), and never
+    // an error_code or an exception.
+    if (o.budget && !retryable && default_classify(r) == outcome::success) {
+      o.budget->deposit(policy.now());
+    }
     return retry_step::done;
   }
   if (o.budget && !o.budget->try_withdraw(policy.now())) return retry_step::done;

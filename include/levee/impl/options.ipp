@@ -93,6 +93,8 @@ void validate(const registry_options& o) {
   validate(o.defaults);
   if (o.idle_timeout < std::chrono::nanoseconds::zero())
     throw std::invalid_argument("registry_options::idle_timeout must not be negative");
+  if (o.max_breakers < 1)
+    throw std::invalid_argument("registry_options::max_breakers must be at least 1");
 }
 
 }  // namespace levee

@@ -1,0 +1,173 @@
+// The layers (timeouts, deadlines, the bulkhead's max_wait) on a 4-thread
+// io_context, without strands: timers race the operations they bound, some
+// operations finishing just before their limit and some just after. Runs under
+// ThreadSanitizer and AddressSanitizer in CI (label "concurrency").
+//
+// Real time, short and bounded: the race between a timer and an operation
+// completing on another thread is the point, and virtual time would serialise
+// it away.
+#include <levee/bulkhead.hpp>
+#include <levee/timeout.hpp>
+
+#include "support.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+using namespace levee_test;
+
+namespace {
+
+constexpr int threads = 4;
+constexpr int coroutines = 32;
+constexpr int rounds = 100;
+
+/// Runs `ioc` on `threads` threads until its work is done.
+void run_threads(asio::io_context& ioc) {
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+}
+
+/// A call that takes `latency` of real time (0: completes without waiting, 1 ns:
+/// one trip through the executor), tuple form.
+asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec(
+    std::chrono::nanoseconds latency) {
+  auto ex = co_await asio::this_coro::executor;
+  if (latency == 1ns) {
+    co_await asio::post(ex, asio::use_awaitable);
+  } else if (latency > 0ns) {
+    asio::steady_timer t(ex, latency);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return std::tuple(ec, 0);
+  }
+  co_return std::tuple(boost::system::error_code(), 7);
+}
+
+/// The same, exception form; some calls throw.
+asio::awaitable<int> call(std::chrono::nanoseconds latency, bool fail) {
+  auto [ec, v] = co_await call_ec(latency);
+  if (ec) throw boost::system::system_error(ec);
+  if (fail) throw service_error("boom");
+  co_return v;
+}
+
+/// Latencies around a limit of 200 us: well before, just before, at, just
+/// after, well after.
+std::chrono::nanoseconds latency_of(int i) {
+  constexpr std::chrono::nanoseconds choices[] = {0ns,   1ns,   50us,  180us, 195us,
+                                                  200us, 205us, 220us, 400us, 2ms};
+  return choices[static_cast<std::size_t>(i) % std::size(choices)];
+}
+
+struct counts {
+  std::atomic<int> ok{0}, timed_out{0}, threw{0}, other{0}, finished{0};
+};
+
+}  // namespace
+
+TEST_CASE("threads: with_timeout and with_deadline race their timers on 4 threads") {
+  asio::io_context ioc(threads);
+  counts c;
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&c, k]() -> asio::awaitable<void> {
+          for (int r = 0; r < rounds; ++r) {
+            const auto lat = latency_of(k + r);
+            const int mode = (k + r) % 4;
+            if (mode == 0) {
+              auto [ec, v] = co_await levee::with_timeout(200us, call_ec(lat));
+              if (!ec && v == 7) {
+                c.ok++;
+              } else if (ec == levee::error::timeout) {
+                c.timed_out++;
+              } else {
+                c.other++;
+              }
+            } else if (mode == 1) {
+              try {
+                const int v = co_await levee::with_deadline(200us, call(lat, r % 3 == 0));
+                v == 7 ? c.ok++ : c.other++;
+              } catch (const boost::system::system_error& e) {
+                e.code() == levee::error::deadline_exceeded ? c.timed_out++ : c.other++;
+              } catch (const service_error&) {
+                c.threw++;
+              }
+            } else if (mode == 2) {
+              // A deadline around a timeout: the outer cancellation passes into
+              // the inner race while its own timer may fire.
+              auto [ec, v] = co_await levee::with_deadline(
+                  200us, levee::with_timeout(lat < 200us ? 1s : 190us, call_ec(lat)));
+              if (!ec && v == 7) {
+                c.ok++;
+              } else if (ec == levee::error::timeout || ec == levee::error::deadline_exceeded ||
+                         ec == asio::error::operation_aborted) {
+                c.timed_out++;
+              } else {
+                c.other++;
+              }
+            } else {
+              auto [ec, v] =
+                  co_await levee::with_timeout(std::chrono::nanoseconds::max(), call_ec(lat / 4));
+              (!ec && v == 7) ? c.ok++ : c.other++;
+            }
+          }
+          c.finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  CHECK(c.finished == coroutines);
+  CHECK(c.other == 0);
+  CHECK(c.ok + c.timed_out + c.threw == coroutines * rounds);
+  CHECK(c.ok > 0);
+  CHECK(c.timed_out > 0);
+}
+
+TEST_CASE("threads: a bulkhead's max_wait races grants on 4 threads") {
+  asio::io_context ioc(threads);
+  levee::bulkhead b(ioc, {.max_concurrent = 3, .max_queue = coroutines, .max_wait = 200us});
+  counts c;
+  std::atomic<int> running{0}, most{0};
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          auto guarded = [&](std::chrono::nanoseconds lat)
+              -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+            const int now = ++running;
+            int m = most.load();
+            while (now > m && !most.compare_exchange_weak(m, now)) {
+            }
+            auto r = co_await call_ec(lat);
+            --running;
+            co_return r;
+          };
+          for (int r = 0; r < rounds; ++r) {
+            auto [ec, v] = co_await b(guarded(latency_of(k + r) / 4));
+            if (!ec && v == 7) {
+              c.ok++;
+            } else if (ec == levee::error::bulkhead_full) {
+              c.timed_out++;
+            } else {
+              c.other++;
+            }
+          }
+          c.finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  CHECK(c.finished == coroutines);
+  CHECK(c.other == 0);
+  CHECK(c.ok + c.timed_out == coroutines * rounds);
+  CHECK(c.ok > 0);
+  CHECK(most <= 3);
+  CHECK(b.in_flight() == 0);
+  CHECK(b.queued() == 0);
+}
