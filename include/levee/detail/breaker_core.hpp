@@ -172,6 +172,32 @@ class breaker_core {
   /// set it before sharing the core.
   void observe(transition_observer* o) noexcept { observer_ = o; }
 
+  // ---- the owner's lifetime ------------------------------------------------
+  // The shell lets its owner (the breaker object) be destroyed while calls are
+  // still in flight, as Asio lets an I/O object go with operations pending:
+  // the shared state lives on until the last call ends. Calls in flight are
+  // counted per shard (on the caller's own cache line, no shared counter):
+  // `enter` when a call is admitted, `leave` as the very last thing the call
+  // does with the shared state. `orphan` marks every shard and counts the
+  // calls still in flight; from then on, `leave` tells the last one to go.
+
+  /// A call was admitted and holds the shared state until `leave`.
+  void enter() noexcept { my_shard().in_flight.fetch_add(2, std::memory_order_relaxed); }
+
+  /// The call is done with the shared state. True when the owner was orphaned
+  /// and this was the last call: the caller must now destroy the shared state.
+  bool leave() noexcept {
+    const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
+    if (!(old & 1)) [[likely]]
+      return false;
+    return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+
+  /// The owner is gone (no call will be admitted any more). True when no call
+  /// is in flight: the caller destroys the shared state now; otherwise the
+  /// last `leave` will say so.
+  bool orphan() noexcept;
+
  private:
   // The state word: | generation (48) | probes in flight (13) | state (3) |
   static constexpr unsigned probe_shift = 3;
@@ -216,7 +242,11 @@ class breaker_core {
   // a multiple of the cache line, in one block aligned to a cache line.
   struct shard {
     spinlock lock;
-    std::uint32_t head_pos = 0;  // ring position of bucket `head`
+    std::uint16_t head_pos = 0;  // ring position of bucket `head` (< 1024)
+    // Calls in flight admitted or finished on this shard, times two (a call
+    // may enter on one shard and leave on another: only the sum over shards,
+    // modulo 2^31, is meaningful), plus 1 once the owner is orphaned.
+    std::atomic<std::uint32_t> in_flight{0};
     std::uint64_t generation = 1;
     std::int64_t head = std::numeric_limits<std::int64_t>::min();        // newest bucket index
     std::int64_t head_start = std::numeric_limits<std::int64_t>::max();  // its start, ns
@@ -286,7 +316,8 @@ class breaker_core {
 
   // Written on failures (consecutive_failures on) and on transitions only.
   std::atomic<std::uint64_t> consecutive_{0};
-  spinlock mutex_;  // serialises transitions and HALF_OPEN bookkeeping
+  std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
+  spinlock mutex_;                               // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter

@@ -71,7 +71,7 @@ std::uint32_t breaker_core::advance(shard& s, std::int64_t index) noexcept {
       if (++pos == buckets_) pos = 0;
       ring[pos] = {};
     }
-    s.head_pos = pos;
+    s.head_pos = static_cast<std::uint16_t>(pos);
   }
   s.head = index;
   s.head_start = index * width_ns_;
@@ -331,6 +331,17 @@ call_counters breaker_core::counters() const noexcept {
     c.rejected += s.rejected.get();
   }
   return c;
+}
+
+bool breaker_core::orphan() noexcept {
+  std::uint32_t in_flight = 0;  // modulo 2^31
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    in_flight += shard_at(i).in_flight.fetch_or(1, std::memory_order_acq_rel) >> 1;
+  }
+  const auto n = static_cast<std::int64_t>(in_flight & 0x7fff'ffffu);
+  // Calls that left before their shard was marked are not in `n`; those that
+  // leave after it each take one off: whoever brings the count to 0 is last.
+  return orphan_pending_.fetch_add(n, std::memory_order_acq_rel) + n == 0;
 }
 
 std::size_t breaker_core::probe_successes() const noexcept {
