@@ -449,3 +449,50 @@ TEST_CASE("core: open-duration jitter stays in its band and is reproducible with
   }
   CHECK(varied);
 }
+
+// Issue 11, defect 8: a rate exactly at the threshold opens (README: `>=`),
+// whatever floating point makes of the decimal threshold.
+TEST_CASE("core: a failure or slow-call rate exactly at the threshold opens it") {
+  struct exact_case {
+    int failures;
+    int calls;
+    double threshold;
+  };
+  const exact_case cases[] = {{7, 25, 0.28},   {55, 100, 0.55}, {7, 100, 0.07}, {7, 50, 0.14},
+                              {1, 3, 1.0 / 3}, {3, 10, 0.3},    {1, 10, 0.1},   {29, 100, 0.29}};
+  for (const auto& c : cases) {
+    for (const auto kind : {levee::window_kind::time, levee::window_kind::count}) {
+      INFO(c.failures << "/" << c.calls << " at " << c.threshold << " window "
+                      << static_cast<int>(kind));
+      levee::breaker_options o = small(static_cast<std::size_t>(c.calls));
+      o.window_type = kind;
+      o.window_calls = static_cast<std::size_t>(c.calls);
+      {
+        o.failure_rate_threshold = c.threshold;
+        harness h(o);
+        // One failure short of the threshold stays CLOSED...
+        for (int i = 0; i < c.calls - c.failures + 1; ++i) CHECK_FALSE(h.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(h.fail());
+        CHECK(h.core.state() == circuit_state::closed);
+        // ...and exactly at it opens (a count window: the oldest success leaves).
+        harness g(o);
+        for (int i = 0; i < c.calls - c.failures; ++i) CHECK_FALSE(g.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(g.fail());
+        const transition t = g.fail();
+        CHECK(t);
+        CHECK(t.reason == transition_reason::failure_rate);
+      }
+      {  // the slow-call rate
+        o.failure_rate_threshold = 1.0;
+        o.slow_call_duration = 100ns;
+        o.slow_call_rate_threshold = c.threshold;
+        harness g(o);
+        for (int i = 0; i < c.calls - c.failures; ++i) CHECK_FALSE(g.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(g.call(outcome::success, 100ns));
+        const transition t = g.call(outcome::success, 100ns);
+        CHECK(t);
+        CHECK(t.reason == transition_reason::slow_call_rate);
+      }
+    }
+  }
+}

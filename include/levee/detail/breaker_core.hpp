@@ -82,6 +82,20 @@ struct transition {
 // happened", the common answer, costs no memory traffic.
 static_assert(sizeof(transition) == 16);
 
+/// A rate threshold as an exact decimal fraction: `numerator / 10^exponent`.
+/// `from_double` takes the shortest decimal that reads back as the same double
+/// (0.28 is 28/100, not 0.28000000000000002665), so that a rate compares with
+/// the threshold the user wrote exactly; a threshold that needs more than 18
+/// decimal places is rounded up at the 18th.
+struct decimal_ratio {
+  std::uint64_t numerator = 1;
+  std::uint8_t exponent = 0;
+
+  static decimal_ratio from_double(double threshold) noexcept;  // threshold in (0, 1]
+  /// `part / whole >= numerator / 10^exponent`, exactly.
+  bool reached_by(std::uint64_t part, std::uint64_t whole) const noexcept;
+};
+
 /// Calls, failures and slow calls in a window.
 struct window_totals {
   std::uint64_t calls = 0;
@@ -300,9 +314,11 @@ class breaker_core {
   std::uint32_t shard_mask_;
   std::uint32_t stride_;
   window_kind kind_;
+  std::uint8_t failure_exponent_;
+  std::uint8_t slow_exponent_;
   std::uint32_t buckets_;
-  double failure_threshold_;
-  double slow_threshold_;
+  std::uint64_t failure_numerator_;  // the thresholds' decimal_ratio, split so that
+  std::uint64_t slow_numerator_;     // the exponents fill padding after kind_
   std::uint64_t minimum_calls_;
   std::uint64_t consecutive_limit_;
   std::uint64_t probe_limit_;

@@ -4,6 +4,7 @@
 #include <levee/detail/breaker_core.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -14,16 +15,51 @@ namespace levee::detail {
 
 namespace {
 constexpr std::size_t cache_line = 64;
+
+__extension__ typedef unsigned __int128 uint128;
+
+constexpr std::uint64_t pow10(unsigned n) noexcept {
+  std::uint64_t p = 1;
+  while (n-- > 0) p *= 10;
+  return p;
+}
 }  // namespace
+
+decimal_ratio decimal_ratio::from_double(double threshold) noexcept {
+  // The shortest round-trip representation, in fixed notation: "1", "0.28",
+  // "0.0000001". A double in (0, 1] needs at most 1 + 1 + 1074 characters.
+  char text[1100];
+  const auto [end, ec] =
+      std::to_chars(text, text + sizeof text, threshold, std::chars_format::fixed);
+  if (ec != std::errc() || threshold <= 0.0 || threshold > 1.0) return {};  // validated before
+  decimal_ratio r{0, 0};
+  const char* p = text;
+  for (; p != end && *p != '.'; ++p)
+    r.numerator = r.numerator * 10 + static_cast<unsigned>(*p - '0');
+  if (p == end) return r;  // "1"
+  ++p;
+  constexpr unsigned max_places = 18;
+  for (; p != end && r.exponent < max_places; ++p, ++r.exponent) {
+    r.numerator = r.numerator * 10 + static_cast<unsigned>(*p - '0');
+  }
+  if (p != end) ++r.numerator;  // more places (none is a trailing zero): round up
+  return r;
+}
+
+bool decimal_ratio::reached_by(std::uint64_t part, std::uint64_t whole) const noexcept {
+  return static_cast<uint128>(part) * pow10(exponent) >= static_cast<uint128>(numerator) * whole;
+}
 
 breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
       width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
       kind_(o.window_type),
+      failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
+      slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
       buckets_(static_cast<std::uint32_t>(o.window_buckets)),
-      failure_threshold_(o.failure_rate_threshold),
-      slow_threshold_(o.slow_call_rate_threshold),
+      failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
+      slow_numerator_(decimal_ratio::from_double(o.slow_call_rate_threshold).numerator),
       minimum_calls_(o.minimum_calls),
       consecutive_limit_(o.consecutive_failures),
       probe_limit_(o.half_open_probes),
@@ -91,12 +127,12 @@ window_totals breaker_core::sum(shard& s) const noexcept {
 
 bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
   if (t.calls < minimum_calls_) return false;
-  const auto calls = static_cast<double>(t.calls);
-  if (static_cast<double>(t.failures) >= failure_threshold_ * calls) {
+  // Exact: integer cross-multiplication against the threshold's decimal form.
+  if (decimal_ratio{failure_numerator_, failure_exponent_}.reached_by(t.failures, t.calls)) {
     why = transition_reason::failure_rate;
     return true;
   }
-  if (slow_ns_ > 0 && static_cast<double>(t.slow) >= slow_threshold_ * calls) {
+  if (slow_ns_ > 0 && decimal_ratio{slow_numerator_, slow_exponent_}.reached_by(t.slow, t.calls)) {
     why = transition_reason::slow_call_rate;
     return true;
   }
