@@ -496,3 +496,22 @@ TEST_CASE("core: a failure or slow-call rate exactly at the threshold opens it")
     }
   }
 }
+
+// Issue 11, defect 9: the failure that trips `consecutive_failures` is in the
+// window like any other.
+TEST_CASE("core: the call that trips consecutive_failures is counted in the window") {
+  for (const auto kind : {levee::window_kind::time, levee::window_kind::count}) {
+    levee::breaker_options o = small(100);
+    o.window_type = kind;
+    o.consecutive_failures = 11;
+    harness h(o);
+    h.succeed();
+    for (int i = 0; i < 10; ++i) CHECK_FALSE(h.fail());
+    const transition t = h.fail();
+    REQUIRE(t);
+    CHECK(t.reason == transition_reason::consecutive_failures);
+    CHECK(h.core.window(h.now).calls == 12);
+    CHECK(h.core.window(h.now).failures == 11);
+    CHECK(h.core.counters().failures == 11);
+  }
+}

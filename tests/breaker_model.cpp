@@ -159,16 +159,16 @@ struct reference_model {
     if (oc == outcome::ignored) return std::nullopt;
     if (state != circuit_state::closed || generation != t.generation) return std::nullopt;
     const bool failed = oc == outcome::failure;
-    if (o.consecutive_failures != 0) {
+    calls.push_back({floor_div(now, width), failed, slow});
+    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls)
+      calls.pop_front();
+    if (o.consecutive_failures != 0) {  // the tripping call is in the window too
       consecutive = failed ? consecutive + 1 : 0;
       if (consecutive >= o.consecutive_failures) {
         open(now);
         return circuit_state::open;
       }
     }
-    calls.push_back({floor_div(now, width), failed, slow});
-    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls)
-      calls.pop_front();
     if (should_open(now)) {
       open(now);
       return circuit_state::open;

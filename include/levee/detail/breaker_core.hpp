@@ -409,12 +409,6 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   const bool failed = o == outcome::failure;
-  if (consecutive_limit_ != 0) {
-    if (transition t = note_consecutive(p, failed)) {
-      count(s, failed, slow);
-      return t;
-    }
-  }
   if (kind_ == window_kind::count) {
     count(s, failed, slow);
     return record_count_window(p, failed, slow);
@@ -447,6 +441,11 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   b.failures += failed;
   b.slow += slow;
   s.lock.unlock();
+
+  // In the window first: the call that trips `consecutive_failures` counts.
+  if (consecutive_limit_ != 0) {
+    if (transition t = note_consecutive(p, failed)) return t;
+  }
 
   // A success cannot raise a rate: when the last check in this bucket found
   // enough calls and both rates under their thresholds, there is nothing to do.

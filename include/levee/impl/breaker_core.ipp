@@ -193,6 +193,9 @@ transition breaker_core::record_count_window(permit p, bool failed, bool slow) n
     c.next = c.next + 1 == c.size ? 0 : c.next + 1;
     t = {c.filled, c.failures, c.slow};
   }
+  if (consecutive_limit_ != 0) {
+    if (transition tr = note_consecutive(p, failed)) return tr;
+  }
   transition_reason why{};
   if (over_threshold(t, why)) return trip(p.generation(), why);
   return {};
