@@ -515,3 +515,23 @@ TEST_CASE("core: the call that trips consecutive_failures is counted in the wind
     CHECK(h.core.counters().failures == 11);
   }
 }
+
+TEST_CASE("core: a manual move to the current state is no transition") {
+  harness h(small(100));
+  for (const auto s :
+       {circuit_state::forced_open, circuit_state::disabled, circuit_state::metrics_only}) {
+    REQUIRE(h.core.set_state(s));
+    const auto generation = h.core.generation();
+    CHECK_FALSE(h.core.set_state(s));
+    CHECK(h.core.generation() == generation);
+  }
+  h.succeed();
+  REQUIRE(h.core.window(h.now).calls == 1);
+  CHECK_FALSE(h.core.set_state(circuit_state::metrics_only));
+  CHECK(h.core.window(h.now).calls == 1);  // METRICS_ONLY keeps its window
+  REQUIRE(h.core.set_state(circuit_state::closed));
+  h.succeed();
+  CHECK_FALSE(h.core.set_state(circuit_state::closed));  // a reset in CLOSED...
+  CHECK(h.core.window(h.now).calls == 0);                // ...clears the window
+  CHECK(h.core.state() == circuit_state::closed);
+}

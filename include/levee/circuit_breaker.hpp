@@ -731,7 +731,10 @@ class basic_circuit_breaker {
 
   // ---- manual control ------------------------------------------------------
   // Each is a transition with reason `manual`, visible in the events and the
-  // metrics; calls in flight finish as usual and change no decision.
+  // metrics; calls in flight finish as usual and change no decision. Asking
+  // for the state the breaker is already in does nothing (no transition, no
+  // event; METRICS_ONLY keeps its window), except that `reset` in CLOSED
+  // still clears the window.
 
   /// FORCED_OPEN: every call is rejected, until `reset`, `disable` or
   /// `metrics_only`. No timer: it stays open until told otherwise.

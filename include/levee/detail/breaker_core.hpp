@@ -180,6 +180,8 @@ class breaker_core {
   /// target) with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a
   /// fresh window; CLOSED also resets the open streak. OPEN here means
   /// FORCED_OPEN's automatic cousin: the shell arms the timer as usual.
+  /// A move to the current state is no transition (returns `{}`); in CLOSED
+  /// it still starts a fresh window.
   transition set_state(circuit_state target) noexcept;
 
   /// Registers the observer (null: none). Not thread-safe against calls:

@@ -296,6 +296,12 @@ transition breaker_core::set_state(circuit_state target) noexcept {
   if (target == circuit_state::half_open || target == circuit_state::open) return {};
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) == target) {
+    // Already there: no transition. A reset in CLOSED still clears the window
+    // (what a reset is for); METRICS_ONLY keeps its window.
+    if (target == circuit_state::closed) reset_windows(generation_of(w));
+    return {};
+  }
   const std::uint64_t next = generation_of(w) + 1;
   if (target != circuit_state::forced_open) {
     reset_windows(next);
