@@ -535,3 +535,66 @@ TEST_CASE("core: a manual move to the current state is no transition") {
   CHECK(h.core.window(h.now).calls == 0);                // ...clears the window
   CHECK(h.core.state() == circuit_state::closed);
 }
+
+// Issue 11, defect 7: durations up to nanoseconds::max() mean "for ever";
+// nothing wraps.
+TEST_CASE("core: open durations at the limit of their type saturate, never wrap") {
+  constexpr auto forever = std::chrono::nanoseconds::max();
+  SECTION("open_duration = max()") {
+    levee::breaker_options o = small(1);
+    o.open_duration = forever;
+    harness h(o);
+    CHECK(h.fail().open_for == forever);
+  }
+  SECTION("a very long open_duration with jitter stays in its band") {
+    levee::breaker_options o = small(1);
+    o.open_duration = forever - 1h;
+    o.open_duration_jitter = 0.5;
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+      o.jitter_seed = seed;
+      harness h(o);
+      const auto d = h.fail().open_for;
+      CHECK(d >= (forever - 1h) / 2);
+      CHECK(d <= forever);
+    }
+  }
+  SECTION("backoff up to max_open_duration = max()") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 1h;
+    o.open_duration_multiplier = 1000;
+    o.max_open_duration = forever;
+    harness h(o);
+    std::chrono::nanoseconds last{};
+    for (int i = 0; i < 12; ++i) {
+      const auto d = h.fail().open_for;
+      CHECK(d >= last);
+      last = d;
+      h.fire_timer();
+    }
+    CHECK(last == forever);
+  }
+  SECTION("backoff with jitter at the cap") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 1h;
+    o.open_duration_multiplier = 1000;
+    o.max_open_duration = forever;
+    o.open_duration_jitter = 0.9;
+    o.jitter_seed = 5;
+    harness h(o);
+    for (int i = 0; i < 12; ++i) {
+      const auto d = h.fail().open_for;
+      CHECK(d >= 6min);  // 1h * (1 - 0.9)
+      h.fire_timer();
+    }
+  }
+  SECTION("window = max()") {
+    levee::breaker_options o = small(3);
+    o.window = forever;
+    harness h(o);
+    h.fail();
+    h.now = forever / 2;
+    h.fail();
+    CHECK(h.core.window(h.now).calls == 2);
+    CHECK(h.fail());
+  }
+}

@@ -599,3 +599,40 @@ TEST_CASE("shutdown: a breaker destroyed before its io_context with calls in fli
     CHECK(ioc.stopped());  // nothing left pending: the breaker's state is gone
   }
 }
+
+TEST_CASE("durations: open_duration = max() stays open for ever (issue 11, defect 7)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = std::chrono::nanoseconds::max()});
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 1ms);
+  elapse(ioc, 24h * 365 * 100);
+  CHECK(cb.state() == circuit_state::open);
+}
+
+TEST_CASE("durations: every duration option works up to max()") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  constexpr auto forever = std::chrono::nanoseconds::max();
+  breaker cb(ioc, {.window = forever,
+                   .minimum_calls = 2,
+                   .open_duration = forever,
+                   .open_duration_multiplier = 2,
+                   .max_open_duration = forever,
+                   .open_duration_jitter = 0.5,
+                   .recovery_window = forever,
+                   .slow_call_duration = forever});
+  elapse(ioc, 1h);
+  auto ok = run(ioc, cb(api.call(true, 1s)));
+  elapse(ioc, 1s);
+  CHECK(ok->value == 42);
+  CHECK(cb.counters().slow == 0);
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);  // 1 failure of 2 calls
+  elapse(ioc, 24h * 365 * 100);
+  CHECK(cb.state() == circuit_state::open);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}

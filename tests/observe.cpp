@@ -472,3 +472,20 @@ TEST_CASE("manual control: repeating force_open, disable or metrics_only changes
   auto [ci, cj] = self(circuit_state::closed);
   CHECK(cb.metrics().transitions[ci][cj] == 0);
 }
+
+TEST_CASE("metrics: recovery_window = max() never raises stuck_open (issue 11, defect 7)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1,
+                   .open_duration = 1h,
+                   .recovery_window = std::chrono::nanoseconds::max()});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  elapse(ioc, 1h);  // left_closed + recovery_window overflows unless it saturates
+  run(ioc, cb(outcome_of(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 1ms);
+  elapse(ioc, 30min);
+  CHECK(r.count(event_kind::stuck_open) == 0);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}

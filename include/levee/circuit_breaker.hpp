@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/wait_traits.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <exception>
@@ -421,9 +422,14 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (detached_.load(std::memory_order_relaxed)) return;  // the breaker object is gone
     try {
       extras_type& x = extras();
+      // Saturating: a deadline past the clock's range never comes, so no timer.
+      const auto wait = std::chrono::ceil<typename Clock::duration>(options_.recovery_window);
+      if (wait >= time_point::max() - std::max(left_closed, time_point())) {
+        if (x.stuck_timer) x.stuck_timer->cancel();
+        return;
+      }
       if (!x.stuck_timer) x.stuck_timer = std::make_unique<timer_type>(timer_.get_executor());
-      x.stuck_timer->expires_at(
-          left_closed + std::chrono::ceil<typename Clock::duration>(options_.recovery_window));
+      x.stuck_timer->expires_at(left_closed + wait);
       x.stuck_timer->async_wait(
           [weak = this->weak_from_this(), left_closed](boost::system::error_code ec) {
             if (ec) return;

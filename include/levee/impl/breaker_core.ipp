@@ -214,21 +214,27 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
 }
 
 nanos breaker_core::next_open_duration() noexcept {
-  double d = static_cast<double>(open_duration_.count());
+  // In long double (a 64-bit mantissa on x86-64: every duration up to
+  // nanoseconds::max() is exact), saturating: a product at or past
+  // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
+  using real = long double;
+  real d = static_cast<real>(open_duration_.count());
   if (open_multiplier_ > 1.0f && open_streak_ > 1) {
-    d *= std::pow(static_cast<double>(open_multiplier_), static_cast<double>(open_streak_ - 1));
-    d = std::min(d, static_cast<double>(max_open_duration_.count()));
+    d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(open_streak_ - 1));
+    d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
   }
   if (open_jitter_ > 0.0f) {
-    const double jitter = static_cast<double>(open_jitter_);
+    const auto jitter = static_cast<real>(open_jitter_);
     // splitmix64, then 53 bits into [0, 1).
     std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    const double unit = static_cast<double>(z >> 11) * 0x1.0p-53;
-    d *= 1.0 - jitter + 2.0 * jitter * unit;
+    const real unit = static_cast<real>(z >> 11) * 0x1.0p-53L;
+    d *= 1.0L - jitter + 2.0L * jitter * unit;
   }
+  constexpr auto forever = std::numeric_limits<std::int64_t>::max();
+  if (!(d < static_cast<real>(forever))) return nanos::max();
   return nanos(std::max<std::int64_t>(1, std::llround(d)));
 }
 
