@@ -449,3 +449,152 @@ TEST_CASE("core: open-duration jitter stays in its band and is reproducible with
   }
   CHECK(varied);
 }
+
+// Issue 11, defect 8: a rate exactly at the threshold opens (README: `>=`),
+// whatever floating point makes of the decimal threshold.
+TEST_CASE("core: a failure or slow-call rate exactly at the threshold opens it") {
+  struct exact_case {
+    int failures;
+    int calls;
+    double threshold;
+  };
+  const exact_case cases[] = {{7, 25, 0.28},   {55, 100, 0.55}, {7, 100, 0.07}, {7, 50, 0.14},
+                              {1, 3, 1.0 / 3}, {3, 10, 0.3},    {1, 10, 0.1},   {29, 100, 0.29}};
+  for (const auto& c : cases) {
+    for (const auto kind : {levee::window_kind::time, levee::window_kind::count}) {
+      INFO(c.failures << "/" << c.calls << " at " << c.threshold << " window "
+                      << static_cast<int>(kind));
+      levee::breaker_options o = small(static_cast<std::size_t>(c.calls));
+      o.window_type = kind;
+      o.window_calls = static_cast<std::size_t>(c.calls);
+      {
+        o.failure_rate_threshold = c.threshold;
+        harness h(o);
+        // One failure short of the threshold stays CLOSED...
+        for (int i = 0; i < c.calls - c.failures + 1; ++i) CHECK_FALSE(h.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(h.fail());
+        CHECK(h.core.state() == circuit_state::closed);
+        // ...and exactly at it opens (a count window: the oldest success leaves).
+        harness g(o);
+        for (int i = 0; i < c.calls - c.failures; ++i) CHECK_FALSE(g.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(g.fail());
+        const transition t = g.fail();
+        CHECK(t);
+        CHECK(t.reason == transition_reason::failure_rate);
+      }
+      {  // the slow-call rate
+        o.failure_rate_threshold = 1.0;
+        o.slow_call_duration = 100ns;
+        o.slow_call_rate_threshold = c.threshold;
+        harness g(o);
+        for (int i = 0; i < c.calls - c.failures; ++i) CHECK_FALSE(g.succeed());
+        for (int i = 0; i < c.failures - 1; ++i) CHECK_FALSE(g.call(outcome::success, 100ns));
+        const transition t = g.call(outcome::success, 100ns);
+        CHECK(t);
+        CHECK(t.reason == transition_reason::slow_call_rate);
+      }
+    }
+  }
+}
+
+// Issue 11, defect 9: the failure that trips `consecutive_failures` is in the
+// window like any other.
+TEST_CASE("core: the call that trips consecutive_failures is counted in the window") {
+  for (const auto kind : {levee::window_kind::time, levee::window_kind::count}) {
+    levee::breaker_options o = small(100);
+    o.window_type = kind;
+    o.consecutive_failures = 11;
+    harness h(o);
+    h.succeed();
+    for (int i = 0; i < 10; ++i) CHECK_FALSE(h.fail());
+    const transition t = h.fail();
+    REQUIRE(t);
+    CHECK(t.reason == transition_reason::consecutive_failures);
+    CHECK(h.core.window(h.now).calls == 12);
+    CHECK(h.core.window(h.now).failures == 11);
+    CHECK(h.core.counters().failures == 11);
+  }
+}
+
+TEST_CASE("core: a manual move to the current state is no transition") {
+  harness h(small(100));
+  for (const auto s :
+       {circuit_state::forced_open, circuit_state::disabled, circuit_state::metrics_only}) {
+    REQUIRE(h.core.set_state(s));
+    const auto generation = h.core.generation();
+    CHECK_FALSE(h.core.set_state(s));
+    CHECK(h.core.generation() == generation);
+  }
+  h.succeed();
+  REQUIRE(h.core.window(h.now).calls == 1);
+  CHECK_FALSE(h.core.set_state(circuit_state::metrics_only));
+  CHECK(h.core.window(h.now).calls == 1);  // METRICS_ONLY keeps its window
+  REQUIRE(h.core.set_state(circuit_state::closed));
+  h.succeed();
+  CHECK_FALSE(h.core.set_state(circuit_state::closed));  // a reset in CLOSED...
+  CHECK(h.core.window(h.now).calls == 0);                // ...clears the window
+  CHECK(h.core.state() == circuit_state::closed);
+}
+
+// Issue 11, defect 7: durations up to nanoseconds::max() mean "for ever";
+// nothing wraps.
+TEST_CASE("core: open durations at the limit of their type saturate, never wrap") {
+  constexpr auto forever = std::chrono::nanoseconds::max();
+  SECTION("open_duration = max()") {
+    levee::breaker_options o = small(1);
+    o.open_duration = forever;
+    harness h(o);
+    CHECK(h.fail().open_for == forever);
+  }
+  SECTION("a very long open_duration with jitter stays in its band") {
+    levee::breaker_options o = small(1);
+    o.open_duration = forever - 1h;
+    o.open_duration_jitter = 0.5;
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+      o.jitter_seed = seed;
+      harness h(o);
+      const auto d = h.fail().open_for;
+      CHECK(d >= (forever - 1h) / 2);
+      CHECK(d <= forever);
+    }
+  }
+  SECTION("backoff up to max_open_duration = max()") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 1h;
+    o.open_duration_multiplier = 1000;
+    o.max_open_duration = forever;
+    harness h(o);
+    std::chrono::nanoseconds last{};
+    for (int i = 0; i < 12; ++i) {
+      const auto d = h.fail().open_for;
+      CHECK(d >= last);
+      last = d;
+      h.fire_timer();
+    }
+    CHECK(last == forever);
+  }
+  SECTION("backoff with jitter at the cap") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 1h;
+    o.open_duration_multiplier = 1000;
+    o.max_open_duration = forever;
+    o.open_duration_jitter = 0.9;
+    o.jitter_seed = 5;
+    harness h(o);
+    for (int i = 0; i < 12; ++i) {
+      const auto d = h.fail().open_for;
+      CHECK(d >= 6min);  // 1h * (1 - 0.9)
+      h.fire_timer();
+    }
+  }
+  SECTION("window = max()") {
+    levee::breaker_options o = small(3);
+    o.window = forever;
+    harness h(o);
+    h.fail();
+    h.now = forever / 2;
+    h.fail();
+    CHECK(h.core.window(h.now).calls == 2);
+    CHECK(h.fail());
+  }
+}

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -21,6 +22,33 @@ using levee::detail::transition;
 using nanos = std::chrono::nanoseconds;
 
 namespace {
+
+// The thresholds the sequences use, with the decimal fraction each stands for
+// (the README's `>=` is exact against what the user wrote).
+struct threshold {
+  double value;
+  std::uint64_t numerator;
+  std::uint64_t denominator;
+};
+constexpr threshold thresholds[] = {{0.1, 1, 10},
+                                    {0.25, 1, 4},
+                                    {0.5, 1, 2},
+                                    {0.6, 3, 5},
+                                    {0.75, 3, 4},
+                                    {1.0, 1, 1},
+                                    {0.28, 7, 25},
+                                    {0.55, 11, 20},
+                                    {0.07, 7, 100},
+                                    {0.14, 7, 50},
+                                    {1.0 / 3, 3333333333333333, 10000000000000000}};
+
+bool reached(std::size_t part, std::size_t whole, double value) {
+  for (const threshold& t : thresholds) {
+    if (t.value == value) return part * t.denominator >= t.numerator * whole;
+  }
+  FAIL("threshold not in the table");
+  return false;
+}
 
 // The reference: written for clarity, not speed. It keeps every call.
 struct reference_model {
@@ -76,10 +104,8 @@ struct reference_model {
       failures += c.failed;
       slow += c.slow;
     }
-    if (static_cast<double>(failures) >= o.failure_rate_threshold * static_cast<double>(n))
-      return true;
-    return o.slow_call_duration > nanos::zero() &&
-           static_cast<double>(slow) >= o.slow_call_rate_threshold * static_cast<double>(n);
+    if (reached(failures, n, o.failure_rate_threshold)) return true;
+    return o.slow_call_duration > nanos::zero() && reached(slow, n, o.slow_call_rate_threshold);
   }
 
   void open(std::int64_t now) {
@@ -133,16 +159,16 @@ struct reference_model {
     if (oc == outcome::ignored) return std::nullopt;
     if (state != circuit_state::closed || generation != t.generation) return std::nullopt;
     const bool failed = oc == outcome::failure;
-    if (o.consecutive_failures != 0) {
+    calls.push_back({floor_div(now, width), failed, slow});
+    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls)
+      calls.pop_front();
+    if (o.consecutive_failures != 0) {  // the tripping call is in the window too
       consecutive = failed ? consecutive + 1 : 0;
       if (consecutive >= o.consecutive_failures) {
         open(now);
         return circuit_state::open;
       }
     }
-    calls.push_back({floor_div(now, width), failed, slow});
-    if (o.window_type == levee::window_kind::count && calls.size() > o.window_calls)
-      calls.pop_front();
     if (should_open(now)) {
       open(now);
       return circuit_state::open;
@@ -169,20 +195,20 @@ levee::breaker_options random_options(std::mt19937_64& rng) {
     return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
   };
   levee::breaker_options o;
-  const double thresholds[] = {0.1, 0.25, 0.5, 0.6, 0.75, 1.0};
-  o.failure_rate_threshold = thresholds[pick(0, 5)];
+  constexpr std::uint64_t last = std::size(thresholds) - 1;
+  o.failure_rate_threshold = thresholds[pick(0, last)].value;
   o.window_type = pick(0, 3) == 0 ? levee::window_kind::count : levee::window_kind::time;
   o.window_buckets = pick(1, 10);
   o.window = nanos(static_cast<std::int64_t>(o.window_buckets * pick(1, 5) * 100));
-  o.window_calls = pick(1, 12);
-  o.minimum_calls = pick(1, o.window_type == levee::window_kind::count ? o.window_calls : 12);
+  o.window_calls = pick(1, 25);
+  o.minimum_calls = pick(1, o.window_type == levee::window_kind::count ? o.window_calls : 25);
   o.open_duration = nanos(static_cast<std::int64_t>(pick(1, 2000)));
   o.half_open_probes = pick(1, 3);
   o.successes_to_close = pick(1, 3);
   o.consecutive_failures = pick(0, 2) == 0 ? pick(1, 4) : 0;
   if (pick(0, 3) == 0) {
     o.slow_call_duration = nanos(static_cast<std::int64_t>(pick(1, 50)));
-    o.slow_call_rate_threshold = thresholds[pick(0, 5)];
+    o.slow_call_rate_threshold = thresholds[pick(0, last)].value;
   }
   levee::validate(o);
   return o;

@@ -557,3 +557,82 @@ TEST_CASE("slow calls open the breaker through the shell, timed by its clock") {
   CHECK(cb.counters().slow == 2);
   CHECK(cb.state() == circuit_state::open);  // 2 slow of 4
 }
+
+// Issue 11, defect 2: the README's declaration order (io_context first,
+// breaker second) with calls still in flight at shutdown.
+TEST_CASE("shutdown: a breaker destroyed before its io_context with calls in flight is safe") {
+  virtual_time vt;
+  fake_service api;
+  SECTION("a coroutine call, destroyed with the io_context") {
+    asio::io_context ioc;
+    breaker cb(ioc, {.minimum_calls = 1});
+    spawn(ioc, cb(api.call(true, 1h)));
+    settle(ioc);
+    REQUIRE(api.started == 1);
+  }  // ~breaker, then ~io_context destroys the suspended frame and its scope
+  SECTION("a probe and a token-form call, destroyed with the io_context") {
+    asio::io_context ioc;
+    breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s});
+    run(ioc, cb(api.call(false)));
+    elapse(ioc, 1s);
+    REQUIRE(cb.state() == circuit_state::half_open);
+    spawn(ioc, cb(api.call(true, 1h)));  // the probe
+    settle(ioc);
+    REQUIRE(cb.probes_in_flight() == 1);
+    timer t(ioc, 1h);
+    cb.async_execute(t.async_wait(asio::deferred), [](boost::system::error_code) {});
+    settle(ioc);
+  }
+  SECTION("calls that finish after the breaker is gone") {
+    asio::io_context ioc;
+    auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{.minimum_calls = 1});
+    auto ok = spawn(ioc, (*cb)(api.call(true, 1s)));
+    auto failed = spawn(ioc, (*cb)(api.call(false, 2s)));  // would trip: no timer may be armed
+    settle(ioc);
+    cb.reset();
+    elapse(ioc, 1s);
+    CHECK(ok->value == 42);
+    elapse(ioc, 1s);
+    CHECK(failed->done);
+    CHECK(failed->error);
+    settle(ioc);
+    CHECK(ioc.stopped());  // nothing left pending: the breaker's state is gone
+  }
+}
+
+TEST_CASE("durations: open_duration = max() stays open for ever (issue 11, defect 7)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = std::chrono::nanoseconds::max()});
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 1ms);
+  elapse(ioc, 24h * 365 * 100);
+  CHECK(cb.state() == circuit_state::open);
+}
+
+TEST_CASE("durations: every duration option works up to max()") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  constexpr auto forever = std::chrono::nanoseconds::max();
+  breaker cb(ioc, {.window = forever,
+                   .minimum_calls = 2,
+                   .open_duration = forever,
+                   .open_duration_multiplier = 2,
+                   .max_open_duration = forever,
+                   .open_duration_jitter = 0.5,
+                   .recovery_window = forever,
+                   .slow_call_duration = forever});
+  elapse(ioc, 1h);
+  auto ok = run(ioc, cb(api.call(true, 1s)));
+  elapse(ioc, 1s);
+  CHECK(ok->value == 42);
+  CHECK(cb.counters().slow == 0);
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);  // 1 failure of 2 calls
+  elapse(ioc, 24h * 365 * 100);
+  CHECK(cb.state() == circuit_state::open);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}

@@ -470,3 +470,73 @@ TEST_CASE("exposition: label values are always valid UTF-8 (U+FFFD for invalid s
   };
   CHECK(valid_utf8(text));
 }
+
+// Issue 11, defect 11: a manual call to the state the breaker is already in
+// is a no-op: no X -> X transition, no event, and METRICS_ONLY keeps its window.
+TEST_CASE("manual control: repeating force_open, disable or metrics_only changes nothing") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 100});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  const auto self = [](circuit_state s) {
+    return std::pair(static_cast<std::size_t>(s), static_cast<std::size_t>(s));
+  };
+
+  cb.force_open();
+  const auto generation = cb.metrics().transitions;
+  cb.force_open();
+  settle(ioc);
+  CHECK(r.events.size() == 1);
+  auto [fi, fj] = self(circuit_state::forced_open);
+  CHECK(cb.metrics().transitions[fi][fj] == 0);
+  CHECK(cb.metrics().transitions == generation);
+
+  cb.disable();
+  cb.disable();
+  settle(ioc);
+  CHECK(r.events.size() == 2);
+  auto [di, dj] = self(circuit_state::disabled);
+  CHECK(cb.metrics().transitions[di][dj] == 0);
+
+  cb.metrics_only();
+  for (int i = 0; i < 3; ++i) run(ioc, cb(outcome_of(false)));
+  REQUIRE(cb.metrics().window_calls == 3);
+  cb.metrics_only();
+  settle(ioc);
+  CHECK(r.events.size() == 3);
+  CHECK(cb.metrics().window_calls == 3);  // kept
+  auto [mi, mj] = self(circuit_state::metrics_only);
+  CHECK(cb.metrics().transitions[mi][mj] == 0);
+
+  // reset() from CLOSED clears the window (what a reset is for) but is no
+  // transition either.
+  cb.reset();
+  run(ioc, cb(outcome_of(false)));
+  settle(ioc);
+  REQUIRE(r.events.size() == 4);
+  REQUIRE(cb.metrics().window_calls == 1);
+  cb.reset();
+  settle(ioc);
+  CHECK(r.events.size() == 4);
+  CHECK(cb.metrics().window_calls == 0);
+  auto [ci, cj] = self(circuit_state::closed);
+  CHECK(cb.metrics().transitions[ci][cj] == 0);
+}
+
+TEST_CASE("metrics: recovery_window = max() never raises stuck_open (issue 11, defect 7)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1,
+                   .open_duration = 1h,
+                   .recovery_window = std::chrono::nanoseconds::max()});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  elapse(ioc, 1h);  // left_closed + recovery_window overflows unless it saturates
+  run(ioc, cb(outcome_of(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 1ms);
+  elapse(ioc, 30min);
+  CHECK(r.count(event_kind::stuck_open) == 0);
+  CHECK_FALSE(cb.metrics().stuck_open);
+}

@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/wait_traits.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <exception>
@@ -120,6 +121,30 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
   ~breaker_impl() { core_.observe(nullptr); }
+
+  /// The breaker object is gone: its timers stop (nothing of it stays pending
+  /// on the executor), and the shared state lives on until the last call in
+  /// flight ends (`leave`), or goes now if there is none.
+  static void detach(std::shared_ptr<breaker_impl> self) noexcept {
+    breaker_impl& b = *self;
+    b.detached_.store(true, std::memory_order_relaxed);
+    {
+      spin_guard g(b.timer_lock_);
+      b.timer_.cancel();
+    }
+    {
+      spin_guard g(b.metrics_lock_);
+      if (b.extras_ && b.extras_->stuck_timer) b.extras_->stuck_timer->cancel();
+    }
+    b.last_owner_ = std::move(self);
+    if (b.core_.orphan()) b.release_last_owner();
+  }
+
+  /// A call is done with the shared state (see `call_scope`).
+  void leave() noexcept {
+    if (core_.leave()) [[unlikely]]
+      release_last_owner();
+  }
 
   const breaker_options& options() const noexcept { return options_; }
   breaker_core& core() noexcept { return core_; }
@@ -394,11 +419,17 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // Under metrics_lock_: the stuck-open signal, `recovery_window` after the
   // breaker left CLOSED, if it has not come back by then.
   void arm_stuck(time_point left_closed) noexcept {
+    if (detached_.load(std::memory_order_relaxed)) return;  // the breaker object is gone
     try {
       extras_type& x = extras();
+      // Saturating: a deadline past the clock's range never comes, so no timer.
+      const auto wait = std::chrono::ceil<typename Clock::duration>(options_.recovery_window);
+      if (wait >= time_point::max() - std::max(left_closed, time_point())) {
+        if (x.stuck_timer) x.stuck_timer->cancel();
+        return;
+      }
       if (!x.stuck_timer) x.stuck_timer = std::make_unique<timer_type>(timer_.get_executor());
-      x.stuck_timer->expires_at(
-          left_closed + std::chrono::ceil<typename Clock::duration>(options_.recovery_window));
+      x.stuck_timer->expires_at(left_closed + wait);
       x.stuck_timer->async_wait(
           [weak = this->weak_from_this(), left_closed](boost::system::error_code ec) {
             if (ec) return;
@@ -423,7 +454,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // older transition) from undoing a newer one.
   void arm(std::uint64_t generation, nanos open_for) noexcept {
     spin_guard g(timer_lock_);
-    if (older(generation)) return;
+    if (older(generation) || detached_.load(std::memory_order_relaxed)) return;
     timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
@@ -442,6 +473,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
            0;
   }
 
+  void release_last_owner() noexcept {
+    std::shared_ptr<breaker_impl> last = std::move(last_owner_);  // destroys *this
+  }
+
   breaker_options options_;
   breaker_core core_;
   spinlock timer_lock_;                      // timer_, timer_generation_
@@ -452,23 +487,36 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   time_point created_;
   std::unique_ptr<history_type> history_;
   std::unique_ptr<extras_type> extras_;
+  std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
+  std::atomic<bool> detached_{false};         // the breaker object is gone: arm no timer
 };
 
 /// Holds a permit for the length of one call; gives it back if the call is
-/// abandoned (its coroutine or handler destroyed before it finished).
+/// abandoned (its coroutine or handler destroyed before it finished). It also
+/// holds the breaker's shared state: the breaker object may be destroyed while
+/// the call is in flight (`breaker_core::enter`/`leave`); the state goes with
+/// the last call. Nothing touches the state after `leave`.
 template <class Impl>
 class call_scope {
  public:
-  call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {}
+  call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {
+    b.core().enter();
+  }
   call_scope(call_scope&& other) noexcept
       : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
   call_scope& operator=(call_scope&&) = delete;
   ~call_scope() {
-    if (p_) b_->abandon(p_);
+    if (p_) {
+      b_->abandon(p_);
+      b_->leave();
+    }
   }
 
   void finish(outcome o) noexcept {
-    if (p_) b_->finish(std::exchange(p_, permit()), o, start_);
+    if (p_) {
+      b_->finish(std::exchange(p_, permit()), o, start_);
+      b_->leave();
+    }
   }
   void finish(const call_result& r) noexcept { finish(b_->classify(r)); }
 
@@ -587,9 +635,11 @@ using breaker_guarded = typename detail::guarded_type<std::remove_cvref_t<Awaita
 /// threads (of one `io_context` or of several); every member function is
 /// thread-safe except construction, destruction and move.
 ///
-/// Lifetime: the breaker must outlive the calls it guards (as an Asio I/O
-/// object outlives its operations). Destroying it while its open timer is
-/// pending is safe: the timer is cancelled and its handler does nothing.
+/// Lifetime: as with an Asio I/O object, the breaker may be destroyed while
+/// calls it guards are in flight (for example by `~io_context` at shutdown,
+/// when the io_context was declared first) or while its timer is pending: the
+/// timers are cancelled, and its shared state lives on until the last call
+/// ends. A guarded operation must not be *started* after the breaker is gone.
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = boost::asio::wait_traits<Clock>>
 class basic_circuit_breaker {
@@ -618,7 +668,21 @@ class basic_circuit_breaker {
       : basic_circuit_breaker(ctx.get_executor(), std::move(options), std::move(name)) {}
 
   basic_circuit_breaker(basic_circuit_breaker&&) noexcept = default;
-  basic_circuit_breaker& operator=(basic_circuit_breaker&&) noexcept = default;
+  basic_circuit_breaker& operator=(basic_circuit_breaker&& other) noexcept {
+    if (this != &other) {
+      if (impl_) impl_type::detach(std::move(impl_));
+      impl_ = std::move(other.impl_);
+    }
+    return *this;
+  }
+
+  /// Safe with calls in flight and with the timer pending, as for an Asio I/O
+  /// object: the timers are cancelled, and the calls in flight finish as usual
+  /// (their outcomes are counted, no timer is armed any more); the breaker's
+  /// shared state goes with the last of them.
+  ~basic_circuit_breaker() {
+    if (impl_) impl_type::detach(std::move(impl_));
+  }
 
   /// The current state.
   circuit_state state() const noexcept { return impl_->core().state(); }
@@ -673,7 +737,10 @@ class basic_circuit_breaker {
 
   // ---- manual control ------------------------------------------------------
   // Each is a transition with reason `manual`, visible in the events and the
-  // metrics; calls in flight finish as usual and change no decision.
+  // metrics; calls in flight finish as usual and change no decision. Asking
+  // for the state the breaker is already in does nothing (no transition, no
+  // event; METRICS_ONLY keeps its window), except that `reset` in CLOSED
+  // still clears the window.
 
   /// FORCED_OPEN: every call is rejected, until `reset`, `disable` or
   /// `metrics_only`. No timer: it stays open until told otherwise.

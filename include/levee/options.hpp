@@ -85,6 +85,9 @@ struct breaker_options {
   std::size_t minimum_calls = 10;
 
   /// How long the breaker stays OPEN before its timer turns it HALF_OPEN. > 0.
+  /// Every duration option works up to `nanoseconds::max()`: arithmetic on
+  /// durations saturates, and a deadline past the clock's range means "for
+  /// ever" (here: OPEN until an operator resets it).
   std::chrono::nanoseconds open_duration = std::chrono::seconds(30);
 
   /// Open-duration backoff: each consecutive reopening (a probe failed before

@@ -82,6 +82,20 @@ struct transition {
 // happened", the common answer, costs no memory traffic.
 static_assert(sizeof(transition) == 16);
 
+/// A rate threshold as an exact decimal fraction: `numerator / 10^exponent`.
+/// `from_double` takes the shortest decimal that reads back as the same double
+/// (0.28 is 28/100, not 0.28000000000000002665), so that a rate compares with
+/// the threshold the user wrote exactly; a threshold that needs more than 18
+/// decimal places is rounded up at the 18th.
+struct decimal_ratio {
+  std::uint64_t numerator = 1;
+  std::uint8_t exponent = 0;
+
+  static decimal_ratio from_double(double threshold) noexcept;  // threshold in (0, 1]
+  /// `part / whole >= numerator / 10^exponent`, exactly.
+  bool reached_by(std::uint64_t part, std::uint64_t whole) const noexcept;
+};
+
 /// Calls, failures and slow calls in a window.
 struct window_totals {
   std::uint64_t calls = 0;
@@ -166,11 +180,39 @@ class breaker_core {
   /// target) with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a
   /// fresh window; CLOSED also resets the open streak. OPEN here means
   /// FORCED_OPEN's automatic cousin: the shell arms the timer as usual.
+  /// A move to the current state is no transition (returns `{}`); in CLOSED
+  /// it still starts a fresh window.
   transition set_state(circuit_state target) noexcept;
 
   /// Registers the observer (null: none). Not thread-safe against calls:
   /// set it before sharing the core.
   void observe(transition_observer* o) noexcept { observer_ = o; }
+
+  // ---- the owner's lifetime ------------------------------------------------
+  // The shell lets its owner (the breaker object) be destroyed while calls are
+  // still in flight, as Asio lets an I/O object go with operations pending:
+  // the shared state lives on until the last call ends. Calls in flight are
+  // counted per shard (on the caller's own cache line, no shared counter):
+  // `enter` when a call is admitted, `leave` as the very last thing the call
+  // does with the shared state. `orphan` marks every shard and counts the
+  // calls still in flight; from then on, `leave` tells the last one to go.
+
+  /// A call was admitted and holds the shared state until `leave`.
+  void enter() noexcept { my_shard().in_flight.fetch_add(2, std::memory_order_relaxed); }
+
+  /// The call is done with the shared state. True when the owner was orphaned
+  /// and this was the last call: the caller must now destroy the shared state.
+  bool leave() noexcept {
+    const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
+    if (!(old & 1)) [[likely]]
+      return false;
+    return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+
+  /// The owner is gone (no call will be admitted any more). True when no call
+  /// is in flight: the caller destroys the shared state now; otherwise the
+  /// last `leave` will say so.
+  bool orphan() noexcept;
 
  private:
   // The state word: | generation (48) | probes in flight (13) | state (3) |
@@ -216,7 +258,11 @@ class breaker_core {
   // a multiple of the cache line, in one block aligned to a cache line.
   struct shard {
     spinlock lock;
-    std::uint32_t head_pos = 0;  // ring position of bucket `head`
+    std::uint16_t head_pos = 0;  // ring position of bucket `head` (< 1024)
+    // Calls in flight admitted or finished on this shard, times two (a call
+    // may enter on one shard and leave on another: only the sum over shards,
+    // modulo 2^31, is meaningful), plus 1 once the owner is orphaned.
+    std::atomic<std::uint32_t> in_flight{0};
     std::uint64_t generation = 1;
     std::int64_t head = std::numeric_limits<std::int64_t>::min();        // newest bucket index
     std::int64_t head_start = std::numeric_limits<std::int64_t>::max();  // its start, ns
@@ -270,9 +316,11 @@ class breaker_core {
   std::uint32_t shard_mask_;
   std::uint32_t stride_;
   window_kind kind_;
+  std::uint8_t failure_exponent_;
+  std::uint8_t slow_exponent_;
   std::uint32_t buckets_;
-  double failure_threshold_;
-  double slow_threshold_;
+  std::uint64_t failure_numerator_;  // the thresholds' decimal_ratio, split so that
+  std::uint64_t slow_numerator_;     // the exponents fill padding after kind_
   std::uint64_t minimum_calls_;
   std::uint64_t consecutive_limit_;
   std::uint64_t probe_limit_;
@@ -286,7 +334,8 @@ class breaker_core {
 
   // Written on failures (consecutive_failures on) and on transitions only.
   std::atomic<std::uint64_t> consecutive_{0};
-  spinlock mutex_;  // serialises transitions and HALF_OPEN bookkeeping
+  std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
+  spinlock mutex_;                               // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
@@ -362,12 +411,6 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   const bool failed = o == outcome::failure;
-  if (consecutive_limit_ != 0) {
-    if (transition t = note_consecutive(p, failed)) {
-      count(s, failed, slow);
-      return t;
-    }
-  }
   if (kind_ == window_kind::count) {
     count(s, failed, slow);
     return record_count_window(p, failed, slow);
@@ -400,6 +443,11 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   b.failures += failed;
   b.slow += slow;
   s.lock.unlock();
+
+  // In the window first: the call that trips `consecutive_failures` counts.
+  if (consecutive_limit_ != 0) {
+    if (transition t = note_consecutive(p, failed)) return t;
+  }
 
   // A success cannot raise a rate: when the last check in this bucket found
   // enough calls and both rates under their thresholds, there is nothing to do.

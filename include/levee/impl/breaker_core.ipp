@@ -4,6 +4,7 @@
 #include <levee/detail/breaker_core.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -14,16 +15,51 @@ namespace levee::detail {
 
 namespace {
 constexpr std::size_t cache_line = 64;
+
+__extension__ typedef unsigned __int128 uint128;
+
+constexpr std::uint64_t pow10(unsigned n) noexcept {
+  std::uint64_t p = 1;
+  while (n-- > 0) p *= 10;
+  return p;
+}
 }  // namespace
+
+decimal_ratio decimal_ratio::from_double(double threshold) noexcept {
+  // The shortest round-trip representation, in fixed notation: "1", "0.28",
+  // "0.0000001". A double in (0, 1] needs at most 1 + 1 + 1074 characters.
+  char text[1100];
+  const auto [end, ec] =
+      std::to_chars(text, text + sizeof text, threshold, std::chars_format::fixed);
+  if (ec != std::errc() || threshold <= 0.0 || threshold > 1.0) return {};  // validated before
+  decimal_ratio r{0, 0};
+  const char* p = text;
+  for (; p != end && *p != '.'; ++p)
+    r.numerator = r.numerator * 10 + static_cast<unsigned>(*p - '0');
+  if (p == end) return r;  // "1"
+  ++p;
+  constexpr unsigned max_places = 18;
+  for (; p != end && r.exponent < max_places; ++p, ++r.exponent) {
+    r.numerator = r.numerator * 10 + static_cast<unsigned>(*p - '0');
+  }
+  if (p != end) ++r.numerator;  // more places (none is a trailing zero): round up
+  return r;
+}
+
+bool decimal_ratio::reached_by(std::uint64_t part, std::uint64_t whole) const noexcept {
+  return static_cast<uint128>(part) * pow10(exponent) >= static_cast<uint128>(numerator) * whole;
+}
 
 breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
       width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
       kind_(o.window_type),
+      failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
+      slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
       buckets_(static_cast<std::uint32_t>(o.window_buckets)),
-      failure_threshold_(o.failure_rate_threshold),
-      slow_threshold_(o.slow_call_rate_threshold),
+      failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
+      slow_numerator_(decimal_ratio::from_double(o.slow_call_rate_threshold).numerator),
       minimum_calls_(o.minimum_calls),
       consecutive_limit_(o.consecutive_failures),
       probe_limit_(o.half_open_probes),
@@ -71,7 +107,7 @@ std::uint32_t breaker_core::advance(shard& s, std::int64_t index) noexcept {
       if (++pos == buckets_) pos = 0;
       ring[pos] = {};
     }
-    s.head_pos = pos;
+    s.head_pos = static_cast<std::uint16_t>(pos);
   }
   s.head = index;
   s.head_start = index * width_ns_;
@@ -91,12 +127,12 @@ window_totals breaker_core::sum(shard& s) const noexcept {
 
 bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
   if (t.calls < minimum_calls_) return false;
-  const auto calls = static_cast<double>(t.calls);
-  if (static_cast<double>(t.failures) >= failure_threshold_ * calls) {
+  // Exact: integer cross-multiplication against the threshold's decimal form.
+  if (decimal_ratio{failure_numerator_, failure_exponent_}.reached_by(t.failures, t.calls)) {
     why = transition_reason::failure_rate;
     return true;
   }
-  if (slow_ns_ > 0 && static_cast<double>(t.slow) >= slow_threshold_ * calls) {
+  if (slow_ns_ > 0 && decimal_ratio{slow_numerator_, slow_exponent_}.reached_by(t.slow, t.calls)) {
     why = transition_reason::slow_call_rate;
     return true;
   }
@@ -157,6 +193,9 @@ transition breaker_core::record_count_window(permit p, bool failed, bool slow) n
     c.next = c.next + 1 == c.size ? 0 : c.next + 1;
     t = {c.filled, c.failures, c.slow};
   }
+  if (consecutive_limit_ != 0) {
+    if (transition tr = note_consecutive(p, failed)) return tr;
+  }
   transition_reason why{};
   if (over_threshold(t, why)) return trip(p.generation(), why);
   return {};
@@ -175,21 +214,27 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
 }
 
 nanos breaker_core::next_open_duration() noexcept {
-  double d = static_cast<double>(open_duration_.count());
+  // In long double (a 64-bit mantissa on x86-64: every duration up to
+  // nanoseconds::max() is exact), saturating: a product at or past
+  // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
+  using real = long double;
+  real d = static_cast<real>(open_duration_.count());
   if (open_multiplier_ > 1.0f && open_streak_ > 1) {
-    d *= std::pow(static_cast<double>(open_multiplier_), static_cast<double>(open_streak_ - 1));
-    d = std::min(d, static_cast<double>(max_open_duration_.count()));
+    d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(open_streak_ - 1));
+    d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
   }
   if (open_jitter_ > 0.0f) {
-    const double jitter = static_cast<double>(open_jitter_);
+    const auto jitter = static_cast<real>(open_jitter_);
     // splitmix64, then 53 bits into [0, 1).
     std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    const double unit = static_cast<double>(z >> 11) * 0x1.0p-53;
-    d *= 1.0 - jitter + 2.0 * jitter * unit;
+    const real unit = static_cast<real>(z >> 11) * 0x1.0p-53L;
+    d *= 1.0L - jitter + 2.0L * jitter * unit;
   }
+  constexpr auto forever = std::numeric_limits<std::int64_t>::max();
+  if (!(d < static_cast<real>(forever))) return nanos::max();
   return nanos(std::max<std::int64_t>(1, std::llround(d)));
 }
 
@@ -257,6 +302,12 @@ transition breaker_core::set_state(circuit_state target) noexcept {
   if (target == circuit_state::half_open || target == circuit_state::open) return {};
   spin_guard g(mutex_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) == target) {
+    // Already there: no transition. A reset in CLOSED still clears the window
+    // (what a reset is for); METRICS_ONLY keeps its window.
+    if (target == circuit_state::closed) reset_windows(generation_of(w));
+    return {};
+  }
   const std::uint64_t next = generation_of(w) + 1;
   if (target != circuit_state::forced_open) {
     reset_windows(next);
@@ -331,6 +382,17 @@ call_counters breaker_core::counters() const noexcept {
     c.rejected += s.rejected.get();
   }
   return c;
+}
+
+bool breaker_core::orphan() noexcept {
+  std::uint32_t in_flight = 0;  // modulo 2^31
+  for (std::size_t i = 0; i <= shard_mask_; ++i) {
+    in_flight += shard_at(i).in_flight.fetch_or(1, std::memory_order_acq_rel) >> 1;
+  }
+  const auto n = static_cast<std::int64_t>(in_flight & 0x7fff'ffffu);
+  // Calls that left before their shard was marked are not in `n`; those that
+  // leave after it each take one off: whoever brings the count to 0 is last.
+  return orphan_pending_.fetch_add(n, std::memory_order_acq_rel) + n == 0;
 }
 
 std::size_t breaker_core::probe_successes() const noexcept {
