@@ -9,7 +9,7 @@
 #                           clang-format; GCC 12 + AddressSanitizer/UBSan (every
 #                           test, benchmark smoke run); Clang 14 +
 #                           ThreadSanitizer (the concurrency tests); Clang 14 +
-#                           libFuzzer (60 s); a release build running the demo
+#                           libFuzzer (two targets, 60 s); a release build running the demo
 #                           (--quick) and checking its summary; promtool on the
 #                           metrics exposition; installed and vendored consumers.
 set -euo pipefail
@@ -106,13 +106,17 @@ run_tests() {
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ctest --test-dir build/ci-clang-tsan --output-on-failure -L concurrency
 
-  step "Clang 14 + libFuzzer: the HTTP response-parsing and classification path, 60 s"
+  step "Clang 14 + libFuzzer: the HTTP response framing (45 s) and URLs/request validation (15 s)"
   configure build/ci-fuzz -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DLEVEE_BUILD_FUZZ=ON -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF
-  cmake --build build/ci-fuzz --target levee-fuzz-http-response -j "$jobs"
-  rm -rf build/ci-fuzz/corpus && cp -r fuzz/corpus build/ci-fuzz/corpus
-  ./build/ci-fuzz/fuzz/levee-fuzz-http-response -max_total_time=60 -timeout=10 -rss_limit_mb=2048 \
+  cmake --build build/ci-fuzz --target levee-fuzz-http-response levee-fuzz-url -j "$jobs"
+  rm -rf build/ci-fuzz/corpus build/ci-fuzz/corpus-url
+  cp -r fuzz/corpus build/ci-fuzz/corpus
+  cp -r fuzz/corpus-url build/ci-fuzz/corpus-url
+  ./build/ci-fuzz/fuzz/levee-fuzz-http-response -max_total_time=45 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 build/ci-fuzz/corpus 2>&1 | tail -n 4
+  ./build/ci-fuzz/fuzz/levee-fuzz-url -max_total_time=15 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 build/ci-fuzz/corpus-url 2>&1 | tail -n 4
 
   step "release build: the library, the samples and the demo"
   rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo

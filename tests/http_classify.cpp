@@ -137,9 +137,11 @@ TEST_CASE("http parse_url") {
   REQUIRE_FALSE(http::parse_url("http://[::1]:81/x", u));
   CHECK(u.host == "::1");
   CHECK(u.port == 81);
-  for (const char* bad :
-       {"https://example.com/", "ftp://x", "http://", "http://:80/", "http://h:0/",
-        "http://h:65536/", "http://h:12ab/", "http://user@h/", "example.com"}) {
+  REQUIRE_FALSE(http::parse_url("https://example.com/", u));  // HTTPS is supported
+  CHECK(u.scheme == "https");
+  CHECK(u.port == 443);
+  for (const char* bad : {"ftp://x", "http://", "http://:80/", "http://h:0/", "http://h:65536/",
+                          "http://h:12ab/", "http://user@h/", "example.com"}) {
     INFO(bad);
     CHECK(http::parse_url(bad, u) == boost::system::errc::invalid_argument);
   }

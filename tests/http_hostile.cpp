@@ -79,11 +79,8 @@ TEST_CASE(
   CHECK(first >= 2);             // several idle connections in the pool now
   run_for(ioc, 100ms);           // the server closes them all
   for (int i = 0; i < 3; ++i) {  // one by one: each would find a stale one, then another
-    auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK_FALSE(
-        std::get<0>(*r->value));  // never `end of stream` from a connection closed while idle
+    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    CHECK_FALSE(std::get<0>(r));  // never `end of stream` from a connection closed while idle
   }
   run_for(ioc, 100ms);
   for (const auto& [ec, res] : burst(ioc, client, server.url(), 6)) {
@@ -111,12 +108,10 @@ TEST_CASE("http hostile: two responses to one request do not shift later answers
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 3; ++i) {
-    auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK_FALSE(std::get<0>(*r->value));
+    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    CHECK_FALSE(std::get<0>(r));
     // Each request gets the first answer of its own connection, never "stray".
-    CHECK(std::get<1>(*r->value).body() == "c" + std::to_string(i) + "r0");
+    CHECK(std::get<1>(r).body() == "c" + std::to_string(i) + "r0");
   }
 }
 
@@ -133,16 +128,12 @@ TEST_CASE("http hostile: a 408 written on an idle keep-alive connection is not t
   });
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
-  auto first = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-  run_until(ioc, first);
-  REQUIRE(first->done);
-  CHECK(std::get<1>(*first->value).result_int() == 200);
+  const auto first = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  CHECK(std::get<1>(first).result_int() == 200);
   run_for(ioc, 60ms);  // the 408 arrives on the idle pooled connection
-  auto second = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-  run_until(ioc, second);
-  REQUIRE(second->done);
-  CHECK_FALSE(std::get<0>(*second->value));
-  CHECK(std::get<1>(*second->value).result_int() == 200);  // not a 408 it never asked for
+  const auto second = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  CHECK_FALSE(std::get<0>(second));
+  CHECK(std::get<1>(second).result_int() == 200);  // not a 408 it never asked for
   CHECK(server.accepted == 2);
 }
 
@@ -162,12 +153,10 @@ TEST_CASE("http hostile: interim 1xx responses are skipped") {
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 2; ++i) {
-    auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK_FALSE(std::get<0>(*r->value));
-    CHECK(std::get<1>(*r->value).result_int() == 200);
-    CHECK(std::get<1>(*r->value).body() == "ok");
+    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    CHECK_FALSE(std::get<0>(r));
+    CHECK(std::get<1>(r).result_int() == 200);
+    CHECK(std::get<1>(r).body() == "ok");
   }
   CHECK(server.accepted == 1);  // and the connection stays in step
 }
@@ -194,10 +183,8 @@ TEST_CASE(
     });
     server.start();
     http::client client(ioc.get_executor(), {.timeout = 2s});
-    auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-    run_until(ioc, r, 3000ms);
-    REQUIRE(r->done);
-    const auto ec = std::get<0>(*r->value);
+    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto ec = std::get<0>(r);
     CHECK(ec == boost::beast::http::error::buffer_overflow);  // at once, not at the deadline
     run_for(ioc, 20ms);
     CHECK(sent < (std::size_t{8} << 20));  // the client stopped reading early
@@ -216,20 +203,16 @@ TEST_CASE(
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (const std::string target :
        {"/a b", "/a\r\nX-Injected: 1", "/x HTTP/1.1\r\nHost: a\r\n\r\nGET /smuggled", "/\t"}) {
-    auto r = spawn(ioc, http::http_get(client, server.url(target), http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK(std::get<0>(*r->value) == boost::system::errc::invalid_argument);
+    const auto r = finish(ioc, http::http_get(client, server.url(target), http::nothrow));
+    CHECK(std::get<0>(r) == boost::system::errc::invalid_argument);
   }
   // A request built by hand: its target and its header values are checked too.
   http::request bad_target(boost::beast::http::verb::get, "/x\r\nX-Injected: 1", 11);
   http::request bad_value(boost::beast::http::verb::get, "/", 11);
   bad_value.set("X-User", "bob\r\nX-Admin: true");
   for (auto* req : {&bad_target, &bad_value}) {
-    auto r = spawn(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK(std::get<0>(*r->value) == boost::system::errc::invalid_argument);
+    const auto r = finish(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
+    CHECK(std::get<0>(r) == boost::system::errc::invalid_argument);
   }
   run_for(ioc, 20ms);
   CHECK(server.accepted == 0);  // nothing was sent
@@ -261,12 +244,10 @@ TEST_CASE("http hostile: HEAD, 204 and 304 responses have no body and do not tim
   const unsigned expected[] = {200, 204, 304};
   int i = 0;
   for (auto* req : {&head, &get204, &get304, &head}) {
-    auto r = spawn(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK_FALSE(std::get<0>(*r->value));
-    CHECK(std::get<1>(*r->value).result_int() == expected[i++ % 3]);
-    CHECK(std::get<1>(*r->value).body().empty());
+    const auto r = finish(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
+    CHECK_FALSE(std::get<0>(r));
+    CHECK(std::get<1>(r).result_int() == expected[i++ % 3]);
+    CHECK(std::get<1>(r).body().empty());
   }
   CHECK(server.accepted == 1);  // all on one kept-alive connection
 }
@@ -282,10 +263,8 @@ TEST_CASE("http hostile: idle connections are closed after idle_timeout") {
   });
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s, .idle_timeout = 30ms});
-  auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-  run_until(ioc, r);
-  REQUIRE(r->done);
-  CHECK_FALSE(std::get<0>(*r->value));
+  const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  CHECK_FALSE(std::get<0>(r));
   CHECK(closed_by_client == 0);  // kept alive
   run_for(ioc, 150ms);           // nobody asks for that host again
   CHECK(closed_by_client == 1);
@@ -300,16 +279,12 @@ TEST_CASE("http hostile: a timeout of nanoseconds::max() means no deadline") {
   });
   server.start();
   http::client client(ioc.get_executor(), {.timeout = std::chrono::nanoseconds::max()});
-  auto r = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
-  run_until(ioc, r);
-  REQUIRE(r->done);
-  CHECK_FALSE(std::get<0>(*r->value));
+  const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  CHECK_FALSE(std::get<0>(r));
   http::request req(boost::beast::http::verb::get, "/", 11);
-  auto own = spawn(ioc, client.async_request("127.0.0.1", server.port(), req,
-                                             std::chrono::nanoseconds::max() - 1ns));
-  run_until(ioc, own);
-  REQUIRE(own->done);
-  CHECK_FALSE(std::get<0>(*own->value));
+  const auto own = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                    std::chrono::nanoseconds::max() - 1ns));
+  CHECK_FALSE(std::get<0>(own));
 }
 
 TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
@@ -338,11 +313,9 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
       asio::detached);
   http::client client(ioc.get_executor(), {.timeout = 1s});
   const auto port = probe.local_endpoint().port();
-  auto r = spawn(
+  const auto r = finish(
       ioc, http::http_get(client, "http://[::1]:" + std::to_string(port) + "/", http::nothrow));
-  run_until(ioc, r);
-  REQUIRE(r->done);
-  CHECK_FALSE(std::get<0>(*r->value));
+  CHECK_FALSE(std::get<0>(r));
   CHECK(host_seen == "[::1]:" + std::to_string(port));
 }
 

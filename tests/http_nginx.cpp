@@ -16,11 +16,7 @@ namespace http = levee::http;
 namespace {
 
 http::result get(asio::io_context& ioc, http::client& c, const std::string& url) {
-  auto r = spawn(ioc, http::http_get(c, url, http::nothrow));
-  run_until(ioc, r, 3000ms);
-  REQUIRE(r->done);
-  REQUIRE(r->value);
-  return *r->value;
+  return finish(ioc, http::http_get(c, url, http::nothrow));
 }
 
 std::vector<http::result> burst(asio::io_context& ioc, http::client& c, const std::string& url,
@@ -90,16 +86,14 @@ TEST_CASE("nginx: 503s open the breaker, which then fails fast") {
   o.classifier = http::classify;
   breaker cb(ioc, o);
   for (int i = 0; i < 3; ++i) {
-    auto r = spawn(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK(std::get<1>(*r->value).result_int() == 503);
+    const auto [ec, res] =
+        finish(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
+    CHECK(res.result_int() == 503);
   }
   CHECK(cb.state() == levee::circuit_state::open);
-  auto fast = spawn(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
-  run_until(ioc, fast);
-  REQUIRE(fast->done);
-  CHECK(std::get<0>(*fast->value) == levee::error::circuit_open);
+  const auto [fast, none] =
+      finish(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
+  CHECK(fast == levee::error::circuit_open);
 }
 
 TEST_CASE("nginx: HTTPS with a context trusting the test CA, kept alive") {
@@ -116,19 +110,17 @@ TEST_CASE("nginx: HTTPS with a context trusting the test CA, kept alive") {
   }
   CHECK(client.stats().connections_opened == 1);
   // HEAD over TLS: no body, no wait.
-  auto head = spawn(ioc, http::http_head(client, nginx.https_url("localhost", "/"), http::nothrow));
-  run_until(ioc, head);
-  REQUIRE(head->done);
-  CHECK_FALSE(std::get<0>(*head->value));
-  CHECK(std::get<1>(*head->value).result_int() == 200);
-  CHECK(std::get<1>(*head->value).body().empty());
+  const auto [hec, head] =
+      finish(ioc, http::http_head(client, nginx.https_url("localhost", "/"), http::nothrow));
+  CHECK_FALSE(hec);
+  CHECK(head.result_int() == 200);
+  CHECK(head.body().empty());
   // `send` to an https origin.
   http::request req(boost::beast::http::verb::get, "/x", 11);
-  auto sent = spawn(ioc, http::send(client, nginx.https_url("localhost", ""), req, http::nothrow));
-  run_until(ioc, sent);
-  REQUIRE(sent->done);
-  CHECK_FALSE(std::get<0>(*sent->value));
-  CHECK(std::get<1>(*sent->value).result_int() == 200);
+  const auto [sec, sent] =
+      finish(ioc, http::send(client, nginx.https_url("localhost", ""), req, http::nothrow));
+  CHECK_FALSE(sec);
+  CHECK(sent.result_int() == 200);
 }
 
 TEST_CASE("nginx: HTTPS fails with the default context (the test CA is not trusted)") {
@@ -157,11 +149,9 @@ TEST_CASE("nginx: HEAD over plain HTTP") {
   asio::io_context ioc;
   http::client client(ioc.get_executor(), {.timeout = 2s});
   for (int i = 0; i < 2; ++i) {
-    auto r = spawn(ioc, http::http_head(client, nginx.http_url("/"), http::nothrow));
-    run_until(ioc, r);
-    REQUIRE(r->done);
-    CHECK_FALSE(std::get<0>(*r->value));
-    CHECK(std::get<1>(*r->value).result_int() == 200);
+    const auto [ec, res] = finish(ioc, http::http_head(client, nginx.http_url("/"), http::nothrow));
+    CHECK_FALSE(ec);
+    CHECK(res.result_int() == 200);
   }
   CHECK(client.stats().connections_opened == 1);
 }

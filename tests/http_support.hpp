@@ -37,6 +37,16 @@ inline void run_for(asio::io_context& ioc, std::chrono::milliseconds d) {
 
 std::vector<flaky::phase> phases(std::initializer_list<const char*> specs);
 
+/// Runs one request to completion (3 s at most) and returns its result.
+template <class T>
+T finish(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = spawn(ioc, std::move(aw));
+  run_until(ioc, p, std::chrono::milliseconds(3000));
+  REQUIRE(p->done);
+  REQUIRE(p->value);
+  return std::move(*p->value);
+}
+
 /// A server that runs a script per accepted connection: whatever bytes a test
 /// wants, whenever it wants them.
 struct script_server {

@@ -257,7 +257,8 @@ class run {
     asio::io_context ioc(1);
     client_.emplace(ioc.get_executor(), http::client_options{.max_connections_per_host = 256,
                                                              .timeout = scaled(s_, 10s),
-                                                             .body_limit = 64 * 1024});
+                                                             .body_limit = 64 * 1024,
+                                                             .idle_timeout = scaled(s_, 10s)});
     levee::breaker_options bo{.failure_rate_threshold = 0.5,
                               .window = scaled(s_, 10s),
                               .minimum_calls = 20,
@@ -424,6 +425,7 @@ class run {
       result_.phases[p].downstream = api_->requests_in_phase(p);
     }
     if (metrics_) metrics_->stop();
+    client_->close_idle();  // the client's idle timer goes too: run() returns
     std::fprintf(stderr, "\n");
   }
 
