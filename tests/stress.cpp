@@ -134,8 +134,10 @@ TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes b
   // It really moved between states under load.
   CHECK(t.rejected > 1000);
   CHECK(t.succeeded > 200000);
-  CHECK(t.failed > 50000);
-  CHECK(t.cancelled > 50000);
+  // (About a tenth of the admitted calls are cancelled and a sixth fail: the
+  // bounds leave room for the share the breaker rejects, which varies.)
+  CHECK(t.failed > 20000);
+  CHECK(t.cancelled > 20000);
 }
 
 TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 2 threads)") {

@@ -8,6 +8,8 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -85,16 +87,30 @@ struct counters {
   std::atomic<std::size_t> open{0}, waiting{0}, peak_waiting{0};
 };
 
+/// A strand of its own for each connection: Beast's stream and its timeout
+/// handler are not thread-safe, so every operation on a connection, its
+/// timeout and its close run there. Built on the io_context's own executor
+/// when there is one (stored inline; a strand of the type-erased executor would
+/// hide behind a reference count that ThreadSanitizer misreads).
+asio::any_io_executor new_strand(const asio::any_io_executor& ex) {
+  using io_executor = asio::io_context::executor_type;
+  if (const auto* io = ex.target<io_executor>()) return asio::make_strand(*io);
+  if (const auto* s = ex.target<asio::strand<io_executor>>())
+    return asio::make_strand(s->get_inner_executor());
+  return asio::make_strand(ex);
+}
+
 struct connection {
-  connection(const asio::any_io_executor& ex, ssl::context* tls, counters& c) : stats(c) {
+  connection(const asio::any_io_executor& ex, ssl::context* tls, std::shared_ptr<counters> c)
+      : executor(new_strand(ex)), stats(std::move(c)) {
     if (tls) {
-      secure.emplace(ex, *tls);
+      secure.emplace(executor, *tls);
     } else {
-      plain.emplace(ex);
+      plain.emplace(executor);
     }
   }
   ~connection() {
-    if (established) stats.open.fetch_sub(1, std::memory_order_relaxed);
+    if (established) stats->open.fetch_sub(1, std::memory_order_relaxed);
   }
   beast::tcp_stream& tcp() { return secure ? secure->next_layer() : *plain; }
 
@@ -109,12 +125,25 @@ struct connection {
     return errno == EAGAIN || errno == EWOULDBLOCK;
   }
 
+  asio::any_io_executor executor;  // the connection's strand
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   steady::time_point idle_since{};
   bool established = false;
-  counters& stats;
+  std::shared_ptr<counters> stats;  // closed on its strand, perhaps after the client
 };
+
+/// Closes a connection on its strand, wherever its last owner lets it go.
+struct connection_closer {
+  void operator()(connection* c) const {
+    // Counted closed now; the socket closes a moment later.
+    if (std::exchange(c->established, false)) c->stats->open.fetch_sub(1, std::memory_order_relaxed);
+    const asio::any_io_executor ex = c->executor;
+    // Destroyed unrun with the io_context at shutdown: the closure still owns it.
+    asio::post(ex, [owned = std::unique_ptr<connection>(c)] {});
+  }
+};
+using connection_ptr = std::unique_ptr<connection, connection_closer>;
 
 // A request waiting for one of its origin's connection slots.
 struct slot_waiter {
@@ -133,7 +162,7 @@ struct slot_waiter {
 // One origin's pool. Guarded by the client's mutex.
 struct host_pool {
   std::size_t busy = 0;  // connections in use or opening (slots taken)
-  std::vector<std::unique_ptr<connection>> idle;
+  std::vector<connection_ptr> idle;
   std::deque<std::shared_ptr<slot_waiter>> waiters;
 };
 
@@ -309,10 +338,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   }
 
   // A pooled connection that still looks open, or nothing.
-  std::unique_ptr<connection> take_idle(host_pool& pool) {
+  connection_ptr take_idle(host_pool& pool) {
     for (;;) {
-      std::unique_ptr<connection> c;
-      std::vector<std::unique_ptr<connection>> expired;  // closed outside the lock
+      connection_ptr c;
+      std::vector<connection_ptr> expired;  // closed outside the lock
       {
         std::lock_guard g(mutex);
         const auto now = steady::now();
@@ -333,8 +362,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     }
   }
 
-  void put_idle(host_pool& pool, std::unique_ptr<connection> c) {
-    c->tcp().expires_never();
+  void put_idle(host_pool& pool, connection_ptr c) {
     c->idle_since = steady::now();
     std::lock_guard g(mutex);
     if (closed || idle_total >= options.max_idle_connections) return;  // `c` closes here
@@ -358,7 +386,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   // Closes the idle connections past their idle timeout, forgets the origins
   // left empty, and sleeps until the next expiry (or for good).
   void reap() {
-    std::vector<std::unique_ptr<connection>> expired;
+    std::vector<connection_ptr> expired;
     std::lock_guard g(mutex);
     const auto now = steady::now();
     auto next = steady::time_point::max();
@@ -386,7 +414,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   }
 
   void close_idle() {
-    std::vector<std::unique_ptr<connection>> idle;
+    std::vector<connection_ptr> idle;
     std::lock_guard g(mutex);
     for (auto it = pools.begin(); it != pools.end();) {
       for (auto& c : it->second->idle) idle.push_back(std::move(c));
@@ -472,12 +500,30 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     }
   }
 
+  // On the connection's strand: connects a new connection, writes the
+  // request, reads the response; a connection that goes back to the pool has
+  // its timeout cleared here.
+  asio::awaitable<boost::system::error_code> converse(connection& c, const url_parts& origin,
+                                                      bool reused, request& req,
+                                                      detail::response_reader& reader,
+                                                      steady::time_point deadline) {
+    if (!reused) {
+      if (auto ec = co_await connect(c, origin, deadline)) co_return ec;
+    }
+    set_expiry(c.tcp(), deadline);
+    const auto ec = c.secure ? co_await exchange(*c.secure, req, reader)
+                             : co_await exchange(*c.plain, req, reader);
+    c.tcp().expires_never();
+    co_return ec;
+  }
+
   asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout);
 
   executor_type ex;
   client_options options;
   std::shared_ptr<ssl::context> tls;
-  counters stats;
+  std::shared_ptr<counters> stats_ptr = std::make_shared<counters>();
+  counters& stats = *stats_ptr;
   detail::dns_resolver resolver;
 
   std::mutex mutex;  // guards everything below
@@ -528,19 +574,19 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
   const bool head = req.method() == beast::http::verb::head;
   bool fresh_only = false;
   for (;;) {
-    std::unique_ptr<connection> conn = fresh_only ? nullptr : take_idle(*pool);
+    connection_ptr conn = fresh_only ? nullptr : take_idle(*pool);
     const bool reused = conn != nullptr;
     if (reused) {
       stats.reused.fetch_add(1, std::memory_order_relaxed);
     } else {
-      conn = std::make_unique<connection>(ex, secure ? tls.get() : nullptr, stats);
-      const auto cec = co_await connect(*conn, origin, deadline);
-      if (cec) co_return result(cec, response());
+      conn = connection_ptr(new connection(ex, secure ? tls.get() : nullptr, stats_ptr));
     }
-    set_expiry(conn->tcp(), deadline);
+    // The connection's own strand does its I/O (see `new_strand`).
     detail::response_reader reader(limits, head);
-    const auto ec = conn->secure ? co_await exchange(*conn->secure, req, reader)
-                                 : co_await exchange(*conn->plain, req, reader);
+    auto [failure, ec] = co_await asio::co_spawn(
+        conn->executor, converse(*conn, origin, reused, req, reader, deadline),
+        asio::as_tuple(asio::use_awaitable));
+    if (failure) std::rethrow_exception(failure);
     if (ec) {
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
@@ -581,7 +627,7 @@ const client_options& client::options() const noexcept {
 }
 
 client_stats client::stats() const noexcept {
-  const counters& c = impl_->stats;
+  const counters& c = *impl_->stats_ptr;
   client_stats s{c.requests.load(),
                  c.opened.load(),
                  c.reused.load(),
