@@ -212,3 +212,21 @@ TEST_CASE("bulkhead: destroyed while its io_context runs on, waiters end with op
   CHECK(std::get<1>(*holder->value) == 1);  // the running call finished normally
   CHECK(g.order == std::vector<int>{1});
 }
+
+TEST_CASE("bulkhead: max_wait at nanoseconds::max() (or just below) waits for ever") {
+  virtual_time vt;
+  asio::io_context ioc;
+  for (const auto wait : {std::chrono::nanoseconds::max(), std::chrono::nanoseconds::max() - 1ns}) {
+    bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1, .max_wait = wait});
+    gate g;
+    auto a = run(ioc, b(g.call(1, 1000h)));
+    auto waiter = run(ioc, b(g.call(2, 1ms)));
+    elapse(ioc, 999h);
+    CHECK_FALSE(waiter->done);
+    CHECK(b.queued() == 1);
+    elapse(ioc, 1h);
+    elapse(ioc, 1ms);
+    REQUIRE(waiter->done);
+    CHECK(std::get<1>(*waiter->value) == 2);
+  }
+}
