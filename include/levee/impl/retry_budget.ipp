@@ -29,7 +29,7 @@ retry_budget_options checked(retry_budget_options o) {
   return o;
 }
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
+  return a / b - (a % b != 0 && a < 0 ? 1 : 0);  // no negation: safe down to min()
 }
 }  // namespace
 
