@@ -230,3 +230,22 @@ TEST_CASE("bulkhead: max_wait at nanoseconds::max() (or just below) waits for ev
     CHECK(std::get<1>(*waiter->value) == 2);
   }
 }
+
+TEST_CASE("bulkhead: movable, the queue goes with it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead first(ioc, {.max_concurrent = 1, .max_queue = 1});
+  gate g;
+  auto a = run(ioc, first(g.call(1, 10ms)));
+  auto waiter = run(ioc, first(g.call(2, 10ms)));
+  bulkhead moved(std::move(first));
+  CHECK(moved.queued() == 1);
+  elapse(ioc, 10ms);
+  elapse(ioc, 10ms);
+  REQUIRE(waiter->done);
+  CHECK(std::get<1>(*waiter->value) == 2);
+  bulkhead other(ioc, {.max_concurrent = 1});
+  other = std::move(moved);
+  CHECK(other.in_flight() == 0);
+  CHECK(other.options().max_queue == 1);
+}
