@@ -249,3 +249,20 @@ TEST_CASE("bulkhead: movable, the queue goes with it") {
   CHECK(other.in_flight() == 0);
   CHECK(other.options().max_queue == 1);
 }
+
+TEST_CASE("bulkhead: a coroutine waiting in the queue at shutdown is destroyed, not leaked") {
+  virtual_time vt;
+  auto destroyed = std::make_shared<int>(0);
+  auto finished = std::make_shared<int>(0);
+  {
+    asio::io_context ioc;
+    bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1});
+    b.async_acquire([](boost::system::error_code) {});  // the slot, never released
+    settle(ioc);
+    asio::co_spawn(ioc, guarded_hour(b, destroyed, finished), asio::detached);
+    settle(ioc);
+    CHECK(b.queued() == 1);
+  }
+  CHECK(*destroyed == 1);
+  CHECK(*finished == 0);
+}
