@@ -212,3 +212,57 @@ TEST_CASE("bulkhead: destroyed while its io_context runs on, waiters end with op
   CHECK(std::get<1>(*holder->value) == 1);  // the running call finished normally
   CHECK(g.order == std::vector<int>{1});
 }
+
+TEST_CASE("bulkhead: max_wait at nanoseconds::max() (or just below) waits for ever") {
+  virtual_time vt;
+  asio::io_context ioc;
+  for (const auto wait : {std::chrono::nanoseconds::max(), std::chrono::nanoseconds::max() - 1ns}) {
+    bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1, .max_wait = wait});
+    gate g;
+    auto a = run(ioc, b(g.call(1, 1000h)));
+    auto waiter = run(ioc, b(g.call(2, 1ms)));
+    elapse(ioc, 999h);
+    CHECK_FALSE(waiter->done);
+    CHECK(b.queued() == 1);
+    elapse(ioc, 1h);
+    elapse(ioc, 1ms);
+    REQUIRE(waiter->done);
+    CHECK(std::get<1>(*waiter->value) == 2);
+  }
+}
+
+TEST_CASE("bulkhead: movable, the queue goes with it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead first(ioc, {.max_concurrent = 1, .max_queue = 1});
+  gate g;
+  auto a = run(ioc, first(g.call(1, 10ms)));
+  auto waiter = run(ioc, first(g.call(2, 10ms)));
+  bulkhead moved(std::move(first));
+  CHECK(moved.queued() == 1);
+  elapse(ioc, 10ms);
+  elapse(ioc, 10ms);
+  REQUIRE(waiter->done);
+  CHECK(std::get<1>(*waiter->value) == 2);
+  bulkhead other(ioc, {.max_concurrent = 1});
+  other = std::move(moved);
+  CHECK(other.in_flight() == 0);
+  CHECK(other.options().max_queue == 1);
+}
+
+TEST_CASE("bulkhead: a coroutine waiting in the queue at shutdown is destroyed, not leaked") {
+  virtual_time vt;
+  auto destroyed = std::make_shared<int>(0);
+  auto finished = std::make_shared<int>(0);
+  {
+    asio::io_context ioc;
+    bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1});
+    b.async_acquire([](boost::system::error_code) {});  // the slot, never released
+    settle(ioc);
+    asio::co_spawn(ioc, guarded_hour(b, destroyed, finished), asio::detached);
+    settle(ioc);
+    CHECK(b.queued() == 1);
+  }
+  CHECK(*destroyed == 1);
+  CHECK(*finished == 0);
+}

@@ -149,10 +149,14 @@ TEST_CASE("threads: a bulkhead's max_wait races grants on 4 threads") {
             co_return r;
           };
           for (int r = 0; r < rounds; ++r) {
-            auto [ec, v] = co_await b(guarded(latency_of(k + r) / 4));
+            // Every other round, a timeout around the bulkhead cancels waits
+            // and calls through the waiter's slot, from the race's strand.
+            auto [ec, v] =
+                r % 2 == 0 ? co_await b(guarded(latency_of(k + r) / 4))
+                           : co_await levee::with_timeout(150us, b(guarded(latency_of(k + r) / 4)));
             if (!ec && v == 7) {
               c.ok++;
-            } else if (ec == levee::error::bulkhead_full) {
+            } else if (ec == levee::error::bulkhead_full || ec == levee::error::timeout) {
               c.timed_out++;
             } else {
               c.other++;

@@ -387,3 +387,77 @@ TEST_CASE("retry: the completion-token form, with a plain callback") {
   CHECK(value == 7);
   CHECK(api.starts.size() == 2);
 }
+
+TEST_CASE("retry: delays saturate at nanoseconds::max(), never negative") {
+  using std::chrono::nanoseconds;
+  constexpr auto forever = nanoseconds::max();
+  for (const auto jitter :
+       {jitter_kind::none, jitter_kind::full, jitter_kind::equal, jitter_kind::decorrelated}) {
+    CAPTURE(static_cast<int>(jitter));
+    // max_delay = max(): the base doubles past 2^63 ns and is capped there.
+    policy_type growing({.max_attempts = 200,
+                         .initial_delay = 1ms,
+                         .max_delay = forever,
+                         .jitter = jitter,
+                         .seed = 7});
+    auto s = growing.schedule();
+    nanoseconds last{};
+    for (int i = 0; i < 150; ++i) {
+      last = s.next();
+      REQUIRE(last >= 0ns);
+    }
+    if (jitter == jitter_kind::none) CHECK(last == forever);
+    // initial_delay = max_delay = max(): every delay is "for ever" (or a
+    // fraction of it, with jitter).
+    policy_type longest(
+        {.initial_delay = forever, .max_delay = forever, .jitter = jitter, .seed = 7});
+    auto l = longest.schedule();
+    for (int i = 0; i < 5; ++i) {
+      const auto d = l.next();
+      REQUIRE(d >= 0ns);
+      if (jitter == jitter_kind::none || jitter == jitter_kind::decorrelated) CHECK(d == forever);
+    }
+  }
+  // A zero initial delay stays zero however far the multiplier grows it.
+  policy_type zero({.max_attempts = 1000,
+                    .initial_delay = 0ns,
+                    .multiplier = 100,
+                    .max_delay = 1s,
+                    .jitter = jitter_kind::none});
+  auto z = zero.schedule();
+  for (int i = 0; i < 500; ++i) REQUIRE(z.next() == 0ns);
+  // A Retry-After hint of any size is capped by max_retry_after = max().
+  policy_type hinted({.max_retry_after = forever,
+                      .retry_after = [](const levee::call_result&) -> std::optional<nanoseconds> {
+                        return nanoseconds::max();
+                      }});
+  auto h = hinted.schedule();
+  CHECK(h.next() == forever);
+}
+
+TEST_CASE("retry: a delay of nanoseconds::max() waits for ever, not at once") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3,
+                      .initial_delay = std::chrono::nanoseconds::max(),
+                      .max_delay = std::chrono::nanoseconds::max(),
+                      .jitter = jitter_kind::none});
+  flaky api;
+  auto r = spawn(ioc, levee::retry(policy, [&] { return api.call_ec(); }));
+  for (int i = 0; i < 100; ++i) elapse(ioc, 1h);
+  CHECK_FALSE(r->done);
+  CHECK(api.starts.size() == 1);
+  ioc.stop();
+}
+
+TEST_CASE("retry: a budget with ttl = nanoseconds::max() works (no overflow)") {
+  levee::retry_budget budget(
+      {.ratio = 10, .min_retries_per_second = 1e9, .ttl = std::chrono::nanoseconds::max()});
+  CHECK(budget.try_withdraw(0s));
+  budget.deposit(1s);
+  CHECK(budget.try_withdraw(std::chrono::hours(24 * 365 * 200)));
+  const auto s = budget.state(std::chrono::hours(24 * 365 * 200));
+  CHECK(s.retries == 2);
+  CHECK(s.successes == 1);
+  CHECK(s.available > 0);
+}

@@ -162,3 +162,46 @@ TEST_CASE("timeout: a deadline bounds retries and is not retried") {
   CHECK(s.started == 4);
   CHECK(vclock::now().time_since_epoch() == 1s);
 }
+
+TEST_CASE("timeout: limits at the ends of their types saturate (max: no limit, min: at once)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  auto hours = run(ioc, levee::with_timeout<vclock>(std::chrono::hours::max(), s.call(1h)));
+  auto nanos =
+      run(ioc, levee::with_deadline<vclock>(std::chrono::nanoseconds::max(), s.call_ec(1h)));
+  auto almost =
+      run(ioc, levee::with_timeout<vclock>(std::chrono::nanoseconds::max() - 1ns, s.call_ec(1h)));
+  auto doubles =
+      run(ioc, levee::with_timeout<vclock>(std::chrono::duration<double>(1e300), s.call_ec(1h)));
+  auto past = run(ioc, levee::with_timeout<vclock>(std::chrono::nanoseconds::min(), s.call_ec(1h)));
+  REQUIRE(past->done);
+  CHECK(std::get<0>(*past->value) == levee::error::timeout);
+  elapse(ioc, 1h);
+  REQUIRE(hours->done);
+  CHECK(hours->value == 5);
+  REQUIRE(nanos->done);
+  CHECK(std::get<1>(*nanos->value) == 5);
+  REQUIRE(almost->done);
+  CHECK(std::get<1>(*almost->value) == 5);
+  REQUIRE(doubles->done);
+  CHECK(std::get<1>(*doubles->value) == 5);
+}
+
+TEST_CASE("timeout: pending at shutdown, the frames are destroyed with the io_context") {
+  virtual_time vt;
+  auto alive = std::make_shared<int>(0);
+  {
+    asio::io_context ioc;
+    slow_call s;
+    auto holder = [](std::shared_ptr<int> token,
+                     asio::awaitable<int> call) -> asio::awaitable<int> {
+      (void)token;  // lives in the frame
+      co_return co_await levee::with_timeout<vclock>(1h, std::move(call));
+    };
+    asio::co_spawn(ioc, holder(alive, s.call(2h)), asio::detached);
+    settle(ioc);
+    CHECK(alive.use_count() == 2);
+  }
+  CHECK(alive.use_count() == 1);  // the caller's frame was destroyed, not leaked
+}

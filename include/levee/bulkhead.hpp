@@ -319,10 +319,20 @@ class basic_bulkhead {
   explicit basic_bulkhead(ExecutionContext& ctx, bulkhead_options options = {})
       : basic_bulkhead(ctx.get_executor(), options) {}
 
-  basic_bulkhead(const basic_bulkhead&) = delete;
-  basic_bulkhead& operator=(const basic_bulkhead&) = delete;
+  /// Movable (the calls and waiters go with the state), not copyable.
+  basic_bulkhead(basic_bulkhead&&) noexcept = default;
+  basic_bulkhead& operator=(basic_bulkhead&& other) {
+    if (this != &other) {
+      if (state_) state_->close();
+      executor_ = std::move(other.executor_);
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
   /// Completes every waiting call with `operation_aborted` (see Lifetime).
-  ~basic_bulkhead() { state_->close(); }
+  ~basic_bulkhead() {
+    if (state_) state_->close();
+  }
 
   executor_type get_executor() const noexcept { return executor_; }
   const bulkhead_options& options() const noexcept { return state_->options(); }

@@ -40,7 +40,9 @@ struct retry_options {
   /// Attempts in all, the first one included. >= 1. Three: the first call and
   /// two retries.
   std::size_t max_attempts = 3;
-  /// Base delay before the first retry. >= 0.
+  /// Base delay before the first retry. >= 0. Every delay option works up to
+  /// `nanoseconds::max()`: delays saturate there (a wait "for ever"), never
+  /// overflow.
   std::chrono::nanoseconds initial_delay = std::chrono::milliseconds(100);
   /// Growth of the base delay per retry. In [1, 100].
   double multiplier = 2.0;

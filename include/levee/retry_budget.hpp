@@ -33,7 +33,7 @@ struct retry_budget_options {
   double ratio = 0.2;
   /// Retries always allowed per second, even with no success. >= 0.
   double min_retries_per_second = 10;
-  /// How long a success or a retry counts. > 0.
+  /// How long a success or a retry counts. > 0, up to `nanoseconds::max()`.
   std::chrono::nanoseconds ttl = std::chrono::seconds(10);
   /// Granularity of the window: `ttl / buckets` each. In [1, 1000].
   std::size_t buckets = 10;

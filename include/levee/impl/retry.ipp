@@ -1,6 +1,7 @@
 // levee: retry policies, compiled once in lib/.
 #pragma once
 
+#include <levee/detail/saturating.hpp>
 #include <levee/retry.hpp>
 
 #include <algorithm>
@@ -51,10 +52,12 @@ std::chrono::nanoseconds retry_schedule::next(const call_result& last) {
       return std::clamp(*hint, std::chrono::nanoseconds::zero(), o.max_retry_after);
     }
   }
+  // In double nanoseconds, where nothing overflows (at worst +inf, which the
+  // cap takes); the result saturates at nanoseconds::max() ("for ever").
   const double initial = static_cast<double>(o.initial_delay.count());
   const double cap = static_cast<double>(o.max_delay.count());
-  const double base =
-      std::min(cap, initial * std::pow(o.multiplier, static_cast<double>(retries_ - 1)));
+  const double growth = std::pow(o.multiplier, static_cast<double>(retries_ - 1));
+  const double base = initial == 0 ? 0 : std::min(cap, initial * growth);
   double delay = base;
   switch (o.jitter) {
     case jitter_kind::none:
@@ -71,7 +74,7 @@ std::chrono::nanoseconds retry_schedule::next(const call_result& last) {
       break;
     }
   }
-  previous_ = std::chrono::nanoseconds(std::llround(delay));
+  previous_ = std::min(detail::saturating_from_double(delay), o.max_delay);
   return previous_;
 }
 

@@ -4,6 +4,7 @@
 #include <levee/retry_budget.hpp>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -28,7 +29,7 @@ retry_budget_options checked(retry_budget_options o) {
   return o;
 }
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
+  return a / b - (a % b != 0 && a < 0 ? 1 : 0);  // no negation: safe down to min()
 }
 }  // namespace
 
@@ -83,7 +84,13 @@ retry_budget::snapshot retry_budget::state(nanos now) noexcept {
   const std::int64_t index = floor_div(now.count(), width_ns_);
   if (!started_ || index > head_) advance(index);
   const double a = std::floor(allowance());
-  return {successes_, retries_, a > 0 ? static_cast<std::uint64_t>(a) : 0};
+  std::uint64_t available = 0;
+  if (a >= 18446744073709551616.0) {  // 2^64
+    available = std::numeric_limits<std::uint64_t>::max();
+  } else if (a > 0) {
+    available = static_cast<std::uint64_t>(a);
+  }
+  return {successes_, retries_, available};
 }
 
 }  // namespace levee
