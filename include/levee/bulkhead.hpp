@@ -70,6 +70,11 @@ class bulkhead_state {
 
   enum class entry { granted, queue, full };
 
+  /// What a wait that ran out of `max_wait` ends with.
+  static boost::system::error_code wait_timeout_error() noexcept {
+    return make_error_code(error::bulkhead_full);
+  }
+
   /// Takes a slot if one is free and nobody waits (first come, first served).
   entry try_enter() noexcept {
     spin_guard g(lock_);
@@ -173,15 +178,18 @@ class bulkhead_state {
 /// handler and the slot's handler hold weak_ptrs, and the timer never emits
 /// into the caller's slot: the slot is cleared only on the caller's executor,
 /// in the posted completion.
-template <class Clock, class Handler, class IoExecutor>
+///
+/// `State` is `bulkhead_state` or another state with the same waiter
+/// protocol (`enqueue`, `cancel`, `wait_timeout_error`): the adaptive limit's.
+template <class Clock, class Handler, class IoExecutor, class State = bulkhead_state>
 class bulkhead_waiter final
     : public bulkhead_state::waiter,
-      public std::enable_shared_from_this<bulkhead_waiter<Clock, Handler, IoExecutor>> {
+      public std::enable_shared_from_this<bulkhead_waiter<Clock, Handler, IoExecutor, State>> {
  public:
   using executor_type = asio::associated_executor_t<Handler, IoExecutor>;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, IoExecutor>;
 
-  bulkhead_waiter(std::shared_ptr<bulkhead_state> state, Handler&& h, const IoExecutor& io)
+  bulkhead_waiter(std::shared_ptr<State> state, Handler&& h, const IoExecutor& io)
       : state_(std::move(state)),
         handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, io)),
@@ -203,7 +211,7 @@ class bulkhead_waiter final
       timer_->async_wait([weak](boost::system::error_code ec) {
         if (ec) return;
         if (auto self = weak.lock()) {
-          self->state_->cancel(*self, make_error_code(error::bulkhead_full));
+          self->state_->cancel(*self, State::wait_timeout_error());
         }
       });
     }
@@ -223,7 +231,7 @@ class bulkhead_waiter final
   }
 
  private:
-  std::shared_ptr<bulkhead_state> state_;
+  std::shared_ptr<State> state_;
   Handler handler_;
   asio::executor_work_guard<executor_type> work_;
   asio::cancellation_slot slot_;
@@ -236,13 +244,14 @@ class bulkhead_waiter final
 /// `void(error_code)`: success (the caller owns a slot), `bulkhead_full` (the
 /// wait ran out) or `operation_aborted` (the caller cancelled, or the state
 /// was closed).
-template <class Clock, class IoExecutor, class CompletionToken>
-auto async_wait_for_slot(std::shared_ptr<bulkhead_state> state, const IoExecutor& io,
+template <class Clock, class State, class IoExecutor, class CompletionToken>
+auto async_wait_for_slot(std::shared_ptr<State> state, const IoExecutor& io,
                          std::chrono::nanoseconds max_wait, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-      [](auto handler, std::shared_ptr<bulkhead_state> st, const IoExecutor& ex,
+      [](auto handler, std::shared_ptr<State> st, const IoExecutor& ex,
          std::chrono::nanoseconds limit) {
-        using waiter_type = bulkhead_waiter<Clock, std::decay_t<decltype(handler)>, IoExecutor>;
+        using waiter_type =
+            bulkhead_waiter<Clock, std::decay_t<decltype(handler)>, IoExecutor, State>;
         std::make_shared<waiter_type>(std::move(st), std::move(handler), ex)->start(limit);
       },
       token, std::move(state), io, max_wait);

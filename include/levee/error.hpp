@@ -30,12 +30,17 @@ enum class error {
   /// The whole operation, retries included, ran past its deadline
   /// (`with_deadline`) and was cancelled. Not retried.
   deadline_exceeded = 4,
+
+  /// An adaptive concurrency limit refused the call without starting it:
+  /// as many calls as the limit allows were running (and its queue was full,
+  /// or the call waited in it longer than `adaptive_limit_options::max_wait`).
+  limit_exceeded = 5,
 };
 
 /// Families of levee errors, for comparison with `==` against any error_code.
 enum class condition {
   /// levee refused to start the call; the downstream was not contacted.
-  /// (`circuit_open`, `bulkhead_full`)
+  /// (`circuit_open`, `bulkhead_full`, `limit_exceeded`)
   rejected = 1,
 
   /// levee cancelled the call because it took too long.

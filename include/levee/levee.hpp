@@ -1,6 +1,7 @@
 // levee: the umbrella header.
 #pragma once
 
+#include <levee/adaptive_limit.hpp>
 #include <levee/bulkhead.hpp>
 #include <levee/circuit_breaker.hpp>
 #include <levee/classify.hpp>

@@ -2,6 +2,7 @@
 // (lib/levee.cpp does); the CMake target levee::levee does it for you.
 #pragma once
 
+#include <levee/impl/adaptive_limit.ipp>
 #include <levee/impl/breaker_core.ipp>
 #include <levee/impl/bulkhead.ipp>
 #include <levee/impl/error.ipp>

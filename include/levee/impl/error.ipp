@@ -27,6 +27,8 @@ class error_category_impl final : public boost::system::error_category {
         return "the attempt timed out and was cancelled";
       case error::deadline_exceeded:
         return "the deadline passed and the operation was cancelled";
+      case error::limit_exceeded:
+        return "concurrency limit reached: the call was rejected without being started";
     }
     return "unknown levee error";
   }
@@ -35,6 +37,7 @@ class error_category_impl final : public boost::system::error_category {
     switch (static_cast<error>(ev)) {
       case error::circuit_open:
       case error::bulkhead_full:
+      case error::limit_exceeded:
         return make_error_condition(condition::rejected);
       case error::timeout:
       case error::deadline_exceeded:

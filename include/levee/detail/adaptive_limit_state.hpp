@@ -1,0 +1,72 @@
+// levee: the adaptive limit's shared state: admission, the wait queue, samples.
+#pragma once
+
+#include <levee/bulkhead.hpp>
+#include <levee/detail/limit_algorithm.hpp>
+#include <levee/detail/spinlock.hpp>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <variant>
+
+namespace levee {
+struct adaptive_limit_options;
+struct adaptive_limit_metrics;
+}  // namespace levee
+
+namespace levee::detail {
+
+/// Calls in flight against a limit that moves with each sample, a FIFO of
+/// waiters (the bulkhead's waiter protocol), under one short lock: a handful
+/// of arithmetic and list operations, never a call out. Held by shared_ptr by
+/// the limiter, by each admitted call and by each waiter, so the limiter may
+/// go first.
+class adaptive_limit_state {
+ public:
+  using waiter = bulkhead_state::waiter;
+  enum class entry { granted, queue, full };
+
+  explicit adaptive_limit_state(const adaptive_limit_options& o);
+
+  static boost::system::error_code wait_timeout_error() noexcept {
+    return make_error_code(error::limit_exceeded);
+  }
+
+  /// A slot if the calls in flight are under the limit and nobody waits.
+  /// `in_flight` is then the count including this call.
+  entry try_enter(std::size_t& in_flight) noexcept;
+  /// Queues `w`, or grants or refuses it at once (completes it outside the lock).
+  void enqueue(const std::shared_ptr<waiter>& w);
+  /// A waiter's cancellation or the end of its `max_wait`.
+  void cancel(waiter& w, boost::system::error_code ec);
+  /// A call ends: with a sample (when it ended, `now_ns` on the limiter's
+  /// clock; its round trip; the calls in flight when it started; whether it
+  /// was a drop), or without one (cancelled, abandoned).
+  /// The freed room goes to waiters first.
+  void leave(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
+             bool dropped) noexcept;
+  /// The limiter is gone: waiters end with `operation_aborted`.
+  void close();
+
+  /// Calls in flight now (for a call admitted from the queue).
+  std::size_t in_flight() const noexcept;
+  adaptive_limit_metrics metrics() const;
+  const adaptive_limit_options& options() const noexcept { return *options_; }
+
+ private:
+  std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
+  std::shared_ptr<waiter> next_waiter() noexcept;
+
+  std::shared_ptr<const adaptive_limit_options> options_;
+  mutable spinlock lock_;
+  std::variant<gradient2, aimd> algorithm_;
+  std::size_t in_flight_ = 0;
+  std::size_t peak_in_flight_ = 0;
+  bool closed_ = false;
+  std::list<std::shared_ptr<waiter>> queue_;
+  std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0;
+  double min_seen_ = 0, max_seen_ = 0;
+};
+
+}  // namespace levee::detail

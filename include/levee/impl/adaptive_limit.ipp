@@ -1,0 +1,244 @@
+// levee: the adaptive limit's non-template code, compiled once in lib/.
+#pragma once
+
+#include <levee/adaptive_limit.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace levee {
+
+void validate(const adaptive_limit_options& o) {
+  auto reject = [](const char* member, const char* rule) {
+    throw std::invalid_argument(std::string("adaptive_limit_options::") + member + " " + rule);
+  };
+  if (o.min_limit < 1) reject("min_limit", "must be at least 1");
+  if (o.max_limit < o.min_limit) reject("max_limit", "must be at least min_limit");
+  if (o.max_limit > 1000000) reject("max_limit", "must be at most 1000000");
+  if (o.initial_limit < o.min_limit || o.initial_limit > o.max_limit)
+    reject("initial_limit", "must be in [min_limit, max_limit]");
+  if (!(o.smoothing > 0 && o.smoothing <= 1)) reject("smoothing", "must be in (0, 1]");
+  if (!(o.rtt_tolerance >= 1 && std::isfinite(o.rtt_tolerance)))
+    reject("rtt_tolerance", "must be at least 1 and finite");
+  if (o.long_window < 1) reject("long_window", "must be at least 1");
+  if (!(o.queue_size >= 0 && std::isfinite(o.queue_size)))
+    reject("queue_size", "must be at least 0 and finite");
+  if (!(o.backoff_ratio >= 0.5 && o.backoff_ratio < 1))
+    reject("backoff_ratio", "must be in [0.5, 1)");
+  if (o.aimd_timeout <= std::chrono::nanoseconds::zero())
+    reject("aimd_timeout", "must be greater than zero");
+  if (o.max_wait < std::chrono::nanoseconds::zero()) reject("max_wait", "must not be negative");
+  if (o.sample_window < std::chrono::nanoseconds::zero())
+    reject("sample_window", "must not be negative");
+  if (o.min_window_samples < 1) reject("min_window_samples", "must be at least 1");
+}
+
+namespace detail {
+
+double exp_average::add(double sample) noexcept {
+  if (count_ < warmup_) {
+    ++count_;
+    sum_ += sample;
+    value_ = sum_ / static_cast<double>(count_);
+  } else {
+    value_ = value_ * (1 - factor_) + sample * factor_;
+  }
+  return value_;
+}
+
+double gradient2::sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight) noexcept {
+  if (!window_open_) {
+    window_open_ = true;
+    window_start_ = now_ns;
+  }
+  window_sum_ += rtt_ns;
+  ++window_count_;
+  window_in_flight_ = std::max(window_in_flight_, in_flight);
+  if (now_ns - window_start_ < p_.window_ns || window_count_ < p_.window_samples) return limit_;
+  const double mean = window_sum_ / static_cast<double>(window_count_);
+  const std::size_t peak = window_in_flight_;
+  window_open_ = false;
+  window_sum_ = 0;
+  window_count_ = window_in_flight_ = 0;
+  ++windows_;
+  return update(mean, peak);
+}
+
+double gradient2::update(double rtt_ns, std::size_t in_flight) noexcept {
+  const double short_rtt = rtt_ns;
+  const double long_rtt = long_rtt_.add(rtt_ns);
+  // After a long spell of high latency the long-term average lags far behind
+  // a recovered downstream: pull it down faster than the average would.
+  if (long_rtt / short_rtt > 2) long_rtt_.scale(0.9);
+  // Nothing is learned about a limit nobody comes near.
+  if (static_cast<double>(in_flight) < limit_ / 2) return limit_;
+  // At most halve per sample (outliers), never grow from the gradient itself:
+  // growth is the queue_size term.
+  const double gradient = std::clamp(p_.tolerance * long_rtt_.value() / short_rtt, 0.5, 1.0);
+  double next = limit_ * gradient + p_.queue_size;
+  next = limit_ * (1 - p_.smoothing) + next * p_.smoothing;
+  limit_ = std::clamp(next, p_.min, p_.max);
+  return limit_;
+}
+
+double aimd::update(double rtt_ns, std::size_t in_flight, bool dropped) noexcept {
+  if (dropped || rtt_ns > p_.timeout_ns) {
+    limit_ = std::max(p_.min, std::floor(limit_ * p_.backoff));
+  } else if (static_cast<double>(in_flight) * 2 >= limit_) {
+    limit_ = std::min(p_.max, limit_ + 1);
+  }
+  return limit_;
+}
+
+namespace {
+std::variant<gradient2, aimd> make_algorithm(const adaptive_limit_options& o) {
+  const auto initial = static_cast<double>(o.initial_limit);
+  const auto min = static_cast<double>(o.min_limit);
+  const auto max = static_cast<double>(o.max_limit);
+  if (o.algorithm == limit_algorithm::aimd) {
+    return aimd(aimd::parameters{initial, min, max, o.backoff_ratio,
+                                 static_cast<double>(o.aimd_timeout.count())});
+  }
+  return gradient2(gradient2::parameters{initial, min, max, o.smoothing, o.rtt_tolerance,
+                                         o.queue_size, o.long_window, o.sample_window.count(),
+                                         o.min_window_samples});
+}
+}  // namespace
+
+adaptive_limit_state::adaptive_limit_state(const adaptive_limit_options& o)
+    : options_(std::make_shared<const adaptive_limit_options>(o)),
+      algorithm_(make_algorithm(o)),
+      min_seen_(static_cast<double>(o.initial_limit)),
+      max_seen_(static_cast<double>(o.initial_limit)) {}
+
+std::size_t adaptive_limit_state::cap() const noexcept {
+  const double limit = std::visit([](const auto& a) { return a.limit(); }, algorithm_);
+  return static_cast<std::size_t>(limit);  // in [min_limit, max_limit]: no overflow
+}
+
+adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flight) noexcept {
+  spin_guard g(lock_);
+  if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
+  if (in_flight_ < cap() && queue_.empty()) {
+    in_flight = ++in_flight_;
+    peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+    ++admitted_;
+    return entry::granted;
+  }
+  if (queue_.size() < options_->max_queue) return entry::queue;
+  ++limited_;
+  return entry::full;
+}
+
+void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
+  boost::system::error_code ec;
+  {
+    spin_guard g(lock_);
+    if (closed_) {
+      ec = boost::asio::error::operation_aborted;
+    } else if (in_flight_ < cap() && queue_.empty()) {
+      ++in_flight_;
+      peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+      ++admitted_;
+    } else if (queue_.size() < options_->max_queue) {
+      w->position = queue_.insert(queue_.end(), w);
+      w->queued = true;
+      return;
+    } else {
+      ++limited_;
+      ec = make_error_code(error::limit_exceeded);
+    }
+  }
+  w->complete(ec);
+}
+
+void adaptive_limit_state::cancel(waiter& w, boost::system::error_code ec) {
+  std::shared_ptr<waiter> removed;
+  {
+    spin_guard g(lock_);
+    if (!w.queued) return;
+    removed = std::move(*w.position);
+    queue_.erase(w.position);
+    w.queued = false;
+    if (ec == error::limit_exceeded) ++limited_;
+  }
+  removed->complete(ec);
+}
+
+// Under the lock: the first waiter, if the limit has room for it.
+std::shared_ptr<adaptive_limit_state::waiter> adaptive_limit_state::next_waiter() noexcept {
+  if (queue_.empty() || in_flight_ >= cap()) return nullptr;
+  auto w = std::move(queue_.front());
+  queue_.pop_front();
+  w->queued = false;
+  ++in_flight_;
+  peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+  ++admitted_;
+  return w;
+}
+
+void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
+                                 std::size_t started_with, bool dropped) noexcept {
+  // A raised limit may admit several waiters at once (at most a few: the
+  // limit moves by a few calls per sample).
+  std::shared_ptr<waiter> granted[4];
+  std::size_t n = 0;
+  {
+    spin_guard g(lock_);
+    --in_flight_;
+    if (sample) {
+      ++samples_;
+      drops_ += dropped;
+      const double limit = std::visit(
+          [&](auto& a) {
+            if constexpr (std::is_same_v<std::decay_t<decltype(a)>, aimd>) {
+              return a.update(rtt_ns, started_with, dropped);
+            } else {
+              return a.sample(now_ns, rtt_ns, started_with);
+            }
+          },
+          algorithm_);
+      min_seen_ = std::min(min_seen_, limit);
+      max_seen_ = std::max(max_seen_, limit);
+    }
+    while (n < 4 && (granted[n] = next_waiter())) ++n;
+  }
+  for (std::size_t i = 0; i < n; ++i) granted[i]->complete({});
+}
+
+void adaptive_limit_state::close() {
+  std::list<std::shared_ptr<waiter>> waiting;
+  {
+    spin_guard g(lock_);
+    closed_ = true;
+    waiting.swap(queue_);
+    for (auto& w : waiting) w->queued = false;
+  }
+  for (auto& w : waiting) w->complete(boost::asio::error::operation_aborted);
+}
+
+std::size_t adaptive_limit_state::in_flight() const noexcept {
+  spin_guard g(lock_);
+  return in_flight_;
+}
+
+adaptive_limit_metrics adaptive_limit_state::metrics() const {
+  spin_guard g(lock_);
+  adaptive_limit_metrics m;
+  m.limit = std::visit([](const auto& a) { return a.limit(); }, algorithm_);
+  m.min_limit_seen = min_seen_;
+  m.max_limit_seen = max_seen_;
+  m.in_flight = in_flight_;
+  m.peak_in_flight = peak_in_flight_;
+  m.queued = queue_.size();
+  m.admitted = admitted_;
+  m.limited = limited_;
+  m.samples = samples_;
+  m.drops = drops_;
+  return m;
+}
+
+}  // namespace detail
+}  // namespace levee

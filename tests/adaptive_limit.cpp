@@ -1,0 +1,292 @@
+// The adaptive concurrency limit: its algorithms against a simulated
+// downstream (sans-I/O, virtual time), and the layer on virtual time.
+#include <levee/adaptive_limit.hpp>
+
+#include "support.hpp"
+
+#include <levee/retry.hpp>
+#include <levee/timeout.hpp>
+
+#include <cmath>
+#include <queue>
+#include <vector>
+
+using namespace levee_test;
+using levee::adaptive_limit_options;
+using limiter = levee::basic_adaptive_limit<vclock>;
+
+namespace {
+
+/// A downstream with a capacity: a call that starts while `k` calls run
+/// takes `base * max(1, k / capacity)` (beyond its capacity it queues, so by
+/// Little's law its latency grows with the calls in flight). `clients`
+/// callers each call again as soon as their call ends, or 10 ms after a
+/// rejection. Drives the sans-I/O Gradient2 directly, one window at a time,
+/// and records the limit after each window.
+struct simulation {
+  std::size_t capacity = 100;
+  std::size_t clients = 400;
+  std::function<double(double)> base = [](double) { return 0.1; };  // seconds, by time
+  levee::detail::gradient2 algorithm;
+  std::vector<double> limits;  // after each window
+  std::vector<double> times;   // when each window closed
+  std::size_t peak_in_flight = 0;
+
+  explicit simulation(const adaptive_limit_options& o)
+      : algorithm({static_cast<double>(o.initial_limit), static_cast<double>(o.min_limit),
+                   static_cast<double>(o.max_limit), o.smoothing, o.rtt_tolerance, o.queue_size,
+                   o.long_window, o.sample_window.count(), o.min_window_samples}) {}
+
+  void run(double seconds) {
+    struct call {
+      double end, start;
+      std::size_t in_flight;
+      bool operator>(const call& o) const { return end > o.end; }
+    };
+    std::priority_queue<call, std::vector<call>, std::greater<>> running;
+    std::priority_queue<double, std::vector<double>, std::greater<>> ready;
+    for (std::size_t i = 0; i < clients; ++i) ready.push(0);
+    double now = 0;
+    std::uint64_t windows = algorithm.windows();
+    while (now < seconds) {
+      if (!running.empty() && running.top().end <= ready.top()) {
+        const call c = running.top();
+        running.pop();
+        now = c.end;
+        algorithm.sample(static_cast<std::int64_t>(now * 1e9), (c.end - c.start) * 1e9,
+                         c.in_flight);
+        if (algorithm.windows() != windows) {
+          windows = algorithm.windows();
+          limits.push_back(algorithm.limit());
+          times.push_back(now);
+        }
+        ready.push(now);
+      } else {
+        now = std::max(now, ready.top());
+        ready.pop();
+        if (running.size() < static_cast<std::size_t>(algorithm.limit())) {
+          const std::size_t k = running.size() + 1;
+          peak_in_flight = std::max(peak_in_flight, k);
+          const double latency =
+              base(now) * std::max(1.0, static_cast<double>(k) / static_cast<double>(capacity));
+          running.push({now + latency, now, k});
+        } else {
+          ready.push(now + 0.01);
+        }
+      }
+    }
+  }
+};
+
+adaptive_limit_options simulated(std::size_t min_limit = 20) {
+  adaptive_limit_options o;  // Netflix's defaults, a limit of up to 1000
+  o.min_limit = min_limit;
+  o.initial_limit = 20;
+  o.max_limit = 1000;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("adaptive limit: invalid options are refused by name") {
+  auto refused = [](adaptive_limit_options o, const char* member) {
+    try {
+      levee::validate(o);
+      FAIL("accepted, expected a complaint about " << member);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find(member) != std::string::npos);
+    }
+  };
+  refused({.min_limit = 0}, "min_limit");
+  refused({.initial_limit = 10}, "initial_limit");  // below min_limit (20)
+  refused({.min_limit = 30, .max_limit = 25}, "max_limit");
+  refused({.smoothing = 0}, "smoothing");
+  refused({.rtt_tolerance = 0.9}, "rtt_tolerance");
+  refused({.long_window = 0}, "long_window");
+  refused({.queue_size = -1}, "queue_size");
+  refused({.backoff_ratio = 1}, "backoff_ratio");
+  refused({.aimd_timeout = 0s}, "aimd_timeout");
+  refused({.max_wait = -1s}, "max_wait");
+  refused({.sample_window = -1s}, "sample_window");
+  refused({.min_window_samples = 0}, "min_window_samples");
+  levee::validate(adaptive_limit_options{.max_wait = std::chrono::nanoseconds::max()});
+}
+
+TEST_CASE("gradient2: the limit converges near the downstream's capacity") {
+  // Capacity 100, 400 callers: without a limit 400 calls would run, each 4
+  // times slower. Windows of 1 s (about 1,000 samples each).
+  simulation sim(simulated());
+  sim.run(600);
+  REQUIRE(sim.limits.size() >= 500);
+  // Within 100 windows the limit reaches the capacity, and from then on it
+  // stays near it: above 0.9 and below 1.3 times the capacity for the next
+  // 400 windows (it creeps up slowly as the long-term round trip absorbs the
+  // little queueing it allows: Gradient2's known drift).
+  for (std::size_t w = 100; w < 500; ++w) {
+    CAPTURE(w);
+    CHECK(sim.limits[w] >= 90);
+    CHECK(sim.limits[w] <= 130);
+  }
+  CHECK(sim.peak_in_flight <= 131);
+  for (double l : sim.limits) CHECK((l >= 20 && l <= 1000));
+}
+
+TEST_CASE("gradient2: the limit falls when latency rises and recovers when it drops") {
+  simulation sim(simulated(5));
+  // 100 ms, then 300 ms (the downstream slows down by itself) from 150 s to
+  // 300 s, then 100 ms again.
+  sim.base = [](double t) { return t >= 150 && t < 300 ? 0.3 : 0.1; };
+  sim.run(600);
+  auto at = [&](double t) {  // the limit after the last window closed by `t`
+    std::size_t i = 0;
+    while (i + 1 < sim.times.size() && sim.times[i + 1] <= t) ++i;
+    return sim.limits.at(i);
+  };
+  const double before = at(149);
+  CHECK(before >= 90);
+  CHECK(at(200) < before / 2);  // fell within 50 windows
+  const double low = at(299);
+  CHECK(at(450) > low * 3);  // recovered within 150 windows
+  CHECK(at(599) >= 90);
+  for (double l : sim.limits) CHECK((l >= 5 && l <= 1000));
+}
+
+TEST_CASE("aimd: drops multiply the limit down, busy successes add one, within bounds") {
+  levee::detail::aimd a({20, 10, 25, 0.9, 1e9});
+  CHECK(a.update(1e6, 20, false) == 21);  // busy (20 >= 21/2): +1
+  CHECK(a.update(1e6, 5, false) == 21);   // idle: unchanged
+  CHECK(a.update(1e6, 20, true) == 18);   // floor(21 * 0.9)
+  CHECK(a.update(2e9, 20, false) == 16);  // a round trip over the timeout is a drop
+  for (int i = 0; i < 20; ++i) a.update(1e6, 30, true);
+  CHECK(a.limit() == 10);  // never below min_limit
+  for (int i = 0; i < 40; ++i) a.update(1e6, 30, false);
+  CHECK(a.limit() == 25);  // nor above max_limit
+}
+
+TEST_CASE("adaptive limit: a call over the limit fails at once, in both forms") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 2, .min_limit = 2, .max_limit = 2});
+  auto a = spawn(ioc, limit(api.call_ec({}, 1s)));
+  auto b = spawn(ioc, limit(api.call_ec({}, 1s)));
+  settle(ioc);
+  CHECK(limit.in_flight() == 2);
+  auto c = run(ioc, limit(api.call_ec({}, 1s)));  // error_code form
+  REQUIRE(c->done);
+  CHECK(std::get<0>(*c->value) == levee::error::limit_exceeded);
+  CHECK(std::get<0>(*c->value) == levee::condition::rejected);
+  CHECK(levee::is_rejection(std::get<0>(*c->value)));
+  auto d = run(ioc, limit(api.call(true, 1s)));  // exception form
+  REQUIRE(d->done);
+  REQUIRE(d->error);
+  try {
+    std::rethrow_exception(d->error);
+  } catch (const boost::system::system_error& e) {
+    CHECK(e.code() == levee::error::limit_exceeded);
+  }
+  CHECK(api.started == 2);  // the rejected calls never started
+  // Never retried by the default predicate.
+  const auto rejected = std::tuple(boost::system::error_code(levee::error::limit_exceeded), 0);
+  CHECK_FALSE(levee::default_retryable(levee::detail::make_value_result(rejected)));
+  elapse(ioc, 1s);
+  CHECK(a->done);
+  CHECK(b->done);
+  CHECK(limit.in_flight() == 0);
+  const auto m = limit.metrics();
+  CHECK(m.admitted == 2);
+  CHECK(m.limited == 2);
+  CHECK(m.peak_in_flight == 2);
+}
+
+TEST_CASE("adaptive limit: a short FIFO queue, bounded in length and in time") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(
+      ioc, {.initial_limit = 1, .min_limit = 1, .max_limit = 1, .max_queue = 1, .max_wait = 500ms});
+  auto first = spawn(ioc, limit(api.call_ec({}, 300ms)));
+  auto queued = spawn(ioc, limit(api.call_ec({}, 300ms)));
+  auto full = spawn(ioc, limit(api.call_ec({}, 300ms)));
+  settle(ioc);
+  REQUIRE(full->done);  // the queue holds one: rejected at once
+  CHECK(std::get<0>(*full->value) == levee::error::limit_exceeded);
+  CHECK(limit.metrics().queued == 1);
+  elapse(ioc, 300ms);  // the first ends: the queued one starts
+  CHECK(first->done);
+  CHECK(api.started == 2);
+  auto late = spawn(ioc, limit(api.call_ec({}, 1s)));
+  settle(ioc);
+  CHECK_FALSE(late->done);  // waiting
+  elapse(ioc, 300ms);       // the second ends: `late` starts (it waited 300 ms)
+  CHECK(queued->done);
+  CHECK(api.started == 3);
+  auto expired = spawn(ioc, limit(api.call_ec({}, 1s)));
+  settle(ioc);
+  elapse(ioc, 499ms);
+  CHECK_FALSE(expired->done);
+  elapse(ioc, 1ms);  // waited max_wait
+  REQUIRE(expired->done);
+  CHECK(std::get<0>(*expired->value) == levee::error::limit_exceeded);
+  elapse(ioc, 1s);
+  CHECK(late->done);
+  CHECK(limit.in_flight() == 0);
+}
+
+TEST_CASE("adaptive limit: a cancelled call frees its slot and is not a sample") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 1, .min_limit = 1, .max_limit = 1});
+  auto cancelled = run(ioc, limit(api.call_ec(asio::error::operation_aborted)));
+  REQUIRE(cancelled->done);
+  CHECK(limit.in_flight() == 0);
+  CHECK(limit.metrics().samples == 0);
+  // An abandoned call (its coroutine destroyed) frees its slot too.
+  {
+    asio::io_context other;
+    auto abandoned = spawn(other, limit(api.call_ec({}, 1h)));
+    settle(other);
+    CHECK(limit.in_flight() == 1);
+  }  // `other` destroys the suspended coroutine
+  CHECK(limit.in_flight() == 0);
+  CHECK(limit.metrics().samples == 0);
+  auto ok = run(ioc, limit(api.call_ec({})));
+  CHECK(limit.metrics().samples == 1);
+}
+
+TEST_CASE("adaptive limit: AIMD shrinks on failures and on with_timeout's timeouts") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.algorithm = levee::limit_algorithm::aimd,
+                      .initial_limit = 20,
+                      .min_limit = 1,
+                      .max_limit = 100});
+  run(ioc, limit(api.call_ec(boost::asio::error::connection_reset)));  // a failure: a drop
+  CHECK(limit.limit() == 18);                                          // floor(20 * 0.9)
+  auto timed_out = run(ioc, limit(levee::with_timeout<vclock>(100ms, api.call_ec({}, 1s))));
+  elapse(ioc, 100ms);
+  REQUIRE(timed_out->done);
+  CHECK(std::get<0>(*timed_out->value) == levee::error::timeout);
+  CHECK(limit.limit() == 16);  // floor(18 * 0.9)
+  CHECK(limit.metrics().drops == 2);
+}
+
+TEST_CASE("adaptive limit: an idle limiter leaves no pending work") {
+  asio::io_context ioc;
+  levee::adaptive_limit limit(ioc);
+  int done = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 5; ++i) {
+          co_await limit([]() -> asio::awaitable<void> { co_return; }());
+          ++done;
+        }
+      },
+      asio::detached);
+  ioc.run();  // returns: nothing of the limiter's is pending
+  CHECK(done == 5);
+  CHECK(limit.in_flight() == 0);
+}
