@@ -4,11 +4,13 @@
 
 #include "support.hpp"
 
+#include <levee/registry.hpp>
 #include <levee/retry.hpp>
 #include <levee/timeout.hpp>
 
 #include <cmath>
 #include <queue>
+#include <sstream>
 #include <vector>
 
 using namespace levee_test;
@@ -289,4 +291,96 @@ TEST_CASE("adaptive limit: an idle limiter leaves no pending work") {
   ioc.run();  // returns: nothing of the limiter's is pending
   CHECK(done == 5);
   CHECK(limit.in_flight() == 0);
+}
+
+TEST_CASE("adaptive limit: events for limit changes and rejections, posted to listeners") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc,
+                {.algorithm = levee::limit_algorithm::aimd,
+                 .initial_limit = 2,
+                 .min_limit = 1,
+                 .max_limit = 10},
+                "recommendations");
+  std::vector<levee::limit_event> seen;
+  std::vector<std::string> names;
+  const auto id = limit.listen(levee::all_limit_events, [&](const levee::limit_event& e) {
+    seen.push_back(e);
+    names.emplace_back(e.limit);
+  });
+  auto a = run(ioc, limit(api.call_ec({}, 1s)));
+  auto b = run(ioc, limit(api.call_ec({}, 1s)));
+  auto c = run(ioc, limit(api.call_ec({}, 1s)));  // over the limit of 2
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].kind == levee::limit_event_kind::limited);
+  CHECK(seen[0].to == 2);
+  CHECK(seen[0].in_flight == 2);
+  CHECK(names[0] == "recommendations");
+  elapse(ioc, 1s);  // two successes while busy: 2 -> 3 -> 4
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[1].kind == levee::limit_event_kind::changed);
+  CHECK(seen[1].from == 2);
+  CHECK(seen[1].to == 3);
+  CHECK(seen[2].to == 4);
+  limit.unlisten(id);
+  run(ioc, limit(api.call_ec(boost::asio::error::connection_reset)));
+  CHECK(seen.size() == 3);  // none after unlisten
+  CHECK(limit.limit() == 3);
+}
+
+TEST_CASE("adaptive limit: Prometheus exposition of limits") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 1, .min_limit = 1, .max_limit = 1}, "api \"v2\"");
+  auto running = run(ioc, limit(api.call_ec({}, 1s)));
+  run(ioc, limit(api.call_ec({}, 1s)));  // limited
+  std::ostringstream out;
+  levee::write_limits_prometheus(out, {{limit.name(), limit.metrics()}});
+  const std::string text = out.str();
+  CHECK(text.find("# TYPE levee_limit gauge\nlevee_limit{limit=\"api \\\"v2\\\"\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_limit_in_flight{limit=\"api \\\"v2\\\"\"} 1\n") != std::string::npos);
+  CHECK(text.find("# TYPE levee_limit_rejected_calls_total counter\n"
+                  "levee_limit_rejected_calls_total{limit=\"api \\\"v2\\\"\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_limit_admitted_calls_total{limit=\"api \\\"v2\\\"\"} 1\n") !=
+        std::string::npos);
+  elapse(ioc, 1s);
+}
+
+TEST_CASE("adaptive limit: a registry keeps one limit per key next to its breaker") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::registry_options o{.idle_timeout = 1min};
+  o.limits = adaptive_limit_options{.initial_limit = 1, .min_limit = 1, .max_limit = 1};
+  levee::basic_breaker_registry<vclock> registry(ioc, o);
+  auto a = registry.guards("a:80");
+  REQUIRE(a.breaker);
+  REQUIRE(a.limit);
+  CHECK(a.limit->name() == "a:80");
+  CHECK(registry.guards("a:80").limit == a.limit);  // the same one
+  fake_service api;
+  auto held = run(ioc, (*a.breaker)((*a.limit)(api.call_ec({}, 1s))));
+  auto refused = run(ioc, (*a.breaker)((*a.limit)(api.call_ec({}, 1s))));
+  REQUIRE(refused->done);
+  CHECK(std::get<0>(*refused->value) == levee::error::limit_exceeded);
+  CHECK(a.breaker->metrics().rejected == 0);  // the limit refused it, not the breaker
+  const std::string text = registry.prometheus_text();
+  CHECK(text.find("levee_limit{limit=\"a:80\"} 1\n") != std::string::npos);
+  CHECK(text.find("levee_rejected_calls_total{breaker=\"a:80\"} 0\n") != std::string::npos);
+  elapse(ioc, 1s);
+  // Held limits keep their entry; released ones are evicted with the breaker.
+  auto limit = a.limit;
+  a = {};
+  vclock::advance(2min);
+  CHECK(registry.evict_idle() == 0);  // `limit` is still held
+  limit.reset();
+  CHECK(registry.evict_idle() == 1);
+  CHECK(registry.limit_metrics().empty());
+  CHECK_THROWS_WITH(
+      levee::basic_breaker_registry<vclock>(
+          ioc, levee::registry_options{.limits = adaptive_limit_options{.min_limit = 0}}),
+      Catch::Contains("min_limit"));
 }

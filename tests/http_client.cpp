@@ -305,3 +305,32 @@ TEST_CASE("http: guarded_get guards each host with its own breaker from a regist
   sick.stop();
   healthy.stop();
 }
+
+TEST_CASE("http: guarded_get runs each host's calls under its breaker and its adaptive limit") {
+  virtual_time vt;
+  asio::io_context ioc;
+  flaky::server api(ioc.get_executor(), phases({"slow 1h latency=100ms"}));
+  const std::string url = "http://127.0.0.1:" + std::to_string(api.start()) + "/";
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  levee::registry_options ro{.defaults = {.minimum_calls = 2}};
+  ro.defaults.classifier = http::classify;
+  ro.limits = levee::adaptive_limit_options{.initial_limit = 1, .min_limit = 1, .max_limit = 1};
+  ro.limits->classifier = http::classify;
+  levee::basic_breaker_registry<vclock> registry(ioc, ro);
+  auto first = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
+  auto second = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
+  auto third = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
+  run_until(ioc, first);
+  run_until(ioc, second);
+  run_until(ioc, third);
+  REQUIRE((first->done && second->done && third->done));
+  CHECK_FALSE(std::get<0>(*first->value));                             // one runs
+  CHECK(std::get<0>(*second->value) == levee::error::limit_exceeded);  // the others fail fast
+  CHECK(std::get<0>(*third->value) == levee::error::limit_exceeded);
+  CHECK(api.stats().requests == 1);
+  // The limit's rejections are not the host's failures: its breaker stays closed.
+  auto host = registry.get(url.substr(7, url.size() - 8));
+  CHECK(host->state() == levee::circuit_state::closed);
+  CHECK(host->metrics().failures == 0);
+  api.stop();
+}

@@ -16,8 +16,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <ostream>
+#include <string>
+#include <string_view>
 #include <type_traits>
+#include <vector>
 
 namespace levee {
 
@@ -96,6 +101,44 @@ struct adaptive_limit_metrics {
   std::uint64_t drops = 0;         ///< of which failures
 };
 
+/// What a limit tells its listeners. The values are bits, for a mask.
+enum class limit_event_kind : std::uint32_t {
+  changed = 1,  ///< the limit moved by at least one call (`from` and `to`)
+  limited = 2,  ///< a call was rejected with `limit_exceeded`
+};
+inline constexpr std::uint32_t all_limit_events = 3;
+
+/// One event, as a listener receives it.
+struct limit_event {
+  limit_event_kind kind = limit_event_kind::changed;
+  double from = 0;                             ///< changed: the limit before
+  double to = 0;                               ///< changed: the limit now; limited: the limit
+  std::size_t in_flight = 0;                   ///< calls running when it happened
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
+  std::string_view limit;                      ///< the limit's name, "" when unnamed
+};
+using limit_listener = std::function<void(const limit_event&)>;
+
+/// An adaptive limit's metrics with its name, for the Prometheus exposition.
+struct named_limit_metrics {
+  std::string name;
+  adaptive_limit_metrics metrics;
+};
+
+/// Writes limits' metrics in the Prometheus text exposition format 0.0.4, one
+/// sample per limit (label `limit`, escaped and valid UTF-8 as for breakers):
+///
+/// | Metric | Type |
+/// |---|---|
+/// | `levee_limit` | gauge: the current limit |
+/// | `levee_limit_in_flight` | gauge |
+/// | `levee_limit_queued` | gauge |
+/// | `levee_limit_admitted_calls_total` | counter |
+/// | `levee_limit_rejected_calls_total` | counter (`limit_exceeded`) |
+/// | `levee_limit_samples_total` | counter |
+/// | `levee_limit_drops_total` | counter (samples that were failures) |
+void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_metrics>& limits);
+
 /// An adaptive concurrency limit: at most `limit()` guarded calls run at
 /// once, and the limit follows the downstream: it grows while calls come back
 /// as fast as usual and shrinks when they slow down (Gradient2) or fail
@@ -127,15 +170,20 @@ class basic_adaptive_limit {
   using executor_type = boost::asio::any_io_executor;
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// `name` labels its events and its Prometheus series.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
-  explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {})
-      : executor_(ex), state_(std::make_shared<detail::adaptive_limit_state>(checked(options))) {}
+  explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {},
+                                std::string name = {})
+      : executor_(ex),
+        state_(std::make_shared<detail::adaptive_limit_state>(checked(std::move(options)),
+                                                              std::move(name))) {}
 
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
-  explicit basic_adaptive_limit(ExecutionContext& ctx, adaptive_limit_options options = {})
-      : basic_adaptive_limit(ctx.get_executor(), std::move(options)) {}
+  explicit basic_adaptive_limit(ExecutionContext& ctx, adaptive_limit_options options = {},
+                                std::string name = {})
+      : basic_adaptive_limit(ctx.get_executor(), std::move(options), std::move(name)) {}
 
   basic_adaptive_limit(const basic_adaptive_limit&) = delete;
   basic_adaptive_limit& operator=(const basic_adaptive_limit&) = delete;
@@ -147,6 +195,21 @@ class basic_adaptive_limit {
   double limit() const { return metrics().limit; }
   std::size_t in_flight() const noexcept { return state_->in_flight(); }
   adaptive_limit_metrics metrics() const { return state_->metrics(); }
+  const std::string& name() const noexcept { return state_->name(); }
+
+  /// Adds a listener for the events in `mask` (`limit_event_kind` bits),
+  /// posted to `ex` (by default the limit's executor), never run inside the
+  /// limit or under its lock. Returns an id for `unlisten`. Without listeners
+  /// a call pays one relaxed load; a `limited` listener costs a post per
+  /// rejection.
+  std::uint64_t listen(std::uint32_t mask, limit_listener fn) {
+    return state_->listen(mask, std::move(fn), executor_);
+  }
+  std::uint64_t listen(std::uint32_t mask, limit_listener fn, executor_type ex) {
+    return state_->listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener; no event reaches it after this returns.
+  void unlisten(std::uint64_t id) { state_->unlisten(id); }
 
   /// Guards `aw` (an `asio::awaitable<T, Executor>`, passed as an rvalue).
   template <class T, class Executor>

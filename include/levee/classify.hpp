@@ -1,6 +1,8 @@
 // levee: outcomes of guarded calls and how they are classified.
 #pragma once
 
+#include <levee/error.hpp>
+
 #include <boost/system/error_code.hpp>
 
 #include <exception>
@@ -81,12 +83,16 @@ inline bool is_cancellation(const boost::system::error_code& ec) noexcept {
 
 /// The default rules (DESIGN.md, behaviour 5):
 /// - cancellation (`operation_aborted`), thrown or returned: ignored;
+/// - a rejection by an inner levee layer (`limit_exceeded`, `bulkhead_full`,
+///   an inner breaker's `circuit_open`: condition `rejected`), thrown or
+///   returned: ignored (the downstream was not contacted: it says nothing of
+///   its health);
 /// - any other exception: failure;
 /// - a non-zero error_code: failure;
 /// - anything else: success.
 inline outcome default_classify(const call_result& r) noexcept {
   if (const auto* ec = r.error(); ec && *ec) {
-    return is_cancellation(*ec) ? outcome::ignored : outcome::failure;
+    return is_cancellation(*ec) || is_rejection(*ec) ? outcome::ignored : outcome::failure;
   }
   if (r.threw()) return outcome::failure;
   return outcome::success;

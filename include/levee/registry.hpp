@@ -1,6 +1,7 @@
 // levee: a registry of named breakers, one per endpoint, made on demand.
 #pragma once
 
+#include <levee/adaptive_limit.hpp>
 #include <levee/circuit_breaker.hpp>
 #include <levee/detail/clock_traits.hpp>
 #include <levee/detail/saturating.hpp>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <shared_mutex>
 #include <sstream>
@@ -41,6 +43,11 @@ struct registry_options {
   /// gets a breaker of its own that the registry does not keep (it guards the
   /// caller's call with no shared history: counted by `overflows()`). >= 1.
   std::size_t max_breakers = 1000;
+  /// When set, every key also gets an adaptive concurrency limit with these
+  /// options (named after the key), created, held and evicted with its
+  /// breaker: `guards(key)`; `levee::http::guarded_get` then runs each call
+  /// through the host's breaker and, inside it, the host's limit.
+  std::optional<adaptive_limit_options> limits{};
 };
 
 /// Throws `std::invalid_argument` naming the first invalid member.
@@ -79,7 +86,15 @@ template <class Clock = std::chrono::steady_clock,
 class basic_breaker_registry {
  public:
   using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  using limit_type = basic_adaptive_limit<Clock>;
   using executor_type = boost::asio::any_io_executor;
+
+  /// What guards one key: its breaker and, when `registry_options::limits` is
+  /// set, its adaptive limit (else null).
+  struct guard_set {
+    std::shared_ptr<breaker_type> breaker;
+    std::shared_ptr<limit_type> limit;
+  };
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   template <class Executor>
@@ -94,14 +109,18 @@ class basic_breaker_registry {
 
   /// The breaker for `key`, created if needed. Hold the shared_ptr for the
   /// length of the call: `co_await (*registry.get(key))(call())`.
-  std::shared_ptr<breaker_type> get(std::string_view key) {
+  std::shared_ptr<breaker_type> get(std::string_view key) { return guards(key).breaker; }
+
+  /// The breaker and the adaptive limit for `key`, created if needed. Hold
+  /// them for the length of the call: `co_await (*g.breaker)((*g.limit)(call()))`.
+  guard_set guards(std::string_view key) {
     const auto t = now();
     maybe_sweep(t);
     {
       std::shared_lock g(mutex_);
       if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
     }
-    std::shared_ptr<breaker_type> evicted;  // destroyed outside the lock
+    guard_set evicted;  // destroyed outside the lock
     std::unique_lock g(mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) {
@@ -111,14 +130,13 @@ class basic_breaker_registry {
           overflows_.fetch_add(1, std::memory_order_relaxed);
           auto options = options_for(key);
           g.unlock();
-          return std::make_shared<breaker_type>(executor_, std::move(options), std::string(key));
+          return make(key, std::move(options));
         }
-        evicted = std::move(victim->second.breaker);
+        evicted = std::move(victim->second.guards);
         entries_.erase(victim);
         evictions_.fetch_add(1, std::memory_order_relaxed);
       }
-      auto made = std::make_shared<breaker_type>(executor_, options_for(key), std::string(key));
-      it = entries_.emplace(std::string(key), entry{std::move(made), {t}}).first;
+      it = entries_.emplace(std::string(key), entry{make(key, options_for(key)), {t}}).first;
     }
     return touch(it->second, t);
   }
@@ -160,7 +178,7 @@ class basic_breaker_registry {
     std::vector<std::pair<std::string, std::shared_ptr<breaker_type>>> all;
     {
       std::shared_lock g(mutex_);
-      for (const auto& [key, e] : entries_) all.emplace_back(key, e.breaker);
+      for (const auto& [key, e] : entries_) all.emplace_back(key, e.guards.breaker);
     }
     std::sort(all.begin(), all.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -170,8 +188,29 @@ class basic_breaker_registry {
     return out;
   }
 
-  /// The Prometheus text exposition (format 0.0.4) of every breaker.
-  void write_prometheus(std::ostream& out) const { levee::write_prometheus(out, metrics()); }
+  /// Every adaptive limit's metrics, sorted by name (none without
+  /// `registry_options::limits`).
+  std::vector<named_limit_metrics> limit_metrics() const {
+    std::vector<std::pair<std::string, std::shared_ptr<limit_type>>> all;
+    {
+      std::shared_lock g(mutex_);
+      for (const auto& [key, e] : entries_)
+        if (e.guards.limit) all.emplace_back(key, e.guards.limit);
+    }
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<named_limit_metrics> out;
+    out.reserve(all.size());
+    for (auto& [key, l] : all) out.push_back({key, l->metrics()});
+    return out;
+  }
+
+  /// The Prometheus text exposition (format 0.0.4) of every breaker, and of
+  /// every adaptive limit when the registry has them.
+  void write_prometheus(std::ostream& out) const {
+    levee::write_prometheus(out, metrics());
+    if (options_.limits) levee::write_limits_prometheus(out, limit_metrics());
+  }
   std::string prometheus_text() const {
     std::ostringstream out;
     write_prometheus(out);
@@ -182,11 +221,19 @@ class basic_breaker_registry {
 
  private:
   struct entry {
-    std::shared_ptr<breaker_type> breaker;
+    guard_set guards;
     std::atomic<std::int64_t> last_used;  // Clock ticks (nanoseconds)
-    entry(std::shared_ptr<breaker_type> b, std::int64_t t) : breaker(std::move(b)), last_used(t) {}
-    entry(entry&& o) noexcept : breaker(std::move(o.breaker)), last_used(o.last_used.load()) {}
+    entry(guard_set g, std::int64_t t) : guards(std::move(g)), last_used(t) {}
+    entry(entry&& o) noexcept : guards(std::move(o.guards)), last_used(o.last_used.load()) {}
   };
+
+  guard_set make(std::string_view key, breaker_options options) const {
+    guard_set g;
+    g.breaker = std::make_shared<breaker_type>(executor_, std::move(options), std::string(key));
+    if (options_.limits)
+      g.limit = std::make_shared<limit_type>(executor_, *options_.limits, std::string(key));
+    return g;
+  }
 
   static registry_options checked(registry_options o) {
     validate(o);
@@ -203,12 +250,12 @@ class basic_breaker_registry {
   std::int64_t slack() const noexcept { return options_.idle_timeout.count() / 64; }
   // Only ever raises the time (a CAS), so a get with an older `t` racing a
   // newer one cannot move it back.
-  std::shared_ptr<breaker_type> touch(entry& e, std::int64_t t) {
+  guard_set touch(entry& e, std::int64_t t) {
     std::int64_t last = e.last_used.load(std::memory_order_relaxed);
     while (t - last > slack() &&
            !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
     }
-    return e.breaker;
+    return e.guards;
   }
 
   breaker_options options_for(std::string_view key) const {  // under mutex_
@@ -223,8 +270,9 @@ class basic_breaker_registry {
 
   // Nobody but the registry holds it, and no operator chose its state.
   static bool evictable(const entry& e) {
-    if (e.breaker.use_count() != 1) return false;
-    const circuit_state s = e.breaker->state();
+    if (e.guards.breaker.use_count() != 1) return false;
+    if (e.guards.limit && e.guards.limit.use_count() != 1) return false;
+    const circuit_state s = e.guards.breaker->state();
     return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
   }
 
@@ -253,7 +301,7 @@ class basic_breaker_registry {
     // last_used may lag the last get by up to `slack`: count it in.
     const auto limit =
         detail::saturating_add(options_.idle_timeout, std::chrono::nanoseconds(slack()));
-    std::vector<std::shared_ptr<breaker_type>> evicted;  // destroyed outside the lock
+    std::vector<guard_set> evicted;  // destroyed outside the lock
     {
       std::unique_lock g(mutex_);
       for (auto it = entries_.begin(); it != entries_.end();) {
@@ -261,7 +309,7 @@ class basic_breaker_registry {
         const auto last = e.last_used.load(std::memory_order_relaxed);
         const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
         if (idle && evictable(e)) {
-          evicted.push_back(std::move(e.breaker));
+          evicted.push_back(std::move(e.guards));
           it = entries_.erase(it);
         } else {
           ++it;

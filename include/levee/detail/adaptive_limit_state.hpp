@@ -5,14 +5,22 @@
 #include <levee/detail/limit_algorithm.hpp>
 #include <levee/detail/spinlock.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
+
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <variant>
+#include <vector>
 
 namespace levee {
 struct adaptive_limit_options;
 struct adaptive_limit_metrics;
+struct limit_event;
 }  // namespace levee
 
 namespace levee::detail {
@@ -27,7 +35,7 @@ class adaptive_limit_state {
   using waiter = bulkhead_state::waiter;
   enum class entry { granted, queue, full };
 
-  explicit adaptive_limit_state(const adaptive_limit_options& o);
+  adaptive_limit_state(adaptive_limit_options o, std::string name);
 
   static boost::system::error_code wait_timeout_error() noexcept {
     return make_error_code(error::limit_exceeded);
@@ -53,9 +61,31 @@ class adaptive_limit_state {
   std::size_t in_flight() const noexcept;
   adaptive_limit_metrics metrics() const;
   const adaptive_limit_options& options() const noexcept { return *options_; }
+  const std::string& name() const noexcept { return listeners_->name; }
+
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const limit_event&)> fn,
+                       boost::asio::any_io_executor ex);
+  void unlisten(std::uint64_t id);
 
  private:
+  struct listener_entry {
+    std::uint64_t id;
+    std::uint32_t mask;
+    std::shared_ptr<const std::function<void(const limit_event&)>> fn;
+    boost::asio::any_io_executor executor;
+  };
+  // Replaced as a whole on listen/unlisten; a posted event holds its set
+  // (and so the name its view points to).
+  struct listener_set {
+    std::string name;
+    std::vector<listener_entry> entries;
+  };
+  // Outside the spinlock: posts `kind` to the listeners that want it.
+  void emit(std::uint32_t kind, double from, double to, std::size_t in_flight);
+
+  double current() const noexcept;   // the limit, under the lock
   std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
+  void limited_event(double limit, std::size_t in_flight) noexcept;
   std::shared_ptr<waiter> next_waiter() noexcept;
 
   std::shared_ptr<const adaptive_limit_options> options_;
@@ -67,6 +97,11 @@ class adaptive_limit_state {
   std::list<std::shared_ptr<waiter>> queue_;
   std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0;
   double min_seen_ = 0, max_seen_ = 0;
+
+  std::atomic<std::uint32_t> listening_{0};  // the union of the listeners' masks
+  std::mutex listeners_mutex_;               // posts happen under it: none after unlisten
+  std::shared_ptr<const listener_set> listeners_;
+  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace levee::detail

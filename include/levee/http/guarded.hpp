@@ -11,15 +11,19 @@ namespace levee::http {
 
 /// GET `url` through the breaker of its host ("host:port") in `registry`
 /// (a `basic_breaker_registry`), error_code form: one sick host opens its
-/// own breaker and leaves the others alone. Give the registry's defaults
-/// `classifier = levee::http::classify`.
+/// own breaker and leaves the others alone. When the registry has adaptive
+/// limits (`registry_options::limits`), the call also runs under the host's
+/// limit, inside its breaker (DESIGN.md's order). Give the registry's
+/// defaults, and its limits, `classifier = levee::http::classify`.
 template <class Registry>
 boost::asio::awaitable<result> guarded_get(Registry& registry, client& c, std::string url,
                                            nothrow_t) {
   url_parts parts;
   if (auto ec = parse_url(url, parts)) co_return result(ec, response());
-  auto breaker = registry.get(parts.host + ":" + std::to_string(parts.port));
-  co_return co_await (*breaker)(http_get(c, std::move(url), nothrow));
+  auto guards = registry.guards(parts.host + ":" + std::to_string(parts.port));
+  if (guards.limit)
+    co_return co_await (*guards.breaker)((*guards.limit)(http_get(c, std::move(url), nothrow)));
+  co_return co_await (*guards.breaker)(http_get(c, std::move(url), nothrow));
 }
 
 /// The same, exception form.

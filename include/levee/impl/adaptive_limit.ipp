@@ -3,6 +3,8 @@
 
 #include <levee/adaptive_limit.hpp>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -107,29 +109,89 @@ std::variant<gradient2, aimd> make_algorithm(const adaptive_limit_options& o) {
 }
 }  // namespace
 
-adaptive_limit_state::adaptive_limit_state(const adaptive_limit_options& o)
-    : options_(std::make_shared<const adaptive_limit_options>(o)),
-      algorithm_(make_algorithm(o)),
-      min_seen_(static_cast<double>(o.initial_limit)),
-      max_seen_(static_cast<double>(o.initial_limit)) {}
+adaptive_limit_state::adaptive_limit_state(adaptive_limit_options o, std::string name)
+    : options_(std::make_shared<const adaptive_limit_options>(std::move(o))),
+      algorithm_(make_algorithm(*options_)),
+      min_seen_(static_cast<double>(options_->initial_limit)),
+      max_seen_(static_cast<double>(options_->initial_limit)),
+      listeners_(std::make_shared<const listener_set>(listener_set{std::move(name), {}})) {}
+
+std::uint64_t adaptive_limit_state::listen(std::uint32_t mask,
+                                           std::function<void(const limit_event&)> fn,
+                                           boost::asio::any_io_executor ex) {
+  std::lock_guard g(listeners_mutex_);
+  auto next = std::make_shared<listener_set>(*listeners_);
+  const std::uint64_t id = next_id_++;
+  next->entries.push_back(
+      {id, mask, std::make_shared<const std::function<void(const limit_event&)>>(std::move(fn)),
+       std::move(ex)});
+  std::uint32_t all = 0;
+  for (const auto& e : next->entries) all |= e.mask;
+  listeners_ = std::move(next);
+  listening_.store(all, std::memory_order_relaxed);
+  return id;
+}
+
+void adaptive_limit_state::unlisten(std::uint64_t id) {
+  std::lock_guard g(listeners_mutex_);
+  auto next = std::make_shared<listener_set>(*listeners_);
+  std::erase_if(next->entries, [id](const listener_entry& e) { return e.id == id; });
+  std::uint32_t all = 0;
+  for (const auto& e : next->entries) all |= e.mask;
+  listeners_ = std::move(next);
+  listening_.store(all, std::memory_order_relaxed);
+}
+
+void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std::size_t in_flight) {
+  std::lock_guard g(listeners_mutex_);
+  const auto set = listeners_;
+  for (const auto& e : set->entries) {
+    if (!(e.mask & kind)) continue;
+    limit_event ev;
+    ev.kind = static_cast<limit_event_kind>(kind);
+    ev.from = from;
+    ev.to = to;
+    ev.in_flight = in_flight;
+    ev.when = std::chrono::system_clock::now();
+    ev.limit = set->name;
+    boost::asio::post(e.executor, [set, fn = e.fn, ev] { (*fn)(ev); });
+  }
+}
 
 std::size_t adaptive_limit_state::cap() const noexcept {
-  const double limit = std::visit([](const auto& a) { return a.limit(); }, algorithm_);
-  return static_cast<std::size_t>(limit);  // in [min_limit, max_limit]: no overflow
+  return static_cast<std::size_t>(current());  // in [min_limit, max_limit]: no overflow
 }
 
 adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flight) noexcept {
-  spin_guard g(lock_);
-  if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
-  if (in_flight_ < cap() && queue_.empty()) {
-    in_flight = ++in_flight_;
-    peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
-    ++admitted_;
-    return entry::granted;
+  double limit = 0;
+  std::size_t running = 0;
+  {
+    spin_guard g(lock_);
+    if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
+    if (in_flight_ < cap() && queue_.empty()) {
+      in_flight = ++in_flight_;
+      peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+      ++admitted_;
+      return entry::granted;
+    }
+    if (queue_.size() < options_->max_queue) return entry::queue;
+    ++limited_;
+    limit = current();
+    running = in_flight_;
   }
-  if (queue_.size() < options_->max_queue) return entry::queue;
-  ++limited_;
+  if (listening_.load(std::memory_order_relaxed) & 2) limited_event(limit, running);
   return entry::full;
+}
+
+void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
+  try {
+    emit(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
+  } catch (...) {  // an event lost to a failed allocation; the call is still refused
+  }
+}
+
+double adaptive_limit_state::current() const noexcept {
+  return std::visit([](const auto& a) { return a.limit(); }, algorithm_);
 }
 
 void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
@@ -151,6 +213,8 @@ void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
       ec = make_error_code(error::limit_exceeded);
     }
   }
+  if (ec == error::limit_exceeded && (listening_.load(std::memory_order_relaxed) & 2))
+    limited_event(metrics().limit, in_flight());
   w->complete(ec);
 }
 
@@ -164,6 +228,8 @@ void adaptive_limit_state::cancel(waiter& w, boost::system::error_code ec) {
     w.queued = false;
     if (ec == error::limit_exceeded) ++limited_;
   }
+  if (ec == error::limit_exceeded && (listening_.load(std::memory_order_relaxed) & 2))
+    limited_event(metrics().limit, in_flight());
   removed->complete(ec);
 }
 
@@ -185,9 +251,13 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
   // limit moves by a few calls per sample).
   std::shared_ptr<waiter> granted[4];
   std::size_t n = 0;
+  double before = 0, after = 0;
+  std::size_t running = 0;
   {
     spin_guard g(lock_);
     --in_flight_;
+    before = after = current();
+    running = in_flight_;
     if (sample) {
       ++samples_;
       drops_ += dropped;
@@ -202,10 +272,17 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
           algorithm_);
       min_seen_ = std::min(min_seen_, limit);
       max_seen_ = std::max(max_seen_, limit);
+      after = limit;
     }
     while (n < 4 && (granted[n] = next_waiter())) ++n;
   }
   for (std::size_t i = 0; i < n; ++i) granted[i]->complete({});
+  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1)) {
+    try {
+      emit(static_cast<std::uint32_t>(limit_event_kind::changed), before, after, running);
+    } catch (...) {  // an event lost to a failed allocation
+    }
+  }
 }
 
 void adaptive_limit_state::close() {
@@ -227,7 +304,7 @@ std::size_t adaptive_limit_state::in_flight() const noexcept {
 adaptive_limit_metrics adaptive_limit_state::metrics() const {
   spin_guard g(lock_);
   adaptive_limit_metrics m;
-  m.limit = std::visit([](const auto& a) { return a.limit(); }, algorithm_);
+  m.limit = current();
   m.min_limit_seen = min_seen_;
   m.max_limit_seen = max_seen_;
   m.in_flight = in_flight_;

@@ -151,7 +151,9 @@ outcome classify(const call_result& r) noexcept {
     // A bad URL or request never reached the downstream: it says nothing of
     // its health.
     if (is_invalid_input(*ec)) return outcome::ignored;
-    return is_cancellation(*ec) ? outcome::ignored : outcome::failure;
+    // Nor does a rejection by an inner levee layer (an adaptive limit, a
+    // bulkhead inside the breaker).
+    return is_cancellation(*ec) || is_rejection(*ec) ? outcome::ignored : outcome::failure;
   }
   if (r.threw()) return default_classify(r);
   if (const response* res = find_response(r)) {

@@ -8,9 +8,8 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -18,6 +17,7 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -137,7 +137,8 @@ struct connection {
 struct connection_closer {
   void operator()(connection* c) const {
     // Counted closed now; the socket closes a moment later.
-    if (std::exchange(c->established, false)) c->stats->open.fetch_sub(1, std::memory_order_relaxed);
+    if (std::exchange(c->established, false))
+      c->stats->open.fetch_sub(1, std::memory_order_relaxed);
     const asio::any_io_executor ex = c->executor;
     // Destroyed unrun with the io_context at shutdown: the closure still owns it.
     asio::post(ex, [owned = std::unique_ptr<connection>(c)] {});

@@ -1,6 +1,7 @@
 // levee: event names and the Prometheus text exposition, compiled once in lib/.
 #pragma once
 
+#include <levee/adaptive_limit.hpp>
 #include <levee/observe.hpp>
 
 #include <cmath>
@@ -192,6 +193,30 @@ void write_prometheus(std::ostream& out, const std::vector<named_metrics>& break
          [&](const breaker_metrics& m, const std::string& l) {
            sample("levee_stuck_open", l, m.stuck_open ? "1" : "0");
          });
+}
+
+void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_metrics>& limits) {
+  using m_t = adaptive_limit_metrics;
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
+    for (const auto& l : limits)
+      out << name << "{limit=\"" << escape(l.name) << "\"} " << value(l.metrics) << '\n';
+  };
+  family("levee_limit", "gauge", "The adaptive concurrency limit (calls admitted at once).",
+         [](const m_t& m) { return number(m.limit); });
+  family("levee_limit_in_flight", "gauge", "Calls running under the limit.",
+         [](const m_t& m) { return number(std::uint64_t{m.in_flight}); });
+  family("levee_limit_queued", "gauge", "Calls waiting for room under the limit.",
+         [](const m_t& m) { return number(std::uint64_t{m.queued}); });
+  family("levee_limit_admitted_calls_total", "counter", "Calls the limit started.",
+         [](const m_t& m) { return number(m.admitted); });
+  family("levee_limit_rejected_calls_total", "counter",
+         "Calls refused with limit_exceeded, without being started.",
+         [](const m_t& m) { return number(m.limited); });
+  family("levee_limit_samples_total", "counter", "Call outcomes that moved the limit.",
+         [](const m_t& m) { return number(m.samples); });
+  family("levee_limit_drops_total", "counter", "Samples that were failures (drops).",
+         [](const m_t& m) { return number(m.drops); });
 }
 
 }  // namespace levee

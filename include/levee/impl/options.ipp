@@ -95,6 +95,7 @@ void validate(const registry_options& o) {
     throw std::invalid_argument("registry_options::idle_timeout must not be negative");
   if (o.max_breakers < 1)
     throw std::invalid_argument("registry_options::max_breakers must be at least 1");
+  if (o.limits) validate(*o.limits);
 }
 
 }  // namespace levee
