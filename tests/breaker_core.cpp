@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -596,5 +598,51 @@ TEST_CASE("core: open durations at the limit of their type saturate, never wrap"
     h.fail();
     CHECK(h.core.window(h.now).calls == 2);
     CHECK(h.fail());
+  }
+}
+
+// Issue 11, defect 10: the multiplier and the jitter keep a double's
+// precision: exact to the nanosecond's rounding.
+TEST_CASE("core: open-duration multiplier and jitter are exact to the nanosecond") {
+  SECTION("a multiplier of 1.1") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_multiplier = 1.1;
+    o.max_open_duration = 1h;
+    harness h(o);
+    CHECK(h.fail().open_for == 10s);
+    h.fire_timer();
+    CHECK(h.fail().open_for == 11s);
+    h.fire_timer();
+    CHECK(h.fail().open_for == 12100ms);
+  }
+  SECTION("a multiplier of 1.00000001 still backs off") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_multiplier = 1.00000001;
+    harness h(o);
+    h.fail();
+    h.fire_timer();
+    CHECK(h.fail().open_for == 10'000'000'100ns);
+  }
+  SECTION("jitter: d * (1 - j + 2 j u), u from the seeded splitmix64") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_jitter = 0.1;
+    o.jitter_seed = 7;
+    harness h(o);
+    std::uint64_t state = 7;
+    for (int i = 0; i < 20; ++i) {
+      std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      const long double unit = static_cast<long double>(z >> 11) * 0x1.0p-53L;
+      const auto expected = std::llround(1e10L * (1.0L - 0.1L + 0.2L * unit));
+      const auto d = h.fail().open_for.count();
+      CHECK(std::abs(d - expected) <= 1);
+      h.fire_timer();  // HALF_OPEN, then a probe: back to CLOSED for a fresh first opening
+      REQUIRE(h.succeed());
+    }
   }
 }

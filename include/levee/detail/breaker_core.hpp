@@ -313,17 +313,21 @@ class breaker_core {
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
   std::int64_t width_ns_;
   std::int64_t slow_ns_;
-  std::uint32_t shard_mask_;
   std::uint32_t stride_;
-  window_kind kind_;
-  std::uint8_t failure_exponent_;
-  std::uint8_t slow_exponent_;
   std::uint32_t buckets_;
-  std::uint64_t failure_numerator_;  // the thresholds' decimal_ratio, split so that
-  std::uint64_t slow_numerator_;     // the exponents fill padding after kind_
+  std::uint16_t shard_mask_;   // at most 1024 shards
+  std::uint16_t probe_limit_;  // half_open_probes <= 8191
+  window_kind kind_;
+  std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
+  std::uint8_t slow_exponent_;     // the exponents fill what would be padding
+  // Serialises transitions and HALF_OPEN bookkeeping. Here, in what would be
+  // padding: taken on transitions and probe outcomes only, rare next to the
+  // loads of this line.
+  spinlock mutex_;
+  std::uint64_t failure_numerator_;
+  std::uint64_t slow_numerator_;
   std::uint64_t minimum_calls_;
   std::uint64_t consecutive_limit_;
-  std::uint64_t probe_limit_;
   std::uint64_t successes_to_close_;
   nanos open_duration_;
   nanos max_open_duration_;
@@ -335,12 +339,11 @@ class breaker_core {
   // Written on failures (consecutive_failures on) and on transitions only.
   std::atomic<std::uint64_t> consecutive_{0};
   std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
-  spinlock mutex_;                               // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
-  float open_multiplier_;
-  float open_jitter_;
+  double open_multiplier_;   // doubles: a float made 1.1 into 1.10000002384
+  double open_jitter_;
   transition_observer* observer_ = nullptr;
 
   // The count window (window_kind::count), under its own lock.

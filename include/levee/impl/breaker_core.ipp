@@ -54,26 +54,27 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
       width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
+      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
+      probe_limit_(static_cast<std::uint16_t>(o.half_open_probes)),
       kind_(o.window_type),
       failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
       slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
-      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
       failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
       slow_numerator_(decimal_ratio::from_double(o.slow_call_rate_threshold).numerator),
       minimum_calls_(o.minimum_calls),
       consecutive_limit_(o.consecutive_failures),
-      probe_limit_(o.half_open_probes),
       successes_to_close_(o.successes_to_close),
       open_duration_(o.open_duration),
       max_open_duration_(o.max_open_duration),
       rng_state_(o.jitter_seed != 0 ? o.jitter_seed
                                     : std::random_device{}() * 0x9e3779b97f4a7c15ull),
-      open_multiplier_(static_cast<float>(o.open_duration_multiplier)),
-      open_jitter_(static_cast<float>(o.open_duration_jitter)) {
+      open_multiplier_(o.open_duration_multiplier),
+      open_jitter_(o.open_duration_jitter) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  shards = std::min(shards, 1024u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;
-  shard_mask_ = static_cast<std::uint32_t>(n - 1);
+  shard_mask_ = static_cast<std::uint16_t>(n - 1);
   const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
   stride_ = static_cast<std::uint32_t>((sizeof(shard) + ring_bytes + cache_line - 1) / cache_line *
                                        cache_line);
@@ -219,11 +220,11 @@ nanos breaker_core::next_open_duration() noexcept {
   // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
   using real = long double;
   real d = static_cast<real>(open_duration_.count());
-  if (open_multiplier_ > 1.0f && open_streak_ > 1) {
+  if (open_multiplier_ > 1.0 && open_streak_ > 1) {
     d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(open_streak_ - 1));
     d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
   }
-  if (open_jitter_ > 0.0f) {
+  if (open_jitter_ > 0.0) {
     const auto jitter = static_cast<real>(open_jitter_);
     // splitmix64, then 53 bits into [0, 1).
     std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
