@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -645,4 +646,29 @@ TEST_CASE("core: open-duration multiplier and jitter are exact to the nanosecond
       REQUIRE(h.succeed());
     }
   }
+}
+
+// Issue 11, defect 6: a bucket's counters never wrap: near 2^32 calls the
+// bucket is halved (calls, failures and slow alike), so failures <= calls and
+// the rate are kept.
+TEST_CASE("core: a bucket near 2^32 calls does not wrap") {
+  constexpr std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();
+  levee::breaker_options o = small(10);
+  o.slow_call_duration = 1s;
+  o.slow_call_rate_threshold = 0.5;
+  harness h(o);
+  h.core.test_preload(h.now, limit - 1, 1000, 1000);  // a tiny failure rate
+  for (int i = 0; i < 20; ++i) CHECK_FALSE(h.call(outcome::failure, 1s));
+  const auto w = h.core.window(h.now);
+  CHECK(w.failures <= w.calls);
+  CHECK(w.slow <= w.calls);
+  CHECK(w.calls > (std::uint64_t{1} << 31));
+  CHECK(h.core.state() == circuit_state::closed);
+
+  // A bucket at the limit with a rate over the threshold keeps it.
+  harness g(o);
+  g.core.test_preload(g.now, limit, limit / 2 + 1, 0);
+  const transition t = g.fail();
+  CHECK(t);
+  CHECK(t.reason == transition_reason::failure_rate);
 }

@@ -188,6 +188,12 @@ class breaker_core {
   /// set it before sharing the core.
   void observe(transition_observer* o) noexcept { observer_ = o; }
 
+  /// Test hook: sets the counts of the time-window bucket that holds `now`, in
+  /// the calling thread's shard, as if that many calls had finished in it
+  /// (to test a bucket near its counters' limit without 2^32 calls).
+  void test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
+                    std::uint32_t slow) noexcept;
+
   // ---- the owner's lifetime ------------------------------------------------
   // The shell lets its owner (the breaker object) be destroyed while calls are
   // still in flight, as Asio lets an I/O object go with operations pending:
@@ -238,6 +244,16 @@ class breaker_core {
     std::uint32_t failures;
     std::uint32_t slow;
   };
+  // A bucket about to pass 2^32 - 1 calls (a long bucket on a busy shard) is
+  // halved rather than wrapped: its rates and failures <= calls are kept, and
+  // it weighs half as much against the other buckets from then on. (Wider
+  // counters would double the shards' memory for a case that needs 4e9 calls
+  // in one bucket of one shard.)
+  static void halve(bucket& b) noexcept {
+    b.calls >>= 1;
+    b.failures >>= 1;
+    b.slow >>= 1;
+  }
 
   // A counter written either always under its shard's lock (`bump_locked`: a
   // plain load and store, no read-modify-write) or always with `fetch_add`
@@ -442,6 +458,8 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     pos = s.head_pos;
   }
   bucket& b = s.ring()[pos];
+  if (b.calls == std::numeric_limits<std::uint32_t>::max()) [[unlikely]]
+    halve(b);
   ++b.calls;
   b.failures += failed;
   b.slow += slow;

@@ -385,6 +385,17 @@ call_counters breaker_core::counters() const noexcept {
   return c;
 }
 
+void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
+                                std::uint32_t slow) noexcept {
+  if (kind_ != window_kind::time) return;
+  shard& s = my_shard();
+  spin_guard g(s.lock);
+  const std::int64_t index = bucket_index(s, now);
+  if (index > s.head) advance(s, index);
+  if (index != s.head) return;
+  s.ring()[s.head_pos] = {calls, failures, slow};
+}
+
 bool breaker_core::orphan() noexcept {
   std::uint32_t in_flight = 0;  // modulo 2^31
   for (std::size_t i = 0; i <= shard_mask_; ++i) {
