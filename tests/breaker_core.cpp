@@ -672,3 +672,36 @@ TEST_CASE("core: a bucket near 2^32 calls does not wrap") {
   CHECK(t);
   CHECK(t.reason == transition_reason::failure_rate);
 }
+
+// Issue 11, feature: a hung probe does not hold HALF_OPEN for ever.
+TEST_CASE(
+    "core: past max_half_open_duration the breaker reopens, and a later probe gets the slot") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 1s;
+  o.max_half_open_duration = 1min;
+  harness h(o);
+  h.fail();
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit hung = h.core.try_acquire();
+  REQUIRE(hung.is_probe());
+  CHECK_FALSE(h.admits());                                         // the only slot is held
+  CHECK_FALSE(h.core.half_open_elapsed(h.core.generation() - 1));  // a stale timer
+  const transition t = h.core.half_open_elapsed(h.core.generation());
+  REQUIRE(t);
+  CHECK(t.from == circuit_state::half_open);
+  CHECK(t.to == circuit_state::open);
+  CHECK(t.reason == transition_reason::half_open_timeout);
+  CHECK(t.open_for == 1s);
+  CHECK(h.core.open_streak() == 2);
+  CHECK(h.core.probes_in_flight() == 0);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit next = h.core.try_acquire();
+  CHECK(next.is_probe());  // a later probe gets the slot
+  // The hung probe's late outcome changes nothing.
+  CHECK_FALSE(h.core.complete(hung, outcome::success, h.now));
+  CHECK_FALSE(h.core.complete(hung, outcome::failure, h.now));
+  CHECK(h.core.state() == circuit_state::half_open);
+  CHECK(h.core.probes_in_flight() == 1);
+  CHECK(h.core.complete(next, outcome::success, h.now).to == circuit_state::closed);
+  CHECK_FALSE(h.core.half_open_elapsed(h.core.generation()));  // not HALF_OPEN: nothing
+}

@@ -636,3 +636,32 @@ TEST_CASE("durations: every duration option works up to max()") {
   CHECK(cb.state() == circuit_state::open);
   CHECK_FALSE(cb.metrics().stuck_open);
 }
+
+TEST_CASE("a hung probe holds HALF_OPEN at most max_half_open_duration (issue 11)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s, .max_half_open_duration = 10s});
+  run(ioc, cb(api.call(false)));
+  elapse(ioc, 1s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  CHECK(ioc.stopped());  // HALF_OPEN with no probe yet: no timer pending
+  auto hung = spawn(ioc, cb(api.call(true, 1h)));
+  settle(ioc);
+  REQUIRE(cb.probes_in_flight() == 1);
+  elapse(ioc, 9s);
+  CHECK(cb.state() == circuit_state::half_open);
+  CHECK(run(ioc, cb(api.call(true)))->thrown_code() == levee::error::circuit_open);
+  elapse(ioc, 1s);  // 10 s after the probe started
+  CHECK(cb.state() == circuit_state::open);
+  elapse(ioc, 1s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  auto next = run(ioc, cb(api.call(true)));
+  CHECK(next->value == 42);
+  CHECK(cb.state() == circuit_state::closed);
+  elapse(ioc, 1h);  // the hung probe finally returns: nothing changes
+  CHECK(hung->value == 42);
+  CHECK(cb.state() == circuit_state::closed);
+  settle(ioc);
+  CHECK(ioc.stopped());  // CLOSED and idle: the half-open timer was cancelled
+}

@@ -220,9 +220,19 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (!t) return;
     if (t.to == circuit_state::open) {
       arm(t.generation, t.open_for);
-    } else if (t.reason == transition_reason::manual) {
-      disarm(t.generation);  // out of OPEN by hand: the open timer has nothing left to do
+    } else if (t.to != circuit_state::half_open) {
+      // CLOSED (probes succeeded) or a manual state: neither the open timer
+      // nor the half-open timer has anything left to do.
+      disarm(t.generation);
     }
+  }
+
+  /// A probe of HALF_OPEN state `generation` was admitted: the round's first
+  /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
+  /// path: only probes come here.
+  void probe_admitted(std::uint64_t generation) noexcept {
+    if (options_.max_half_open_duration == nanos::max()) return;  // no limit
+    arm(generation, options_.max_half_open_duration, /*once=*/true);
   }
 
   // ---- observability -----------------------------------------------------
@@ -448,18 +458,25 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     emit_locked(e);
   }
 
-  // Arms the open timer. Serialised by `timer_lock_`: a transition to OPEN can
-  // come from any thread that completes a call.
-  // `timer_generation_` keeps a late arm or disarm (another thread's, for an
-  // older transition) from undoing a newer one.
-  void arm(std::uint64_t generation, nanos open_for) noexcept {
+  // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
+  // already armed for it) the half-open timer of HALF_OPEN `generation`.
+  // Serialised by `timer_lock_`: a transition to OPEN can come from any thread
+  // that completes a call. `timer_generation_` keeps a late arm or disarm
+  // (another thread's, for an older transition) from undoing a newer one.
+  void arm(std::uint64_t generation, nanos open_for, bool once = false) noexcept {
     spin_guard g(timer_lock_);
     if (older(generation) || detached_.load(std::memory_order_relaxed)) return;
+    if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
     timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
-      if (auto self = weak.lock()) self->apply(self->core_.open_elapsed(generation));
+      if (auto self = weak.lock()) {
+        // The open timer of OPEN `generation`, or the half-open timer of
+        // HALF_OPEN `generation`: the core knows which, by the state.
+        if (const transition t = self->core_.open_elapsed(generation)) return self->apply(t);
+        self->apply(self->core_.half_open_elapsed(generation));
+      }
     });
   }
   void disarm(std::uint64_t generation) noexcept {
@@ -501,6 +518,7 @@ class call_scope {
  public:
   call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {
     b.core().enter();
+    if (p.is_probe()) b.probe_admitted(p.generation());
   }
   call_scope(call_scope&& other) noexcept
       : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}

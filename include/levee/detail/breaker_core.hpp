@@ -162,6 +162,12 @@ class breaker_core {
   /// The open timer armed for `generation` fired.
   transition open_elapsed(std::uint64_t generation) noexcept;
 
+  /// The half-open timer of HALF_OPEN state `generation` fired (the shell arms
+  /// it for `max_half_open_duration` when the round's first probe is admitted):
+  /// if still in that state, reopens with reason `half_open_timeout`. The
+  /// probes in flight keep their permits, whose outcomes then change nothing.
+  transition half_open_elapsed(std::uint64_t generation) noexcept;
+
   /// The current window as of `now` (the time window evicts old buckets
   /// first), for metrics and tests.
   window_totals window(nanos now) noexcept;

@@ -269,6 +269,17 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
                  {}});
 }
 
+transition breaker_core::half_open_elapsed(std::uint64_t generation) noexcept {
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::half_open || generation_of(w) != generation) return {};
+  const std::uint64_t next = generation + 1;
+  ++open_streak_;  // as a failed probe: the open duration backs off
+  state_.store(make_word(circuit_state::open, next), std::memory_order_release);
+  return notify({circuit_state::half_open, circuit_state::open,
+                 transition_reason::half_open_timeout, next, next_open_duration()});
+}
+
 // The probe's effect on the state; complete_special counted it.
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
   spin_guard g(mutex_);
