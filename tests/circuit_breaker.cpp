@@ -12,6 +12,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include <cstdint>
+#include <future>
 #include <vector>
 
 using namespace levee_test;
@@ -664,4 +665,63 @@ TEST_CASE("a hung probe holds HALF_OPEN at most max_half_open_duration (issue 11
   CHECK(cb.state() == circuit_state::closed);
   settle(ioc);
   CHECK(ioc.stopped());  // CLOSED and idle: the half-open timer was cancelled
+}
+
+// Issue 11, feature: a rejection says when to retry, as Polly's
+// BrokenCircuitException.RetryAfter.
+TEST_CASE("a rejection carries retry_after and the breaker's name") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 30s, .max_half_open_duration = 1min},
+             "recommendations");
+  CHECK(cb.retry_after() == 0s);  // CLOSED: admits now
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 10s);
+  CHECK(cb.retry_after() == 20s);
+
+  auto r = run(ioc, cb(api.call(true)));
+  REQUIRE(r->error);
+  CHECK(r->thrown_code() == levee::error::circuit_open);  // catch (system_error&) still works
+  try {
+    std::rethrow_exception(r->error);
+  } catch (const levee::circuit_open_error& e) {
+    CHECK(e.code() == levee::error::circuit_open);
+    CHECK(e.retry_after() == 20s);
+    CHECK(e.breaker() == "recommendations");
+  }
+
+  // The tuple form: the same value from the breaker.
+  auto t = run(ioc, cb(api.call_ec({})));
+  CHECK(std::get<0>(*t->value) == levee::error::circuit_open);
+  CHECK(cb.retry_after() == 20s);
+
+  // The token form's exception_ptr carries it too, computed when the call was
+  // rejected.
+  std::exception_ptr rejection;
+  cb.async_execute(asio::deferred.values(std::exception_ptr(), 9),
+                   [&](std::exception_ptr e, int) { rejection = e; });
+  elapse(ioc, 5s);
+  REQUIRE(rejection);
+  try {
+    std::rethrow_exception(rejection);
+  } catch (const levee::circuit_open_error& e) {
+    CHECK(e.retry_after() == 20s);
+    CHECK(e.code() == levee::error::circuit_open);
+  }
+
+  // HALF_OPEN with its slot taken: at the latest when the round ends.
+  elapse(ioc, 15s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  CHECK(cb.retry_after() == 0s);  // a slot is free
+  auto probe = spawn(ioc, cb(api.call(true, 1h)));
+  settle(ioc);
+  elapse(ioc, 5s);
+  CHECK(cb.retry_after() == 55s);
+
+  cb.force_open();
+  CHECK(cb.retry_after() == std::chrono::nanoseconds::max());  // until an operator says so
+  cb.reset();
+  CHECK(cb.retry_after() == 0s);
 }

@@ -48,29 +48,32 @@ template <class... Args>
 struct error_arguments {
   static constexpr bool supported = false;
 };
+// `throws`: the rejection is an exception (a `circuit_open_error`, made when
+// the call is rejected and passed to `reject`); otherwise an error_code.
 template <class... Rest>
 struct error_arguments<boost::system::error_code, Rest...> {
   static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  static constexpr bool throws = false;
   template <class Self>
-  static void reject(Self& self) {
+  static void reject(Self& self, std::exception_ptr) {
     self.complete(make_error_code(error::circuit_open), std::decay_t<Rest>{}...);
   }
 };
 template <class... Rest>
 struct error_arguments<std::exception_ptr, Rest...> {
   static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  static constexpr bool throws = true;
   template <class Self>
-  static void reject(Self& self) {
-    self.complete(
-        std::make_exception_ptr(boost::system::system_error(make_error_code(error::circuit_open))),
-        std::decay_t<Rest>{}...);
+  static void reject(Self& self, std::exception_ptr rejection) {
+    self.complete(std::move(rejection), std::decay_t<Rest>{}...);
   }
 };
 template <class... Ts>
 struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tuple
   static constexpr bool supported = (std::is_default_constructible_v<Ts> && ...);
+  static constexpr bool throws = false;
   template <class Self>
-  static void reject(Self& self) {
+  static void reject(Self& self, std::exception_ptr) {
     self.complete(error_tuple<std::tuple<boost::system::error_code, Ts...>>::make(
         make_error_code(error::circuit_open)));
   }
@@ -211,6 +214,39 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       emit(e);
     }
   }
+
+  /// See `basic_circuit_breaker::retry_after`.
+  nanos retry_after() noexcept {
+    const std::uint64_t generation = core_.generation();
+    switch (core_.state()) {
+      case circuit_state::closed:
+      case circuit_state::disabled:
+      case circuit_state::metrics_only:
+        return nanos::zero();
+      case circuit_state::forced_open:
+        return nanos::max();
+      case circuit_state::half_open:
+        if (core_.probes_in_flight() < options_.half_open_probes) return nanos::zero();
+        break;
+      case circuit_state::open:
+        break;
+    }
+    time_point deadline;
+    {
+      spin_guard g(timer_lock_);
+      // Not armed for this state (yet, or no more): no better answer than now.
+      if (static_cast<std::uint32_t>(generation) != timer_generation_) return nanos::zero();
+      deadline = deadline_;
+    }
+    if (deadline == time_point::max()) return nanos::max();  // "for ever"
+    const time_point now = Clock::now();
+    if (deadline <= now) return nanos::zero();
+    return std::chrono::duration_cast<nanos>(deadline - now);
+  }
+
+  /// The exception of a rejection (the exception forms), out of the hot path.
+  [[noreturn]] void throw_rejection() { throw_circuit_open(retry_after(), name()); }
+  std::exception_ptr make_rejection() noexcept { return make_circuit_open(retry_after(), name()); }
 
   time_point start_time() const noexcept {
     return core_.needs_elapsed() ? Clock::now() : time_point();
@@ -469,6 +505,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
     timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
+    deadline_ = timer_.expiry();
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
       if (auto self = weak.lock()) {
@@ -501,6 +538,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   std::atomic<std::uint8_t> event_mask_{0};  // an event_mask (a byte: next to the locks)
   std::uint32_t timer_generation_ = 0;       // low bits; compared modulo 2^32
   timer_type timer_;
+  time_point deadline_;  // timer_'s expiry, under timer_lock_
   time_point created_;
   std::unique_ptr<history_type> history_;
   std::unique_ptr<extras_type> extras_;
@@ -554,7 +592,7 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
     if constexpr (is_error_tuple_v<T>) {
       co_return error_tuple<T>::make(make_error_code(error::circuit_open));
     } else {
-      throw_error(error::circuit_open);
+      b.throw_rejection();
     }
   }
   call_scope<Impl> scope(b, p);
@@ -589,11 +627,14 @@ class execute_op<Impl, Op, R(Args...)> {
 
   template <class Self>
   void operator()(Self& self) {
-    if (rejected_) return error_arguments<std::decay_t<Args>...>::reject(self);
+    using arguments = error_arguments<std::decay_t<Args>...>;
+    if (rejected_) return arguments::reject(self, std::move(rejection_));
     self.reset_cancellation_state(asio::enable_total_cancellation());
     const permit p = b_->core().try_acquire();
     if (!p) {
       b_->rejected();
+      // Made now: the breaker may be gone when the posted completion runs.
+      if constexpr (arguments::throws) rejection_ = b_->make_rejection();
       // Never complete inside the initiating function: go through the
       // handler's executor, as Asio's own operations do.
       rejected_ = true;
@@ -617,6 +658,7 @@ class execute_op<Impl, Op, R(Args...)> {
   Impl* b_;
   Op op_;
   std::optional<call_scope<Impl>> scope_;
+  std::exception_ptr rejection_;
   bool rejected_ = false;
 };
 
@@ -725,6 +767,18 @@ class basic_circuit_breaker {
   /// The name given at construction (a registry uses its key), "" if none.
   std::string_view name() const noexcept { return impl_->name(); }
 
+  /// When to retry, as Polly's `BrokenCircuitException.RetryAfter`: the time
+  /// until the breaker is due to admit a call, measured on its clock. 0 when
+  /// it admits calls now (CLOSED, DISABLED, METRICS_ONLY, HALF_OPEN with a
+  /// free probe slot); in OPEN, the time until its timer makes it HALF_OPEN
+  /// (`nanoseconds::max()` with an `open_duration` of "for ever"); in
+  /// HALF_OPEN with every slot taken, the time until the round's
+  /// `max_half_open_duration` runs out (when it is settled at the latest); in
+  /// FORCED_OPEN, `nanoseconds::max()`. For the error_code forms: a rejected
+  /// call's exception (`circuit_open_error`) carries the same value, computed
+  /// when it was rejected. Thread-safe; reads the clock and takes a short lock.
+  std::chrono::nanoseconds retry_after() const noexcept { return impl_->retry_after(); }
+
   // ---- observability -------------------------------------------------------
 
   /// A snapshot of the metrics: calls by outcome, rejections, the window's
@@ -786,9 +840,11 @@ class basic_circuit_breaker {
   /// - if the breaker admits the call, `aw` runs; its result is returned and
   ///   its exception rethrown, unchanged, after the outcome is recorded;
   /// - if it rejects the call, `aw` is destroyed without running and the
-  ///   await throws `boost::system::system_error` with `error::circuit_open`,
-  ///   or, when `T` is `std::tuple<error_code, U...>`, returns
-  ///   `{error::circuit_open, U{}...}` without throwing.
+  ///   await throws `circuit_open_error` (a `boost::system::system_error`
+  ///   with `error::circuit_open`, plus `retry_after()` and the breaker's
+  ///   name), or, when `T` is `std::tuple<error_code, U...>`, returns
+  ///   `{error::circuit_open, U{}...}` without throwing (then ask
+  ///   `retry_after()`).
   ///
   /// Cancellation: the awaiting coroutine's cancellation reaches `aw`; a
   /// cancelled call is classified `ignored` by default and frees its probe slot.
@@ -815,9 +871,9 @@ class basic_circuit_breaker {
   /// `void(std::tuple<error_code, T...>)` (`asio::as_tuple`).
   ///
   /// Completion signature: that of `op`. On rejection the handler receives
-  /// `error::circuit_open` (as an exception_ptr holding a system_error in the
-  /// exception_ptr form) and value-initialised values; it is never invoked
-  /// from inside `async_execute`.
+  /// `error::circuit_open` (in the exception_ptr form, an exception_ptr
+  /// holding a `circuit_open_error`) and value-initialised values; it is
+  /// never invoked from inside `async_execute`.
   ///
   /// Per-operation cancellation: forwarded to `op` (all types).
   ///
