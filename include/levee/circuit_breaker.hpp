@@ -183,8 +183,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
 
-  /// Records a finished call and acts on what the core decides.
-  void finish(permit p, outcome o, time_point start) noexcept {
+  /// Records a finished call and acts on what the core decides. `r`: the
+  /// call's result, when known (for the last failure of a transition event).
+  void finish(permit p, outcome o, time_point start, const call_result* r) noexcept {
     const nanos now = core_.needs_time() ? window_now<Clock>() : nanos::zero();
     const nanos elapsed = core_.needs_elapsed()
                               ? std::chrono::duration_cast<nanos>(Clock::now() - start)
@@ -192,7 +193,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     // Without a listener for call events this is one relaxed load. Posted
     // before the core records the call, so that a transition the call causes
     // comes after it.
-    if (event_mask_.load(std::memory_order_relaxed) & call_events) on_outcome(o, elapsed);
+    const event_mask mask = event_mask_.load(std::memory_order_relaxed);
+    if (mask & call_events) on_outcome(o, elapsed);
+    // The last failure, kept only while a listener wants transitions: with
+    // none, a failure costs nothing more than this test of the same load.
+    if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
+        [[unlikely]]
+      note_failure(r);
     apply(core_.complete(p, o, now, elapsed));
   }
 
@@ -359,6 +366,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     std::string name;
     std::shared_ptr<const listener_set> listeners;
     std::unique_ptr<timer_type> stuck_timer;  // when `recovery_window` is set
+    // The last failure, for the next transition event to OPEN (only while
+    // someone listens to transitions).
+    boost::system::error_code last_error;
+    std::exception_ptr last_exception;
   };
 
   // Per-state times and transition counts, allocated at the first transition:
@@ -412,6 +423,14 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     emit_locked(e);
   }
 
+  void note_failure(const call_result* r) noexcept {
+    std::exception_ptr last = r ? r->exception() : std::exception_ptr();
+    spin_guard g(metrics_lock_);  // released before `last` (the previous one) goes
+    if (!extras_) return;         // listening made the extras
+    extras_->last_error = r && r->error() ? *r->error() : boost::system::error_code();
+    std::swap(extras_->last_exception, last);
+  }
+
   void on_outcome(outcome o, nanos elapsed) noexcept {
     breaker_event e;
     e.kind = o == outcome::success   ? event_kind::success
@@ -425,7 +444,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   // Under the core's lock, in generation order: time in state, transition
   // counts, the stuck-open timer, and the transition event.
-  void on_transition(const transition& t) noexcept override {
+  void on_transition(const transition& t, const window_totals& basis) noexcept override {
+    std::exception_ptr forgotten;  // destroyed after the lock is released
     spin_guard g(metrics_lock_);
     // Read under the lock that metrics() reads it under: time in state never
     // goes backwards between two snapshots.
@@ -458,7 +478,25 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       e.to = t.to;
       e.reason = t.reason;
       e.open_for = t.open_for;
+      if (t.to == circuit_state::open) {  // what tripped it
+        e.calls = basis.calls;
+        if (basis.calls != 0) {
+          const std::uint64_t part =
+              t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
+          e.rate = t.reason == transition_reason::probe_failed
+                       ? 1.0
+                       : static_cast<double>(part) / static_cast<double>(basis.calls);
+        }
+        if (extras_) {
+          e.last_error = extras_->last_error;
+          e.last_exception = extras_->last_exception;
+        }
+      }
       emit_locked(e);
+    }
+    if (closed_like(t.to) && extras_) {  // a new episode: forget the last failure
+      extras_->last_error = {};
+      forgotten = std::move(extras_->last_exception);
     }
   }
 
@@ -568,13 +606,21 @@ class call_scope {
     }
   }
 
-  void finish(outcome o) noexcept {
+  void finish(outcome o, const call_result* r = nullptr) noexcept {
     if (p_) {
-      b_->finish(std::exchange(p_, permit()), o, start_);
+      b_->finish(std::exchange(p_, permit()), o, start_, r);
       b_->leave();
     }
   }
-  void finish(const call_result& r) noexcept { finish(b_->classify(r)); }
+  void finish(const call_result& r) noexcept { finish(b_->classify(r), &r); }
+  /// A call that returned `value`.
+  template <class T>
+  void finish_value(const T& value) noexcept {
+    const outcome o = b_->classify_value(value);
+    if (o != outcome::failure) return finish(o);
+    const call_result r = make_value_result(value);  // a view, for the last failure
+    finish(o, &r);
+  }
 
  private:
   Impl* b_;
@@ -602,7 +648,7 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
       scope.finish(b.options().classifier ? b.classify(call_result()) : outcome::success);
     } else {
       T value = co_await std::move(aw);
-      scope.finish(b.classify_value(value));
+      scope.finish_value(value);
       co_return std::move(value);
     }
   } catch (const boost::system::system_error& e) {

@@ -106,9 +106,14 @@ struct window_totals {
 /// Sees every transition, in order, under the core's lock (so it must be
 /// short and must not call back into the core). The shell uses it for metrics
 /// and events; tests can watch transitions with it.
+///
+/// `basis`: what a transition to OPEN was decided on. `failure_rate` and
+/// `slow_call_rate`: the window's totals; `consecutive_failures`: the
+/// failures in a row (as calls and failures); `probe_failed`: the probe (one
+/// call, failed or slow). Zero otherwise.
 class transition_observer {
  public:
-  virtual void on_transition(const transition& t) noexcept = 0;
+  virtual void on_transition(const transition& t, const window_totals& basis) noexcept = 0;
 
  protected:
   ~transition_observer() = default;
@@ -316,11 +321,13 @@ class breaker_core {
   transition record_count_window(permit p, bool failed, bool slow) noexcept;
   transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
   transition note_consecutive(permit p, bool failed) noexcept;
-  transition trip(std::uint64_t generation, transition_reason why) noexcept;
+  transition trip(std::uint64_t generation, transition_reason why,
+                  const window_totals& basis) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
-  nanos next_open_duration() noexcept;               // under mutex_, after open_streak_ was updated
-  transition notify(const transition& t) noexcept {  // under mutex_
-    if (observer_) observer_->on_transition(t);
+  nanos next_open_duration() noexcept;  // under mutex_, after open_streak_ was updated
+  transition notify(const transition& t,
+                    const window_totals& basis = {}) noexcept {  // under mutex_
+    if (observer_) observer_->on_transition(t, basis);
     return t;
   }
   void reset_windows(std::uint64_t generation) noexcept;  // under mutex_

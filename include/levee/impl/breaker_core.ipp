@@ -153,7 +153,7 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
     t.slow += part.slow;
   }
   transition_reason why{};
-  if (over_threshold(t, why)) return trip(generation, why);
+  if (over_threshold(t, why)) return trip(generation, why, t);
   if (t.calls >= minimum_calls_) {
     validated_.store(validation_stamp(generation, index), std::memory_order_relaxed);
   }
@@ -198,15 +198,16 @@ transition breaker_core::record_count_window(permit p, bool failed, bool slow) n
     if (transition tr = note_consecutive(p, failed)) return tr;
   }
   transition_reason why{};
-  if (over_threshold(t, why)) return trip(p.generation(), why);
+  if (over_threshold(t, why)) return trip(p.generation(), why, t);
   return {};
 }
 
 transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
   if (generation_of(state_.load(std::memory_order_acquire)) != p.generation()) return {};
   if (failed) {
-    if (consecutive_.fetch_add(1, std::memory_order_relaxed) + 1 >= consecutive_limit_) {
-      return trip(p.generation(), transition_reason::consecutive_failures);
+    const std::uint64_t in_a_row = consecutive_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (in_a_row >= consecutive_limit_) {
+      return trip(p.generation(), transition_reason::consecutive_failures, {in_a_row, in_a_row, 0});
     }
   } else if (consecutive_.load(std::memory_order_relaxed) != 0) {
     consecutive_.store(0, std::memory_order_relaxed);
@@ -244,7 +245,8 @@ std::uint64_t breaker_core::open_streak() const noexcept {
   return open_streak_;
 }
 
-transition breaker_core::trip(std::uint64_t generation, transition_reason why) noexcept {
+transition breaker_core::trip(std::uint64_t generation, transition_reason why,
+                              const window_totals& basis) noexcept {
   // METRICS_ONLY keeps a window over the threshold: no lock for every failure.
   if (state_of(state_.load(std::memory_order_acquire)) != circuit_state::closed) return {};
   spin_guard g(mutex_);
@@ -253,7 +255,8 @@ transition breaker_core::trip(std::uint64_t generation, transition_reason why) n
   const std::uint64_t next = generation + 1;
   open_streak_ = 1;
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()});
+  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()},
+                basis);
 }
 
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
@@ -294,7 +297,8 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
     ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
     return notify({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
-                   next, next_open_duration()});
+                   next, next_open_duration()},
+                  {1, o == outcome::failure ? 1u : 0u, slow ? 1u : 0u});
   }
   if (++probe_successes_ >= successes_to_close_) {
     open_streak_ = 0;
