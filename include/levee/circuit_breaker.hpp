@@ -243,7 +243,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       spin_guard g(timer_lock_);
       // Not armed for this state (yet, or no more): no better answer than now.
       if (static_cast<std::uint32_t>(generation) != timer_generation_) return nanos::zero();
-      deadline = deadline_;
+      deadline = timer_.expiry();
     }
     if (deadline == time_point::max()) return nanos::max();  // "for ever"
     const time_point now = Clock::now();
@@ -291,6 +291,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     next->name = x.name;
     if (x.listeners) next->entries = x.listeners->entries;
     next->entries.push_back(std::move(entry));
+    if ((mask & static_cast<event_mask>(event_kind::transition)) && !x.last) {
+      x.last = std::make_unique<typename extras_type::last_failure>();
+    }
     x.listeners = std::move(next);
     recompute_mask();
     return id;
@@ -366,10 +369,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     std::string name;
     std::shared_ptr<const listener_set> listeners;
     std::unique_ptr<timer_type> stuck_timer;  // when `recovery_window` is set
-    // The last failure, for the next transition event to OPEN (only while
-    // someone listens to transitions).
-    boost::system::error_code last_error;
-    std::exception_ptr last_exception;
+    // The last failure, for the next transition event to OPEN: allocated when
+    // a listener for transitions is added, kept while someone listens.
+    struct last_failure {
+      boost::system::error_code error;
+      std::exception_ptr exception;
+    };
+    std::unique_ptr<last_failure> last;
   };
 
   // Per-state times and transition counts, allocated at the first transition:
@@ -425,10 +431,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   void note_failure(const call_result* r) noexcept {
     std::exception_ptr last = r ? r->exception() : std::exception_ptr();
-    spin_guard g(metrics_lock_);  // released before `last` (the previous one) goes
-    if (!extras_) return;         // listening made the extras
-    extras_->last_error = r && r->error() ? *r->error() : boost::system::error_code();
-    std::swap(extras_->last_exception, last);
+    spin_guard g(metrics_lock_);             // released before `last` (the previous one) goes
+    if (!extras_ || !extras_->last) return;  // listening made them
+    extras_->last->error = r && r->error() ? *r->error() : boost::system::error_code();
+    std::swap(extras_->last->exception, last);
   }
 
   void on_outcome(outcome o, nanos elapsed) noexcept {
@@ -487,16 +493,16 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
                        ? 1.0
                        : static_cast<double>(part) / static_cast<double>(basis.calls);
         }
-        if (extras_) {
-          e.last_error = extras_->last_error;
-          e.last_exception = extras_->last_exception;
+        if (extras_ && extras_->last) {
+          e.last_error = extras_->last->error;
+          e.last_exception = extras_->last->exception;
         }
       }
       emit_locked(e);
     }
-    if (closed_like(t.to) && extras_) {  // a new episode: forget the last failure
-      extras_->last_error = {};
-      forgotten = std::move(extras_->last_exception);
+    if (closed_like(t.to) && extras_ && extras_->last) {  // a new episode: forget it
+      extras_->last->error = {};
+      forgotten = std::move(extras_->last->exception);
     }
   }
 
@@ -543,7 +549,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
     timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
-    deadline_ = timer_.expiry();
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
       if (auto self = weak.lock()) {
@@ -574,14 +579,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   spinlock timer_lock_;                      // timer_, timer_generation_
   mutable spinlock metrics_lock_;            // history_, extras_ (and so listeners)
   std::atomic<std::uint8_t> event_mask_{0};  // an event_mask (a byte: next to the locks)
+  std::atomic<bool> detached_{false};        // the breaker object is gone: arm no timer
   std::uint32_t timer_generation_ = 0;       // low bits; compared modulo 2^32
   timer_type timer_;
-  time_point deadline_;  // timer_'s expiry, under timer_lock_
   time_point created_;
   std::unique_ptr<history_type> history_;
   std::unique_ptr<extras_type> extras_;
   std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
-  std::atomic<bool> detached_{false};         // the breaker object is gone: arm no timer
 };
 
 /// Holds a permit for the length of one call; gives it back if the call is
@@ -819,7 +823,8 @@ class basic_circuit_breaker {
   /// free probe slot); in OPEN, the time until its timer makes it HALF_OPEN
   /// (`nanoseconds::max()` with an `open_duration` of "for ever"); in
   /// HALF_OPEN with every slot taken, the time until the round's
-  /// `max_half_open_duration` runs out (when it is settled at the latest); in
+  /// `max_half_open_duration` runs out (when it is settled at the latest; 0
+  /// with no limit, as nothing better is known); in
   /// FORCED_OPEN, `nanoseconds::max()`. For the error_code forms: a rejected
   /// call's exception (`circuit_open_error`) carries the same value, computed
   /// when it was rejected. Thread-safe; reads the clock and takes a short lock.
