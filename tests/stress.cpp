@@ -135,7 +135,10 @@ TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes b
   CHECK(t.rejected > 1000);
   CHECK(t.succeeded > 200000);
   CHECK(t.failed > 50000);
-  CHECK(t.cancelled > 50000);
+  // About 10 % of the admitted calls, and about half are rejected: ~50,000,
+  // so the bound sits below the run-to-run spread (49,577 to 50,607 on the
+  // code before issue 11 as well).
+  CHECK(t.cancelled > 40000);
 }
 
 TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 2 threads)") {
