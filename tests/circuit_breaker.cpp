@@ -720,6 +720,10 @@ TEST_CASE("a rejection carries retry_after and the breaker's name") {
   elapse(ioc, 5s);
   CHECK(cb.retry_after() == 55s);
 
+  // Unnamed, the message is a plain system_error's, as before.
+  CHECK(std::string(levee::circuit_open_error(1s, "").what()) ==
+        boost::system::system_error(make_error_code(levee::error::circuit_open)).what());
+
   cb.force_open();
   CHECK(cb.retry_after() == std::chrono::nanoseconds::max());  // until an operator says so
   cb.reset();

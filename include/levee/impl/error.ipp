@@ -87,9 +87,12 @@ std::exception_ptr make_circuit_open(std::chrono::nanoseconds retry_after,
 
 circuit_open_error::circuit_open_error(std::chrono::nanoseconds retry_after,
                                        std::string_view breaker)
+    // Unnamed: what() exactly as before; named: prefixed with the name.
     : boost::system::system_error(
-          make_error_code(error::circuit_open),
-          breaker.empty() ? std::string("levee") : "levee breaker '" + std::string(breaker) + "'"),
+          breaker.empty()
+              ? boost::system::system_error(make_error_code(error::circuit_open))
+              : boost::system::system_error(make_error_code(error::circuit_open),
+                                            "levee breaker '" + std::string(breaker) + "'")),
       retry_after_(retry_after),
       breaker_(breaker.empty() ? nullptr : std::make_shared<const std::string>(breaker)) {}
 
