@@ -584,6 +584,19 @@ TEST_CASE("shutdown: a breaker destroyed before its io_context with calls in fli
     cb.async_execute(t.async_wait(asio::deferred), [](boost::system::error_code) {});
     settle(ioc);
   }
+  SECTION("a breaker replaced by move assignment while its call is in flight") {
+    asio::io_context ioc;
+    breaker cb(ioc, {.minimum_calls = 1});
+    auto call = spawn(ioc, cb(api.call(false, 1s)));
+    settle(ioc);
+    cb = breaker(ioc, {.minimum_calls = 1});  // the old state lives on until the call ends
+    elapse(ioc, 1s);
+    CHECK(call->done);
+    CHECK(cb.state() == circuit_state::closed);  // the new breaker saw nothing
+    CHECK(cb.counters().failures == 0);
+    settle(ioc);
+    CHECK(ioc.stopped());  // the old one armed no timer
+  }
   SECTION("calls that finish after the breaker is gone") {
     asio::io_context ioc;
     auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{.minimum_calls = 1});
