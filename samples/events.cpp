@@ -1,6 +1,7 @@
 // Events: the seed's log messages, from the breaker's event API.
 //
-//   Circuit breaker OPENED at 2026-11-27 14:03:07 UTC (failure_rate)
+//   Circuit breaker OPENED at 2026-11-27 14:03:07 UTC: failure rate 0.62 over 8 calls,
+//     last error: Connection reset by peer
 //   Circuit breaker entering HALF_OPEN (testing recovery)
 //   Circuit breaker CLOSED (recovery confirmed)
 //
@@ -12,9 +13,11 @@
 #include <boost/asio.hpp>
 
 #include <ctime>
+#include <exception>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+#include <string>
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -34,6 +37,37 @@ std::string wall_clock(std::chrono::system_clock::time_point t) {
   return out.str();
 }
 
+// What tripped the breaker, from the transition event to OPEN.
+std::string cause(const levee::breaker_event& e) {
+  std::ostringstream out;
+  out << std::setprecision(2);
+  switch (e.reason) {
+    case levee::transition_reason::failure_rate:
+      out << "failure rate " << e.rate << " over " << e.calls << " calls";
+      break;
+    case levee::transition_reason::slow_call_rate:
+      out << "slow-call rate " << e.rate << " over " << e.calls << " calls";
+      break;
+    case levee::transition_reason::consecutive_failures:
+      out << e.calls << " failures in a row";
+      break;
+    default:
+      out << levee::to_string(e.reason);
+  }
+  if (e.last_error) {
+    out << ", last error: " << e.last_error.message();
+  } else if (e.last_exception) {
+    try {
+      std::rethrow_exception(e.last_exception);
+    } catch (const std::exception& x) {
+      out << ", last error: " << x.what();
+    } catch (...) {
+      out << ", last error: an exception";
+    }
+  }
+  return out.str();
+}
+
 void log_event(const levee::breaker_event& e) {
   if (e.kind == levee::event_kind::stuck_open) {
     std::cout << "ALERT: circuit breaker '" << e.breaker
@@ -42,8 +76,7 @@ void log_event(const levee::breaker_event& e) {
   }
   switch (e.to) {
     case levee::circuit_state::open:
-      std::cout << "Circuit breaker OPENED at " << wall_clock(e.when) << " ("
-                << levee::to_string(e.reason) << ")\n";
+      std::cout << "Circuit breaker OPENED at " << wall_clock(e.when) << ": " << cause(e) << '\n';
       break;
     case levee::circuit_state::half_open:
       std::cout << "Circuit breaker entering HALF_OPEN (testing recovery)\n";

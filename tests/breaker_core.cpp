@@ -4,6 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -597,4 +600,108 @@ TEST_CASE("core: open durations at the limit of their type saturate, never wrap"
     CHECK(h.core.window(h.now).calls == 2);
     CHECK(h.fail());
   }
+}
+
+// Issue 11, defect 10: the multiplier and the jitter keep a double's
+// precision: exact to the nanosecond's rounding.
+TEST_CASE("core: open-duration multiplier and jitter are exact to the nanosecond") {
+  SECTION("a multiplier of 1.1") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_multiplier = 1.1;
+    o.max_open_duration = 1h;
+    harness h(o);
+    CHECK(h.fail().open_for == 10s);
+    h.fire_timer();
+    CHECK(h.fail().open_for == 11s);
+    h.fire_timer();
+    CHECK(h.fail().open_for == 12100ms);
+  }
+  SECTION("a multiplier of 1.00000001 still backs off") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_multiplier = 1.00000001;
+    harness h(o);
+    h.fail();
+    h.fire_timer();
+    CHECK(h.fail().open_for == 10'000'000'100ns);
+  }
+  SECTION("jitter: d * (1 - j + 2 j u), u from the seeded splitmix64") {
+    levee::breaker_options o = small(1);
+    o.open_duration = 10s;
+    o.open_duration_jitter = 0.1;
+    o.jitter_seed = 7;
+    harness h(o);
+    std::uint64_t state = 7;
+    for (int i = 0; i < 20; ++i) {
+      std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      const long double unit = static_cast<long double>(z >> 11) * 0x1.0p-53L;
+      const auto expected = std::llround(1e10L * (1.0L - 0.1L + 0.2L * unit));
+      const auto d = h.fail().open_for.count();
+      CHECK(std::abs(d - expected) <= 1);
+      h.fire_timer();  // HALF_OPEN, then a probe: back to CLOSED for a fresh first opening
+      REQUIRE(h.succeed());
+    }
+  }
+}
+
+// Issue 11, defect 6: a bucket's counters never wrap: near 2^32 calls the
+// bucket is halved (calls, failures and slow alike), so failures <= calls and
+// the rate are kept.
+TEST_CASE("core: a bucket near 2^32 calls does not wrap") {
+  constexpr std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();
+  levee::breaker_options o = small(10);
+  o.slow_call_duration = 1s;
+  o.slow_call_rate_threshold = 0.5;
+  harness h(o);
+  h.core.test_preload(h.now, limit - 1, 1000, 1000);  // a tiny failure rate
+  for (int i = 0; i < 20; ++i) CHECK_FALSE(h.call(outcome::failure, 1s));
+  const auto w = h.core.window(h.now);
+  CHECK(w.failures <= w.calls);
+  CHECK(w.slow <= w.calls);
+  CHECK(w.calls > (std::uint64_t{1} << 31));
+  CHECK(h.core.state() == circuit_state::closed);
+
+  // A bucket at the limit with a rate over the threshold keeps it.
+  harness g(o);
+  g.core.test_preload(g.now, limit, limit / 2 + 1, 0);
+  const transition t = g.fail();
+  CHECK(t);
+  CHECK(t.reason == transition_reason::failure_rate);
+}
+
+// Issue 11, feature: a hung probe does not hold HALF_OPEN for ever.
+TEST_CASE(
+    "core: past max_half_open_duration the breaker reopens, and a later probe gets the slot") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 1s;
+  o.max_half_open_duration = 1min;
+  harness h(o);
+  h.fail();
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit hung = h.core.try_acquire();
+  REQUIRE(hung.is_probe());
+  CHECK_FALSE(h.admits());                                         // the only slot is held
+  CHECK_FALSE(h.core.half_open_elapsed(h.core.generation() - 1));  // a stale timer
+  const transition t = h.core.half_open_elapsed(h.core.generation());
+  REQUIRE(t);
+  CHECK(t.from == circuit_state::half_open);
+  CHECK(t.to == circuit_state::open);
+  CHECK(t.reason == transition_reason::half_open_timeout);
+  CHECK(t.open_for == 1s);
+  CHECK(h.core.open_streak() == 2);
+  CHECK(h.core.probes_in_flight() == 0);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit next = h.core.try_acquire();
+  CHECK(next.is_probe());  // a later probe gets the slot
+  // The hung probe's late outcome changes nothing.
+  CHECK_FALSE(h.core.complete(hung, outcome::success, h.now));
+  CHECK_FALSE(h.core.complete(hung, outcome::failure, h.now));
+  CHECK(h.core.state() == circuit_state::half_open);
+  CHECK(h.core.probes_in_flight() == 1);
+  CHECK(h.core.complete(next, outcome::success, h.now).to == circuit_state::closed);
+  CHECK_FALSE(h.core.half_open_elapsed(h.core.generation()));  // not HALF_OPEN: nothing
 }

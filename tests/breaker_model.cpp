@@ -71,6 +71,7 @@ struct reference_model {
   std::size_t probe_successes = 0;
   std::size_t consecutive = 0;
   std::int64_t open_until = 0;
+  std::optional<std::int64_t> half_open_until;  // armed by the round's first probe
 
   explicit reference_model(const levee::breaker_options& options)
       : o(options),
@@ -113,16 +114,18 @@ struct reference_model {
     ++generation;
     probes = 0;
     open_until = now + o.open_duration.count();
+    half_open_until.reset();
   }
 
   // Returns the admitted ticket, or nothing.
-  std::optional<ticket> admit() {
+  std::optional<ticket> admit(std::int64_t now) {
     switch (state) {
       case circuit_state::closed:
         return ticket{generation, false};
       case circuit_state::half_open:
         if (probes < o.half_open_probes) {
           ++probes;
+          if (!half_open_until) half_open_until = now + o.max_half_open_duration.count();
           return ticket{generation, true};
         }
         return std::nullopt;
@@ -149,6 +152,7 @@ struct reference_model {
       if (++probe_successes >= o.successes_to_close) {
         state = circuit_state::closed;
         ++generation;
+        half_open_until.reset();
         calls.clear();
         consecutive = 0;
         probes = 0;
@@ -180,6 +184,14 @@ struct reference_model {
     if (t.probe && state == circuit_state::half_open && generation == t.generation) --probes;
   }
 
+  // The half-open timer: the round had not settled in time.
+  bool half_open_timer_fires(std::int64_t now) {
+    if (state != circuit_state::half_open || !half_open_until || now < *half_open_until)
+      return false;
+    open(now);
+    return true;
+  }
+
   bool timer_fires(std::int64_t now) {
     if (state != circuit_state::open || now < open_until) return false;
     state = circuit_state::half_open;
@@ -206,6 +218,7 @@ levee::breaker_options random_options(std::mt19937_64& rng) {
   o.half_open_probes = pick(1, 3);
   o.successes_to_close = pick(1, 3);
   o.consecutive_failures = pick(0, 2) == 0 ? pick(1, 4) : 0;
+  o.max_half_open_duration = nanos(static_cast<std::int64_t>(pick(1, 3000)));
   if (pick(0, 3) == 0) {
     o.slow_call_duration = nanos(static_cast<std::int64_t>(pick(1, 50)));
     o.slow_call_rate_threshold = thresholds[pick(0, last)].value;
@@ -221,6 +234,7 @@ std::string describe(const levee::breaker_options& o) {
     << " window_calls=" << o.window_calls << " minimum=" << o.minimum_calls
     << " open=" << o.open_duration.count() << "ns probes=" << o.half_open_probes
     << " to_close=" << o.successes_to_close << " consecutive=" << o.consecutive_failures
+    << " max_half_open=" << o.max_half_open_duration.count() << "ns"
     << " slow=" << o.slow_call_duration.count() << "ns/" << o.slow_call_rate_threshold;
   return s.str();
 }
@@ -241,7 +255,7 @@ std::string describe(const levee::breaker_options& o) {
 TEST_CASE("model: 100,000 random sequences agree with the reference model") {
   constexpr int sequences = 100'000;
   std::mt19937_64 rng(20261127);
-  std::uint64_t steps = 0, transitions = 0, rejections = 0;
+  std::uint64_t steps = 0, transitions = 0, rejections = 0, half_open_timeouts = 0;
   for (int seq = 0; seq < sequences; ++seq) {
     const levee::breaker_options o = random_options(rng);
     breaker_core core(o, 1);
@@ -257,7 +271,7 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
       const int action = std::uniform_int_distribution<int>(0, 99)(rng);
       if (action < 40) {  // a call arrives
         const permit p = core.try_acquire();
-        const auto t = model.admit();
+        const auto t = model.admit(now);
         AGREE(static_cast<bool>(p) == t.has_value());
         if (p) {
           AGREE(p.is_probe() == t->probe);
@@ -289,6 +303,15 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
         const int r = std::uniform_int_distribution<int>(0, 9)(rng);
         now += r < 6 ? std::uniform_int_distribution<std::int64_t>(0, 50)(rng)
                      : std::uniform_int_distribution<std::int64_t>(0, 3000)(rng);
+        if (model.half_open_timer_fires(now)) {
+          const transition t = core.half_open_elapsed(core.generation());
+          AGREE(t);
+          AGREE(t.to == circuit_state::open);
+          AGREE(t.reason == levee::transition_reason::half_open_timeout);
+          AGREE(t.open_for == o.open_duration);
+          ++transitions;
+          ++half_open_timeouts;
+        }
         if (model.timer_fires(now)) {
           const transition t = core.open_elapsed(core.generation());
           AGREE(t);
@@ -311,4 +334,5 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
   CHECK(steps > 3'000'000);
   CHECK(transitions > 100'000);
   CHECK(rejections > 100'000);
+  CHECK(half_open_timeouts > 10'000);
 }

@@ -12,6 +12,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include <cstdint>
+#include <future>
 #include <vector>
 
 using namespace levee_test;
@@ -583,6 +584,19 @@ TEST_CASE("shutdown: a breaker destroyed before its io_context with calls in fli
     cb.async_execute(t.async_wait(asio::deferred), [](boost::system::error_code) {});
     settle(ioc);
   }
+  SECTION("a breaker replaced by move assignment while its call is in flight") {
+    asio::io_context ioc;
+    breaker cb(ioc, {.minimum_calls = 1});
+    auto call = spawn(ioc, cb(api.call(false, 1s)));
+    settle(ioc);
+    cb = breaker(ioc, {.minimum_calls = 1});  // the old state lives on until the call ends
+    elapse(ioc, 1s);
+    CHECK(call->done);
+    CHECK(cb.state() == circuit_state::closed);  // the new breaker saw nothing
+    CHECK(cb.counters().failures == 0);
+    settle(ioc);
+    CHECK(ioc.stopped());  // the old one armed no timer
+  }
   SECTION("calls that finish after the breaker is gone") {
     asio::io_context ioc;
     auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{.minimum_calls = 1});
@@ -635,4 +649,96 @@ TEST_CASE("durations: every duration option works up to max()") {
   elapse(ioc, 24h * 365 * 100);
   CHECK(cb.state() == circuit_state::open);
   CHECK_FALSE(cb.metrics().stuck_open);
+}
+
+TEST_CASE("a hung probe holds HALF_OPEN at most max_half_open_duration (issue 11)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 1s, .max_half_open_duration = 10s});
+  run(ioc, cb(api.call(false)));
+  elapse(ioc, 1s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  CHECK(ioc.stopped());  // HALF_OPEN with no probe yet: no timer pending
+  auto hung = spawn(ioc, cb(api.call(true, 1h)));
+  settle(ioc);
+  REQUIRE(cb.probes_in_flight() == 1);
+  elapse(ioc, 9s);
+  CHECK(cb.state() == circuit_state::half_open);
+  CHECK(run(ioc, cb(api.call(true)))->thrown_code() == levee::error::circuit_open);
+  elapse(ioc, 1s);  // 10 s after the probe started
+  CHECK(cb.state() == circuit_state::open);
+  elapse(ioc, 1s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  auto next = run(ioc, cb(api.call(true)));
+  CHECK(next->value == 42);
+  CHECK(cb.state() == circuit_state::closed);
+  elapse(ioc, 1h);  // the hung probe finally returns: nothing changes
+  CHECK(hung->value == 42);
+  CHECK(cb.state() == circuit_state::closed);
+  settle(ioc);
+  CHECK(ioc.stopped());  // CLOSED and idle: the half-open timer was cancelled
+}
+
+// Issue 11, feature: a rejection says when to retry, as Polly's
+// BrokenCircuitException.RetryAfter.
+TEST_CASE("a rejection carries retry_after and the breaker's name") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  breaker cb(ioc, {.minimum_calls = 1, .open_duration = 30s, .max_half_open_duration = 1min},
+             "recommendations");
+  CHECK(cb.retry_after() == 0s);  // CLOSED: admits now
+  run(ioc, cb(api.call(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  elapse(ioc, 10s);
+  CHECK(cb.retry_after() == 20s);
+
+  auto r = run(ioc, cb(api.call(true)));
+  REQUIRE(r->error);
+  CHECK(r->thrown_code() == levee::error::circuit_open);  // catch (system_error&) still works
+  try {
+    std::rethrow_exception(r->error);
+  } catch (const levee::circuit_open_error& e) {
+    CHECK(e.code() == levee::error::circuit_open);
+    CHECK(e.retry_after() == 20s);
+    CHECK(e.breaker() == "recommendations");
+  }
+
+  // The tuple form: the same value from the breaker.
+  auto t = run(ioc, cb(api.call_ec({})));
+  CHECK(std::get<0>(*t->value) == levee::error::circuit_open);
+  CHECK(cb.retry_after() == 20s);
+
+  // The token form's exception_ptr carries it too, computed when the call was
+  // rejected.
+  std::exception_ptr rejection;
+  cb.async_execute(asio::deferred.values(std::exception_ptr(), 9),
+                   [&](std::exception_ptr e, int) { rejection = e; });
+  elapse(ioc, 5s);
+  REQUIRE(rejection);
+  try {
+    std::rethrow_exception(rejection);
+  } catch (const levee::circuit_open_error& e) {
+    CHECK(e.retry_after() == 20s);
+    CHECK(e.code() == levee::error::circuit_open);
+  }
+
+  // HALF_OPEN with its slot taken: at the latest when the round ends.
+  elapse(ioc, 15s);
+  REQUIRE(cb.state() == circuit_state::half_open);
+  CHECK(cb.retry_after() == 0s);  // a slot is free
+  auto probe = spawn(ioc, cb(api.call(true, 1h)));
+  settle(ioc);
+  elapse(ioc, 5s);
+  CHECK(cb.retry_after() == 55s);
+
+  // Unnamed, the message is a plain system_error's, as before.
+  CHECK(std::string(levee::circuit_open_error(1s, "").what()) ==
+        boost::system::system_error(make_error_code(levee::error::circuit_open)).what());
+
+  cb.force_open();
+  CHECK(cb.retry_after() == std::chrono::nanoseconds::max());  // until an operator says so
+  cb.reset();
+  CHECK(cb.retry_after() == 0s);
 }

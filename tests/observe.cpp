@@ -540,3 +540,74 @@ TEST_CASE("metrics: recovery_window = max() never raises stuck_open (issue 11, d
   CHECK(r.count(event_kind::stuck_open) == 0);
   CHECK_FALSE(cb.metrics().stuck_open);
 }
+
+// Issue 11, feature: the transition to OPEN says what tripped it.
+TEST_CASE(
+    "events: a transition to OPEN carries the rate, the window's calls and the last failure") {
+  virtual_time vt;
+  asio::io_context ioc;
+  SECTION("failure rate, last error_code") {
+    breaker cb(ioc, {.failure_rate_threshold = 0.5, .minimum_calls = 4});
+    recorder r;
+    cb.listen(levee::transition_events, r.listener());
+    run(ioc, cb(outcome_of(true)));
+    run(ioc, cb(outcome_of(true)));
+    run(ioc, cb(outcome_of(false)));
+    run(ioc, cb(outcome_of(false)));  // 2 of 4
+    REQUIRE(r.events.size() == 1);
+    const breaker_event& e = r.events[0];
+    CHECK(e.to == circuit_state::open);
+    CHECK(e.reason == transition_reason::failure_rate);
+    CHECK(e.rate == 0.5);
+    CHECK(e.calls == 4);
+    CHECK(e.last_error == boost::system::errc::connection_reset);
+    CHECK_FALSE(e.last_exception);
+  }
+  SECTION("a success that reaches minimum_calls: the last failure is an earlier call's") {
+    breaker cb(ioc, {.failure_rate_threshold = 0.5, .minimum_calls = 3});
+    recorder r;
+    cb.listen(levee::transition_events, r.listener());
+    fake_service api;
+    run(ioc, cb(api.call(false)));
+    run(ioc, cb(outcome_of(false)));
+    run(ioc, cb(outcome_of(true)));  // 2 of 3: the success trips it
+    REQUIRE(r.events.size() == 1);
+    CHECK(r.events[0].calls == 3);
+    CHECK(r.events[0].rate == Approx(2.0 / 3));
+    CHECK(r.events[0].last_error == boost::system::errc::connection_reset);
+  }
+  SECTION("an exception, consecutive failures, then a failed probe") {
+    breaker cb(ioc, {.minimum_calls = 100, .open_duration = 1s, .consecutive_failures = 3});
+    recorder r;
+    cb.listen(levee::transition_events, r.listener());
+    fake_service api;
+    for (int i = 0; i < 3; ++i) run(ioc, cb(api.call(false)));
+    REQUIRE(r.events.size() == 1);
+    CHECK(r.events[0].reason == transition_reason::consecutive_failures);
+    CHECK(r.events[0].calls == 3);  // in a row
+    CHECK(r.events[0].rate == 1.0);
+    REQUIRE(r.events[0].last_exception);
+    CHECK_THROWS_AS(std::rethrow_exception(r.events[0].last_exception), service_error);
+    elapse(ioc, 1s);
+    run(ioc, cb(outcome_of(false)));  // the probe fails
+    REQUIRE(r.events.size() == 3);
+    CHECK(r.events[2].reason == transition_reason::probe_failed);
+    CHECK(r.events[2].last_error == boost::system::errc::connection_reset);
+    CHECK_FALSE(r.events[2].last_exception);
+  }
+  SECTION("slow-call rate") {
+    breaker cb(ioc,
+               {.minimum_calls = 2, .slow_call_duration = 1s, .slow_call_rate_threshold = 0.5});
+    recorder r;
+    cb.listen(levee::transition_events, r.listener());
+    fake_service api;
+    run(ioc, cb(api.call(true)));
+    auto slow = run(ioc, cb(api.call(true, 2s)));
+    elapse(ioc, 2s);
+    REQUIRE(r.events.size() == 1);
+    CHECK(r.events[0].reason == transition_reason::slow_call_rate);
+    CHECK(r.events[0].rate == 0.5);
+    CHECK(r.events[0].calls == 2);
+    CHECK_FALSE(r.events[0].last_error);
+  }
+}

@@ -21,6 +21,7 @@ TEST_CASE("defaults are the seed scenario's") {
   CHECK(o.consecutive_failures == 0);
   CHECK(o.slow_call_duration == 0s);
   CHECK(o.window_type == levee::window_kind::time);
+  CHECK(o.max_half_open_duration == 60s);
   CHECK_NOTHROW(levee::validate(o));
 }
 
@@ -78,6 +79,8 @@ TEST_CASE("every invalid option is refused by name") {
       "minimum_calls");
   expect_rejected([](O& o) { o.open_duration = 0s; }, "open_duration");
   expect_rejected([](O& o) { o.half_open_probes = 0; }, "half_open_probes");
+  expect_rejected([](O& o) { o.max_half_open_duration = 0s; }, "max_half_open_duration");
+  expect_rejected([](O& o) { o.max_half_open_duration = -1s; }, "max_half_open_duration");
   expect_rejected([](O& o) { o.half_open_probes = 8192; }, "half_open_probes");
   expect_rejected([](O& o) { o.successes_to_close = 0; }, "successes_to_close");
   expect_rejected([](O& o) { o.slow_call_duration = -1ms; }, "slow_call_duration");

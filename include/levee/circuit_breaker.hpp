@@ -48,29 +48,32 @@ template <class... Args>
 struct error_arguments {
   static constexpr bool supported = false;
 };
+// `throws`: the rejection is an exception (a `circuit_open_error`, made when
+// the call is rejected and passed to `reject`); otherwise an error_code.
 template <class... Rest>
 struct error_arguments<boost::system::error_code, Rest...> {
   static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  static constexpr bool throws = false;
   template <class Self>
-  static void reject(Self& self) {
+  static void reject(Self& self, std::exception_ptr) {
     self.complete(make_error_code(error::circuit_open), std::decay_t<Rest>{}...);
   }
 };
 template <class... Rest>
 struct error_arguments<std::exception_ptr, Rest...> {
   static constexpr bool supported = (std::is_default_constructible_v<std::decay_t<Rest>> && ...);
+  static constexpr bool throws = true;
   template <class Self>
-  static void reject(Self& self) {
-    self.complete(
-        std::make_exception_ptr(boost::system::system_error(make_error_code(error::circuit_open))),
-        std::decay_t<Rest>{}...);
+  static void reject(Self& self, std::exception_ptr rejection) {
+    self.complete(std::move(rejection), std::decay_t<Rest>{}...);
   }
 };
 template <class... Ts>
 struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tuple
   static constexpr bool supported = (std::is_default_constructible_v<Ts> && ...);
+  static constexpr bool throws = false;
   template <class Self>
-  static void reject(Self& self) {
+  static void reject(Self& self, std::exception_ptr) {
     self.complete(error_tuple<std::tuple<boost::system::error_code, Ts...>>::make(
         make_error_code(error::circuit_open)));
   }
@@ -180,8 +183,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
 
-  /// Records a finished call and acts on what the core decides.
-  void finish(permit p, outcome o, time_point start) noexcept {
+  /// Records a finished call and acts on what the core decides. `r`: the
+  /// call's result, when known (for the last failure of a transition event).
+  void finish(permit p, outcome o, time_point start, const call_result* r) noexcept {
     const nanos now = core_.needs_time() ? window_now<Clock>() : nanos::zero();
     const nanos elapsed = core_.needs_elapsed()
                               ? std::chrono::duration_cast<nanos>(Clock::now() - start)
@@ -189,7 +193,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     // Without a listener for call events this is one relaxed load. Posted
     // before the core records the call, so that a transition the call causes
     // comes after it.
-    if (event_mask_.load(std::memory_order_relaxed) & call_events) on_outcome(o, elapsed);
+    const event_mask mask = event_mask_.load(std::memory_order_relaxed);
+    if (mask & call_events) on_outcome(o, elapsed);
+    // The last failure, kept only while a listener wants transitions: with
+    // none, a failure costs nothing more than this test of the same load.
+    if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
+        [[unlikely]]
+      note_failure(r);
     apply(core_.complete(p, o, now, elapsed));
   }
 
@@ -212,6 +222,39 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
 
+  /// See `basic_circuit_breaker::retry_after`.
+  nanos retry_after() noexcept {
+    const std::uint64_t generation = core_.generation();
+    switch (core_.state()) {
+      case circuit_state::closed:
+      case circuit_state::disabled:
+      case circuit_state::metrics_only:
+        return nanos::zero();
+      case circuit_state::forced_open:
+        return nanos::max();
+      case circuit_state::half_open:
+        if (core_.probes_in_flight() < options_.half_open_probes) return nanos::zero();
+        break;
+      case circuit_state::open:
+        break;
+    }
+    time_point deadline;
+    {
+      spin_guard g(timer_lock_);
+      // Not armed for this state (yet, or no more): no better answer than now.
+      if (static_cast<std::uint32_t>(generation) != timer_generation_) return nanos::zero();
+      deadline = timer_.expiry();
+    }
+    if (deadline == time_point::max()) return nanos::max();  // "for ever"
+    const time_point now = Clock::now();
+    if (deadline <= now) return nanos::zero();
+    return std::chrono::duration_cast<nanos>(deadline - now);
+  }
+
+  /// The exception of a rejection (the exception forms), out of the hot path.
+  [[noreturn]] void throw_rejection() { throw_circuit_open(retry_after(), name()); }
+  std::exception_ptr make_rejection() noexcept { return make_circuit_open(retry_after(), name()); }
+
   time_point start_time() const noexcept {
     return core_.needs_elapsed() ? Clock::now() : time_point();
   }
@@ -220,9 +263,19 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if (!t) return;
     if (t.to == circuit_state::open) {
       arm(t.generation, t.open_for);
-    } else if (t.reason == transition_reason::manual) {
-      disarm(t.generation);  // out of OPEN by hand: the open timer has nothing left to do
+    } else if (t.to != circuit_state::half_open) {
+      // CLOSED (probes succeeded) or a manual state: neither the open timer
+      // nor the half-open timer has anything left to do.
+      disarm(t.generation);
     }
+  }
+
+  /// A probe of HALF_OPEN state `generation` was admitted: the round's first
+  /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
+  /// path: only probes come here.
+  void probe_admitted(std::uint64_t generation) noexcept {
+    if (options_.max_half_open_duration == nanos::max()) return;  // no limit
+    arm(generation, options_.max_half_open_duration, /*once=*/true);
   }
 
   // ---- observability -----------------------------------------------------
@@ -238,6 +291,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     next->name = x.name;
     if (x.listeners) next->entries = x.listeners->entries;
     next->entries.push_back(std::move(entry));
+    if ((mask & static_cast<event_mask>(event_kind::transition)) && !x.last) {
+      x.last = std::make_unique<typename extras_type::last_failure>();
+    }
     x.listeners = std::move(next);
     recompute_mask();
     return id;
@@ -313,6 +369,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     std::string name;
     std::shared_ptr<const listener_set> listeners;
     std::unique_ptr<timer_type> stuck_timer;  // when `recovery_window` is set
+    // The last failure, for the next transition event to OPEN: allocated when
+    // a listener for transitions is added, kept while someone listens.
+    struct last_failure {
+      boost::system::error_code error;
+      std::exception_ptr exception;
+    };
+    std::unique_ptr<last_failure> last;
   };
 
   // Per-state times and transition counts, allocated at the first transition:
@@ -366,6 +429,14 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     emit_locked(e);
   }
 
+  void note_failure(const call_result* r) noexcept {
+    std::exception_ptr last = r ? r->exception() : std::exception_ptr();
+    spin_guard g(metrics_lock_);             // released before `last` (the previous one) goes
+    if (!extras_ || !extras_->last) return;  // listening made them
+    extras_->last->error = r && r->error() ? *r->error() : boost::system::error_code();
+    std::swap(extras_->last->exception, last);
+  }
+
   void on_outcome(outcome o, nanos elapsed) noexcept {
     breaker_event e;
     e.kind = o == outcome::success   ? event_kind::success
@@ -379,7 +450,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   // Under the core's lock, in generation order: time in state, transition
   // counts, the stuck-open timer, and the transition event.
-  void on_transition(const transition& t) noexcept override {
+  void on_transition(const transition& t, const window_totals& basis) noexcept override {
+    std::exception_ptr forgotten;  // destroyed after the lock is released
     spin_guard g(metrics_lock_);
     // Read under the lock that metrics() reads it under: time in state never
     // goes backwards between two snapshots.
@@ -412,7 +484,25 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       e.to = t.to;
       e.reason = t.reason;
       e.open_for = t.open_for;
+      if (t.to == circuit_state::open) {  // what tripped it
+        e.calls = basis.calls;
+        if (basis.calls != 0) {
+          const std::uint64_t part =
+              t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
+          e.rate = t.reason == transition_reason::probe_failed
+                       ? 1.0
+                       : static_cast<double>(part) / static_cast<double>(basis.calls);
+        }
+        if (extras_ && extras_->last) {
+          e.last_error = extras_->last->error;
+          e.last_exception = extras_->last->exception;
+        }
+      }
       emit_locked(e);
+    }
+    if (closed_like(t.to) && extras_ && extras_->last) {  // a new episode: forget it
+      extras_->last->error = {};
+      forgotten = std::move(extras_->last->exception);
     }
   }
 
@@ -448,18 +538,25 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     emit_locked(e);
   }
 
-  // Arms the open timer. Serialised by `timer_lock_`: a transition to OPEN can
-  // come from any thread that completes a call.
-  // `timer_generation_` keeps a late arm or disarm (another thread's, for an
-  // older transition) from undoing a newer one.
-  void arm(std::uint64_t generation, nanos open_for) noexcept {
+  // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
+  // already armed for it) the half-open timer of HALF_OPEN `generation`.
+  // Serialised by `timer_lock_`: a transition to OPEN can come from any thread
+  // that completes a call. `timer_generation_` keeps a late arm or disarm
+  // (another thread's, for an older transition) from undoing a newer one.
+  void arm(std::uint64_t generation, nanos open_for, bool once = false) noexcept {
     spin_guard g(timer_lock_);
     if (older(generation) || detached_.load(std::memory_order_relaxed)) return;
+    if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
     timer_generation_ = static_cast<std::uint32_t>(generation);
     timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
-      if (auto self = weak.lock()) self->apply(self->core_.open_elapsed(generation));
+      if (auto self = weak.lock()) {
+        // The open timer of OPEN `generation`, or the half-open timer of
+        // HALF_OPEN `generation`: the core knows which, by the state.
+        if (const transition t = self->core_.open_elapsed(generation)) return self->apply(t);
+        self->apply(self->core_.half_open_elapsed(generation));
+      }
     });
   }
   void disarm(std::uint64_t generation) noexcept {
@@ -482,13 +579,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   spinlock timer_lock_;                      // timer_, timer_generation_
   mutable spinlock metrics_lock_;            // history_, extras_ (and so listeners)
   std::atomic<std::uint8_t> event_mask_{0};  // an event_mask (a byte: next to the locks)
+  std::atomic<bool> detached_{false};        // the breaker object is gone: arm no timer
   std::uint32_t timer_generation_ = 0;       // low bits; compared modulo 2^32
   timer_type timer_;
   time_point created_;
   std::unique_ptr<history_type> history_;
   std::unique_ptr<extras_type> extras_;
   std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
-  std::atomic<bool> detached_{false};         // the breaker object is gone: arm no timer
 };
 
 /// Holds a permit for the length of one call; gives it back if the call is
@@ -501,6 +598,7 @@ class call_scope {
  public:
   call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {
     b.core().enter();
+    if (p.is_probe()) b.probe_admitted(p.generation());
   }
   call_scope(call_scope&& other) noexcept
       : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
@@ -512,13 +610,21 @@ class call_scope {
     }
   }
 
-  void finish(outcome o) noexcept {
+  void finish(outcome o, const call_result* r = nullptr) noexcept {
     if (p_) {
-      b_->finish(std::exchange(p_, permit()), o, start_);
+      b_->finish(std::exchange(p_, permit()), o, start_, r);
       b_->leave();
     }
   }
-  void finish(const call_result& r) noexcept { finish(b_->classify(r)); }
+  void finish(const call_result& r) noexcept { finish(b_->classify(r), &r); }
+  /// A call that returned `value`.
+  template <class T>
+  void finish_value(const T& value) noexcept {
+    const outcome o = b_->classify_value(value);
+    if (o != outcome::failure) return finish(o);
+    const call_result r = make_value_result(value);  // a view, for the last failure
+    finish(o, &r);
+  }
 
  private:
   Impl* b_;
@@ -536,7 +642,7 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
     if constexpr (is_error_tuple_v<T>) {
       co_return error_tuple<T>::make(make_error_code(error::circuit_open));
     } else {
-      throw_error(error::circuit_open);
+      b.throw_rejection();
     }
   }
   call_scope<Impl> scope(b, p);
@@ -546,7 +652,7 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
       scope.finish(b.options().classifier ? b.classify(call_result()) : outcome::success);
     } else {
       T value = co_await std::move(aw);
-      scope.finish(b.classify_value(value));
+      scope.finish_value(value);
       co_return std::move(value);
     }
   } catch (const boost::system::system_error& e) {
@@ -571,11 +677,14 @@ class execute_op<Impl, Op, R(Args...)> {
 
   template <class Self>
   void operator()(Self& self) {
-    if (rejected_) return error_arguments<std::decay_t<Args>...>::reject(self);
+    using arguments = error_arguments<std::decay_t<Args>...>;
+    if (rejected_) return arguments::reject(self, std::move(rejection_));
     self.reset_cancellation_state(asio::enable_total_cancellation());
     const permit p = b_->core().try_acquire();
     if (!p) {
       b_->rejected();
+      // Made now: the breaker may be gone when the posted completion runs.
+      if constexpr (arguments::throws) rejection_ = b_->make_rejection();
       // Never complete inside the initiating function: go through the
       // handler's executor, as Asio's own operations do.
       rejected_ = true;
@@ -599,6 +708,7 @@ class execute_op<Impl, Op, R(Args...)> {
   Impl* b_;
   Op op_;
   std::optional<call_scope<Impl>> scope_;
+  std::exception_ptr rejection_;
   bool rejected_ = false;
 };
 
@@ -707,6 +817,19 @@ class basic_circuit_breaker {
   /// The name given at construction (a registry uses its key), "" if none.
   std::string_view name() const noexcept { return impl_->name(); }
 
+  /// When to retry, as Polly's `BrokenCircuitException.RetryAfter`: the time
+  /// until the breaker is due to admit a call, measured on its clock. 0 when
+  /// it admits calls now (CLOSED, DISABLED, METRICS_ONLY, HALF_OPEN with a
+  /// free probe slot); in OPEN, the time until its timer makes it HALF_OPEN
+  /// (`nanoseconds::max()` with an `open_duration` of "for ever"); in
+  /// HALF_OPEN with every slot taken, the time until the round's
+  /// `max_half_open_duration` runs out (when it is settled at the latest; 0
+  /// with no limit, as nothing better is known); in
+  /// FORCED_OPEN, `nanoseconds::max()`. For the error_code forms: a rejected
+  /// call's exception (`circuit_open_error`) carries the same value, computed
+  /// when it was rejected. Thread-safe; reads the clock and takes a short lock.
+  std::chrono::nanoseconds retry_after() const noexcept { return impl_->retry_after(); }
+
   // ---- observability -------------------------------------------------------
 
   /// A snapshot of the metrics: calls by outcome, rejections, the window's
@@ -768,9 +891,11 @@ class basic_circuit_breaker {
   /// - if the breaker admits the call, `aw` runs; its result is returned and
   ///   its exception rethrown, unchanged, after the outcome is recorded;
   /// - if it rejects the call, `aw` is destroyed without running and the
-  ///   await throws `boost::system::system_error` with `error::circuit_open`,
-  ///   or, when `T` is `std::tuple<error_code, U...>`, returns
-  ///   `{error::circuit_open, U{}...}` without throwing.
+  ///   await throws `circuit_open_error` (a `boost::system::system_error`
+  ///   with `error::circuit_open`, plus `retry_after()` and the breaker's
+  ///   name), or, when `T` is `std::tuple<error_code, U...>`, returns
+  ///   `{error::circuit_open, U{}...}` without throwing (then ask
+  ///   `retry_after()`).
   ///
   /// Cancellation: the awaiting coroutine's cancellation reaches `aw`; a
   /// cancelled call is classified `ignored` by default and frees its probe slot.
@@ -797,9 +922,9 @@ class basic_circuit_breaker {
   /// `void(std::tuple<error_code, T...>)` (`asio::as_tuple`).
   ///
   /// Completion signature: that of `op`. On rejection the handler receives
-  /// `error::circuit_open` (as an exception_ptr holding a system_error in the
-  /// exception_ptr form) and value-initialised values; it is never invoked
-  /// from inside `async_execute`.
+  /// `error::circuit_open` (in the exception_ptr form, an exception_ptr
+  /// holding a `circuit_open_error`) and value-initialised values; it is
+  /// never invoked from inside `async_execute`.
   ///
   /// Per-operation cancellation: forwarded to `op` (all types).
   ///

@@ -4,6 +4,10 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace levee {
@@ -79,10 +83,43 @@ inline bool is_rejection(const boost::system::error_code& ec) noexcept {
   return ec == condition::rejected;
 }
 
+/// What a circuit breaker throws when it rejects a call (the coroutine form,
+/// and the `exception_ptr` of the token form): a `boost::system::system_error`
+/// whose `code()` is `error::circuit_open`, so `catch (const
+/// boost::system::system_error& e)` and `e.code() == levee::error::circuit_open`
+/// work as before, plus when to retry (as Polly's
+/// `BrokenCircuitException.RetryAfter`) and which breaker refused.
+class circuit_open_error : public boost::system::system_error {
+ public:
+  circuit_open_error(std::chrono::nanoseconds retry_after, std::string_view breaker);
+
+  /// The time from the rejection until the breaker was due to admit a call
+  /// again (see `basic_circuit_breaker::retry_after`): 0 when it may already;
+  /// `nanoseconds::max()` when only an operator can open it (FORCED_OPEN).
+  std::chrono::nanoseconds retry_after() const noexcept { return retry_after_; }
+
+  /// The breaker's name ("" when unnamed; a registry's key).
+  std::string_view breaker() const noexcept {
+    return breaker_ ? std::string_view(*breaker_) : std::string_view();
+  }
+
+ private:
+  std::chrono::nanoseconds retry_after_;
+  std::shared_ptr<const std::string> breaker_;  // shared: copying stays noexcept
+};
+
 namespace detail {
 /// Throws `boost::system::system_error` carrying `e`. Out of line: keeps the
 /// throwing code away from hot paths.
 [[noreturn]] void throw_error(error e);
+
+/// Throws `circuit_open_error`. Out of line.
+[[noreturn]] void throw_circuit_open(std::chrono::nanoseconds retry_after,
+                                     std::string_view breaker);
+
+/// A `circuit_open_error` in an exception_ptr (empty if out of memory).
+std::exception_ptr make_circuit_open(std::chrono::nanoseconds retry_after,
+                                     std::string_view breaker) noexcept;
 }  // namespace detail
 
 }  // namespace levee

@@ -3,9 +3,12 @@
 
 #include <levee/options.hpp>
 
+#include <boost/system/error_code.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <ostream>
 #include <string>
@@ -42,8 +45,22 @@ struct breaker_event {
   circuit_state from = circuit_state::closed;  ///< transition: the state left; else the state
   circuit_state to = circuit_state::closed;    ///< transition: the state entered; else the state
   transition_reason reason = transition_reason::failure_rate;  ///< transition only
-  bool slow = false;                           ///< success and failure: the call was slow
-  std::chrono::nanoseconds open_for{};         ///< transition to OPEN: until the timer fires
+  bool slow = false;                    ///< success and failure: the call was slow
+  std::chrono::nanoseconds open_for{};  ///< transition to OPEN: until the timer fires
+  // Transition to OPEN: what tripped it (zero for other events).
+  /// `failure_rate`, `slow_call_rate`: the window's failure or slow-call rate;
+  /// `consecutive_failures`, `probe_failed`: 1.
+  double rate = 0;
+  /// The calls that rate is over: the window's (`failure_rate`,
+  /// `slow_call_rate`), the failures in a row (`consecutive_failures`), 1
+  /// (`probe_failed`).
+  std::uint64_t calls = 0;
+  /// The last failure before the transition: its error_code (zero if it had
+  /// none, e.g. it threw something else) and its exception (null if it did not
+  /// throw). Recorded only while some listener wants transition events; empty
+  /// for a trip by slow calls that did not fail, and for `half_open_timeout`.
+  boost::system::error_code last_error;
+  std::exception_ptr last_exception;
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
   std::string_view breaker;                    ///< the breaker's name, "" when unnamed
 };

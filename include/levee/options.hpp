@@ -36,6 +36,9 @@ enum class transition_reason : std::uint8_t {
   probes_succeeded,      ///< HALF_OPEN -> CLOSED: `successes_to_close` probes succeeded in a row
   open_elapsed,          ///< OPEN -> HALF_OPEN: the open timer fired
   manual,                ///< an operator: force_open, disable, metrics_only or reset
+  /// HALF_OPEN -> OPEN: the round had not closed or reopened
+  /// `max_half_open_duration` after its first probe started (a probe hung)
+  half_open_timeout,
 };
 
 /// "failure_rate", "slow_call_rate", ..., "manual".
@@ -118,6 +121,19 @@ struct breaker_options {
 
   /// Consecutive probe successes that close the breaker. >= 1.
   std::size_t successes_to_close = 1;
+
+  /// The longest a HALF_OPEN round may last from its first probe (as
+  /// Resilience4j's `maxWaitDurationInHalfOpenState`): if by then the probes
+  /// have neither closed nor reopened the breaker (a probe hangs with no
+  /// timeout around it, or too few probes came), it reopens (reason
+  /// `half_open_timeout`, the open duration backs off as after a failed
+  /// probe) and the next round's probes get fresh slots; the hung probe's late
+  /// outcome changes nothing. A HALF_OPEN breaker that no call reached yet
+  /// waits for its first probe with no timer. > 0; `nanoseconds::max()`: no
+  /// limit. Default one minute: twice the default `open_duration` and longer
+  /// than the usual request timeouts (30 s), so a probe that is merely slow
+  /// is not cut short, while a hung one costs at most a minute of rejections.
+  std::chrono::nanoseconds max_half_open_duration = std::chrono::minutes(1);
 
   /// Also open after this many failures in a row, whatever the window says.
   /// 0 (the default) turns it off.

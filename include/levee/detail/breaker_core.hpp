@@ -106,9 +106,14 @@ struct window_totals {
 /// Sees every transition, in order, under the core's lock (so it must be
 /// short and must not call back into the core). The shell uses it for metrics
 /// and events; tests can watch transitions with it.
+///
+/// `basis`: what a transition to OPEN was decided on. `failure_rate` and
+/// `slow_call_rate`: the window's totals; `consecutive_failures`: the
+/// failures in a row (as calls and failures); `probe_failed`: the probe (one
+/// call, failed or slow). Zero otherwise.
 class transition_observer {
  public:
-  virtual void on_transition(const transition& t) noexcept = 0;
+  virtual void on_transition(const transition& t, const window_totals& basis) noexcept = 0;
 
  protected:
   ~transition_observer() = default;
@@ -162,6 +167,12 @@ class breaker_core {
   /// The open timer armed for `generation` fired.
   transition open_elapsed(std::uint64_t generation) noexcept;
 
+  /// The half-open timer of HALF_OPEN state `generation` fired (the shell arms
+  /// it for `max_half_open_duration` when the round's first probe is admitted):
+  /// if still in that state, reopens with reason `half_open_timeout`. The
+  /// probes in flight keep their permits, whose outcomes then change nothing.
+  transition half_open_elapsed(std::uint64_t generation) noexcept;
+
   /// The current window as of `now` (the time window evicts old buckets
   /// first), for metrics and tests.
   window_totals window(nanos now) noexcept;
@@ -187,6 +198,12 @@ class breaker_core {
   /// Registers the observer (null: none). Not thread-safe against calls:
   /// set it before sharing the core.
   void observe(transition_observer* o) noexcept { observer_ = o; }
+
+  /// Test hook: sets the counts of the time-window bucket that holds `now`, in
+  /// the calling thread's shard, as if that many calls had finished in it
+  /// (to test a bucket near its counters' limit without 2^32 calls).
+  void test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
+                    std::uint32_t slow) noexcept;
 
   // ---- the owner's lifetime ------------------------------------------------
   // The shell lets its owner (the breaker object) be destroyed while calls are
@@ -238,6 +255,16 @@ class breaker_core {
     std::uint32_t failures;
     std::uint32_t slow;
   };
+  // A bucket about to pass 2^32 - 1 calls (a long bucket on a busy shard) is
+  // halved rather than wrapped: its rates and failures <= calls are kept, and
+  // it weighs half as much against the other buckets from then on. (Wider
+  // counters would double the shards' memory for a case that needs 4e9 calls
+  // in one bucket of one shard.)
+  static void halve(bucket& b) noexcept {
+    b.calls >>= 1;
+    b.failures >>= 1;
+    b.slow >>= 1;
+  }
 
   // A counter written either always under its shard's lock (`bump_locked`: a
   // plain load and store, no read-modify-write) or always with `fetch_add`
@@ -294,11 +321,13 @@ class breaker_core {
   transition record_count_window(permit p, bool failed, bool slow) noexcept;
   transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
   transition note_consecutive(permit p, bool failed) noexcept;
-  transition trip(std::uint64_t generation, transition_reason why) noexcept;
+  transition trip(std::uint64_t generation, transition_reason why,
+                  const window_totals& basis) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
-  nanos next_open_duration() noexcept;               // under mutex_, after open_streak_ was updated
-  transition notify(const transition& t) noexcept {  // under mutex_
-    if (observer_) observer_->on_transition(t);
+  nanos next_open_duration() noexcept;  // under mutex_, after open_streak_ was updated
+  transition notify(const transition& t,
+                    const window_totals& basis = {}) noexcept {  // under mutex_
+    if (observer_) observer_->on_transition(t, basis);
     return t;
   }
   void reset_windows(std::uint64_t generation) noexcept;  // under mutex_
@@ -313,17 +342,21 @@ class breaker_core {
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
   std::int64_t width_ns_;
   std::int64_t slow_ns_;
-  std::uint32_t shard_mask_;
   std::uint32_t stride_;
-  window_kind kind_;
-  std::uint8_t failure_exponent_;
-  std::uint8_t slow_exponent_;
   std::uint32_t buckets_;
-  std::uint64_t failure_numerator_;  // the thresholds' decimal_ratio, split so that
-  std::uint64_t slow_numerator_;     // the exponents fill padding after kind_
+  std::uint16_t shard_mask_;   // at most 1024 shards
+  std::uint16_t probe_limit_;  // half_open_probes <= 8191
+  window_kind kind_;
+  std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
+  std::uint8_t slow_exponent_;     // the exponents fill what would be padding
+  // Serialises transitions and HALF_OPEN bookkeeping. Here, in what would be
+  // padding: taken on transitions and probe outcomes only, rare next to the
+  // loads of this line.
+  spinlock mutex_;
+  std::uint64_t failure_numerator_;
+  std::uint64_t slow_numerator_;
   std::uint64_t minimum_calls_;
   std::uint64_t consecutive_limit_;
-  std::uint64_t probe_limit_;
   std::uint64_t successes_to_close_;
   nanos open_duration_;
   nanos max_open_duration_;
@@ -335,12 +368,11 @@ class breaker_core {
   // Written on failures (consecutive_failures on) and on transitions only.
   std::atomic<std::uint64_t> consecutive_{0};
   std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
-  spinlock mutex_;                               // serialises transitions and HALF_OPEN bookkeeping
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
   std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
-  float open_multiplier_;
-  float open_jitter_;
+  double open_multiplier_;   // doubles: a float made 1.1 into 1.10000002384
+  double open_jitter_;
   transition_observer* observer_ = nullptr;
 
   // The count window (window_kind::count), under its own lock.
@@ -439,6 +471,8 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     pos = s.head_pos;
   }
   bucket& b = s.ring()[pos];
+  if (b.calls == std::numeric_limits<std::uint32_t>::max()) [[unlikely]]
+    halve(b);
   ++b.calls;
   b.failures += failed;
   b.slow += slow;

@@ -54,26 +54,27 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
       width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
+      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
+      probe_limit_(static_cast<std::uint16_t>(o.half_open_probes)),
       kind_(o.window_type),
       failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
       slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
-      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
       failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
       slow_numerator_(decimal_ratio::from_double(o.slow_call_rate_threshold).numerator),
       minimum_calls_(o.minimum_calls),
       consecutive_limit_(o.consecutive_failures),
-      probe_limit_(o.half_open_probes),
       successes_to_close_(o.successes_to_close),
       open_duration_(o.open_duration),
       max_open_duration_(o.max_open_duration),
       rng_state_(o.jitter_seed != 0 ? o.jitter_seed
                                     : std::random_device{}() * 0x9e3779b97f4a7c15ull),
-      open_multiplier_(static_cast<float>(o.open_duration_multiplier)),
-      open_jitter_(static_cast<float>(o.open_duration_jitter)) {
+      open_multiplier_(o.open_duration_multiplier),
+      open_jitter_(o.open_duration_jitter) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  shards = std::min(shards, 1024u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;
-  shard_mask_ = static_cast<std::uint32_t>(n - 1);
+  shard_mask_ = static_cast<std::uint16_t>(n - 1);
   const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
   stride_ = static_cast<std::uint32_t>((sizeof(shard) + ring_bytes + cache_line - 1) / cache_line *
                                        cache_line);
@@ -152,7 +153,7 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
     t.slow += part.slow;
   }
   transition_reason why{};
-  if (over_threshold(t, why)) return trip(generation, why);
+  if (over_threshold(t, why)) return trip(generation, why, t);
   if (t.calls >= minimum_calls_) {
     validated_.store(validation_stamp(generation, index), std::memory_order_relaxed);
   }
@@ -197,15 +198,16 @@ transition breaker_core::record_count_window(permit p, bool failed, bool slow) n
     if (transition tr = note_consecutive(p, failed)) return tr;
   }
   transition_reason why{};
-  if (over_threshold(t, why)) return trip(p.generation(), why);
+  if (over_threshold(t, why)) return trip(p.generation(), why, t);
   return {};
 }
 
 transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
   if (generation_of(state_.load(std::memory_order_acquire)) != p.generation()) return {};
   if (failed) {
-    if (consecutive_.fetch_add(1, std::memory_order_relaxed) + 1 >= consecutive_limit_) {
-      return trip(p.generation(), transition_reason::consecutive_failures);
+    const std::uint64_t in_a_row = consecutive_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (in_a_row >= consecutive_limit_) {
+      return trip(p.generation(), transition_reason::consecutive_failures, {in_a_row, in_a_row, 0});
     }
   } else if (consecutive_.load(std::memory_order_relaxed) != 0) {
     consecutive_.store(0, std::memory_order_relaxed);
@@ -219,11 +221,11 @@ nanos breaker_core::next_open_duration() noexcept {
   // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
   using real = long double;
   real d = static_cast<real>(open_duration_.count());
-  if (open_multiplier_ > 1.0f && open_streak_ > 1) {
+  if (open_multiplier_ > 1.0 && open_streak_ > 1) {
     d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(open_streak_ - 1));
     d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
   }
-  if (open_jitter_ > 0.0f) {
+  if (open_jitter_ > 0.0) {
     const auto jitter = static_cast<real>(open_jitter_);
     // splitmix64, then 53 bits into [0, 1).
     std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
@@ -243,7 +245,8 @@ std::uint64_t breaker_core::open_streak() const noexcept {
   return open_streak_;
 }
 
-transition breaker_core::trip(std::uint64_t generation, transition_reason why) noexcept {
+transition breaker_core::trip(std::uint64_t generation, transition_reason why,
+                              const window_totals& basis) noexcept {
   // METRICS_ONLY keeps a window over the threshold: no lock for every failure.
   if (state_of(state_.load(std::memory_order_acquire)) != circuit_state::closed) return {};
   spin_guard g(mutex_);
@@ -252,7 +255,8 @@ transition breaker_core::trip(std::uint64_t generation, transition_reason why) n
   const std::uint64_t next = generation + 1;
   open_streak_ = 1;
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()});
+  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()},
+                basis);
 }
 
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
@@ -266,6 +270,17 @@ transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
                  transition_reason::open_elapsed,
                  generation + 1,
                  {}});
+}
+
+transition breaker_core::half_open_elapsed(std::uint64_t generation) noexcept {
+  spin_guard g(mutex_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::half_open || generation_of(w) != generation) return {};
+  const std::uint64_t next = generation + 1;
+  ++open_streak_;  // as a failed probe: the open duration backs off
+  state_.store(make_word(circuit_state::open, next), std::memory_order_release);
+  return notify({circuit_state::half_open, circuit_state::open,
+                 transition_reason::half_open_timeout, next, next_open_duration()});
 }
 
 // The probe's effect on the state; complete_special counted it.
@@ -282,7 +297,8 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
     ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
     return notify({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
-                   next, next_open_duration()});
+                   next, next_open_duration()},
+                  {1, o == outcome::failure ? 1u : 0u, slow ? 1u : 0u});
   }
   if (++probe_successes_ >= successes_to_close_) {
     open_streak_ = 0;
@@ -382,6 +398,17 @@ call_counters breaker_core::counters() const noexcept {
     c.rejected += s.rejected.get();
   }
   return c;
+}
+
+void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
+                                std::uint32_t slow) noexcept {
+  if (kind_ != window_kind::time) return;
+  shard& s = my_shard();
+  spin_guard g(s.lock);
+  const std::int64_t index = bucket_index(s, now);
+  if (index > s.head) advance(s, index);
+  if (index != s.head) return;
+  s.ring()[s.head_pos] = {calls, failures, slow};
 }
 
 bool breaker_core::orphan() noexcept {

@@ -3,6 +3,7 @@
 
 #include <levee/error.hpp>
 
+#include <exception>
 #include <string>
 
 namespace levee {
@@ -71,7 +72,32 @@ class condition_category_impl final : public boost::system::error_category {
   throw boost::system::system_error(make_error_code(e));
 }
 
+[[noreturn]] void throw_circuit_open(std::chrono::nanoseconds retry_after,
+                                     std::string_view breaker) {
+  throw circuit_open_error(retry_after, breaker);
+}
+
+std::exception_ptr make_circuit_open(std::chrono::nanoseconds retry_after,
+                                     std::string_view breaker) noexcept {
+  try {
+    return std::make_exception_ptr(circuit_open_error(retry_after, breaker));
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
 }  // namespace detail
+
+circuit_open_error::circuit_open_error(std::chrono::nanoseconds retry_after,
+                                       std::string_view breaker)
+    // Unnamed: what() exactly as before; named: prefixed with the name.
+    : boost::system::system_error(
+          breaker.empty()
+              ? boost::system::system_error(make_error_code(error::circuit_open))
+              : boost::system::system_error(make_error_code(error::circuit_open),
+                                            "levee breaker '" + std::string(breaker) + "'")),
+      retry_after_(retry_after),
+      breaker_(breaker.empty() ? nullptr : std::make_shared<const std::string>(breaker)) {}
 
 const boost::system::error_category& error_category() noexcept {
   static constexpr detail::error_category_impl instance;

@@ -44,6 +44,8 @@ const char* to_string(transition_reason r) noexcept {
       return "open_elapsed";
     case transition_reason::manual:
       return "manual";
+    case transition_reason::half_open_timeout:
+      return "half_open_timeout";
   }
   return "unknown";
 }
@@ -81,6 +83,8 @@ void validate(const breaker_options& o) {
   if (o.half_open_probes < 1 || o.half_open_probes > 8191)
     reject_option("half_open_probes", "must be in [1, 8191]");
   if (o.successes_to_close < 1) reject_option("successes_to_close", "must be at least 1");
+  if (o.max_half_open_duration <= std::chrono::nanoseconds::zero())
+    reject_option("max_half_open_duration", "must be greater than zero");
   if (o.slow_call_duration < std::chrono::nanoseconds::zero())
     reject_option("slow_call_duration", "must not be negative");
   if (!(o.slow_call_rate_threshold > 0.0 && o.slow_call_rate_threshold <= 1.0))
