@@ -13,8 +13,8 @@
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
 
-#include <schedule.hpp>
-#include <server.hpp>
+#include <flaky/schedule.hpp>
+#include <flaky/server.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
