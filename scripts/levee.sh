@@ -136,12 +136,12 @@ run_tests() {
 
   step "install, then build a consumer with find_package(levee)"
   cmake --install build/ci-release >/dev/null
-  cmake -S test/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
+  cmake -S tests/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
   cmake --build build/ci-consumer -j "$jobs"
   ./build/ci-consumer/levee-consumer
 
   step "build a consumer that vendors levee with add_subdirectory"
-  cmake -S test/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S tests/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build/ci-subdir -j "$jobs"
   ./build/ci-subdir/levee-consumer
 
