@@ -19,7 +19,8 @@ jobs=$(nproc)
 
 # Debian packages the build, the tests, the demo and CI use.
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
-  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind prometheus
+  libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
+  gnuplot-nox valgrind prometheus
   libssl-dev libc-ares-dev nginx-light)
 
 install_missing() {
