@@ -54,12 +54,12 @@ command_line parse_command_line(int argc, const char* const* argv) {
   int sessions = s.sessions;
   int port = s.metrics_port;
   std::string modes;
-  bool quick = false, no_chart = false;
+  bool no_chart = false;
   // The descriptions are in `usage`, written out for people.
   po::options_description options;
   options.add_options()                           //
       ("scale", po::value(&scale))                //
-      ("quick", po::bool_switch(&quick))          //
+      ("quick", po::bool_switch())                //
       ("sessions", po::value(&sessions))          //
       ("modes", po::value(&modes))                //
       ("out", po::value(&s.out))                  //
