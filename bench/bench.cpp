@@ -4,8 +4,8 @@
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
 
-#include <server.hpp>
-#include <tls.hpp>
+#include <flaky/server.hpp>
+#include <flaky/tls.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -23,7 +23,9 @@ foreach(mode breaker breaker_retry_budget)
     message(FATAL_ERROR "${mode}'s outage p99 is not lower than naive retries': "
                         "${${mode}_outage_p99_ms} ms against ${naive_retry_outage_p99_ms} ms")
   endif()
-  if(${mode}_recovery_to_closed_ms STREQUAL "null")
+  # string(JSON GET) reads null as an empty string: ask for the type.
+  string(JSON recovery_type TYPE "${json}" modes ${mode} recovery_to_closed_ms)
+  if(recovery_type STREQUAL "NULL")
     message(FATAL_ERROR "${mode}: the breaker never closed after the API healed")
   endif()
 endforeach()

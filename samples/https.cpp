@@ -9,8 +9,8 @@
 #include <boost/asio.hpp>
 #include <boost/asio/ssl/context.hpp>
 
-#include <server.hpp>
-#include <tls.hpp>
+#include <flaky/server.hpp>
+#include <flaky/tls.hpp>
 
 #include <iostream>
 

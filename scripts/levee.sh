@@ -19,7 +19,8 @@ jobs=$(nproc)
 
 # Debian packages the build, the tests, the demo and CI use.
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
-  libboost1.81-dev catch2 libbenchmark-dev gnuplot-nox valgrind prometheus
+  libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
+  gnuplot-nox valgrind prometheus
   libssl-dev libc-ares-dev nginx-light)
 
 install_missing() {
@@ -136,12 +137,12 @@ run_tests() {
 
   step "install, then build a consumer with find_package(levee)"
   cmake --install build/ci-release >/dev/null
-  cmake -S test/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
+  cmake -S tests/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
   cmake --build build/ci-consumer -j "$jobs"
   ./build/ci-consumer/levee-consumer
 
   step "build a consumer that vendors levee with add_subdirectory"
-  cmake -S test/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S tests/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build/ci-subdir -j "$jobs"
   ./build/ci-subdir/levee-consumer
 

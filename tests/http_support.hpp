@@ -8,7 +8,7 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 
-#include <server.hpp>
+#include <flaky/server.hpp>
 
 #include <functional>
 #include <string>

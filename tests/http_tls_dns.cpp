@@ -13,7 +13,7 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/error.hpp>
 
-#include <tls.hpp>
+#include <flaky/tls.hpp>
 
 using namespace levee_test;
 namespace http = levee::http;

@@ -4,7 +4,7 @@
 // fails (the destructor).
 #pragma once
 
-#include <tls.hpp>
+#include <flaky/tls.hpp>
 
 #include <sys/types.h>
 #include <chrono>

@@ -1,7 +1,7 @@
 // The flaky upstream: a Beast HTTP server that follows a fault schedule.
 #pragma once
 
-#include "schedule.hpp"
+#include <flaky/schedule.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 

@@ -1,4 +1,4 @@
-#include "server.hpp"
+#include <flaky/server.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

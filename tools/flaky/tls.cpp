@@ -1,4 +1,4 @@
-#include "tls.hpp"
+#include <flaky/tls.hpp>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ssl/context.hpp>

@@ -1,7 +1,7 @@
 // levee-flaky-server: a flaky HTTP upstream for demos, tests and your own
 // clients. Run with --help.
-#include "schedule.hpp"
-#include "server.hpp"
+#include <flaky/schedule.hpp>
+#include <flaky/server.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>

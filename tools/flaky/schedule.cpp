@@ -1,4 +1,4 @@
-#include "schedule.hpp"
+#include <flaky/schedule.hpp>
 
 #include <algorithm>
 #include <charconv>

@@ -1,0 +1,300 @@
+// The demo's levee code: one mode of the seed's cascading failure.
+//
+// An agent calls a product recommendation API during peak hours. 1,000
+// sessions share one HTTP client (a pool of 256 connections, a 10 s deadline
+// per request); each mode makes the same calls its own way:
+//   naive_retry           retry each failure up to 3 times, no breaker
+//   breaker               guard each call with a circuit breaker
+//   breaker_retry_budget  retry under a shared retry budget, each attempt
+//                         guarded by the breaker
+#include "scenario.hpp"
+
+#include "metrics_endpoint.hpp"
+
+#include <levee/http.hpp>
+#include <levee/levee.hpp>
+
+#include <flaky/server.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <thread>
+#include <utility>
+
+namespace demo {
+
+namespace asio = boost::asio;
+namespace http = levee::http;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+const char* to_string(mode m) noexcept {
+  switch (m) {
+    case mode::naive_retry:
+      return "naive_retry";
+    case mode::breaker:
+      return "breaker";
+    case mode::breaker_retry_budget:
+      return "breaker_retry_budget";
+  }
+  return "?";
+}
+
+std::optional<mode> mode_from_string(std::string_view name) noexcept {
+  for (const mode m : all_modes) {
+    if (name == to_string(m)) return m;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+int state_code(levee::circuit_state s) {
+  switch (s) {
+    case levee::circuit_state::closed:
+      return 0;
+    case levee::circuit_state::half_open:
+      return 1;
+    case levee::circuit_state::open:
+    case levee::circuit_state::forced_open:
+      return 2;
+    case levee::circuit_state::disabled:
+    case levee::circuit_state::metrics_only:
+      return 0;
+  }
+  return -1;
+}
+
+class run {
+ public:
+  run(const settings& s, mode m, std::vector<flaky::phase> schedule, metrics_endpoint* metrics)
+      : s_(s), mode_(m), schedule_(std::move(schedule)), metrics_(metrics) {
+    result_.which = mode_;
+    result_.phases.resize(schedule_.size());
+  }
+
+  mode_result go() {
+    // The API, on its own thread.
+    asio::io_context server_ioc(1);
+    flaky::server api(server_ioc.get_executor(), schedule_, {.time_scale = s_.scale, .seed = 42});
+    port_ = api.start();
+    api_ = &api;
+    std::thread server_thread([&] { server_ioc.run(); });
+
+    // The agent: sessions, client, and the mode's guards, on this thread.
+    asio::io_context ioc(1);
+    client_.emplace(ioc.get_executor(), http::client_options{.max_connections_per_host = 256,
+                                                             .timeout = scaled(s_, 10s),
+                                                             .body_limit = 64 * 1024,
+                                                             .idle_timeout = scaled(s_, 10s)});
+    levee::breaker_options bo{.failure_rate_threshold = 0.5,
+                              .window = scaled(s_, 10s),
+                              .minimum_calls = 20,
+                              .open_duration = scaled(s_, 5s),
+                              .slow_call_duration = scaled(s_, 8s),
+                              .slow_call_rate_threshold = 0.5};
+    bo.classifier = http::classify;
+    // The breaker comes from a registry, named after the API's host, so that
+    // /metrics and --metrics-out expose it.
+    registry_.emplace(ioc, levee::registry_options{.defaults = bo, .idle_timeout = {}});
+    breaker_ = registry_->get("recommendation-api (" + std::string(to_string(mode_)) + ")");
+    if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
+    naive_.emplace(levee::retry_options{.max_attempts = 4,
+                                        .initial_delay = scaled(s_, 100ms),
+                                        .multiplier = 1,
+                                        .max_delay = scaled(s_, 100ms),
+                                        .jitter = levee::jitter_kind::none,
+                                        .retryable = http::retryable});
+    budgeted_.emplace(levee::retry_options{
+        .max_attempts = 4,
+        .initial_delay = scaled(s_, 100ms),
+        .multiplier = 2,
+        .max_delay = scaled(s_, 2s),
+        .jitter = levee::jitter_kind::full,
+        .seed = 7,
+        .retryable = http::retryable,
+        .budget = std::make_shared<levee::retry_budget>(levee::retry_budget_options{
+            .ratio = 0.2, .min_retries_per_second = 10 / s_.scale, .ttl = scaled(s_, 10s)})});
+
+    start_ = steady::now();
+    end_ = start_ + api.length();
+    std::mt19937_64 rng(1);
+    for (int i = 0; i < s_.sessions; ++i) {
+      asio::co_spawn(ioc, session(rng()), asio::detached);
+    }
+    asio::co_spawn(ioc, sample(), asio::detached);
+    ioc.run();
+
+    api.stop();
+    server_thread.join();
+    if (has_breaker(mode_)) result_.metrics = registry_->metrics();
+    // Everything bound to `ioc` goes before it.
+    client_.reset();
+    breaker_.reset();
+    registry_.reset();
+    return std::move(result_);
+  }
+
+ private:
+  std::size_t phase_now() const { return api_->phase_index(); }
+
+  // One call, as the mode makes it. Returns whether it succeeded in the end and
+  // whether levee refused it.
+  asio::awaitable<std::pair<bool, bool>> call() {
+    const std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/recommendations";
+    auto attempt = [&]() -> asio::awaitable<http::result> {
+      ++in_flight_;
+      auto& f = result_.phases[phase_now()];
+      f.peak_in_flight = std::max(f.peak_in_flight, in_flight_);
+      auto r = co_await http::http_get(*client_, url, http::nothrow);
+      --in_flight_;
+      co_return r;
+    };
+    http::result r;
+    switch (mode_) {
+      case mode::naive_retry:
+        r = co_await levee::retry(*naive_, attempt);
+        break;
+      case mode::breaker:
+        r = co_await (*breaker_)(attempt());
+        break;
+      case mode::breaker_retry_budget:
+        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)(attempt()); });
+        break;
+    }
+    const auto& [ec, res] = r;
+    co_return std::pair(!ec && res.result_int() / 100 == 2, levee::is_rejection(ec));
+  }
+
+  asio::awaitable<void> session(std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    asio::steady_timer think(co_await asio::this_coro::executor);
+    // Sessions start spread over the first think time.
+    think.expires_after(
+        nanos(std::uniform_int_distribution<std::int64_t>(0, scaled(s_, 10s).count())(rng)));
+    co_await think.async_wait(asio::use_awaitable);
+    while (steady::now() < end_) {
+      const auto t0 = steady::now();
+      const std::size_t phase = phase_now();
+      ++calls_active_;
+      auto [ok, rejected] = co_await call();
+      --calls_active_;
+      const auto took = steady::now() - t0;
+      auto& f = result_.phases[phase];
+      ++f.offered;
+      ++row_offered_;
+      f.succeeded += ok;
+      f.fast_failed += rejected;
+      const double ms = scenario_ms(s_, took);
+      f.latencies_ms.push_back(ms);
+      row_latencies_.push_back(ms);
+      // Think time: 5 to 15 s of scenario time between a session's calls, so
+      // 1,000 sessions offer about 100 calls per second.
+      think.expires_after(nanos(std::uniform_int_distribution<std::int64_t>(
+          scaled(s_, 5s).count(), scaled(s_, 15s).count())(rng)));
+      co_await think.async_wait(asio::use_awaitable);
+    }
+  }
+
+  // Every 10 ms: the breaker's state (for the recovery time); every 100 ms: a
+  // timeline row. Also the progress line.
+  asio::awaitable<void> sample() {
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    std::uint64_t last_downstream = 0;
+    auto next_row = start_ + 100ms;
+    auto next_progress = start_;
+    const std::size_t healed = schedule_.size() - 1;
+    const bool guarded = has_breaker(mode_);
+    while (steady::now() < end_ + scaled(s_, 10s)) {
+      const auto now = steady::now();
+      const std::size_t phase = phase_now();
+      const auto state = breaker_->state();
+      const auto waiting = client_->stats().waiting;
+      auto& f = result_.phases[phase];
+      f.peak_waiting = std::max(f.peak_waiting, waiting);
+      if (guarded && phase == healed && !result_.recovery_to_closed_ms &&
+          state == levee::circuit_state::closed) {
+        result_.recovery_to_closed_ms = scenario_ms(s_, (now - start_) - api_->phase_start(healed));
+      }
+      if (now >= next_row) {
+        const auto downstream = api_->stats().requests;
+        timeline_row row;
+        row.t_ms = std::chrono::duration<double, std::milli>(now - start_).count();
+        row.phase = phase;
+        row.state = guarded ? state_code(state) : -1;
+        row.downstream = downstream - last_downstream;
+        row.offered = std::exchange(row_offered_, 0);
+        if (!row_latencies_.empty()) {
+          std::sort(row_latencies_.begin(), row_latencies_.end());
+          row.p99_ms = row_latencies_[static_cast<std::size_t>(
+              0.99 * static_cast<double>(row_latencies_.size() - 1))];
+        }
+        row_latencies_.clear();
+        row.in_flight = in_flight_;
+        row.waiting = waiting;
+        last_downstream = downstream;
+        result_.timeline.push_back(row);
+        next_row += 100ms;
+      }
+      if (now >= next_progress) {
+        std::fprintf(stderr,
+                     "\r  %-21s %-10s t=%4.0fs/%.0fs  offered %7llu  downstream %7llu  in flight "
+                     "%4zu  %s   ",
+                     to_string(mode_), schedule_[phase].name.c_str(),
+                     scenario_ms(s_, now - start_) / 1000, scenario_ms(s_, api_->length()) / 1000,
+                     static_cast<unsigned long long>(total_offered()),
+                     static_cast<unsigned long long>(api_->stats().requests), in_flight_,
+                     guarded ? levee::to_string(state) : "no breaker");
+        next_progress += 500ms;
+      }
+      if (now >= end_ && calls_active_ == 0) break;
+      tick.expires_after(10ms);
+      co_await tick.async_wait(asio::use_awaitable);
+    }
+    for (std::size_t p = 0; p < schedule_.size(); ++p) {
+      result_.phases[p].downstream = api_->requests_in_phase(p);
+    }
+    if (metrics_) metrics_->stop();
+    client_->close_idle();  // the client's idle timer goes too: run() returns
+    std::fprintf(stderr, "\n");
+  }
+
+  std::uint64_t total_offered() const {
+    std::uint64_t n = 0;
+    for (const auto& f : result_.phases) n += f.offered;
+    return n;
+  }
+
+  const settings& s_;
+  mode mode_;
+  std::vector<flaky::phase> schedule_;
+  metrics_endpoint* metrics_;
+  mode_result result_;
+  flaky::server* api_ = nullptr;
+  std::uint16_t port_ = 0;
+  steady::time_point start_, end_;
+  std::optional<http::client> client_;
+  std::optional<levee::breaker_registry> registry_;
+  std::shared_ptr<levee::circuit_breaker> breaker_;
+  std::optional<levee::retry_policy> naive_, budgeted_;
+  std::size_t in_flight_ = 0;
+  std::size_t calls_active_ = 0;
+  std::uint64_t row_offered_ = 0;
+  std::vector<double> row_latencies_;
+};
+
+}  // namespace
+
+mode_result run_mode(const settings& s, mode m, const std::vector<flaky::phase>& schedule,
+                     metrics_endpoint* metrics) {
+  return run(s, m, schedule, metrics).go();
+}
+
+}  // namespace demo
