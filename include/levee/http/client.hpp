@@ -113,6 +113,12 @@ struct url_parts {
 /// `errc::invalid_argument`): percent-encode them.
 boost::system::error_code parse_url(std::string_view url, url_parts& out);
 
+/// `levee::http::error::invalid_url` unless `origin` is what `parse_url`
+/// makes: scheme "http" or "https", a lower-case name, an IPv4 address or an
+/// IPv6 address without brackets, a port in [1, 65535]. The client checks
+/// every origin this way (a scheme "HTTPS" is refused, never sent in the clear).
+boost::system::error_code validate_origin(const url_parts& origin);
+
 /// The Host header for `origin`: `host`, `[v6]`, with `:port` unless it is the
 /// scheme's default.
 std::string host_header(const url_parts& origin);
@@ -149,7 +155,9 @@ boost::system::error_code validate_request(const request& req);
 /// Lifetime: it must outlive its requests. Executor: connections, the
 /// resolver and the idle timer run on the client's executor; each request
 /// completes on its caller's executor. Pending work: only while requests are
-/// in flight or idle connections are pooled (`close_idle` ends it at once).
+/// in flight or idle connections are pooled (`close_idle` ends it at once),
+/// and while c-ares finishes a lookup a request gave up on (bounded by
+/// c-ares' own timeout: 2 tries of 2 s per server).
 class client {
  public:
   using executor_type = boost::asio::any_io_executor;

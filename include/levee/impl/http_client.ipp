@@ -1,6 +1,7 @@
 // levee: the HTTP client, compiled once in lib/ (with Beast, OpenSSL, c-ares).
 #pragma once
 
+#include <levee/detail/run_on.hpp>
 #include <levee/http/client.hpp>
 #include <levee/http/detail/resolver.hpp>
 #include <levee/http/detail/response_reader.hpp>
@@ -118,11 +119,20 @@ struct connection {
   // server's close, a 408 it wrote before closing, a stray response, a TLS
   // alert). One non-blocking peek.
   bool usable() {
-    if (secure && SSL_pending(secure->native_handle()) > 0) return false;
+    if (tls_leftover()) return false;
     char byte = 0;
     const auto n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n >= 0) return false;  // 0: closed by the server; > 0: bytes nobody asked for
     return errno == EAGAIN || errno == EWOULDBLOCK;
+  }
+
+  // TLS bytes already read off the socket but not yet returned: a decrypted
+  // record, or records still in the engine's buffer (two records in one TCP
+  // segment: the peek on the socket cannot see the second).
+  bool tls_leftover() {
+    if (!secure) return false;
+    SSL* ssl = secure->native_handle();
+    return SSL_pending(ssl) > 0 || SSL_has_pending(ssl) || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
   }
 
   asio::any_io_executor executor;  // the connection's strand
@@ -130,6 +140,7 @@ struct connection {
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   steady::time_point idle_since{};
   bool established = false;
+  bool leftover = false;            // TLS records after the response (set on the strand)
   std::shared_ptr<counters> stats;  // closed on its strand, perhaps after the client
 };
 
@@ -285,7 +296,9 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     }
     {
       std::lock_guard g(mutex);
-      if (pool->busy < options.max_connections_per_host && pool->waiters.empty()) {
+      if (closed) {  // the client is gone
+        w->st = slot_waiter::state::cancelled;
+      } else if (pool->busy < options.max_connections_per_host && pool->waiters.empty()) {
         ++pool->busy;
         w->st = slot_waiter::state::granted;
       } else {
@@ -302,6 +315,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       }
     }
     if (w->st == slot_waiter::state::granted) finish_waiter(w, {});
+    if (w->st == slot_waiter::state::cancelled) finish_waiter(w, asio::error::operation_aborted);
   }
 
   // The deadline or a cancellation ends a wait that was not granted.
@@ -461,10 +475,14 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       auto& s = *c.secure;
       // SNI for names (not for IP literals, RFC 6066), and the certificate
       // must name the host, whatever the context's own callback says.
+      ::ERR_clear_error();
       if (!is_ip_literal(origin.host) &&
-          !SSL_set_tlsext_host_name(s.native_handle(), origin.host.c_str()))
-        co_return boost::system::error_code(static_cast<int>(::ERR_get_error()),
-                                            asio::error::get_ssl_category());
+          !SSL_set_tlsext_host_name(s.native_handle(), origin.host.c_str())) {
+        const auto err = ::ERR_get_error();
+        co_return err
+            ? boost::system::error_code(static_cast<int>(err), asio::error::get_ssl_category())
+            : boost::system::error_code(asio::error::invalid_argument);
+      }
       s.set_verify_mode(ssl::verify_peer);
       s.set_verify_callback(ssl::host_name_verification(origin.host));
       auto [hec] =
@@ -491,11 +509,22 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       if (ec) co_return ec;
       auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
       reader.commit(n);
-      if (rec == asio::error::eof || rec == ssl::error::stream_truncated) {
-        // The peer closed (a TLS peer without close_notify, too): what came
-        // before the close may be a whole response delimited by it.
+      if (rec == asio::error::eof) {
+        // The peer closed: what came before may be a response delimited by
+        // the close.
         reader.finish(ec);
         co_return ec;
+      }
+      if (rec == ssl::error::stream_truncated) {
+        // A TLS peer closed without close_notify before the response was
+        // complete. A body delimited by the close cannot be told from one cut
+        // by an attacker's FIN: an error (a response with a length that was
+        // complete never gets here). Nothing at all: as a plain close.
+        if (!reader.got_some()) {
+          reader.finish(ec);
+          co_return ec;
+        }
+        co_return rec;
       }
       if (rec) co_return rec;
     }
@@ -515,6 +544,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     const auto ec = c.secure ? co_await exchange(*c.secure, req, reader)
                              : co_await exchange(*c.plain, req, reader);
     c.tcp().expires_never();
+    c.leftover = c.tls_leftover();
     co_return ec;
   }
 
@@ -548,7 +578,9 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     req.set(beast::http::field::user_agent, options.user_agent);
   req.keep_alive(true);
   req.prepare_payload();
-  // Nothing leaves before the request is known to say only what it says.
+  // Nothing leaves before the request is known to say only what it says, to
+  // whom it says (an origin given as url_parts is checked as parse_url would).
+  if (auto ec = validate_origin(origin)) co_return result(ec, response());
   if (auto ec = validate_request(req)) co_return result(ec, response());
 
   const bool secure = origin.scheme == "https";
@@ -584,10 +616,9 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     }
     // The connection's own strand does its I/O (see `new_strand`).
     detail::response_reader reader(limits, head);
-    auto [failure, ec] = co_await asio::co_spawn(
-        conn->executor, converse(*conn, origin, reused, req, reader, deadline),
-        asio::as_tuple(asio::use_awaitable));
-    if (failure) std::rethrow_exception(failure);
+    // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
+    const auto ec = co_await levee::detail::run_on(
+        conn->executor, converse(*conn, origin, reused, req, reader, deadline));
     if (ec) {
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
@@ -600,8 +631,16 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
       }
       co_return result(ec, response());  // the connection is closed with `conn`
     }
-    const bool clean = reader.clean();
+    const bool clean = reader.clean() && !conn->leftover;
     response res = reader.release();
+    // A 408 that closes a pooled connection answers no request of ours: the
+    // server gave up on the idle connection just as this request went out.
+    if (reused && res.result_int() == 408 && !res.keep_alive() && idempotent(req.method()) &&
+        steady::now() < deadline) {
+      stats.retried.fetch_add(1, std::memory_order_relaxed);
+      fresh_only = true;
+      continue;
+    }
     if (res.keep_alive() && clean) put_idle(*pool, std::move(conn));
     co_return result(boost::system::error_code(), std::move(res));
   }
@@ -613,10 +652,26 @@ client::client(executor_type ex, client_options options) {
 }
 
 client::~client() {
+  // Requests waiting for a connection and lookups in flight end now with
+  // operation_aborted (posted): their coroutines hold the client's state, so
+  // if the io_context is destroyed rather than run, they are destroyed with
+  // it instead of keeping each other alive. Requests on a connection finish.
+  std::vector<std::shared_ptr<slot_waiter>> waiting;
   {
     std::lock_guard g(impl_->mutex);
     impl_->closed = true;
+    for (auto& [key, pool] : impl_->pools) {
+      for (auto& w : pool->waiters) {
+        if (w->st != slot_waiter::state::waiting) continue;
+        w->st = slot_waiter::state::cancelled;
+        w->timer.cancel();
+        waiting.push_back(w);
+      }
+      pool->waiters.clear();
+    }
   }
+  for (auto& w : waiting) finish_waiter(w, asio::error::operation_aborted);
+  impl_->resolver.shutdown();
   impl_->close_idle();
 }
 

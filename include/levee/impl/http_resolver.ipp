@@ -248,6 +248,10 @@ dns_resolver::dns_resolver(asio::any_io_executor ex, const std::string& servers,
     : state_(std::make_shared<state>(std::move(ex), servers, attempt_timeout)) {}
 
 dns_resolver::~dns_resolver() {
+  shutdown();
+}
+
+void dns_resolver::shutdown() {
   asio::post(state_->strand, [s = state_] { s->shut_down(); });
 }
 

@@ -148,7 +148,7 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
       if (!is_unreserved(c)) return invalid;
     for (char c : name) host += lower(c);
   }
-  if (host.empty()) return invalid;
+  if (host.empty() || host.size() > 253) return invalid;  // RFC 1035: 253 at most
 
   std::uint16_t port = scheme == "https" ? 443 : 80;
   // "host:" with an empty port means the default port (RFC 3986, 3.2.3).
@@ -172,6 +172,20 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   } else {
     out.target = std::string(target);
   }
+  return {};
+}
+
+boost::system::error_code validate_origin(const url_parts& origin) {
+  const auto invalid = make_error_code(error::invalid_url);
+  if (origin.scheme != "http" && origin.scheme != "https") return invalid;
+  if (origin.host.empty() || origin.host.size() > 253 || origin.port == 0) return invalid;
+  if (origin.host.find(':') != std::string::npos) {  // an IPv6 literal, no brackets
+    boost::system::error_code ec;
+    const auto v6 = boost::asio::ip::make_address_v6(origin.host, ec);
+    return ec || v6.scope_id() != 0 ? invalid : boost::system::error_code();
+  }
+  for (char c : origin.host)
+    if (!is_unreserved(c) || (c >= 'A' && c <= 'Z')) return invalid;
   return {};
 }
 

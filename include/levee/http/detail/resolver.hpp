@@ -36,6 +36,8 @@ class dns_resolver {
                std::chrono::milliseconds attempt_timeout);
   /// Pending lookups complete with `operation_aborted`.
   ~dns_resolver();
+  /// The same, now; later lookups too.
+  void shutdown();
   dns_resolver(const dns_resolver&) = delete;
   dns_resolver& operator=(const dns_resolver&) = delete;
 
