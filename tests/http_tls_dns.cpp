@@ -12,9 +12,14 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 
 #include <flaky/tls.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -113,16 +118,29 @@ TEST_CASE("https: a stray response in a second TLS record is never the next answ
                       s, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
                   if (rec) co_return;
                   in.consume(n);
-                  // The answer, then a stray response, as two TLS records.
+                  // The answer's head first; then, corked into one TCP segment,
+                  // the answer's last byte and a stray response as two more
+                  // TLS records: the client reads both off the socket at once,
+                  // and the stray one waits, undecrypted, in its TLS engine.
                   const std::string body = "c" + std::to_string(index);
                   co_await asio::async_write(
-                      s, asio::buffer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + body),
+                      s,
+                      asio::buffer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" +
+                                   body.substr(0, 1)),
                       asio::as_tuple(asio::use_awaitable));
+                  asio::steady_timer pause(s.get_executor(), std::chrono::milliseconds(30));
+                  co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+                  const int fd = s.next_layer().native_handle();
+                  int on = 1, off = 0;
+                  ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+                  co_await asio::async_write(s, asio::buffer(body.substr(1)),
+                                             asio::as_tuple(asio::use_awaitable));
                   co_await asio::async_write(
                       s,
                       asio::buffer(
                           std::string("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")),
                       asio::as_tuple(asio::use_awaitable));
+                  ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
                 }
               }(std::move(socket), server_ctx, i),
               asio::detached);
