@@ -100,20 +100,17 @@ if(p99 GREATER p99_bound)
   message(FATAL_ERROR "breaker_adaptive, healthy: p99 ${p99} ms, more than 20 % over the "
                       "breaker mode's ${breaker_p99} ms")
 endif()
-# Outage: contained. The breaker modes' breakers are already open when the
-# API dies (the degradation tripped them); breaker_adaptive's is not (the
-# limit kept the degradation below its thresholds), so what reaches the dead
-# API is what the limit admits until the first failures return, 8 s later:
-# the calls in flight when it died and those admitted as the degrading
-# phase's calls finish. At most twice the API's capacity, against thousands
-# for naive retries.
+# Outage: contained. breaker_adaptive's breaker may still be closed when the
+# API dies (the limit kept the degradation under its thresholds); what reaches
+# the dead API until the breaker opens is bounded by the limit. The breaker
+# modes' are already open (3 requests); naive retries send thousands. At most
+# the API's capacity (--quick runs: 37 to 48).
 set(o breaker_adaptive_outage)
 message(STATUS "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead API "
                "(naive_retry ${naive_retry_outage_downstream}, breaker "
                "${breaker_outage_downstream})")
-math(EXPR outage_bound "${api_capacity} * 2")
-if(${o}_downstream GREATER outage_bound)
+if(${o}_downstream GREATER api_capacity)
   message(FATAL_ERROR "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead "
-                      "API, more than twice its capacity (${outage_bound})")
+                      "API, more than its capacity (${api_capacity})")
 endif()
 message(STATUS "demo summary: breaker_adaptive contains the degradation")
