@@ -201,6 +201,30 @@ void bm_closed_guarded_call_listener(benchmark::State& state) {
   guarded_loop(state, {}, levee::call_events);
 }
 
+/// closed/guarded's call under a CLOSED breaker with an adaptive limit
+/// (default options, Gradient2) inside it: the cost the limit adds (two clock
+/// reads, two short locks, a sample).
+void bm_closed_guarded_adaptive(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc);
+  levee::adaptive_limit limit(ioc);
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          x = co_await breaker(limit(trivial(x)));
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+  if (breaker.state() != levee::circuit_state::closed) state.SkipWithError("breaker not closed");
+  if (limit.metrics().limited != 0) state.SkipWithError("calls limited");
+}
+
 void bm_closed_guarded_count_window(benchmark::State& state) {
   guarded_loop(state, {.window_type = levee::window_kind::count});
 }
@@ -514,6 +538,15 @@ class summary_reporter : public benchmark::ConsoleReporter {
           ns("closed/guarded") - ns("closed/wrapper_floor"));
       out << line;
     }
+    if (has("closed/guarded") && has("closed/guarded_adaptive")) {
+      std::snprintf(line, sizeof line,
+                    "  an adaptive limit inside the CLOSED breaker adds %.1f ns (guarded %.1f ns, "
+                    "guarded_adaptive %.1f ns), %.0f allocations per call\n",
+                    ns("closed/guarded_adaptive") - ns("closed/guarded"), ns("closed/guarded"),
+                    ns("closed/guarded_adaptive"),
+                    figures_["closed/guarded_adaptive"].counters["allocs_per_call"]);
+      out << line;
+    }
     if (has("closed/guarded") && has("closed/guarded_transition_listener")) {
       std::snprintf(
           line, sizeof line,
@@ -615,6 +648,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/bare", bm_closed_bare);
   benchmark::RegisterBenchmark("closed/wrapper_floor", bm_closed_wrapper_floor);
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
+  benchmark::RegisterBenchmark("closed/guarded_adaptive", bm_closed_guarded_adaptive);
   benchmark::RegisterBenchmark("closed/guarded_transition_listener",
                                bm_closed_guarded_transition_listener);
   benchmark::RegisterBenchmark("closed/guarded_call_listener", bm_closed_guarded_call_listener);

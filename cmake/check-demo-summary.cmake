@@ -1,9 +1,10 @@
 # Checks levee-demo's --summary: every mode has the promised figures, and the
-# guarded modes amplify less and have a lower outage p99 than naive retries.
+# guarded modes amplify less and have a lower outage p99 than naive retries;
+# breaker_adaptive contains the degrading phase (issue 13).
 # Usage: cmake -DSUMMARY=file.json -P check-demo-summary.cmake
 cmake_minimum_required(VERSION 3.20)
 file(READ "${SUMMARY}" json)
-foreach(mode naive_retry breaker breaker_retry_budget)
+foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive)
   foreach(key offered_requests downstream_requests amplification success_rate outage_p99_ms recovery_to_closed_ms)
     string(JSON value ERROR_VARIABLE missing GET "${json}" modes ${mode} ${key})
     if(missing)
@@ -14,7 +15,7 @@ foreach(mode naive_retry breaker breaker_retry_budget)
   message(STATUS "${mode}: amplification ${${mode}_amplification}, outage p99 ${${mode}_outage_p99_ms} ms, "
                  "success ${${mode}_success_rate}, closed ${${mode}_recovery_to_closed_ms} ms after healing")
 endforeach()
-foreach(mode breaker breaker_retry_budget)
+foreach(mode breaker breaker_retry_budget breaker_adaptive)
   if(NOT ${mode}_amplification LESS naive_retry_amplification)
     message(FATAL_ERROR "${mode} amplifies as much as naive retries: "
                         "${${mode}_amplification} against ${naive_retry_amplification}")
@@ -30,3 +31,86 @@ foreach(mode breaker breaker_retry_budget)
   endif()
 endforeach()
 message(STATUS "demo summary: the guarded modes amplify less and fail faster than naive retries")
+
+# breaker_adaptive (issue 13): the adaptive limit inside the breaker contains
+# the degradation, in the same run as the other modes.
+string(JSON api_capacity ERROR_VARIABLE missing GET "${json}" api_capacity)
+if(missing)
+  message(FATAL_ERROR "summary: api_capacity is missing")
+endif()
+# The phase named `name` of `mode`, as <out>_<key> variables.
+function(read_phase mode name out)
+  string(JSON count LENGTH "${json}" modes ${mode} phases)
+  math(EXPR last "${count} - 1")
+  foreach(i RANGE ${last})
+    string(JSON phase_name GET "${json}" modes ${mode} phases ${i} name)
+    if(phase_name STREQUAL name)
+      foreach(key offered downstream succeeded p99_ms peak_in_flight peak_pool_waiters
+                  fast_fail_p99_ms)
+        string(JSON value ERROR_VARIABLE missing GET "${json}" modes ${mode} phases ${i} ${key})
+        if(missing)
+          message(FATAL_ERROR "summary: modes.${mode}.phases[${i}].${key} is missing")
+        endif()
+        set(${out}_${key} "${value}" PARENT_SCOPE)
+      endforeach()
+      return()
+    endif()
+  endforeach()
+  message(FATAL_ERROR "summary: ${mode} has no phase '${name}'")
+endfunction()
+foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive)
+  foreach(phase healthy degrading outage healed)
+    read_phase(${mode} ${phase} ${mode}_${phase})  # every phase has fast_fail_p99_ms
+  endforeach()
+endforeach()
+set(a breaker_adaptive_degrading)
+message(STATUS "breaker_adaptive, degrading: ${${a}_succeeded} succeeded (naive_retry "
+               "${naive_retry_degrading_succeeded}), peak in flight ${${a}_peak_in_flight} "
+               "(capacity ${api_capacity}), pool waiters ${${a}_peak_pool_waiters}, fast-fail p99 "
+               "${${a}_fast_fail_p99_ms} ms")
+if(NOT ${a}_peak_pool_waiters EQUAL 0)
+  message(FATAL_ERROR "breaker_adaptive, degrading: ${${a}_peak_pool_waiters} requests waited "
+                      "for a pooled connection")
+endif()
+math(EXPR in_flight_bound "${api_capacity} * 3 / 2")
+if(${a}_peak_in_flight GREATER in_flight_bound)
+  message(FATAL_ERROR "breaker_adaptive, degrading: ${${a}_peak_in_flight} requests in flight, "
+                      "more than 1.5 x the API's capacity (${in_flight_bound})")
+endif()
+if(${a}_succeeded LESS naive_retry_degrading_succeeded)
+  message(FATAL_ERROR "breaker_adaptive, degrading: ${${a}_succeeded} calls succeeded, fewer "
+                      "than naive_retry's ${naive_retry_degrading_succeeded}")
+endif()
+if(NOT ${a}_fast_fail_p99_ms LESS 5)
+  message(FATAL_ERROR "breaker_adaptive, degrading: fast failures take ${${a}_fast_fail_p99_ms} "
+                      "ms at p99 (5 ms at most)")
+endif()
+# Healthy: never throttled. p99 within 20 % of the breaker mode's (whole
+# milliseconds: math(EXPR) has no floating point).
+set(h breaker_adaptive_healthy)
+if(NOT ${h}_succeeded EQUAL ${h}_offered)
+  message(FATAL_ERROR "breaker_adaptive, healthy: ${${h}_succeeded} of ${${h}_offered} calls "
+                      "succeeded")
+endif()
+string(REGEX REPLACE "\\..*" "" p99 "${${h}_p99_ms}")
+string(REGEX REPLACE "\\..*" "" breaker_p99 "${breaker_healthy_p99_ms}")
+math(EXPR p99_bound "(${breaker_p99} * 12 + 9) / 10")
+message(STATUS "breaker_adaptive, healthy: p99 ${p99} ms (breaker ${breaker_p99} ms)")
+if(p99 GREATER p99_bound)
+  message(FATAL_ERROR "breaker_adaptive, healthy: p99 ${p99} ms, more than 20 % over the "
+                      "breaker mode's ${breaker_p99} ms")
+endif()
+# Outage: contained. breaker_adaptive's breaker may still be closed when the
+# API dies (the limit kept the degradation under its thresholds); what reaches
+# the dead API until the breaker opens is bounded by the limit. The breaker
+# modes' are already open (3 requests); naive retries send thousands. At most
+# the API's capacity (--quick runs: 37 to 48).
+set(o breaker_adaptive_outage)
+message(STATUS "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead API "
+               "(naive_retry ${naive_retry_outage_downstream}, breaker "
+               "${breaker_outage_downstream})")
+if(${o}_downstream GREATER api_capacity)
+  message(FATAL_ERROR "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead "
+                      "API, more than its capacity (${api_capacity})")
+endif()
+message(STATUS "demo summary: breaker_adaptive contains the degradation")

@@ -20,12 +20,12 @@ call it, once per mode, and prints what each mode did, phase by phase.
 
 options:
   --scale F          time scale of the scenario (default 0.1: its 200 s run in
-                     20 s per mode, about a minute in all); durations printed
+                     20 s per mode, about a minute and a half in all); durations printed
                      are scenario time (real time / F)
   --quick            --scale 0.035: the whole run in under 30 s (CI)
   --sessions N       concurrent sessions (default 1000)
   --modes LIST       comma-separated, from naive_retry, breaker,
-                     breaker_retry_budget (default: all three)
+                     breaker_retry_budget, breaker_adaptive (default: all four)
   --out DIR          where the timeline and the chart go (default demo-out)
   --summary FILE     also write the figures as JSON to FILE
   --metrics-out FILE write the breakers' final metrics to FILE (Prometheus

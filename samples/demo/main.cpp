@@ -8,6 +8,8 @@
 //   breaker               each call guarded by a levee circuit breaker
 //   breaker_retry_budget  retries under a shared retry budget, each attempt
 //                         guarded by the breaker
+//   breaker_adaptive      as breaker_retry_budget, with an adaptive
+//                         concurrency limit inside the breaker
 // and the demo prints, per phase and side by side, what each mode did to the
 // API and to the sessions (report.cpp). Run with --help (cli.cpp).
 #include "cli.hpp"
@@ -73,9 +75,14 @@ int main(int argc, char** argv) {
   }
   if (!s.metrics_out.empty()) {
     std::vector<levee::named_metrics> all;
-    for (const auto& r : results) all.insert(all.end(), r.metrics.begin(), r.metrics.end());
+    std::vector<levee::named_limit_metrics> limits;
+    for (const auto& r : results) {
+      all.insert(all.end(), r.metrics.begin(), r.metrics.end());
+      limits.insert(limits.end(), r.limit_metrics.begin(), r.limit_metrics.end());
+    }
     std::ofstream out(s.metrics_out);
     levee::write_prometheus(out, all);
+    if (!limits.empty()) levee::write_limits_prometheus(out, limits);
     std::cout << "metrics:  " << s.metrics_out << '\n';
   }
 }

@@ -64,6 +64,8 @@ const char* colour(mode m) {
       return "#1f77b4";
     case mode::breaker_retry_budget:
       return "#2ca02c";
+    case mode::breaker_adaptive:
+      return "#9467bd";
   }
   return "black";
 }
@@ -171,6 +173,8 @@ void print_tables(const std::vector<flaky::phase>& schedule,
     line("latency max", [&](const mode_result& r) { return human_ms(r.phases[p].max()); });
     line("fast-fails (not sent)",
          [&](const mode_result& r) { return std::to_string(r.phases[p].fast_failed); });
+    line("fast-fail latency p99",
+         [&](const mode_result& r) { return human_ms(r.phases[p].fast_fail_percentile(0.99)); });
     line("peak requests in flight",
          [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
     line("peak pool waiters",
@@ -269,7 +273,8 @@ void write_summary(const settings& s, const std::vector<flaky::phase>& schedule,
                                     {"p99_ms", f.percentile(0.99)},
                                     {"max_ms", f.max()},
                                     {"peak_in_flight", f.peak_in_flight},
-                                    {"peak_pool_waiters", f.peak_waiting}});
+                                    {"peak_pool_waiters", f.peak_waiting},
+                                    {"fast_fail_p99_ms", f.fast_fail_percentile(0.99)}});
     }
     json::value recovery;  // null: the breaker never closed (or there is none)
     if (r.recovery_to_closed_ms) recovery = std::round(*r.recovery_to_closed_ms * 10) / 10;
@@ -282,8 +287,14 @@ void write_summary(const settings& s, const std::vector<flaky::phase>& schedule,
                                              {"fast_failed", t.fast_failed},
                                              {"phases", std::move(phases)}};
   }
-  const json::value summary =
-      json::object{{"scale", s.scale}, {"sessions", s.sessions}, {"modes", std::move(modes)}};
+  // The flaky API's capacity (requests in flight before it slows down): the
+  // largest of its phases'.
+  std::size_t capacity = 0;
+  for (const auto& p : schedule) capacity = std::max(capacity, p.capacity);
+  const json::value summary = json::object{{"scale", s.scale},
+                                           {"sessions", s.sessions},
+                                           {"api_capacity", capacity},
+                                           {"modes", std::move(modes)}};
   std::ofstream out(s.summary);
   print_json(out, summary);
   out << '\n';

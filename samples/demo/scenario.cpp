@@ -7,6 +7,8 @@
 //   breaker               guard each call with a circuit breaker
 //   breaker_retry_budget  retry under a shared retry budget, each attempt
 //                         guarded by the breaker
+//   breaker_adaptive      as breaker_retry_budget, with an adaptive
+//                         concurrency limit inside the breaker
 #include "scenario.hpp"
 
 #include "metrics_endpoint.hpp"
@@ -43,6 +45,8 @@ const char* to_string(mode m) noexcept {
       return "breaker";
     case mode::breaker_retry_budget:
       return "breaker_retry_budget";
+    case mode::breaker_adaptive:
+      return "breaker_adaptive";
   }
   return "?";
 }
@@ -103,8 +107,12 @@ class run {
     bo.classifier = http::classify;
     // The breaker comes from a registry, named after the API's host, so that
     // /metrics and --metrics-out expose it.
-    registry_.emplace(ioc, levee::registry_options{.defaults = bo, .idle_timeout = {}});
-    breaker_ = registry_->get("recommendation-api (" + std::string(to_string(mode_)) + ")");
+    levee::registry_options ro{.defaults = bo, .idle_timeout = {}};
+    if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
+    registry_.emplace(ioc, std::move(ro));
+    auto guards = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
+    breaker_ = std::move(guards.breaker);
+    limit_ = std::move(guards.limit);
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
@@ -135,9 +143,11 @@ class run {
     api.stop();
     server_thread.join();
     if (has_breaker(mode_)) result_.metrics = registry_->metrics();
+    result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
     breaker_.reset();
+    limit_.reset();
     registry_.reset();
     return std::move(result_);
   }
@@ -145,12 +155,53 @@ class run {
  private:
   std::size_t phase_now() const { return api_->phase_index(); }
 
-  // One call, as the mode makes it. Returns whether it succeeded in the end and
-  // whether levee refused it.
-  asio::awaitable<std::pair<bool, bool>> call() {
+  // The adaptive limit of mode breaker_adaptive. Gradient2 compares each
+  // window's round trip with a long-term one. Here the API's own latency
+  // ramps from 200 ms to 8 s in the degrading phase's 60 s, which a long-term
+  // average over Gradient2's default 600 windows reads as queueing: the limit
+  // falls and gives the API's goodput away (one --quick run: 1,024 calls
+  // succeeded in the degradation against naive_retry's 1,443). With 10
+  // windows the baseline follows the ramp a few seconds behind, so the limit
+  // shrinks on what the API adds beyond its capacity of 100 in flight
+  // (latency *= in_flight / 100) rather than on the ramp, and settles near
+  // rtt_tolerance x capacity. rtt_tolerance 1.5 rather than 1.3: the API
+  // serves as many calls per second at 1.5 x its capacity as at 1 x (each
+  // answer comes later), and those answers cross the breaker's 8 s slow-call
+  // threshold at the end of the degradation, so that the breaker opens within
+  // seconds of the API's death (--quick runs: about 40 requests reached the
+  // dead API, against about 150 with 1.3). max_limit 150 (1.5 x capacity)
+  // bounds the connections the API may hold whatever the estimate. A window
+  // lasts 1 s of scenario time (scaled like every duration of the demo),
+  // longer than a healthy round trip. The limit starts at the capacity, so a
+  // healthy API (about 20 to 60 calls in flight) is never throttled:
+  // Gradient2 does not move while fewer than half the limit's calls are in
+  // flight.
+  levee::adaptive_limit_options limit_options() const {
+    levee::adaptive_limit_options lo;
+    lo.algorithm = levee::limit_algorithm::gradient2;
+    lo.initial_limit = 100;
+    lo.min_limit = 20;
+    lo.max_limit = 150;
+    lo.rtt_tolerance = 1.5;
+    lo.long_window = 10;
+    lo.sample_window = scaled(s_, 1s);
+    lo.classifier = http::classify;
+    return lo;
+  }
+
+  struct call_outcome {
+    bool ok = false;        // a 2xx in the end
+    bool rejected = false;  // levee refused the last attempt (levee::is_rejection)
+    bool sent = false;      // at least one attempt reached the API
+  };
+
+  // One call, as the mode makes it.
+  asio::awaitable<call_outcome> call() {
+    bool sent = false;
     const std::string url = "http://127.0.0.1:" + std::to_string(port_) + "/recommendations";
     auto attempt = [&]() -> asio::awaitable<http::result> {
       ++in_flight_;
+      sent = true;
       auto& f = result_.phases[phase_now()];
       f.peak_in_flight = std::max(f.peak_in_flight, in_flight_);
       auto r = co_await http::http_get(*client_, url, http::nothrow);
@@ -168,9 +219,13 @@ class run {
       case mode::breaker_retry_budget:
         r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)(attempt()); });
         break;
+      case mode::breaker_adaptive:
+        // Retry budget outermost, then the breaker, then the limit, then the call.
+        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)((*limit_)(attempt())); });
+        break;
     }
     const auto& [ec, res] = r;
-    co_return std::pair(!ec && res.result_int() / 100 == 2, levee::is_rejection(ec));
+    co_return call_outcome{!ec && res.result_int() / 100 == 2, levee::is_rejection(ec), sent};
   }
 
   asio::awaitable<void> session(std::uint64_t seed) {
@@ -184,7 +239,7 @@ class run {
       const auto t0 = steady::now();
       const std::size_t phase = phase_now();
       ++calls_active_;
-      auto [ok, rejected] = co_await call();
+      const auto [ok, rejected, sent] = co_await call();
       --calls_active_;
       const auto took = steady::now() - t0;
       auto& f = result_.phases[phase];
@@ -194,6 +249,9 @@ class run {
       f.fast_failed += rejected;
       const double ms = scenario_ms(s_, took);
       f.latencies_ms.push_back(ms);
+      // A fast failure: refused by levee without reaching the API (a call
+      // whose first attempt reached it and whose retry was refused is not).
+      if (rejected && !sent) f.fast_fail_ms.push_back(ms);
       row_latencies_.push_back(ms);
       // Think time: 5 to 15 s of scenario time between a session's calls, so
       // 1,000 sessions offer about 100 calls per second.
@@ -283,6 +341,7 @@ class run {
   std::optional<http::client> client_;
   std::optional<levee::breaker_registry> registry_;
   std::shared_ptr<levee::circuit_breaker> breaker_;
+  std::shared_ptr<levee::adaptive_limit> limit_;  // breaker_adaptive only
   std::optional<levee::retry_policy> naive_, budgeted_;
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;

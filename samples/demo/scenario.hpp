@@ -3,6 +3,7 @@
 // and the /metrics endpoint are in files of their own.
 #pragma once
 
+#include <levee/adaptive_limit.hpp>
 #include <levee/observe.hpp>
 
 #include <flaky/schedule.hpp>
@@ -23,13 +24,14 @@ using nanos = std::chrono::nanoseconds;
 
 /// How the sessions call the API.
 enum class mode {
-  naive_retry,          ///< each failure retried up to 3 times, 100 ms apart, no breaker
-  breaker,              ///< each call guarded by a circuit breaker
-  breaker_retry_budget  ///< retries under a shared retry budget, each attempt guarded
+  naive_retry,           ///< each failure retried up to 3 times, 100 ms apart, no breaker
+  breaker,               ///< each call guarded by a circuit breaker
+  breaker_retry_budget,  ///< retries under a shared retry budget, each attempt guarded
+  breaker_adaptive       ///< as breaker_retry_budget, with an adaptive limit inside the breaker
 };
 
 inline constexpr std::array all_modes = {mode::naive_retry, mode::breaker,
-                                         mode::breaker_retry_budget};
+                                         mode::breaker_retry_budget, mode::breaker_adaptive};
 
 /// The mode's name, as the command line, the tables and the summary spell it.
 const char* to_string(mode m) noexcept;
@@ -66,6 +68,15 @@ inline double scenario_ms(const settings& s, nanos real) {
 
 // ---- measurements -----------------------------------------------------------
 
+/// The `p` quantile of `v` (0 when empty), by nth_element on a copy.
+inline double percentile_of(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(
+      std::clamp(p * static_cast<double>(v.size() - 1), 0.0, static_cast<double>(v.size() - 1)));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
 struct phase_figures {
   std::uint64_t offered = 0;         // calls made by sessions
   std::uint64_t succeeded = 0;       // calls that got a 2xx in the end
@@ -74,15 +85,10 @@ struct phase_figures {
   std::size_t peak_in_flight = 0;    // attempts in flight at once (client side)
   std::size_t peak_waiting = 0;      // requests waiting for a pooled connection at once
   std::vector<double> latencies_ms;  // per call, scenario ms
+  std::vector<double> fast_fail_ms;  // per call levee rejected before any attempt reached the API
 
-  double percentile(double p) const {
-    if (latencies_ms.empty()) return 0;
-    std::vector<double> v = latencies_ms;
-    const auto k = static_cast<std::size_t>(
-        std::clamp(p * static_cast<double>(v.size() - 1), 0.0, static_cast<double>(v.size() - 1)));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-    return v[k];
-  }
+  double percentile(double p) const { return percentile_of(latencies_ms, p); }
+  double fast_fail_percentile(double p) const { return percentile_of(fast_fail_ms, p); }
   double max() const {
     return latencies_ms.empty() ? 0 : *std::max_element(latencies_ms.begin(), latencies_ms.end());
   }
@@ -103,8 +109,9 @@ struct mode_result {
   mode which = mode::naive_retry;
   std::vector<phase_figures> phases;
   std::vector<timeline_row> timeline;
-  std::optional<double> recovery_to_closed_ms;  // scenario ms from "healed" to CLOSED
-  std::vector<levee::named_metrics> metrics;    // the breaker's, at the end
+  std::optional<double> recovery_to_closed_ms;            // scenario ms from "healed" to CLOSED
+  std::vector<levee::named_metrics> metrics;              // the breaker's, at the end
+  std::vector<levee::named_limit_metrics> limit_metrics;  // the adaptive limit's, at the end
 };
 
 class metrics_endpoint;
