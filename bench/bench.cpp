@@ -236,8 +236,12 @@ void bm_closed_guarded_slow_calls(benchmark::State& state) {
 // ---- open and half-open ---------------------------------------------------------
 
 /// A breaker opened by one failure, with an open duration longer than any run.
+// No limit on HALF_OPEN: on the manual clock (virtual time that never moves
+// here) a pending half-open timer would keep `run()` spinning.
 levee::breaker_options opens_at_once() {
-  return {.minimum_calls = 1, .open_duration = 1h};
+  return {.minimum_calls = 1,
+          .open_duration = 1h,
+          .max_half_open_duration = std::chrono::nanoseconds::max()};
 }
 
 asio::awaitable<std::tuple<boost::system::error_code, int>> failing() {

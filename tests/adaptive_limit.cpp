@@ -367,6 +367,8 @@ TEST_CASE("adaptive limit: a registry keeps one limit per key next to its breake
   REQUIRE(refused->done);
   CHECK(std::get<0>(*refused->value) == levee::error::limit_exceeded);
   CHECK(a.breaker->metrics().rejected == 0);  // the limit refused it, not the breaker
+  CHECK(a.breaker->metrics().failures == 0);  // and the breaker does not count it against
+  CHECK(a.breaker->metrics().ignored == 1);   // the downstream
   const std::string text = registry.prometheus_text();
   CHECK(text.find("levee_limit{limit=\"a:80\"} 1\n") != std::string::npos);
   CHECK(text.find("levee_rejected_calls_total{breaker=\"a:80\"} 0\n") != std::string::npos);

@@ -177,7 +177,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     if constexpr (is_error_tuple_v<T>) {
       const boost::system::error_code& ec = std::get<0>(value);
       if (!ec) return outcome::success;
-      return is_cancellation(ec) ? outcome::ignored : outcome::failure;
+      // As default_classify: cancellations and inner levee rejections say
+      // nothing of the downstream's health.
+      return is_cancellation(ec) || is_rejection(ec) ? outcome::ignored : outcome::failure;
     } else {
       return outcome::success;
     }
