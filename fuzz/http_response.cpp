@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   // The first byte: read size (1 to 256 bytes a read) and whether the
   // request was a HEAD.
-  const std::size_t step = std::size_t{data[0] & 0x7f} * 2 + 1;
+  const std::size_t step = static_cast<std::size_t>(data[0] & 0x7f) * 2 + 1;
   const bool head = (data[0] & 0x80) != 0;
   ++data;
   --size;
