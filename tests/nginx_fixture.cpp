@@ -3,6 +3,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <csignal>
@@ -90,6 +91,10 @@ nginx_fixture::nginx_fixture(nginx_options options)
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("nginx fixture: fork failed");
     if (pid_ == 0) {
+      // nginx goes with the test process however it ends (a crash, a kill
+      // by ctest's timeout), not only through the destructor.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() == 1) ::_exit(127);  // the parent is already gone
       ::execl(nginx.c_str(), nginx.c_str(), "-p", d.c_str(), "-c", (d + "/nginx.conf").c_str(),
               static_cast<char*>(nullptr));
       ::_exit(127);
