@@ -93,4 +93,18 @@ inline asio::awaitable<bool> write_all(tcp::socket& s, const std::string& bytes)
   co_return !ec;
 }
 
+/// Answers every request on `s` with `reply` until the peer closes. True
+/// when the peer closed (false when a write failed).
+inline asio::awaitable<bool> answer_each(tcp::socket& s, std::string reply) {
+  asio::streambuf in;
+  while (!(co_await read_head(s, in)).empty())
+    if (!co_await write_all(s, reply)) co_return false;
+  co_return true;
+}
+
+/// A script for `script_server`: a kept-alive "200 ok" to every request.
+inline asio::awaitable<void> serve_ok(tcp::socket s, int) {
+  co_await answer_each(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+}
+
 }  // namespace levee_test

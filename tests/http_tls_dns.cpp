@@ -217,11 +217,7 @@ struct dns_server {
 TEST_CASE("dns: the deadline bounds resolution, and a slow lookup holds no other") {
   asio::io_context ioc;
   dns_server dns(ioc);
-  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
-    asio::streambuf in;
-    while (!(co_await read_head(s, in)).empty())
-      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
-  });
+  script_server server(ioc, serve_ok);
   server.start();
   http::client_options o{.timeout = 300ms};
   o.dns_servers = dns.address();

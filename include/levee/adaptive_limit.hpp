@@ -272,13 +272,7 @@ class basic_adaptive_limit {
         break;
       }
     }
-    if (ec) {
-      if constexpr (detail::is_error_tuple_v<T>) {
-        co_return detail::error_tuple<T>::make(ec);
-      } else {
-        throw boost::system::system_error(ec);
-      }
-    }
+    if (ec) co_return detail::error_result<T>(ec);
     ticket t(std::move(state), started_with);
     try {
       if constexpr (std::is_void_v<T>) {

@@ -395,13 +395,7 @@ class basic_bulkhead {
         break;
       }
     }
-    if (ec) {
-      if constexpr (detail::is_error_tuple_v<T>) {
-        co_return detail::error_tuple<T>::make(ec);
-      } else {
-        throw boost::system::system_error(ec);
-      }
-    }
+    if (ec) co_return detail::error_result<T>(ec);
     detail::bulkhead_slot slot(std::move(state));
     co_return co_await std::move(aw);
   }

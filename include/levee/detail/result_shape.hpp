@@ -25,6 +25,18 @@ struct error_tuple<std::tuple<boost::system::error_code, Ts...>> {
   }
 };
 
+/// A levee error in a call's own shape: `{ec, T{}...}` when `T` is
+/// `std::tuple<error_code, ...>`, otherwise a thrown `system_error`. (For
+/// `void`, `co_return error_result<void>(ec);` throws.)
+template <class T>
+T error_result(boost::system::error_code ec) {
+  if constexpr (is_error_tuple_v<T>) {
+    return error_tuple<T>::make(ec);
+  } else {
+    throw boost::system::system_error(ec);
+  }
+}
+
 /// The value type of an `asio::awaitable`.
 template <class Awaitable>
 struct awaitable_traits {

@@ -210,12 +210,6 @@ bool idempotent(beast::http::verb v) noexcept {
          v == verb::put || v == verb::delete_;
 }
 
-bool is_ip_literal(const std::string& host) {
-  boost::system::error_code ec;
-  (void)asio::ip::make_address(host, ec);
-  return !ec;
-}
-
 }  // namespace client_detail
 using namespace client_detail;
 
@@ -453,7 +447,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     std::vector<tcp::endpoint> endpoints;
     boost::system::error_code ec;
     const auto address = asio::ip::make_address(origin.host, ec);
-    if (!ec) {
+    const bool ip_literal = !ec;
+    if (ip_literal) {
       endpoints.emplace_back(address, origin.port);  // an IP literal: no resolver
     } else {
       auto [rec, found] = co_await resolver.async_resolve(origin.host, origin.port, deadline,
@@ -476,8 +471,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
       // SNI for names (not for IP literals, RFC 6066), and the certificate
       // must name the host, whatever the context's own callback says.
       ::ERR_clear_error();
-      if (!is_ip_literal(origin.host) &&
-          !SSL_set_tlsext_host_name(s.native_handle(), origin.host.c_str())) {
+      if (!ip_literal && !SSL_set_tlsext_host_name(s.native_handle(), origin.host.c_str())) {
         const auto err = ::ERR_get_error();
         co_return err
             ? boost::system::error_code(static_cast<int>(err), asio::error::get_ssl_category())
