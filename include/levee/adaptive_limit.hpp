@@ -5,6 +5,7 @@
 #include <levee/classify.hpp>
 #include <levee/detail/adaptive_limit_state.hpp>
 #include <levee/detail/result_shape.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -176,7 +177,7 @@ class basic_adaptive_limit {
   explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {},
                                 std::string name = {})
       : executor_(ex),
-        state_(std::make_shared<detail::adaptive_limit_state>(checked(std::move(options)),
+        state_(std::make_shared<detail::adaptive_limit_state>(detail::checked(std::move(options)),
                                                               std::move(name))) {}
 
   template <class ExecutionContext>
@@ -218,11 +219,6 @@ class basic_adaptive_limit {
   }
 
  private:
-  static adaptive_limit_options checked(adaptive_limit_options o) {
-    validate(o);
-    return o;
-  }
-
   // Frees the slot however the call ends; a sample only through `finish`.
   class ticket {
    public:

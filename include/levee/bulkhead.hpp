@@ -5,6 +5,7 @@
 #include <levee/detail/result_shape.hpp>
 #include <levee/detail/saturating.hpp>
 #include <levee/detail/spinlock.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -321,7 +322,7 @@ class basic_bulkhead {
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_bulkhead(const Executor& ex, bulkhead_options options = {})
-      : executor_(ex), state_(std::make_shared<detail::bulkhead_state>(checked(options))) {}
+      : executor_(ex), state_(std::make_shared<detail::bulkhead_state>(detail::checked(options))) {}
 
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
@@ -371,11 +372,6 @@ class basic_bulkhead {
   void release() noexcept { state_->leave(); }
 
  private:
-  static bulkhead_options checked(bulkhead_options o) {
-    validate(o);
-    return o;
-  }
-
   template <class T, class Executor>
   static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::bulkhead_state> state,
                                                   boost::asio::awaitable<T, Executor> aw) {

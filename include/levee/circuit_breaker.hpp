@@ -4,6 +4,7 @@
 #include <levee/classify.hpp>
 #include <levee/detail/breaker_core.hpp>
 #include <levee/detail/result_shape.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/detail/window_clock.hpp>
 #include <levee/error.hpp>
 #include <levee/observe.hpp>
@@ -113,7 +114,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   using time_point = typename Clock::time_point;
 
   breaker_impl(asio::any_io_executor ex, breaker_options options, std::string name)
-      : options_(checked(std::move(options))),
+      : options_(detail::checked(std::move(options))),
         core_(options_),
         timer_(std::move(ex)),
         created_(Clock::now()) {
@@ -389,11 +390,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     std::array<nanos, circuit_state_count> time_in_state{};
     std::array<std::array<std::uint64_t, circuit_state_count>, circuit_state_count> transitions{};
   };
-
-  static breaker_options checked(breaker_options o) {
-    validate(o);
-    return o;
-  }
 
   extras_type& extras() {  // under metrics_lock_
     if (!extras_) extras_ = std::make_unique<extras_type>();

@@ -5,6 +5,7 @@
 #include <levee/circuit_breaker.hpp>
 #include <levee/detail/clock_traits.hpp>
 #include <levee/detail/saturating.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/observe.hpp>
 
 #include <algorithm>
@@ -100,7 +101,7 @@ class basic_breaker_registry {
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_breaker_registry(const Executor& ex, registry_options options = {})
-      : executor_(ex), options_(checked(std::move(options))), last_sweep_(now()) {}
+      : executor_(ex), options_(detail::checked(std::move(options))), last_sweep_(now()) {}
 
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
@@ -233,11 +234,6 @@ class basic_breaker_registry {
     if (options_.limits)
       g.limit = std::make_shared<limit_type>(executor_, *options_.limits, std::string(key));
     return g;
-  }
-
-  static registry_options checked(registry_options o) {
-    validate(o);
-    return o;
   }
 
   static std::int64_t now() noexcept {

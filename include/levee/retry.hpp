@@ -4,6 +4,7 @@
 #include <levee/classify.hpp>
 #include <levee/detail/clock_traits.hpp>
 #include <levee/detail/result_shape.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
 #include <levee/retry_budget.hpp>
 
@@ -128,7 +129,7 @@ class basic_retry_policy {
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   explicit basic_retry_policy(retry_options options = {})
-      : options_(checked(std::move(options))),
+      : options_(detail::checked(std::move(options))),
         seed_(options_.seed != 0 ? options_.seed : detail::random_seed()) {}
 
   const retry_options& options() const noexcept { return options_; }
@@ -150,10 +151,6 @@ class basic_retry_policy {
   }
 
  private:
-  static retry_options checked(retry_options o) {
-    validate(o);
-    return o;
-  }
   retry_options options_;
   std::uint64_t seed_;
   std::atomic<std::uint64_t> operations_{0};

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/adaptive_limit.hpp>
+#include <levee/detail/validate.hpp>
 
 #include <boost/asio/post.hpp>
 
@@ -14,7 +15,7 @@ namespace levee {
 
 void validate(const adaptive_limit_options& o) {
   auto reject = [](const char* member, const char* rule) {
-    throw std::invalid_argument(std::string("adaptive_limit_options::") + member + " " + rule);
+    detail::reject_option("adaptive_limit_options", member, rule);
   };
   if (o.min_limit < 1) reject("min_limit", "must be at least 1");
   if (o.max_limit < o.min_limit) reject("max_limit", "must be at least min_limit");

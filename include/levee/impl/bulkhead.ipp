@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/bulkhead.hpp>
+#include <levee/detail/validate.hpp>
 
 #include <stdexcept>
 #include <string>
@@ -10,7 +11,7 @@ namespace levee {
 
 void validate(const bulkhead_options& o) {
   auto reject = [](const char* member, const char* rule) {
-    throw std::invalid_argument(std::string("bulkhead_options::") + member + " " + rule);
+    detail::reject_option("bulkhead_options", member, rule);
   };
   if (o.max_concurrent < 1) reject("max_concurrent", "must be at least 1");
   if (o.max_queue > (std::size_t{1} << 30)) reject("max_queue", "must not exceed 2^30");

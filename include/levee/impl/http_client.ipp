@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/detail/run_on.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/http/client.hpp>
 #include <levee/http/detail/resolver.hpp>
 #include <levee/http/detail/response_reader.hpp>
@@ -47,7 +48,7 @@ using steady = std::chrono::steady_clock;
 
 void validate(const client_options& o) {
   auto reject = [](const char* member, const char* rule) {
-    throw std::invalid_argument(std::string("client_options::") + member + " " + rule);
+    levee::detail::reject_option("client_options", member, rule);
   };
   if (o.max_connections_per_host < 1 || o.max_connections_per_host > 100000)
     reject("max_connections_per_host", "must be in [1, 100000]");

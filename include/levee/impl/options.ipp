@@ -1,6 +1,7 @@
 // levee: option validation, compiled once in lib/.
 #pragma once
 
+#include <levee/detail/validate.hpp>
 #include <levee/options.hpp>
 #include <levee/registry.hpp>
 
@@ -50,9 +51,15 @@ const char* to_string(transition_reason r) noexcept {
   return "unknown";
 }
 
+namespace detail {
+void reject_option(const char* type, const char* member, const char* rule) {
+  throw std::invalid_argument(std::string(type) + "::" + member + " " + rule);
+}
+}  // namespace detail
+
 namespace {
 [[noreturn]] void reject_option(const char* member, const char* rule) {
-  throw std::invalid_argument(std::string("breaker_options::") + member + " " + rule);
+  detail::reject_option("breaker_options", member, rule);
 }
 }  // namespace
 
@@ -96,9 +103,9 @@ void validate(const breaker_options& o) {
 void validate(const registry_options& o) {
   validate(o.defaults);
   if (o.idle_timeout < std::chrono::nanoseconds::zero())
-    throw std::invalid_argument("registry_options::idle_timeout must not be negative");
+    detail::reject_option("registry_options", "idle_timeout", "must not be negative");
   if (o.max_breakers < 1)
-    throw std::invalid_argument("registry_options::max_breakers must be at least 1");
+    detail::reject_option("registry_options", "max_breakers", "must be at least 1");
   if (o.limits) validate(*o.limits);
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/detail/saturating.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/retry.hpp>
 
 #include <algorithm>
@@ -14,7 +15,7 @@ namespace levee {
 
 void validate(const retry_options& o) {
   auto reject = [](const char* member, const char* rule) {
-    throw std::invalid_argument(std::string("retry_options::") + member + " " + rule);
+    detail::reject_option("retry_options", member, rule);
   };
   if (o.max_attempts < 1) reject("max_attempts", "must be at least 1");
   if (o.initial_delay < std::chrono::nanoseconds::zero())

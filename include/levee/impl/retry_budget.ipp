@@ -1,6 +1,7 @@
 // levee: the retry budget, compiled once in lib/.
 #pragma once
 
+#include <levee/detail/validate.hpp>
 #include <levee/retry_budget.hpp>
 
 #include <cmath>
@@ -12,7 +13,7 @@ namespace levee {
 
 void validate(const retry_budget_options& o) {
   auto reject = [](const char* member, const char* rule) {
-    throw std::invalid_argument(std::string("retry_budget_options::") + member + " " + rule);
+    detail::reject_option("retry_budget_options", member, rule);
   };
   if (!(o.ratio >= 0.0 && o.ratio <= 10.0)) reject("ratio", "must be in [0, 10]");
   if (!(o.min_retries_per_second >= 0.0 && o.min_retries_per_second <= 1e9))
@@ -24,17 +25,13 @@ void validate(const retry_budget_options& o) {
 }
 
 namespace {
-retry_budget_options checked(retry_budget_options o) {
-  validate(o);
-  return o;
-}
 std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   return a / b - (a % b != 0 && a < 0 ? 1 : 0);  // no negation: safe down to min()
 }
 }  // namespace
 
 retry_budget::retry_budget(retry_budget_options options)
-    : options_(checked(options)),
+    : options_(detail::checked(options)),
       width_ns_(options_.ttl.count() / static_cast<std::int64_t>(options_.buckets)),
       ring_(options_.buckets) {}
 
