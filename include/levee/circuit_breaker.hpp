@@ -33,6 +33,10 @@
 
 namespace levee {
 
+namespace detail {
+struct guard_access;
+}  // namespace detail
+
 /// What `breaker(aw)` returns: for an `asio::awaitable<T, Executor>`, an
 /// `asio::awaitable<T, Executor>` that runs `aw` under the breaker when it is
 /// awaited (and never runs it when the breaker rejects the call).
@@ -281,6 +285,7 @@ class basic_circuit_breaker {
   struct supported_signature<R(Args...)>
       : std::bool_constant<detail::error_arguments<std::decay_t<Args>...>::supported> {};
 
+  friend struct detail::guard_access;
   std::shared_ptr<impl_type> impl_;
 };
 

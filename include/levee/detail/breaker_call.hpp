@@ -94,6 +94,13 @@ class call_scope {
     b.core().enter();
     if (p.is_probe()) b.probe_admitted(p.generation());
   }
+  /// For a caller that measures the call itself (`finish_measured`).
+  struct no_clock_t {};
+  static constexpr no_clock_t no_clock{};
+  call_scope(Impl& b, permit p, no_clock_t) noexcept : b_(&b), p_(p), start_() {
+    b.core().enter();
+    if (p.is_probe()) b.probe_admitted(p.generation());
+  }
   call_scope(call_scope&& other) noexcept
       : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
   call_scope& operator=(call_scope&&) = delete;
@@ -111,6 +118,13 @@ class call_scope {
     }
   }
   void finish(const call_result& r) noexcept { finish(b_->classify(r), &r); }
+  /// A call that took `elapsed` and ended at `now` (on the breaker's clock).
+  void finish_measured(outcome o, nanos elapsed, nanos now, const call_result* r) noexcept {
+    if (p_) {
+      b_->finish_measured(std::exchange(p_, permit()), o, elapsed, now, r);
+      b_->leave();
+    }
+  }
   /// A call that returned `value`.
   template <class T>
   void finish_value(const T& value) noexcept {
