@@ -176,8 +176,9 @@ TEST_CASE("registry: max_breakers bounds it: the least recently used unheld brea
                     "registry_options::max_breakers must be at least 1");
 }
 
-TEST_CASE("registry: guards(key)(call) reads the clock once when the call starts and once when "
-          "it ends, for the breaker and the limit together") {
+TEST_CASE(
+    "registry: guards(key)(call) reads the clock once when the call starts and once when "
+    "it ends, for the breaker and the limit together") {
   virtual_time vt;
   asio::io_context ioc;
   levee::registry_options o;
@@ -203,8 +204,9 @@ TEST_CASE("registry: guards(key)(call) reads the clock once when the call starts
   CHECK(nested_reads > shared_reads);
 }
 
-TEST_CASE("registry: guards(key)(call) is breaker(limit(call)): the shared duration makes a slow "
-          "call for the breaker and a sample for the limit; a refusal is ignored") {
+TEST_CASE(
+    "registry: guards(key)(call) is breaker(limit(call)): the shared duration makes a slow "
+    "call for the breaker and a sample for the limit; a refusal is ignored") {
   virtual_time vt;
   asio::io_context ioc;
   levee::registry_options o;
