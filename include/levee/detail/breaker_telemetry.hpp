@@ -103,9 +103,15 @@ class breaker_telemetry {
   std::atomic<extras_type*> extras_{nullptr};  // named, listened to or past a transition
   std::atomic<std::uint8_t> mask_{0};          // an event_mask in a byte
   mutable spinlock state_lock_;
+  bool detached_ = false;  // under order_lock_: the breaker object is gone
   small_mutex order_lock_;
   nanos recovery_;
   nanos created_;
+  // Under state_lock_: the latest time a snapshot was taken at. A transition
+  // whose time was read earlier is applied at this time instead, so that time
+  // in a state never goes backwards between two snapshots (clocks are read
+  // before the lock, never under it).
+  mutable nanos seen_{};
 };
 
 }  // namespace levee::detail
