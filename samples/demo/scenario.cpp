@@ -182,7 +182,8 @@ class run {
   // queueing. What that gives (limit events of --quick runs): the limit dips
   // from 100 to about 92 in the ramp's first seconds, when the latency
   // doubles faster than the baseline follows, then grows by queue_size x
-  // smoothing (0.8) per window, to about 130 when the API dies: later the
+  // smoothing (0.8) per window, to about 120 when the breaker opens (50 s
+  // into the degradation; 130 if it stayed closed to the end): later the
   // ramp is slower, and the queueing the limit lets in (latency *= in_flight
   // / 100 beyond the capacity of 100) stays under the tolerance. That
   // is enough: beyond its capacity the API completes 100 / latency calls a
