@@ -126,9 +126,7 @@ class run {
     levee::registry_options ro{.defaults = bo, .idle_timeout = {}};
     if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
     registry_.emplace(ioc, std::move(ro));
-    auto guards = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
-    breaker_ = std::move(guards.breaker);
-    limit_ = std::move(guards.limit);
+    guards_ = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
@@ -162,8 +160,7 @@ class run {
     result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
-    breaker_.reset();
-    limit_.reset();
+    guards_ = {};
     registry_.reset();
     return std::move(result_);
   }
@@ -233,14 +230,16 @@ class run {
         r = co_await levee::retry(*naive_, attempt);
         break;
       case mode::breaker:
-        r = co_await (*breaker_)(attempt());
+        r = co_await (*guards_.breaker)(attempt());
         break;
       case mode::breaker_retry_budget:
-        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)(attempt()); });
+        r = co_await levee::retry(*budgeted_, [&] { return (*guards_.breaker)(attempt()); });
         break;
       case mode::breaker_adaptive:
-        // Retry budget outermost, then the breaker, then the limit, then the call.
-        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)((*limit_)(attempt())); });
+        // Retry budget outermost, then the breaker, then the limit, then the
+        // call: guards_(call) is breaker(limit(call)) in one frame, with one
+        // clock read when the call starts and one when it ends.
+        r = co_await levee::retry(*budgeted_, [&] { return guards_(attempt()); });
         break;
     }
     const auto& [ec, res] = r;
@@ -292,7 +291,7 @@ class run {
     while (steady::now() < end_ + scaled(s_, 10s)) {
       const auto now = steady::now();
       const std::size_t phase = phase_now();
-      const auto state = breaker_->state();
+      const auto state = guards_.breaker->state();
       const auto waiting = client_->stats().waiting;
       auto& f = result_.phases[phase];
       f.peak_waiting = std::max(f.peak_waiting, waiting);
@@ -359,8 +358,7 @@ class run {
   steady::time_point start_, end_;
   std::optional<http::client> client_;
   std::optional<levee::breaker_registry> registry_;
-  std::shared_ptr<levee::circuit_breaker> breaker_;
-  std::shared_ptr<levee::adaptive_limit> limit_;  // breaker_adaptive only
+  levee::breaker_registry::guard_set guards_;  // the limit: breaker_adaptive only
   std::optional<levee::retry_policy> naive_, budgeted_;
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;
