@@ -76,8 +76,7 @@ struct breaker_telemetry::extras_type {
   std::unique_ptr<history_type> history;  // allocated under order_lock_
 };
 
-breaker_telemetry::breaker_telemetry(std::string name, nanos recovery_window, nanos created)
-    : recovery_(recovery_window), created_(created) {
+breaker_telemetry::breaker_telemetry(std::string name, nanos created) : created_(created) {
   if (!name.empty()) {
     auto* x = new extras_type;
     x->name = std::move(name);
@@ -209,9 +208,10 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
       }
     }
   }
-  if (left_closed && recovery_ > nanos::zero() && !detached_) {
-    alarm.arm_stuck(now, recovery_);
-  } else if (came_back && recovery_ > nanos::zero()) {
+  const nanos recovery = alarm.recovery_window();
+  if (left_closed && recovery > nanos::zero() && !detached()) {
+    alarm.arm_stuck(now, recovery);
+  } else if (came_back && recovery > nanos::zero()) {
     alarm.cancel_stuck();  // recovered: a closed breaker leaves no pending work
   }
   if (!set) return;
@@ -253,7 +253,7 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
 
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
   small_lock order(order_lock_);
-  detached_ = true;
+  detached_.store(true, std::memory_order_relaxed);
   alarm.cancel_stuck();
 }
 
@@ -300,7 +300,7 @@ void breaker_telemetry::unlisten(std::uint64_t id) {
   mask_.store(static_cast<std::uint8_t>(m), std::memory_order_release);
 }
 
-void breaker_telemetry::fill(breaker_metrics& r, nanos now) const noexcept {
+void breaker_telemetry::fill(breaker_metrics& r, nanos now, nanos recovery) const noexcept {
   const extras_type* x = extras();
   spin_guard g(state_lock_);
   seen_ = std::max(seen_, now);
@@ -317,7 +317,7 @@ void breaker_telemetry::fill(breaker_metrics& r, nanos now) const noexcept {
   r.transitions = h->transitions;
   if (!closed_like(h->current)) {
     r.not_closed_for = since(h->left_closed);
-    r.stuck_open = recovery_ > nanos::zero() && r.not_closed_for >= recovery_;
+    r.stuck_open = recovery > nanos::zero() && r.not_closed_for >= recovery;
   }
 }
 
