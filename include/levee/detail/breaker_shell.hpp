@@ -124,7 +124,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   breaker_metrics metrics() noexcept;
 
  private:
-  void call_telemetry(event_mask mask, outcome o, nanos elapsed, const call_result* r) noexcept;
+  void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;

@@ -57,9 +57,16 @@ void breaker_impl<Clock, WaitTraits>::finish_measured(permit p, outcome o, nanos
   // Without a listener this is one relaxed load. A call event is posted
   // before the core records the call, so that a transition the call causes
   // comes after it.
-  if (const event_mask mask = telemetry_.wanted()) [[unlikely]]
-    call_telemetry(mask, o, elapsed, r);
-  apply(core_.complete(p, o, now, elapsed));
+  const event_mask mask = telemetry_.wanted();
+  if (mask & call_events) [[unlikely]]
+    call_event(mask, o, elapsed);
+  // The last failure, kept only while a listener wants transitions: with
+  // none, a failure costs nothing more than this test of the same load.
+  if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
+      [[unlikely]]
+    telemetry_.note_failure(r);
+  if (const transition t = core_.complete(p, o, now, elapsed)) [[unlikely]]
+    apply(t);
 }
 
 template <class Clock, class WaitTraits>
@@ -147,19 +154,15 @@ breaker_metrics breaker_impl<Clock, WaitTraits>::metrics() noexcept {
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::call_telemetry(event_mask mask, outcome o, nanos elapsed,
-                                                     const call_result* r) noexcept {
+void breaker_impl<Clock, WaitTraits>::call_event(event_mask mask, outcome o,
+                                                 nanos elapsed) noexcept {
   const event_kind kind = o == outcome::success   ? event_kind::success
                           : o == outcome::failure ? event_kind::failure
                                                   : event_kind::ignored;
-  if (mask & static_cast<event_mask>(kind)) {
-    const bool slow = options_.slow_call_duration > nanos::zero() &&
-                      elapsed >= options_.slow_call_duration && o != outcome::ignored;
-    telemetry_.call_event(kind, core_.state(), slow);
-  }
-  // The last failure, kept only while a listener wants transitions.
-  if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
-    telemetry_.note_failure(r);
+  if (!(mask & static_cast<event_mask>(kind))) return;
+  const bool slow = options_.slow_call_duration > nanos::zero() &&
+                    elapsed >= options_.slow_call_duration && o != outcome::ignored;
+  telemetry_.call_event(kind, core_.state(), slow);
 }
 
 template <class Clock, class WaitTraits>
