@@ -281,6 +281,35 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     arm(generation, options_.max_half_open_duration, /*once=*/true);
   }
 
+  // ---- fleet hooks (levee::fleet_link) -------------------------------------
+  // While the gate is on, the open timer's expiry does not turn the breaker
+  // HALF_OPEN: it is remembered (`fleet_open_expired`) and the link decides
+  // (`fleet_half_open`). Turning the gate off applies a remembered expiry at
+  // once: a breaker whose link is gone is a local breaker again.
+
+  void fleet_gate(bool on) noexcept {
+    fleet_gate_.store(on);
+    if (on) return;
+    const std::uint64_t g = core_.generation();
+    if (fleet_expired_.load() == g) apply(core_.open_elapsed(g));
+  }
+  bool fleet_open_expired() const noexcept {
+    const std::uint64_t g = core_.generation();
+    return core_.state() == circuit_state::open && fleet_expired_.load() == g;
+  }
+  /// OPEN `generation` -> HALF_OPEN now (reason `open_elapsed`), as if its
+  /// timer fired.
+  void fleet_half_open(std::uint64_t generation) noexcept { apply(core_.open_elapsed(generation)); }
+  /// CLOSED -> OPEN (reason `fleet`) for `open_for` (zero: the breaker's own
+  /// duration); returns the duration, zero when it was not CLOSED.
+  nanos fleet_open(nanos open_for) noexcept {
+    const transition t = core_.fleet_open(open_for);
+    apply(t);
+    return t ? t.open_for : nanos::zero();
+  }
+  /// OPEN or HALF_OPEN -> CLOSED (reason `fleet`).
+  void fleet_close() noexcept { apply(core_.fleet_close()); }
+
   // ---- observability -----------------------------------------------------
 
   std::uint64_t listen(event_mask mask, event_listener fn, asio::any_io_executor ex) {
@@ -550,6 +579,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
       if (ec) return;  // cancelled: the breaker is gone or was re-armed
       if (auto self = weak.lock()) {
+        if (self->fleet_gate_.load() && self->core_.state() == circuit_state::open) {
+          self->fleet_expired_.store(generation);
+          if (self->fleet_gate_.load()) return;  // the fleet link decides
+        }
         // The open timer of OPEN `generation`, or the half-open timer of
         // HALF_OPEN `generation`: the core knows which, by the state.
         if (const transition t = self->core_.open_elapsed(generation)) return self->apply(t);
@@ -584,6 +617,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   std::unique_ptr<history_type> history_;
   std::unique_ptr<extras_type> extras_;
   std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
+  // Fleet hooks: a fleet link decides OPEN -> HALF_OPEN while the gate is on;
+  // the OPEN generation whose timer fired while gated.
+  std::atomic<bool> fleet_gate_{false};
+  std::atomic<std::uint64_t> fleet_expired_{0};
 };
 
 /// Holds a permit for the length of one call; gives it back if the call is
@@ -810,6 +847,12 @@ class basic_circuit_breaker {
   /// Calls, failures and slow calls in the CLOSED window now.
   detail::window_totals window() const noexcept {
     return impl_->core().window(detail::window_now<Clock>());
+  }
+
+  /// For `levee::fleet_link`: the shared state behind the breaker (it may
+  /// outlive this object; hold it weakly).
+  std::shared_ptr<detail::breaker_impl<Clock, WaitTraits>> shared_state() const noexcept {
+    return impl_;
   }
 
   /// The name given at construction (a registry uses its key), "" if none.
