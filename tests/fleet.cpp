@@ -1,0 +1,249 @@
+// levee::fleet against a real redis-server (tests/redis_fixture.*): instances
+// as separate io_contexts in this process, on real time with short buckets
+// (50 ms) and bounded waits.
+#include "fleet_support.hpp"
+#include "redis_fixture.hpp"
+
+#include <levee/fleet.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+using namespace levee_test;
+using levee::circuit_state;
+
+namespace {
+
+[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
+                    std::uint64_t (fleet_instance::*f)() const) {
+  std::uint64_t n = 0;
+  for (auto& i : fleet) n += ((*i).*f)();
+  return n;
+}
+
+[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
+                    std::atomic<std::uint64_t> fleet_instance::*f) {
+  std::uint64_t n = 0;
+  for (auto& i : fleet) n += ((*i).*f).load();
+  return n;
+}
+
+[[maybe_unused]] bool all_connected(const std::vector<std::unique_ptr<fleet_instance>>& fleet) {
+  for (auto& i : fleet)
+    if (!i->connected()) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("fleet_options are validated by name") {
+  auto rejects = [](levee::fleet_options o, const std::string& member) {
+    try {
+      levee::validate(o);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what()).find("fleet_options::" + member) != std::string::npos;
+    }
+    return false;
+  };
+  levee::fleet_options o;
+  CHECK_NOTHROW(levee::validate(o));
+  o.address = "localhost";
+  CHECK(rejects(o, "address"));
+  o.address = "127.0.0.1:0";
+  CHECK(rejects(o, "address"));
+  o.address = "::1:6379";
+  CHECK(rejects(o, "address"));
+  o = {};
+  o.address = "[::1]:6379";
+  CHECK_NOTHROW(levee::validate(o));
+  o.address = "/run/redis.sock";
+  CHECK_NOTHROW(levee::validate(o));
+  o = {};
+  o.key_prefix = "";
+  CHECK(rejects(o, "key_prefix"));
+  o.key_prefix = "a{b";
+  CHECK(rejects(o, "key_prefix"));
+  o = {};
+  o.instance_id = "a b";
+  CHECK(rejects(o, "instance_id"));
+  o = {};
+  o.quorum = 0;
+  CHECK(rejects(o, "quorum"));
+  o = {};
+  o.command_timeout = 0ms;
+  CHECK(rejects(o, "command_timeout"));
+  o = {};
+  o.connect_timeout = -1ms;
+  CHECK(rejects(o, "connect_timeout"));
+  o = {};
+  o.reconnect_min = 2s;
+  o.reconnect_max = 1s;
+  CHECK(rejects(o, "reconnect_max"));
+  o = {};
+  o.probe_lease = 500us;
+  CHECK(rejects(o, "probe_lease"));
+  o = {};
+  o.command_timeout = std::chrono::nanoseconds::max();
+  o.connect_timeout = std::chrono::nanoseconds::max();
+  o.reconnect_max = std::chrono::nanoseconds::max();
+  o.probe_lease = std::chrono::nanoseconds::max();
+  CHECK_NOTHROW(levee::validate(o));
+  asio::io_context ioc;
+  CHECK_THROWS_AS(levee::fleet_link(ioc.get_executor(), levee::fleet_options{.quorum = 0}),
+                  std::invalid_argument);
+}
+
+TEST_CASE("a link connects over TCP and over a Unix socket, and with AUTH") {
+  SECTION("TCP and Unix socket") {
+    redis_fixture redis;
+    for (const std::string& address : {redis.address(), redis.socket_path()}) {
+      const auto fo = fast_fleet(address);
+      fleet_instance i(fast_breaker(), &fo);
+      REQUIRE(wait_until([&] { return i.connected() && i.link().metrics().rounds >= 2; }));
+      const auto m = i.link().metrics();
+      CHECK(m.connects == 1);
+      CHECK(m.breakers == 1);
+      CHECK(m.errors == 0);
+    }
+  }
+  SECTION("AUTH") {
+    redis_fixture redis({.password = "s3cret"});
+    auto good = fast_fleet(redis.address());
+    good.password = "s3cret";
+    auto bad = good;
+    bad.password = "wrong";
+    auto none = good;
+    none.password = "";
+    fleet_instance a(fast_breaker(), &good);
+    fleet_instance b(fast_breaker(), &bad);
+    fleet_instance c(fast_breaker(), &none);
+    REQUIRE(wait_until([&] { return a.connected() && a.link().metrics().rounds >= 2; }));
+    REQUIRE(wait_until([&] { return b.link().metrics().errors >= 2; }));
+    REQUIRE(wait_until([&] { return c.link().metrics().errors >= 2; }));
+    CHECK_FALSE(b.connected());
+    CHECK_FALSE(c.connected());
+    CHECK(b.link().metrics().connects == 0);
+  }
+}
+
+TEST_CASE("events tell connected and disconnected") {
+  redis_fixture redis;
+  const auto fo = fast_fleet(redis.address());
+  asio::io_context ioc;
+  levee::fleet_link link(ioc.get_executor(), fo);
+  std::vector<std::string> seen;
+  link.listen([&](const levee::fleet_event& e) {
+    seen.push_back(std::string(levee::to_string(e.kind)) + (e.reason.empty() ? "" : ":") +
+                   e.reason);
+  });
+  std::thread t([&] { ioc.run_for(3s); });
+  REQUIRE(wait_until([&] { return link.metrics().connected; }));
+  redis.kill();
+  REQUIRE(wait_until([&] { return !link.metrics().connected; }));
+  redis.restart();
+  REQUIRE(wait_until([&] { return link.metrics().connected; }));
+  ioc.stop();
+  t.join();
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[0] == "connected");
+  CHECK(seen[1] == "disconnected:connection closed");
+  CHECK(seen[2] == "connected");
+  CHECK(link.metrics().connects == 2);
+  CHECK(link.metrics().disconnects == 1);
+}
+
+namespace {
+
+using fleet_vector = std::vector<std::unique_ptr<fleet_instance>>;
+
+fleet_vector make_fleet(int n, const levee::breaker_options& bo, const levee::fleet_options* fo,
+                        std::chrono::milliseconds period = 10ms) {
+  fleet_vector v;
+  for (int i = 0; i < n; ++i) {
+    auto o = fo ? std::optional<levee::fleet_options>(*fo) : std::nullopt;
+    if (o) o->instance_id = "instance-" + std::to_string(i);
+    v.push_back(std::make_unique<fleet_instance>(bo, o ? &*o : nullptr, "api", period));
+  }
+  return v;
+}
+
+void set_all(fleet_vector& v, std::atomic<bool> fleet_instance::*f, bool value) {
+  for (auto& i : v) ((*i).*f) = value;
+}
+
+bool all_in(const fleet_vector& v, circuit_state s) {
+  for (auto& i : v)
+    if (i->breaker().state() != s) return false;
+  return true;
+}
+
+// Calls that reached the failing downstream until every instance was open.
+std::uint64_t failures_until_all_open(fleet_vector& fleet) {
+  for (auto& i : fleet) i->traffic = false;
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }, 5000ms));
+  set_all(fleet, &fleet_instance::traffic, false);
+  return total(fleet, &fleet_instance::failed);
+}
+
+}  // namespace
+
+TEST_CASE("sharing evidence opens the fleet sooner than each breaker alone") {
+  redis_fixture redis;
+  // Each instance needs 40 calls alone (400 ms at one call per 10 ms).
+  const auto bo = fast_breaker(40);
+  std::uint64_t alone = 0, shared = 0;
+  {
+    auto fleet = make_fleet(4, bo, nullptr);
+    alone = failures_until_all_open(fleet);
+  }
+  {
+    const auto fo = fast_fleet(redis.address());
+    auto fleet = make_fleet(4, bo, &fo);
+    set_all(fleet, &fleet_instance::traffic, false);
+    REQUIRE(wait_until([&] { return all_connected(fleet); }));
+    shared = failures_until_all_open(fleet);
+    std::uint64_t by_fleet = 0;
+    for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
+    CHECK(by_fleet >= 1);
+  }
+  WARN("failed calls before all 4 were open: alone " << alone << ", shared " << shared);
+  CHECK(alone >= 160);
+  CHECK(shared * 4 < alone * 3);
+}
+
+TEST_CASE("one sick instance does not open the others (quorum)") {
+  redis_fixture redis;
+  const auto bo = fast_breaker(10);
+  auto run = [&](std::size_t quorum) {
+    auto fo = fast_fleet(redis.address());
+    fo.quorum = quorum;
+    fo.key_prefix = "q" + std::to_string(quorum);
+    auto fleet = make_fleet(2, bo, &fo);
+    set_all(fleet, &fleet_instance::traffic, false);
+    REQUIRE(wait_until([&] { return all_connected(fleet); }));
+    // Instance 0's own network is broken: all its calls fail; instance 1's
+    // succeed. Same call rates: the fleet's failure rate is 50 %, at the
+    // threshold.
+    fleet[0]->sick = true;
+    set_all(fleet, &fleet_instance::traffic, true);
+    REQUIRE(wait_until([&] { return fleet[0]->breaker().state() == circuit_state::open; }));
+    std::this_thread::sleep_for(600ms);  // a whole window and more
+    const bool healthy_stayed_closed = fleet[1]->opens_from_closed() == 0;
+    const auto published = fleet[0]->link().metrics().opens_published;
+    return std::pair(healthy_stayed_closed, published);
+  };
+  const auto [closed_with_quorum, published_with_quorum] = run(2);
+  CHECK(closed_with_quorum);
+  CHECK(published_with_quorum == 0);
+  // Without a quorum the sick instance's evidence opens the healthy one: the
+  // trap the quorum avoids.
+  const auto [closed_without, published_without] = run(1);
+  CHECK_FALSE(closed_without);
+  CHECK(published_without >= 1);
+}
