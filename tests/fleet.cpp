@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -19,14 +20,14 @@ using levee::circuit_state;
 namespace {
 
 [[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                    std::uint64_t (fleet_instance::*f)() const) {
+                                     std::uint64_t (fleet_instance::*f)() const) {
   std::uint64_t n = 0;
   for (auto& i : fleet) n += ((*i).*f)();
   return n;
 }
 
 [[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                    std::atomic<std::uint64_t> fleet_instance::*f) {
+                                     std::atomic<std::uint64_t> fleet_instance::*f) {
   std::uint64_t n = 0;
   for (auto& i : fleet) n += ((*i).*f).load();
   return n;
@@ -246,4 +247,228 @@ TEST_CASE("one sick instance does not open the others (quorum)") {
   const auto [closed_without, published_without] = run(1);
   CHECK_FALSE(closed_without);
   CHECK(published_without >= 1);
+}
+
+TEST_CASE("one probe per open period across the fleet") {
+  redis_fixture redis;
+  const auto bo = fast_breaker(10);
+  auto half_opens_in = [&](const levee::fleet_options* fo, std::uint64_t& probes,
+                           std::uint64_t& leases) {
+    auto fleet = make_fleet(4, bo, fo);
+    if (fo) {
+      set_all(fleet, &fleet_instance::traffic, false);
+      REQUIRE(wait_until([&] { return all_connected(fleet); }));
+      set_all(fleet, &fleet_instance::traffic, true);
+    }
+    set_all(fleet, &fleet_instance::sick, true);
+    REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+    std::this_thread::sleep_for(2000ms);  // about six open periods, the API still down
+    set_all(fleet, &fleet_instance::traffic, false);
+    probes = total(fleet, &fleet_instance::probes);
+    leases = 0;
+    if (fo)
+      for (auto& i : fleet) leases += i->link().metrics().probe_leases_won;
+    return total(fleet, &fleet_instance::half_opens);
+  };
+  std::uint64_t local_probes = 0, shared_probes = 0, unused = 0, leases = 0;
+  const std::uint64_t local = half_opens_in(nullptr, local_probes, unused);
+  const auto fo = fast_fleet(redis.address());
+  const std::uint64_t shared = half_opens_in(&fo, shared_probes, leases);
+  WARN("half-open rounds in 2 s of outage, 4 instances: local "
+       << local << " (probes " << local_probes << "), shared " << shared << " (probes "
+       << shared_probes << ")");
+  CHECK(local >= 16);
+  CHECK(shared >= 3);
+  CHECK(shared <= 9);       // 2 s / 300 ms, plus the lease race's lateness
+  CHECK(leases == shared);  // every round was a won lease
+  CHECK(shared_probes <= shared);
+}
+
+TEST_CASE("a dead prober's lease expires and another instance probes") {
+  redis_fixture redis;
+  auto fo = fast_fleet(redis.address());
+  fo.probe_lease = 400ms;
+  auto fleet = make_fleet(3, fast_breaker(10), &fo);
+  set_all(fleet, &fleet_instance::traffic, false);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  // No calls now: whoever wins the lease has nothing to probe with, and dies.
+  set_all(fleet, &fleet_instance::traffic, false);
+  fleet_instance* winner = nullptr;
+  REQUIRE(wait_until([&] {
+    for (auto& i : fleet)
+      if (i->breaker().state() == circuit_state::half_open) winner = i.get();
+    return winner != nullptr;
+  }));
+  winner->die();
+  const auto died = std::chrono::steady_clock::now();
+  for (auto& i : fleet)
+    if (i.get() != winner) i->traffic = true;
+  fleet_instance* next = nullptr;
+  REQUIRE(wait_until(
+      [&] {
+        for (auto& i : fleet)
+          if (i.get() != winner && i->probes.load() > 0) next = i.get();
+        return next != nullptr;
+      },
+      3000ms));
+  const auto waited = std::chrono::steady_clock::now() - died;
+  WARN("another instance probed "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+       << " ms after the prober died (lease 400 ms)");
+  CHECK(waited >= 200ms);  // not before the lease (won a little before the death) ran out
+  CHECK(next->link().metrics().probe_leases_won >= 1);
+  CHECK(winner->probes.load() == 0);
+}
+
+TEST_CASE("Redis stopped (SIGSTOP): no call fails or waits, the link reconnects, sharing resumes") {
+  redis_fixture redis;
+  const auto fo = fast_fleet(redis.address());
+  auto fleet = make_fleet(3, fast_breaker(40), &fo);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  redis.pause();
+  REQUIRE(wait_until([&] {
+    for (auto& i : fleet)
+      if (i->connected()) return false;
+    return true;
+  }));
+  std::this_thread::sleep_for(700ms);  // reconnection attempts time out meanwhile
+  for (auto& i : fleet) {
+    CHECK(i->failed.load() == 0);
+    CHECK(i->rejected.load() == 0);
+    CHECK(i->reached.load() > 50);
+    CHECK(i->slowest_ns.load() < std::chrono::nanoseconds(50ms).count());
+    CHECK(i->link().metrics().errors >= 2);
+  }
+  redis.resume();
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  const auto rounds = fleet[0]->link().metrics().rounds;
+  REQUIRE(wait_until([&] { return fleet[0]->link().metrics().rounds > rounds + 2; }));
+  // Sharing again: the fleet's window opens the breakers before any reaches
+  // its own 40 calls.
+  // An empty window first (the healthy calls age out), so that the fleet's
+  // window and each local one start alike.
+  set_all(fleet, &fleet_instance::traffic, false);
+  std::this_thread::sleep_for(600ms);
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  std::uint64_t by_fleet = 0;
+  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
+  CHECK(by_fleet >= 1);
+}
+
+TEST_CASE("Redis killed and restarted with its data lost: local meanwhile, then shared again") {
+  redis_fixture redis;
+  const auto fo = fast_fleet(redis.address());
+  auto fleet = make_fleet(3, fast_breaker(40), &fo);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  // The fleet opens together, then Redis goes: each breaker probes on its own.
+  set_all(fleet, &fleet_instance::sick, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  redis.kill();
+  REQUIRE(wait_until([&] {
+    for (auto& i : fleet)
+      if (i->connected() || i->half_opens() == 0) return false;
+    return true;
+  }));
+  set_all(fleet, &fleet_instance::sick, false);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::closed); }));
+  const auto failed_before = total(fleet, &fleet_instance::failed);
+  std::this_thread::sleep_for(300ms);
+  CHECK(total(fleet, &fleet_instance::failed) == failed_before);
+  for (auto& i : fleet) CHECK(i->slowest_ns.load() < std::chrono::nanoseconds(50ms).count());
+  redis.restart();
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  // Its scripts are gone too once flushed: EVALSHA falls back to EVAL.
+  CHECK(redis.command({"SCRIPT", "FLUSH"}) == "OK");
+  const auto errors = fleet[0]->link().metrics().errors;
+  const auto rounds = fleet[0]->link().metrics().rounds;
+  REQUIRE(wait_until([&] { return fleet[0]->link().metrics().rounds > rounds + 3; }));
+  CHECK(fleet[0]->link().metrics().errors == errors);
+  CHECK(fleet[0]->connected());
+  // An empty window first (the healthy calls age out), so that the fleet's
+  // window and each local one start alike.
+  set_all(fleet, &fleet_instance::traffic, false);
+  std::this_thread::sleep_for(600ms);
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  std::uint64_t by_fleet = 0;
+  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
+  CHECK(by_fleet >= 1);
+}
+
+TEST_CASE("with Redis unreachable a linked breaker is exactly a local breaker") {
+  redis_fixture redis;
+  const auto address = redis.address();
+  redis.kill();
+  const auto fo = fast_fleet(address);
+  fleet_instance i(fast_breaker(10), &fo);
+  i.sick = true;
+  REQUIRE(wait_until([&] { return i.breaker().state() == circuit_state::open; }));
+  CHECK(i.failed.load() == 10);  // its own minimum_calls
+  REQUIRE(wait_until([&] { return i.probes.load() >= 2; }));
+  CHECK(i.half_opens() >= 2);
+  CHECK_FALSE(i.connected());
+  CHECK(i.link().metrics().errors >= 1);
+}
+
+TEST_CASE("destroying a link with commands pending is safe and leaves local breakers") {
+  redis_fixture redis;
+  const auto fo = fast_fleet(redis.address());
+  auto fleet = make_fleet(2, fast_breaker(10), &fo);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  set_all(fleet, &fleet_instance::sick, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  redis.pause();  // rounds go unanswered
+  std::this_thread::sleep_for(60ms);
+  fleet[0]->drop_link();  // its io_context runs
+  fleet[1]->die();        // its io_context is stopped: the link goes with the instance
+  REQUIRE(wait_until([&] { return fleet[0]->probes.load() >= 1; }));  // local again
+  redis.resume();
+  fleet.clear();
+}
+
+TEST_CASE("a registry's breakers are attached, those created later too") {
+  redis_fixture redis;
+  asio::io_context ioc;
+  levee::breaker_registry registry(ioc, {.defaults = fast_breaker(10)});
+  registry.get("a");
+  registry.get("b");
+  levee::fleet_link link(ioc.get_executor(), fast_fleet(redis.address()));
+  link.attach(registry);
+  std::thread t([&] { ioc.run_for(2s); });
+  REQUIRE(wait_until([&] { return link.metrics().breakers == 2; }));
+  registry.get("c");
+  REQUIRE(wait_until([&] { return link.metrics().breakers == 3; }));
+  REQUIRE(wait_until([&] { return link.metrics().rounds >= 6; }));
+  CHECK(redis.command({"PUBSUB", "NUMSUB", "levee:fleet"}) == "levee:fleet\n1");
+  ioc.stop();
+  t.join();
+}
+
+TEST_CASE("the link's Prometheus exposition passes promtool") {
+  redis_fixture redis;
+  const auto fo = fast_fleet(redis.address());
+  fleet_instance i(fast_breaker(), &fo);
+  REQUIRE(wait_until([&] { return i.connected(); }));
+  std::ostringstream text;
+  levee::write_prometheus(text, i.link().metrics());
+  CHECK(text.str().find("levee_fleet_connected 1\n") != std::string::npos);
+  if (::access("/usr/bin/promtool", X_OK) != 0) {
+    WARN("promtool not found: exposition not checked");
+    return;
+  }
+  char path[] = "/tmp/levee-fleet-prom-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::ofstream(path) << text.str();
+  const std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::remove(path);
+  CHECK(rc == 0);
 }

@@ -66,8 +66,8 @@ class fleet_instance {
  public:
   /// Starts calling at once, one call per `period` per coroutine.
   fleet_instance(levee::breaker_options bo, const levee::fleet_options* fo,
-                 std::string name = "api", std::chrono::milliseconds period = 10ms,
-                 int threads = 1, int coroutines = 1)
+                 std::string name = "api", std::chrono::milliseconds period = 10ms, int threads = 1,
+                 int coroutines = 1)
       : ioc_(threads), breaker_(ioc_, bo, std::move(name)), period_(period) {
     if (fo) {
       link_ = std::make_unique<levee::fleet_link>(ioc_.get_executor(), *fo);
@@ -93,18 +93,18 @@ class fleet_instance {
   levee::fleet_link& link() { return *link_; }
   bool connected() const { return link_ && link_->metrics().connected; }
 
-  std::atomic<bool> sick{false};     ///< the downstream fails this instance's calls
-  std::atomic<bool> traffic{true};   ///< calls are made
-  std::atomic<std::uint64_t> reached{0};   ///< calls that reached the downstream
-  std::atomic<std::uint64_t> failed{0};    ///< of them, failed
-  std::atomic<std::uint64_t> probes{0};    ///< of them, admitted in HALF_OPEN
-  std::atomic<std::uint64_t> rejected{0};  ///< refused by the breaker
+  std::atomic<bool> sick{false};            ///< the downstream fails this instance's calls
+  std::atomic<bool> traffic{true};          ///< calls are made
+  std::atomic<std::uint64_t> reached{0};    ///< calls that reached the downstream
+  std::atomic<std::uint64_t> failed{0};     ///< of them, failed
+  std::atomic<std::uint64_t> probes{0};     ///< of them, admitted in HALF_OPEN
+  std::atomic<std::uint64_t> rejected{0};   ///< refused by the breaker
   std::atomic<std::int64_t> slowest_ns{0};  ///< the longest call, rejected or not
 
   /// OPEN -> HALF_OPEN transitions so far.
   std::uint64_t half_opens() const {
-    return breaker_.metrics().transitions[static_cast<std::size_t>(levee::circuit_state::open)]
-                                         [static_cast<std::size_t>(levee::circuit_state::half_open)];
+    return breaker_.metrics().transitions[static_cast<std::size_t>(
+        levee::circuit_state::open)][static_cast<std::size_t>(levee::circuit_state::half_open)];
   }
   std::uint64_t opens_from_closed() const {
     return breaker_.metrics().transitions[static_cast<std::size_t>(levee::circuit_state::closed)]

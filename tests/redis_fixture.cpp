@@ -92,12 +92,24 @@ void redis_fixture::launch() {
     throw std::logic_error(
         "redis-server not found: install Debian's redis-server (scripts/levee.sh test does)");
   const std::string d = dir_.string();
-  std::vector<std::string> args = {redis,         "--port",         std::to_string(port_),
-                                   "--bind",      "127.0.0.1",      "--unixsocket",
-                                   socket_path(), "--unixsocketperm", "700",
-                                   "--save",      "",               "--appendonly",
-                                   "no",          "--dir",          d,
-                                   "--logfile",   d + "/redis.log", "--daemonize",
+  std::vector<std::string> args = {redis,
+                                   "--port",
+                                   std::to_string(port_),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--unixsocket",
+                                   socket_path(),
+                                   "--unixsocketperm",
+                                   "700",
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--dir",
+                                   d,
+                                   "--logfile",
+                                   d + "/redis.log",
+                                   "--daemonize",
                                    "no"};
   if (!options_.password.empty()) {
     args.push_back("--requirepass");
@@ -141,7 +153,9 @@ redis_fixture::~redis_fixture() {
   std::filesystem::remove_all(dir_, ignored);
 }
 
-std::string redis_fixture::address() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string redis_fixture::address() const {
+  return "127.0.0.1:" + std::to_string(port_);
+}
 
 void redis_fixture::pause() {
   if (pid_ > 0) ::kill(pid_, SIGSTOP);
