@@ -171,7 +171,7 @@ return {now, tc, tf, ts, failing, rec or '', probe}
 // holds ('open', 'reopen') or the opening is not the prober's ('reopen',
 // 'close'). KEYS[1] = base; ARGV = mode, id, open_for (us), quorum, width (us),
 // buckets, channel, name, generation (reopen, close), extra TTL (ms).
-// Returns {1 published / 0 not, the record now}.
+// Returns {1 published / 0 not, the record now, Redis time (us)}.
 constexpr const char* publish_script = R"lua(
 local base, mode, id = KEYS[1], ARGV[1], ARGV[2]
 local open_for, quorum = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -183,15 +183,15 @@ local rec = redis.call('GET', base .. ':state')
 local kind, gen, half
 if rec then kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)') end
 if mode == 'close' then
-  if kind ~= 'o' or gen ~= gen_arg then return {0, rec or ''} end
+  if kind ~= 'o' or gen ~= gen_arg then return {0, rec or '', now} end
   local g = redis.call('INCR', base .. ':gen')
   local r = 'c ' .. string.format('%d', g) .. ' 0 ' .. id
   redis.call('SET', base .. ':state', r, 'PX', math.ceil(width * n / 1000))
   redis.call('DEL', base .. ':probe')
   redis.call('PUBLISH', channel, r .. ' ' .. name)
-  return {1, r}
+  return {1, r, now}
 end
-if kind == 'o' and tonumber(half) > now then return {0, rec} end
+if kind == 'o' and tonumber(half) > now then return {0, rec, now} end
 if mode == 'open' or mode == 'fleet' then
   local idx = math.floor(now / width)
   if mode == 'open' then
@@ -201,16 +201,16 @@ if mode == 'open' or mode == 'fleet' then
   end
   local sets = {}
   for i = idx - n + 1, idx do sets[#sets + 1] = base .. ':i:' .. string.format('%d', i) end
-  if #redis.call('SUNION', unpack(sets)) < quorum then return {0, rec or ''} end
+  if #redis.call('SUNION', unpack(sets)) < quorum then return {0, rec or '', now} end
 elseif kind ~= 'o' or gen ~= gen_arg then
-  return {0, rec or ''}
+  return {0, rec or '', now}
 end
 local g = redis.call('INCR', base .. ':gen')
 local r = 'o ' .. string.format('%d', g) .. ' ' .. string.format('%d', now + open_for) .. ' ' .. id
 redis.call('SET', base .. ':state', r, 'PX', math.ceil(open_for / 1000) + keep)
 redis.call('DEL', base .. ':probe')
 redis.call('PUBLISH', channel, r .. ' ' .. name)
-return {1, r}
+return {1, r, now}
 )lua";
 
 // A shared record: "o <generation> <half-open time, us> <id>" (an opening) or
@@ -560,8 +560,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
       m.connected = true;
       ++m.connects;
     });
-    for (auto& m : all_members())
-      if (auto b = m->breaker.lock()) b->fleet_gate(true);
+    for (auto& m : all_members()) gate(*m);
     watch(epoch_);
     emit(fleet_event_kind::connected);
   }
@@ -587,6 +586,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     const bool was_ready = phase_ == phase::ready;
     ++epoch_;
     phase_ = phase::waiting;
+    have_offset_ = false;
     sent_.clear();
     connect_timer_.cancel();
     watchdog_.cancel();
@@ -641,9 +641,16 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   // ---- breakers -----------------------------------------------------------
 
   void start_member(const std::shared_ptr<member>& m) {
-    if (phase_ == phase::ready)
-      if (auto b = m->breaker.lock()) b->fleet_gate(true);
+    if (phase_ == phase::ready) gate(*m);
     tick(m);
+  }
+
+  // The link decides OPEN -> HALF_OPEN from now on. Under the lock, against
+  // `stop`: a breaker is never left gated by a link that is gone.
+  void gate(member& m) {
+    std::lock_guard g(mutex_);
+    if (stopped_) return;
+    if (auto b = m.breaker.lock()) b->fleet_gate(true);
   }
 
   void tick(const std::shared_ptr<member>& m) {
@@ -714,6 +721,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
         r->element[5]->type != REDIS_REPLY_STRING)
       return teardown("unexpected reply");
     const std::int64_t now = integer(r->element[0]);
+    have_offset_ = true;
     offset_us_ = now - std::chrono::duration_cast<std::chrono::microseconds>(
                            steady::now().time_since_epoch())
                            .count();
@@ -795,7 +803,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
 
   void on_message(std::string_view text) {
     const fleet_record rec = fleet_record::parse(text);
-    if (rec.kind == 0) return;
+    if (rec.kind == 0 || !have_offset_) return;  // no Redis time yet: the next round resyncs
     const auto space = rec.rest.find(' ');
     if (space == std::string::npos) return;
     auto m = find(rec.rest.substr(space + 1));
@@ -852,9 +860,10 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
         argv[1] = publish_script;
         return self->publish_send(m, std::move(argv), std::move(mode));
       }
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
           r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING)
         return self->teardown("unexpected reply");
+      const std::int64_t now = integer(r->element[2]);
       const bool published = r->element[0]->integer == 1;
       if (published) {
         self->update([&](fleet_metrics& x) {
@@ -868,7 +877,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
       const fleet_record rec =
           fleet_record::parse(std::string_view(r->element[1]->str, r->element[1]->len));
       if (rec.kind == 0) return;
-      if (auto b = m->breaker.lock()) self->see(*m, *b, rec, self->redis_now_us());
+      if (auto b = m->breaker.lock()) self->see(*m, *b, rec, now);
     });
   }
 
@@ -911,6 +920,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   nanos backoff_;
   std::mt19937_64 rng_;
   std::int64_t offset_us_ = 0;  // Redis time - steady time, in us
+  bool have_offset_ = false;    // a round told Redis time since the connection
   std::vector<breaker_registry*> registries_;
   // Shared with other threads, under mutex_.
   mutable std::mutex mutex_;
