@@ -8,10 +8,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/prctl.h>
 #include <unistd.h>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 using namespace levee_test;
@@ -472,3 +475,84 @@ TEST_CASE("the link's Prometheus exposition passes promtool") {
   std::remove(path);
   CHECK(rc == 0);
 }
+
+#ifdef LEVEE_FLEET_PROCESS
+#include <sys/wait.h>
+
+namespace {
+
+struct process_result {
+  std::map<std::string, std::uint64_t> values;
+};
+
+// Runs `fleet_process` n times at once; returns each one's line, parsed.
+std::vector<process_result> run_processes(const std::string& address, int n, int run_ms,
+                                          bool sick) {
+  const auto start = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count() +
+                     1500;
+  std::vector<std::pair<pid_t, int>> children;
+  for (int i = 0; i < n; ++i) {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      const std::string id = "process-" + std::to_string(i);
+      const std::string start_text = std::to_string(start), run_text = std::to_string(run_ms);
+      ::execl(LEVEE_FLEET_PROCESS, LEVEE_FLEET_PROCESS, address.c_str(), id.c_str(),
+              start_text.c_str(), run_text.c_str(), sick ? "1" : "0", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    children.emplace_back(pid, fds[0]);
+  }
+  std::vector<process_result> out;
+  for (auto [pid, fd] : children) {
+    std::string text;
+    char buf[512];
+    for (ssize_t k; (k = ::read(fd, buf, sizeof buf)) > 0;)
+      text.append(buf, static_cast<std::size_t>(k));
+    ::close(fd);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status));
+    process_result r;
+    std::istringstream in(text);
+    std::string field;
+    while (in >> field) {
+      const auto eq = field.find('=');
+      if (eq != std::string::npos)
+        r.values[field.substr(0, eq)] = std::stoull(field.substr(eq + 1));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("instances as separate processes: one probe per open period") {
+  redis_fixture redis;
+  const auto results = run_processes(redis.address(), 3, 2000, true);
+  std::uint64_t half_opens = 0, leases = 0, probes = 0;
+  for (const auto& r : results) {
+    CHECK(r.values.at("connected") == 1);
+    CHECK(r.values.at("opens") >= 1);
+    half_opens += r.values.at("half_opens");
+    leases += r.values.at("leases");
+    probes += r.values.at("probes");
+  }
+  WARN("3 processes, 2 s of outage: " << half_opens << " half-open rounds, " << probes
+                                      << " probes (alone: about 3 x 6)");
+  CHECK(half_opens >= 2);
+  CHECK(half_opens <= 9);
+  CHECK(leases == half_opens);
+  CHECK(probes <= half_opens);
+}
+#endif
