@@ -175,7 +175,8 @@ fleet_vector make_fleet(int n, const levee::breaker_options& bo, const levee::fl
   return v;
 }
 
-void set_all(fleet_vector& v, std::atomic<bool> fleet_instance::*f, bool value) {
+template <class T, class V>
+void set_all(fleet_vector& v, std::atomic<T> fleet_instance::*f, V value) {
   for (auto& i : v) ((*i).*f) = value;
 }
 
@@ -556,3 +557,20 @@ TEST_CASE("instances as separate processes: one probe per open period") {
   CHECK(probes <= half_opens);
 }
 #endif
+
+TEST_CASE("a probe longer than the lease keeps it: no second prober") {
+  redis_fixture redis;
+  auto fo = fast_fleet(redis.address());
+  fo.probe_lease = 100ms;  // two rounds
+  auto fleet = make_fleet(3, fast_breaker(10), &fo);
+  set_all(fleet, &fleet_instance::traffic, false);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  set_all(fleet, &fleet_instance::delay_ms, 500);  // the probe hangs 500 ms, then fails
+  const auto probes_before = total(fleet, &fleet_instance::probes);
+  REQUIRE(wait_until([&] { return total(fleet, &fleet_instance::probes) > probes_before; }));
+  std::this_thread::sleep_for(400ms);  // the probe still runs, four leases later
+  CHECK(total(fleet, &fleet_instance::probes) == probes_before + 1);
+}

@@ -95,6 +95,7 @@ class fleet_instance {
 
   std::atomic<bool> sick{false};            ///< the downstream fails this instance's calls
   std::atomic<bool> traffic{true};          ///< calls are made
+  std::atomic<int> delay_ms{0};             ///< each call takes this long
   std::atomic<std::uint64_t> reached{0};    ///< calls that reached the downstream
   std::atomic<std::uint64_t> failed{0};     ///< of them, failed
   std::atomic<std::uint64_t> probes{0};     ///< of them, admitted in HALF_OPEN
@@ -115,6 +116,10 @@ class fleet_instance {
   asio::awaitable<std::tuple<boost::system::error_code, int>> call() {
     reached.fetch_add(1);
     if (breaker_.state() == levee::circuit_state::half_open) probes.fetch_add(1);
+    if (const int d = delay_ms.load(); d > 0) {
+      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(d));
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
     if (sick.load()) {
       failed.fetch_add(1);
       co_return std::tuple(make_error_code(boost::system::errc::connection_refused), 0);

@@ -57,8 +57,10 @@ struct fleet_options {
   /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
   std::chrono::nanoseconds reconnect_min = std::chrono::milliseconds(100);
   std::chrono::nanoseconds reconnect_max = std::chrono::seconds(10);
-  /// How long a won probe lease keeps the other instances from probing; if
-  /// the prober dies, another instance probes after it. > 0.
+  /// How long a won probe lease keeps the other instances from probing. The
+  /// winner renews it every round while its probe runs; a winner that dies,
+  /// or has no call to probe with, lets it expire and another instance
+  /// probes. >= 1 ms.
   std::chrono::nanoseconds probe_lease = std::chrono::seconds(5);
   /// How often a link attached to a registry looks for new breakers. > 0.
   std::chrono::nanoseconds registry_scan = std::chrono::seconds(1);

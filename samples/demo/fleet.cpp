@@ -145,9 +145,9 @@ class instance {
       fo.command_timeout = 200ms;
       fo.reconnect_min = 50ms;
       fo.reconnect_max = 500ms;
-      // Longer than a probe may take (the client's 10 s timeout): no second
-      // prober while the first one's call is still running.
-      fo.probe_lease = scaled(s_, 12s);
+      // The winner renews it while its probe runs (a probe takes up to the
+      // client's 10 s timeout); a dead prober's lease runs out in 3 s.
+      fo.probe_lease = std::max<std::chrono::nanoseconds>(scaled(s_, 3s), 50ms);
       link_.emplace(ioc_.get_executor(), fo);
       link_->attach(*breaker_);
     }

@@ -111,14 +111,15 @@ using steady = std::chrono::steady_clock;
 // distinct failing instances in it, the shared record and, when asked, the
 // result of the race for the probe lease.
 // KEYS[1] = <prefix>:{<name>}; ARGV = id, calls, failures, slow, width (us),
-// buckets, want probe (0/1), lease (ms).
+// buckets, want probe (0/1), lease (ms), renew (the generation of the lease
+// this instance holds while its probe runs, 0: none).
 // Returns {now (us), calls, failures, slow, failing instances, record or "",
 // probe: -1 no fleet opening, 0 lost, 1 won, 2 not yet}.
 constexpr const char* round_script = R"lua(
 local base, id = KEYS[1], ARGV[1]
 local c, f, s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local width, n = tonumber(ARGV[5]), tonumber(ARGV[6])
-local want, lease = tonumber(ARGV[7]), tonumber(ARGV[8])
+local want, lease, renew = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local idx = math.floor(now / width)
@@ -146,6 +147,9 @@ for i = idx - n + 1, idx do
 end
 local failing = #redis.call('SUNION', unpack(sets))
 local rec = redis.call('GET', base .. ':state')
+if renew ~= '0' and redis.call('GET', base .. ':probe') == id .. ' ' .. renew then
+  redis.call('PEXPIRE', base .. ':probe', lease)
+end
 local probe = -1
 if want == 1 and rec then
   local kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)')
@@ -680,6 +684,10 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     m->last = c;
     const bool want = b->fleet_open_expired();
     m->want_generation = want ? b->core().generation() : 0;
+    // A probe still running keeps its lease: no second prober meanwhile. A
+    // winner that has not probed yet lets it expire.
+    const bool renew = m->probing && b->core().state() == circuit_state::half_open &&
+                       b->core().probes_in_flight() > 0;
     std::vector<std::string> argv = {
         "EVALSHA",
         round_sha_,
@@ -692,7 +700,8 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
         std::to_string(m->width_us),
         std::to_string(m->buckets),
         want ? "1" : "0",
-        std::to_string(std::chrono::ceil<std::chrono::milliseconds>(options_.probe_lease).count())};
+        std::to_string(std::chrono::ceil<std::chrono::milliseconds>(options_.probe_lease).count()),
+        renew ? std::to_string(m->probing_gen) : "0"};
     m->in_flight = true;
     round(m, std::move(argv));
   }
