@@ -299,7 +299,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     m->width = bo.window / static_cast<std::int64_t>(bo.window_buckets);
     m->width_us = std::max<std::int64_t>(
         1, std::chrono::duration_cast<std::chrono::microseconds>(m->width).count());
-    m->width = std::max<nanos>(m->width, std::chrono::microseconds(1));
+    m->width = std::max<nanos>(m->width, std::chrono::milliseconds(1));  // rounds: <= 1000/s
     m->failure = decimal_ratio::from_double(bo.failure_rate_threshold);
     m->slow = decimal_ratio::from_double(bo.slow_call_rate_threshold);
     m->slow_on = bo.slow_call_duration > nanos::zero();
