@@ -3,6 +3,7 @@
 
 #include <levee/classify.hpp>
 #include <levee/detail/clock_traits.hpp>
+#include <levee/detail/random.hpp>
 #include <levee/detail/result_shape.hpp>
 #include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
@@ -79,22 +80,6 @@ void validate(const retry_options& options);
 /// or `deadline_exceeded`. The HTTP layer adds 5xx and 429, and excludes other
 /// 4xx.
 bool default_retryable(const call_result& r) noexcept;
-
-namespace detail {
-/// splitmix64: small, fast, and the same sequence on every platform.
-struct splitmix64 {
-  std::uint64_t state;
-  std::uint64_t next() noexcept {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [0, 1).
-  double unit() noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-};
-std::uint64_t random_seed() noexcept;
-}  // namespace detail
 
 /// The delays of one retried operation, in order. Made by
 /// `basic_retry_policy::schedule()`; exposed so that tests and tools can see

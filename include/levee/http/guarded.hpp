@@ -20,10 +20,8 @@ boost::asio::awaitable<result> guarded_get(Registry& registry, client& c, std::s
                                            nothrow_t) {
   url_parts parts;
   if (auto ec = parse_url(url, parts)) co_return result(ec, response());
-  auto guards = registry.guards(parts.host + ":" + std::to_string(parts.port));
-  if (guards.limit)
-    co_return co_await (*guards.breaker)((*guards.limit)(http_get(c, std::move(url), nothrow)));
-  co_return co_await (*guards.breaker)(http_get(c, std::move(url), nothrow));
+  const auto guards = registry.guards(parts.host + ":" + std::to_string(parts.port));
+  co_return co_await guards(http_get(c, std::move(url), nothrow));
 }
 
 /// The same, exception form.

@@ -102,7 +102,7 @@ namespace detail {
 
 namespace asio = boost::asio;
 using fleet_breaker =
-    breaker_impl<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>>;
+    std::remove_cvref_t<decltype(*std::declval<circuit_breaker&>().shared_state())>;
 using steady = std::chrono::steady_clock;
 
 // One round per bucket width per breaker: adds this instance's counts to the
@@ -308,7 +308,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     m->last = b->core().counters();
     std::weak_ptr<fleet_state> weak = weak_from_this();
     std::weak_ptr<member> wm = m;
-    m->listen_id = b->listen(
+    m->listen_id = b->telemetry().listen(
         static_cast<event_mask>(event_kind::transition),
         [weak, wm](const breaker_event& e) {
           auto self = weak.lock();
@@ -320,7 +320,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     {
       std::lock_guard g(mutex_);
       if (stopped_) {
-        b->unlisten(m->listen_id);
+        b->telemetry().unlisten(m->listen_id);
         return;
       }
       auto& slot = members_[name];
@@ -377,7 +377,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     bool slow_on = false;
     std::uint64_t minimum = 1;
     // Strand only, from here.
-    call_counters last{};
+    breaker_counters last{};
     bool in_flight = false;
     std::uint64_t want_generation = 0;  // the OPEN generation a probe race is for
     std::uint64_t seen = 0;             // the newest record generation seen
@@ -389,7 +389,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
 
   void forget(member& m) {
     if (auto b = m.breaker.lock()) {
-      b->unlisten(m.listen_id);
+      b->telemetry().unlisten(m.listen_id);
       b->fleet_gate(false);
     }
   }
@@ -672,7 +672,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
       auto self = weak.lock();
       if (!ec && self) self->tick(m);
     });
-    const call_counters c = b->core().counters();
+    const breaker_counters c = b->core().counters();
     if (phase_ != phase::ready) {
       m->last = c;  // no evidence is shared while down
       return;
