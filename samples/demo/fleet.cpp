@@ -106,7 +106,8 @@ struct fleet_figures {
   std::uint64_t offered = 0, succeeded = 0;
   std::uint64_t probes_in_outage = 0;      // half-open probes that reached the API in the outage
   std::uint64_t downstream_in_outage = 0;  // requests the API received in the outage
-  std::uint64_t failed_by_fleet = 0;       // calls whose guard took > 5 ms, or failed by the link
+  std::uint64_t failed_by_fleet = 0;       // calls whose guard blocked the thread or took > 50 ms
+  std::uint64_t guard_blocked = 0;         // of them: the thread blocked in the guard
   int opened = 0;                          // instances whose breaker opened
   double open_spread_ms = 0;               // scenario ms, first opening to last
   bool linked = false;                     // every link connected before the start (shared modes)
@@ -178,7 +179,8 @@ class instance {
     if (thread_.joinable()) thread_.join();
   }
 
-  std::atomic<std::uint64_t> offered{0}, succeeded{0}, probes_in_outage{0}, failed_by_fleet{0};
+  std::atomic<std::uint64_t> offered{0}, succeeded{0}, probes_in_outage{0}, failed_by_fleet{0},
+      guard_blocked{0};
   std::optional<steady::time_point> first_open() const { return first_open_; }
 
  private:
@@ -217,6 +219,7 @@ class instance {
         blocked = voluntary_switches();
       }
       if (admitted - t0 > 50ms || blocked != blocked0) ++failed_by_fleet;
+      if (blocked != blocked0) ++guard_blocked;
       ++offered;
       if (!ec && res.result_int() / 100 == 2) ++succeeded;
       --active_;
@@ -316,6 +319,7 @@ fleet_figures run_fleet_mode(const settings& s, fleet_mode m, int n,
     f.succeeded += i->succeeded;
     f.probes_in_outage += i->probes_in_outage;
     f.failed_by_fleet += i->failed_by_fleet;
+    f.guard_blocked += i->guard_blocked;
     if (const auto t = i->first_open()) {
       ++f.opened;
       if (!first || *t < *first) first = *t;
@@ -415,6 +419,7 @@ std::optional<int> fleet_main(int argc, char** argv) {
                        {"success_rate", rate(r.succeeded, r.offered)},
                        {"offered", r.offered},
                        {"failed_by_fleet", r.failed_by_fleet},
+                       {"guard_blocked", r.guard_blocked},
                        {"linked", r.linked}};
     const json::value summary =
         json::object{{"scale", s.scale},
