@@ -402,7 +402,7 @@ std::optional<int> fleet_main(int argc, char** argv) {
       "success rate", [](const fleet_figures& r) { return rate(r.succeeded, r.offered); },
       "%20.3f");
   row(
-      "calls failed or waited by the link",
+      "calls whose guard blocked or >50 ms",
       [](const fleet_figures& r) { return r.failed_by_fleet; }, "%20llu");
   bool linked = true;
   for (const auto& r : results) linked = linked && (r.linked || r.which == fleet_mode::local);
