@@ -574,3 +574,24 @@ TEST_CASE("a probe longer than the lease keeps it: no second prober") {
   std::this_thread::sleep_for(400ms);  // the probe still runs, four leases later
   CHECK(total(fleet, &fleet_instance::probes) == probes_before + 1);
 }
+
+TEST_CASE("commands Redis runs after the link gave up on them change nothing") {
+  redis_fixture redis;
+  auto fo = fast_fleet(redis.address());
+  fo.quorum = 1;  // a lone instance's trip is published
+  fo.reconnect_min = 400ms;
+  fo.reconnect_max = 400ms;
+  auto fleet = make_fleet(2, fast_breaker(5), &fo);
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  // Redis stops; instance 0 trips at once and publishes: the publication
+  // waits in Redis's socket buffer, the link times out and gives it up.
+  redis.pause();
+  fleet[0]->sick = true;
+  REQUIRE(wait_until([&] { return fleet[0]->breaker().state() == circuit_state::open; }));
+  REQUIRE(wait_until([&] { return !fleet[0]->connected() && !fleet[1]->connected(); }));
+  redis.resume();  // Redis now runs what was queued
+  REQUIRE(wait_until([&] { return all_connected(fleet); }));
+  std::this_thread::sleep_for(300ms);  // rounds resynchronise
+  CHECK(redis.command({"GET", "levee:{api}:state"}) == "(nil)");
+  CHECK(fleet[1]->opens_from_closed() == 0);
+}

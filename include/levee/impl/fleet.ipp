@@ -13,8 +13,10 @@
 #include <unistd.h>
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -112,7 +114,8 @@ using steady = std::chrono::steady_clock;
 // result of the race for the probe lease.
 // KEYS[1] = <prefix>:{<name>}; ARGV = id, calls, failures, slow, width (us),
 // buckets, want probe (0/1), lease (ms), renew (the generation of the lease
-// this instance holds while its probe runs, 0: none).
+// this instance holds while its probe runs, 0: none), deadline (Redis time,
+// us: a round run later was given up by the link and does nothing; 0: none).
 // Returns {now (us), calls, failures, slow, failing instances, record or "",
 // probe: -1 no fleet opening, 0 lost, 1 won, 2 not yet}.
 constexpr const char* round_script = R"lua(
@@ -120,8 +123,10 @@ local base, id = KEYS[1], ARGV[1]
 local c, f, s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local width, n = tonumber(ARGV[5]), tonumber(ARGV[6])
 local want, lease, renew = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local deadline = tonumber(ARGV[10])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if deadline > 0 and now > deadline then return {now, 0, 0, 0, 0, '', -2} end
 local idx = math.floor(now / width)
 local ttl = math.ceil(width * (n + 1) / 1000)
 if c > 0 then
@@ -174,15 +179,18 @@ return {now, tc, tf, ts, failing, rec or '', probe}
 // or a closing ('close': the prober's probe succeeded), unless a live opening
 // holds ('open', 'reopen') or the opening is not the prober's ('reopen',
 // 'close'). KEYS[1] = base; ARGV = mode, id, open_for (us), quorum, width (us),
-// buckets, channel, name, generation (reopen, close), extra TTL (ms).
+// buckets, channel, name, generation (reopen, close), extra TTL (ms),
+// deadline (as the round's).
 // Returns {1 published / 0 not, the record now, Redis time (us)}.
 constexpr const char* publish_script = R"lua(
 local base, mode, id = KEYS[1], ARGV[1], ARGV[2]
 local open_for, quorum = tonumber(ARGV[3]), tonumber(ARGV[4])
 local width, n = tonumber(ARGV[5]), tonumber(ARGV[6])
 local channel, name, gen_arg, keep = ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
+local deadline = tonumber(ARGV[11])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if deadline > 0 and now > deadline then return {0, '', now} end
 local rec = redis.call('GET', base .. ':state')
 local kind, gen, half
 if rec then kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)') end
@@ -433,6 +441,26 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     }
   }
 
+  // When a command sent now is given up (`command_timeout`), in Redis time:
+  // Redis may still run it later (a stopped Redis runs what was queued when
+  // it continues), and then it must change nothing. "0" (no deadline) before
+  // a round told Redis time.
+  std::string deadline() const {
+    if (!have_offset_) return "0";
+    const auto timeout =
+        std::chrono::ceil<std::chrono::microseconds>(options_.command_timeout).count();
+    const std::int64_t now = redis_now_us();
+    constexpr auto max = std::numeric_limits<std::int64_t>::max();
+    return std::to_string(timeout > max - now ? max : now + timeout);
+  }
+
+  void set_offset(std::int64_t redis_now) {
+    have_offset_ = true;
+    offset_us_ = redis_now - std::chrono::duration_cast<std::chrono::microseconds>(
+                                 steady::now().time_since_epoch())
+                                 .count();
+  }
+
   std::int64_t redis_now_us() const {
     return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch())
                .count() +
@@ -481,7 +509,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     if (!cmd_->start(ip, address_.port, address_.path, on_connect, on_close) ||
         !sub_->start(ip, address_.port, address_.path, on_connect, on_close))
       return later_teardown("connect failed");
-    needed_ = 3;  // the two scripts, the subscription
+    needed_ = 4;  // Redis time, the two scripts, the subscription
     auto step = [weak, epoch](const char* what) {
       return [weak, epoch, what](redisReply* r) {
         auto self = weak.lock();
@@ -496,6 +524,17 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
       if (!sub_->command({"AUTH", options_.password}, step("AUTH failed")))
         later_teardown("connection closed");
     }
+    // Redis time before anything is sent that has a deadline.
+    send({"TIME"}, [weak, epoch](redisReply* r) {
+      auto self = weak.lock();
+      if (!self || self->epoch_ != epoch) return;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+          r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return self->teardown("unexpected reply");
+      const long long sec = std::atoll(r->element[0]->str), usec = std::atoll(r->element[1]->str);
+      self->set_offset(sec * 1000000 + usec);
+      if (--self->needed_ == 0) self->ready();
+    });
     send({"SCRIPT", "LOAD", round_script}, [weak, epoch](redisReply* r) {
       auto self = weak.lock();
       if (!self || self->epoch_ != epoch) return;
@@ -701,7 +740,8 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
         std::to_string(m->buckets),
         want ? "1" : "0",
         std::to_string(std::chrono::ceil<std::chrono::milliseconds>(options_.probe_lease).count()),
-        renew ? std::to_string(m->probing_gen) : "0"};
+        renew ? std::to_string(m->probing_gen) : "0",
+        deadline()};
     m->in_flight = true;
     round(m, std::move(argv));
   }
@@ -730,10 +770,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
         r->element[5]->type != REDIS_REPLY_STRING)
       return teardown("unexpected reply");
     const std::int64_t now = integer(r->element[0]);
-    have_offset_ = true;
-    offset_us_ = now - std::chrono::duration_cast<std::chrono::microseconds>(
-                           steady::now().time_since_epoch())
-                           .count();
+    set_offset(now);
     const auto calls = static_cast<std::uint64_t>(integer(r->element[1]));
     const auto failures = static_cast<std::uint64_t>(integer(r->element[2]));
     const auto slow = static_cast<std::uint64_t>(integer(r->element[3]));
@@ -741,6 +778,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     const fleet_record rec =
         fleet_record::parse(std::string_view(r->element[5]->str, r->element[5]->len));
     const std::int64_t probe = integer(r->element[6]);
+    if (probe == -2) return;  // run after its deadline: it did nothing (the link gives up soon)
     update([](fleet_metrics& x) { ++x.rounds; });
     auto b = m.breaker.lock();
     if (!b) return;
@@ -852,7 +890,8 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
                                      channel_,
                                      m.name,
                                      std::to_string(generation),
-                                     std::to_string(keep_ms_)};
+                                     std::to_string(keep_ms_),
+                                     deadline()};
     auto mm = find(m.name);
     if (mm.get() != &m) return;
     publish_send(mm, std::move(argv), std::string(mode));
