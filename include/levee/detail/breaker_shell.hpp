@@ -130,14 +130,19 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // once: a breaker whose link is gone is a local breaker again.
 
   void fleet_gate(bool on) noexcept {
-    fleet_gate_.store(on);
-    if (on) return;
+    if (on) {
+      fleet_.fetch_or(fleet_gate_bit);
+      return;
+    }
+    // One word: the timer either recorded its expiry before this (applied
+    // here) or finds the gate off and acts itself.
+    const std::uint64_t expired = fleet_.fetch_and(~fleet_gate_bit) & ~fleet_gate_bit;
     const std::uint64_t g = core_.generation();
-    if (fleet_expired_.load() == g) apply(core_.open_elapsed(g));
+    if (expired == g) apply(core_.open_elapsed(g));
   }
   bool fleet_open_expired() const noexcept {
     const std::uint64_t g = core_.generation();
-    return core_.state() == circuit_state::open && fleet_expired_.load() == g;
+    return core_.state() == circuit_state::open && (fleet_.load() & ~fleet_gate_bit) == g;
   }
   /// OPEN `generation` -> HALF_OPEN now (reason `open_elapsed`), as if its
   /// timer fired.
@@ -158,6 +163,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;
   void cancel_stuck() noexcept override;
+  nanos recovery_window() const noexcept override { return options_.recovery_window; }
 
   // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
   // already armed for it) the half-open timer of HALF_OPEN `generation`.
@@ -178,16 +184,16 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   breaker_core core_;
   breaker_telemetry telemetry_;
   small_mutex timer_lock_;              // timer_, timer_generation_
-  std::atomic<bool> detached_{false};   // the breaker object is gone: arm no timer
   std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
   timer_type timer_;
   std::unique_ptr<timer_type>
       stuck_timer_;  // with `recovery_window`, under the telemetry's order lock
   std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
-  // Fleet hooks: a fleet link decides OPEN -> HALF_OPEN while the gate is on;
-  // the OPEN generation whose timer fired while gated.
-  std::atomic<bool> fleet_gate_{false};
-  std::atomic<std::uint64_t> fleet_expired_{0};
+  // Fleet hooks, one word (memory per breaker is a target): bit 63, the gate
+  // (a fleet link decides OPEN -> HALF_OPEN); below, the OPEN generation whose
+  // timer fired while gated.
+  static constexpr std::uint64_t fleet_gate_bit = std::uint64_t{1} << 63;
+  std::atomic<std::uint64_t> fleet_{0};
 };
 
 }  // namespace levee::detail

@@ -17,18 +17,17 @@ breaker_impl<Clock, WaitTraits>::breaker_impl(asio::any_io_executor ex, breaker_
                                               std::string name)
     : options_(detail::checked(std::move(options))),
       core_(options_),
-      telemetry_(std::move(name), options_.recovery_window, clock_now()),
+      telemetry_(std::move(name), clock_now()),
       timer_(std::move(ex)) {}
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::detach(std::shared_ptr<breaker_impl> self) noexcept {
   breaker_impl& b = *self;
-  b.detached_.store(true, std::memory_order_relaxed);
+  b.telemetry_.detach(b);  // from now on no timer is armed
   {
     small_lock g(b.timer_lock_);
     b.timer_.cancel();
   }
-  b.telemetry_.detach(b);
   b.last_owner_ = std::move(self);
   if (b.core_.orphan()) b.release_last_owner();
 }
@@ -143,7 +142,7 @@ breaker_metrics breaker_impl<Clock, WaitTraits>::metrics() noexcept {
     r.slow_call_rate = static_cast<double>(w.slow) / static_cast<double>(w.calls);
   }
   r.open_streak = core_.open_streak();
-  telemetry_.fill(r, clock_now());
+  telemetry_.fill(r, clock_now(), options_.recovery_window);
   return r;
 }
 
@@ -165,7 +164,7 @@ void breaker_impl<Clock, WaitTraits>::call_telemetry(event_mask mask, outcome o,
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::arm_stuck(nanos left_closed, nanos recovery_window) noexcept {
-  if (detached_.load(std::memory_order_relaxed)) return;  // the breaker object is gone
+  if (telemetry_.detached()) return;  // the breaker object is gone
   try {
     using duration = typename Clock::duration;
     const time_point from(std::chrono::duration_cast<duration>(left_closed));
@@ -195,16 +194,18 @@ template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for,
                                           bool once) noexcept {
   small_lock g(timer_lock_);
-  if (older(generation) || detached_.load(std::memory_order_relaxed)) return;
+  if (older(generation) || telemetry_.detached()) return;
   if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
   timer_generation_ = static_cast<std::uint32_t>(generation);
   timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
   timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
     if (ec) return;  // cancelled: the breaker is gone or was re-armed
     if (auto self = weak.lock()) {
-      if (self->fleet_gate_.load() && self->core_.state() == circuit_state::open) {
-        self->fleet_expired_.store(generation);
-        if (self->fleet_gate_.load()) return;  // the fleet link decides
+      if (self->core_.state() == circuit_state::open) {
+        // Gated: record the expiry, the fleet link decides.
+        std::uint64_t w = self->fleet_.load();
+        while (w & fleet_gate_bit)
+          if (self->fleet_.compare_exchange_weak(w, fleet_gate_bit | generation)) return;
       }
       // The open timer of OPEN `generation`, or the half-open timer of
       // HALF_OPEN `generation`: the core knows which, by the state.
