@@ -21,7 +21,7 @@ jobs=$(nproc)
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
   gnuplot-nox valgrind prometheus
-  libssl-dev libc-ares-dev nginx-light)
+  libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev)
 
 install_missing() {
   local missing=()
@@ -33,7 +33,7 @@ install_missing() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # Servers the tests start themselves (nginx) must not start as system
+  # Servers the tests start themselves (nginx, redis) must not start as system
   # services on install: policy-rc.d refuses it for the length of the install.
   local policy=/usr/sbin/policy-rc.d added_policy=""
   if [ ! -e "$policy" ]; then

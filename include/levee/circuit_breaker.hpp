@@ -127,6 +127,12 @@ class basic_circuit_breaker {
     return impl_->core().window(detail::window_now<Clock>());
   }
 
+  /// For `levee::fleet_link`: the shared state behind the breaker (it may
+  /// outlive this object; hold it weakly).
+  std::shared_ptr<detail::breaker_impl<Clock, WaitTraits>> shared_state() const noexcept {
+    return impl_;
+  }
+
   /// The name given at construction (a registry uses its key), "" if none.
   std::string_view name() const noexcept { return impl_->name(); }
 

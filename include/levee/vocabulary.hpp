@@ -38,6 +38,10 @@ enum class transition_reason : std::uint8_t {
   /// HALF_OPEN -> OPEN: the round had not closed or reopened
   /// `max_half_open_duration` after its first probe started (a probe hung)
   half_open_timeout,
+  /// Decided by a `levee::fleet_link`: CLOSED -> OPEN on the fleet's shared
+  /// evidence or another instance's published opening; OPEN (or HALF_OPEN)
+  /// -> CLOSED when the fleet's prober closed it
+  fleet,
 };
 
 /// "failure_rate", "slow_call_rate", ..., "manual".

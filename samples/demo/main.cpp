@@ -16,6 +16,9 @@
 #include "metrics_endpoint.hpp"
 #include "report.hpp"
 #include "scenario.hpp"
+#ifdef LEVEE_DEMO_FLEET
+#include "fleet.hpp"  // --fleet N
+#endif
 
 #include <levee/observe.hpp>
 
@@ -27,6 +30,9 @@
 #include <system_error>
 
 int main(int argc, char** argv) {
+#ifdef LEVEE_DEMO_FLEET
+  if (const auto status = demo::fleet_main(argc, argv)) return *status;
+#endif
   const demo::command_line cl = demo::parse_command_line(argc, argv);
   switch (cl.what) {
     case demo::command_line::action::help:

@@ -150,6 +150,16 @@ class breaker_core {
   /// probes in flight keep their permits, whose outcomes then change nothing.
   transition half_open_elapsed(std::uint64_t generation) noexcept;
 
+  /// Fleet hook (levee::fleet_link): CLOSED -> OPEN with reason `fleet`, for
+  /// `open_for` (zero: the breaker's own next open duration). `{}` in any
+  /// other state.
+  transition fleet_open(nanos open_for) noexcept;
+
+  /// Fleet hook: OPEN or HALF_OPEN -> CLOSED with reason `fleet` (the fleet's
+  /// prober closed it), a fresh window and a zero open streak. `{}` in any
+  /// other state.
+  transition fleet_close() noexcept;
+
   /// The current window as of `now` (the time window evicts old buckets
   /// first), for metrics and tests.
   window_totals window(nanos now) noexcept;

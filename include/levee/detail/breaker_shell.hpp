@@ -123,6 +123,40 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   breaker_metrics metrics() noexcept;
 
+  // ---- fleet hooks (levee::fleet_link) -------------------------------------
+  // While the gate is on, the open timer's expiry does not turn the breaker
+  // HALF_OPEN: it is remembered (`fleet_open_expired`) and the link decides
+  // (`fleet_half_open`). Turning the gate off applies a remembered expiry at
+  // once: a breaker whose link is gone is a local breaker again.
+
+  void fleet_gate(bool on) noexcept {
+    if (on) {
+      fleet_.fetch_or(fleet_gate_bit);
+      return;
+    }
+    // One word: the timer either recorded its expiry before this (applied
+    // here) or finds the gate off and acts itself.
+    const std::uint64_t expired = fleet_.fetch_and(~fleet_gate_bit) & ~fleet_gate_bit;
+    const std::uint64_t g = core_.generation();
+    if (expired == g) apply(core_.open_elapsed(g));
+  }
+  bool fleet_open_expired() const noexcept {
+    const std::uint64_t g = core_.generation();
+    return core_.state() == circuit_state::open && (fleet_.load() & ~fleet_gate_bit) == g;
+  }
+  /// OPEN `generation` -> HALF_OPEN now (reason `open_elapsed`), as if its
+  /// timer fired.
+  void fleet_half_open(std::uint64_t generation) noexcept { apply(core_.open_elapsed(generation)); }
+  /// CLOSED -> OPEN (reason `fleet`) for `open_for` (zero: the breaker's own
+  /// duration); returns the duration, zero when it was not CLOSED.
+  nanos fleet_open(nanos open_for) noexcept {
+    const transition t = core_.fleet_open(open_for);
+    apply(t);
+    return t ? t.open_for : nanos::zero();
+  }
+  /// OPEN or HALF_OPEN -> CLOSED (reason `fleet`).
+  void fleet_close() noexcept { apply(core_.fleet_close()); }
+
  private:
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
@@ -155,6 +189,11 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   std::unique_ptr<timer_type>
       stuck_timer_;  // with `recovery_window`, under the telemetry's order lock
   std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
+  // Fleet hooks, one word (memory per breaker is a target): bit 63, the gate
+  // (a fleet link decides OPEN -> HALF_OPEN); below, the OPEN generation whose
+  // timer fired while gated.
+  static constexpr std::uint64_t fleet_gate_bit = std::uint64_t{1} << 63;
+  std::atomic<std::uint64_t> fleet_{0};
 };
 
 }  // namespace levee::detail

@@ -197,6 +197,30 @@ transition breaker_core::trip(std::uint64_t generation, transition_reason why,
                 basis);
 }
 
+transition breaker_core::fleet_open(nanos open_for) noexcept {
+  spin_guard g(transition_lock_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::closed) return {};
+  const std::uint64_t next = generation_of(w) + 1;
+  open_streak_ = 1;
+  if (open_for <= nanos::zero()) open_for = next_open_duration();
+  state_.store(make_word(circuit_state::open, next), std::memory_order_release);
+  return opened(
+      {circuit_state::closed, circuit_state::open, transition_reason::fleet, next, open_for}, {});
+}
+
+transition breaker_core::fleet_close() noexcept {
+  spin_guard g(transition_lock_);
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::open && state_of(w) != circuit_state::half_open) return {};
+  const std::uint64_t next = generation_of(w) + 1;
+  open_streak_ = 0;
+  probe_successes_ = 0;
+  reset_windows(next);
+  state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
+  return {state_of(w), circuit_state::closed, transition_reason::fleet, next};
+}
+
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
   spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);

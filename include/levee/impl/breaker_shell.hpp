@@ -204,6 +204,12 @@ void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_f
   timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
     if (ec) return;  // cancelled: the breaker is gone or was re-armed
     if (auto self = weak.lock()) {
+      if (self->core_.state() == circuit_state::open) {
+        // Gated: record the expiry, the fleet link decides.
+        std::uint64_t w = self->fleet_.load();
+        while (w & fleet_gate_bit)
+          if (self->fleet_.compare_exchange_weak(w, fleet_gate_bit | generation)) return;
+      }
       // The open timer of OPEN `generation`, or the half-open timer of
       // HALF_OPEN `generation`: the core knows which, by the state.
       if (const transition t = self->core_.open_elapsed(generation)) return self->apply(t);

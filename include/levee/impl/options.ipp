@@ -47,6 +47,8 @@ const char* to_string(transition_reason r) noexcept {
       return "manual";
     case transition_reason::half_open_timeout:
       return "half_open_timeout";
+    case transition_reason::fleet:
+      return "fleet";
   }
   return "unknown";
 }

@@ -1,0 +1,149 @@
+// levee: a fleet of instances whose breakers share what they learn, through
+// Redis (the CMake target levee::fleet; it needs hiredis, levee::levee does not).
+//
+// Evidence, not verdicts: each instance adds its calls, failures and slow calls
+// to shared buckets and reads back the fleet's window; a breaker opens on the
+// fleet's window only when failures come from at least `quorum` instances. An
+// opening is published (pub/sub plus a key with its half-open time and a
+// generation); at the half-open time the instances race for a probe lease and
+// one of them probes for the fleet. The call path never waits on Redis; with
+// Redis down, stopped or restarted, every breaker is a local breaker again.
+// docs/fleet.md has the details.
+#pragma once
+
+#include <levee/circuit_breaker.hpp>
+#include <levee/registry.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <string_view>
+
+namespace levee {
+
+/// A fleet link's settings. Plain struct, a default on every member.
+struct fleet_options {
+  /// The Redis server: "host:port" ("[::1]:6379" for IPv6) or the path of a
+  /// Unix socket (starting with '/'). A host name is resolved with Asio's
+  /// asynchronous resolver.
+  std::string address = "127.0.0.1:6379";
+  /// Sent with AUTH on every connection when not empty.
+  std::string password = {};
+  /// Every key starts with it: `<key_prefix>:{<breaker name>}:...` (one hash
+  /// tag per breaker). Not empty, no whitespace.
+  std::string key_prefix = "levee";
+  /// This instance in the shared records. Empty (the default): host:pid:random.
+  /// No whitespace, at most 200 characters.
+  std::string instance_id = {};
+  /// The fleet's window opens a breaker only when failures (or slow calls)
+  /// come from at least this many instances: one sick instance cannot open
+  /// the others. >= 1.
+  std::size_t quorum = 2;
+  /// The fleet's window needs at least this many calls; 0 (the default): the
+  /// breaker's own `minimum_calls`.
+  std::size_t fleet_minimum_calls = 0;
+  /// Connecting (with AUTH, SUBSCRIBE and SCRIPT LOAD) must finish within
+  /// this. > 0.
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
+  /// A command not answered within this ends the connection (a stopped Redis
+  /// never answers). > 0.
+  std::chrono::nanoseconds command_timeout = std::chrono::seconds(1);
+  /// Reconnection delays: from `reconnect_min`, doubled after every failed
+  /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
+  std::chrono::nanoseconds reconnect_min = std::chrono::milliseconds(100);
+  std::chrono::nanoseconds reconnect_max = std::chrono::seconds(10);
+  /// How long a won probe lease keeps the other instances from probing. The
+  /// winner renews it every round while its probe runs; a winner that dies,
+  /// or has no call to probe with, lets it expire and another instance
+  /// probes. >= 1 ms.
+  std::chrono::nanoseconds probe_lease = std::chrono::seconds(5);
+  /// How often a link attached to a registry looks for new breakers. > 0.
+  std::chrono::nanoseconds registry_scan = std::chrono::seconds(1);
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const fleet_options& options);
+
+/// A snapshot of a link's health and work.
+struct fleet_metrics {
+  bool connected = false;              ///< both connections up, scripts loaded
+  std::uint64_t connects = 0;          ///< connections established
+  std::uint64_t reconnects = 0;        ///< connection attempts after the first
+  std::uint64_t disconnects = 0;       ///< established connections lost
+  std::uint64_t rounds = 0;            ///< evidence round trips answered
+  std::uint64_t errors = 0;            ///< failed connects, timeouts, error replies
+  std::uint64_t opens_published = 0;   ///< openings this instance published
+  std::uint64_t opens_received = 0;    ///< breakers opened by the fleet (reason `fleet`)
+  std::uint64_t closes_published = 0;  ///< closings this instance published (its probe won)
+  std::uint64_t closes_received = 0;   ///< breakers closed by the fleet's prober
+  std::uint64_t probe_leases_won = 0;
+  std::uint64_t probe_leases_lost = 0;
+  std::uint64_t breakers = 0;  ///< breakers attached now
+};
+
+/// What a listener hears.
+enum class fleet_event_kind : std::uint8_t { connected, disconnected };
+
+struct fleet_event {
+  fleet_event_kind kind = fleet_event_kind::connected;
+  /// disconnected: why ("timeout", "connection closed", "AUTH failed", ...).
+  std::string reason;
+};
+
+/// "connected" or "disconnected".
+const char* to_string(fleet_event_kind k) noexcept;
+
+namespace detail {
+class fleet_state;
+}
+
+/// Links breakers to a fleet through one Redis server. Construct it on an
+/// executor (its work runs on a strand of it), attach breakers, keep it for
+/// as long as they should share.
+///
+/// Thread safety: every member function is thread-safe except construction
+/// and destruction. Lifetime: destroying the link with commands pending is
+/// safe (they end with it); attached breakers become local breakers at once.
+/// A breaker may go before the link (it is held weakly).
+class fleet_link {
+ public:
+  /// Starts connecting at once. Throws `std::invalid_argument` naming the
+  /// member when `options` is invalid.
+  fleet_link(boost::asio::any_io_executor ex, fleet_options options = {});
+  ~fleet_link();
+  fleet_link(const fleet_link&) = delete;
+  fleet_link& operator=(const fleet_link&) = delete;
+
+  /// Shares `breaker`'s evidence under `name` (instances share a breaker by
+  /// name). Time-window breakers only (`std::invalid_argument` otherwise).
+  /// Instances must give the same breaker the same options.
+  void attach(circuit_breaker& breaker, std::string name);
+  /// The same with the breaker's own name (`std::invalid_argument` if none).
+  void attach(circuit_breaker& breaker);
+
+  /// Every breaker of `registry`, and those it creates later (found every
+  /// `registry_scan`). The registry must outlive the link.
+  void attach(breaker_registry& registry);
+
+  /// Adds a listener, invoked on the link's strand for every event.
+  void listen(std::function<void(const fleet_event&)> fn);
+
+  fleet_metrics metrics() const;
+  const fleet_options& options() const noexcept;
+  /// This instance's id in the shared records.
+  const std::string& instance_id() const noexcept;
+
+ private:
+  std::shared_ptr<detail::fleet_state> state_;
+};
+
+/// The Prometheus text exposition (format 0.0.4) of a link's metrics:
+/// `levee_fleet_connected` (gauge) and `levee_fleet_*_total` counters.
+void write_prometheus(std::ostream& out, const fleet_metrics& m);
+
+}  // namespace levee

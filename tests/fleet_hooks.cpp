@@ -1,0 +1,107 @@
+// The breaker hooks levee::fleet uses, on virtual time (no Redis): the
+// reason `fleet`, fleet_open / fleet_close, and the gate on OPEN -> HALF_OPEN.
+#include "support.hpp"
+
+#include <levee/observe.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace levee_test;
+using levee::circuit_state;
+using levee::transition_reason;
+
+namespace {
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> answer(bool ok) {
+  if (ok) co_return std::tuple(boost::system::error_code(), 1);
+  co_return std::tuple(make_error_code(boost::system::errc::connection_refused), 0);
+}
+
+struct transitions {
+  std::vector<levee::breaker_event> seen;
+  levee::event_listener listener() {
+    return [this](const levee::breaker_event& e) { seen.push_back(e); };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("fleet hook: the reason's name") {
+  CHECK(std::string(levee::to_string(transition_reason::fleet)) == "fleet");
+}
+
+TEST_CASE("fleet hook: fleet_open and fleet_close") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 2, .open_duration = 30s}, "api");
+  transitions t;
+  cb.listen(levee::transition_events, t.listener());
+  auto state = cb.shared_state();
+
+  CHECK(state->fleet_open(7s) == 7s);  // CLOSED -> OPEN for the fleet's time
+  settle(ioc);
+  CHECK(cb.state() == circuit_state::open);
+  REQUIRE(t.seen.size() == 1);
+  CHECK(t.seen[0].reason == transition_reason::fleet);
+  CHECK(t.seen[0].open_for == 7s);
+  CHECK(state->fleet_open(7s) == 0s);  // not CLOSED: nothing
+  elapse(ioc, 7s);                     // its timer, as any opening's
+  CHECK(cb.state() == circuit_state::half_open);
+
+  state->fleet_close();  // HALF_OPEN -> CLOSED
+  settle(ioc);
+  CHECK(cb.state() == circuit_state::closed);
+  CHECK(t.seen.back().reason == transition_reason::fleet);
+  CHECK(cb.window().calls == 0);
+  const auto n = t.seen.size();
+  state->fleet_close();  // CLOSED: nothing
+  settle(ioc);
+  CHECK(t.seen.size() == n);
+
+  CHECK(state->fleet_open(0s) == 30s);  // zero: the breaker's own open duration
+  state->fleet_close();                 // OPEN -> CLOSED
+  CHECK(cb.state() == circuit_state::closed);
+  cb.force_open();
+  CHECK(state->fleet_open(1s) == 0s);  // an operator's state is left alone
+  state->fleet_close();
+  CHECK(cb.state() == circuit_state::forced_open);
+}
+
+TEST_CASE("fleet hook: the gate holds OPEN -> HALF_OPEN for the link") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 2, .open_duration = 30s}, "api");
+  auto state = cb.shared_state();
+  state->fleet_gate(true);
+  run(ioc, cb(answer(false)));
+  run(ioc, cb(answer(false)));
+  REQUIRE(cb.state() == circuit_state::open);
+  CHECK_FALSE(state->fleet_open_expired());
+  elapse(ioc, 30s);
+  CHECK(cb.state() == circuit_state::open);  // the timer fired; the link decides
+  CHECK(state->fleet_open_expired());
+  const auto generation = state->core().generation();
+  state->fleet_half_open(generation + 5);  // another generation: nothing
+  CHECK(cb.state() == circuit_state::open);
+  state->fleet_half_open(generation);
+  CHECK(cb.state() == circuit_state::half_open);
+
+  SECTION("ungating applies an expiry the gate held") {
+    run(ioc, cb(answer(false)));  // the probe fails: OPEN again
+    REQUIRE(cb.state() == circuit_state::open);
+    elapse(ioc, 30s);
+    CHECK(cb.state() == circuit_state::open);
+    state->fleet_gate(false);
+    CHECK(cb.state() == circuit_state::half_open);
+  }
+  SECTION("ungated, the timer acts alone") {
+    state->fleet_gate(false);
+    run(ioc, cb(answer(false)));
+    REQUIRE(cb.state() == circuit_state::open);
+    elapse(ioc, 30s);
+    CHECK(cb.state() == circuit_state::half_open);
+  }
+}
