@@ -120,7 +120,7 @@ run_tests() {
     -print_final_stats=1 build/ci-fuzz/corpus-url 2>&1 | tail -n 4
 
   step "release build: the library, the samples and the demo"
-  rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo
+  rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet
   configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=ON \
     -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
   cmake --build build/ci-release -j "$jobs"
@@ -129,6 +129,11 @@ run_tests() {
   ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json \
     --metrics-out build/ci-demo/metrics.prom
   cmake -DSUMMARY=build/ci-demo/summary.json -P cmake/check-demo-summary.cmake
+
+  step "the fleet demo, --quick --fleet 4: one prober per open period, opened together, Redis down costs nothing"
+  ./build/ci-release/samples/levee-demo --quick --fleet 4 --no-chart --out build/ci-demo-fleet \
+    --summary build/ci-demo-fleet/summary.json
+  cmake -DSUMMARY=build/ci-demo-fleet/summary.json -P cmake/check-fleet-summary.cmake
 
   step "the Prometheus exposition passes promtool check metrics"
   promtool check metrics < build/ci-demo/metrics.prom

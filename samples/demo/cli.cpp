@@ -34,6 +34,9 @@ options:
                      http://127.0.0.1:N/metrics (default 0: any free port,
                      printed at the start)
   --no-chart         do not run gnuplot
+  --fleet N          run the scenario with N instances sharing their breakers
+                     through a redis-server the demo starts (modes local,
+                     shared, shared_redis_down; --fleet N --help says more)
   --help             this text
 
 outputs:

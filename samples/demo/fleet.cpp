@@ -425,7 +425,15 @@ std::optional<int> fleet_main(int argc, char** argv) {
         json::object{{"scale", s.scale},
                      {"sessions", s.sessions},
                      {"fleet", json::object{{"instances", n}, {"modes", std::move(modes)}}}};
-    std::ofstream(s.summary) << json::serialize(summary) << '\n';
+    const std::filesystem::path path(s.summary);
+    std::error_code dir_error;
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), dir_error);
+    std::ofstream file(path);
+    file << json::serialize(summary) << '\n';
+    if (!file.flush()) {
+      std::cerr << "levee-demo: cannot write " << s.summary << '\n';
+      return 1;
+    }
     std::cout << "summary:  " << s.summary << '\n';
   }
   return 0;
