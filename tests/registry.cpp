@@ -206,7 +206,7 @@ TEST_CASE(
 
 TEST_CASE(
     "registry: guards(key)(call) is breaker(limit(call)): the shared duration makes a slow "
-    "call for the breaker and a sample for the limit; a refusal is ignored") {
+    "call for the breaker and a sample for the limit, a refusal is ignored") {
   virtual_time vt;
   asio::io_context ioc;
   levee::registry_options o;
