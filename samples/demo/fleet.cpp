@@ -3,6 +3,7 @@
 #include "fleet.hpp"
 
 #include "cli.hpp"
+#include "redis_process.hpp"
 #include "scenario.hpp"
 
 #include <levee/fleet.hpp>
@@ -17,13 +18,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
 
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <atomic>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -44,48 +42,6 @@ namespace http = levee::http;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
-
-// A redis-server of the demo's own, on a Unix socket in a temporary directory,
-// with no persistence; it dies with the demo (PR_SET_PDEATHSIG).
-class redis_process {
- public:
-  redis_process() {
-    char templ[] = "/tmp/levee-demo-redis-XXXXXX";
-    if (!::mkdtemp(templ)) return;
-    dir_ = templ;
-    const std::string redis = "/usr/bin/redis-server";
-    if (::access(redis.c_str(), X_OK) != 0) return;
-    const std::string sock = socket_path(), d = dir_.string();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() == 1) ::_exit(127);
-      ::execl(redis.c_str(), redis.c_str(), "--port", "0", "--unixsocket", sock.c_str(),
-              "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", d.c_str(),
-              "--logfile", (d + "/redis.log").c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 500 && pid_ > 0 && !std::filesystem::exists(sock); ++i)
-      std::this_thread::sleep_for(10ms);
-  }
-  ~redis_process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGCONT);
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    std::error_code ignored;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
-  }
-  bool running() const { return pid_ > 0 && std::filesystem::exists(socket_path()); }
-  std::string socket_path() const { return (dir_ / "redis.sock").string(); }
-  void pause() { ::kill(pid_, SIGSTOP); }
-  void resume() { ::kill(pid_, SIGCONT); }
-
- private:
-  std::filesystem::path dir_;
-  pid_t pid_ = -1;
-};
 
 enum class fleet_mode { local, shared, shared_redis_down };
 
