@@ -240,18 +240,27 @@ class client {
 
 /// GET `url` (`http[s]://host[:port][/target]`).
 ///
-/// Completion signature: `void(error_code, response)`; a URL that
-/// `parse_url` refuses completes with `error::invalid_url` (posted, as every
-/// completion). Cancellation, executor, lifetime (`url` is moved in; the
-/// client must outlive the operation) and thread safety: as
-/// `client::async_request`.
+/// Completion signature: `void(error_code, response)` (`request_signature`);
+/// a URL that `parse_url` refuses completes with `error::invalid_url`. Never
+/// completes inside the call.
+///
+/// Cancellation: as `client::async_request` (terminal: `operation_aborted`,
+/// the connection closed).
+///
+/// Executor: the request runs on strands of the client's executor; the
+/// handler on its associated executor (default: the client's).
+///
+/// Lifetime: `url` is moved in; `c` is borrowed and must outlive the
+/// operation.
+///
+/// Thread safety: any thread, concurrently with other requests.
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_get(
     client& c, std::string url,
     CompletionToken&& token = boost::asio::default_completion_token_t<client::executor_type>());
 
-/// HEAD `url`: as `async_get`; the response has no body.
+/// HEAD `url`: as `async_get` in every section; the response has no body.
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_head(
@@ -260,8 +269,8 @@ auto async_head(
 
 /// Any request to `origin` (`"https://api.example.com"`, `"http://[::1]:8080"`:
 /// a scheme and an authority, no path); the request's own target is sent.
-/// As `async_get`; an origin with a path or query completes with
-/// `error::invalid_url`. `req` is moved in.
+/// As `async_get` in every section, and: an origin with a path or query
+/// completes with `error::invalid_url`; `req` is moved in.
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_send(
@@ -270,7 +279,10 @@ auto async_send(
 
 /// The awaitable helpers: the operations above with `asio::use_awaitable`,
 /// so, by the same rule, they yield the response and throw
-/// `boost::system::system_error`. The line every user writes first:
+/// `boost::system::system_error` (signature: `asio::awaitable<response>`;
+/// cancellation, executor, lifetime and thread safety: the operation's; the
+/// awaiting coroutine resumes on its own executor). The line every user
+/// writes first:
 /// `co_await breaker(http_get(client, url))`. For the error_code form, give
 /// the operation a token: `async_get(client, url, asio::as_tuple(asio::use_awaitable))`.
 /// Like every awaitable, nothing happens until it is awaited; the arguments

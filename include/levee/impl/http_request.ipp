@@ -241,7 +241,6 @@ class request_op : public std::enable_shared_from_this<request_op> {
       });
     }
     asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
-      self->client_state_.reset();  // the request holds it from here on
       asio::co_spawn(self->child_ex_, std::move(aw),
                      asio::bind_cancellation_slot(self->child_signal_.slot(),
                                                   [self](std::exception_ptr e, result r) {
@@ -276,7 +275,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
   }
 
   any_request_handler handler_;
-  std::shared_ptr<void> client_state_;  // the client's inside, alive until the request starts
+  std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
   asio::any_io_executor work_;          // the handler's, tracked
   asio::cancellation_slot caller_slot_;
   asio::any_io_executor child_ex_;
