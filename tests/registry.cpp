@@ -175,3 +175,73 @@ TEST_CASE("registry: max_breakers bounds it: the least recently used unheld brea
   CHECK_THROWS_WITH(registry(ioc, {.max_breakers = 0}),
                     "registry_options::max_breakers must be at least 1");
 }
+
+TEST_CASE(
+    "registry: guards(key)(call) reads the clock once when the call starts and once when "
+    "it ends, for the breaker and the limit together") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::registry_options o;
+  o.defaults.slow_call_duration = 50ms;  // the breaker needs the call's duration
+  o.limits = levee::adaptive_limit_options{};
+  registry r(ioc, o);
+  const auto g = r.guards("a:80");
+  REQUIRE(g.limit);
+  fake_service api;  // a call without latency reads no clock itself
+
+  const auto before = vclock::read_count();
+  auto shared = run(ioc, g(api.call(true)));
+  const auto shared_reads = vclock::read_count() - before;
+  REQUIRE(shared->done);
+  CHECK(shared_reads == 2);
+
+  // The same layers nested read it once per layer and end, and the time
+  // window once more.
+  const auto before_nested = vclock::read_count();
+  auto nested = run(ioc, (*g.breaker)((*g.limit)(api.call(true))));
+  const auto nested_reads = vclock::read_count() - before_nested;
+  REQUIRE(nested->done);
+  CHECK(nested_reads > shared_reads);
+}
+
+TEST_CASE(
+    "registry: guards(key)(call) is breaker(limit(call)): the shared duration makes a slow "
+    "call for the breaker and a sample for the limit; a refusal is ignored") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::registry_options o;
+  o.defaults.slow_call_duration = 50ms;
+  o.limits = levee::adaptive_limit_options{.initial_limit = 1, .min_limit = 1, .max_limit = 1};
+  registry r(ioc, o);
+  const auto g = r.guards("a:80");
+  fake_service api;
+
+  auto slow = spawn(ioc, g(api.call_ec({}, 100ms)));
+  settle(ioc);
+  CHECK(g.limit->in_flight() == 1);
+  auto refused = run(ioc, g(api.call_ec({}, 1ms)));  // the limit is full
+  REQUIRE(refused->done);
+  CHECK(std::get<0>(*refused->value) == levee::error::limit_exceeded);
+  CHECK(api.started == 1);
+  elapse(ioc, 100ms);
+  REQUIRE(slow->done);
+  CHECK(!std::get<0>(*slow->value));
+
+  const auto m = g.breaker->metrics();
+  CHECK(m.successes == 1);
+  CHECK(m.slow == 1);      // 100 ms >= slow_call_duration, measured once for both
+  CHECK(m.ignored == 1);   // the refused call never reached the downstream
+  CHECK(m.rejected == 0);  // the limit refused it, not the breaker
+  CHECK(m.window_calls == 1);
+  const auto lm = g.limit->metrics();
+  CHECK(lm.samples == 1);
+  CHECK(lm.limited == 1);
+  CHECK(lm.in_flight == 0);
+
+  // Rejected by an open breaker: the limit is not asked.
+  g.breaker->force_open();
+  auto rejected = run(ioc, g(api.call_ec({}, 1ms)));
+  REQUIRE(rejected->done);
+  CHECK(std::get<0>(*rejected->value) == levee::error::circuit_open);
+  CHECK(g.limit->metrics().admitted == 1);
+}

@@ -26,7 +26,7 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 using vclock = levee::manual_clock;
-using breaker = levee::basic_circuit_breaker<vclock, vclock::wait_traits>;
+using breaker = levee::basic_circuit_breaker<vclock>;  // manual_clock's wait_traits are found
 using timer = asio::basic_waitable_timer<vclock, vclock::wait_traits>;
 
 /// Runs what is ready, without blocking. Virtual timers that are due fire.

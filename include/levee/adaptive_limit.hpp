@@ -165,6 +165,10 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
 /// `operation_aborted`).
 ///
 /// `Clock` times round trips and `max_wait`.
+namespace detail {
+struct guard_access;
+}  // namespace detail
+
 template <class Clock = std::chrono::steady_clock>
 class basic_adaptive_limit {
  public:
@@ -289,6 +293,7 @@ class basic_adaptive_limit {
     }
   }
 
+  friend struct detail::guard_access;
   executor_type executor_;
   std::shared_ptr<detail::adaptive_limit_state> state_;
 };

@@ -77,9 +77,7 @@ class call_result {
 /// True for the codes that mean "the operation was cancelled":
 /// `asio::error::operation_aborted` and anything equivalent to
 /// `errc::operation_canceled`.
-inline bool is_cancellation(const boost::system::error_code& ec) noexcept {
-  return ec == boost::system::errc::operation_canceled;
-}
+bool is_cancellation(const boost::system::error_code& ec) noexcept;
 
 /// The default rules (DESIGN.md, behaviour 5):
 /// - cancellation (`operation_aborted`), thrown or returned: ignored;
@@ -90,13 +88,7 @@ inline bool is_cancellation(const boost::system::error_code& ec) noexcept {
 /// - any other exception: failure;
 /// - a non-zero error_code: failure;
 /// - anything else: success.
-inline outcome default_classify(const call_result& r) noexcept {
-  if (const auto* ec = r.error(); ec && *ec) {
-    return is_cancellation(*ec) || is_rejection(*ec) ? outcome::ignored : outcome::failure;
-  }
-  if (r.threw()) return outcome::failure;
-  return outcome::success;
-}
+outcome default_classify(const call_result& r) noexcept;
 
 /// A per-breaker classifier. Empty means `default_classify`. It runs on the
 /// thread that completes the call, must be thread-safe when the breaker is

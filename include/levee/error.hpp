@@ -79,9 +79,7 @@ inline boost::system::error_condition make_error_condition(condition c) noexcept
 
 /// True when `ec` is a levee rejection: the call was never started, so the
 /// downstream saw nothing. A rejected call must not be retried immediately.
-inline bool is_rejection(const boost::system::error_code& ec) noexcept {
-  return ec == condition::rejected;
-}
+bool is_rejection(const boost::system::error_code& ec) noexcept;
 
 /// What a circuit breaker throws when it rejects a call (the coroutine form,
 /// and the `exception_ptr` of the token form): a `boost::system::system_error`

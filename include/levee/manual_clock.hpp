@@ -8,7 +8,7 @@
 namespace levee {
 
 /// A clock that only moves when told to. Use it as the breaker's clock
-/// (`basic_circuit_breaker<manual_clock, manual_clock::wait_traits>`) and as
+/// (`basic_circuit_breaker<manual_clock>`: its `wait_traits` are found) and as
 /// the clock of your own fake downstream's timers; then a test moves time with
 /// `advance()` and runs what became due with `io_context::poll()`:
 ///
@@ -30,7 +30,13 @@ class basic_manual_clock {
   using time_point = std::chrono::time_point<basic_manual_clock>;
   static constexpr bool is_steady = true;
 
-  static time_point now() noexcept { return time_point(duration(ticks().load(order))); }
+  static time_point now() noexcept {
+    reads().fetch_add(1, std::memory_order_relaxed);
+    return time_point(duration(ticks().load(order)));
+  }
+
+  /// How many times `now()` was called (for tests that count clock reads).
+  static std::uint64_t read_count() noexcept { return reads().load(std::memory_order_relaxed); }
 
   /// Moves the clock forward by `d` (>= 0).
   template <class Rep, class Period>
@@ -55,6 +61,10 @@ class basic_manual_clock {
   static constexpr std::memory_order order = std::memory_order_seq_cst;
   static std::atomic<rep>& ticks() noexcept {
     static std::atomic<rep> value{0};
+    return value;
+  }
+  static std::atomic<std::uint64_t>& reads() noexcept {
+    static std::atomic<std::uint64_t> value{0};
     return value;
   }
 };

@@ -4,6 +4,7 @@
 #include <levee/adaptive_limit.hpp>
 #include <levee/circuit_breaker.hpp>
 #include <levee/detail/clock_traits.hpp>
+#include <levee/detail/guard_pair.hpp>
 #include <levee/detail/saturating.hpp>
 #include <levee/detail/validate.hpp>
 #include <levee/observe.hpp>
@@ -95,6 +96,26 @@ class basic_breaker_registry {
   struct guard_set {
     std::shared_ptr<breaker_type> breaker;
     std::shared_ptr<limit_type> limit;
+
+    /// Guards `aw` (an `asio::awaitable<T, Executor>`, as an rvalue) with the
+    /// breaker and, inside it, the limit: `co_await g(call())` behaves as
+    /// `co_await (*g.breaker)((*g.limit)(call()))` (DESIGN.md's order; a call
+    /// the limit refuses is ignored by the breaker), in one coroutine frame,
+    /// with one clock read when the call starts and one when it ends, shared
+    /// by the breaker's slow-call detection and time window and the limit's
+    /// round-trip sample. Without a limit, `(*g.breaker)(call())`.
+    ///
+    /// Result, the two forms: as `basic_circuit_breaker::operator()`; a
+    /// limit's refusal is `error::limit_exceeded` in either form.
+    /// Cancellation: reaches `aw`, or a call waiting in the limit's queue.
+    /// Executor: the awaiting coroutine's. Lifetime: hold `g` until the await
+    /// is done. Thread safety: as the breaker and the limit, any thread.
+    template <class T, class Executor>
+    boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) const {
+      if (!limit) return (*breaker)(std::move(aw));
+      return detail::guarded_pair_call<Clock>(detail::guard_access::breaker(*breaker),
+                                              detail::guard_access::limit(*limit), std::move(aw));
+    }
   };
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/classify.hpp>
+#include <levee/detail/random.hpp>
 #include <levee/detail/result_shape.hpp>
 #include <levee/detail/retry.hpp>
 #include <levee/detail/validate.hpp>

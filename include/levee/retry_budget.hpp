@@ -1,6 +1,7 @@
 // levee: a retry budget shared by many callers.
 #pragma once
 
+#include <levee/detail/bucket_ring.hpp>
 #include <levee/detail/spinlock.hpp>
 
 #include <chrono>
@@ -74,16 +75,14 @@ class retry_budget {
     std::uint64_t successes = 0;
     std::uint64_t retries = 0;
   };
-  void advance(std::int64_t index) noexcept;  // under lock_
+  void advance(std::int64_t index) noexcept;  // under lock_: makes `index` the head if newer
   double allowance() const noexcept;          // under lock_, after advance
 
   retry_budget_options options_;
   std::int64_t width_ns_;
   detail::spinlock lock_;
   std::vector<bucket> ring_;
-  std::int64_t head_ = 0;  // index of the newest bucket
-  std::size_t head_pos_ = 0;
-  bool started_ = false;
+  detail::ring_cursor cursor_;
   std::uint64_t successes_ = 0;  // sums over the ring
   std::uint64_t retries_ = 0;
 };

@@ -4,6 +4,8 @@
 
 #include <levee/impl/adaptive_limit.ipp>
 #include <levee/impl/breaker_core.ipp>
+#include <levee/impl/breaker_shell.ipp>
+#include <levee/impl/breaker_telemetry.ipp>
 #include <levee/impl/bulkhead.ipp>
 #include <levee/impl/error.ipp>
 #include <levee/impl/http_classify.ipp>

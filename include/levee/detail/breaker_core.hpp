@@ -14,13 +14,22 @@
 //   happens after a failure, after a slow call, and after a success only when
 //   the window changed in a way a success could not have checked (a new bucket,
 //   or fewer than `minimum_calls` calls at the last check).
-// - Transitions are rare and serialised by one lock.
+// - Transitions are rare and serialised by `transition_lock_`. The core never
+//   calls out: a transition is returned to the caller (the Asio shell), which
+//   arms timers and tells observers after every lock is released.
+//
+// The windows are parts of their own: detail/time_window.hpp (per shard) and
+// detail/count_window.hpp.
 #pragma once
 
 #include <levee/classify.hpp>
+#include <levee/detail/count_window.hpp>
+#include <levee/detail/random.hpp>
 #include <levee/detail/spinlock.hpp>
 #include <levee/detail/thread_slot.hpp>
+#include <levee/detail/time_window.hpp>
 #include <levee/options.hpp>
+#include <levee/vocabulary.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -96,38 +105,6 @@ struct decimal_ratio {
   bool reached_by(std::uint64_t part, std::uint64_t whole) const noexcept;
 };
 
-/// Calls, failures and slow calls in a window.
-struct window_totals {
-  std::uint64_t calls = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t slow = 0;
-};
-
-/// Sees every transition, in order, under the core's lock (so it must be
-/// short and must not call back into the core). The shell uses it for metrics
-/// and events; tests can watch transitions with it.
-///
-/// `basis`: what a transition to OPEN was decided on. `failure_rate` and
-/// `slow_call_rate`: the window's totals; `consecutive_failures`: the
-/// failures in a row (as calls and failures); `probe_failed`: the probe (one
-/// call, failed or slow). Zero otherwise.
-class transition_observer {
- public:
-  virtual void on_transition(const transition& t, const window_totals& basis) noexcept = 0;
-
- protected:
-  ~transition_observer() = default;
-};
-
-/// Cumulative outcome counts since construction (every generation).
-struct call_counters {
-  std::uint64_t successes = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t ignored = 0;   ///< classified ignored (cancellations), or abandoned
-  std::uint64_t slow = 0;      ///< successes and failures that were also slow
-  std::uint64_t rejected = 0;  ///< refused admission
-};
-
 class breaker_core {
  public:
   /// `options` must be valid (see `validate`). `shards` is rounded up to a power
@@ -178,7 +155,15 @@ class breaker_core {
   window_totals window(nanos now) noexcept;
 
   /// Cumulative counts (relaxed reads: exact once calls have stopped).
-  call_counters counters() const noexcept;
+  breaker_counters counters() const noexcept;
+
+  /// What the transition `t` to OPEN was decided on, while the breaker is
+  /// still in that OPEN state (zero after it moved on, and for other
+  /// transitions): for `failure_rate` the window's calls and failures, for
+  /// `slow_call_rate` its calls and slow calls; for `consecutive_failures`,
+  /// the failures in a row (as calls and failures); for `probe_failed`, the
+  /// probe (one call, failed or slow).
+  window_totals trip_basis(const transition& t) const noexcept;
 
   /// Consecutive successful probes in the current HALF_OPEN state.
   std::size_t probe_successes() const noexcept;
@@ -187,17 +172,12 @@ class breaker_core {
   /// for each failed probe round; 0 once closed.
   std::uint64_t open_streak() const noexcept;
 
-  /// Manual control: moves to `target` (any state; HALF_OPEN is not a manual
-  /// target) with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a
-  /// fresh window; CLOSED also resets the open streak. OPEN here means
-  /// FORCED_OPEN's automatic cousin: the shell arms the timer as usual.
-  /// A move to the current state is no transition (returns `{}`); in CLOSED
-  /// it still starts a fresh window.
+  /// Manual control: moves to `target` (CLOSED, FORCED_OPEN, DISABLED or
+  /// METRICS_ONLY; OPEN and HALF_OPEN are not manual targets and return `{}`)
+  /// with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a fresh
+  /// window; CLOSED also resets the open streak. A move to the current state
+  /// is no transition (returns `{}`); in CLOSED it still starts a fresh window.
   transition set_state(circuit_state target) noexcept;
-
-  /// Registers the observer (null: none). Not thread-safe against calls:
-  /// set it before sharing the core.
-  void observe(transition_observer* o) noexcept { observer_ = o; }
 
   /// Test hook: sets the counts of the time-window bucket that holds `now`, in
   /// the calling thread's shard, as if that many calls had finished in it
@@ -250,22 +230,6 @@ class breaker_core {
     return generation << generation_shift | static_cast<std::uint64_t>(s);
   }
 
-  struct bucket {
-    std::uint32_t calls;
-    std::uint32_t failures;
-    std::uint32_t slow;
-  };
-  // A bucket about to pass 2^32 - 1 calls (a long bucket on a busy shard) is
-  // halved rather than wrapped: its rates and failures <= calls are kept, and
-  // it weighs half as much against the other buckets from then on. (Wider
-  // counters would double the shards' memory for a case that needs 4e9 calls
-  // in one bucket of one shard.)
-  static void halve(bucket& b) noexcept {
-    b.calls >>= 1;
-    b.failures >>= 1;
-    b.slow >>= 1;
-  }
-
   // A counter written either always under its shard's lock (`bump_locked`: a
   // plain load and store, no read-modify-write) or always with `fetch_add`
   // (`bump`), never both: a `fetch_add` between the load and the store would
@@ -280,24 +244,24 @@ class breaker_core {
     std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
   };
 
-  // One shard of the time window, plus cumulative counters. Followed in
-  // memory by its ring of `buckets_` buckets; shards are `stride_` bytes apart,
-  // a multiple of the cache line, in one block aligned to a cache line.
+  // One shard: its part of the time window, cumulative counters and the
+  // calls in flight. Followed in memory by its ring of time buckets; shards
+  // are `stride_` bytes apart, a multiple of the cache line, in one block
+  // aligned to a cache line.
   struct shard {
-    spinlock lock;
-    std::uint16_t head_pos = 0;  // ring position of bucket `head` (< 1024)
+    spinlock lock;  // window and generation (the counters say how they are written)
     // Calls in flight admitted or finished on this shard, times two (a call
     // may enter on one shard and leave on another: only the sum over shards,
     // modulo 2^31, is meaningful), plus 1 once the owner is orphaned.
     std::atomic<std::uint32_t> in_flight{0};
     std::uint64_t generation = 1;
-    std::int64_t head = std::numeric_limits<std::int64_t>::min();        // newest bucket index
-    std::int64_t head_start = std::numeric_limits<std::int64_t>::max();  // its start, ns
+    time_window::slice window;
     counter successes, failures, ignored, slow;
     counter rejected;  // bumped without the lock
-    bucket* ring() noexcept { return reinterpret_cast<bucket*>(this + 1); }
+    time_bucket* ring() noexcept { return reinterpret_cast<time_bucket*>(this + 1); }
   };
-  static_assert(alignof(bucket) <= alignof(shard) && sizeof(shard) % alignof(bucket) == 0);
+  static_assert(alignof(time_bucket) <= alignof(shard) &&
+                sizeof(shard) % alignof(time_bucket) == 0);
 
   shard& shard_at(std::size_t i) const noexcept {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
@@ -310,11 +274,6 @@ class breaker_core {
     if (slow) s.slow.bump_locked();
   }
 
-  // Time window, called with the shard locked.
-  std::uint32_t advance(shard& s, std::int64_t index) noexcept;
-  window_totals sum(shard& s) const noexcept;
-  std::int64_t bucket_index(shard& s, nanos now) const noexcept;
-
   // Slow paths (impl/breaker_core.ipp).
   transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
@@ -324,13 +283,13 @@ class breaker_core {
   transition trip(std::uint64_t generation, transition_reason why,
                   const window_totals& basis) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
-  nanos next_open_duration() noexcept;  // under mutex_, after open_streak_ was updated
-  transition notify(const transition& t,
-                    const window_totals& basis = {}) noexcept {  // under mutex_
-    if (observer_) observer_->on_transition(t, basis);
+  nanos next_open_duration() noexcept;  // under transition_lock_, after open_streak_ was updated
+  transition opened(const transition& t, const window_totals& basis) noexcept {
+    basis_calls_ = basis.calls;  // under transition_lock_
+    basis_part_ = t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
     return t;
   }
-  void reset_windows(std::uint64_t generation) noexcept;  // under mutex_
+  void reset_windows(std::uint64_t generation) noexcept;  // under transition_lock_
 
   static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
     return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
@@ -340,19 +299,18 @@ class breaker_core {
   // and the configuration share the first cache lines.
   std::atomic<std::uint64_t> state_;
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
-  std::int64_t width_ns_;
-  std::int64_t slow_ns_;
+  [[no_unique_address]] time_window time_;   // stride_ fits in its tail padding
   std::uint32_t stride_;
-  std::uint32_t buckets_;
+  std::int64_t slow_ns_;
   std::uint16_t shard_mask_;   // at most 1024 shards
   std::uint16_t probe_limit_;  // half_open_probes <= 8191
   window_kind kind_;
   std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
   std::uint8_t slow_exponent_;     // the exponents fill what would be padding
-  // Serialises transitions and HALF_OPEN bookkeeping. Here, in what would be
-  // padding: taken on transitions and probe outcomes only, rare next to the
-  // loads of this line.
-  spinlock mutex_;
+  // Serialises transitions and HALF_OPEN bookkeeping (and guards the fields
+  // marked so). Here, in what would be padding: taken on transitions and
+  // probe outcomes only, rare next to the loads of this line.
+  spinlock transition_lock_;
   std::uint64_t failure_numerator_;
   std::uint64_t slow_numerator_;
   std::uint64_t minimum_calls_;
@@ -368,25 +326,16 @@ class breaker_core {
   // Written on failures (consecutive_failures on) and on transitions only.
   std::atomic<std::uint64_t> consecutive_{0};
   std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
+  // Under transition_lock_:
   std::uint64_t probe_successes_ = 0;
   std::uint64_t open_streak_ = 0;
-  std::uint64_t rng_state_;  // splitmix64, for open-duration jitter
-  double open_multiplier_;   // doubles: a float made 1.1 into 1.10000002384
+  splitmix64 rng_;          // open-duration jitter
+  double open_multiplier_;  // doubles: a float made 1.1 into 1.10000002384
   double open_jitter_;
-  transition_observer* observer_ = nullptr;
+  std::uint64_t basis_calls_ = 0;  // of the last transition to OPEN
+  std::uint64_t basis_part_ = 0;   // its failures, or slow calls (slow_call_rate)
 
-  // The count window (window_kind::count), under its own lock.
-  struct count_ring {
-    spinlock lock;
-    std::uint64_t generation = 1;
-    std::uint32_t size = 0;
-    std::uint32_t next = 0;
-    std::uint32_t filled = 0;
-    std::uint32_t failures = 0;
-    std::uint32_t slow = 0;
-    std::unique_ptr<std::uint64_t[]> bits;  // failure bits, then slow bits
-  };
-  std::unique_ptr<count_ring> count_;
+  std::unique_ptr<count_window> count_;  // window_kind::count only
 };
 
 // The state word and the configuration come first and are read-mostly; the
@@ -427,12 +376,6 @@ inline permit breaker_core::try_acquire() noexcept {
   }
 }
 
-inline std::int64_t breaker_core::bucket_index(shard& s, nanos now) const noexcept {
-  const std::int64_t t = now.count();
-  if (t >= s.head_start && t - s.head_start < width_ns_) return s.head;
-  return t >= 0 ? t / width_ns_ : -((-t + width_ns_ - 1) / width_ns_);
-}
-
 inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
   if (!p) return {};
   const bool slow = slow_ns_ > 0 && elapsed.count() >= slow_ns_ && o != outcome::ignored;
@@ -455,27 +398,8 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     s.lock.unlock();
     return {};
   }
-  std::int64_t index = bucket_index(s, now);
-  std::uint32_t pos;
-  if (index == s.head) {
-    pos = s.head_pos;
-  } else if (index > s.head) {
-    pos = advance(s, index);
-  } else if (s.head - index < static_cast<std::int64_t>(buckets_)) {
-    // Finished a little before a call that another thread already recorded
-    // in a later bucket: still inside the window, goes in its own bucket.
-    const auto back = static_cast<std::uint32_t>(s.head - index);
-    pos = s.head_pos >= back ? s.head_pos - back : s.head_pos + buckets_ - back;
-  } else {
-    index = s.head;  // older than the whole window: counted as the newest
-    pos = s.head_pos;
-  }
-  bucket& b = s.ring()[pos];
-  if (b.calls == std::numeric_limits<std::uint32_t>::max()) [[unlikely]]
-    halve(b);
-  ++b.calls;
-  b.failures += failed;
-  b.slow += slow;
+  const std::int64_t index =
+      time_.record(s.window, s.ring(), time_.index_of(s.window, now), failed, slow);
   s.lock.unlock();
 
   // In the window first: the call that trips `consecutive_failures` counts.

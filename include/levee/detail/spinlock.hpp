@@ -2,7 +2,8 @@
 #pragma once
 
 #include <atomic>
-#include <thread>
+
+#include <sched.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -35,7 +36,7 @@ class spinlock {
         if (++spins < 64) {
           cpu_relax();
         } else {
-          std::this_thread::yield();
+          ::sched_yield();  // <thread> is a heavy header for one call
         }
       }
       if (!locked_.exchange(true, std::memory_order_acquire)) return;

@@ -56,10 +56,9 @@ template <class Registry>
 boost::asio::awaitable<result> guarded_get(Registry& registry, client& c, std::string url) {
   url_parts parts;
   if (auto ec = parse_url(url, parts)) co_return result(ec, response());
-  auto guards = registry.guards(parts.host + ":" + std::to_string(parts.port));
-  auto call = async_get(c, std::move(url), boost::asio::as_tuple(boost::asio::use_awaitable));
-  if (guards.limit) co_return co_await (*guards.breaker)((*guards.limit)(std::move(call)));
-  co_return co_await (*guards.breaker)(std::move(call));
+  const auto guards = registry.guards(parts.host + ":" + std::to_string(parts.port));
+  co_return co_await guards(
+      async_get(c, std::move(url), boost::asio::as_tuple(boost::asio::use_awaitable)));
 }
 
 }  // namespace detail

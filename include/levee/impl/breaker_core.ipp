@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <random>
 #include <thread>
 
 namespace levee::detail {
@@ -52,9 +51,8 @@ bool decimal_ratio::reached_by(std::uint64_t part, std::uint64_t whole) const no
 
 breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
-      width_ns_(o.window.count() / static_cast<std::int64_t>(o.window_buckets)),
+      time_(o.window, static_cast<std::uint32_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
-      buckets_(static_cast<std::uint32_t>(o.window_buckets)),
       probe_limit_(static_cast<std::uint16_t>(o.half_open_probes)),
       kind_(o.window_type),
       failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
@@ -66,8 +64,7 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       successes_to_close_(o.successes_to_close),
       open_duration_(o.open_duration),
       max_open_duration_(o.max_open_duration),
-      rng_state_(o.jitter_seed != 0 ? o.jitter_seed
-                                    : std::random_device{}() * 0x9e3779b97f4a7c15ull),
+      rng_{o.jitter_seed != 0 ? o.jitter_seed : random_seed()},
       open_multiplier_(o.open_duration_multiplier),
       open_jitter_(o.open_duration_jitter) {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
@@ -75,7 +72,7 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   std::size_t n = 1;
   while (n < shards) n <<= 1;
   shard_mask_ = static_cast<std::uint16_t>(n - 1);
-  const std::size_t ring_bytes = kind_ == window_kind::time ? buckets_ * sizeof(bucket) : 0;
+  const std::size_t ring_bytes = kind_ == window_kind::time ? time_.ring_bytes() : 0;
   stride_ = static_cast<std::uint32_t>((sizeof(shard) + ring_bytes + cache_line - 1) / cache_line *
                                        cache_line);
   auto* memory =
@@ -86,45 +83,11 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     std::memset(static_cast<void*>(s->ring()), 0, ring_bytes);
   }
   if (kind_ == window_kind::count) {
-    count_ = std::make_unique<count_ring>();
-    count_->size = static_cast<std::uint32_t>(o.window_calls);
-    const std::size_t words = (count_->size + 63) / 64;
-    count_->bits = std::make_unique<std::uint64_t[]>(2 * words);  // zeroed
+    count_ = std::make_unique<count_window>(static_cast<std::uint32_t>(o.window_calls));
   }
 }
 
 breaker_core::~breaker_core() = default;  // shards are trivially destructible
-
-std::uint32_t breaker_core::advance(shard& s, std::int64_t index) noexcept {
-  bucket* ring = s.ring();
-  if (s.head == std::numeric_limits<std::int64_t>::min() ||
-      index - s.head >= static_cast<std::int64_t>(buckets_)) {
-    std::memset(static_cast<void*>(ring), 0, buckets_ * sizeof(bucket));
-    s.head_pos = 0;
-  } else {
-    auto steps = static_cast<std::uint32_t>(index - s.head);
-    std::uint32_t pos = s.head_pos;
-    for (std::uint32_t k = 0; k < steps; ++k) {
-      if (++pos == buckets_) pos = 0;
-      ring[pos] = {};
-    }
-    s.head_pos = static_cast<std::uint16_t>(pos);
-  }
-  s.head = index;
-  s.head_start = index * width_ns_;
-  return s.head_pos;
-}
-
-window_totals breaker_core::sum(shard& s) const noexcept {
-  window_totals t;
-  const bucket* ring = s.ring();
-  for (std::uint32_t i = 0; i < buckets_; ++i) {
-    t.calls += ring[i].calls;
-    t.failures += ring[i].failures;
-    t.slow += ring[i].slow;
-  }
-  return t;
-}
 
 bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
   if (t.calls < minimum_calls_) return false;
@@ -146,8 +109,8 @@ transition breaker_core::check_time_window(std::uint64_t generation, std::int64_
     shard& s = shard_at(i);
     spin_guard g(s.lock);
     if (s.generation != generation) continue;
-    if (index > s.head) advance(s, index);
-    const window_totals part = sum(s);
+    time_.advance_to(s.window, s.ring(), index);
+    const window_totals part = time_.sum(s.ring());
     t.calls += part.calls;
     t.failures += part.failures;
     t.slow += part.slow;
@@ -172,28 +135,8 @@ transition breaker_core::complete_special(permit p, outcome o, bool slow) noexce
 }
 
 transition breaker_core::record_count_window(permit p, bool failed, bool slow) noexcept {
-  count_ring& c = *count_;
   window_totals t;
-  {
-    spin_guard g(c.lock);
-    if (c.generation != p.generation()) return {};
-    const std::size_t words = (c.size + 63) / 64;
-    std::uint64_t& fail_word = c.bits[c.next / 64];
-    std::uint64_t& slow_word = c.bits[words + c.next / 64];
-    const std::uint64_t bit = std::uint64_t{1} << (c.next % 64);
-    if (c.filled == c.size) {  // the slot holds the oldest call: evict it
-      if (fail_word & bit) --c.failures;
-      if (slow_word & bit) --c.slow;
-    } else {
-      ++c.filled;
-    }
-    fail_word = failed ? (fail_word | bit) : (fail_word & ~bit);
-    slow_word = slow ? (slow_word | bit) : (slow_word & ~bit);
-    c.failures += failed;
-    c.slow += slow;
-    c.next = c.next + 1 == c.size ? 0 : c.next + 1;
-    t = {c.filled, c.failures, c.slow};
-  }
+  if (!count_->record(p.generation(), failed, slow, t)) return {};
   if (consecutive_limit_ != 0) {
     if (transition tr = note_consecutive(p, failed)) return tr;
   }
@@ -227,12 +170,7 @@ nanos breaker_core::next_open_duration() noexcept {
   }
   if (open_jitter_ > 0.0) {
     const auto jitter = static_cast<real>(open_jitter_);
-    // splitmix64, then 53 bits into [0, 1).
-    std::uint64_t z = (rng_state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    const real unit = static_cast<real>(z >> 11) * 0x1.0p-53L;
+    const real unit = static_cast<real>(rng_.unit());  // exact: 53 bits
     d *= 1.0L - jitter + 2.0L * jitter * unit;
   }
   constexpr auto forever = std::numeric_limits<std::int64_t>::max();
@@ -241,7 +179,7 @@ nanos breaker_core::next_open_duration() noexcept {
 }
 
 std::uint64_t breaker_core::open_streak() const noexcept {
-  spin_guard g(const_cast<spinlock&>(mutex_));
+  spin_guard g(const_cast<spinlock&>(transition_lock_));
   return open_streak_;
 }
 
@@ -249,43 +187,41 @@ transition breaker_core::trip(std::uint64_t generation, transition_reason why,
                               const window_totals& basis) noexcept {
   // METRICS_ONLY keeps a window over the threshold: no lock for every failure.
   if (state_of(state_.load(std::memory_order_acquire)) != circuit_state::closed) return {};
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::closed || generation_of(w) != generation) return {};
   const std::uint64_t next = generation + 1;
   open_streak_ = 1;
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return notify({circuit_state::closed, circuit_state::open, why, next, next_open_duration()},
+  return opened({circuit_state::closed, circuit_state::open, why, next, next_open_duration()},
                 basis);
 }
 
 transition breaker_core::open_elapsed(std::uint64_t generation) noexcept {
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::open || generation_of(w) != generation) return {};
   probe_successes_ = 0;
   state_.store(make_word(circuit_state::half_open, generation + 1), std::memory_order_release);
-  return notify({circuit_state::open,
-                 circuit_state::half_open,
-                 transition_reason::open_elapsed,
-                 generation + 1,
-                 {}});
+  return {circuit_state::open, circuit_state::half_open, transition_reason::open_elapsed,
+          generation + 1};
 }
 
 transition breaker_core::half_open_elapsed(std::uint64_t generation) noexcept {
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::half_open || generation_of(w) != generation) return {};
   const std::uint64_t next = generation + 1;
   ++open_streak_;  // as a failed probe: the open duration backs off
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-  return notify({circuit_state::half_open, circuit_state::open,
-                 transition_reason::half_open_timeout, next, next_open_duration()});
+  return opened({circuit_state::half_open, circuit_state::open,
+                 transition_reason::half_open_timeout, next, next_open_duration()},
+                {});
 }
 
 // The probe's effect on the state; complete_special counted it.
 transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept {
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::half_open || generation_of(w) != p.generation()) return {};
   if (o == outcome::ignored) {
@@ -296,7 +232,7 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
   if (o == outcome::failure || slow) {
     ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
-    return notify({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
+    return opened({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
                    next, next_open_duration()},
                   {1, o == outcome::failure ? 1u : 0u, slow ? 1u : 0u});
   }
@@ -304,11 +240,8 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
     open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
-    return notify({circuit_state::half_open,
-                   circuit_state::closed,
-                   transition_reason::probes_succeeded,
-                   next,
-                   {}});
+    return {circuit_state::half_open, circuit_state::closed, transition_reason::probes_succeeded,
+            next};
   }
   state_.fetch_sub(probe_one, std::memory_order_acq_rel);
   return {};
@@ -316,7 +249,7 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
 
 transition breaker_core::set_state(circuit_state target) noexcept {
   if (target == circuit_state::half_open || target == circuit_state::open) return {};
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) == target) {
     // Already there: no transition. A reset in CLOSED still clears the window
@@ -331,14 +264,14 @@ transition breaker_core::set_state(circuit_state target) noexcept {
   }
   if (target == circuit_state::closed) open_streak_ = 0;
   state_.store(make_word(target, next), std::memory_order_release);
-  return notify({state_of(w), target, transition_reason::manual, next, {}});
+  return {state_of(w), target, transition_reason::manual, next};
 }
 
 void breaker_core::release(permit p) noexcept {
   if (!p) return;
   my_shard().ignored.bump();
   if (!p.is_probe()) return;
-  spin_guard g(mutex_);
+  spin_guard g(transition_lock_);
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) == circuit_state::half_open && generation_of(w) == p.generation()) {
     state_.fetch_sub(probe_one, std::memory_order_acq_rel);
@@ -350,36 +283,21 @@ void breaker_core::reset_windows(std::uint64_t generation) noexcept {
     shard& s = shard_at(i);
     spin_guard g(s.lock);
     s.generation = generation;
-    if (kind_ == window_kind::time) {
-      std::memset(static_cast<void*>(s.ring()), 0, buckets_ * sizeof(bucket));
-    }
-    s.head = std::numeric_limits<std::int64_t>::min();
-    s.head_start = std::numeric_limits<std::int64_t>::max();
-    s.head_pos = 0;
+    if (kind_ == window_kind::time) time_.clear(s.window, s.ring());
   }
-  if (count_) {
-    count_ring& c = *count_;
-    spin_guard g(c.lock);
-    c.generation = generation;
-    std::fill_n(c.bits.get(), 2 * ((c.size + 63) / 64), std::uint64_t{0});
-    c.next = c.filled = c.failures = c.slow = 0;
-  }
+  if (count_) count_->reset(generation);
   consecutive_.store(0, std::memory_order_relaxed);
   validated_.store(0, std::memory_order_relaxed);
 }
 
 window_totals breaker_core::window(nanos now) noexcept {
   window_totals t;
-  if (kind_ == window_kind::count) {
-    spin_guard g(count_->lock);
-    return {count_->filled, count_->failures, count_->slow};
-  }
+  if (kind_ == window_kind::count) return count_->totals();
   for (std::size_t i = 0; i <= shard_mask_; ++i) {
     shard& s = shard_at(i);
     spin_guard g(s.lock);
-    const std::int64_t index = bucket_index(s, now);
-    if (index > s.head) advance(s, index);
-    const window_totals part = sum(s);
+    time_.advance_to(s.window, s.ring(), time_.index_of(s.window, now));
+    const window_totals part = time_.sum(s.ring());
     t.calls += part.calls;
     t.failures += part.failures;
     t.slow += part.slow;
@@ -387,8 +305,8 @@ window_totals breaker_core::window(nanos now) noexcept {
   return t;
 }
 
-call_counters breaker_core::counters() const noexcept {
-  call_counters c;
+breaker_counters breaker_core::counters() const noexcept {
+  breaker_counters c;
   for (std::size_t i = 0; i <= shard_mask_; ++i) {
     const shard& s = shard_at(i);
     c.successes += s.successes.get();
@@ -405,10 +323,16 @@ void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t fa
   if (kind_ != window_kind::time) return;
   shard& s = my_shard();
   spin_guard g(s.lock);
-  const std::int64_t index = bucket_index(s, now);
-  if (index > s.head) advance(s, index);
-  if (index != s.head) return;
-  s.ring()[s.head_pos] = {calls, failures, slow};
+  time_.preload(s.window, s.ring(), time_.index_of(s.window, now), {calls, failures, slow});
+}
+
+window_totals breaker_core::trip_basis(const transition& t) const noexcept {
+  if (t.to != circuit_state::open) return {};
+  spin_guard g(const_cast<spinlock&>(transition_lock_));
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  if (state_of(w) != circuit_state::open || generation_of(w) != t.generation) return {};
+  if (t.reason == transition_reason::slow_call_rate) return {basis_calls_, 0, basis_part_};
+  return {basis_calls_, basis_part_, 0};
 }
 
 bool breaker_core::orphan() noexcept {
@@ -423,7 +347,7 @@ bool breaker_core::orphan() noexcept {
 }
 
 std::size_t breaker_core::probe_successes() const noexcept {
-  spin_guard g(const_cast<spinlock&>(mutex_));
+  spin_guard g(const_cast<spinlock&>(transition_lock_));
   return probe_successes_;
 }
 

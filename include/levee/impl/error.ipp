@@ -1,6 +1,7 @@
 // levee: error category bodies, compiled once in lib/.
 #pragma once
 
+#include <levee/classify.hpp>
 #include <levee/error.hpp>
 
 #include <exception>
@@ -107,6 +108,22 @@ const boost::system::error_category& error_category() noexcept {
 const boost::system::error_category& condition_category() noexcept {
   static constexpr detail::condition_category_impl instance;
   return instance;
+}
+
+bool is_rejection(const boost::system::error_code& ec) noexcept {
+  return ec == condition::rejected;
+}
+
+bool is_cancellation(const boost::system::error_code& ec) noexcept {
+  return ec == boost::system::errc::operation_canceled;
+}
+
+outcome default_classify(const call_result& r) noexcept {
+  if (const auto* ec = r.error(); ec && *ec) {
+    return is_cancellation(*ec) || is_rejection(*ec) ? outcome::ignored : outcome::failure;
+  }
+  if (r.threw()) return outcome::failure;
+  return outcome::success;
 }
 
 }  // namespace levee

@@ -24,32 +24,18 @@ void validate(const retry_budget_options& o) {
     reject("buckets", "must not exceed ttl in nanoseconds");
 }
 
-namespace {
-std::int64_t floor_div(std::int64_t a, std::int64_t b) {
-  return a / b - (a % b != 0 && a < 0 ? 1 : 0);  // no negation: safe down to min()
-}
-}  // namespace
-
 retry_budget::retry_budget(retry_budget_options options)
     : options_(detail::checked(options)),
       width_ns_(options_.ttl.count() / static_cast<std::int64_t>(options_.buckets)),
       ring_(options_.buckets) {}
 
 void retry_budget::advance(std::int64_t index) noexcept {
-  if (!started_ || index - head_ >= static_cast<std::int64_t>(ring_.size())) {
-    for (auto& b : ring_) b = {};
-    successes_ = retries_ = 0;
-    head_pos_ = 0;
-    started_ = true;
-  } else {
-    for (std::int64_t i = head_; i < index; ++i) {
-      if (++head_pos_ == ring_.size()) head_pos_ = 0;
-      successes_ -= ring_[head_pos_].successes;
-      retries_ -= ring_[head_pos_].retries;
-      ring_[head_pos_] = {};
-    }
-  }
-  head_ = index;
+  if (index <= cursor_.head && cursor_.started()) return;
+  detail::ring_advance(ring_.data(), static_cast<std::uint32_t>(ring_.size()), cursor_, index,
+                       [this](const bucket& b) {
+                         successes_ -= b.successes;
+                         retries_ -= b.retries;
+                       });
 }
 
 double retry_budget::allowance() const noexcept {
@@ -60,26 +46,23 @@ double retry_budget::allowance() const noexcept {
 
 void retry_budget::deposit(nanos now) noexcept {
   detail::spin_guard g(lock_);
-  const std::int64_t index = floor_div(now.count(), width_ns_);
-  if (!started_ || index > head_) advance(index);
-  ++ring_[head_pos_].successes;  // a late deposit counts in the newest bucket
+  advance(detail::floor_div(now.count(), width_ns_));
+  ++ring_[cursor_.pos].successes;  // a late deposit counts in the newest bucket
   ++successes_;
 }
 
 bool retry_budget::try_withdraw(nanos now) noexcept {
   detail::spin_guard g(lock_);
-  const std::int64_t index = floor_div(now.count(), width_ns_);
-  if (!started_ || index > head_) advance(index);
+  advance(detail::floor_div(now.count(), width_ns_));
   if (allowance() < 1.0) return false;
-  ++ring_[head_pos_].retries;
+  ++ring_[cursor_.pos].retries;
   ++retries_;
   return true;
 }
 
 retry_budget::snapshot retry_budget::state(nanos now) noexcept {
   detail::spin_guard g(lock_);
-  const std::int64_t index = floor_div(now.count(), width_ns_);
-  if (!started_ || index > head_) advance(index);
+  advance(detail::floor_div(now.count(), width_ns_));
   const double a = std::floor(allowance());
   std::uint64_t available = 0;
   if (a >= 18446744073709551616.0) {  // 2^64

@@ -1,0 +1,111 @@
+// levee: what a breaker tells the outside world (events, per-state history,
+// the stuck-open signal), compiled once: nothing here depends on the clock
+// type, so a translation unit that guards a call does not instantiate it.
+//
+// Times are nanoseconds since the breaker clock's epoch, read by the shell.
+// Locks:
+// - `state_lock_` (spinlock): plain loads and stores only: the listener set
+//   pointer, the last failure, the history. Snapshots are taken under it and
+//   used after it is released.
+// - `order_lock_` (small_mutex, sleeps): transitions are delivered under it
+//   in generation order, with their events posted and the stuck-open alarm
+//   armed or cancelled. These are call-outs (allocation, post), so a mutex:
+//   holding it is what makes listeners see transitions in order and keeps a
+//   transition event from being posted after `unlisten` returned.
+#pragma once
+
+#include <levee/classify.hpp>
+#include <levee/detail/breaker_core.hpp>
+#include <levee/detail/small_mutex.hpp>
+#include <levee/detail/spinlock.hpp>
+#include <levee/observe.hpp>
+#include <levee/vocabulary.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace levee::detail {
+
+/// The stuck-open timer, which has the clock's type: the shell implements it.
+/// Called under the telemetry's `order_lock_` only.
+class stuck_alarm {
+ public:
+  /// Calls `breaker_telemetry::stuck_elapsed(left_closed)` at `left_closed +
+  /// recovery_window` (clock time) unless re-armed or cancelled first.
+  virtual void arm_stuck(nanos left_closed, nanos recovery_window) noexcept = 0;
+  virtual void cancel_stuck() noexcept = 0;
+
+ protected:
+  ~stuck_alarm() = default;
+};
+
+class breaker_telemetry {
+ public:
+  using clock_fn = nanos (*)() noexcept;
+
+  breaker_telemetry(std::string name, nanos recovery_window, nanos created);
+  ~breaker_telemetry();
+  breaker_telemetry(const breaker_telemetry&) = delete;
+  breaker_telemetry& operator=(const breaker_telemetry&) = delete;
+
+  /// The event kinds some listener wants: one relaxed load on the call path.
+  event_mask wanted() const noexcept { return mask_.load(std::memory_order_relaxed); }
+  bool wants(event_kind k) const noexcept { return wanted() & static_cast<event_mask>(k); }
+
+  /// "" when unnamed. Set at construction, never changed.
+  std::string_view name() const noexcept;
+
+  /// A call event (success, failure, ignored with `slow`; rejected) in `state`.
+  void call_event(event_kind kind, circuit_state state, bool slow) noexcept;
+
+  /// Keeps the last failure for the next transition event to OPEN (only while
+  /// someone listens for transitions).
+  void note_failure(const call_result* r) noexcept;
+
+  /// A transition the core returned, from any thread, after the core's lock
+  /// was released. Transitions are applied in generation order (one that
+  /// arrives early waits, briefly, for the one before it): time in state,
+  /// transition counts, the stuck-open alarm, the transition event.
+  void deliver(const transition& t, const window_totals& basis, clock_fn now,
+               stuck_alarm& alarm) noexcept;
+
+  /// The stuck-open alarm armed when the breaker left CLOSED at `left_closed`
+  /// fired.
+  void stuck_elapsed(nanos left_closed) noexcept;
+
+  /// The breaker object is gone: cancels the alarm and arms it no more.
+  void detach(stuck_alarm& alarm) noexcept;
+
+  std::uint64_t listen(event_mask mask, event_listener fn, boost::asio::any_io_executor ex);
+  void unlisten(std::uint64_t id);
+
+  /// The state as of the last delivered transition, the time in each state,
+  /// the transition counts and the stuck-open signal, into `r`.
+  void fill(breaker_metrics& r, nanos now) const noexcept;
+
+ private:
+  struct extras_type;
+  struct history_type;
+  struct listener_set;
+
+  extras_type* extras() const noexcept { return extras_.load(std::memory_order_acquire); }
+  extras_type* make_extras() noexcept;  // under order_lock_
+  void apply(const transition& t, const window_totals& basis, nanos now,
+             stuck_alarm& alarm) noexcept;  // under order_lock_
+  std::shared_ptr<const listener_set> listeners() const noexcept;
+
+  std::atomic<extras_type*> extras_{nullptr};  // named, listened to or past a transition
+  std::atomic<std::uint8_t> mask_{0};          // an event_mask in a byte
+  mutable spinlock state_lock_;
+  small_mutex order_lock_;
+  nanos recovery_;
+  nanos created_;
+};
+
+}  // namespace levee::detail
