@@ -127,7 +127,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// Waits for a slot of `pool` in FIFO order until `deadline`; completes
   /// with `void(error_code)`: success, `beast::error::timeout`, or
   /// `operation_aborted` (cancelled, or the client destroyed).
-  template <class Token>
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code)) Token>
   auto async_acquire(std::shared_ptr<host_pool> pool, steady::time_point deadline, Token&& token) {
     return asio::async_initiate<Token, void(boost::system::error_code)>(
         [this](auto handler, std::shared_ptr<host_pool> p, steady::time_point d) {
