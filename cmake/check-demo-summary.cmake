@@ -100,17 +100,21 @@ if(p99 GREATER p99_bound)
   message(FATAL_ERROR "breaker_adaptive, healthy: p99 ${p99} ms, more than 20 % over the "
                       "breaker mode's ${breaker_p99} ms")
 endif()
-# Outage: contained. breaker_adaptive's breaker may still be closed when the
-# API dies (the limit kept the degradation under its thresholds); what reaches
-# the dead API until the breaker opens is bounded by the limit. The breaker
-# modes' are already open (3 requests); naive retries send thousands. At most
-# the API's capacity (--quick runs: 37 to 48).
+# Outage: contained, a handful of requests reach the dead API. The breaker is
+# open when the API dies (it opened on the degradation's slow calls), so what
+# reaches the API is the breaker's probes: one per cycle of open_duration (5 s)
+# plus the dead API's answer (a 503 after 8 s), at most 4 in the outage's 40 s
+# (3 or 4 by the cycle's phase; the breaker modes: 3). A failed probe's retry
+# finds the breaker open again. At most 5: one to spare; more means the breaker
+# was still closed when the API died (before the demo's slow-call threshold
+# went from 8 s to 6 s: 28 to 48 requests in --quick runs).
 set(o breaker_adaptive_outage)
+set(outage_bound 5)
 message(STATUS "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead API "
                "(naive_retry ${naive_retry_outage_downstream}, breaker "
                "${breaker_outage_downstream})")
-if(${o}_downstream GREATER api_capacity)
+if(${o}_downstream GREATER outage_bound)
   message(FATAL_ERROR "breaker_adaptive, outage: ${${o}_downstream} requests reached the dead "
-                      "API, more than its capacity (${api_capacity})")
+                      "API, more than a handful (${outage_bound})")
 endif()
-message(STATUS "demo summary: breaker_adaptive contains the degradation")
+message(STATUS "demo summary: breaker_adaptive contains the degradation and the outage")

@@ -235,6 +235,48 @@ TEST_CASE("adaptive limit: a short FIFO queue, bounded in length and in time") {
   CHECK(limit.in_flight() == 0);
 }
 
+TEST_CASE("adaptive limit: a cancelled waiter and a destroyed limiter end their waits") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  auto limit = std::make_unique<limiter>(
+      ioc,
+      adaptive_limit_options{.initial_limit = 1, .min_limit = 1, .max_limit = 1, .max_queue = 3});
+  auto first = spawn(ioc, (*limit)(api.call_ec({}, 1s)));
+  auto ahead = spawn(ioc, (*limit)(api.call_ec({}, 1s)));
+  asio::cancellation_signal signal;
+  bool cancelled_done = false;
+  boost::system::error_code cancelled_ec;
+  asio::co_spawn(
+      ioc, (*limit)(api.call_ec({}, 1s)),
+      asio::bind_cancellation_slot(
+          signal.slot(), [&](std::exception_ptr, std::tuple<boost::system::error_code, int> r) {
+            cancelled_done = true;
+            cancelled_ec = std::get<0>(r);
+          }));
+  auto behind = spawn(ioc, (*limit)(api.call_ec({}, 1s)));
+  settle(ioc);
+  CHECK(limit->metrics().queued == 3);
+  signal.emit(asio::cancellation_type::terminal);  // leaves the middle of the queue
+  settle(ioc);
+  REQUIRE(cancelled_done);
+  CHECK(cancelled_ec == asio::error::operation_aborted);
+  CHECK(limit->metrics().queued == 2);
+  elapse(ioc, 1s);  // the first ends: the first waiter starts, FIFO
+  CHECK(first->done);
+  CHECK_FALSE(ahead->done);
+  CHECK(api.started == 2);
+  CHECK(limit->metrics().queued == 1);
+  limit.reset();  // the last waiter ends with operation_aborted; the running call goes on
+  settle(ioc);
+  REQUIRE(behind->done);
+  CHECK(std::get<0>(*behind->value) == asio::error::operation_aborted);
+  elapse(ioc, 1s);
+  REQUIRE(ahead->done);
+  CHECK_FALSE(std::get<0>(*ahead->value));
+  CHECK(api.started == 2);
+}
+
 TEST_CASE("adaptive limit: a cancelled call frees its slot and is not a sample") {
   virtual_time vt;
   asio::io_context ioc;

@@ -139,11 +139,11 @@ class basic_breaker_registry {
     const auto t = now();
     maybe_sweep(t);
     {
-      std::shared_lock g(mutex_);
+      std::shared_lock g(entries_mutex_);
       if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
     }
     guard_set evicted;  // destroyed outside the lock
-    std::unique_lock g(mutex_);
+    std::unique_lock g(entries_mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) {
       if (entries_.size() >= options_.max_breakers) {
@@ -167,14 +167,14 @@ class basic_breaker_registry {
   /// `key` is replaced by a new one; callers holding the old one finish with it.
   void set_options(std::string key, breaker_options options) {
     validate(options);
-    std::unique_lock g(mutex_);
+    std::unique_lock g(entries_mutex_);
     entries_.erase(key);
     overrides_[std::move(key)] = std::move(options);
   }
 
   /// Forgets the breaker for `key` (its override stays). True if there was one.
   bool remove(std::string_view key) {
-    std::unique_lock g(mutex_);
+    std::unique_lock g(entries_mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) return false;
     entries_.erase(it);
@@ -185,7 +185,7 @@ class basic_breaker_registry {
   std::size_t evict_idle() { return sweep(now()); }
 
   std::size_t size() const {
-    std::shared_lock g(mutex_);
+    std::shared_lock g(entries_mutex_);
     return entries_.size();
   }
 
@@ -199,7 +199,7 @@ class basic_breaker_registry {
   std::vector<named_metrics> metrics() const {
     std::vector<std::pair<std::string, std::shared_ptr<breaker_type>>> all;
     {
-      std::shared_lock g(mutex_);
+      std::shared_lock g(entries_mutex_);
       for (const auto& [key, e] : entries_) all.emplace_back(key, e.guards.breaker);
     }
     std::sort(all.begin(), all.end(),
@@ -215,7 +215,7 @@ class basic_breaker_registry {
   std::vector<named_limit_metrics> limit_metrics() const {
     std::vector<std::pair<std::string, std::shared_ptr<limit_type>>> all;
     {
-      std::shared_lock g(mutex_);
+      std::shared_lock g(entries_mutex_);
       for (const auto& [key, e] : entries_)
         if (e.guards.limit) all.emplace_back(key, e.guards.limit);
     }
@@ -275,7 +275,7 @@ class basic_breaker_registry {
     return e.guards;
   }
 
-  breaker_options options_for(std::string_view key) const {  // under mutex_
+  breaker_options options_for(std::string_view key) const {  // under entries_mutex_
     if (auto it = overrides_.find(key); it != overrides_.end()) return it->second;
     return options_.defaults;
   }
@@ -320,7 +320,7 @@ class basic_breaker_registry {
         detail::saturating_add(options_.idle_timeout, std::chrono::nanoseconds(slack()));
     std::vector<guard_set> evicted;  // destroyed outside the lock
     {
-      std::unique_lock g(mutex_);
+      std::unique_lock g(entries_mutex_);
       for (auto it = entries_.begin(); it != entries_.end();) {
         entry& e = it->second;
         const auto last = e.last_used.load(std::memory_order_relaxed);
@@ -339,7 +339,7 @@ class basic_breaker_registry {
 
   executor_type executor_;
   registry_options options_;
-  mutable std::shared_mutex mutex_;
+  mutable std::shared_mutex entries_mutex_;  // entries_ and overrides_
   std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
   std::unordered_map<std::string, breaker_options, detail::string_hash, std::equal_to<>> overrides_;
   std::atomic<std::int64_t> last_sweep_;

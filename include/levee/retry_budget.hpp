@@ -75,12 +75,12 @@ class retry_budget {
     std::uint64_t successes = 0;
     std::uint64_t retries = 0;
   };
-  void advance(std::int64_t index) noexcept;  // under lock_: makes `index` the head if newer
-  double allowance() const noexcept;          // under lock_, after advance
+  void advance(std::int64_t index) noexcept;  // under ring_lock_: makes `index` the head if newer
+  double allowance() const noexcept;          // under ring_lock_, after advance
 
   retry_budget_options options_;
   std::int64_t width_ns_;
-  detail::spinlock lock_;
+  detail::spinlock ring_lock_;  // the ring, its cursor and sums
   std::vector<bucket> ring_;
   detail::ring_cursor cursor_;
   std::uint64_t successes_ = 0;  // sums over the ring

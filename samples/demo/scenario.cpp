@@ -98,11 +98,27 @@ class run {
                                                              .timeout = scaled(s_, 10s),
                                                              .body_limit = 64 * 1024,
                                                              .idle_timeout = scaled(s_, 10s)});
+    // The same breaker in every mode. A call of 6 s or more is slow: 30
+    // times the healthy 200 ms, and under the dead API's 8 s. What the
+    // threshold decides is whether the breaker is open when the API dies.
+    // The dead API answers its 503s after 8 s, so for 8 s nothing tells the
+    // client it is dead: whatever is sent meanwhile goes to it blind, as many
+    // calls as the API completes in that time (with an adaptive limit of about
+    // the capacity, about capacity / 8 s per second). Only the degradation's
+    // own latency can open the breaker before that, and it rises to 8 s at the
+    // very moment the API dies: a threshold of 8 s is crossed there and
+    // then, unless the client queues calls on its own (the breaker modes'
+    // 600 calls in flight make theirs slow 30 s earlier). With the limit
+    // inside the breaker, calls take the API's own latency (times at most
+    // 1.3), so with 8 s the breaker opened 2 s after the death and 28 to 48
+    // requests reached the dead API (--quick runs); with 6 s it opens about
+    // 10 s before the death (calls over 6 s from 85 s into the scenario on),
+    // every later probe is slow, and it stays open through the outage.
     levee::breaker_options bo{.failure_rate_threshold = 0.5,
                               .window = scaled(s_, 10s),
                               .minimum_calls = 20,
                               .open_duration = scaled(s_, 5s),
-                              .slow_call_duration = scaled(s_, 8s),
+                              .slow_call_duration = scaled(s_, 6s),
                               .slow_call_rate_threshold = 0.5};
     bo.classifier = http::classify;
     // The breaker comes from a registry, named after the API's host, so that
@@ -110,9 +126,7 @@ class run {
     levee::registry_options ro{.defaults = bo, .idle_timeout = {}};
     if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
     registry_.emplace(ioc, std::move(ro));
-    auto guards = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
-    breaker_ = std::move(guards.breaker);
-    limit_ = std::move(guards.limit);
+    guards_ = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
@@ -146,8 +160,7 @@ class run {
     result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
-    breaker_.reset();
-    limit_.reset();
+    guards_ = {};
     registry_.reset();
     return std::move(result_);
   }
@@ -161,21 +174,24 @@ class run {
   // average over Gradient2's default 600 windows reads as queueing: the limit
   // falls and gives the API's goodput away (one --quick run: 1,024 calls
   // succeeded in the degradation against naive_retry's 1,443). With 10
-  // windows the baseline follows the ramp a few seconds behind, so the limit
-  // shrinks on what the API adds beyond its capacity of 100 in flight
-  // (latency *= in_flight / 100) rather than on the ramp, and settles near
-  // rtt_tolerance x capacity. rtt_tolerance 1.5 rather than 1.3: the API
-  // serves as many calls per second at 1.5 x its capacity as at 1 x (each
-  // answer comes later), and those answers cross the breaker's 8 s slow-call
-  // threshold at the end of the degradation, so that the breaker opens within
-  // seconds of the API's death (--quick runs: about 40 requests reached the
-  // dead API, against about 150 with 1.3). max_limit 150 (1.5 x capacity)
-  // bounds the connections the API may hold whatever the estimate. A window
-  // lasts 1 s of scenario time (scaled like every duration of the demo),
-  // longer than a healthy round trip. The limit starts at the capacity, so a
-  // healthy API (about 20 to 60 calls in flight) is never throttled:
-  // Gradient2 does not move while fewer than half the limit's calls are in
-  // flight.
+  // windows the baseline follows the ramp a few seconds behind, and with
+  // rtt_tolerance 1.5 only a round trip 1.5 times that baseline counts as
+  // queueing. What that gives (limit events of --quick runs): the limit dips
+  // from 100 to about 92 in the ramp's first seconds, when the latency
+  // doubles faster than the baseline follows, then grows by queue_size x
+  // smoothing (0.8) per window, to about 120 when the breaker opens (50 s
+  // into the degradation; 130 if it stayed closed to the end): later the
+  // ramp is slower, and the queueing the limit lets in (latency *= in_flight
+  // / 100 beyond the capacity of 100) stays under the tolerance. That
+  // is enough: beyond its capacity the API completes 100 / latency calls a
+  // second whatever the calls in flight, so 100 to 130 in flight gets all of
+  // its goodput and adds at most 1.3 x to each call's latency. max_limit 150
+  // (1.5 x capacity) bounds the connections the API may hold whatever the
+  // estimate. A window lasts 1 s of scenario time (scaled like every
+  // duration of the demo), longer than a healthy round trip. The limit
+  // starts at the capacity, so a healthy API (about 20 to 60 calls in
+  // flight) is never throttled: Gradient2 does not move while fewer than
+  // half the limit's calls are in flight.
   levee::adaptive_limit_options limit_options() const {
     levee::adaptive_limit_options lo;
     lo.algorithm = levee::limit_algorithm::gradient2;
@@ -214,14 +230,16 @@ class run {
         r = co_await levee::retry(*naive_, attempt);
         break;
       case mode::breaker:
-        r = co_await (*breaker_)(attempt());
+        r = co_await (*guards_.breaker)(attempt());
         break;
       case mode::breaker_retry_budget:
-        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)(attempt()); });
+        r = co_await levee::retry(*budgeted_, [&] { return (*guards_.breaker)(attempt()); });
         break;
       case mode::breaker_adaptive:
-        // Retry budget outermost, then the breaker, then the limit, then the call.
-        r = co_await levee::retry(*budgeted_, [&] { return (*breaker_)((*limit_)(attempt())); });
+        // Retry budget outermost, then the breaker, then the limit, then the
+        // call: guards_(call) is breaker(limit(call)) in one frame, with one
+        // clock read when the call starts and one when it ends.
+        r = co_await levee::retry(*budgeted_, [&] { return guards_(attempt()); });
         break;
     }
     const auto& [ec, res] = r;
@@ -273,7 +291,7 @@ class run {
     while (steady::now() < end_ + scaled(s_, 10s)) {
       const auto now = steady::now();
       const std::size_t phase = phase_now();
-      const auto state = breaker_->state();
+      const auto state = guards_.breaker->state();
       const auto waiting = client_->stats().waiting;
       auto& f = result_.phases[phase];
       f.peak_waiting = std::max(f.peak_waiting, waiting);
@@ -340,8 +358,7 @@ class run {
   steady::time_point start_, end_;
   std::optional<http::client> client_;
   std::optional<levee::breaker_registry> registry_;
-  std::shared_ptr<levee::circuit_breaker> breaker_;
-  std::shared_ptr<levee::adaptive_limit> limit_;  // breaker_adaptive only
+  levee::breaker_registry::guard_set guards_;  // the limit: breaker_adaptive only
   std::optional<levee::retry_policy> naive_, budgeted_;
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;

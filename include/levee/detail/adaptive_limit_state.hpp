@@ -26,13 +26,16 @@ struct limit_event;
 namespace levee::detail {
 
 /// Calls in flight against a limit that moves with each sample, a FIFO of
-/// waiters (the bulkhead's waiter protocol), under one short lock: a handful
-/// of arithmetic and list operations, never a call out. Held by shared_ptr by
-/// the limiter, by each admitted call and by each waiter, so the limiter may
-/// go first.
+/// waiters (the bulkhead's waiter protocol), under one spinlock: arithmetic
+/// and list splices, never an allocation, a free or a call out (a waiter's
+/// list node is made before the spinlock is taken and freed after it is
+/// released; completions are posted, events emitted, after it is released).
+/// Held by shared_ptr by the limiter, by each admitted call and by each
+/// waiter, so the limiter may go first.
 class adaptive_limit_state {
  public:
   using waiter = bulkhead_state::waiter;
+  using waiter_list = std::list<std::shared_ptr<waiter>>;
   enum class entry { granted, queue, full };
 
   adaptive_limit_state(adaptive_limit_options o, std::string name);
@@ -86,20 +89,24 @@ class adaptive_limit_state {
   double current() const noexcept;   // the limit, under the lock
   std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
   void limited_event(double limit, std::size_t in_flight) noexcept;
-  std::shared_ptr<waiter> next_waiter() noexcept;
+  bool grant_next(waiter_list& granted) noexcept;
 
   std::shared_ptr<const adaptive_limit_options> options_;
-  mutable spinlock lock_;
+  // Guards the members below it down to the counters (the algorithm, the
+  // calls in flight, the queue): held for a few instructions, see above.
+  mutable spinlock spinlock_;
   std::variant<gradient2, aimd> algorithm_;
   std::size_t in_flight_ = 0;
   std::size_t peak_in_flight_ = 0;
   bool closed_ = false;
-  std::list<std::shared_ptr<waiter>> queue_;
+  waiter_list queue_;
   std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0;
   double min_seen_ = 0, max_seen_ = 0;
 
   std::atomic<std::uint32_t> listening_{0};  // the union of the listeners' masks
-  std::mutex listeners_mutex_;               // posts happen under it: none after unlisten
+  // A mutex, not the spinlock: events are posted (an allocation, a call out)
+  // under it, so that none reaches a listener after its unlisten returned.
+  std::mutex listeners_mutex_;
   std::shared_ptr<const listener_set> listeners_;
   std::uint64_t next_id_ = 1;
 };

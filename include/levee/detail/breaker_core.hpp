@@ -260,6 +260,8 @@ class breaker_core {
     counter rejected;  // bumped without the lock
     time_bucket* ring() noexcept { return reinterpret_cast<time_bucket*>(this + 1); }
   };
+  // A header of 72 bytes and ten buckets of 12 fill three cache lines.
+  static_assert(sizeof(void*) != 8 || sizeof(shard) <= 72, "memory per breaker is a target");
   static_assert(alignof(time_bucket) <= alignof(shard) &&
                 sizeof(shard) % alignof(time_bucket) == 0);
 

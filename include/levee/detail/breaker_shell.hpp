@@ -124,11 +124,12 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   breaker_metrics metrics() noexcept;
 
  private:
-  void call_telemetry(event_mask mask, outcome o, nanos elapsed, const call_result* r) noexcept;
+  void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;
   void cancel_stuck() noexcept override;
+  nanos recovery_window() const noexcept override { return options_.recovery_window; }
 
   // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
   // already armed for it) the half-open timer of HALF_OPEN `generation`.
@@ -149,7 +150,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   breaker_core core_;
   breaker_telemetry telemetry_;
   small_mutex timer_lock_;              // timer_, timer_generation_
-  std::atomic<bool> detached_{false};   // the breaker object is gone: arm no timer
   std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
   timer_type timer_;
   std::unique_ptr<timer_type>

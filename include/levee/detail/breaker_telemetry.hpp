@@ -40,6 +40,8 @@ class stuck_alarm {
   /// recovery_window` (clock time) unless re-armed or cancelled first.
   virtual void arm_stuck(nanos left_closed, nanos recovery_window) noexcept = 0;
   virtual void cancel_stuck() noexcept = 0;
+  /// The breaker's `recovery_window` (zero: no stuck-open signal).
+  virtual nanos recovery_window() const noexcept = 0;
 
  protected:
   ~stuck_alarm() = default;
@@ -49,7 +51,7 @@ class breaker_telemetry {
  public:
   using clock_fn = nanos (*)() noexcept;
 
-  breaker_telemetry(std::string name, nanos recovery_window, nanos created);
+  breaker_telemetry(std::string name, nanos created);
   ~breaker_telemetry();
   breaker_telemetry(const breaker_telemetry&) = delete;
   breaker_telemetry& operator=(const breaker_telemetry&) = delete;
@@ -79,15 +81,18 @@ class breaker_telemetry {
   /// fired.
   void stuck_elapsed(nanos left_closed) noexcept;
 
-  /// The breaker object is gone: cancels the alarm and arms it no more.
+  /// The breaker object is gone: arms no alarm (nor, the shell, any timer)
+  /// any more, and cancels the alarm.
   void detach(stuck_alarm& alarm) noexcept;
+  bool detached() const noexcept { return detached_.load(std::memory_order_relaxed); }
 
   std::uint64_t listen(event_mask mask, event_listener fn, boost::asio::any_io_executor ex);
   void unlisten(std::uint64_t id);
 
   /// The state as of the last delivered transition, the time in each state,
-  /// the transition counts and the stuck-open signal, into `r`.
-  void fill(breaker_metrics& r, nanos now) const noexcept;
+  /// the transition counts and the stuck-open signal (`recovery_window`),
+  /// into `r`.
+  void fill(breaker_metrics& r, nanos now, nanos recovery_window) const noexcept;
 
  private:
   struct extras_type;
@@ -103,9 +108,14 @@ class breaker_telemetry {
   std::atomic<extras_type*> extras_{nullptr};  // named, listened to or past a transition
   std::atomic<std::uint8_t> mask_{0};          // an event_mask in a byte
   mutable spinlock state_lock_;
+  std::atomic<bool> detached_{false};  // the breaker object is gone
   small_mutex order_lock_;
-  nanos recovery_;
   nanos created_;
+  // Under state_lock_: the latest time a snapshot was taken at. A transition
+  // whose time was read earlier is applied at this time instead, so that time
+  // in a state never goes backwards between two snapshots (clocks are read
+  // before the lock, never under it).
+  mutable nanos seen_{};
 };
 
 }  // namespace levee::detail

@@ -22,7 +22,7 @@ inline void cpu_relax() noexcept {
 /// that was preempted gets the core back.
 class spinlock {
  public:
-  void lock() noexcept {
+  [[gnu::always_inline]] void lock() noexcept {
     if (!locked_.exchange(true, std::memory_order_acquire)) return;
     lock_slow();
   }
@@ -30,7 +30,7 @@ class spinlock {
   void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
  private:
-  void lock_slow() noexcept {
+  [[gnu::noinline]] void lock_slow() noexcept {
     for (unsigned spins = 0;; ++spins) {
       while (locked_.load(std::memory_order_relaxed)) {
         if (++spins < 64) {

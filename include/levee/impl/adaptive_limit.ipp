@@ -167,7 +167,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
   double limit = 0;
   std::size_t running = 0;
   {
-    spin_guard g(lock_);
+    spin_guard g(spinlock_);
     if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
     if (in_flight_ < cap() && queue_.empty()) {
       in_flight = ++in_flight_;
@@ -197,8 +197,11 @@ double adaptive_limit_state::current() const noexcept {
 
 void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
   boost::system::error_code ec;
+  // The queue's node, made before the spinlock is taken (spliced in under
+  // it; freed after it, if the waiter was not queued).
+  waiter_list node{w};
   {
-    spin_guard g(lock_);
+    spin_guard g(spinlock_);
     if (closed_) {
       ec = boost::asio::error::operation_aborted;
     } else if (in_flight_ < cap() && queue_.empty()) {
@@ -206,7 +209,8 @@ void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
       ++admitted_;
     } else if (queue_.size() < options_->max_queue) {
-      w->position = queue_.insert(queue_.end(), w);
+      w->position = node.begin();  // stays valid across the splice
+      queue_.splice(queue_.end(), node);
       w->queued = true;
       return;
     } else {
@@ -220,42 +224,42 @@ void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
 }
 
 void adaptive_limit_state::cancel(waiter& w, boost::system::error_code ec) {
-  std::shared_ptr<waiter> removed;
+  waiter_list removed;  // the node leaves the queue under the spinlock, is freed after it
   {
-    spin_guard g(lock_);
+    spin_guard g(spinlock_);
     if (!w.queued) return;
-    removed = std::move(*w.position);
-    queue_.erase(w.position);
+    removed.splice(removed.end(), queue_, w.position);
     w.queued = false;
     if (ec == error::limit_exceeded) ++limited_;
   }
   if (ec == error::limit_exceeded && (listening_.load(std::memory_order_relaxed) & 2))
     limited_event(metrics().limit, in_flight());
-  removed->complete(ec);
+  removed.front()->complete(ec);
 }
 
-// Under the lock: the first waiter, if the limit has room for it.
-std::shared_ptr<adaptive_limit_state::waiter> adaptive_limit_state::next_waiter() noexcept {
-  if (queue_.empty() || in_flight_ >= cap()) return nullptr;
-  auto w = std::move(queue_.front());
-  queue_.pop_front();
-  w->queued = false;
+// Under the spinlock: moves the first waiter to `granted` if the limit has
+// room for it (a splice: nothing allocated or freed).
+bool adaptive_limit_state::grant_next(waiter_list& granted) noexcept {
+  if (queue_.empty() || in_flight_ >= cap()) return false;
+  queue_.front()->queued = false;
+  granted.splice(granted.end(), queue_, queue_.begin());
   ++in_flight_;
   peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
   ++admitted_;
-  return w;
+  return true;
 }
 
 void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
                                  std::size_t started_with, bool dropped) noexcept {
   // A raised limit may admit several waiters at once (at most a few: the
-  // limit moves by a few calls per sample).
-  std::shared_ptr<waiter> granted[4];
+  // limit moves by a few calls per sample). Completed, and their nodes freed,
+  // after the spinlock is released.
+  waiter_list granted;
   std::size_t n = 0;
   double before = 0, after = 0;
   std::size_t running = 0;
   {
-    spin_guard g(lock_);
+    spin_guard g(spinlock_);
     --in_flight_;
     before = after = current();
     running = in_flight_;
@@ -275,9 +279,9 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       max_seen_ = std::max(max_seen_, limit);
       after = limit;
     }
-    while (n < 4 && (granted[n] = next_waiter())) ++n;
+    while (n < 4 && grant_next(granted)) ++n;
   }
-  for (std::size_t i = 0; i < n; ++i) granted[i]->complete({});
+  for (const auto& w : granted) w->complete({});
   if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1)) {
     try {
       emit(static_cast<std::uint32_t>(limit_event_kind::changed), before, after, running);
@@ -287,9 +291,9 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
 }
 
 void adaptive_limit_state::close() {
-  std::list<std::shared_ptr<waiter>> waiting;
+  waiter_list waiting;  // completed, and freed, after the spinlock is released
   {
-    spin_guard g(lock_);
+    spin_guard g(spinlock_);
     closed_ = true;
     waiting.swap(queue_);
     for (auto& w : waiting) w->queued = false;
@@ -298,12 +302,12 @@ void adaptive_limit_state::close() {
 }
 
 std::size_t adaptive_limit_state::in_flight() const noexcept {
-  spin_guard g(lock_);
+  spin_guard g(spinlock_);
   return in_flight_;
 }
 
 adaptive_limit_metrics adaptive_limit_state::metrics() const {
-  spin_guard g(lock_);
+  spin_guard g(spinlock_);
   adaptive_limit_metrics m;
   m.limit = current();
   m.min_limit_seen = min_seen_;

@@ -17,18 +17,17 @@ breaker_impl<Clock, WaitTraits>::breaker_impl(asio::any_io_executor ex, breaker_
                                               std::string name)
     : options_(detail::checked(std::move(options))),
       core_(options_),
-      telemetry_(std::move(name), options_.recovery_window, clock_now()),
+      telemetry_(std::move(name), clock_now()),
       timer_(std::move(ex)) {}
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::detach(std::shared_ptr<breaker_impl> self) noexcept {
   breaker_impl& b = *self;
-  b.detached_.store(true, std::memory_order_relaxed);
+  b.telemetry_.detach(b);  // from now on no timer is armed
   {
     small_lock g(b.timer_lock_);
     b.timer_.cancel();
   }
-  b.telemetry_.detach(b);
   b.last_owner_ = std::move(self);
   if (b.core_.orphan()) b.release_last_owner();
 }
@@ -58,9 +57,16 @@ void breaker_impl<Clock, WaitTraits>::finish_measured(permit p, outcome o, nanos
   // Without a listener this is one relaxed load. A call event is posted
   // before the core records the call, so that a transition the call causes
   // comes after it.
-  if (const event_mask mask = telemetry_.wanted()) [[unlikely]]
-    call_telemetry(mask, o, elapsed, r);
-  apply(core_.complete(p, o, now, elapsed));
+  const event_mask mask = telemetry_.wanted();
+  if (mask & call_events) [[unlikely]]
+    call_event(mask, o, elapsed);
+  // The last failure, kept only while a listener wants transitions: with
+  // none, a failure costs nothing more than this test of the same load.
+  if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
+      [[unlikely]]
+    telemetry_.note_failure(r);
+  if (const transition t = core_.complete(p, o, now, elapsed)) [[unlikely]]
+    apply(t);
 }
 
 template <class Clock, class WaitTraits>
@@ -143,29 +149,25 @@ breaker_metrics breaker_impl<Clock, WaitTraits>::metrics() noexcept {
     r.slow_call_rate = static_cast<double>(w.slow) / static_cast<double>(w.calls);
   }
   r.open_streak = core_.open_streak();
-  telemetry_.fill(r, clock_now());
+  telemetry_.fill(r, clock_now(), options_.recovery_window);
   return r;
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::call_telemetry(event_mask mask, outcome o, nanos elapsed,
-                                                     const call_result* r) noexcept {
+void breaker_impl<Clock, WaitTraits>::call_event(event_mask mask, outcome o,
+                                                 nanos elapsed) noexcept {
   const event_kind kind = o == outcome::success   ? event_kind::success
                           : o == outcome::failure ? event_kind::failure
                                                   : event_kind::ignored;
-  if (mask & static_cast<event_mask>(kind)) {
-    const bool slow = options_.slow_call_duration > nanos::zero() &&
-                      elapsed >= options_.slow_call_duration && o != outcome::ignored;
-    telemetry_.call_event(kind, core_.state(), slow);
-  }
-  // The last failure, kept only while a listener wants transitions.
-  if (o == outcome::failure && (mask & static_cast<event_mask>(event_kind::transition)))
-    telemetry_.note_failure(r);
+  if (!(mask & static_cast<event_mask>(kind))) return;
+  const bool slow = options_.slow_call_duration > nanos::zero() &&
+                    elapsed >= options_.slow_call_duration && o != outcome::ignored;
+  telemetry_.call_event(kind, core_.state(), slow);
 }
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::arm_stuck(nanos left_closed, nanos recovery_window) noexcept {
-  if (detached_.load(std::memory_order_relaxed)) return;  // the breaker object is gone
+  if (telemetry_.detached()) return;  // the breaker object is gone
   try {
     using duration = typename Clock::duration;
     const time_point from(std::chrono::duration_cast<duration>(left_closed));
@@ -195,7 +197,7 @@ template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for,
                                           bool once) noexcept {
   small_lock g(timer_lock_);
-  if (older(generation) || detached_.load(std::memory_order_relaxed)) return;
+  if (older(generation) || telemetry_.detached()) return;
   if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
   timer_generation_ = static_cast<std::uint32_t>(generation);
   timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));

@@ -45,13 +45,21 @@ struct breaker_telemetry::listener_set {
   }
 };
 
-// Per-state times and transition counts.
+// Per-state times and transition counts, and the delivery order; allocated
+// at the first transition (a breaker only ever CLOSED has none).
 struct breaker_telemetry::history_type {
   circuit_state current = circuit_state::closed;
   nanos since{};        // when `current` began
   nanos left_closed{};  // when the breaker last left a closed-like state
   std::array<nanos, circuit_state_count> time_in_state{};
   std::array<std::array<std::uint64_t, circuit_state_count>, circuit_state_count> transitions{};
+  // Under order_lock_:
+  std::uint64_t next_generation = 2;  // the core starts at 1
+  struct pending {
+    transition t;
+    window_totals basis;
+  };
+  std::vector<pending> early;  // transitions that arrived before their predecessor
 };
 
 // What not every breaker needs, allocated on first use: a name, listeners, a
@@ -60,21 +68,15 @@ struct breaker_telemetry::extras_type {
   std::string name;
   // Under state_lock_:
   std::shared_ptr<const listener_set> listeners;  // replaced as a whole: a snapshot is a copy
-  boost::system::error_code last_error;           // the last failure, while someone
-  std::exception_ptr last_exception;              // listens for transitions
-  std::unique_ptr<history_type> history;          // from the first transition
-  // Under order_lock_:
-  struct pending {
-    transition t;
-    window_totals basis;
+  struct last_failure {                           // while someone listens for transitions
+    boost::system::error_code error;
+    std::exception_ptr exception;
   };
-  std::vector<pending> early;         // transitions that arrived before their predecessor
-  std::uint64_t next_generation = 2;  // the core starts at 1
-  bool detached = false;
+  std::unique_ptr<last_failure> last;
+  std::unique_ptr<history_type> history;  // allocated under order_lock_
 };
 
-breaker_telemetry::breaker_telemetry(std::string name, nanos recovery_window, nanos created)
-    : recovery_(recovery_window), created_(created) {
+breaker_telemetry::breaker_telemetry(std::string name, nanos created) : created_(created) {
   if (!name.empty()) {
     auto* x = new extras_type;
     x->name = std::move(name);
@@ -122,8 +124,9 @@ void breaker_telemetry::note_failure(const call_result* r) noexcept {
   std::exception_ptr last = r ? r->exception() : std::exception_ptr();
   const boost::system::error_code ec = r && r->error() ? *r->error() : boost::system::error_code();
   spin_guard g(state_lock_);  // released before `last` (the previous one) goes
-  x->last_error = ec;
-  std::swap(x->last_exception, last);
+  if (!x->last) return;       // made by listen
+  x->last->error = ec;
+  std::swap(x->last->exception, last);
 }
 
 void breaker_telemetry::deliver(const transition& t, const window_totals& basis, clock_fn now,
@@ -132,30 +135,37 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
   small_lock order(order_lock_);
   extras_type* x = make_extras();
   if (!x) return;  // no memory for metrics: the breaker itself goes on
-  if (t.generation != x->next_generation) {
-    // Another thread's transition, the one before this, is on its way:
-    // it will apply this one after itself. Bounded: a transition that never
-    // arrives (it cannot, every transition is delivered) would not stall the
-    // history for more than a few.
+  if (!x->history) {
+    auto fresh = std::unique_ptr<history_type>(new (std::nothrow) history_type);
+    if (!fresh) return;
+    fresh->since = created_;
+    spin_guard g(state_lock_);
+    x->history = std::move(fresh);
+  }
+  history_type& h = *x->history;
+  if (t.generation != h.next_generation) {
+    // Another thread's transition, the one before this, is on its way: it
+    // applies this one after itself. Every transition is delivered, but the
+    // wait is bounded all the same.
     try {
-      x->early.push_back({t, basis});
+      h.early.push_back({t, basis});
     } catch (...) {
       return;
     }
-    if (x->early.size() < 16) return;
-    std::sort(x->early.begin(), x->early.end(),
+    if (h.early.size() < 16) return;
+    std::sort(h.early.begin(), h.early.end(),
               [](const auto& a, const auto& b) { return a.t.generation < b.t.generation; });
-    x->next_generation = x->early.front().t.generation;
+    h.next_generation = h.early.front().t.generation;
   } else {
     apply(t, basis, now(), alarm);
   }
-  // Then any that were waiting for it, in order.
-  for (bool found = true; found && !x->early.empty();) {
+  // Then those that were waiting for it, in order.
+  for (bool found = true; found && !h.early.empty();) {
     found = false;
-    for (std::size_t i = 0; i < x->early.size(); ++i) {
-      if (x->early[i].t.generation != x->next_generation) continue;
-      const auto p = x->early[i];
-      x->early.erase(x->early.begin() + static_cast<std::ptrdiff_t>(i));
+    for (std::size_t i = 0; i < h.early.size(); ++i) {
+      if (h.early[i].t.generation != h.next_generation) continue;
+      const auto p = h.early[i];
+      h.early.erase(h.early.begin() + static_cast<std::ptrdiff_t>(i));
       apply(p.t, p.basis, now(), alarm);
       found = true;
       break;
@@ -166,21 +176,15 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
 void breaker_telemetry::apply(const transition& t, const window_totals& basis, nanos now,
                               stuck_alarm& alarm) noexcept {
   extras_type& x = *extras();
-  x.next_generation = t.generation + 1;
-  std::unique_ptr<history_type> fresh;
-  if (!x.history) {
-    fresh.reset(new (std::nothrow) history_type);
-    if (!fresh) return;
-    fresh->since = created_;
-  }
+  history_type& h = *x.history;
+  h.next_generation = t.generation + 1;
   breaker_event e;
   std::shared_ptr<const listener_set> set;
   std::exception_ptr forgotten;  // destroyed after the lock is released
   bool left_closed = false, came_back = false;
   {
     spin_guard g(state_lock_);
-    if (fresh) x.history = std::move(fresh);
-    history_type& h = *x.history;
+    now = std::max(now, seen_);
     const auto from = static_cast<std::size_t>(t.from), to = static_cast<std::size_t>(t.to);
     h.time_in_state[from] += now - h.since;
     h.since = now;
@@ -192,21 +196,22 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
     } else if (!closed_like(t.from) && closed_like(t.to)) {
       came_back = true;
     }
-    if (wants(event_kind::transition)) {
-      set = x.listeners;
-      if (t.to == circuit_state::open) {
-        e.last_error = x.last_error;
-        e.last_exception = x.last_exception;
+    if (wants(event_kind::transition)) set = x.listeners;
+    if (x.last) {
+      if (set && t.to == circuit_state::open) {
+        e.last_error = x.last->error;
+        e.last_exception = x.last->exception;
+      }
+      if (closed_like(t.to)) {  // a new episode: forget the last failure
+        x.last->error = {};
+        forgotten = std::move(x.last->exception);
       }
     }
-    if (closed_like(t.to)) {  // a new episode: forget the last failure
-      x.last_error = {};
-      forgotten = std::move(x.last_exception);
-    }
   }
-  if (left_closed && recovery_ > nanos::zero() && !x.detached) {
-    alarm.arm_stuck(now, recovery_);
-  } else if (came_back && recovery_ > nanos::zero()) {
+  const nanos recovery = alarm.recovery_window();
+  if (left_closed && recovery > nanos::zero() && !detached()) {
+    alarm.arm_stuck(now, recovery);
+  } else if (came_back && recovery > nanos::zero()) {
     alarm.cancel_stuck();  // recovered: a closed breaker leaves no pending work
   }
   if (!set) return;
@@ -248,7 +253,7 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
 
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
   small_lock order(order_lock_);
-  if (extras_type* x = extras()) x->detached = true;
+  detached_.store(true, std::memory_order_relaxed);
   alarm.cancel_stuck();
 }
 
@@ -264,12 +269,16 @@ std::uint64_t breaker_telemetry::listen(event_mask mask, event_listener fn,
   next->name = x->name;
   if (const auto current = listeners()) next->entries = current->entries;
   next->entries.push_back({id, mask, std::move(fn_ptr), std::move(ex)});
+  std::unique_ptr<extras_type::last_failure> last;
+  if ((mask & static_cast<event_mask>(event_kind::transition)) && !x->last)
+    last = std::make_unique<extras_type::last_failure>();
   event_mask m = 0;
   for (const auto& e : next->entries) m |= e.mask;
   static_assert(all_events <= 0xff, "mask_ holds every kind in a byte");
   {
     spin_guard g(state_lock_);
     x->listeners = std::move(next);
+    if (last) x->last = std::move(last);
   }
   mask_.store(static_cast<std::uint8_t>(m), std::memory_order_release);
   return id;
@@ -291,9 +300,10 @@ void breaker_telemetry::unlisten(std::uint64_t id) {
   mask_.store(static_cast<std::uint8_t>(m), std::memory_order_release);
 }
 
-void breaker_telemetry::fill(breaker_metrics& r, nanos now) const noexcept {
+void breaker_telemetry::fill(breaker_metrics& r, nanos now, nanos recovery) const noexcept {
   const extras_type* x = extras();
   spin_guard g(state_lock_);
+  seen_ = std::max(seen_, now);
   const history_type* h = x ? x->history.get() : nullptr;
   // `now` was read before the lock: a transition applied since may be newer.
   const auto since = [now](nanos t) { return std::max(now - t, nanos::zero()); };
@@ -307,7 +317,7 @@ void breaker_telemetry::fill(breaker_metrics& r, nanos now) const noexcept {
   r.transitions = h->transitions;
   if (!closed_like(h->current)) {
     r.not_closed_for = since(h->left_closed);
-    r.stuck_open = recovery_ > nanos::zero() && r.not_closed_for >= recovery_;
+    r.stuck_open = recovery > nanos::zero() && r.not_closed_for >= recovery;
   }
 }
 

@@ -45,14 +45,14 @@ double retry_budget::allowance() const noexcept {
 }
 
 void retry_budget::deposit(nanos now) noexcept {
-  detail::spin_guard g(lock_);
+  detail::spin_guard g(ring_lock_);
   advance(detail::floor_div(now.count(), width_ns_));
   ++ring_[cursor_.pos].successes;  // a late deposit counts in the newest bucket
   ++successes_;
 }
 
 bool retry_budget::try_withdraw(nanos now) noexcept {
-  detail::spin_guard g(lock_);
+  detail::spin_guard g(ring_lock_);
   advance(detail::floor_div(now.count(), width_ns_));
   if (allowance() < 1.0) return false;
   ++ring_[cursor_.pos].retries;
@@ -61,7 +61,7 @@ bool retry_budget::try_withdraw(nanos now) noexcept {
 }
 
 retry_budget::snapshot retry_budget::state(nanos now) noexcept {
-  detail::spin_guard g(lock_);
+  detail::spin_guard g(ring_lock_);
   advance(detail::floor_div(now.count(), width_ns_));
   const double a = std::floor(allowance());
   std::uint64_t available = 0;
