@@ -512,9 +512,10 @@ void bm_http(benchmark::State& state, bool guarded, bool tls) {
             // temporaries of co_await inside ?: twice.
             levee::http::result r;
             if (guarded) {
-              r = co_await breaker(levee::http::http_get(client, url, levee::http::nothrow));
+              r = co_await breaker(
+                  levee::http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
             } else {
-              r = co_await levee::http::http_get(client, url, levee::http::nothrow);
+              r = co_await levee::http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
             }
             if (std::get<0>(r) || std::get<1>(r).result_int() != 200) {
               state.SkipWithError("request failed");

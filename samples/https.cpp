@@ -25,8 +25,9 @@ asio::awaitable<void> session(levee::circuit_breaker& breaker, levee::http::clie
     levee::http::response res = co_await breaker(levee::http::http_get(client, url));
     std::cout << "GET " << url << ": " << res.result_int() << " " << res.body() << "\n";
   }
-  // The error_code form, and HEAD.
-  auto [ec, head] = co_await breaker(levee::http::http_head(client, url, levee::http::nothrow));
+  // The error_code form (the token makes it: `as_tuple`), and HEAD.
+  auto [ec, head] =
+      co_await breaker(levee::http::async_head(client, url, asio::as_tuple(asio::use_awaitable)));
   std::cout << "HEAD: " << (ec ? ec.message() : std::to_string(head.result_int())) << "\n";
   std::cout << "connections opened: " << client.stats().connections_opened
             << ", reused: " << client.stats().connections_reused << "\n";

@@ -1,5 +1,6 @@
 // The bulkhead: limits, queue, waits, cancellation.
 #include <levee/bulkhead.hpp>
+#include <levee/detail/slot_waiter.hpp>
 
 #include "support.hpp"
 
@@ -265,4 +266,48 @@ TEST_CASE("bulkhead: a coroutine waiting in the queue at shutdown is destroyed, 
   }
   CHECK(*destroyed == 1);
   CHECK(*finished == 0);
+}
+
+namespace {
+struct recorded_waiter : levee::detail::slot_waiter {
+  explicit recorded_waiter(int i) : id(i) {}
+  void complete(boost::system::error_code) override {}
+  int id;
+};
+int id_of(const std::shared_ptr<levee::detail::slot_waiter>& w) {
+  return static_cast<const recorded_waiter&>(*w).id;
+}
+}  // namespace
+
+TEST_CASE("bulkhead: the intrusive waiter queue keeps FIFO order through erase and take_all") {
+  levee::detail::waiter_queue q;
+  std::vector<std::weak_ptr<levee::detail::slot_waiter>> made;
+  for (int i = 1; i <= 4; ++i) {
+    auto w = std::make_shared<recorded_waiter>(i);
+    made.push_back(w);
+    q.push_back(std::move(w));  // the queue owns it now
+  }
+  CHECK(q.size() == 4);
+  CHECK_FALSE(made[1].expired());
+  auto second = made[1].lock();
+  CHECK(second->queued);
+  auto removed = q.erase(*second);  // from the middle
+  CHECK_FALSE(second->queued);
+  CHECK(id_of(removed) == 2);
+  removed.reset();
+  second.reset();
+  CHECK(made[1].expired());  // nothing else held it
+  CHECK(id_of(q.pop_front()) == 1);
+  q.push_back(std::make_shared<recorded_waiter>(5));
+  levee::detail::waiter_queue taken;
+  taken.push_back(std::make_shared<recorded_waiter>(0));
+  q.take_all(taken);  // appended, each marked not queued
+  CHECK(q.empty());
+  CHECK(q.size() == 0);
+  CHECK(taken.size() == 4);
+  std::vector<int> order;
+  while (auto w = taken.pop_taken()) order.push_back(id_of(w));
+  CHECK(order == std::vector<int>{0, 3, 4, 5});
+  CHECK(taken.empty());
+  for (auto& w : made) CHECK(w.expired());  // no waiter leaked
 }

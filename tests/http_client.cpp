@@ -5,17 +5,23 @@
 #include "http_support.hpp"
 
 #include <levee/http/classify.hpp>
+#include <levee/http/error.hpp>
 #include <levee/http/guarded.hpp>
 #include <levee/registry.hpp>
 #include <levee/retry.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
+
+#include <optional>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -76,7 +82,7 @@ TEST_CASE("http: a guarded http_get against the flaky upstream opens, fails fast
   breaker cb(ioc, o);
 
   for (int i = 0; i < 3; ++i) {
-    auto r = spawn(ioc, cb(http::http_get(client, url, http::nothrow)));
+    auto r = spawn(ioc, cb(http::async_get(client, url, asio::as_tuple(asio::use_awaitable))));
     run_until(ioc, r);
     REQUIRE(r->done);
     CHECK(std::get<1>(*r->value).result_int() == 503);  // returned unchanged
@@ -84,7 +90,7 @@ TEST_CASE("http: a guarded http_get against the flaky upstream opens, fails fast
   CHECK(cb.state() == levee::circuit_state::open);
   CHECK(upstream.stats().requests == 3);
 
-  auto fast = spawn(ioc, cb(http::http_get(client, url, http::nothrow)));
+  auto fast = spawn(ioc, cb(http::async_get(client, url, asio::as_tuple(asio::use_awaitable))));
   run_until(ioc, fast);
   CHECK(std::get<0>(*fast->value) == levee::error::circuit_open);
   CHECK(upstream.stats().requests == 3);  // failed fast: the upstream saw nothing
@@ -125,8 +131,8 @@ TEST_CASE("http: pool exhaustion is bounded by the deadline, timed-out streams a
   const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
   http::client client(ioc.get_executor(), {.max_connections_per_host = 1, .timeout = 150ms});
   const auto start = std::chrono::steady_clock::now();
-  auto first = spawn(ioc, http::http_get(client, url, http::nothrow));
-  auto second = spawn(ioc, http::http_get(client, url, http::nothrow));
+  auto first = spawn(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
+  auto second = spawn(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, first);
   run_until(ioc, second);
   REQUIRE(first->done);
@@ -140,7 +146,7 @@ TEST_CASE("http: pool exhaustion is bounded by the deadline, timed-out streams a
 
   upstream.hold_phase(1);
   const auto opened = client.stats().connections_opened;
-  auto third = spawn(ioc, http::http_get(client, url, http::nothrow));
+  auto third = spawn(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, third);
   CHECK(std::get<1>(*third->value).result_int() == 200);
   CHECK(client.stats().connections_opened == opened + 1);  // timed-out streams were closed
@@ -156,8 +162,8 @@ TEST_CASE("http: a refused connection is an error_code, and a failure for the br
     port = probe.local_endpoint().port();
   }  // closed: nothing listens there now
   http::client client(ioc.get_executor(), {.timeout = 1s});
-  auto r = spawn(
-      ioc, http::http_get(client, "http://127.0.0.1:" + std::to_string(port) + "/", http::nothrow));
+  auto r = spawn(ioc, http::async_get(client, "http://127.0.0.1:" + std::to_string(port) + "/",
+                                      asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, r);
   REQUIRE(r->done);
   CHECK(std::get<0>(*r->value) == boost::asio::error::connection_refused);
@@ -199,7 +205,7 @@ TEST_CASE("http: malformed responses become error_codes") {
     raw.replies = {c.reply};
     raw.start();
     http::client client(ioc.get_executor(), {.timeout = 1s, .body_limit = 1000});
-    auto r = spawn(ioc, http::http_get(client, raw.url(), http::nothrow));
+    auto r = spawn(ioc, http::async_get(client, raw.url(), asio::as_tuple(asio::use_awaitable)));
     run_until(ioc, r);
     REQUIRE(r->done);
     CHECK(std::get<0>(*r->value) == c.expected);
@@ -215,7 +221,7 @@ TEST_CASE("http: a pooled connection the server closed is replaced once, transpa
   raw.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 2; ++i) {
-    auto r = spawn(ioc, http::http_get(client, raw.url(), http::nothrow));
+    auto r = spawn(ioc, http::async_get(client, raw.url(), asio::as_tuple(asio::use_awaitable)));
     run_until(ioc, r);
     REQUIRE(r->done);
     CHECK_FALSE(std::get<0>(*r->value));
@@ -244,8 +250,9 @@ TEST_CASE("http: Retry-After from the upstream sets the retry delay") {
          hinted = true;  // the first answer arrived; the retry waits from now
          return http::retry_after(last);
        }});
-  auto r =
-      spawn(ioc, levee::retry(policy, [&] { return http::http_get(client, url, http::nothrow); }));
+  auto r = spawn(ioc, levee::retry(policy, [&] {
+                   return http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
+                 }));
   ioc.restart();
   for (int i = 0; i < 200 && !hinted; ++i) ioc.run_one_for(10ms);
   REQUIRE(hinted);
@@ -275,14 +282,16 @@ TEST_CASE("http: guarded_get guards each host with its own breaker from a regist
   levee::basic_breaker_registry<vclock> registry(ioc, ro);
 
   for (int i = 0; i < 2; ++i) {
-    auto r = spawn(ioc, http::guarded_get(registry, client, sick_url, http::nothrow));
+    auto r = spawn(ioc, http::async_guarded_get(registry, client, sick_url,
+                                                asio::as_tuple(asio::use_awaitable)));
     run_until(ioc, r);
     REQUIRE(r->done);
     CHECK(std::get<1>(*r->value).result_int() == 503);
   }
   auto sick_breaker = registry.get("127.0.0.1:" + std::to_string(sick_port));
   CHECK(sick_breaker->state() == levee::circuit_state::open);
-  auto rejected = spawn(ioc, http::guarded_get(registry, client, sick_url, http::nothrow));
+  auto rejected = spawn(ioc, http::async_guarded_get(registry, client, sick_url,
+                                                     asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, rejected);
   REQUIRE(rejected->done);
   CHECK(std::get<0>(*rejected->value) == levee::error::circuit_open);
@@ -297,7 +306,8 @@ TEST_CASE("http: guarded_get guards each host with its own breaker from a regist
         levee::circuit_state::closed);
   CHECK(registry.size() == 2);
 
-  auto bad = spawn(ioc, http::guarded_get(registry, client, "ftp://nowhere/", http::nothrow));
+  auto bad = spawn(ioc, http::async_guarded_get(registry, client, "ftp://nowhere/",
+                                                asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, bad);
   REQUIRE(bad->done);
   CHECK(std::get<0>(*bad->value));  // an error_code, and no breaker for it
@@ -317,9 +327,12 @@ TEST_CASE("http: guarded_get runs each host's calls under its breaker and its ad
   ro.limits = levee::adaptive_limit_options{.initial_limit = 1, .min_limit = 1, .max_limit = 1};
   ro.limits->classifier = http::classify;
   levee::basic_breaker_registry<vclock> registry(ioc, ro);
-  auto first = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
-  auto second = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
-  auto third = spawn(ioc, http::guarded_get(registry, client, url, http::nothrow));
+  auto first = spawn(
+      ioc, http::async_guarded_get(registry, client, url, asio::as_tuple(asio::use_awaitable)));
+  auto second = spawn(
+      ioc, http::async_guarded_get(registry, client, url, asio::as_tuple(asio::use_awaitable)));
+  auto third = spawn(
+      ioc, http::async_guarded_get(registry, client, url, asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, first);
   run_until(ioc, second);
   run_until(ioc, third);
@@ -333,4 +346,76 @@ TEST_CASE("http: guarded_get runs each host's calls under its breaker and its ad
   CHECK(host->state() == levee::circuit_state::closed);
   CHECK(host->metrics().failures == 0);
   api.stop();
+}
+
+TEST_CASE("http: the completion token makes the form, as in Asio") {
+  asio::io_context ioc;
+  script_server server(ioc, serve_ok);
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  const std::string bad = "ftp://nowhere/";
+
+  // A callback: (ec, response), never inside the call.
+  std::optional<std::tuple<boost::system::error_code, http::response>> got;
+  http::async_get(client, server.url(), [&](boost::system::error_code ec, http::response res) {
+    got.emplace(ec, std::move(res));
+  });
+  CHECK_FALSE(got);
+  std::optional<boost::system::error_code> refused;
+  http::async_get(client, bad, [&](boost::system::error_code ec, http::response) { refused = ec; });
+  CHECK_FALSE(refused);  // posted, even when nothing is sent
+  ioc.restart();
+  for (int i = 0; i < 200 && !(got && refused); ++i) ioc.run_one_for(std::chrono::milliseconds(10));
+  REQUIRE(refused);
+  CHECK(*refused == http::error::invalid_url);
+  REQUIRE(got);
+  CHECK_FALSE(std::get<0>(*got));
+  CHECK(std::get<1>(*got).result_int() == 200);
+
+  // use_awaitable: the response, or a thrown system_error.
+  const http::response res =
+      finish(ioc, http::async_get(client, server.url(), asio::use_awaitable));
+  CHECK(res.result_int() == 200);
+  auto thrown = spawn(ioc, http::async_get(client, bad, asio::use_awaitable));
+  run_until(ioc, thrown);
+  CHECK(thrown->thrown_code() == http::error::invalid_url);
+  auto helper = spawn(ioc, http::http_head(client, bad));  // the helper: the same rule
+  run_until(ioc, helper);
+  CHECK(helper->thrown_code() == http::error::invalid_url);
+
+  // redirect_error: the error_code set, nothing thrown.
+  // (A named lambda: a coroutine's captures live in the lambda object.)
+  auto redirect = [&]() -> asio::awaitable<boost::system::error_code> {
+    boost::system::error_code ec;
+    co_await http::async_send(client, "http://127.0.0.1:1/path", http::request(),
+                              asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  };
+  auto redirected = spawn(ioc, redirect());
+  run_until(ioc, redirected);
+  REQUIRE(redirected->value);
+  CHECK(*redirected->value == http::error::invalid_url);  // an origin has no path
+}
+
+TEST_CASE("http: a request cancelled through its handler's slot ends with operation_aborted") {
+  asio::io_context ioc;
+  // A server that accepts and never answers.
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::steady_timer t(s.get_executor(), std::chrono::seconds(5));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 5s});
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::error_code> got;
+  http::async_get(client, server.url(),
+                  asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec,
+                                                                  http::response) { got = ec; }));
+  run_for(ioc, std::chrono::milliseconds(50));
+  CHECK_FALSE(got);
+  cancel.emit(asio::cancellation_type::terminal);
+  for (int i = 0; i < 200 && !got; ++i) ioc.run_one_for(std::chrono::milliseconds(10));
+  REQUIRE(got);
+  CHECK(*got == asio::error::operation_aborted);
+  server.stop();
 }

@@ -27,7 +27,8 @@ asio::awaitable<void> pause(std::chrono::milliseconds d) {
 std::vector<http::result> burst(asio::io_context& ioc, http::client& c, const std::string& url,
                                 int n) {
   std::vector<std::shared_ptr<pending<http::result>>> ps;
-  for (int i = 0; i < n; ++i) ps.push_back(spawn(ioc, http::http_get(c, url, http::nothrow)));
+  for (int i = 0; i < n; ++i)
+    ps.push_back(spawn(ioc, http::async_get(c, url, asio::as_tuple(asio::use_awaitable))));
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   ioc.restart();
   auto all_done = [&] {
@@ -80,7 +81,8 @@ TEST_CASE(
   CHECK(first >= 2);             // several idle connections in the pool now
   run_for(ioc, 100ms);           // the server closes them all
   for (int i = 0; i < 3; ++i) {  // one by one: each would find a stale one, then another
-    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto r =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(std::get<0>(r));  // never `end of stream` from a connection closed while idle
   }
   run_for(ioc, 100ms);
@@ -109,7 +111,8 @@ TEST_CASE("http hostile: two responses to one request do not shift later answers
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 3; ++i) {
-    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto r =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(std::get<0>(r));
     // Each request gets the first answer of its own connection, never "stray".
     CHECK(std::get<1>(r).body() == "c" + std::to_string(i) + "r0");
@@ -129,10 +132,12 @@ TEST_CASE("http hostile: a 408 written on an idle keep-alive connection is not t
   });
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
-  const auto first = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  const auto first =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   CHECK(std::get<1>(first).result_int() == 200);
   run_for(ioc, 60ms);  // the 408 arrives on the idle pooled connection
-  const auto second = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  const auto second =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(second));
   CHECK(std::get<1>(second).result_int() == 200);  // not a 408 it never asked for
   CHECK(server.accepted == 2);
@@ -154,7 +159,8 @@ TEST_CASE("http hostile: interim 1xx responses are skipped") {
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 2; ++i) {
-    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto r =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(std::get<0>(r));
     CHECK(std::get<1>(r).result_int() == 200);
     CHECK(std::get<1>(r).body() == "ok");
@@ -184,7 +190,8 @@ TEST_CASE(
     });
     server.start();
     http::client client(ioc.get_executor(), {.timeout = 2s});
-    const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto r =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     const auto ec = std::get<0>(r);
     CHECK(ec == boost::beast::http::error::buffer_overflow);  // at once, not at the deadline
     run_for(ioc, 20ms);
@@ -200,7 +207,8 @@ TEST_CASE(
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (const std::string target :
        {"/a b", "/a\r\nX-Injected: 1", "/x HTTP/1.1\r\nHost: a\r\n\r\nGET /smuggled", "/\t"}) {
-    const auto r = finish(ioc, http::http_get(client, server.url(target), http::nothrow));
+    const auto r = finish(
+        ioc, http::async_get(client, server.url(target), asio::as_tuple(asio::use_awaitable)));
     CHECK(std::get<0>(r) == boost::system::errc::invalid_argument);
   }
   // A request built by hand: its target and its header values are checked too.
@@ -208,7 +216,8 @@ TEST_CASE(
   http::request bad_value(boost::beast::http::verb::get, "/", 11);
   bad_value.set("X-User", "bob\r\nX-Admin: true");
   for (auto* req : {&bad_target, &bad_value}) {
-    const auto r = finish(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
+    const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), *req,
+                                                    asio::as_tuple(asio::use_awaitable)));
     CHECK(std::get<0>(r) == boost::system::errc::invalid_argument);
   }
   run_for(ioc, 20ms);
@@ -241,7 +250,8 @@ TEST_CASE("http hostile: HEAD, 204 and 304 responses have no body and do not tim
   const unsigned expected[] = {200, 204, 304};
   int i = 0;
   for (auto* req : {&head, &get204, &get304, &head}) {
-    const auto r = finish(ioc, http::send(client, "127.0.0.1", server.port(), *req, http::nothrow));
+    const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), *req,
+                                                    asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(std::get<0>(r));
     CHECK(std::get<1>(r).result_int() == expected[i++ % 3]);
     CHECK(std::get<1>(r).body().empty());
@@ -258,7 +268,8 @@ TEST_CASE("http hostile: idle connections are closed after idle_timeout") {
   });
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s, .idle_timeout = 30ms});
-  const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  const auto r =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(r));
   CHECK(closed_by_client == 0);  // kept alive
   run_for(ioc, 150ms);           // nobody asks for that host again
@@ -270,11 +281,13 @@ TEST_CASE("http hostile: a timeout of nanoseconds::max() means no deadline") {
   script_server server(ioc, serve_ok);
   server.start();
   http::client client(ioc.get_executor(), {.timeout = std::chrono::nanoseconds::max()});
-  const auto r = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+  const auto r =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(r));
   http::request req(boost::beast::http::verb::get, "/", 11);
   const auto own = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
-                                                    std::chrono::nanoseconds::max() - 1ns));
+                                                    std::chrono::nanoseconds::max() - 1ns,
+                                                    asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(own));
 }
 
@@ -304,8 +317,8 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
       asio::detached);
   http::client client(ioc.get_executor(), {.timeout = 1s});
   const auto port = probe.local_endpoint().port();
-  const auto r = finish(
-      ioc, http::http_get(client, "http://[::1]:" + std::to_string(port) + "/", http::nothrow));
+  const auto r = finish(ioc, http::async_get(client, "http://[::1]:" + std::to_string(port) + "/",
+                                             asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(r));
   CHECK(host_seen == "[::1]:" + std::to_string(port));
 }
@@ -371,7 +384,8 @@ TEST_CASE(
   server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
   for (int i = 0; i < 2; ++i) {
-    const auto [ec, res] = finish(ioc, http::http_get(client, server.url(), http::nothrow));
+    const auto [ec, res] =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(ec);
     CHECK(res.result_int() == 200);  // never a 408 for a request the server did not read
   }
@@ -386,7 +400,8 @@ TEST_CASE("http hostile: an origin given as url_parts is checked like a URL") {
        {http::url_parts{"HTTPS", "example.com", 443, "/"}, http::url_parts{"http", "a b", 80, "/"},
         http::url_parts{"http", "example.com", 0, "/"}, http::url_parts{"ftp", "a", 21, "/"},
         http::url_parts{"http", "", 80, "/"}}) {
-    const auto [ec, res] = finish(ioc, client.async_request(bad, req));
+    const auto [ec, res] =
+        finish(ioc, client.async_request(bad, req, asio::as_tuple(asio::use_awaitable)));
     CHECK(ec == http::error::invalid_url);  // never sent, never in the clear
   }
 }
@@ -406,8 +421,9 @@ TEST_CASE(
   std::shared_ptr<pending<http::result>> first, second;
   {
     http::client client(ioc->get_executor(), {.max_connections_per_host = 1, .timeout = 1h});
-    first = spawn(*ioc, http::http_get(client, server.url(), http::nothrow));
-    second = spawn(*ioc, http::http_get(client, server.url(), http::nothrow));
+    first = spawn(*ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
+    second =
+        spawn(*ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
     run_for(*ioc, 50ms);
     CHECK(client.stats().waiting == 1);
   }  // the client goes first, as declared

@@ -16,13 +16,14 @@ namespace http = levee::http;
 namespace {
 
 http::result get(asio::io_context& ioc, http::client& c, const std::string& url) {
-  return finish(ioc, http::http_get(c, url, http::nothrow));
+  return finish(ioc, http::async_get(c, url, asio::as_tuple(asio::use_awaitable)));
 }
 
 std::vector<http::result> burst(asio::io_context& ioc, http::client& c, const std::string& url,
                                 int n) {
   std::vector<std::shared_ptr<pending<http::result>>> ps;
-  for (int i = 0; i < n; ++i) ps.push_back(spawn(ioc, http::http_get(c, url, http::nothrow)));
+  for (int i = 0; i < n; ++i)
+    ps.push_back(spawn(ioc, http::async_get(c, url, asio::as_tuple(asio::use_awaitable))));
   for (auto& p : ps) run_until(ioc, p, 3000ms);
   std::vector<http::result> out;
   for (auto& p : ps) {
@@ -86,13 +87,13 @@ TEST_CASE("nginx: 503s open the breaker, which then fails fast") {
   o.classifier = http::classify;
   breaker cb(ioc, o);
   for (int i = 0; i < 3; ++i) {
-    const auto [ec, res] =
-        finish(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
+    const auto [ec, res] = finish(ioc, cb(http::async_get(client, nginx.http_url("/503"),
+                                                          asio::as_tuple(asio::use_awaitable))));
     CHECK(res.result_int() == 503);
   }
   CHECK(cb.state() == levee::circuit_state::open);
-  const auto [fast, none] =
-      finish(ioc, cb(http::http_get(client, nginx.http_url("/503"), http::nothrow)));
+  const auto [fast, none] = finish(ioc, cb(http::async_get(client, nginx.http_url("/503"),
+                                                           asio::as_tuple(asio::use_awaitable))));
   CHECK(fast == levee::error::circuit_open);
 }
 
@@ -110,15 +111,15 @@ TEST_CASE("nginx: HTTPS with a context trusting the test CA, kept alive") {
   }
   CHECK(client.stats().connections_opened == 1);
   // HEAD over TLS: no body, no wait.
-  const auto [hec, head] =
-      finish(ioc, http::http_head(client, nginx.https_url("localhost", "/"), http::nothrow));
+  const auto [hec, head] = finish(ioc, http::async_head(client, nginx.https_url("localhost", "/"),
+                                                        asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(hec);
   CHECK(head.result_int() == 200);
   CHECK(head.body().empty());
   // `send` to an https origin.
   http::request req(boost::beast::http::verb::get, "/x", 11);
-  const auto [sec, sent] =
-      finish(ioc, http::send(client, nginx.https_url("localhost", ""), req, http::nothrow));
+  const auto [sec, sent] = finish(ioc, http::async_send(client, nginx.https_url("localhost", ""),
+                                                        req, asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(sec);
   CHECK(sent.result_int() == 200);
 }
@@ -149,7 +150,8 @@ TEST_CASE("nginx: HEAD over plain HTTP") {
   asio::io_context ioc;
   http::client client(ioc.get_executor(), {.timeout = 2s});
   for (int i = 0; i < 2; ++i) {
-    const auto [ec, res] = finish(ioc, http::http_head(client, nginx.http_url("/"), http::nothrow));
+    const auto [ec, res] = finish(
+        ioc, http::async_head(client, nginx.http_url("/"), asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(ec);
     CHECK(res.result_int() == 200);
   }

@@ -35,10 +35,11 @@ TEST_CASE("http threads: 4 threads, 64 coroutines, deadlines and cancellations r
           for (int k = 0; k < calls; ++k) {
             http::result r;
             if ((i + k) % 3 == 0) {
-              r = co_await levee::with_timeout(std::chrono::milliseconds(1 + (i + k) % 10),
-                                               http::http_get(client, url, http::nothrow));
+              r = co_await levee::with_timeout(
+                  std::chrono::milliseconds(1 + (i + k) % 10),
+                  http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
             } else {
-              r = co_await http::http_get(client, url, http::nothrow);
+              r = co_await http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
             }
             const auto ec = std::get<0>(r);
             if (!ec) {

@@ -85,10 +85,12 @@ TEST_CASE(
   o.tls = flaky::make_client_context(certs.ca_pem);
   http::client client(ioc.get_executor(), o);
   const auto url = "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/";
-  const auto [ec, res] = finish(ioc, http::http_get(client, url, http::nothrow));
+  const auto [ec, res] =
+      finish(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(ec);
   CHECK(res.body() == "whole");
-  const auto [cut, none] = finish(ioc, http::http_get(client, url, http::nothrow));
+  const auto [cut, none] =
+      finish(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
   CHECK(cut == asio::ssl::error::stream_truncated);
 }
 
@@ -152,7 +154,8 @@ TEST_CASE("https: a stray response in a second TLS record is never the next answ
   http::client client(ioc.get_executor(), o);
   const auto url = "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/";
   for (int i = 0; i < 3; ++i) {
-    const auto [ec, res] = finish(ioc, http::http_get(client, url, http::nothrow));
+    const auto [ec, res] =
+        finish(ioc, http::async_get(client, url, asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(ec);
     CHECK(res.body() == "c" + std::to_string(i));  // never "stray"
   }
@@ -224,8 +227,10 @@ TEST_CASE("dns: the deadline bounds resolution, and a slow lookup holds no other
   http::client client(ioc.get_executor(), o);
   const auto port = std::to_string(server.port());
   const auto start = std::chrono::steady_clock::now();
-  auto slow = spawn(ioc, http::http_get(client, "http://slow.test:" + port + "/", http::nothrow));
-  auto fast = spawn(ioc, http::http_get(client, "http://fast.test:" + port + "/", http::nothrow));
+  auto slow = spawn(ioc, http::async_get(client, "http://slow.test:" + port + "/",
+                                         asio::as_tuple(asio::use_awaitable)));
+  auto fast = spawn(ioc, http::async_get(client, "http://fast.test:" + port + "/",
+                                         asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, fast);
   REQUIRE(fast->done);
   const auto fast_took = std::chrono::steady_clock::now() - start;
@@ -240,14 +245,15 @@ TEST_CASE("dns: the deadline bounds resolution, and a slow lookup holds no other
   CHECK(slow_took >= 300ms);
   CHECK(slow_took < 1000ms);  // the request's deadline, not c-ares' own timeouts
 
-  auto missing =
-      spawn(ioc, http::http_get(client, "http://missing.test:" + port + "/", http::nothrow));
+  auto missing = spawn(ioc, http::async_get(client, "http://missing.test:" + port + "/",
+                                            asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, missing);
   REQUIRE(missing->done);
   CHECK(std::get<0>(*missing->value) == asio::error::host_not_found);
 
   const int before = dns.queries;
-  auto literal = spawn(ioc, http::http_get(client, server.url(), http::nothrow));
+  auto literal =
+      spawn(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   run_until(ioc, literal);
   REQUIRE(literal->done);
   CHECK_FALSE(std::get<0>(*literal->value));
@@ -263,7 +269,7 @@ TEST_CASE("dns: a caller's cancellation ends a lookup at once") {
   asio::cancellation_signal cancel;
   auto p = std::make_shared<pending<http::result>>();
   asio::co_spawn(
-      ioc, http::http_get(client, "http://slow.test:1/", http::nothrow),
+      ioc, http::async_get(client, "http://slow.test:1/", asio::as_tuple(asio::use_awaitable)),
       asio::bind_cancellation_slot(cancel.slot(), [p](std::exception_ptr e, http::result r) {
         p->done = true;
         p->error = e;

@@ -2,18 +2,15 @@
 #pragma once
 
 #include <levee/classify.hpp>
-#include <levee/detail/clock_traits.hpp>
 #include <levee/detail/random.hpp>
 #include <levee/detail/result_shape.hpp>
+#include <levee/detail/retry.hpp>
 #include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
 #include <levee/retry_budget.hpp>
 
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/basic_waitable_timer.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -143,67 +140,6 @@ class basic_retry_policy {
 
 using retry_policy = basic_retry_policy<>;
 
-namespace detail {
-
-namespace asio = boost::asio;
-
-/// What the retry loop does after an attempt.
-enum class retry_step { done, again };
-
-template <class Clock>
-retry_step decide(basic_retry_policy<Clock>& policy, retry_schedule& schedule, std::size_t attempt,
-                  const call_result& r, std::chrono::nanoseconds& delay) {
-  const retry_options& o = policy.options();
-  const bool retryable = policy.retryable(r);
-  if (attempt >= o.max_attempts || !retryable) {
-    // Only a real success earns retries: judged by the same predicate as the
-    // retries (an operation that gave up on a 503 did not succeed), and never
-    // an error_code or an exception.
-    if (o.budget && !retryable && default_classify(r) == outcome::success) {
-      o.budget->deposit(policy.now());
-    }
-    return retry_step::done;
-  }
-  if (o.budget && !o.budget->try_withdraw(policy.now())) return retry_step::done;
-  delay = schedule.next(r);
-  return retry_step::again;
-}
-
-template <class Clock, class T, class Executor, class Factory>
-asio::awaitable<T, Executor> retry_loop(basic_retry_policy<Clock>& policy, Factory factory) {
-  retry_schedule schedule = policy.schedule();
-  std::optional<asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>> timer;
-  for (std::size_t attempt = 1;; ++attempt) {
-    std::chrono::nanoseconds delay{};
-    try {
-      if constexpr (std::is_void_v<T>) {
-        co_await factory();
-        if (decide(policy, schedule, attempt, call_result(), delay) == retry_step::done) co_return;
-      } else {
-        T value = co_await factory();
-        if (decide(policy, schedule, attempt, make_value_result(value), delay) == retry_step::done)
-          co_return value;
-      }
-    } catch (const boost::system::system_error& e) {
-      const boost::system::error_code ec = e.code();
-      if (decide(policy, schedule, attempt, call_result(std::current_exception(), &ec), delay) ==
-          retry_step::done)
-        throw;
-    } catch (...) {
-      if (decide(policy, schedule, attempt, call_result(std::current_exception(), nullptr),
-                 delay) == retry_step::done)
-        throw;
-    }
-    // Wait, then try again. The caller's cancellation ends the wait (and the
-    // operation) with operation_aborted.
-    if (!timer) timer.emplace(co_await asio::this_coro::executor);
-    timer->expires_after(std::chrono::ceil<typename Clock::duration>(delay));
-    co_await timer->async_wait(asio::use_awaitable_t<Executor>{});
-  }
-}
-
-}  // namespace detail
-
 /// Retries an operation: `co_await retry(policy, [&] { return breaker(http_get(...)); })`.
 ///
 /// An awaitable runs once, so `retry` takes a factory: a callable that returns
@@ -214,26 +150,47 @@ asio::awaitable<T, Executor> retry_loop(basic_retry_policy<Clock>& policy, Facto
 /// - otherwise `retry` waits for the schedule's next delay (or a Retry-After
 ///   hint) on a timer of the policy's clock and calls the factory again.
 ///
-/// Works alike for the exception form and the `std::tuple<error_code, U...>`
-/// form: the tuple's error_code decides, and the last tuple is returned.
+/// Signature: `asio::awaitable<T, Executor> retry(basic_retry_policy<Clock>&,
+/// Factory)`. The shape of `T` decides the form, as everywhere in levee: for
+/// `std::tuple<error_code, U...>` the tuple's error_code decides and the last
+/// tuple is returned; otherwise an exception is an attempt's failure and the
+/// last one is rethrown.
 ///
-/// Cancellation: the caller's cancellation reaches the running attempt or the
-/// waiting timer; the operation then ends with `operation_aborted`.
+/// Cancellation: the awaiting coroutine's cancellation reaches the running
+/// attempt or the waiting timer; the operation then ends with
+/// `operation_aborted` (in `T`'s shape, as the attempt or the timer reports it).
+///
+/// Executor: every attempt and the timer run on the awaiting coroutine's
+/// executor.
+///
+/// Lifetime: `policy` is borrowed and must outlive the operation; `factory`
+/// is moved in, and what it captures by reference must outlive it too.
+///
+/// Thread safety: one policy may serve operations on any threads at once.
 template <class Clock, class Factory, class Awaitable = std::invoke_result_t<Factory&>,
           class Traits = detail::awaitable_traits<Awaitable>>
-requires Traits::is_awaitable Awaitable retry(basic_retry_policy<Clock>& policy, Factory factory) {
-  return detail::retry_loop<Clock, typename Traits::value_type, typename Traits::executor_type>(
-      policy, std::move(factory));
-}
+requires Traits::is_awaitable Awaitable retry(basic_retry_policy<Clock>& policy, Factory factory);
 
-/// The completion-token form of `retry`: runs it on `ex` and completes with
-/// `void(std::exception_ptr, T)` (`void(std::exception_ptr)` for void) through
-/// any completion token, as `co_spawn` does. `T` must be default-constructible.
-template <class Executor, class Clock, class Factory, class CompletionToken>
+/// The completion-token form of `retry`: runs it as a new coroutine on `ex`,
+/// as `co_spawn` does.
+///
+/// Completion signature: `void(std::exception_ptr, T)` (`void(std::exception_ptr)`
+/// for `void`), `co_spawn`'s: the exception is what `retry` would throw. `T`
+/// must be default-constructible.
+///
+/// Cancellation: the handler's cancellation slot reaches the running attempt
+/// or the waiting timer (as `co_spawn` forwards it: terminal by default).
+///
+/// Executor: the attempts run on `ex`; the handler on its associated executor
+/// (default: `ex`).
+///
+/// Lifetime and thread safety: as `retry`.
+template <class Executor, class Clock, class Factory,
+          BOOST_ASIO_COMPLETION_TOKEN_FOR(detail::retry_signature_t<Factory>)
+              CompletionToken = boost::asio::default_completion_token_t<Executor>>
 auto async_retry(const Executor& ex, basic_retry_policy<Clock>& policy, Factory factory,
-                 CompletionToken&& token) {
-  return boost::asio::co_spawn(ex, retry(policy, std::move(factory)),
-                               std::forward<CompletionToken>(token));
-}
+                 CompletionToken&& token = boost::asio::default_completion_token_t<Executor>());
 
 }  // namespace levee
+
+#include <levee/impl/retry.hpp>

@@ -9,8 +9,10 @@
 #include <levee/impl/bulkhead.ipp>
 #include <levee/impl/error.ipp>
 #include <levee/impl/http_classify.ipp>
-#include <levee/impl/http_client.ipp>
+#include <levee/impl/http_connection.ipp>
 #include <levee/impl/http_error.ipp>
+#include <levee/impl/http_pool.ipp>
+#include <levee/impl/http_request.ipp>
 #include <levee/impl/http_resolver.ipp>
 #include <levee/impl/http_response_reader.ipp>
 #include <levee/impl/http_url.ipp>

@@ -220,7 +220,7 @@ class run {
       sent = true;
       auto& f = result_.phases[phase_now()];
       f.peak_in_flight = std::max(f.peak_in_flight, in_flight_);
-      auto r = co_await http::http_get(*client_, url, http::nothrow);
+      auto r = co_await http::async_get(*client_, url, asio::as_tuple(asio::use_awaitable));
       --in_flight_;
       co_return r;
     };

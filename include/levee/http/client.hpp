@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -24,16 +25,14 @@ namespace levee::http {
 using request = boost::beast::http::request<boost::beast::http::string_body>;
 using response = boost::beast::http::response<boost::beast::http::string_body>;
 
-/// The error_code form's result: `{ec, response}`; `response` is empty when
-/// `ec` is set.
-using result = std::tuple<boost::system::error_code, response>;
+/// The completion signature of every request operation: `response` is empty
+/// when the error_code is set.
+using request_signature = void(boost::system::error_code, response);
 
-/// Selects the error_code form of a request function:
-/// `co_await http_get(client, url, levee::http::nothrow)`.
-struct nothrow_t {
-  explicit nothrow_t() = default;
-};
-inline constexpr nothrow_t nothrow{};
+/// What the error_code form of a request yields, `co_await
+/// async_get(client, url, asio::as_tuple(asio::use_awaitable))`: `{ec,
+/// response}`.
+using result = std::tuple<boost::system::error_code, response>;
 
 /// A client's limits. Plain struct, a default on every member.
 struct client_options {
@@ -130,6 +129,12 @@ std::string host_header(const url_parts& origin);
 /// sending anything.
 boost::system::error_code validate_request(const request& req);
 
+class client;
+
+namespace detail {
+struct client_access;  // the non-template entry points (impl/http_request.ipp)
+}  // namespace detail
+
 /// An HTTP/1.1 client with a bounded keep-alive pool per origin, plain or TLS.
 ///
 /// - Every request has one deadline (`client_options::timeout`, or the
@@ -151,20 +156,27 @@ boost::system::error_code validate_request(const request& req);
 ///   or trailers, an early close, garbage) ends the request with an
 ///   error_code; memory stays bounded by the limits.
 ///
+/// The two forms of every operation follow Asio's rule: the completion token
+/// makes the shape. `co_await async_get(c, url, asio::use_awaitable)` yields
+/// the response and throws `system_error`; `asio::as_tuple(asio::use_awaitable)`
+/// yields `{ec, response}` and `asio::redirect_error(asio::use_awaitable, ec)`
+/// sets `ec`, neither throwing.
+///
 /// Thread safety: a client may be shared by coroutines on any threads.
 /// Lifetime: it must outlive its requests. Executor: connections, the
 /// resolver and the idle timer run on the client's executor; each request
-/// completes on its caller's executor. Pending work: only while requests are
-/// in flight or idle connections are pooled (`close_idle` ends it at once),
-/// and while c-ares finishes a lookup a request gave up on (bounded by
-/// c-ares' own timeout: 2 tries of 2 s per server).
+/// completes on its handler's associated executor. Pending work: only while
+/// requests are in flight or idle connections are pooled (`close_idle` ends
+/// it at once), and while c-ares finishes a lookup a request gave up on
+/// (bounded by c-ares' own timeout: 2 tries of 2 s per server).
 class client {
  public:
   using executor_type = boost::asio::any_io_executor;
 
   /// Throws `std::invalid_argument` naming the member when `options` is invalid.
   explicit client(executor_type ex, client_options options = {});
-  /// Closes the idle connections; requests still in flight finish normally.
+  /// Requests waiting for a connection end with `operation_aborted`; requests
+  /// on a connection finish normally; idle connections are closed.
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;
@@ -176,48 +188,113 @@ class client {
   /// Closes every idle connection now (and stops the idle timer).
   void close_idle();
 
-  /// Sends `req` to `origin` (its scheme, host and port; its target is not
-  /// used) and reads the response, in the error_code form. `timeout`
-  /// overrides the client's. The Host and User-Agent headers are added when
-  /// missing.
+  /// Sends `req` to `origin` (its scheme, host and port; the request's own
+  /// target is sent) and reads the response. `timeout` overrides the
+  /// client's. The Host and User-Agent headers are added when missing.
   ///
-  /// Cancellation: terminal cancellation ends the request with
-  /// `operation_aborted` and closes its connection.
-  boost::asio::awaitable<result> async_request(url_parts origin, request req,
-                                               std::chrono::nanoseconds timeout);
+  /// Completion signature: `void(error_code, response)` (`request_signature`);
+  /// the response is empty when the error_code is set. Never completes
+  /// inside the call.
+  ///
+  /// Cancellation: terminal cancellation of the handler's slot ends the
+  /// request with `operation_aborted` and closes its connection (a request
+  /// waiting for a connection leaves the queue; partial and total do that
+  /// too).
+  ///
+  /// Executor: the request's I/O runs on strands of the client's executor;
+  /// the handler runs on its associated executor (default: the client's).
+  ///
+  /// Lifetime: `origin` and `req` are moved in; the client must outlive the
+  /// operation.
+  ///
+  /// Thread safety: any thread, concurrently with other requests.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+                CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_request(
+      url_parts origin, request req, std::chrono::nanoseconds timeout,
+      CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
   /// The same with the client's timeout.
-  boost::asio::awaitable<result> async_request(url_parts origin, request req);
-  /// `http://host:port`.
-  boost::asio::awaitable<result> async_request(std::string host, std::uint16_t port, request req,
-                                               std::chrono::nanoseconds timeout);
-  boost::asio::awaitable<result> async_request(std::string host, std::uint16_t port, request req);
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+                CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_request(
+      url_parts origin, request req,
+      CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
+  /// The same to `http://host:port`.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+                CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_request(
+      std::string host, std::uint16_t port, request req, std::chrono::nanoseconds timeout,
+      CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
+  /// The same to `http://host:port` with the client's timeout.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+                CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_request(
+      std::string host, std::uint16_t port, request req,
+      CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
 
  private:
+  friend struct detail::client_access;
   struct impl;
   std::shared_ptr<impl> impl_;
 };
 
-/// GET `url` (`http[s]://host[:port][/target]`), exception form: the
-/// response, or a thrown `system_error`. Like every awaitable, nothing
-/// happens until it is awaited; the arguments are copied, so temporaries are
-/// fine.
-boost::asio::awaitable<response> http_get(client& c, std::string url);
-/// GET `url`, error_code form: `{ec, response}`, never throws for I/O errors.
-boost::asio::awaitable<result> http_get(client& c, std::string url, nothrow_t);
+/// GET `url` (`http[s]://host[:port][/target]`).
+///
+/// Completion signature: `void(error_code, response)` (`request_signature`);
+/// a URL that `parse_url` refuses completes with `error::invalid_url`. Never
+/// completes inside the call.
+///
+/// Cancellation: as `client::async_request` (terminal: `operation_aborted`,
+/// the connection closed).
+///
+/// Executor: the request runs on strands of the client's executor; the
+/// handler on its associated executor (default: the client's).
+///
+/// Lifetime: `url` is moved in; `c` is borrowed and must outlive the
+/// operation.
+///
+/// Thread safety: any thread, concurrently with other requests.
+template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+              CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
+auto async_get(
+    client& c, std::string url,
+    CompletionToken&& token = boost::asio::default_completion_token_t<client::executor_type>());
 
-/// HEAD `url`, error_code form (the response has no body).
-boost::asio::awaitable<result> http_head(client& c, std::string url, nothrow_t);
+/// HEAD `url`: as `async_get` in every section; the response has no body.
+template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+              CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
+auto async_head(
+    client& c, std::string url,
+    CompletionToken&& token = boost::asio::default_completion_token_t<client::executor_type>());
 
-/// Any request to `host:port` over plain HTTP, exception form.
-boost::asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req);
-/// Any request to `host:port` over plain HTTP, error_code form.
-boost::asio::awaitable<result> send(client& c, std::string host, std::uint16_t port, request req,
-                                    nothrow_t);
 /// Any request to `origin` (`"https://api.example.com"`, `"http://[::1]:8080"`:
-/// a scheme and an authority, no path), exception form. The request's own
-/// target is sent.
+/// a scheme and an authority, no path); the request's own target is sent.
+/// As `async_get` in every section, and: an origin with a path or query
+/// completes with `error::invalid_url`; `req` is moved in.
+template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
+              CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
+auto async_send(
+    client& c, std::string origin, request req,
+    CompletionToken&& token = boost::asio::default_completion_token_t<client::executor_type>());
+
+/// The awaitable helpers: the operations above with `asio::use_awaitable`,
+/// so, by the same rule, they yield the response and throw
+/// `boost::system::system_error` (signature: `asio::awaitable<response>`;
+/// cancellation, executor, lifetime and thread safety: the operation's; the
+/// awaiting coroutine resumes on its own executor). The line every user
+/// writes first:
+/// `co_await breaker(http_get(client, url))`. For the error_code form, give
+/// the operation a token: `async_get(client, url, asio::as_tuple(asio::use_awaitable))`.
+/// Like every awaitable, nothing happens until it is awaited; the arguments
+/// are copied, so temporaries are fine.
+boost::asio::awaitable<response> http_get(client& c, std::string url);
+/// `async_head(c, url, asio::use_awaitable)`.
+boost::asio::awaitable<response> http_head(client& c, std::string url);
+/// `async_send(c, origin, req, asio::use_awaitable)`.
 boost::asio::awaitable<response> send(client& c, std::string origin, request req);
-/// The same, error_code form.
-boost::asio::awaitable<result> send(client& c, std::string origin, request req, nothrow_t);
+/// `c.async_request(host, port, req, asio::use_awaitable)`: plain HTTP.
+boost::asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req);
 
 }  // namespace levee::http
+
+#include <levee/http/impl/client.hpp>

@@ -45,7 +45,7 @@ class dns_resolver {
   /// `beast::error::timeout` at `deadline`, `operation_aborted` on
   /// cancellation (terminal, partial or total), `asio::error::host_not_found`
   /// and friends from DNS. Completes on the handler's associated executor.
-  template <class Token>
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(signature) Token>
   auto async_resolve(std::string host, std::uint16_t port,
                      std::chrono::steady_clock::time_point deadline, Token&& token) {
     return boost::asio::async_initiate<Token, signature>(
