@@ -1,6 +1,7 @@
 // levee: the fleet link, compiled once in levee_fleet (lib/fleet.cpp).
 #pragma once
 
+#include <levee/detail/fleet_scripts.hpp>
 #include <levee/detail/redis_connection.hpp>
 #include <levee/detail/saturating.hpp>
 #include <levee/fleet.hpp>
@@ -106,124 +107,6 @@ namespace asio = boost::asio;
 using fleet_breaker =
     std::remove_cvref_t<decltype(*std::declval<circuit_breaker&>().shared_state())>;
 using steady = std::chrono::steady_clock;
-
-// One round per bucket width per breaker: adds this instance's counts to the
-// current shared bucket (by Redis time), records the instance among the
-// bucket's failing instances, and returns the fleet's window, the number of
-// distinct failing instances in it, the shared record and, when asked, the
-// result of the race for the probe lease.
-// KEYS[1] = <prefix>:{<name>}; ARGV = id, calls, failures, slow, width (us),
-// buckets, want probe (0/1), lease (ms), renew (the generation of the lease
-// this instance holds while its probe runs, 0: none), deadline (Redis time,
-// us: a round run later was given up by the link and does nothing; 0: none).
-// Returns {now (us), calls, failures, slow, failing instances, record or "",
-// probe: -1 no fleet opening, 0 lost, 1 won, 2 not yet}.
-constexpr const char* round_script = R"lua(
-local base, id = KEYS[1], ARGV[1]
-local c, f, s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local width, n = tonumber(ARGV[5]), tonumber(ARGV[6])
-local want, lease, renew = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local deadline = tonumber(ARGV[10])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if deadline > 0 and now > deadline then return {now, 0, 0, 0, 0, '', -2} end
-local idx = math.floor(now / width)
-local ttl = math.ceil(width * (n + 1) / 1000)
-if c > 0 then
-  local k = base .. ':b:' .. string.format('%d', idx)
-  redis.call('HINCRBY', k, 'c', c)
-  if f > 0 then redis.call('HINCRBY', k, 'f', f) end
-  if s > 0 then redis.call('HINCRBY', k, 's', s) end
-  redis.call('PEXPIRE', k, ttl)
-end
-if f > 0 or s > 0 then
-  local k = base .. ':i:' .. string.format('%d', idx)
-  redis.call('SADD', k, id)
-  redis.call('PEXPIRE', k, ttl)
-end
-local tc, tf, ts = 0, 0, 0
-local sets = {}
-for i = idx - n + 1, idx do
-  local v = redis.call('HMGET', base .. ':b:' .. string.format('%d', i), 'c', 'f', 's')
-  tc = tc + (tonumber(v[1]) or 0)
-  tf = tf + (tonumber(v[2]) or 0)
-  ts = ts + (tonumber(v[3]) or 0)
-  sets[#sets + 1] = base .. ':i:' .. string.format('%d', i)
-end
-local failing = #redis.call('SUNION', unpack(sets))
-local rec = redis.call('GET', base .. ':state')
-if renew ~= '0' and redis.call('GET', base .. ':probe') == id .. ' ' .. renew then
-  redis.call('PEXPIRE', base .. ':probe', lease)
-end
-local probe = -1
-if want == 1 and rec then
-  local kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)')
-  if kind == 'o' then
-    if now >= tonumber(half) then
-      if redis.call('SET', base .. ':probe', id .. ' ' .. gen, 'NX', 'PX', lease) then
-        probe = 1
-      else
-        probe = 0
-      end
-    else
-      probe = 2
-    end
-  end
-end
-return {now, tc, tf, ts, failing, rec or '', probe}
-)lua";
-
-// Publishes an opening ('open': a local trip, only with failures from at
-// least `quorum` instances in the window, this one counted; 'fleet': an
-// opening on the fleet's window, same rule; 'reopen': the prober's probe failed)
-// or a closing ('close': the prober's probe succeeded), unless a live opening
-// holds ('open', 'reopen') or the opening is not the prober's ('reopen',
-// 'close'). KEYS[1] = base; ARGV = mode, id, open_for (us), quorum, width (us),
-// buckets, channel, name, generation (reopen, close), extra TTL (ms),
-// deadline (as the round's).
-// Returns {1 published / 0 not, the record now, Redis time (us)}.
-constexpr const char* publish_script = R"lua(
-local base, mode, id = KEYS[1], ARGV[1], ARGV[2]
-local open_for, quorum = tonumber(ARGV[3]), tonumber(ARGV[4])
-local width, n = tonumber(ARGV[5]), tonumber(ARGV[6])
-local channel, name, gen_arg, keep = ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
-local deadline = tonumber(ARGV[11])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if deadline > 0 and now > deadline then return {0, '', now} end
-local rec = redis.call('GET', base .. ':state')
-local kind, gen, half
-if rec then kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)') end
-if mode == 'close' then
-  if kind ~= 'o' or gen ~= gen_arg then return {0, rec or '', now} end
-  local g = redis.call('INCR', base .. ':gen')
-  local r = 'c ' .. string.format('%d', g) .. ' 0 ' .. id
-  redis.call('SET', base .. ':state', r, 'PX', math.ceil(width * n / 1000))
-  redis.call('DEL', base .. ':probe')
-  redis.call('PUBLISH', channel, r .. ' ' .. name)
-  return {1, r, now}
-end
-if kind == 'o' and tonumber(half) > now then return {0, rec, now} end
-if mode == 'open' or mode == 'fleet' then
-  local idx = math.floor(now / width)
-  if mode == 'open' then
-    local k = base .. ':i:' .. string.format('%d', idx)
-    redis.call('SADD', k, id)
-    redis.call('PEXPIRE', k, math.ceil(width * (n + 1) / 1000))
-  end
-  local sets = {}
-  for i = idx - n + 1, idx do sets[#sets + 1] = base .. ':i:' .. string.format('%d', i) end
-  if #redis.call('SUNION', unpack(sets)) < quorum then return {0, rec or '', now} end
-elseif kind ~= 'o' or gen ~= gen_arg then
-  return {0, rec or '', now}
-end
-local g = redis.call('INCR', base .. ':gen')
-local r = 'o ' .. string.format('%d', g) .. ' ' .. string.format('%d', now + open_for) .. ' ' .. id
-redis.call('SET', base .. ':state', r, 'PX', math.ceil(open_for / 1000) + keep)
-redis.call('DEL', base .. ':probe')
-redis.call('PUBLISH', channel, r .. ' ' .. name)
-return {1, r, now}
-)lua";
 
 // A shared record: "o <generation> <half-open time, us> <id>" (an opening) or
 // "c <generation> 0 <id>" (a closing).
