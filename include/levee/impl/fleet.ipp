@@ -1,6 +1,7 @@
 // levee: the fleet link, compiled once in levee_fleet (lib/fleet.cpp).
 #pragma once
 
+#include <levee/detail/fleet_decisions.hpp>
 #include <levee/detail/fleet_scripts.hpp>
 #include <levee/detail/redis_connection.hpp>
 #include <levee/detail/saturating.hpp>
@@ -24,6 +25,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <vector>
+
+#include <levee/impl/fleet_decisions.ipp>
 
 namespace levee {
 
@@ -107,28 +110,6 @@ namespace asio = boost::asio;
 using fleet_breaker =
     std::remove_cvref_t<decltype(*std::declval<circuit_breaker&>().shared_state())>;
 using steady = std::chrono::steady_clock;
-
-// A shared record: "o <generation> <half-open time, us> <id>" (an opening) or
-// "c <generation> 0 <id>" (a closing).
-struct fleet_record {
-  char kind = 0;  // 0: none
-  std::uint64_t generation = 0;
-  std::int64_t half_open_us = 0;
-  std::string rest;  // the id (record), "id name" (message)
-
-  static fleet_record parse(std::string_view text) {
-    fleet_record r;
-    std::istringstream in{std::string(text)};
-    std::string kind;
-    if (!(in >> kind >> r.generation >> r.half_open_us) || kind.size() != 1 ||
-        (kind[0] != 'o' && kind[0] != 'c'))
-      return {};
-    r.kind = kind[0];
-    in.get();  // the space
-    std::getline(in, r.rest, '\0');
-    return r;
-  }
-};
 
 std::string default_instance_id() {
   char host[256] = {};
