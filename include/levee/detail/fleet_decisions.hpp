@@ -124,9 +124,10 @@ struct probe_decision {
   bool lost = false;             ///< wait because another instance holds the lease
 };
 
-/// What a local transition asks to publish (the publish script's mode).
+/// What to publish (the publish script's mode): "open", "reopen" or "close"
+/// from `on_transition`; the shell publishes "fleet" after `window_opens`.
 struct publication {
-  const char* mode = nullptr;  ///< "open", "reopen", "close"; null: nothing
+  const char* mode = nullptr;  ///< null: nothing
   nanos open_for{};
   std::uint64_t generation = 0;  ///< reopen, close: the opening probed
 };
