@@ -11,6 +11,7 @@
 
 #include <flaky/server.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -162,7 +163,7 @@ class instance {
         blocked = voluntary_switches();
         if (breaker_->state() == levee::circuit_state::half_open && api_.phase_index() == outage_)
           ++probes_in_outage;
-        co_return co_await http::http_get(*client_, url, http::nothrow);
+        co_return co_await http::async_get(*client_, url, asio::as_tuple(asio::use_awaitable));
       };
       const auto t0 = steady::now();
       const long blocked0 = voluntary_switches();
