@@ -9,6 +9,10 @@ namespace asio = boost::asio;
 
 asio::awaitable<int> fetch();
 
-asio::awaitable<int> call() { co_return co_await fetch(); }
+asio::awaitable<int> call() {
+  co_return co_await fetch();
+}
 
-void start(asio::io_context& ctx) { asio::co_spawn(ctx, call(), asio::detached); }
+void start(asio::io_context& ctx) {
+  asio::co_spawn(ctx, call(), asio::detached);
+}

@@ -11,7 +11,9 @@ namespace asio = boost::asio;
 
 asio::awaitable<int> fetch();
 
-asio::awaitable<int> call(levee::circuit_breaker& breaker) { co_return co_await breaker(fetch()); }
+asio::awaitable<int> call(levee::circuit_breaker& breaker) {
+  co_return co_await breaker(fetch());
+}
 
 void start(asio::io_context& ctx, levee::circuit_breaker& breaker) {
   asio::co_spawn(ctx, call(breaker), asio::detached);
