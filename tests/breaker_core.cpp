@@ -705,3 +705,21 @@ TEST_CASE(
   CHECK(h.core.complete(next, outcome::success, h.now).to == circuit_state::closed);
   CHECK_FALSE(h.core.half_open_elapsed(h.core.generation()));  // not HALF_OPEN: nothing
 }
+
+TEST_CASE("core: what a trip was decided on stays readable after the state moved on") {
+  // The shell reads it after the core's lock is released; another thread may
+  // have moved the breaker on by then (its open timer fired, a reset).
+  harness h({.failure_rate_threshold = 0.5, .minimum_calls = 4});
+  h.succeed();
+  h.succeed();
+  h.fail();
+  const transition t = h.fail();
+  REQUIRE(t.to == circuit_state::open);
+  CHECK(h.core.trip_basis(t).calls == 4);
+  CHECK(h.core.trip_basis(t).failures == 2);
+  REQUIRE(h.core.open_elapsed(t.generation));  // OPEN -> HALF_OPEN
+  const levee::window_totals basis = h.core.trip_basis(t);
+  CHECK(basis.calls == 4);
+  CHECK(basis.failures == 2);
+  CHECK(h.core.trip_basis(transition()).calls == 0);  // not a transition to OPEN
+}

@@ -234,6 +234,7 @@ class basic_adaptive_limit {
       if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned: no sample
     }
     void finish(const call_result& r) noexcept {
+      if (!state_) return;  // finished already (a move of the result threw after)
       const auto& classify = state_->options().classifier;
       const outcome o = classify ? classify(r) : default_classify(r);
       const auto now = Clock::now();

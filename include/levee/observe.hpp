@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <ostream>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <vector>

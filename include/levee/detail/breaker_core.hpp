@@ -167,11 +167,10 @@ class breaker_core {
   /// Cumulative counts (relaxed reads: exact once calls have stopped).
   breaker_counters counters() const noexcept;
 
-  /// What the transition `t` to OPEN was decided on, while the breaker is
-  /// still in that OPEN state (zero after it moved on, and for other
-  /// transitions): for `failure_rate` the window's calls and failures, for
-  /// `slow_call_rate` its calls and slow calls; for `consecutive_failures`,
-  /// the failures in a row (as calls and failures); for `probe_failed`, the
+  /// What the transition `t` to OPEN was decided on, as long as no later
+  /// transition to OPEN happened (zero then, and for other transitions): for `failure_rate` the
+  /// window's calls and failures, for `slow_call_rate` its calls and slow calls; for
+  /// `consecutive_failures`, the failures in a row (as calls and failures); for `probe_failed`, the
   /// probe (one call, failed or slow).
   window_totals trip_basis(const transition& t) const noexcept;
 
@@ -297,7 +296,8 @@ class breaker_core {
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
   nanos next_open_duration() noexcept;  // under transition_lock_, after open_streak_ was updated
   transition opened(const transition& t, const window_totals& basis) noexcept {
-    basis_calls_ = basis.calls;  // under transition_lock_
+    basis_generation_ = t.generation;  // under transition_lock_
+    basis_calls_ = basis.calls;
     basis_part_ = t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
     return t;
   }
@@ -339,13 +339,14 @@ class breaker_core {
   std::atomic<std::uint64_t> consecutive_{0};
   std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
   // Under transition_lock_:
-  std::uint64_t probe_successes_ = 0;
-  std::uint64_t open_streak_ = 0;
-  splitmix64 rng_;          // open-duration jitter
-  double open_multiplier_;  // doubles: a float made 1.1 into 1.10000002384
+  std::uint32_t probe_successes_ = 0;   // saturating: 2^32 - 1 successes never close
+  std::uint32_t open_streak_ = 0;       // saturating
+  std::uint64_t basis_generation_ = 0;  // of the last transition to OPEN
+  splitmix64 rng_;                      // open-duration jitter
+  double open_multiplier_;              // doubles: a float made 1.1 into 1.10000002384
   double open_jitter_;
-  std::uint64_t basis_calls_ = 0;  // of the last transition to OPEN
-  std::uint64_t basis_part_ = 0;   // its failures, or slow calls (slow_call_rate)
+  std::uint64_t basis_calls_ = 0;  // what it was decided on: calls, and
+  std::uint64_t basis_part_ = 0;   // failures, or slow calls (slow_call_rate)
 
   std::unique_ptr<count_window> count_;  // window_kind::count only
 };

@@ -9,9 +9,10 @@
 //   used after it is released.
 // - `order_lock_` (small_mutex, sleeps): transitions are delivered under it
 //   in generation order, with their events posted and the stuck-open alarm
-//   armed or cancelled. These are call-outs (allocation, post), so a mutex:
-//   holding it is what makes listeners see transitions in order and keeps a
-//   transition event from being posted after `unlisten` returned.
+//   armed or cancelled; call events are posted under it too (only when some
+//   listener wants them). These are call-outs (allocation, post), so a mutex:
+//   holding it is what makes listeners see transitions in order and keeps
+//   any event from being posted after `unlisten` returned.
 #pragma once
 
 #include <levee/classify.hpp>
@@ -71,9 +72,11 @@ class breaker_telemetry {
   void note_failure(const call_result* r) noexcept;
 
   /// A transition the core returned, from any thread, after the core's lock
-  /// was released. Transitions are applied in generation order (one that
-  /// arrives early waits, briefly, for the one before it): time in state,
-  /// transition counts, the stuck-open alarm, the transition event.
+  /// was released. Transitions are applied in generation order: one that
+  /// arrives before its predecessor (delivered by another thread) is kept,
+  /// and the thread that delivers the predecessor applies it right after.
+  /// Until then `fill` reports the state before it. Applying one: time in
+  /// state, transition counts, the stuck-open alarm, the transition event.
   void deliver(const transition& t, const window_totals& basis, clock_fn now,
                stuck_alarm& alarm) noexcept;
 

@@ -46,6 +46,7 @@ class limit_slot {
   }
   /// The call ended at `end` (ns on the limit's clock) after `rtt`.
   void finish(const call_result& r, nanos end, nanos rtt) noexcept {
+    if (!state_) return;  // finished already (a move of the result threw after)
     const auto& classify = state_->options().classifier;
     const outcome o = classify ? classify(r) : default_classify(r);
     const auto ns = static_cast<double>(rtt.count());
@@ -74,6 +75,12 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
     }
   }
   call_scope<Impl> scope(b, p, call_scope<Impl>::no_clock);
+  // The one read at admission. The breaker measures from here, as the outer
+  // layer would, so a wait in the limit's queue counts towards a slow call;
+  // the limit measures from when it admitted the call, which is the same
+  // instant unless the call waited (then one more read, on that slow path).
+  const auto start = Clock::now();
+  auto limit_start = start;
   boost::system::error_code ec;
   std::size_t started_with = 0;
   switch (limit->try_enter(started_with)) {
@@ -87,6 +94,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
       std::tie(ec) = co_await async_wait_for_slot<Clock>(
           limit, ex, limit->options().max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
       started_with = limit->in_flight();
+      limit_start = Clock::now();
       break;
     }
   }
@@ -95,13 +103,11 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
     co_return error_result<T>(ec);
   }
   limit_slot slot(std::move(limit), started_with);
-  const auto start = Clock::now();  // the one read at admission
   const auto finish = [&](const call_result& r, outcome o) {
     const auto end = Clock::now();  // the one read at completion
-    const auto rtt = std::chrono::duration_cast<nanos>(end - start);
     const auto at = std::chrono::duration_cast<nanos>(end.time_since_epoch());
-    slot.finish(r, at, rtt);
-    scope.finish_measured(o, rtt, at, &r);
+    slot.finish(r, at, std::chrono::duration_cast<nanos>(end - limit_start));
+    scope.finish_measured(o, std::chrono::duration_cast<nanos>(end - start), at, &r);
   };
   try {
     if constexpr (std::is_void_v<T>) {

@@ -14,9 +14,11 @@ namespace levee::detail {
 /// ask. Breakers map slots onto their shards, so that threads which share a
 /// breaker write to different cache lines. Constant-initialised thread_local:
 /// no initialisation guard on the hot path. The initial-exec TLS model keeps
-/// it one instruction from position-independent code too (lib/ is built with
-/// -fPIC: the default model there calls `__tls_get_addr`, 30 instructions
-/// on every call), at the price of four bytes of static TLS.
+/// it two instructions (a GOT load and a %fs access) from position-independent
+/// code too (lib/ is built with -fPIC: the default model there calls
+/// `__tls_get_addr`, 30 instructions, on every call). Its price: four bytes of
+/// static TLS, which a shared object holding levee and loaded with dlopen
+/// takes from glibc's spare static TLS.
 inline unsigned thread_slot() noexcept {
   constinit thread_local unsigned slot_plus_one [[gnu::tls_model("initial-exec")]] = 0;
   if (slot_plus_one == 0) [[unlikely]]

@@ -44,7 +44,9 @@ class time_window {
   std::int64_t index_of(const slice& s, std::chrono::nanoseconds now) const noexcept {
     const std::int64_t t = now.count();
     if (s.cursor.started()) {
-      const std::int64_t head_start = s.cursor.head * width_ns_;  // <= a time seen: no overflow
+      // <= a time seen, so no overflow for any clock that stays a bucket
+      // width away from the int64 range's lower end.
+      const std::int64_t head_start = s.cursor.head * width_ns_;
       if (t >= head_start && t - head_start < width_ns_) return s.cursor.head;
     }
     return floor_div(t, width_ns_);

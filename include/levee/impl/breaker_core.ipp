@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -236,7 +237,7 @@ transition breaker_core::half_open_elapsed(std::uint64_t generation) noexcept {
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   if (state_of(w) != circuit_state::half_open || generation_of(w) != generation) return {};
   const std::uint64_t next = generation + 1;
-  ++open_streak_;  // as a failed probe: the open duration backs off
+  if (open_streak_ != UINT32_MAX) ++open_streak_;  // as a failed probe: the open duration backs off
   state_.store(make_word(circuit_state::open, next), std::memory_order_release);
   return opened({circuit_state::half_open, circuit_state::open,
                  transition_reason::half_open_timeout, next, next_open_duration()},
@@ -254,13 +255,14 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
   }
   const std::uint64_t next = p.generation() + 1;
   if (o == outcome::failure || slow) {
-    ++open_streak_;
+    if (open_streak_ != UINT32_MAX) ++open_streak_;
     state_.store(make_word(circuit_state::open, next), std::memory_order_release);
     return opened({circuit_state::half_open, circuit_state::open, transition_reason::probe_failed,
                    next, next_open_duration()},
                   {1, o == outcome::failure ? 1u : 0u, slow ? 1u : 0u});
   }
-  if (++probe_successes_ >= successes_to_close_) {
+  if (probe_successes_ != UINT32_MAX) ++probe_successes_;
+  if (probe_successes_ >= successes_to_close_) {
     open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
@@ -353,8 +355,7 @@ void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t fa
 window_totals breaker_core::trip_basis(const transition& t) const noexcept {
   if (t.to != circuit_state::open) return {};
   spin_guard g(const_cast<spinlock&>(transition_lock_));
-  const std::uint64_t w = state_.load(std::memory_order_acquire);
-  if (state_of(w) != circuit_state::open || generation_of(w) != t.generation) return {};
+  if (basis_generation_ != t.generation) return {};
   if (t.reason == transition_reason::slow_call_rate) return {basis_calls_, 0, basis_part_};
   return {basis_calls_, basis_part_, 0};
 }

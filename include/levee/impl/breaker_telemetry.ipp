@@ -109,6 +109,10 @@ std::shared_ptr<const breaker_telemetry::listener_set> breaker_telemetry::listen
 }
 
 void breaker_telemetry::call_event(event_kind kind, circuit_state state, bool slow) noexcept {
+  // Posted under order_lock_, as unlisten changes the set under it: no event
+  // reaches a listener after its unlisten returned. Only calls that some
+  // listener wants come here.
+  small_lock order(order_lock_);
   const std::shared_ptr<const listener_set> set = listeners();
   if (!set) return;
   breaker_event e;
@@ -143,19 +147,30 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
     x->history = std::move(fresh);
   }
   history_type& h = *x->history;
+  if (t.generation < h.next_generation) return;  // skipped (see below): too late to apply
   if (t.generation != h.next_generation) {
-    // Another thread's transition, the one before this, is on its way: it
-    // applies this one after itself. Every transition is delivered, but the
-    // wait is bounded all the same.
+    // Another thread's transition, the one before this, is on its way: that
+    // thread applies this one right after its own. Every transition is
+    // delivered, but a predecessor that does not come (out of memory here)
+    // must not stall the history: past 16 waiting, the gap is skipped.
+    bool stashed = true;
     try {
       h.early.push_back({t, basis});
     } catch (...) {
-      return;
+      stashed = false;
     }
-    if (h.early.size() < 16) return;
+    if (stashed && h.early.size() < 16) return;
     std::sort(h.early.begin(), h.early.end(),
               [](const auto& a, const auto& b) { return a.t.generation < b.t.generation; });
-    h.next_generation = h.early.front().t.generation;
+    if (!stashed) {
+      if (h.early.empty() || t.generation < h.early.front().t.generation) {
+        apply(t, basis, now(), alarm);  // the gap is skipped
+      } else {
+        h.next_generation = h.early.front().t.generation;
+      }
+    } else {
+      h.next_generation = h.early.front().t.generation;
+    }
   } else {
     apply(t, basis, now(), alarm);
   }
