@@ -73,6 +73,28 @@ void* operator new(std::size_t n, std::align_val_t a) {
 void* operator new[](std::size_t n, std::align_val_t a) {
   return counted_alloc(n, static_cast<std::size_t>(a));
 }
+// The nothrow forms too: a sanitizer's runtime replaces the nothrow new
+// itself, and a block from it must not reach the counted delete.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted_alloc(n, 16);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted_alloc(n, 16);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  counted_free(p, 16);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  counted_free(p, 16);
+}
 void operator delete(void* p) noexcept {
   counted_free(p, 16);
 }
