@@ -77,19 +77,9 @@ class instance {
   instance(const settings& s, fleet_mode m, int id, int sessions, const std::string& redis,
            flaky::server& api, std::size_t outage)
       : s_(s), sessions_(sessions), api_(api), outage_(outage) {
-    client_.emplace(ioc_.get_executor(), http::client_options{.max_connections_per_host = 256,
-                                                              .timeout = scaled(s_, 10s),
-                                                              .body_limit = 64 * 1024,
-                                                              .idle_timeout = scaled(s_, 10s)});
-    // The demo's `breaker` mode's options.
-    levee::breaker_options bo{.failure_rate_threshold = 0.5,
-                              .window = scaled(s_, 10s),
-                              .minimum_calls = 20,
-                              .open_duration = scaled(s_, 5s),
-                              .slow_call_duration = scaled(s_, 8s),
-                              .slow_call_rate_threshold = 0.5};
-    bo.classifier = http::classify;
-    breaker_.emplace(ioc_, bo, "recommendation-api");
+    client_.emplace(ioc_.get_executor(), client_options_for(s_));
+    // The demo's `breaker` mode's breaker.
+    breaker_.emplace(ioc_, breaker_options_for(s_), "recommendation-api");
     breaker_->listen(static_cast<levee::event_mask>(levee::event_kind::transition),
                      [this](const levee::breaker_event& e) {
                        if (e.to == levee::circuit_state::open &&

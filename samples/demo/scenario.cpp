@@ -94,33 +94,8 @@ class run {
 
     // The agent: sessions, client, and the mode's guards, on this thread.
     asio::io_context ioc(1);
-    client_.emplace(ioc.get_executor(), http::client_options{.max_connections_per_host = 256,
-                                                             .timeout = scaled(s_, 10s),
-                                                             .body_limit = 64 * 1024,
-                                                             .idle_timeout = scaled(s_, 10s)});
-    // The same breaker in every mode. A call of 6 s or more is slow: 30
-    // times the healthy 200 ms, and under the dead API's 8 s. What the
-    // threshold decides is whether the breaker is open when the API dies.
-    // The dead API answers its 503s after 8 s, so for 8 s nothing tells the
-    // client it is dead: whatever is sent meanwhile goes to it blind, as many
-    // calls as the API completes in that time (with an adaptive limit of about
-    // the capacity, about capacity / 8 s per second). Only the degradation's
-    // own latency can open the breaker before that, and it rises to 8 s at the
-    // very moment the API dies: a threshold of 8 s is crossed there and
-    // then, unless the client queues calls on its own (the breaker modes'
-    // 600 calls in flight make theirs slow 30 s earlier). With the limit
-    // inside the breaker, calls take the API's own latency (times at most
-    // 1.3), so with 8 s the breaker opened 2 s after the death and 28 to 48
-    // requests reached the dead API (--quick runs); with 6 s it opens about
-    // 10 s before the death (calls over 6 s from 85 s into the scenario on),
-    // every later probe is slow, and it stays open through the outage.
-    levee::breaker_options bo{.failure_rate_threshold = 0.5,
-                              .window = scaled(s_, 10s),
-                              .minimum_calls = 20,
-                              .open_duration = scaled(s_, 5s),
-                              .slow_call_duration = scaled(s_, 6s),
-                              .slow_call_rate_threshold = 0.5};
-    bo.classifier = http::classify;
+    client_.emplace(ioc.get_executor(), client_options_for(s_));
+    levee::breaker_options bo = breaker_options_for(s_);
     // The breaker comes from a registry, named after the API's host, so that
     // /metrics and --metrics-out expose it.
     levee::registry_options ro{.defaults = bo, .idle_timeout = {}};
@@ -371,6 +346,40 @@ class run {
 mode_result run_mode(const settings& s, mode m, const std::vector<flaky::phase>& schedule,
                      metrics_endpoint* metrics) {
   return run(s, m, schedule, metrics).go();
+}
+
+// The same breaker in every mode. A call of 6 s or more is slow: 30
+// times the healthy 200 ms, and under the dead API's 8 s. What the
+// threshold decides is whether the breaker is open when the API dies.
+// The dead API answers its 503s after 8 s, so for 8 s nothing tells the
+// client it is dead: whatever is sent meanwhile goes to it blind, as many
+// calls as the API completes in that time (with an adaptive limit of about
+// the capacity, about capacity / 8 s per second). Only the degradation's
+// own latency can open the breaker before that, and it rises to 8 s at the
+// very moment the API dies: a threshold of 8 s is crossed there and
+// then, unless the client queues calls on its own (the breaker modes'
+// 600 calls in flight make theirs slow 30 s earlier). With the limit
+// inside the breaker, calls take the API's own latency (times at most
+// 1.3), so with 8 s the breaker opened 2 s after the death and 28 to 48
+// requests reached the dead API (--quick runs); with 6 s it opens about
+// 10 s before the death (calls over 6 s from 85 s into the scenario on),
+// every later probe is slow, and it stays open through the outage.
+levee::breaker_options breaker_options_for(const settings& s) {
+  levee::breaker_options bo{.failure_rate_threshold = 0.5,
+                            .window = scaled(s, 10s),
+                            .minimum_calls = 20,
+                            .open_duration = scaled(s, 5s),
+                            .slow_call_duration = scaled(s, 6s),
+                            .slow_call_rate_threshold = 0.5};
+  bo.classifier = http::classify;
+  return bo;
+}
+
+levee::http::client_options client_options_for(const settings& s) {
+  return {.max_connections_per_host = 256,
+          .timeout = scaled(s, 10s),
+          .body_limit = 64 * 1024,
+          .idle_timeout = scaled(s, 10s)};
 }
 
 }  // namespace demo

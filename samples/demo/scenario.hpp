@@ -4,7 +4,9 @@
 #pragma once
 
 #include <levee/adaptive_limit.hpp>
+#include <levee/http/client.hpp>
 #include <levee/observe.hpp>
+#include <levee/options.hpp>
 
 #include <flaky/schedule.hpp>
 
@@ -60,6 +62,13 @@ struct settings {
 inline nanos scaled(const settings& s, nanos scenario) {
   return nanos(static_cast<std::int64_t>(static_cast<double>(scenario.count()) * s.scale));
 }
+
+/// The breaker every guarded mode (and every fleet instance) uses, and why
+/// its slow-call threshold is 6 s: see scenario.cpp.
+levee::breaker_options breaker_options_for(const settings& s);
+
+/// The agent's HTTP client.
+levee::http::client_options client_options_for(const settings& s);
 
 /// Scenario milliseconds for a span of real time.
 inline double scenario_ms(const settings& s, nanos real) {

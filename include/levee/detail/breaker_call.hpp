@@ -142,17 +142,23 @@ class call_scope {
 
 // ---- the coroutine form -----------------------------------------------------
 
+/// What a call the breaker rejected returns: `{error::circuit_open, U{}...}`
+/// for a `std::tuple<error_code, U...>` result; otherwise it throws
+/// `circuit_open_error`.
+template <class T, class Impl>
+T rejected_result(Impl& b) {
+  b.rejected();
+  if constexpr (is_error_tuple_v<T>) {
+    return error_tuple<T>::make(make_error_code(error::circuit_open));
+  } else {
+    b.throw_rejection();
+  }
+}
+
 template <class Impl, class T, class Executor>
 asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> aw) {
   const permit p = b.core().try_acquire();
-  if (!p) {
-    b.rejected();
-    if constexpr (is_error_tuple_v<T>) {
-      co_return error_tuple<T>::make(make_error_code(error::circuit_open));
-    } else {
-      b.throw_rejection();
-    }
-  }
+  if (!p) co_return rejected_result<T>(b);
   call_scope<Impl> scope(b, p);
   try {
     if constexpr (std::is_void_v<T>) {

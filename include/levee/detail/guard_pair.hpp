@@ -66,14 +66,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
                                                       boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
   const permit p = b.core().try_acquire();
-  if (!p) {
-    b.rejected();
-    if constexpr (is_error_tuple_v<T>) {
-      co_return error_tuple<T>::make(make_error_code(error::circuit_open));
-    } else {
-      b.throw_rejection();
-    }
-  }
+  if (!p) co_return rejected_result<T>(b);
   call_scope<Impl> scope(b, p, call_scope<Impl>::no_clock);
   // The one read at admission. The breaker measures from here, as the outer
   // layer would, so a wait in the limit's queue counts towards a slow call;
