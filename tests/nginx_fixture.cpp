@@ -1,5 +1,7 @@
 #include "nginx_fixture.hpp"
 
+#include "fixture_support.hpp"
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -19,12 +21,6 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-std::uint16_t free_port() {
-  asio::io_context ioc;
-  tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-
 bool accepts(std::uint16_t port) {
   asio::io_context ioc;
   tcp::socket s(ioc);
@@ -33,21 +29,8 @@ bool accepts(std::uint16_t port) {
   return !ec;
 }
 
-void write_file(const std::filesystem::path& p, const std::string& text) {
-  std::ofstream(p) << text;
-}
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::string find_nginx() {
-  for (const char* p : {"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"})
-    if (::access(p, X_OK) == 0) return p;
-  return {};
+  return find_program({"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"});
 }
 
 }  // namespace

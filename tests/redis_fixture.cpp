@@ -1,5 +1,7 @@
 #include "redis_fixture.hpp"
 
+#include "fixture_support.hpp"
+
 #include <hiredis/hiredis.h>
 
 #include <boost/asio/io_context.hpp>
@@ -21,23 +23,8 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-std::uint16_t free_port() {
-  asio::io_context ioc;
-  tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();
-}
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 std::string find_redis() {
-  for (const char* p : {"/usr/bin/redis-server", "/usr/local/bin/redis-server"})
-    if (::access(p, X_OK) == 0) return p;
-  return {};
+  return find_program({"/usr/bin/redis-server", "/usr/local/bin/redis-server"});
 }
 
 std::string text(const redisReply* r) {
