@@ -2,9 +2,11 @@
 #pragma once
 
 #include <levee/classify.hpp>
+#include <levee/detail/validate.hpp>
 #include <levee/error.hpp>
 
 #include <exception>
+#include <stdexcept>
 #include <string>
 
 namespace levee {
@@ -125,5 +127,11 @@ outcome default_classify(const call_result& r) noexcept {
   if (r.threw()) return outcome::failure;
   return outcome::success;
 }
+
+namespace detail {
+void reject_option(const char* type, const char* member, const char* rule) {
+  throw std::invalid_argument(std::string(type) + "::" + member + " " + rule);
+}
+}  // namespace detail
 
 }  // namespace levee

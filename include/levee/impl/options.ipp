@@ -53,12 +53,6 @@ const char* to_string(transition_reason r) noexcept {
   return "unknown";
 }
 
-namespace detail {
-void reject_option(const char* type, const char* member, const char* rule) {
-  throw std::invalid_argument(std::string(type) + "::" + member + " " + rule);
-}
-}  // namespace detail
-
 namespace {
 [[noreturn]] void reject_option(const char* member, const char* rule) {
   detail::reject_option("breaker_options", member, rule);
