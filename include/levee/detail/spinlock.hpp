@@ -5,7 +5,6 @@
 
 #include <sched.h>
 
-
 namespace levee::detail {
 
 inline void cpu_relax() noexcept {
