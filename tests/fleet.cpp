@@ -327,6 +327,22 @@ TEST_CASE("a dead prober's lease expires and another instance probes") {
   CHECK(winner->probes.load() == 0);
 }
 
+namespace {
+// Sharing works (again): after an empty window (the healthy calls age out,
+// so that the fleet's window and each local one start alike), the instances
+// fall sick together and the fleet's window opens at least one of them.
+void expect_sharing(fleet_vector& fleet) {
+  set_all(fleet, &fleet_instance::traffic, false);
+  std::this_thread::sleep_for(600ms);  // a whole window and more, against a real Redis
+  set_all(fleet, &fleet_instance::sick, true);
+  set_all(fleet, &fleet_instance::traffic, true);
+  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
+  std::uint64_t by_fleet = 0;
+  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
+  CHECK(by_fleet >= 1);
+}
+}  // namespace
+
 TEST_CASE("Redis stopped (SIGSTOP): no call fails or waits, the link reconnects, sharing resumes") {
   redis_fixture redis;
   const auto fo = fast_fleet(redis.address());
@@ -352,16 +368,7 @@ TEST_CASE("Redis stopped (SIGSTOP): no call fails or waits, the link reconnects,
   REQUIRE(wait_until([&] { return fleet[0]->link().metrics().rounds > rounds + 2; }));
   // Sharing again: the fleet's window opens the breakers before any reaches
   // its own 40 calls.
-  // An empty window first (the healthy calls age out), so that the fleet's
-  // window and each local one start alike.
-  set_all(fleet, &fleet_instance::traffic, false);
-  std::this_thread::sleep_for(600ms);
-  set_all(fleet, &fleet_instance::sick, true);
-  set_all(fleet, &fleet_instance::traffic, true);
-  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
-  std::uint64_t by_fleet = 0;
-  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
-  CHECK(by_fleet >= 1);
+  expect_sharing(fleet);
 }
 
 TEST_CASE("Redis killed and restarted with its data lost: local meanwhile, then shared again") {
@@ -393,16 +400,7 @@ TEST_CASE("Redis killed and restarted with its data lost: local meanwhile, then 
   REQUIRE(wait_until([&] { return fleet[0]->link().metrics().rounds > rounds + 3; }));
   CHECK(fleet[0]->link().metrics().errors == errors);
   CHECK(fleet[0]->connected());
-  // An empty window first (the healthy calls age out), so that the fleet's
-  // window and each local one start alike.
-  set_all(fleet, &fleet_instance::traffic, false);
-  std::this_thread::sleep_for(600ms);
-  set_all(fleet, &fleet_instance::sick, true);
-  set_all(fleet, &fleet_instance::traffic, true);
-  REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
-  std::uint64_t by_fleet = 0;
-  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
-  CHECK(by_fleet >= 1);
+  expect_sharing(fleet);
 }
 
 TEST_CASE("with Redis unreachable a linked breaker is exactly a local breaker") {
