@@ -742,3 +742,34 @@ TEST_CASE("a rejection carries retry_after and the breaker's name") {
   cb.reset();
   CHECK(cb.retry_after() == 0s);
 }
+
+// Issue 18, item 5: between a trip and the arming of the open timer (by the
+// thread that tripped it), another thread asking retry_after() was told 0,
+// "retry now", while the breaker was OPEN. The shell's two steps are taken
+// one at a time here, as another thread would see them.
+TEST_CASE("retry_after between a trip and the arming of its timer is never 0 in OPEN") {
+  virtual_time vt;
+  asio::io_context ioc;
+  using impl = levee::detail::breaker_impl<vclock, vclock::wait_traits>;
+  auto b = std::make_shared<impl>(ioc.get_executor(),
+                                  levee::breaker_options{.minimum_calls = 1,
+                                                         .open_duration = 30s,
+                                                         .open_duration_multiplier = 2.0,
+                                                         .max_open_duration = 10min,
+                                                         .open_duration_jitter = 0.1},
+                                  "");
+  const levee::detail::permit p = b->core().try_acquire();
+  REQUIRE(p);
+  const levee::detail::transition t =
+      b->core().complete(p, levee::outcome::failure, levee::detail::nanos::zero());
+  REQUIRE(t.to == circuit_state::open);
+  // Tripped, not armed yet: the shortest the period can be (30 s less 10 %).
+  CHECK(b->retry_after() == 27s);
+  b->apply(t);  // armed: the period's own duration, 27 s to 33 s
+  const auto armed = b->retry_after();
+  CHECK(armed == t.open_for);
+  CHECK(armed >= 27s);
+  CHECK(armed <= 33s);
+  impl::detach(std::move(b));
+  settle(ioc);
+}

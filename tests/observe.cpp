@@ -611,3 +611,56 @@ TEST_CASE(
     CHECK_FALSE(r.events[0].last_error);
   }
 }
+
+// Issue 18, item 4: a transition to OPEN that no failure caused carries no
+// last failure (it used to carry the one that tripped the breaker before).
+TEST_CASE("events: a transition to OPEN that no failure caused carries no last failure") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 100,
+                   .open_duration = 1s,
+                   .max_half_open_duration = 3s,
+                   .consecutive_failures = 2,
+                   .slow_call_duration = 1s});
+  recorder r;
+  cb.listen(levee::transition_events, r.listener());
+  fake_service api;
+  run(ioc, cb(api.call(false)));
+  run(ioc, cb(api.call(false)));  // OPEN, consecutive_failures: the failure it carries
+  REQUIRE(r.events.size() == 1);
+  CHECK(r.events[0].last_exception);
+  SECTION("half_open_timeout") {
+    elapse(ioc, 1s);                                 // HALF_OPEN
+    auto probe = run(ioc, cb(api.call(true, 10s)));  // never answers in time
+    elapse(ioc, 3s);                                 // the half-open timer: OPEN again
+    REQUIRE(r.events.size() == 3);
+    CHECK(r.events[2].reason == transition_reason::half_open_timeout);
+    CHECK_FALSE(r.events[2].last_exception);
+    CHECK_FALSE(r.events[2].last_error);
+    elapse(ioc, 10s);
+  }
+  SECTION("a probe that succeeded slowly") {
+    elapse(ioc, 1s);  // HALF_OPEN
+    auto probe = run(ioc, cb(api.call(true, 2s)));
+    elapse(ioc, 2s);  // a success, but slow: OPEN again
+    REQUIRE(r.events.size() == 3);
+    CHECK(r.events[2].reason == transition_reason::probe_failed);
+    CHECK(r.events[2].calls == 1);
+    CHECK_FALSE(r.events[2].last_exception);
+    CHECK_FALSE(r.events[2].last_error);
+  }
+  SECTION("a slow-call-rate trip of slow successes, after a failure that tripped nothing") {
+    breaker slow(ioc,
+                 {.minimum_calls = 3, .slow_call_duration = 1s, .slow_call_rate_threshold = 0.6});
+    recorder s;
+    slow.listen(levee::transition_events, s.listener());
+    run(ioc, slow(api.call(false)));  // a failure: 1 of 1 failed, under minimum_calls
+    auto a = run(ioc, slow(api.call(true, 2s)));
+    auto b = run(ioc, slow(api.call(true, 2s)));
+    elapse(ioc, 2s);  // 2 slow of 3: OPEN by slow_call_rate
+    REQUIRE(s.events.size() == 1);
+    CHECK(s.events[0].reason == transition_reason::slow_call_rate);
+    CHECK_FALSE(s.events[0].last_exception);
+    CHECK_FALSE(s.events[0].last_error);
+  }
+}

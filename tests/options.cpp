@@ -83,6 +83,9 @@ TEST_CASE("every invalid option is refused by name") {
   expect_rejected([](O& o) { o.max_half_open_duration = -1s; }, "max_half_open_duration");
   expect_rejected([](O& o) { o.half_open_probes = 8192; }, "half_open_probes");
   expect_rejected([](O& o) { o.successes_to_close = 0; }, "successes_to_close");
+  // Issue 18, item 5: more than the core's 32-bit count could ever reach.
+  expect_rejected([](O& o) { o.successes_to_close = std::size_t{1} << 32; }, "successes_to_close");
+  CHECK_NOTHROW(levee::validate(O{.successes_to_close = 0xffff'ffffu}));
   expect_rejected([](O& o) { o.slow_call_duration = -1ms; }, "slow_call_duration");
   expect_rejected([](O& o) { o.open_duration_multiplier = 0.5; }, "open_duration_multiplier");
   expect_rejected(

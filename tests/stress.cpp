@@ -204,7 +204,20 @@ TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 
         finish();
       }
     }
-    for (auto p : held) core.release(p);
+    // The permits still held are released as above: a probe's count drops
+    // under the lock, after the core freed its slot. (Released without the
+    // lock, the other thread, still running, saw new probes admitted into
+    // the freed slots while the old ones were still counted: 4 <= 3 in
+    // Release builds, a fault of the test, not of the core.)
+    for (auto p : held) {
+      if (!p.is_probe()) {
+        core.release(p);
+        continue;
+      }
+      std::lock_guard g(m);
+      core.release(p);
+      --live_probes[p.generation()];
+    }
   };
   std::thread a(run, 1), b(run, 2);
   a.join();

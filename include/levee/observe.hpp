@@ -57,8 +57,10 @@ struct breaker_event {
   std::uint64_t calls = 0;
   /// The last failure before the transition: its error_code (zero if it had
   /// none, e.g. it threw something else) and its exception (null if it did not
-  /// throw). Recorded only while some listener wants transition events; empty
-  /// for a trip by slow calls that did not fail, and for `half_open_timeout`.
+  /// throw). Recorded only while some listener wants transition events. Only
+  /// `failure_rate`, `consecutive_failures` and a `probe_failed` whose probe
+  /// failed carry one; it is empty for `slow_call_rate`, `half_open_timeout`,
+  /// a probe that succeeded slowly and `fleet`.
   boost::system::error_code last_error;
   std::exception_ptr last_exception;
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
@@ -101,6 +103,10 @@ struct breaker_metrics {
   /// `recovery_window` is set and `not_closed_for` reached it: the breaker
   /// stayed OPEN, or kept reopening, or was FORCED_OPEN, for that long.
   bool stuck_open = false;
+  /// Events that could not be posted to a listener, and transitions that
+  /// could not be recorded in `transitions` and `time_in_state`, for lack of
+  /// memory: 0 unless memory ran out. Nothing is ever dropped otherwise.
+  std::uint64_t events_lost = 0;
 };
 
 /// Writes metrics in the Prometheus text exposition format 0.0.4, one family

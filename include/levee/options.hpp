@@ -76,7 +76,7 @@ struct breaker_options {
   /// Calls admitted at once as probes in HALF_OPEN. In [1, 8191].
   std::size_t half_open_probes = 1;
 
-  /// Consecutive probe successes that close the breaker. >= 1.
+  /// Consecutive probe successes that close the breaker: 1 to 2^32 - 1.
   std::size_t successes_to_close = 1;
 
   /// The longest a HALF_OPEN round may last from its first probe (as

@@ -174,6 +174,11 @@ class breaker_core {
   /// probe (one call, failed or slow).
   window_totals trip_basis(const transition& t) const noexcept;
 
+  /// The shortest the current OPEN period can last: its backed-off duration
+  /// with the most jitter can take off (what `retry_after` answers between a
+  /// trip and the arming of its timer, on another thread).
+  nanos shortest_open_duration() const noexcept;
+
   /// Consecutive successful probes in the current HALF_OPEN state.
   std::size_t probe_successes() const noexcept;
 
@@ -295,6 +300,7 @@ class breaker_core {
                   const window_totals& basis) noexcept;
   bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
   nanos next_open_duration() noexcept;  // under transition_lock_, after open_streak_ was updated
+  nanos open_duration_for(std::uint32_t streak, long double jitter_factor) const noexcept;
   transition opened(const transition& t, const window_totals& basis) noexcept {
     basis_generation_ = t.generation;  // under transition_lock_
     basis_calls_ = basis.calls;

@@ -72,11 +72,14 @@ class breaker_telemetry {
   void note_failure(const call_result* r) noexcept;
 
   /// A transition the core returned, from any thread, after the core's lock
-  /// was released. Transitions are applied in generation order: one that
-  /// arrives before its predecessor (delivered by another thread) is kept,
-  /// and the thread that delivers the predecessor applies it right after.
-  /// Until then `fill` reports the state before it. Applying one: time in
-  /// state, transition counts, the stuck-open alarm, the transition event.
+  /// was released. Transitions are applied in generation order, every one
+  /// once: one that arrives before its predecessor (delivered by another
+  /// thread) is kept, however many wait, and the thread that delivers the
+  /// predecessor applies it right after. Until then `fill` reports the state
+  /// before it, with the time since credited to that state, so that times
+  /// never go down. Applying one: time in state, transition counts, the
+  /// stuck-open alarm, the transition event. Out of memory: see `fill`'s
+  /// `events_lost`.
   void deliver(const transition& t, const window_totals& basis, clock_fn now,
                stuck_alarm& alarm) noexcept;
 
@@ -87,7 +90,7 @@ class breaker_telemetry {
   /// The breaker object is gone: arms no alarm (nor, the shell, any timer)
   /// any more, and cancels the alarm.
   void detach(stuck_alarm& alarm) noexcept;
-  bool detached() const noexcept { return detached_.load(std::memory_order_relaxed); }
+  bool detached() const noexcept { return flags_.load(std::memory_order_relaxed) & detached_bit; }
 
   std::uint64_t listen(event_mask mask, event_listener fn, boost::asio::any_io_executor ex);
   void unlisten(std::uint64_t id);
@@ -111,7 +114,10 @@ class breaker_telemetry {
   std::atomic<extras_type*> extras_{nullptr};  // named, listened to or past a transition
   std::atomic<std::uint8_t> mask_{0};          // an event_mask in a byte
   mutable spinlock state_lock_;
-  std::atomic<bool> detached_{false};  // the breaker object is gone
+  // detached_bit: the breaker object is gone. history_lost_bit: a transition
+  // found no memory for the history (the history then starts later).
+  static constexpr std::uint8_t detached_bit = 1, history_lost_bit = 2;
+  std::atomic<std::uint8_t> flags_{0};
   small_mutex order_lock_;
   nanos created_;
   // Under state_lock_: the latest time a snapshot was taken at. A transition

@@ -160,19 +160,29 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
 }
 
 nanos breaker_core::next_open_duration() noexcept {
+  const long double unit = open_jitter_ > 0.0 ? static_cast<long double>(rng_.unit()) : 0.5L;
+  return open_duration_for(open_streak_, unit);
+}
+
+nanos breaker_core::shortest_open_duration() const noexcept {
+  spin_guard g(const_cast<spinlock&>(transition_lock_));
+  return open_duration_for(open_streak_, 0.0L);
+}
+
+// `unit` in [0, 1): where in the jitter's range (0: the shortest).
+nanos breaker_core::open_duration_for(std::uint32_t streak, long double unit) const noexcept {
   // In long double (a 64-bit mantissa on x86-64: every duration up to
   // nanoseconds::max() is exact), saturating: a product at or past
   // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
   using real = long double;
   real d = static_cast<real>(open_duration_.count());
-  if (open_multiplier_ > 1.0 && open_streak_ > 1) {
-    d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(open_streak_ - 1));
+  if (open_multiplier_ > 1.0 && streak > 1) {
+    d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(streak - 1));
     d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
   }
   if (open_jitter_ > 0.0) {
     const auto jitter = static_cast<real>(open_jitter_);
-    const real unit = static_cast<real>(rng_.unit());  // exact: 53 bits
-    d *= 1.0L - jitter + 2.0L * jitter * unit;
+    d *= 1.0L - jitter + 2.0L * jitter * unit;  // unit: exact (53 bits)
   }
   constexpr auto forever = std::numeric_limits<std::int64_t>::max();
   if (!(d < static_cast<real>(forever))) return nanos::max();

@@ -101,8 +101,14 @@ nanos breaker_impl<Clock, WaitTraits>::retry_after() noexcept {
   time_point deadline;
   {
     small_lock g(timer_lock_);
-    // Not armed for this state (yet, or no more): no better answer than now.
-    if (static_cast<std::uint32_t>(generation) != timer_generation_) return nanos::zero();
+    if (static_cast<std::uint32_t>(generation) != timer_generation_) {
+      // Not armed for this state yet: the thread that tripped it is about to
+      // arm it (or not armed any more: the state moved on). In OPEN, the
+      // shortest the period can be, never "now" (issue 18, item 5).
+      if (core_.state() == circuit_state::open && core_.generation() == generation)
+        return core_.shortest_open_duration();
+      return nanos::zero();
+    }
     deadline = timer_.expiry();
   }
   if (deadline == time_point::max()) return nanos::max();  // "for ever"

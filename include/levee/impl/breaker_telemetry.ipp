@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -32,16 +33,22 @@ struct breaker_telemetry::listener_set {
   std::string name;
   std::vector<entry> entries;
 
-  void post(breaker_event e, const std::shared_ptr<const listener_set>& self) const noexcept {
+  // Returns how many listeners the event could not be posted to (out of
+  // memory): counted in `events_lost`, never dropped silently.
+  std::uint64_t post(breaker_event e,
+                     const std::shared_ptr<const listener_set>& self) const noexcept {
     e.breaker = name;
     e.when = std::chrono::system_clock::now();
+    std::uint64_t lost = 0;
     for (const entry& l : entries) {
       if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
       try {
         boost::asio::post(l.executor, [self, &l, e] { (*l.fn)(e); });
-      } catch (...) {  // out of memory: drop the event
+      } catch (...) {  // out of memory
+        ++lost;
       }
     }
+    return lost;
   }
 };
 
@@ -59,7 +66,10 @@ struct breaker_telemetry::history_type {
     transition t;
     window_totals basis;
   };
-  std::vector<pending> early;  // transitions that arrived before their predecessor
+  // Transitions that arrived before their predecessor, by generation. Never
+  // bounded and never skipped: the predecessor is on its way (every
+  // transition the core returns is delivered by the thread that made it).
+  std::vector<pending> early;
 };
 
 // What not every breaker needs, allocated on first use: a name, listeners, a
@@ -74,6 +84,8 @@ struct breaker_telemetry::extras_type {
   };
   std::unique_ptr<last_failure> last;
   std::unique_ptr<history_type> history;  // allocated under order_lock_
+  // Events not posted and transitions not recorded, for lack of memory.
+  std::atomic<std::uint64_t> lost{0};
 };
 
 breaker_telemetry::breaker_telemetry(std::string name, nanos created) : created_(created) {
@@ -119,7 +131,8 @@ void breaker_telemetry::call_event(event_kind kind, circuit_state state, bool sl
   e.kind = kind;
   e.from = e.to = state;
   e.slow = slow;
-  set->post(e, set);
+  if (const std::uint64_t n = set->post(e, set))
+    extras()->lost.fetch_add(n, std::memory_order_relaxed);
 }
 
 void breaker_telemetry::note_failure(const call_result* r) noexcept {
@@ -136,56 +149,65 @@ void breaker_telemetry::note_failure(const call_result* r) noexcept {
 void breaker_telemetry::deliver(const transition& t, const window_totals& basis, clock_fn now,
                                 stuck_alarm& alarm) noexcept {
   if (!t) return;
-  small_lock order(order_lock_);
+  order_lock_.lock();
   extras_type* x = make_extras();
-  if (!x) return;  // no memory for metrics: the breaker itself goes on
+  if (!x) {  // no memory for the history: the breaker itself goes on
+    flags_.fetch_or(history_lost_bit, std::memory_order_relaxed);
+    order_lock_.unlock();
+    return;
+  }
   if (!x->history) {
     auto fresh = std::unique_ptr<history_type>(new (std::nothrow) history_type);
-    if (!fresh) return;
+    if (!fresh) {
+      flags_.fetch_or(history_lost_bit, std::memory_order_relaxed);
+      order_lock_.unlock();
+      return;
+    }
     fresh->since = created_;
+    if (flags_.load(std::memory_order_relaxed) & history_lost_bit) {
+      // Earlier transitions found no memory for the history: the history
+      // starts here, and every earlier generation counts as lost (those
+      // still on their way are not applied either, see below).
+      fresh->next_generation = t.generation;
+      x->lost.fetch_add(t.generation - 2, std::memory_order_relaxed);
+    }
     spin_guard g(state_lock_);
     x->history = std::move(fresh);
   }
   history_type& h = *x->history;
-  if (t.generation < h.next_generation) return;  // skipped (see below): too late to apply
+  if (t.generation < h.next_generation) {  // only after a history_lost start: counted there
+    order_lock_.unlock();
+    return;
+  }
   if (t.generation != h.next_generation) {
     // Another thread's transition, the one before this, is on its way: that
-    // thread applies this one right after its own. Every transition is
-    // delivered, but a predecessor that does not come (out of memory here)
-    // must not stall the history: past 16 waiting, the gap is skipped.
-    bool stashed = true;
+    // thread applies this one right after its own.
+    const auto at = std::upper_bound(
+        h.early.begin(), h.early.end(), t.generation,
+        [](std::uint64_t g, const history_type::pending& p) { return g < p.t.generation; });
     try {
-      h.early.push_back({t, basis});
+      h.early.insert(at, {t, basis});
+      order_lock_.unlock();
+      return;
     } catch (...) {
-      stashed = false;
-    }
-    if (stashed && h.early.size() < 16) return;
-    std::sort(h.early.begin(), h.early.end(),
-              [](const auto& a, const auto& b) { return a.t.generation < b.t.generation; });
-    if (!stashed) {
-      if (h.early.empty() || t.generation < h.early.front().t.generation) {
-        apply(t, basis, now(), alarm);  // the gap is skipped
-      } else {
-        h.next_generation = h.early.front().t.generation;
+      // No memory to keep it: wait here for the predecessor, which is
+      // applied by its own thread (or, likewise, by one waiting for it).
+      while (h.next_generation != t.generation) {
+        order_lock_.unlock();
+        std::this_thread::yield();
+        order_lock_.lock();
       }
-    } else {
-      h.next_generation = h.early.front().t.generation;
     }
-  } else {
-    apply(t, basis, now(), alarm);
   }
+  apply(t, basis, now(), alarm);
   // Then those that were waiting for it, in order.
-  for (bool found = true; found && !h.early.empty();) {
-    found = false;
-    for (std::size_t i = 0; i < h.early.size(); ++i) {
-      if (h.early[i].t.generation != h.next_generation) continue;
-      const auto p = h.early[i];
-      h.early.erase(h.early.begin() + static_cast<std::ptrdiff_t>(i));
-      apply(p.t, p.basis, now(), alarm);
-      found = true;
-      break;
-    }
+  std::size_t done = 0;
+  while (done < h.early.size() && h.early[done].t.generation == h.next_generation) {
+    apply(h.early[done].t, h.early[done].basis, now(), alarm);
+    ++done;
   }
+  h.early.erase(h.early.begin(), h.early.begin() + static_cast<std::ptrdiff_t>(done));
+  order_lock_.unlock();
 }
 
 void breaker_telemetry::apply(const transition& t, const window_totals& basis, nanos now,
@@ -213,7 +235,14 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
     }
     if (wants(event_kind::transition)) set = x.listeners;
     if (x.last) {
-      if (set && t.to == circuit_state::open) {
+      // Only a trip that failures caused carries the last failure: not a
+      // slow-call-rate trip, a half-open timeout, a probe that succeeded
+      // slowly or a fleet opening (their last failure, if any, is older
+      // than what tripped them).
+      const bool by_failure = t.reason == transition_reason::failure_rate ||
+                              t.reason == transition_reason::consecutive_failures ||
+                              (t.reason == transition_reason::probe_failed && basis.failures != 0);
+      if (set && t.to == circuit_state::open && by_failure) {
         e.last_error = x.last->error;
         e.last_exception = x.last->exception;
       }
@@ -245,7 +274,7 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
                    : static_cast<double>(part) / static_cast<double>(basis.calls);
     }
   }
-  set->post(e, set);
+  if (const std::uint64_t n = set->post(e, set)) x.lost.fetch_add(n, std::memory_order_relaxed);
 }
 
 void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
@@ -263,12 +292,12 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
   }
   if (!set) return;
   e.kind = event_kind::stuck_open;
-  set->post(e, set);
+  if (const std::uint64_t n = set->post(e, set)) x->lost.fetch_add(n, std::memory_order_relaxed);
 }
 
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
   small_lock order(order_lock_);
-  detached_.store(true, std::memory_order_relaxed);
+  flags_.fetch_or(detached_bit, std::memory_order_relaxed);
   alarm.cancel_stuck();
 }
 
@@ -319,6 +348,7 @@ void breaker_telemetry::fill(breaker_metrics& r, nanos now, nanos recovery) cons
   const extras_type* x = extras();
   spin_guard g(state_lock_);
   seen_ = std::max(seen_, now);
+  if (x) r.events_lost = x->lost.load(std::memory_order_relaxed);
   const history_type* h = x ? x->history.get() : nullptr;
   // `now` was read before the lock: a transition applied since may be newer.
   const auto since = [now](nanos t) { return std::max(now - t, nanos::zero()); };

@@ -85,7 +85,10 @@ void validate(const breaker_options& o) {
     reject_option("open_duration_jitter", "must be in [0, 1)");
   if (o.half_open_probes < 1 || o.half_open_probes > 8191)
     reject_option("half_open_probes", "must be in [1, 8191]");
-  if (o.successes_to_close < 1) reject_option("successes_to_close", "must be at least 1");
+  // The core counts probe successes in 32 bits (saturating): a larger number
+  // could never be reached, and the breaker would never close.
+  if (o.successes_to_close < 1 || o.successes_to_close > 0xffff'ffffu)
+    reject_option("successes_to_close", "must be in [1, 4294967295]");
   if (o.max_half_open_duration <= std::chrono::nanoseconds::zero())
     reject_option("max_half_open_duration", "must be greater than zero");
   if (o.slow_call_duration < std::chrono::nanoseconds::zero())
