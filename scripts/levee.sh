@@ -128,9 +128,9 @@ run_tests() {
   cmake --build build/ci-release -j "$jobs"
 
   # Sanitizers change the timing, and that hides races: the concurrency tests
-  # run again in the optimized build, each up to 4 times, two at a time.
-  step "the concurrency tests in the release build, without sanitizers: 4 times over, two processes at a time"
-  ctest --test-dir build/ci-release --output-on-failure -L concurrency -j 2 --repeat until-fail:4
+  # run again in the optimized build, each up to 8 times, two at a time.
+  step "the concurrency tests in the release build, without sanitizers: 8 times over, two processes at a time"
+  ctest --test-dir build/ci-release --output-on-failure -L concurrency -j 2 --repeat until-fail:8
 
   step "the demo, --quick: the guarded modes must amplify less and fail faster than naive retries"
   ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json \
