@@ -126,6 +126,7 @@ void race(levee::adaptive_limit& limit, asio::io_context& ioc, race_counts& c) {
   CHECK(c.other == 0);
   CHECK(c.ok + c.refused + c.timed_out == coroutines * rounds);
   CHECK(c.ok > 0);
+  CHECK(c.timed_out > 0);  // waits were cancelled (the race took place)
   // Every slot came back, and none was given twice: each call the limit
   // admitted ran exactly once.
   const auto m = limit.metrics();
