@@ -127,12 +127,16 @@ void race(levee::adaptive_limit& limit, asio::io_context& ioc, race_counts& c) {
   CHECK(c.ok + c.refused + c.timed_out == coroutines * rounds);
   CHECK(c.ok > 0);
   CHECK(c.timed_out > 0);  // waits were cancelled (the race took place)
-  // Every slot came back, and none was given twice: each call the limit
-  // admitted ran exactly once.
+  // Every slot came back. Each call the limit admitted ran, except those
+  // whose caller's timeout fired between the grant and the call's start
+  // (Asio's awaitable throws operation_aborted at the next co_await): their
+  // slot came back too, as a cancellation.
   const auto m = limit.metrics();
   CHECK(m.in_flight == 0);
   CHECK(m.queued == 0);
-  CHECK(m.admitted == static_cast<std::uint64_t>(c.started.load()));
+  const auto started = static_cast<std::uint64_t>(c.started.load());
+  CHECK(m.admitted >= started);
+  CHECK(m.admitted - started <= static_cast<std::uint64_t>(c.timed_out.load()));
 }
 
 }  // namespace
