@@ -240,8 +240,9 @@ class basic_adaptive_limit {
       if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned: no sample
     }
     void finish(const call_result& r) noexcept {
-      if (!state_) return;                    // finished already (a move of the result threw after)
-      const outcome o = state_->classify(r);  // a classifier that throws: a failure
+      if (!state_) return;  // finished already (a move of the result threw after)
+      // A classifier that throws counts the call as a failure.
+      const outcome o = state_->classify(r);
       const auto now = Clock::now();
       const double rtt = std::chrono::duration<double, std::nano>(now - start_).count();
       const auto now_ns =
