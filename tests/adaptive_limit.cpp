@@ -428,3 +428,303 @@ TEST_CASE("adaptive limit: a registry keeps one limit per key next to its breake
           ioc, levee::registry_options{.limits = adaptive_limit_options{.min_limit = 0}}),
       Catch::Contains("min_limit"));
 }
+
+namespace {
+
+/// Issue 18's sequence on virtual time: 30 callers call through the limit in a
+/// loop (again at once after an answer, 10 ms after a refusal). The dependency
+/// answers in 50 ms; from 20 s to 50 s it is down and each call fails in 1 ms
+/// (connection refused); then it is healthy again. Phases: 0 before the
+/// outage, 1 the outage, 2 healed.
+struct outage_sequence {
+  static constexpr int callers = 30;
+  static constexpr auto outage_start = 20s, outage_end = 50s, end = 80s;
+
+  std::uint64_t refused[3]{}, succeeded[3]{}, failed[3]{};
+  std::vector<double> limit_by_second;  // the limit at the end of each second
+  std::uint64_t refused_after_first_second = 0;
+  double before = 0;   // the limit when the outage starts
+  double at_heal = 0;  // the limit when the dependency heals
+  // How long after the heal the limit was back to 0.9 times `before`, and the
+  // calls refused until then.
+  std::optional<std::chrono::milliseconds> back_after;
+  std::uint64_t refused_until_back = 0;
+
+  explicit outage_sequence(const adaptive_limit_options& o) {
+    virtual_time vt;
+    asio::io_context ioc;
+    fake_service api;
+    limiter limit(ioc, o);
+    bool down = false, stop = false;
+    int phase = 0;
+    auto caller = [&]() -> asio::awaitable<void> {
+      timer wait(co_await asio::this_coro::executor);
+      while (!stop) {
+        const bool failing = down;
+        const int in = phase;
+        auto [ec, v] = co_await limit(
+            api.call_ec(failing ? asio::error::connection_refused : boost::system::error_code(),
+                        failing ? 1ms : 50ms));
+        if (ec == levee::error::limit_exceeded) {
+          ++refused[in];
+          if (in == 2 && vclock::now().time_since_epoch() >= outage_end + 1s)
+            ++refused_after_first_second;
+          wait.expires_after(10ms);
+          co_await wait.async_wait(asio::use_awaitable);
+        } else if (ec) {
+          ++failed[in];
+        } else {
+          ++succeeded[in];
+        }
+      }
+    };
+    for (int i = 0; i < callers; ++i) asio::co_spawn(ioc, caller(), asio::detached);
+    for (auto t = 0ms; t < end; t += 1ms) {
+      if (t == outage_start) {
+        before = limit.limit();
+        down = true;
+        phase = 1;
+      } else if (t == outage_end) {
+        at_heal = limit.limit();
+        down = false;
+        phase = 2;
+      }
+      elapse(ioc, 1ms);
+      if (phase == 2 && !back_after && limit.limit() >= before * 0.9) {
+        back_after = t + 1ms - outage_end;
+        refused_until_back = refused[2];
+      }
+      if ((t + 1ms) % 1s == 0ms) limit_by_second.push_back(limit.limit());
+    }
+    stop = true;
+    elapse(ioc, 1s);
+  }
+
+  /// The limit `s` seconds after the heal.
+  double healed(int s) const {
+    return limit_by_second.at(static_cast<std::size_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(outage_end).count() + s - 1));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("gradient2: failed calls are drops and not round trips: the limit survives an outage") {
+  // Issue 18: the outage's 1 ms failures taught Gradient2 a round trip of
+  // 1 ms; once healed, 50 ms read as queueing and the limit fell to twice
+  // queue_size (8), refusing most calls for minutes (before the fix, in this
+  // test: 24 ten seconds after the heal, 10 after thirty; 33,195 refusals
+  // against 11,361 successes). A limit of 50, its max_limit: with 30 callers
+  // Gradient2 stops growing at about 60, where fewer than half its calls are
+  // in flight and it does not move at all, outage or not.
+  const outage_sequence run({.initial_limit = 50, .min_limit = 4, .max_limit = 50});
+  CAPTURE(run.before, run.healed(1), run.healed(10), run.healed(30));
+  CAPTURE(run.refused[0], run.refused[1], run.refused[2], run.succeeded[2], run.at_heal);
+  CHECK(run.before == 50);
+  CHECK(run.refused[0] == 0);
+  CHECK(run.failed[1] > 100000);  // the outage's fast failures reached the limit
+  // Healed: the limit is where it was before the outage from the first
+  // window on, and no call is refused.
+  for (int s = 1; s <= 30; ++s) {
+    CAPTURE(s);
+    CHECK(run.healed(s) >= run.before * 0.9);
+  }
+  REQUIRE(run.back_after);
+  CHECK(*run.back_after <= 1ms);  // it never left: 0 windows to recover
+  CHECK(run.refused[2] == 0);
+  CHECK(run.succeeded[2] == 30 * 20 * 30);  // 30 callers, 20 calls a second each, 30 s
+}
+
+TEST_CASE("aimd: failed calls are losses; the limit comes back within a few round trips") {
+  // The same sequence: every failure is a loss, so the outage takes the
+  // limit to min_limit (4); once healed, each success while at least half
+  // the limit is busy adds one: the limit doubles per round trip (50 ms).
+  const outage_sequence run({.algorithm = levee::limit_algorithm::aimd,
+                             .initial_limit = 50,
+                             .min_limit = 4,
+                             .max_limit = 50});
+  CAPTURE(run.before, run.at_heal, run.healed(1), run.healed(10), run.healed(30));
+  CAPTURE(run.refused[0], run.refused[1], run.refused[2], run.refused_after_first_second);
+  CHECK(run.before == 50);
+  CHECK(run.refused[0] == 0);
+  CHECK(run.at_heal == 4);
+  REQUIRE(run.back_after);
+  // log2(50 / 4) = 3.6 doublings; each takes a round trip and up to 10 ms
+  // (refused callers try again 10 ms later): 252 ms. At most 6 round trips.
+  CHECK(*run.back_after <= 6 * 50ms);
+  CHECK(run.refused[2] == run.refused_until_back);  // none once it is back
+  for (int s = 1; s <= 30; ++s) {
+    CAPTURE(s);
+    CHECK(run.healed(s) >= run.before * 0.9);
+  }
+  // A min_limit at the concurrency the healthy dependency needs refuses none.
+  const outage_sequence floor_at_need({.algorithm = levee::limit_algorithm::aimd,
+                                       .initial_limit = 50,
+                                       .min_limit = 30,
+                                       .max_limit = 50});
+  CHECK(floor_at_need.at_heal == 30);
+  CHECK(floor_at_need.refused[2] == 0);
+  REQUIRE(floor_at_need.back_after);
+  CHECK(*floor_at_need.back_after <= 2 * 50ms);
+}
+
+namespace {
+
+/// A classifier that rethrows the call's exception to look at it and catches
+/// only the type it knows (issue 18): anything else escapes it.
+levee::outcome picky_classifier(const levee::call_result& r) {
+  if (r.threw()) {
+    try {
+      std::rethrow_exception(r.exception());
+    } catch (const service_error&) {
+      return levee::outcome::failure;
+    }
+  }
+  if (r.error() && *r.error()) return levee::outcome::failure;
+  return levee::outcome::success;
+}
+
+asio::awaitable<int> throws_logic_error() {
+  throw std::logic_error("not a service_error");
+  co_return 0;
+}
+
+adaptive_limit_options picky_aimd() {
+  return {.algorithm = levee::limit_algorithm::aimd,
+          .initial_limit = 20,
+          .min_limit = 1,
+          .max_limit = 100,
+          .classifier = picky_classifier};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "adaptive limit: a classifier that throws counts the call as a drop (the breaker: a failure)") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limiter limit(ioc, picky_aimd());
+  auto r = run(ioc, limit(throws_logic_error()));
+  REQUIRE(r->done);
+  REQUIRE(r->error);  // the call's own exception reaches the caller, unchanged
+  CHECK_THROWS_AS(std::rethrow_exception(r->error), std::logic_error);
+  CHECK(limit.in_flight() == 0);
+  CHECK(limit.metrics().samples == 1);
+  CHECK(limit.metrics().drops == 1);
+  CHECK(limit.limit() == 18);  // AIMD: a loss, floor(20 * 0.9)
+  // The breaker, given the same classifier, counts one failure.
+  breaker b(ioc, levee::breaker_options{.classifier = picky_classifier});
+  auto through_breaker = run(ioc, b(throws_logic_error()));
+  REQUIRE(through_breaker->error);
+  CHECK(b.metrics().failures == 1);
+  // The way back: the next calls are classified as before.
+  fake_service api;
+  auto ok = run(ioc, limit(api.call(true)));
+  REQUIRE(ok->value);
+  CHECK(limit.metrics().samples == 2);
+  CHECK(limit.metrics().drops == 1);
+  CHECK(limit.in_flight() == 0);
+}
+
+TEST_CASE("registry guard set: a classifier that throws is one breaker failure and one drop") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::registry_options o{.idle_timeout = 1min};
+  o.defaults.classifier = picky_classifier;
+  o.limits = picky_aimd();
+  levee::basic_breaker_registry<vclock> registry(ioc, o);
+  const auto g = registry.guards("a:80");
+  auto r = run(ioc, g(throws_logic_error()));
+  REQUIRE(r->done);
+  REQUIRE(r->error);
+  CHECK_THROWS_AS(std::rethrow_exception(r->error), std::logic_error);
+  CHECK(g.breaker->metrics().failures == 1);
+  CHECK(g.limit->metrics().drops == 1);
+  CHECK(g.limit->in_flight() == 0);
+  CHECK(g.limit->limit() == 18);
+  // A classifier that throws on a returned value too.
+  levee::registry_options always{.idle_timeout = 1min};
+  always.defaults.classifier = [](const levee::call_result&) -> levee::outcome {
+    throw std::runtime_error("classifier bug");
+  };
+  always.limits = picky_aimd();
+  always.limits->classifier = always.defaults.classifier;
+  levee::basic_breaker_registry<vclock> second(ioc, always);
+  const auto h = second.guards("b:80");
+  fake_service api;
+  auto value = run(ioc, h(api.call_ec({})));
+  REQUIRE(value->value);
+  CHECK_FALSE(std::get<0>(*value->value));
+  CHECK(h.breaker->metrics().failures == 1);
+  CHECK(h.limit->metrics().drops == 1);
+  CHECK(h.limit->in_flight() == 0);
+}
+
+TEST_CASE("adaptive limit: a limit that grows by more than 4 admits every waiter it has room for") {
+  // Issue 18, check: a completion admitted at most 4 waiters, so after the
+  // limit grew by more, waiters stayed queued (and newcomers were refused)
+  // while fewer calls than the limit ran.
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 4,
+                      .min_limit = 4,
+                      .max_limit = 100,
+                      .smoothing = 1,
+                      .queue_size = 20,  // one window: 4 -> 4 * 1 + 20 = 24
+                      .sample_window = 0s,
+                      .min_window_samples = 1,
+                      .max_queue = 10});
+  std::vector<std::shared_ptr<pending<std::tuple<boost::system::error_code, int>>>> calls;
+  for (int i = 0; i < 3; ++i) calls.push_back(spawn(ioc, limit(api.call_ec({}, 1s))));
+  // The fourth starts with 4 in flight (a sample the limit learns from).
+  auto first = spawn(ioc, limit(api.call_ec({}, 100ms)));
+  for (int i = 0; i < 10; ++i) calls.push_back(spawn(ioc, limit(api.call_ec({}, 1s))));
+  settle(ioc);
+  CHECK(limit.in_flight() == 4);
+  CHECK(limit.metrics().queued == 10);
+  elapse(ioc, 100ms);  // `first` ends: one window, the limit is 24
+  REQUIRE(first->done);
+  CHECK(limit.limit() == 24);
+  CHECK(limit.metrics().queued == 0);
+  CHECK(limit.in_flight() == 13);
+  // Newcomers are admitted up to the limit, none refused.
+  for (int i = 0; i < 11; ++i) calls.push_back(spawn(ioc, limit(api.call_ec({}, 1s))));
+  settle(ioc);
+  CHECK(limit.in_flight() == 24);
+  CHECK(limit.metrics().limited == 0);
+  elapse(ioc, 1s);
+  for (const auto& c : calls) {
+    REQUIRE(c->done);
+    CHECK_FALSE(std::get<0>(*c->value));
+  }
+  CHECK(limit.in_flight() == 0);
+}
+
+TEST_CASE("adaptive limit: a granted waiter whose completion is destroyed unrun frees its slot") {
+  // Issue 18, check: the slot passes to a waiter whose io_context is then
+  // destroyed without running the completion.
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 1, .min_limit = 1, .max_limit = 1, .max_queue = 1});
+  auto first = spawn(ioc, limit(api.call_ec({}, 1s)));
+  settle(ioc);
+  {
+    asio::io_context other;
+    auto waiting = spawn(other, limit(api.call_ec({}, 1s)));
+    settle(other);
+    CHECK(limit.metrics().queued == 1);
+    elapse(ioc, 1s);  // `first` ends: the slot passes to the waiter, completion posted to `other`
+    REQUIRE(first->done);
+    CHECK(limit.in_flight() == 1);
+    CHECK_FALSE(waiting->done);
+  }  // `other` is destroyed with the completion unrun
+  CHECK(limit.in_flight() == 0);
+  CHECK(limit.metrics().queued == 0);
+  // The way back: the slot serves the next call.
+  auto again = run(ioc, limit(api.call_ec({})));
+  REQUIRE(again->value);
+  CHECK_FALSE(std::get<0>(*again->value));
+  CHECK(limit.in_flight() == 0);
+}

@@ -311,3 +311,30 @@ TEST_CASE("bulkhead: the intrusive waiter queue keeps FIFO order through erase a
   CHECK(taken.empty());
   for (auto& w : made) CHECK(w.expired());  // no waiter leaked
 }
+
+TEST_CASE("bulkhead: a granted waiter whose completion is destroyed unrun frees its slot") {
+  // The waiter type the adaptive limit shares (issue 18, check): the slot
+  // passes to a waiter whose io_context is destroyed without running it.
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  bulkhead b(ioc, {.max_concurrent = 1, .max_queue = 1});
+  auto first = spawn(ioc, b(api.call_ec({}, 1s)));
+  settle(ioc);
+  {
+    asio::io_context other;
+    auto waiting = spawn(other, b(api.call_ec({}, 1s)));
+    settle(other);
+    CHECK(b.queued() == 1);
+    elapse(ioc, 1s);
+    REQUIRE(first->done);
+    CHECK(b.in_flight() == 1);
+    CHECK_FALSE(waiting->done);
+  }
+  CHECK(b.in_flight() == 0);
+  CHECK(b.queued() == 0);
+  auto again = run(ioc, b(api.call_ec({})));
+  REQUIRE(again->value);
+  CHECK_FALSE(std::get<0>(*again->value));
+  CHECK(b.in_flight() == 0);
+}

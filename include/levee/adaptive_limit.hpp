@@ -32,7 +32,8 @@ enum class limit_algorithm {
   /// Netflix's Gradient2 (concurrency-limits, `Gradient2Limit`): latency-based.
   /// The ratio of a long-term round trip to the last one estimates queueing;
   /// the limit shrinks when calls take longer than `rtt_tolerance` times
-  /// usual, and grows by `queue_size` otherwise.
+  /// usual, and grows by `queue_size` otherwise. Only successes are round
+  /// trips: a drop (a failure, a timeout) leaves the limit where it is.
   gradient2,
   /// Loss-based additive increase, multiplicative decrease (Netflix's
   /// `AIMDLimit`, TCP's congestion avoidance): a failure or a round trip over
@@ -79,9 +80,11 @@ struct adaptive_limit_options {
   /// Longest wait in the queue (then `limit_exceeded`). 0 or `max()`: until
   /// room frees or the caller cancels. >= 0.
   std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
-  /// What a call's outcome means: a failure is a drop (AIMD shrinks on it),
-  /// an ignored outcome (a cancellation) is no sample at all. Empty:
-  /// `default_classify`; `levee::http::classify` for HTTP calls.
+  /// What a call's outcome means: a failure is a drop (AIMD shrinks on it;
+  /// Gradient2 takes no round trip from it, as its latency is not the
+  /// downstream's), an ignored outcome (a cancellation) is no sample at all.
+  /// A classifier that throws counts the call as a failure, as the breaker's.
+  /// Empty: `default_classify`; `levee::http::classify` for HTTP calls.
   levee::classifier classifier{};
 };
 
@@ -98,8 +101,8 @@ struct adaptive_limit_metrics {
   std::size_t queued = 0;          ///< calls waiting for room now
   std::uint64_t admitted = 0;      ///< calls started
   std::uint64_t limited = 0;       ///< calls rejected with `limit_exceeded`
-  std::uint64_t samples = 0;       ///< outcomes that moved the limit
-  std::uint64_t drops = 0;         ///< of which failures
+  std::uint64_t samples = 0;       ///< outcomes the limit learned from (all but ignored ones)
+  std::uint64_t drops = 0;         ///< of which drops (failures, timeouts)
 };
 
 /// What a limit tells its listeners. The values are bits, for a mask.
@@ -153,8 +156,11 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
 ///
 /// Each call is one sample: its round trip (one clock read at admission, one
 /// at completion), the calls in flight when it started, and its outcome. A
-/// cancelled call frees its slot and is not a sample; a timeout from
-/// `with_timeout` inside the limit is a failure, so a drop.
+/// cancelled call frees its slot and is not a sample; a failure, and a
+/// timeout from `with_timeout` inside the limit, is a drop: a loss for AIMD,
+/// no round trip for Gradient2 (a call refused in 1 ms says nothing of how
+/// long a served one takes), so an outage of fast failures leaves
+/// Gradient2's limit where it was (README, "The adaptive concurrency limit").
 ///
 /// Hot path: O(1), no allocation, one short lock at admission and one at
 /// completion (plain arithmetic), none held across the call. Thread safety:
@@ -235,8 +241,8 @@ class basic_adaptive_limit {
     }
     void finish(const call_result& r) noexcept {
       if (!state_) return;  // finished already (a move of the result threw after)
-      const auto& classify = state_->options().classifier;
-      const outcome o = classify ? classify(r) : default_classify(r);
+      // A classifier that throws counts the call as a failure.
+      const outcome o = state_->classify(r);
       const auto now = Clock::now();
       const double rtt = std::chrono::duration<double, std::nano>(now - start_).count();
       const auto now_ns =

@@ -117,7 +117,9 @@ class basic_bulkhead {
   /// bulkhead's); the `max_wait` timer runs on the bulkhead's.
   ///
   /// Lifetime: nothing is borrowed; the bulkhead may be destroyed while the
-  /// operation waits (it then completes with `operation_aborted`).
+  /// operation waits (it then completes with `operation_aborted`). A slot
+  /// granted to a handler that is destroyed without being run (its
+  /// io_context destroyed first) is given back.
   ///
   /// Thread safety: any thread, concurrently with other calls.
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code))

@@ -184,6 +184,7 @@ class run {
     bool ok = false;        // a 2xx in the end
     bool rejected = false;  // levee refused the last attempt (levee::is_rejection)
     bool sent = false;      // at least one attempt reached the API
+    bool limited = false;   // the adaptive limit refused the last attempt
   };
 
   // One call, as the mode makes it.
@@ -218,7 +219,8 @@ class run {
         break;
     }
     const auto& [ec, res] = r;
-    co_return call_outcome{!ec && res.result_int() / 100 == 2, levee::is_rejection(ec), sent};
+    co_return call_outcome{!ec && res.result_int() / 100 == 2, levee::is_rejection(ec), sent,
+                           ec == levee::error::limit_exceeded};
   }
 
   asio::awaitable<void> session(std::uint64_t seed) {
@@ -232,7 +234,7 @@ class run {
       const auto t0 = steady::now();
       const std::size_t phase = phase_now();
       ++calls_active_;
-      const auto [ok, rejected, sent] = co_await call();
+      const auto [ok, rejected, sent, limited] = co_await call();
       --calls_active_;
       const auto took = steady::now() - t0;
       auto& f = result_.phases[phase];
@@ -240,6 +242,11 @@ class run {
       ++row_offered_;
       f.succeeded += ok;
       f.fast_failed += rejected;
+      if (limited) {
+        ++f.limit_exceeded;
+        f.limit_exceeded_after_5s +=
+            scenario_ms(s_, (t0 - start_) - api_->phase_start(phase)) >= 5000;
+      }
       const double ms = scenario_ms(s_, took);
       f.latencies_ms.push_back(ms);
       // A fast failure: refused by levee without reaching the API (a call

@@ -96,6 +96,11 @@ struct phase_figures {
   std::vector<double> latencies_ms;  // per call, scenario ms
   std::vector<double> fast_fail_ms;  // per call levee rejected before any attempt reached the API
 
+  // Calls whose last attempt the adaptive limit refused, and of those the
+  // ones made 5 s (scenario time) or more into the phase.
+  std::uint64_t limit_exceeded = 0;
+  std::uint64_t limit_exceeded_after_5s = 0;
+
   double percentile(double p) const { return percentile_of(latencies_ms, p); }
   double fast_fail_percentile(double p) const { return percentile_of(fast_fail_ms, p); }
   double max() const {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/bulkhead.hpp>
+#include <levee/classify.hpp>
 #include <levee/detail/limit_algorithm.hpp>
 #include <levee/detail/spinlock.hpp>
 
@@ -53,10 +54,19 @@ class adaptive_limit_state {
   void cancel(waiter& w, boost::system::error_code ec);
   /// A call ends: with a sample (when it ended, `now_ns` on the limiter's
   /// clock; its round trip; the calls in flight when it started; whether it
-  /// was a drop), or without one (cancelled, abandoned).
-  /// The freed room goes to waiters first.
+  /// was a drop), or without one (cancelled, abandoned). A drop is a loss for
+  /// AIMD and no round trip for Gradient2 (its latency is not the
+  /// downstream's: a call refused in 1 ms would teach a round trip of 1 ms).
+  /// The freed room goes to waiters first: all those the limit has room for.
   void leave(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
              bool dropped) noexcept;
+  /// A slot granted to a waiter whose completion was destroyed unrun (its
+  /// io_context gone): nobody holds it, it goes back (no sample).
+  void release_unclaimed() noexcept { leave(false, 0, 0, 0, false); }
+  /// The options' classifier on `r` (`default_classify` without one). A
+  /// classifier that throws counts the call as a failure, as the breaker does
+  /// (levee/classify.hpp): it runs where the call ends, in noexcept code.
+  outcome classify(const call_result& r) const noexcept;
   /// The limiter is gone: waiters end with `operation_aborted`.
   void close();
 

@@ -103,6 +103,10 @@ class bulkhead_state {
     if (next) next->complete({});
   }
 
+  /// A slot granted to a waiter whose completion was destroyed unrun (its
+  /// io_context gone): nobody holds it, it goes back.
+  void release_unclaimed() noexcept { leave(); }
+
   /// The bulkhead is gone: every waiter completes with `operation_aborted`
   /// (posted: if its io_context is destroyed instead of run, the waiting
   /// coroutine is destroyed with it), and later calls are refused the same
@@ -145,8 +149,13 @@ class bulkhead_state {
 /// into the caller's slot: the slot is cleared only on the caller's executor,
 /// in the posted completion.
 ///
+/// A granted slot belongs to the waiter until its completion hands it to the
+/// handler; a completion destroyed unrun (its io_context destroyed, not run)
+/// gives it back to the state, else nobody would ever free it.
+///
 /// `State` is `bulkhead_state` or another state with the same waiter
-/// protocol (`enqueue`, `cancel`, `wait_timeout_error`): the adaptive limit's.
+/// protocol (`enqueue`, `cancel`, `wait_timeout_error`, `release_unclaimed`):
+/// the adaptive limit's.
 template <class Clock, class Handler, class IoExecutor, class State = bulkhead_state>
 class bulkhead_waiter final
     : public slot_waiter,
@@ -161,6 +170,12 @@ class bulkhead_waiter final
         work_(asio::get_associated_executor(handler_, io)),
         slot_(asio::get_associated_cancellation_slot(handler_)),
         io_(io) {}
+
+  bulkhead_waiter(const bulkhead_waiter&) = delete;
+  bulkhead_waiter& operator=(const bulkhead_waiter&) = delete;
+  ~bulkhead_waiter() override {
+    if (holds_slot_) state_->release_unclaimed();
+  }
 
   /// Waits at most `max_wait` (0 or `nanoseconds::max()`: no limit).
   void start(std::chrono::nanoseconds max_wait) {
@@ -186,10 +201,12 @@ class bulkhead_waiter final
   }
 
   void complete(boost::system::error_code ec) override {
+    holds_slot_ = !ec;  // before the post: the completion may be destroyed unrun
     auto ex = work_.get_executor();
     asio::post(ex, [self = this->shared_from_this(), ec]() mutable {
       if (self->slot_.is_connected()) self->slot_.clear();
       if (self->timer_) self->timer_->cancel();
+      self->holds_slot_ = false;  // the handler owns the slot now
       Handler h = std::move(self->handler_);
       self->work_.reset();
       self.reset();
@@ -204,6 +221,9 @@ class bulkhead_waiter final
   asio::cancellation_slot slot_;
   IoExecutor io_;
   std::optional<timer_type> timer_;
+  // A granted slot not yet handed to the handler. Written by `complete` and
+  // by the completion it posts (ordered by the post), read by the destructor.
+  bool holds_slot_ = false;
 };
 
 /// Starts a wait for a slot of `state`, at most `max_wait` (0 or

@@ -47,8 +47,8 @@ class limit_slot {
   /// The call ended at `end` (ns on the limit's clock) after `rtt`.
   void finish(const call_result& r, nanos end, nanos rtt) noexcept {
     if (!state_) return;  // finished already (a move of the result threw after)
-    const auto& classify = state_->options().classifier;
-    const outcome o = classify ? classify(r) : default_classify(r);
+    // A classifier that throws counts the call as a failure.
+    const outcome o = state_->classify(r);
     const auto ns = static_cast<double>(rtt.count());
     state_->leave(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
                   o == outcome::failure);

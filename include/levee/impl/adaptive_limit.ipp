@@ -159,6 +159,16 @@ void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std:
   }
 }
 
+outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
+  const auto& classifier = options_->classifier;
+  if (!classifier) return default_classify(r);
+  try {
+    return classifier(r);
+  } catch (...) {
+    return outcome::failure;
+  }
+}
+
 std::size_t adaptive_limit_state::cap() const noexcept {
   return static_cast<std::size_t>(current());  // in [min_limit, max_limit]: no overflow
 }
@@ -251,11 +261,11 @@ bool adaptive_limit_state::grant_next(waiter_list& granted) noexcept {
 
 void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
                                  std::size_t started_with, bool dropped) noexcept {
-  // A raised limit may admit several waiters at once (at most a few: the
-  // limit moves by a few calls per sample). Completed, and their nodes freed,
-  // after the spinlock is released.
+  // A raised limit admits every waiter it has room for (a window may raise
+  // it by more than one call; the queue is at most max_queue long). Spliced
+  // under the spinlock; completed, and their nodes freed, after it is
+  // released.
   waiter_list granted;
-  std::size_t n = 0;
   double before = 0, after = 0;
   std::size_t running = 0;
   {
@@ -269,9 +279,11 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       const double limit = std::visit(
           [&](auto& a) {
             if constexpr (std::is_same_v<std::decay_t<decltype(a)>, aimd>) {
-              return a.update(rtt_ns, started_with, dropped);
+              return a.update(rtt_ns, started_with, dropped);  // a drop: a loss
             } else {
-              return a.sample(now_ns, rtt_ns, started_with);
+              // A drop is no round trip: a failure's latency is not the
+              // downstream's (a call refused in 1 ms, or cut by a timeout).
+              return dropped ? a.limit() : a.sample(now_ns, rtt_ns, started_with);
             }
           },
           algorithm_);
@@ -279,7 +291,8 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       max_seen_ = std::max(max_seen_, limit);
       after = limit;
     }
-    while (n < 4 && grant_next(granted)) ++n;
+    while (grant_next(granted)) {
+    }
   }
   for (const auto& w : granted) w->complete({});
   if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1)) {

@@ -214,9 +214,10 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
   family("levee_limit_rejected_calls_total", "counter",
          "Calls refused with limit_exceeded, without being started.",
          [](const m_t& m) { return number(m.limited); });
-  family("levee_limit_samples_total", "counter", "Call outcomes that moved the limit.",
+  family("levee_limit_samples_total", "counter",
+         "Call outcomes the limit learned from (all but ignored ones).",
          [](const m_t& m) { return number(m.samples); });
-  family("levee_limit_drops_total", "counter", "Samples that were failures (drops).",
+  family("levee_limit_drops_total", "counter", "Samples that were drops (failures, timeouts).",
          [](const m_t& m) { return number(m.drops); });
 }
 
