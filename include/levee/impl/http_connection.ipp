@@ -159,8 +159,8 @@ struct write_state {
 // connection is marked `early` (never pooled, the request never sent again).
 // One read and one write are outstanding at once, both on the connection's
 // strand, which Beast's streams (TCP and TLS) allow. The write always ends
-// before this does: the frame owns neither the request nor the stream, but
-// the connection is closed once this returns.
+// before this returns: the request and the stream it uses are freed soon
+// after.
 template <class Stream>
 asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, request& req,
                                                     detail::response_reader& reader) {
@@ -175,8 +175,11 @@ asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, re
   auto ec = co_await read_response(s, reader);
   c.early = !ec && !(w->done && !w->ec);
   if (!w->done) {
-    // The response came (or the read failed) first: stop sending.
-    c.tcp().cancel();
+    // The response came (or the read failed) first: stop sending. A close,
+    // not a cancel: a step of the write already queued on the strand would
+    // start the next one, which a cancel would have missed. The connection
+    // is not reused anyway.
+    c.tcp().close();
     w->wake.emplace(s.get_executor(), steady::time_point::max());
     while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
   }
