@@ -147,16 +147,16 @@ struct client_access;  // the non-template entry points (impl/http_request.ipp)
 ///   allows keep-alive, to a request that allows it too (the caller's
 ///   `Connection: close` is kept; HTTP/1.0 is not given keep-alive), with
 ///   nothing after it; one whose request failed or timed out is closed,
-///   never reused.
+///   never reused. Taken from the pool, a connection the server closed, or
+///   on which bytes arrived while it was idle (a `408`, a stray response, a
+///   TLS alert), is closed unused. An idempotent request on a pooled
+///   connection that fails before any byte of a response is sent again once,
+///   on a new connection.
 /// - The response is read while the request is written (RFC 9112, 9.6): a
 ///   final response that completes before the body is all sent (a 413, a
 ///   401 from a server that stops reading) is delivered, the rest of the
 ///   body is not sent, the connection is closed, and the request is never
-///   sent again. Taken from the pool, a connection the
-///   server closed, or on which bytes arrived while it was idle (a `408`, a
-///   stray response, a TLS alert), is closed unused. An idempotent request on
-///   a pooled connection that fails before any byte of a response is sent
-///   again once, on a new connection.
+///   sent again.
 /// - Interim responses (`100 Continue`, `103 Early Hints`, any 1xx but 101)
 ///   are skipped; a response to HEAD has no body, nor have 204 and 304.
 /// - Malformed input (a bad status line, oversized header, body, chunk header

@@ -128,7 +128,7 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
       // once, on a new connection (never another pooled one).
-      if (reused && !reader.got_some() && !conn->early && client_detail::idempotent(req.method()) &&
+      if (reused && !reader.got_some() && client_detail::idempotent(req.method()) &&
           ec != beast::error::timeout && ec != asio::error::operation_aborted &&
           steady::now() < deadline) {
         stats.retried.fetch_add(1, std::memory_order_relaxed);
