@@ -7,9 +7,13 @@
 
 #include "http_support.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
+
+#include <optional>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -433,4 +437,274 @@ TEST_CASE(
   CHECK_FALSE(first->done);
   server.stop();
   ioc.reset();  // destroys the first request's frame
+}
+
+// ---- uploads: an early response, read while the body is still going out ----
+
+namespace {
+
+/// A request's head and the length of its body (Content-Length), read whole;
+/// the head is empty when the peer closed.
+struct request_seen {
+  std::string head;
+  std::size_t body = 0;
+};
+
+asio::awaitable<request_seen> read_request(tcp::socket& s, asio::streambuf& in) {
+  request_seen r;
+  r.head = co_await read_head(s, in);
+  if (r.head.empty()) co_return r;
+  const auto at = r.head.find("Content-Length: ");
+  const std::size_t length = at == std::string::npos ? 0 : std::stoul(r.head.substr(at + 16));
+  while (r.body < length) {
+    if (in.size() == 0) {
+      auto [ec, n] =
+          co_await s.async_read_some(in.prepare(std::min<std::size_t>(length - r.body, 64 * 1024)),
+                                     asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return request_seen{};
+      in.commit(n);
+    }
+    const auto take = std::min(in.size(), length - r.body);
+    in.consume(take);
+    r.body += take;
+  }
+  co_return r;
+}
+
+http::request upload(boost::beast::http::verb method, std::size_t bytes) {
+  http::request req(method, "/upload", 11);
+  req.body().assign(bytes, 'u');
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE("http hostile: a 413 with Connection: close after the headers of a big upload arrives") {
+  asio::io_context ioc;
+  int puts = 0;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    if ((co_await read_head(s, in)).empty()) co_return;
+    ++puts;
+    // Refuses the body at once, and closes with most of it unread.
+    co_await write_all(s,
+                       "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n"
+                       "Content-Length: 8\r\n\r\ntoo big!");
+    s.close();
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 2s});
+  const auto [ec, res] = finish(
+      ioc, client.async_request("127.0.0.1", server.port(),
+                                upload(boost::beast::http::verb::post, std::size_t{64} << 20),
+                                asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(ec);  // not `connection reset`
+  CHECK(res.result_int() == 413);
+  CHECK(res.body() == "too big!");
+  // The downstream is healthy; the request was refused: not a failure.
+  CHECK(http::classify(levee::detail::make_value_result(http::result(ec, res))) ==
+        levee::outcome::success);
+  CHECK(puts == 1);
+  run_for(ioc, 20ms);
+  CHECK(client.stats().connections_idle == 0);
+  CHECK(client.stats().connections_open == 0);
+  // The way back: the next upload gets its answer too, on a new connection.
+  const auto [ec2, res2] = finish(
+      ioc, client.async_request("127.0.0.1", server.port(),
+                                upload(boost::beast::http::verb::post, std::size_t{64} << 20),
+                                asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(ec2);
+  CHECK(res2.result_int() == 413);
+  CHECK(puts == 2);
+  CHECK(server.accepted == 2);
+}
+
+TEST_CASE(
+    "http hostile: a 401 from a server that stops reading an upload comes before the deadline") {
+  asio::io_context ioc;
+  int requests = 0;
+  script_server server(ioc, [&](tcp::socket s, int index) -> asio::awaitable<void> {
+    asio::streambuf in;
+    if (index > 0) {  // later connections: a plain kept-alive server
+      for (;;) {
+        const auto r = co_await read_request(s, in);
+        if (r.head.empty()) co_return;
+        ++requests;
+        if (!co_await write_all(s, ok_response)) co_return;
+      }
+    }
+    if ((co_await read_head(s, in)).empty()) co_return;
+    ++requests;
+    // Kept alive, and never reads another byte: the body stays unread.
+    co_await write_all(s, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+    asio::steady_timer hold(s.get_executor(), 5s);
+    co_await hold.async_wait(asio::as_tuple(asio::use_awaitable));
+  });
+  server.start();
+  // The deadline is far beyond what the answer needs; the wait is bounded.
+  http::client client(ioc.get_executor(), {.timeout = 2500ms});
+  const auto [ec, res] =
+      finish(ioc, client.async_request("127.0.0.1", server.port(),
+                                       upload(boost::beast::http::verb::put, std::size_t{64} << 20),
+                                       asio::as_tuple(asio::use_awaitable)));
+  CHECK(ec != boost::beast::error::timeout);
+  CHECK_FALSE(ec);
+  CHECK(res.result_int() == 401);
+  CHECK(requests == 1);
+  // That connection is never reused (the server is still waiting for a body):
+  // the next request goes on a new one, and succeeds.
+  CHECK(client.stats().connections_idle == 0);
+  const auto [ec2, res2] =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(ec2);
+  CHECK(res2.result_int() == 200);
+  CHECK(server.accepted == 2);
+  CHECK(client.stats().connections_reused == 0);
+  CHECK(requests == 2);
+}
+
+TEST_CASE("http hostile: a PUT whose early response was read is not sent again") {
+  asio::io_context ioc;
+  int puts = 0;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      const auto head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      if (!head.starts_with("PUT")) {
+        if (!co_await write_all(s, ok_response)) co_return;
+        continue;
+      }
+      ++puts;
+      co_await write_all(s,
+                         "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n"
+                         "Content-Length: 0\r\n\r\n");
+      s.close();
+      co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 2s});
+  const auto [ec1, res1] =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
+  CHECK(res1.result_int() == 200);
+  REQUIRE(client.stats().connections_idle == 1);
+  // On the pooled connection: the server refuses the body and closes.
+  const auto [ec, res] =
+      finish(ioc, client.async_request("127.0.0.1", server.port(),
+                                       upload(boost::beast::http::verb::put, std::size_t{16} << 20),
+                                       asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(ec);
+  CHECK(res.result_int() == 413);
+  run_for(ioc, 20ms);
+  CHECK(puts == 1);  // the body went out once
+  CHECK(server.accepted == 1);
+  CHECK(client.stats().retried_on_new_connection == 0);
+  CHECK(client.stats().connections_open == 0);
+}
+
+TEST_CASE("http hostile: uploads read whole before the answer are kept alive and pooled") {
+  asio::io_context ioc;
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      const auto r = co_await read_request(s, in);
+      if (r.head.empty()) co_return;
+      const auto body = std::to_string(r.body);
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: " +
+                                     std::to_string(body.size()) + "\r\n\r\n" + body))
+        co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 2s});
+  for (const std::size_t size : {std::size_t{8} << 20, std::size_t{5}, std::size_t{8} << 20}) {
+    const auto [ec, res] =
+        finish(ioc, client.async_request("127.0.0.1", server.port(),
+                                         upload(boost::beast::http::verb::put, size),
+                                         asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(ec);
+    CHECK(res.body() == std::to_string(size));
+  }
+  CHECK(server.accepted == 1);
+  CHECK(client.stats().connections_reused == 2);
+  CHECK(client.stats().connections_idle == 1);
+}
+
+TEST_CASE("http hostile: an upload nobody reads or answers ends at its deadline or cancellation") {
+  asio::io_context ioc;
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::steady_timer hold(s.get_executor(), 5s);  // reads nothing, answers nothing
+    co_await hold.async_wait(asio::as_tuple(asio::use_awaitable));
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 300ms});
+  const auto [ec, res] = finish(
+      ioc, client.async_request("127.0.0.1", server.port(),
+                                upload(boost::beast::http::verb::post, std::size_t{64} << 20),
+                                asio::as_tuple(asio::use_awaitable)));
+  CHECK(ec == boost::beast::error::timeout);
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::error_code> got;
+  client.async_request(
+      "127.0.0.1", server.port(), upload(boost::beast::http::verb::post, std::size_t{64} << 20), 5s,
+      asio::bind_cancellation_slot(cancel.slot(),
+                                   [&](boost::system::error_code e, http::response) { got = e; }));
+  run_for(ioc, 50ms);
+  CHECK_FALSE(got);
+  cancel.emit(asio::cancellation_type::terminal);
+  for (int i = 0; i < 200 && !got; ++i) ioc.run_one_for(10ms);
+  REQUIRE(got);
+  CHECK(*got == asio::error::operation_aborted);
+  run_for(ioc, 20ms);
+  CHECK(client.stats().connections_open == 0);
+  CHECK(client.stats().connections_idle == 0);
+}
+
+// ---- the caller's Connection header ----
+
+TEST_CASE("http hostile: the caller's Connection: close is sent, and that connection not pooled") {
+  asio::io_context ioc;
+  std::vector<std::string> heads;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {  // keeps every connection alive, whatever the request said
+      const auto head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      heads.push_back(head);
+      if (!co_await write_all(s, ok_response)) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  for (int i = 0; i < 2; ++i) {
+    http::request req(boost::beast::http::verb::get, "/", 11);
+    req.set(boost::beast::http::field::connection, "close");
+    const auto [ec, res] = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                            asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(ec);
+    CHECK(res.result_int() == 200);
+  }
+  REQUIRE(heads.size() == 2);
+  for (const auto& head : heads) CHECK(head.find("Connection: close\r\n") != std::string::npos);
+  CHECK(server.accepted == 2);
+  CHECK(client.stats().connections_reused == 0);
+  CHECK(client.stats().connections_idle == 0);
+  // An HTTP/1.0 request is not given keep-alive (its default is to close).
+  http::request old(boost::beast::http::verb::get, "/", 10);
+  const auto [ec, res] = finish(ioc, client.async_request("127.0.0.1", server.port(), old,
+                                                          asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(ec);
+  REQUIRE(heads.size() == 3);
+  CHECK(heads[2].starts_with("GET / HTTP/1.0\r\n"));
+  CHECK(heads[2].find("eep-alive") == std::string::npos);
+  CHECK(client.stats().connections_idle == 0);
+  // The way back: a request that says nothing is kept alive again.
+  for (int i = 0; i < 2; ++i) {
+    const auto r =
+        finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(std::get<0>(r));
+  }
+  CHECK(server.accepted == 4);
+  CHECK(client.stats().connections_reused == 1);
 }

@@ -157,3 +157,30 @@ TEST_CASE("nginx: HEAD over plain HTTP") {
   }
   CHECK(client.stats().connections_opened == 1);
 }
+
+TEST_CASE("nginx: a 413 to an upload over client_max_body_size arrives, plain and HTTPS") {
+  nginx_fixture nginx;
+  asio::io_context ioc;
+  http::client_options o{.timeout = 2s};
+  o.tls = flaky::make_client_context(nginx.certificates().ca_pem);
+  http::client client(ioc.get_executor(), o);
+  for (const auto& origin : {nginx.http_url(""), nginx.https_url("localhost", "")}) {
+    CAPTURE(origin);
+    client.close_idle();
+    http::request req(boost::beast::http::verb::put, "/small", 11);
+    req.body().assign(std::size_t{16} << 20, 'u');
+    const auto [ec, res] =
+        finish(ioc, http::async_send(client, origin, req, asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(ec);
+    CHECK(res.result_int() == 413);
+    CHECK(client.stats().connections_idle == 0);  // closed, never reused
+    // The way back: the next request gets its 200, on a new connection.
+    http::request get(boost::beast::http::verb::get, "/", 11);
+    const auto [gec, got] =
+        finish(ioc, http::async_send(client, origin, get, asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(gec);
+    CHECK(got.result_int() == 200);
+  }
+  CHECK(client.stats().connections_opened == 4);
+  CHECK(client.stats().retried_on_new_connection == 0);
+}

@@ -9,6 +9,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -159,6 +160,98 @@ TEST_CASE("https: a stray response in a second TLS record is never the next answ
     CHECK_FALSE(ec);
     CHECK(res.body() == "c" + std::to_string(i));  // never "stray"
   }
+  acceptor.close();
+}
+
+TEST_CASE("https: an early 401 to an upload arrives; a normal upload is kept alive") {
+  asio::io_context ioc;
+  const auto certs = flaky::make_test_certificates({"IP:127.0.0.1"});
+  auto server_ctx = flaky::make_server_context(certs);
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  int accepted = 0, requests = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+          if (ec) co_return;
+          // Connection 0: a 401 after the head, then nothing more is read.
+          // Later ones: every body read whole, its length the answer, kept alive.
+          asio::co_spawn(
+              ioc,
+              [](tcp::socket sock, std::shared_ptr<asio::ssl::context> ctx, int index,
+                 int& count) -> asio::awaitable<void> {
+                asio::ssl::stream<tcp::socket> s(std::move(sock), *ctx);
+                auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server,
+                                                        asio::as_tuple(asio::use_awaitable));
+                if (hec) co_return;
+                asio::streambuf in;
+                for (;;) {
+                  auto [rec, n] = co_await asio::async_read_until(
+                      s, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+                  if (rec) co_return;
+                  const std::string head(asio::buffers_begin(in.data()),
+                                         asio::buffers_begin(in.data()) + n);
+                  in.consume(n);
+                  ++count;
+                  if (index == 0) {
+                    co_await asio::async_write(
+                        s,
+                        asio::buffer(
+                            std::string("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")),
+                        asio::as_tuple(asio::use_awaitable));
+                    asio::steady_timer hold(s.get_executor(), 5s);
+                    co_await hold.async_wait(asio::as_tuple(asio::use_awaitable));
+                    co_return;
+                  }
+                  const auto at = head.find("Content-Length: ");
+                  const std::size_t length =
+                      at == std::string::npos ? 0 : std::stoul(head.substr(at + 16));
+                  if (in.size() < length) {
+                    auto [bec, got] =
+                        co_await asio::async_read(s, in, asio::transfer_exactly(length - in.size()),
+                                                  asio::as_tuple(asio::use_awaitable));
+                    if (bec) co_return;
+                  }
+                  in.consume(length);
+                  const auto body = std::to_string(length);
+                  auto [wec, w] = co_await asio::async_write(
+                      s,
+                      asio::buffer("HTTP/1.1 200 OK\r\nContent-Length: " +
+                                   std::to_string(body.size()) + "\r\n\r\n" + body),
+                      asio::as_tuple(asio::use_awaitable));
+                  if (wec) co_return;
+                }
+              }(std::move(socket), server_ctx, accepted++, requests),
+              asio::detached);
+        }
+      },
+      asio::detached);
+  http::client_options o{.timeout = 2500ms};  // far beyond what the answers need
+  o.tls = flaky::make_client_context(certs.ca_pem);
+  http::client client(ioc.get_executor(), o);
+  const auto origin = "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+  auto put = [](std::size_t bytes) {
+    http::request req(boost::beast::http::verb::put, "/upload", 11);
+    req.body().assign(bytes, 'u');
+    return req;
+  };
+  const auto [ec, res] = finish(ioc, http::async_send(client, origin, put(std::size_t{32} << 20),
+                                                      asio::as_tuple(asio::use_awaitable)));
+  CHECK(ec != boost::beast::error::timeout);
+  CHECK_FALSE(ec);
+  CHECK(res.result_int() == 401);
+  CHECK(requests == 1);
+  CHECK(client.stats().connections_idle == 0);  // never reused
+  for (const std::size_t size : {std::size_t{4} << 20, std::size_t{4} << 20}) {
+    const auto [uec, ures] = finish(
+        ioc, http::async_send(client, origin, put(size), asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(uec);
+    CHECK(ures.body() == std::to_string(size));
+  }
+  CHECK(accepted == 2);
+  CHECK(requests == 3);
+  CHECK(client.stats().connections_reused == 1);
   acceptor.close();
 }
 

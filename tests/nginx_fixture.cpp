@@ -69,6 +69,7 @@ nginx_fixture::nginx_fixture(nginx_options options)
          << "    ssl_certificate " << d << "/cert.pem;\n    ssl_certificate_key " << d
          << "/key.pem;\n"
          << "    location = /503 { return 503 \"sick\\n\"; }\n"
+         << "    location = /small { client_max_body_size 1k; return 200 \"ok\\n\"; }\n"
          << "    location / { default_type text/plain; return 200 \"ok\\n\"; }\n  }\n}\n";
     write_file(dir_ / "nginx.conf", conf.str());
     pid_ = ::fork();

@@ -144,12 +144,19 @@ struct client_access;  // the non-template entry points (impl/http_request.ipp)
 /// - At most `max_connections_per_host` connections per origin; requests
 ///   beyond that wait in a FIFO queue, each until its deadline.
 /// - A connection goes back to the pool only after a complete response that
-///   allows keep-alive and with nothing after it; one whose request failed or
-///   timed out is closed, never reused. Taken from the pool, a connection the
-///   server closed, or on which bytes arrived while it was idle (a `408`, a
-///   stray response, a TLS alert), is closed unused. An idempotent request on
-///   a pooled connection that fails before any byte of a response is sent
-///   again once, on a new connection.
+///   allows keep-alive, to a request that allows it too (the caller's
+///   `Connection: close` is kept; HTTP/1.0 is not given keep-alive), with
+///   nothing after it; one whose request failed or timed out is closed,
+///   never reused. Taken from the pool, a connection the server closed, or
+///   on which bytes arrived while it was idle (a `408`, a stray response, a
+///   TLS alert), is closed unused. An idempotent request on a pooled
+///   connection that fails before any byte of a response is sent again once,
+///   on a new connection.
+/// - The response is read while the request is written (RFC 9112, 9.6): a
+///   final response that completes before the body is all sent (a 413, a
+///   401 from a server that stops reading) is delivered, the rest of the
+///   body is not sent, the connection is closed, and the request is never
+///   sent again.
 /// - Interim responses (`100 Continue`, `103 Early Hints`, any 1xx but 101)
 ///   are skipped; a response to HEAD has no body, nor have 204 and 304.
 /// - Malformed input (a bad status line, oversized header, body, chunk header
@@ -190,7 +197,8 @@ class client {
 
   /// Sends `req` to `origin` (its scheme, host and port; the request's own
   /// target is sent) and reads the response. `timeout` overrides the
-  /// client's. The Host and User-Agent headers are added when missing.
+  /// client's. The Host and User-Agent headers are added when missing; the
+  /// Connection header is the caller's (none: HTTP/1.1 keep-alive).
   ///
   /// Completion signature: `void(error_code, response)` (`request_signature`);
   /// the response is empty when the error_code is set. Never completes

@@ -11,7 +11,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
@@ -20,6 +22,8 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -105,21 +109,19 @@ bool idempotent(beast::http::verb v) noexcept {
          v == verb::put || v == verb::delete_;
 }
 
-// Writes `req` and reads the final response. `got_some` says whether any
-// byte of a response came back.
+// Reads the final response. On the connection's strand; the caller's
+// cancellation is checked here, not thrown (see `exchange`).
 template <class Stream>
-asio::awaitable<boost::system::error_code> exchange(Stream& s, request& req,
-                                                    detail::response_reader& reader) {
-  auto [wec, written] =
-      co_await beast::http::async_write(s, req, asio::as_tuple(asio::use_awaitable));
-  (void)written;
-  if (wec) co_return wec;
+asio::awaitable<boost::system::error_code> read_response(Stream& s,
+                                                         detail::response_reader& reader) {
   for (;;) {
     boost::system::error_code ec;
     if (reader.parse(ec)) co_return boost::system::error_code();
     if (ec) co_return ec;
     const auto space = reader.prepare(ec);
     if (ec) co_return ec;
+    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return asio::error::operation_aborted;
     auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
     reader.commit(n);
     if (rec == asio::error::eof) {
@@ -141,6 +143,51 @@ asio::awaitable<boost::system::error_code> exchange(Stream& s, request& req,
     }
     if (rec) co_return rec;
   }
+}
+
+/// The request's write, which runs beside the read of the response.
+struct write_state {
+  bool done = false;
+  boost::system::error_code ec;
+  std::optional<asio::steady_timer> wake;  // the reader waits on it when done first
+};
+
+// Writes `req` and reads the final response at the same time (RFC 9112,
+// 9.6): a server may answer before it has read the body (a 413, a 401) and
+// then stop reading or close. A final response complete before the request
+// was written whole is delivered, the rest of the body is not sent, and the
+// connection is marked `early` (never pooled, the request never sent again).
+// One read and one write are outstanding at once, both on the connection's
+// strand, which Beast's streams (TCP and TLS) allow. The write always ends
+// before this returns: the request and the stream it uses are freed soon
+// after.
+template <class Stream>
+asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, request& req,
+                                                    detail::response_reader& reader) {
+  // A cancellation must not throw out of here with the write still running.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  auto w = std::make_shared<write_state>();
+  beast::http::async_write(s, req, [w](boost::system::error_code ec, std::size_t) {
+    w->done = true;  // on the connection's strand (the stream's executor)
+    w->ec = ec;
+    if (w->wake) w->wake->cancel();
+  });
+  auto ec = co_await read_response(s, reader);
+  c.early = !ec && !(w->done && !w->ec);
+  if (!w->done) {
+    // The response came (or the read failed) first: stop sending. A close,
+    // not a cancel: a step of the write already queued on the strand would
+    // start the next one, which a cancel would have missed. The connection
+    // is not reused anyway.
+    c.tcp().close();
+    w->wake.emplace(s.get_executor(), steady::time_point::max());
+    while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_await asio::this_coro::throw_if_cancelled(true);
+  // The stream's deadline closes the socket under both: whichever saw it says so.
+  if (ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
+    ec = beast::error::timeout;
+  co_return ec;
 }
 
 }  // namespace client_detail
@@ -207,8 +254,8 @@ asio::awaitable<boost::system::error_code> client::impl::converse(connection& c,
     if (auto ec = co_await connect(c, origin, deadline)) co_return ec;
   }
   client_detail::set_expiry(c.tcp(), deadline);
-  const auto ec = c.secure ? co_await client_detail::exchange(*c.secure, req, reader)
-                           : co_await client_detail::exchange(*c.plain, req, reader);
+  const auto ec = c.secure ? co_await client_detail::exchange(c, *c.secure, req, reader)
+                           : co_await client_detail::exchange(c, *c.plain, req, reader);
   c.tcp().expires_never();
   c.leftover = c.tls_leftover();
   co_return ec;

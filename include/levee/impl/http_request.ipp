@@ -79,7 +79,8 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     req.set(beast::http::field::host, host_header(origin));
   if (req.find(beast::http::field::user_agent) == req.end())
     req.set(beast::http::field::user_agent, options.user_agent);
-  req.keep_alive(true);
+  // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
+  // given keep-alive): such a connection is never pooled.
   req.prepare_payload();
   // Nothing leaves before the request is known to say only what it says, to
   // whom it says (an origin given as url_parts is checked as parse_url would).
@@ -140,13 +141,16 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     response res = reader.release();
     // A 408 that closes a pooled connection answers no request of ours: the
     // server gave up on the idle connection just as this request went out.
-    if (reused && res.result_int() == 408 && !res.keep_alive() &&
+    // Not after an early response, though: a body is never sent twice.
+    if (reused && !conn->early && res.result_int() == 408 && !res.keep_alive() &&
         client_detail::idempotent(req.method()) && steady::now() < deadline) {
       stats.retried.fetch_add(1, std::memory_order_relaxed);
       fresh_only = true;
       continue;
     }
-    if (res.keep_alive() && clean) put_idle(*pool, std::move(conn));
+    // (An early response leaves the server reading, or dropping, the rest.)
+    if (res.keep_alive() && req.keep_alive() && clean && !conn->early)
+      put_idle(*pool, std::move(conn));
     co_return result(boost::system::error_code(), std::move(res));
   }
 }

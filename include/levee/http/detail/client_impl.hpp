@@ -63,7 +63,10 @@ struct connection {
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   steady::time_point idle_since{};
   bool established = false;
-  bool leftover = false;            // TLS records after the response (set on the strand)
+  bool leftover = false;  // TLS records after the response (set on the strand)
+  /// The response was complete before the request was written whole (set on
+  /// the strand): the connection is never pooled, the request never sent again.
+  bool early = false;
   std::shared_ptr<counters> stats;  // closed on its strand, perhaps after the client
 };
 
