@@ -535,7 +535,7 @@ TEST_CASE("gradient2: failed calls are drops and not round trips: the limit surv
   CHECK(run.succeeded[2] == 30 * 20 * 30);  // 30 callers, 20 calls a second each, 30 s
 }
 
-TEST_CASE("aimd: failed calls are losses; the limit comes back within a few round trips") {
+TEST_CASE("aimd: failed calls are losses, and the limit comes back within a few round trips") {
   // The same sequence: every failure is a loss, so the outage takes the
   // limit to min_limit (4); once healed, each success while at least half
   // the limit is busy adds one: the limit doubles per round trip (50 ms).

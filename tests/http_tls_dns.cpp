@@ -163,7 +163,7 @@ TEST_CASE("https: a stray response in a second TLS record is never the next answ
   acceptor.close();
 }
 
-TEST_CASE("https: an early 401 to an upload arrives; a normal upload is kept alive") {
+TEST_CASE("https: an early 401 to an upload arrives, and a normal upload is kept alive") {
   asio::io_context ioc;
   const auto certs = flaky::make_test_certificates({"IP:127.0.0.1"});
   auto server_ctx = flaky::make_server_context(certs);
