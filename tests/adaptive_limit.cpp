@@ -435,10 +435,12 @@ namespace {
 /// loop (again at once after an answer, 10 ms after a refusal). The dependency
 /// answers in 50 ms; from 20 s to 50 s it is down and each call fails in 1 ms
 /// (connection refused); then it is healthy again. Phases: 0 before the
-/// outage, 1 the outage, 2 healed.
+/// outage, 1 the outage, 2 healed. (A shorter outage where its length does
+/// not matter: 900,000 failed calls take seconds under the sanitizers.)
 struct outage_sequence {
   static constexpr int callers = 30;
-  static constexpr auto outage_start = 20s, outage_end = 50s, end = 80s;
+  static constexpr std::chrono::milliseconds outage_start = 20s;
+  const std::chrono::milliseconds outage_end, end;
 
   std::uint64_t refused[3]{}, succeeded[3]{}, failed[3]{};
   std::vector<double> limit_by_second;  // the limit at the end of each second
@@ -450,7 +452,8 @@ struct outage_sequence {
   std::optional<std::chrono::milliseconds> back_after;
   std::uint64_t refused_until_back = 0;
 
-  explicit outage_sequence(const adaptive_limit_options& o) {
+  explicit outage_sequence(const adaptive_limit_options& o, std::chrono::milliseconds outage = 30s)
+      : outage_end(outage_start + outage), end(outage_end + 30s) {
     virtual_time vt;
     asio::io_context ioc;
     fake_service api;
@@ -535,6 +538,37 @@ TEST_CASE("gradient2: failed calls are drops and not round trips: the limit surv
   CHECK(run.succeeded[2] == 30 * 20 * 30);  // 30 callers, 20 calls a second each, 30 s
 }
 
+TEST_CASE("gradient2: a call cut by with_timeout inside the limit is a drop and no round trip") {
+  // A window per sample, no growth term: the limit moves by the gradient
+  // alone. A 100 ms timeout taken as a round trip against a long-term 50 ms
+  // would read as queueing and cut the limit to 2 * 75 / 100 = 1.5.
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service api;
+  limiter limit(ioc, {.initial_limit = 2,
+                      .min_limit = 1,
+                      .max_limit = 10,
+                      .smoothing = 1,
+                      .queue_size = 0,
+                      .sample_window = 0s,
+                      .min_window_samples = 1});
+  auto ok = spawn(ioc, limit(api.call_ec({}, 50ms)));
+  settle(ioc);
+  elapse(ioc, 50ms);
+  REQUIRE(ok->done);
+  CHECK(limit.limit() == 2);
+  auto timed_out = spawn(ioc, limit(levee::with_timeout<vclock>(100ms, api.call_ec({}, 1s))));
+  settle(ioc);
+  elapse(ioc, 100ms);
+  REQUIRE(timed_out->done);
+  CHECK(std::get<0>(*timed_out->value) == levee::error::timeout);
+  CHECK(limit.limit() == 2);
+  CHECK(limit.metrics().samples == 2);
+  CHECK(limit.metrics().drops == 1);
+  CHECK(limit.in_flight() == 0);
+  elapse(ioc, 1s);
+}
+
 TEST_CASE("aimd: failed calls are losses, and the limit comes back within a few round trips") {
   // The same sequence: every failure is a loss, so the outage takes the
   // limit to min_limit (4); once healed, each success while at least half
@@ -557,11 +591,13 @@ TEST_CASE("aimd: failed calls are losses, and the limit comes back within a few 
     CAPTURE(s);
     CHECK(run.healed(s) >= run.before * 0.9);
   }
-  // A min_limit at the concurrency the healthy dependency needs refuses none.
+  // A min_limit at the concurrency the healthy dependency needs refuses none
+  // (an outage of 2 s takes the limit to min_limit as well as one of 30).
   const outage_sequence floor_at_need({.algorithm = levee::limit_algorithm::aimd,
                                        .initial_limit = 50,
                                        .min_limit = 30,
-                                       .max_limit = 50});
+                                       .max_limit = 50},
+                                      2s);
   CHECK(floor_at_need.at_heal == 30);
   CHECK(floor_at_need.refused[2] == 0);
   REQUIRE(floor_at_need.back_after);
