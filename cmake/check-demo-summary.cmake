@@ -29,6 +29,19 @@ foreach(mode breaker breaker_retry_budget breaker_adaptive)
   if(recovery_type STREQUAL "NULL")
     message(FATAL_ERROR "${mode}: the breaker never closed after the API healed")
   endif()
+  # Issue 18 item 7: a probe into the dead API ends at its deadline, so the
+  # breaker closes within open_duration + 1.5 s of the heal (scenario time).
+  string(JSON open_ms ERROR_VARIABLE missing GET "${json}" open_duration_ms)
+  if(missing)
+    message(FATAL_ERROR "summary: open_duration_ms is missing")
+  endif()
+  string(REGEX REPLACE "\\..*" "" recovery_ms "${${mode}_recovery_to_closed_ms}")
+  string(REGEX REPLACE "\\..*" "" open_ms "${open_ms}")
+  math(EXPR recovery_bound "${open_ms} + 1500")
+  if(recovery_ms GREATER recovery_bound)
+    message(FATAL_ERROR "${mode}: the breaker closed ${${mode}_recovery_to_closed_ms} ms after the "
+                        "API healed, more than open_duration + 1.5 s (${recovery_bound} ms)")
+  endif()
 endforeach()
 message(STATUS "demo summary: the guarded modes amplify less and fail faster than naive retries")
 
