@@ -278,3 +278,117 @@ TEST_CASE("probe_timeout: a registry guard set's probe has the same deadline") {
   REQUIRE(healed->done);
   CHECK(g.breaker->state() == levee::circuit_state::closed);
 }
+
+// ---- threads ----------------------------------------------------------------
+// Real time, short and bounded, as tests/layers_threads.cpp: the race between
+// a probe's deadline and its call completing on another thread is the point.
+
+namespace {
+
+constexpr int threads = 4;
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> real_call(nanos latency, bool fail) {
+  auto ex = co_await asio::this_coro::executor;
+  if (latency == 1ns) {
+    co_await asio::post(ex, asio::use_awaitable);
+  } else if (latency > 0ns) {
+    asio::steady_timer t(ex, latency);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return std::tuple(ec, 0);
+  }
+  co_return std::tuple(fail ? asio::error::connection_refused : boost::system::error_code(), 7);
+}
+
+nanos latency_of(int i) {  // around the 200 us deadline
+  constexpr nanos choices[] = {0ns, 1ns, 50us, 180us, 195us, 200us, 205us, 220us, 400us, 2ms};
+  return choices[static_cast<std::size_t>(i) % std::size(choices)];
+}
+
+struct thread_counts {
+  std::atomic<int> ok{0}, timed_out{0}, rejected{0}, failed{0}, other{0}, finished{0};
+  void add(const boost::system::error_code& ec) {
+    if (!ec) {
+      ok++;
+    } else if (ec == levee::error::timeout) {
+      timed_out++;
+    } else if (ec == levee::error::circuit_open) {
+      rejected++;
+    } else if (ec == asio::error::connection_refused) {
+      failed++;
+    } else {
+      other++;
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("threads: probe deadlines race their calls on 4 threads (coroutine and token forms)") {
+  asio::io_context ioc(threads);
+  // A small window that fails and heals in phases: the breakers keep cycling
+  // through HALF_OPEN, with up to 4 probes at once.
+  levee::breaker_options o{.window = 5ms,
+                           .window_buckets = 5,
+                           .minimum_calls = 4,
+                           .open_duration = 300us,
+                           .half_open_probes = 4,
+                           .probe_timeout = 200us};
+  levee::circuit_breaker fixed(ioc, o);
+  o.probe_timeout = nanos::zero();  // automatic: the estimate is fed from 4 threads
+  levee::circuit_breaker automatic(ioc, o);
+  thread_counts c;
+  constexpr int coroutines = 32;
+  constexpr int rounds = 100;
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          for (int r = 0; r < rounds; ++r) {
+            const nanos lat = latency_of(k + r);
+            const bool fail = (r / 10) % 2 == 0 && (k + r) % 2 == 0;
+            levee::circuit_breaker& b = (k % 2 == 0) ? fixed : automatic;
+            if ((k + r) % 3 == 0) {
+              // The completion-token form, on a timer operation.
+              auto ex = co_await asio::this_coro::executor;
+              asio::steady_timer t(ex, lat);
+              auto [ec] = co_await b.async_execute(t.async_wait(asio::deferred),
+                                                   asio::as_tuple(asio::use_awaitable));
+              c.add(ec);
+            } else {
+              auto [ec, v] = co_await b(real_call(lat, fail));
+              c.add(ec);
+            }
+          }
+          c.finished++;
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+  CHECK(c.finished == coroutines);
+  CHECK(c.other == 0);
+  CHECK(c.ok + c.timed_out + c.rejected + c.failed == coroutines * rounds);
+  CHECK(c.ok > 0);
+  CHECK(c.timed_out > 0);  // probes past their deadline
+  CHECK(fixed.probes_in_flight() == 0);
+  CHECK(automatic.probes_in_flight() == 0);
+
+  // The way back: with a healthy dependency both breakers close again.
+  for (levee::circuit_breaker* b : {&fixed, &automatic}) {
+    ioc.restart();
+    asio::co_spawn(
+        ioc,
+        [b]() -> asio::awaitable<void> {
+          asio::steady_timer t(co_await asio::this_coro::executor);
+          for (int i = 0; i < 1000 && b->state() != levee::circuit_state::closed; ++i) {
+            co_await (*b)(real_call(0ns, false));
+            t.expires_after(100us);
+            co_await t.async_wait(asio::use_awaitable);
+          }
+        },
+        asio::detached);
+    ioc.run();
+    CHECK(b->state() == levee::circuit_state::closed);
+  }
+}
