@@ -120,9 +120,10 @@ struct breaker_options {
   /// failed anyway, so ending it there changes no decision, only its
   /// timing). A healthy dependency answers within its p99; four times that
   /// leaves room for a cold start without letting a dead dependency hold the
-  /// round. The estimate costs no clock read on the CLOSED path: with
-  /// `slow_call_duration` set it uses the durations already measured, else
-  /// it measures about one call in 16 (chosen at random, per thread); a
+  /// round. The estimate adds no clock read to most CLOSED calls: with
+  /// `slow_call_duration` set it uses the durations already measured (no
+  /// read added), else it measures about one call in 16 (two reads, the call
+  /// chosen by a per-thread pseudo-random draw); a
   /// sample updates one atomic word (a frugal streaming quantile estimate:
   /// up by a quarter when a sample is above it, down by 1/512 otherwise), so
   /// it settles near the 99th percentile, rises tenfold in about ten samples
