@@ -214,6 +214,18 @@ TEST_CASE("probe_timeout: automatic without samples is slow_call_duration, else 
     CHECK(probe->thrown_code() != levee::error::timeout);
     CHECK(b.state() == levee::circuit_state::open);
   }
+  SECTION("a deadline near nanoseconds::max() saturates: the probe runs to its end") {
+    breaker b(ioc, tripping({.max_half_open_duration = nanos::max(),
+                             .probe_timeout = nanos::max() - 1ns}));
+    trip(ioc, b, api);
+    elapse(ioc, 5s);
+    auto probe = spawn(ioc, b(api.call(true, 1h)));
+    settle(ioc);
+    elapse(ioc, 1h);
+    REQUIRE(probe->done);
+    CHECK(probe->value == 42);
+    CHECK(b.state() == levee::circuit_state::closed);
+  }
   SECTION("nanoseconds::max(): no deadline, even with slow_call_duration") {
     breaker b(ioc, tripping({.slow_call_duration = 6s, .probe_timeout = nanos::max()}));
     trip(ioc, b, api);
