@@ -365,13 +365,10 @@ mode_result run_mode(const settings& s, mode m, const std::vector<flaky::phase>&
 // 10 s before the death (calls over 6 s from 85 s into the scenario on),
 // every later probe is slow, and it stays open through the outage.
 //
-// A probe's deadline is 1 s: five times the healthy 200 ms. A probe sent
-// into the outage used to wait 8 s for its 503, the API healing meanwhile,
-// and another open period followed: the breaker closed 7 to 10.5 s after
-// the heal. With the deadline, a round lasts open_duration + 1 s, so it
-// closes within 5 + 1 s + a probe's 200 ms (issue 18, item 7). Not the
-// automatic deadline: it is four times the p99 of the calls seen before the
-// trip, and here those are the degradation's, up to 6 s.
+// Probes get 1 s (five times the healthy 200 ms), not the automatic deadline
+// (4 x the p99 seen before the trip: here the degradation's, up to 6 s), so a
+// probe into the dead API no longer waits 8 s for its 503: the breaker closes
+// within open_duration + 1 s + a probe's 200 ms of the heal (issue 18).
 levee::breaker_options breaker_options_for(const settings& s) {
   levee::breaker_options bo{.failure_rate_threshold = 0.5,
                             .window = scaled(s, 10s),
