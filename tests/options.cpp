@@ -22,7 +22,18 @@ TEST_CASE("defaults are the seed scenario's") {
   CHECK(o.slow_call_duration == 0s);
   CHECK(o.window_type == levee::window_kind::time);
   CHECK(o.max_half_open_duration == 60s);
+  CHECK(o.probe_timeout == 0s);  // automatic
   CHECK_NOTHROW(levee::validate(o));
+}
+
+TEST_CASE("probe_timeout: zero (automatic), any positive duration and max() are valid") {
+  for (const auto d :
+       {std::chrono::nanoseconds::zero(), std::chrono::nanoseconds(1),
+        std::chrono::nanoseconds(std::chrono::seconds(1)), std::chrono::nanoseconds::max()}) {
+    levee::breaker_options o;
+    o.probe_timeout = d;
+    CHECK_NOTHROW(levee::validate(o));
+  }
 }
 
 TEST_CASE("designated initialisers and any chrono duration compile") {
@@ -87,6 +98,8 @@ TEST_CASE("every invalid option is refused by name") {
   expect_rejected([](O& o) { o.successes_to_close = std::size_t{1} << 32; }, "successes_to_close");
   CHECK_NOTHROW(levee::validate(O{.successes_to_close = 0xffff'ffffu}));
   expect_rejected([](O& o) { o.slow_call_duration = -1ms; }, "slow_call_duration");
+  expect_rejected([](O& o) { o.probe_timeout = -1ns; }, "probe_timeout");
+  expect_rejected([](O& o) { o.probe_timeout = std::chrono::nanoseconds::min(); }, "probe_timeout");
   expect_rejected([](O& o) { o.open_duration_multiplier = 0.5; }, "open_duration_multiplier");
   expect_rejected(
       [](O& o) {

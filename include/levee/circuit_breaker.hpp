@@ -222,8 +222,15 @@ class basic_circuit_breaker {
   /// cancelled call is classified `ignored` by default and frees its probe
   /// slot.
   ///
-  /// Executor: `aw` runs on the awaiting coroutine's executor; the breaker
-  /// posts nothing on the call path.
+  /// Probes: a call admitted in HALF_OPEN has a deadline of its own
+  /// (`breaker_options::probe_timeout`). Past it, the probe counts as failed
+  /// at once (the breaker reopens), `aw` is cancelled (type `all`) and, once
+  /// it has returned, the await reports `error::timeout` (thrown, or in the
+  /// tuple). CLOSED calls have no such deadline.
+  ///
+  /// Executor: `aw` runs on the awaiting coroutine's executor (a probe with a
+  /// deadline: on a strand of it, as with `with_timeout`); the breaker posts
+  /// nothing on a CLOSED call's path.
   ///
   /// Lifetime: `aw` is moved into the result; the breaker may be destroyed
   /// while the call is in flight (its state lives until the call ends), but
@@ -257,7 +264,12 @@ class basic_circuit_breaker {
   /// holding a `circuit_open_error`) and value-initialised values: the shape
   /// of the result decides, as for `operator()`.
   ///
-  /// Per-operation cancellation: forwarded to `op` (all types).
+  /// Per-operation cancellation: forwarded to `op` (all types). A probe
+  /// (HALF_OPEN) past its deadline (`breaker_options::probe_timeout`) fails at
+  /// once and `op` is cancelled (type `all`); the handler then receives
+  /// `error::timeout` (in the exception_ptr form, a `system_error` holding it)
+  /// and value-initialised values. Such a probe's `op` is started from a
+  /// coroutine on a strand of the handler's executor.
   ///
   /// Executor: the handler's associated executor, else the breaker's; the
   /// handler is never invoked from inside `async_execute`.

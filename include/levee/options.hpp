@@ -105,6 +105,38 @@ struct breaker_options {
   /// slow probe counts as a failed probe.
   double slow_call_rate_threshold = 1.0;
 
+  /// Each probe's own deadline. A probe is a question whose answer is needed
+  /// soon: one sent into a dead dependency that answers late (or never)
+  /// would hold the breaker HALF_OPEN until that answer, and another open
+  /// period would follow. A probe still running at its deadline is cancelled
+  /// (per-operation cancellation; for an awaitable, its coroutine's), counts
+  /// as a failed probe at that moment (the breaker reopens at once, reason
+  /// `probe_failed`) and its caller gets `error::timeout` once the operation
+  /// has returned. Only probes have it: CLOSED calls are not timed.
+  ///
+  /// Zero (the default): automatic, `4 x` an estimate of the p99 latency of
+  /// the successful calls the breaker has seen, at least 1 ms, and at most
+  /// `slow_call_duration` when that is set (a probe that slow counts as
+  /// failed anyway, so ending it there changes no decision, only its
+  /// timing). A healthy dependency answers within its p99; four times that
+  /// leaves room for a cold start without letting a dead dependency hold the
+  /// round. The estimate adds no clock read to most CLOSED calls: with
+  /// `slow_call_duration` set it uses the durations already measured (no
+  /// read added), else it measures about one call in 16 (two reads, the call
+  /// chosen by a per-thread pseudo-random draw); a
+  /// sample updates one atomic word (a frugal streaming quantile estimate:
+  /// up by a quarter when a sample is above it, down by 1/512 otherwise), so
+  /// it settles near the 99th percentile, rises tenfold in about ten samples
+  /// and halves in about 350. Durations of zero (a clock coarser than the
+  /// call) are not samples. With no sample yet: `slow_call_duration` when
+  /// set, else no deadline. Caveat: if the dependency comes back lastingly
+  /// slower than four times what the breaker saw before it opened, every
+  /// probe times out; set this option (or `slow_call_duration`) for such a
+  /// dependency. `nanoseconds::max()`: no probe deadline (the probe runs
+  /// until it ends or `max_half_open_duration` reopens the breaker).
+  /// Otherwise > 0: that deadline. >= 0.
+  std::chrono::nanoseconds probe_timeout = std::chrono::nanoseconds::zero();
+
   /// Decides success, failure or ignored for each finished call. Empty: the
   /// default rules (`default_classify`).
   levee::classifier classifier = {};

@@ -293,10 +293,12 @@ void write_summary(const settings& s, const std::vector<flaky::phase>& schedule,
   // largest of its phases'.
   std::size_t capacity = 0;
   for (const auto& p : schedule) capacity = std::max(capacity, p.capacity);
-  const json::value summary = json::object{{"scale", s.scale},
-                                           {"sessions", s.sessions},
-                                           {"api_capacity", capacity},
-                                           {"modes", std::move(modes)}};
+  const json::value summary =
+      json::object{{"scale", s.scale},
+                   {"sessions", s.sessions},
+                   {"api_capacity", capacity},
+                   {"open_duration_ms", scenario_ms(s, breaker_options_for(s).open_duration)},
+                   {"modes", std::move(modes)}};
   std::ofstream out(s.summary);
   print_json(out, summary);
   out << '\n';

@@ -8,14 +8,20 @@
 #include <levee/detail/breaker_core.hpp>
 #include <levee/detail/result_shape.hpp>
 #include <levee/error.hpp>
+#include <levee/timeout.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <exception>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -42,6 +48,10 @@ struct error_arguments<boost::system::error_code, Rest...> {
   static void reject(Self& self, std::exception_ptr) {
     self.complete(make_error_code(error::circuit_open), std::decay_t<Rest>{}...);
   }
+  template <class Self>
+  static void timed_out(Self& self) {  // a probe past its deadline
+    self.complete(make_error_code(error::timeout), std::decay_t<Rest>{}...);
+  }
 };
 template <class... Rest>
 struct error_arguments<std::exception_ptr, Rest...> {
@@ -50,6 +60,11 @@ struct error_arguments<std::exception_ptr, Rest...> {
   template <class Self>
   static void reject(Self& self, std::exception_ptr rejection) {
     self.complete(std::move(rejection), std::decay_t<Rest>{}...);
+  }
+  template <class Self>
+  static void timed_out(Self& self) {
+    self.complete(std::make_exception_ptr(boost::system::system_error(error::timeout)),
+                  std::decay_t<Rest>{}...);
   }
 };
 template <class... Ts>
@@ -60,6 +75,11 @@ struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tu
   static void reject(Self& self, std::exception_ptr) {
     self.complete(error_tuple<std::tuple<boost::system::error_code, Ts...>>::make(
         make_error_code(error::circuit_open)));
+  }
+  template <class Self>
+  static void timed_out(Self& self) {
+    self.complete(error_tuple<std::tuple<boost::system::error_code, Ts...>>::make(
+        make_error_code(error::timeout)));
   }
 };
 
@@ -102,11 +122,16 @@ class call_scope {
     if (p.is_probe()) b.probe_admitted(p.generation());
   }
   call_scope(call_scope&& other) noexcept
-      : b_(other.b_), p_(std::exchange(other.p_, permit())), start_(other.start_) {}
+      : b_(other.b_),
+        p_(std::exchange(other.p_, permit())),
+        start_(other.start_),
+        expired_(std::exchange(other.expired_, false)) {}
   call_scope& operator=(call_scope&&) = delete;
   ~call_scope() {
     if (p_) {
       b_->abandon(p_);
+      b_->leave();
+    } else if (expired_) {
       b_->leave();
     }
   }
@@ -115,13 +140,29 @@ class call_scope {
     if (p_) {
       b_->finish(std::exchange(p_, permit()), o, start_, r);
       b_->leave();
+    } else if (std::exchange(expired_, false)) {
+      b_->leave();
     }
+  }
+  /// The probe's deadline passed (`probe_timeout`): records it as a failed
+  /// probe now, with `error::timeout`; the call still holds the shared state
+  /// until it returns, and its outcome then changes nothing.
+  void expire() noexcept {
+    if (!p_) return;
+    const boost::system::error_code ec = make_error_code(error::timeout);
+    const call_result r = make_arguments_result(ec);
+    // No clock read: a probe's failure needs neither its duration nor the time.
+    b_->finish_measured(std::exchange(p_, permit()), outcome::failure, nanos::zero(), nanos::zero(),
+                        &r);
+    expired_ = true;
   }
   void finish(const call_result& r) noexcept { finish(b_->classify(r), &r); }
   /// A call that took `elapsed` and ended at `now` (on the breaker's clock).
   void finish_measured(outcome o, nanos elapsed, nanos now, const call_result* r) noexcept {
     if (p_) {
       b_->finish_measured(std::exchange(p_, permit()), o, elapsed, now, r);
+      b_->leave();
+    } else if (std::exchange(expired_, false)) {
       b_->leave();
     }
   }
@@ -138,7 +179,35 @@ class call_scope {
   Impl* b_;
   permit p_;
   typename std::remove_cvref_t<decltype(std::declval<Impl&>().start_time())> start_;
+  bool expired_ = false;  // `expire` recorded the outcome; the state is still held
 };
+
+// ---- a probe's deadline -----------------------------------------------------
+
+/// The race's timeout hook for a probe: records the failed probe at the
+/// deadline, before the call is cancelled (on the race's strand, while the
+/// guarded call's frame waits for the race).
+template <class Impl>
+struct probe_expired {
+  call_scope<Impl>* scope;
+  void operator()() const noexcept { scope->expire(); }
+};
+
+/// `aw` itself, or for a probe with a deadline (`Impl::probe_timeout`), `aw`
+/// raced against it (levee's with_timeout mechanism, detail/timeout.hpp):
+/// at the deadline the probe fails (the breaker reopens at once), the call is
+/// cancelled and, once it has returned, reports `error::timeout`. Only probes
+/// pay for it (a frame, a strand, a timer); a CLOSED call's `aw` is moved.
+template <class Impl, class T, class Executor>
+asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, permit p,
+                                           asio::awaitable<T, Executor> aw) {
+  if (!p.is_probe()) [[likely]]
+    return aw;
+  const nanos limit = b.probe_timeout();
+  if (limit == nanos::max()) return aw;
+  return race_timer<typename Impl::clock_type>(limit, std::move(aw), error::timeout,
+                                               probe_expired<Impl>{&scope});
+}
 
 // ---- the coroutine form -----------------------------------------------------
 
@@ -162,10 +231,10 @@ asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> 
   call_scope<Impl> scope(b, p);
   try {
     if constexpr (std::is_void_v<T>) {
-      co_await std::move(aw);
+      co_await probe_bounded(b, scope, p, std::move(aw));
       scope.finish(b.options().classifier ? b.classify(call_result()) : outcome::success);
     } else {
-      T value = co_await std::move(aw);
+      T value = co_await probe_bounded(b, scope, p, std::move(aw));
       scope.finish_value(value);
       co_return std::move(value);
     }
@@ -205,8 +274,66 @@ class execute_op<Impl, Op, R(Args...)> {
       return asio::post(std::move(self));
     }
     scope_.emplace(*b_, p);
+    if (p.is_probe()) [[unlikely]] {
+      if (const nanos limit = b_->probe_timeout(); limit != nanos::max())
+        return start_probe(self, limit);
+    }
     Op op = std::move(op_);
     std::move(op)(std::move(self));
+  }
+
+  // A probe with a deadline: the operation runs as a child coroutine raced
+  // against the deadline (detail/timeout.hpp, as `probe_bounded`), and its
+  // completion comes back here as a `probe_result`. The call scope moves to
+  // the heap, where the race's timeout hook can reach it.
+  using values = std::tuple<std::decay_t<Args>...>;
+  struct probe_result {
+    std::unique_ptr<call_scope<Impl>> scope;
+    std::exception_ptr error;
+    std::optional<values> result;
+    bool timed_out = false;
+  };
+
+  template <class Self>
+  void start_probe(Self& self, nanos limit) {
+    using executor = asio::any_io_executor;
+    const executor ex = asio::get_associated_executor(self, b_->get_executor());
+    auto call = [](Op op) -> asio::awaitable<values, executor> {
+      co_return co_await std::move(op)(asio::as_tuple(asio::use_awaitable_t<executor>{}));
+    }(std::move(op_));
+    auto scope = std::make_unique<call_scope<Impl>>(std::move(*scope_));
+    scope_.reset();
+    const probe_expired<Impl> hook{scope.get()};
+    auto slot = self.get_cancellation_state().slot();
+    auto handler = asio::bind_cancellation_slot(
+        slot, [self = std::move(self), scope = std::move(scope)](
+                  std::exception_ptr e, std::optional<values> v, bool timed_out) mutable {
+          self(probe_result{std::move(scope), std::move(e), std::move(v), timed_out});
+        });
+    using race = race_op<typename Impl::clock_type, executor, std::optional<values>,
+                         decltype(handler), probe_expired<Impl>>;
+    std::make_shared<race>(std::move(handler), ex, serial_executor(ex), hook)
+        ->start(std::move(call), limit);
+  }
+
+  template <class Self>
+  void operator()(Self& self, probe_result r) {
+    using arguments = error_arguments<std::decay_t<Args>...>;
+    if (r.timed_out) {
+      r.scope->finish(outcome::failure);  // recorded at the deadline: only leaves
+      return arguments::timed_out(self);
+    }
+    if (r.error) {  // the operation's initiation threw
+      r.scope->finish(call_result(r.error, nullptr));
+      std::rethrow_exception(r.error);
+    }
+    std::apply(
+        [&](auto&... a) {
+          const std::tuple<const std::decay_t<Args>&...> view(a...);
+          r.scope->finish(make_arguments_result(view));
+        },
+        *r.result);
+    std::apply([&](auto&... a) { self.complete(std::move(a)...); }, *r.result);
   }
 
   template <class Self, class... As>

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -38,6 +39,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
  public:
   using timer_type = asio::basic_waitable_timer<Clock, WaitTraits, asio::any_io_executor>;
   using time_point = typename Clock::time_point;
+  using clock_type = Clock;
 
   breaker_impl(asio::any_io_executor ex, breaker_options options, std::string name);
 
@@ -83,11 +85,23 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
 
-  /// When a call starts: the time slow-call detection measures from (the
-  /// epoch when it is off: no clock read).
+  /// When a call starts: the time slow-call detection measures from. When it
+  /// is off, `time_point::min()` (no clock read), except for about one call
+  /// in 16 measured for the automatic probe deadline (`probe_timeout`).
   time_point start_time() const noexcept {
-    return core_.needs_elapsed() ? Clock::now() : time_point();
+    if (core_.needs_elapsed()) return Clock::now();
+    if (options_.probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
+      return Clock::now();
+    return time_point::min();
   }
+
+  /// The deadline of a probe admitted now: `options().probe_timeout`, or the
+  /// automatic one (see options.hpp); `nanoseconds::max()` for none. Read on
+  /// the probe's path only.
+  nanos probe_timeout() const noexcept;
+
+  /// The automatic probe deadline's p99 estimate (zero: no sample yet).
+  nanos latency_p99() const noexcept { return nanos(latency_p99_.load(std::memory_order_relaxed)); }
 
   /// Records a finished call and acts on what the core decides. `r`: the
   /// call's result, when known (for the last failure of a transition event).
@@ -160,6 +174,17 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
  private:
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
+  // The automatic probe deadline's samples (impl/breaker_shell.hpp). One draw
+  // of a per-thread xorshift: true about once in 16 calls.
+  static bool sample_latency() noexcept {
+    thread_local std::uint32_t x = 0x9e3779b9u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return (x & 15u) == 0;
+  }
+  void note_latency(nanos elapsed) noexcept;
+
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;
   void cancel_stuck() noexcept override;
@@ -194,6 +219,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // timer fired while gated.
   static constexpr std::uint64_t fleet_gate_bit = std::uint64_t{1} << 63;
   std::atomic<std::uint64_t> fleet_{0};
+  // The automatic probe deadline (`probe_timeout` zero): the p99 estimate of
+  // sampled successful calls, in ns (0: no sample yet).
+  std::atomic<std::int64_t> latency_p99_{0};
 };
 
 }  // namespace levee::detail

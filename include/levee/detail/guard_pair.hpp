@@ -104,11 +104,11 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
   };
   try {
     if constexpr (std::is_void_v<T>) {
-      co_await std::move(aw);
+      co_await probe_bounded(b, scope, p, std::move(aw));
       const call_result r;
       finish(r, b.classify(r));
     } else {
-      T value = co_await std::move(aw);
+      T value = co_await probe_bounded(b, scope, p, std::move(aw));
       const call_result r = make_value_result(value);
       finish(r, b.classify_value(value));
       co_return std::move(value);

@@ -69,7 +69,14 @@ Executor serial_executor(const Executor& ex) {
   }
 }
 
-/// One race between a call and a timer (with_timeout, with_deadline).
+/// What a race does when its timer wins, before it cancels the call: nothing
+/// (with_timeout, with_deadline); a breaker's probe records its failure there.
+struct no_timeout_hook {
+  void operator()() const noexcept {}
+};
+
+/// One race between a call and a timer (with_timeout, with_deadline, a
+/// breaker's probe deadline).
 ///
 /// Why not `parallel_group` or `operator||`: in Asio 1.81 their launch races
 /// with completions on other threads of a multi-threaded io_context (Asio
@@ -87,14 +94,18 @@ Executor serial_executor(const Executor& ex) {
 /// timer's handler and the posted steps; the caller's slot holds only a
 /// weak_ptr. If the io_context is destroyed with the race pending, dropping
 /// those handlers destroys the state and, with it, the caller's frame.
-template <class Clock, class Executor, class Value, class Handler>
-class race_op : public std::enable_shared_from_this<race_op<Clock, Executor, Value, Handler>> {
+template <class Clock, class Executor, class Value, class Handler,
+          class OnTimeout = no_timeout_hook>
+class race_op
+    : public std::enable_shared_from_this<race_op<Clock, Executor, Value, Handler, OnTimeout>> {
  public:
   using handler_executor = asio::associated_executor_t<Handler, Executor>;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
-  race_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex)
-      : handler_(std::move(h)),
+  race_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex,
+          OnTimeout on_timeout = {})
+      : on_timeout_(std::move(on_timeout)),
+        handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, caller_ex)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
         child_ex_(child_ex),
@@ -134,6 +145,7 @@ class race_op : public std::enable_shared_from_this<race_op<Clock, Executor, Val
   void on_timer(boost::system::error_code ec) {
     if (ec || finished_ || caller_cancelled_) return;
     timed_out_ = true;
+    on_timeout_();
     child_signal_.emit(asio::cancellation_type::all);
   }
 
@@ -157,6 +169,7 @@ class race_op : public std::enable_shared_from_this<race_op<Clock, Executor, Val
     });
   }
 
+  [[no_unique_address]] OnTimeout on_timeout_;
   Handler handler_;
   asio::executor_work_guard<handler_executor> work_;
   asio::cancellation_slot caller_slot_;

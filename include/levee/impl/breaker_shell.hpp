@@ -45,15 +45,25 @@ outcome breaker_impl<Clock, WaitTraits>::classify(const call_result& r) const no
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, time_point start,
                                              const call_result* r) noexcept {
-  const nanos elapsed = core_.needs_elapsed()
-                            ? std::chrono::duration_cast<nanos>(Clock::now() - start)
-                            : nanos::zero();
+  nanos elapsed = nanos::zero();
+  if (core_.needs_elapsed()) {
+    elapsed = std::chrono::duration_cast<nanos>(Clock::now() - start);
+  } else if (start != time_point::min()) [[unlikely]] {
+    // One of the calls sampled for the automatic probe deadline.
+    if (o == outcome::success)
+      note_latency(std::chrono::duration_cast<nanos>(Clock::now() - start));
+  }
   finish_measured(p, o, elapsed, core_.needs_time() ? window_now<Clock>() : nanos::zero(), r);
 }
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::finish_measured(permit p, outcome o, nanos elapsed, nanos now,
                                                       const call_result* r) noexcept {
+  // Durations measured anyway (slow-call detection, guards) feed the
+  // automatic probe deadline's estimate at the same rate as sampled ones.
+  if (o == outcome::success && elapsed > nanos::zero() && options_.probe_timeout == nanos::zero() &&
+      sample_latency()) [[unlikely]]
+    note_latency(elapsed);
   // Without a listener this is one relaxed load. A call event is posted
   // before the core records the call, so that a transition the call causes
   // comes after it.
@@ -134,6 +144,44 @@ template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::probe_admitted(std::uint64_t generation) noexcept {
   if (options_.max_half_open_duration == nanos::max()) return;  // no limit
   arm(generation, options_.max_half_open_duration, /*once=*/true);
+}
+
+template <class Clock, class WaitTraits>
+nanos breaker_impl<Clock, WaitTraits>::probe_timeout() const noexcept {
+  if (options_.probe_timeout != nanos::zero()) return options_.probe_timeout;
+  // Automatic (options.hpp): 4 x the p99 estimate, at least 1 ms, at most
+  // slow_call_duration when set.
+  const nanos slow = options_.slow_call_duration;
+  const std::int64_t p99 = latency_p99_.load(std::memory_order_relaxed);
+  if (p99 == 0) return slow > nanos::zero() ? slow : nanos::max();
+  constexpr std::int64_t forever = nanos::max().count();
+  nanos d = p99 > forever / 4 ? nanos::max() : nanos(p99 * 4);
+  d = std::max<nanos>(d, std::chrono::milliseconds(1));
+  if (slow > nanos::zero()) d = std::min(d, slow);
+  return d;
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::note_latency(nanos elapsed) noexcept {
+  // A frugal streaming estimate of the p99 (Ma, Muthukrishnan and Sandler,
+  // 2013), in one word: up by a quarter on a sample above it, down by 1/512
+  // otherwise. It settles where P(sample > estimate) * ln(1.25) balances
+  // P(sample <= estimate) / 512, i.e. near the 99.1th percentile.
+  const std::int64_t x = elapsed.count();
+  if (x <= 0) return;
+  constexpr std::int64_t forever = nanos::max().count();
+  std::int64_t e = latency_p99_.load(std::memory_order_relaxed);
+  std::int64_t next = 0;
+  do {
+    if (e == 0) {
+      next = x;  // the first sample
+    } else if (x > e) {
+      next = e > forever - e / 4 ? forever : e + std::max<std::int64_t>(e / 4, 1);
+    } else {
+      next = e - e / 512;
+    }
+    if (next == e) return;
+  } while (!latency_p99_.compare_exchange_weak(e, next, std::memory_order_relaxed));
 }
 
 template <class Clock, class WaitTraits>

@@ -95,6 +95,8 @@ void validate(const breaker_options& o) {
     reject_option("slow_call_duration", "must not be negative");
   if (!(o.slow_call_rate_threshold > 0.0 && o.slow_call_rate_threshold <= 1.0))
     reject_option("slow_call_rate_threshold", "must be in (0, 1]");
+  if (o.probe_timeout < std::chrono::nanoseconds::zero())
+    reject_option("probe_timeout", "must not be negative");
   if (o.recovery_window < std::chrono::nanoseconds::zero())
     reject_option("recovery_window", "must not be negative");
 }

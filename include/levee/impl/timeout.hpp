@@ -23,11 +23,14 @@ namespace levee {
 namespace detail {
 
 /// Runs `aw` against a timer of `Clock` set `limit` from now. When the timer
-/// wins, the call has been cancelled (and has finished: the race waits for it)
-/// and `code` is reported; otherwise the call's own result goes out unchanged.
-template <class Clock, class T, class Executor>
+/// wins, `on_timeout()` runs (on the race's strand, before the call is
+/// cancelled), the call has been cancelled (and has finished: the race waits
+/// for it) and `code` is reported; otherwise the call's own result goes out
+/// unchanged.
+template <class Clock, class T, class Executor, class OnTimeout = no_timeout_hook>
 asio::awaitable<T, Executor> race_timer(std::chrono::nanoseconds limit,
-                                        asio::awaitable<T, Executor> aw, error code) {
+                                        asio::awaitable<T, Executor> aw, error code,
+                                        OnTimeout on_timeout = {}) {
   if (limit == std::chrono::nanoseconds::max()) co_return co_await std::move(aw);  // forever
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const Executor ex = co_await asio::this_coro::executor;
@@ -35,9 +38,11 @@ asio::awaitable<T, Executor> race_timer(std::chrono::nanoseconds limit,
   auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
   auto [failure, value, timed_out] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type, bool)>(
-          [&ex, &child_ex, limit](auto handler, asio::awaitable<T, Executor> call) {
-            using op_type = race_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>>;
-            auto op = std::make_shared<op_type>(std::move(handler), ex, child_ex);
+          [&ex, &child_ex, limit, &on_timeout](auto handler, asio::awaitable<T, Executor> call) {
+            using op_type =
+                race_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, OnTimeout>;
+            auto op =
+                std::make_shared<op_type>(std::move(handler), ex, child_ex, std::move(on_timeout));
             op->start(std::move(call), limit);
           },
           token, std::move(aw));
