@@ -20,30 +20,6 @@
 using namespace levee_test;
 using levee::circuit_state;
 
-namespace {
-
-[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                                     std::uint64_t (fleet_instance::*f)() const) {
-  std::uint64_t n = 0;
-  for (auto& i : fleet) n += ((*i).*f)();
-  return n;
-}
-
-[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                                     std::atomic<std::uint64_t> fleet_instance::*f) {
-  std::uint64_t n = 0;
-  for (auto& i : fleet) n += ((*i).*f).load();
-  return n;
-}
-
-[[maybe_unused]] bool all_connected(const std::vector<std::unique_ptr<fleet_instance>>& fleet) {
-  for (auto& i : fleet)
-    if (!i->connected()) return false;
-  return true;
-}
-
-}  // namespace
-
 TEST_CASE("fleet_options are validated by name") {
   auto rejects = [](levee::fleet_options o, const std::string& member) {
     try {
@@ -161,30 +137,6 @@ TEST_CASE("events tell connected and disconnected") {
 }
 
 namespace {
-
-using fleet_vector = std::vector<std::unique_ptr<fleet_instance>>;
-
-fleet_vector make_fleet(int n, const levee::breaker_options& bo, const levee::fleet_options* fo,
-                        std::chrono::milliseconds period = 10ms) {
-  fleet_vector v;
-  for (int i = 0; i < n; ++i) {
-    auto o = fo ? std::optional<levee::fleet_options>(*fo) : std::nullopt;
-    if (o) o->instance_id = "instance-" + std::to_string(i);
-    v.push_back(std::make_unique<fleet_instance>(bo, o ? &*o : nullptr, "api", period));
-  }
-  return v;
-}
-
-template <class T, class V>
-void set_all(fleet_vector& v, std::atomic<T> fleet_instance::*f, V value) {
-  for (auto& i : v) ((*i).*f) = value;
-}
-
-bool all_in(const fleet_vector& v, circuit_state s) {
-  for (auto& i : v)
-    if (i->breaker().state() != s) return false;
-  return true;
-}
 
 // Calls that reached the failing downstream until every instance was open.
 std::uint64_t failures_until_all_open(fleet_vector& fleet) {

@@ -146,6 +146,13 @@ class fleet_decisions {
   /// go with the next round).
   bool tick(const breaker_counters& now, bool connected, std::uint64_t expired_generation,
             bool probe_running, round_request& out) noexcept;
+  /// Between rounds: true when a round should race for the probe lease now
+  /// (OPEN `expired_generation` expired while gated, and calls were refused
+  /// since the last round: this instance has a call to make).
+  bool wants_probe(const breaker_counters& now, std::uint64_t expired_generation) const noexcept {
+    (void)now;
+    return expired_generation != 0;  // STUB
+  }
   /// The round's reply came (or never will).
   void round_answered() noexcept { in_flight_ = false; }
 
@@ -223,8 +230,14 @@ class redis_clock {
 class reconnect_backoff {
  public:
   reconnect_backoff(nanos min, nanos max) noexcept : min_(min), max_(max), next_(min) {}
-  /// Connected: the next failure starts again from `min`.
+  /// Starts again from `min`.
   void reset() noexcept { next_ = min_; }
+  /// A connection ended after being up for `up`: only one that stayed up
+  /// `max` or longer starts the delays again from `min` (a connection that
+  /// fails at once after connecting is a failed attempt).
+  void connection_lasted(nanos up) noexcept {
+    (void)up;  // STUB
+  }
   /// The delay before the next attempt.
   nanos next(std::mt19937_64& rng) noexcept;
 

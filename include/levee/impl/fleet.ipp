@@ -120,6 +120,10 @@ void fleet_link::listen(std::function<void(const fleet_event&)> fn) {
   state_->listen(std::move(fn));
 }
 
+void fleet_link::close() {}  // STUB
+void fleet_link::wait_connected(std::chrono::nanoseconds,
+                                std::function<void(boost::system::error_code)>) {}  // STUB
+
 fleet_metrics fleet_link::metrics() const {
   return state_->metrics();
 }
