@@ -128,6 +128,8 @@ TEST_CASE("events tell connected and disconnected") {
   REQUIRE(wait_until([&] { return link.metrics().connected; }));
   ioc.stop();
   t.join();
+  // While Redis is down, each failed attempt says so (there may be none).
+  std::erase_if(seen, [](const std::string& e) { return e.starts_with("connect_failed:"); });
   REQUIRE(seen.size() == 3);
   CHECK(seen[0] == "connected");
   CHECK(seen[1] == "disconnected:connection closed");
@@ -250,18 +252,17 @@ TEST_CASE("a dead prober's lease expires and another instance probes") {
   set_all(fleet, &fleet_instance::sick, true);
   set_all(fleet, &fleet_instance::traffic, true);
   REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
-  // No calls now: whoever wins the lease has nothing to probe with, and dies.
-  set_all(fleet, &fleet_instance::traffic, false);
-  fleet_instance* winner = nullptr;
-  REQUIRE(wait_until([&] {
-    for (auto& i : fleet)
-      if (i->breaker().state() == circuit_state::half_open) winner = i.get();
-    return winner != nullptr;
-  }));
+  // Only instance 0 has calls to make: it takes the lease (the idle ones
+  // leave it), its probe hangs, and it dies with its probe in flight.
+  fleet[1]->traffic = false;
+  fleet[2]->traffic = false;
+  fleet[0]->delay_ms = 5000;
+  fleet_instance* winner = fleet[0].get();
+  REQUIRE(wait_until([&] { return winner->probes.load() == 1; }));
   winner->die();
   const auto died = std::chrono::steady_clock::now();
-  for (auto& i : fleet)
-    if (i.get() != winner) i->traffic = true;
+  fleet[1]->traffic = true;
+  fleet[2]->traffic = true;
   fleet_instance* next = nullptr;
   REQUIRE(wait_until(
       [&] {
@@ -274,9 +275,9 @@ TEST_CASE("a dead prober's lease expires and another instance probes") {
   WARN("another instance probed "
        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
        << " ms after the prober died (lease 400 ms)");
-  CHECK(waited >= 200ms);  // not before the lease (won a little before the death) ran out
+  CHECK(waited >= 200ms);  // not before the lease (renewed a little before the death) ran out
   CHECK(next->link().metrics().probe_leases_won >= 1);
-  CHECK(winner->probes.load() == 0);
+  CHECK(winner->link().metrics().probe_leases_won >= 1);
 }
 
 namespace {
@@ -538,6 +539,9 @@ TEST_CASE("commands Redis runs after the link gave up on them change nothing") {
   redis.pause();
   fleet[0]->sick = true;
   REQUIRE(wait_until([&] { return fleet[0]->breaker().state() == circuit_state::open; }));
+  // Healed at once: its probe after the reconnection succeeds (a failed one
+  // would be published, docs/fleet.md: an outage in progress is shared).
+  fleet[0]->sick = false;
   REQUIRE(wait_until([&] { return !fleet[0]->connected() && !fleet[1]->connected(); }));
   redis.resume();  // Redis now runs what was queued
   REQUIRE(wait_until([&] { return all_connected(fleet); }));

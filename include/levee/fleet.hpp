@@ -123,7 +123,10 @@ struct fleet_event {
   std::string breaker;           ///< the breaker's name, for the breaker events
   std::string instance;          ///< the instance that published the record
   std::uint64_t generation = 0;  ///< the record's generation (`published`: this one's)
-  std::chrono::system_clock::time_point when;  ///< when the link saw it (wall clock)
+  /// When the link saw it (wall clock); `published`: when it sent the
+  /// publication, so that a follower's `fleet_opened` minus it is the
+  /// propagation delay (clocks of different hosts permitting).
+  std::chrono::system_clock::time_point when;
 };
 
 /// "connected", "disconnected", "connect_failed", "command_error",
