@@ -149,6 +149,12 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
     send({"AUTH", options_.password}, step("AUTH failed"));
     if (!sub_->command({"AUTH", options_.password}, step("AUTH failed")))
       later_teardown("connection closed");
+  } else {
+    // Before SUBSCRIBE: a Redis that wants a password answers NOAUTH to a
+    // plain command, where hiredis would end a subscribed connection on it
+    // (reported as "connection closed" instead of Redis's text).
+    needed_ += 1;
+    if (!sub_->command({"PING"}, step("PING failed"))) later_teardown("connection closed");
   }
   // Redis time before anything is sent that has a deadline.
   send({"TIME"}, [weak, epoch](redisReply* r) {
