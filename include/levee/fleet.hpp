@@ -47,7 +47,10 @@ struct fleet_options {
   std::string instance_id = {};
   /// The fleet's window opens a breaker only when failures (or slow calls)
   /// come from at least this many instances: one sick instance cannot open
-  /// the others. >= 1.
+  /// the others. >= 1. With 1, one instance whose own path is broken opens
+  /// the healthy ones, and their successful probes close it again and again
+  /// (measured in docs/fleet.md: 63 calls to its broken path in 4 s against
+  /// 21 with 2, and 667 healthy calls refused against none).
   std::size_t quorum = 2;
   /// The fleet's window needs at least this many calls; 0 (the default): the
   /// breaker's own `minimum_calls`.
