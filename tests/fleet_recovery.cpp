@@ -45,6 +45,11 @@ void published_opening_and_closing_reach_the_others(fleet_vector& fleet) {
   const auto opens = received_opens(fleet, 0);
   const auto closes = received_closes(fleet);
   fleet[0]->sick = true;
+  REQUIRE(wait_until([&] { return fleet[0]->breaker().state() == circuit_state::open; }));
+  // Within one round (50 ms) or the message: well inside the open period
+  // (300 ms). Ignored as stale, they would follow only once instance 0's
+  // reopenings had caught up with the generations they saw.
+  CHECK(wait_until([&] { return all_in(fleet, circuit_state::open); }, 150ms));
   REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
   CHECK(received_opens(fleet, 0) >= opens + 2);
   fleet[0]->sick = false;
