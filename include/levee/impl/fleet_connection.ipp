@@ -129,7 +129,12 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
   };
   auto on_close = [weak, epoch] {
     auto self = weak.lock();
-    if (self && self->epoch_ == epoch) self->teardown("connection closed");
+    if (!self || self->epoch_ != epoch) return;
+    // Before ready (hiredis ends a connection it could not make this way
+    // too, before or instead of the connect callback): a failed connect.
+    self->teardown(self->phase_ == phase::connecting
+                       ? "connect failed (" + self->options_.address + ")"
+                       : "connection closed");
   };
   if (!cmd_->start(ip, address_.port, address_.path, on_connect, on_close) ||
       !sub_->start(ip, address_.port, address_.path, on_connect, on_close))
