@@ -474,7 +474,7 @@ TEST_CASE("quorum 1 with one instance's path broken: figures for docs/fleet.md")
   auto run = [&](std::size_t quorum) {
     auto fo = fast_fleet(redis.address());
     fo.quorum = quorum;
-    fo.key_prefix = "q" + std::to_string(quorum);
+    fo.key_prefix = std::string("q").append(std::to_string(quorum));
     auto fleet = make_fleet(3, fast_breaker(10), &fo);
     REQUIRE(wait_until([&] { return all_connected(fleet); }));
     fleet[0]->sick = true;  // only instance 0's path is broken

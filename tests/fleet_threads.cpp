@@ -65,9 +65,9 @@ TEST_CASE("close() from another thread while a 4-thread io_context runs the link
   redis_fixture redis;
   asio::io_context ioc(4);
   std::vector<std::unique_ptr<levee::circuit_breaker>> breakers;
-  for (int i = 0; i < 8; ++i)
+  for (char c = 'a'; c < 'i'; ++c)
     breakers.push_back(
-        std::make_unique<levee::circuit_breaker>(ioc, fast_breaker(10), "b" + std::to_string(i)));
+        std::make_unique<levee::circuit_breaker>(ioc, fast_breaker(10), std::string(1, c)));
   levee::fleet_link link(ioc.get_executor(), fast_fleet(redis.address()));
   std::atomic<int> waited{0};
   for (int i = 0; i < 4; ++i)
