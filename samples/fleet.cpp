@@ -24,6 +24,15 @@ int main(int argc, char** argv) {
     std::cout << "fleet: " << levee::to_string(e.kind) << ' ' << e.reason << '\n';
   });
 
-  ioc.run_for(3s);
-  levee::write_prometheus(std::cout, link.metrics());
+  // At startup: connected within 2 s, or why not (the breaker is local meanwhile).
+  link.async_wait_connected(2s, [&](boost::system::error_code ec) {
+    if (ec) std::cout << "fleet: not connected: " << link.metrics().last_error << '\n';
+  });
+
+  asio::steady_timer end(ioc, 3s);
+  end.async_wait([&](boost::system::error_code) {
+    levee::write_prometheus(std::cout, link.metrics());
+    link.close();  // no pending work left: run() returns
+  });
+  ioc.run();
 }

@@ -20,30 +20,6 @@
 using namespace levee_test;
 using levee::circuit_state;
 
-namespace {
-
-[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                                     std::uint64_t (fleet_instance::*f)() const) {
-  std::uint64_t n = 0;
-  for (auto& i : fleet) n += ((*i).*f)();
-  return n;
-}
-
-[[maybe_unused]] std::uint64_t total(const std::vector<std::unique_ptr<fleet_instance>>& fleet,
-                                     std::atomic<std::uint64_t> fleet_instance::*f) {
-  std::uint64_t n = 0;
-  for (auto& i : fleet) n += ((*i).*f).load();
-  return n;
-}
-
-[[maybe_unused]] bool all_connected(const std::vector<std::unique_ptr<fleet_instance>>& fleet) {
-  for (auto& i : fleet)
-    if (!i->connected()) return false;
-  return true;
-}
-
-}  // namespace
-
 TEST_CASE("fleet_options are validated by name") {
   auto rejects = [](levee::fleet_options o, const std::string& member) {
     try {
@@ -152,6 +128,8 @@ TEST_CASE("events tell connected and disconnected") {
   REQUIRE(wait_until([&] { return link.metrics().connected; }));
   ioc.stop();
   t.join();
+  // While Redis is down, each failed attempt says so (there may be none).
+  std::erase_if(seen, [](const std::string& e) { return e.starts_with("connect_failed:"); });
   REQUIRE(seen.size() == 3);
   CHECK(seen[0] == "connected");
   CHECK(seen[1] == "disconnected:connection closed");
@@ -161,30 +139,6 @@ TEST_CASE("events tell connected and disconnected") {
 }
 
 namespace {
-
-using fleet_vector = std::vector<std::unique_ptr<fleet_instance>>;
-
-fleet_vector make_fleet(int n, const levee::breaker_options& bo, const levee::fleet_options* fo,
-                        std::chrono::milliseconds period = 10ms) {
-  fleet_vector v;
-  for (int i = 0; i < n; ++i) {
-    auto o = fo ? std::optional<levee::fleet_options>(*fo) : std::nullopt;
-    if (o) o->instance_id = "instance-" + std::to_string(i);
-    v.push_back(std::make_unique<fleet_instance>(bo, o ? &*o : nullptr, "api", period));
-  }
-  return v;
-}
-
-template <class T, class V>
-void set_all(fleet_vector& v, std::atomic<T> fleet_instance::*f, V value) {
-  for (auto& i : v) ((*i).*f) = value;
-}
-
-bool all_in(const fleet_vector& v, circuit_state s) {
-  for (auto& i : v)
-    if (i->breaker().state() != s) return false;
-  return true;
-}
 
 // Calls that reached the failing downstream until every instance was open.
 std::uint64_t failures_until_all_open(fleet_vector& fleet) {
@@ -298,18 +252,17 @@ TEST_CASE("a dead prober's lease expires and another instance probes") {
   set_all(fleet, &fleet_instance::sick, true);
   set_all(fleet, &fleet_instance::traffic, true);
   REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
-  // No calls now: whoever wins the lease has nothing to probe with, and dies.
-  set_all(fleet, &fleet_instance::traffic, false);
-  fleet_instance* winner = nullptr;
-  REQUIRE(wait_until([&] {
-    for (auto& i : fleet)
-      if (i->breaker().state() == circuit_state::half_open) winner = i.get();
-    return winner != nullptr;
-  }));
+  // Only instance 0 has calls to make: it takes the lease (the idle ones
+  // leave it), its probe hangs, and it dies with its probe in flight.
+  fleet[1]->traffic = false;
+  fleet[2]->traffic = false;
+  fleet[0]->delay_ms = 5000;
+  fleet_instance* winner = fleet[0].get();
+  REQUIRE(wait_until([&] { return winner->probes.load() == 1; }));
   winner->die();
   const auto died = std::chrono::steady_clock::now();
-  for (auto& i : fleet)
-    if (i.get() != winner) i->traffic = true;
+  fleet[1]->traffic = true;
+  fleet[2]->traffic = true;
   fleet_instance* next = nullptr;
   REQUIRE(wait_until(
       [&] {
@@ -322,9 +275,9 @@ TEST_CASE("a dead prober's lease expires and another instance probes") {
   WARN("another instance probed "
        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
        << " ms after the prober died (lease 400 ms)");
-  CHECK(waited >= 200ms);  // not before the lease (won a little before the death) ran out
+  CHECK(waited >= 200ms);  // not before the lease (renewed a little before the death) ran out
   CHECK(next->link().metrics().probe_leases_won >= 1);
-  CHECK(winner->probes.load() == 0);
+  CHECK(winner->link().metrics().probe_leases_won >= 1);
 }
 
 namespace {
@@ -586,6 +539,9 @@ TEST_CASE("commands Redis runs after the link gave up on them change nothing") {
   redis.pause();
   fleet[0]->sick = true;
   REQUIRE(wait_until([&] { return fleet[0]->breaker().state() == circuit_state::open; }));
+  // Healed at once: its probe after the reconnection succeeds (a failed one
+  // would be published, docs/fleet.md: an outage in progress is shared).
+  fleet[0]->sick = false;
   REQUIRE(wait_until([&] { return !fleet[0]->connected() && !fleet[1]->connected(); }));
   redis.resume();  // Redis now runs what was queued
   REQUIRE(wait_until([&] { return all_connected(fleet); }));

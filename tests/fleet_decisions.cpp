@@ -50,8 +50,11 @@ fleet_record closing(std::uint64_t generation) {
 // A round sent and answered, the breaker OPEN with its timer expired
 // (generation `g`): the probe race was asked for.
 void asked_to_probe(fleet_decisions& d, std::uint64_t g) {
+  static std::uint64_t rejected = 0;
+  breaker_counters c;
+  c.rejected = ++rejected;  // a call was refused since the last round: one to make
   round_request q;
-  REQUIRE(d.tick({}, true, g, false, q));
+  REQUIRE(d.tick(c, true, g, false, q));
   REQUIRE(q.want_probe);
   d.round_answered();
 }
@@ -342,4 +345,67 @@ TEST_CASE("fleet decisions: reconnection delays double, jittered, up to the maxi
   CHECK(first <= 100ms);
   levee::detail::reconnect_backoff forever(1s, nanoseconds::max());
   for (int i = 0; i < 80; ++i) CHECK(forever.next(rng) > nanoseconds::zero());  // saturates
+}
+
+TEST_CASE("fleet decisions: a connection that fails at once does not reset the backoff") {
+  levee::detail::reconnect_backoff b(100ms, 800ms);
+  std::mt19937_64 rng(7);
+  b.next(rng);                  // up to 100 ms
+  b.next(rng);                  // up to 200 ms
+  b.connection_lasted(5ms);     // connected, and lost at once
+  CHECK(b.next(rng) >= 200ms);  // up to 400 ms: still growing
+  b.connection_lasted(799ms);   // not yet stable
+  CHECK(b.next(rng) >= 400ms);  // up to 800 ms
+  b.connection_lasted(800ms);   // up for reconnect_max: stable
+  CHECK(b.next(rng) <= 100ms);
+}
+
+TEST_CASE("fleet decisions: after Redis lost its data, lower generations are news") {
+  fleet_decisions d = decisions();
+  CHECK(d.on_record(opening(7, 5'000'000), circuit_state::closed, 1'000'000).what ==
+        record_decision::action::open);
+  d.opened_by_fleet();
+  CHECK(d.on_record(closing(8), circuit_state::open, 1'000'000).what ==
+        record_decision::action::close);
+  CHECK(d.on_record(opening(3, 5'000'000), circuit_state::closed, 1'000'000).what ==
+        record_decision::action::stale);
+  d.disconnected();  // Redis restarted: its generations start again
+  CHECK(d.on_record(opening(1, 5'000'000), circuit_state::closed, 1'000'000).what ==
+        record_decision::action::open);
+}
+
+TEST_CASE("fleet decisions: the probe lease is raced for only with a call to make") {
+  fleet_decisions d = decisions();
+  round_request q;
+  REQUIRE(d.tick({}, true, 0, false, q));
+  d.round_answered();
+  // OPEN generation 12 expired, no call refused since the last round: an idle
+  // instance does not take the lease.
+  REQUIRE(d.tick({}, true, 12, false, q));
+  CHECK_FALSE(q.want_probe);
+  d.round_answered();
+  CHECK_FALSE(d.wants_probe({}, 12));
+  breaker_counters busy;
+  busy.rejected = 3;  // calls refused: it has calls to make
+  CHECK(d.wants_probe(busy, 12));
+  CHECK_FALSE(d.wants_probe(busy, 0));  // nothing expired
+  REQUIRE(d.tick(busy, true, 12, false, q));
+  CHECK(q.want_probe);
+}
+
+TEST_CASE("fleet decisions: a local probe that fails publishes an opening") {
+  // After Redis came back during an outage, no fleet opening exists: each
+  // breaker probes alone; a failed probe is published (quorum applies in
+  // Redis) so that the rest of the outage is shared.
+  fleet_decisions d = decisions();
+  asked_to_probe(d, 9);
+  REQUIRE(d.on_probe(probe_race::no_opening, 0).what == probe_decision::action::half_open);
+  const publication p = d.on_transition(circuit_state::half_open, circuit_state::open,
+                                        transition_reason::probe_failed, 30s, true);
+  REQUIRE(p.mode != nullptr);
+  CHECK(std::string(p.mode) == "open");
+  CHECK(p.open_for == 30s);
+  CHECK(d.on_transition(circuit_state::half_open, circuit_state::open,
+                        transition_reason::probe_failed, 30s, false)
+            .mode == nullptr);  // disconnected: nothing
 }

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -153,5 +154,50 @@ class fleet_instance {
   std::atomic<bool> running_{true};
   std::vector<std::thread> threads_;
 };
+
+using fleet_vector = std::vector<std::unique_ptr<fleet_instance>>;
+
+/// `n` instances "instance-0".. calling every `period`, linked when `fo`.
+inline fleet_vector make_fleet(int n, const levee::breaker_options& bo,
+                               const levee::fleet_options* fo,
+                               std::chrono::milliseconds period = 10ms) {
+  fleet_vector v;
+  for (int i = 0; i < n; ++i) {
+    auto o = fo ? std::optional<levee::fleet_options>(*fo) : std::nullopt;
+    if (o) o->instance_id = "instance-" + std::to_string(i);
+    v.push_back(std::make_unique<fleet_instance>(bo, o ? &*o : nullptr, "api", period));
+  }
+  return v;
+}
+
+template <class T, class V>
+void set_all(fleet_vector& v, std::atomic<T> fleet_instance::*f, V value) {
+  for (auto& i : v) ((*i).*f) = value;
+}
+
+inline bool all_in(const fleet_vector& v, levee::circuit_state s) {
+  for (auto& i : v)
+    if (i->breaker().state() != s) return false;
+  return true;
+}
+
+inline std::uint64_t total(const fleet_vector& fleet, std::uint64_t (fleet_instance::*f)() const) {
+  std::uint64_t n = 0;
+  for (auto& i : fleet) n += ((*i).*f)();
+  return n;
+}
+
+inline std::uint64_t total(const fleet_vector& fleet,
+                           std::atomic<std::uint64_t> fleet_instance::*f) {
+  std::uint64_t n = 0;
+  for (auto& i : fleet) n += ((*i).*f).load();
+  return n;
+}
+
+inline bool all_connected(const fleet_vector& fleet) {
+  for (auto& i : fleet)
+    if (!i->connected()) return false;
+  return true;
+}
 
 }  // namespace levee_test

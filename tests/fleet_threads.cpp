@@ -60,3 +60,39 @@ TEST_CASE("fleet links on 4-thread io_contexts") {
   reading = false;
   reader.join();
 }
+
+TEST_CASE("close() from another thread while a 4-thread io_context runs the link") {
+  redis_fixture redis;
+  asio::io_context ioc(4);
+  std::vector<std::unique_ptr<levee::circuit_breaker>> breakers;
+  for (char c = 'a'; c < 'i'; ++c)
+    breakers.push_back(
+        std::make_unique<levee::circuit_breaker>(ioc, fast_breaker(10), std::string(1, c)));
+  levee::fleet_link link(ioc.get_executor(), fast_fleet(redis.address()));
+  std::atomic<int> waited{0};
+  for (int i = 0; i < 4; ++i)
+    link.async_wait_connected(5s, [&](boost::system::error_code) { ++waited; });
+  std::atomic<int> running{4};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&] {
+      ioc.run();
+      --running;
+    });
+  // Attaching from one thread, reading metrics from another, closing from a third.
+  std::thread attacher([&] {
+    for (auto& b : breakers) link.attach(*b);
+  });
+  std::thread reader([&] {
+    for (int i = 0; i < 200; ++i) (void)link.metrics();
+  });
+  REQUIRE(wait_until([&] { return link.metrics().rounds >= 4; }));
+  std::thread closer([&] { link.close(); });
+  closer.join();
+  attacher.join();
+  reader.join();
+  REQUIRE(wait_until([&] { return running.load() == 0; }));
+  for (auto& t : threads) t.join();
+  CHECK(waited == 4);
+  for (auto& b : breakers) CHECK(b->state() == circuit_state::closed);
+}

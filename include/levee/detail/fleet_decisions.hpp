@@ -140,12 +140,20 @@ class fleet_decisions {
 
   /// Every bucket width. `now`: the breaker's cumulative counters;
   /// `expired_generation`: the OPEN generation whose timer fired while gated
-  /// (0: none); `probe_running`: HALF_OPEN with a probe in flight. Returns
+  /// (0: none): the round races for the probe lease only when calls were
+  /// refused since the last round (an idle instance leaves the lease to one
+  /// with a call to make); `probe_running`: HALF_OPEN with a probe in flight. Returns
   /// false (nothing to send) when disconnected (the counts are dropped: they
   /// would all land in one bucket) or while a round is unanswered (the counts
   /// go with the next round).
   bool tick(const breaker_counters& now, bool connected, std::uint64_t expired_generation,
             bool probe_running, round_request& out) noexcept;
+  /// Between rounds: true when a round should race for the probe lease now
+  /// (OPEN `expired_generation` expired while gated, and calls were refused
+  /// since the last round: this instance has a call to make).
+  bool wants_probe(const breaker_counters& now, std::uint64_t expired_generation) const noexcept {
+    return expired_generation != 0 && now.rejected != last_.rejected;
+  }
   /// The round's reply came (or never will).
   void round_answered() noexcept { in_flight_ = false; }
 
@@ -174,7 +182,9 @@ class fleet_decisions {
   publication on_transition(circuit_state from, circuit_state to, transition_reason why,
                             nanos open_for, bool connected) noexcept;
 
-  /// The connection is gone: a local breaker again.
+  /// The connection is gone (or this breaker's commands get error replies): a
+  /// local breaker again. The generations seen are forgotten: Redis may come
+  /// back without its data, its generations started again.
   void disconnected() noexcept;
 
   // Read-only, for the shell and the tests.
@@ -219,12 +229,19 @@ class redis_clock {
 };
 
 /// Delays between connection attempts: from `min`, doubled after every
-/// failed attempt up to `max`, each drawn in [d/2, d].
+/// failed attempt up to `max`, each drawn in [d/2, d]; a connection counts as
+/// a failed attempt unless it stayed up `max` (`connection_lasted`).
 class reconnect_backoff {
  public:
   reconnect_backoff(nanos min, nanos max) noexcept : min_(min), max_(max), next_(min) {}
-  /// Connected: the next failure starts again from `min`.
+  /// Starts again from `min`.
   void reset() noexcept { next_ = min_; }
+  /// A connection ended after being up for `up`: only one that stayed up
+  /// `max` or longer starts the delays again from `min` (a connection that
+  /// fails at once after connecting is a failed attempt).
+  void connection_lasted(nanos up) noexcept {
+    if (up >= max_) next_ = min_;
+  }
   /// The delay before the next attempt.
   nanos next(std::mt19937_64& rng) noexcept;
 

@@ -18,7 +18,12 @@
 //                      opening expires at its half-open time + max(1 s, 10
 //                      leases), a closing after one window
 //   <base>:gen         integer: the generation, INCR at every publication;
-//                      never expires (one small key per breaker name)
+//                      never expires (one small key per breaker name). When
+//                      it is missing (Redis lost its data) it starts from
+//                      Redis time in us, above every generation handed out
+//                      before (unless Redis's clock went back); the links
+//                      also forget the generations they saw when they
+//                      reconnect (detail/fleet_decisions.hpp)
 //   <base>:probe       string, the probe lease: "<id> <gen>"; expires after
 //                      `probe_lease`, renewed by the winner while it probes
 //
@@ -177,9 +182,17 @@ if deadline > 0 and now > deadline then return {0, '', now} end
 local rec = redis.call('GET', base .. ':state')
 local kind, gen, half
 if rec then kind, gen, half = string.match(rec, '^(%a) (%d+) (%d+)') end
+local function next_gen()
+  local g = redis.call('INCR', base .. ':gen')
+  if g == 1 then
+    g = now
+    redis.call('SET', base .. ':gen', string.format('%d', g))
+  end
+  return g
+end
 if mode == 'close' then
   if kind ~= 'o' or gen ~= gen_arg then return {0, rec or '', now} end
-  local g = redis.call('INCR', base .. ':gen')
+  local g = next_gen()
   local r = 'c ' .. string.format('%d', g) .. ' 0 ' .. id
   redis.call('SET', base .. ':state', r, 'PX', math.ceil(width * n / 1000))
   redis.call('DEL', base .. ':probe')
@@ -200,7 +213,7 @@ if mode == 'open' or mode == 'fleet' then
 elseif kind ~= 'o' or gen ~= gen_arg then
   return {0, rec or '', now}
 end
-local g = redis.call('INCR', base .. ':gen')
+local g = next_gen()
 local r = 'o ' .. string.format('%d', g) .. ' ' .. string.format('%d', now + open_for) .. ' ' .. id
 redis.call('SET', base .. ':state', r, 'PX', math.ceil(open_for / 1000) + keep)
 redis.call('DEL', base .. ':probe')

@@ -11,13 +11,16 @@
 //
 // Its definitions are in two files:
 //
+//   impl/fleet_members.ipp      the entry points (listen, metrics,
+//                               wait_connected, stop), the events, attach,
+//                               the gate, the registry scan
 //   impl/fleet_connection.ipp   connect, AUTH, TIME, SCRIPT LOAD, SUBSCRIBE,
 //                               the watchdog, teardown, reconnect, shutdown
-//   impl/fleet_rounds.ipp       attach, the rounds, publications, messages,
-//                               local transitions, the registry scan
+//   impl/fleet_rounds.ipp       the rounds, the poll, error replies,
+//                               publications, messages, local transitions
 //
 // Threads. Everything but the public entry points (attach, attach_registry,
-// listen, metrics, stop) runs on the strand. The one lock, `mutex_`, guards
+// listen, metrics, wait_connected, stop) runs on the strand. The one lock, `mutex_`, guards
 // what those entry points share with the strand (the members, the
 // listeners, the metrics, `stopped_`). It is a mutex, not a spinlock: under
 // it the link inserts members and copies the listener list (allocation), and
@@ -65,7 +68,10 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   void attach_registry(breaker_registry& r);
   void listen(std::function<void(const fleet_event&)> fn);
   fleet_metrics metrics() const;
-  /// ~fleet_link: the breakers are local again at once; the rest on the strand.
+  /// `done` once: connected (now or within `within`), timed out, or aborted.
+  void wait_connected(nanos within, std::function<void(boost::system::error_code)> done);
+  /// close(), ~fleet_link: the breakers are local again at once; the rest on
+  /// the strand. Idempotent.
   void stop();
 
  private:
@@ -74,7 +80,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
 
   /// One attached breaker.
   struct member {
-    member(const strand_type& s, const fleet_decisions& d) : timer(s), decide(d) {}
+    member(const strand_type& s, const fleet_decisions& d) : timer(s), decide(d), poll(s) {}
     std::string name, base;  // base: `<key_prefix>:{<name>}`
     std::weak_ptr<fleet_breaker> breaker;
     std::uint64_t listen_id = 0;
@@ -83,6 +89,18 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     std::int64_t width_us = 1;
     std::uint32_t buckets = 1;
     fleet_decisions decide;  // strand only
+    // Strand only. The poll: while OPEN with its timer expired (gated), the
+    // first call refused sends the lease's race at once (not at the next round).
+    boost::asio::steady_timer poll;
+    bool polling = false;
+    std::uint64_t raced = 0;        // the OPEN generation last raced for
+    steady::time_point poll_after;  // not before the fleet's half-open time
+    bool erroring = false;          // its commands get error replies: local meanwhile
+  };
+  struct waiter {
+    explicit waiter(const strand_type& s) : timer(s) {}
+    boost::asio::steady_timer timer;
+    std::function<void(boost::system::error_code)> done;
   };
 
   // ---- impl/fleet_connection.ipp: the connections --------------------------
@@ -111,6 +129,13 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   /// Unlistens and ungates (not under `mutex_`).
   static void forget(member& m);
   void tick(const std::shared_ptr<member>& m);
+  /// The round now, for `tick` and the poll.
+  void send_round(const std::shared_ptr<member>& m, fleet_breaker& b);
+  void poll(const std::shared_ptr<member>& m);
+  void on_poll(const std::shared_ptr<member>& m);
+  /// An error reply to one breaker's command: counted, reported once per
+  /// run, the breaker local until one of its rounds succeeds again.
+  void command_error(member& m, std::string_view text);
   void round(const std::shared_ptr<member>& m, std::vector<std::string> argv);
   void on_round(member& m, redisReply* r);
   /// Applies a record (from a round, a publication or a message).
@@ -120,7 +145,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   void on_transition(member& m, const breaker_event& e);
   void publish(member& m, const publication& p);
   void publish_send(const std::shared_ptr<member>& m, std::vector<std::string> argv,
-                    std::string mode);
+                    std::string mode, std::chrono::system_clock::time_point sent);
   void scan();
 
   // ---- shared with other threads, under mutex_ -----------------------------
@@ -133,7 +158,17 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
     f(metrics_);
   }
   /// Calls the listeners (a copy taken under the lock, called outside it).
-  void emit(fleet_event_kind kind, std::string reason = {});
+  void emit(fleet_event e);
+  void emit(fleet_event_kind kind, std::string reason = {}) {
+    emit(event(kind, std::move(reason)));
+  }
+  static fleet_event event(fleet_event_kind kind, std::string reason = {}) {
+    fleet_event e;
+    e.kind = kind;
+    e.reason = std::move(reason);
+    return e;
+  }
+  void ended(std::vector<std::shared_ptr<waiter>> ws, boost::system::error_code ec);
 
   enum class phase { connecting, ready, waiting, stopped };
 
@@ -155,6 +190,11 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   std::mt19937_64 rng_;
   redis_clock redis_time_;  // known once a TIME or a round told it, since the connection
   std::vector<breaker_registry*> registries_;
+  // A registry's breakers that cannot be attached (count windows): not asked
+  // for again (`get` would keep them from being evicted) while they live.
+  std::map<std::string, std::weak_ptr<fleet_breaker>> unattachable_;
+  steady::time_point ready_at_;
+  std::vector<std::shared_ptr<waiter>> waiters_;
   // Shared with other threads, under mutex_.
   mutable std::mutex mutex_;
   bool stopped_ = false;

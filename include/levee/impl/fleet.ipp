@@ -2,6 +2,7 @@
 // in levee_fleet (lib/fleet.cpp), with the parts behind the link:
 //
 //   impl/fleet_decisions.ipp   what the link decides, sans I/O
+//   impl/fleet_members.ipp     the shell's entry points, events and members
 //   impl/fleet_connection.ipp  the shell's connections
 //   impl/fleet_rounds.ipp      the shell's rounds and publications
 #pragma once
@@ -13,6 +14,7 @@
 
 #include <levee/impl/fleet_connection.ipp>
 #include <levee/impl/fleet_decisions.ipp>
+#include <levee/impl/fleet_members.ipp>
 #include <levee/impl/fleet_rounds.ipp>
 
 #include <algorithm>
@@ -27,6 +29,16 @@ const char* to_string(fleet_event_kind k) noexcept {
       return "connected";
     case fleet_event_kind::disconnected:
       return "disconnected";
+    case fleet_event_kind::connect_failed:
+      return "connect_failed";
+    case fleet_event_kind::command_error:
+      return "command_error";
+    case fleet_event_kind::published:
+      return "published";
+    case fleet_event_kind::fleet_opened:
+      return "fleet_opened";
+    case fleet_event_kind::fleet_closed:
+      return "fleet_closed";
   }
   return "unknown";
 }
@@ -81,7 +93,11 @@ void write_prometheus(std::ostream& out, const fleet_metrics& m) {
   counter("levee_fleet_reconnects_total", "Connection attempts after the first.", m.reconnects);
   counter("levee_fleet_disconnects_total", "Established connections lost.", m.disconnects);
   counter("levee_fleet_rounds_total", "Evidence round trips answered.", m.rounds);
+  counter("levee_fleet_connect_failures_total", "Connection attempts that failed.",
+          m.connect_failures);
   counter("levee_fleet_errors_total", "Failed connects, timeouts and error replies.", m.errors);
+  counter("levee_fleet_command_errors_total", "Error replies to one breaker's command.",
+          m.command_errors);
   counter("levee_fleet_opens_published_total", "Openings this instance published.",
           m.opens_published);
   counter("levee_fleet_opens_received_total", "Breakers opened by the fleet.", m.opens_received);
@@ -93,10 +109,28 @@ void write_prometheus(std::ostream& out, const fleet_metrics& m) {
           m.probe_leases_won);
   counter("levee_fleet_probe_leases_lost_total", "Probe leases another instance held.",
           m.probe_leases_lost);
+  if (!m.last_error.empty()) {
+    // A label value escapes backslash, double quote and newline.
+    std::string v;
+    for (const char c : m.last_error.substr(0, 400)) {
+      if (c == '\\' || c == '"') {
+        v += '\\';
+        v += c;
+      } else if (c == '\n') {
+        v += "\\n";
+      } else {
+        v += c;
+      }
+    }
+    out << "# HELP levee_fleet_last_error_info The link's last error, as Redis or the link "
+           "wrote it.\n# TYPE levee_fleet_last_error_info gauge\n"
+        << "levee_fleet_last_error_info{error=\"" << v << "\"} 1\n";
+  }
 }
 
 fleet_link::fleet_link(boost::asio::any_io_executor ex, fleet_options options)
-    : state_(std::make_shared<detail::fleet_state>(std::move(ex), std::move(options))) {
+    : executor_(ex),
+      state_(std::make_shared<detail::fleet_state>(std::move(ex), std::move(options))) {
   state_->start();
 }
 
@@ -118,6 +152,15 @@ void fleet_link::attach(breaker_registry& registry) {
 
 void fleet_link::listen(std::function<void(const fleet_event&)> fn) {
   state_->listen(std::move(fn));
+}
+
+void fleet_link::close() {
+  state_->stop();
+}
+
+void fleet_link::wait_connected(std::chrono::nanoseconds within,
+                                std::function<void(boost::system::error_code)> done) {
+  state_->wait_connected(within, std::move(done));
 }
 
 fleet_metrics fleet_link::metrics() const {

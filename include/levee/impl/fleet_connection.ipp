@@ -1,6 +1,6 @@
 // levee: the fleet link's connections (detail/fleet_state.hpp): connecting,
-// the watchdog, teardown and reconnection, shutdown; and the entry points
-// the public fleet_link calls. Compiled once in levee_fleet (lib/fleet.cpp).
+// the watchdog, teardown and reconnection, shutdown. Compiled once in
+// levee_fleet (lib/fleet.cpp).
 #pragma once
 
 #include <levee/detail/fleet_scripts.hpp>
@@ -8,6 +8,7 @@
 #include <levee/detail/saturating.hpp>
 #include <levee/detail/validate.hpp>
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
 #include <unistd.h>
@@ -59,62 +60,6 @@ fleet_state::~fleet_state() {
 
 void fleet_state::start() {
   asio::post(strand_, [self = shared_from_this()] { self->connect(); });
-}
-
-void fleet_state::listen(std::function<void(const fleet_event&)> fn) {
-  std::lock_guard g(mutex_);
-  listeners_.push_back(std::move(fn));
-}
-
-fleet_metrics fleet_state::metrics() const {
-  std::lock_guard g(mutex_);
-  return metrics_;
-}
-
-void fleet_state::stop() {
-  std::map<std::string, std::shared_ptr<member>> all;
-  {
-    std::lock_guard g(mutex_);
-    stopped_ = true;
-    all = members_;
-    listeners_.clear();
-    metrics_.connected = false;
-  }
-  for (auto& [name, m] : all) forget(*m);
-  asio::post(strand_, [self = shared_from_this()] { self->shutdown(); });
-}
-
-std::vector<std::shared_ptr<fleet_state::member>> fleet_state::all_members() {
-  std::lock_guard g(mutex_);
-  std::vector<std::shared_ptr<member>> v;
-  for (auto& [name, m] : members_) v.push_back(m);
-  return v;
-}
-
-std::shared_ptr<fleet_state::member> fleet_state::find(const std::string& name) {
-  std::lock_guard g(mutex_);
-  auto it = members_.find(name);
-  return it == members_.end() ? nullptr : it->second;
-}
-
-bool fleet_state::stopped() {
-  std::lock_guard g(mutex_);
-  return stopped_;
-}
-
-void fleet_state::emit(fleet_event_kind kind, std::string reason) {
-  std::vector<std::function<void(const fleet_event&)>> ls;
-  {
-    std::lock_guard g(mutex_);
-    ls = listeners_;
-  }
-  const fleet_event e{kind, std::move(reason)};
-  for (auto& l : ls) {
-    try {
-      l(e);
-    } catch (...) {
-    }
-  }
 }
 
 // ---- Redis time ---------------------------------------------------------------
@@ -179,11 +124,17 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
   std::weak_ptr<fleet_state> weak = weak_from_this();
   auto on_connect = [weak, epoch](bool ok) {
     auto self = weak.lock();
-    if (self && !ok && self->epoch_ == epoch) self->teardown("connect failed");
+    if (self && !ok && self->epoch_ == epoch)
+      self->teardown("connect failed (" + self->options_.address + ")");
   };
   auto on_close = [weak, epoch] {
     auto self = weak.lock();
-    if (self && self->epoch_ == epoch) self->teardown("connection closed");
+    if (!self || self->epoch_ != epoch) return;
+    // Before ready (hiredis ends a connection it could not make this way
+    // too, before or instead of the connect callback): a failed connect.
+    self->teardown(self->phase_ == phase::connecting
+                       ? "connect failed (" + self->options_.address + ")"
+                       : "connection closed");
   };
   if (!cmd_->start(ip, address_.port, address_.path, on_connect, on_close) ||
       !sub_->start(ip, address_.port, address_.path, on_connect, on_close))
@@ -193,7 +144,8 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
     return [weak, epoch, what](redisReply* r) {
       auto self = weak.lock();
       if (!self || self->epoch_ != epoch) return;
-      if (!r || r->type == REDIS_REPLY_ERROR) return self->teardown(what);
+      if (!r) return self->teardown(what);
+      if (r->type == REDIS_REPLY_ERROR) return self->teardown(std::string(r->str, r->len));
       if (--self->needed_ == 0) self->ready();
     };
   };
@@ -202,11 +154,18 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
     send({"AUTH", options_.password}, step("AUTH failed"));
     if (!sub_->command({"AUTH", options_.password}, step("AUTH failed")))
       later_teardown("connection closed");
+  } else {
+    // Before SUBSCRIBE: a Redis that wants a password answers NOAUTH to a
+    // plain command, where hiredis would end a subscribed connection on it
+    // (reported as "connection closed" instead of Redis's text).
+    needed_ += 1;
+    if (!sub_->command({"PING"}, step("PING failed"))) later_teardown("connection closed");
   }
   // Redis time before anything is sent that has a deadline.
   send({"TIME"}, [weak, epoch](redisReply* r) {
     auto self = weak.lock();
     if (!self || self->epoch_ != epoch) return;
+    if (r->type == REDIS_REPLY_ERROR) return self->teardown(std::string(r->str, r->len));
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
       return self->teardown("unexpected reply");
@@ -218,7 +177,8 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
     send({"SCRIPT", "LOAD", script}, [weak, epoch, sha](redisReply* r) {
       auto self = weak.lock();
       if (!self || self->epoch_ != epoch) return;
-      if (!r || r->type != REDIS_REPLY_STRING) return self->teardown("SCRIPT LOAD failed");
+      if (r->type == REDIS_REPLY_ERROR) return self->teardown(std::string(r->str, r->len));
+      if (r->type != REDIS_REPLY_STRING) return self->teardown("SCRIPT LOAD failed");
       (self.get()->*sha).assign(r->str, r->len);
       if (--self->needed_ == 0) self->ready();
     });
@@ -231,6 +191,7 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
     if (!self || self->epoch_ != epoch) return;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
       if (!r) return;  // the end: on_close tells
+      if (r->type == REDIS_REPLY_ERROR) return self->teardown(std::string(r->str, r->len));
       return self->teardown("unexpected pub/sub reply");
     }
     const std::string_view kind(r->element[0]->str ? r->element[0]->str : "", r->element[0]->len);
@@ -270,15 +231,19 @@ void fleet_state::later_teardown(const char* why) {
 
 void fleet_state::ready() {
   phase_ = phase::ready;
+  ready_at_ = steady::now();
   connect_timer_.cancel();
-  backoff_.reset();
+  // Not backoff_.reset(): a connection that fails at once is a failed
+  // attempt too (teardown tells the backoff how long it lasted).
   update([](fleet_metrics& m) {
     m.connected = true;
     ++m.connects;
   });
-  for (auto& m : all_members()) gate(*m);
+  for (auto& m : all_members())
+    if (!m->erroring) gate(*m);
   watch(epoch_);
   emit(fleet_event_kind::connected);
+  ended(std::exchange(waiters_, {}), {});
 }
 
 void fleet_state::watch(std::uint64_t epoch) {
@@ -313,14 +278,23 @@ void fleet_state::teardown(const std::string& why) {
   asio::post(strand_, [c = std::move(cmd_), s = std::move(sub_)] {});
   for (auto& m : all_members()) {
     m->decide.disconnected();
+    m->erroring = false;
+    m->poll.cancel();
+    m->polling = false;
     if (auto b = m->breaker.lock()) b->fleet_gate(false);
   }
+  if (was_ready) backoff_.connection_lasted(steady::now() - ready_at_);
   update([&](fleet_metrics& m) {
     m.connected = false;
     ++m.errors;
-    if (was_ready) ++m.disconnects;
+    m.last_error = why;
+    if (was_ready) {
+      ++m.disconnects;
+    } else {
+      ++m.connect_failures;
+    }
   });
-  if (was_ready) emit(fleet_event_kind::disconnected, why);
+  emit(was_ready ? fleet_event_kind::disconnected : fleet_event_kind::connect_failed, why);
   if (stopped()) return;
   retry_timer_.expires_at(saturating_add(steady::now(), backoff_.next(rng_)));
   retry_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
@@ -347,7 +321,11 @@ void fleet_state::shutdown() {
     gone.swap(members_);
     metrics_.breakers = 0;
   }
-  for (auto& [name, m] : gone) m->timer.cancel();  // outside the lock, as they go
+  for (auto& [name, m] : gone) {  // outside the lock, as they go
+    m->timer.cancel();
+    m->poll.cancel();
+  }
+  ended(std::exchange(waiters_, {}), asio::error::operation_aborted);
 }
 
 }  // namespace levee::detail

@@ -71,9 +71,9 @@ bool fleet_decisions::tick(const breaker_counters& c, bool connected,
   out.calls = (c.successes + c.failures) - (last_.successes + last_.failures);
   out.failures = c.failures - last_.failures;
   out.slow = c.slow - last_.slow;
+  out.want_probe = wants_probe(c, expired_generation);
+  want_generation_ = out.want_probe ? expired_generation : 0;
   last_ = c;
-  out.want_probe = expired_generation != 0;
-  want_generation_ = expired_generation;
   // A probe still running keeps its lease: no second prober meanwhile. A
   // winner that has not probed yet lets it expire.
   out.renew_generation = probing_ && probe_running ? probing_gen_ : 0;
@@ -151,6 +151,12 @@ publication fleet_decisions::on_transition(circuit_state from, circuit_state to,
     probing_ = false;
     return {"close", nanos::zero(), probing_gen_};
   }
+  // A probe of its own failed (no fleet opening held: Redis came back during
+  // an outage, or the opening expired): published as a local trip is, so
+  // that the rest of the outage is shared again (quorum applies in Redis).
+  if (to == circuit_state::open && from == circuit_state::half_open &&
+      why != transition_reason::fleet && why != transition_reason::manual)
+    return {"open", open_for, 0};
   return {};
 }
 
@@ -158,6 +164,8 @@ void fleet_decisions::disconnected() noexcept {
   in_flight_ = false;
   fleet_open_ = false;
   probing_ = false;
+  want_generation_ = 0;
+  seen_ = 0;  // Redis may come back empty: its generations start again
 }
 
 std::int64_t redis_clock::deadline(std::int64_t steady_us, std::int64_t timeout_us) const noexcept {

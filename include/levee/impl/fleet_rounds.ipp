@@ -1,7 +1,7 @@
-// levee: the fleet link's breakers (detail/fleet_state.hpp): attach, one
-// round per bucket width, publications, messages, local transitions, the
-// registry scan. The decisions are `fleet_decisions`' (sans I/O); here they
-// are turned into EVALSHAs and breaker hooks. Compiled once in levee_fleet.
+// levee: the fleet link's rounds (detail/fleet_state.hpp): one round per
+// bucket width per breaker, the poll for the probe lease, error replies,
+// publications, messages, local transitions. The decisions are `fleet_decisions`' (sans I/O); here
+// they are turned into EVALSHAs and breaker hooks. Compiled once in levee_fleet.
 #pragma once
 
 #include <levee/detail/fleet_scripts.hpp>
@@ -39,107 +39,6 @@ bool resend_as_eval(std::vector<std::string>& argv, const redisReply* r, const c
 
 }  // namespace
 
-// ---- attach -------------------------------------------------------------------
-
-void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string name) {
-  if (b->options().window_type != window_kind::time)
-    throw std::invalid_argument("fleet_link::attach: only a time-window breaker can share");
-  if (name.empty() || name.find_first_of("{}") != std::string::npos ||
-      name.find('\n') != std::string::npos)
-    throw std::invalid_argument(
-        "fleet_link::attach: the name must not be empty nor hold braces or newlines");
-  const breaker_options& bo = b->options();
-  auto m = std::make_shared<member>(
-      strand_,
-      fleet_decisions(fleet_thresholds::of(bo, options_.quorum, options_.fleet_minimum_calls),
-                      b->core().counters()));
-  m->name = name;
-  m->base = options_.key_prefix + ":{" + name + "}";
-  m->breaker = b;
-  m->buckets = static_cast<std::uint32_t>(bo.window_buckets);
-  m->width = bo.window / static_cast<std::int64_t>(bo.window_buckets);
-  m->width_us = std::max<std::int64_t>(
-      1, std::chrono::duration_cast<std::chrono::microseconds>(m->width).count());
-  m->width = std::max<nanos>(m->width, std::chrono::milliseconds(1));  // rounds: <= 1000/s
-  std::weak_ptr<fleet_state> weak = weak_from_this();
-  std::weak_ptr<member> wm = m;
-  m->listen_id = b->telemetry().listen(
-      static_cast<event_mask>(event_kind::transition),
-      [weak, wm](const breaker_event& e) {
-        auto self = weak.lock();
-        auto mm = wm.lock();
-        if (self && mm) self->on_transition(*mm, e);
-      },
-      strand_);
-  std::shared_ptr<member> old;
-  bool stopped = false;
-  {
-    std::lock_guard g(mutex_);
-    stopped = stopped_;
-    if (!stopped) {
-      auto& slot = members_[name];
-      old = std::move(slot);
-      slot = m;
-      metrics_.breakers = members_.size();
-    }
-  }
-  if (stopped) {
-    b->telemetry().unlisten(m->listen_id);
-    return;
-  }
-  if (old) forget(*old);
-  asio::post(strand_, [self = shared_from_this(), m] { self->start_member(m); });
-}
-
-void fleet_state::attach_registry(breaker_registry& r) {
-  asio::post(strand_, [self = shared_from_this(), r = &r] {
-    self->registries_.push_back(r);
-    if (self->registries_.size() == 1) self->scan();
-  });
-}
-
-void fleet_state::forget(member& m) {
-  if (auto b = m.breaker.lock()) {
-    b->telemetry().unlisten(m.listen_id);
-    b->fleet_gate(false);
-  }
-}
-
-void fleet_state::start_member(const std::shared_ptr<member>& m) {
-  if (phase_ == phase::ready) gate(*m);
-  tick(m);
-}
-
-// Under the lock, against `stop`: a breaker is never left gated by a link that
-// is gone (`fleet_gate` is one atomic fetch_or, it neither blocks nor calls out).
-void fleet_state::gate(member& m) {
-  std::lock_guard g(mutex_);
-  if (stopped_) return;
-  if (auto b = m.breaker.lock()) b->fleet_gate(true);
-}
-
-// The registry has no creation hook: every `registry_scan`, attach the names
-// its metrics list that the link does not hold.
-void fleet_state::scan() {
-  if (stopped()) return;
-  for (breaker_registry* r : registries_) {
-    for (const named_metrics& nm : r->metrics()) {
-      auto m = find(nm.name);
-      if (m && !m->breaker.expired()) continue;
-      auto b = r->get(nm.name);
-      try {
-        attach(b->shared_state(), nm.name);
-      } catch (...) {  // a count-window breaker stays local
-      }
-    }
-  }
-  scan_timer_.expires_at(saturating_add(steady::now(), options_.registry_scan));
-  scan_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
-    auto self = weak.lock();
-    if (!ec && self) self->scan();
-  });
-}
-
 // ---- rounds -------------------------------------------------------------------
 
 void fleet_state::tick(const std::shared_ptr<member>& m) {
@@ -157,13 +56,23 @@ void fleet_state::tick(const std::shared_ptr<member>& m) {
     auto self = weak.lock();
     if (!ec && self) self->tick(m);
   });
-  const breaker_counters c = b->core().counters();
+  send_round(m, *b);
+}
+
+void fleet_state::send_round(const std::shared_ptr<member>& m, fleet_breaker& b) {
+  const breaker_counters c = b.core().counters();
   const bool connected = phase_ == phase::ready;
-  const std::uint64_t expired = connected && b->fleet_open_expired() ? b->core().generation() : 0;
+  const std::uint64_t expired = connected && b.fleet_open_expired() ? b.core().generation() : 0;
+  // OPEN, its timer expired: the poll watches for the first call refused.
+  if (expired != 0 && !m->polling && !m->erroring) {
+    m->polling = true;
+    poll(m);
+  }
   const bool probe_running =
-      b->core().state() == circuit_state::half_open && b->core().probes_in_flight() > 0;
+      b.core().state() == circuit_state::half_open && b.core().probes_in_flight() > 0;
   round_request q;
   if (!m->decide.tick(c, connected, expired, probe_running, q)) return;
+  if (q.want_probe) m->raced = expired;  // the poll does not race again for it
   std::vector<std::string> argv = {
       "EVALSHA",
       round_sha_,
@@ -182,6 +91,45 @@ void fleet_state::tick(const std::shared_ptr<member>& m) {
   round(m, std::move(argv));
 }
 
+void fleet_state::poll(const std::shared_ptr<member>& m) {
+  const nanos period = std::min<nanos>(m->width, std::chrono::milliseconds(5));
+  m->poll.expires_at(saturating_add(steady::now(), period));
+  m->poll.async_wait([weak = weak_from_this(), m](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (!ec && self) self->on_poll(m);
+  });
+}
+
+// A local read every 5 ms while OPEN with its timer expired: nothing goes to
+// Redis until a call was refused (this instance has a call to make).
+void fleet_state::on_poll(const std::shared_ptr<member>& m) {
+  auto b = m->breaker.lock();
+  if (!b || phase_ != phase::ready || m->erroring || !b->fleet_open_expired()) {
+    m->polling = false;
+    return;
+  }
+  const std::uint64_t g = b->core().generation();
+  if (m->raced != g && steady::now() >= m->poll_after && !m->decide.in_flight() &&
+      m->decide.wants_probe(b->core().counters(), g))
+    send_round(m, *b);
+  poll(m);
+}
+
+void fleet_state::command_error(member& m, std::string_view error) {
+  update([&](fleet_metrics& x) {
+    ++x.errors;
+    ++x.command_errors;
+    x.last_error = error;
+  });
+  if (m.erroring) return;
+  m.erroring = true;
+  m.decide.disconnected();
+  if (auto b = m.breaker.lock()) b->fleet_gate(false);  // local meanwhile
+  fleet_event e = event(fleet_event_kind::command_error, std::string(error));
+  e.breaker = m.name;
+  emit(std::move(e));
+}
+
 void fleet_state::round(const std::shared_ptr<member>& m, std::vector<std::string> argv) {
   send(argv, [weak = weak_from_this(), m, argv](redisReply* r) mutable {
     auto self = weak.lock();
@@ -193,6 +141,7 @@ void fleet_state::round(const std::shared_ptr<member>& m, std::vector<std::strin
 }
 
 void fleet_state::on_round(member& m, redisReply* r) {
+  if (r->type == REDIS_REPLY_ERROR) return command_error(m, text(r));
   if (r->type != REDIS_REPLY_ARRAY || r->elements != round_reply_size ||
       r->element[5]->type != REDIS_REPLY_STRING)
     return teardown("unexpected reply");
@@ -208,12 +157,19 @@ void fleet_state::on_round(member& m, redisReply* r) {
   update([](fleet_metrics& x) { ++x.rounds; });
   auto b = m.breaker.lock();
   if (!b) return;
+  if (m.erroring) {  // its commands succeed again: linked again
+    m.erroring = false;
+    gate(m);
+  }
   see(m, *b, rec, now);
   // The fleet's window, with failures from at least `quorum` instances.
   if (m.decide.window_opens(window, b->core().state())) {
     const nanos open_for = b->fleet_open(nanos::zero());
     if (open_for > nanos::zero()) {
       update([](fleet_metrics& x) { ++x.opens_received; });
+      fleet_event e = event(fleet_event_kind::fleet_opened);
+      e.breaker = m.name;
+      emit(std::move(e));
       publish(m, {"fleet", open_for, 0});
     }
   }
@@ -225,7 +181,14 @@ void fleet_state::on_round(member& m, redisReply* r) {
       m.decide.probe_started(b->core().state() == circuit_state::half_open);
       break;
     case probe_decision::action::wait:  // another instance probes, or not yet
-      if (p.lost) update([](fleet_metrics& x) { ++x.probe_leases_lost; });
+      if (p.lost) {
+        update([](fleet_metrics& x) { ++x.probe_leases_lost; });
+      } else {  // not yet: the poll races again at the fleet's half-open time
+        m.raced = 0;
+        const std::int64_t left =
+            std::max<std::int64_t>(m.decide.half_open_us() - redis_now_us(), 0);
+        m.poll_after = saturating_add(steady::now(), nanos(std::chrono::microseconds(left)));
+      }
       break;
     case probe_decision::action::half_open:  // no fleet opening: decide alone
       b->fleet_half_open(p.generation);
@@ -239,16 +202,26 @@ void fleet_state::on_round(member& m, redisReply* r) {
 
 void fleet_state::see(member& m, fleet_breaker& b, const fleet_record& rec, std::int64_t now) {
   const record_decision d = m.decide.on_record(rec, b.core().state(), now);
+  // Who published it: the record's id (a message has the name after it).
+  const auto who = [&](fleet_event_kind k) {
+    fleet_event e = event(k);
+    e.breaker = m.name;
+    e.instance = rec.rest.substr(0, rec.rest.find(' '));
+    e.generation = rec.generation;
+    emit(std::move(e));
+  };
   switch (d.what) {
     case record_decision::action::open:
       if (b.fleet_open(d.open_for) > nanos::zero()) {
         m.decide.opened_by_fleet();
         update([](fleet_metrics& x) { ++x.opens_received; });
+        who(fleet_event_kind::fleet_opened);
       }
       break;
     case record_decision::action::close:
       b.fleet_close();
       update([](fleet_metrics& x) { ++x.closes_received; });
+      who(fleet_event_kind::fleet_closed);
       break;
     case record_decision::action::stale:
     case record_decision::action::nothing:
@@ -296,20 +269,22 @@ void fleet_state::publish(member& m, const publication& p) {
                                    deadline()};
   auto mm = find(m.name);
   if (mm.get() != &m) return;
-  publish_send(mm, std::move(argv), std::string(p.mode));
+  publish_send(mm, std::move(argv), std::string(p.mode), std::chrono::system_clock::now());
 }
 
 void fleet_state::publish_send(const std::shared_ptr<member>& m, std::vector<std::string> argv,
-                               std::string mode) {
-  send(argv, [weak = weak_from_this(), m, argv, mode](redisReply* r) mutable {
+                               std::string mode, std::chrono::system_clock::time_point sent) {
+  send(argv, [weak = weak_from_this(), m, argv, mode, sent](redisReply* r) mutable {
     auto self = weak.lock();
     if (!self) return;
     if (resend_as_eval(argv, r, publish_script))
-      return self->publish_send(m, std::move(argv), std::move(mode));
+      return self->publish_send(m, std::move(argv), std::move(mode), sent);
+    if (r->type == REDIS_REPLY_ERROR) return self->command_error(*m, text(r));
     if (r->type != REDIS_REPLY_ARRAY || r->elements != publish_reply_size ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING)
       return self->teardown("unexpected reply");
     const std::int64_t now = integer(r->element[2]);
+    const fleet_record rec = fleet_record::parse(text(r->element[1]));
     if (r->element[0]->integer == 1) {
       self->update([&](fleet_metrics& x) {
         if (mode == "close") {
@@ -318,8 +293,13 @@ void fleet_state::publish_send(const std::shared_ptr<member>& m, std::vector<std
           ++x.opens_published;
         }
       });
+      fleet_event e = event(fleet_event_kind::published, mode == "close" ? "close" : "open");
+      e.breaker = m->name;
+      e.instance = self->options_.instance_id;
+      e.generation = rec.generation;
+      e.when = sent;  // sent: the followers' events come after it
+      self->emit(std::move(e));
     }
-    const fleet_record rec = fleet_record::parse(text(r->element[1]));
     if (rec.kind == 0) return;  // nothing published, nothing to learn
     if (auto b = m->breaker.lock()) self->see(*m, *b, rec, now);
   });
