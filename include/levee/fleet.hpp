@@ -24,6 +24,10 @@
 #include <string>
 #include <string_view>
 
+namespace boost::asio::ssl {
+class context;
+}  // namespace boost::asio::ssl
+
 namespace levee {
 
 /// A fleet link's settings. Plain struct, a default on every member.
@@ -32,8 +36,25 @@ struct fleet_options {
   /// Unix socket (starting with '/'). A host name is resolved with Asio's
   /// asynchronous resolver.
   std::string address = "127.0.0.1:6379";
-  /// Sent with AUTH on every connection when not empty.
+  /// Sent with AUTH on every connection when not empty: `AUTH password`,
+  /// or `AUTH username password` (a Redis 6+ ACL user) when `username` is set.
   std::string password = {};
+  /// The ACL user; empty: the default user (`AUTH password` only).
+  std::string username = {};
+  /// TLS to Redis (over TCP, not over a Unix socket). The certificate must
+  /// name the address's host (a name or an IP literal); SNI is sent for names.
+  bool tls = false;
+  /// With `tls`: the context. Empty: one that verifies the server against
+  /// the system's default trust store (TLS 1.2 or later). Give your own to
+  /// trust a private CA or to present a client certificate. Set only with
+  /// `tls`.
+  std::shared_ptr<boost::asio::ssl::context> tls_context{};
+  /// The largest reply accepted, in bytes, counting 64 more per element of
+  /// an array: a reply announcing or streaming more ends the connection
+  /// ("reply too large ..."), before it is buffered. A round's reply grows
+  /// with the instances of the fleet (about 50 bytes per instance and
+  /// bucket). >= 4096.
+  std::size_t max_reply_size = 4 * 1024 * 1024;
   /// Every key starts with it: `<key_prefix>:{<breaker name>}:...` (one hash
   /// tag per breaker). Not empty, no whitespace.
   std::string key_prefix = "levee";
@@ -51,7 +72,10 @@ struct fleet_options {
   /// this. > 0.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
   /// A command not answered within this ends the connection (a stopped Redis
-  /// never answers). > 0.
+  /// never answers). An idle connection (the pub/sub one always, the command
+  /// one between rounds) sends PING every `command_timeout / 4`, so that a
+  /// silent Redis is seen within about `command_timeout` even with no round
+  /// pending. > 0.
   std::chrono::nanoseconds command_timeout = std::chrono::seconds(1);
   /// Reconnection delays: from `reconnect_min`, doubled after every failed
   /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
@@ -86,16 +110,20 @@ struct fleet_metrics {
   std::uint64_t breakers = 0;  ///< breakers attached now
 };
 
-/// What a listener hears.
-enum class fleet_event_kind : std::uint8_t { connected, disconnected };
+/// What a listener hears: the link connected; an established link lost its
+/// connection; an attempt to connect failed (one event per attempt, between
+/// the reconnection delays).
+enum class fleet_event_kind : std::uint8_t { connected, disconnected, connect_failed };
 
 struct fleet_event {
   fleet_event_kind kind = fleet_event_kind::connected;
-  /// disconnected: why ("timeout", "connection closed", "AUTH failed", ...).
+  /// disconnected, connect_failed: why ("timeout", "connection closed",
+  /// "AUTH failed", "connect failed: Connection refused", "TLS handshake
+  /// failed: certificate verify failed (...)", "reply too large: ...").
   std::string reason;
 };
 
-/// "connected" or "disconnected".
+/// "connected", "disconnected" or "connect_failed".
 const char* to_string(fleet_event_kind k) noexcept;
 
 namespace detail {
