@@ -438,6 +438,9 @@ TEST_CASE("a stopped Redis is seen within about command_timeout with no round pe
   redis.resume();
   CHECK(seen);
   CHECK(took < 1000ms);  // about command_timeout (200 ms) and a heartbeat period
+  WARN("a stopped Redis seen after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+       << " ms (command_timeout 200 ms, no round pending)");
   // The way back: connected again, and sharing works through it.
   REQUIRE(wait_until([&] { return idle.metrics().connected; }));
   levee::circuit_breaker mine(ioc, fast_breaker(1000));

@@ -51,9 +51,8 @@ struct fleet_options {
   std::shared_ptr<boost::asio::ssl::context> tls_context{};
   /// The largest reply accepted, in bytes, counting 64 more per element of
   /// an array: a reply announcing or streaming more ends the connection
-  /// ("reply too large ..."), before it is buffered. A round's reply grows
-  /// with the instances of the fleet (about 50 bytes per instance and
-  /// bucket). >= 4096.
+  /// ("reply too large ...") before it is buffered, and the link reconnects.
+  /// The link's own replies are under a kilobyte. >= 4096.
   std::size_t max_reply_size = 4 * 1024 * 1024;
   /// Every key starts with it: `<key_prefix>:{<breaker name>}:...` (one hash
   /// tag per breaker). Not empty, no whitespace.
