@@ -19,6 +19,7 @@
 #include <catch2/catch.hpp>
 
 #include <mutex>
+#include <random>
 
 using namespace levee_test;
 using levee::circuit_state;
@@ -70,6 +71,48 @@ TEST_CASE("reply bound: what is announced or streamed beyond the limit is refuse
   CHECK(refused(4096, "?") == "protocol error: unexpected byte 63");
   CHECK(refused(4096, "$-2\r\n") == "protocol error: a bad length");
   CHECK(refused(4096, "$1x\r\n") == "protocol error: a bad length");
+}
+
+TEST_CASE("reply bound: hiredis's reader never holds more than the bound (random streams)") {
+  // Valid replies, mutated at random (lengths, types, line ends), fed in
+  // random pieces: the reader gets only what the bound accepted, and holds
+  // at most the bound's limit between replies.
+  const std::vector<std::string> seeds = {"+OK\r\n",
+                                          ":7\r\n",
+                                          "$3\r\nabc\r\n",
+                                          "$-1\r\n",
+                                          "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n",
+                                          "*2\r\n*2\r\n:1\r\n:2\r\n$4\r\nabcd\r\n",
+                                          "-ERR x\r\n"};
+  const char alphabet[] = "0123456789$*+-:\r\n-x";
+  std::mt19937 rng(18);
+  const std::size_t limit = 4096;
+  int refused = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string stream;
+    while (stream.size() < 200) stream += seeds[rng() % seeds.size()];
+    for (int k = static_cast<int>(rng() % 6); k > 0; --k)
+      stream[rng() % stream.size()] = alphabet[rng() % (sizeof alphabet - 1)];
+    if (rng() % 4 == 0) stream.insert(rng() % stream.size(), std::string(5000, 'x'));
+    levee::detail::redis_reply_bound bound(limit);
+    std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(),
+                                                                &redisReaderFree);
+    for (std::size_t i = 0; i < stream.size();) {
+      const std::size_t n = std::min<std::size_t>(1 + rng() % 700, stream.size() - i);
+      const bool within = bound.feed(stream.data() + i, n);
+      REQUIRE(redisReaderFeed(reader.get(), stream.data() + i, bound.accepted()) == REDIS_OK);
+      i += n;
+      void* reply = nullptr;
+      bool error = false;
+      while (redisReaderGetReply(reader.get(), &reply) == REDIS_OK && reply) freeReplyObject(reply);
+      error = reader->err != 0;
+      REQUIRE(reader->len - reader->pos <= limit);
+      REQUIRE(bound.buffered() <= limit);
+      if (!within) ++refused;
+      if (!within || error) break;
+    }
+  }
+  CHECK(refused > 100);
 }
 
 // ---- every address -------------------------------------------------------------
