@@ -67,7 +67,7 @@ struct fleet_options {
   /// The fleet's window needs at least this many calls; 0 (the default): the
   /// breaker's own `minimum_calls`.
   std::size_t fleet_minimum_calls = 0;
-  /// Connecting (with AUTH, SUBSCRIBE and SCRIPT LOAD) must finish within
+  /// Connecting (with TLS, AUTH, SUBSCRIBE and SCRIPT LOAD) must finish within
   /// this. > 0.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
   /// A command not answered within this ends the connection (a stopped Redis
