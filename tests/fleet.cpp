@@ -115,8 +115,9 @@ TEST_CASE("events tell connected and disconnected") {
   const auto fo = fast_fleet(redis.address());
   asio::io_context ioc;
   levee::fleet_link link(ioc.get_executor(), fo);
-  std::vector<std::string> seen;
+  std::vector<std::string> seen, failed;  // failed: the attempts while Redis is down
   link.listen([&](const levee::fleet_event& e) {
+    if (e.kind == levee::fleet_event_kind::connect_failed) return failed.push_back(e.reason);
     seen.push_back(std::string(levee::to_string(e.kind)) + (e.reason.empty() ? "" : ":") +
                    e.reason);
   });
@@ -134,6 +135,7 @@ TEST_CASE("events tell connected and disconnected") {
   CHECK(seen[0] == "connected");
   CHECK(seen[1] == "disconnected:connection closed");
   CHECK(seen[2] == "connected");
+  for (const auto& why : failed) CHECK(why.starts_with("connect failed: "));
   CHECK(link.metrics().connects == 2);
   CHECK(link.metrics().disconnects == 1);
 }

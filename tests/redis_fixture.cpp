@@ -79,9 +79,10 @@ void redis_fixture::launch() {
     throw std::logic_error(
         "redis-server not found: install Debian's redis-server (scripts/levee.sh test does)");
   const std::string d = dir_.string();
+  const bool tls = !options_.tls_cert.empty();
   std::vector<std::string> args = {redis,
                                    "--port",
-                                   std::to_string(port_),
+                                   tls ? "0" : std::to_string(port_),
                                    "--bind",
                                    "127.0.0.1",
                                    "--unixsocket",
@@ -98,6 +99,14 @@ void redis_fixture::launch() {
                                    d + "/redis.log",
                                    "--daemonize",
                                    "no"};
+  if (tls) {
+    write_file(dir_ / "cert.pem", options_.tls_cert);
+    write_file(dir_ / "key.pem", options_.tls_key);
+    write_file(dir_ / "ca.pem", options_.tls_ca);
+    args.insert(args.end(), {"--tls-port", std::to_string(port_), "--tls-cert-file",
+                             d + "/cert.pem", "--tls-key-file", d + "/key.pem",
+                             "--tls-ca-cert-file", d + "/ca.pem", "--tls-auth-clients", "no"});
+  }
   if (!options_.password.empty()) {
     args.push_back("--requirepass");
     args.push_back(options_.password);

@@ -1,9 +1,9 @@
 // A real redis-server (Debian's redis-server) on 127.0.0.1 and on a Unix
 // socket, started and stopped by the test: a free port, a temporary
 // directory, no persistence (`--save "" --appendonly no`), optionally a
-// password; it dies with the test process (PR_SET_PDEATHSIG). The test may
-// stop it (SIGSTOP), continue it, kill it and start it again on the same
-// port, with its data lost. Waits are bounded.
+// password, optionally TLS on its port; it dies with the test process (PR_SET_PDEATHSIG). The test
+// may stop it (SIGSTOP), continue it, kill it and start it again on the same port, with its data
+// lost. Waits are bounded.
 #pragma once
 
 #include <sys/types.h>
@@ -15,7 +15,11 @@
 namespace levee_test {
 
 struct redis_options {
-  std::string password;  ///< requirepass, when not empty
+  std::string password{};  ///< requirepass, when not empty
+  /// PEM texts: when `tls_cert` is not empty, the port is a TLS port
+  /// (`--port 0 --tls-port P`, `--tls-auth-clients no`); the Unix socket
+  /// stays plain, for `command`.
+  std::string tls_cert{}, tls_key{}, tls_ca{};
 };
 
 class redis_fixture {

@@ -29,6 +29,10 @@
 #include <string>
 #include <string_view>
 
+namespace boost::asio::ssl {
+class context;
+}  // namespace boost::asio::ssl
+
 namespace levee {
 
 /// A fleet link's settings. Plain struct, a default on every member.
@@ -37,8 +41,24 @@ struct fleet_options {
   /// Unix socket (starting with '/'). A host name is resolved with Asio's
   /// asynchronous resolver.
   std::string address = "127.0.0.1:6379";
-  /// Sent with AUTH on every connection when not empty.
+  /// Sent with AUTH on every connection when not empty: `AUTH password`,
+  /// or `AUTH username password` (a Redis 6+ ACL user) when `username` is set.
   std::string password = {};
+  /// The ACL user; empty: the default user (`AUTH password` only).
+  std::string username = {};
+  /// TLS to Redis (over TCP, not over a Unix socket). The certificate must
+  /// name the address's host (a name or an IP literal); SNI is sent for names.
+  bool tls = false;
+  /// With `tls`: the context. Empty: one that verifies the server against
+  /// the system's default trust store (TLS 1.2 or later). Give your own to
+  /// trust a private CA or to present a client certificate. Set only with
+  /// `tls`.
+  std::shared_ptr<boost::asio::ssl::context> tls_context{};
+  /// The largest reply accepted, in bytes, counting 64 more per element of
+  /// an array: a reply announcing or streaming more ends the connection
+  /// ("reply too large ...") before it is buffered, and the link reconnects.
+  /// The link's own replies are under a kilobyte. >= 4096.
+  std::size_t max_reply_size = 4 * 1024 * 1024;
   /// Every key starts with it: `<key_prefix>:{<breaker name>}:...` (one hash
   /// tag per breaker). Not empty, no whitespace.
   std::string key_prefix = "levee";
@@ -55,11 +75,14 @@ struct fleet_options {
   /// The fleet's window needs at least this many calls; 0 (the default): the
   /// breaker's own `minimum_calls`.
   std::size_t fleet_minimum_calls = 0;
-  /// Connecting (with AUTH, SUBSCRIBE and SCRIPT LOAD) must finish within
+  /// Connecting (with TLS, AUTH, SUBSCRIBE and SCRIPT LOAD) must finish within
   /// this. > 0.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(2);
   /// A command not answered within this ends the connection (a stopped Redis
-  /// never answers). > 0.
+  /// never answers). An idle connection (the pub/sub one always, the command
+  /// one between rounds) sends PING every `command_timeout / 4`, so that a
+  /// silent Redis is seen within about `command_timeout` even with no round
+  /// pending. > 0.
   std::chrono::nanoseconds command_timeout = std::chrono::seconds(1);
   /// Reconnection delays: from `reconnect_min`, doubled after every failed
   /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
@@ -96,7 +119,7 @@ struct fleet_metrics {
   std::uint64_t breakers = 0;  ///< breakers attached now
   /// The last error, as Redis wrote it ("WRONGPASS invalid username-password
   /// pair ...", "OOM command not allowed ...") or as the link saw it
-  /// ("connect failed (127.0.0.1:6379)", "timeout"); empty before the first.
+  /// ("connect failed: Connection refused", "timeout"); empty before the first.
   /// It stays after the link recovers: `connected` says whether it did.
   std::string last_error;
 };
@@ -120,7 +143,9 @@ enum class fleet_event_kind : std::uint8_t {
 struct fleet_event {
   fleet_event_kind kind = fleet_event_kind::connected;
   /// disconnected, connect_failed: why ("timeout", "connection closed",
-  /// "WRONGPASS ...", "NOAUTH ..."); command_error: Redis's error text;
+  /// "WRONGPASS ...", "NOAUTH ...", "connect failed: Connection refused", "TLS
+  /// handshake failed: certificate verify failed (...)", "reply too large:
+  /// ..."); command_error: Redis's error text;
   /// published: "open" or "close".
   std::string reason;
   std::string breaker;           ///< the breaker's name, for the breaker events

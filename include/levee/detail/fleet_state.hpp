@@ -105,7 +105,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
 
   // ---- impl/fleet_connection.ipp: the connections --------------------------
   void connect();
-  void open(std::uint64_t epoch, const std::string& ip);
+  void open(std::uint64_t epoch, std::vector<boost::asio::ip::tcp::endpoint> endpoints);
   /// Sends on the command connection; `h` gets the reply (never null: a
   /// connection that ends tears the link down instead).
   void send(std::vector<std::string> argv, std::function<void(redisReply*)> h);

@@ -73,6 +73,14 @@ void validate(const fleet_options& o) {
     detail::reject_option("fleet_options", "reconnect_max", "must be at least reconnect_min");
   if (o.probe_lease < std::chrono::milliseconds(1))
     detail::reject_option("fleet_options", "probe_lease", "must be at least 1 ms");
+  if (!o.username.empty() && o.password.empty())
+    detail::reject_option("fleet_options", "username", "needs a password (AUTH user password)");
+  if (o.tls && !a.path.empty())
+    detail::reject_option("fleet_options", "tls", "is over TCP, not over a Unix socket");
+  if (o.tls_context && !o.tls)
+    detail::reject_option("fleet_options", "tls_context", "is used only with tls = true");
+  if (o.max_reply_size < 4096)
+    detail::reject_option("fleet_options", "max_reply_size", "must be at least 4096");
   if (o.registry_scan <= nanoseconds::zero())
     detail::reject_option("fleet_options", "registry_scan", "must be positive");
 }

@@ -45,6 +45,7 @@ fleet_state::fleet_state(asio::any_io_executor ex, fleet_options o)
       backoff_(options_.reconnect_min, options_.reconnect_max),
       rng_(std::random_device{}()) {
   redis_address::parse(options_.address, address_);
+  if (options_.tls && !options_.tls_context) options_.tls_context = default_tls_context();
   if (options_.instance_id.empty()) options_.instance_id = default_instance_id();
   channel_ = options_.key_prefix + ":fleet";
   keep_ms_ = std::max<std::int64_t>(
@@ -104,7 +105,7 @@ void fleet_state::connect() {
   if (!address_.path.empty()) return open(epoch, {});
   boost::system::error_code ec;
   const auto ip = asio::ip::make_address(address_.host, ec);
-  if (!ec) return open(epoch, ip.to_string());
+  if (!ec) return open(epoch, {{ip, static_cast<unsigned short>(address_.port)}});
   resolver_.async_resolve(
       address_.host, std::to_string(address_.port),
       [weak = weak_from_this(), epoch](boost::system::error_code error,
@@ -112,32 +113,33 @@ void fleet_state::connect() {
         auto self = weak.lock();
         if (!self || self->epoch_ != epoch) return;
         if (error || r.empty()) return self->teardown("cannot resolve the host");
-        self->open(epoch, r.begin()->endpoint().address().to_string());
+        // Every address, in the resolver's order (localhost: ::1, then 127.0.0.1).
+        std::vector<asio::ip::tcp::endpoint> all;
+        for (const auto& e : r) all.push_back(e.endpoint());
+        self->open(epoch, std::move(all));
       });
 }
 
 // Both connections, then AUTH (with a password), TIME, both SCRIPT LOADs and
 // SUBSCRIBE: ready() when every reply came.
-void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
+void fleet_state::open(std::uint64_t epoch, std::vector<asio::ip::tcp::endpoint> endpoints) {
   cmd_ = std::make_shared<redis_connection>(strand_);
   sub_ = std::make_shared<redis_connection>(strand_);
   std::weak_ptr<fleet_state> weak = weak_from_this();
-  auto on_connect = [weak, epoch](bool ok) {
+  // Why a connection failed or ended ("connect failed: ...", "TLS handshake
+  // failed: ...", "reply too large: ...", "timeout", "connection closed").
+  auto on_connect = [weak, epoch](const std::string& error) {
     auto self = weak.lock();
-    if (self && !ok && self->epoch_ == epoch)
-      self->teardown("connect failed (" + self->options_.address + ")");
+    if (self && !error.empty() && self->epoch_ == epoch) self->teardown(error);
   };
-  auto on_close = [weak, epoch] {
-    auto self = weak.lock();
-    if (!self || self->epoch_ != epoch) return;
-    // Before ready (hiredis ends a connection it could not make this way
-    // too, before or instead of the connect callback): a failed connect.
-    self->teardown(self->phase_ == phase::connecting
-                       ? "connect failed (" + self->options_.address + ")"
-                       : "connection closed");
-  };
-  if (!cmd_->start(ip, address_.port, address_.path, on_connect, on_close) ||
-      !sub_->start(ip, address_.port, address_.path, on_connect, on_close))
+  auto on_close = on_connect;
+  const redis_target target{.endpoints = std::move(endpoints),
+                            .path = address_.path,
+                            .tls = options_.tls_context,
+                            .host = address_.host,
+                            .max_reply_size = options_.max_reply_size,
+                            .timeout = options_.command_timeout};
+  if (!cmd_->start(target, on_connect, on_close) || !sub_->start(target, on_connect, on_close))
     return later_teardown("connect failed");
   needed_ = 4;  // Redis time, the two scripts, the subscription
   auto step = [weak, epoch](const char* what) {
@@ -151,12 +153,13 @@ void fleet_state::open(std::uint64_t epoch, const std::string& ip) {
   };
   if (!options_.password.empty()) {
     needed_ += 2;
-    send({"AUTH", options_.password}, step("AUTH failed"));
-    if (!sub_->command({"AUTH", options_.password}, step("AUTH failed")))
-      later_teardown("connection closed");
+    std::vector<std::string> auth = {"AUTH", options_.password};
+    if (!options_.username.empty()) auth.insert(auth.begin() + 1, options_.username);
+    send(auth, step("AUTH failed"));
+    if (!sub_->command(auth, step("AUTH failed"))) later_teardown("connection closed");
   } else {
     // Before SUBSCRIBE: a Redis that wants a password answers NOAUTH to a
-    // plain command, where hiredis would end a subscribed connection on it
+    // plain command, where a subscribed connection would be ended on it
     // (reported as "connection closed" instead of Redis's text).
     needed_ += 1;
     if (!sub_->command({"PING"}, step("PING failed"))) later_teardown("connection closed");
@@ -294,7 +297,8 @@ void fleet_state::teardown(const std::string& why) {
       ++m.connect_failures;
     }
   });
-  emit(was_ready ? fleet_event_kind::disconnected : fleet_event_kind::connect_failed, why);
+  if (was_ready) emit(fleet_event_kind::disconnected, why);
+  if (!was_ready && !stopped()) emit(fleet_event_kind::connect_failed, why);
   if (stopped()) return;
   retry_timer_.expires_at(saturating_add(steady::now(), backoff_.next(rng_)));
   retry_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
