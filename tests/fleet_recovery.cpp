@@ -342,6 +342,21 @@ TEST_CASE("events with reason fleet say who published and which generation") {
     logs.push_back(std::make_unique<event_log>());
     i->link().listen(logs.back()->listener());
   }
+  // The breakers' own transition events with reason fleet say it too (held
+  // by the listeners: the instances' threads outlive this scope's locals).
+  struct fleet_transitions {
+    std::mutex mutex;
+    std::vector<std::vector<levee::breaker_event>> of;
+  };
+  auto recorded = std::make_shared<fleet_transitions>();
+  recorded->of.resize(fleet.size());
+  for (std::size_t k = 0; k < fleet.size(); ++k)
+    fleet[k]->breaker().listen(levee::transition_events, [recorded,
+                                                          k](const levee::breaker_event& e) {
+      std::lock_guard g(recorded->mutex);
+      if (e.kind == levee::event_kind::transition && e.reason == levee::transition_reason::fleet)
+        recorded->of[k].push_back(e);
+    });
   REQUIRE(wait_until([&] { return all_connected(fleet); }));
   std::this_thread::sleep_for(600ms);  // a window of healthy calls
   fleet[0]->sick = true;
@@ -380,6 +395,32 @@ TEST_CASE("events with reason fleet say who published and which generation") {
     CHECK(e.instance == closings[0].instance);
     CHECK(e.generation > published[0].generation);
   }
+  // Issue 27, item 5: the followers' breaker events, an opening by
+  // instance 0's record and a closing by the prober's (the prober itself
+  // closed by its own probe, reason probes_succeeded).
+  REQUIRE(wait_until([&] {
+    std::lock_guard g(recorded->mutex);
+    std::size_t n = 0;
+    for (auto& t : recorded->of) n += t.size();
+    return n >= 4;
+  }));
+  std::lock_guard g(recorded->mutex);
+  const auto& transitions = recorded->of;
+  for (int k : {1, 2}) {
+    REQUIRE(!transitions[k].empty());
+    CHECK(transitions[k][0].to == circuit_state::open);
+    CHECK(transitions[k][0].fleet_instance == "instance-0");
+    CHECK(transitions[k][0].fleet_generation == published[0].generation);
+  }
+  std::size_t fleet_closings = 0;
+  for (auto& t : transitions)
+    for (auto& e : t)
+      if (e.to == circuit_state::closed) {
+        ++fleet_closings;
+        CHECK(e.fleet_instance == closings[0].instance);
+        CHECK(e.fleet_generation == closings[0].generation);
+      }
+  CHECK(fleet_closings == 2);
 }
 
 TEST_CASE(

@@ -621,7 +621,8 @@ TEST_CASE("events: a transition to OPEN that no failure caused carries no last f
                    .open_duration = 1s,
                    .max_half_open_duration = 3s,
                    .consecutive_failures = 2,
-                   .slow_call_duration = 1s});
+                   .slow_call_duration = 1s,
+                   .probe_timeout = std::chrono::nanoseconds::max()});  // no probe deadline
   recorder r;
   cb.listen(levee::transition_events, r.listener());
   fake_service api;

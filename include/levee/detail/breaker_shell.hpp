@@ -128,7 +128,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   /// Acts on a transition the core returned (after its lock was released):
   /// the timers, then the telemetry.
-  void apply(const transition& t) noexcept;
+  void apply(const transition& t, const fleet_origin* origin = nullptr) noexcept;
 
   /// A probe of HALF_OPEN state `generation` was admitted: the round's first
   /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
@@ -162,14 +162,17 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// timer fired.
   void fleet_half_open(std::uint64_t generation) noexcept { apply(core_.open_elapsed(generation)); }
   /// CLOSED -> OPEN (reason `fleet`) for `open_for` (zero: the breaker's own
-  /// duration); returns the duration, zero when it was not CLOSED.
-  nanos fleet_open(nanos open_for) noexcept {
+  /// duration), following `origin`'s record (null: the fleet's window);
+  /// returns the duration, zero when it was not CLOSED.
+  nanos fleet_open(nanos open_for, const fleet_origin* origin = nullptr) noexcept {
     const transition t = core_.fleet_open(open_for);
-    apply(t);
+    apply(t, origin);
     return t ? t.open_for : nanos::zero();
   }
-  /// OPEN or HALF_OPEN -> CLOSED (reason `fleet`).
-  void fleet_close() noexcept { apply(core_.fleet_close()); }
+  /// OPEN or HALF_OPEN -> CLOSED (reason `fleet`), following `origin`'s record.
+  void fleet_close(const fleet_origin* origin = nullptr) noexcept {
+    apply(core_.fleet_close(), origin);
+  }
 
  private:
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;

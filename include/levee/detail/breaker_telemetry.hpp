@@ -48,6 +48,12 @@ class stuck_alarm {
   ~stuck_alarm() = default;
 };
 
+/// Who a transition with reason `fleet` follows (levee::fleet).
+struct fleet_origin {
+  std::string instance;
+  std::uint64_t generation = 0;
+};
+
 class breaker_telemetry {
  public:
   using clock_fn = nanos (*)() noexcept;
@@ -80,8 +86,8 @@ class breaker_telemetry {
   /// never go down. Applying one: time in state, transition counts, the
   /// stuck-open alarm, the transition event. Out of memory: see `fill`'s
   /// `events_lost`.
-  void deliver(const transition& t, const window_totals& basis, clock_fn now,
-               stuck_alarm& alarm) noexcept;
+  void deliver(const transition& t, const window_totals& basis, clock_fn now, stuck_alarm& alarm,
+               const fleet_origin* origin = nullptr) noexcept;
 
   /// The stuck-open alarm armed when the breaker left CLOSED at `left_closed`
   /// fired.
@@ -107,8 +113,8 @@ class breaker_telemetry {
 
   extras_type* extras() const noexcept { return extras_.load(std::memory_order_acquire); }
   extras_type* make_extras() noexcept;  // under order_lock_
-  void apply(const transition& t, const window_totals& basis, nanos now,
-             stuck_alarm& alarm) noexcept;  // under order_lock_
+  void apply(const transition& t, const window_totals& basis, nanos now, stuck_alarm& alarm,
+             const fleet_origin* origin) noexcept;  // under order_lock_
   std::shared_ptr<const listener_set> listeners() const noexcept;
 
   std::atomic<extras_type*> extras_{nullptr};  // named, listened to or past a transition

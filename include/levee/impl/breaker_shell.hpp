@@ -128,7 +128,8 @@ nanos breaker_impl<Clock, WaitTraits>::retry_after() noexcept {
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::apply(const transition& t) noexcept {
+void breaker_impl<Clock, WaitTraits>::apply(const transition& t,
+                                            const fleet_origin* origin) noexcept {
   if (!t) return;
   if (t.to == circuit_state::open) {
     arm(t.generation, t.open_for);
@@ -137,7 +138,7 @@ void breaker_impl<Clock, WaitTraits>::apply(const transition& t) noexcept {
     // nor the half-open timer has anything left to do.
     disarm(t.generation);
   }
-  telemetry_.deliver(t, core_.trip_basis(t), &clock_now, *this);
+  telemetry_.deliver(t, core_.trip_basis(t), &clock_now, *this, origin);
 }
 
 template <class Clock, class WaitTraits>

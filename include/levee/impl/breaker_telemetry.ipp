@@ -65,6 +65,7 @@ struct breaker_telemetry::history_type {
   struct pending {
     transition t;
     window_totals basis;
+    fleet_origin origin;  // reason `fleet` only
   };
   // Transitions that arrived before their predecessor, by generation. Never
   // bounded and never skipped: the predecessor is on its way (every
@@ -147,7 +148,7 @@ void breaker_telemetry::note_failure(const call_result* r) noexcept {
 }
 
 void breaker_telemetry::deliver(const transition& t, const window_totals& basis, clock_fn now,
-                                stuck_alarm& alarm) noexcept {
+                                stuck_alarm& alarm, const fleet_origin* origin) noexcept {
   if (!t) return;
   order_lock_.lock();
   extras_type* x = make_extras();
@@ -186,7 +187,7 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
         h.early.begin(), h.early.end(), t.generation,
         [](std::uint64_t g, const history_type::pending& p) { return g < p.t.generation; });
     try {
-      h.early.insert(at, {t, basis});
+      h.early.insert(at, {t, basis, origin ? *origin : fleet_origin{}});
       order_lock_.unlock();
       return;
     } catch (...) {
@@ -199,11 +200,11 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
       }
     }
   }
-  apply(t, basis, now(), alarm);
+  apply(t, basis, now(), alarm, origin);
   // Then those that were waiting for it, in order.
   std::size_t done = 0;
   while (done < h.early.size() && h.early[done].t.generation == h.next_generation) {
-    apply(h.early[done].t, h.early[done].basis, now(), alarm);
+    apply(h.early[done].t, h.early[done].basis, now(), alarm, &h.early[done].origin);
     ++done;
   }
   h.early.erase(h.early.begin(), h.early.begin() + static_cast<std::ptrdiff_t>(done));
@@ -211,7 +212,7 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
 }
 
 void breaker_telemetry::apply(const transition& t, const window_totals& basis, nanos now,
-                              stuck_alarm& alarm) noexcept {
+                              stuck_alarm& alarm, const fleet_origin* origin) noexcept {
   extras_type& x = *extras();
   history_type& h = *x.history;
   h.next_generation = t.generation + 1;
@@ -264,6 +265,13 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
   e.to = t.to;
   e.reason = t.reason;
   e.open_for = t.open_for;
+  if (origin && t.reason == transition_reason::fleet) {
+    try {
+      e.fleet_instance = origin->instance;
+      e.fleet_generation = origin->generation;
+    } catch (...) {  // out of memory: the event goes without it
+    }
+  }
   if (t.to == circuit_state::open) {  // what tripped it
     e.calls = basis.calls;
     if (basis.calls != 0) {

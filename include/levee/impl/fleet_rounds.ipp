@@ -202,24 +202,30 @@ void fleet_state::on_round(member& m, redisReply* r) {
 
 void fleet_state::see(member& m, fleet_breaker& b, const fleet_record& rec, std::int64_t now) {
   const record_decision d = m.decide.on_record(rec, b.core().state(), now);
-  // Who published it: the record's id (a message has the name after it).
+  // Who published it: the record's id (a message has the name after it). The
+  // breaker's own transition event carries it too.
+  detail::fleet_origin origin;
+  if (d.what == record_decision::action::open || d.what == record_decision::action::close) {
+    origin.instance = rec.rest.substr(0, rec.rest.find(' '));
+    origin.generation = rec.generation;
+  }
   const auto who = [&](fleet_event_kind k) {
     fleet_event e = event(k);
     e.breaker = m.name;
-    e.instance = rec.rest.substr(0, rec.rest.find(' '));
-    e.generation = rec.generation;
+    e.instance = origin.instance;
+    e.generation = origin.generation;
     emit(std::move(e));
   };
   switch (d.what) {
     case record_decision::action::open:
-      if (b.fleet_open(d.open_for) > nanos::zero()) {
+      if (b.fleet_open(d.open_for, &origin) > nanos::zero()) {
         m.decide.opened_by_fleet();
         update([](fleet_metrics& x) { ++x.opens_received; });
         who(fleet_event_kind::fleet_opened);
       }
       break;
     case record_decision::action::close:
-      b.fleet_close();
+      b.fleet_close(&origin);
       update([](fleet_metrics& x) { ++x.closes_received; });
       who(fleet_event_kind::fleet_closed);
       break;
