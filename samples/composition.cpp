@@ -1,4 +1,4 @@
-// Composition: every layer of levee around one call, in DESIGN.md's order
+// Composition: every layer of levee around one call, in levee's order (README, "Composing levee")
 // (outermost first): fallback, total deadline, retry with a retry budget,
 // circuit breaker, bulkhead, per-attempt timeout, the call.
 //

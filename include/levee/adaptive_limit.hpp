@@ -1,4 +1,4 @@
-// levee: an adaptive concurrency limit, the limit of DESIGN.md's composition
+// levee: an adaptive concurrency limit, the limit of levee's composition
 // order that moves with the downstream's latency.
 #pragma once
 

@@ -1,4 +1,5 @@
-// levee: a bulkhead, the concurrency limit of DESIGN.md's composition order.
+// levee: a bulkhead, the concurrency limit of levee's composition order
+// (README, "Composing levee").
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

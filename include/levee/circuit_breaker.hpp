@@ -43,7 +43,7 @@ struct guard_access;
 template <class Awaitable>
 using breaker_guarded = typename detail::guarded_type<std::remove_cvref_t<Awaitable>>::type;
 
-/// A circuit breaker (DESIGN.md) for Asio coroutines and completion tokens.
+/// A circuit breaker (README, docs/design.md) for Asio coroutines and completion tokens.
 ///
 /// `Clock` drives the OPEN -> HALF_OPEN timer and, with slow-call detection,
 /// call durations; `WaitTraits` are its Asio wait traits (by default the

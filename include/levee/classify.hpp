@@ -79,7 +79,7 @@ class call_result {
 /// `errc::operation_canceled`.
 bool is_cancellation(const boost::system::error_code& ec) noexcept;
 
-/// The default rules (DESIGN.md, behaviour 5):
+/// The default rules (README, "How the breaker behaves"):
 /// - cancellation (`operation_aborted`), thrown or returned: ignored;
 /// - a rejection by an inner levee layer (`limit_exceeded`, `bulkhead_full`,
 ///   an inner breaker's `circuit_open`: condition `rejected`), thrown or

@@ -99,7 +99,7 @@ class basic_breaker_registry {
 
     /// Guards `aw` (an `asio::awaitable<T, Executor>`, as an rvalue) with the
     /// breaker and, inside it, the limit: `co_await g(call())` behaves as
-    /// `co_await (*g.breaker)((*g.limit)(call()))` (DESIGN.md's order; a call
+    /// `co_await (*g.breaker)((*g.limit)(call()))` (README, "Composing levee"; a call
     /// the limit refuses is ignored by the breaker), in one coroutine frame,
     /// with one clock read when the call starts and one when it ends, shared
     /// by the breaker's slow-call detection and time window and the limit's

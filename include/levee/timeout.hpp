@@ -51,7 +51,7 @@ boost::asio::awaitable<T, Executor> with_timeout(std::chrono::duration<Rep, Peri
 ///
 /// As `with_timeout` in every section (signature, cancellation, executor,
 /// lifetime, thread safety), but reports `error::deadline_exceeded`, which
-/// retry policies never retry. Place it outside the retry (DESIGN.md's composition
+/// retry policies never retry. Place it outside the retry (README's composition
 /// order); the per-attempt limit is `with_timeout`.
 template <class Clock = std::chrono::steady_clock, class T, class Executor, class Rep, class Period>
 boost::asio::awaitable<T, Executor> with_deadline(std::chrono::duration<Rep, Period> limit,

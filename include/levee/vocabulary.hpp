@@ -7,7 +7,7 @@
 
 namespace levee {
 
-/// A breaker's state: the three of DESIGN.md (CLOSED, OPEN, HALF_OPEN) and
+/// A breaker's state: the three of the README (CLOSED, OPEN, HALF_OPEN) and
 /// three set by an operator. More may follow; switch with a default.
 enum class circuit_state : std::uint8_t {
   closed = 0,     ///< calls run; outcomes go into the window

@@ -17,7 +17,7 @@ namespace levee::http {
 /// (a `basic_breaker_registry`): one sick host opens its own breaker and
 /// leaves the others alone. When the registry has adaptive limits
 /// (`registry_options::limits`), the call also runs under the host's limit,
-/// inside its breaker (DESIGN.md's order). Give the registry's defaults, and
+/// inside its breaker (README, "Composing levee"). Give the registry's defaults, and
 /// its limits, `classifier = levee::http::classify`.
 ///
 /// Completion signature: `void(error_code, response)`: the response, an
