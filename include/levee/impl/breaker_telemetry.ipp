@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -33,22 +34,20 @@ struct breaker_telemetry::listener_set {
   std::string name;
   std::vector<entry> entries;
 
-  // Returns how many listeners the event could not be posted to (out of
-  // memory): counted in `events_lost`, never dropped silently.
-  std::uint64_t post(breaker_event e,
-                     const std::shared_ptr<const listener_set>& self) const noexcept {
+  // An event that cannot be posted to a listener (out of memory) is counted
+  // in `lost` (`events_lost`), never dropped silently.
+  void post(breaker_event e, const std::shared_ptr<const listener_set>& self,
+            std::atomic<std::uint64_t>& lost) const noexcept {
     e.breaker = name;
     e.when = std::chrono::system_clock::now();
-    std::uint64_t lost = 0;
     for (const entry& l : entries) {
       if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
       try {
         boost::asio::post(l.executor, [self, &l, e] { (*l.fn)(e); });
       } catch (...) {  // out of memory
-        ++lost;
+        lost.fetch_add(1, std::memory_order_relaxed);
       }
     }
-    return lost;
   }
 };
 
@@ -132,8 +131,7 @@ void breaker_telemetry::call_event(event_kind kind, circuit_state state, bool sl
   e.kind = kind;
   e.from = e.to = state;
   e.slow = slow;
-  if (const std::uint64_t n = set->post(e, set))
-    extras()->lost.fetch_add(n, std::memory_order_relaxed);
+  set->post(e, set, extras()->lost);
 }
 
 void breaker_telemetry::note_failure(const call_result* r) noexcept {
@@ -150,18 +148,16 @@ void breaker_telemetry::note_failure(const call_result* r) noexcept {
 void breaker_telemetry::deliver(const transition& t, const window_totals& basis, clock_fn now,
                                 stuck_alarm& alarm, const fleet_origin* origin) noexcept {
   if (!t) return;
-  order_lock_.lock();
+  std::unique_lock order(order_lock_);
   extras_type* x = make_extras();
   if (!x) {  // no memory for the history: the breaker itself goes on
     flags_.fetch_or(history_lost_bit, std::memory_order_relaxed);
-    order_lock_.unlock();
     return;
   }
   if (!x->history) {
     auto fresh = std::unique_ptr<history_type>(new (std::nothrow) history_type);
     if (!fresh) {
       flags_.fetch_or(history_lost_bit, std::memory_order_relaxed);
-      order_lock_.unlock();
       return;
     }
     fresh->since = created_;
@@ -176,10 +172,7 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
     x->history = std::move(fresh);
   }
   history_type& h = *x->history;
-  if (t.generation < h.next_generation) {  // only after a history_lost start: counted there
-    order_lock_.unlock();
-    return;
-  }
+  if (t.generation < h.next_generation) return;  // only after a history_lost start: counted there
   if (t.generation != h.next_generation) {
     // Another thread's transition, the one before this, is on its way: that
     // thread applies this one right after its own.
@@ -188,15 +181,14 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
         [](std::uint64_t g, const history_type::pending& p) { return g < p.t.generation; });
     try {
       h.early.insert(at, {t, basis, origin ? *origin : fleet_origin{}});
-      order_lock_.unlock();
       return;
     } catch (...) {
       // No memory to keep it: wait here for the predecessor, which is
       // applied by its own thread (or, likewise, by one waiting for it).
       while (h.next_generation != t.generation) {
-        order_lock_.unlock();
+        order.unlock();
         std::this_thread::yield();
-        order_lock_.lock();
+        order.lock();
       }
     }
   }
@@ -208,7 +200,6 @@ void breaker_telemetry::deliver(const transition& t, const window_totals& basis,
     ++done;
   }
   h.early.erase(h.early.begin(), h.early.begin() + static_cast<std::ptrdiff_t>(done));
-  order_lock_.unlock();
 }
 
 void breaker_telemetry::apply(const transition& t, const window_totals& basis, nanos now,
@@ -282,7 +273,7 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
                    : static_cast<double>(part) / static_cast<double>(basis.calls);
     }
   }
-  if (const std::uint64_t n = set->post(e, set)) x.lost.fetch_add(n, std::memory_order_relaxed);
+  set->post(e, set, x.lost);
 }
 
 void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
@@ -300,7 +291,7 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
   }
   if (!set) return;
   e.kind = event_kind::stuck_open;
-  if (const std::uint64_t n = set->post(e, set)) x->lost.fetch_add(n, std::memory_order_relaxed);
+  set->post(e, set, x->lost);
 }
 
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
