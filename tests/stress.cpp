@@ -14,6 +14,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -25,6 +26,13 @@ namespace {
 
 struct tally {
   std::atomic<std::uint64_t> succeeded{0}, failed{0}, cancelled{0}, rejected{0}, calls{0};
+  // Probes whose deadline passed: the breaker counts each as a failure and its
+  // caller gets error::timeout, whatever the downstream did.
+  std::atomic<std::uint64_t> timed_out{0};
+  // Suspend on a due timer of the virtual clock rather than a post: the call
+  // then resumes from the reactor, as the probe's own deadline does, so that
+  // the two race (a post to the race's strand runs before its timer can).
+  bool suspend_on_timer = false;
   std::atomic<std::size_t> max_probes_seen{0};
 
   void saw_probes(std::size_t n) {
@@ -43,13 +51,20 @@ asio::awaitable<std::tuple<boost::system::error_code, int>> finished(bool fail) 
 }
 
 // The downstream: decides its own outcome, sometimes suspends so that calls
-// interleave across the two threads, and moves virtual time forward.
-asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(breaker& cb, tally& t,
-                                                                          result_kind kind,
-                                                                          bool suspend) {
+// interleave across the two threads, and moves virtual time forward. `ran`
+// says which counter it went to, if it got that far (a probe cancelled at its
+// deadline stops at its suspension).
+asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(
+    breaker& cb, tally& t, result_kind kind, bool suspend, std::optional<result_kind>& ran) {
   t.saw_probes(cb.probes_in_flight());
-  if (suspend) co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+  if (suspend && t.suspend_on_timer) {
+    timer due(co_await asio::this_coro::executor, vclock::now());
+    co_await due.async_wait(asio::use_awaitable);
+  } else if (suspend) {
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+  }
   t.saw_probes(cb.probes_in_flight());
+  ran = kind;
   switch (kind) {
     case result_kind::success:
       t.succeeded++;
@@ -64,8 +79,9 @@ asio::awaitable<std::tuple<boost::system::error_code, int>> downstream_ec(breake
   co_return std::tuple(boost::system::error_code(), 0);
 }
 
-asio::awaitable<int> downstream_throw(breaker& cb, tally& t, result_kind kind, bool suspend) {
-  auto [ec, v] = co_await downstream_ec(cb, t, kind, suspend);
+asio::awaitable<int> downstream_throw(breaker& cb, tally& t, result_kind kind, bool suspend,
+                                      std::optional<result_kind>& ran) {
+  auto [ec, v] = co_await downstream_ec(cb, t, kind, suspend, ran);
   if (ec) throw boost::system::system_error(ec);
   co_return v;
 }
@@ -85,15 +101,26 @@ asio::awaitable<void> worker(breaker& cb, tally& t, std::uint64_t seed, int call
                       : r < (sick ? 80 : 25) ? result_kind::failure
                                              : result_kind::success;
     const bool suspend = rng() % 2 == 0;
+    std::optional<result_kind> ran;
+    boost::system::error_code seen;
     if (rng() % 2 == 0) {
-      auto [ec, v] = co_await cb(downstream_ec(cb, t, kind, suspend));
-      if (ec == levee::error::circuit_open) t.rejected++;
+      auto [ec, v] = co_await cb(downstream_ec(cb, t, kind, suspend, ran));
+      seen = ec;
     } else {
       try {
-        (void)co_await cb(downstream_throw(cb, t, kind, suspend));
+        (void)co_await cb(downstream_throw(cb, t, kind, suspend, ran));
       } catch (const boost::system::system_error& e) {
-        if (e.code() == levee::error::circuit_open) t.rejected++;
+        seen = e.code();
       }
+    }
+    if (seen == levee::error::circuit_open) t.rejected++;
+    if (seen == levee::error::timeout) {
+      // A probe's deadline won: what the downstream did (if it got that far)
+      // is not what the breaker and the caller saw.
+      t.timed_out++;
+      if (ran == result_kind::success) t.succeeded--;
+      if (ran == result_kind::failure) t.failed--;
+      if (ran == result_kind::cancelled) t.cancelled--;
     }
   }
 }
@@ -101,6 +128,13 @@ asio::awaitable<void> worker(breaker& cb, tally& t, std::uint64_t seed, int call
 }  // namespace
 
 TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes bounded") {
+  // The probe deadline: automatic (4 x the sampled p99), and so tight that
+  // thousands of probes time out while their downstream runs or has just
+  // returned: the breaker then counts a failure and the caller gets
+  // error::timeout, whatever the downstream did.
+  const auto probe_timeout =
+      GENERATE(levee::breaker_options{}.probe_timeout, std::chrono::nanoseconds(1));
+  CAPTURE(probe_timeout.count());
   virtual_time vt;
   asio::io_context ioc(2);
   levee::breaker_options o{.window = 1ms,
@@ -108,15 +142,10 @@ TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes b
                            .open_duration = 20us,
                            .half_open_probes = 2,
                            .successes_to_close = 2,
-                           // No probe deadline here: a probe whose result
-                           // arrives as its deadline passes is counted
-                           // failed by the breaker while its caller may see
-                           // the result (an open defect, seen 1 call in a
-                           // million in Release; tests/probe_timeout.cpp
-                           // covers the deadlines themselves).
-                           .probe_timeout = std::chrono::nanoseconds::max()};
+                           .probe_timeout = probe_timeout};
   breaker cb(ioc, o);
   tally t;
+  t.suspend_on_timer = probe_timeout == 1ns;
   constexpr int workers = 200, per_worker = 5000;
   std::atomic<int> remaining{workers};
   for (int w = 0; w < workers; ++w) {
@@ -132,11 +161,11 @@ TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes b
 
   const auto c = cb.counters();
   INFO("succeeded " << t.succeeded << " failed " << t.failed << " cancelled " << t.cancelled
-                    << " rejected " << t.rejected);
+                    << " rejected " << t.rejected << " timed out " << t.timed_out);
   CHECK(t.calls == std::uint64_t{workers} * per_worker);
-  CHECK(t.succeeded + t.failed + t.cancelled + t.rejected == t.calls);
+  CHECK(t.succeeded + t.failed + t.cancelled + t.rejected + t.timed_out == t.calls);
   CHECK(c.successes == t.succeeded);
-  CHECK(c.failures == t.failed);
+  CHECK(c.failures == t.failed + t.timed_out);
   CHECK(c.ignored == t.cancelled);
   CHECK(c.rejected == t.rejected);
   CHECK(t.max_probes_seen <= o.half_open_probes);
@@ -149,6 +178,7 @@ TEST_CASE("stress: 2 threads, 1,000,000 guarded calls, no outcome lost, probes b
   // before issue 11 as well), so the bounds sit well below the spread.
   CHECK(t.failed > 20000);
   CHECK(t.cancelled > 20000);
+  if (probe_timeout == 1ns) CHECK(t.timed_out > 100);
 }
 
 TEST_CASE("stress: probes admitted at once never exceed half_open_probes (core, 2 threads)") {
