@@ -200,8 +200,8 @@ struct probe_expired {
 /// cancelled and, once it has returned, reports `error::timeout`. Only probes
 /// pay for it (a frame, a strand, a timer); a CLOSED call's `aw` is moved.
 template <class Impl, class T, class Executor>
-[[gnu::noinline]] asio::awaitable<T, Executor> probe_race(Impl& b, call_scope<Impl>& scope,
-                                                          asio::awaitable<T, Executor> aw) {
+[[gnu::noinline]] asio::awaitable<T, Executor> race_probe_deadline(
+    Impl& b, call_scope<Impl>& scope, asio::awaitable<T, Executor> aw) {
   const nanos limit = b.probe_timeout();
   if (limit == nanos::max()) return aw;
   return race_timer<typename Impl::clock_type>(limit, std::move(aw), error::timeout,
@@ -212,7 +212,7 @@ asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, per
                                            asio::awaitable<T, Executor> aw) {
   if (!p.is_probe()) [[likely]]
     return aw;
-  return probe_race(b, scope, std::move(aw));  // out of line: the CLOSED path stays small
+  return race_probe_deadline(b, scope, std::move(aw));  // out of line: the CLOSED path stays small
 }
 
 // ---- the coroutine form -----------------------------------------------------
