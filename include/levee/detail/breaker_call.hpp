@@ -160,6 +160,7 @@ class call_scope {
   /// A call that took `elapsed` and ended at `now` (on the breaker's clock).
   void finish_measured(outcome o, nanos elapsed, nanos now, const call_result* r) noexcept {
     if (p_) {
+      b_->sample_measured(o, elapsed);
       b_->finish_measured(std::exchange(p_, permit()), o, elapsed, now, r);
       b_->leave();
     } else if (std::exchange(expired_, false)) {
@@ -199,14 +200,19 @@ struct probe_expired {
 /// cancelled and, once it has returned, reports `error::timeout`. Only probes
 /// pay for it (a frame, a strand, a timer); a CLOSED call's `aw` is moved.
 template <class Impl, class T, class Executor>
-asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, permit p,
-                                           asio::awaitable<T, Executor> aw) {
-  if (!p.is_probe()) [[likely]]
-    return aw;
+[[gnu::noinline]] asio::awaitable<T, Executor> race_probe_deadline(
+    Impl& b, call_scope<Impl>& scope, asio::awaitable<T, Executor> aw) {
   const nanos limit = b.probe_timeout();
   if (limit == nanos::max()) return aw;
   return race_timer<typename Impl::clock_type>(limit, std::move(aw), error::timeout,
                                                probe_expired<Impl>{&scope});
+}
+template <class Impl, class T, class Executor>
+asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, permit p,
+                                           asio::awaitable<T, Executor> aw) {
+  if (!p.is_probe()) [[likely]]
+    return aw;
+  return race_probe_deadline(b, scope, std::move(aw));  // out of line: the CLOSED path stays small
 }
 
 // ---- the coroutine form -----------------------------------------------------

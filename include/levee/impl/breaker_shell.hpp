@@ -48,10 +48,9 @@ void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, time_point sta
   nanos elapsed = nanos::zero();
   if (core_.needs_elapsed()) {
     elapsed = std::chrono::duration_cast<nanos>(Clock::now() - start);
+    sample_measured(o, elapsed);
   } else if (start != time_point::min()) [[unlikely]] {
-    // One of the calls sampled for the automatic probe deadline.
-    if (o == outcome::success)
-      note_latency(std::chrono::duration_cast<nanos>(Clock::now() - start));
+    note_sampled(o, start);  // one of the calls sampled for the automatic probe deadline
   }
   finish_measured(p, o, elapsed, core_.needs_time() ? window_now<Clock>() : nanos::zero(), r);
 }
@@ -59,11 +58,6 @@ void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, time_point sta
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::finish_measured(permit p, outcome o, nanos elapsed, nanos now,
                                                       const call_result* r) noexcept {
-  // Durations measured anyway (slow-call detection, guards) feed the
-  // automatic probe deadline's estimate at the same rate as sampled ones.
-  if (o == outcome::success && elapsed > nanos::zero() && options_.probe_timeout == nanos::zero() &&
-      sample_latency()) [[unlikely]]
-    note_latency(elapsed);
   // Without a listener this is one relaxed load. A call event is posted
   // before the core records the call, so that a transition the call causes
   // comes after it.
@@ -160,6 +154,11 @@ nanos breaker_impl<Clock, WaitTraits>::probe_timeout() const noexcept {
   d = std::max<nanos>(d, std::chrono::milliseconds(1));
   if (slow > nanos::zero()) d = std::min(d, slow);
   return d;
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::note_sampled(outcome o, time_point start) noexcept {
+  if (o == outcome::success) note_latency(std::chrono::duration_cast<nanos>(Clock::now() - start));
 }
 
 template <class Clock, class WaitTraits>
