@@ -70,7 +70,8 @@ namespace levee::detail {
 ///               (the last ARGV[6] buckets, this round's counts included)
 ///   [5] the number of distinct failing instances in the window (SUNION)
 ///   [6] the record (<base>:state), "" when there is none
-///   [7] the probe race (`probe_race` in fleet/detail/fleet_decisions.hpp): -2 past the deadline (nothing
+///   [7] the probe race (`probe_race` in fleet/detail/fleet_decisions.hpp): -2 past the deadline
+///   (nothing
 ///       was done, [2]..[6] are zeros), -1 no fleet opening (no record, or a
 ///       closing), 0 lost (another instance holds the lease), 1 won, 2 the
 ///       half-open time has not come; -1 also when ARGV[7] is 0
