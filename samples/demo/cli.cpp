@@ -40,9 +40,10 @@ options:
   --help             this text
 
 outputs:
-  a progress line while running; a table per phase; DIR/timeline.csv (one row
-  per 100 ms of real time: state, downstream requests, client p99); DIR/demo.png
-  (drawn by gnuplot from the CSV); the JSON summary with --summary.
+  a progress line on stderr while running (rewritten in place on a terminal, a
+  line per update in a file or a pipe); a table per phase; DIR/timeline.csv (one
+  row per 100 ms of real time: state, downstream requests, client p99);
+  DIR/demo.png (drawn by gnuplot from the CSV); the JSON summary with --summary.
 )";
 
 command_line parse_command_line(int argc, const char* const* argv) {

@@ -3,6 +3,7 @@
 #include "fleet.hpp"
 
 #include "cli.hpp"
+#include "progress.hpp"
 #include "redis_process.hpp"
 #include "scenario.hpp"
 
@@ -235,6 +236,8 @@ fleet_figures run_fleet_mode(const settings& s, fleet_mode m, int n,
   const auto end = start + api.length();
   for (std::size_t i = 0; i < fleet.size(); ++i) fleet[i]->start(end, port, 1 + i);
   bool paused = false;
+  progress_line progress(stderr);  // in place on a terminal, else a line each
+  auto next_progress = steady::now();
   while (steady::now() < end) {
     const std::size_t phase = api.phase_index();
     if (m == fleet_mode::shared_redis_down && redis) {
@@ -246,9 +249,13 @@ fleet_figures run_fleet_mode(const settings& s, fleet_mode m, int n,
         paused = false;
       }
     }
-    std::fprintf(stderr, "\r  fleet %-18s %-10s t=%4.0fs/%.0fs   ", to_string(m),
-                 schedule[phase].name.c_str(), scenario_ms(s, steady::now() - start) / 1000,
-                 scenario_ms(s, api.length()) / 1000);
+    // Every 20 ms on a terminal; every 500 ms (the scenario's interval) as lines.
+    if (const auto now = steady::now(); now >= next_progress) {
+      progress.print("  fleet %-18s %-10s t=%4.0fs/%.0fs", to_string(m),
+                     schedule[phase].name.c_str(), scenario_ms(s, now - start) / 1000,
+                     scenario_ms(s, api.length()) / 1000);
+      next_progress = now + (progress.terminal() ? 20ms : 500ms);
+    }
     std::this_thread::sleep_for(20ms);
   }
   if (paused) redis->resume();
@@ -256,7 +263,7 @@ fleet_figures run_fleet_mode(const settings& s, fleet_mode m, int n,
   for (auto& i : fleet)
     while (!i->idle() && steady::now() < grace) std::this_thread::sleep_for(10ms);
   for (auto& i : fleet) i->stop();
-  std::fprintf(stderr, "\n");
+  progress.finish();
   f.downstream_in_outage = api.requests_in_phase(outage);
   api.stop();
   server_thread.join();

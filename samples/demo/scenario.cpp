@@ -12,6 +12,7 @@
 #include "scenario.hpp"
 
 #include "metrics_endpoint.hpp"
+#include "progress.hpp"
 
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
@@ -262,12 +263,13 @@ class run {
   }
 
   // Every 10 ms: the breaker's state (for the recovery time); every 100 ms: a
-  // timeline row. Also the progress line.
+  // timeline row; every 500 ms: the progress line (progress.hpp).
   asio::awaitable<void> sample() {
     asio::steady_timer tick(co_await asio::this_coro::executor);
     std::uint64_t last_downstream = 0;
     auto next_row = start_ + 100ms;
     auto next_progress = start_;
+    progress_line progress(stderr);
     const std::size_t healed = schedule_.size() - 1;
     const bool guarded = has_breaker(mode_);
     while (steady::now() < end_ + scaled(s_, 10s)) {
@@ -302,14 +304,13 @@ class run {
         next_row += 100ms;
       }
       if (now >= next_progress) {
-        std::fprintf(stderr,
-                     "\r  %-21s %-10s t=%4.0fs/%.0fs  offered %7llu  downstream %7llu  in flight "
-                     "%4zu  %s   ",
-                     to_string(mode_), schedule_[phase].name.c_str(),
-                     scenario_ms(s_, now - start_) / 1000, scenario_ms(s_, api_->length()) / 1000,
-                     static_cast<unsigned long long>(total_offered()),
-                     static_cast<unsigned long long>(api_->stats().requests), in_flight_,
-                     guarded ? levee::to_string(state) : "no breaker");
+        progress.print(
+            "  %-21s %-10s t=%4.0fs/%.0fs  offered %7llu  downstream %7llu  in flight %4zu  %s",
+            to_string(mode_), schedule_[phase].name.c_str(), scenario_ms(s_, now - start_) / 1000,
+            scenario_ms(s_, api_->length()) / 1000,
+            static_cast<unsigned long long>(total_offered()),
+            static_cast<unsigned long long>(api_->stats().requests), in_flight_,
+            guarded ? levee::to_string(state) : "no breaker");
         next_progress += 500ms;
       }
       if (now >= end_ && calls_active_ == 0) break;
@@ -321,7 +322,7 @@ class run {
     }
     if (metrics_) metrics_->stop();
     client_->close_idle();  // the client's idle timer goes too: run() returns
-    std::fprintf(stderr, "\n");
+    progress.finish();
   }
 
   std::uint64_t total_offered() const {

@@ -9,19 +9,25 @@
 
 namespace levee::http {
 
+// clang-format off
 /// The breaker classifier for HTTP calls (`breaker_options::classifier =
 /// levee::http::classify`). It reads the result of `http_get`/`send` in either
 /// form (a `response`, or `std::tuple<error_code, response>`):
 ///
-/// | Outcome of the call | Classified |
-/// |---|---|
-/// | cancelled (`operation_aborted`) | ignored |
-/// | transport error, `beast::error::timeout`, `levee::error::timeout`, malformed response |
-/// failure | | 5xx | failure | | 429 Too Many Requests | failure (the downstream is overloaded) |
-/// | other 4xx | success: the downstream is healthy, the request was wrong |
-/// | 1xx, 2xx, 3xx | success |
+/// | Outcome of the call                            | Classified                                 |
+/// |------------------------------------------------|--------------------------------------------|
+/// | cancelled (`operation_aborted`)                | ignored                                    |
+/// | an inner layer's rejection (`limit_exceeded`)  | ignored: the downstream was not called     |
+/// | invalid URL or request                         | ignored: nothing was sent                  |
+/// | transport error, malformed response            | failure                                    |
+/// | a timeout (Beast's or `levee::error::timeout`) | failure                                    |
+/// | 5xx                                            | failure                                    |
+/// | 429 Too Many Requests                          | failure: the downstream is overloaded      |
+/// | other 4xx                                      | success: healthy downstream, wrong request |
+/// | 1xx, 2xx, 3xx                                  | success                                    |
 ///
 /// A thrown exception follows `default_classify`.
+// clang-format on
 outcome classify(const call_result& r) noexcept;
 
 /// The retry predicate for HTTP calls (`retry_options::retryable =
