@@ -6,10 +6,10 @@
 #include <boost/asio/impl/src.hpp>
 #include <boost/beast/src.hpp>
 
-#include <levee/impl/error.ipp>
-#include <levee/impl/http_classify.ipp>
-#include <levee/impl/http_error.ipp>
-#include <levee/impl/http_response_reader.ipp>
-#include <levee/impl/http_url.ipp>
-#include <levee/impl/retry.ipp>
-#include <levee/impl/retry_budget.ipp>
+#include <levee/core/impl/error.ipp>
+#include <levee/http/impl/classify.ipp>
+#include <levee/http/impl/error.ipp>
+#include <levee/http/impl/response_reader.ipp>
+#include <levee/http/impl/url.ipp>
+#include <levee/retry/impl/retry.ipp>
+#include <levee/retry/impl/retry_budget.ipp>

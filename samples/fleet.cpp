@@ -2,7 +2,7 @@
 // instances through Redis. Run several at once against one redis-server:
 //   levee-fleet 127.0.0.1:6379
 // With Redis unreachable it runs all the same, with a local breaker.
-#include <levee/fleet.hpp>
+#include <levee/fleet/fleet.hpp>
 
 #include <boost/asio.hpp>
 

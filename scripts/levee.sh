@@ -26,7 +26,7 @@ jobs=$(nproc)
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
   gnuplot-nox valgrind prometheus doxygen
-  libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev)
+  libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev python3)
 
 # install_missing [PACKAGE...]: those given, else every package above.
 install_missing() {

@@ -1,12 +1,12 @@
 // The adaptive concurrency limit: its algorithms against a simulated
 // downstream (sans-I/O, virtual time), and the layer on virtual time.
-#include <levee/adaptive_limit.hpp>
+#include <levee/limit/adaptive_limit.hpp>
 
 #include "support.hpp"
 
-#include <levee/registry.hpp>
-#include <levee/retry.hpp>
-#include <levee/timeout.hpp>
+#include <levee/registry/registry.hpp>
+#include <levee/retry/retry.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include <cmath>
 #include <queue>

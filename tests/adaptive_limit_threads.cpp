@@ -4,8 +4,8 @@
 // ThreadSanitizer in CI (label concurrency). Real time, short and bounded: the
 // race between a grant on one thread and a cancellation on another is the
 // point, and virtual time would serialise it away.
-#include <levee/adaptive_limit.hpp>
-#include <levee/timeout.hpp>
+#include <levee/limit/adaptive_limit.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 

@@ -1,6 +1,6 @@
 // The sans-I/O core, step by step, with no event loop: time is a number the
 // test passes in.
-#include <levee/detail/breaker_core.hpp>
+#include <levee/breaker/detail/breaker_core.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -2,7 +2,7 @@
 // abandoned probes and clock steps, run against the core and against a plain
 // reference model (the seed's algorithm: a deque of every call, with the core's
 // bucket granularity). Every decision must agree.
-#include <levee/detail/breaker_core.hpp>
+#include <levee/breaker/detail/breaker_core.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -1,6 +1,6 @@
 // The bulkhead: limits, queue, waits, cancellation.
-#include <levee/bulkhead.hpp>
-#include <levee/detail/slot_waiter.hpp>
+#include <levee/core/detail/slot_waiter.hpp>
+#include <levee/limit/bulkhead.hpp>
 
 #include "support.hpp"
 

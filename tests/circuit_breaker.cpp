@@ -1,5 +1,5 @@
 // The Asio shell: guarded coroutines, the open timer, the token form.
-#include <levee/circuit_breaker.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
 
 #include "support.hpp"
 

@@ -1,4 +1,4 @@
-#include <levee/classify.hpp>
+#include <levee/core/classify.hpp>
 
 #include <boost/asio/error.hpp>
 #include <catch2/catch.hpp>

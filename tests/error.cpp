@@ -1,4 +1,4 @@
-#include <levee/error.hpp>
+#include <levee/core/error.hpp>
 // The header stands alone: included first.
 
 #include <boost/asio/error.hpp>

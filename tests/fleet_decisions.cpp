@@ -1,6 +1,6 @@
-// The fleet link's decisions, sans I/O (detail/fleet_decisions.hpp): plain
+// The fleet link's decisions, sans I/O (fleet/detail/fleet_decisions.hpp): plain
 // numbers for time (Redis time in us), no Redis, no Asio, no clock.
-#include <levee/detail/fleet_decisions.hpp>
+#include <levee/fleet/detail/fleet_decisions.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -2,7 +2,7 @@
 // reason `fleet`, fleet_open / fleet_close, and the gate on OPEN -> HALF_OPEN.
 #include "support.hpp"
 
-#include <levee/observe.hpp>
+#include <levee/breaker/observe.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -5,7 +5,7 @@
 #include "fleet_support.hpp"
 #include "redis_fixture.hpp"
 
-#include <levee/fleet.hpp>
+#include <levee/fleet/fleet.hpp>
 
 #include <catch2/catch.hpp>
 

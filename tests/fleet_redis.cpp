@@ -7,9 +7,9 @@
 #include "redis_fixture.hpp"
 
 #include <flaky/tls.hpp>
-#include <levee/detail/redis_connection.hpp>
-#include <levee/detail/redis_reply_bound.hpp>
-#include <levee/fleet.hpp>
+#include <levee/fleet/detail/redis_connection.hpp>
+#include <levee/fleet/detail/redis_reply_bound.hpp>
+#include <levee/fleet/fleet.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>

@@ -3,7 +3,7 @@
 // downstream at a steady pace, and bounded waits on real time.
 #pragma once
 
-#include <levee/fleet.hpp>
+#include <levee/fleet/fleet.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

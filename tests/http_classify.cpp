@@ -1,7 +1,7 @@
 // The HTTP classifier, retry predicate and Retry-After parsing: no I/O.
 #include <levee/http/classify.hpp>
 
-#include <levee/error.hpp>
+#include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
 
 #include <boost/asio/error.hpp>

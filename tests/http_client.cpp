@@ -7,8 +7,8 @@
 #include <levee/http/classify.hpp>
 #include <levee/http/error.hpp>
 #include <levee/http/guarded.hpp>
-#include <levee/registry.hpp>
-#include <levee/retry.hpp>
+#include <levee/registry/registry.hpp>
+#include <levee/retry/retry.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

@@ -1,6 +1,6 @@
 // The HTTP client against a real server nobody here wrote: nginx on
 // 127.0.0.1, plain and TLS, started and stopped by the test.
-#include <levee/circuit_breaker.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
 

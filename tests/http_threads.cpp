@@ -2,7 +2,7 @@
 // deadlines, pooled connections and cancellations racing each other. Run
 // under ThreadSanitizer and AddressSanitizer in CI (label concurrency).
 #include <levee/http/client.hpp>
-#include <levee/timeout.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include "http_support.hpp"
 

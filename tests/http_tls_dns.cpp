@@ -1,7 +1,7 @@
 // HTTPS against the flaky upstream and a raw TLS server, and name resolution
 // against a DNS server of the test's own (c-ares, deadlines, no lookup
 // waiting for another).
-#include <levee/circuit_breaker.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
 

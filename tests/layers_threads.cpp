@@ -6,8 +6,8 @@
 // Real time, short and bounded: the race between a timer and an operation
 // completing on another thread is the point, and virtual time would serialise
 // it away.
-#include <levee/bulkhead.hpp>
-#include <levee/timeout.hpp>
+#include <levee/limit/bulkhead.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 

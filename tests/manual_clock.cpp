@@ -1,4 +1,4 @@
-#include <levee/manual_clock.hpp>
+#include <levee/core/manual_clock.hpp>
 
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/io_context.hpp>

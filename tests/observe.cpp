@@ -1,10 +1,10 @@
 // Events, metrics, the stuck-open signal, manual control and the Prometheus
 // exposition, on virtual time.
-#include <levee/observe.hpp>
+#include <levee/breaker/observe.hpp>
 
 #include "support.hpp"
 
-#include <levee/registry.hpp>
+#include <levee/registry/registry.hpp>
 
 #include <sstream>
 #include <vector>

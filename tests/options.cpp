@@ -1,6 +1,6 @@
-#include <levee/options.hpp>
+#include <levee/breaker/options.hpp>
 
-#include <levee/circuit_breaker.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>

@@ -2,7 +2,7 @@
 // a probe into a dead dependency ends at its deadline, the breaker reopens at
 // once, and after the heal the next round closes it within open_duration +
 // the deadline + a probe's latency. Virtual time, except the 4-thread test.
-#include <levee/registry.hpp>
+#include <levee/registry/registry.hpp>
 
 #include "support.hpp"
 

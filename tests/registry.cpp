@@ -1,5 +1,5 @@
 // The registry of named breakers.
-#include <levee/registry.hpp>
+#include <levee/registry/registry.hpp>
 
 #include "support.hpp"
 

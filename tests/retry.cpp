@@ -1,5 +1,5 @@
 // Retry policies on virtual time.
-#include <levee/retry.hpp>
+#include <levee/retry/retry.hpp>
 
 #include "support.hpp"
 

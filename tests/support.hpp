@@ -2,8 +2,8 @@
 // coroutines on an io_context without sleeping.
 #pragma once
 
-#include <levee/circuit_breaker.hpp>
-#include <levee/manual_clock.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/core/manual_clock.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

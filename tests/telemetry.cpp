@@ -1,7 +1,7 @@
 // The breaker's telemetry on its own: transitions delivered out of order by
 // several threads are applied in generation order, every one once, and the
 // metrics' times and counts never go down (issue 25).
-#include <levee/detail/breaker_telemetry.hpp>
+#include <levee/breaker/detail/breaker_telemetry.hpp>
 
 #include <boost/asio/io_context.hpp>
 

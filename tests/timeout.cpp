@@ -1,9 +1,9 @@
 // Per-attempt timeouts and total deadlines, on virtual time.
-#include <levee/timeout.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 
-#include <levee/retry.hpp>
+#include <levee/retry/retry.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>

@@ -1,5 +1,5 @@
 // One guarded call: what levee adds to a user's translation unit.
-#include <levee/circuit_breaker.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,15 +1,15 @@
 // levee: the umbrella header.
 #pragma once
 
-#include <levee/adaptive_limit.hpp>
-#include <levee/bulkhead.hpp>
-#include <levee/circuit_breaker.hpp>
-#include <levee/classify.hpp>
-#include <levee/error.hpp>
-#include <levee/manual_clock.hpp>
-#include <levee/observe.hpp>
-#include <levee/options.hpp>
-#include <levee/registry.hpp>
-#include <levee/retry.hpp>
-#include <levee/retry_budget.hpp>
-#include <levee/timeout.hpp>
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/breaker/observe.hpp>
+#include <levee/breaker/options.hpp>
+#include <levee/core/classify.hpp>
+#include <levee/core/error.hpp>
+#include <levee/core/manual_clock.hpp>
+#include <levee/limit/adaptive_limit.hpp>
+#include <levee/limit/bulkhead.hpp>
+#include <levee/registry/registry.hpp>
+#include <levee/retry/retry.hpp>
+#include <levee/retry/retry_budget.hpp>
+#include <levee/timeout/timeout.hpp>

@@ -6,7 +6,7 @@
 #include "redis_process.hpp"
 #include "scenario.hpp"
 
-#include <levee/fleet.hpp>
+#include <levee/fleet/fleet.hpp>
 #include <levee/http.hpp>
 
 #include <flaky/server.hpp>

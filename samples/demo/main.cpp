@@ -20,7 +20,7 @@
 #include "fleet.hpp"  // --fleet N
 #endif
 
-#include <levee/observe.hpp>
+#include <levee/breaker/observe.hpp>
 
 #include <flaky/schedule.hpp>
 

@@ -3,10 +3,10 @@
 // and the /metrics endpoint are in files of their own.
 #pragma once
 
-#include <levee/adaptive_limit.hpp>
+#include <levee/breaker/observe.hpp>
+#include <levee/breaker/options.hpp>
 #include <levee/http/client.hpp>
-#include <levee/observe.hpp>
-#include <levee/options.hpp>
+#include <levee/limit/adaptive_limit.hpp>
 
 #include <flaky/schedule.hpp>
 

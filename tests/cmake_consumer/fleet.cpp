@@ -1,6 +1,6 @@
 // Uses the installed levee::fleet (and so its hiredis dependency): a link to
 // a Redis that is not there leaves the breaker local.
-#include <levee/fleet.hpp>
+#include <levee/fleet/fleet.hpp>
 
 #include <boost/asio/io_context.hpp>
 

@@ -1,7 +1,7 @@
 // levee: what an HTTP outcome means for a breaker and for a retry policy.
 #pragma once
 
-#include <levee/classify.hpp>
+#include <levee/core/classify.hpp>
 
 #include <chrono>
 #include <optional>

@@ -1,7 +1,7 @@
 // levee: reading one HTTP/1.1 response off a connection, without I/O.
 #pragma once
 
-#include <levee/http/client.hpp>
+#include <levee/http/options.hpp>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>

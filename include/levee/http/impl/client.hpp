@@ -1,10 +1,8 @@
 // levee: the HTTP client's operations, as templates on the completion token
 // (included by levee/http/client.hpp). Each initiation erases the handler's
 // type and hands it to a non-template entry point compiled once in lib/
-// (impl/http_request.ipp), as Boost.Redis does.
+// (http/impl/request.ipp), as Boost.Redis does.
 #pragma once
-
-#include <levee/http/client.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_executor.hpp>

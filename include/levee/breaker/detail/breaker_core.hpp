@@ -1,0 +1,357 @@
+// levee: the breaker's sans-I/O core.
+//
+// The state machine and its windows. It takes the current time and call
+// outcomes, and returns decisions (`permit`, `transition`); it never reads a
+// clock, never touches Asio, and allocates nothing after construction. The
+// Asio shell (`basic_circuit_breaker`) turns its transitions into timer waits.
+//
+// Thread safety: every member function may be called from any thread.
+// - Admission in CLOSED is one atomic load; in OPEN, one load and one relaxed
+//   increment on the caller's own shard; in HALF_OPEN, a CAS on the state word.
+// - Recording in CLOSED takes the caller's shard lock (a shard per thread slot,
+//   each on its own cache lines), so threads that share a breaker do not write
+//   to the same line. Reading the whole window (to decide whether to open)
+//   happens after a failure, after a slow call, and after a success only when
+//   the window changed in a way a success could not have checked (a new bucket,
+//   or fewer than `minimum_calls` calls at the last check).
+// - Transitions are rare and serialised by `transition_lock_`. The core never
+//   calls out: a transition is returned to the caller (the Asio shell), which
+//   arms timers and tells observers after every lock is released.
+//
+// The windows are parts of their own: breaker/detail/time_window.hpp (per shard) and
+// breaker/detail/count_window.hpp.
+#pragma once
+
+#include <levee/breaker/detail/count_window.hpp>
+#include <levee/breaker/detail/decimal_ratio.hpp>
+#include <levee/breaker/detail/time_window.hpp>
+#include <levee/breaker/options.hpp>
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/random.hpp>
+#include <levee/core/detail/spinlock.hpp>
+#include <levee/core/detail/thread_slot.hpp>
+#include <levee/core/vocabulary.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <new>
+
+namespace levee::detail {
+
+using nanos = std::chrono::nanoseconds;
+
+/// The right to run one call, handed out by `breaker_core::try_acquire`.
+/// Trivially copyable; an empty permit is a rejection.
+class permit {
+ public:
+  /// `untracked`: admitted while DISABLED, counted by outcome but kept out of
+  /// the window.
+  enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2, untracked = 3 };
+
+  permit() noexcept = default;
+  permit(std::uint64_t generation, kind_type kind) noexcept : bits_(generation << 2 | kind) {}
+
+  explicit operator bool() const noexcept { return bits_ != 0; }
+  bool is_probe() const noexcept { return (bits_ & 3) == probe; }
+  /// A probe or an untracked call: one test for both on the hot path.
+  bool is_special() const noexcept { return (bits_ & 2) != 0; }
+  /// The generation of the state the call was admitted in.
+  std::uint64_t generation() const noexcept { return bits_ >> 2; }
+
+ private:
+  std::uint64_t bits_ = 0;
+};
+
+/// A state change the shell must act on: when `to` is OPEN, arm the timer for
+/// `open_for` and call `open_elapsed(generation)` when it fires.
+/// Default-constructed (`{}`), it means "nothing happened".
+struct transition {
+  constexpr transition() noexcept
+      : from(circuit_state::closed),
+        to(circuit_state::closed),
+        reason(transition_reason::failure_rate),
+        generation(0),
+        open_for(0) {}
+  constexpr transition(circuit_state f, circuit_state t, transition_reason r, std::uint64_t g,
+                       nanos open = nanos::zero()) noexcept
+      : from(f), to(t), reason(r), generation(g & 0xffff'ffff'ffffu), open_for(open) {}
+
+  circuit_state from : 4;
+  circuit_state to : 4;
+  transition_reason reason : 8;
+  std::uint64_t generation : 48;  ///< of the new state; 0: nothing happened
+  nanos open_for;                 ///< when `to == open`
+
+  explicit operator bool() const noexcept { return generation != 0; }
+};
+// Sixteen trivially copyable bytes come back in two registers: "nothing
+// happened", the common answer, costs no memory traffic.
+static_assert(sizeof(transition) == 16);
+
+class breaker_core {
+ public:
+  /// `options` must be valid (see `validate`). `shards` is rounded up to a power
+  /// of two; 0 picks one per hardware thread, at most 4.
+  explicit breaker_core(const breaker_options& options, unsigned shards = 0);
+  ~breaker_core();
+  breaker_core(const breaker_core&) = delete;
+  breaker_core& operator=(const breaker_core&) = delete;
+
+  circuit_state state() const noexcept { return state_of(state_.load(std::memory_order_acquire)); }
+  /// Starts at 1; every transition adds one.
+  std::uint64_t generation() const noexcept {
+    return generation_of(state_.load(std::memory_order_acquire));
+  }
+  std::size_t probes_in_flight() const noexcept {
+    return probes_of(state_.load(std::memory_order_acquire));
+  }
+  /// True when `complete` needs `now` (a time window); false for a count window.
+  bool needs_time() const noexcept { return kind_ == window_kind::time; }
+  /// True when `complete` needs the call's duration (slow-call detection on).
+  bool needs_elapsed() const noexcept { return slow_ns_ > 0; }
+  std::size_t shard_count() const noexcept { return shard_mask_ + 1; }
+
+  /// Admission. An empty permit means "rejected: do not start the call".
+  permit try_acquire() noexcept;
+
+  /// Records how an admitted call ended. `now` is the current time (used by a
+  /// time window only), `elapsed` the call's duration (used only with slow-call
+  /// detection on). Outcomes of calls admitted in an earlier generation are
+  /// counted in `counters()` but change no decision.
+  transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
+
+  /// Gives a permit back without counting it: the call was abandoned (its
+  /// coroutine destroyed) before it finished. A probe's slot is freed.
+  void release(permit p) noexcept;
+
+  /// The open timer armed for `generation` fired.
+  transition open_elapsed(std::uint64_t generation) noexcept;
+
+  /// The half-open timer of HALF_OPEN state `generation` fired (the shell arms
+  /// it for `max_half_open_duration` when the round's first probe is admitted):
+  /// if still in that state, reopens with reason `half_open_timeout`. The
+  /// probes in flight keep their permits, whose outcomes then change nothing.
+  transition half_open_elapsed(std::uint64_t generation) noexcept;
+
+  /// Fleet hook (levee::fleet_link): CLOSED -> OPEN with reason `fleet`, for
+  /// `open_for` (zero: the breaker's own next open duration). `{}` in any
+  /// other state.
+  transition fleet_open(nanos open_for) noexcept;
+
+  /// Fleet hook: OPEN or HALF_OPEN -> CLOSED with reason `fleet` (the fleet's
+  /// prober closed it), a fresh window and a zero open streak. `{}` in any
+  /// other state.
+  transition fleet_close() noexcept;
+
+  /// The current window as of `now` (the time window evicts old buckets
+  /// first), for metrics and tests.
+  window_totals window(nanos now) noexcept;
+
+  /// Cumulative counts (relaxed reads: exact once calls have stopped).
+  breaker_counters counters() const noexcept;
+
+  /// What the transition `t` to OPEN was decided on, as long as no later
+  /// transition to OPEN happened (zero then, and for other transitions): for `failure_rate` the
+  /// window's calls and failures, for `slow_call_rate` its calls and slow calls; for
+  /// `consecutive_failures`, the failures in a row (as calls and failures); for `probe_failed`, the
+  /// probe (one call, failed or slow).
+  window_totals trip_basis(const transition& t) const noexcept;
+
+  /// The shortest the current OPEN period can last: its backed-off duration
+  /// with the most jitter can take off (what `retry_after` answers between a
+  /// trip and the arming of its timer, on another thread).
+  nanos shortest_open_duration() const noexcept;
+
+  /// Consecutive successful probes in the current HALF_OPEN state.
+  std::size_t probe_successes() const noexcept;
+
+  /// Openings since the breaker last closed: 1 after the first trip, one more
+  /// for each failed probe round; 0 once closed.
+  std::uint64_t open_streak() const noexcept;
+
+  /// Manual control: moves to `target` (CLOSED, FORCED_OPEN, DISABLED or
+  /// METRICS_ONLY; OPEN and HALF_OPEN are not manual targets and return `{}`)
+  /// with reason `manual`. CLOSED, DISABLED and METRICS_ONLY start a fresh
+  /// window; CLOSED also resets the open streak. A move to the current state
+  /// is no transition (returns `{}`); in CLOSED it still starts a fresh window.
+  transition set_state(circuit_state target) noexcept;
+
+  /// Test hook: sets the counts of the time-window bucket that holds `now`, in
+  /// the calling thread's shard, as if that many calls had finished in it
+  /// (to test a bucket near its counters' limit without 2^32 calls).
+  void test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
+                    std::uint32_t slow) noexcept;
+
+  // ---- the owner's lifetime ------------------------------------------------
+  // The shell lets its owner (the breaker object) be destroyed while calls are
+  // still in flight, as Asio lets an I/O object go with operations pending:
+  // the shared state lives on until the last call ends. Calls in flight are
+  // counted per shard (on the caller's own cache line, no shared counter):
+  // `enter` when a call is admitted, `leave` as the very last thing the call
+  // does with the shared state. `orphan` marks every shard and counts the
+  // calls still in flight; from then on, `leave` tells the last one to go.
+
+  /// A call was admitted and holds the shared state until `leave`.
+  void enter() noexcept { my_shard().in_flight.fetch_add(2, std::memory_order_relaxed); }
+
+  /// The call is done with the shared state. True when the owner was orphaned
+  /// and this was the last call: the caller must now destroy the shared state.
+  bool leave() noexcept {
+    const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
+    if (!(old & 1)) [[likely]]
+      return false;
+    return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+
+  /// The owner is gone (no call will be admitted any more). True when no call
+  /// is in flight: the caller destroys the shared state now; otherwise the
+  /// last `leave` will say so.
+  bool orphan() noexcept;
+
+ private:
+  // The state word: | generation (48) | probes in flight (13) | state (3) |
+  static constexpr unsigned probe_shift = 3;
+  static constexpr unsigned generation_shift = 16;
+  static constexpr std::uint64_t state_mask = 0x7;
+  static constexpr std::uint64_t probe_mask = 0x1fff;
+  static constexpr std::uint64_t probe_one = std::uint64_t{1} << probe_shift;
+
+  static circuit_state state_of(std::uint64_t w) noexcept {
+    return static_cast<circuit_state>(w & state_mask);
+  }
+  static std::uint64_t probes_of(std::uint64_t w) noexcept {
+    return (w >> probe_shift) & probe_mask;
+  }
+  static std::uint64_t generation_of(std::uint64_t w) noexcept { return w >> generation_shift; }
+  static std::uint64_t make_word(circuit_state s, std::uint64_t generation) noexcept {
+    return generation << generation_shift | static_cast<std::uint64_t>(s);
+  }
+
+  // A counter written either always under its shard's lock (`bump_locked`: a
+  // plain load and store, no read-modify-write) or always with `fetch_add`
+  // (`bump`), never both: a `fetch_add` between the load and the store would
+  // be lost. successes, failures and slow: locked (`count`); ignored and
+  // rejected: `fetch_add`.
+  struct counter {
+    std::atomic<std::uint64_t> value{0};
+    void bump_locked() noexcept {
+      value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }
+    std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
+  };
+
+  // One shard: its part of the time window, cumulative counters and the
+  // calls in flight. Followed in memory by its ring of time buckets; shards
+  // are `stride_` bytes apart, a multiple of the cache line, in one block
+  // aligned to a cache line.
+  struct shard {
+    spinlock lock;  // window and generation (the counters say how they are written)
+    // Calls in flight admitted or finished on this shard, times two (a call
+    // may enter on one shard and leave on another: only the sum over shards,
+    // modulo 2^31, is meaningful), plus 1 once the owner is orphaned.
+    std::atomic<std::uint32_t> in_flight{0};
+    std::uint64_t generation = 1;
+    time_window::slice window;
+    counter successes, failures, ignored, slow;
+    counter rejected;  // bumped without the lock
+    time_bucket* ring() noexcept { return reinterpret_cast<time_bucket*>(this + 1); }
+  };
+  // A header of 72 bytes and ten buckets of 12 fill three cache lines.
+  static_assert(sizeof(void*) != 8 || sizeof(shard) <= 72, "memory per breaker is a target");
+  static_assert(alignof(time_bucket) <= alignof(shard) &&
+                sizeof(shard) % alignof(time_bucket) == 0);
+
+  shard& shard_at(std::size_t i) const noexcept {
+    return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
+  }
+  shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
+  // Counts a finished call outside the time window's locked section.
+  static void count(shard& s, bool failed, bool slow) noexcept {
+    spin_guard g(s.lock);
+    (failed ? s.failures : s.successes).bump_locked();
+    if (slow) s.slow.bump_locked();
+  }
+
+  // Slow paths (breaker/impl/breaker_core.ipp).
+  transition complete_special(permit p, outcome o, bool slow) noexcept;
+  transition complete_probe(permit p, outcome o, bool slow) noexcept;
+  transition record_count_window(permit p, bool failed, bool slow) noexcept;
+  transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
+  transition note_consecutive(permit p, bool failed) noexcept;
+  transition trip(std::uint64_t generation, transition_reason why,
+                  const window_totals& basis) noexcept;
+  bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
+  nanos next_open_duration() noexcept;  // under transition_lock_, after open_streak_ was updated
+  nanos open_duration_for(std::uint32_t streak, long double jitter_factor) const noexcept;
+  transition opened(const transition& t, const window_totals& basis) noexcept {
+    basis_generation_ = t.generation;  // under transition_lock_
+    basis_calls_ = basis.calls;
+    basis_part_ = t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
+    return t;
+  }
+  void reset_windows(std::uint64_t generation) noexcept;  // under transition_lock_
+
+  static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
+    return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
+  }
+
+  // Read on every call, written rarely: the state word, the validation stamp
+  // and the configuration share the first cache lines.
+  std::atomic<std::uint64_t> state_;
+  std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
+  [[no_unique_address]] time_window time_;   // stride_ fits in its tail padding
+  std::uint32_t stride_;
+  std::int64_t slow_ns_;
+  std::uint16_t shard_mask_;   // at most 1024 shards
+  std::uint16_t probe_limit_;  // half_open_probes <= 8191
+  window_kind kind_;
+  std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
+  std::uint8_t slow_exponent_;     // the exponents fill what would be padding
+  // Serialises transitions and HALF_OPEN bookkeeping (and guards the fields
+  // marked so). Here, in what would be padding: taken on transitions and
+  // probe outcomes only, rare next to the loads of this line.
+  spinlock transition_lock_;
+  std::uint64_t failure_numerator_;
+  std::uint64_t slow_numerator_;
+  std::uint64_t minimum_calls_;
+  std::uint64_t consecutive_limit_;
+  std::uint64_t successes_to_close_;
+  nanos open_duration_;
+  nanos max_open_duration_;
+  struct aligned_delete {
+    void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<std::byte[], aligned_delete> shard_memory_;
+
+  // Written on failures (consecutive_failures on) and on transitions only.
+  std::atomic<std::uint64_t> consecutive_{0};
+  std::atomic<std::int64_t> orphan_pending_{0};  // calls an orphaned owner still waits for
+  // Under transition_lock_:
+  std::uint32_t probe_successes_ = 0;   // saturating: 2^32 - 1 successes never close
+  std::uint32_t open_streak_ = 0;       // saturating
+  std::uint64_t basis_generation_ = 0;  // of the last transition to OPEN
+  splitmix64 rng_;                      // open-duration jitter
+  double open_multiplier_;              // doubles: a float made 1.1 into 1.10000002384
+  double open_jitter_;
+  std::uint64_t basis_calls_ = 0;  // what it was decided on: calls, and
+  std::uint64_t basis_part_ = 0;   // failures, or slow calls (slow_call_rate)
+
+  std::unique_ptr<count_window> count_;  // window_kind::count only
+};
+
+// The state word and the configuration come first and are read-mostly; the
+// rarely written fields follow. The core is not cache-line aligned on purpose:
+// an over-aligned member would make every breaker's allocation pad to 64
+// bytes, and the only hot writes (the shards) live in their own aligned block.
+// (Memory per breaker is a target: bench/README.md.)
+static_assert(sizeof(void*) != 8 || sizeof(breaker_core) <= 192,
+              "breaker_core grew: memory per breaker is a target");
+
+}  // namespace levee::detail
+
+#include <levee/breaker/detail/impl/breaker_core.hpp>  // the hot paths, inline

@@ -1,0 +1,250 @@
+// levee: the Asio shell around the breaker's core.
+//
+// `breaker_impl` is the shared state behind a `basic_circuit_breaker`: the
+// sans-I/O core (breaker/detail/breaker_core.hpp), the open timer, and the
+// telemetry (breaker/detail/breaker_telemetry.hpp, compiled once). It is a template
+// only for what needs the clock: reading it, and its timers.
+#pragma once
+
+#include <levee/breaker/detail/breaker_core.hpp>
+#include <levee/breaker/detail/breaker_telemetry.hpp>
+#include <levee/breaker/detail/window_clock.hpp>
+#include <levee/breaker/observe.hpp>
+#include <levee/breaker/options.hpp>
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/small_mutex.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/core/error.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <boost/asio/wait_traits.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace levee::detail {
+
+namespace asio = boost::asio;
+
+template <class Clock, class WaitTraits>
+class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>>,
+                           private stuck_alarm {
+ public:
+  using timer_type = asio::basic_waitable_timer<Clock, WaitTraits, asio::any_io_executor>;
+  using time_point = typename Clock::time_point;
+  using clock_type = Clock;
+
+  breaker_impl(asio::any_io_executor ex, breaker_options options, std::string name);
+
+  /// The clock's time since its epoch.
+  static nanos clock_now() noexcept {
+    return std::chrono::duration_cast<nanos>(Clock::now().time_since_epoch());
+  }
+
+  /// The breaker object is gone: its timers stop (nothing of it stays pending
+  /// on the executor), and the shared state lives on until the last call in
+  /// flight ends (`leave`), or goes now if there is none.
+  static void detach(std::shared_ptr<breaker_impl> self) noexcept;
+
+  /// A call is done with the shared state (see `call_scope`).
+  void leave() noexcept {
+    if (core_.leave()) [[unlikely]]
+      release_last_owner();
+  }
+
+  const breaker_options& options() const noexcept { return options_; }
+  breaker_core& core() noexcept { return core_; }
+  const breaker_core& core() const noexcept { return core_; }
+  breaker_telemetry& telemetry() noexcept { return telemetry_; }
+  asio::any_io_executor get_executor() noexcept { return timer_.get_executor(); }
+  std::string_view name() const noexcept { return telemetry_.name(); }
+
+  outcome classify(const call_result& r) const noexcept;
+
+  /// The outcome of a call that returned `value`. Without a classifier the
+  /// default rules need no `call_result`: a value is a success, a tuple's
+  /// error_code decides.
+  template <class T>
+  outcome classify_value(const T& value) const noexcept {
+    if (options_.classifier) return classify(make_value_result(value));
+    if constexpr (is_error_tuple_v<T>) {
+      const boost::system::error_code& ec = std::get<0>(value);
+      if (!ec) return outcome::success;
+      // As default_classify: cancellations and inner levee rejections say
+      // nothing of the downstream's health.
+      return is_cancellation(ec) || is_rejection(ec) ? outcome::ignored : outcome::failure;
+    } else {
+      return outcome::success;
+    }
+  }
+
+  /// When a call starts: the time slow-call detection measures from. When it
+  /// is off, `time_point::min()` (no clock read), except for about one call
+  /// in 16 measured for the automatic probe deadline (`probe_timeout`).
+  time_point start_time() const noexcept {
+    if (core_.needs_elapsed()) return Clock::now();
+    if (options_.probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
+      return sampled_now();
+    return time_point::min();
+  }
+  [[gnu::noinline]] static time_point sampled_now() noexcept { return Clock::now(); }
+
+  /// The deadline of a probe admitted now: `options().probe_timeout`, or the
+  /// automatic one (see options.hpp); `nanoseconds::max()` for none. Read on
+  /// the probe's path only.
+  nanos probe_timeout() const noexcept;
+
+  /// A duration measured anyway (slow-call detection, a guard set's call)
+  /// feeds the automatic probe deadline's estimate at the rate of the sampled
+  /// ones (about one call in 16).
+  void sample_measured(outcome o, nanos elapsed) noexcept {
+    if (o == outcome::success && options_.probe_timeout == nanos::zero() && sample_latency())
+        [[unlikely]]
+      note_latency(elapsed);
+  }
+
+  /// The automatic probe deadline's p99 estimate (zero: no sample yet).
+  nanos latency_p99() const noexcept { return nanos(latency_p99_.load(std::memory_order_relaxed)); }
+
+  /// Records a finished call and acts on what the core decides. `r`: the
+  /// call's result, when known (for the last failure of a transition event).
+  void finish(permit p, outcome o, time_point start, const call_result* r) noexcept;
+
+  /// The same, for a call the caller measured: it took `elapsed` and ended
+  /// at `now` (the clock's time since its epoch).
+  void finish_measured(permit p, outcome o, nanos elapsed, nanos now,
+                       const call_result* r) noexcept;
+
+  /// A call abandoned before it finished (its coroutine or handler destroyed):
+  /// gives the permit back, counted as ignored.
+  void abandon(permit p) noexcept;
+
+  /// A call was refused.
+  void rejected() noexcept;
+
+  /// See `basic_circuit_breaker::retry_after`.
+  nanos retry_after() noexcept;
+
+  /// The exception of a rejection (the exception forms), out of the hot path.
+  [[noreturn]] void throw_rejection();
+  std::exception_ptr make_rejection() noexcept;
+
+  /// Acts on a transition the core returned (after its lock was released):
+  /// the timers, then the telemetry.
+  void apply(const transition& t, const fleet_origin* origin = nullptr) noexcept;
+
+  /// A probe of HALF_OPEN state `generation` was admitted: the round's first
+  /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
+  /// path: only probes come here.
+  void probe_admitted(std::uint64_t generation) noexcept;
+
+  breaker_metrics metrics() noexcept;
+
+  // ---- fleet hooks (levee::fleet_link) -------------------------------------
+  // While the gate is on, the open timer's expiry does not turn the breaker
+  // HALF_OPEN: it is remembered (`fleet_open_expired`) and the link decides
+  // (`fleet_half_open`). Turning the gate off applies a remembered expiry at
+  // once: a breaker whose link is gone is a local breaker again.
+
+  void fleet_gate(bool on) noexcept {
+    if (on) {
+      fleet_.fetch_or(fleet_gate_bit);
+      return;
+    }
+    // One word: the timer either recorded its expiry before this (applied
+    // here) or finds the gate off and acts itself.
+    const std::uint64_t expired = fleet_.fetch_and(~fleet_gate_bit) & ~fleet_gate_bit;
+    const std::uint64_t g = core_.generation();
+    if (expired == g) apply(core_.open_elapsed(g));
+  }
+  bool fleet_open_expired() const noexcept {
+    const std::uint64_t g = core_.generation();
+    return core_.state() == circuit_state::open && (fleet_.load() & ~fleet_gate_bit) == g;
+  }
+  /// OPEN `generation` -> HALF_OPEN now (reason `open_elapsed`), as if its
+  /// timer fired.
+  void fleet_half_open(std::uint64_t generation) noexcept { apply(core_.open_elapsed(generation)); }
+  /// CLOSED -> OPEN (reason `fleet`) for `open_for` (zero: the breaker's own
+  /// duration), following `origin`'s record (null: the fleet's window);
+  /// returns the duration, zero when it was not CLOSED.
+  nanos fleet_open(nanos open_for, const fleet_origin* origin = nullptr) noexcept {
+    const transition t = core_.fleet_open(open_for);
+    apply(t, origin);
+    return t ? t.open_for : nanos::zero();
+  }
+  /// OPEN or HALF_OPEN -> CLOSED (reason `fleet`), following `origin`'s record.
+  void fleet_close(const fleet_origin* origin = nullptr) noexcept {
+    apply(core_.fleet_close(), origin);
+  }
+
+ private:
+  void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
+
+  // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp). One draw
+  // of a per-thread xorshift: true about once in 16 calls.
+  static bool sample_latency() noexcept {
+    thread_local std::uint32_t x = 0x9e3779b9u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return (x & 15u) == 0;
+  }
+  [[gnu::noinline]] void note_latency(nanos elapsed) noexcept;
+  [[gnu::noinline]] void note_sampled(outcome o, time_point start) noexcept;
+
+  // stuck_alarm, under the telemetry's order lock.
+  void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;
+  void cancel_stuck() noexcept override;
+  nanos recovery_window() const noexcept override { return options_.recovery_window; }
+
+  // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
+  // already armed for it) the half-open timer of HALF_OPEN `generation`.
+  // Serialised by `timer_lock_` (a mutex: arming allocates): a transition to
+  // OPEN can come from any thread that completes a call. `timer_generation_`
+  // keeps a late arm or disarm (another thread's, for an older transition)
+  // from undoing a newer one.
+  void arm(std::uint64_t generation, nanos open_for, bool once = false) noexcept;
+  void disarm(std::uint64_t generation) noexcept;
+  bool older(std::uint64_t generation) const noexcept {  // than the timer's, under timer_lock_
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(generation) - timer_generation_) <
+           0;
+  }
+
+  void release_last_owner() noexcept;
+
+  breaker_options options_;
+  breaker_core core_;
+  breaker_telemetry telemetry_;
+  small_mutex timer_lock_;              // timer_, timer_generation_
+  std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
+  timer_type timer_;
+  std::unique_ptr<timer_type>
+      stuck_timer_;  // with `recovery_window`, under the telemetry's order lock
+  std::shared_ptr<breaker_impl> last_owner_;  // set by `detach` while calls are in flight
+  // Fleet hooks, one word (memory per breaker is a target): bit 63, the gate
+  // (a fleet link decides OPEN -> HALF_OPEN); below, the OPEN generation whose
+  // timer fired while gated.
+  static constexpr std::uint64_t fleet_gate_bit = std::uint64_t{1} << 63;
+  std::atomic<std::uint64_t> fleet_{0};
+  // The automatic probe deadline (`probe_timeout` zero): the p99 estimate of
+  // sampled successful calls, in ns (0: no sample yet).
+  std::atomic<std::int64_t> latency_p99_{0};
+};
+
+}  // namespace levee::detail
+
+#include <levee/breaker/detail/impl/breaker_shell.hpp>
+
+namespace levee::detail {
+// The steady_clock breaker's shell is compiled once, in lib/
+// (breaker/impl/breaker_shell.ipp).
+extern template class breaker_impl<std::chrono::steady_clock,
+                                   boost::asio::wait_traits<std::chrono::steady_clock>>;
+}  // namespace levee::detail

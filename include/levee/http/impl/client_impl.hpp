@@ -1,0 +1,208 @@
+// levee: the HTTP client's inside, shared by its compiled parts:
+// http/impl/connection.ipp (one connection: connect, TLS, one exchange),
+// http/impl/pool.ipp (the per-origin pools: slots, waiters, idle connections)
+// and http/impl/request.ipp (one request, and the public entry points).
+#pragma once
+
+#include <levee/core/detail/slot_waiter.hpp>
+#include <levee/http/client.hpp>
+#include <levee/http/detail/resolver.hpp>
+#include <levee/http/detail/response_reader.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace levee::http::client_detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+using steady = std::chrono::steady_clock;
+
+/// `now + d`, saturating at the clock's end (a timeout of `max()` is "never").
+steady::time_point deadline_after(steady::time_point now, std::chrono::nanoseconds d) noexcept;
+
+/// The client's counters (`client_stats`), shared with its connections.
+struct counters {
+  std::atomic<std::uint64_t> requests{0}, opened{0}, reused{0}, stale{0}, retried{0};
+  std::atomic<std::size_t> open{0}, waiting{0}, peak_waiting{0};
+};
+
+/// A strand of its own for a connection or a request (see http_connection.ipp).
+asio::any_io_executor new_strand(const asio::any_io_executor& ex);
+
+/// One TCP connection, plain or TLS, with its own strand: Beast's stream and
+/// its timeout handler are not thread-safe, so every operation on a
+/// connection, its timeout and its close run there.
+struct connection {
+  connection(const asio::any_io_executor& ex, ssl::context* tls, std::shared_ptr<counters> c);
+  ~connection();
+  beast::tcp_stream& tcp() { return secure ? secure->next_layer() : *plain; }
+
+  /// Taken from the pool: still open, and nothing arrived while it was idle.
+  bool usable();
+  /// TLS bytes already read off the socket but not yet returned.
+  bool tls_leftover();
+
+  asio::any_io_executor executor;  // the connection's strand
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  steady::time_point idle_since{};
+  bool established = false;
+  bool leftover = false;  // TLS records after the response (set on the strand)
+  /// The response was complete before the request was written whole (set on
+  /// the strand): the connection is never pooled, the request never sent again.
+  bool early = false;
+  std::shared_ptr<counters> stats;  // closed on its strand, perhaps after the client
+};
+
+/// Closes a connection on its strand, wherever its last owner lets it go
+/// (a post: never under the pool's lock).
+struct connection_closer {
+  void operator()(connection* c) const;
+};
+using connection_ptr = std::unique_ptr<connection, connection_closer>;
+
+/// A request waiting for one of its origin's connection slots. Queued
+/// intrusively (`levee::detail::waiter_queue`): no allocation under the lock.
+struct slot_waiter final : levee::detail::slot_waiter {
+  // (Boost 1.81's any_completion_handler move assignment recurses: the
+  // handler is only ever move-constructed.)
+  slot_waiter(const asio::any_io_executor& ex,
+              asio::any_completion_handler<void(boost::system::error_code)> h,
+              asio::any_io_executor w)
+      : handler(std::move(h)), work(std::move(w)), timer(ex) {}
+  /// Posts the completion to the waiter's executor; outside the pool's lock.
+  void complete(boost::system::error_code ec) override;
+
+  enum class state { waiting, granted, timed_out, cancelled } st = state::waiting;
+  asio::any_completion_handler<void(boost::system::error_code)> handler;
+  asio::any_io_executor work;
+  asio::steady_timer timer;
+};
+
+/// One origin's pool. Guarded by `client::impl::pools_mutex`.
+struct host_pool {
+  std::size_t busy = 0;  // connections in use or opening (slots taken)
+  std::vector<connection_ptr> idle;
+  levee::detail::waiter_queue waiters;
+};
+
+/// Whether a request may be sent again after its connection failed.
+bool idempotent(beast::http::verb v) noexcept;
+
+}  // namespace levee::http::client_detail
+
+namespace levee::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+
+/// The client's state, shared with its requests (which hold a shared_ptr).
+struct client::impl : std::enable_shared_from_this<client::impl> {
+  using steady = client_detail::steady;
+  using connection = client_detail::connection;
+  using connection_ptr = client_detail::connection_ptr;
+  using host_pool = client_detail::host_pool;
+  using slot_waiter = client_detail::slot_waiter;
+
+  impl(executor_type e, client_options o);
+
+  // ---- the pools (http_pool.ipp) ----------------------------------------------
+  std::shared_ptr<host_pool> pool_for(const std::string& key);
+  void maybe_forget(const std::string& key, const std::shared_ptr<host_pool>& pool);
+  bool try_acquire(host_pool& pool);
+  /// Waits for a slot of `pool` in FIFO order until `deadline`; completes
+  /// with `void(error_code)`: success, `beast::error::timeout`, or
+  /// `operation_aborted` (cancelled, or the client destroyed).
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code)) Token>
+  auto async_acquire(std::shared_ptr<host_pool> pool, steady::time_point deadline, Token&& token) {
+    return asio::async_initiate<Token, void(boost::system::error_code)>(
+        [this](auto handler, std::shared_ptr<host_pool> p, steady::time_point d) {
+          asio::any_io_executor hex = asio::get_associated_executor(handler, ex);
+          start_wait(
+              std::move(p), d,
+              asio::any_completion_handler<void(boost::system::error_code)>(std::move(handler)),
+              std::move(hex));
+        },
+        token, std::move(pool), deadline);
+  }
+  void start_wait(std::shared_ptr<host_pool> pool, steady::time_point deadline,
+                  asio::any_completion_handler<void(boost::system::error_code)> handler,
+                  asio::any_io_executor handler_ex);
+  void end_wait(host_pool& pool, slot_waiter& w, slot_waiter::state why);
+  void release_slot(host_pool& pool);
+  connection_ptr take_idle(host_pool& pool);
+  void put_idle(host_pool& pool, connection_ptr c);
+  void arm_reaper(steady::time_point at);
+  void reap();
+  void close_idle();
+  /// The client is gone: waiters end with `operation_aborted`.
+  void close();
+
+  // ---- one connection (http_connection.ipp) -----------------------------------
+  asio::awaitable<boost::system::error_code> connect(connection& c, const url_parts& origin,
+                                                     steady::time_point deadline);
+  asio::awaitable<boost::system::error_code> converse(connection& c, const url_parts& origin,
+                                                      bool reused, request& req,
+                                                      detail::response_reader& reader,
+                                                      steady::time_point deadline);
+
+  // ---- one request (http_request.ipp) -----------------------------------------
+  /// Forgets the origin's pool, if it is left empty, when a request ends.
+  struct forget_guard {
+    impl& owner;
+    const std::string& key;
+    std::shared_ptr<host_pool>& pool;
+    ~forget_guard() { owner.maybe_forget(key, pool); }
+  };
+  /// Gives the connection slot back when a request ends.
+  struct slot_guard {
+    impl& owner;
+    host_pool& pool;
+    ~slot_guard() { owner.release_slot(pool); }
+  };
+  asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout);
+  /// `method` to `url` (parsed here: a bad one is the operation's error).
+  asio::awaitable<result> run_url(std::string url, beast::http::verb method);
+  /// `req` to `origin` (a scheme and an authority, no path).
+  asio::awaitable<result> run_origin(std::string origin, request req);
+
+  executor_type ex;
+  client_options options;
+  std::shared_ptr<ssl::context> tls;
+  std::shared_ptr<client_detail::counters> stats_ptr = std::make_shared<client_detail::counters>();
+  client_detail::counters& stats = *stats_ptr;
+  detail::dns_resolver resolver;
+
+  // Guards the pools below (and each host_pool). A std::mutex, not a
+  // spinlock: a new origin's map node, a pool's idle vector and the lists of
+  // expired connections are allocated under it, and the reaper timer is armed
+  // and cancelled under it (its `reaper_armed` flag and the timer must change
+  // together, and a timer is not thread-safe). The waiters' queue is
+  // intrusive (no allocation); waiters' timers, completions, clock reads and
+  // connection closes (posts) happen outside it.
+  std::mutex pools_mutex;
+  std::unordered_map<std::string, std::shared_ptr<host_pool>> pools;
+  std::size_t idle_total = 0;
+  asio::steady_timer reaper;
+  bool reaper_armed = false;
+  bool closed = false;
+};
+
+}  // namespace levee::http

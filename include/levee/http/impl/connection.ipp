@@ -1,0 +1,264 @@
+// levee: one connection of the HTTP client: connect (resolution, TCP, TLS
+// with SNI and host name verification), then one exchange (write the
+// request, read the final response). Compiled once in lib/.
+#pragma once
+
+#include <levee/http/impl/client_impl.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace levee::http {
+namespace client_detail {
+
+using tcp = asio::ip::tcp;
+
+/// `now + d`, saturating at the clock's end (a timeout of `max()` is "never").
+steady::time_point deadline_after(steady::time_point now, std::chrono::nanoseconds d) noexcept {
+  const auto room = steady::time_point::max() - now;
+  if (d >= std::chrono::duration_cast<std::chrono::nanoseconds>(room))
+    return steady::time_point::max();
+  return now + std::chrono::duration_cast<steady::duration>(d);
+}
+
+inline void set_expiry(beast::tcp_stream& s, steady::time_point deadline) {
+  if (deadline == steady::time_point::max()) {
+    s.expires_never();
+  } else {
+    s.expires_at(deadline);
+  }
+}
+
+/// A strand of its own for each connection (and each request): Beast's
+/// stream and its timeout handler are not thread-safe, so every operation on
+/// a connection, its timeout and its close run there. Built on the io_context's own executor
+/// when there is one (stored inline; a strand of the type-erased executor would
+/// hide behind a reference count that ThreadSanitizer misreads).
+asio::any_io_executor new_strand(const asio::any_io_executor& ex) {
+  using io_executor = asio::io_context::executor_type;
+  if (const auto* io = ex.target<io_executor>()) return asio::make_strand(*io);
+  if (const auto* s = ex.target<asio::strand<io_executor>>())
+    return asio::make_strand(s->get_inner_executor());
+  return asio::make_strand(ex);
+}
+
+connection::connection(const asio::any_io_executor& ex, ssl::context* tls,
+                       std::shared_ptr<counters> c)
+    : executor(new_strand(ex)), stats(std::move(c)) {
+  if (tls) {
+    secure.emplace(executor, *tls);
+  } else {
+    plain.emplace(executor);
+  }
+}
+
+connection::~connection() {
+  if (established) stats->open.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Taken from the pool: still open, and nothing arrived while it was idle (a
+// server's close, a 408 it wrote before closing, a stray response, a TLS
+// alert). One non-blocking peek.
+bool connection::usable() {
+  if (tls_leftover()) return false;
+  char byte = 0;
+  const auto n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n >= 0) return false;  // 0: closed by the server; > 0: bytes nobody asked for
+  return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+// TLS bytes already read off the socket but not yet returned: a decrypted
+// record, or records still in the engine's buffer (two records in one TCP
+// segment: the peek on the socket cannot see the second).
+bool connection::tls_leftover() {
+  if (!secure) return false;
+  SSL* ssl = secure->native_handle();
+  return SSL_pending(ssl) > 0 || SSL_has_pending(ssl) || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
+}
+
+void connection_closer::operator()(connection* c) const {
+  // Counted closed now; the socket closes a moment later.
+  if (std::exchange(c->established, false)) c->stats->open.fetch_sub(1, std::memory_order_relaxed);
+  const asio::any_io_executor ex = c->executor;
+  // Destroyed unrun with the io_context at shutdown: the closure still owns it.
+  asio::post(ex, [owned = std::unique_ptr<connection>(c)] {});
+}
+
+bool idempotent(beast::http::verb v) noexcept {
+  using beast::http::verb;
+  return v == verb::get || v == verb::head || v == verb::options || v == verb::trace ||
+         v == verb::put || v == verb::delete_;
+}
+
+// Reads the final response. On the connection's strand; the caller's
+// cancellation is checked here, not thrown (see `exchange`).
+template <class Stream>
+asio::awaitable<boost::system::error_code> read_response(Stream& s,
+                                                         detail::response_reader& reader) {
+  for (;;) {
+    boost::system::error_code ec;
+    if (reader.parse(ec)) co_return boost::system::error_code();
+    if (ec) co_return ec;
+    const auto space = reader.prepare(ec);
+    if (ec) co_return ec;
+    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return asio::error::operation_aborted;
+    auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
+    reader.commit(n);
+    if (rec == asio::error::eof) {
+      // The peer closed: what came before may be a response delimited by
+      // the close.
+      reader.finish(ec);
+      co_return ec;
+    }
+    if (rec == ssl::error::stream_truncated) {
+      // A TLS peer closed without close_notify before the response was
+      // complete. A body delimited by the close cannot be told from one cut
+      // by an attacker's FIN: an error (a response with a length that was
+      // complete never gets here). Nothing at all: as a plain close.
+      if (!reader.got_some()) {
+        reader.finish(ec);
+        co_return ec;
+      }
+      co_return rec;
+    }
+    if (rec) co_return rec;
+  }
+}
+
+/// The request's write, which runs beside the read of the response.
+struct write_state {
+  bool done = false;
+  boost::system::error_code ec;
+  std::optional<asio::steady_timer> wake;  // the reader waits on it when done first
+};
+
+// Writes `req` and reads the final response at the same time (RFC 9112,
+// 9.6): a server may answer before it has read the body (a 413, a 401) and
+// then stop reading or close. A final response complete before the request
+// was written whole is delivered, the rest of the body is not sent, and the
+// connection is marked `early` (never pooled, the request never sent again).
+// One read and one write are outstanding at once, both on the connection's
+// strand, which Beast's streams (TCP and TLS) allow. The write always ends
+// before this returns: the request and the stream it uses are freed soon
+// after.
+template <class Stream>
+asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, request& req,
+                                                    detail::response_reader& reader) {
+  // A cancellation must not throw out of here with the write still running.
+  co_await asio::this_coro::throw_if_cancelled(false);
+  auto w = std::make_shared<write_state>();
+  beast::http::async_write(s, req, [w](boost::system::error_code ec, std::size_t) {
+    w->done = true;  // on the connection's strand (the stream's executor)
+    w->ec = ec;
+    if (w->wake) w->wake->cancel();
+  });
+  auto ec = co_await read_response(s, reader);
+  c.early = !ec && !(w->done && !w->ec);
+  if (!w->done) {
+    // The response came (or the read failed) first: stop sending. A close,
+    // not a cancel: a step of the write already queued on the strand would
+    // start the next one, which a cancel would have missed. The connection
+    // is not reused anyway.
+    c.tcp().close();
+    w->wake.emplace(s.get_executor(), steady::time_point::max());
+    while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  co_await asio::this_coro::throw_if_cancelled(true);
+  // The stream's deadline closes the socket under both: whichever saw it says so.
+  if (ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
+    ec = beast::error::timeout;
+  co_return ec;
+}
+
+}  // namespace client_detail
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+
+asio::awaitable<boost::system::error_code> client::impl::connect(connection& c,
+                                                                 const url_parts& origin,
+                                                                 steady::time_point deadline) {
+  std::vector<tcp::endpoint> endpoints;
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(origin.host, ec);
+  const bool ip_literal = !ec;
+  if (ip_literal) {
+    endpoints.emplace_back(address, origin.port);  // an IP literal: no resolver
+  } else {
+    auto [rec, found] = co_await resolver.async_resolve(origin.host, origin.port, deadline,
+                                                        asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return rec;
+    endpoints = std::move(found);
+  }
+  client_detail::set_expiry(c.tcp(), deadline);
+  auto [cec, endpoint] =
+      co_await c.tcp().async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+  (void)endpoint;
+  if (cec) co_return cec;
+  c.established = true;
+  stats.open.fetch_add(1, std::memory_order_relaxed);
+  stats.opened.fetch_add(1, std::memory_order_relaxed);
+  boost::system::error_code ignored;
+  c.tcp().socket().set_option(tcp::no_delay(true), ignored);
+  if (c.secure) {
+    auto& s = *c.secure;
+    // SNI for names (not for IP literals, RFC 6066), and the certificate
+    // must name the host, whatever the context's own callback says.
+    ::ERR_clear_error();
+    if (!ip_literal && !SSL_set_tlsext_host_name(s.native_handle(), origin.host.c_str())) {
+      const auto err = ::ERR_get_error();
+      co_return err
+          ? boost::system::error_code(static_cast<int>(err), asio::error::get_ssl_category())
+          : boost::system::error_code(asio::error::invalid_argument);
+    }
+    s.set_verify_mode(ssl::verify_peer);
+    s.set_verify_callback(ssl::host_name_verification(origin.host));
+    auto [hec] =
+        co_await s.async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+    if (hec) co_return hec;
+  }
+  co_return boost::system::error_code();
+}
+
+// On the connection's strand: connects a new connection, writes the
+// request, reads the response; a connection that goes back to the pool has
+// its timeout cleared here.
+asio::awaitable<boost::system::error_code> client::impl::converse(connection& c,
+                                                                  const url_parts& origin,
+                                                                  bool reused, request& req,
+                                                                  detail::response_reader& reader,
+                                                                  steady::time_point deadline) {
+  if (!reused) {
+    if (auto ec = co_await connect(c, origin, deadline)) co_return ec;
+  }
+  client_detail::set_expiry(c.tcp(), deadline);
+  const auto ec = c.secure ? co_await client_detail::exchange(c, *c.secure, req, reader)
+                           : co_await client_detail::exchange(c, *c.plain, req, reader);
+  c.tcp().expires_never();
+  c.leftover = c.tls_leftover();
+  co_return ec;
+}
+
+}  // namespace levee::http

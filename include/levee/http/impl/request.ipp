@@ -1,0 +1,329 @@
+// levee: one request of the HTTP client (a slot of its origin's pool, a
+// pooled or new connection, one exchange, one retry on a fresh connection),
+// the client's members and the non-template entry points of its operations.
+// Compiled once in lib/.
+#pragma once
+
+#include <levee/core/detail/run_on.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/http/client.hpp>
+#include <levee/http/error.hpp>
+#include <levee/http/impl/client_impl.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+
+namespace levee::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+
+void validate(const client_options& o) {
+  auto reject = [](const char* member, const char* rule) {
+    levee::detail::reject_option("client_options", member, rule);
+  };
+  if (o.max_connections_per_host < 1 || o.max_connections_per_host > 100000)
+    reject("max_connections_per_host", "must be in [1, 100000]");
+  if (o.timeout <= std::chrono::nanoseconds::zero()) reject("timeout", "must be greater than zero");
+  if (o.body_limit < 1) reject("body_limit", "must be at least 1");
+  if (o.header_limit < 64 || o.header_limit > (1u << 20))
+    reject("header_limit", "must be in [64, 1 MiB]");
+  if (o.idle_timeout <= std::chrono::nanoseconds::zero())
+    reject("idle_timeout", "must be greater than zero");
+  if (o.max_idle_connections > 1000000) reject("max_idle_connections", "must be in [0, 1000000]");
+  for (char c : o.user_agent) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f)
+      reject("user_agent", "must not hold control characters");
+  }
+}
+
+client::impl::impl(executor_type e, client_options o)
+    : ex(std::move(e)),
+      options(std::move(o)),
+      resolver(ex, options.dns_servers, std::chrono::milliseconds(2000)),
+      reaper(ex) {
+  if (options.tls) {
+    tls = options.tls;
+  } else {
+    tls = std::make_shared<ssl::context>(ssl::context::tls_client);
+    tls->set_default_verify_paths();
+    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  }
+}
+
+asio::awaitable<result> client::impl::run(url_parts origin, request req,
+                                          std::chrono::nanoseconds timeout) {
+  std::shared_ptr<impl> self = shared_from_this();  // alive while the request is
+  const auto deadline = client_detail::deadline_after(steady::now(), timeout);
+  stats.requests.fetch_add(1, std::memory_order_relaxed);
+
+  if (req.version() == 0) req.version(11);
+  if (req.find(beast::http::field::host) == req.end())
+    req.set(beast::http::field::host, host_header(origin));
+  if (req.find(beast::http::field::user_agent) == req.end())
+    req.set(beast::http::field::user_agent, options.user_agent);
+  // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
+  // given keep-alive): such a connection is never pooled.
+  req.prepare_payload();
+  // Nothing leaves before the request is known to say only what it says, to
+  // whom it says (an origin given as url_parts is checked as parse_url would).
+  if (auto ec = validate_origin(origin)) co_return result(ec, response());
+  if (auto ec = validate_request(req)) co_return result(ec, response());
+
+  const bool secure = origin.scheme == "https";
+  const std::string key =
+      origin.scheme + "://" + host_header(origin) + "/" + std::to_string(origin.port);
+  std::shared_ptr<host_pool> pool = pool_for(key);
+  forget_guard forget{*this, key, pool};
+
+  // A connection slot, within the deadline.
+  if (!try_acquire(*pool)) {
+    const auto now_waiting = stats.waiting.fetch_add(1) + 1;
+    for (auto peak = stats.peak_waiting.load();
+         now_waiting > peak && !stats.peak_waiting.compare_exchange_weak(peak, now_waiting);) {
+    }
+    auto [ec] = co_await async_acquire(pool, deadline, asio::as_tuple(asio::use_awaitable));
+    stats.waiting.fetch_sub(1);
+    if (ec) co_return result(ec, response());
+  }
+  slot_guard slot{*this, *pool};
+  if (steady::now() >= deadline) co_return result(beast::error::timeout, response());
+
+  const detail::response_limits limits{options.body_limit, options.header_limit,
+                                       std::size_t{options.header_limit} + 64 * 1024, 8};
+  const bool head = req.method() == beast::http::verb::head;
+  bool fresh_only = false;
+  for (;;) {
+    connection_ptr conn = fresh_only ? nullptr : take_idle(*pool);
+    const bool reused = conn != nullptr;
+    if (reused) {
+      stats.reused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      conn = connection_ptr(
+          new client_detail::connection(ex, secure ? tls.get() : nullptr, stats_ptr));
+    }
+    // The connection's own strand does its I/O (see `new_strand`).
+    detail::response_reader reader(limits, head);
+    // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
+    const auto ec = co_await levee::detail::run_on(
+        conn->executor, converse(*conn, origin, reused, req, reader, deadline));
+    if (ec) {
+      // A pooled connection the server closed as the request went out: no
+      // byte of a response came back, so an idempotent request is sent again,
+      // once, on a new connection (never another pooled one).
+      if (reused && !reader.got_some() && client_detail::idempotent(req.method()) &&
+          ec != beast::error::timeout && ec != asio::error::operation_aborted &&
+          steady::now() < deadline) {
+        stats.retried.fetch_add(1, std::memory_order_relaxed);
+        fresh_only = true;
+        continue;
+      }
+      co_return result(ec, response());  // the connection is closed with `conn`
+    }
+    const bool clean = reader.clean() && !conn->leftover;
+    response res = reader.release();
+    // A 408 that closes a pooled connection answers no request of ours: the
+    // server gave up on the idle connection just as this request went out.
+    // Not after an early response, though: a body is never sent twice.
+    if (reused && !conn->early && res.result_int() == 408 && !res.keep_alive() &&
+        client_detail::idempotent(req.method()) && steady::now() < deadline) {
+      stats.retried.fetch_add(1, std::memory_order_relaxed);
+      fresh_only = true;
+      continue;
+    }
+    // (An early response leaves the server reading, or dropping, the rest.)
+    if (res.keep_alive() && req.keep_alive() && clean && !conn->early)
+      put_idle(*pool, std::move(conn));
+    co_return result(boost::system::error_code(), std::move(res));
+  }
+}
+
+asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method) {
+  url_parts parts;
+  if (auto ec = parse_url(url, parts)) co_return result(ec, response());
+  request req(method, parts.target, 11);
+  co_return co_await run(std::move(parts), std::move(req), options.timeout);
+}
+
+asio::awaitable<result> client::impl::run_origin(std::string origin, request req) {
+  url_parts parts;
+  if (auto ec = parse_url(origin, parts)) co_return result(ec, response());
+  if (parts.target != "/")  // an origin has no path nor query
+    co_return result(make_error_code(error::invalid_url), response());
+  co_return co_await run(std::move(parts), std::move(req), options.timeout);
+}
+
+client::client(executor_type ex, client_options options) {
+  validate(options);
+  impl_ = std::make_shared<impl>(std::move(ex), std::move(options));
+}
+
+client::~client() {
+  // Requests waiting for a connection and lookups in flight end now with
+  // operation_aborted (posted): their coroutines hold the client's state, so
+  // if the io_context is destroyed rather than run, they are destroyed with
+  // it instead of keeping each other alive. Requests on a connection finish.
+  impl_->close();
+  impl_->resolver.shutdown();
+  impl_->close_idle();
+}
+
+client::executor_type client::get_executor() const noexcept {
+  return impl_->ex;
+}
+const client_options& client::options() const noexcept {
+  return impl_->options;
+}
+
+client_stats client::stats() const noexcept {
+  const client_detail::counters& c = *impl_->stats_ptr;
+  client_stats s{c.requests.load(),
+                 c.opened.load(),
+                 c.reused.load(),
+                 c.stale.load(),
+                 c.retried.load(),
+                 c.open.load(),
+                 0,
+                 0,
+                 c.waiting.load(),
+                 c.peak_waiting.load()};
+  std::lock_guard g(impl_->pools_mutex);
+  s.connections_idle = impl_->idle_total;
+  s.origins = impl_->pools.size();
+  return s;
+}
+
+void client::close_idle() {
+  impl_->close_idle();
+}
+
+namespace detail {
+
+namespace {
+
+/// One request operation: runs an `awaitable<result>` as a child coroutine
+/// on a strand of its own and completes the type-erased handler with
+/// `(ec, response)` on the handler's executor. The caller's cancellation is
+/// posted to the strand (as `levee::detail::run_on` does, and for the same
+/// reason: Asio issue 1332), and the caller's slot is cleared on the
+/// caller's executor before the handler runs.
+class request_op : public std::enable_shared_from_this<request_op> {
+ public:
+  request_op(request_handler h, std::shared_ptr<void> client_state,
+             const asio::any_io_executor& client_ex)
+      : handler_(std::move(h.handler)),
+        client_state_(std::move(client_state)),
+        work_(asio::prefer(h.executor, asio::execution::outstanding_work.tracked)),
+        caller_slot_(asio::get_associated_cancellation_slot(handler_)),
+        child_ex_(client_detail::new_strand(client_ex)) {}
+
+  void start(asio::awaitable<result> aw) {
+    if (caller_slot_.is_connected()) {
+      caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
+        if (auto self = weak.lock()) {
+          asio::post(self->child_ex_, [self, type] {
+            if (!self->finished_) self->child_signal_.emit(type);
+          });
+        }
+      });
+    }
+    asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
+      asio::co_spawn(self->child_ex_, std::move(aw),
+                     asio::bind_cancellation_slot(self->child_signal_.slot(),
+                                                  [self](std::exception_ptr e, result r) {
+                                                    self->finished_ = true;  // on the strand
+                                                    self->complete(std::move(e), std::move(r));
+                                                  }));
+    });
+  }
+
+ private:
+  void complete(std::exception_ptr e, result r) {
+    auto ex = work_;
+    asio::post(ex, [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
+      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
+      any_request_handler h = std::move(self->handler_);
+      self->work_ = asio::any_io_executor();
+      self.reset();
+      auto& [ec, res] = r;
+      if (e) {
+        // The request's own errors are error_codes; a system_error from below
+        // becomes its code; anything else (bad_alloc) propagates out of the
+        // io_context's run(), as an exception from a handler does.
+        try {
+          std::rethrow_exception(e);
+        } catch (const boost::system::system_error& failure) {
+          ec = failure.code();
+          res = response();
+        }
+      }
+      std::move(h)(ec, std::move(res));
+    });
+  }
+
+  any_request_handler handler_;
+  std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
+  asio::any_io_executor work_;          // the handler's, tracked
+  asio::cancellation_slot caller_slot_;
+  asio::any_io_executor child_ex_;
+  asio::cancellation_signal child_signal_;
+  bool finished_ = false;  // on the strand only
+};
+
+}  // namespace
+
+void client_access::run(client& c, asio::awaitable<result> aw, request_handler h) {
+  std::make_shared<request_op>(std::move(h), c.impl_, c.impl_->ex)->start(std::move(aw));
+}
+
+void client_access::start(client& c, url_parts origin, request req,
+                          std::optional<std::chrono::nanoseconds> timeout, request_handler h) {
+  auto& impl = *c.impl_;
+  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout)),
+      std::move(h));
+}
+
+void client_access::start(client& c, std::string url, beast::http::verb method, request_handler h) {
+  run(c, c.impl_->run_url(std::move(url), method), std::move(h));
+}
+
+void client_access::start_send(client& c, std::string origin, request req, request_handler h) {
+  run(c, c.impl_->run_origin(std::move(origin), std::move(req)), std::move(h));
+}
+
+}  // namespace detail
+
+asio::awaitable<response> http_get(client& c, std::string url) {
+  co_return co_await async_get(c, std::move(url), asio::use_awaitable);
+}
+
+asio::awaitable<response> http_head(client& c, std::string url) {
+  co_return co_await async_head(c, std::move(url), asio::use_awaitable);
+}
+
+asio::awaitable<response> send(client& c, std::string origin, request req) {
+  co_return co_await async_send(c, std::move(origin), std::move(req), asio::use_awaitable);
+}
+
+asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req) {
+  co_return co_await c.async_request(std::move(host), port, std::move(req), asio::use_awaitable);
+}
+
+}  // namespace levee::http

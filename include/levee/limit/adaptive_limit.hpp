@@ -1,0 +1,310 @@
+// levee: an adaptive concurrency limit, the limit of levee's composition
+// order that moves with the downstream's latency.
+#pragma once
+
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/result_shape.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/core/error.hpp>
+#include <levee/limit/detail/adaptive_limit_state.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+namespace levee {
+
+/// How the limit moves.
+enum class limit_algorithm {
+  /// Netflix's Gradient2 (concurrency-limits, `Gradient2Limit`): latency-based.
+  /// The ratio of a long-term round trip to the last one estimates queueing;
+  /// the limit shrinks when calls take longer than `rtt_tolerance` times
+  /// usual, and grows by `queue_size` otherwise. Only successes are round
+  /// trips: a drop (a failure, a timeout) leaves the limit where it is.
+  gradient2,
+  /// Loss-based additive increase, multiplicative decrease (Netflix's
+  /// `AIMDLimit`, TCP's congestion avoidance): a failure or a round trip over
+  /// `aimd_timeout` multiplies the limit by `backoff_ratio`; a success while
+  /// at least half the limit is in flight adds one.
+  aimd,
+};
+
+/// An adaptive limit's parameters. Plain struct, a default on every member;
+/// the defaults are those of Netflix's concurrency-limits (Gradient2Limit and
+/// AIMDLimit builders).
+struct adaptive_limit_options {
+  limit_algorithm algorithm = limit_algorithm::gradient2;
+  /// The limit before any sample. In [min_limit, max_limit].
+  std::size_t initial_limit = 20;
+  /// The limit never goes below this (>= 1) nor above `max_limit` (>= min_limit).
+  std::size_t min_limit = 20;
+  std::size_t max_limit = 200;
+  /// Gradient2: weight of a new estimate, in (0, 1].
+  double smoothing = 0.2;
+  /// Gradient2: how much longer than the long-term round trip a window's may
+  /// be before it counts as queueing. >= 1. (Netflix's current Gradient2 has
+  /// none, that is 1; early releases had 1.5.) The limit settles near
+  /// `rtt_tolerance` times the downstream's capacity.
+  double rtt_tolerance = 1.0;
+  /// Gradient2: windows in the long-term round-trip average. >= 1.
+  std::size_t long_window = 600;
+  /// Gradient2: calls the limit may grow by per window (before smoothing):
+  /// the queueing allowed at the downstream. >= 0.
+  double queue_size = 4;
+  /// Gradient2: a window lasts at least this long and holds at least
+  /// `min_window_samples` samples (Netflix's WindowedLimit: 1 s and 10). The
+  /// limit moves once per window, so that each change is measured before the
+  /// next (a window should be longer than a round trip). >= 0.
+  std::chrono::nanoseconds sample_window = std::chrono::seconds(1);
+  std::size_t min_window_samples = 10;
+  /// AIMD: factor applied to the limit on a drop, in [0.5, 1).
+  double backoff_ratio = 0.9;
+  /// AIMD: a round trip longer than this is a drop. > 0.
+  std::chrono::nanoseconds aimd_timeout = std::chrono::seconds(5);
+  /// Calls that may wait for room when the limit is reached; one more is
+  /// rejected with `error::limit_exceeded`. 0 (the default): reject at once.
+  std::size_t max_queue = 0;
+  /// Longest wait in the queue (then `limit_exceeded`). 0 or `max()`: until
+  /// room frees or the caller cancels. >= 0.
+  std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
+  /// What a call's outcome means: a failure is a drop (AIMD shrinks on it;
+  /// Gradient2 takes no round trip from it, as its latency is not the
+  /// downstream's), an ignored outcome (a cancellation) is no sample at all.
+  /// A classifier that throws counts the call as a failure, as the breaker's.
+  /// Empty: `default_classify`; `levee::http::classify` for HTTP calls.
+  levee::classifier classifier{};
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const adaptive_limit_options& options);
+
+/// A snapshot of an adaptive limit.
+struct adaptive_limit_metrics {
+  double limit = 0;           ///< the current limit (calls admitted at once: its floor)
+  double min_limit_seen = 0;  ///< lowest and highest limit so far
+  double max_limit_seen = 0;
+  std::size_t in_flight = 0;       ///< calls running now
+  std::size_t peak_in_flight = 0;  ///< most calls ever running at once
+  std::size_t queued = 0;          ///< calls waiting for room now
+  std::uint64_t admitted = 0;      ///< calls started
+  std::uint64_t limited = 0;       ///< calls rejected with `limit_exceeded`
+  std::uint64_t samples = 0;       ///< outcomes the limit learned from (all but ignored ones)
+  std::uint64_t drops = 0;         ///< of which drops (failures, timeouts)
+};
+
+/// What a limit tells its listeners. The values are bits, for a mask.
+enum class limit_event_kind : std::uint32_t {
+  changed = 1,  ///< the limit moved by at least one call (`from` and `to`)
+  limited = 2,  ///< a call was rejected with `limit_exceeded`
+};
+inline constexpr std::uint32_t all_limit_events = 3;
+
+/// One event, as a listener receives it.
+struct limit_event {
+  limit_event_kind kind = limit_event_kind::changed;
+  double from = 0;                             ///< changed: the limit before
+  double to = 0;                               ///< changed: the limit now; limited: the limit
+  std::size_t in_flight = 0;                   ///< calls running when it happened
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
+  std::string_view limit;                      ///< the limit's name, "" when unnamed
+};
+using limit_listener = std::function<void(const limit_event&)>;
+
+/// An adaptive limit's metrics with its name, for the Prometheus exposition.
+struct named_limit_metrics {
+  std::string name;
+  adaptive_limit_metrics metrics;
+};
+
+/// Writes limits' metrics in the Prometheus text exposition format 0.0.4, one
+/// sample per limit (label `limit`, escaped and valid UTF-8 as for breakers):
+///
+/// | Metric | Type |
+/// |---|---|
+/// | `levee_limit` | gauge: the current limit |
+/// | `levee_limit_in_flight` | gauge |
+/// | `levee_limit_queued` | gauge |
+/// | `levee_limit_admitted_calls_total` | counter |
+/// | `levee_limit_rejected_calls_total` | counter (`limit_exceeded`) |
+/// | `levee_limit_samples_total` | counter |
+/// | `levee_limit_drops_total` | counter (samples that were failures) |
+void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_metrics>& limits);
+
+/// An adaptive concurrency limit: at most `limit()` guarded calls run at
+/// once, and the limit follows the downstream: it grows while calls come back
+/// as fast as usual and shrinks when they slow down (Gradient2) or fail
+/// (AIMD), within [min_limit, max_limit]. A call over the limit fails at once
+/// with `error::limit_exceeded` (condition `rejected`: never retried by
+/// `default_retryable`), or waits in a short FIFO queue if `max_queue` is set.
+///
+/// `co_await limit(call())` returns `call()`'s result unchanged; a rejection
+/// throws `boost::system::system_error`, or, for a `std::tuple<error_code,
+/// U...>` result, returns `{error::limit_exceeded, U{}...}`.
+///
+/// Each call is one sample: its round trip (one clock read at admission, one
+/// at completion), the calls in flight when it started, and its outcome. A
+/// cancelled call frees its slot and is not a sample; a failure, and a
+/// timeout from `with_timeout` inside the limit, is a drop: a loss for AIMD,
+/// no round trip for Gradient2 (a call refused in 1 ms says nothing of how
+/// long a served one takes), so an outage of fast failures leaves
+/// Gradient2's limit where it was (README, "The adaptive concurrency limit").
+///
+/// Hot path: O(1), no allocation, one short lock at admission and one at
+/// completion (plain arithmetic), none held across the call. Thread safety:
+/// shared freely between threads of a multi-threaded `io_context`. Pending
+/// work: none of its own (an idle limiter arms no timer; a waiter with
+/// `max_wait` has a timer while it waits). Lifetime: may be destroyed with
+/// calls in flight or waiting (they share its state; waiters end with
+/// `operation_aborted`).
+///
+/// `Clock` times round trips and `max_wait`.
+namespace detail {
+struct guard_access;
+}  // namespace detail
+
+template <class Clock = std::chrono::steady_clock>
+class basic_adaptive_limit {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// `name` labels its events and its Prometheus series.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, executor_type>
+  explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {},
+                                std::string name = {})
+      : executor_(ex),
+        state_(std::make_shared<detail::adaptive_limit_state>(detail::checked(std::move(options)),
+                                                              std::move(name))) {}
+
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_adaptive_limit(ExecutionContext& ctx, adaptive_limit_options options = {},
+                                std::string name = {})
+      : basic_adaptive_limit(ctx.get_executor(), std::move(options), std::move(name)) {}
+
+  basic_adaptive_limit(const basic_adaptive_limit&) = delete;
+  basic_adaptive_limit& operator=(const basic_adaptive_limit&) = delete;
+  ~basic_adaptive_limit() { state_->close(); }
+
+  executor_type get_executor() const noexcept { return executor_; }
+  const adaptive_limit_options& options() const noexcept { return state_->options(); }
+  /// The current limit, and the calls running now.
+  double limit() const { return metrics().limit; }
+  std::size_t in_flight() const noexcept { return state_->in_flight(); }
+  adaptive_limit_metrics metrics() const { return state_->metrics(); }
+  const std::string& name() const noexcept { return state_->name(); }
+
+  /// Adds a listener for the events in `mask` (`limit_event_kind` bits),
+  /// posted to `ex` (by default the limit's executor), never run inside the
+  /// limit or under its lock. Returns an id for `unlisten`. Without listeners
+  /// a call pays one relaxed load; a `limited` listener costs a post per
+  /// rejection.
+  std::uint64_t listen(std::uint32_t mask, limit_listener fn) {
+    return state_->listen(mask, std::move(fn), executor_);
+  }
+  std::uint64_t listen(std::uint32_t mask, limit_listener fn, executor_type ex) {
+    return state_->listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener; no event reaches it after this returns.
+  void unlisten(std::uint64_t id) { state_->unlisten(id); }
+
+  /// Guards `aw` (an `asio::awaitable<T, Executor>`, passed as an rvalue).
+  template <class T, class Executor>
+  boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
+    return call(state_, std::move(aw));
+  }
+
+ private:
+  // Frees the slot however the call ends; a sample only through `finish`.
+  class ticket {
+   public:
+    ticket(std::shared_ptr<detail::adaptive_limit_state> s, std::size_t started_with)
+        : state_(std::move(s)), started_with_(started_with), start_(Clock::now()) {}
+    ticket(const ticket&) = delete;
+    ticket& operator=(const ticket&) = delete;
+    ~ticket() {
+      if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned: no sample
+    }
+    void finish(const call_result& r) noexcept {
+      if (!state_) return;  // finished already (a move of the result threw after)
+      // A classifier that throws counts the call as a failure.
+      const outcome o = state_->classify(r);
+      const auto now = Clock::now();
+      const double rtt = std::chrono::duration<double, std::nano>(now - start_).count();
+      const auto now_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+      state_->leave(o != outcome::ignored, now_ns, rtt > 1 ? rtt : 1, started_with_,
+                    o == outcome::failure);
+      state_.reset();
+    }
+
+   private:
+    std::shared_ptr<detail::adaptive_limit_state> state_;
+    std::size_t started_with_;
+    typename Clock::time_point start_;
+  };
+
+  template <class T, class Executor>
+  static boost::asio::awaitable<T, Executor> call(
+      std::shared_ptr<detail::adaptive_limit_state> state, boost::asio::awaitable<T, Executor> aw) {
+    namespace asio = boost::asio;
+    boost::system::error_code ec;
+    std::size_t started_with = 0;
+    switch (state->try_enter(started_with)) {
+      case detail::adaptive_limit_state::entry::granted:
+        break;
+      case detail::adaptive_limit_state::entry::full:
+        ec = error::limit_exceeded;
+        break;
+      case detail::adaptive_limit_state::entry::queue: {
+        const Executor ex = co_await asio::this_coro::executor;
+        std::tie(ec) = co_await detail::async_wait_for_slot<Clock>(
+            state, ex, state->options().max_wait,
+            asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+        started_with = state->in_flight();
+        break;
+      }
+    }
+    if (ec) co_return detail::error_result<T>(ec);
+    ticket t(std::move(state), started_with);
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await std::move(aw);
+        t.finish(call_result());
+      } else {
+        T value = co_await std::move(aw);
+        t.finish(detail::make_value_result(value));
+        co_return std::move(value);
+      }
+    } catch (const boost::system::system_error& e) {
+      const boost::system::error_code code = e.code();
+      t.finish(call_result(std::current_exception(), &code));
+      throw;
+    } catch (...) {
+      t.finish(call_result(std::current_exception(), nullptr));
+      throw;
+    }
+  }
+
+  friend struct detail::guard_access;
+  executor_type executor_;
+  std::shared_ptr<detail::adaptive_limit_state> state_;
+};
+
+using adaptive_limit = basic_adaptive_limit<>;
+
+}  // namespace levee

@@ -1,0 +1,149 @@
+// levee: a bulkhead, the concurrency limit of levee's composition order
+// (README, "Composing levee").
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <type_traits>
+
+namespace levee {
+
+/// A bulkhead's limits. Plain struct, a default on every member.
+struct bulkhead_options {
+  /// Calls running at once. >= 1.
+  std::size_t max_concurrent = 64;
+  /// Calls waiting for a slot when all are taken; one more is rejected with
+  /// `error::bulkhead_full`. 0: no queue, reject at once.
+  std::size_t max_queue = 0;
+  /// Longest wait in the queue before giving up with `error::bulkhead_full`.
+  /// 0 or `nanoseconds::max()`: wait until a slot frees or the caller's own
+  /// deadline cancels the wait. Any value up to `max()` works (the deadline
+  /// saturates). >= 0.
+  std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const bulkhead_options& options);
+
+namespace detail {
+class bulkhead_state;  // limit/detail/bulkhead.hpp
+}  // namespace detail
+
+/// A bulkhead: at most `max_concurrent` guarded calls run at once; up to
+/// `max_queue` more wait, first come first served, each for at most
+/// `max_wait` (and never beyond its caller's own cancellation); any other is
+/// rejected with `error::bulkhead_full` without being started.
+///
+/// Thread safety: shared freely between threads of a multi-threaded
+/// `io_context`, without strands.
+///
+/// Lifetime: as Asio allows for its I/O objects, the bulkhead may be destroyed
+/// while calls hold slots or wait in its queue (with the README's declaration
+/// order, `io_context` first, the bulkhead is destroyed first). Calls holding
+/// a slot run on and give it back to a state they share; waiting calls
+/// complete with `operation_aborted` (posted: if the `io_context` is destroyed
+/// rather than run, their coroutines are destroyed with it, not leaked). A
+/// call started on a destroyed bulkhead's awaitable ends the same way.
+///
+/// `Clock` times `max_wait`.
+template <class Clock = std::chrono::steady_clock>
+class basic_bulkhead {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, boost::asio::any_io_executor>
+  explicit basic_bulkhead(const Executor& ex, bulkhead_options options = {});
+
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_bulkhead(ExecutionContext& ctx, bulkhead_options options = {})
+      : basic_bulkhead(ctx.get_executor(), options) {}
+
+  /// Movable (the calls and waiters go with the state), not copyable.
+  basic_bulkhead(basic_bulkhead&&) noexcept = default;
+  basic_bulkhead& operator=(basic_bulkhead&& other);
+  /// Completes every waiting call with `operation_aborted` (see Lifetime).
+  ~basic_bulkhead();
+
+  executor_type get_executor() const noexcept { return executor_; }
+  const bulkhead_options& options() const noexcept { return options_; }
+  /// Calls running now (slots taken).
+  std::size_t in_flight() const noexcept;
+  /// Calls waiting for a slot now.
+  std::size_t queued() const noexcept;
+
+  /// Guards `aw`: `co_await bulkhead(call())`.
+  ///
+  /// Signature: `asio::awaitable<T, Executor> operator()(asio::awaitable<T,
+  /// Executor> aw)`; the result is `aw`'s, unchanged, when `aw` runs. A
+  /// rejection (`error::bulkhead_full`) or a cancelled wait
+  /// (`operation_aborted`) is reported in the shape of `T`: a thrown
+  /// `boost::system::system_error`, or `{ec, U{}...}` when `T` is
+  /// `std::tuple<error_code, U...>` (Asio's rule: `as_tuple` makes the
+  /// shape, see the README).
+  ///
+  /// Cancellation: the awaiting coroutine's cancellation (any type) ends a
+  /// wait in the queue; once a slot is held it reaches `aw` unchanged.
+  ///
+  /// Executor: `aw` runs on the awaiting coroutine's executor.
+  ///
+  /// Lifetime: `aw` is moved in; the bulkhead may be destroyed before the
+  /// returned awaitable ends (see Lifetime above).
+  ///
+  /// Thread safety: any thread, concurrently with other calls.
+  template <class T, class Executor>
+  boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw);
+
+  /// Waits for a slot, for a caller that holds it by hand.
+  ///
+  /// Completion signature: `void(error_code)`: success (the caller now holds
+  /// a slot and must call `release()` exactly once), `bulkhead_full` (the
+  /// queue is full, or `max_wait` ran out) or `operation_aborted` (the wait
+  /// was cancelled, or the bulkhead destroyed). Never completes inside the
+  /// call: the handler is posted.
+  ///
+  /// Cancellation: the handler's cancellation slot, all types, while waiting
+  /// (a granted slot is not taken back).
+  ///
+  /// Executor: the handler runs on its associated executor (default: the
+  /// bulkhead's); the `max_wait` timer runs on the bulkhead's.
+  ///
+  /// Lifetime: nothing is borrowed; the bulkhead may be destroyed while the
+  /// operation waits (it then completes with `operation_aborted`). A slot
+  /// granted to a handler that is destroyed without being run (its
+  /// io_context destroyed first) is given back.
+  ///
+  /// Thread safety: any thread, concurrently with other calls.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code))
+                CompletionToken = boost::asio::default_completion_token_t<executor_type>>
+  auto async_acquire(
+      CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
+
+  /// Gives back a slot taken with `async_acquire`. Any thread.
+  void release() noexcept;
+
+ private:
+  template <class T, class Executor>
+  static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::bulkhead_state> state,
+                                                  std::chrono::nanoseconds max_wait,
+                                                  boost::asio::awaitable<T, Executor> aw);
+
+  executor_type executor_;
+  bulkhead_options options_;
+  std::shared_ptr<detail::bulkhead_state> state_;
+};
+
+using bulkhead = basic_bulkhead<>;
+
+}  // namespace levee
+
+#include <levee/limit/impl/bulkhead.hpp>

@@ -1,0 +1,124 @@
+// levee: the adaptive limit's shared state: admission, the wait queue, samples.
+#pragma once
+
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/spinlock.hpp>
+#include <levee/limit/detail/bulkhead.hpp>
+#include <levee/limit/detail/limit_algorithm.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace levee {
+struct adaptive_limit_options;
+struct adaptive_limit_metrics;
+struct limit_event;
+}  // namespace levee
+
+namespace levee::detail {
+
+/// Calls in flight against a limit that moves with each sample, a FIFO of
+/// waiters (the bulkhead's waiter protocol), under one spinlock: arithmetic
+/// and list splices, never an allocation, a free or a call out (a waiter's
+/// list node is made before the spinlock is taken and freed after it is
+/// released; completions are posted, events emitted, after it is released).
+/// Held by shared_ptr by the limiter, by each admitted call and by each
+/// waiter, so the limiter may go first.
+class adaptive_limit_state {
+ public:
+  using waiter = bulkhead_state::waiter;
+  using waiter_list = std::list<std::shared_ptr<waiter>>;
+  enum class entry { granted, queue, full };
+
+  adaptive_limit_state(adaptive_limit_options o, std::string name);
+
+  static boost::system::error_code wait_timeout_error() noexcept {
+    return make_error_code(error::limit_exceeded);
+  }
+
+  /// A slot if the calls in flight are under the limit and nobody waits.
+  /// `in_flight` is then the count including this call.
+  entry try_enter(std::size_t& in_flight) noexcept;
+  /// Queues `w`, or grants or refuses it at once (completes it outside the lock).
+  void enqueue(const std::shared_ptr<waiter>& w);
+  /// A waiter's cancellation or the end of its `max_wait`.
+  void cancel(waiter& w, boost::system::error_code ec);
+  /// A call ends: with a sample (when it ended, `now_ns` on the limiter's
+  /// clock; its round trip; the calls in flight when it started; whether it
+  /// was a drop), or without one (cancelled, abandoned). A drop is a loss for
+  /// AIMD and no round trip for Gradient2 (its latency is not the
+  /// downstream's: a call refused in 1 ms would teach a round trip of 1 ms).
+  /// The freed room goes to waiters first: all those the limit has room for.
+  void leave(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
+             bool dropped) noexcept;
+  /// A slot granted to a waiter whose completion was destroyed unrun (its
+  /// io_context gone): nobody holds it, it goes back (no sample).
+  void release_unclaimed() noexcept { leave(false, 0, 0, 0, false); }
+  /// The options' classifier on `r` (`default_classify` without one). A
+  /// classifier that throws counts the call as a failure, as the breaker does
+  /// (levee/classify.hpp): it runs where the call ends, in noexcept code.
+  outcome classify(const call_result& r) const noexcept;
+  /// The limiter is gone: waiters end with `operation_aborted`.
+  void close();
+
+  /// Calls in flight now (for a call admitted from the queue).
+  std::size_t in_flight() const noexcept;
+  adaptive_limit_metrics metrics() const;
+  const adaptive_limit_options& options() const noexcept { return *options_; }
+  const std::string& name() const noexcept { return listeners_->name; }
+
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const limit_event&)> fn,
+                       boost::asio::any_io_executor ex);
+  void unlisten(std::uint64_t id);
+
+ private:
+  struct listener_entry {
+    std::uint64_t id;
+    std::uint32_t mask;
+    std::shared_ptr<const std::function<void(const limit_event&)>> fn;
+    boost::asio::any_io_executor executor;
+  };
+  // Replaced as a whole on listen/unlisten; a posted event holds its set
+  // (and so the name its view points to).
+  struct listener_set {
+    std::string name;
+    std::vector<listener_entry> entries;
+  };
+  // Outside the spinlock: posts `kind` to the listeners that want it.
+  void emit(std::uint32_t kind, double from, double to, std::size_t in_flight);
+
+  double current() const noexcept;   // the limit, under the lock
+  std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
+  void limited_event(double limit, std::size_t in_flight) noexcept;
+  bool grant_next(waiter_list& granted) noexcept;
+
+  std::shared_ptr<const adaptive_limit_options> options_;
+  // Guards the members below it down to the counters (the algorithm, the
+  // calls in flight, the queue): held for a few instructions, see above.
+  mutable spinlock spinlock_;
+  std::variant<gradient2, aimd> algorithm_;
+  std::size_t in_flight_ = 0;
+  std::size_t peak_in_flight_ = 0;
+  bool closed_ = false;
+  waiter_list queue_;
+  std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0;
+  double min_seen_ = 0, max_seen_ = 0;
+
+  std::atomic<std::uint32_t> listening_{0};  // the union of the listeners' masks
+  // A mutex, not the spinlock: events are posted (an allocation, a call out)
+  // under it, so that none reaches a listener after its unlisten returned.
+  std::mutex listeners_mutex_;
+  std::shared_ptr<const listener_set> listeners_;
+  std::uint64_t next_id_ = 1;
+};
+
+}  // namespace levee::detail

@@ -1,0 +1,339 @@
+// levee: the adaptive limit's non-template code, compiled once in lib/.
+#pragma once
+
+#include <levee/core/detail/validate.hpp>
+#include <levee/limit/adaptive_limit.hpp>
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace levee {
+
+void validate(const adaptive_limit_options& o) {
+  auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("adaptive_limit_options", member, rule);
+  };
+  if (o.min_limit < 1) reject("min_limit", "must be at least 1");
+  if (o.max_limit < o.min_limit) reject("max_limit", "must be at least min_limit");
+  if (o.max_limit > 1000000) reject("max_limit", "must be at most 1000000");
+  if (o.initial_limit < o.min_limit || o.initial_limit > o.max_limit)
+    reject("initial_limit", "must be in [min_limit, max_limit]");
+  if (!(o.smoothing > 0 && o.smoothing <= 1)) reject("smoothing", "must be in (0, 1]");
+  if (!(o.rtt_tolerance >= 1 && std::isfinite(o.rtt_tolerance)))
+    reject("rtt_tolerance", "must be at least 1 and finite");
+  if (o.long_window < 1) reject("long_window", "must be at least 1");
+  if (!(o.queue_size >= 0 && std::isfinite(o.queue_size)))
+    reject("queue_size", "must be at least 0 and finite");
+  if (!(o.backoff_ratio >= 0.5 && o.backoff_ratio < 1))
+    reject("backoff_ratio", "must be in [0.5, 1)");
+  if (o.aimd_timeout <= std::chrono::nanoseconds::zero())
+    reject("aimd_timeout", "must be greater than zero");
+  if (o.max_wait < std::chrono::nanoseconds::zero()) reject("max_wait", "must not be negative");
+  if (o.sample_window < std::chrono::nanoseconds::zero())
+    reject("sample_window", "must not be negative");
+  if (o.min_window_samples < 1) reject("min_window_samples", "must be at least 1");
+}
+
+namespace detail {
+
+double exp_average::add(double sample) noexcept {
+  if (count_ < warmup_) {
+    ++count_;
+    sum_ += sample;
+    value_ = sum_ / static_cast<double>(count_);
+  } else {
+    value_ = value_ * (1 - factor_) + sample * factor_;
+  }
+  return value_;
+}
+
+double gradient2::sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight) noexcept {
+  if (!window_open_) {
+    window_open_ = true;
+    window_start_ = now_ns;
+  }
+  window_sum_ += rtt_ns;
+  ++window_count_;
+  window_in_flight_ = std::max(window_in_flight_, in_flight);
+  if (now_ns - window_start_ < p_.window_ns || window_count_ < p_.window_samples) return limit_;
+  const double mean = window_sum_ / static_cast<double>(window_count_);
+  const std::size_t peak = window_in_flight_;
+  window_open_ = false;
+  window_sum_ = 0;
+  window_count_ = window_in_flight_ = 0;
+  ++windows_;
+  return update(mean, peak);
+}
+
+double gradient2::update(double rtt_ns, std::size_t in_flight) noexcept {
+  const double short_rtt = rtt_ns;
+  const double long_rtt = long_rtt_.add(rtt_ns);
+  // After a long spell of high latency the long-term average lags far behind
+  // a recovered downstream: pull it down faster than the average would.
+  if (long_rtt / short_rtt > 2) long_rtt_.scale(0.9);
+  // Nothing is learned about a limit nobody comes near.
+  if (static_cast<double>(in_flight) < limit_ / 2) return limit_;
+  // At most halve per sample (outliers), never grow from the gradient itself:
+  // growth is the queue_size term.
+  const double gradient = std::clamp(p_.tolerance * long_rtt_.value() / short_rtt, 0.5, 1.0);
+  double next = limit_ * gradient + p_.queue_size;
+  next = limit_ * (1 - p_.smoothing) + next * p_.smoothing;
+  limit_ = std::clamp(next, p_.min, p_.max);
+  return limit_;
+}
+
+double aimd::update(double rtt_ns, std::size_t in_flight, bool dropped) noexcept {
+  if (dropped || rtt_ns > p_.timeout_ns) {
+    limit_ = std::max(p_.min, std::floor(limit_ * p_.backoff));
+  } else if (static_cast<double>(in_flight) * 2 >= limit_) {
+    limit_ = std::min(p_.max, limit_ + 1);
+  }
+  return limit_;
+}
+
+namespace {
+std::variant<gradient2, aimd> make_algorithm(const adaptive_limit_options& o) {
+  const auto initial = static_cast<double>(o.initial_limit);
+  const auto min = static_cast<double>(o.min_limit);
+  const auto max = static_cast<double>(o.max_limit);
+  if (o.algorithm == limit_algorithm::aimd) {
+    return aimd(aimd::parameters{initial, min, max, o.backoff_ratio,
+                                 static_cast<double>(o.aimd_timeout.count())});
+  }
+  return gradient2(gradient2::parameters{initial, min, max, o.smoothing, o.rtt_tolerance,
+                                         o.queue_size, o.long_window, o.sample_window.count(),
+                                         o.min_window_samples});
+}
+}  // namespace
+
+adaptive_limit_state::adaptive_limit_state(adaptive_limit_options o, std::string name)
+    : options_(std::make_shared<const adaptive_limit_options>(std::move(o))),
+      algorithm_(make_algorithm(*options_)),
+      min_seen_(static_cast<double>(options_->initial_limit)),
+      max_seen_(static_cast<double>(options_->initial_limit)),
+      listeners_(std::make_shared<const listener_set>(listener_set{std::move(name), {}})) {}
+
+std::uint64_t adaptive_limit_state::listen(std::uint32_t mask,
+                                           std::function<void(const limit_event&)> fn,
+                                           boost::asio::any_io_executor ex) {
+  std::lock_guard g(listeners_mutex_);
+  auto next = std::make_shared<listener_set>(*listeners_);
+  const std::uint64_t id = next_id_++;
+  next->entries.push_back(
+      {id, mask, std::make_shared<const std::function<void(const limit_event&)>>(std::move(fn)),
+       std::move(ex)});
+  std::uint32_t all = 0;
+  for (const auto& e : next->entries) all |= e.mask;
+  listeners_ = std::move(next);
+  listening_.store(all, std::memory_order_relaxed);
+  return id;
+}
+
+void adaptive_limit_state::unlisten(std::uint64_t id) {
+  std::lock_guard g(listeners_mutex_);
+  auto next = std::make_shared<listener_set>(*listeners_);
+  std::erase_if(next->entries, [id](const listener_entry& e) { return e.id == id; });
+  std::uint32_t all = 0;
+  for (const auto& e : next->entries) all |= e.mask;
+  listeners_ = std::move(next);
+  listening_.store(all, std::memory_order_relaxed);
+}
+
+void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std::size_t in_flight) {
+  std::lock_guard g(listeners_mutex_);
+  const auto set = listeners_;
+  for (const auto& e : set->entries) {
+    if (!(e.mask & kind)) continue;
+    limit_event ev;
+    ev.kind = static_cast<limit_event_kind>(kind);
+    ev.from = from;
+    ev.to = to;
+    ev.in_flight = in_flight;
+    ev.when = std::chrono::system_clock::now();
+    ev.limit = set->name;
+    boost::asio::post(e.executor, [set, fn = e.fn, ev] { (*fn)(ev); });
+  }
+}
+
+outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
+  const auto& classifier = options_->classifier;
+  if (!classifier) return default_classify(r);
+  try {
+    return classifier(r);
+  } catch (...) {
+    return outcome::failure;
+  }
+}
+
+std::size_t adaptive_limit_state::cap() const noexcept {
+  return static_cast<std::size_t>(current());  // in [min_limit, max_limit]: no overflow
+}
+
+adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flight) noexcept {
+  double limit = 0;
+  std::size_t running = 0;
+  {
+    spin_guard g(spinlock_);
+    if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
+    if (in_flight_ < cap() && queue_.empty()) {
+      in_flight = ++in_flight_;
+      peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+      ++admitted_;
+      return entry::granted;
+    }
+    if (queue_.size() < options_->max_queue) return entry::queue;
+    ++limited_;
+    limit = current();
+    running = in_flight_;
+  }
+  if (listening_.load(std::memory_order_relaxed) & 2) limited_event(limit, running);
+  return entry::full;
+}
+
+void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
+  try {
+    emit(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
+  } catch (...) {  // an event lost to a failed allocation; the call is still refused
+  }
+}
+
+double adaptive_limit_state::current() const noexcept {
+  return std::visit([](const auto& a) { return a.limit(); }, algorithm_);
+}
+
+void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
+  boost::system::error_code ec;
+  // The queue's node, made before the spinlock is taken (spliced in under
+  // it; freed after it, if the waiter was not queued).
+  waiter_list node{w};
+  {
+    spin_guard g(spinlock_);
+    if (closed_) {
+      ec = boost::asio::error::operation_aborted;
+    } else if (in_flight_ < cap() && queue_.empty()) {
+      ++in_flight_;
+      peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+      ++admitted_;
+    } else if (queue_.size() < options_->max_queue) {
+      w->position = node.begin();  // stays valid across the splice
+      queue_.splice(queue_.end(), node);
+      w->queued = true;
+      return;
+    } else {
+      ++limited_;
+      ec = make_error_code(error::limit_exceeded);
+    }
+  }
+  if (ec == error::limit_exceeded && (listening_.load(std::memory_order_relaxed) & 2))
+    limited_event(metrics().limit, in_flight());
+  w->complete(ec);
+}
+
+void adaptive_limit_state::cancel(waiter& w, boost::system::error_code ec) {
+  waiter_list removed;  // the node leaves the queue under the spinlock, is freed after it
+  {
+    spin_guard g(spinlock_);
+    if (!w.queued) return;
+    removed.splice(removed.end(), queue_, w.position);
+    w.queued = false;
+    if (ec == error::limit_exceeded) ++limited_;
+  }
+  if (ec == error::limit_exceeded && (listening_.load(std::memory_order_relaxed) & 2))
+    limited_event(metrics().limit, in_flight());
+  removed.front()->complete(ec);
+}
+
+// Under the spinlock: moves the first waiter to `granted` if the limit has
+// room for it (a splice: nothing allocated or freed).
+bool adaptive_limit_state::grant_next(waiter_list& granted) noexcept {
+  if (queue_.empty() || in_flight_ >= cap()) return false;
+  queue_.front()->queued = false;
+  granted.splice(granted.end(), queue_, queue_.begin());
+  ++in_flight_;
+  peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
+  ++admitted_;
+  return true;
+}
+
+void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
+                                 std::size_t started_with, bool dropped) noexcept {
+  // A raised limit admits every waiter it has room for (a window may raise
+  // it by more than one call; the queue is at most max_queue long). Spliced
+  // under the spinlock; completed, and their nodes freed, after it is
+  // released.
+  waiter_list granted;
+  double before = 0, after = 0;
+  std::size_t running = 0;
+  {
+    spin_guard g(spinlock_);
+    --in_flight_;
+    before = after = current();
+    running = in_flight_;
+    if (sample) {
+      ++samples_;
+      drops_ += dropped;
+      const double limit = std::visit(
+          [&](auto& a) {
+            if constexpr (std::is_same_v<std::decay_t<decltype(a)>, aimd>) {
+              return a.update(rtt_ns, started_with, dropped);  // a drop: a loss
+            } else {
+              // A drop is no round trip: a failure's latency is not the
+              // downstream's (a call refused in 1 ms, or cut by a timeout).
+              return dropped ? a.limit() : a.sample(now_ns, rtt_ns, started_with);
+            }
+          },
+          algorithm_);
+      min_seen_ = std::min(min_seen_, limit);
+      max_seen_ = std::max(max_seen_, limit);
+      after = limit;
+    }
+    while (grant_next(granted)) {
+    }
+  }
+  for (const auto& w : granted) w->complete({});
+  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1)) {
+    try {
+      emit(static_cast<std::uint32_t>(limit_event_kind::changed), before, after, running);
+    } catch (...) {  // an event lost to a failed allocation
+    }
+  }
+}
+
+void adaptive_limit_state::close() {
+  waiter_list waiting;  // completed, and freed, after the spinlock is released
+  {
+    spin_guard g(spinlock_);
+    closed_ = true;
+    waiting.swap(queue_);
+    for (auto& w : waiting) w->queued = false;
+  }
+  for (auto& w : waiting) w->complete(boost::asio::error::operation_aborted);
+}
+
+std::size_t adaptive_limit_state::in_flight() const noexcept {
+  spin_guard g(spinlock_);
+  return in_flight_;
+}
+
+adaptive_limit_metrics adaptive_limit_state::metrics() const {
+  spin_guard g(spinlock_);
+  adaptive_limit_metrics m;
+  m.limit = current();
+  m.min_limit_seen = min_seen_;
+  m.max_limit_seen = max_seen_;
+  m.in_flight = in_flight_;
+  m.peak_in_flight = peak_in_flight_;
+  m.queued = queue_.size();
+  m.admitted = admitted_;
+  m.limited = limited_;
+  m.samples = samples_;
+  m.drops = drops_;
+  return m;
+}
+
+}  // namespace detail
+}  // namespace levee

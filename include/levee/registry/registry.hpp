@@ -1,0 +1,352 @@
+// levee: a registry of named breakers, one per endpoint, made on demand.
+#pragma once
+
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/breaker/observe.hpp>
+#include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/saturating.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/limit/adaptive_limit.hpp>
+#include <levee/registry/detail/guard_pair.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <shared_mutex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace levee {
+
+/// A registry's settings. Plain struct, a default on every member.
+struct registry_options {
+  /// Options of every breaker the registry creates, unless `set_options`
+  /// gave its key others.
+  breaker_options defaults = {};
+  /// A breaker that nobody but the registry holds and that `get` was not asked
+  /// for during this long is evicted, whatever its state (CLOSED, OPEN or
+  /// HALF_OPEN: a dead host's breaker does not stay for ever), except the
+  /// states an operator chose (FORCED_OPEN, DISABLED, METRICS_ONLY). Never
+  /// sooner; up to a 64th of it later, see `basic_breaker_registry`. Zero or
+  /// `nanoseconds::max()`: never. >= 0.
+  std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
+  /// The most breakers the registry keeps (keys may come from URL hosts: an
+  /// unbounded registry is a memory and a scrape-size risk). When a new key
+  /// arrives at the bound, the least recently used breaker that nobody holds
+  /// (and no operator set) is evicted; if every breaker is held, the new key
+  /// gets a breaker of its own that the registry does not keep (it guards the
+  /// caller's call with no shared history: counted by `overflows()`). >= 1.
+  std::size_t max_breakers = 1000;
+  /// When set, every key also gets an adaptive concurrency limit with these
+  /// options (named after the key), created, held and evicted with its
+  /// breaker: `guards(key)`; `levee::http::guarded_get` then runs each call
+  /// through the host's breaker and, inside it, the host's limit.
+  std::optional<adaptive_limit_options> limits{};
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const registry_options& options);
+
+namespace detail {
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+}  // namespace detail
+
+/// Breakers by key (for example "host:port"), created on first use with the
+/// shared defaults or a per-key override, named after their key, evicted when
+/// idle, at most `max_breakers` of them. Every member function is thread-safe.
+///
+/// Eviction needs no timer (an idle registry leaves no pending work): `get`
+/// sweeps at most once per quarter of `idle_timeout`, and `evict_idle` sweeps
+/// on demand. A breaker is evicted when no caller holds it, nobody asked for it
+/// for `idle_timeout`, and it is not in a state an operator chose
+/// (FORCED_OPEN, DISABLED, METRICS_ONLY: an idle sweep must not undo them).
+/// `get` writes the time of use only when it moved by more than
+/// `idle_timeout / 64` (a shared write on every `get` would be contended), so
+/// an eviction may come up to that much later, never sooner. At
+/// `max_breakers`, a new key evicts the least recently used evictable breaker
+/// (by that same time of use) whatever its idle time; see
+/// `registry_options::max_breakers` for when there is none.
+///
+/// A breaker the registry replaces (`set_options`, `remove`, eviction) starts
+/// from zero: its counters restart (Prometheus sees a counter reset) and its
+/// listeners stay with the old one.
+template <class Clock = std::chrono::steady_clock,
+          class WaitTraits = detail::wait_traits_of_t<Clock>>
+class basic_breaker_registry {
+ public:
+  using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  using limit_type = basic_adaptive_limit<Clock>;
+  using executor_type = boost::asio::any_io_executor;
+
+  /// What guards one key: its breaker and, when `registry_options::limits` is
+  /// set, its adaptive limit (else null).
+  struct guard_set {
+    std::shared_ptr<breaker_type> breaker;
+    std::shared_ptr<limit_type> limit;
+
+    /// Guards `aw` (an `asio::awaitable<T, Executor>`, as an rvalue) with the
+    /// breaker and, inside it, the limit: `co_await g(call())` behaves as
+    /// `co_await (*g.breaker)((*g.limit)(call()))` (README, "Composing levee"; a call
+    /// the limit refuses is ignored by the breaker), in one coroutine frame,
+    /// with one clock read when the call starts and one when it ends, shared
+    /// by the breaker's slow-call detection and time window and the limit's
+    /// round-trip sample. Without a limit, `(*g.breaker)(call())`.
+    ///
+    /// Result, the two forms: as `basic_circuit_breaker::operator()`; a
+    /// limit's refusal is `error::limit_exceeded` in either form.
+    /// Cancellation: reaches `aw`, or a call waiting in the limit's queue.
+    /// Executor: the awaiting coroutine's. Lifetime: hold `g` until the await
+    /// is done. Thread safety: as the breaker and the limit, any thread.
+    template <class T, class Executor>
+    boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) const {
+      if (!limit) return (*breaker)(std::move(aw));
+      return detail::guarded_pair_call<Clock>(detail::guard_access::breaker(*breaker),
+                                              detail::guard_access::limit(*limit), std::move(aw));
+    }
+  };
+
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, executor_type>
+  explicit basic_breaker_registry(const Executor& ex, registry_options options = {})
+      : executor_(ex), options_(detail::checked(std::move(options))), last_sweep_(now()) {}
+
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_breaker_registry(ExecutionContext& ctx, registry_options options = {})
+      : basic_breaker_registry(ctx.get_executor(), std::move(options)) {}
+
+  /// The breaker for `key`, created if needed. Hold the shared_ptr for the
+  /// length of the call: `co_await (*registry.get(key))(call())`.
+  std::shared_ptr<breaker_type> get(std::string_view key) { return guards(key).breaker; }
+
+  /// The breaker and the adaptive limit for `key`, created if needed. Hold
+  /// them for the length of the call: `co_await (*g.breaker)((*g.limit)(call()))`.
+  guard_set guards(std::string_view key) {
+    const auto t = now();
+    maybe_sweep(t);
+    {
+      std::shared_lock g(entries_mutex_);
+      if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
+    }
+    guard_set evicted;  // destroyed outside the lock
+    std::unique_lock g(entries_mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) {
+      if (entries_.size() >= options_.max_breakers) {
+        auto victim = least_recently_used();
+        if (victim == entries_.end()) {
+          overflows_.fetch_add(1, std::memory_order_relaxed);
+          auto options = options_for(key);
+          g.unlock();
+          return make(key, std::move(options));
+        }
+        evicted = std::move(victim->second.guards);
+        entries_.erase(victim);
+        evictions_.fetch_add(1, std::memory_order_relaxed);
+      }
+      it = entries_.emplace(std::string(key), entry{make(key, options_for(key)), {t}}).first;
+    }
+    return touch(it->second, t);
+  }
+
+  /// Options for `key` from now on (validated now). An existing breaker for
+  /// `key` is replaced by a new one; callers holding the old one finish with it.
+  void set_options(std::string key, breaker_options options) {
+    validate(options);
+    std::unique_lock g(entries_mutex_);
+    entries_.erase(key);
+    overrides_[std::move(key)] = std::move(options);
+  }
+
+  /// Forgets the breaker for `key` (its override stays). True if there was one.
+  bool remove(std::string_view key) {
+    std::unique_lock g(entries_mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    entries_.erase(it);
+    return true;
+  }
+
+  /// Evicts idle breakers now; returns how many.
+  std::size_t evict_idle() { return sweep(now()); }
+
+  std::size_t size() const {
+    std::shared_lock g(entries_mutex_);
+    return entries_.size();
+  }
+
+  /// Breakers evicted so far (idle, or the least recently used at the bound).
+  std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+  /// Calls of `get` that found the registry full of held breakers and returned
+  /// a breaker the registry does not keep.
+  std::uint64_t overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
+
+  /// Every breaker's metrics, sorted by name (a stable exposition order).
+  std::vector<named_metrics> metrics() const {
+    std::vector<std::pair<std::string, std::shared_ptr<breaker_type>>> all;
+    {
+      std::shared_lock g(entries_mutex_);
+      for (const auto& [key, e] : entries_) all.emplace_back(key, e.guards.breaker);
+    }
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<named_metrics> out;
+    out.reserve(all.size());
+    for (auto& [key, b] : all) out.push_back({key, b->metrics()});
+    return out;
+  }
+
+  /// Every adaptive limit's metrics, sorted by name (none without
+  /// `registry_options::limits`).
+  std::vector<named_limit_metrics> limit_metrics() const {
+    std::vector<std::pair<std::string, std::shared_ptr<limit_type>>> all;
+    {
+      std::shared_lock g(entries_mutex_);
+      for (const auto& [key, e] : entries_)
+        if (e.guards.limit) all.emplace_back(key, e.guards.limit);
+    }
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<named_limit_metrics> out;
+    out.reserve(all.size());
+    for (auto& [key, l] : all) out.push_back({key, l->metrics()});
+    return out;
+  }
+
+  /// The Prometheus text exposition (format 0.0.4) of every breaker, and of
+  /// every adaptive limit when the registry has them.
+  void write_prometheus(std::ostream& out) const {
+    levee::write_prometheus(out, metrics());
+    if (options_.limits) levee::write_limits_prometheus(out, limit_metrics());
+  }
+  std::string prometheus_text() const {
+    std::ostringstream out;
+    write_prometheus(out);
+    return out.str();
+  }
+
+  const registry_options& options() const noexcept { return options_; }
+
+ private:
+  struct entry {
+    guard_set guards;
+    std::atomic<std::int64_t> last_used;  // Clock ticks (nanoseconds)
+    entry(guard_set g, std::int64_t t) : guards(std::move(g)), last_used(t) {}
+    entry(entry&& o) noexcept : guards(std::move(o.guards)), last_used(o.last_used.load()) {}
+  };
+
+  guard_set make(std::string_view key, breaker_options options) const {
+    guard_set g;
+    g.breaker = std::make_shared<breaker_type>(executor_, std::move(options), std::string(key));
+    if (options_.limits)
+      g.limit = std::make_shared<limit_type>(executor_, *options_.limits, std::string(key));
+    return g;
+  }
+
+  static std::int64_t now() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        .count();
+  }
+
+  // Avoids writing the shared timestamp on every get: only when it moved by
+  // more than a 64th of the idle timeout.
+  std::int64_t slack() const noexcept { return options_.idle_timeout.count() / 64; }
+  // Only ever raises the time (a CAS), so a get with an older `t` racing a
+  // newer one cannot move it back.
+  guard_set touch(entry& e, std::int64_t t) {
+    std::int64_t last = e.last_used.load(std::memory_order_relaxed);
+    while (t - last > slack() &&
+           !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
+    }
+    return e.guards;
+  }
+
+  breaker_options options_for(std::string_view key) const {  // under entries_mutex_
+    if (auto it = overrides_.find(key); it != overrides_.end()) return it->second;
+    return options_.defaults;
+  }
+
+  bool never_idle() const noexcept {
+    return options_.idle_timeout <= std::chrono::nanoseconds::zero() ||
+           options_.idle_timeout == std::chrono::nanoseconds::max();
+  }
+
+  // Nobody but the registry holds it, and no operator chose its state.
+  static bool evictable(const entry& e) {
+    if (e.guards.breaker.use_count() != 1) return false;
+    if (e.guards.limit && e.guards.limit.use_count() != 1) return false;
+    const circuit_state s = e.guards.breaker->state();
+    return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
+  }
+
+  // Under the unique lock: the evictable entry with the oldest time of use.
+  auto least_recently_used() {
+    auto victim = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (!evictable(it->second)) continue;
+      if (victim == entries_.end() || it->second.last_used.load(std::memory_order_relaxed) <
+                                          victim->second.last_used.load(std::memory_order_relaxed))
+        victim = it;
+    }
+    return victim;
+  }
+
+  void maybe_sweep(std::int64_t t) {
+    if (never_idle()) return;
+    std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
+    if (t - last < options_.idle_timeout.count() / 4) return;
+    if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
+    sweep(t);
+  }
+
+  std::size_t sweep(std::int64_t t) {
+    if (never_idle()) return 0;
+    // last_used may lag the last get by up to `slack`: count it in.
+    const auto limit =
+        detail::saturating_add(options_.idle_timeout, std::chrono::nanoseconds(slack()));
+    std::vector<guard_set> evicted;  // destroyed outside the lock
+    {
+      std::unique_lock g(entries_mutex_);
+      for (auto it = entries_.begin(); it != entries_.end();) {
+        entry& e = it->second;
+        const auto last = e.last_used.load(std::memory_order_relaxed);
+        const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
+        if (idle && evictable(e)) {
+          evicted.push_back(std::move(e.guards));
+          it = entries_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
+    return evicted.size();
+  }
+
+  executor_type executor_;
+  registry_options options_;
+  mutable std::shared_mutex entries_mutex_;  // entries_ and overrides_
+  std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
+  std::unordered_map<std::string, breaker_options, detail::string_hash, std::equal_to<>> overrides_;
+  std::atomic<std::int64_t> last_sweep_;
+  std::atomic<std::uint64_t> evictions_{0};
+  std::atomic<std::uint64_t> overflows_{0};
+};
+
+using breaker_registry = basic_breaker_registry<>;
+
+}  // namespace levee

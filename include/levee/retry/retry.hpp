@@ -1,0 +1,196 @@
+// levee: retry policies with backoff, jitter and a shared retry budget.
+#pragma once
+
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/random.hpp>
+#include <levee/core/detail/result_shape.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/core/error.hpp>
+#include <levee/retry/detail/retry.hpp>
+#include <levee/retry/retry_budget.hpp>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <type_traits>
+
+namespace levee {
+
+/// How a retry delay is randomised (AWS's "Exponential Backoff and Jitter").
+/// `base` is `min(max_delay, initial_delay * multiplier^(n-1))` for retry n.
+enum class jitter_kind : std::uint8_t {
+  none,          ///< exactly `base`
+  full,          ///< uniform in [0, base]
+  equal,         ///< base / 2 + uniform in [0, base / 2]
+  decorrelated,  ///< min(max_delay, uniform in [initial_delay, 3 * previous delay])
+};
+
+/// A retry policy's settings. Plain struct, a default on every member;
+/// `basic_retry_policy` validates it.
+struct retry_options {
+  /// Attempts in all, the first one included. >= 1. Three: the first call and
+  /// two retries.
+  std::size_t max_attempts = 3;
+  /// Base delay before the first retry. >= 0. Every delay option works up to
+  /// `nanoseconds::max()`: delays saturate there (a wait "for ever"), never
+  /// overflow.
+  std::chrono::nanoseconds initial_delay = std::chrono::milliseconds(100);
+  /// Growth of the base delay per retry. In [1, 100].
+  double multiplier = 2.0;
+  /// Cap of every delay. >= initial_delay.
+  std::chrono::nanoseconds max_delay = std::chrono::seconds(10);
+  /// Randomisation of each delay.
+  jitter_kind jitter = jitter_kind::full;
+  /// Seed of the jitter. 0 (the default) picks one at random; tests set it to
+  /// get the same delays on every run.
+  std::uint64_t seed = 0;
+  /// Cap of a server's Retry-After hint. >= 0.
+  std::chrono::nanoseconds max_retry_after = std::chrono::seconds(60);
+  /// Which outcomes are worth another attempt. Empty: `default_retryable`.
+  std::function<bool(const call_result&)> retryable = {};
+  /// A delay the downstream asked for (HTTP Retry-After), which replaces the
+  /// computed one (capped by `max_retry_after`). Empty: no hints.
+  std::function<std::optional<std::chrono::nanoseconds>(const call_result&)> retry_after = {};
+  /// A budget shared by many callers; null: unlimited (up to max_attempts).
+  /// An operation deposits a success in it only when its last outcome is one
+  /// that `retryable` would not retry and that is neither an exception nor a
+  /// non-zero error_code: giving up on a retryable outcome (a 503 with
+  /// `levee::http::retryable`, however many attempts it took) earns nothing.
+  std::shared_ptr<retry_budget> budget = {};
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const retry_options& options);
+
+/// The default retry predicate: retry failures (an exception, or a non-zero
+/// error_code such as a transport error or `error::timeout`), but never a
+/// levee rejection (`circuit_open`, `bulkhead_full`: the downstream was not
+/// called, and hammering a breaker that said no defeats it), a cancellation,
+/// or `deadline_exceeded`. The HTTP layer adds 5xx and 429, and excludes other
+/// 4xx.
+bool default_retryable(const call_result& r) noexcept;
+
+/// The delays of one retried operation, in order. Made by
+/// `basic_retry_policy::schedule()`; exposed so that tests and tools can see
+/// exactly which delays a policy produces.
+class retry_schedule {
+ public:
+  retry_schedule(const retry_options& options, std::uint64_t seed) noexcept
+      : options_(&options), rng_{seed}, previous_(options.initial_delay) {}
+
+  /// The delay before the next retry, given how the last attempt ended (for a
+  /// Retry-After hint).
+  std::chrono::nanoseconds next(const call_result& last);
+  /// The same without a result to read hints from.
+  std::chrono::nanoseconds next() { return next(call_result()); }
+  /// Retries scheduled so far.
+  std::size_t retries() const noexcept { return retries_; }
+
+ private:
+  const retry_options* options_;
+  detail::splitmix64 rng_;
+  std::chrono::nanoseconds previous_;
+  std::size_t retries_ = 0;
+};
+
+/// A validated retry policy, shared by every operation that uses it. `Clock`
+/// times the delays between attempts and the budget's window
+/// (`basic_retry_policy<manual_clock>` in tests). Thread-safe.
+template <class Clock = std::chrono::steady_clock>
+class basic_retry_policy {
+ public:
+  using clock_type = Clock;
+
+  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  explicit basic_retry_policy(retry_options options = {})
+      : options_(detail::checked(std::move(options))),
+        seed_(options_.seed != 0 ? options_.seed : detail::random_seed()) {}
+
+  const retry_options& options() const noexcept { return options_; }
+
+  /// The delays of the next operation. With a fixed seed, the n-th operation
+  /// started on this policy always gets the same delays.
+  retry_schedule schedule() noexcept {
+    return retry_schedule(options_, seed_ + 0x632be59bd9b4e019ull * operations_.fetch_add(1));
+  }
+
+  bool retryable(const call_result& r) const {
+    if (!options_.retryable) return default_retryable(r);
+    return options_.retryable(r);
+  }
+
+  /// The budget's view of time: this policy's clock.
+  static std::chrono::nanoseconds now() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+  }
+
+ private:
+  retry_options options_;
+  std::uint64_t seed_;
+  std::atomic<std::uint64_t> operations_{0};
+};
+
+using retry_policy = basic_retry_policy<>;
+
+/// Retries an operation: `co_await retry(policy, [&] { return breaker(http_get(...)); })`.
+///
+/// An awaitable runs once, so `retry` takes a factory: a callable that returns
+/// a fresh `asio::awaitable<T, Executor>` for each attempt. After an attempt:
+/// - it is returned (or its exception rethrown) unchanged when it succeeded,
+///   when the policy's predicate says it is not worth retrying, when it was the
+///   last of `max_attempts`, or when the budget has no retry left;
+/// - otherwise `retry` waits for the schedule's next delay (or a Retry-After
+///   hint) on a timer of the policy's clock and calls the factory again.
+///
+/// Signature: `asio::awaitable<T, Executor> retry(basic_retry_policy<Clock>&,
+/// Factory)`. The shape of `T` decides the form, as everywhere in levee: for
+/// `std::tuple<error_code, U...>` the tuple's error_code decides and the last
+/// tuple is returned; otherwise an exception is an attempt's failure and the
+/// last one is rethrown.
+///
+/// Cancellation: the awaiting coroutine's cancellation reaches the running
+/// attempt or the waiting timer; the operation then ends with
+/// `operation_aborted` (in `T`'s shape, as the attempt or the timer reports it).
+///
+/// Executor: every attempt and the timer run on the awaiting coroutine's
+/// executor.
+///
+/// Lifetime: `policy` is borrowed and must outlive the operation; `factory`
+/// is moved in, and what it captures by reference must outlive it too.
+///
+/// Thread safety: one policy may serve operations on any threads at once.
+template <class Clock, class Factory, class Awaitable = std::invoke_result_t<Factory&>,
+          class Traits = detail::awaitable_traits<Awaitable>>
+requires Traits::is_awaitable Awaitable retry(basic_retry_policy<Clock>& policy, Factory factory);
+
+/// The completion-token form of `retry`: runs it as a new coroutine on `ex`,
+/// as `co_spawn` does.
+///
+/// Completion signature: `void(std::exception_ptr, T)` (`void(std::exception_ptr)`
+/// for `void`), `co_spawn`'s: the exception is what `retry` would throw. `T`
+/// must be default-constructible.
+///
+/// Cancellation: the handler's cancellation slot reaches the running attempt
+/// or the waiting timer (as `co_spawn` forwards it: terminal by default).
+///
+/// Executor: the attempts run on `ex`; the handler on its associated executor
+/// (default: `ex`).
+///
+/// Lifetime and thread safety: as `retry`.
+template <class Executor, class Clock, class Factory,
+          BOOST_ASIO_COMPLETION_TOKEN_FOR(detail::retry_signature_t<Factory>)
+              CompletionToken = boost::asio::default_completion_token_t<Executor>>
+auto async_retry(const Executor& ex, basic_retry_policy<Clock>& policy, Factory factory,
+                 CompletionToken&& token = boost::asio::default_completion_token_t<Executor>());
+
+}  // namespace levee
+
+#include <levee/retry/impl/retry.hpp>

@@ -1,0 +1,90 @@
+// levee: a retry budget shared by many callers.
+#pragma once
+
+#include <levee/core/detail/bucket_ring.hpp>
+#include <levee/core/detail/spinlock.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace levee {
+
+/// Finagle's retry budget: retries may add at most `ratio` of the recent
+/// successful traffic, plus a small floor so that a quiet or just-started
+/// client can still retry.
+///
+/// Over the last `ttl`, a retry is allowed while
+///
+///     retries + 1 <= ratio * successes + min_retries_per_second * ttl_in_seconds
+///
+/// where `successes` counts calls that succeeded and `retries` counts retries
+/// already granted, both within the window. With the defaults (20 %, 10 per
+/// second, 10 s) a client that succeeds 1,000 times in 10 s may retry 300
+/// times in that window; a client whose every call fails may retry 100 times,
+/// however many calls it makes. So retries can never multiply load on a
+/// failing dependency the way "retry each call up to 3 times" does.
+///
+/// (gRPC's token bucket was the other candidate; Finagle's has a rate that does
+/// not depend on the failure rate in between and a floor stated in retries per
+/// second, which is what operators reason about.)
+struct retry_budget_options {
+  /// Retries allowed per success in the window. In [0, 10].
+  double ratio = 0.2;
+  /// Retries always allowed per second, even with no success. >= 0.
+  double min_retries_per_second = 10;
+  /// How long a success or a retry counts. > 0, up to `nanoseconds::max()`.
+  std::chrono::nanoseconds ttl = std::chrono::seconds(10);
+  /// Granularity of the window: `ttl / buckets` each. In [1, 1000].
+  std::size_t buckets = 10;
+};
+
+/// Throws `std::invalid_argument` naming the first invalid member.
+void validate(const retry_budget_options& options);
+
+/// The budget. Sans-I/O: callers pass the current time, any clock's, as a
+/// duration since that clock's epoch (the retry layer does it for you). Safe to
+/// share between threads: every member function takes a short internal lock.
+class retry_budget {
+ public:
+  using nanos = std::chrono::nanoseconds;
+
+  explicit retry_budget(retry_budget_options options = {});
+
+  /// A call succeeded: it earns `ratio` retries for the next `ttl`.
+  void deposit(nanos now) noexcept;
+
+  /// Asks for one retry. True: granted and counted. False: the budget is
+  /// spent; the caller should give up and return its last error.
+  bool try_withdraw(nanos now) noexcept;
+
+  /// Successes and granted retries in the window, and how many more retries
+  /// would be granted now.
+  struct snapshot {
+    std::uint64_t successes = 0;
+    std::uint64_t retries = 0;
+    std::uint64_t available = 0;
+  };
+  snapshot state(nanos now) noexcept;
+
+  const retry_budget_options& options() const noexcept { return options_; }
+
+ private:
+  struct bucket {
+    std::uint64_t successes = 0;
+    std::uint64_t retries = 0;
+  };
+  void advance(std::int64_t index) noexcept;  // under ring_lock_: makes `index` the head if newer
+  double allowance() const noexcept;          // under ring_lock_, after advance
+
+  retry_budget_options options_;
+  std::int64_t width_ns_;
+  detail::spinlock ring_lock_;  // the ring, its cursor and sums
+  std::vector<bucket> ring_;
+  detail::ring_cursor cursor_;
+  std::uint64_t successes_ = 0;  // sums over the ring
+  std::uint64_t retries_ = 0;
+};
+
+}  // namespace levee
