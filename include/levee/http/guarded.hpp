@@ -36,6 +36,12 @@ namespace levee::http {
 /// `url` is moved in.
 ///
 /// Thread safety: any thread, concurrently with other calls.
+///
+/// \param registry The breakers by host (a `basic_breaker_registry`).
+/// \param c The client.
+/// \param url The URL.
+/// \param token The completion token.
+/// \return what `token` makes of the operation (as `asio::async_initiate`).
 template <class Registry, BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature) CompletionToken =
                               boost::asio::default_completion_token_t<client::executor_type>>
 auto async_guarded_get(
@@ -44,6 +50,10 @@ auto async_guarded_get(
 
 /// `async_guarded_get(registry, c, url, asio::use_awaitable)`: the response,
 /// or a thrown `system_error`.
+/// \param registry The breakers by host; borrowed.
+/// \param c The client; borrowed.
+/// \param url The URL.
+/// \return the awaitable.
 template <class Registry>
 boost::asio::awaitable<response> guarded_get(Registry& registry, client& c, std::string url) {
   co_return co_await async_guarded_get(registry, c, std::move(url), boost::asio::use_awaitable);
