@@ -1,4 +1,5 @@
-// levee: the circuit breaker for Asio coroutines and completion tokens.
+/// \file
+/// The circuit breaker for Asio coroutines and completion tokens.
 //
 // `basic_circuit_breaker` and its documentation. The machinery is in
 // detail/: the sans-I/O core (breaker_core.hpp, with its windows in

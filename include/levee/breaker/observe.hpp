@@ -1,4 +1,5 @@
-// levee: what a breaker tells the outside world: events and metrics.
+/// \file
+/// What a breaker tells the outside world: events and metrics.
 #pragma once
 
 #include <levee/breaker/options.hpp>

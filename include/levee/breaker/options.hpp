@@ -1,4 +1,5 @@
-// levee: the breaker's options.
+/// \file
+/// The breaker's options.
 #pragma once
 
 #include <levee/core/classify.hpp>

@@ -1,4 +1,5 @@
-// levee: outcomes of guarded calls and how they are classified.
+/// \file
+/// Outcomes of guarded calls and how they are classified.
 #pragma once
 
 #include <levee/core/error.hpp>

@@ -1,4 +1,5 @@
-// levee: error codes.
+/// \file
+/// levee's error codes, their conditions, and the exception a breaker throws.
 #pragma once
 
 #include <boost/system/error_code.hpp>

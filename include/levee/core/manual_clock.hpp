@@ -1,4 +1,5 @@
-// levee: a virtual clock for tests, whose timers fire when the test moves it.
+/// \file
+/// A virtual clock for tests, whose timers fire when the test moves it.
 #pragma once
 
 #include <atomic>

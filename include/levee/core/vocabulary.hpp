@@ -1,5 +1,6 @@
-// levee: the words every layer uses: a breaker's states, why it changes
-// state, its window kinds, and the counts it reports.
+/// \file
+/// The words every layer uses: a breaker's states, why it changes
+/// state, its window kinds, and the counts it reports.
 #pragma once
 
 #include <cstddef>

@@ -1,14 +1,15 @@
-// levee: a fleet of instances whose breakers share what they learn, through
-// Redis (the CMake target levee::fleet; it needs hiredis, levee::levee does not).
-//
-// Evidence, not verdicts: each instance adds its calls, failures and slow calls
-// to shared buckets and reads back the fleet's window; a breaker opens on the
-// fleet's window only when failures come from at least `quorum` instances. An
-// opening is published (pub/sub plus a key with its half-open time and a
-// generation); at the half-open time the instances race for a probe lease and
-// one of them probes for the fleet. The call path never waits on Redis; with
-// Redis down, stopped or restarted, every breaker is a local breaker again.
-// docs/fleet.md has the details.
+/// \file
+/// A fleet of instances whose breakers share what they learn, through
+/// Redis (the CMake target levee::fleet; it needs hiredis, levee::levee does not).
+///
+/// Evidence, not verdicts: each instance adds its calls, failures and slow calls
+/// to shared buckets and reads back the fleet's window; a breaker opens on the
+/// fleet's window only when failures come from at least `quorum` instances. An
+/// opening is published (pub/sub plus a key with its half-open time and a
+/// generation); at the half-open time the instances race for a probe lease and
+/// one of them probes for the fleet. The call path never waits on Redis; with
+/// Redis down, stopped or restarted, every breaker is a local breaker again.
+/// docs/fleet.md has the details.
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>

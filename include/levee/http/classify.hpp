@@ -1,4 +1,5 @@
-// levee: what an HTTP outcome means for a breaker and for a retry policy.
+/// \file
+/// What an HTTP outcome means for a breaker and for a retry policy.
 #pragma once
 
 #include <levee/core/classify.hpp>

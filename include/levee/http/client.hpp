@@ -1,4 +1,5 @@
-// levee: an HTTP/1.1 client over Beast, plain and TLS, made to be guarded.
+/// \file
+/// An HTTP/1.1 client over Beast, plain and TLS, made to be guarded.
 #pragma once
 
 #include <levee/http/options.hpp>

@@ -1,4 +1,5 @@
-// levee: the HTTP layer's own error codes.
+/// \file
+/// The HTTP layer's own error codes.
 #pragma once
 
 #include <boost/system/error_code.hpp>

@@ -1,4 +1,5 @@
-// levee: HTTP calls guarded per host by a registry of breakers.
+/// \file
+/// HTTP calls guarded per host by a registry of breakers.
 #pragma once
 
 #include <levee/http/client.hpp>

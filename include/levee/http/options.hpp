@@ -1,5 +1,6 @@
-// levee: the HTTP client's vocabulary: requests, responses, options, counters
-// and URLs (included by levee/http/client.hpp).
+/// \file
+/// The HTTP client's vocabulary: requests, responses, options, counters
+/// and URLs (included by levee/http/client.hpp).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -1,5 +1,6 @@
-// levee: an adaptive concurrency limit, the limit of levee's composition
-// order that moves with the downstream's latency.
+/// \file
+/// An adaptive concurrency limit, the limit of levee's composition
+/// order that moves with the downstream's latency.
 #pragma once
 
 #include <levee/core/classify.hpp>

@@ -1,5 +1,6 @@
-// levee: a bulkhead, the concurrency limit of levee's composition order
-// (README, "Composing levee").
+/// \file
+/// A bulkhead, the concurrency limit of levee's composition order
+/// (README, "Composing levee").
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -1,4 +1,5 @@
-// levee: a registry of named breakers, one per endpoint, made on demand.
+/// \file
+/// A registry of named breakers, one per endpoint, made on demand.
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>

@@ -1,4 +1,5 @@
-// levee: retry policies with backoff, jitter and a shared retry budget.
+/// \file
+/// Retry policies with backoff, jitter and a shared retry budget.
 #pragma once
 
 #include <levee/core/classify.hpp>

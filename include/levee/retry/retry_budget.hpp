@@ -1,4 +1,5 @@
-// levee: a retry budget shared by many callers.
+/// \file
+/// A retry budget shared by many callers.
 #pragma once
 
 #include <levee/core/detail/bucket_ring.hpp>

@@ -1,4 +1,5 @@
-// levee: per-attempt timeouts and total deadlines, on per-operation cancellation.
+/// \file
+/// Per-attempt timeouts and total deadlines, on per-operation cancellation.
 #pragma once
 
 #include <levee/core/error.hpp>
