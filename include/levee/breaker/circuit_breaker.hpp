@@ -196,14 +196,14 @@ class basic_circuit_breaker {
   /// relaxed load); one post per event otherwise.
   ///
   /// \param mask The event kinds it wants.
-  /// \param fn The listener (see `event_listener`).
+  /// \param fn The listener (see \ref event_listener).
   /// \return an id for `unlisten`.
   std::uint64_t listen(event_mask mask, event_listener fn) {
     return impl_->telemetry().listen(mask, std::move(fn), get_executor());
   }
   /// As `listen(mask, fn)`, the listener invoked on `ex`.
   /// \param mask The event kinds it wants.
-  /// \param fn The listener (see `event_listener`).
+  /// \param fn The listener (see \ref event_listener).
   /// \param ex Where it runs: anything `any_io_executor` accepts.
   /// \return an id for `unlisten`.
   template <class Executor>

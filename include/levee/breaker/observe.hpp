@@ -69,14 +69,14 @@ struct breaker_event {
   /// failed carry one; it is empty for `slow_call_rate`, `half_open_timeout`,
   /// a probe that succeeded slowly and `fleet`.
   boost::system::error_code last_error;
-  std::exception_ptr last_exception;  ///< see `last_error`
+  std::exception_ptr last_exception;  ///< see #last_error
   /// Reason `fleet` (levee::fleet): the instance that published the record
   /// this transition follows, and the record's generation; empty and 0 when
   /// the fleet's window (evidence from several instances) opened it, and for
   /// every other reason. A follower's event against the publisher's gives
   /// the propagation delay (docs/fleet.md).
   std::string fleet_instance;
-  std::uint64_t fleet_generation = 0;          ///< see `fleet_instance`
+  std::uint64_t fleet_generation = 0;          ///< see #fleet_instance
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
   std::string_view breaker;                    ///< the breaker's name, "" when unnamed
 };

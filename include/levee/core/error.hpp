@@ -109,7 +109,7 @@ class circuit_open_error : public boost::system::system_error {
   circuit_open_error(std::chrono::nanoseconds retry_after, std::string_view breaker);
 
   /// The time from the rejection until the breaker was due to admit a call
-  /// again (see `basic_circuit_breaker::retry_after`): 0 when it may already;
+  /// again (see \ref basic_circuit_breaker::retry_after): 0 when it may already;
   /// `nanoseconds::max()` when only an operator can open it (FORCED_OPEN).
   /// \return that time, measured on the breaker's clock when it rejected the call.
   std::chrono::nanoseconds retry_after() const noexcept { return retry_after_; }

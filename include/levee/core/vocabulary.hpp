@@ -58,7 +58,7 @@ const char* to_string(transition_reason r) noexcept;
 /// Which sliding window the breaker keeps in CLOSED.
 enum class window_kind : std::uint8_t {
   /// The calls of the last `window` of time, kept in `window_buckets` buckets
-  /// of `window / window_buckets` each (see `breaker_options::window_buckets`).
+  /// of `window / window_buckets` each (see \ref breaker_options::window_buckets).
   time = 0,
   /// The last `window_calls` calls, whenever they happened.
   count = 1,

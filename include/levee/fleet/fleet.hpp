@@ -88,7 +88,7 @@ struct fleet_options {
   /// Reconnection delays: from `reconnect_min`, doubled after every failed
   /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
   std::chrono::nanoseconds reconnect_min = std::chrono::milliseconds(100);
-  /// The longest reconnection delay (see `reconnect_min`). >= reconnect_min.
+  /// The longest reconnection delay (see #reconnect_min). >= reconnect_min.
   std::chrono::nanoseconds reconnect_max = std::chrono::seconds(10);
   /// How long a won probe lease keeps the other instances from probing. The
   /// winner renews it every round while its probe runs; a winner that dies,

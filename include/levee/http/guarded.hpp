@@ -28,7 +28,7 @@ namespace levee::http {
 /// `asio::use_awaitable` throws, `asio::as_tuple(asio::use_awaitable)` does not.
 ///
 /// Cancellation: terminal cancellation of the handler's slot reaches the
-/// request (see `client::async_request`) or the wait for the host's limit.
+/// request (see \ref client::async_request) or the wait for the host's limit.
 ///
 /// Executor: the guarded call runs on a strand of the client's executor; the
 /// handler on its associated executor (default: the client's).

@@ -72,7 +72,7 @@ struct adaptive_limit_options {
   /// limit moves once per window, so that each change is measured before the
   /// next (a window should be longer than a round trip). >= 0.
   std::chrono::nanoseconds sample_window = std::chrono::seconds(1);
-  /// Gradient2: the fewest samples a window holds (see `sample_window`).
+  /// Gradient2: the fewest samples a window holds (see #sample_window).
   std::size_t min_window_samples = 10;
   /// AIMD: factor applied to the limit on a drop, in [0.5, 1).
   double backoff_ratio = 0.9;

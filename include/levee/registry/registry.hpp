@@ -36,7 +36,7 @@ struct registry_options {
   /// for during this long is evicted, whatever its state (CLOSED, OPEN or
   /// HALF_OPEN: a dead host's breaker does not stay for ever), except the
   /// states an operator chose (FORCED_OPEN, DISABLED, METRICS_ONLY). Never
-  /// sooner; up to a 64th of it later, see `basic_breaker_registry`. Zero or
+  /// sooner; up to a 64th of it later, see \ref basic_breaker_registry. Zero or
   /// `nanoseconds::max()`: never. >= 0.
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
   /// The most breakers the registry keeps (keys may come from URL hosts: an
