@@ -5,8 +5,11 @@
 #   scripts/levee.sh demo   build and run the demo
 #   scripts/levee.sh bench  build the benchmarks (release) and run them: medians
 #                           of 5 repetitions and a summary against the targets
+#   scripts/levee.sh docs   build the API reference (Doxygen) into
+#                           build/docs/html; any warning fails it
 #   scripts/levee.sh test   build and run the whole test suite, as CI does:
-#                           clang-format; GCC 12 + AddressSanitizer/UBSan (every
+#                           clang-format; the API reference (Doxygen, warnings
+#                           as errors); GCC 12 + AddressSanitizer/UBSan (every
 #                           test, benchmark smoke run); Clang 14 +
 #                           ThreadSanitizer (the concurrency tests); Clang 14 +
 #                           libFuzzer (two targets, 60 s); a release build of every
@@ -22,12 +25,14 @@ jobs=$(nproc)
 # Debian packages the build, the tests, the demo and CI use.
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
-  gnuplot-nox valgrind prometheus
+  gnuplot-nox valgrind prometheus doxygen
   libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev python3)
 
+# install_missing [PACKAGE...]: those given, else every package above.
 install_missing() {
-  local missing=()
-  for p in "${packages[@]}"; do
+  local missing=() wanted=("$@")
+  [ ${#wanted[@]} -gt 0 ] || wanted=("${packages[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -79,6 +84,28 @@ run_bench() {
   bench/instructions.sh build/bench/bench/levee-bench-instructions
 }
 
+# The API reference, from the public headers' comments (docs/Doxyfile): every
+# public name documented, every reference resolved. Doxygen's warnings go to
+# build/docs/warnings.log; one of them fails the build.
+build_docs() {
+  step "API reference: doxygen $(doxygen --version), warnings are errors"
+  rm -rf build/docs
+  mkdir -p build/docs
+  local rc=0
+  doxygen docs/Doxyfile >/dev/null 2>build/docs/warnings.log || rc=$?
+  if [ "$rc" -ne 0 ] || [ -s build/docs/warnings.log ]; then
+    head -40 build/docs/warnings.log
+    echo "doxygen: $(wc -l <build/docs/warnings.log) warnings (build/docs/warnings.log), exit status $rc"
+    exit 1
+  fi
+  echo "reference: build/docs/html/index.html"
+}
+
+run_docs() {
+  install_missing doxygen
+  build_docs
+}
+
 run_tests() {
   install_missing
   local start=$SECONDS
@@ -91,6 +118,8 @@ run_tests() {
     echo "clang-format: $unformatted places differ (run clang-format-14 -i)"
     exit 1
   fi
+
+  build_docs
 
   step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build everything, run every test"
   configure build/ci-gcc-asan -DCMAKE_CXX_COMPILER=g++-12 -DCMAKE_BUILD_TYPE=Debug \
@@ -165,5 +194,6 @@ case "${1:-}" in
   demo) shift; run_demo "$@" ;;
   test) shift; run_tests "$@" ;;
   bench) shift; run_bench "$@" ;;
-  *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
+  docs) shift; run_docs "$@" ;;
+  *) echo "usage: $0 demo|test|bench|docs" >&2; exit 2 ;;
 esac

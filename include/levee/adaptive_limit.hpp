@@ -1,5 +1,6 @@
-// levee: <levee/adaptive_limit.hpp> is <levee/limit/adaptive_limit.hpp> (kept so that existing
-// includes work).
+/// \file
+/// `<levee/adaptive_limit.hpp>` is `<levee/limit/adaptive_limit.hpp>` (kept so that existing
+/// includes work).
 #pragma once
 
 #include <levee/limit/adaptive_limit.hpp>

@@ -1,4 +1,5 @@
-// levee: <levee/bulkhead.hpp> is <levee/limit/bulkhead.hpp> (kept so that existing includes work).
+/// \file
+/// `<levee/bulkhead.hpp>` is `<levee/limit/bulkhead.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/limit/bulkhead.hpp>

@@ -1,4 +1,5 @@
-// levee: <levee/fleet.hpp> is <levee/fleet/fleet.hpp> (kept so that existing includes work).
+/// \file
+/// `<levee/fleet.hpp>` is `<levee/fleet/fleet.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/fleet/fleet.hpp>

@@ -1,4 +1,5 @@
-// levee: the HTTP layer's umbrella header (Beast client, classifier).
+/// \file
+/// The HTTP layer's umbrella header (Beast client, classifier).
 #pragma once
 
 #include <levee/http/classify.hpp>

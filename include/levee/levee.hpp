@@ -1,4 +1,5 @@
-// levee: the umbrella header.
+/// \file
+/// The umbrella header.
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>

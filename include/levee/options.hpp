@@ -1,4 +1,5 @@
-// levee: <levee/options.hpp> is <levee/breaker/options.hpp> (kept so that existing includes work).
+/// \file
+/// `<levee/options.hpp>` is `<levee/breaker/options.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/breaker/options.hpp>

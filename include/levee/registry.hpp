@@ -1,5 +1,5 @@
-// levee: <levee/registry.hpp> is <levee/registry/registry.hpp> (kept so that existing includes
-// work).
+/// \file
+/// `<levee/registry.hpp>` is `<levee/registry/registry.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/registry/registry.hpp>

@@ -1,4 +1,5 @@
-// levee: <levee/retry.hpp> is <levee/retry/retry.hpp> (kept so that existing includes work).
+/// \file
+/// `<levee/retry.hpp>` is `<levee/retry/retry.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/retry/retry.hpp>

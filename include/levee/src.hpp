@@ -1,5 +1,6 @@
-// levee: everything compiled once. Include it in exactly one translation unit
-// (lib/levee.cpp does); the CMake target levee::levee does it for you.
+/// \file
+/// Everything compiled once. Include it in exactly one translation unit
+/// (lib/levee.cpp does); the CMake target levee::levee does it for you.
 #pragma once
 
 #include <levee/breaker/impl/breaker_core.ipp>

@@ -1,4 +1,5 @@
-// levee: <levee/timeout.hpp> is <levee/timeout/timeout.hpp> (kept so that existing includes work).
+/// \file
+/// `<levee/timeout.hpp>` is `<levee/timeout/timeout.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/timeout/timeout.hpp>

@@ -1,5 +1,5 @@
-// levee: <levee/vocabulary.hpp> is <levee/core/vocabulary.hpp> (kept so that existing includes
-// work).
+/// \file
+/// `<levee/vocabulary.hpp>` is `<levee/core/vocabulary.hpp>` (kept so that existing includes work).
 #pragma once
 
 #include <levee/core/vocabulary.hpp>

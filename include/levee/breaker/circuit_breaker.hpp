@@ -1,4 +1,5 @@
-// levee: the circuit breaker for Asio coroutines and completion tokens.
+/// \file
+/// The circuit breaker for Asio coroutines and completion tokens.
 //
 // `basic_circuit_breaker` and its documentation. The machinery is in
 // detail/: the sans-I/O core (breaker_core.hpp, with its windows in
@@ -69,13 +70,19 @@ class basic_circuit_breaker {
   using impl_type = detail::breaker_impl<Clock, WaitTraits>;
 
  public:
+  /// The clock of its timer and of its durations.
   using clock_type = Clock;
+  /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
 
   /// A breaker whose open timer runs on `ex` (anything `any_io_executor`
   /// accepts: `io_context::get_executor()`, a strand, ...).
   ///
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// \param ex The executor of its timers, and of its listeners by default.
+  /// \param options How it decides; validated (`validate`).
+  /// \param name Its name, in its events, its metrics and the
+  /// `circuit_open_error` it throws ("": unnamed).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_circuit_breaker(const Executor& ex, breaker_options options = {},
@@ -84,13 +91,23 @@ class basic_circuit_breaker {
   }
 
   /// A breaker whose open timer runs on `ctx.get_executor()`.
+  /// \param ctx An execution context, such as an `io_context`.
+  /// \param options How it decides; validated (`validate`).
+  /// \param name Its name ("": unnamed).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_circuit_breaker(ExecutionContext& ctx, breaker_options options = {},
                                  std::string name = {})
       : basic_circuit_breaker(ctx.get_executor(), std::move(options), std::move(name)) {}
 
+  /// Moves the breaker, its state, calls in flight and listeners included;
+  /// the moved-from object may only be destroyed or assigned to.
   basic_circuit_breaker(basic_circuit_breaker&&) noexcept = default;
+  /// Lets go of this breaker's state, as the destructor does, and takes
+  /// `other`'s; `other` may then only be destroyed or assigned to.
+  /// \param other The breaker to take.
+  /// \return `*this`.
   basic_circuit_breaker& operator=(basic_circuit_breaker&& other) noexcept {
     if (this != &other) {
       if (impl_) impl_type::detach(std::move(impl_));
@@ -108,32 +125,42 @@ class basic_circuit_breaker {
   }
 
   /// The current state.
+  /// \return the state now; it may change as soon as it is read.
   circuit_state state() const noexcept { return impl_->core().state(); }
 
-  /// The options, as validated.
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const breaker_options& options() const noexcept { return impl_->options(); }
 
   /// The executor the open timer runs on.
+  /// \return the executor given at construction.
   executor_type get_executor() const noexcept { return impl_->get_executor(); }
 
-  /// Probes running now (HALF_OPEN); 0 in other states.
+  /// The probes running now.
+  /// \return the calls admitted as probes and not finished (HALF_OPEN); 0 in
+  /// other states.
   std::size_t probes_in_flight() const noexcept { return impl_->core().probes_in_flight(); }
 
-  /// Cumulative outcome and rejection counts since construction.
+  /// Cumulative outcome and rejection counts.
+  /// \return the counts since construction, every state included.
   breaker_counters counters() const noexcept { return impl_->core().counters(); }
 
-  /// Calls, failures and slow calls in the CLOSED window now.
+  /// The sliding window's totals.
+  /// \return the calls, failures and slow calls in the CLOSED window now.
   window_totals window() const noexcept {
     return impl_->core().window(detail::window_now<Clock>());
   }
 
-  /// For `levee::fleet_link`: the shared state behind the breaker (it may
-  /// outlive this object; hold it weakly).
+  /// For `levee::fleet_link`: the shared state behind the breaker.
+  /// \return the state (it may outlive this object; hold it weakly). Its
+  /// type is not part of the API.
   std::shared_ptr<detail::breaker_impl<Clock, WaitTraits>> shared_state() const noexcept {
     return impl_;
   }
 
-  /// The name given at construction (a registry uses its key), "" if none.
+  /// The breaker's name.
+  /// \return the name given at construction (a registry uses its key), ""
+  /// if none; valid as long as the breaker's state.
   std::string_view name() const noexcept { return impl_->name(); }
 
   /// When to retry, as Polly's `BrokenCircuitException.RetryAfter`: the time
@@ -147,6 +174,8 @@ class basic_circuit_breaker {
   /// FORCED_OPEN, `nanoseconds::max()`. For the error_code forms: a rejected
   /// call's exception (`circuit_open_error`) carries the same value, computed
   /// when it was rejected. Thread-safe; reads the clock and takes a short lock.
+  ///
+  /// \return that time, measured on `Clock`.
   std::chrono::nanoseconds retry_after() const noexcept { return impl_->retry_after(); }
 
   // ---- observability -------------------------------------------------------
@@ -154,6 +183,7 @@ class basic_circuit_breaker {
   /// A snapshot of the metrics: calls by outcome, rejections, the window's
   /// rates, the state, the time spent in each state, transitions per pair of
   /// states, the open streak and the stuck-open signal. Thread-safe.
+  /// \return the snapshot, taken now.
   breaker_metrics metrics() const noexcept { return impl_->metrics(); }
 
   /// Adds a listener for the events in `mask` (`all_events`,
@@ -161,13 +191,21 @@ class basic_circuit_breaker {
   /// `ex` (by default the breaker's executor) by `asio::post`: outside the
   /// breaker and its locks, in the order the events happened for a given
   /// listener and executor when that executor runs handlers in order.
-  /// Returns an id for `unlisten`.
   ///
   /// Cost: nothing on the call path for kinds no listener asked for (one
   /// relaxed load); one post per event otherwise.
+  ///
+  /// \param mask The event kinds it wants.
+  /// \param fn The listener (see \ref event_listener).
+  /// \return an id for `unlisten`.
   std::uint64_t listen(event_mask mask, event_listener fn) {
     return impl_->telemetry().listen(mask, std::move(fn), get_executor());
   }
+  /// As `listen(mask, fn)`, the listener invoked on `ex`.
+  /// \param mask The event kinds it wants.
+  /// \param fn The listener (see \ref event_listener).
+  /// \param ex Where it runs: anything `any_io_executor` accepts.
+  /// \return an id for `unlisten`.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type> std::uint64_t listen(
       event_mask mask, event_listener fn, const Executor& ex) {
@@ -175,6 +213,7 @@ class basic_circuit_breaker {
   }
 
   /// Removes a listener; events already posted to it are still delivered.
+  /// \param id What `listen` returned; an unknown id does nothing.
   void unlisten(std::uint64_t id) { impl_->telemetry().unlisten(id); }
 
   // ---- manual control ------------------------------------------------------
@@ -237,6 +276,11 @@ class basic_circuit_breaker {
   /// the result must not be awaited after the breaker is gone.
   ///
   /// Thread safety: may be called and awaited on any thread, concurrently.
+  ///
+  /// \param aw The call to guard, as an rvalue: an `asio::awaitable`, or an
+  /// async operation that takes a completion token.
+  /// \return an `asio::awaitable<T, Executor>` (`breaker_guarded`) with the
+  /// same result as `aw`.
   template <class Awaitable>
   breaker_guarded<Awaitable> operator()(Awaitable&& aw) {
     static_assert(!std::is_lvalue_reference_v<Awaitable>,
@@ -278,6 +322,11 @@ class basic_circuit_breaker {
   /// be destroyed while it runs.
   ///
   /// Thread safety: may be called on any thread, concurrently.
+  ///
+  /// \param op The operation, moved (or copied) in.
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation (as `asio::async_initiate`):
+  /// nothing for a callback, an awaitable for `use_awaitable`, ...
   template <class Op, BOOST_ASIO_COMPLETION_TOKEN_FOR(
                           boost::asio::completion_signature_of_t<std::decay_t<Op>>) CompletionToken>
   auto async_execute(Op&& op, CompletionToken&& token) {

@@ -1,4 +1,5 @@
-// levee: what a breaker tells the outside world: events and metrics.
+/// \file
+/// What a breaker tells the outside world: events and metrics.
 #pragma once
 
 #include <levee/breaker/options.hpp>
@@ -29,19 +30,25 @@ enum class event_kind : std::uint32_t {
 
 /// A set of `event_kind` bits.
 using event_mask = std::uint32_t;
+/// `transition` and `stuck_open`: the breaker's state changes.
 inline constexpr event_mask transition_events = static_cast<event_mask>(event_kind::transition) |
                                                 static_cast<event_mask>(event_kind::stuck_open);
+/// `success`, `failure`, `ignored` and `rejected`: one event per call.
 inline constexpr event_mask call_events =
     static_cast<event_mask>(event_kind::success) | static_cast<event_mask>(event_kind::failure) |
     static_cast<event_mask>(event_kind::ignored) | static_cast<event_mask>(event_kind::rejected);
+/// Every kind.
 inline constexpr event_mask all_events = transition_events | call_events;
 
-/// "transition", "success", "failure", "ignored", "rejected" or "stuck_open".
+/// The name of an event kind.
+/// \param k A kind (one bit).
+/// \return "transition", "success", "failure", "ignored", "rejected" or
+/// "stuck_open"; "unknown" for any other value. A static string.
 const char* to_string(event_kind k) noexcept;
 
 /// One event, as a listener receives it.
 struct breaker_event {
-  event_kind kind = event_kind::transition;
+  event_kind kind = event_kind::transition;    ///< what happened
   circuit_state from = circuit_state::closed;  ///< transition: the state left; else the state
   circuit_state to = circuit_state::closed;    ///< transition: the state entered; else the state
   transition_reason reason = transition_reason::failure_rate;  ///< transition only
@@ -62,14 +69,14 @@ struct breaker_event {
   /// failed carry one; it is empty for `slow_call_rate`, `half_open_timeout`,
   /// a probe that succeeded slowly and `fleet`.
   boost::system::error_code last_error;
-  std::exception_ptr last_exception;
+  std::exception_ptr last_exception;  ///< see #last_error
   /// Reason `fleet` (levee::fleet): the instance that published the record
   /// this transition follows, and the record's generation; empty and 0 when
   /// the fleet's window (evidence from several instances) opened it, and for
   /// every other reason. A follower's event against the publisher's gives
   /// the propagation delay (docs/fleet.md).
   std::string fleet_instance;
-  std::uint64_t fleet_generation = 0;
+  std::uint64_t fleet_generation = 0;          ///< see #fleet_instance
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
   std::string_view breaker;                    ///< the breaker's name, "" when unnamed
 };
@@ -81,22 +88,21 @@ using event_listener = std::function<void(const breaker_event&)>;
 
 /// A snapshot of one breaker's metrics.
 struct breaker_metrics {
-  circuit_state state = circuit_state::closed;
-  // Calls since construction, by outcome (`slow` overlaps success and failure).
-  std::uint64_t successes = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t ignored = 0;
-  std::uint64_t slow = 0;
-  std::uint64_t rejected = 0;
-  // The current window: calls recorded since the breaker last entered CLOSED or
-  // METRICS_ONLY, as far as the window reaches (a time window keeps ageing
-  // while the breaker is open; a count window keeps its last calls). DISABLED
-  // keeps no window.
+  circuit_state state = circuit_state::closed;  ///< the state when the snapshot was taken
+  std::uint64_t successes = 0;                  ///< calls since construction classified success
+  std::uint64_t failures = 0;                   ///< calls since construction classified failure
+  std::uint64_t ignored = 0;   ///< calls since construction not counted (cancelled)
+  std::uint64_t slow = 0;      ///< successes and failures that were also slow
+  std::uint64_t rejected = 0;  ///< calls refused without being started
+  /// Calls in the current window: those recorded since the breaker last
+  /// entered CLOSED or METRICS_ONLY, as far as the window reaches (a time
+  /// window keeps ageing while the breaker is open; a count window keeps its
+  /// last calls). DISABLED keeps no window.
   std::uint64_t window_calls = 0;
-  std::uint64_t window_failures = 0;
-  std::uint64_t window_slow = 0;
-  double failure_rate = 0;    ///< window_failures / window_calls, 0 when empty
-  double slow_call_rate = 0;  ///< window_slow / window_calls, 0 when empty
+  std::uint64_t window_failures = 0;  ///< failures in the current window
+  std::uint64_t window_slow = 0;      ///< slow calls in the current window
+  double failure_rate = 0;            ///< window_failures / window_calls, 0 when empty
+  double slow_call_rate = 0;          ///< window_slow / window_calls, 0 when empty
   /// Total time spent in each state since construction, the current stint
   /// included; indexed by `circuit_state`.
   std::array<std::chrono::nanoseconds, circuit_state_count> time_in_state{};
@@ -114,6 +120,12 @@ struct breaker_metrics {
   /// could not be recorded in `transitions` and `time_in_state`, for lack of
   /// memory: 0 unless memory ran out. Nothing is ever dropped otherwise.
   std::uint64_t events_lost = 0;
+};
+
+/// One breaker's metrics with its name, for the Prometheus exposition.
+struct named_metrics {
+  std::string name;         ///< the value of its label `breaker` (unique)
+  breaker_metrics metrics;  ///< its snapshot
 };
 
 /// Writes metrics in the Prometheus text exposition format 0.0.4, one family
@@ -143,10 +155,9 @@ struct breaker_metrics {
 /// Names must be unique (a registry's keys are): two breakers with one name
 /// would make duplicate series. A `levee_transitions_total` series appears at
 /// the first transition of its pair.
-struct named_metrics {
-  std::string name;
-  breaker_metrics metrics;
-};
+///
+/// \param out Where the text goes.
+/// \param breakers The breakers, in the order their samples are written.
 void write_prometheus(std::ostream& out, const std::vector<named_metrics>& breakers);
 
 }  // namespace levee

@@ -1,4 +1,5 @@
-// levee: the breaker's options.
+/// \file
+/// The breaker's options.
 #pragma once
 
 #include <levee/core/classify.hpp>
@@ -142,7 +143,9 @@ struct breaker_options {
   levee::classifier classifier = {};
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member, such as
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member, such as
 /// "breaker_options::window must be greater than zero".
 void validate(const breaker_options& options);
 

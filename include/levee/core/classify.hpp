@@ -1,4 +1,5 @@
-// levee: outcomes of guarded calls and how they are classified.
+/// \file
+/// Outcomes of guarded calls and how they are classified.
 #pragma once
 
 #include <levee/core/error.hpp>
@@ -35,31 +36,47 @@ enum class outcome {
 /// runs: do not keep the pointers.
 class call_result {
  public:
+  /// Finds, in the returned `object`, the value of type `type` (the whole
+  /// result, or one element of a tuple), or returns null. levee makes these;
+  /// a test that builds a `call_result` by hand may too.
   using lookup_fn = const void* (*)(const void* object, const std::type_info& type) noexcept;
 
   /// A call that returned nothing (`awaitable<void>`) and did not throw.
   call_result() noexcept = default;
 
-  /// A call that threw `ex`; `ec` is the code of a thrown system_error or null.
+  /// A call that threw.
+  /// \param ex The exception.
+  /// \param ec The code of a thrown `boost::system::system_error`, or null;
+  /// borrowed: it must outlive the view.
   call_result(std::exception_ptr ex, const boost::system::error_code* ec) noexcept
       : error_(ec), exception_(std::move(ex)) {}
 
-  /// A call that returned `object`; `ec` is its error_code, or null.
+  /// A call that returned a value.
+  /// \param object The returned value; borrowed.
+  /// \param lookup How to find a value of a given type in `object`.
+  /// \param ec The error_code the call returned (the first element of its
+  /// tuple), or null; borrowed.
   call_result(const void* object, lookup_fn lookup, const boost::system::error_code* ec) noexcept
       : error_(ec), object_(object), lookup_(lookup) {}
 
   /// The error_code the call produced, or null when there is none. A zero
   /// error_code is reported too (the pointer is non-null, `!*error()`).
+  /// \return that code, or null.
   const boost::system::error_code* error() const noexcept { return error_; }
 
-  /// The exception the call threw, or null.
+  /// The exception the call threw.
+  /// \return the exception, or a null `exception_ptr`.
   const std::exception_ptr& exception() const noexcept { return exception_; }
 
-  /// True when the call threw.
+  /// Whether the call threw.
+  /// \return true when `exception()` is set.
   bool threw() const noexcept { return static_cast<bool>(exception_); }
 
   /// The returned value of type `T` (cv and references ignored), or one
   /// element of type `T` of a returned tuple, or null.
+  /// \tparam T The type to look for.
+  /// \return a pointer into the call's result, valid while the classifier
+  /// runs, or null (the call threw, returned nothing, or no such value).
   template <class T>
   const std::remove_cvref_t<T>* value() const noexcept {
     using type = std::remove_cvref_t<T>;
@@ -77,6 +94,8 @@ class call_result {
 /// True for the codes that mean "the operation was cancelled":
 /// `asio::error::operation_aborted` and anything equivalent to
 /// `errc::operation_canceled`.
+/// \param ec Any error_code.
+/// \return whether `ec` means a cancellation.
 bool is_cancellation(const boost::system::error_code& ec) noexcept;
 
 /// The default rules (README, "How the breaker behaves"):
@@ -88,6 +107,9 @@ bool is_cancellation(const boost::system::error_code& ec) noexcept;
 /// - any other exception: failure;
 /// - a non-zero error_code: failure;
 /// - anything else: success.
+///
+/// \param r How the call finished.
+/// \return its outcome by those rules.
 outcome default_classify(const call_result& r) noexcept;
 
 /// A per-breaker classifier. Empty means `default_classify`. It runs on the

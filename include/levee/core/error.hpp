@@ -1,4 +1,5 @@
-// levee: error codes.
+/// \file
+/// levee's error codes, their conditions, and the exception a breaker throws.
 #pragma once
 
 #include <boost/system/error_code.hpp>
@@ -63,22 +64,35 @@ struct is_error_condition_enum<::levee::condition> : std::true_type {};
 
 namespace levee {
 
-/// The "levee" error category.
+/// The category of `levee::error`.
+/// \return the one category named "levee".
 const boost::system::error_category& error_category() noexcept;
 
-/// The "levee.condition" category.
+/// The category of `levee::condition`.
+/// \return the one category named "levee.condition".
 const boost::system::error_category& condition_category() noexcept;
 
+/// Makes `levee::error` values convertible to `error_code` (found by
+/// argument-dependent lookup): `ec == levee::error::circuit_open` works.
+/// \param e A levee error.
+/// \return `e` in `error_category()`.
 inline boost::system::error_code make_error_code(error e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
 
+/// Makes `levee::condition` values usable as error conditions:
+/// `ec == levee::condition::rejected` works for any error_code.
+/// \param c A levee condition.
+/// \return `c` in `condition_category()`.
 inline boost::system::error_condition make_error_condition(condition c) noexcept {
   return {static_cast<int>(c), condition_category()};
 }
 
 /// True when `ec` is a levee rejection: the call was never started, so the
 /// downstream saw nothing. A rejected call must not be retried immediately.
+/// \param ec Any error_code.
+/// \return `ec == condition::rejected`: `circuit_open`, `bulkhead_full` or
+/// `limit_exceeded`.
 bool is_rejection(const boost::system::error_code& ec) noexcept;
 
 /// What a circuit breaker throws when it rejects a call (the coroutine form,
@@ -89,14 +103,20 @@ bool is_rejection(const boost::system::error_code& ec) noexcept;
 /// `BrokenCircuitException.RetryAfter`) and which breaker refused.
 class circuit_open_error : public boost::system::system_error {
  public:
+  /// \param retry_after The time until the breaker was due to admit a call.
+  /// \param breaker The breaker's name (copied), or "": a named breaker's
+  /// exception says its name in `what()`.
   circuit_open_error(std::chrono::nanoseconds retry_after, std::string_view breaker);
 
   /// The time from the rejection until the breaker was due to admit a call
-  /// again (see `basic_circuit_breaker::retry_after`): 0 when it may already;
+  /// again (see \ref basic_circuit_breaker::retry_after): 0 when it may already;
   /// `nanoseconds::max()` when only an operator can open it (FORCED_OPEN).
+  /// \return that time, measured on the breaker's clock when it rejected the call.
   std::chrono::nanoseconds retry_after() const noexcept { return retry_after_; }
 
-  /// The breaker's name ("" when unnamed; a registry's key).
+  /// The name of the breaker that refused the call.
+  /// \return its name ("" when unnamed; a registry's key), valid as long as
+  /// this exception (or a copy of it) exists.
   std::string_view breaker() const noexcept {
     return breaker_ ? std::string_view(*breaker_) : std::string_view();
   }

@@ -1,4 +1,5 @@
-// levee: a virtual clock for tests, whose timers fire when the test moves it.
+/// \file
+/// A virtual clock for tests, whose timers fire when the test moves it.
 #pragma once
 
 #include <atomic>
@@ -24,21 +25,25 @@ namespace levee {
 template <class Tag = void>
 class basic_manual_clock {
  public:
-  using rep = std::int64_t;
-  using period = std::nano;
-  using duration = std::chrono::nanoseconds;
-  using time_point = std::chrono::time_point<basic_manual_clock>;
-  static constexpr bool is_steady = true;
+  using rep = std::int64_t;                                        ///< a count of ticks
+  using period = std::nano;                                        ///< a tick is 1 ns
+  using duration = std::chrono::nanoseconds;                       ///< `rep` and `period`
+  using time_point = std::chrono::time_point<basic_manual_clock>;  ///< a time of this clock
+  static constexpr bool is_steady = true;  ///< only `set` and `reset` move it back
 
+  /// The current time, counted as a read (`read_count`).
+  /// \return the time the tests set.
   static time_point now() noexcept {
     reads().fetch_add(1, std::memory_order_relaxed);
     return time_point(duration(ticks().load(order)));
   }
 
   /// How many times `now()` was called (for tests that count clock reads).
+  /// \return the reads since the process started, of this `Tag`'s clock.
   static std::uint64_t read_count() noexcept { return reads().load(std::memory_order_relaxed); }
 
-  /// Moves the clock forward by `d` (>= 0).
+  /// Moves the clock forward.
+  /// \param d How far (>= 0), converted to nanoseconds (toward zero).
   template <class Rep, class Period>
   static void advance(std::chrono::duration<Rep, Period> d) noexcept {
     ticks().fetch_add(std::chrono::duration_cast<duration>(d).count(), order);
@@ -46,6 +51,7 @@ class basic_manual_clock {
 
   /// Sets the clock to `t`. Tests call `reset()` first so that each starts at
   /// the same time.
+  /// \param t The new time (it may go back).
   static void set(time_point t) noexcept { ticks().store(t.time_since_epoch().count(), order); }
 
   /// Back to the epoch.
@@ -53,7 +59,11 @@ class basic_manual_clock {
 
   /// Asio wait traits: never block waiting for this clock.
   struct wait_traits {
+    /// How long the reactor may sleep for a relative wait.
+    /// \return zero: check again at once.
     static duration to_wait_duration(const duration&) noexcept { return duration::zero(); }
+    /// How long the reactor may sleep for a timer's expiry.
+    /// \return zero: check again at once.
     static duration to_wait_duration(const time_point&) noexcept { return duration::zero(); }
   };
 
@@ -69,6 +79,7 @@ class basic_manual_clock {
   }
 };
 
+/// The virtual clock tests use.
 using manual_clock = basic_manual_clock<>;
 
 }  // namespace levee

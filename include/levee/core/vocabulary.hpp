@@ -1,5 +1,6 @@
-// levee: the words every layer uses: a breaker's states, why it changes
-// state, its window kinds, and the counts it reports.
+/// \file
+/// The words every layer uses: a breaker's states, why it changes
+/// state, its window kinds, and the counts it reports.
 #pragma once
 
 #include <cstddef>
@@ -23,7 +24,11 @@ enum class circuit_state : std::uint8_t {
 /// The number of `circuit_state` values.
 inline constexpr std::size_t circuit_state_count = 6;
 
-/// "closed", "open", "half_open", "forced_open", "disabled" or "metrics_only".
+/// The name of a state.
+/// \param s A state.
+/// \return "closed", "open", "half_open", "forced_open", "disabled" or
+/// "metrics_only"; "unknown" for a value outside the enumeration. A static
+/// string.
 const char* to_string(circuit_state s) noexcept;
 
 /// Why a breaker changed state.
@@ -44,13 +49,16 @@ enum class transition_reason : std::uint8_t {
   fleet,
 };
 
-/// "failure_rate", "slow_call_rate", ..., "manual".
+/// The name of a reason.
+/// \param r A reason.
+/// \return its enumerator's name: "failure_rate", "slow_call_rate", ...,
+/// "fleet"; "unknown" for a value outside the enumeration. A static string.
 const char* to_string(transition_reason r) noexcept;
 
 /// Which sliding window the breaker keeps in CLOSED.
 enum class window_kind : std::uint8_t {
   /// The calls of the last `window` of time, kept in `window_buckets` buckets
-  /// of `window / window_buckets` each (see `breaker_options::window_buckets`).
+  /// of `window / window_buckets` each (see \ref breaker_options::window_buckets).
   time = 0,
   /// The last `window_calls` calls, whenever they happened.
   count = 1,
@@ -58,18 +66,18 @@ enum class window_kind : std::uint8_t {
 
 /// Calls, failures and slow calls in a breaker's window.
 struct window_totals {
-  std::uint64_t calls = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t slow = 0;
+  std::uint64_t calls = 0;     ///< calls in the window
+  std::uint64_t failures = 0;  ///< of which failures
+  std::uint64_t slow = 0;      ///< of which slow (successes and failures)
 };
 
 /// A breaker's cumulative outcome counts since construction (every state).
 struct breaker_counters {
-  std::uint64_t successes = 0;
-  std::uint64_t failures = 0;
-  std::uint64_t ignored = 0;   ///< classified ignored (cancellations), or abandoned
-  std::uint64_t slow = 0;      ///< successes and failures that were also slow
-  std::uint64_t rejected = 0;  ///< refused admission
+  std::uint64_t successes = 0;  ///< classified success
+  std::uint64_t failures = 0;   ///< classified failure
+  std::uint64_t ignored = 0;    ///< classified ignored (cancellations), or abandoned
+  std::uint64_t slow = 0;       ///< successes and failures that were also slow
+  std::uint64_t rejected = 0;   ///< refused admission
 };
 
 }  // namespace levee

@@ -1,14 +1,15 @@
-// levee: a fleet of instances whose breakers share what they learn, through
-// Redis (the CMake target levee::fleet; it needs hiredis, levee::levee does not).
-//
-// Evidence, not verdicts: each instance adds its calls, failures and slow calls
-// to shared buckets and reads back the fleet's window; a breaker opens on the
-// fleet's window only when failures come from at least `quorum` instances. An
-// opening is published (pub/sub plus a key with its half-open time and a
-// generation); at the half-open time the instances race for a probe lease and
-// one of them probes for the fleet. The call path never waits on Redis; with
-// Redis down, stopped or restarted, every breaker is a local breaker again.
-// docs/fleet.md has the details.
+/// \file
+/// A fleet of instances whose breakers share what they learn, through
+/// Redis (the CMake target levee::fleet; it needs hiredis, levee::levee does not).
+///
+/// Evidence, not verdicts: each instance adds its calls, failures and slow calls
+/// to shared buckets and reads back the fleet's window; a breaker opens on the
+/// fleet's window only when failures come from at least `quorum` instances. An
+/// opening is published (pub/sub plus a key with its half-open time and a
+/// generation); at the half-open time the instances race for a probe lease and
+/// one of them probes for the fleet. The call path never waits on Redis; with
+/// Redis down, stopped or restarted, every breaker is a local breaker again.
+/// docs/fleet.md has the details.
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>
@@ -87,6 +88,7 @@ struct fleet_options {
   /// Reconnection delays: from `reconnect_min`, doubled after every failed
   /// attempt up to `reconnect_max` (each drawn in [d/2, d]). 0 < min <= max.
   std::chrono::nanoseconds reconnect_min = std::chrono::milliseconds(100);
+  /// The longest reconnection delay (see #reconnect_min). >= reconnect_min.
   std::chrono::nanoseconds reconnect_max = std::chrono::seconds(10);
   /// How long a won probe lease keeps the other instances from probing. The
   /// winner renews it every round while its probe runs; a winner that dies,
@@ -97,26 +99,28 @@ struct fleet_options {
   std::chrono::nanoseconds registry_scan = std::chrono::seconds(1);
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const fleet_options& options);
 
 /// A snapshot of a link's health and work.
 struct fleet_metrics {
-  bool connected = false;              ///< both connections up, scripts loaded
-  std::uint64_t connects = 0;          ///< connections established
-  std::uint64_t reconnects = 0;        ///< connection attempts after the first
-  std::uint64_t disconnects = 0;       ///< established connections lost
-  std::uint64_t connect_failures = 0;  ///< connection attempts that failed
-  std::uint64_t rounds = 0;            ///< evidence round trips answered
-  std::uint64_t errors = 0;            ///< failed connects, timeouts, error replies
-  std::uint64_t command_errors = 0;    ///< error replies to one breaker's command
-  std::uint64_t opens_published = 0;   ///< openings this instance published
-  std::uint64_t opens_received = 0;    ///< breakers opened by the fleet (reason `fleet`)
-  std::uint64_t closes_published = 0;  ///< closings this instance published (its probe won)
-  std::uint64_t closes_received = 0;   ///< breakers closed by the fleet's prober
-  std::uint64_t probe_leases_won = 0;
-  std::uint64_t probe_leases_lost = 0;
-  std::uint64_t breakers = 0;  ///< breakers attached now
+  bool connected = false;               ///< both connections up, scripts loaded
+  std::uint64_t connects = 0;           ///< connections established
+  std::uint64_t reconnects = 0;         ///< connection attempts after the first
+  std::uint64_t disconnects = 0;        ///< established connections lost
+  std::uint64_t connect_failures = 0;   ///< connection attempts that failed
+  std::uint64_t rounds = 0;             ///< evidence round trips answered
+  std::uint64_t errors = 0;             ///< failed connects, timeouts, error replies
+  std::uint64_t command_errors = 0;     ///< error replies to one breaker's command
+  std::uint64_t opens_published = 0;    ///< openings this instance published
+  std::uint64_t opens_received = 0;     ///< breakers opened by the fleet (reason `fleet`)
+  std::uint64_t closes_published = 0;   ///< closings this instance published (its probe won)
+  std::uint64_t closes_received = 0;    ///< breakers closed by the fleet's prober
+  std::uint64_t probe_leases_won = 0;   ///< probe leases this instance won
+  std::uint64_t probe_leases_lost = 0;  ///< races for a lease another instance held
+  std::uint64_t breakers = 0;           ///< breakers attached now
   /// The last error, as Redis wrote it ("WRONGPASS invalid username-password
   /// pair ...", "OOM command not allowed ...") or as the link saw it
   /// ("connect failed: Connection refused", "timeout"); empty before the first.
@@ -140,7 +144,9 @@ enum class fleet_event_kind : std::uint8_t {
                    ///< `instance`, `generation`)
 };
 
+/// One event, as a listener receives it.
 struct fleet_event {
+  /// What happened.
   fleet_event_kind kind = fleet_event_kind::connected;
   /// disconnected, connect_failed: why ("timeout", "connection closed",
   /// "WRONGPASS ...", "NOAUTH ...", "connect failed: Connection refused", "TLS
@@ -157,8 +163,11 @@ struct fleet_event {
   std::chrono::system_clock::time_point when;
 };
 
-/// "connected", "disconnected", "connect_failed", "command_error",
-/// "published", "fleet_opened" or "fleet_closed".
+/// The name of a fleet event kind.
+/// \param k A kind.
+/// \return "connected", "disconnected", "connect_failed", "command_error",
+/// "published", "fleet_opened" or "fleet_closed"; "unknown" for any other
+/// value. A static string.
 const char* to_string(fleet_event_kind k) noexcept;
 
 namespace detail {
@@ -175,9 +184,12 @@ class fleet_state;
 /// A breaker may go before the link (it is held weakly).
 class fleet_link {
  public:
-  /// Starts connecting at once. Throws `std::invalid_argument` naming the
-  /// member when `options` is invalid.
+  /// Starts connecting at once.
+  /// \param ex Its work runs on a strand of this executor.
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   fleet_link(boost::asio::any_io_executor ex, fleet_options options = {});
+  /// Closes the link (`close`).
   ~fleet_link();
   fleet_link(const fleet_link&) = delete;
   fleet_link& operator=(const fleet_link&) = delete;
@@ -188,15 +200,22 @@ class fleet_link {
   /// (`std::invalid_argument` otherwise; the breaker attached first stays
   /// linked). Attaching the same breaker again does nothing. Instances must
   /// give the same breaker the same options.
+  /// \param breaker The breaker; held weakly (it may go first).
+  /// \param name Its name in the fleet.
+  /// \throws std::invalid_argument as said above.
   void attach(circuit_breaker& breaker, std::string name);
-  /// The same with the breaker's own name (`std::invalid_argument` if none).
+  /// The same with the breaker's own name.
+  /// \param breaker The breaker; held weakly.
+  /// \throws std::invalid_argument if it has no name, or as above.
   void attach(circuit_breaker& breaker);
 
   /// Every breaker of `registry`, and those it creates later (found every
   /// `registry_scan`). The registry must outlive the link.
+  /// \param registry The registry; borrowed.
   void attach(breaker_registry& registry);
 
   /// Adds a listener, invoked on the link's strand for every event.
+  /// \param fn The listener; it stays until the link is destroyed.
   void listen(std::function<void(const fleet_event&)> fn);
 
   /// Calls `handler(error_code)` once, on the handler's associated executor
@@ -206,6 +225,11 @@ class fleet_link {
   /// `asio::error::operation_aborted` once the link is closed. For example at
   /// startup: `link.async_wait_connected(2s, asio::use_future).get()` from a
   /// thread that does not run the executor, or `co_await` it.
+  ///
+  /// \param within How long to wait for a connection.
+  /// \param token The completion token; completion signature
+  /// `void(error_code)`.
+  /// \return what `token` makes of the operation (as `asio::async_initiate`).
   template <class CompletionToken>
   auto async_wait_connected(std::chrono::nanoseconds within, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
@@ -230,9 +254,14 @@ class fleet_link {
   /// The destructor closes too.
   void close();
 
+  /// A snapshot of the link's health and work.
+  /// \return the snapshot, taken now.
   fleet_metrics metrics() const;
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const fleet_options& options() const noexcept;
   /// This instance's id in the shared records.
+  /// \return `fleet_options::instance_id`, or the one the link made.
   const std::string& instance_id() const noexcept;
 
  private:
@@ -243,7 +272,11 @@ class fleet_link {
 };
 
 /// The Prometheus text exposition (format 0.0.4) of a link's metrics:
-/// `levee_fleet_connected` (gauge) and `levee_fleet_*_total` counters.
+/// `levee_fleet_connected` and `levee_fleet_breakers` (gauges), the
+/// `levee_fleet_*_total` counters, and `levee_fleet_last_error_info` (its
+/// label `error`) once there was an error.
+/// \param out Where the text goes.
+/// \param m The link's metrics.
 void write_prometheus(std::ostream& out, const fleet_metrics& m);
 
 }  // namespace levee

@@ -1,4 +1,5 @@
-// levee: an HTTP/1.1 client over Beast, plain and TLS, made to be guarded.
+/// \file
+/// An HTTP/1.1 client over Beast, plain and TLS, made to be guarded.
 #pragma once
 
 #include <levee/http/options.hpp>
@@ -69,9 +70,13 @@ struct client_access;  // the non-template entry points (http/impl/request.ipp)
 /// (bounded by c-ares' own timeout: 2 tries of 2 s per server).
 class client {
  public:
+  /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
 
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// A client with no connection yet.
+  /// \param ex Where its connections, resolver and timer run.
+  /// \param options Its limits; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   explicit client(executor_type ex, client_options options = {});
   /// Requests waiting for a connection end with `operation_aborted`; requests
   /// on a connection finish normally; idle connections are closed.
@@ -79,8 +84,14 @@ class client {
   client(const client&) = delete;
   client& operator=(const client&) = delete;
 
+  /// The client's executor.
+  /// \return the executor given at construction.
   executor_type get_executor() const noexcept;
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const client_options& options() const noexcept;
+  /// The client's counters.
+  /// \return them, summed over its origins now.
   client_stats stats() const noexcept;
 
   /// Closes every idle connection now (and stops the idle timer).
@@ -107,24 +118,47 @@ class client {
   /// operation.
   ///
   /// Thread safety: any thread, concurrently with other requests.
+  ///
+  /// \param origin Where to send it (`parse_url` makes one); an invalid
+  /// origin completes with `error::invalid_url`.
+  /// \param req The request; one that `validate_request` refuses completes
+  /// with `error::invalid_request`, nothing sent.
+  /// \param timeout The request's deadline.
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation (as `asio::async_initiate`).
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
                 CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_request(
       url_parts origin, request req, std::chrono::nanoseconds timeout,
       CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
   /// The same with the client's timeout.
+  /// \param origin Where to send it.
+  /// \param req The request.
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation.
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
                 CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_request(
       url_parts origin, request req,
       CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
   /// The same to `http://host:port`.
+  /// \param host A host name or an IP address (IPv6 without brackets).
+  /// \param port The port.
+  /// \param req The request.
+  /// \param timeout The request's deadline.
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation.
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
                 CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_request(
       std::string host, std::uint16_t port, request req, std::chrono::nanoseconds timeout,
       CompletionToken&& token = boost::asio::default_completion_token_t<executor_type>());
   /// The same to `http://host:port` with the client's timeout.
+  /// \param host A host name or an IP address (IPv6 without brackets).
+  /// \param port The port.
+  /// \param req The request.
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation.
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
                 CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_request(
@@ -153,6 +187,11 @@ class client {
 /// operation.
 ///
 /// Thread safety: any thread, concurrently with other requests.
+///
+/// \param c The client.
+/// \param url The URL.
+/// \param token The completion token.
+/// \return what `token` makes of the operation (as `asio::async_initiate`).
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_get(
@@ -160,6 +199,10 @@ auto async_get(
     CompletionToken&& token = boost::asio::default_completion_token_t<client::executor_type>());
 
 /// HEAD `url`: as `async_get` in every section; the response has no body.
+/// \param c The client.
+/// \param url The URL.
+/// \param token The completion token.
+/// \return what `token` makes of the operation.
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_head(
@@ -170,6 +213,11 @@ auto async_head(
 /// a scheme and an authority, no path); the request's own target is sent.
 /// As `async_get` in every section, and: an origin with a path or query
 /// completes with `error::invalid_url`; `req` is moved in.
+/// \param c The client.
+/// \param origin The origin.
+/// \param req The request.
+/// \param token The completion token.
+/// \return what `token` makes of the operation.
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
 auto async_send(
@@ -186,12 +234,29 @@ auto async_send(
 /// the operation a token: `async_get(client, url, asio::as_tuple(asio::use_awaitable))`.
 /// Like every awaitable, nothing happens until it is awaited; the arguments
 /// are copied, so temporaries are fine.
+///
+/// \param c The client; borrowed.
+/// \param url The URL.
+/// \return the awaitable: `async_get(c, url, asio::use_awaitable)`.
 boost::asio::awaitable<response> http_get(client& c, std::string url);
-/// `async_head(c, url, asio::use_awaitable)`.
+/// `async_head(c, url, asio::use_awaitable)`, as `http_get`.
+/// \param c The client; borrowed.
+/// \param url The URL.
+/// \return the awaitable.
 boost::asio::awaitable<response> http_head(client& c, std::string url);
-/// `async_send(c, origin, req, asio::use_awaitable)`.
+/// `async_send(c, origin, req, asio::use_awaitable)`, as `http_get`.
+/// \param c The client; borrowed.
+/// \param origin The origin.
+/// \param req The request.
+/// \return the awaitable.
 boost::asio::awaitable<response> send(client& c, std::string origin, request req);
-/// `c.async_request(host, port, req, asio::use_awaitable)`: plain HTTP.
+/// `c.async_request(host, port, req, asio::use_awaitable)`: plain HTTP, as
+/// `http_get`.
+/// \param c The client; borrowed.
+/// \param host A host name or an IP address.
+/// \param port The port.
+/// \param req The request.
+/// \return the awaitable.
 boost::asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req);
 
 }  // namespace levee::http

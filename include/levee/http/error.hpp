@@ -1,4 +1,5 @@
-// levee: the HTTP layer's own error codes.
+/// \file
+/// The HTTP layer's own error codes.
 #pragma once
 
 #include <boost/system/error_code.hpp>
@@ -37,15 +38,22 @@ enum class error {
   too_many_interim_responses = 4,
 };
 
-/// The "levee.http" error category.
+/// The category of `levee::http::error`.
+/// \return the one category named "levee.http".
 const boost::system::error_category& error_category() noexcept;
 
+/// Makes `levee::http::error` values convertible to `error_code` (found by
+/// argument-dependent lookup).
+/// \param e An HTTP layer error.
+/// \return `e` in `levee::http::error_category()`.
 inline boost::system::error_code make_error_code(error e) noexcept {
   return {static_cast<int>(e), error_category()};
 }
 
 /// True for the errors that mean "the caller's input was wrong, nothing was
 /// sent": `invalid_url`, `invalid_request`.
+/// \param ec Any error_code.
+/// \return whether `ec` is one of those two, in this category.
 inline bool is_invalid_input(const boost::system::error_code& ec) noexcept {
   return ec.category() == error_category() &&
          (ec.value() == static_cast<int>(error::invalid_url) ||

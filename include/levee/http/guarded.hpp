@@ -1,4 +1,5 @@
-// levee: HTTP calls guarded per host by a registry of breakers.
+/// \file
+/// HTTP calls guarded per host by a registry of breakers.
 #pragma once
 
 #include <levee/http/client.hpp>
@@ -27,7 +28,7 @@ namespace levee::http {
 /// `asio::use_awaitable` throws, `asio::as_tuple(asio::use_awaitable)` does not.
 ///
 /// Cancellation: terminal cancellation of the handler's slot reaches the
-/// request (see `client::async_request`) or the wait for the host's limit.
+/// request (see \ref client::async_request) or the wait for the host's limit.
 ///
 /// Executor: the guarded call runs on a strand of the client's executor; the
 /// handler on its associated executor (default: the client's).
@@ -36,6 +37,12 @@ namespace levee::http {
 /// `url` is moved in.
 ///
 /// Thread safety: any thread, concurrently with other calls.
+///
+/// \param registry The breakers by host (a `basic_breaker_registry`).
+/// \param c The client.
+/// \param url The URL.
+/// \param token The completion token.
+/// \return what `token` makes of the operation (as `asio::async_initiate`).
 template <class Registry, BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature) CompletionToken =
                               boost::asio::default_completion_token_t<client::executor_type>>
 auto async_guarded_get(
@@ -44,6 +51,10 @@ auto async_guarded_get(
 
 /// `async_guarded_get(registry, c, url, asio::use_awaitable)`: the response,
 /// or a thrown `system_error`.
+/// \param registry The breakers by host; borrowed.
+/// \param c The client; borrowed.
+/// \param url The URL.
+/// \return the awaitable.
 template <class Registry>
 boost::asio::awaitable<response> guarded_get(Registry& registry, client& c, std::string url) {
   co_return co_await async_guarded_get(registry, c, std::move(url), boost::asio::use_awaitable);

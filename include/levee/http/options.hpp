@@ -1,5 +1,6 @@
-// levee: the HTTP client's vocabulary: requests, responses, options, counters
-// and URLs (included by levee/http/client.hpp).
+/// \file
+/// The HTTP client's vocabulary: requests, responses, options, counters
+/// and URLs (included by levee/http/client.hpp).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,7 +24,9 @@ class context;
 
 namespace levee::http {
 
+/// A request: Beast's, with a string body.
 using request = boost::beast::http::request<boost::beast::http::string_body>;
+/// A response: Beast's, with a string body.
 using response = boost::beast::http::response<boost::beast::http::string_body>;
 
 /// The completion signature of every request operation: `response` is empty
@@ -75,7 +78,9 @@ struct client_options {
   std::string dns_servers{};
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const client_options& options);
 
 /// Counters of one client, summed over its origins.
@@ -111,16 +116,23 @@ struct url_parts {
 /// without a path. Everything else, and any space, control or non-ASCII
 /// character, is `levee::http::error::invalid_url` (equal to
 /// `errc::invalid_argument`): percent-encode them.
+/// \param url The URL.
+/// \param out Its parts; set only when the URL is valid.
+/// \return zero, or `error::invalid_url`.
 boost::system::error_code parse_url(std::string_view url, url_parts& out);
 
 /// `levee::http::error::invalid_url` unless `origin` is what `parse_url`
 /// makes: scheme "http" or "https", a lower-case name, an IPv4 address or an
 /// IPv6 address without brackets, a port in [1, 65535]. The client checks
 /// every origin this way (a scheme "HTTPS" is refused, never sent in the clear).
+/// \param origin The origin to check (its `target` is not read).
+/// \return zero, or `error::invalid_url`.
 boost::system::error_code validate_origin(const url_parts& origin);
 
 /// The Host header for `origin`: `host`, `[v6]`, with `:port` unless it is the
 /// scheme's default.
+/// \param origin A valid origin.
+/// \return the header's value.
 std::string host_header(const url_parts& origin);
 
 /// `levee::http::error::invalid_request` when sending `req` would split or
@@ -128,6 +140,8 @@ std::string host_header(const url_parts& origin);
 /// name that is not a token, a header value with CR, LF, NUL or another
 /// control character. The client checks every request this way before
 /// sending anything.
+/// \param req The request to check.
+/// \return zero, or `error::invalid_request`.
 boost::system::error_code validate_request(const request& req);
 
 }  // namespace levee::http

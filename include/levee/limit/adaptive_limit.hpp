@@ -1,5 +1,6 @@
-// levee: an adaptive concurrency limit, the limit of levee's composition
-// order that moves with the downstream's latency.
+/// \file
+/// An adaptive concurrency limit, the limit of levee's composition
+/// order that moves with the downstream's latency.
 #pragma once
 
 #include <levee/core/classify.hpp>
@@ -46,11 +47,13 @@ enum class limit_algorithm {
 /// the defaults are those of Netflix's concurrency-limits (Gradient2Limit and
 /// AIMDLimit builders).
 struct adaptive_limit_options {
+  /// How the limit moves: Gradient2 (the default) or AIMD.
   limit_algorithm algorithm = limit_algorithm::gradient2;
   /// The limit before any sample. In [min_limit, max_limit].
   std::size_t initial_limit = 20;
-  /// The limit never goes below this (>= 1) nor above `max_limit` (>= min_limit).
+  /// The limit never goes below this (>= 1) nor above `max_limit`.
   std::size_t min_limit = 20;
+  /// The limit never goes above this. >= min_limit.
   std::size_t max_limit = 200;
   /// Gradient2: weight of a new estimate, in (0, 1].
   double smoothing = 0.2;
@@ -69,6 +72,7 @@ struct adaptive_limit_options {
   /// limit moves once per window, so that each change is measured before the
   /// next (a window should be longer than a round trip). >= 0.
   std::chrono::nanoseconds sample_window = std::chrono::seconds(1);
+  /// Gradient2: the fewest samples a window holds (see #sample_window).
   std::size_t min_window_samples = 10;
   /// AIMD: factor applied to the limit on a drop, in [0.5, 1).
   double backoff_ratio = 0.9;
@@ -88,14 +92,16 @@ struct adaptive_limit_options {
   levee::classifier classifier{};
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const adaptive_limit_options& options);
 
 /// A snapshot of an adaptive limit.
 struct adaptive_limit_metrics {
-  double limit = 0;           ///< the current limit (calls admitted at once: its floor)
-  double min_limit_seen = 0;  ///< lowest and highest limit so far
-  double max_limit_seen = 0;
+  double limit = 0;                ///< the current limit (calls admitted at once: its floor)
+  double min_limit_seen = 0;       ///< lowest limit so far
+  double max_limit_seen = 0;       ///< highest limit so far
   std::size_t in_flight = 0;       ///< calls running now
   std::size_t peak_in_flight = 0;  ///< most calls ever running at once
   std::size_t queued = 0;          ///< calls waiting for room now
@@ -110,10 +116,12 @@ enum class limit_event_kind : std::uint32_t {
   changed = 1,  ///< the limit moved by at least one call (`from` and `to`)
   limited = 2,  ///< a call was rejected with `limit_exceeded`
 };
+/// Both `limit_event_kind` bits.
 inline constexpr std::uint32_t all_limit_events = 3;
 
 /// One event, as a listener receives it.
 struct limit_event {
+  /// What happened.
   limit_event_kind kind = limit_event_kind::changed;
   double from = 0;                             ///< changed: the limit before
   double to = 0;                               ///< changed: the limit now; limited: the limit
@@ -121,12 +129,14 @@ struct limit_event {
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
   std::string_view limit;                      ///< the limit's name, "" when unnamed
 };
+/// A limit's listener. It runs on the executor given when it was added (by
+/// default the limit's), never inside the limit nor under its lock.
 using limit_listener = std::function<void(const limit_event&)>;
 
 /// An adaptive limit's metrics with its name, for the Prometheus exposition.
 struct named_limit_metrics {
-  std::string name;
-  adaptive_limit_metrics metrics;
+  std::string name;                ///< the value of its label `limit` (unique)
+  adaptive_limit_metrics metrics;  ///< its snapshot
 };
 
 /// Writes limits' metrics in the Prometheus text exposition format 0.0.4, one
@@ -141,7 +151,14 @@ struct named_limit_metrics {
 /// | `levee_limit_rejected_calls_total` | counter (`limit_exceeded`) |
 /// | `levee_limit_samples_total` | counter |
 /// | `levee_limit_drops_total` | counter (samples that were failures) |
+///
+/// \param out Where the text goes.
+/// \param limits The limits, in the order their samples are written.
 void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_metrics>& limits);
+
+namespace detail {
+struct guard_access;
+}  // namespace detail
 
 /// An adaptive concurrency limit: at most `limit()` guarded calls run at
 /// once, and the limit follows the downstream: it grows while calls come back
@@ -170,18 +187,19 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
 /// calls in flight or waiting (they share its state; waiters end with
 /// `operation_aborted`).
 ///
-/// `Clock` times round trips and `max_wait`.
-namespace detail {
-struct guard_access;
-}  // namespace detail
-
+/// `Clock` times round trips and `max_wait`. `adaptive_limit` is the
+/// steady_clock limit.
 template <class Clock = std::chrono::steady_clock>
 class basic_adaptive_limit {
  public:
+  /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
 
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
-  /// `name` labels its events and its Prometheus series.
+  /// A limit whose listeners run on `ex` by default.
+  /// \param ex The limit's executor (anything `any_io_executor` accepts).
+  /// \param options How the limit moves; validated (`validate`).
+  /// \param name Labels its events and its Prometheus series ("": unnamed).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {},
@@ -190,6 +208,11 @@ class basic_adaptive_limit {
         state_(std::make_shared<detail::adaptive_limit_state>(detail::checked(std::move(options)),
                                                               std::move(name))) {}
 
+  /// A limit on `ctx.get_executor()`.
+  /// \param ctx An execution context, such as an `io_context`.
+  /// \param options How the limit moves; validated (`validate`).
+  /// \param name Labels its events and its Prometheus series ("": unnamed).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_adaptive_limit(ExecutionContext& ctx, adaptive_limit_options options = {},
@@ -198,31 +221,73 @@ class basic_adaptive_limit {
 
   basic_adaptive_limit(const basic_adaptive_limit&) = delete;
   basic_adaptive_limit& operator=(const basic_adaptive_limit&) = delete;
+  /// Calls waiting in the queue end with `operation_aborted`; calls running
+  /// finish on the state they share (see Lifetime).
   ~basic_adaptive_limit() { state_->close(); }
 
+  /// The limit's executor.
+  /// \return the executor given at construction.
   executor_type get_executor() const noexcept { return executor_; }
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const adaptive_limit_options& options() const noexcept { return state_->options(); }
-  /// The current limit, and the calls running now.
+  /// The current limit.
+  /// \return the limit now (calls admitted at once: its floor).
   double limit() const { return metrics().limit; }
+  /// The calls running now.
+  /// \return the calls admitted and not finished.
   std::size_t in_flight() const noexcept { return state_->in_flight(); }
+  /// A snapshot of the limit.
+  /// \return the snapshot, taken now.
   adaptive_limit_metrics metrics() const { return state_->metrics(); }
+  /// The limit's name.
+  /// \return the name given at construction, "" if none.
   const std::string& name() const noexcept { return state_->name(); }
 
   /// Adds a listener for the events in `mask` (`limit_event_kind` bits),
   /// posted to `ex` (by default the limit's executor), never run inside the
-  /// limit or under its lock. Returns an id for `unlisten`. Without listeners
-  /// a call pays one relaxed load; a `limited` listener costs a post per
-  /// rejection.
+  /// limit or under its lock. Without listeners a call pays one relaxed
+  /// load; a `limited` listener costs a post per rejection.
+  /// \param mask The event kinds it wants (`all_limit_events` for both).
+  /// \param fn The listener.
+  /// \return an id for `unlisten`.
   std::uint64_t listen(std::uint32_t mask, limit_listener fn) {
     return state_->listen(mask, std::move(fn), executor_);
   }
+  /// As `listen(mask, fn)`, the listener invoked on `ex`.
+  /// \param mask The event kinds it wants.
+  /// \param fn The listener.
+  /// \param ex Where it runs.
+  /// \return an id for `unlisten`.
   std::uint64_t listen(std::uint32_t mask, limit_listener fn, executor_type ex) {
     return state_->listen(mask, std::move(fn), std::move(ex));
   }
-  /// Removes a listener; no event reaches it after this returns.
+  /// Removes a listener: no event is posted to it after this returns (events
+  /// already posted to it are still delivered).
+  /// \param id What `listen` returned; an unknown id does nothing.
   void unlisten(std::uint64_t id) { state_->unlisten(id); }
 
-  /// Guards `aw` (an `asio::awaitable<T, Executor>`, passed as an rvalue).
+  /// Guards `aw`: `co_await limit(call())`.
+  ///
+  /// Result: `aw`'s, unchanged, when it runs. A rejection
+  /// (`error::limit_exceeded`), or a wait in the queue that ends
+  /// (`operation_aborted`, or `limit_exceeded` past `max_wait`), is reported
+  /// in the shape of `T`: thrown as `boost::system::system_error`, or
+  /// `{ec, U{}...}` when `T` is `std::tuple<error_code, U...>`.
+  ///
+  /// Cancellation: the awaiting coroutine's cancellation ends a wait in the
+  /// queue; once admitted, it reaches `aw` unchanged (a cancelled call is no
+  /// sample).
+  ///
+  /// Executor: `aw` runs on the awaiting coroutine's executor.
+  ///
+  /// Lifetime: `aw` is moved in; the limit may be destroyed before the
+  /// returned awaitable ends (see Lifetime above).
+  ///
+  /// Thread safety: any thread, concurrently with other calls.
+  ///
+  /// \param aw The call to guard.
+  /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
     return call(state_, std::move(aw));
@@ -305,6 +370,7 @@ class basic_adaptive_limit {
   std::shared_ptr<detail::adaptive_limit_state> state_;
 };
 
+/// The steady_clock adaptive limit.
 using adaptive_limit = basic_adaptive_limit<>;
 
 }  // namespace levee

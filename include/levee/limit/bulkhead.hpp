@@ -1,5 +1,6 @@
-// levee: a bulkhead, the concurrency limit of levee's composition order
-// (README, "Composing levee").
+/// \file
+/// A bulkhead, the concurrency limit of levee's composition order
+/// (README, "Composing levee").
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -29,7 +30,9 @@ struct bulkhead_options {
   std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const bulkhead_options& options);
 
 namespace detail {
@@ -52,33 +55,54 @@ class bulkhead_state;  // limit/detail/bulkhead.hpp
 /// rather than run, their coroutines are destroyed with it, not leaked). A
 /// call started on a destroyed bulkhead's awaitable ends the same way.
 ///
-/// `Clock` times `max_wait`.
+/// `Clock` times `max_wait`. `bulkhead` is the steady_clock bulkhead.
 template <class Clock = std::chrono::steady_clock>
 class basic_bulkhead {
  public:
+  /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
 
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// A bulkhead on `ex`.
+  /// \param ex Its executor (anything `any_io_executor` accepts): that of
+  /// `async_acquire`'s timer and, by default, of its handler.
+  /// \param options Its limits; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, boost::asio::any_io_executor>
   explicit basic_bulkhead(const Executor& ex, bulkhead_options options = {});
 
+  /// A bulkhead on `ctx.get_executor()`.
+  /// \param ctx An execution context, such as an `io_context`.
+  /// \param options Its limits; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_bulkhead(ExecutionContext& ctx, bulkhead_options options = {})
       : basic_bulkhead(ctx.get_executor(), options) {}
 
-  /// Movable (the calls and waiters go with the state), not copyable.
+  /// Movable (the calls and waiters go with the state), not copyable; the
+  /// moved-from object may only be destroyed or assigned to.
   basic_bulkhead(basic_bulkhead&&) noexcept = default;
+  /// Closes this bulkhead's state as the destructor does (its waiting calls
+  /// end with `operation_aborted`), then takes `other`'s.
+  /// \param other The bulkhead to take; it may then only be destroyed or
+  /// assigned to.
+  /// \return `*this`.
   basic_bulkhead& operator=(basic_bulkhead&& other);
   /// Completes every waiting call with `operation_aborted` (see Lifetime).
   ~basic_bulkhead();
 
+  /// The bulkhead's executor.
+  /// \return the executor given at construction.
   executor_type get_executor() const noexcept { return executor_; }
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const bulkhead_options& options() const noexcept { return options_; }
-  /// Calls running now (slots taken).
+  /// The calls running now.
+  /// \return the slots taken.
   std::size_t in_flight() const noexcept;
-  /// Calls waiting for a slot now.
+  /// The calls waiting for a slot now.
+  /// \return the queue's length.
   std::size_t queued() const noexcept;
 
   /// Guards `aw`: `co_await bulkhead(call())`.
@@ -100,6 +124,9 @@ class basic_bulkhead {
   /// returned awaitable ends (see Lifetime above).
   ///
   /// Thread safety: any thread, concurrently with other calls.
+  ///
+  /// \param aw The call to guard.
+  /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw);
 
@@ -123,6 +150,9 @@ class basic_bulkhead {
   /// io_context destroyed first) is given back.
   ///
   /// Thread safety: any thread, concurrently with other calls.
+  ///
+  /// \param token The completion token.
+  /// \return what `token` makes of the operation (as `asio::async_initiate`).
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code))
                 CompletionToken = boost::asio::default_completion_token_t<executor_type>>
   auto async_acquire(
@@ -142,6 +172,7 @@ class basic_bulkhead {
   std::shared_ptr<detail::bulkhead_state> state_;
 };
 
+/// The steady_clock bulkhead.
 using bulkhead = basic_bulkhead<>;
 
 }  // namespace levee

@@ -1,4 +1,5 @@
-// levee: a registry of named breakers, one per endpoint, made on demand.
+/// \file
+/// A registry of named breakers, one per endpoint, made on demand.
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>
@@ -35,7 +36,7 @@ struct registry_options {
   /// for during this long is evicted, whatever its state (CLOSED, OPEN or
   /// HALF_OPEN: a dead host's breaker does not stay for ever), except the
   /// states an operator chose (FORCED_OPEN, DISABLED, METRICS_ONLY). Never
-  /// sooner; up to a 64th of it later, see `basic_breaker_registry`. Zero or
+  /// sooner; up to a 64th of it later, see \ref basic_breaker_registry. Zero or
   /// `nanoseconds::max()`: never. >= 0.
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
   /// The most breakers the registry keeps (keys may come from URL hosts: an
@@ -52,7 +53,10 @@ struct registry_options {
   std::optional<adaptive_limit_options> limits{};
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range, `defaults`
+/// and `limits` included.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const registry_options& options);
 
 namespace detail {
@@ -87,15 +91,18 @@ template <class Clock = std::chrono::steady_clock,
           class WaitTraits = detail::wait_traits_of_t<Clock>>
 class basic_breaker_registry {
  public:
+  /// The breakers it makes.
   using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  /// The adaptive limits it makes (with `registry_options::limits`).
   using limit_type = basic_adaptive_limit<Clock>;
+  /// The type of its executor, which its breakers and limits get.
   using executor_type = boost::asio::any_io_executor;
 
   /// What guards one key: its breaker and, when `registry_options::limits` is
   /// set, its adaptive limit (else null).
   struct guard_set {
-    std::shared_ptr<breaker_type> breaker;
-    std::shared_ptr<limit_type> limit;
+    std::shared_ptr<breaker_type> breaker;  ///< the key's breaker
+    std::shared_ptr<limit_type> limit;      ///< the key's limit, or null
 
     /// Guards `aw` (an `asio::awaitable<T, Executor>`, as an rvalue) with the
     /// breaker and, inside it, the limit: `co_await g(call())` behaves as
@@ -110,6 +117,9 @@ class basic_breaker_registry {
     /// Cancellation: reaches `aw`, or a call waiting in the limit's queue.
     /// Executor: the awaiting coroutine's. Lifetime: hold `g` until the await
     /// is done. Thread safety: as the breaker and the limit, any thread.
+    ///
+    /// \param aw The call to guard.
+    /// \return an awaitable with the same result as `aw`.
     template <class T, class Executor>
     boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) const {
       if (!limit) return (*breaker)(std::move(aw));
@@ -118,12 +128,19 @@ class basic_breaker_registry {
     }
   };
 
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// An empty registry whose breakers and limits will run on `ex`.
+  /// \param ex Their executor (anything `any_io_executor` accepts).
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_breaker_registry(const Executor& ex, registry_options options = {})
       : executor_(ex), options_(detail::checked(std::move(options))), last_sweep_(now()) {}
 
+  /// An empty registry on `ctx.get_executor()`.
+  /// \param ctx An execution context, such as an `io_context`.
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
   explicit basic_breaker_registry(ExecutionContext& ctx, registry_options options = {})
@@ -131,10 +148,15 @@ class basic_breaker_registry {
 
   /// The breaker for `key`, created if needed. Hold the shared_ptr for the
   /// length of the call: `co_await (*registry.get(key))(call())`.
+  /// \param key The key, also the breaker's name.
+  /// \return the breaker, never null.
   std::shared_ptr<breaker_type> get(std::string_view key) { return guards(key).breaker; }
 
   /// The breaker and the adaptive limit for `key`, created if needed. Hold
-  /// them for the length of the call: `co_await (*g.breaker)((*g.limit)(call()))`.
+  /// them for the length of the call: `co_await (*g.breaker)((*g.limit)(call()))`,
+  /// or `co_await g(call())`.
+  /// \param key The key, also the breaker's and the limit's name.
+  /// \return the breaker and, with `registry_options::limits`, the limit.
   guard_set guards(std::string_view key) {
     const auto t = now();
     maybe_sweep(t);
@@ -165,6 +187,10 @@ class basic_breaker_registry {
 
   /// Options for `key` from now on (validated now). An existing breaker for
   /// `key` is replaced by a new one; callers holding the old one finish with it.
+  /// \param key The key.
+  /// \param options Its breaker's options.
+  /// \throws std::invalid_argument naming the member when `options` is invalid
+  /// (nothing is changed then).
   void set_options(std::string key, breaker_options options) {
     validate(options);
     std::unique_lock g(entries_mutex_);
@@ -172,7 +198,10 @@ class basic_breaker_registry {
     overrides_[std::move(key)] = std::move(options);
   }
 
-  /// Forgets the breaker for `key` (its override stays). True if there was one.
+  /// Forgets the breaker for `key` (its override stays); callers holding it
+  /// finish with it.
+  /// \param key The key.
+  /// \return true if there was one.
   bool remove(std::string_view key) {
     std::unique_lock g(entries_mutex_);
     auto it = entries_.find(key);
@@ -181,21 +210,27 @@ class basic_breaker_registry {
     return true;
   }
 
-  /// Evicts idle breakers now; returns how many.
+  /// Evicts idle breakers now, by the rules above.
+  /// \return how many it evicted.
   std::size_t evict_idle() { return sweep(now()); }
 
+  /// \return how many breakers it keeps now.
   std::size_t size() const {
     std::shared_lock g(entries_mutex_);
     return entries_.size();
   }
 
   /// Breakers evicted so far (idle, or the least recently used at the bound).
+  /// \return the count since construction.
   std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
   /// Calls of `get` that found the registry full of held breakers and returned
   /// a breaker the registry does not keep.
+  /// \return the count since construction.
   std::uint64_t overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
 
-  /// Every breaker's metrics, sorted by name (a stable exposition order).
+  /// Every breaker's metrics.
+  /// \return a snapshot of each breaker it keeps, sorted by name (a stable
+  /// exposition order).
   std::vector<named_metrics> metrics() const {
     std::vector<std::pair<std::string, std::shared_ptr<breaker_type>>> all;
     {
@@ -210,7 +245,8 @@ class basic_breaker_registry {
     return out;
   }
 
-  /// Every adaptive limit's metrics, sorted by name (none without
+  /// Every adaptive limit's metrics.
+  /// \return a snapshot of each limit, sorted by name (none without
   /// `registry_options::limits`).
   std::vector<named_limit_metrics> limit_metrics() const {
     std::vector<std::pair<std::string, std::shared_ptr<limit_type>>> all;
@@ -229,16 +265,19 @@ class basic_breaker_registry {
 
   /// The Prometheus text exposition (format 0.0.4) of every breaker, and of
   /// every adaptive limit when the registry has them.
+  /// \param out Where the text goes.
   void write_prometheus(std::ostream& out) const {
     levee::write_prometheus(out, metrics());
     if (options_.limits) levee::write_limits_prometheus(out, limit_metrics());
   }
+  /// \return the same exposition as `write_prometheus`, as a string.
   std::string prometheus_text() const {
     std::ostringstream out;
     write_prometheus(out);
     return out.str();
   }
 
+  /// \return the options it was constructed with, as validated.
   const registry_options& options() const noexcept { return options_; }
 
  private:
@@ -347,6 +386,7 @@ class basic_breaker_registry {
   std::atomic<std::uint64_t> overflows_{0};
 };
 
+/// The steady_clock registry.
 using breaker_registry = basic_breaker_registry<>;
 
 }  // namespace levee

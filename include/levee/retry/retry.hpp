@@ -1,4 +1,5 @@
-// levee: retry policies with backoff, jitter and a shared retry budget.
+/// \file
+/// Retry policies with backoff, jitter and a shared retry budget.
 #pragma once
 
 #include <levee/core/classify.hpp>
@@ -67,7 +68,9 @@ struct retry_options {
   std::shared_ptr<retry_budget> budget = {};
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const retry_options& options);
 
 /// The default retry predicate: retry failures (an exception, or a non-zero
@@ -76,6 +79,8 @@ void validate(const retry_options& options);
 /// called, and hammering a breaker that said no defeats it), a cancellation,
 /// or `deadline_exceeded`. The HTTP layer adds 5xx and 429, and excludes other
 /// 4xx.
+/// \param r How the attempt finished.
+/// \return whether another attempt is worth it.
 bool default_retryable(const call_result& r) noexcept;
 
 /// The delays of one retried operation, in order. Made by
@@ -83,15 +88,24 @@ bool default_retryable(const call_result& r) noexcept;
 /// exactly which delays a policy produces.
 class retry_schedule {
  public:
+  /// A schedule whose jitter is drawn from `seed`.
+  /// \param options The delays' settings; borrowed: they must outlive the
+  /// schedule (a policy's do).
+  /// \param seed The jitter's seed: the same seed gives the same delays.
   retry_schedule(const retry_options& options, std::uint64_t seed) noexcept
       : options_(&options), rng_{seed}, previous_(options.initial_delay) {}
 
   /// The delay before the next retry, given how the last attempt ended (for a
   /// Retry-After hint).
+  /// \param last How the last attempt ended, for `retry_options::retry_after`.
+  /// \return the hint, capped by `max_retry_after`, when there is one; else
+  /// the jittered backoff, at most `max_delay`.
   std::chrono::nanoseconds next(const call_result& last);
   /// The same without a result to read hints from.
+  /// \return the jittered backoff, at most `max_delay`.
   std::chrono::nanoseconds next() { return next(call_result()); }
-  /// Retries scheduled so far.
+  /// How far the schedule went.
+  /// \return the retries scheduled so far (calls of `next`).
   std::size_t retries() const noexcept { return retries_; }
 
  private:
@@ -107,27 +121,38 @@ class retry_schedule {
 template <class Clock = std::chrono::steady_clock>
 class basic_retry_policy {
  public:
+  /// The clock of the delays and of the budget's window.
   using clock_type = Clock;
 
-  /// Throws `std::invalid_argument` naming the member when `options` is invalid.
+  /// A policy with these settings.
+  /// \param options The settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   explicit basic_retry_policy(retry_options options = {})
       : options_(detail::checked(std::move(options))),
         seed_(options_.seed != 0 ? options_.seed : detail::random_seed()) {}
 
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const retry_options& options() const noexcept { return options_; }
 
   /// The delays of the next operation. With a fixed seed, the n-th operation
   /// started on this policy always gets the same delays.
+  /// \return a schedule that borrows this policy's options.
   retry_schedule schedule() noexcept {
     return retry_schedule(options_, seed_ + 0x632be59bd9b4e019ull * operations_.fetch_add(1));
   }
 
+  /// The policy's predicate: `retry_options::retryable`, else
+  /// `default_retryable`.
+  /// \param r How the attempt finished.
+  /// \return whether another attempt is worth it.
   bool retryable(const call_result& r) const {
     if (!options_.retryable) return default_retryable(r);
     return options_.retryable(r);
   }
 
   /// The budget's view of time: this policy's clock.
+  /// \return `Clock::now()` as nanoseconds since the clock's epoch.
   static std::chrono::nanoseconds now() noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
   }
@@ -138,6 +163,7 @@ class basic_retry_policy {
   std::atomic<std::uint64_t> operations_{0};
 };
 
+/// The steady_clock retry policy.
 using retry_policy = basic_retry_policy<>;
 
 /// Retries an operation: `co_await retry(policy, [&] { return breaker(http_get(...)); })`.
@@ -167,6 +193,11 @@ using retry_policy = basic_retry_policy<>;
 /// is moved in, and what it captures by reference must outlive it too.
 ///
 /// Thread safety: one policy may serve operations on any threads at once.
+///
+/// \param policy The policy: its options, schedule and budget.
+/// \param factory Makes each attempt: `factory()` returns an
+/// `asio::awaitable<T, Executor>`.
+/// \return an awaitable with the result of the last attempt.
 template <class Clock, class Factory, class Awaitable = std::invoke_result_t<Factory&>,
           class Traits = detail::awaitable_traits<Awaitable>>
 requires Traits::is_awaitable Awaitable retry(basic_retry_policy<Clock>& policy, Factory factory);
@@ -185,6 +216,12 @@ requires Traits::is_awaitable Awaitable retry(basic_retry_policy<Clock>& policy,
 /// (default: `ex`).
 ///
 /// Lifetime and thread safety: as `retry`.
+///
+/// \param ex Where the attempts run.
+/// \param policy The policy; borrowed.
+/// \param factory Makes each attempt.
+/// \param token The completion token.
+/// \return what `token` makes of the operation (as `asio::async_initiate`).
 template <class Executor, class Clock, class Factory,
           BOOST_ASIO_COMPLETION_TOKEN_FOR(detail::retry_signature_t<Factory>)
               CompletionToken = boost::asio::default_completion_token_t<Executor>>

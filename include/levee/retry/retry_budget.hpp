@@ -1,4 +1,5 @@
-// levee: a retry budget shared by many callers.
+/// \file
+/// A retry budget shared by many callers.
 #pragma once
 
 #include <levee/core/detail/bucket_ring.hpp>
@@ -40,7 +41,9 @@ struct retry_budget_options {
   std::size_t buckets = 10;
 };
 
-/// Throws `std::invalid_argument` naming the first invalid member.
+/// Checks every member of `options` against its documented range.
+/// \param options The options to check.
+/// \throws std::invalid_argument naming the first invalid member.
 void validate(const retry_budget_options& options);
 
 /// The budget. Sans-I/O: callers pass the current time, any clock's, as a
@@ -48,26 +51,39 @@ void validate(const retry_budget_options& options);
 /// share between threads: every member function takes a short internal lock.
 class retry_budget {
  public:
+  /// A time: since any clock's epoch, the same clock for every call.
   using nanos = std::chrono::nanoseconds;
 
+  /// An empty budget: only the floor (`min_retries_per_second`) allows
+  /// retries until successes come.
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
   explicit retry_budget(retry_budget_options options = {});
 
   /// A call succeeded: it earns `ratio` retries for the next `ttl`.
+  /// \param now The time of the success.
   void deposit(nanos now) noexcept;
 
-  /// Asks for one retry. True: granted and counted. False: the budget is
-  /// spent; the caller should give up and return its last error.
+  /// Asks for one retry.
+  /// \param now The time of the request.
+  /// \return true: granted and counted. False: the budget is spent; the
+  /// caller should give up and return its last error.
   bool try_withdraw(nanos now) noexcept;
 
   /// Successes and granted retries in the window, and how many more retries
   /// would be granted now.
   struct snapshot {
-    std::uint64_t successes = 0;
-    std::uint64_t retries = 0;
-    std::uint64_t available = 0;
+    std::uint64_t successes = 0;  ///< successes deposited in the window
+    std::uint64_t retries = 0;    ///< retries granted in the window
+    std::uint64_t available = 0;  ///< retries `try_withdraw` would grant now
   };
+  /// The budget's window at `now`.
+  /// \param now The current time (the window moves to it).
+  /// \return the counts.
   snapshot state(nanos now) noexcept;
 
+  /// The options it was constructed with.
+  /// \return them, as validated.
   const retry_budget_options& options() const noexcept { return options_; }
 
  private:

@@ -1,4 +1,5 @@
-// levee: per-attempt timeouts and total deadlines, on per-operation cancellation.
+/// \file
+/// Per-attempt timeouts and total deadlines, on per-operation cancellation.
 #pragma once
 
 #include <levee/core/error.hpp>
@@ -42,6 +43,10 @@ namespace levee {
 /// `limit` saturates: `nanoseconds::max()` (or any longer duration) is no limit
 /// at all, and a negative one times out at once. `Clock` is the timer's clock
 /// (`with_timeout<manual_clock>(...)` in tests).
+///
+/// \param limit The attempt's time limit.
+/// \param aw The attempt.
+/// \return an awaitable with `aw`'s result, or the timeout in `T`'s shape.
 template <class Clock = std::chrono::steady_clock, class T, class Executor, class Rep, class Period>
 boost::asio::awaitable<T, Executor> with_timeout(std::chrono::duration<Rep, Period> limit,
                                                  boost::asio::awaitable<T, Executor> aw);
@@ -53,6 +58,11 @@ boost::asio::awaitable<T, Executor> with_timeout(std::chrono::duration<Rep, Peri
 /// lifetime, thread safety), but reports `error::deadline_exceeded`, which
 /// retry policies never retry. Place it outside the retry (README's composition
 /// order); the per-attempt limit is `with_timeout`.
+///
+/// \param limit The whole operation's time limit.
+/// \param aw The whole operation.
+/// \return an awaitable with `aw`'s result, or `error::deadline_exceeded` in
+/// `T`'s shape.
 template <class Clock = std::chrono::steady_clock, class T, class Executor, class Rep, class Period>
 boost::asio::awaitable<T, Executor> with_deadline(std::chrono::duration<Rep, Period> limit,
                                                   boost::asio::awaitable<T, Executor> aw);
