@@ -11,7 +11,9 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -173,4 +175,60 @@ TEST_CASE("adaptive limit threads: a limit that jumps admits many waiters at onc
   race(limit, ioc, c);
   CHECK(c.peak <= 24);
   CHECK(limit.metrics().max_limit_seen > 4);  // it did jump
+}
+
+TEST_CASE("adaptive limit threads: changed events reach a listener in order, each from the last") {
+  // Calls finish on four threads at once, and about one in five is a drop:
+  // the AIMD limit moves on most completions. The listener's executor is
+  // another io_context, run afterwards on one thread, so that it receives the
+  // events in the order they were posted.
+  asio::io_context ioc(4);
+  asio::io_context events(1);
+  levee::adaptive_limit limit(ioc.get_executor(), {.algorithm = levee::limit_algorithm::aimd,
+                                                   .initial_limit = 20,
+                                                   .min_limit = 2,
+                                                   .max_limit = 400});
+  std::vector<levee::limit_event> seen;
+  limit.listen(
+      static_cast<std::uint32_t>(levee::limit_event_kind::changed),
+      [&](const levee::limit_event& e) { seen.push_back(e); }, events.get_executor());
+  auto call = [](int i) -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+    co_return std::tuple(i % 5 == 0 ? boost::system::error_code(asio::error::connection_reset)
+                                    : boost::system::error_code(),
+                         i);
+  };
+  constexpr int coroutines = 16, calls = 4000;
+  std::atomic<int> ended{0};
+  for (int c = 0; c < coroutines; ++c) {
+    asio::co_spawn(
+        ioc,
+        [&, c]() -> asio::awaitable<void> {
+          for (int k = 0; k < calls; ++k) {
+            (void)co_await limit(call(c * calls + k));
+            if (k % 8 == 0) co_await asio::post(ioc, asio::use_awaitable);  // interleave
+          }
+          ++ended;
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> others;
+  for (int t = 0; t < 3; ++t) others.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : others) t.join();
+  events.run();
+  REQUIRE(ended == coroutines);
+  REQUIRE(seen.size() > 100);
+  std::size_t broken = 0;
+  for (std::size_t i = 1; i < seen.size(); ++i) {
+    if (seen[i].from != seen[i - 1].to) ++broken;
+  }
+  INFO(seen.size() << " events");
+  CHECK(broken == 0);
+  const auto still = std::count_if(seen.begin(), seen.end(), [](const levee::limit_event& e) {
+    return std::floor(e.from) == std::floor(e.to);
+  });
+  CHECK(still == 0);  // every event moved the limit by at least one call
+  // The last event ends where the limit is.
+  CHECK(std::floor(seen.back().to) == std::floor(limit.metrics().limit));
+  CHECK(limit.metrics().events_lost == 0);
 }

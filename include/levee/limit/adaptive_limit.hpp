@@ -109,11 +109,15 @@ struct adaptive_limit_metrics {
   std::uint64_t limited = 0;       ///< calls rejected with `limit_exceeded`
   std::uint64_t samples = 0;       ///< outcomes the limit learned from (all but ignored ones)
   std::uint64_t drops = 0;         ///< of which drops (failures, timeouts)
+  std::uint64_t events_lost = 0;   ///< events a listener missed: a post that failed to allocate
 };
 
 /// What a limit tells its listeners. The values are bits, for a mask.
 enum class limit_event_kind : std::uint32_t {
-  changed = 1,  ///< the limit moved by at least one call (`from` and `to`)
+  /// The limit moved by at least one call, from `from` to `to`. A listener
+  /// gets them in order: each starts where the one before ended (changes
+  /// made at once on several threads may come as one event).
+  changed = 1,
   limited = 2,  ///< a call was rejected with `limit_exceeded`
 };
 /// Both `limit_event_kind` bits.
@@ -151,6 +155,8 @@ struct named_limit_metrics {
 /// | `levee_limit_rejected_calls_total` | counter (`limit_exceeded`) |
 /// | `levee_limit_samples_total` | counter |
 /// | `levee_limit_drops_total` | counter (samples that were failures) |
+/// | `levee_limit_events_lost_total` | counter (events a listener missed: a post failed to
+/// allocate) |
 ///
 /// \param out Where the text goes.
 /// \param limits The limits, in the order their samples are written.

@@ -95,6 +95,12 @@ class adaptive_limit_state {
   };
   // Outside the spinlock: posts `kind` to the listeners that want it.
   void emit(std::uint32_t kind, double from, double to, std::size_t in_flight);
+  // The same, with listeners_mutex_ held; a post that fails to allocate is
+  // counted in events_lost_.
+  void emit_locked(std::uint32_t kind, double from, double to, std::size_t in_flight);
+  // Outside the spinlock, after a completion moved the limit from `before`:
+  // a `changed` event from where the last one ended to the limit now.
+  void changed_event(double before) noexcept;
 
   double current() const noexcept;   // the limit, under the lock
   std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
@@ -119,6 +125,9 @@ class adaptive_limit_state {
   std::mutex listeners_mutex_;
   std::shared_ptr<const listener_set> listeners_;
   std::uint64_t next_id_ = 1;
+  double reported_ = 0;          // the `to` of the last `changed` event
+  bool reported_valid_ = false;  // false until one, and after a listen
+  std::atomic<std::uint64_t> events_lost_{0};
 };
 
 }  // namespace levee::detail

@@ -130,6 +130,7 @@ std::uint64_t adaptive_limit_state::listen(std::uint32_t mask,
   for (const auto& e : next->entries) all |= e.mask;
   listeners_ = std::move(next);
   listening_.store(all, std::memory_order_relaxed);
+  reported_valid_ = false;  // a new listener's first event starts from the change itself
   return id;
 }
 
@@ -145,18 +146,47 @@ void adaptive_limit_state::unlisten(std::uint64_t id) {
 
 void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std::size_t in_flight) {
   std::lock_guard g(listeners_mutex_);
+  emit_locked(kind, from, to, in_flight);
+}
+
+void adaptive_limit_state::emit_locked(std::uint32_t kind, double from, double to,
+                                       std::size_t in_flight) {
   const auto set = listeners_;
   for (const auto& e : set->entries) {
     if (!(e.mask & kind)) continue;
-    limit_event ev;
-    ev.kind = static_cast<limit_event_kind>(kind);
-    ev.from = from;
-    ev.to = to;
-    ev.in_flight = in_flight;
-    ev.when = std::chrono::system_clock::now();
-    ev.limit = set->name;
-    boost::asio::post(e.executor, [set, fn = e.fn, ev] { (*fn)(ev); });
+    try {
+      limit_event ev;
+      ev.kind = static_cast<limit_event_kind>(kind);
+      ev.from = from;
+      ev.to = to;
+      ev.in_flight = in_flight;
+      ev.when = std::chrono::system_clock::now();
+      ev.limit = set->name;
+      boost::asio::post(e.executor, [set, fn = e.fn, ev] { (*fn)(ev); });
+    } catch (...) {  // a failed allocation: this listener misses the event
+      events_lost_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
+}
+
+void adaptive_limit_state::changed_event(double before) noexcept {
+  // Under the listeners' mutex, the limit is read again and reported from
+  // where the last event left it: two threads that changed the limit at once
+  // post their events in the order they take the mutex, each event starts
+  // where the one before ended, and the last one ends at the limit as it is.
+  std::lock_guard g(listeners_mutex_);
+  double now = 0;
+  std::size_t running = 0;
+  {
+    spin_guard s(spinlock_);
+    now = current();
+    running = in_flight_;
+  }
+  const double from = reported_valid_ ? reported_ : before;
+  if (std::floor(from) == std::floor(now)) return;  // already reported, or back where it was
+  reported_ = now;
+  reported_valid_ = true;
+  emit_locked(static_cast<std::uint32_t>(limit_event_kind::changed), from, now, running);
 }
 
 outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
@@ -195,10 +225,10 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
 }
 
 void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
-  try {
-    emit(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
-  } catch (...) {  // an event lost to a failed allocation; the call is still refused
-  }
+  // A failed allocation loses the event (counted in emit_locked); the call is
+  // still refused.
+  std::lock_guard g(listeners_mutex_);
+  emit_locked(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
 }
 
 double adaptive_limit_state::current() const noexcept {
@@ -267,12 +297,10 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
   // released.
   waiter_list granted;
   double before = 0, after = 0;
-  std::size_t running = 0;
   {
     spin_guard g(spinlock_);
     --in_flight_;
     before = after = current();
-    running = in_flight_;
     if (sample) {
       ++samples_;
       drops_ += dropped;
@@ -295,12 +323,8 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
     }
   }
   for (const auto& w : granted) w->complete({});
-  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1)) {
-    try {
-      emit(static_cast<std::uint32_t>(limit_event_kind::changed), before, after, running);
-    } catch (...) {  // an event lost to a failed allocation
-    }
-  }
+  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1))
+    changed_event(before);
 }
 
 void adaptive_limit_state::close() {
@@ -332,6 +356,7 @@ adaptive_limit_metrics adaptive_limit_state::metrics() const {
   m.limited = limited_;
   m.samples = samples_;
   m.drops = drops_;
+  m.events_lost = events_lost_.load(std::memory_order_relaxed);
   return m;
 }
 

@@ -31,6 +31,9 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
          [](const m_t& m) { return detail::number(m.samples); });
   family("levee_limit_drops_total", "counter", "Samples that were drops (failures, timeouts).",
          [](const m_t& m) { return detail::number(m.drops); });
+  family("levee_limit_events_lost_total", "counter",
+         "Events a listener missed because posting them failed to allocate.",
+         [](const m_t& m) { return detail::number(m.events_lost); });
 }
 
 }  // namespace levee
