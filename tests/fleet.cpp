@@ -169,9 +169,9 @@ TEST_CASE("sharing evidence opens the fleet sooner than each breaker alone") {
     set_all(fleet, &fleet_instance::traffic, false);
     REQUIRE(wait_until([&] { return all_connected(fleet); }));
     shared = failures_until_all_open(fleet);
-    std::uint64_t by_fleet = 0;
-    for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
-    CHECK(by_fleet >= 1);
+    // Counted just after the breaker's transition: wait for the count too.
+    wait_until([&] { return opens_received(fleet) >= 1; });
+    CHECK(opens_received(fleet) >= 1);
   }
   WARN("failed calls before all 4 were open: alone " << alone << ", shared " << shared);
   CHECK(alone >= 160);
@@ -292,9 +292,8 @@ void expect_sharing(fleet_vector& fleet) {
   set_all(fleet, &fleet_instance::sick, true);
   set_all(fleet, &fleet_instance::traffic, true);
   REQUIRE(wait_until([&] { return all_in(fleet, circuit_state::open); }));
-  std::uint64_t by_fleet = 0;
-  for (auto& i : fleet) by_fleet += i->link().metrics().opens_received;
-  CHECK(by_fleet >= 1);
+  wait_until([&] { return opens_received(fleet) >= 1; });  // counted just after
+  CHECK(opens_received(fleet) >= 1);
 }
 }  // namespace
 
@@ -550,4 +549,50 @@ TEST_CASE("commands Redis runs after the link gave up on them change nothing") {
   std::this_thread::sleep_for(300ms);  // rounds resynchronise
   CHECK(redis.command({"GET", "levee:{api}:state"}) == "(nil)");
   CHECK(fleet[1]->opens_from_closed() == 0);
+}
+
+// The link gives up on every command of a connection as soon as the oldest
+// one pending times out (or the pub/sub connection's PING does): a
+// publication sent behind an older command still unanswered must be dead for
+// Redis by then, whatever Redis runs when it continues. Its deadline counts
+// from the oldest command pending, not from its own sending.
+TEST_CASE("a publication sent behind an unanswered command is dead once the link gave up") {
+  redis_fixture redis;
+  auto fo = fast_fleet(redis.address());
+  fo.quorum = 1;  // a lone instance's trip is published
+  fo.command_timeout = 1s;
+  fo.reconnect_min = 400ms;
+  fo.reconnect_max = 400ms;
+  fleet_instance i(fast_breaker(5), &fo);
+  i.traffic = false;  // an empty window: 5 failed calls trip it
+  REQUIRE(wait_until([&] { return i.connected() && i.link().metrics().rounds >= 2; }));
+  const auto connects = i.link().metrics().connects;
+  redis.pause();
+  // Rounds go on every 50 ms: the first one after the pause stays
+  // unanswered, and so does the pub/sub connection's PING (every 250 ms).
+  // (Only the failing case needs this: the publication below then goes
+  // behind them.)
+  std::this_thread::sleep_for(500ms);
+  i.sick = true;
+  i.traffic = true;
+  REQUIRE(wait_until([&] { return i.breaker().state() == circuit_state::open; }));
+  i.sick = false;  // healed: its local probe closes it while Redis is away
+  // The link times the oldest command out (1 to 1.25 s after it was sent),
+  // about 500 ms before the publication's own command_timeout.
+  REQUIRE(wait_until([&] { return !i.connected(); }, 5000ms));
+  redis.resume();  // Redis now runs what was queued
+  REQUIRE(
+      wait_until([&] { return i.connected() && i.link().metrics().connects > connects; }, 5000ms));
+  const auto rounds = i.link().metrics().rounds;
+  REQUIRE(wait_until([&] { return i.link().metrics().rounds >= rounds + 2; }));
+  // Nothing was ever published: the generation key is never expired.
+  CHECK(redis.command({"GET", "levee:{api}:gen"}) == "(nil)");
+  CHECK(redis.command({"GET", "levee:{api}:state"}) == "(nil)");
+  // The way back: linked again, closed, and sharing works: a trip of its own
+  // is published (quorum 1).
+  REQUIRE(wait_until([&] { return i.breaker().state() == circuit_state::closed; }));
+  i.sick = true;
+  REQUIRE(wait_until([&] { return i.link().metrics().opens_published >= 1; }));
+  CHECK(redis.command({"GET", "levee:{api}:state"}).starts_with("o "));
+  CHECK(i.link().metrics().connects == connects + 1);
 }

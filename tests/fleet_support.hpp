@@ -194,6 +194,15 @@ inline std::uint64_t total(const fleet_vector& fleet,
   return n;
 }
 
+/// The links' `opens_received`, summed. A link counts an opening just after
+/// the breaker's transition (on its strand): wait for the count, not only for
+/// the state.
+inline std::uint64_t opens_received(const fleet_vector& fleet) {
+  std::uint64_t n = 0;
+  for (auto& i : fleet) n += i->link().metrics().opens_received;
+  return n;
+}
+
 inline bool all_connected(const fleet_vector& fleet) {
   for (auto& i : fleet)
     if (!i->connected()) return false;

@@ -113,6 +113,13 @@ class redis_connection : public std::enable_shared_from_this<redis_connection> {
   bool open() const noexcept { return state_ == state::connecting || state_ == state::up; }
   /// Commands sent and not answered yet.
   std::size_t pending() const noexcept { return pending_.size(); }
+  /// When the oldest command not answered yet was queued (a PING or a
+  /// SUBSCRIBE included); none when nothing is pending. The timeout ends the
+  /// connection `timeout` after it.
+  std::optional<std::chrono::steady_clock::time_point> oldest_pending() const noexcept {
+    if (pending_.empty()) return std::nullopt;
+    return pending_.front().sent;
+  }
   /// Why the connection ended ("" while open or after `close()`).
   const std::string& error() const noexcept { return error_; }
 

@@ -77,13 +77,29 @@ std::int64_t fleet_state::redis_now_us() const {
   return redis_time_.now(steady_us());
 }
 
-// When a command sent now is given up (`command_timeout`), in Redis time:
-// Redis may still run it later (a stopped Redis runs what was queued when it
-// continues), and then it must change nothing.
+// When a command sent now is given up, in Redis time: Redis may still run it
+// later (a stopped Redis runs what was queued when it continues), and then it
+// must change nothing. Not `command_timeout` after its own sending: an older
+// command still unanswered (a round, a PING on either connection) times out
+// first and ends both connections, giving this one up with it: counted from
+// there (`timed_from`), a publication queued behind a round can no longer run
+// when a stopped Redis continues after the link gave up (docs/fleet.md,
+// "Commands given up").
 std::string fleet_state::deadline() const {
   const auto timeout =
       std::chrono::ceil<std::chrono::microseconds>(options_.command_timeout).count();
-  return std::to_string(redis_time_.deadline(steady_us(), timeout));
+  const auto from =
+      std::chrono::duration_cast<std::chrono::microseconds>(timed_from().time_since_epoch())
+          .count();
+  return std::to_string(redis_time_.deadline(from, timeout));
+}
+
+auto fleet_state::timed_from() const -> steady::time_point {
+  steady::time_point from = steady::now();
+  for (const auto* c : {cmd_.get(), sub_.get()})
+    if (const auto oldest = c ? c->oldest_pending() : std::nullopt) from = std::min(from, *oldest);
+  if (!sent_.empty()) from = std::min(from, sent_.front());
+  return from;
 }
 
 void fleet_state::learn_redis_time(std::int64_t redis_now) {
@@ -219,7 +235,7 @@ void fleet_state::send(std::vector<std::string> argv, std::function<void(redisRe
     h(r);
   });
   if (ok) {
-    sent_.push_back(steady::now());
+    sent_.push_back(timed_from());  // the link's watchdog gives it up at its deadline
   } else {
     later_teardown("connection closed");
   }

@@ -120,6 +120,10 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   /// Redis time now, and the deadline of a command sent now ("0": none yet).
   std::int64_t redis_now_us() const;
   std::string deadline() const;
+  /// Where a command sent now counts its `command_timeout` from: the oldest
+  /// command still unanswered on either connection (its timeout ends both,
+  /// and gives this one up with it), or now.
+  steady::time_point timed_from() const;
   void learn_redis_time(std::int64_t redis_now_us);
 
   // ---- fleet/impl/fleet_rounds.ipp: the breakers ----------------------------------
@@ -185,7 +189,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   phase phase_ = phase::connecting;
   int needed_ = 0;  // replies still needed before ready()
   std::string round_sha_, publish_sha_;
-  std::deque<steady::time_point> sent_;  // when each unanswered command was sent
+  std::deque<steady::time_point> sent_;  // each unanswered command's timed_from()
   reconnect_backoff backoff_;
   std::mt19937_64 rng_;
   redis_clock redis_time_;  // known once a TIME or a round told it, since the connection
