@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -705,6 +706,81 @@ TEST_CASE(
   CHECK(h.core.complete(next, outcome::success, h.now).to == circuit_state::closed);
   CHECK_FALSE(h.core.half_open_elapsed(h.core.generation()));  // not HALF_OPEN: nothing
 }
+
+// Issue 22, the half-open timer: the core says which probe starts a round
+// (the shell arms `max_half_open_duration` for it, and for no other permit).
+TEST_CASE("core: the round's first probe, and only it, says so") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 1s;
+  o.half_open_probes = 3;
+  o.successes_to_close = 4;
+  harness h(o);
+  CHECK_FALSE(h.core.try_acquire().first_probe());  // CLOSED: no probe at all
+  h.fail();
+  REQUIRE(h.core.state() == circuit_state::open);
+  CHECK_FALSE(h.core.try_acquire());  // OPEN: rejected
+
+  // Round 1: three probes at once; only the first is flagged.
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const std::uint64_t round1 = h.core.generation();
+  const permit a = h.core.try_acquire();
+  const permit b = h.core.try_acquire();
+  const permit c = h.core.try_acquire();
+  REQUIRE(a.is_probe());
+  REQUIRE(b.is_probe());
+  REQUIRE(c.is_probe());
+  CHECK(a.first_probe());
+  CHECK(a.generation() == round1);
+  CHECK_FALSE(b.first_probe());
+  CHECK_FALSE(c.first_probe());
+  CHECK_FALSE(h.core.try_acquire());  // every slot taken
+  // A slot given back, by a success or an abandoned probe, starts no new round.
+  CHECK_FALSE(h.core.complete(a, outcome::success, h.now));
+  h.core.release(b);
+  const permit d = h.core.try_acquire();
+  REQUIRE(d.is_probe());
+  CHECK_FALSE(d.first_probe());
+  CHECK(d.generation() == round1);
+
+  // A probe fails: the breaker reopens; the next round has a first probe again.
+  REQUIRE(h.core.complete(c, outcome::failure, h.now).to == circuit_state::open);
+  CHECK_FALSE(h.core.complete(d, outcome::success, h.now));  // late: changes nothing
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit e = h.core.try_acquire();
+  const permit f = h.core.try_acquire();
+  CHECK(e.first_probe());
+  CHECK(e.generation() == h.core.generation());
+  CHECK(e.generation() != round1);
+  CHECK_FALSE(f.first_probe());
+
+  // The half-open timer reopens it (a round that never settled): again.
+  REQUIRE(h.core.half_open_elapsed(h.core.generation()).to == circuit_state::open);
+  h.core.release(e);
+  h.core.release(f);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit g = h.core.try_acquire();
+  CHECK(g.first_probe());
+  CHECK_FALSE(h.core.try_acquire().first_probe());
+
+  // Closed by its probes, then tripped again: a new round, a new first probe.
+  h.core.release(g);
+  for (int i = 0; i < 4; ++i) {
+    const permit p = h.core.try_acquire();
+    REQUIRE(p.is_probe());
+    CHECK(p.first_probe() == false);  // the round started with g
+    h.core.complete(p, outcome::success, h.now);
+  }
+  REQUIRE(h.core.state() == circuit_state::closed);
+  const permit closed_call = h.core.try_acquire();
+  CHECK_FALSE(closed_call.first_probe());
+  REQUIRE(h.core.complete(closed_call, outcome::failure, h.now).to == circuit_state::open);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  CHECK(h.core.try_acquire().first_probe());
+}
+
+// The flag costs the permit nothing: still one trivially copyable word.
+static_assert(sizeof(permit) == 8);
+static_assert(std::is_trivially_copyable_v<permit>);
 
 TEST_CASE("core: what a trip was decided on stays readable after the state moved on") {
   // The shell reads it after the core's lock is released; another thread may

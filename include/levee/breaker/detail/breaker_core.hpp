@@ -39,13 +39,15 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 namespace levee::detail {
 
 using nanos = std::chrono::nanoseconds;
 
 /// The right to run one call, handed out by `breaker_core::try_acquire`.
-/// Trivially copyable; an empty permit is a rejection.
+/// Trivially copyable, one word: | generation | first probe (1) | kind (2) |.
+/// An empty permit is a rejection.
 class permit {
  public:
   /// `untracked`: admitted while DISABLED, counted by outcome but kept out of
@@ -53,18 +55,24 @@ class permit {
   enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2, untracked = 3 };
 
   permit() noexcept = default;
-  permit(std::uint64_t generation, kind_type kind) noexcept : bits_(generation << 2 | kind) {}
+  permit(std::uint64_t generation, kind_type kind, bool first_probe = false) noexcept
+      : bits_(generation << 3 | std::uint64_t{first_probe} << 2 | kind) {}
 
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
   /// A probe or an untracked call: one test for both on the hot path.
   bool is_special() const noexcept { return (bits_ & 2) != 0; }
+  /// The first probe of its HALF_OPEN round (the core admitted no probe in
+  /// that state before it): the shell arms the half-open timer
+  /// (`max_half_open_duration`) for it, and for no other permit.
+  bool first_probe() const noexcept { return (bits_ & 4) != 0; }
   /// The generation of the state the call was admitted in.
-  std::uint64_t generation() const noexcept { return bits_ >> 2; }
+  std::uint64_t generation() const noexcept { return bits_ >> 3; }
 
  private:
   std::uint64_t bits_ = 0;
 };
+static_assert(sizeof(permit) == 8 && std::is_trivially_copyable_v<permit>);
 
 /// A state change the shell must act on: when `to` is OPEN, arm the timer for
 /// `open_for` and call `open_elapsed(generation)` when it fires.
@@ -132,7 +140,8 @@ class breaker_core {
   transition open_elapsed(std::uint64_t generation) noexcept;
 
   /// The half-open timer of HALF_OPEN state `generation` fired (the shell arms
-  /// it for `max_half_open_duration` when the round's first probe is admitted):
+  /// it for `max_half_open_duration` when `try_acquire` hands out a permit
+  /// whose `first_probe()` is true):
   /// if still in that state, reopens with reason `half_open_timeout`. The
   /// probes in flight keep their permits, whose outcomes then change nothing.
   transition half_open_elapsed(std::uint64_t generation) noexcept;
@@ -213,12 +222,15 @@ class breaker_core {
   bool orphan() noexcept;
 
  private:
-  // The state word: | generation (48) | probes in flight (13) | state (3) |
+  // The state word: | generation (47) | round started (1) | probes in flight (13) | state (3) |
+  // "Round started": a probe was admitted in this HALF_OPEN state (the first
+  // one's permit says so). Every transition writes a fresh word, without it.
   static constexpr unsigned probe_shift = 3;
-  static constexpr unsigned generation_shift = 16;
+  static constexpr unsigned generation_shift = 17;
   static constexpr std::uint64_t state_mask = 0x7;
   static constexpr std::uint64_t probe_mask = 0x1fff;
   static constexpr std::uint64_t probe_one = std::uint64_t{1} << probe_shift;
+  static constexpr std::uint64_t round_started = std::uint64_t{1} << 16;
 
   static circuit_state state_of(std::uint64_t w) noexcept {
     return static_cast<circuit_state>(w & state_mask);

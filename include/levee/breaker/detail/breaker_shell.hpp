@@ -140,10 +140,11 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// the timers, then the telemetry.
   void apply(const transition& t, const fleet_origin* origin = nullptr) noexcept;
 
-  /// A probe of HALF_OPEN state `generation` was admitted: the round's first
-  /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
-  /// path: only probes come here.
-  void probe_admitted(std::uint64_t generation) noexcept;
+  /// The core admitted the first probe of HALF_OPEN state `generation` (its
+  /// permit's `first_probe()`): arms the half-open timer for
+  /// `max_half_open_duration`, unless that is "no limit". The core decides
+  /// which permit that is, once per round; the shell only arms.
+  void round_started(std::uint64_t generation) noexcept;
 
   breaker_metrics metrics() noexcept;
 
@@ -204,13 +205,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   void cancel_stuck() noexcept override;
   nanos recovery_window() const noexcept override { return options_.recovery_window; }
 
-  // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
-  // already armed for it) the half-open timer of HALF_OPEN `generation`.
+  // Arms the timer: the open timer of OPEN `generation`, or the half-open
+  // timer of HALF_OPEN `generation`.
   // Serialised by `timer_lock_` (a mutex: arming allocates): a transition to
   // OPEN can come from any thread that completes a call. `timer_generation_`
   // keeps a late arm or disarm (another thread's, for an older transition)
   // from undoing a newer one.
-  void arm(std::uint64_t generation, nanos open_for, bool once = false) noexcept;
+  void arm(std::uint64_t generation, nanos open_for) noexcept;
   void disarm(std::uint64_t generation) noexcept;
   bool older(std::uint64_t generation) const noexcept {  // than the timer's, under timer_lock_
     return static_cast<std::int32_t>(static_cast<std::uint32_t>(generation) - timer_generation_) <

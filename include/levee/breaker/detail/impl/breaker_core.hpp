@@ -12,9 +12,10 @@ inline permit breaker_core::try_acquire() noexcept {
         return permit(generation_of(w), permit::closed_call);
       case circuit_state::half_open:
         if (probes_of(w) < probe_limit_) {
-          if (state_.compare_exchange_weak(w, w + probe_one, std::memory_order_acq_rel,
-                                           std::memory_order_acquire)) {
-            return permit(generation_of(w), permit::probe);
+          // The first probe of the round marks the word; its permit says so.
+          if (state_.compare_exchange_weak(w, (w + probe_one) | round_started,
+                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
+            return permit(generation_of(w), permit::probe, !(w & round_started));
           }
           continue;  // w was reloaded
         }
