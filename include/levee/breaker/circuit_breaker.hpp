@@ -35,6 +35,7 @@ namespace levee {
 
 namespace detail {
 struct guard_access;
+struct fleet_access;  // breaker/detail/fleet_hook.hpp
 }  // namespace detail
 
 /// What `breaker(aw)` returns: for an `asio::awaitable<T, Executor>`, an
@@ -125,12 +126,6 @@ class basic_circuit_breaker {
   /// Calls, failures and slow calls in the CLOSED window now.
   window_totals window() const noexcept {
     return impl_->core().window(detail::window_now<Clock>());
-  }
-
-  /// For `levee::fleet_link`: the shared state behind the breaker (it may
-  /// outlive this object; hold it weakly).
-  std::shared_ptr<detail::breaker_impl<Clock, WaitTraits>> shared_state() const noexcept {
-    return impl_;
   }
 
   /// The name given at construction (a registry uses its key), "" if none.
@@ -304,6 +299,7 @@ class basic_circuit_breaker {
       : std::bool_constant<detail::error_arguments<std::decay_t<Args>...>::supported> {};
 
   friend struct detail::guard_access;
+  friend struct detail::fleet_access;  // the fleet link's hook
   std::shared_ptr<impl_type> impl_;
 };
 

@@ -33,6 +33,9 @@ namespace levee::detail {
 
 namespace asio = boost::asio;
 
+template <class Shell>
+class basic_fleet_hook;  // breaker/detail/fleet_hook.hpp
+
 template <class Clock, class WaitTraits>
 class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>>,
                            private stuck_alarm {
@@ -148,11 +151,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   breaker_metrics metrics() noexcept;
 
-  // ---- fleet hooks (levee::fleet_link) -------------------------------------
-  // While the gate is on, the open timer's expiry does not turn the breaker
-  // HALF_OPEN: it is remembered (`fleet_open_expired`) and the link decides
-  // (`fleet_half_open`). Turning the gate off applies a remembered expiry at
-  // once: a breaker whose link is gone is a local breaker again.
+ private:
+  // ---- fleet hooks (levee::fleet_link), through its hook only ----------------
+  // breaker/detail/fleet_hook.hpp says what each does.
+  friend class basic_fleet_hook<breaker_impl>;
 
   void fleet_gate(bool on) noexcept {
     if (on) {
@@ -185,7 +187,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     apply(core_.fleet_close(), origin);
   }
 
- private:
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp). One draw
