@@ -41,7 +41,7 @@ concept exposes_shared_state = requires(const B& b) {
 static_assert(!exposes_shared_state<breaker>);
 static_assert(!exposes_shared_state<levee::circuit_breaker>);
 
-TEST_CASE("fleet hook: one breaker, one hook; a weak hold does not keep it") {
+TEST_CASE("fleet hook: one breaker has one hook and a weak hold does not keep it alive") {
   asio::io_context ioc;
   auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{}, "api");
   breaker other(ioc);
