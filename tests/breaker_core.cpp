@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -304,6 +305,62 @@ TEST_CASE("core: count window keeps the last window_calls calls") {
   CHECK(h.core.window(h.now).failures == 1);
   CHECK_FALSE(h.succeed());  // 1 of 4
   CHECK(h.fail());           // 2 of 4: opens
+}
+
+// Issue 22, window kinds: a count window's stamp is always the same (a
+// success cannot raise its rates), but a success that brings the window to
+// minimum_calls must still be checked (the last check found too few calls).
+TEST_CASE("core: a count window's success that reaches minimum_calls can open it") {
+  levee::breaker_options o = small(4);
+  o.window_type = levee::window_kind::count;
+  o.window_calls = 4;
+  harness h(o);
+  CHECK_FALSE(h.fail());
+  CHECK_FALSE(h.fail());
+  CHECK_FALSE(h.fail());  // 3 calls: under minimum_calls
+  const transition t = h.succeed();
+  REQUIRE(t);  // 3 failures of 4
+  CHECK(t.reason == transition_reason::failure_rate);
+  CHECK(h.core.trip_basis(t).calls == 4);
+  CHECK(h.core.trip_basis(t).failures == 3);
+  // The way back: a fresh window after a reset, and the same again.
+  REQUIRE(h.core.set_state(circuit_state::closed).to == circuit_state::closed);
+  CHECK(h.core.window(h.now).calls == 0);
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(h.succeed());
+  for (int i = 0; i < 10; ++i) CHECK_FALSE(h.succeed());  // checked once, then skipped
+  CHECK_FALSE(h.fail());                                  // 1 of 4
+  CHECK(h.fail());                                        // 2 of 4: opens
+}
+
+namespace toy {
+// A third kind, only to see the list dispatch to it and name it.
+struct toy_window {
+  static constexpr auto kind = static_cast<levee::window_kind>(7);
+  static constexpr const char* name = "toy";
+};
+}  // namespace toy
+
+TEST_CASE("core: the window kinds, one list and one dispatch") {
+  using levee::window_kind;
+  using levee::detail::count_window;
+  using levee::detail::time_window;
+  using levee::detail::window_kinds;
+  using levee::detail::window_list;
+  const auto name = []<class W>(std::type_identity<W>) { return std::string(W::name); };
+  CHECK(window_kinds::known(window_kind::time));
+  CHECK(window_kinds::known(window_kind::count));
+  CHECK_FALSE(window_kinds::known(static_cast<window_kind>(2)));
+  CHECK(window_kinds::visit(window_kind::time, name) == "time");
+  CHECK(window_kinds::visit(window_kind::count, name) == "count");
+  CHECK(window_kinds::rule() == "must be window_kind::time or window_kind::count");
+  using three = window_list<time_window, count_window, toy::toy_window>;
+  CHECK(three::known(static_cast<window_kind>(7)));
+  CHECK(three::visit(static_cast<window_kind>(7), name) == "toy");
+  CHECK(three::visit(window_kind::count, name) == "count");
+  CHECK(three::rule() == "must be window_kind::time, window_kind::count or window_kind::toy");
+  static_assert(std::is_same_v<window_kinds::inline_kind, time_window>);  // the default
+  // What the core keeps of each kind fits its 12 bytes.
+  static_assert(sizeof(time_window) <= 12 && sizeof(count_window) <= 12);
 }
 
 TEST_CASE("core: a large count window wraps its ring correctly") {

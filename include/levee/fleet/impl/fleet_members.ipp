@@ -3,6 +3,7 @@
 // registry scan. Compiled once in levee_fleet (lib/fleet.cpp).
 #pragma once
 
+#include <levee/breaker/detail/window_kinds.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/fleet/impl/fleet_state.hpp>
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
 
 namespace levee::detail {
 
@@ -105,7 +107,9 @@ void fleet_state::emit(fleet_event e) {
 // ---- attach -------------------------------------------------------------------
 
 void fleet_state::attach(const fleet_hook& b, std::string name) {
-  if (b.options().window_type != window_kind::time)
+  const bool shareable = window_kinds::visit(
+      b.options().window_type, []<class W>(std::type_identity<W>) { return W::fleet_shareable; });
+  if (!shareable)
     throw std::invalid_argument("fleet_link::attach: only a time-window breaker can share");
   if (name.empty() || name.find_first_of(std::string_view("{}\n\0", 4)) != std::string::npos)
     throw std::invalid_argument(
