@@ -3,10 +3,12 @@
 // of different lengths so that start-up cancels out. Unlike nanoseconds on a
 // shared virtual machine, the count is the same on every run.
 //
-//   levee-bench-instructions bare|floor|guarded|listened N
+//   levee-bench-instructions bare|floor|guarded|listened|count N
 //
 // `listened` is `guarded` with a listener for transitions: the instructions it
-// adds are what an idle listener costs every call (none expected).
+// adds are what an idle listener costs every call (none expected). `count` is
+// `guarded` with a count window (`window_type = window_kind::count`), as
+// `closed/guarded_count_window` in bench.cpp.
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -32,13 +34,15 @@ asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened N\n", argv[0]);
+    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count N\n", argv[0]);
     return 2;
   }
   const char* mode = argv[1];
   const long n = std::atol(argv[2]);
   asio::io_context ioc(1);
-  levee::circuit_breaker breaker(ioc);
+  levee::breaker_options options;
+  if (!std::strcmp(mode, "count")) options.window_type = levee::window_kind::count;
+  levee::circuit_breaker breaker(ioc, options);
   long transitions = 0;
   if (!std::strcmp(mode, "listened"))
     breaker.listen(levee::transition_events, [&](const levee::breaker_event&) { ++transitions; });

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -303,6 +305,62 @@ TEST_CASE("core: count window keeps the last window_calls calls") {
   CHECK(h.core.window(h.now).failures == 1);
   CHECK_FALSE(h.succeed());  // 1 of 4
   CHECK(h.fail());           // 2 of 4: opens
+}
+
+// Issue 22, window kinds: a count window's stamp is always the same (a
+// success cannot raise its rates), but a success that brings the window to
+// minimum_calls must still be checked (the last check found too few calls).
+TEST_CASE("core: a count window's success that reaches minimum_calls can open it") {
+  levee::breaker_options o = small(4);
+  o.window_type = levee::window_kind::count;
+  o.window_calls = 4;
+  harness h(o);
+  CHECK_FALSE(h.fail());
+  CHECK_FALSE(h.fail());
+  CHECK_FALSE(h.fail());  // 3 calls: under minimum_calls
+  const transition t = h.succeed();
+  REQUIRE(t);  // 3 failures of 4
+  CHECK(t.reason == transition_reason::failure_rate);
+  CHECK(h.core.trip_basis(t).calls == 4);
+  CHECK(h.core.trip_basis(t).failures == 3);
+  // The way back: a fresh window after a reset, and the same again.
+  REQUIRE(h.core.set_state(circuit_state::closed).to == circuit_state::closed);
+  CHECK(h.core.window(h.now).calls == 0);
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(h.succeed());
+  for (int i = 0; i < 10; ++i) CHECK_FALSE(h.succeed());  // checked once, then skipped
+  CHECK_FALSE(h.fail());                                  // 1 of 4
+  CHECK(h.fail());                                        // 2 of 4: opens
+}
+
+namespace toy {
+// A third kind, only to see the list dispatch to it and name it.
+struct toy_window {
+  static constexpr auto kind = static_cast<levee::window_kind>(7);
+  static constexpr const char* name = "toy";
+};
+}  // namespace toy
+
+TEST_CASE("core: the window kinds, one list and one dispatch") {
+  using levee::window_kind;
+  using levee::detail::count_window;
+  using levee::detail::time_window;
+  using levee::detail::window_kinds;
+  using levee::detail::window_list;
+  const auto name = []<class W>(std::type_identity<W>) { return std::string(W::name); };
+  CHECK(window_kinds::known(window_kind::time));
+  CHECK(window_kinds::known(window_kind::count));
+  CHECK_FALSE(window_kinds::known(static_cast<window_kind>(2)));
+  CHECK(window_kinds::visit(window_kind::time, name) == "time");
+  CHECK(window_kinds::visit(window_kind::count, name) == "count");
+  CHECK(window_kinds::rule() == "must be window_kind::time or window_kind::count");
+  using three = window_list<time_window, count_window, toy::toy_window>;
+  CHECK(three::known(static_cast<window_kind>(7)));
+  CHECK(three::visit(static_cast<window_kind>(7), name) == "toy");
+  CHECK(three::visit(window_kind::count, name) == "count");
+  CHECK(three::rule() == "must be window_kind::time, window_kind::count or window_kind::toy");
+  static_assert(std::is_same_v<window_kinds::inline_kind, time_window>);  // the default
+  // What the core keeps of each kind fits its 12 bytes.
+  static_assert(sizeof(time_window) <= 12 && sizeof(count_window) <= 12);
 }
 
 TEST_CASE("core: a large count window wraps its ring correctly") {
@@ -705,6 +763,81 @@ TEST_CASE(
   CHECK(h.core.complete(next, outcome::success, h.now).to == circuit_state::closed);
   CHECK_FALSE(h.core.half_open_elapsed(h.core.generation()));  // not HALF_OPEN: nothing
 }
+
+// Issue 22, the half-open timer: the core says which probe starts a round
+// (the shell arms `max_half_open_duration` for it, and for no other permit).
+TEST_CASE("core: the round's first probe, and only it, says so") {
+  levee::breaker_options o = small(1);
+  o.open_duration = 1s;
+  o.half_open_probes = 3;
+  o.successes_to_close = 4;
+  harness h(o);
+  CHECK_FALSE(h.core.try_acquire().first_probe());  // CLOSED: no probe at all
+  h.fail();
+  REQUIRE(h.core.state() == circuit_state::open);
+  CHECK_FALSE(h.core.try_acquire());  // OPEN: rejected
+
+  // Round 1: three probes at once; only the first is flagged.
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const std::uint64_t round1 = h.core.generation();
+  const permit a = h.core.try_acquire();
+  const permit b = h.core.try_acquire();
+  const permit c = h.core.try_acquire();
+  REQUIRE(a.is_probe());
+  REQUIRE(b.is_probe());
+  REQUIRE(c.is_probe());
+  CHECK(a.first_probe());
+  CHECK(a.generation() == round1);
+  CHECK_FALSE(b.first_probe());
+  CHECK_FALSE(c.first_probe());
+  CHECK_FALSE(h.core.try_acquire());  // every slot taken
+  // A slot given back, by a success or an abandoned probe, starts no new round.
+  CHECK_FALSE(h.core.complete(a, outcome::success, h.now));
+  h.core.release(b);
+  const permit d = h.core.try_acquire();
+  REQUIRE(d.is_probe());
+  CHECK_FALSE(d.first_probe());
+  CHECK(d.generation() == round1);
+
+  // A probe fails: the breaker reopens; the next round has a first probe again.
+  REQUIRE(h.core.complete(c, outcome::failure, h.now).to == circuit_state::open);
+  CHECK_FALSE(h.core.complete(d, outcome::success, h.now));  // late: changes nothing
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit e = h.core.try_acquire();
+  const permit f = h.core.try_acquire();
+  CHECK(e.first_probe());
+  CHECK(e.generation() == h.core.generation());
+  CHECK(e.generation() != round1);
+  CHECK_FALSE(f.first_probe());
+
+  // The half-open timer reopens it (a round that never settled): again.
+  REQUIRE(h.core.half_open_elapsed(h.core.generation()).to == circuit_state::open);
+  h.core.release(e);
+  h.core.release(f);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  const permit g = h.core.try_acquire();
+  CHECK(g.first_probe());
+  CHECK_FALSE(h.core.try_acquire().first_probe());
+
+  // Closed by its probes, then tripped again: a new round, a new first probe.
+  h.core.release(g);
+  for (int i = 0; i < 4; ++i) {
+    const permit p = h.core.try_acquire();
+    REQUIRE(p.is_probe());
+    CHECK(p.first_probe() == false);  // the round started with g
+    h.core.complete(p, outcome::success, h.now);
+  }
+  REQUIRE(h.core.state() == circuit_state::closed);
+  const permit closed_call = h.core.try_acquire();
+  CHECK_FALSE(closed_call.first_probe());
+  REQUIRE(h.core.complete(closed_call, outcome::failure, h.now).to == circuit_state::open);
+  REQUIRE(h.fire_timer().to == circuit_state::half_open);
+  CHECK(h.core.try_acquire().first_probe());
+}
+
+// The flag costs the permit nothing: still one trivially copyable word.
+static_assert(sizeof(permit) == 8);
+static_assert(std::is_trivially_copyable_v<permit>);
 
 TEST_CASE("core: what a trip was decided on stays readable after the state moved on") {
   // The shell reads it after the core's lock is released; another thread may

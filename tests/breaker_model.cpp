@@ -60,6 +60,7 @@ struct reference_model {
   struct ticket {
     std::uint64_t generation;
     bool probe;
+    bool first = false;  // the first probe of its HALF_OPEN round
   };
 
   levee::breaker_options o;
@@ -125,8 +126,9 @@ struct reference_model {
       case circuit_state::half_open:
         if (probes < o.half_open_probes) {
           ++probes;
-          if (!half_open_until) half_open_until = now + o.max_half_open_duration.count();
-          return ticket{generation, true};
+          const bool first = !half_open_until;
+          if (first) half_open_until = now + o.max_half_open_duration.count();
+          return ticket{generation, true, first};
         }
         return std::nullopt;
       default:
@@ -275,6 +277,7 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
         AGREE(static_cast<bool>(p) == t.has_value());
         if (p) {
           AGREE(p.is_probe() == t->probe);
+          AGREE(p.first_probe() == t->first);
           live.push_back({p, *t});
         } else {
           ++rejections;

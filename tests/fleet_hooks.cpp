@@ -1,11 +1,14 @@
-// The breaker hooks levee::fleet uses, on virtual time (no Redis): the
-// reason `fleet`, fleet_open / fleet_close, and the gate on OPEN -> HALF_OPEN.
+// The breaker hooks levee::fleet uses (breaker/detail/fleet_hook.hpp), on
+// virtual time (no Redis): the reason `fleet`, open / close, and the gate on
+// OPEN -> HALF_OPEN.
 #include "support.hpp"
 
+#include <levee/breaker/detail/fleet_hook.hpp>
 #include <levee/breaker/observe.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,34 @@ struct transitions {
 
 }  // namespace
 
+// Issue 22: the link reaches a breaker through its hook only; the public
+// breaker has no member that hands out its shared state (a detail:: type).
+template <class B>
+concept exposes_shared_state = requires(const B& b) {
+  b.shared_state();
+};
+static_assert(!exposes_shared_state<breaker>);
+static_assert(!exposes_shared_state<levee::circuit_breaker>);
+
+TEST_CASE("fleet hook: one breaker has one hook and a weak hold does not keep it alive") {
+  asio::io_context ioc;
+  auto cb = std::make_unique<breaker>(ioc, levee::breaker_options{}, "api");
+  breaker other(ioc);
+  auto hook = levee::detail::fleet_hook_of(*cb);
+  REQUIRE(hook);
+  CHECK(hook == levee::detail::fleet_hook_of(*cb));
+  CHECK_FALSE(hook == levee::detail::fleet_hook_of(other));
+  CHECK(hook.state() == circuit_state::closed);
+  CHECK(hook.generation() == 1);
+  CHECK(hook.options().window_type == levee::window_kind::time);
+  decltype(hook)::weak weak = hook;
+  CHECK(weak.lock() == hook);
+  hook = {};
+  cb.reset();  // no call in flight: the state goes with the breaker
+  CHECK(weak.expired());
+  CHECK_FALSE(weak.lock());
+}
+
 TEST_CASE("fleet hook: the reason's name") {
   CHECK(std::string(levee::to_string(transition_reason::fleet)) == "fleet");
 }
@@ -39,34 +70,34 @@ TEST_CASE("fleet hook: fleet_open and fleet_close") {
   breaker cb(ioc, {.minimum_calls = 2, .open_duration = 30s}, "api");
   transitions t;
   cb.listen(levee::transition_events, t.listener());
-  auto state = cb.shared_state();
+  auto hook = levee::detail::fleet_hook_of(cb);
 
-  CHECK(state->fleet_open(7s) == 7s);  // CLOSED -> OPEN for the fleet's time
+  CHECK(hook.open(7s) == 7s);  // CLOSED -> OPEN for the fleet's time
   settle(ioc);
   CHECK(cb.state() == circuit_state::open);
   REQUIRE(t.seen.size() == 1);
   CHECK(t.seen[0].reason == transition_reason::fleet);
   CHECK(t.seen[0].open_for == 7s);
-  CHECK(state->fleet_open(7s) == 0s);  // not CLOSED: nothing
-  elapse(ioc, 7s);                     // its timer, as any opening's
+  CHECK(hook.open(7s) == 0s);  // not CLOSED: nothing
+  elapse(ioc, 7s);             // its timer, as any opening's
   CHECK(cb.state() == circuit_state::half_open);
 
-  state->fleet_close();  // HALF_OPEN -> CLOSED
+  hook.close();  // HALF_OPEN -> CLOSED
   settle(ioc);
   CHECK(cb.state() == circuit_state::closed);
   CHECK(t.seen.back().reason == transition_reason::fleet);
   CHECK(cb.window().calls == 0);
   const auto n = t.seen.size();
-  state->fleet_close();  // CLOSED: nothing
+  hook.close();  // CLOSED: nothing
   settle(ioc);
   CHECK(t.seen.size() == n);
 
-  CHECK(state->fleet_open(0s) == 30s);  // zero: the breaker's own open duration
-  state->fleet_close();                 // OPEN -> CLOSED
+  CHECK(hook.open(0s) == 30s);  // zero: the breaker's own open duration
+  hook.close();                 // OPEN -> CLOSED
   CHECK(cb.state() == circuit_state::closed);
   cb.force_open();
-  CHECK(state->fleet_open(1s) == 0s);  // an operator's state is left alone
-  state->fleet_close();
+  CHECK(hook.open(1s) == 0s);  // an operator's state is left alone
+  hook.close();
   CHECK(cb.state() == circuit_state::forced_open);
 }
 
@@ -74,19 +105,19 @@ TEST_CASE("fleet hook: the gate holds OPEN -> HALF_OPEN for the link") {
   virtual_time vt;
   asio::io_context ioc;
   breaker cb(ioc, {.minimum_calls = 2, .open_duration = 30s}, "api");
-  auto state = cb.shared_state();
-  state->fleet_gate(true);
+  auto hook = levee::detail::fleet_hook_of(cb);
+  hook.gate(true);
   run(ioc, cb(answer(false)));
   run(ioc, cb(answer(false)));
   REQUIRE(cb.state() == circuit_state::open);
-  CHECK_FALSE(state->fleet_open_expired());
+  CHECK_FALSE(hook.open_expired());
   elapse(ioc, 30s);
   CHECK(cb.state() == circuit_state::open);  // the timer fired; the link decides
-  CHECK(state->fleet_open_expired());
-  const auto generation = state->core().generation();
-  state->fleet_half_open(generation + 5);  // another generation: nothing
+  CHECK(hook.open_expired());
+  const auto generation = hook.generation();
+  hook.half_open(generation + 5);  // another generation: nothing
   CHECK(cb.state() == circuit_state::open);
-  state->fleet_half_open(generation);
+  hook.half_open(generation);
   CHECK(cb.state() == circuit_state::half_open);
 
   SECTION("ungating applies an expiry the gate held") {
@@ -94,11 +125,11 @@ TEST_CASE("fleet hook: the gate holds OPEN -> HALF_OPEN for the link") {
     REQUIRE(cb.state() == circuit_state::open);
     elapse(ioc, 30s);
     CHECK(cb.state() == circuit_state::open);
-    state->fleet_gate(false);
+    hook.gate(false);
     CHECK(cb.state() == circuit_state::half_open);
   }
   SECTION("ungated, the timer acts alone") {
-    state->fleet_gate(false);
+    hook.gate(false);
     run(ioc, cb(answer(false)));
     REQUIRE(cb.state() == circuit_state::open);
     elapse(ioc, 30s);

@@ -5,6 +5,7 @@
 #include "fleet_support.hpp"
 #include "redis_fixture.hpp"
 
+#include <levee/breaker/detail/fleet_hook.hpp>
 #include <levee/fleet/fleet.hpp>
 
 #include <catch2/catch.hpp>
@@ -150,7 +151,7 @@ TEST_CASE("an error reply at one breaker's key stays with that breaker") {
   CHECK(errors[0].reason.find("WRONGTYPE") != std::string::npos);
   // Meanwhile a is a local breaker: its open timer half-opens it (gated, it
   // would wait for a round that never comes back).
-  REQUIRE(t.a.shared_state()->fleet_open(100ms) == 100ms);
+  REQUIRE(levee::detail::fleet_hook_of(t.a).open(100ms) == 100ms);
   REQUIRE(wait_until([&] { return t.a.state() == circuit_state::half_open; }, 1000ms));
   t.a.reset();
   // The way back: the key repaired, a's rounds succeed again.

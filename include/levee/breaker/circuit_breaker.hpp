@@ -36,6 +36,7 @@ namespace levee {
 
 namespace detail {
 struct guard_access;
+struct fleet_access;  // breaker/detail/fleet_hook.hpp
 }  // namespace detail
 
 /// What `breaker(aw)` returns: for an `asio::awaitable<T, Executor>`, an
@@ -149,13 +150,6 @@ class basic_circuit_breaker {
   /// \return the calls, failures and slow calls in the CLOSED window now.
   window_totals window() const noexcept {
     return impl_->core().window(detail::window_now<Clock>());
-  }
-
-  /// For `levee::fleet_link`: the shared state behind the breaker.
-  /// \return the state (it may outlive this object; hold it weakly). Its
-  /// type is not part of the API.
-  std::shared_ptr<detail::breaker_impl<Clock, WaitTraits>> shared_state() const noexcept {
-    return impl_;
   }
 
   /// The breaker's name.
@@ -353,6 +347,7 @@ class basic_circuit_breaker {
       : std::bool_constant<detail::error_arguments<std::decay_t<Args>...>::supported> {};
 
   friend struct detail::guard_access;
+  friend struct detail::fleet_access;  // the fleet link's hook
   std::shared_ptr<impl_type> impl_;
 };
 

@@ -112,14 +112,16 @@ class call_scope {
  public:
   call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {
     b.core().enter();
-    if (p.is_probe()) b.probe_admitted(p.generation());
+    if (p.first_probe()) [[unlikely]]
+      b.round_started(p.generation());
   }
   /// For a caller that measures the call itself (`finish_measured`).
   struct no_clock_t {};
   static constexpr no_clock_t no_clock{};
   call_scope(Impl& b, permit p, no_clock_t) noexcept : b_(&b), p_(p), start_() {
     b.core().enter();
-    if (p.is_probe()) b.probe_admitted(p.generation());
+    if (p.first_probe()) [[unlikely]]
+      b.round_started(p.generation());
   }
   call_scope(call_scope&& other) noexcept
       : b_(other.b_),

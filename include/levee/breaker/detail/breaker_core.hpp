@@ -18,13 +18,13 @@
 //   calls out: a transition is returned to the caller (the Asio shell), which
 //   arms timers and tells observers after every lock is released.
 //
-// The windows are parts of their own: breaker/detail/time_window.hpp (per shard) and
-// breaker/detail/count_window.hpp.
+// The windows are parts of their own, behind one seam (record, totals, clear):
+// breaker/detail/window_kinds.hpp lists them and is the one place that
+// dispatches on `window_kind`.
 #pragma once
 
-#include <levee/breaker/detail/count_window.hpp>
 #include <levee/breaker/detail/decimal_ratio.hpp>
-#include <levee/breaker/detail/time_window.hpp>
+#include <levee/breaker/detail/window_kinds.hpp>
 #include <levee/breaker/options.hpp>
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/random.hpp>
@@ -39,13 +39,15 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 namespace levee::detail {
 
 using nanos = std::chrono::nanoseconds;
 
 /// The right to run one call, handed out by `breaker_core::try_acquire`.
-/// Trivially copyable; an empty permit is a rejection.
+/// Trivially copyable, one word: | generation | first probe (1) | kind (2) |.
+/// An empty permit is a rejection.
 class permit {
  public:
   /// `untracked`: admitted while DISABLED, counted by outcome but kept out of
@@ -53,18 +55,24 @@ class permit {
   enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2, untracked = 3 };
 
   permit() noexcept = default;
-  permit(std::uint64_t generation, kind_type kind) noexcept : bits_(generation << 2 | kind) {}
+  permit(std::uint64_t generation, kind_type kind, bool first_probe = false) noexcept
+      : bits_(generation << 3 | std::uint64_t{first_probe} << 2 | kind) {}
 
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
   /// A probe or an untracked call: one test for both on the hot path.
   bool is_special() const noexcept { return (bits_ & 2) != 0; }
+  /// The first probe of its HALF_OPEN round (the core admitted no probe in
+  /// that state before it): the shell arms the half-open timer
+  /// (`max_half_open_duration`) for it, and for no other permit.
+  bool first_probe() const noexcept { return (bits_ & 4) != 0; }
   /// The generation of the state the call was admitted in.
-  std::uint64_t generation() const noexcept { return bits_ >> 2; }
+  std::uint64_t generation() const noexcept { return bits_ >> 3; }
 
  private:
   std::uint64_t bits_ = 0;
 };
+static_assert(sizeof(permit) == 8 && std::is_trivially_copyable_v<permit>);
 
 /// A state change the shell must act on: when `to` is OPEN, arm the timer for
 /// `open_for` and call `open_elapsed(generation)` when it fires.
@@ -109,8 +117,9 @@ class breaker_core {
   std::size_t probes_in_flight() const noexcept {
     return probes_of(state_.load(std::memory_order_acquire));
   }
-  /// True when `complete` needs `now` (a time window); false for a count window.
-  bool needs_time() const noexcept { return kind_ == window_kind::time; }
+  /// True when `complete` needs `now` (the window kind's `needs_time`: a time
+  /// window); false for a count window.
+  bool needs_time() const noexcept { return (window_bits_ & needs_time_bit) != 0; }
   /// True when `complete` needs the call's duration (slow-call detection on).
   bool needs_elapsed() const noexcept { return slow_ns_ > 0; }
   std::size_t shard_count() const noexcept { return shard_mask_ + 1; }
@@ -132,7 +141,8 @@ class breaker_core {
   transition open_elapsed(std::uint64_t generation) noexcept;
 
   /// The half-open timer of HALF_OPEN state `generation` fired (the shell arms
-  /// it for `max_half_open_duration` when the round's first probe is admitted):
+  /// it for `max_half_open_duration` when `try_acquire` hands out a permit
+  /// whose `first_probe()` is true):
   /// if still in that state, reopens with reason `half_open_timeout`. The
   /// probes in flight keep their permits, whose outcomes then change nothing.
   transition half_open_elapsed(std::uint64_t generation) noexcept;
@@ -213,12 +223,15 @@ class breaker_core {
   bool orphan() noexcept;
 
  private:
-  // The state word: | generation (48) | probes in flight (13) | state (3) |
+  // The state word: | generation (47) | round started (1) | probes in flight (13) | state (3) |
+  // "Round started": a probe was admitted in this HALF_OPEN state (the first
+  // one's permit says so). Every transition writes a fresh word, without it.
   static constexpr unsigned probe_shift = 3;
-  static constexpr unsigned generation_shift = 16;
+  static constexpr unsigned generation_shift = 17;
   static constexpr std::uint64_t state_mask = 0x7;
   static constexpr std::uint64_t probe_mask = 0x1fff;
   static constexpr std::uint64_t probe_one = std::uint64_t{1} << probe_shift;
+  static constexpr std::uint64_t round_started = std::uint64_t{1} << 16;
 
   static circuit_state state_of(std::uint64_t w) noexcept {
     return static_cast<circuit_state>(w & state_mask);
@@ -245,10 +258,11 @@ class breaker_core {
     std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
   };
 
-  // One shard: its part of the time window, cumulative counters and the
-  // calls in flight. Followed in memory by its ring of time buckets; shards
-  // are `stride_` bytes apart, a multiple of the cache line, in one block
-  // aligned to a cache line.
+  // One shard: cumulative counters and the calls in flight. Followed in
+  // memory by its part of the window (the window kind's `part_bytes`: the
+  // time window's cursor and ring); shards are `stride_` bytes apart, a
+  // multiple of the cache line, in one block aligned to a cache line, and the
+  // window kind's shared part (`shared_bytes`) follows the last shard.
   struct shard {
     spinlock lock;  // window and generation (the counters say how they are written)
     // Calls in flight admitted or finished on this shard, times two (a call
@@ -256,21 +270,27 @@ class breaker_core {
     // modulo 2^31, is meaningful), plus 1 once the owner is orphaned.
     std::atomic<std::uint32_t> in_flight{0};
     std::uint64_t generation = 1;
-    time_window::slice window;
     counter successes, failures, ignored, slow;
     counter rejected;  // bumped without the lock
-    time_bucket* ring() noexcept { return reinterpret_cast<time_bucket*>(this + 1); }
+    std::byte* part() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
   };
-  // A header of 72 bytes and ten buckets of 12 fill three cache lines.
-  static_assert(sizeof(void*) != 8 || sizeof(shard) <= 72, "memory per breaker is a target");
-  static_assert(alignof(time_bucket) <= alignof(shard) &&
-                sizeof(shard) % alignof(time_bucket) == 0);
+  // A header of 56 bytes, a time window's cursor of 16 and ten buckets of 12
+  // fill three cache lines.
+  static_assert(sizeof(void*) != 8 || sizeof(shard) <= 56, "memory per breaker is a target");
+  static_assert(sizeof(shard) % 8 == 0);  // a window's part is 8-byte aligned
 
   shard& shard_at(std::size_t i) const noexcept {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
   shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
-  // Counts a finished call outside the time window's locked section.
+  std::byte* shared_part() const noexcept { return shard_memory_.get() + shard_count() * stride_; }
+  window_kind kind() const noexcept { return static_cast<window_kind>(window_bits_ & kind_mask); }
+  // The window kind's parameters, kept in `window_`.
+  template <class W>
+  const W& window_as() const noexcept {
+    return *std::launder(reinterpret_cast<const W*>(window_));
+  }
+  // Counts a finished call outside the window's locked section.
   static void count(shard& s, bool failed, bool slow) noexcept {
     spin_guard g(s.lock);
     (failed ? s.failures : s.successes).bump_locked();
@@ -278,10 +298,19 @@ class breaker_core {
   }
 
   // Slow paths (breaker/impl/breaker_core.ipp).
+  // HALF_OPEN admission: a CAS takes a probe slot, and the round's first
+  // marks the word (`round_started`): that probe's permit says so.
+  permit acquire_probe(std::uint64_t w) noexcept;
   transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
-  transition record_count_window(permit p, bool failed, bool slow) noexcept;
-  transition check_time_window(std::uint64_t generation, std::int64_t index) noexcept;
+  // Records a call in a window of any kind but the inline one (the dispatch
+  // compiled once), under the shard's lock.
+  std::int64_t record_other(shard& s, nanos now, bool failed, bool slow) noexcept;
+  transition check_window(std::uint64_t generation, std::int64_t stamp) noexcept;
+  // The window: the shared part and every shard's part (of `generation`; 0:
+  // every shard) as of `stamp(part)`.
+  template <class W, class Stamp>
+  window_totals totals(const W& w, std::uint64_t generation, Stamp stamp) noexcept;
   transition note_consecutive(permit p, bool failed) noexcept;
   transition trip(std::uint64_t generation, transition_reason why,
                   const window_totals& basis) noexcept;
@@ -304,12 +333,15 @@ class breaker_core {
   // and the configuration share the first cache lines.
   std::atomic<std::uint64_t> state_;
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
-  [[no_unique_address]] time_window time_;   // stride_ fits in its tail padding
+  alignas(8) std::byte window_[12];          // the window kind's parameters
   std::uint32_t stride_;
   std::int64_t slow_ns_;
   std::uint16_t shard_mask_;   // at most 1024 shards
   std::uint16_t probe_limit_;  // half_open_probes <= 8191
-  window_kind kind_;
+  // The window kind (low bits) and, in bit 7, its `needs_time`: one byte.
+  static constexpr std::uint8_t kind_mask = 0x7f;
+  static constexpr std::uint8_t needs_time_bit = 0x80;
+  std::uint8_t window_bits_;
   std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
   std::uint8_t slow_exponent_;     // the exponents fill what would be padding
   // Serialises transitions and HALF_OPEN bookkeeping (and guards the fields
@@ -340,8 +372,6 @@ class breaker_core {
   double open_jitter_;
   std::uint64_t basis_calls_ = 0;  // what it was decided on: calls, and
   std::uint64_t basis_part_ = 0;   // failures, or slow calls (slow_call_rate)
-
-  std::unique_ptr<count_window> count_;  // window_kind::count only
 };
 
 // The state word and the configuration come first and are read-mostly; the

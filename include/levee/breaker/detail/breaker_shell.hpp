@@ -33,6 +33,9 @@ namespace levee::detail {
 
 namespace asio = boost::asio;
 
+template <class Shell>
+class basic_fleet_hook;  // breaker/detail/fleet_hook.hpp
+
 template <class Clock, class WaitTraits>
 class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Clock, WaitTraits>>,
                            private stuck_alarm {
@@ -140,18 +143,18 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// the timers, then the telemetry.
   void apply(const transition& t, const fleet_origin* origin = nullptr) noexcept;
 
-  /// A probe of HALF_OPEN state `generation` was admitted: the round's first
-  /// arms the half-open timer (`max_half_open_duration`). Not on the CLOSED
-  /// path: only probes come here.
-  void probe_admitted(std::uint64_t generation) noexcept;
+  /// The core admitted the first probe of HALF_OPEN state `generation` (its
+  /// permit's `first_probe()`): arms the half-open timer for
+  /// `max_half_open_duration`, unless that is "no limit". The core decides
+  /// which permit that is, once per round; the shell only arms.
+  void round_started(std::uint64_t generation) noexcept;
 
   breaker_metrics metrics() noexcept;
 
-  // ---- fleet hooks (levee::fleet_link) -------------------------------------
-  // While the gate is on, the open timer's expiry does not turn the breaker
-  // HALF_OPEN: it is remembered (`fleet_open_expired`) and the link decides
-  // (`fleet_half_open`). Turning the gate off applies a remembered expiry at
-  // once: a breaker whose link is gone is a local breaker again.
+ private:
+  // ---- fleet hooks (levee::fleet_link), through its hook only ----------------
+  // breaker/detail/fleet_hook.hpp says what each does.
+  friend class basic_fleet_hook<breaker_impl>;
 
   void fleet_gate(bool on) noexcept {
     if (on) {
@@ -184,7 +187,6 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     apply(core_.fleet_close(), origin);
   }
 
- private:
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp). One draw
@@ -204,13 +206,13 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   void cancel_stuck() noexcept override;
   nanos recovery_window() const noexcept override { return options_.recovery_window; }
 
-  // Arms the timer: the open timer of OPEN `generation`, or (`once`: unless
-  // already armed for it) the half-open timer of HALF_OPEN `generation`.
+  // Arms the timer: the open timer of OPEN `generation`, or the half-open
+  // timer of HALF_OPEN `generation`.
   // Serialised by `timer_lock_` (a mutex: arming allocates): a transition to
   // OPEN can come from any thread that completes a call. `timer_generation_`
   // keeps a late arm or disarm (another thread's, for an older transition)
   // from undoing a newer one.
-  void arm(std::uint64_t generation, nanos open_for, bool once = false) noexcept;
+  void arm(std::uint64_t generation, nanos open_for) noexcept;
   void disarm(std::uint64_t generation) noexcept;
   bool older(std::uint64_t generation) const noexcept {  // than the timer's, under timer_lock_
     return static_cast<std::int32_t>(static_cast<std::uint32_t>(generation) - timer_generation_) <

@@ -1,69 +1,111 @@
-// levee: the breaker's count window (`window_kind::count`): the outcomes of
+// levee: the breaker's count window (`window_kind::count`), one of the window
+// kinds behind the seam of breaker/detail/window_kinds.hpp: the outcomes of
 // the last `window_calls` calls, as two bit rings (failed, slow) and their
-// running sums, under a lock of its own. Plain loads and stores only.
+// running sums, under a lock of its own. It keeps nothing per shard: its state
+// is the breaker's shared part (after the shards, in their block). Plain loads
+// and stores only.
 #pragma once
 
+#include <levee/breaker/options.hpp>
 #include <levee/core/detail/spinlock.hpp>
+#include <levee/core/detail/validate.hpp>
 #include <levee/core/vocabulary.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <new>
+#include <type_traits>
 
 namespace levee::detail {
 
 class count_window {
  public:
-  explicit count_window(std::uint32_t size)
-      : size_(size), bits_(std::make_unique<std::uint64_t[]>(2 * words())) {}  // zeroed
+  // ---- the window kind (breaker/detail/window_kinds.hpp) ---------------------
+  static constexpr window_kind kind = window_kind::count;
+  static constexpr const char* name = "count";
+  static constexpr bool needs_time = false;
+  static constexpr bool fleet_shareable = false;  // no buckets of time to add up
+  static void validate(const breaker_options& o) {
+    if (o.minimum_calls > o.window_calls)
+      reject_option("breaker_options", "minimum_calls",
+                    "must not exceed window_calls with a count window");
+  }
 
-  /// Records a call admitted in `generation` and returns the window's totals
-  /// after it in `out`; false (nothing recorded) if the window was reset since.
-  bool record(std::uint64_t generation, bool failed, bool slow, window_totals& out) noexcept {
-    spin_guard g(lock_);
-    if (generation_ != generation) return false;
-    std::uint64_t& fail_word = bits_[next_ / 64];
-    std::uint64_t& slow_word = bits_[words() + next_ / 64];
-    const std::uint64_t bit = std::uint64_t{1} << (next_ % 64);
-    if (filled_ == size_) {  // the slot holds the oldest call: evict it
-      if (fail_word & bit) --failures_;
-      if (slow_word & bit) --slow_;
+  explicit count_window(const breaker_options& o) noexcept
+      : size_(static_cast<std::uint32_t>(o.window_calls)) {}
+
+  std::size_t part_bytes() const noexcept { return 0; }
+  /// The shared part: the ring's header, then the failure bits, then the slow bits.
+  std::size_t shared_bytes() const noexcept { return sizeof(ring) + 2 * words() * 8; }
+  void init_part(std::byte*) const noexcept {}
+  void init_shared(std::byte* shared) const noexcept {
+    new (shared) ring();
+    std::fill_n(bits(shared), 2 * words(), std::uint64_t{0});
+  }
+
+  /// Records a call (under its shard's lock, which the core took to check the
+  /// call's generation). The stamp is always 0: a call that is neither failed
+  /// nor slow can only replace one that was as good or worse, so it never
+  /// raises a rate.
+  std::int64_t record(std::byte*, std::byte* shared, std::chrono::nanoseconds, bool failed,
+                      bool slow) const noexcept {
+    ring& r = header(shared);
+    std::uint64_t* const b = bits(shared);
+    spin_guard g(r.lock);
+    std::uint64_t& fail_word = b[r.next / 64];
+    std::uint64_t& slow_word = b[words() + r.next / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (r.next % 64);
+    if (r.filled == size_) {  // the slot holds the oldest call: evict it
+      if (fail_word & bit) --r.failures;
+      if (slow_word & bit) --r.slow;
     } else {
-      ++filled_;
+      ++r.filled;
     }
     fail_word = failed ? (fail_word | bit) : (fail_word & ~bit);
     slow_word = slow ? (slow_word | bit) : (slow_word & ~bit);
-    failures_ += failed;
-    slow_ += slow;
-    next_ = next_ + 1 == size_ ? 0 : next_ + 1;
-    out = {filled_, failures_, slow_};
-    return true;
+    r.failures += failed;
+    r.slow += slow;
+    r.next = r.next + 1 == size_ ? 0 : r.next + 1;
+    return 0;
   }
-
-  window_totals totals() noexcept {
-    spin_guard g(lock_);
-    return {filled_, failures_, slow_};
+  std::int64_t stamp_at(const std::byte*, std::chrono::nanoseconds) const noexcept { return 0; }
+  window_totals part_totals(std::byte*, std::int64_t) const noexcept { return {}; }
+  window_totals shared_totals(std::byte* shared) const noexcept {
+    ring& r = header(shared);
+    spin_guard g(r.lock);
+    return {r.filled, r.failures, r.slow};
   }
-
-  /// Empties the window; calls admitted before `generation` are not recorded.
-  void reset(std::uint64_t generation) noexcept {
-    spin_guard g(lock_);
-    generation_ = generation;
-    std::fill_n(bits_.get(), 2 * words(), std::uint64_t{0});
-    next_ = filled_ = failures_ = slow_ = 0;
+  void clear_part(std::byte*) const noexcept {}
+  /// Empties the window (the core has moved every shard to the new
+  /// generation first: no call of an older one records after this).
+  void clear_shared(std::byte* shared) const noexcept {
+    ring& r = header(shared);
+    spin_guard g(r.lock);
+    std::fill_n(bits(shared), 2 * words(), std::uint64_t{0});
+    r.next = r.filled = r.failures = r.slow = 0;
   }
 
  private:
-  std::size_t words() const noexcept { return (size_ + 63) / 64; }
+  struct alignas(8) ring {
+    spinlock lock;  // everything below, and the bits
+    std::uint32_t next = 0;
+    std::uint32_t filled = 0;
+    std::uint32_t failures = 0;
+    std::uint32_t slow = 0;
+  };
+  static_assert(std::is_trivially_destructible_v<ring> && sizeof(ring) % 8 == 0);
 
-  spinlock lock_;  // everything below
-  std::uint64_t generation_ = 1;
+  std::size_t words() const noexcept { return (size_ + 63) / 64; }
+  static ring& header(std::byte* shared) noexcept {
+    return *std::launder(reinterpret_cast<ring*>(shared));
+  }
+  static std::uint64_t* bits(std::byte* shared) noexcept {
+    return reinterpret_cast<std::uint64_t*>(shared + sizeof(ring));
+  }
+
   std::uint32_t size_;
-  std::uint32_t next_ = 0;
-  std::uint32_t filled_ = 0;
-  std::uint32_t failures_ = 0;
-  std::uint32_t slow_ = 0;
-  std::unique_ptr<std::uint64_t[]> bits_;  // failure bits, then slow bits
 };
 
 }  // namespace levee::detail

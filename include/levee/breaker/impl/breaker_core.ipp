@@ -7,17 +7,15 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <new>
 #include <thread>
+#include <type_traits>
 
 namespace levee::detail {
 
 namespace {
 constexpr std::size_t cache_line = 64;
-
 __extension__ typedef unsigned __int128 uint128;
-
 constexpr std::uint64_t pow10(unsigned n) noexcept {
   std::uint64_t p = 1;
   while (n-- > 0) p *= 10;
@@ -52,10 +50,9 @@ bool decimal_ratio::reached_by(std::uint64_t part, std::uint64_t whole) const no
 
 breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
-      time_(o.window, static_cast<std::uint32_t>(o.window_buckets)),
       slow_ns_(o.slow_call_duration.count()),
       probe_limit_(static_cast<std::uint16_t>(o.half_open_probes)),
-      kind_(o.window_type),
+      window_bits_(static_cast<std::uint8_t>(static_cast<std::uint8_t>(o.window_type) & kind_mask)),
       failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
       slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
       failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
@@ -73,19 +70,22 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   std::size_t n = 1;
   while (n < shards) n <<= 1;
   shard_mask_ = static_cast<std::uint16_t>(n - 1);
-  const std::size_t ring_bytes = kind_ == window_kind::time ? time_.ring_bytes() : 0;
-  stride_ = static_cast<std::uint32_t>((sizeof(shard) + ring_bytes + cache_line - 1) / cache_line *
-                                       cache_line);
-  auto* memory =
-      static_cast<std::byte*>(::operator new[](n* stride_, std::align_val_t{cache_line}));
-  shard_memory_.reset(memory);
-  for (std::size_t i = 0; i < n; ++i) {
-    auto* s = new (memory + i * stride_) shard();
-    std::memset(static_cast<void*>(s->ring()), 0, ring_bytes);
-  }
-  if (kind_ == window_kind::count) {
-    count_ = std::make_unique<count_window>(static_cast<std::uint32_t>(o.window_calls));
-  }
+  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    static_assert(sizeof(W) <= sizeof(window_) && std::is_trivially_copyable_v<W> &&
+                  std::is_trivially_destructible_v<W>);
+    const W& w = *new (window_) W(o);
+    if (W::needs_time) window_bits_ = static_cast<std::uint8_t>(window_bits_ | needs_time_bit);
+    stride_ = static_cast<std::uint32_t>((sizeof(shard) + w.part_bytes() + cache_line - 1) /
+                                         cache_line * cache_line);
+    auto* memory = static_cast<std::byte*>(
+        ::operator new[](n* stride_ + w.shared_bytes(), std::align_val_t{cache_line}));
+    shard_memory_.reset(memory);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto* s = new (memory + i * stride_) shard();
+      w.init_part(s->part());
+    }
+    w.init_shared(shared_part());
+  });
 }
 
 breaker_core::~breaker_core() = default;  // shards are trivially destructible
@@ -104,24 +104,48 @@ bool breaker_core::over_threshold(const window_totals& t, transition_reason& why
   return false;
 }
 
-transition breaker_core::check_time_window(std::uint64_t generation, std::int64_t index) noexcept {
-  window_totals t;
+template <class W, class Stamp>
+window_totals breaker_core::totals(const W& w, std::uint64_t generation, Stamp stamp) noexcept {
+  window_totals t = w.shared_totals(shared_part());
   for (std::size_t i = 0; i <= shard_mask_; ++i) {
     shard& s = shard_at(i);
     spin_guard g(s.lock);
-    if (s.generation != generation) continue;
-    time_.advance_to(s.window, s.ring(), index);
-    const window_totals part = time_.sum(s.ring());
+    if (generation != 0 && s.generation != generation) continue;
+    const window_totals part = w.part_totals(s.part(), stamp(s.part()));
     t.calls += part.calls;
     t.failures += part.failures;
     t.slow += part.slow;
   }
+  return t;
+}
+
+transition breaker_core::check_window(std::uint64_t generation, std::int64_t stamp) noexcept {
+  const window_totals t = window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    return totals(window_as<W>(), generation, [stamp](std::byte*) { return stamp; });
+  });
   transition_reason why{};
   if (over_threshold(t, why)) return trip(generation, why, t);
   if (t.calls >= minimum_calls_) {
-    validated_.store(validation_stamp(generation, index), std::memory_order_relaxed);
+    validated_.store(validation_stamp(generation, stamp), std::memory_order_relaxed);
   }
   return {};
+}
+
+std::int64_t breaker_core::record_other(shard& s, nanos now, bool failed, bool slow) noexcept {
+  return window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    return window_as<W>().record(s.part(), shared_part(), now, failed, slow);
+  });
+}
+
+permit breaker_core::acquire_probe(std::uint64_t w) noexcept {
+  while (state_of(w) == circuit_state::half_open && probes_of(w) < probe_limit_) {
+    if (state_.compare_exchange_weak(w, (w + probe_one) | round_started, std::memory_order_acq_rel,
+                                     std::memory_order_acquire))
+      return permit(generation_of(w), permit::probe, !(w & round_started));
+  }
+  if (state_of(w) != circuit_state::half_open) return try_acquire();  // it moved on meanwhile
+  my_shard().rejected.bump();                                         // every slot taken
+  return permit();
 }
 
 // A probe, or an untracked call (DISABLED: counted by outcome, no window).
@@ -133,17 +157,6 @@ transition breaker_core::complete_special(permit p, outcome o, bool slow) noexce
     count(s, o == outcome::failure, slow);
   }
   return p.is_probe() ? complete_probe(p, o, slow) : transition();
-}
-
-transition breaker_core::record_count_window(permit p, bool failed, bool slow) noexcept {
-  window_totals t;
-  if (!count_->record(p.generation(), failed, slow, t)) return {};
-  if (consecutive_limit_ != 0) {
-    if (transition tr = note_consecutive(p, failed)) return tr;
-  }
-  transition_reason why{};
-  if (over_threshold(t, why)) return trip(p.generation(), why, t);
-  return {};
 }
 
 transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
@@ -315,30 +328,24 @@ void breaker_core::release(permit p) noexcept {
 }
 
 void breaker_core::reset_windows(std::uint64_t generation) noexcept {
-  for (std::size_t i = 0; i <= shard_mask_; ++i) {
-    shard& s = shard_at(i);
-    spin_guard g(s.lock);
-    s.generation = generation;
-    if (kind_ == window_kind::time) time_.clear(s.window, s.ring());
-  }
-  if (count_) count_->reset(generation);
+  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    const W& w = window_as<W>();
+    for (std::size_t i = 0; i <= shard_mask_; ++i) {
+      shard& s = shard_at(i);
+      spin_guard g(s.lock);
+      s.generation = generation;
+      w.clear_part(s.part());
+    }
+    w.clear_shared(shared_part());  // after every shard: no older call records now
+  });
   consecutive_.store(0, std::memory_order_relaxed);
   validated_.store(0, std::memory_order_relaxed);
 }
 
 window_totals breaker_core::window(nanos now) noexcept {
-  window_totals t;
-  if (kind_ == window_kind::count) return count_->totals();
-  for (std::size_t i = 0; i <= shard_mask_; ++i) {
-    shard& s = shard_at(i);
-    spin_guard g(s.lock);
-    time_.advance_to(s.window, s.ring(), time_.index_of(s.window, now));
-    const window_totals part = time_.sum(s.ring());
-    t.calls += part.calls;
-    t.failures += part.failures;
-    t.slow += part.slow;
-  }
-  return t;
+  return window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    return totals(window_as<W>(), 0, [&](std::byte* p) { return window_as<W>().stamp_at(p, now); });
+  });
 }
 
 breaker_counters breaker_core::counters() const noexcept {
@@ -356,10 +363,13 @@ breaker_counters breaker_core::counters() const noexcept {
 
 void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
                                 std::uint32_t slow) noexcept {
-  if (kind_ != window_kind::time) return;
-  shard& s = my_shard();
-  spin_guard g(s.lock);
-  time_.preload(s.window, s.ring(), time_.index_of(s.window, now), {calls, failures, slow});
+  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+    if constexpr (requires(const W& w, std::byte* p) { w.preload(p, nanos{}, window_totals{}); }) {
+      shard& s = my_shard();
+      spin_guard g(s.lock);
+      window_as<W>().preload(s.part(), now, {calls, failures, slow});
+    }
+  });
 }
 
 window_totals breaker_core::trip_basis(const transition& t) const noexcept {

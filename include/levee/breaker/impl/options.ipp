@@ -1,12 +1,14 @@
 // levee: option validation, compiled once in lib/.
 #pragma once
 
+#include <levee/breaker/detail/window_kinds.hpp>
 #include <levee/breaker/options.hpp>
 #include <levee/core/detail/validate.hpp>
 
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace levee {
 
@@ -67,13 +69,16 @@ void validate(const breaker_options& o) {
     reject_option("window_buckets", "must be in [1, 1024]");
   if (o.window.count() / static_cast<std::int64_t>(o.window_buckets) < 1)
     reject_option("window_buckets", "must not exceed window in nanoseconds");
-  if (o.window_type != window_kind::time && o.window_type != window_kind::count)
-    reject_option("window_type", "must be window_kind::time or window_kind::count");
+  if (!detail::window_kinds::known(o.window_type)) {
+    static const std::string rule = detail::window_kinds::rule();
+    reject_option("window_type", rule.c_str());
+  }
   if (o.window_calls < 1 || o.window_calls > (std::size_t{1} << 20))
     reject_option("window_calls", "must be in [1, 1048576]");
   if (o.minimum_calls < 1) reject_option("minimum_calls", "must be at least 1");
-  if (o.window_type == window_kind::count && o.minimum_calls > o.window_calls)
-    reject_option("minimum_calls", "must not exceed window_calls with a count window");
+  // The window kind's own rules (breaker/detail/window_kinds.hpp).
+  detail::window_kinds::visit(o.window_type,
+                              [&o]<class W>(std::type_identity<W>) { W::validate(o); });
   if (o.open_duration <= std::chrono::nanoseconds::zero())
     reject_option("open_duration", "must be greater than zero");
   if (!(o.open_duration_multiplier >= 1.0 && o.open_duration_multiplier <= 1000.0))

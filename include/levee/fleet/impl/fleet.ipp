@@ -147,11 +147,11 @@ fleet_link::~fleet_link() {
 }
 
 void fleet_link::attach(circuit_breaker& breaker, std::string name) {
-  state_->attach(breaker.shared_state(), std::move(name));
+  state_->attach(detail::fleet_hook(breaker), std::move(name));
 }
 
 void fleet_link::attach(circuit_breaker& breaker) {
-  state_->attach(breaker.shared_state(), std::string(breaker.name()));
+  state_->attach(detail::fleet_hook(breaker), std::string(breaker.name()));
 }
 
 void fleet_link::attach(breaker_registry& registry) {

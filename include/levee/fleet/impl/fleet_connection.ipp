@@ -300,7 +300,7 @@ void fleet_state::teardown(const std::string& why) {
     m->erroring = false;
     m->poll.cancel();
     m->polling = false;
-    if (auto b = m->breaker.lock()) b->fleet_gate(false);
+    if (auto b = m->breaker.lock()) b.gate(false);
   }
   if (was_ready) backoff_.connection_lasted(steady::now() - ready_at_);
   update([&](fleet_metrics& m) {

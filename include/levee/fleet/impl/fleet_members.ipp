@@ -3,6 +3,7 @@
 // registry scan. Compiled once in levee_fleet (lib/fleet.cpp).
 #pragma once
 
+#include <levee/breaker/detail/window_kinds.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/fleet/impl/fleet_state.hpp>
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
 
 namespace levee::detail {
 
@@ -104,8 +106,10 @@ void fleet_state::emit(fleet_event e) {
 
 // ---- attach -------------------------------------------------------------------
 
-void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string name) {
-  if (b->options().window_type != window_kind::time)
+void fleet_state::attach(const fleet_hook& b, std::string name) {
+  const bool shareable = window_kinds::visit(
+      b.options().window_type, []<class W>(std::type_identity<W>) { return W::fleet_shareable; });
+  if (!shareable)
     throw std::invalid_argument("fleet_link::attach: only a time-window breaker can share");
   if (name.empty() || name.find_first_of(std::string_view("{}\n\0", 4)) != std::string::npos)
     throw std::invalid_argument(
@@ -113,18 +117,18 @@ void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string na
   // Another live breaker under this name: refused (the first stays linked);
   // the same breaker again: nothing.
   const auto attached = [&](const std::shared_ptr<member>& held) {
-    auto other = held ? held->breaker.lock() : nullptr;
+    auto other = held ? held->breaker.lock() : fleet_hook();
     if (other && other != b)
       throw std::invalid_argument("fleet_link::attach: another breaker is attached as \"" + name +
                                   "\"");
-    return other != nullptr;
+    return static_cast<bool>(other);
   };
   if (attached(find(name))) return;
-  const breaker_options& bo = b->options();
+  const breaker_options& bo = b.options();
   auto m = std::make_shared<member>(
       strand_,
       fleet_decisions(fleet_thresholds::of(bo, options_.quorum, options_.fleet_minimum_calls),
-                      b->core().counters()));
+                      b.counters()));
   m->name = name;
   m->base = options_.key_prefix + ":{" + name + "}";
   m->breaker = b;
@@ -135,7 +139,7 @@ void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string na
   m->width = std::max<nanos>(m->width, std::chrono::milliseconds(1));  // rounds: <= 1000/s
   std::weak_ptr<fleet_state> weak = weak_from_this();
   std::weak_ptr<member> wm = m;
-  m->listen_id = b->telemetry().listen(
+  m->listen_id = b.listen(
       static_cast<event_mask>(event_kind::transition),
       [weak, wm](const breaker_event& e) {
         auto self = weak.lock();
@@ -153,7 +157,7 @@ void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string na
       try {
         if (attached(slot)) stopped = true;  // attached meanwhile, by another thread
       } catch (...) {
-        b->telemetry().unlisten(m->listen_id);
+        b.unlisten(m->listen_id);
         throw;
       }
       if (!stopped) {
@@ -164,7 +168,7 @@ void fleet_state::attach(const std::shared_ptr<fleet_breaker>& b, std::string na
     }
   }
   if (stopped) {
-    b->telemetry().unlisten(m->listen_id);
+    b.unlisten(m->listen_id);
     return;
   }
   if (old) forget(*old);
@@ -180,8 +184,8 @@ void fleet_state::attach_registry(breaker_registry& r) {
 
 void fleet_state::forget(member& m) {
   if (auto b = m.breaker.lock()) {
-    b->telemetry().unlisten(m.listen_id);
-    b->fleet_gate(false);
+    b.unlisten(m.listen_id);
+    b.gate(false);
   }
 }
 
@@ -195,7 +199,7 @@ void fleet_state::start_member(const std::shared_ptr<member>& m) {
 void fleet_state::gate(member& m) {
   std::lock_guard g(mutex_);
   if (stopped_) return;
-  if (auto b = m.breaker.lock()) b->fleet_gate(true);
+  if (auto b = m.breaker.lock()) b.gate(true);
 }
 
 // The registry has no creation hook: every `registry_scan`, attach the names
@@ -210,10 +214,10 @@ void fleet_state::scan() {
         continue;  // asked for once: `get` would keep it from being evicted
       auto b = r->get(nm.name);
       try {
-        attach(b->shared_state(), nm.name);
+        attach(fleet_hook(*b), nm.name);
         unattachable_.erase(nm.name);
       } catch (...) {  // a count-window breaker stays local
-        unattachable_[nm.name] = b->shared_state();
+        unattachable_[nm.name] = fleet_hook(*b);
       }
     }
   }

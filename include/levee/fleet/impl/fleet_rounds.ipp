@@ -56,20 +56,19 @@ void fleet_state::tick(const std::shared_ptr<member>& m) {
     auto self = weak.lock();
     if (!ec && self) self->tick(m);
   });
-  send_round(m, *b);
+  send_round(m, b);
 }
 
-void fleet_state::send_round(const std::shared_ptr<member>& m, fleet_breaker& b) {
-  const breaker_counters c = b.core().counters();
+void fleet_state::send_round(const std::shared_ptr<member>& m, const fleet_hook& b) {
+  const breaker_counters c = b.counters();
   const bool connected = phase_ == phase::ready;
-  const std::uint64_t expired = connected && b.fleet_open_expired() ? b.core().generation() : 0;
+  const std::uint64_t expired = connected && b.open_expired() ? b.generation() : 0;
   // OPEN, its timer expired: the poll watches for the first call refused.
   if (expired != 0 && !m->polling && !m->erroring) {
     m->polling = true;
     poll(m);
   }
-  const bool probe_running =
-      b.core().state() == circuit_state::half_open && b.core().probes_in_flight() > 0;
+  const bool probe_running = b.state() == circuit_state::half_open && b.probes_in_flight() > 0;
   round_request q;
   if (!m->decide.tick(c, connected, expired, probe_running, q)) return;
   if (q.want_probe) m->raced = expired;  // the poll does not race again for it
@@ -104,14 +103,14 @@ void fleet_state::poll(const std::shared_ptr<member>& m) {
 // Redis until a call was refused (this instance has a call to make).
 void fleet_state::on_poll(const std::shared_ptr<member>& m) {
   auto b = m->breaker.lock();
-  if (!b || phase_ != phase::ready || m->erroring || !b->fleet_open_expired()) {
+  if (!b || phase_ != phase::ready || m->erroring || !b.open_expired()) {
     m->polling = false;
     return;
   }
-  const std::uint64_t g = b->core().generation();
+  const std::uint64_t g = b.generation();
   if (m->raced != g && steady::now() >= m->poll_after && !m->decide.in_flight() &&
-      m->decide.wants_probe(b->core().counters(), g))
-    send_round(m, *b);
+      m->decide.wants_probe(b.counters(), g))
+    send_round(m, b);
   poll(m);
 }
 
@@ -124,7 +123,7 @@ void fleet_state::command_error(member& m, std::string_view error) {
   if (m.erroring) return;
   m.erroring = true;
   m.decide.disconnected();
-  if (auto b = m.breaker.lock()) b->fleet_gate(false);  // local meanwhile
+  if (auto b = m.breaker.lock()) b.gate(false);  // local meanwhile
   fleet_event e = event(fleet_event_kind::command_error, std::string(error));
   e.breaker = m.name;
   emit(std::move(e));
@@ -161,10 +160,10 @@ void fleet_state::on_round(member& m, redisReply* r) {
     m.erroring = false;
     gate(m);
   }
-  see(m, *b, rec, now);
+  see(m, b, rec, now);
   // The fleet's window, with failures from at least `quorum` instances.
-  if (m.decide.window_opens(window, b->core().state())) {
-    const nanos open_for = b->fleet_open(nanos::zero());
+  if (m.decide.window_opens(window, b.state())) {
+    const nanos open_for = b.open(nanos::zero());
     if (open_for > nanos::zero()) {
       update([](fleet_metrics& x) { ++x.opens_received; });
       fleet_event e = event(fleet_event_kind::fleet_opened);
@@ -177,8 +176,8 @@ void fleet_state::on_round(member& m, redisReply* r) {
   switch (p.what) {
     case probe_decision::action::probe:  // the lease: this instance probes for the fleet
       update([](fleet_metrics& x) { ++x.probe_leases_won; });
-      b->fleet_half_open(p.generation);
-      m.decide.probe_started(b->core().state() == circuit_state::half_open);
+      b.half_open(p.generation);
+      m.decide.probe_started(b.state() == circuit_state::half_open);
       break;
     case probe_decision::action::wait:  // another instance probes, or not yet
       if (p.lost) {
@@ -191,7 +190,7 @@ void fleet_state::on_round(member& m, redisReply* r) {
       }
       break;
     case probe_decision::action::half_open:  // no fleet opening: decide alone
-      b->fleet_half_open(p.generation);
+      b.half_open(p.generation);
       break;
     case probe_decision::action::none:
       break;
@@ -200,8 +199,8 @@ void fleet_state::on_round(member& m, redisReply* r) {
 
 // ---- records ------------------------------------------------------------------
 
-void fleet_state::see(member& m, fleet_breaker& b, const fleet_record& rec, std::int64_t now) {
-  const record_decision d = m.decide.on_record(rec, b.core().state(), now);
+void fleet_state::see(member& m, const fleet_hook& b, const fleet_record& rec, std::int64_t now) {
+  const record_decision d = m.decide.on_record(rec, b.state(), now);
   // Who published it: the record's id (a message has the name after it). The
   // breaker's own transition event carries it too.
   detail::fleet_origin origin;
@@ -218,14 +217,14 @@ void fleet_state::see(member& m, fleet_breaker& b, const fleet_record& rec, std:
   };
   switch (d.what) {
     case record_decision::action::open:
-      if (b.fleet_open(d.open_for, &origin) > nanos::zero()) {
+      if (b.open(d.open_for, &origin) > nanos::zero()) {
         m.decide.opened_by_fleet();
         update([](fleet_metrics& x) { ++x.opens_received; });
         who(fleet_event_kind::fleet_opened);
       }
       break;
     case record_decision::action::close:
-      b.fleet_close(&origin);
+      b.close(&origin);
       update([](fleet_metrics& x) { ++x.closes_received; });
       who(fleet_event_kind::fleet_closed);
       break;
@@ -243,7 +242,7 @@ void fleet_state::on_message(std::string_view message) {
   if (space == std::string::npos) return;
   auto m = find(rec.rest.substr(space + 1));
   if (!m) return;
-  if (auto b = m->breaker.lock()) see(*m, *b, rec, redis_now_us());
+  if (auto b = m->breaker.lock()) see(*m, b, rec, redis_now_us());
 }
 
 // ---- publications -------------------------------------------------------------
@@ -307,7 +306,7 @@ void fleet_state::publish_send(const std::shared_ptr<member>& m, std::vector<std
       self->emit(std::move(e));
     }
     if (rec.kind == 0) return;  // nothing published, nothing to learn
-    if (auto b = m->breaker.lock()) self->see(*m, *b, rec, now);
+    if (auto b = m->breaker.lock()) self->see(*m, b, rec, now);
   });
 }
 

@@ -3,7 +3,8 @@
 // The shell does the I/O and nothing else: two hiredis connections (commands,
 // and pub/sub) through `redis_connection`, the timers (a round per bucket
 // width per breaker, the connect timeout, the watchdog, the reconnection
-// delay, the registry scan), and the breakers' hooks. What to send and what
+// delay, the registry scan), and the breakers' hooks
+// (breaker/detail/fleet_hook.hpp: all the link may do with a breaker). What to send and what
 // to do with a reply is decided by the sans-I/O parts:
 //
 //   fleet/detail/fleet_scripts.hpp    the Lua scripts and the keys they use
@@ -28,6 +29,7 @@
 // link that is gone). Nothing under it calls hiredis, posts or waits.
 #pragma once
 
+#include <levee/breaker/detail/fleet_hook.hpp>
 #include <levee/fleet/detail/fleet_decisions.hpp>
 #include <levee/fleet/detail/redis_connection.hpp>
 #include <levee/fleet/fleet.hpp>
@@ -49,9 +51,6 @@
 
 namespace levee::detail {
 
-using fleet_breaker =
-    std::remove_cvref_t<decltype(*std::declval<circuit_breaker&>().shared_state())>;
-
 /// host:pid:random, whitespace replaced.
 std::string default_instance_id();
 
@@ -64,7 +63,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
 
   // Public entry points, from any thread.
   void start();  ///< connects (posted)
-  void attach(const std::shared_ptr<fleet_breaker>& b, std::string name);
+  void attach(const fleet_hook& b, std::string name);
   void attach_registry(breaker_registry& r);
   void listen(std::function<void(const fleet_event&)> fn);
   fleet_metrics metrics() const;
@@ -81,8 +80,8 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   /// One attached breaker.
   struct member {
     member(const strand_type& s, const fleet_decisions& d) : timer(s), decide(d), poll(s) {}
-    std::string name, base;  // base: `<key_prefix>:{<name>}`
-    std::weak_ptr<fleet_breaker> breaker;
+    std::string name, base;    // base: `<key_prefix>:{<name>}`
+    fleet_hook::weak breaker;  // breaker/detail/fleet_hook.hpp: all the link may do
     std::uint64_t listen_id = 0;
     boost::asio::steady_timer timer;  // the rounds
     nanos width{};                    // the bucket width, at least 1 ms
@@ -134,7 +133,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   static void forget(member& m);
   void tick(const std::shared_ptr<member>& m);
   /// The round now, for `tick` and the poll.
-  void send_round(const std::shared_ptr<member>& m, fleet_breaker& b);
+  void send_round(const std::shared_ptr<member>& m, const fleet_hook& b);
   void poll(const std::shared_ptr<member>& m);
   void on_poll(const std::shared_ptr<member>& m);
   /// An error reply to one breaker's command: counted, reported once per
@@ -143,7 +142,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   void round(const std::shared_ptr<member>& m, std::vector<std::string> argv);
   void on_round(member& m, redisReply* r);
   /// Applies a record (from a round, a publication or a message).
-  void see(member& m, fleet_breaker& b, const fleet_record& rec, std::int64_t now_us);
+  void see(member& m, const fleet_hook& b, const fleet_record& rec, std::int64_t now_us);
   void on_message(std::string_view text);
   /// A local transition (posted by the breaker to the strand).
   void on_transition(member& m, const breaker_event& e);
@@ -196,7 +195,7 @@ class fleet_state : public std::enable_shared_from_this<fleet_state> {
   std::vector<breaker_registry*> registries_;
   // A registry's breakers that cannot be attached (count windows): not asked
   // for again (`get` would keep them from being evicted) while they live.
-  std::map<std::string, std::weak_ptr<fleet_breaker>> unattachable_;
+  std::map<std::string, fleet_hook::weak> unattachable_;
   steady::time_point ready_at_;
   std::vector<std::shared_ptr<waiter>> waiters_;
   // Shared with other threads, under mutex_.

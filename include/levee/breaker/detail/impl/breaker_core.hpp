@@ -5,31 +5,15 @@
 namespace levee::detail {
 
 inline permit breaker_core::try_acquire() noexcept {
-  std::uint64_t w = state_.load(std::memory_order_acquire);
-  for (;;) {
-    switch (state_of(w)) {
-      case circuit_state::closed:
-        return permit(generation_of(w), permit::closed_call);
-      case circuit_state::half_open:
-        if (probes_of(w) < probe_limit_) {
-          if (state_.compare_exchange_weak(w, w + probe_one, std::memory_order_acq_rel,
-                                           std::memory_order_acquire)) {
-            return permit(generation_of(w), permit::probe);
-          }
-          continue;  // w was reloaded
-        }
-        break;
-      case circuit_state::disabled:
-        return permit(generation_of(w), permit::untracked);
-      case circuit_state::metrics_only:
-        return permit(generation_of(w), permit::closed_call);
-      case circuit_state::open:
-      case circuit_state::forced_open:
-        break;
-    }
-    my_shard().rejected.bump();
-    return permit();
-  }
+  const std::uint64_t w = state_.load(std::memory_order_acquire);
+  const circuit_state state = state_of(w);
+  if (state == circuit_state::closed) [[likely]]
+    return permit(generation_of(w), permit::closed_call);
+  if (state == circuit_state::half_open) return acquire_probe(w);  // out of line
+  if (state == circuit_state::metrics_only) return permit(generation_of(w), permit::closed_call);
+  if (state == circuit_state::disabled) return permit(generation_of(w), permit::untracked);
+  my_shard().rejected.bump();  // OPEN, FORCED_OPEN
+  return permit();
 }
 
 inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
@@ -42,10 +26,6 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   const bool failed = o == outcome::failure;
-  if (kind_ == window_kind::count) {
-    count(s, failed, slow);
-    return record_count_window(p, failed, slow);
-  }
 
   s.lock.lock();
   (failed ? s.failures : s.successes).bump_locked();
@@ -54,8 +34,15 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     s.lock.unlock();
     return {};
   }
-  const std::int64_t index =
-      time_.record(s.window, s.ring(), time_.index_of(s.window, now), failed, slow);
+  // The window kind's `record` (breaker/detail/window_kinds.hpp): the first
+  // kind listed inline, any other through the dispatch compiled once.
+  using inline_kind = window_kinds::inline_kind;
+  std::int64_t stamp;
+  if (kind() == inline_kind::kind) [[likely]] {
+    stamp = window_as<inline_kind>().record(s.part(), shared_part(), now, failed, slow);
+  } else {
+    stamp = record_other(s, now, failed, slow);
+  }
   s.lock.unlock();
 
   // In the window first: the call that trips `consecutive_failures` counts.
@@ -63,13 +50,14 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     if (transition t = note_consecutive(p, failed)) return t;
   }
 
-  // A success cannot raise a rate: when the last check in this bucket found
-  // enough calls and both rates under their thresholds, there is nothing to do.
+  // A success cannot raise a rate: when the last check with this stamp (for
+  // a time window, in this bucket) found enough calls and both rates under
+  // their thresholds, there is nothing to do.
   if (!failed && !slow &&
-      validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), index)) {
+      validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), stamp)) {
     return {};
   }
-  return check_time_window(p.generation(), index);
+  return check_window(p.generation(), stamp);
 }
 
 }  // namespace levee::detail

@@ -134,9 +134,9 @@ void breaker_impl<Clock, WaitTraits>::apply(const transition& t,
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::probe_admitted(std::uint64_t generation) noexcept {
+void breaker_impl<Clock, WaitTraits>::round_started(std::uint64_t generation) noexcept {
   if (options_.max_half_open_duration == nanos::max()) return;  // no limit
-  arm(generation, options_.max_half_open_duration, /*once=*/true);
+  arm(generation, options_.max_half_open_duration);
 }
 
 template <class Clock, class WaitTraits>
@@ -246,11 +246,9 @@ void breaker_impl<Clock, WaitTraits>::cancel_stuck() noexcept {
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for,
-                                          bool once) noexcept {
+void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for) noexcept {
   small_lock g(timer_lock_);
   if (older(generation) || telemetry_.detached()) return;
-  if (once && static_cast<std::uint32_t>(generation) == timer_generation_) return;
   timer_generation_ = static_cast<std::uint32_t>(generation);
   timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
   timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
