@@ -157,7 +157,11 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     boost::system::error_code thrown;
     bool threw_code = false;
     try {
-      value.emplace(co_await e.breaker(fn(std::as_const(e.info))));
+      // No temporary inside the co_await expression: GCC 12 has destroyed
+      // such temporaries twice (tests/upstream_http.cpp's server met it).
+      auto guarded = e.breaker(fn(std::as_const(e.info)));
+      T v = co_await std::move(guarded);
+      value.emplace(std::move(v));
     } catch (const boost::system::system_error& err) {
       ex = std::current_exception();
       thrown = err.code();
