@@ -22,7 +22,8 @@ flaky::phase phase(const char* spec) {
   return *flaky::parse_phase(spec, error);
 }
 
-asio::awaitable<void> session(levee::upstream& api, levee::http::client& client) {
+asio::awaitable<void> session(asio::io_context& ioc, levee::upstream& api,
+                              levee::http::client& client) {
   int ok = 0;
   for (int i = 0; i < 100; ++i) {
     auto [ec, res] = co_await levee::http::async_upstream_get(api, client, "/items/42",
@@ -33,7 +34,7 @@ asio::awaitable<void> session(levee::upstream& api, levee::http::client& client)
   for (const auto& e : api.metrics().endpoints)
     std::cout << e.address << ": " << (e.ejected ? "ejected" : "in service") << ", "
               << e.breaker.successes + e.breaker.failures << " calls\n";
-  client.close_idle();  // nothing left pending: run() returns
+  ioc.stop();  // the replicas would serve for ever
 }
 
 int main() {
@@ -52,8 +53,8 @@ int main() {
     std::cout << e.address << " " << levee::to_string(e.kind) << "\n";
   });
   levee::http::client client(ioc.get_executor());
-  asio::co_spawn(ioc, session(api, client), asio::detached);
-  ioc.run_for(5s);
+  asio::co_spawn(ioc, session(ioc, api, client), asio::detached);
+  ioc.run();
 
   std::ostringstream text;
   levee::write_prometheus(text, {api.metrics()});

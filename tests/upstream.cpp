@@ -149,6 +149,37 @@ TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls f
   }
 }
 
+TEST_CASE("upstream: two of three sick, at most 50 % ejected: one ejected, calls still succeed",
+          "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;
+  auto o = options();
+  o.outlier.max_ejected_share = 0.5;
+  vupstream up(ioc, three, o);
+  r.answer = {refused, refused, {}};
+  // Until one of them is ejected, a call may meet both; after that, a
+  // failure on the sick one left in service is retried on the healthy one.
+  calls(ioc, up, r, 20);
+  REQUIRE(up.metrics().ejected == 1);
+  CHECK(calls(ioc, up, r, 300) == 300);
+  const auto m = up.metrics();
+  CHECK(m.ejected == 1);
+  CHECK_FALSE(m.panicking);  // two of three in service
+  CHECK(m.endpoints[0].ejected != m.endpoints[1].ejected);
+  const int left = m.endpoints[0].ejected ? 1 : 0;
+  CHECK(r.calls[left] > 100);  // still picked: the share forbids its ejection
+  SECTION("with a share of 70 % both are ejected and the upstream panics") {
+    auto o2 = options();
+    o2.outlier.max_ejected_share = 0.7;
+    vupstream panicky(ioc, three, o2);
+    calls(ioc, panicky, r, 100);
+    const auto p = panicky.metrics();
+    CHECK(p.ejected == 2);
+    CHECK(p.panicking);
+  }
+}
+
 TEST_CASE("upstream: retries go elsewhere, never after a rejection, within the budget",
           "[upstream]") {
   virtual_time vt;
