@@ -8,10 +8,15 @@
 
 #include <array>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace levee_test;
 using levee::upstream_endpoint;
@@ -289,6 +294,19 @@ TEST_CASE("upstream: the Prometheus exposition", "[upstream]") {
   CHECK(text.find("levee_upstream_panic{upstream=\"api\"} 0\n") != std::string::npos);
   CHECK(text.find("levee_upstream_endpoint_calls_total{upstream=\"api\",endpoint=\"c:3\",outcome="
                   "\"failure\"} 3\n") != std::string::npos);
+  if (::access("/usr/bin/promtool", X_OK) != 0) {
+    WARN("promtool not found: exposition not checked");
+    return;
+  }
+  char path[] = "/tmp/levee-upstream-prom-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::ofstream(path) << text;
+  const std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::remove(path);
+  CHECK(rc == 0);
 }
 
 TEST_CASE("upstream: 4 threads, one sick replica ejected and probed again and again",
