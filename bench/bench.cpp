@@ -3,6 +3,7 @@
 // them.
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
+#include <levee/upstream/upstream.hpp>
 
 #include <flaky/server.hpp>
 #include <flaky/tls.hpp>
@@ -211,6 +212,41 @@ void guarded_loop(benchmark::State& state, levee::breaker_options options,
 
 void bm_closed_guarded(benchmark::State& state) {
   guarded_loop(state, {});
+}
+
+/// The upstream's pick alone (sans-I/O, three endpoints): power of two
+/// choices, the outstanding count up and down, the outcome recorded.
+void bm_upstream_pick(benchmark::State& state) {
+  levee::detail::endpoint_set set(3, levee::outlier_options{});
+  std::uint64_t draw = 1;
+  const auto allocs = t_allocations;
+  for (auto _ : state) {
+    const auto c = set.pick(std::chrono::nanoseconds(0), draw += 0x9e3779b97f4a7c15ull);
+    benchmark::DoNotOptimize(c.index);
+    set.complete(c, levee::outcome::success, std::chrono::nanoseconds(0));
+  }
+  report_allocations(state, allocs);
+}
+
+/// closed/guarded's call through an upstream of three endpoints: the
+/// upstream's breaker, the pick, the endpoint's breaker, the attempt loop.
+void bm_upstream_guarded(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::upstream up(ioc, {"a:1", "b:2", "c:3"});
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          x = co_await up([x](const levee::upstream_endpoint&) { return trivial(x); });
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+  if (up.metrics().ejected != 0) state.SkipWithError("an endpoint was ejected");
 }
 
 /// The same breaker with a listener for transitions: calls pay nothing for it.
@@ -711,6 +747,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/wrapper_floor", bm_closed_wrapper_floor);
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
   benchmark::RegisterBenchmark("closed/guarded_adaptive", bm_closed_guarded_adaptive);
+  benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick);
+  benchmark::RegisterBenchmark("upstream/guarded", bm_upstream_guarded);
   benchmark::RegisterBenchmark("closed/guarded_pair", bm_closed_guarded_pair);
   benchmark::RegisterBenchmark("closed/guarded_transition_listener",
                                bm_closed_guarded_transition_listener);

@@ -24,3 +24,5 @@
 #include <levee/registry/impl/registry.ipp>
 #include <levee/retry/impl/retry.ipp>
 #include <levee/retry/impl/retry_budget.ipp>
+#include <levee/upstream/impl/observe.ipp>
+#include <levee/upstream/impl/options.ipp>

@@ -1,0 +1,281 @@
+// levee: the upstream's sans-I/O part (docs/upstream.md).
+//
+// A set of endpoints with their outstanding calls, their consecutive
+// failures and their ejection. It picks an endpoint (power of two choices on
+// least outstanding, ejected endpoints skipped), records how a call ended,
+// and decides ejections and returns. It takes the current time and the
+// random bits as plain numbers, never reads a clock, never touches Asio and
+// allocates nothing after construction.
+//
+// Thread safety: every member function may be called from any thread.
+// Picking reads one atomic word per endpoint and increments one (the chosen
+// endpoint's outstanding count); taking an ejected endpoint's probe is a CAS.
+// No lock is held across a call: ejections and returns, which are rare, are
+// serialised by `lock_` for a handful of stores.
+#pragma once
+
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/spinlock.hpp>
+#include <levee/upstream/options.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+
+namespace levee::detail {
+
+/// An endpoint's place in the picking.
+enum class endpoint_state : std::uint8_t {
+  in_service = 0,  ///< picked as usual
+  ejected = 1,     ///< skipped until its ejection time is over, then probed
+  probing = 2,     ///< ejected, its one probe in flight
+};
+
+/// What `endpoint_set::pick` chose. `probe`: the call is the ejected
+/// endpoint's probe (its outcome decides the return); `panic`: ejection was
+/// ignored for this pick (too few endpoints in service).
+struct endpoint_choice {
+  static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+  std::size_t index = none;
+  bool probe = false;
+  bool panic = false;
+  explicit operator bool() const noexcept { return index != none; }
+};
+
+/// What a completed call changed.
+struct endpoint_change {
+  enum kind_type : std::uint8_t { nothing, ejected, returned } kind = nothing;
+  std::chrono::nanoseconds ejected_for{0};  ///< when `kind == ejected`
+  std::uint32_t level = 0;                  ///< the ejection's level (1 for a first one)
+};
+
+/// One endpoint as seen now.
+struct endpoint_view {
+  endpoint_state state = endpoint_state::in_service;
+  std::uint32_t outstanding = 0;
+  std::uint32_t consecutive_failures = 0;
+  std::uint32_t level = 0;                    ///< the level of its last ejection (before decay)
+  std::chrono::nanoseconds ejected_until{0};  ///< meaningful when not in service
+  std::uint64_t ejections = 0;
+  std::uint64_t returns = 0;
+};
+
+class endpoint_set {
+ public:
+  using nanos = std::chrono::nanoseconds;
+
+  /// `options` must be valid (`validate`).
+  endpoint_set(std::size_t endpoints, const outlier_options& options)
+      : options_(options), size_(endpoints), slots_(std::make_unique<slot[]>(endpoints)) {}
+
+  std::size_t size() const noexcept { return size_; }
+
+  /// How many endpoints may be ejected at once (see `outlier_options`).
+  std::size_t max_ejected() const noexcept {
+    if (size_ < 2 || options_.max_ejected_share <= 0) return 0;
+    const auto share = static_cast<std::size_t>(options_.max_ejected_share * double(size_));
+    return std::min(size_ - 1, std::max<std::size_t>(1, share));
+  }
+  std::size_t ejected_count() const noexcept { return ejected_.load(std::memory_order_relaxed); }
+  /// True when picking ignores ejection now.
+  bool panicking() const noexcept {
+    const std::size_t in_service = size_ - ejected_count();
+    return double(in_service) < options_.panic_threshold * double(size_);
+  }
+
+  /// Chooses an endpoint for a call at `now` and counts it outstanding.
+  /// `random`: 64 random bits (the two choices are drawn from them). `tried`:
+  /// endpoints this call already failed on, avoided while another endpoint
+  /// can be picked. An ejected endpoint whose time is over is picked as a
+  /// probe (one at a time). Empty only for an empty set.
+  endpoint_choice pick(nanos now, std::uint64_t random,
+                       std::span<const std::size_t> tried = {}) noexcept {
+    if (size_ == 0) return {};
+    const bool panic = panicking();
+    // Rounds from strict to loose: avoid the tried ones, then not; with
+    // ejection respected (unless panicking), then ignored.
+    for (int round = panic ? 2 : 0; round < 4; ++round) {
+      if (round % 2 == 1 && tried.empty()) continue;  // the same as the round before
+      const bool avoid = round % 2 == 0 && !tried.empty();
+      const bool ignore_ejection = round >= 2;
+      const std::size_t k = count(now, tried, avoid, ignore_ejection);
+      if (k == 0) continue;
+      const std::size_t r1 = random % k;
+      std::size_t r2 = r1;
+      if (k > 1) r2 = (r1 + 1 + (random >> 32) % (k - 1)) % k;
+      std::size_t a = endpoint_choice::none, b = endpoint_choice::none;
+      for (std::size_t i = 0, rank = 0; i < size_; ++i) {
+        if (!eligible(i, now, tried, avoid, ignore_ejection)) continue;
+        if (rank == r1) a = i;
+        if (rank == r2) b = i;
+        ++rank;
+      }
+      if (a == endpoint_choice::none) a = b;
+      if (b == endpoint_choice::none) b = a;
+      if (a == endpoint_choice::none) continue;  // the set changed under us
+      const auto load = [&](std::size_t i) {
+        return slots_[i].outstanding.load(std::memory_order_relaxed);
+      };
+      std::size_t first = load(b) < load(a) ? b : a;
+      std::size_t second = first == a ? b : a;
+      for (std::size_t i : {first, second}) {
+        if (auto c = take(i, now, ignore_ejection)) {
+          c.panic = ignore_ejection && panic;
+          return c;
+        }
+      }
+    }
+    // Every probe taken and nothing in service: the first endpoint, as panic.
+    slots_[0].outstanding.fetch_add(1, std::memory_order_relaxed);
+    return {0, false, true};
+  }
+
+  /// The call `c` ended with `o` at `now`. May eject the endpoint (after
+  /// `consecutive_failures` failures in a row, or when its probe failed) or
+  /// return it (its probe succeeded).
+  endpoint_change complete(endpoint_choice c, outcome o, nanos now) noexcept {
+    slot& s = slots_[c.index];
+    s.outstanding.fetch_sub(1, std::memory_order_relaxed);
+    if (c.probe) return end_probe(s, o, now);
+    if (o == outcome::success) {
+      if (s.consecutive.load(std::memory_order_relaxed) != 0)
+        s.consecutive.store(0, std::memory_order_relaxed);
+      return {};
+    }
+    if (o != outcome::failure) return {};
+    const auto failures = s.consecutive.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (options_.consecutive_failures == 0 || failures < options_.consecutive_failures ||
+        s.state.load(std::memory_order_relaxed) != endpoint_state::in_service)
+      return {};
+    spin_guard g(lock_);
+    if (s.state.load(std::memory_order_relaxed) != endpoint_state::in_service) return {};
+    if (ejected_.load(std::memory_order_relaxed) >= max_ejected()) return {};
+    // The level decays by one per base_ejection_time in service.
+    const auto in_service = std::max<std::int64_t>(0, (now - s.returned_at).count());
+    const auto decay = std::uint64_t(in_service / options_.base_ejection_time.count());
+    s.level = decay >= s.level ? 0 : std::uint32_t(s.level - decay);
+    ejected_.fetch_add(1, std::memory_order_relaxed);
+    return eject(s, now);
+  }
+
+  /// Gives `c` back uncounted: the call never reached the endpoint (its
+  /// breaker rejected it) or was abandoned. A probe's slot is freed.
+  void release(endpoint_choice c) noexcept {
+    slot& s = slots_[c.index];
+    s.outstanding.fetch_sub(1, std::memory_order_relaxed);
+    if (c.probe) s.state.store(endpoint_state::ejected, std::memory_order_release);
+  }
+
+  endpoint_view view(std::size_t i) const noexcept {
+    const slot& s = slots_[i];
+    spin_guard g(lock_);
+    return {s.state.load(std::memory_order_relaxed),
+            s.outstanding.load(std::memory_order_relaxed),
+            s.consecutive.load(std::memory_order_relaxed),
+            s.level,
+            nanos(s.until.load(std::memory_order_relaxed)),
+            s.ejections,
+            s.returns};
+  }
+
+ private:
+  struct alignas(64) slot {
+    std::atomic<std::uint32_t> outstanding{0};
+    std::atomic<std::uint32_t> consecutive{0};
+    std::atomic<endpoint_state> state{endpoint_state::in_service};
+    std::atomic<std::int64_t> until{0};  // ejected until (ns)
+    // Under lock_:
+    std::uint32_t level = 0;
+    nanos returned_at{0};
+    std::uint64_t ejections = 0;
+    std::uint64_t returns = 0;
+  };
+
+  static bool listed(std::span<const std::size_t> tried, std::size_t i) noexcept {
+    return std::find(tried.begin(), tried.end(), i) != tried.end();
+  }
+
+  bool eligible(std::size_t i, nanos now, std::span<const std::size_t> tried, bool avoid,
+                bool ignore_ejection) const noexcept {
+    if (avoid && listed(tried, i)) return false;
+    if (ignore_ejection) return true;
+    const slot& s = slots_[i];
+    switch (s.state.load(std::memory_order_acquire)) {
+      case endpoint_state::in_service:
+        return true;
+      case endpoint_state::ejected:
+        return now.count() >= s.until.load(std::memory_order_relaxed);
+      default:
+        return false;
+    }
+  }
+
+  std::size_t count(nanos now, std::span<const std::size_t> tried, bool avoid,
+                    bool ignore_ejection) const noexcept {
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < size_; ++i) k += eligible(i, now, tried, avoid, ignore_ejection);
+    return k;
+  }
+
+  // Takes endpoint i for a call: a plain call in service (or when ejection is
+  // ignored), its probe when ejected and due. Empty if someone took the probe.
+  endpoint_choice take(std::size_t i, nanos now, bool ignore_ejection) noexcept {
+    slot& s = slots_[i];
+    auto st = s.state.load(std::memory_order_acquire);
+    if (st == endpoint_state::ejected && now.count() >= s.until.load(std::memory_order_relaxed)) {
+      if (s.state.compare_exchange_strong(st, endpoint_state::probing, std::memory_order_acq_rel)) {
+        s.outstanding.fetch_add(1, std::memory_order_relaxed);
+        return {i, true, false};
+      }
+    }
+    if (st != endpoint_state::in_service && !ignore_ejection) return {};
+    s.outstanding.fetch_add(1, std::memory_order_relaxed);
+    return {i, false, false};
+  }
+
+  endpoint_change end_probe(slot& s, outcome o, nanos now) noexcept {
+    if (o == outcome::ignored) {
+      s.state.store(endpoint_state::ejected, std::memory_order_release);
+      return {};
+    }
+    spin_guard g(lock_);
+    if (o == outcome::success) {
+      s.consecutive.store(0, std::memory_order_relaxed);
+      s.returned_at = now;
+      ++s.returns;
+      ejected_.fetch_sub(1, std::memory_order_relaxed);
+      s.state.store(endpoint_state::in_service, std::memory_order_release);
+      return {endpoint_change::returned, nanos(0), s.level};
+    }
+    return eject(s, now);  // the probe failed: again, for longer (still counted ejected)
+  }
+
+  // Under lock_: ejects `s` at `now` one level higher.
+  endpoint_change eject(slot& s, nanos now) noexcept {
+    ++s.level;
+    ++s.ejections;
+    const auto base = options_.base_ejection_time.count();
+    const auto cap = options_.max_ejection_time.count();
+    const auto span = s.level > std::uint64_t(cap / base) ? cap : std::int64_t(s.level) * base;
+    const auto until = now.count() > std::numeric_limits<std::int64_t>::max() - span
+                           ? std::numeric_limits<std::int64_t>::max()
+                           : now.count() + span;
+    s.consecutive.store(0, std::memory_order_relaxed);
+    s.until.store(until, std::memory_order_relaxed);
+    s.state.store(endpoint_state::ejected, std::memory_order_release);
+    return {endpoint_change::ejected, nanos(span), s.level};
+  }
+
+  outlier_options options_;
+  std::size_t size_;
+  std::unique_ptr<slot[]> slots_;
+  mutable spinlock lock_;
+  std::atomic<std::size_t> ejected_{0};  // ejected or probing
+};
+
+}  // namespace levee::detail

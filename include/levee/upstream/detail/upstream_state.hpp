@@ -1,0 +1,201 @@
+// levee: the upstream's shared state and one call's attempts (the Asio side
+// of levee/upstream/detail/endpoint_set.hpp).
+#pragma once
+
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/random.hpp>
+#include <levee/core/error.hpp>
+#include <levee/retry/retry.hpp>
+#include <levee/upstream/detail/endpoint_set.hpp>
+#include <levee/upstream/observe.hpp>
+#include <levee/upstream/options.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace levee {
+
+/// One endpoint of an upstream, as the call it was picked for sees it.
+struct upstream_endpoint {
+  std::string address;  ///< as given: a URL, an origin or "host:port"
+  std::size_t index = 0;
+};
+
+namespace detail {
+
+/// The state an upstream shares with its calls in flight.
+template <class Clock, class WaitTraits>
+struct upstream_state {
+  using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  using listener = std::function<void(const upstream_event&)>;
+  struct entry {
+    upstream_endpoint info;
+    breaker_type breaker;
+  };
+
+  static upstream_options prepared(upstream_options o) {
+    if (!o.classify) o.classify = default_classify;
+    if (!o.retryable) o.retryable = default_retryable;
+    o.endpoint_breaker.classifier = o.classify;
+    o.upstream_breaker.classifier = o.classify;
+    return o;
+  }
+
+  upstream_state(boost::asio::any_io_executor ex, const std::vector<std::string>& addresses,
+                 upstream_options o, std::string n)
+      : options(prepared(std::move(o))),
+        name(std::move(n)),
+        core(addresses.size(), options.outlier),
+        whole(ex, options.upstream_breaker, name),
+        seed(options.seed != 0 ? options.seed : random_seed()),
+        executor(std::move(ex)) {
+    endpoints.reserve(addresses.size());
+    for (std::size_t i = 0; i < addresses.size(); ++i)
+      endpoints.push_back(
+          entry{{addresses[i], i}, breaker_type(executor, options.endpoint_breaker, addresses[i])});
+  }
+
+  static std::chrono::nanoseconds now() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+  }
+
+  /// 64 random bits: a counter through splitmix64, no lock.
+  std::uint64_t random() noexcept {
+    splitmix64 g{seed + 0x9e3779b97f4a7c15ull * draws.fetch_add(1, std::memory_order_relaxed)};
+    return g.next();
+  }
+
+  /// Tells the listeners about an ejection or a return (posted, outside every lock).
+  void note(std::size_t i, const endpoint_change& ch) {
+    if (ch.kind == endpoint_change::nothing) return;
+    upstream_event ev;
+    ev.kind =
+        ch.kind == endpoint_change::ejected ? upstream_event::ejected : upstream_event::returned;
+    ev.endpoint = i;
+    ev.address = endpoints[i].info.address;
+    ev.ejected_for = ch.ejected_for;
+    ev.level = ch.level;
+    std::lock_guard g(listeners_lock);
+    for (const auto& [id, fn] : listeners) boost::asio::post(executor, [fn = fn, ev] { fn(ev); });
+  }
+
+  upstream_metrics metrics() const {
+    upstream_metrics m;
+    m.name = name;
+    m.endpoints.reserve(endpoints.size());
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+      const endpoint_view v = core.view(i);
+      upstream_endpoint_metrics e;
+      e.address = endpoints[i].info.address;
+      e.ejected = v.state != endpoint_state::in_service;
+      e.probing = v.state == endpoint_state::probing;
+      e.outstanding = v.outstanding;
+      e.consecutive_failures = v.consecutive_failures;
+      e.level = v.level;
+      e.ejections = v.ejections;
+      e.returns = v.returns;
+      e.breaker = endpoints[i].breaker.metrics();
+      m.endpoints.push_back(std::move(e));
+    }
+    m.ejected = core.ejected_count();
+    m.panicking = core.panicking();
+    m.retries = retries.load(std::memory_order_relaxed);
+    m.breaker = whole.metrics();
+    return m;
+  }
+
+  const upstream_options options;
+  const std::string name;
+  endpoint_set core;
+  std::vector<entry> endpoints;  // built once, never resized
+  breaker_type whole;
+  const std::uint64_t seed;
+  std::atomic<std::uint64_t> draws{0};
+  std::atomic<std::uint64_t> retries{0};
+  boost::asio::any_io_executor executor;
+  std::mutex listeners_lock;
+  std::vector<std::pair<std::uint64_t, listener>> listeners;
+  std::uint64_t next_listener = 1;
+};
+
+/// One call: picks an endpoint, runs `fn(endpoint)` under the endpoint's
+/// breaker, records the outcome, and on a retryable failure tries another
+/// endpoint (the budget permitting), up to `max_attempts`. An endpoint
+/// whose breaker refused (nothing was sent) is passed over without using an
+/// attempt; when every endpoint refused, that refusal is the result.
+template <class T, class Executor, class State, class Fn>
+boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, Fn fn) {
+  constexpr std::size_t kept = 16;  // the endpoints a call remembers having tried
+  std::array<std::size_t, kept> tried{};
+  std::size_t n_tried = 0;
+  const auto remember = [&](std::size_t i) {
+    if (n_tried < kept) tried[n_tried++] = i;
+  };
+  const upstream_options& o = s->options;
+  std::size_t refused = 0;
+  for (std::size_t attempt = 1;;) {
+    const endpoint_choice c = s->core.pick(State::now(), s->random(), {tried.data(), n_tried});
+    auto& e = s->endpoints[c.index];
+    std::optional<T> value;
+    std::exception_ptr ex;
+    boost::system::error_code thrown;
+    bool threw_code = false;
+    try {
+      // No temporary inside the co_await expression: GCC 12 has destroyed
+      // such temporaries twice (tests/upstream_http.cpp's server met it).
+      auto guarded = e.breaker(fn(std::as_const(e.info)));
+      T v = co_await std::move(guarded);
+      value.emplace(std::move(v));
+    } catch (const boost::system::system_error& err) {
+      ex = std::current_exception();
+      thrown = err.code();
+      threw_code = true;
+    } catch (...) {
+      ex = std::current_exception();
+    }
+    const call_result r =
+        value ? make_value_result(*value) : call_result(ex, threw_code ? &thrown : nullptr);
+    if (r.error() && *r.error() == error::circuit_open) {
+      // The endpoint's breaker said no: nothing was sent. Another endpoint,
+      // unless every one of them refused.
+      s->core.release(c);
+      remember(c.index);
+      if (++refused < s->core.size()) continue;
+    } else {
+      const outcome out = o.classify(r);
+      s->note(c.index, s->core.complete(c, out, State::now()));
+      const bool again = out == outcome::failure && o.retryable(r);
+      if (again && attempt < o.max_attempts &&
+          (!o.budget || o.budget->try_withdraw(State::now()))) {
+        remember(c.index);
+        ++attempt;
+        s->retries.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      // As levee::retry: only a real success earns retries.
+      if (o.budget && !again && !o.retryable(r) && default_classify(r) == outcome::success)
+        o.budget->deposit(State::now());
+    }
+    if (value) co_return std::move(*value);
+    std::rethrow_exception(ex);
+  }
+}
+
+}  // namespace detail
+}  // namespace levee

@@ -1,0 +1,41 @@
+// levee: the upstream's option checks (compiled once).
+#pragma once
+
+#include <levee/core/detail/validate.hpp>
+#include <levee/upstream/options.hpp>
+
+#include <stdexcept>
+#include <string>
+
+namespace levee {
+
+void validate(const outlier_options& o) {
+  const auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("outlier_options", member, rule);
+  };
+  if (o.base_ejection_time <= std::chrono::nanoseconds::zero())
+    reject("base_ejection_time", "must be greater than zero");
+  if (o.max_ejection_time < o.base_ejection_time)
+    reject("max_ejection_time", "must be at least base_ejection_time");
+  if (!(o.max_ejected_share >= 0.0 && o.max_ejected_share <= 1.0))
+    reject("max_ejected_share", "must be in [0, 1]");
+  if (!(o.panic_threshold >= 0.0 && o.panic_threshold <= 1.0))
+    reject("panic_threshold", "must be in [0, 1]");
+}
+
+void validate(const upstream_options& o) {
+  validate(o.outlier);
+  if (o.max_attempts < 1)
+    detail::reject_option("upstream_options", "max_attempts", "must be at least 1");
+  const auto nested = [](const char* member, const breaker_options& b) {
+    try {
+      validate(b);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("upstream_options::") + member + ": " + e.what());
+    }
+  };
+  nested("endpoint_breaker", o.endpoint_breaker);
+  nested("upstream_breaker", o.upstream_breaker);
+}
+
+}  // namespace levee

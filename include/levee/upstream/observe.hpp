@@ -1,0 +1,73 @@
+// levee: what an upstream tells the outside world: ejection events and
+// metrics per endpoint, and their Prometheus exposition.
+#pragma once
+
+#include <levee/breaker/observe.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace levee {
+
+/// An endpoint left the picking or came back (docs/upstream.md).
+struct upstream_event {
+  enum kind_type : std::uint8_t {
+    ejected,   ///< taken out for `ejected_for` (after failures in a row, or a failed probe)
+    returned,  ///< its probe succeeded: back in service
+  };
+  kind_type kind = ejected;
+  std::size_t endpoint = 0;  ///< its index in the upstream
+  std::string address;       ///< as given to the upstream
+  std::chrono::nanoseconds ejected_for{0};
+  std::uint32_t level = 0;  ///< the ejection's level: 1 for a first one, then 2, 3...
+};
+
+/// "ejected" or "returned".
+const char* to_string(upstream_event::kind_type k) noexcept;
+
+/// One endpoint's metrics.
+struct upstream_endpoint_metrics {
+  std::string address;
+  bool ejected = false;  ///< out of the picking (its probe may be in flight)
+  bool probing = false;  ///< its probe is in flight
+  std::uint32_t outstanding = 0;
+  std::uint32_t consecutive_failures = 0;
+  std::uint32_t level = 0;  ///< the level of its last ejection (before decay)
+  std::uint64_t ejections = 0;
+  std::uint64_t returns = 0;
+  breaker_metrics breaker;  ///< its own breaker's
+};
+
+/// An upstream's metrics.
+struct upstream_metrics {
+  std::string name;
+  std::vector<upstream_endpoint_metrics> endpoints;
+  std::size_t ejected = 0;    ///< endpoints out of the picking now
+  bool panicking = false;     ///< too few in service: ejection ignored
+  std::uint64_t retries = 0;  ///< attempts after the first, each on another endpoint
+  breaker_metrics breaker;    ///< the upstream's own breaker
+};
+
+/// Writes upstreams' metrics in the Prometheus text format 0.0.4, with
+/// labels `upstream` and (per endpoint) `endpoint`:
+///
+/// | Metric | Type | Labels |
+/// |---|---|---|
+/// | `levee_upstream_ejected` | gauge | upstream, endpoint |
+/// | `levee_upstream_ejections_total` | counter | upstream, endpoint |
+/// | `levee_upstream_returns_total` | counter | upstream, endpoint |
+/// | `levee_upstream_outstanding` | gauge | upstream, endpoint |
+/// | `levee_upstream_ejection_level` | gauge | upstream, endpoint |
+/// | `levee_upstream_endpoint_calls_total` | counter | upstream, endpoint, outcome |
+/// | `levee_upstream_endpoint_rejected_total` | counter | upstream, endpoint |
+/// | `levee_upstream_endpoint_state` | gauge | upstream, endpoint, state |
+/// | `levee_upstream_retries_total` | counter | upstream |
+/// | `levee_upstream_panic` | gauge | upstream |
+/// | `levee_upstream_state` | gauge | upstream, state |
+void write_prometheus(std::ostream& out, const std::vector<upstream_metrics>& upstreams);
+
+}  // namespace levee

@@ -1,0 +1,73 @@
+// levee: the options of an upstream (a set of replicas behind one name).
+#pragma once
+
+#include <levee/breaker/options.hpp>
+#include <levee/core/classify.hpp>
+#include <levee/retry/retry_budget.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace levee {
+
+/// Outlier ejection: how an endpoint is taken out of the picking, and how it
+/// comes back (docs/upstream.md). A plain struct; `validate` names the
+/// offending member.
+struct outlier_options {
+  /// Eject an endpoint after this many failures in a row (as the upstream's
+  /// classifier sees them). 0 turns consecutive-failure ejection off.
+  std::size_t consecutive_failures = 5;
+  /// The first ejection lasts this long; the n-th ejection in a row lasts
+  /// `n * base_ejection_time`, up to `max_ejection_time`. The level `n` drops
+  /// by one for every `base_ejection_time` the endpoint then stays in
+  /// service. > 0.
+  std::chrono::nanoseconds base_ejection_time = std::chrono::seconds(30);
+  /// Cap of an ejection. >= base_ejection_time.
+  std::chrono::nanoseconds max_ejection_time = std::chrono::seconds(300);
+  /// At most this share of the endpoints is ejected at once (rounded down),
+  /// but one endpoint may always be ejected when there are two or more, and
+  /// the last endpoint in service never is. 0 turns ejection off. In [0, 1].
+  double max_ejected_share = 0.5;
+  /// When fewer than this share of the endpoints is in service, picking
+  /// ignores ejection (every endpoint is picked, as Envoy's panic mode).
+  /// 0: never. In [0, 1].
+  double panic_threshold = 0.5;
+};
+
+void validate(const outlier_options& options);
+
+/// An upstream's options. A plain struct with a default on every member;
+/// the upstream's constructor validates it (`std::invalid_argument` naming
+/// the member).
+struct upstream_options {
+  /// Ejection and its way back.
+  outlier_options outlier = {};
+  /// Attempts per call, the first one included, each on an endpoint that has
+  /// not failed this call while one is left. >= 1. A rejection (an open
+  /// breaker, a full limit) is never retried.
+  std::size_t max_attempts = 2;
+  /// The budget retries are drawn from (shared with other layers as the
+  /// user likes); null: only `max_attempts` bounds them.
+  std::shared_ptr<retry_budget> budget = {};
+  /// How an attempt's outcome counts for its endpoint (consecutive failures),
+  /// its endpoint's breaker and the upstream's breaker. Empty:
+  /// `default_classify`; HTTP: `levee::http::classify`.
+  classifier classify = {};
+  /// Which failed attempts are worth another endpoint. Empty:
+  /// `default_retryable` (never a rejection nor a cancellation).
+  std::function<bool(const call_result&)> retryable = {};
+  /// Each endpoint's own breaker (its classifier is replaced by `classify`).
+  breaker_options endpoint_breaker = {};
+  /// The breaker of the upstream as a whole: when every endpoint fails,
+  /// calls fail fast (its classifier is replaced by `classify`).
+  breaker_options upstream_breaker = {};
+  /// Seed of the picking's random draws; 0 picks one at random.
+  std::uint64_t seed = 0;
+};
+
+void validate(const upstream_options& options);
+
+}  // namespace levee

@@ -1,0 +1,173 @@
+// levee: an upstream, a set of replicas behind one name: load balancing,
+// outlier ejection, and retries that go elsewhere (docs/upstream.md).
+#pragma once
+
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/result_shape.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/upstream/detail/upstream_state.hpp>
+#include <levee/upstream/observe.hpp>
+#include <levee/upstream/options.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace levee {
+
+/// A set of endpoints behind one name (docs/upstream.md).
+///
+/// - Picking: power of two choices on the least outstanding calls, among the
+///   endpoints in service; an ejected endpoint is skipped until its ejection
+///   time is over, then gets one probe whose outcome returns it or ejects it
+///   again for longer. Below `panic_threshold` endpoints in service, ejection
+///   is ignored.
+/// - Health: an endpoint is ejected after `consecutive_failures` failures in a
+///   row, as `upstream_options::classify` sees them; each endpoint also has a
+///   breaker of its own (`endpoint_breaker`), and the upstream as a whole has
+///   one (`upstream_breaker`) so that when every endpoint fails, calls fail
+///   fast.
+/// - Retries go elsewhere: a failed attempt that `retryable` accepts is
+///   tried again at once on an endpoint this call has not tried, while one is
+///   left, up to `max_attempts` and within `budget`. A rejection is never
+///   retried; an endpoint whose breaker refused is passed over without using
+///   an attempt.
+///
+/// `Clock` times ejections and the breakers (`basic_upstream<manual_clock>`
+/// in tests). Thread safety: an upstream may be shared by coroutines on any
+/// threads; every member function is thread-safe except construction,
+/// destruction and move. Lifetime: its state lives until the last call in
+/// flight ends; a call must not be started after the upstream is gone.
+/// Pending work: none of its own (ejection ends lazily, at the next pick);
+/// an open breaker's timer while it is open.
+template <class Clock = std::chrono::steady_clock,
+          class WaitTraits = detail::wait_traits_of_t<Clock>>
+class basic_upstream {
+  using state_type = detail::upstream_state<Clock, WaitTraits>;
+
+ public:
+  using clock_type = Clock;
+  using executor_type = boost::asio::any_io_executor;
+  using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+
+  /// The endpoints are `addresses`, in order (URLs, origins or "host:port":
+  /// the upstream does not read them; the call does). The breakers' timers
+  /// run on `ex`. Throws `std::invalid_argument` naming the member when
+  /// `options` is invalid, or when `addresses` is empty.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, executor_type> basic_upstream(
+      const Executor& ex, const std::vector<std::string>& addresses, upstream_options options = {},
+      std::string name = {})
+      : state_(make_state(executor_type(ex), addresses, std::move(options), std::move(name))) {}
+
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> basic_upstream(
+      ExecutionContext& ctx, const std::vector<std::string>& addresses,
+      upstream_options options = {}, std::string name = {})
+      : basic_upstream(ctx.get_executor(), addresses, std::move(options), std::move(name)) {}
+
+  basic_upstream(basic_upstream&&) noexcept = default;
+  basic_upstream& operator=(basic_upstream&&) noexcept = default;
+
+  std::size_t size() const noexcept { return state_->endpoints.size(); }
+  const upstream_endpoint& endpoint(std::size_t i) const { return state_->endpoints.at(i).info; }
+  std::string_view name() const noexcept { return state_->name; }
+  executor_type get_executor() const noexcept { return state_->executor; }
+  /// The options as validated (with `classify` and `retryable` filled in).
+  const upstream_options& options() const noexcept { return state_->options; }
+
+  /// Endpoint `i`'s own breaker (for its metrics, events and manual control).
+  breaker_type& endpoint_breaker(std::size_t i) { return state_->endpoints.at(i).breaker; }
+  /// The breaker of the upstream as a whole.
+  breaker_type& breaker() noexcept { return state_->whole; }
+
+  /// Ejections, returns, outstanding calls and breakers, per endpoint.
+  upstream_metrics metrics() const { return state_->metrics(); }
+
+  /// Adds a listener for ejections and returns, invoked by `asio::post` on
+  /// the upstream's executor, outside every lock. Returns an id for
+  /// `unlisten`.
+  std::uint64_t listen(std::function<void(const upstream_event&)> fn) {
+    std::lock_guard g(state_->listeners_lock);
+    const auto id = state_->next_listener++;
+    state_->listeners.emplace_back(id, std::move(fn));
+    return id;
+  }
+  /// Removes a listener; events already posted to it are still delivered.
+  void unlisten(std::uint64_t id) {
+    std::lock_guard g(state_->listeners_lock);
+    std::erase_if(state_->listeners, [id](const auto& l) { return l.first == id; });
+  }
+
+  /// One call to the upstream: `co_await up([&](const upstream_endpoint& e) {
+  /// return http_get(client, e.address + "/path"); })`.
+  ///
+  /// `fn` is called once per attempt with the chosen endpoint and returns a
+  /// fresh `asio::awaitable<T, Executor>` (`T` not void). The call runs under
+  /// the upstream's breaker; each attempt under its endpoint's breaker.
+  ///
+  /// Result: the last attempt's result, returned, or its exception
+  /// rethrown. The shape of `T` decides the form, as everywhere in levee: for
+  /// `std::tuple<error_code, U...>` a rejection by the upstream's breaker is
+  /// `{error::circuit_open, U{}...}` and nothing is thrown; otherwise it
+  /// throws `circuit_open_error`. When every endpoint's breaker refused, the
+  /// result is that refusal, in the same shape.
+  ///
+  /// Cancellation: the awaiting coroutine's cancellation reaches the running
+  /// attempt (a cancelled attempt is not retried). Executor: the attempts
+  /// run on the awaiting coroutine's executor. Lifetime: `fn` is moved in;
+  /// what it captures by reference must outlive the call. Thread safety: any
+  /// thread, concurrently.
+  template <class Fn, class Awaitable = std::invoke_result_t<Fn&, const upstream_endpoint&>,
+            class Traits = detail::awaitable_traits<Awaitable>>
+  requires Traits::is_awaitable Awaitable operator()(Fn fn) {
+    using T = typename Traits::value_type;
+    static_assert(!std::is_void_v<T>, "levee::upstream: the call must return a value");
+    return state_->whole(
+        detail::upstream_attempts<T, typename Traits::executor_type>(state_, std::move(fn)));
+  }
+
+  /// The completion-token form: runs `(*this)(fn)` as a new coroutine on
+  /// the upstream's executor, as `co_spawn` does. Completion signature:
+  /// `void(std::exception_ptr, T)`, the exception being what the coroutine
+  /// form would throw (with a tuple `T`, levee's own errors are in the
+  /// tuple). Cancellation: the handler's slot reaches the running attempt.
+  template <class Fn, class CompletionToken>
+  auto async_call(Fn fn, CompletionToken&& token) {
+    return boost::asio::co_spawn(state_->executor, (*this)(std::move(fn)),
+                                 std::forward<CompletionToken>(token));
+  }
+
+ private:
+  static std::shared_ptr<state_type> make_state(executor_type ex,
+                                                const std::vector<std::string>& addresses,
+                                                upstream_options options, std::string name) {
+    if (addresses.empty())
+      throw std::invalid_argument("levee::upstream: addresses must not be empty");
+    validate(options);
+    return std::make_shared<state_type>(std::move(ex), addresses, std::move(options),
+                                        std::move(name));
+  }
+
+  std::shared_ptr<state_type> state_;
+};
+
+/// The steady_clock upstream.
+using upstream = basic_upstream<>;
+
+}  // namespace levee

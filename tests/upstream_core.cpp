@@ -1,0 +1,339 @@
+// The upstream's sans-I/O part (levee/upstream/detail/endpoint_set.hpp), step
+// by step: time and random bits are numbers the test passes in.
+#include <levee/core/detail/random.hpp>
+#include <levee/upstream/detail/endpoint_set.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using levee::outcome;
+using levee::outlier_options;
+using levee::detail::endpoint_change;
+using levee::detail::endpoint_choice;
+using levee::detail::endpoint_set;
+using levee::detail::endpoint_state;
+
+namespace {
+
+outlier_options three_strikes() {
+  outlier_options o;
+  o.consecutive_failures = 3;
+  o.base_ejection_time = 30s;
+  o.max_ejection_time = 300s;
+  return o;
+}
+
+struct harness {
+  endpoint_set set;
+  std::chrono::nanoseconds now{0};
+  levee::detail::splitmix64 rng{42};
+
+  harness(std::size_t n, const outlier_options& o) : set(n, o) {}
+
+  /// A call that the set picks, completed at once with `o`.
+  endpoint_choice call(outcome o, std::span<const std::size_t> tried = {}) {
+    const endpoint_choice c = set.pick(now, rng.next(), tried);
+    REQUIRE(c);
+    last = set.complete(c, o, now);
+    return c;
+  }
+  /// Picks until endpoint `i` is chosen (the others are released uncounted).
+  endpoint_choice pick_exactly(std::size_t i) {
+    for (int n = 0; n < 1000; ++n) {
+      const endpoint_choice c = set.pick(now, rng.next());
+      REQUIRE(c);
+      if (c.index == i) return c;
+      set.release(c);
+    }
+    FAIL("endpoint " << i << " never picked");
+    return {};
+  }
+  /// Drives endpoint `i` to `k` failures in a row; returns the last change.
+  endpoint_change fail(std::size_t i, std::size_t k) {
+    endpoint_change ch;
+    for (std::size_t n = 0; n < k; ++n) ch = set.complete(pick_exactly(i), outcome::failure, now);
+    return ch;
+  }
+  /// Which endpoints `calls` picks (each completed with success) reach.
+  std::vector<int> spread(int calls) {
+    std::vector<int> picked(set.size());
+    for (int n = 0; n < calls; ++n) ++picked[call(outcome::success).index];
+    return picked;
+  }
+  endpoint_change last;
+};
+
+}  // namespace
+
+TEST_CASE("upstream core: power of two choices goes to the least outstanding", "[upstream]") {
+  endpoint_set set(3, three_strikes());
+  // random 0: ranks 0 and 1; a tie goes to the first.
+  const auto a = set.pick(0ns, 0);
+  CHECK(a.index == 0);
+  const auto b = set.pick(0ns, 0);  // 0 has one outstanding, 1 none
+  CHECK(b.index == 1);
+  const auto c = set.pick(0ns, 0);
+  CHECK(c.index == 0);
+  CHECK(set.view(0).outstanding == 2);
+  CHECK(set.view(1).outstanding == 1);
+  set.complete(a, outcome::success, 0ns);
+  set.complete(c, outcome::success, 0ns);
+  set.complete(b, outcome::success, 0ns);
+  CHECK(set.view(0).outstanding == 0);
+  CHECK(set.view(1).outstanding == 0);
+}
+
+TEST_CASE("upstream core: idle endpoints share the calls evenly", "[upstream]") {
+  harness h(3, three_strikes());
+  const auto picked = h.spread(3000);
+  for (int n : picked) {
+    CHECK(n > 850);
+    CHECK(n < 1150);
+  }
+}
+
+TEST_CASE("upstream core: a slow endpoint is picked less (no EWMA: outstanding calls)",
+          "[upstream]") {
+  // A discrete simulation: 3 calls per tick; endpoints 1 and 2 answer in 1
+  // tick, endpoint 0 in 10. Least outstanding sends less to the slow one.
+  endpoint_set set(3, three_strikes());
+  levee::detail::splitmix64 rng{7};
+  std::deque<std::pair<int, endpoint_choice>> running;  // (due tick, call)
+  std::array<int, 3> picked{};
+  for (int tick = 0; tick < 2000; ++tick) {
+    while (!running.empty() && running.front().first <= tick) {
+      set.complete(running.front().second, outcome::success, 0ns);
+      running.pop_front();
+    }
+    for (int n = 0; n < 3; ++n) {
+      const auto c = set.pick(0ns, rng.next());
+      ++picked[c.index];
+      const int due = tick + (c.index == 0 ? 10 : 1);
+      auto at = running.begin();
+      while (at != running.end() && at->first <= due) ++at;
+      running.insert(at, {due, c});
+    }
+  }
+  const int total = picked[0] + picked[1] + picked[2];
+  CHECK(picked[0] * 10 < total);  // under 10 %, from 33 % with round-robin
+  CHECK(picked[1] * 10 > total * 4);
+  CHECK(picked[2] * 10 > total * 4);
+}
+
+TEST_CASE("upstream core: consecutive failures eject; a success in between resets", "[upstream]") {
+  harness h(3, three_strikes());
+  CHECK(h.fail(1, 2).kind == endpoint_change::nothing);
+  CHECK(h.set.complete(h.pick_exactly(1), outcome::success, h.now).kind ==
+        endpoint_change::nothing);
+  CHECK(h.fail(1, 2).kind == endpoint_change::nothing);
+  // Ignored outcomes (a cancellation) neither count nor reset.
+  CHECK(h.set.complete(h.pick_exactly(1), outcome::ignored, h.now).kind ==
+        endpoint_change::nothing);
+  CHECK(h.set.view(1).consecutive_failures == 2);
+  const auto ch = h.fail(1, 1);
+  CHECK(ch.kind == endpoint_change::ejected);
+  CHECK(ch.ejected_for == 30s);
+  CHECK(ch.level == 1);
+  CHECK(h.set.view(1).state == endpoint_state::ejected);
+  CHECK(h.set.ejected_count() == 1);
+  // Skipped by every pick while ejected.
+  h.now = 29s;
+  const auto picked = h.spread(1000);
+  CHECK(picked[1] == 0);
+  CHECK(picked[0] + picked[2] == 1000);
+}
+
+TEST_CASE("upstream core: the way back is one probe after the ejection time", "[upstream]") {
+  harness h(3, three_strikes());
+  h.fail(2, 3);
+  h.now = 30s;
+  const auto probe = h.pick_exactly(2);
+  CHECK(probe.probe);
+  CHECK(h.set.view(2).state == endpoint_state::probing);
+  // One probe at a time: the others never get 2 meanwhile.
+  const auto picked = h.spread(500);
+  CHECK(picked[2] == 0);
+  const auto back = h.set.complete(probe, outcome::success, h.now);
+  CHECK(back.kind == endpoint_change::returned);
+  CHECK(h.set.view(2).state == endpoint_state::in_service);
+  CHECK(h.set.view(2).returns == 1);
+  CHECK(h.set.ejected_count() == 0);
+  // As before the fault: picked like the others, one failure is not enough.
+  const auto after = h.spread(3000);
+  CHECK(after[2] > 850);
+  CHECK(h.fail(2, 2).kind == endpoint_change::nothing);
+}
+
+TEST_CASE("upstream core: an abandoned probe frees its slot", "[upstream]") {
+  harness h(2, three_strikes());
+  h.fail(0, 3);
+  h.now = 31s;
+  auto probe = h.pick_exactly(0);
+  REQUIRE(probe.probe);
+  h.set.release(probe);
+  CHECK(h.set.view(0).state == endpoint_state::ejected);
+  probe = h.pick_exactly(0);
+  CHECK(probe.probe);
+  CHECK(h.set.complete(probe, outcome::ignored, h.now).kind == endpoint_change::nothing);
+  CHECK(h.pick_exactly(0).probe);
+}
+
+TEST_CASE("upstream core: each ejection in a row lasts longer, up to the cap", "[upstream]") {
+  auto o = three_strikes();
+  o.max_ejection_time = 75s;
+  harness h(3, o);
+  CHECK(h.fail(0, 3).ejected_for == 30s);
+  h.now = 30s;
+  auto ch = h.set.complete(h.pick_exactly(0), outcome::failure, h.now);  // the probe fails
+  CHECK(ch.kind == endpoint_change::ejected);
+  CHECK(ch.ejected_for == 60s);
+  CHECK(ch.level == 2);
+  h.now = 89s;
+  CHECK(h.spread(300)[0] == 0);  // not yet
+  h.now = 90s;
+  ch = h.set.complete(h.pick_exactly(0), outcome::failure, h.now);
+  CHECK(ch.ejected_for == 75s);  // 90 s, capped
+  CHECK(h.set.view(0).ejections == 3);
+  CHECK(h.set.ejected_count() == 1);
+}
+
+TEST_CASE("upstream core: the ejection level decays while the endpoint serves", "[upstream]") {
+  harness h(3, three_strikes());
+  h.fail(1, 3);  // level 1, 30 s
+  h.now = 30s;
+  h.set.complete(h.pick_exactly(1), outcome::success, h.now);  // back at 30 s
+  SECTION("ejected again soon: longer") {
+    h.now = 59s;  // less than one base_ejection_time in service
+    const auto ch = h.fail(1, 3);
+    CHECK(ch.level == 2);
+    CHECK(ch.ejected_for == 60s);
+  }
+  SECTION("ejected again after a base_ejection_time in service: as the first time") {
+    h.now = 60s;
+    const auto ch = h.fail(1, 3);
+    CHECK(ch.level == 1);
+    CHECK(ch.ejected_for == 30s);
+  }
+}
+
+TEST_CASE("upstream core: the maximum ejected share, and at least one", "[upstream]") {
+  auto o = three_strikes();
+  SECTION("50 % of 3: one endpoint") {
+    o.max_ejected_share = 0.5;
+    harness h(3, o);
+    CHECK(h.set.max_ejected() == 1);
+    CHECK(h.fail(0, 3).kind == endpoint_change::ejected);
+    CHECK(h.fail(1, 3).kind == endpoint_change::nothing);  // over the share: stays
+    CHECK(h.set.ejected_count() == 1);
+    CHECK_FALSE(h.set.panicking());
+    const auto picked = h.spread(1000);
+    CHECK(picked[0] == 0);
+    CHECK(picked[1] > 300);  // the second sick one still gets its share
+  }
+  SECTION("10 % of 3: still one (Envoy's rule)") {
+    o.max_ejected_share = 0.1;
+    harness h(3, o);
+    CHECK(h.set.max_ejected() == 1);
+  }
+  SECTION("100 % of 2: never the last one") {
+    o.max_ejected_share = 1.0;
+    harness h(2, o);
+    CHECK(h.set.max_ejected() == 1);
+    CHECK(h.fail(0, 3).kind == endpoint_change::ejected);
+    CHECK(h.fail(1, 3).kind == endpoint_change::nothing);
+  }
+  SECTION("0: ejection off") {
+    o.max_ejected_share = 0;
+    harness h(3, o);
+    CHECK(h.fail(0, 3).kind == endpoint_change::nothing);
+  }
+  SECTION("one endpoint: never ejected") {
+    harness h(1, o);
+    CHECK(h.fail(0, 3).kind == endpoint_change::nothing);
+  }
+}
+
+TEST_CASE("upstream core: below the panic threshold, ejection is ignored", "[upstream]") {
+  auto o = three_strikes();
+  o.max_ejected_share = 0.7;  // two of three
+  o.panic_threshold = 0.5;
+  harness h(3, o);
+  CHECK(h.fail(0, 3).kind == endpoint_change::ejected);
+  CHECK_FALSE(h.set.panicking());  // 2 of 3 in service
+  CHECK(h.fail(1, 3).kind == endpoint_change::ejected);
+  CHECK(h.set.panicking());  // 1 of 3 < 50 %
+  const auto c = h.set.pick(h.now, h.rng.next());
+  CHECK(c.panic);
+  h.set.release(c);
+  const auto picked = h.spread(3000);
+  CHECK(picked[0] > 850);  // every endpoint, as if none were ejected
+  CHECK(picked[1] > 850);
+  // Panic calls change no ejection: the ejected stay ejected.
+  CHECK(h.set.view(0).state == endpoint_state::ejected);
+  SECTION("the way back: a probe returns one, and the panic ends") {
+    h.now = 30s;
+    const auto back = h.set.complete(h.pick_exactly(0), outcome::success, h.now);
+    REQUIRE(back.kind == endpoint_change::returned);
+    CHECK_FALSE(h.set.panicking());
+  }
+  SECTION("with a threshold of 0 there is no panic") {
+    auto o2 = o;
+    o2.panic_threshold = 0;
+    harness h2(3, o2);
+    h2.fail(0, 3);
+    h2.fail(1, 3);
+    CHECK_FALSE(h2.set.panicking());
+    const auto only = h2.spread(500);
+    CHECK(only[2] == 500);
+  }
+}
+
+TEST_CASE("upstream core: a retry avoids the endpoints this call already tried", "[upstream]") {
+  harness h(3, three_strikes());
+  const std::array<std::size_t, 1> one{0};
+  std::array<int, 3> n{};
+  for (int k = 0; k < 600; ++k) ++n[h.call(outcome::success, one).index];
+  CHECK(n[0] == 0);
+  CHECK(n[1] > 200);
+  CHECK(n[2] > 200);
+  // Every endpoint tried: one of them all the same (a healthy one first).
+  h.fail(2, 3);
+  const std::array<std::size_t, 2> two{0, 1};
+  for (int k = 0; k < 100; ++k) CHECK(h.call(outcome::success, two).index != 2);
+  const std::array<std::size_t, 3> all{0, 1, 2};
+  for (int k = 0; k < 100; ++k) CHECK(h.call(outcome::success, all).index != 2);
+}
+
+TEST_CASE("upstream core: options are validated by name", "[upstream]") {
+  const auto message = [](auto mutate) {
+    levee::upstream_options o;
+    mutate(o);
+    try {
+      levee::validate(o);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("valid");
+  };
+  CHECK(message([](auto&) {}) == "valid");
+  CHECK(message([](auto& o) { o.outlier.base_ejection_time = 0s; }) ==
+        "outlier_options::base_ejection_time must be greater than zero");
+  CHECK(message([](auto& o) { o.outlier.max_ejection_time = 1s; }) ==
+        "outlier_options::max_ejection_time must be at least base_ejection_time");
+  CHECK(message([](auto& o) { o.outlier.max_ejected_share = 1.5; }) ==
+        "outlier_options::max_ejected_share must be in [0, 1]");
+  CHECK(message([](auto& o) { o.outlier.panic_threshold = -0.1; }) ==
+        "outlier_options::panic_threshold must be in [0, 1]");
+  CHECK(message([](auto& o) { o.max_attempts = 0; }) ==
+        "upstream_options::max_attempts must be at least 1");
+  CHECK(message([](auto& o) {
+          o.endpoint_breaker.window = 0s;
+        }).starts_with("upstream_options::endpoint_breaker: breaker_options::window"));
+}
