@@ -20,6 +20,8 @@ namespace levee::http {
 /// `o` with levee's HTTP rules where it has none: `classify` (5xx, 429,
 /// transport errors and timeouts are failures: they count towards ejection
 /// and the breakers) and `retryable` (the same are worth another endpoint).
+/// \param o The options to complete.
+/// \return `o`, with those two filled in where they were empty.
 inline upstream_options upstream_defaults(upstream_options o = {}) {
   if (!o.classify) o.classify = classify;
   if (!o.retryable) o.retryable = retryable;
@@ -57,6 +59,12 @@ boost::asio::awaitable<result> upstream_send(basic_upstream<Clock, WaitTraits>& 
 /// client's). Lifetime: `up` and `c` are borrowed and must outlive the
 /// operation; `req` is moved in (and copied for each attempt). Thread
 /// safety: any thread, concurrently with other calls.
+///
+/// \param up The upstream.
+/// \param c The client whose pools the attempts use.
+/// \param req The request.
+/// \param token The completion token.
+/// \return what the token's `async_result` makes of the operation.
 template <class Clock, class WaitTraits,
           BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
@@ -73,6 +81,11 @@ auto async_upstream_send(
 }
 
 /// GET `target` (`"/path?query"`) on the upstream: as `async_upstream_send`.
+/// \param up The upstream.
+/// \param c The client.
+/// \param target The request target.
+/// \param token The completion token.
+/// \return what the token's `async_result` makes of the operation.
 template <class Clock, class WaitTraits,
           BOOST_ASIO_COMPLETION_TOKEN_FOR(request_signature)
               CompletionToken = boost::asio::default_completion_token_t<client::executor_type>>
@@ -85,6 +98,10 @@ auto async_upstream_get(
 
 /// `async_upstream_get(up, c, target, asio::use_awaitable)`: the response,
 /// or a thrown `system_error`.
+/// \param up The upstream.
+/// \param c The client.
+/// \param target The request target.
+/// \return the response.
 template <class Clock, class WaitTraits>
 boost::asio::awaitable<response> upstream_get(basic_upstream<Clock, WaitTraits>& up, client& c,
                                               std::string target) {

@@ -15,39 +15,42 @@ namespace levee {
 
 /// An endpoint left the picking or came back (docs/upstream.md).
 struct upstream_event {
+  /// What happened to the endpoint.
   enum kind_type : std::uint8_t {
     ejected,   ///< taken out for `ejected_for` (after failures in a row, or a failed probe)
     returned,  ///< its probe succeeded: back in service
   };
-  kind_type kind = ejected;
-  std::size_t endpoint = 0;  ///< its index in the upstream
-  std::string address;       ///< as given to the upstream
-  std::chrono::nanoseconds ejected_for{0};
+  kind_type kind = ejected;                 ///< what happened
+  std::size_t endpoint = 0;                 ///< its index in the upstream
+  std::string address;                      ///< as given to the upstream
+  std::chrono::nanoseconds ejected_for{0};  ///< ejected: for how long
   std::uint32_t level = 0;  ///< the ejection's level: 1 for a first one, then 2, 3...
 };
 
-/// "ejected" or "returned".
+/// The name of an upstream event's kind.
+/// \param k The kind.
+/// \return "ejected" or "returned".
 const char* to_string(upstream_event::kind_type k) noexcept;
 
 /// One endpoint's metrics.
 struct upstream_endpoint_metrics {
-  std::string address;
-  bool ejected = false;  ///< out of the picking (its probe may be in flight)
-  bool probing = false;  ///< its probe is in flight
-  std::uint32_t outstanding = 0;
-  std::uint32_t consecutive_failures = 0;
-  std::uint32_t level = 0;  ///< the level of its last ejection (before decay)
-  std::uint64_t ejections = 0;
-  std::uint64_t returns = 0;
-  breaker_metrics breaker;  ///< its own breaker's
+  std::string address;                     ///< as given to the upstream
+  bool ejected = false;                    ///< out of the picking (its probe may be in flight)
+  bool probing = false;                    ///< its probe is in flight
+  std::uint32_t outstanding = 0;           ///< calls on it now
+  std::uint32_t consecutive_failures = 0;  ///< failures in a row, as its classifier saw them
+  std::uint32_t level = 0;                 ///< the level of its last ejection (before decay)
+  std::uint64_t ejections = 0;             ///< times it was ejected
+  std::uint64_t returns = 0;               ///< times it came back
+  breaker_metrics breaker;                 ///< its own breaker's
 };
 
 /// An upstream's metrics.
 struct upstream_metrics {
-  std::string name;
-  std::vector<upstream_endpoint_metrics> endpoints;
-  std::size_t ejected = 0;    ///< endpoints out of the picking now
-  bool panicking = false;     ///< too few in service: ejection ignored
+  std::string name;                                  ///< the upstream's name, "" when unnamed
+  std::vector<upstream_endpoint_metrics> endpoints;  ///< one per endpoint, in order
+  std::size_t ejected = 0;                           ///< endpoints out of the picking now
+  bool panicking = false;                            ///< too few in service: ejection ignored
   std::uint64_t retries = 0;  ///< attempts after the first, each on another endpoint
   breaker_metrics breaker;    ///< the upstream's own breaker
 };
@@ -68,6 +71,9 @@ struct upstream_metrics {
 /// | `levee_upstream_retries_total` | counter | upstream |
 /// | `levee_upstream_panic` | gauge | upstream |
 /// | `levee_upstream_state` | gauge | upstream, state |
+///
+/// \param out Where the text goes.
+/// \param upstreams The upstreams' metrics (`basic_upstream::metrics`).
 void write_prometheus(std::ostream& out, const std::vector<upstream_metrics>& upstreams);
 
 }  // namespace levee

@@ -37,6 +37,9 @@ struct outlier_options {
   double panic_threshold = 0.5;
 };
 
+/// Checks outlier options.
+/// \param options The options.
+/// \throws std::invalid_argument naming the member that is out of range.
 void validate(const outlier_options& options);
 
 /// An upstream's options. A plain struct with a default on every member;
@@ -68,6 +71,9 @@ struct upstream_options {
   std::uint64_t seed = 0;
 };
 
+/// Checks an upstream's options, its breakers' options included.
+/// \param options The options.
+/// \throws std::invalid_argument naming the member that is out of range.
 void validate(const upstream_options& options);
 
 }  // namespace levee

@@ -61,47 +61,75 @@ class basic_upstream {
   using state_type = detail::upstream_state<Clock, WaitTraits>;
 
  public:
-  using clock_type = Clock;
-  using executor_type = boost::asio::any_io_executor;
-  using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
+  using clock_type = Clock;                            ///< the breakers' clock
+  using executor_type = boost::asio::any_io_executor;  ///< where timers and listeners run
+  using breaker_type =
+      basic_circuit_breaker<Clock, WaitTraits>;  ///< each endpoint's, and the whole's
 
   /// The endpoints are `addresses`, in order (URLs, origins or "host:port":
   /// the upstream does not read them; the call does). The breakers' timers
   /// run on `ex`. Throws `std::invalid_argument` naming the member when
   /// `options` is invalid, or when `addresses` is empty.
+  /// \param ex The executor of the breakers' timers and the listeners.
+  /// \param addresses The endpoints, at least one.
+  /// \param options The options.
+  /// \param name The upstream's name (metrics, events), "" for none.
+  /// \throws std::invalid_argument naming what is invalid.
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type> basic_upstream(
       const Executor& ex, const std::vector<std::string>& addresses, upstream_options options = {},
       std::string name = {})
       : state_(make_state(executor_type(ex), addresses, std::move(options), std::move(name))) {}
 
+  /// As above, on `ctx`'s executor.
+  /// \param ctx The execution context (an `io_context`, a `thread_pool`).
+  /// \param addresses The endpoints, at least one.
+  /// \param options The options.
+  /// \param name The upstream's name, "" for none.
+  /// \throws std::invalid_argument naming what is invalid.
   template <class ExecutionContext>
   requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> basic_upstream(
       ExecutionContext& ctx, const std::vector<std::string>& addresses,
       upstream_options options = {}, std::string name = {})
       : basic_upstream(ctx.get_executor(), addresses, std::move(options), std::move(name)) {}
 
+  /// Moves the upstream (calls in flight keep its shared state).
   basic_upstream(basic_upstream&&) noexcept = default;
+  /// Moves the upstream (calls in flight keep its shared state).
+  /// \return `*this`.
   basic_upstream& operator=(basic_upstream&&) noexcept = default;
 
+  /// \return the number of endpoints.
   std::size_t size() const noexcept { return state_->endpoints.size(); }
+  /// \param i An endpoint's index, below `size()`.
+  /// \return that endpoint (its index and address).
+  /// \throws std::out_of_range when `i >= size()`.
   const upstream_endpoint& endpoint(std::size_t i) const { return state_->endpoints.at(i).info; }
+  /// \return the upstream's name, "" when unnamed.
   std::string_view name() const noexcept { return state_->name; }
+  /// \return the executor of the breakers' timers and the listeners.
   executor_type get_executor() const noexcept { return state_->executor; }
   /// The options as validated (with `classify` and `retryable` filled in).
+  /// \return them.
   const upstream_options& options() const noexcept { return state_->options; }
 
   /// Endpoint `i`'s own breaker (for its metrics, events and manual control).
+  /// \param i An endpoint's index, below `size()`.
+  /// \return its breaker.
+  /// \throws std::out_of_range when `i >= size()`.
   breaker_type& endpoint_breaker(std::size_t i) { return state_->endpoints.at(i).breaker; }
   /// The breaker of the upstream as a whole.
+  /// \return it.
   breaker_type& breaker() noexcept { return state_->whole; }
 
   /// Ejections, returns, outstanding calls and breakers, per endpoint.
+  /// \return a snapshot.
   upstream_metrics metrics() const { return state_->metrics(); }
 
   /// Adds a listener for ejections and returns, invoked by `asio::post` on
-  /// the upstream's executor, outside every lock. Returns an id for
-  /// `unlisten`.
+  /// the upstream's executor, outside every lock.
+  /// \param fn The listener.
+  /// \return an id for `unlisten`.
   std::uint64_t listen(std::function<void(const upstream_event&)> fn) {
     std::lock_guard g(state_->listeners_lock);
     const auto id = state_->next_listener++;
@@ -109,6 +137,7 @@ class basic_upstream {
     return id;
   }
   /// Removes a listener; events already posted to it are still delivered.
+  /// \param id What `listen` returned; an unknown id does nothing.
   void unlisten(std::uint64_t id) {
     std::lock_guard g(state_->listeners_lock);
     std::erase_if(state_->listeners, [id](const auto& l) { return l.first == id; });
@@ -133,6 +162,9 @@ class basic_upstream {
   /// run on the awaiting coroutine's executor. Lifetime: `fn` is moved in;
   /// what it captures by reference must outlive the call. Thread safety: any
   /// thread, concurrently.
+  ///
+  /// \param fn Called per attempt with the endpoint; returns the attempt's awaitable.
+  /// \return the call, an awaitable of `fn`'s result type.
   template <class Fn, class Awaitable = std::invoke_result_t<Fn&, const upstream_endpoint&>,
             class Traits = detail::awaitable_traits<Awaitable>>
   requires Traits::is_awaitable Awaitable operator()(Fn fn) {
@@ -147,6 +179,9 @@ class basic_upstream {
   /// `void(std::exception_ptr, T)`, the exception being what the coroutine
   /// form would throw (with a tuple `T`, levee's own errors are in the
   /// tuple). Cancellation: the handler's slot reaches the running attempt.
+  /// \param fn As for `operator()`.
+  /// \param token The completion token.
+  /// \return what the token's `async_result` makes of the operation.
   template <class Fn, class CompletionToken>
   auto async_call(Fn fn, CompletionToken&& token) {
     return boost::asio::co_spawn(state_->executor, (*this)(std::move(fn)),
