@@ -72,7 +72,7 @@ int calls(asio::io_context& ioc, vupstream& up, replicas& r, int n) {
 
 }  // namespace
 
-TEST_CASE("upstream: a replica that fails every call is ejected; calls keep succeeding",
+TEST_CASE("upstream: a replica that fails every call is ejected, calls keep succeeding",
           "[upstream]") {
   virtual_time vt;
   asio::io_context ioc;

@@ -127,7 +127,7 @@ TEST_CASE("upstream core: a slow endpoint is picked less (no EWMA: outstanding c
   CHECK(picked[2] * 10 > total * 4);
 }
 
-TEST_CASE("upstream core: consecutive failures eject; a success in between resets", "[upstream]") {
+TEST_CASE("upstream core: consecutive failures eject, a success in between resets", "[upstream]") {
   harness h(3, three_strikes());
   CHECK(h.fail(1, 2).kind == endpoint_change::nothing);
   CHECK(h.set.complete(h.pick_exactly(1), outcome::success, h.now).kind ==
