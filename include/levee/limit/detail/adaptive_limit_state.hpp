@@ -93,11 +93,10 @@ class adaptive_limit_state {
     std::string name;
     std::vector<listener_entry> entries;
   };
-  // Outside the spinlock: posts `kind` to the listeners that want it.
+  // With listeners_mutex_ held (and not the spinlock): posts `kind` to the
+  // listeners that want it; a post that fails to allocate is counted in
+  // events_lost_.
   void emit(std::uint32_t kind, double from, double to, std::size_t in_flight);
-  // The same, with listeners_mutex_ held; a post that fails to allocate is
-  // counted in events_lost_.
-  void emit_locked(std::uint32_t kind, double from, double to, std::size_t in_flight);
   // Outside the spinlock, after a completion moved the limit from `before`:
   // a `changed` event from where the last one ended to the limit now.
   void changed_event(double before) noexcept;

@@ -145,12 +145,6 @@ void adaptive_limit_state::unlisten(std::uint64_t id) {
 }
 
 void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std::size_t in_flight) {
-  std::lock_guard g(listeners_mutex_);
-  emit_locked(kind, from, to, in_flight);
-}
-
-void adaptive_limit_state::emit_locked(std::uint32_t kind, double from, double to,
-                                       std::size_t in_flight) {
   const auto set = listeners_;
   for (const auto& e : set->entries) {
     if (!(e.mask & kind)) continue;
@@ -186,7 +180,7 @@ void adaptive_limit_state::changed_event(double before) noexcept {
   if (std::floor(from) == std::floor(now)) return;  // already reported, or back where it was
   reported_ = now;
   reported_valid_ = true;
-  emit_locked(static_cast<std::uint32_t>(limit_event_kind::changed), from, now, running);
+  emit(static_cast<std::uint32_t>(limit_event_kind::changed), from, now, running);
 }
 
 outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
@@ -225,10 +219,10 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
 }
 
 void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
-  // A failed allocation loses the event (counted in emit_locked); the call is
+  // A failed allocation loses the event (counted in emit); the call is
   // still refused.
   std::lock_guard g(listeners_mutex_);
-  emit_locked(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
+  emit(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
 }
 
 double adaptive_limit_state::current() const noexcept {
