@@ -8,9 +8,10 @@
 
 #include "support.hpp"
 
-#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/post.hpp>
 
 #include <atomic>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -410,4 +411,294 @@ TEST_CASE("reconfigure breaker: the reconfigured event, the counter and the expo
   levee::write_prometheus(text, {{"api", cb.metrics()}});
   CHECK(text.str().find("# TYPE levee_reconfigurations_total counter\n"
                         "levee_reconfigurations_total{breaker=\"api\"} 2\n") != std::string::npos);
+}
+
+// ---- the adaptive limit --------------------------------------------------------
+
+namespace {
+using limit_t = levee::basic_adaptive_limit<vclock>;
+using bulkhead_t = levee::basic_bulkhead<vclock>;
+
+levee::adaptive_limit_options aimd_options(std::size_t limit) {
+  return {.algorithm = levee::limit_algorithm::aimd,
+          .initial_limit = limit,
+          .min_limit = 1,
+          .max_limit = 20,
+          .max_queue = 10};
+}
+
+/// A call of `latency` (virtual) that succeeds with 7.
+asio::awaitable<std::tuple<boost::system::error_code, int>> slow_ok(std::chrono::nanoseconds lat) {
+  timer t(co_await asio::this_coro::executor, lat);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  co_return std::tuple(boost::system::error_code(), 7);
+}
+}  // namespace
+
+TEST_CASE("reconfigure limit: invalid options throw naming the member, nothing changes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limit_t limit(ioc, aimd_options(10), "l");
+  auto bad = aimd_options(10);
+  bad.max_limit = 0;
+  CHECK(rejection(limit, bad).find("adaptive_limit_options::max_limit") != std::string::npos);
+  bad = aimd_options(10);
+  bad.backoff_ratio = 1.5;
+  CHECK(rejection(limit, bad).find("adaptive_limit_options::backoff_ratio") != std::string::npos);
+  CHECK(limit.options().max_limit == 20);
+  CHECK(limit.options().backoff_ratio == 0.9);
+  CHECK(limit.limit() == 10);
+  CHECK(limit.metrics().reconfigurations == 0);
+}
+
+TEST_CASE("reconfigure limit: a lower limit cancels no call, a higher one admits waiters") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limit_t limit(ioc, aimd_options(6), "l");
+  std::vector<levee::limit_event> events;
+  limit.listen(levee::all_limit_events, [&](const levee::limit_event& e) { events.push_back(e); });
+  std::vector<std::shared_ptr<pending<std::tuple<boost::system::error_code, int>>>> running;
+  for (int i = 0; i < 6; ++i) running.push_back(spawn(ioc, limit(slow_ok(1s))));
+  settle(ioc);
+  REQUIRE(limit.in_flight() == 6);
+
+  auto o = aimd_options(2);
+  o.max_limit = 2;  // the limit 6 becomes 2: the 6 calls run on
+  o.max_queue = 0;
+  limit.reconfigure(o);
+  settle(ioc);
+  CHECK(limit.limit() == 2);
+  CHECK(limit.in_flight() == 6);
+  auto refused = run(ioc, limit(slow_ok(1s)));
+  CHECK(std::get<0>(*refused->value) == levee::error::limit_exceeded);
+  elapse(ioc, 1s);
+  for (const auto& r : running) CHECK(std::get<1>(*r->value) == 7);  // none cancelled
+  CHECK(limit.in_flight() == 0);
+
+  // 2 running, 3 waiting; min_limit 5 raises the limit: 3 more at once.
+  o.max_queue = 10;
+  limit.reconfigure(o);
+  running.clear();
+  for (int i = 0; i < 5; ++i) running.push_back(spawn(ioc, limit(slow_ok(1s))));
+  settle(ioc);
+  REQUIRE(limit.in_flight() == 2);
+  REQUIRE(limit.metrics().queued == 3);
+  o.min_limit = 5;
+  o.max_limit = 20;
+  o.initial_limit = 5;
+  limit.reconfigure(o);
+  settle(ioc);
+  CHECK(limit.limit() == 5);
+  CHECK(limit.in_flight() == 5);
+  CHECK(limit.metrics().queued == 0);
+  elapse(ioc, 1s);
+  for (const auto& r : running) CHECK(std::get<1>(*r->value) == 7);
+
+  CHECK(limit.metrics().reconfigurations == 3);
+  int reconfigured = 0;
+  for (const auto& e : events) reconfigured += e.kind == levee::limit_event_kind::reconfigured;
+  CHECK(reconfigured == 3);
+  std::ostringstream text;
+  levee::write_limits_prometheus(text, {{"l", limit.metrics()}});
+  CHECK(text.str().find("# TYPE levee_limit_reconfigurations_total counter\n"
+                        "levee_limit_reconfigurations_total{limit=\"l\"} 3\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("reconfigure limit: the learned limit is kept, and a new algorithm starts from it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limit_t limit(ioc, aimd_options(10));
+  // Two drops: 10 -> 9 -> 8.
+  auto fail = []() -> asio::awaitable<int> {
+    throw service_error("down");
+    co_return 0;
+  };
+  run(ioc, limit(fail()));
+  run(ioc, limit(fail()));
+  REQUIRE(limit.limit() == 8);
+  limit.reconfigure(aimd_options(15));  // initial_limit is not applied again
+  CHECK(limit.limit() == 8);
+  auto g = aimd_options(15);
+  g.algorithm = levee::limit_algorithm::gradient2;
+  limit.reconfigure(g);
+  CHECK(limit.limit() == 8);
+}
+
+// ---- the bulkhead ------------------------------------------------------------
+
+TEST_CASE("reconfigure bulkhead: invalid options throw naming the member, nothing changes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead_t b(ioc, {.max_concurrent = 4, .max_queue = 2});
+  CHECK(rejection(b, levee::bulkhead_options{.max_concurrent = 0})
+            .find("bulkhead_options::max_concurrent") != std::string::npos);
+  CHECK(rejection(b, levee::bulkhead_options{.max_wait = -1s}).find("bulkhead_options::max_wait") !=
+        std::string::npos);
+  CHECK(b.options().max_concurrent == 4);
+  CHECK(b.options().max_queue == 2);
+  CHECK(b.reconfigurations() == 0);
+}
+
+TEST_CASE("reconfigure bulkhead: a lower capacity cancels no call, waiters wait for room") {
+  virtual_time vt;
+  asio::io_context ioc;
+  bulkhead_t b(ioc, {.max_concurrent = 4, .max_queue = 10});
+  std::vector<std::shared_ptr<pending<std::tuple<boost::system::error_code, int>>>> calls_;
+  for (int i = 0; i < 6; ++i) calls_.push_back(spawn(ioc, b(slow_ok(1s))));
+  settle(ioc);
+  REQUIRE(b.in_flight() == 4);
+  REQUIRE(b.queued() == 2);
+  b.reconfigure({.max_concurrent = 2, .max_queue = 10});
+  settle(ioc);
+  CHECK(b.in_flight() == 4);  // nobody cancelled
+  CHECK(b.queued() == 2);
+  elapse(ioc, 1s);  // the 4 finish; the 2 waiters start, as 2 are allowed
+  for (int i = 0; i < 4; ++i) CHECK(std::get<1>(*calls_[i]->value) == 7);
+  CHECK(b.in_flight() == 2);
+  CHECK(b.queued() == 0);
+  // A third call now waits: 2 run.
+  calls_.push_back(spawn(ioc, b(slow_ok(1s))));
+  settle(ioc);
+  CHECK(b.queued() == 1);
+  // A higher capacity admits it at once.
+  b.reconfigure({.max_concurrent = 3, .max_queue = 10});
+  settle(ioc);
+  CHECK(b.in_flight() == 3);
+  CHECK(b.queued() == 0);
+  elapse(ioc, 1s);
+  for (const auto& c : calls_) CHECK(std::get<1>(*c->value) == 7);
+  CHECK(b.in_flight() == 0);
+  // A lower max_queue cancels no waiter: new calls are refused.
+  for (int i = 0; i < 5; ++i) calls_.push_back(spawn(ioc, b(slow_ok(1s))));
+  settle(ioc);
+  REQUIRE(b.queued() == 2);
+  b.reconfigure({.max_concurrent = 3, .max_queue = 1});
+  auto refused = run(ioc, b(slow_ok(1s)));
+  CHECK(std::get<0>(*refused->value) == levee::error::bulkhead_full);
+  CHECK(b.queued() == 2);
+  elapse(ioc, 1s);  // 3 finish, the 2 waiters start
+  elapse(ioc, 1s);
+  for (const auto& c : calls_) CHECK(std::get<1>(*c->value) == 7);
+  CHECK(b.reconfigurations() == 3);
+}
+
+// ---- the retry budget --------------------------------------------------------
+
+TEST_CASE("reconfigure retry budget: invalid options throw naming the member, nothing changes") {
+  levee::retry_budget budget({.ratio = 0.2, .min_retries_per_second = 0});
+  CHECK(rejection(budget, levee::retry_budget_options{.ratio = 11})
+            .find("retry_budget_options::ratio") != std::string::npos);
+  CHECK(rejection(budget, levee::retry_budget_options{.buckets = 0})
+            .find("retry_budget_options::buckets") != std::string::npos);
+  CHECK(budget.options().ratio == 0.2);
+  CHECK(budget.reconfigurations() == 0);
+}
+
+TEST_CASE("reconfigure retry budget: a new ratio applies at once, the window is kept") {
+  using levee::retry_budget;
+  retry_budget budget({.ratio = 0.2, .min_retries_per_second = 0, .ttl = 10s, .buckets = 10});
+  for (int i = 0; i < 10; ++i) budget.deposit(1s);
+  CHECK(budget.state(1s).available == 2);
+  budget.reconfigure({.ratio = 0.5, .min_retries_per_second = 0, .ttl = 10s, .buckets = 10});
+  CHECK(budget.state(1s).successes == 10);
+  CHECK(budget.state(1s).available == 5);
+  for (int i = 0; i < 3; ++i) CHECK(budget.try_withdraw(2s));
+  // A new ttl and bucket count: the window's counts are carried over.
+  budget.reconfigure({.ratio = 0.5, .min_retries_per_second = 1, .ttl = 20s, .buckets = 4});
+  const auto s = budget.state(2s);
+  CHECK(s.successes == 10);
+  CHECK(s.retries == 3);
+  CHECK(s.available == 5 - 3 + 20);  // 0.5 x 10 - 3 + 1/s x 20 s
+  // They count for one new ttl at most, then leave.
+  CHECK(budget.state(25s).successes == 0);
+  CHECK(budget.state(25s).available == 20);
+  CHECK(budget.reconfigurations() == 2);
+}
+
+// ---- calls in flight on 4 threads while another thread reconfigures ----------
+
+TEST_CASE("reconfigure threads: calls on a 4-thread io_context while a thread reconfigures") {
+  constexpr int threads = 4, coroutines = 8, rounds = 600;
+  asio::io_context ioc(threads);
+  levee::circuit_breaker cb(ioc, {.failure_rate_threshold = 0.5,
+                                  .window = 50ms,
+                                  .minimum_calls = 5,
+                                  .open_duration = 200us,
+                                  .half_open_probes = 2});
+  levee::bulkhead bh(ioc, {.max_concurrent = 4, .max_queue = 64});
+  levee::adaptive_limit lim(ioc, {.algorithm = levee::limit_algorithm::aimd,
+                                  .initial_limit = 8,
+                                  .min_limit = 2,
+                                  .max_limit = 16,
+                                  .max_queue = 64});
+  std::atomic<int> finished{0}, calls_made{0}, other{0};
+  std::mutex odd_mutex;
+  std::string odd;
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          auto work = [](bool ok) -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+            co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+            co_return std::tuple(
+                ok ? boost::system::error_code() : make_error_code(boost::system::errc::io_error),
+                7);
+          };
+          for (int r = 0; r < rounds; ++r) {
+            const bool ok = (k + r) % 3 != 0;
+            auto [ec, v] = co_await cb(bh(lim(work(ok))));
+            ++calls_made;
+            // A probe past its (automatic) deadline: error::timeout.
+            if (ec && ec != levee::error::circuit_open && ec != boost::system::errc::io_error &&
+                ec != levee::error::bulkhead_full && ec != levee::error::limit_exceeded &&
+                ec != levee::error::timeout) {
+              ++other;
+              const std::lock_guard g(odd_mutex);
+              odd = ec.message();
+            }
+          }
+          ++finished;
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  // Reconfigure over and over while they run: thresholds, windows of every
+  // kind and size, open durations, probes; capacities up and down.
+  int n = 0;
+  while (finished.load() < coroutines) {
+    levee::breaker_options o{
+        .failure_rate_threshold = n % 2 ? 0.3 : 0.6,
+        .window = n % 3 ? 50ms : 20ms,
+        .window_buckets = n % 4 == 0 ? 1000u : 10u,
+        .window_type = n % 5 == 0 ? levee::window_kind::count : levee::window_kind::time,
+        .window_calls = n % 7 ? 50u : 5000u,
+        .minimum_calls = 5,
+        .open_duration = n % 2 ? 100us : 300us,
+        .half_open_probes = static_cast<std::size_t>(1 + n % 3),
+        .consecutive_failures = static_cast<std::size_t>(n % 2 ? 0 : 4)};
+    cb.reconfigure(o);
+    bh.reconfigure({.max_concurrent = static_cast<std::size_t>(1 + n % 5), .max_queue = 64});
+    lim.reconfigure(
+        {.algorithm = n % 2 ? levee::limit_algorithm::aimd : levee::limit_algorithm::gradient2,
+         .initial_limit = 4,
+         .min_limit = static_cast<std::size_t>(1 + n % 4),
+         .max_limit = 16,
+         .max_queue = 64});
+    (void)cb.metrics();
+    ++n;
+    std::this_thread::yield();
+  }
+  for (auto& t : pool) t.join();
+  INFO(odd);
+  CHECK(other == 0);
+  CHECK(calls_made == coroutines * rounds);
+  const levee::breaker_counters c = cb.counters();
+  CHECK(c.successes + c.failures + c.ignored + c.rejected == std::uint64_t(coroutines * rounds));
+  CHECK(bh.in_flight() == 0);
+  CHECK(lim.in_flight() == 0);
+  CHECK(cb.metrics().reconfigurations == std::uint64_t(n));
+  CHECK(bh.reconfigurations() == std::uint64_t(n));
+  CHECK(n > 0);
 }
