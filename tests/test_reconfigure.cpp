@@ -10,7 +10,12 @@
 
 #include <boost/asio/post.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -42,6 +47,23 @@ std::string rejection(Layer& layer, const Options& o) {
     return e.what();
   }
   return "(nothing thrown)";
+}
+
+/// promtool's verdict on an exposition (true without promtool: warned).
+bool promtool_accepts(const std::string& text) {
+  if (::access("/usr/bin/promtool", X_OK) != 0) {
+    WARN("promtool not found: exposition not checked");
+    return true;
+  }
+  char path[] = "/tmp/levee-reconfigure-prom-XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::ofstream(path) << text;
+  const std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::remove(path);
+  return rc == 0;
 }
 
 /// Opens `cb` by failures (10 calls, all failed).
@@ -411,6 +433,7 @@ TEST_CASE("reconfigure breaker: the reconfigured event, the counter and the expo
   levee::write_prometheus(text, {{"api", cb.metrics()}});
   CHECK(text.str().find("# TYPE levee_reconfigurations_total counter\n"
                         "levee_reconfigurations_total{breaker=\"api\"} 2\n") != std::string::npos);
+  CHECK(promtool_accepts(text.str()));
 }
 
 // ---- the adaptive limit --------------------------------------------------------
@@ -503,6 +526,7 @@ TEST_CASE("reconfigure limit: a lower limit cancels no call, a higher one admits
   CHECK(text.str().find("# TYPE levee_limit_reconfigurations_total counter\n"
                         "levee_limit_reconfigurations_total{limit=\"l\"} 3\n") !=
         std::string::npos);
+  CHECK(promtool_accepts(text.str()));
 }
 
 TEST_CASE("reconfigure limit: the learned limit is kept, and a new algorithm starts from it") {
