@@ -1,7 +1,4 @@
-// The compiled part of levee: Asio (with its SSL part) and Beast (separate compilation) and
-// levee's own non-template code, the HTTP client among it.
-#include <boost/asio/impl/src.hpp>
-#include <boost/asio/ssl/impl/src.hpp>
-#include <boost/beast/src.hpp>
-
+// The compiled part of levee: its own non-template code, the HTTP client among
+// it. Asio and Beast stay header-only unless LEVEE_ASIO_SEPARATE_COMPILATION is
+// ON (lib/asio.cpp).
 #include <levee/src.hpp>

@@ -15,8 +15,9 @@
 #                           libFuzzer (two targets, 60 s); a release build of every
 #                           target, running the concurrency tests again without
 #                           sanitizers and the demo (--quick), checking its summary;
-#                           promtool on the metrics exposition; installed and
-#                           vendored consumers.
+#                           promtool on the metrics exposition; installed
+#                           (the library alone, header-only Asio) and vendored
+#                           (LEVEE_ASIO_SEPARATE_COMPILATION=ON) consumers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -153,7 +154,7 @@ run_tests() {
   step "release build (GCC 12, -O3, warnings as errors): every target, the tests and benchmarks included"
   rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet
   configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=ON -DLEVEE_BUILD_SAMPLES=ON \
-    -DLEVEE_BUILD_BENCH=ON -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
+    -DLEVEE_BUILD_BENCH=ON
   cmake --build build/ci-release -j "$jobs"
 
   # Sanitizers change the timing, and that hides races: the concurrency tests
@@ -176,14 +177,22 @@ run_tests() {
   ./build/ci-release/samples/levee-events | sed -n '/^# HELP/,$p' > build/ci-demo/events.prom
   promtool check metrics < build/ci-demo/events.prom
 
-  step "install, then build a consumer with find_package(levee)"
-  cmake --install build/ci-release >/dev/null
+  # The README's install recipe: the library alone (no tests, no samples),
+  # Asio and Beast header-only (the default).
+  step "install the library alone, then build consumers with find_package(levee): plain, Asio's deprecated names, Asio compiled by the consumer"
+  configure build/ci-lib -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=OFF -DLEVEE_BUILD_SAMPLES=OFF \
+    -DCMAKE_INSTALL_PREFIX="$root/build/ci-install"
+  cmake --build build/ci-lib -j "$jobs"
+  cmake --install build/ci-lib >/dev/null
   cmake -S tests/cmake_consumer -B build/ci-consumer -G Ninja -DCMAKE_PREFIX_PATH="$root/build/ci-install" >/dev/null
   cmake --build build/ci-consumer -j "$jobs"
-  ./build/ci-consumer/levee-consumer
+  for consumer in levee-consumer levee-consumer-deprecated levee-consumer-own-asio; do
+    ./build/ci-consumer/$consumer
+  done
 
-  step "build a consumer that vendors levee with add_subdirectory"
-  cmake -S tests/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  step "build a consumer that vendors levee with add_subdirectory, Asio and Beast compiled into liblevee"
+  cmake -S tests/cmake_subdir -B build/ci-subdir -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLEVEE_ASIO_SEPARATE_COMPILATION=ON >/dev/null
   cmake --build build/ci-subdir -j "$jobs"
   ./build/ci-subdir/levee-consumer
 

@@ -9,11 +9,14 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <optional>
+#include <thread>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -263,7 +266,55 @@ TEST_CASE("http hostile: HEAD, 204 and 304 responses have no body and do not tim
   CHECK(server.accepted == 1);  // all on one kept-alive connection
 }
 
-TEST_CASE("http hostile: idle connections are closed after idle_timeout") {
+TEST_CASE(
+    "http hostile: an idle client leaves no pending work: run() returns after the last request") {
+  // The server runs on an io_context of its own, on its own thread: the
+  // client's io_context holds the client's work only.
+  asio::io_context server_ioc;
+  int closed_by_client = 0;
+  script_server server(server_ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    if (!co_await answer_each(s, ok_response)) co_return;
+    ++closed_by_client;  // the client closed its end
+  });
+  server.start();
+  auto server_work = asio::make_work_guard(server_ioc);
+  std::thread server_thread([&] { server_ioc.run(); });
+
+  asio::io_context ioc;
+  std::optional<http::client> client(std::in_place, ioc.get_executor());  // idle_timeout 30 s
+  auto first =
+      spawn(ioc, http::async_get(*client, server.url(), asio::as_tuple(asio::use_awaitable)));
+  // run() returns once the request is done: nothing waits for the idle
+  // timeout (5 s bound: on failure run_for returns with the context not stopped).
+  ioc.run_for(5s);
+  CHECK(first->done);
+  CHECK(ioc.stopped());
+  CHECK(client->stats().connections_idle == 1);  // kept alive, without a timer
+
+  // The way back: the pooled connection is reused, and run() returns again.
+  ioc.restart();
+  auto second =
+      spawn(ioc, http::async_get(*client, server.url(), asio::as_tuple(asio::use_awaitable)));
+  ioc.run_for(5s);
+  CHECK(second->done);
+  CHECK(ioc.stopped());
+  CHECK(client->stats().connections_reused == 1);
+  CHECK(client->stats().connections_opened == 1);
+
+  client->close_idle();  // closes the pooled connection now
+  CHECK(client->stats().connections_idle == 0);
+  ioc.restart();
+  ioc.run_for(5s);  // the close runs (posted to the connection's strand)
+  CHECK(ioc.stopped());
+  client.reset();
+  server_work.reset();
+  asio::post(server_ioc, [&] { server.stop(); });
+  server_thread.join();
+  CHECK(closed_by_client == 1);
+  CHECK(server.accepted == 1);
+}
+
+TEST_CASE("http hostile: idle connections past idle_timeout are closed and never reused") {
   asio::io_context ioc;
   int closed_by_client = 0;
   script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
@@ -276,8 +327,28 @@ TEST_CASE("http hostile: idle connections are closed after idle_timeout") {
       finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
   CHECK_FALSE(std::get<0>(r));
   CHECK(closed_by_client == 0);  // kept alive
-  run_for(ioc, 150ms);           // nobody asks for that host again
-  CHECK(closed_by_client == 1);
+  run_for(ioc, 60ms);            // past idle_timeout: the connection is stale
+  const auto again =
+      finish(ioc, http::async_get(client, server.url(), asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(std::get<0>(again));
+  CHECK(client.stats().connections_reused == 0);  // the stale one was not reused
+  CHECK(client.stats().connections_opened == 2);
+  run_for(ioc, 20ms);                           // its close (posted) reaches the server
+  CHECK(closed_by_client == 1);                 // closed by the client, lazily
+  CHECK(client.stats().connections_idle == 1);  // the new one, kept alive
+
+  // A stale connection of one origin is closed when another origin's pool
+  // is used: a second server, the first one's connection left to expire.
+  script_server other(ioc, serve_ok);
+  other.start();
+  run_for(ioc, 60ms);
+  const auto elsewhere =
+      finish(ioc, http::async_get(client, other.url(), asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(std::get<0>(elsewhere));
+  run_for(ioc, 20ms);
+  CHECK(closed_by_client == 2);
+  CHECK(client.stats().connections_idle == 1);  // the other origin's
+  CHECK(client.stats().origins == 1);           // the expired origin is forgotten
 }
 
 TEST_CASE("http hostile: a timeout of nanoseconds::max() means no deadline") {

@@ -3,6 +3,11 @@
 
 #include "support.hpp"
 
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
 using namespace levee_test;
 using levee::circuit_state;
 
@@ -244,4 +249,126 @@ TEST_CASE(
   REQUIRE(rejected->done);
   CHECK(std::get<0>(*rejected->value) == levee::error::circuit_open);
   CHECK(g.limit->metrics().admitted == 1);
+}
+
+namespace {
+
+/// What a registry listener saw, in order: "key kind" (an event_kind's or a
+/// registry_event_kind's name) and, for a transition, "-> state".
+struct seen_events {
+  std::vector<std::string> lines;
+  levee::registry_listener listener() {
+    return [this](const levee::registry_event& e) {
+      std::string line(e.key);
+      switch (e.kind) {
+        case static_cast<levee::event_mask>(levee::registry_event_kind::added):
+          line += " added";
+          break;
+        case static_cast<levee::event_mask>(levee::registry_event_kind::evicted):
+          line += " evicted";
+          break;
+        case static_cast<levee::event_mask>(levee::registry_event_kind::removed):
+          line += " removed";
+          break;
+        case static_cast<levee::event_mask>(levee::registry_event_kind::replaced):
+          line += " replaced";
+          break;
+        default:
+          line += std::string(" ") + levee::to_string(e.breaker.kind);
+          if (e.breaker.kind == levee::event_kind::transition)
+            line += std::string(" -> ") + (e.breaker.to == circuit_state::open ? "open" : "other");
+      }
+      lines.push_back(std::move(line));
+    };
+  }
+  std::vector<std::string> take() { return std::exchange(lines, {}); }
+};
+
+using lines = std::vector<std::string>;
+
+}  // namespace
+
+TEST_CASE("registry: listen receives every breaker's events now and later plus added and evicted") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 1h}, .idle_timeout = 10min});
+  r.get("before:80");  // kept before the listener exists
+  seen_events seen;
+  const auto id = r.listen(levee::transition_events | levee::registry_events, seen.listener());
+  run(ioc, (*r.get("before:80"))(failing()));
+  CHECK(seen.take() == lines{"before:80 transition -> open"});
+  run(ioc, (*r.get("after:80"))(failing()));
+  CHECK(seen.take() == lines{"after:80 added", "after:80 transition -> open"});
+
+  // Evicted, then created again: the new breaker reports to the listener too.
+  vclock::advance(11min);
+  CHECK(r.evict_idle() == 2);
+  settle(ioc);
+  auto evicted = seen.take();
+  std::sort(evicted.begin(), evicted.end());
+  CHECK(evicted == lines{"after:80 evicted", "before:80 evicted"});
+  run(ioc, (*r.get("before:80"))(failing()));
+  CHECK(seen.take() == lines{"before:80 added", "before:80 transition -> open"});
+
+  // The mask filters: no call events were asked for. Unlisten ends it all.
+  r.unlisten(id);
+  run(ioc, (*r.get("third:80"))(failing()));
+  CHECK(r.get("third:80")->state() == circuit_state::open);
+  CHECK(seen.take().empty());
+}
+
+TEST_CASE("registry: listen reports removed and replaced and a dropped breaker stops reporting") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 1h}});
+  seen_events seen;
+  r.listen(levee::all_events | levee::registry_events, seen.listener());
+  auto held = r.get("a:80");
+  CHECK(r.remove("a:80"));
+  settle(ioc);
+  CHECK(seen.take() == lines{"a:80 added", "a:80 removed"});
+  run(ioc, (*held)(failing()));  // the caller's old breaker: no longer the registry's
+  CHECK(held->state() == circuit_state::open);
+  CHECK(seen.take().empty());
+
+  run(ioc, (*r.get("b:80"))(failing()));
+  CHECK(seen.take() == lines{"b:80 added", "b:80 failure", "b:80 transition -> open"});
+  r.set_options("b:80", {.minimum_calls = 5});
+  settle(ioc);
+  CHECK(seen.take() == lines{"b:80 replaced"});
+  run(ioc, (*r.get("b:80"))(failing()));  // the successor: 1 failure of 5, still closed
+  CHECK(seen.take() == lines{"b:80 added", "b:80 failure"});
+
+  // A listener of the registry's events only attaches nothing to breakers.
+  seen_events only_registry;
+  r.listen(levee::registry_events, only_registry.listener());
+  run(ioc, (*r.get("b:80"))(failing()));
+  r.remove("b:80");
+  settle(ioc);
+  CHECK(only_registry.take() == lines{"b:80 removed"});
+  seen.take();
+}
+
+TEST_CASE("registry: a listener on its own executor and the way back after unlisten") {
+  virtual_time vt;
+  asio::io_context ioc;
+  asio::io_context elsewhere;
+  registry r(ioc, {.defaults = {.minimum_calls = 1, .open_duration = 1h}});
+  seen_events seen;
+  const auto id = r.listen(levee::registry_events, seen.listener(), elsewhere.get_executor());
+  r.get("a:80");
+  settle(ioc);
+  CHECK(seen.lines.empty());  // posted to `elsewhere`
+  elsewhere.poll();
+  CHECK(seen.take() == lines{"a:80 added"});
+  r.unlisten(id);
+  r.unlisten(id);  // unknown now: nothing
+  r.get("b:80");
+  elsewhere.poll();
+  CHECK(seen.lines.empty());
+  // The breakers themselves are as before: their own listeners still work.
+  int calls = 0;
+  r.get("b:80")->listen(levee::call_events, [&](const levee::breaker_event&) { ++calls; });
+  run(ioc, (*r.get("b:80"))(failing()));
+  CHECK(calls == 1);
 }

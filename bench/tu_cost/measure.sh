@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What one guarded call costs a user's translation unit: the .text size and
 # the compile time of bench/tu_cost/guarded.cpp against bare.cpp (the same
-# coroutine without levee), GCC 12 at -O2, with the definitions the
-# levee::levee target gives its users (Asio and Beast compiled separately).
+# coroutine without levee), GCC 12 at -O2, Asio and Beast compiled separately
+# in both (as levee::levee's users get them with
+# LEVEE_ASIO_SEPARATE_COMPILATION=ON), so that the figure is levee's own cost.
 # Compile times are the median of 5 runs of each, interleaved.
 #   bench/tu_cost/measure.sh [compiler]
 set -euo pipefail

@@ -62,19 +62,22 @@ struct client_access;  // the non-template entry points (http/impl/request.ipp)
 /// sets `ec`, neither throwing.
 ///
 /// Thread safety: a client may be shared by coroutines on any threads.
-/// Lifetime: it must outlive its requests. Executor: connections, the
-/// resolver and the idle timer run on the client's executor; each request
-/// completes on its handler's associated executor. Pending work: only while
-/// requests are in flight or idle connections are pooled (`close_idle` ends
-/// it at once), and while c-ares finishes a lookup a request gave up on
-/// (bounded by c-ares' own timeout: 2 tries of 2 s per server).
+/// Lifetime: it must outlive its requests. Executor: connections and the
+/// resolver run on the client's executor; each request completes on its
+/// handler's associated executor. Pending work: only while requests are in
+/// flight, and while c-ares finishes a lookup a request gave up on (bounded
+/// by c-ares' own timeout: 2 tries of 2 s per server). Pooled idle
+/// connections are no pending work (the client keeps no idle timer), so
+/// `io_context::run()` returns when the last request is done; they are
+/// closed lazily, when the pools are next used past `idle_timeout`, or at
+/// once by `close_idle` or the client's destruction.
 class client {
  public:
   /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
 
   /// A client with no connection yet.
-  /// \param ex Where its connections, resolver and timer run.
+  /// \param ex Where its connections and resolver run.
   /// \param options Its limits; validated (`validate`).
   /// \throws std::invalid_argument naming the member when `options` is invalid.
   explicit client(executor_type ex, client_options options = {});
@@ -94,7 +97,9 @@ class client {
   /// \return them, summed over its origins now.
   client_stats stats() const noexcept;
 
-  /// Closes every idle connection now (and stops the idle timer).
+  /// Closes every idle connection now, instead of at the pools' next use past
+  /// `client_options::idle_timeout` (for example before a long quiet period,
+  /// so that their sockets do not wait open).
   void close_idle();
 
   /// Sends `req` to `origin` (its scheme, host and port; the request's own

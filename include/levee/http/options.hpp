@@ -58,8 +58,10 @@ struct client_options {
   /// (with its extensions) or a trailer section that does not fit ends the
   /// request with `boost::beast::http::error::buffer_overflow`.
   std::uint32_t header_limit = 8 * 1024;
-  /// A kept-alive connection idle this long is closed (by a timer that runs
-  /// only while idle connections exist). > 0; `max()` keeps them.
+  /// A kept-alive connection idle this long is never reused; it is closed
+  /// lazily, when the client's pools are next used (no timer: an idle client
+  /// leaves no pending work), or by `client::close_idle()`. > 0; `max()` keeps
+  /// them.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(30);
   /// Idle kept-alive connections over all origins; a connection that would
   /// be one more is closed instead. In [0, 1000000].

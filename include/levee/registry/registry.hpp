@@ -6,9 +6,11 @@
 #include <levee/breaker/observe.hpp>
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/saturating.hpp>
+#include <levee/core/detail/string_hash.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/registry/detail/guard_pair.hpp>
+#include <levee/registry/events.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -59,15 +61,6 @@ struct registry_options {
 /// \throws std::invalid_argument naming the first invalid member.
 void validate(const registry_options& options);
 
-namespace detail {
-struct string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
-}  // namespace detail
-
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
 /// idle, at most `max_breakers` of them. Every member function is thread-safe.
@@ -86,10 +79,14 @@ struct string_hash {
 ///
 /// A breaker the registry replaces (`set_options`, `remove`, eviction) starts
 /// from zero: its counters restart (Prometheus sees a counter reset) and its
-/// listeners stay with the old one.
+/// own listeners stay with the old one; registry-wide listeners (`listen`,
+/// \ref registry_listeners) follow the key.
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = detail::wait_traits_of_t<Clock>>
-class basic_breaker_registry {
+class basic_breaker_registry : public registry_listeners<basic_breaker_registry<Clock, WaitTraits>,
+                                                         basic_circuit_breaker<Clock, WaitTraits>> {
+  friend registry_listeners<basic_breaker_registry, basic_circuit_breaker<Clock, WaitTraits>>;
+
  public:
   /// The breakers it makes.
   using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
@@ -176,11 +173,13 @@ class basic_breaker_registry {
           g.unlock();
           return make(key, std::move(options));
         }
+        this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
         evicted = std::move(victim->second.guards);
         entries_.erase(victim);
         evictions_.fetch_add(1, std::memory_order_relaxed);
       }
       it = entries_.emplace(std::string(key), entry{make(key, options_for(key)), {t}}).first;
+      this->added(it->first, it->second.guards.breaker);
     }
     return touch(it->second, t);
   }
@@ -194,7 +193,10 @@ class basic_breaker_registry {
   void set_options(std::string key, breaker_options options) {
     validate(options);
     std::unique_lock g(entries_mutex_);
-    entries_.erase(key);
+    if (auto it = entries_.find(key); it != entries_.end()) {
+      this->dropped(registry_event_kind::replaced, it->first, it->second.guards.breaker);
+      entries_.erase(it);
+    }
     overrides_[std::move(key)] = std::move(options);
   }
 
@@ -206,6 +208,7 @@ class basic_breaker_registry {
     std::unique_lock g(entries_mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) return false;
+    this->dropped(registry_event_kind::removed, it->first, it->second.guards.breaker);
     entries_.erase(it);
     return true;
   }
@@ -365,6 +368,7 @@ class basic_breaker_registry {
         const auto last = e.last_used.load(std::memory_order_relaxed);
         const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
         if (idle && evictable(e)) {
+          this->dropped(registry_event_kind::evicted, it->first, e.guards.breaker);
           evicted.push_back(std::move(e.guards));
           it = entries_.erase(it);
         } else {

@@ -149,8 +149,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   void release_slot(host_pool& pool);
   connection_ptr take_idle(host_pool& pool);
   void put_idle(host_pool& pool, connection_ptr c);
-  void arm_reaper(steady::time_point at);
-  void reap();
+  void sweep(steady::time_point now, std::vector<connection_ptr>& expired,
+             std::vector<std::shared_ptr<host_pool>>& forgotten);
   void close_idle();
   /// The client is gone: waiters end with `operation_aborted`.
   void close();
@@ -192,16 +192,17 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 
   // Guards the pools below (and each host_pool). A std::mutex, not a
   // spinlock: a new origin's map node, a pool's idle vector and the lists of
-  // expired connections are allocated under it, and the reaper timer is armed
-  // and cancelled under it (its `reaper_armed` flag and the timer must change
-  // together, and a timer is not thread-safe). The waiters' queue is
+  // expired connections are allocated under it, and `next_expiry` changes
+  // under it. The client keeps no timer for idle connections: they are
+  // closed lazily, when a pool is used past `next_expiry` (or by
+  // `close_idle`), so an idle client leaves no pending work. The waiters' queue is
   // intrusive (no allocation); waiters' timers, completions, clock reads and
   // connection closes (posts) happen outside it.
   std::mutex pools_mutex;
   std::unordered_map<std::string, std::shared_ptr<host_pool>> pools;
   std::size_t idle_total = 0;
-  asio::steady_timer reaper;
-  bool reaper_armed = false;
+  /// When the earliest idle connection expires (`max()`: none pooled).
+  steady::time_point next_expiry = steady::time_point::max();
   bool closed = false;
 };
 

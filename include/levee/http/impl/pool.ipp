@@ -1,6 +1,7 @@
 // levee: the HTTP client's pools, one per origin: connection slots (a FIFO
 // of waiting requests, each until its deadline), idle kept-alive
-// connections and the reaper that closes them. Compiled once in lib/.
+// connections, closed lazily past their idle timeout (no timer: an idle client
+// leaves no pending work). Compiled once in lib/.
 #pragma once
 
 #include <levee/http/impl/client_impl.hpp>
@@ -136,14 +137,18 @@ void client::impl::release_slot(host_pool& pool) {
   }
 }
 
-// A pooled connection that still looks open, or nothing.
+// A pooled connection that still looks open, or nothing. Idle connections
+// past their idle timeout are closed on the way (lazily: the client keeps no
+// timer, so an idle client leaves no pending work).
 client_detail::connection_ptr client::impl::take_idle(host_pool& pool) {
   for (;;) {
     const auto now = steady::now();  // read before the lock
     connection_ptr c;
     std::vector<connection_ptr> expired;  // closed after the lock
+    std::vector<std::shared_ptr<host_pool>> forgotten;
     {
       std::lock_guard g(pools_mutex);
+      if (now >= next_expiry) sweep(now, expired, forgotten);
       while (!pool.idle.empty() && !c) {
         auto candidate = std::move(pool.idle.back());
         pool.idle.pop_back();
@@ -164,36 +169,26 @@ client_detail::connection_ptr client::impl::take_idle(host_pool& pool) {
 void client::impl::put_idle(host_pool& pool, connection_ptr c) {
   const auto now = steady::now();
   c->idle_since = now;
-  connection_ptr refused;  // closed (a post) after the lock
+  connection_ptr refused;               // closed (a post) after the lock
+  std::vector<connection_ptr> expired;  // likewise
+  std::vector<std::shared_ptr<host_pool>> forgotten;
   std::lock_guard g(pools_mutex);
+  if (now >= next_expiry) sweep(now, expired, forgotten);
   if (closed || idle_total >= options.max_idle_connections) {
     refused = std::move(c);
     return;
   }
   pool.idle.push_back(std::move(c));
   ++idle_total;
-  if (!reaper_armed && options.idle_timeout != std::chrono::nanoseconds::max()) {
-    reaper_armed = true;
-    arm_reaper(client_detail::deadline_after(now, options.idle_timeout));
-  }
+  next_expiry = std::min(next_expiry, client_detail::deadline_after(now, options.idle_timeout));
 }
 
-// Under the lock (see `pools_mutex`).
-void client::impl::arm_reaper(steady::time_point at) {
-  reaper.expires_at(at);
-  reaper.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
-    if (ec) return;
-    if (auto self = weak.lock()) self->reap();
-  });
-}
-
-// Closes the idle connections past their idle timeout, forgets the origins
-// left empty, and sleeps until the next expiry (or for good).
-void client::impl::reap() {
-  const auto now = steady::now();
-  std::vector<connection_ptr> expired;  // closed after the lock
-  std::vector<std::shared_ptr<host_pool>> forgotten;
-  std::lock_guard g(pools_mutex);
+// Under the lock (see `pools_mutex`): moves the idle connections past their
+// idle timeout to `expired`, forgets the origins left empty and unused, and
+// notes the next expiry. Runs when a connection is taken from or given back
+// to a pool, once the earliest idle connection has expired.
+void client::impl::sweep(steady::time_point now, std::vector<connection_ptr>& expired,
+                         std::vector<std::shared_ptr<host_pool>>& forgotten) {
   auto next = steady::time_point::max();
   for (auto it = pools.begin(); it != pools.end();) {
     auto& idle = it->second->idle;
@@ -216,8 +211,7 @@ void client::impl::reap() {
       ++it;
     }
   }
-  reaper_armed = next != steady::time_point::max() && !closed;
-  if (reaper_armed) arm_reaper(next);
+  next_expiry = next;
 }
 
 void client::impl::close_idle() {
@@ -236,8 +230,7 @@ void client::impl::close_idle() {
     }
   }
   idle_total = 0;
-  reaper.cancel();
-  reaper_armed = false;
+  next_expiry = steady::time_point::max();
 }
 
 void client::impl::close() {

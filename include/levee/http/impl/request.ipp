@@ -56,8 +56,7 @@ void validate(const client_options& o) {
 client::impl::impl(executor_type e, client_options o)
     : ex(std::move(e)),
       options(std::move(o)),
-      resolver(ex, options.dns_servers, std::chrono::milliseconds(2000)),
-      reaper(ex) {
+      resolver(ex, options.dns_servers, std::chrono::milliseconds(2000)) {
   if (options.tls) {
     tls = options.tls;
   } else {
