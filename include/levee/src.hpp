@@ -22,6 +22,7 @@
 #include <levee/limit/impl/bulkhead.ipp>
 #include <levee/limit/impl/prometheus.ipp>
 #include <levee/registry/impl/registry.ipp>
+#include <levee/retry/impl/prometheus.ipp>
 #include <levee/retry/impl/retry.ipp>
 #include <levee/retry/impl/retry_budget.ipp>
 #include <levee/upstream/impl/observe.ipp>
