@@ -18,7 +18,8 @@ TEST_CASE("fallback: a value for a rejection, in the tuple form") {
   asio::io_context ioc;
   breaker b(ioc);
   fake_service api;
-  levee::fallback<ec_int> fb({.on = levee::fallback_on::rejection, .value = ec_int(boost::system::error_code(), -1)});
+  levee::fallback<ec_int> fb(
+      {.on = levee::fallback_on::rejection, .value = ec_int(boost::system::error_code(), -1)});
 
   b.force_open();
   auto r = run(ioc, fb(b(api.call_ec({}))));
