@@ -3,6 +3,7 @@
 #include <levee/http/options.hpp>
 #include <levee/pipeline.hpp>
 
+#include "promtool.hpp"
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>

@@ -1,6 +1,7 @@
 // Retry policies on virtual time.
 #include <levee/retry/retry.hpp>
 
+#include "promtool.hpp"
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
