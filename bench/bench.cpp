@@ -3,6 +3,7 @@
 // them.
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
+#include <levee/pipeline.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include <flaky/server.hpp>
@@ -732,6 +733,58 @@ class summary_reporter : public benchmark::ConsoleReporter {
 
 }  // namespace
 
+// ---- the pipeline against the same layers nested by hand ----------------------
+// Fallback, retry (3 attempts), breaker and adaptive limit around one call
+// that succeeds, in the tuple form: the pipeline must cost no more than the
+// layers nested by hand (issue 26: <= +5 ns side by side).
+
+using tuple_int = std::tuple<boost::system::error_code, int>;
+
+void bm_layers_by_hand(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc);
+  levee::adaptive_limit limit(ioc);
+  levee::retry_policy policy({.max_attempts = 3});
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          auto [ec, v] =
+              co_await levee::retry(policy, [&] { return breaker(limit(trivial_tuple(x))); });
+          x = ec ? -1 : v;  // the fallback
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+}
+
+void bm_layers_pipeline(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::pipeline<tuple_int> pipe(
+      ioc, {.fallback = {{.value = tuple_int(boost::system::error_code(), -1)}},
+            .retry = levee::retry_options{.max_attempts = 3},
+            .breaker = levee::breaker_options{},
+            .limit = levee::adaptive_limit_options{}});
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          auto [ec, v] = co_await pipe([&] { return trivial_tuple(x); });
+          x = v;
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+}
+
 int main(int argc, char** argv) {
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
@@ -750,6 +803,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick);
   benchmark::RegisterBenchmark("upstream/guarded", bm_upstream_guarded);
   benchmark::RegisterBenchmark("closed/guarded_pair", bm_closed_guarded_pair);
+  benchmark::RegisterBenchmark("layers/by_hand", bm_layers_by_hand);
+  benchmark::RegisterBenchmark("layers/pipeline", bm_layers_pipeline);
   benchmark::RegisterBenchmark("closed/guarded_transition_listener",
                                bm_closed_guarded_transition_listener);
   benchmark::RegisterBenchmark("closed/guarded_call_listener", bm_closed_guarded_call_listener);

@@ -1,6 +1,7 @@
 // Retry policies on virtual time.
 #include <levee/retry/retry.hpp>
 
+#include "promtool.hpp"
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 
+#include <sstream>
 #include <vector>
 
 using namespace levee_test;
@@ -460,4 +462,73 @@ TEST_CASE("retry: a budget with ttl = nanoseconds::max() works (no overflow)") {
   CHECK(s.retries == 2);
   CHECK(s.successes == 1);
   CHECK(s.available > 0);
+}
+
+TEST_CASE("retry: metrics count attempts, retries, budget refusals and exhausted operations") {
+  virtual_time vt;
+  asio::io_context ioc;
+  auto budget = std::make_shared<levee::retry_budget>(
+      levee::retry_budget_options{.ratio = 0, .min_retries_per_second = 0.2, .ttl = 10s});
+  policy_type policy(
+      {.max_attempts = 3, .initial_delay = 10ms, .jitter = jitter_kind::none, .budget = budget});
+  CHECK(policy.metrics().attempts == 0);
+
+  flaky api;  // always fails
+  // The floor grants 2 retries per 10 s: the first operation takes both and
+  // gives up after its third attempt (exhausted); the second gets none.
+  auto first = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  auto second = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  REQUIRE(first->done);
+  REQUIRE(second->done);
+  auto m = policy.metrics();
+  CHECK(m.operations == 2);
+  CHECK(m.attempts == 4);
+  CHECK(m.retries == 2);
+  CHECK(m.budget_refusals == 1);
+  CHECK(m.exhausted == 1);
+
+  // The way back: the dependency answers again, one attempt each, nothing else moves.
+  api.failures = 0;
+  api.starts.clear();
+  auto ok = run_to_end(ioc, levee::retry(policy, [&] { return api.call(); }));
+  CHECK(ok->value == 7);
+  m = policy.metrics();
+  CHECK(m.operations == 3);
+  CHECK(m.attempts == 5);
+  CHECK(m.retries == 2);
+  CHECK(m.budget_refusals == 1);
+  CHECK(m.exhausted == 1);
+}
+
+TEST_CASE("retry: a non-retryable outcome is neither exhausted nor refused") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3, .initial_delay = 10ms, .jitter = jitter_kind::none});
+  flaky api;
+  api.error = levee::error::circuit_open;  // a rejection: never retried
+  auto r = run_to_end(ioc, levee::retry(policy, [&] { return api.call_ec(); }));
+  REQUIRE(r->done);
+  const auto m = policy.metrics();
+  CHECK(m.attempts == 1);
+  CHECK(m.retries == 0);
+  CHECK(m.exhausted == 0);
+  CHECK(m.budget_refusals == 0);
+}
+
+TEST_CASE("retry: the Prometheus exposition of retry metrics passes promtool") {
+  levee::retry_metrics m{
+      .operations = 3, .attempts = 5, .retries = 2, .budget_refusals = 1, .exhausted = 1};
+  std::ostringstream out;
+  levee::write_retry_prometheus(out, {{"api \"v2\"", m}, {"db", {}}});
+  const std::string text = out.str();
+  CHECK(text.find("# TYPE levee_retry_attempts_total counter\n") != std::string::npos);
+  CHECK(text.find("levee_retry_attempts_total{policy=\"api \\\"v2\\\"\"} 5\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_retry_retries_total{policy=\"api \\\"v2\\\"\"} 2\n") != std::string::npos);
+  CHECK(text.find("levee_retry_budget_refusals_total{policy=\"api \\\"v2\\\"\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_retry_exhausted_total{policy=\"api \\\"v2\\\"\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_retry_operations_total{policy=\"db\"} 0\n") != std::string::npos);
+  CHECK(levee_test::promtool_clean(text));
 }

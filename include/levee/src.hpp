@@ -22,7 +22,9 @@
 #include <levee/limit/impl/adaptive_limit.ipp>
 #include <levee/limit/impl/bulkhead.ipp>
 #include <levee/limit/impl/prometheus.ipp>
+#include <levee/pipeline/impl/prometheus.ipp>
 #include <levee/registry/impl/registry.ipp>
+#include <levee/retry/impl/prometheus.ipp>
 #include <levee/retry/impl/retry.ipp>
 #include <levee/retry/impl/retry_budget.ipp>
 #include <levee/upstream/impl/observe.ipp>

@@ -6,8 +6,10 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -117,6 +119,21 @@ outcome default_classify(const call_result& r) noexcept;
 /// shared, and should not throw: an exception escaping it counts the call as a
 /// failure.
 using classifier = std::function<outcome(const call_result&)>;
+
+/// What a protocol says about its results, in one place, for every layer of
+/// a pipeline (levee/pipeline.hpp): which results are failures, which are
+/// worth another attempt, and what delay the downstream asked for.
+/// `levee::http::rules()` is HTTP's. Empty members: levee's default rules.
+struct call_rules {
+  /// Success, failure or ignored: for the breaker, the limit and the fallback.
+  /// Empty: `default_classify`.
+  levee::classifier classify = {};
+  /// Whether another attempt is worth it. Empty: `default_retryable`, plus
+  /// every result that `classify` calls a failure (when `classify` is set).
+  std::function<bool(const call_result&)> retryable = {};
+  /// A delay the downstream asked for (HTTP Retry-After). Empty: no hints.
+  std::function<std::optional<std::chrono::nanoseconds>(const call_result&)> retry_after = {};
+};
 
 namespace detail {
 

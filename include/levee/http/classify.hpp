@@ -47,6 +47,14 @@ bool retryable(const call_result& r) noexcept;
 /// or from the local clock without one), or nothing.
 std::optional<std::chrono::nanoseconds> retry_after(const call_result& r) noexcept;
 
+/// HTTP's rules for a pipeline, in one name: `classify`, `retryable` and
+/// `retry_after`, so that every layer sees a 503 as a failure:
+/// `pipeline_options{.rules = levee::http::rules()}`.
+/// \return the three functions of this header.
+inline call_rules rules() {
+  return {&classify, &retryable, &retry_after};
+}
+
 /// Parses a Retry-After value (RFC 9110, 10.2.3): delay-seconds (`"120"`), or
 /// an HTTP-date in any of its three forms (IMF-fixdate `"Sun, 06 Nov 1994
 /// 08:49:37 GMT"`, obsolete RFC 850 `"Sunday, 06-Nov-94 08:49:37 GMT"`, ANSI

@@ -19,9 +19,12 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
+#include <vector>
 
 namespace levee {
 
@@ -115,6 +118,49 @@ class retry_schedule {
   std::size_t retries_ = 0;
 };
 
+/// What a retry policy did, counted since its construction over every
+/// operation that used it (`basic_retry_policy::metrics()`). Envoy's
+/// `upstream_rq_retry` and `upstream_rq_retry_overflow` are `retries` and
+/// `budget_refusals`.
+struct retry_metrics {
+  std::uint64_t operations = 0;  ///< operations started (schedules made by `schedule()`)
+  std::uint64_t attempts = 0;    ///< attempts started, first attempts included
+  std::uint64_t retries = 0;     ///< attempts after an operation's first one
+  /// Retries the budget refused: the operation gave up on a retryable
+  /// outcome with attempts left.
+  std::uint64_t budget_refusals = 0;
+  /// Operations that gave up on a retryable outcome because their last
+  /// attempt was the `max_attempts`-th.
+  std::uint64_t exhausted = 0;
+};
+
+/// One policy's metrics with its name, for the Prometheus exposition.
+struct named_retry_metrics {
+  std::string name;       ///< the value of its label `policy` (unique)
+  retry_metrics metrics;  ///< its snapshot
+};
+
+/// Writes retry metrics in the Prometheus text exposition format 0.0.4, one
+/// family per metric, one sample per policy (label `policy`, escaped as for
+/// the breakers):
+///
+/// | Metric | Type |
+/// |---|---|
+/// | `levee_retry_operations_total` | counter |
+/// | `levee_retry_attempts_total` | counter |
+/// | `levee_retry_retries_total` | counter |
+/// | `levee_retry_budget_refusals_total` | counter |
+/// | `levee_retry_exhausted_total` | counter |
+///
+/// \param out Where the text goes.
+/// \param policies The policies, in the order their samples are written
+/// (names must be unique).
+void write_retry_prometheus(std::ostream& out, const std::vector<named_retry_metrics>& policies);
+
+namespace detail {
+struct retry_access;
+}  // namespace detail
+
 /// A validated retry policy, shared by every operation that uses it. `Clock`
 /// times the delays between attempts and the budget's window
 /// (`basic_retry_policy<manual_clock>` in tests). Thread-safe.
@@ -157,10 +203,26 @@ class basic_retry_policy {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
   }
 
+  /// What the policy did so far, over every operation that used it. Each
+  /// counter is exact; read while operations run, the snapshot may be a few
+  /// events apart between counters (relaxed atomics, no lock on the call path).
+  /// \return the counters.
+  retry_metrics metrics() const noexcept {
+    constexpr auto relaxed = std::memory_order_relaxed;
+    return {operations_.load(relaxed), attempts_.load(relaxed), retries_.load(relaxed),
+            budget_refusals_.load(relaxed), exhausted_.load(relaxed)};
+  }
+
  private:
+  friend struct detail::retry_access;
+
   retry_options options_;
   std::uint64_t seed_;
   std::atomic<std::uint64_t> operations_{0};
+  std::atomic<std::uint64_t> attempts_{0};
+  std::atomic<std::uint64_t> retries_{0};
+  std::atomic<std::uint64_t> budget_refusals_{0};
+  std::atomic<std::uint64_t> exhausted_{0};
 };
 
 /// The steady_clock retry policy.

@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <optional>
@@ -19,6 +20,30 @@ namespace detail {
 
 namespace asio = boost::asio;
 
+/// The policy's counters, for the retry loops (`retry`'s and the pipeline's).
+struct retry_access {
+  template <class Clock>
+  static void count(std::atomic<std::uint64_t> basic_retry_policy<Clock>::*counter,
+                    basic_retry_policy<Clock>& policy) noexcept {
+    (policy.*counter).fetch_add(1, std::memory_order_relaxed);
+  }
+  /// An attempt starts: the operation's first one, or a retry (operations
+  /// are counted by `schedule()`, once per operation).
+  template <class Clock>
+  static void attempt(basic_retry_policy<Clock>& policy, std::size_t attempt) noexcept {
+    count(&basic_retry_policy<Clock>::attempts_, policy);
+    if (attempt > 1) count(&basic_retry_policy<Clock>::retries_, policy);
+  }
+  template <class Clock>
+  static void refused(basic_retry_policy<Clock>& policy) noexcept {
+    count(&basic_retry_policy<Clock>::budget_refusals_, policy);
+  }
+  template <class Clock>
+  static void exhausted(basic_retry_policy<Clock>& policy) noexcept {
+    count(&basic_retry_policy<Clock>::exhausted_, policy);
+  }
+};
+
 /// What the retry loop does after an attempt.
 enum class retry_step { done, again };
 
@@ -28,6 +53,7 @@ retry_step decide(basic_retry_policy<Clock>& policy, retry_schedule& schedule, s
   const retry_options& o = policy.options();
   const bool retryable = policy.retryable(r);
   if (attempt >= o.max_attempts || !retryable) {
+    if (retryable) retry_access::exhausted(policy);
     // Only a real success earns retries: judged by the same predicate as the
     // retries (an operation that gave up on a 503 did not succeed), and never
     // an error_code or an exception.
@@ -36,7 +62,10 @@ retry_step decide(basic_retry_policy<Clock>& policy, retry_schedule& schedule, s
     }
     return retry_step::done;
   }
-  if (o.budget && !o.budget->try_withdraw(policy.now())) return retry_step::done;
+  if (o.budget && !o.budget->try_withdraw(policy.now())) {
+    retry_access::refused(policy);
+    return retry_step::done;
+  }
   delay = schedule.next(r);
   return retry_step::again;
 }
@@ -47,6 +76,7 @@ asio::awaitable<T, Executor> retry_loop(basic_retry_policy<Clock>& policy, Facto
   std::optional<asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>> timer;
   for (std::size_t attempt = 1;; ++attempt) {
     std::chrono::nanoseconds delay{};
+    retry_access::attempt(policy, attempt);
     try {
       if constexpr (std::is_void_v<T>) {
         co_await factory();

@@ -1,0 +1,236 @@
+// levee: the pipeline's template bodies (included by levee/pipeline/pipeline.hpp).
+#pragma once
+
+#include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/saturating.hpp>
+
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace levee {
+namespace detail {
+
+/// How a pipeline starts one attempt of `Op`: a factory of awaitables, a
+/// factory of deferred operations, or a deferred operation (copied).
+template <class Made, class DefaultExecutor, bool = awaitable_traits<Made>::is_awaitable>
+struct pipeline_made {  // a deferred operation: started with use_awaitable
+  using executor_type = DefaultExecutor;
+  using awaitable_type =
+      decltype(std::declval<Made>()(boost::asio::use_awaitable_t<DefaultExecutor>{}));
+};
+template <class Made, class DefaultExecutor>
+struct pipeline_made<Made, DefaultExecutor, true> {  // an awaitable
+  using executor_type = typename awaitable_traits<Made>::executor_type;
+  using awaitable_type = Made;
+};
+
+template <class Op, bool = std::is_invocable_v<Op&>>
+struct pipeline_made_type {  // a deferred operation
+  static constexpr bool factory = false;
+  using type = Op;
+};
+template <class Op>
+struct pipeline_made_type<Op, true> {  // a factory
+  static constexpr bool factory = true;
+  using type = std::invoke_result_t<Op&>;
+};
+
+template <class Op, class DefaultExecutor>
+struct pipeline_attempt {
+  using made_type = typename pipeline_made_type<Op>::type;
+  static constexpr bool made_awaitable = awaitable_traits<made_type>::is_awaitable;
+  using executor_type = typename pipeline_made<made_type, DefaultExecutor>::executor_type;
+  using awaitable_type = typename pipeline_made<made_type, DefaultExecutor>::awaitable_type;
+  using value_type = typename awaitable_traits<awaitable_type>::value_type;
+
+  static awaitable_type start(Op& op) {
+    if constexpr (pipeline_made_type<Op>::factory) {
+      if constexpr (made_awaitable)
+        return op();
+      else
+        return op()(boost::asio::use_awaitable_t<executor_type>{});
+    } else {
+      Op copy(op);  // a deferred operation starts once: each attempt starts a copy
+      return std::move(copy)(boost::asio::use_awaitable_t<executor_type>{});
+    }
+  }
+};
+
+/// How an attempt or a call ended, without holding a coroutine's exception.
+template <class T>
+struct pipeline_result {
+  std::optional<T> value;
+  std::exception_ptr failure;
+  boost::system::error_code code;
+  bool has_code = false;
+
+  call_result view() const noexcept {
+    return value ? make_value_result(*value) : call_result(failure, has_code ? &code : nullptr);
+  }
+  bool is(error e) const noexcept {
+    const auto* ec = view().error();
+    return ec && *ec == e;
+  }
+  void failed(std::exception_ptr e) noexcept {  // in a catch block: codes of system_errors
+    failure = std::move(e);
+    try {
+      std::rethrow_exception(failure);
+    } catch (const boost::system::system_error& s) {
+      code = s.code();
+      has_code = true;
+    } catch (...) {
+    }
+  }
+  T take() {
+    if (!value) std::rethrow_exception(failure);
+    return std::move(*value);
+  }
+};
+
+}  // namespace detail
+
+template <class T, class Clock>
+basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o,
+                                         registry_type* registry, std::string key)
+    : executor_(std::move(ex)), registry_(registry), key_(std::move(key)) {
+  const call_rules& rules = o.rules;
+  if (rules.classify) {
+    if (o.breaker) o.breaker->classifier = rules.classify;
+    if (o.limit) o.limit->classifier = rules.classify;
+    if (o.fallback) o.fallback->classifier = rules.classify;
+  }
+  if (o.retry) {
+    if (rules.retryable) {
+      o.retry->retryable = rules.retryable;
+    } else if (rules.classify && !o.retry->retryable) {
+      o.retry->retryable = [c = rules.classify](const call_result& r) {
+        if (default_retryable(r)) return true;
+        if (r.threw() || (r.error() && *r.error())) return false;
+        try {
+          return c(r) == outcome::failure;  // a failure in a value (a 503)
+        } catch (...) {
+          return false;
+        }
+      };
+    }
+    if (rules.retry_after) o.retry->retry_after = rules.retry_after;
+    retry_.emplace(*o.retry);
+  }
+  if (o.breaker)
+    own_.breaker = std::make_shared<basic_circuit_breaker<Clock>>(executor_, *o.breaker, o.name);
+  if (o.limit)
+    own_.limit = std::make_shared<basic_adaptive_limit<Clock>>(executor_, *o.limit, o.name);
+  if (o.bulkhead) bulkhead_.emplace(executor_, *o.bulkhead);
+  if (o.fallback) fallback_.emplace(*o.fallback);
+  options_ = std::move(o);
+}
+
+template <class T, class Clock>
+pipeline_options<T> basic_pipeline<T, Clock>::checked_for(pipeline_options<T> o,
+                                                          registry_type& registry) {
+  validate(o);
+  auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("pipeline_options", member, rule);
+  };
+  if (o.breaker) reject("breaker", "must be empty with a registry: the registry's is used");
+  if (o.limit && registry.options().limits)
+    reject("limit", "must be empty with a registry that has limits");
+  if (o.rules.classify && !registry.options().defaults.classifier)
+    reject("rules.classify",
+           "is set but the registry's breakers have no classifier (registry_options::defaults)");
+  return o;
+}
+
+template <class T, class Clock>
+template <class Executor, class Op>
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
+  namespace asio = boost::asio;
+  using attempt_type = detail::pipeline_attempt<Op, executor_type>;
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  std::optional<retry_schedule> schedule;
+  if (retry_) schedule.emplace(retry_->schedule());
+  std::optional<asio::basic_waitable_timer<Clock, detail::wait_traits_of_t<Clock>, Executor>> timer;
+  for (std::size_t attempt = 1;; ++attempt) {
+    if (retry_) detail::retry_access::attempt(*retry_, attempt);
+    detail::pipeline_result<T> result;
+    {
+      asio::awaitable<T, Executor> aw = attempt_type::start(op);
+      if (options_.timeout != std::chrono::nanoseconds::zero())
+        aw = detail::race_timer<Clock>(options_.timeout, std::move(aw), error::timeout,
+                                       count{&timeouts_});
+      if (bulkhead_) aw = (*bulkhead_)(std::move(aw));
+      // The guards are held until the attempt is over.
+      typename registry_type::guard_set held;
+      const typename registry_type::guard_set* guards = &own_;
+      if (registry_) {
+        held = registry_->guards(key_);
+        guards = &held;
+      }
+      if (guards->breaker) {
+        aw = (*guards)(std::move(aw));
+      } else if (guards->limit) {
+        aw = (*guards->limit)(std::move(aw));
+      }
+      try {
+        result.value.emplace(co_await std::move(aw));
+      } catch (...) {
+        result.failed(std::current_exception());
+      }
+    }
+    std::chrono::nanoseconds delay{};
+    if (!retry_ || detail::decide(*retry_, *schedule, attempt, result.view(), delay) ==
+                       detail::retry_step::done)
+      co_return result.take();
+    if (!timer) timer.emplace(co_await asio::this_coro::executor);
+    timer->expires_after(std::chrono::ceil<typename Clock::duration>(delay));
+    co_await timer->async_wait(asio::use_awaitable_t<Executor>{});
+  }
+}
+
+template <class T, class Clock>
+template <class Executor, class Op>
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::outer(Op op) {
+  detail::pipeline_result<T> result;
+  auto aw = attempts<Executor>(std::move(op));
+  if (options_.deadline != std::chrono::nanoseconds::zero())
+    aw = detail::race_timer<Clock>(options_.deadline, std::move(aw), error::deadline_exceeded,
+                                   count{&deadlines_});
+  try {
+    result.value.emplace(co_await std::move(aw));
+  } catch (...) {
+    result.failed(std::current_exception());
+  }
+  if (fallback_) {
+    const call_result r = result.view();
+    if (const auto why = fallback_->wants(r); why != levee::fallback<T>::reason::none)
+      co_return fallback_->answer(r, why);
+  }
+  co_return result.take();
+}
+
+template <class T, class Clock>
+pipeline_metrics basic_pipeline<T, Clock>::metrics() const {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  pipeline_metrics m;
+  m.name = options_.name;
+  m.calls = calls_.load(relaxed);
+  m.timeouts = timeouts_.load(relaxed);
+  m.deadlines_exceeded = deadlines_.load(relaxed);
+  if (fallback_) m.fallback = fallback_->metrics();
+  if (retry_) m.retry = retry_->metrics();
+  const auto guards = registry_ ? registry_->guards(key_) : own_;
+  if (guards.breaker) m.breaker = guards.breaker->metrics();
+  if (guards.limit) m.limit = guards.limit->metrics();
+  if (bulkhead_)
+    m.bulkhead = pipeline_bulkhead_metrics{bulkhead_->in_flight(), bulkhead_->queued()};
+  m.registry_guards = registry_ != nullptr;
+  return m;
+}
+
+}  // namespace levee

@@ -1,0 +1,286 @@
+// The pipeline: every layer in one object, on virtual time.
+#include <levee/http/classify.hpp>
+#include <levee/http/options.hpp>
+#include <levee/pipeline.hpp>
+
+#include "promtool.hpp"
+#include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
+
+#include <sstream>
+#include <string>
+
+using namespace levee_test;
+
+namespace {
+
+using ec_int = std::tuple<boost::system::error_code, int>;
+using pipe_ec = levee::basic_pipeline<ec_int, vclock>;
+const boost::system::error_code reset = make_error_code(boost::system::errc::connection_reset);
+
+template <class T>
+std::shared_ptr<pending<T>> run_to_end(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = spawn(ioc, std::move(aw));
+  settle(ioc);
+  for (int i = 0; i < 100'000 && !p->done; ++i) elapse(ioc, 1ms);
+  return p;
+}
+
+levee::retry_options three_tries() {
+  return {.max_attempts = 3, .initial_delay = 10ms, .jitter = levee::jitter_kind::none};
+}
+
+std::string invalid(auto make) {
+  try {
+    make();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: the layers in order: timeouts are the breaker's failures, retried, answered") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.name = "api",
+                     .fallback = {{.value = ec_int(boost::system::error_code(), -1)}},
+                     .retry = three_tries(),
+                     .breaker = {{.minimum_calls = 100}},
+                     .timeout = 50ms});
+  fake_service api;
+  auto r = run_to_end(ioc, pipe([&] { return api.call_ec({}, 100ms); }));
+  REQUIRE(r->value);
+  CHECK(*r->value == ec_int(boost::system::error_code(), -1));  // the fallback's answer
+  auto m = pipe.metrics();
+  CHECK(m.name == "api");
+  CHECK(m.calls == 1);
+  CHECK(m.timeouts == 3);
+  CHECK(m.retry->attempts == 3);
+  CHECK(m.retry->retries == 2);
+  CHECK(m.retry->exhausted == 1);
+  CHECK(m.breaker->failures == 3);  // the timeout is inside the breaker
+  CHECK(m.fallback->failures == 1);
+  CHECK(api.started == 3);
+
+  // The way back: a fast downstream, one attempt, nothing answered for it.
+  r = run_to_end(ioc, pipe([&] { return api.call_ec({}); }));
+  CHECK(*r->value == ec_int(boost::system::error_code(), 42));
+  m = pipe.metrics();
+  CHECK(m.calls == 2);
+  CHECK(m.timeouts == 3);
+  CHECK(m.retry->attempts == 4);
+  CHECK(m.breaker->successes == 1);
+  CHECK(m.fallback->used() == 1);
+}
+
+TEST_CASE("pipeline: an open breaker is not retried; the fallback answers the rejection") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.fallback = {{.on = levee::fallback_on::rejection,
+                                   .value = ec_int(boost::system::error_code(), -1)}},
+                     .retry = three_tries(),
+                     .breaker = levee::breaker_options{},
+                     .limit = levee::adaptive_limit_options{}});
+  fake_service api;
+  pipe.breaker()->force_open();
+  auto r = run_to_end(ioc, pipe([&] { return api.call_ec({}); }));
+  CHECK(std::get<1>(*r->value) == -1);
+  CHECK(api.started == 0);
+  auto m = pipe.metrics();
+  CHECK(m.retry->attempts == 1);
+  CHECK(m.fallback->rejections == 1);
+  CHECK(m.breaker->rejected == 1);
+  // on = rejection: a failure is the last attempt's tuple.
+  pipe.breaker()->reset();
+  r = run_to_end(ioc, pipe([&] { return api.call_ec(reset); }));
+  CHECK(std::get<0>(*r->value) == reset);
+  CHECK(api.started == 3);
+  CHECK(pipe.metrics().fallback->used() == 1);
+  CHECK(pipe.metrics().limit->admitted == 3);
+}
+
+TEST_CASE("pipeline: one rule for every layer: with levee::http::rules() a 503 fails everywhere") {
+  virtual_time vt;
+  asio::io_context ioc;
+  using pipe_http = levee::basic_pipeline<levee::http::response, vclock>;
+  auto unavailable = []() -> asio::awaitable<levee::http::response> {
+    levee::http::response res;
+    res.result(503);
+    co_return res;
+  };
+  pipe_http plain(ioc, {.retry = three_tries(), .breaker = levee::breaker_options{}});
+  auto r = run_to_end(ioc, plain(unavailable));
+  CHECK(r->value->result_int() == 503);
+  CHECK(plain.metrics().retry->attempts == 1);  // blind: a 503 with ec == 0 is a success
+  CHECK(plain.metrics().breaker->successes == 1);
+
+  levee::http::response cached;
+  cached.result(200);
+  cached.body() = "cached";
+  pipe_http http(ioc, {.rules = levee::http::rules(),
+                       .fallback = {{.value = cached}},
+                       .retry = three_tries(),
+                       .breaker = levee::breaker_options{},
+                       .limit = levee::adaptive_limit_options{}});
+  r = run_to_end(ioc, http(unavailable));
+  CHECK(r->value->body() == "cached");
+  const auto m = http.metrics();
+  CHECK(m.retry->attempts == 3);
+  CHECK(m.breaker->failures == 3);
+  CHECK(m.limit->drops == 3);
+  CHECK(m.fallback->failures == 1);
+}
+
+TEST_CASE("pipeline: a deferred operation is started again for each attempt, exception form") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_pipeline<int, vclock> pipe(ioc, {.retry = three_tries()});
+  auto r = run_to_end(ioc, pipe(asio::deferred.values(reset, 5)));
+  CHECK(r->thrown_code() == reset);
+  CHECK(pipe.metrics().retry->attempts == 3);
+  r = run_to_end(ioc, pipe(asio::deferred.values(boost::system::error_code(), 5)));
+  CHECK(r->value == 5);
+
+  // A factory of deferred operations, and the tuple form through as_tuple.
+  pipe_ec tuples(ioc, {.retry = three_tries()});
+  int made = 0;
+  auto r2 = run_to_end(
+      ioc, tuples([&] {
+        ++made;
+        return asio::deferred.values(ec_int(made < 2 ? reset : boost::system::error_code(), made));
+      }));
+  CHECK(*r2->value == ec_int(boost::system::error_code(), 2));
+}
+
+TEST_CASE("pipeline: the total deadline bounds the retries; the fallback answers it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_pipeline<int, vclock> pipe(
+      ioc, {.fallback = {{.function =
+                              [](const levee::call_result& r) {
+                                return r.error() && *r.error() == levee::error::deadline_exceeded
+                                           ? -2
+                                           : -1;
+                              }}},
+            .deadline = 100ms,
+            .retry = levee::retry_options{.max_attempts = 10,
+                                          .initial_delay = 40ms,
+                                          .multiplier = 1,
+                                          .jitter = levee::jitter_kind::none}});
+  fake_service api;
+  auto r = run_to_end(ioc, pipe([&] { return api.call(false); }));
+  CHECK(r->value == -2);
+  CHECK(api.started == 3);  // at 0, 40 and 80 ms
+  CHECK(pipe.metrics().deadlines_exceeded == 1);
+  CHECK(pipe.metrics().fallback->failures == 1);
+}
+
+TEST_CASE("pipeline: the caller's cancellation ends it; never retried, never answered") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.fallback = {{.value = ec_int(boost::system::error_code(), -1)}},
+                     .retry = three_tries()});
+  fake_service api;
+  asio::cancellation_signal cancel;
+  std::optional<ec_int> got;
+  asio::co_spawn(
+      ioc, pipe([&] { return api.call_ec({}, 1s); }),
+      asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr, ec_int v) { got = v; }));
+  settle(ioc);
+  cancel.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  REQUIRE(got);
+  CHECK(std::get<0>(*got) == asio::error::operation_aborted);
+  CHECK(pipe.metrics().retry->attempts == 1);
+  CHECK(pipe.metrics().fallback->used() == 0);
+}
+
+TEST_CASE("pipeline: the completion-token form") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.breaker = levee::breaker_options{}});
+  fake_service api;
+  std::optional<ec_int> got;
+  pipe.async_call([&] { return api.call_ec({}); },
+                  [&](std::exception_ptr e, ec_int v) {
+                    CHECK_FALSE(e);
+                    got = v;
+                  });
+  settle(ioc);
+  CHECK(got == ec_int(boost::system::error_code(), 42));
+}
+
+TEST_CASE("pipeline: a registry's breaker for a key") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::breaker_options d;
+  d.classifier = levee::http::classify;
+  levee::basic_breaker_registry<vclock> registry(ioc, {.defaults = d});
+  pipe_ec pipe(ioc.get_executor(), {.rules = levee::http::rules(), .retry = three_tries()},
+               registry, "api.example:443");
+  fake_service api;
+  auto r = run_to_end(ioc, pipe([&] { return api.call_ec(reset); }));
+  CHECK(registry.get("api.example:443")->counters().failures == 3);
+  CHECK(pipe.metrics().breaker->failures == 3);
+  CHECK(pipe.metrics().registry_guards);
+
+  levee::basic_breaker_registry<vclock> blind(ioc);
+  CHECK(invalid([&] {
+          pipe_ec p(ioc.get_executor(), {.rules = levee::http::rules()}, blind, "k");
+        }).find("pipeline_options::rules.classify") != std::string::npos);
+  CHECK(invalid([&] {
+          pipe_ec p(ioc.get_executor(), {.breaker = levee::breaker_options{}}, registry, "k");
+        }).find("pipeline_options::breaker") != std::string::npos);
+}
+
+TEST_CASE("pipeline: options are validated by name") {
+  asio::io_context ioc;
+  auto with = [&](levee::pipeline_options<ec_int> o) {
+    return invalid([&] { levee::pipeline<ec_int> p(ioc, std::move(o)); });
+  };
+  CHECK(with({.name = ""}).find("pipeline_options::name") != std::string::npos);
+  CHECK(with({.timeout = -1ms}).find("pipeline_options::timeout") != std::string::npos);
+  CHECK(with({.deadline = -1ms}).find("pipeline_options::deadline") != std::string::npos);
+  CHECK(with({.bulkhead = levee::bulkhead_options{}, .limit = levee::adaptive_limit_options{}})
+            .find("pipeline_options::limit") != std::string::npos);
+  levee::breaker_options b;
+  b.classifier = levee::http::classify;
+  CHECK(with({.rules = levee::http::rules(), .breaker = b})
+            .find("pipeline_options::breaker.classifier") != std::string::npos);
+  CHECK(with({.fallback = levee::fallback_options<ec_int>{}}).find("fallback_options::value") !=
+        std::string::npos);
+  CHECK(with({.retry = levee::retry_options{.max_attempts = 0}})
+            .find("retry_options::max_attempts") != std::string::npos);
+  CHECK(with({}).empty());
+}
+
+TEST_CASE("pipeline: the Prometheus exposition of every layer passes promtool") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec a(ioc, {.name = "a",
+                  .fallback = {{.value = ec_int(boost::system::error_code(), -1)}},
+                  .retry = three_tries(),
+                  .breaker = levee::breaker_options{},
+                  .limit = levee::adaptive_limit_options{},
+                  .timeout = 50ms});
+  pipe_ec b(ioc, {.name = "b", .bulkhead = levee::bulkhead_options{}});
+  fake_service api;
+  run_to_end(ioc, a([&] { return api.call_ec(reset); }));
+  run_to_end(ioc, b([&] { return api.call_ec({}); }));
+  std::ostringstream out;
+  levee::write_pipelines_prometheus(out, {a.metrics(), b.metrics()});
+  const std::string text = out.str();
+  CHECK(text.find("levee_pipeline_calls_total{pipeline=\"a\"} 1\n") != std::string::npos);
+  CHECK(text.find("levee_pipeline_fallbacks_total{pipeline=\"a\",reason=\"failure\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("levee_retry_attempts_total{policy=\"a\"} 3\n") != std::string::npos);
+  CHECK(text.find("levee_calls_total{breaker=\"a\",outcome=\"failure\"} 3\n") != std::string::npos);
+  CHECK(text.find("levee_limit_admitted_calls_total{limit=\"a\"} 3\n") != std::string::npos);
+  CHECK(text.find("levee_pipeline_bulkhead_in_flight{pipeline=\"b\"} 0\n") != std::string::npos);
+  CHECK(promtool_clean(text));
+}

@@ -1,0 +1,86 @@
+// The pipeline on a 4-thread io_context (run under ASan and TSan): every
+// layer races with the others, and the counters add up when it is over.
+#include <levee/pipeline.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using ec_int = std::tuple<boost::system::error_code, int>;
+
+namespace {
+
+/// A downstream that answers in 0 to 3 ms, fails one call in 8, and takes
+/// 30 ms (past the pipeline's timeout) on one call in 16.
+asio::awaitable<ec_int> downstream(int i, std::atomic<int>& started) {
+  started.fetch_add(1, std::memory_order_relaxed);
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(i % 16 == 5 ? 30ms : std::chrono::milliseconds(i % 4));
+  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (ec) co_return ec_int(ec, 0);
+  if (i % 8 == 3) co_return ec_int(make_error_code(boost::system::errc::connection_reset), 0);
+  co_return ec_int(boost::system::error_code(), i);
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pipeline][threads]") {
+  asio::io_context ioc(4);
+  levee::pipeline<ec_int> pipe(
+      ioc, {.name = "api",
+            .fallback = {{.value = ec_int(boost::system::error_code(), -1)}},
+            .deadline = 2s,
+            .retry = levee::retry_options{.max_attempts = 3,
+                                          .initial_delay = 1ms,
+                                          .max_delay = 2ms,
+                                          .budget = std::make_shared<levee::retry_budget>()},
+            .breaker = levee::breaker_options{.minimum_calls = 1000},
+            .limit = levee::adaptive_limit_options{.max_queue = 64},
+            .timeout = 10ms});
+  constexpr int calls = 400;
+  std::atomic<int> started{0}, answered{0}, fell_back{0}, errors{0}, done{0};
+  for (int i = 0; i < calls; ++i) {
+    asio::co_spawn(
+        ioc,
+        [&, i]() -> asio::awaitable<void> {
+          int attempt = 0;
+          auto [ec, v] = co_await pipe([&, i] { return downstream(i + 16 * attempt++, started); });
+          if (ec) errors.fetch_add(1);  // Catch2's CHECK is not thread-safe
+          (v == -1 ? fell_back : answered).fetch_add(1);
+          done.fetch_add(1);
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
+  for (auto& t : threads) t.join();
+
+  REQUIRE(done == calls);
+  CHECK(errors == 0);
+  const auto m = pipe.metrics();
+  CHECK(m.calls == calls);
+  CHECK(answered + fell_back == calls);
+  CHECK(m.fallback->used() == static_cast<std::uint64_t>(fell_back.load()));
+  CHECK(m.retry->operations == calls);
+  CHECK(m.retry->attempts == calls + m.retry->retries);
+  // Every attempt passed through the breaker (the limit's refusals are ignored calls).
+  const auto& b = *m.breaker;
+  CHECK(b.successes + b.failures + b.ignored + b.rejected == m.retry->attempts);
+  CHECK(m.timeouts > 0);
+  CHECK(m.timeouts <= b.failures);
+  CHECK(m.limit->in_flight == 0);
+  CHECK(static_cast<std::uint64_t>(started.load()) == m.limit->admitted);
+}
