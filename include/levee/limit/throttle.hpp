@@ -40,8 +40,8 @@ namespace levee {
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`, without strands. The hot path takes one short spinlock and
-/// reads the clock once to admit, once more to record an accept (the coarse
-/// clock for `steady_clock` on Linux, as the breaker's time window).
+/// reads the clock once to admit, the same again when the call ends (the
+/// coarse clock for `steady_clock` on Linux, as the breaker's time window).
 ///
 /// Idle: the throttle has no timer and no pending work.
 ///
@@ -134,20 +134,16 @@ class basic_throttle {
         execute_op<std::decay_t<Op>, signature>(window_, std::forward<Op>(op)), token, executor_);
   }
 
-  /// For a caller that guards a call by hand: counts a request and decides
-  /// it. After `true`, report the call's end with `record`.
-  /// \return true to let the call through; false: reject it (`throttled`).
+  /// For a caller that guards a call by hand: decides a request. A
+  /// rejection is counted now; a request let through is counted by `record`.
+  /// \return true to let the call through (then report its end with
+  /// `record`); false: reject it (`throttled`).
   bool try_acquire() noexcept { return window_->request(now()); }
 
   /// Reports the end of a call `try_acquire` let through.
-  /// \param o `success`: an accept; `failure`: none; `ignored`: the request
-  /// is taken back out of the window (as if never made; by hand, from the
-  /// newest bucket).
-  void record(outcome o) noexcept {
-    const std::int64_t t = now();
-    if (o == outcome::success) window_->accept(t);
-    if (o == outcome::ignored) window_->forget(t);
-  }
+  /// \param o `success`: a request and an accept; `failure`: a request;
+  /// `ignored`: nothing (as if the call had never been offered).
+  void record(outcome o) noexcept { window_->finish(now(), o); }
 
  private:
   static std::int64_t now() noexcept { return detail::window_now<Clock>().count(); }
@@ -155,9 +151,8 @@ class basic_throttle {
   template <class T, class Executor>
   static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::throttle_window> w,
                                                   boost::asio::awaitable<T, Executor> aw) {
-    const std::int64_t at = now();
-    if (!w->request(at)) co_return detail::error_result<T>(error::throttled);
-    detail::throttle_ticket<Clock> t(std::move(w), at);
+    if (!w->request(now())) co_return detail::error_result<T>(error::throttled);
+    detail::throttle_ticket<Clock> t(std::move(w));
     try {
       if constexpr (std::is_void_v<T>) {
         co_await std::move(aw);
@@ -194,12 +189,11 @@ class basic_throttle {
     template <class Self>
     void operator()(Self& self) {
       if (rejected_) return rejection::complete(self, error::throttled);
-      const std::int64_t at = now();
-      if (!window_->request(at)) {
+      if (!window_->request(now())) {
         rejected_ = true;
         return boost::asio::post(std::move(self));  // never inside the initiation
       }
-      ticket_.emplace(std::move(window_), at);
+      ticket_.emplace(std::move(window_));
       Op op = std::move(op_);
       std::move(op)(std::move(self));
     }

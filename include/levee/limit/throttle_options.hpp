@@ -14,15 +14,20 @@
 namespace levee {
 
 /// Client-side adaptive throttling ("Handling Overload", in Google's SRE
-/// book): over a sliding window the client counts its `requests` (every call
-/// offered to the throttle, rejected ones included) and the `accepts` (calls
-/// the downstream answered with a success, as `classifier` says), and rejects
+/// book): over a sliding window the client counts its `requests` (the calls
+/// the throttle rejected, when it rejects them, and the calls it let through,
+/// when they end) and the `accepts` (calls the downstream answered with a
+/// success, as `classifier` says), and rejects
 /// a new call locally with probability
 ///
 ///     max(0, (requests - k * accepts) / (requests + 1))
 ///
-/// capped at `max_rejection_probability`. While the downstream accepts at
-/// least one call in `k`, nothing is rejected; as its success rate falls, a
+/// capped at `max_rejection_probability`, and zero while the window holds
+/// fewer than `minimum_requests`. A call in flight is not counted yet: a
+/// slow downstream is not mistaken for one that refuses, and a client that
+/// just started does not shed its first calls. While the downstream accepts
+/// more than one call in `k`, nothing is rejected (at exactly one in `k`, at
+/// most `1 / (requests + 1)`); as its success rate falls, a
 /// growing share of calls is rejected without being sent, so the downstream
 /// sees about `k` times the calls it can serve instead of all of them. The
 /// rejection is `error::throttled` (condition `rejected`). Plain struct, a
@@ -38,12 +43,21 @@ struct throttle_options {
   std::chrono::nanoseconds window = std::chrono::seconds(60);
   /// Granularity of the window: `window / buckets` each. In [1, 1000].
   std::size_t buckets = 10;
+  /// Nothing is shed while the window holds fewer requests than this (as
+  /// the breaker's `minimum_calls`): a few failures after a quiet period say
+  /// little. <= 2^30.
+  std::size_t minimum_requests = 10;
   /// The highest rejection probability, so that some calls always reach a
-  /// downstream that may have recovered. In [0, 1].
-  double max_rejection_probability = 1.0;
+  /// downstream that may have recovered. In [0, 1]. The way back depends on
+  /// it: after the downstream heals, the share let through doubles (with
+  /// `k = 2`) each window, from `1 - max_rejection_probability`; from the
+  /// uncapped formula's 0.999 after an outage that is ten windows, from 0.8
+  /// (Envoy's admission control's default, and ours) about three
+  /// (docs/shedding.md, "The way back").
+  double max_rejection_probability = 0.8;
   /// What counts as accepted: `outcome::success` is an accept, `failure` is
   /// not, `ignored` is not counted (neither a request nor an accept). A
-  /// classifier that throws counts the call as not accepted. Empty:
+  /// classifier that throws counts the call as a request without an accept. Empty:
   /// `default_classify`; `levee::http::classify` for HTTP calls.
   levee::classifier classifier{};
 };

@@ -28,33 +28,21 @@ inline outcome throttle_classify(const throttle_options& o, const call_result& r
   }
 }
 
-/// One admitted call: its request time, and the window it reports to.
-/// Abandoned (destroyed without `finish`): the request stays counted, with no
-/// accept, as a call that never answered.
+/// One admitted call, and the window it reports to when it ends. Abandoned
+/// (destroyed without `finish`, e.g. with its io_context): not counted.
 template <class Clock>
 class throttle_ticket {
  public:
-  throttle_ticket(std::shared_ptr<throttle_window> w, std::int64_t at) noexcept
-      : window_(std::move(w)), at_(at) {}
+  explicit throttle_ticket(std::shared_ptr<throttle_window> w) noexcept : window_(std::move(w)) {}
 
   void finish(const call_result& r) noexcept {
     if (!window_) return;
-    switch (throttle_classify(window_->options(), r)) {
-      case outcome::success:
-        window_->accept(window_now<Clock>().count());
-        break;
-      case outcome::ignored:
-        window_->forget(at_);
-        break;
-      case outcome::failure:
-        break;
-    }
+    window_->finish(window_now<Clock>().count(), throttle_classify(window_->options(), r));
     window_.reset();
   }
 
  private:
   std::shared_ptr<throttle_window> window_;
-  std::int64_t at_;
 };
 
 /// Completes `self` with `ec` in the shape of the signature's arguments:

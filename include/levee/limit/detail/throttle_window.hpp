@@ -19,15 +19,13 @@ class throttle_window {
  public:
   explicit throttle_window(const throttle_options& options);
 
-  /// Counts a request at `now` (ns on any one clock) and decides it: true to
-  /// let it through. The probability is computed from the window before this
-  /// request is counted.
+  /// Decides a request at `now` (ns on any one clock): true to let it
+  /// through (it is counted when it ends, by `finish`); false to reject it,
+  /// counted now as a request without an accept.
   bool request(std::int64_t now) noexcept;
-  /// An admitted request was not counted after all (its outcome was
-  /// `ignored`): takes it back out of the window, if still there.
-  void forget(std::int64_t requested_at) noexcept;
-  /// An admitted request was accepted at `now`.
-  void accept(std::int64_t now) noexcept;
+  /// An admitted request ended at `now`: `success` counts a request and an
+  /// accept, `failure` a request, `ignored` nothing.
+  void finish(std::int64_t now, outcome o) noexcept;
 
   /// The window and counters at `now`.
   throttle_metrics metrics(std::int64_t now) noexcept;

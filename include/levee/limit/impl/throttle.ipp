@@ -20,6 +20,8 @@ void validate(const throttle_options& o) {
   if (o.buckets < 1 || o.buckets > 1000) reject("buckets", "must be in [1, 1000]");
   if (o.window.count() / static_cast<std::int64_t>(o.buckets) < 1)
     reject("buckets", "must not exceed window in nanoseconds");
+  if (o.minimum_requests > (std::size_t{1} << 30))
+    reject("minimum_requests", "must not exceed 2^30");
   if (!(o.max_rejection_probability >= 0.0 && o.max_rejection_probability <= 1.0))
     reject("max_rejection_probability", "must be in [0, 1]");
 }
@@ -68,44 +70,40 @@ void throttle_window::advance(std::int64_t now) noexcept {
 }
 
 double throttle_window::probability() const noexcept {
+  if (requests_ < options_.minimum_requests) return 0.0;
   const double r = static_cast<double>(requests_);
   const double p = (r - options_.k * static_cast<double>(accepts_)) / (r + 1.0);
   return std::clamp(p, 0.0, options_.max_rejection_probability);
 }
 
 bool throttle_window::request(std::int64_t now) noexcept {
-  bool admit = true;
   {
     spin_guard g(lock_);
     advance(now);
-    if (const double p = probability(); p > 0) admit = random_.unit() >= p;
+    const double p = probability();
+    if (p <= 0 || random_.unit() >= p) {
+      admitted_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
     ++ring_[cursor_.pos].requests;  // a late request counts in the newest bucket
     ++requests_;
   }
-  (admit ? admitted_ : rejected_).fetch_add(1, std::memory_order_relaxed);
-  return admit;
+  rejected_.fetch_add(1, std::memory_order_relaxed);
+  return false;
 }
 
-void throttle_window::forget(std::int64_t requested_at) noexcept {
-  spin_guard g(lock_);
-  if (!cursor_.started()) return;
-  const auto size = static_cast<std::uint32_t>(ring_.size());
-  std::uint32_t pos = ring_position(size, cursor_, floor_div(requested_at, width_ns_));
-  if (pos == size) return;                          // already out of the window
-  if (ring_[pos].requests == 0) pos = cursor_.pos;  // counted late, in the newest bucket
-  if (ring_[pos].requests == 0) return;
-  --ring_[pos].requests;
-  --requests_;
-}
-
-void throttle_window::accept(std::int64_t now) noexcept {
+void throttle_window::finish(std::int64_t now, outcome o) noexcept {
+  if (o == outcome::ignored) return;
+  const bool accepted = o == outcome::success;
   {
     spin_guard g(lock_);
     advance(now);
-    ++ring_[cursor_.pos].accepts;
-    ++accepts_;
+    ++ring_[cursor_.pos].requests;
+    ++requests_;
+    ring_[cursor_.pos].accepts += accepted;
+    accepts_ += accepted;
   }
-  accepted_.fetch_add(1, std::memory_order_relaxed);
+  if (accepted) accepted_.fetch_add(1, std::memory_order_relaxed);
 }
 
 throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
