@@ -4,7 +4,7 @@
 # Usage: cmake -DSUMMARY=file.json -P check-demo-summary.cmake
 cmake_minimum_required(VERSION 3.20)
 file(READ "${SUMMARY}" json)
-foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive)
+foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive breaker_throttle)
   foreach(key offered_requests downstream_requests amplification success_rate outage_p99_ms recovery_to_closed_ms)
     string(JSON value ERROR_VARIABLE missing GET "${json}" modes ${mode} ${key})
     if(missing)
@@ -15,7 +15,7 @@ foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive)
   message(STATUS "${mode}: amplification ${${mode}_amplification}, outage p99 ${${mode}_outage_p99_ms} ms, "
                  "success ${${mode}_success_rate}, closed ${${mode}_recovery_to_closed_ms} ms after healing")
 endforeach()
-foreach(mode breaker breaker_retry_budget breaker_adaptive)
+foreach(mode breaker breaker_retry_budget breaker_adaptive breaker_throttle)
   if(NOT ${mode}_amplification LESS naive_retry_amplification)
     message(FATAL_ERROR "${mode} amplifies as much as naive retries: "
                         "${${mode}_amplification} against ${naive_retry_amplification}")
@@ -71,7 +71,7 @@ function(read_phase mode name out)
   endforeach()
   message(FATAL_ERROR "summary: ${mode} has no phase '${name}'")
 endfunction()
-foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive)
+foreach(mode naive_retry breaker breaker_retry_budget breaker_adaptive breaker_throttle)
   foreach(phase healthy degrading outage healed)
     read_phase(${mode} ${phase} ${mode}_${phase})  # every phase has fast_fail_p99_ms
   endforeach()

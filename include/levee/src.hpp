@@ -22,6 +22,7 @@
 #include <levee/limit/impl/adaptive_limit.ipp>
 #include <levee/limit/impl/bulkhead.ipp>
 #include <levee/limit/impl/prometheus.ipp>
+#include <levee/limit/impl/throttle.ipp>
 #include <levee/pipeline/impl/prometheus.ipp>
 #include <levee/registry/impl/registry.ipp>
 #include <levee/retry/impl/prometheus.ipp>

@@ -25,7 +25,8 @@ options:
   --quick            --scale 0.035: the whole run in under 30 s (CI)
   --sessions N       concurrent sessions (default 1000)
   --modes LIST       comma-separated, from naive_retry, breaker,
-                     breaker_retry_budget, breaker_adaptive (default: all four)
+                     breaker_retry_budget, breaker_adaptive, breaker_throttle
+                     (default: all five)
   --out DIR          where the timeline and the chart go (default demo-out)
   --summary FILE     also write the figures as JSON to FILE
   --metrics-out FILE write the breakers' final metrics to FILE (Prometheus

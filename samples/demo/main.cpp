@@ -10,6 +10,8 @@
 //                         guarded by the breaker
 //   breaker_adaptive      as breaker_retry_budget, with an adaptive
 //                         concurrency limit inside the breaker
+//   breaker_throttle      client-side adaptive throttling (graded shedding)
+//                         outside the breaker
 // and the demo prints, per phase and side by side, what each mode did to the
 // API and to the sessions (report.cpp). Run with --help (cli.cpp).
 #include "cli.hpp"

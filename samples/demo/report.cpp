@@ -66,6 +66,8 @@ const char* colour(mode m) {
       return "#2ca02c";
     case mode::breaker_adaptive:
       return "#9467bd";
+    case mode::breaker_throttle:
+      return "#ff7f0e";
   }
   return "black";
 }

@@ -9,6 +9,8 @@
 //                         guarded by the breaker
 //   breaker_adaptive      as breaker_retry_budget, with an adaptive
 //                         concurrency limit inside the breaker
+//   breaker_throttle      client-side adaptive throttling (graded shedding)
+//                         outside the breaker
 #include "scenario.hpp"
 
 #include "metrics_endpoint.hpp"
@@ -48,6 +50,8 @@ const char* to_string(mode m) noexcept {
       return "breaker_retry_budget";
     case mode::breaker_adaptive:
       return "breaker_adaptive";
+    case mode::breaker_throttle:
+      return "breaker_throttle";
   }
   return "?";
 }
@@ -103,6 +107,12 @@ class run {
     if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
     registry_.emplace(ioc, std::move(ro));
     guards_ = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
+    // The throttle of mode breaker_throttle: the SRE book's K = 2, over a
+    // window of 10 s of scenario time (the breaker's), so that it follows the
+    // degradation's ramp and lets everything through again soon after the heal.
+    throttle_.emplace(
+        ioc, levee::throttle_options{
+                 .k = 2.0, .window = scaled(s_, 10s), .buckets = 10, .classifier = http::classify});
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
@@ -136,6 +146,7 @@ class run {
     result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
+    throttle_.reset();
     guards_ = {};
     registry_.reset();
     return std::move(result_);
@@ -217,6 +228,13 @@ class run {
         // call: guards_(call) is breaker(limit(call)) in one frame, with one
         // clock read when the call starts and one when it ends.
         r = co_await levee::retry(*budgeted_, [&] { return guards_(attempt()); });
+        break;
+      case mode::breaker_throttle:
+        // The throttle outside the breaker: it sheds a share of calls that
+        // grows as the API's success rate falls; the breaker still refuses
+        // every call once the failure rate crosses its threshold. A call the
+        // breaker refuses is neither a request nor an accept to the throttle.
+        r = co_await (*throttle_)((*guards_.breaker)(attempt()));
         break;
     }
     const auto& [ec, res] = r;
@@ -343,6 +361,7 @@ class run {
   std::optional<levee::breaker_registry> registry_;
   levee::breaker_registry::guard_set guards_;  // the limit: breaker_adaptive only
   std::optional<levee::retry_policy> naive_, budgeted_;
+  std::optional<levee::throttle> throttle_;  // breaker_throttle only
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;
   std::uint64_t row_offered_ = 0;

@@ -29,11 +29,13 @@ enum class mode {
   naive_retry,           ///< each failure retried up to 3 times, 100 ms apart, no breaker
   breaker,               ///< each call guarded by a circuit breaker
   breaker_retry_budget,  ///< retries under a shared retry budget, each attempt guarded
-  breaker_adaptive       ///< as breaker_retry_budget, with an adaptive limit inside the breaker
+  breaker_adaptive,      ///< as breaker_retry_budget, with an adaptive limit inside the breaker
+  breaker_throttle       ///< client-side adaptive throttling outside the breaker (graded shedding)
 };
 
 inline constexpr std::array all_modes = {mode::naive_retry, mode::breaker,
-                                         mode::breaker_retry_budget, mode::breaker_adaptive};
+                                         mode::breaker_retry_budget, mode::breaker_adaptive,
+                                         mode::breaker_throttle};
 
 /// The mode's name, as the command line, the tables and the summary spell it.
 const char* to_string(mode m) noexcept;

@@ -40,12 +40,17 @@ enum class error {
   /// as many calls as the limit allows were running (and its queue was full,
   /// or the call waited in it longer than `adaptive_limit_options::max_wait`).
   limit_exceeded = 5,
+
+  /// Client-side adaptive throttling (`basic_throttle`) refused the call
+  /// without starting it: the downstream's recent success rate made this
+  /// call one of the share the throttle sheds.
+  throttled = 6,
 };
 
 /// Families of levee errors, for comparison with `==` against any error_code.
 enum class condition {
   /// levee refused to start the call; the downstream was not contacted.
-  /// (`circuit_open`, `bulkhead_full`, `limit_exceeded`)
+  /// (`circuit_open`, `bulkhead_full`, `limit_exceeded`, `throttled`)
   rejected = 1,
 
   /// levee cancelled the call because it took too long.
@@ -91,8 +96,8 @@ inline boost::system::error_condition make_error_condition(condition c) noexcept
 /// True when `ec` is a levee rejection: the call was never started, so the
 /// downstream saw nothing. A rejected call must not be retried immediately.
 /// \param ec Any error_code.
-/// \return `ec == condition::rejected`: `circuit_open`, `bulkhead_full` or
-/// `limit_exceeded`.
+/// \return `ec == condition::rejected`: `circuit_open`, `bulkhead_full`,
+/// `limit_exceeded` or `throttled`.
 bool is_rejection(const boost::system::error_code& ec) noexcept;
 
 /// What a circuit breaker throws when it rejects a call (the coroutine form,

@@ -33,6 +33,8 @@ class error_category_impl final : public boost::system::error_category {
         return "the deadline passed and the operation was cancelled";
       case error::limit_exceeded:
         return "concurrency limit reached: the call was rejected without being started";
+      case error::throttled:
+        return "adaptive throttling shed the call: it was rejected without being started";
     }
     return "unknown levee error";
   }
@@ -42,6 +44,7 @@ class error_category_impl final : public boost::system::error_category {
       case error::circuit_open:
       case error::bulkhead_full:
       case error::limit_exceeded:
+      case error::throttled:
         return make_error_condition(condition::rejected);
       case error::timeout:
       case error::deadline_exceeded:

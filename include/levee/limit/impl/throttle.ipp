@@ -1,0 +1,125 @@
+// levee: the adaptive throttle's window and exposition, compiled once in lib/.
+#pragma once
+
+#include <levee/core/detail/prometheus_text.hpp>
+#include <levee/core/detail/validate.hpp>
+#include <levee/limit/detail/throttle_window.hpp>
+#include <levee/limit/throttle_options.hpp>
+
+#include <algorithm>
+#include <ostream>
+
+namespace levee {
+
+void validate(const throttle_options& o) {
+  auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("throttle_options", member, rule);
+  };
+  if (!(o.k >= 1.0 && o.k <= 1000.0)) reject("k", "must be in [1, 1000]");
+  if (o.window <= std::chrono::nanoseconds::zero()) reject("window", "must be greater than zero");
+  if (o.buckets < 1 || o.buckets > 1000) reject("buckets", "must be in [1, 1000]");
+  if (o.window.count() / static_cast<std::int64_t>(o.buckets) < 1)
+    reject("buckets", "must not exceed window in nanoseconds");
+  if (o.minimum_requests > (std::size_t{1} << 30))
+    reject("minimum_requests", "must not exceed 2^30");
+  if (!(o.max_rejection_probability >= 0.0 && o.max_rejection_probability <= 1.0))
+    reject("max_rejection_probability", "must be in [0, 1]");
+}
+
+void write_throttles_prometheus(std::ostream& out,
+                                const std::vector<named_throttle_metrics>& throttles) {
+  using m_t = throttle_metrics;
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
+    for (const auto& t : throttles)
+      out << name << "{throttle=\"" << detail::escape(t.name) << "\"} " << value(t.metrics) << '\n';
+  };
+  family("levee_throttle_rejection_probability", "gauge",
+         "The probability that the throttle rejects the next call.",
+         [](const m_t& m) { return detail::number(m.rejection_probability); });
+  family("levee_throttle_window_requests", "gauge", "Requests counted in the throttle's window.",
+         [](const m_t& m) { return detail::number(m.requests); });
+  family("levee_throttle_window_accepts", "gauge", "Accepts counted in the throttle's window.",
+         [](const m_t& m) { return detail::number(m.accepts); });
+  family("levee_throttle_admitted_calls_total", "counter", "Calls the throttle let through.",
+         [](const m_t& m) { return detail::number(m.admitted); });
+  family("levee_throttle_rejected_calls_total", "counter",
+         "Calls refused with throttled, without being started.",
+         [](const m_t& m) { return detail::number(m.rejected); });
+  family("levee_throttle_accepted_calls_total", "counter",
+         "Calls let through that the downstream accepted.",
+         [](const m_t& m) { return detail::number(m.accepted); });
+}
+
+namespace detail {
+
+throttle_window::throttle_window(const throttle_options& options)
+    : options_(checked(options)),
+      width_ns_(options_.window.count() / static_cast<std::int64_t>(options_.buckets)),
+      ring_(options_.buckets),
+      random_{random_seed()} {}
+
+void throttle_window::advance(std::int64_t now) noexcept {
+  const std::int64_t index = floor_div(now, width_ns_);
+  if (index <= cursor_.head && cursor_.started()) return;
+  ring_advance(ring_.data(), static_cast<std::uint32_t>(ring_.size()), cursor_, index,
+               [this](const bucket& b) {
+                 requests_ -= b.requests;
+                 accepts_ -= b.accepts;
+               });
+}
+
+double throttle_window::probability() const noexcept {
+  if (requests_ < options_.minimum_requests) return 0.0;
+  const double r = static_cast<double>(requests_);
+  const double p = (r - options_.k * static_cast<double>(accepts_)) / (r + 1.0);
+  return std::clamp(p, 0.0, options_.max_rejection_probability);
+}
+
+bool throttle_window::request(std::int64_t now) noexcept {
+  {
+    spin_guard g(lock_);
+    advance(now);
+    const double p = probability();
+    if (p <= 0 || random_.unit() >= p) {
+      admitted_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    ++ring_[cursor_.pos].requests;  // a late request counts in the newest bucket
+    ++requests_;
+  }
+  rejected_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+void throttle_window::finish(std::int64_t now, outcome o) noexcept {
+  if (o == outcome::ignored) return;
+  const bool accepted = o == outcome::success;
+  {
+    spin_guard g(lock_);
+    advance(now);
+    ++ring_[cursor_.pos].requests;
+    ++requests_;
+    ring_[cursor_.pos].accepts += accepted;
+    accepts_ += accepted;
+  }
+  if (accepted) accepted_.fetch_add(1, std::memory_order_relaxed);
+}
+
+throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
+  throttle_metrics m;
+  {
+    spin_guard g(lock_);
+    advance(now);
+    m.requests = requests_;
+    m.accepts = accepts_;
+    m.rejection_probability = probability();
+  }
+  m.admitted = admitted_.load(std::memory_order_relaxed);
+  m.rejected = rejected_.load(std::memory_order_relaxed);
+  m.accepted = accepted_.load(std::memory_order_relaxed);
+  return m;
+}
+
+}  // namespace detail
+}  // namespace levee

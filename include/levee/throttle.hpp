@@ -1,0 +1,5 @@
+/// \file
+/// `<levee/throttle.hpp>` is `<levee/limit/throttle.hpp>`.
+#pragma once
+
+#include <levee/limit/throttle.hpp>
