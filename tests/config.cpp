@@ -1,13 +1,21 @@
 // levee::config: a registry's options from a JSON document.
 #include <levee/config/config.hpp>
+#include <levee/registry/registry.hpp>
+
+#include "../samples/demo/config_reload.hpp"
 
 #include "support.hpp"
 
+#include <csignal>
 #include <cstdio>
+#include <sstream>
+
+#include <unistd.h>
 #include <fstream>
 
 using namespace levee_test;
 using Catch::Matchers::Contains;
+using levee::circuit_state;
 
 namespace {
 
@@ -19,6 +27,35 @@ std::vector<std::string> errors_of(std::string_view doc) {
   }
   return {};
 }
+
+using registry = levee::basic_breaker_registry<vclock>;
+
+asio::awaitable<std::tuple<boost::system::error_code, int>> outcome(bool ok) {
+  if (ok) co_return std::tuple(boost::system::error_code{}, 0);
+  co_return std::tuple(make_error_code(boost::system::errc::connection_reset), 0);
+}
+
+void calls(asio::io_context& ioc, registry& r, const std::string& key, int failures,
+           int successes) {
+  for (int i = 0; i < failures; ++i) run(ioc, (*r.get(key))(outcome(false)));
+  for (int i = 0; i < successes; ++i) run(ioc, (*r.get(key))(outcome(true)));
+}
+
+// A file of the test's own, removed at the end.
+struct temp_file {
+  std::string path = "levee-test-config-" + std::to_string(::getpid()) + ".json";
+  void write(std::string_view text) const { std::ofstream(path, std::ios::trunc) << text; }
+  ~temp_file() { std::remove(path.c_str()); }
+};
+
+constexpr std::string_view before_doc = R"({
+  "defaults": {"failure_rate_threshold": 0.5, "minimum_calls": 10},
+  "endpoints": {"*.payments.internal:*": {"minimum_calls": 20}}
+})";
+constexpr std::string_view after_doc = R"({
+  "defaults": {"failure_rate_threshold": 0.4, "minimum_calls": 8},
+  "endpoints": {"*.payments.internal:*": {"minimum_calls": 20}}
+})";
 
 }  // namespace
 
@@ -192,4 +229,90 @@ TEST_CASE("config: the sample file (samples/levee.json) loads") {
   const auto o = levee::read_registry_config(LEVEE_SAMPLE_CONFIG);
   CHECK_FALSE(o.overrides.empty());
   levee::validate(o);
+}
+
+TEST_CASE("config: a reload mid-run opens the breaker under the new threshold, window kept") {
+  virtual_time vt;
+  asio::io_context ioc;
+  const levee::registry_options base{.defaults = {.window = 60s}};
+  registry r(ioc, levee::parse_registry_config(before_doc, base));
+  calls(ioc, r, "api:80", 3, 5);  // 8 calls, under minimum_calls 10
+  vclock::advance(10s);
+  calls(ioc, r, "api:80", 0, 1);  // 9 calls, 33 %
+  const auto api = r.get("api:80");
+  CHECK(api->state() == circuit_state::closed);
+  const auto before = api->metrics();
+
+  r.reconfigure(levee::parse_registry_config(after_doc, base));
+  CHECK(r.get("api:80") == api);
+  CHECK(api->options().failure_rate_threshold == 0.4);
+  CHECK(api->options().window == 60s);  // from the base: the document does not say
+  CHECK(api->metrics().window_calls == before.window_calls);
+  CHECK(api->metrics().window_failures == before.window_failures);
+  CHECK(api->state() == circuit_state::closed);
+  calls(ioc, r, "api:80", 1, 0);  // 10 calls, 4 failed: 40 % >= 0.4, under the new rule only
+  CHECK(api->state() == circuit_state::open);
+  // Under the old document the same calls leave it closed (0.4 < 0.5).
+  registry old(ioc, levee::parse_registry_config(before_doc, base));
+  calls(ioc, old, "api:80", 4, 6);
+  CHECK(old.get("api:80")->state() == circuit_state::closed);
+  settle(ioc);
+}
+
+TEST_CASE("config: a bad document changes nothing") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc, levee::parse_registry_config(before_doc));
+  calls(ioc, r, "api:80", 2, 2);
+  const auto api = r.get("api:80");
+  std::vector<std::string> errors;
+  try {
+    r.reconfigure(levee::parse_registry_config(
+        R"({"defaults": {"failure_rate_threshold": 0.1, "minimum_calls": 0}})"));
+  } catch (const levee::config_error& e) {
+    errors = e.errors();
+  }
+  CHECK(errors == std::vector<std::string>{"defaults.minimum_calls: must be at least 1"});
+  CHECK(api->options().failure_rate_threshold == 0.5);
+  CHECK(api->options().minimum_calls == 10);
+  CHECK(r.options().overrides.size() == 1);
+  CHECK(api->metrics().window_calls == 4);
+  CHECK(r.reconfigurations() == 0);
+  settle(ioc);
+}
+
+TEST_CASE("config: SIGHUP reloads the file (the demo's --config), a bad file is refused") {
+  virtual_time vt;
+  asio::io_context ioc;
+  temp_file file;
+  file.write(before_doc);
+  registry r(ioc);
+  std::ostringstream log;
+  auto reloader = demo::watch_config(ioc.get_executor(), r, file.path, log);
+  REQUIRE(reloader);
+  calls(ioc, r, "api:80", 3, 6);  // 9 calls, 33 %
+  const auto api = r.get("api:80");
+
+  // Polls until the signal has gone through asio's pipe; bounded.
+  auto hup = [&](std::uint64_t seen) {
+    std::raise(SIGHUP);
+    for (int i = 0; i < 1000 && reloader->reloads() + reloader->failures() == seen; ++i) ioc.poll();
+  };
+  file.write("{\"defaults\": {\"minimum_calls\": \"ten\"}}");
+  hup(0);
+  CHECK(reloader->failures() == 1);
+  CHECK_THAT(log.str(), Contains("defaults.minimum_calls: must be an integer, 0 or more"));
+  CHECK(api->options().minimum_calls == 10);
+
+  file.write(after_doc);
+  hup(1);
+  CHECK(reloader->reloads() == 1);
+  CHECK(r.get("api:80") == api);
+  CHECK(api->options().minimum_calls == 8);
+  CHECK(api->metrics().window_calls == 9);
+  calls(ioc, r, "api:80", 1, 0);  // 4 of 10 failed: 40 %
+  CHECK(api->state() == circuit_state::open);
+  reloader.reset();  // SIGHUP ignored from here on: the test goes on
+  std::raise(SIGHUP);
+  settle(ioc);
 }
