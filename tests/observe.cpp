@@ -377,6 +377,10 @@ levee_not_closed_seconds{breaker="db \"main\""} 2.5
 # TYPE levee_stuck_open gauge
 levee_stuck_open{breaker="api.example:80"} 0
 levee_stuck_open{breaker="db \"main\""} 0
+# HELP levee_reconfigurations_total Times reconfigure applied new options to the breaker.
+# TYPE levee_reconfigurations_total counter
+levee_reconfigurations_total{breaker="api.example:80"} 0
+levee_reconfigurations_total{breaker="db \"main\""} 0
 )";
   CHECK(registry.prometheus_text() == expected);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <levee/breaker/impl/breaker_core.ipp>
+#include <levee/breaker/impl/breaker_window.ipp>
 #include <levee/breaker/impl/breaker_shell.ipp>
 #include <levee/breaker/impl/breaker_telemetry.ipp>
 #include <levee/breaker/impl/observe.ipp>

@@ -129,9 +129,47 @@ class basic_circuit_breaker {
   /// \return the state now; it may change as soon as it is read.
   circuit_state state() const noexcept { return impl_->core().state(); }
 
-  /// The options it was constructed with.
-  /// \return them, as validated.
+  /// The options in force: the constructor's, or the last `reconfigure`'s.
+  /// \return them, as validated; the reference stays valid as long as the
+  /// breaker (a reconfiguration publishes new options and keeps these).
   const breaker_options& options() const noexcept { return impl_->options(); }
+
+  /// Applies new options to the running breaker without losing what it
+  /// knows (docs/reconfigure.md). Thread-safe against calls in flight on any
+  /// thread and against other member functions.
+  ///
+  /// Kept: the state, the open streak, the probes in flight, the counters,
+  /// the listeners, the p99 estimate, and the window unless it changes.
+  /// At once, the window kept: the thresholds, `minimum_calls`,
+  /// `consecutive_failures`, slow-call detection, the open duration and its
+  /// backoff and jitter, `half_open_probes`, `successes_to_close`,
+  /// `probe_timeout`, `recovery_window` and the classifier. If the breaker is
+  /// CLOSED and the window it kept is over a new threshold, it opens now
+  /// (reason `failure_rate` or `slow_call_rate`). A new `window_type`,
+  /// `window`, `window_buckets` or (count window) `window_calls` starts an
+  /// empty window. An OPEN breaker's timer is re-armed for the new open
+  /// duration, counted from when it opened (already past: HALF_OPEN at once,
+  /// through the timer). A HALF_OPEN round keeps its `max_half_open_duration`
+  /// deadline and its probes their `probe_timeout`.
+  ///
+  /// Calls in flight: a call admitted under the old options is never
+  /// cancelled nor re-admitted, keeps its permit (a probe stays a probe of
+  /// its round, with its deadline), and when it completes it is classified by
+  /// the classifier in force then, is slow by the `slow_call_duration` in
+  /// force then (never if slow-call detection was off when it started), and
+  /// is recorded in the window that exists then, against the thresholds in
+  /// force then.
+  ///
+  /// Telemetry: a `reconfigured` event, and `breaker_metrics::reconfigurations`
+  /// (`levee_reconfigurations_total`) goes up. Cost: the calls' path is
+  /// unchanged; each reconfiguration keeps the options it replaced (a few
+  /// hundred bytes) until the breaker is destroyed.
+  ///
+  /// \param options The new options; validated as by the constructor.
+  /// \throws std::invalid_argument naming the member when `options` is
+  /// invalid; the breaker then keeps its options and everything else.
+  /// std::bad_alloc if memory runs out, with the same guarantee.
+  void reconfigure(const breaker_options& options) { impl_->reconfigure(options); }
 
   /// The executor the open timer runs on.
   /// \return the executor given at construction.

@@ -26,6 +26,9 @@ enum class event_kind : std::uint32_t {
   ignored = 8,      ///< a call finished and was not counted (cancelled)
   rejected = 16,    ///< a call was refused without being started
   stuck_open = 32,  ///< the breaker has not been CLOSED for `recovery_window`
+  /// `reconfigure` applied new options (`from` = `to` = the state then);
+  /// docs/reconfigure.md
+  reconfigured = 64,
 };
 
 /// A set of `event_kind` bits.
@@ -37,13 +40,15 @@ inline constexpr event_mask transition_events = static_cast<event_mask>(event_ki
 inline constexpr event_mask call_events =
     static_cast<event_mask>(event_kind::success) | static_cast<event_mask>(event_kind::failure) |
     static_cast<event_mask>(event_kind::ignored) | static_cast<event_mask>(event_kind::rejected);
-/// Every kind.
-inline constexpr event_mask all_events = transition_events | call_events;
+/// Every kind: those above and `reconfigured`.
+inline constexpr event_mask all_events =
+    transition_events | call_events | static_cast<event_mask>(event_kind::reconfigured);
 
 /// The name of an event kind.
 /// \param k A kind (one bit).
-/// \return "transition", "success", "failure", "ignored", "rejected" or
-/// "stuck_open"; "unknown" for any other value. A static string.
+/// \return "transition", "success", "failure", "ignored", "rejected",
+/// "stuck_open" or "reconfigured"; "unknown" for any other value. A static
+/// string.
 const char* to_string(event_kind k) noexcept;
 
 /// One event, as a listener receives it.
@@ -120,6 +125,8 @@ struct breaker_metrics {
   /// could not be recorded in `transitions` and `time_in_state`, for lack of
   /// memory: 0 unless memory ran out. Nothing is ever dropped otherwise.
   std::uint64_t events_lost = 0;
+  /// Times `reconfigure` applied new options since construction.
+  std::uint64_t reconfigurations = 0;
 };
 
 /// One breaker's metrics with its name, for the Prometheus exposition.
@@ -145,6 +152,7 @@ struct named_metrics {
 /// | `levee_open_streak` | gauge | |
 /// | `levee_not_closed_seconds` | gauge | |
 /// | `levee_stuck_open` | gauge, 0 or 1 | |
+/// | `levee_reconfigurations_total` | counter | |
 ///
 /// Label values are escaped as the format requires, and always valid UTF-8:
 /// each ill-formed sequence in a name (its maximal subpart, as Unicode

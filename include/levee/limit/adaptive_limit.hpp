@@ -7,6 +7,7 @@
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
+#include <levee/limit/adaptive_limit_options.hpp>
 #include <levee/limit/detail/adaptive_limit_state.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -28,88 +29,20 @@
 
 namespace levee {
 
-/// How the limit moves.
-enum class limit_algorithm {
-  /// Netflix's Gradient2 (concurrency-limits, `Gradient2Limit`): latency-based.
-  /// The ratio of a long-term round trip to the last one estimates queueing;
-  /// the limit shrinks when calls take longer than `rtt_tolerance` times
-  /// usual, and grows by `queue_size` otherwise. Only successes are round
-  /// trips: a drop (a failure, a timeout) leaves the limit where it is.
-  gradient2,
-  /// Loss-based additive increase, multiplicative decrease (Netflix's
-  /// `AIMDLimit`, TCP's congestion avoidance): a failure or a round trip over
-  /// `aimd_timeout` multiplies the limit by `backoff_ratio`; a success while
-  /// at least half the limit is in flight adds one.
-  aimd,
-};
-
-/// An adaptive limit's parameters. Plain struct, a default on every member;
-/// the defaults are those of Netflix's concurrency-limits (Gradient2Limit and
-/// AIMDLimit builders).
-struct adaptive_limit_options {
-  /// How the limit moves: Gradient2 (the default) or AIMD.
-  limit_algorithm algorithm = limit_algorithm::gradient2;
-  /// The limit before any sample. In [min_limit, max_limit].
-  std::size_t initial_limit = 20;
-  /// The limit never goes below this (>= 1) nor above `max_limit`.
-  std::size_t min_limit = 20;
-  /// The limit never goes above this. >= min_limit.
-  std::size_t max_limit = 200;
-  /// Gradient2: weight of a new estimate, in (0, 1].
-  double smoothing = 0.2;
-  /// Gradient2: how much longer than the long-term round trip a window's may
-  /// be before it counts as queueing. >= 1. (Netflix's current Gradient2 has
-  /// none, that is 1; early releases had 1.5.) The limit settles near
-  /// `rtt_tolerance` times the downstream's capacity.
-  double rtt_tolerance = 1.0;
-  /// Gradient2: windows in the long-term round-trip average. >= 1.
-  std::size_t long_window = 600;
-  /// Gradient2: calls the limit may grow by per window (before smoothing):
-  /// the queueing allowed at the downstream. >= 0.
-  double queue_size = 4;
-  /// Gradient2: a window lasts at least this long and holds at least
-  /// `min_window_samples` samples (Netflix's WindowedLimit: 1 s and 10). The
-  /// limit moves once per window, so that each change is measured before the
-  /// next (a window should be longer than a round trip). >= 0.
-  std::chrono::nanoseconds sample_window = std::chrono::seconds(1);
-  /// Gradient2: the fewest samples a window holds (see #sample_window).
-  std::size_t min_window_samples = 10;
-  /// AIMD: factor applied to the limit on a drop, in [0.5, 1).
-  double backoff_ratio = 0.9;
-  /// AIMD: a round trip longer than this is a drop. > 0.
-  std::chrono::nanoseconds aimd_timeout = std::chrono::seconds(5);
-  /// Calls that may wait for room when the limit is reached; one more is
-  /// rejected with `error::limit_exceeded`. 0 (the default): reject at once.
-  std::size_t max_queue = 0;
-  /// Longest wait in the queue (then `limit_exceeded`). 0 or `max()`: until
-  /// room frees or the caller cancels. >= 0.
-  std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
-  /// What a call's outcome means: a failure is a drop (AIMD shrinks on it;
-  /// Gradient2 takes no round trip from it, as its latency is not the
-  /// downstream's), an ignored outcome (a cancellation) is no sample at all.
-  /// A classifier that throws counts the call as a failure, as the breaker's.
-  /// Empty: `default_classify`; `levee::http::classify` for HTTP calls.
-  levee::classifier classifier{};
-};
-
-/// Checks every member of `options` against its documented range.
-/// \param options The options to check.
-/// \throws std::invalid_argument naming the first invalid member.
-void validate(const adaptive_limit_options& options);
-
 /// A snapshot of an adaptive limit.
 struct adaptive_limit_metrics {
-  double limit = 0;                ///< the current limit (calls admitted at once: its floor)
-  double min_limit_seen = 0;       ///< lowest limit so far
-  double max_limit_seen = 0;       ///< highest limit so far
-  std::size_t in_flight = 0;       ///< calls running now
-  std::size_t peak_in_flight = 0;  ///< most calls ever running at once
-  std::size_t queued = 0;          ///< calls waiting for room now
-  std::uint64_t admitted = 0;      ///< calls started
-  std::uint64_t limited = 0;       ///< calls rejected with `limit_exceeded`
-  std::uint64_t samples = 0;       ///< outcomes the limit learned from (all but ignored ones)
-  std::uint64_t drops = 0;         ///< of which drops (failures, timeouts)
-  std::uint64_t events_lost = 0;   ///< events a listener missed: a post that failed to allocate
+  double limit = 0;                    ///< the current limit (calls admitted at once: its floor)
+  double min_limit_seen = 0;           ///< lowest limit so far
+  double max_limit_seen = 0;           ///< highest limit so far
+  std::size_t in_flight = 0;           ///< calls running now
+  std::size_t peak_in_flight = 0;      ///< most calls ever running at once
+  std::size_t queued = 0;              ///< calls waiting for room now
+  std::uint64_t admitted = 0;          ///< calls started
+  std::uint64_t limited = 0;           ///< calls rejected with `limit_exceeded`
+  std::uint64_t samples = 0;           ///< outcomes the limit learned from (all but ignored ones)
+  std::uint64_t drops = 0;             ///< of which drops (failures, timeouts)
+  std::uint64_t events_lost = 0;       ///< events a listener missed: a post that failed to allocate
+  std::uint64_t reconfigurations = 0;  ///< times `reconfigure` applied new options
 };
 
 /// What a limit tells its listeners. The values are bits, for a mask.
@@ -119,9 +52,12 @@ enum class limit_event_kind : std::uint32_t {
   /// made at once on several threads may come as one event).
   changed = 1,
   limited = 2,  ///< a call was rejected with `limit_exceeded`
+  /// `reconfigure` applied new options (`from`: the limit before, `to`: the
+  /// limit after, clamped to the new bounds); docs/reconfigure.md
+  reconfigured = 4,
 };
-/// Both `limit_event_kind` bits.
-inline constexpr std::uint32_t all_limit_events = 3;
+/// Every `limit_event_kind` bit.
+inline constexpr std::uint32_t all_limit_events = 7;
 
 /// One event, as a listener receives it.
 struct limit_event {
@@ -157,6 +93,7 @@ struct named_limit_metrics {
 /// | `levee_limit_drops_total` | counter (samples that were failures) |
 /// | `levee_limit_events_lost_total` | counter (events a listener missed: a post failed to
 /// allocate) |
+/// | `levee_limit_reconfigurations_total` | counter |
 ///
 /// \param out Where the text goes.
 /// \param limits The limits, in the order their samples are written.
@@ -234,9 +171,27 @@ class basic_adaptive_limit {
   /// The limit's executor.
   /// \return the executor given at construction.
   executor_type get_executor() const noexcept { return executor_; }
-  /// The options it was constructed with.
-  /// \return them, as validated.
+  /// The options in force: the constructor's, or the last `reconfigure`'s.
+  /// \return them, as validated; valid as long as the limit's state (a
+  /// reconfiguration keeps the options it replaced).
   const adaptive_limit_options& options() const noexcept { return state_->options(); }
+
+  /// Applies new options to the running limit (docs/reconfigure.md),
+  /// thread-safe against calls in flight and waiting on any thread. The
+  /// limit keeps the value it learned, clamped to the new
+  /// [min_limit, max_limit] (`initial_limit` is not applied again), and with
+  /// the same algorithm what it learned (Gradient2's long-term round trip
+  /// and current window); a new algorithm starts from that value. A lower
+  /// limit cancels no call: calls running finish, and nothing more is
+  /// admitted until fewer than the limit run; a higher one admits waiters
+  /// at once. A lower `max_queue` cancels no waiter; a waiter keeps the
+  /// `max_wait` it started with. A call completing later is classified by
+  /// the classifier in force then. Emits `reconfigured` (and `changed` if the
+  /// limit moved); `metrics().reconfigurations` goes up.
+  /// \param options The new options; validated as by the constructor.
+  /// \throws std::invalid_argument naming the member when `options` is
+  /// invalid; nothing changes then.
+  void reconfigure(const adaptive_limit_options& options) { state_->reconfigure(options); }
   /// The current limit.
   /// \return the limit now (calls admitted at once: its floor).
   double limit() const { return metrics().limit; }

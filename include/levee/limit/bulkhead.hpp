@@ -3,6 +3,8 @@
 /// (README, "Composing levee").
 #pragma once
 
+#include <levee/limit/bulkhead_options.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -11,29 +13,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <type_traits>
 
 namespace levee {
-
-/// A bulkhead's limits. Plain struct, a default on every member.
-struct bulkhead_options {
-  /// Calls running at once. >= 1.
-  std::size_t max_concurrent = 64;
-  /// Calls waiting for a slot when all are taken; one more is rejected with
-  /// `error::bulkhead_full`. 0: no queue, reject at once.
-  std::size_t max_queue = 0;
-  /// Longest wait in the queue before giving up with `error::bulkhead_full`.
-  /// 0 or `nanoseconds::max()`: wait until a slot frees or the caller's own
-  /// deadline cancels the wait. Any value up to `max()` works (the deadline
-  /// saturates). >= 0.
-  std::chrono::nanoseconds max_wait = std::chrono::nanoseconds::zero();
-};
-
-/// Checks every member of `options` against its documented range.
-/// \param options The options to check.
-/// \throws std::invalid_argument naming the first invalid member.
-void validate(const bulkhead_options& options);
 
 namespace detail {
 class bulkhead_state;  // limit/detail/bulkhead.hpp
@@ -95,9 +79,27 @@ class basic_bulkhead {
   /// The bulkhead's executor.
   /// \return the executor given at construction.
   executor_type get_executor() const noexcept { return executor_; }
-  /// The options it was constructed with.
-  /// \return them, as validated.
-  const bulkhead_options& options() const noexcept { return options_; }
+  /// The options in force: the constructor's, or the last `reconfigure`'s.
+  /// \return them, as validated; the reference stays valid as long as the
+  /// bulkhead's state (a reconfiguration keeps the options it replaced).
+  const bulkhead_options& options() const noexcept;
+
+  /// Applies new limits to the running bulkhead (docs/reconfigure.md),
+  /// thread-safe against calls in flight and waiting on any thread. A lower
+  /// `max_concurrent` cancels no call: the calls running finish, and no
+  /// waiter nor new call is admitted until fewer than the new limit run. A
+  /// higher one admits waiters at once, first come first served. A lower
+  /// `max_queue` cancels no waiter: new calls are refused while the queue is
+  /// that long or longer. A waiter keeps the `max_wait` it started waiting
+  /// with; new waiters get the new one. `reconfigurations()` goes up.
+  /// \param options The new limits; validated as by the constructor.
+  /// \throws std::invalid_argument naming the member when `options` is
+  /// invalid; nothing changes then.
+  void reconfigure(const bulkhead_options& options);
+
+  /// Times `reconfigure` applied new limits.
+  /// \return that count, since construction.
+  std::uint64_t reconfigurations() const noexcept;
   /// The calls running now.
   /// \return the slots taken.
   std::size_t in_flight() const noexcept;
@@ -168,7 +170,6 @@ class basic_bulkhead {
                                                   boost::asio::awaitable<T, Executor> aw);
 
   executor_type executor_;
-  bulkhead_options options_;
   std::shared_ptr<detail::bulkhead_state> state_;
 };
 

@@ -5,9 +5,12 @@
 #include <levee/core/detail/bucket_ring.hpp>
 #include <levee/core/detail/spinlock.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace levee {
@@ -82,9 +85,28 @@ class retry_budget {
   /// \return the counts.
   snapshot state(nanos now) noexcept;
 
-  /// The options it was constructed with.
-  /// \return them, as validated.
-  const retry_budget_options& options() const noexcept { return options_; }
+  /// The options in force: the constructor's, or the last `reconfigure`'s.
+  /// \return them, as validated; valid as long as the budget (a
+  /// reconfiguration keeps the options it replaced).
+  const retry_budget_options& options() const noexcept {
+    return *options_.load(std::memory_order_acquire);
+  }
+
+  /// Applies new options to the running budget (docs/reconfigure.md),
+  /// thread-safe against every other member function. A new `ratio` and
+  /// `min_retries_per_second` apply to the next request, over the window as
+  /// it is: the successes and retries it holds are kept. A new `ttl` or
+  /// `buckets` rebuilds the window with the new width: what the old window
+  /// held is carried into the new one's current bucket (it then counts for
+  /// up to one new `ttl`, and leaves with that bucket).
+  /// \param options The new options; validated as by the constructor.
+  /// \throws std::invalid_argument naming the member when `options` is
+  /// invalid; nothing changes then.
+  void reconfigure(const retry_budget_options& options);
+
+  /// Times `reconfigure` applied new options.
+  /// \return that count, since construction.
+  std::uint64_t reconfigurations() const noexcept;
 
  private:
   struct bucket {
@@ -94,9 +116,14 @@ class retry_budget {
   void advance(std::int64_t index) noexcept;  // under ring_lock_: makes `index` the head if newer
   double allowance() const noexcept;          // under ring_lock_, after advance
 
-  retry_budget_options options_;
+  // The options in force (written under ring_lock_ too), and every one the
+  // budget had (their readers hold no lock), under reconfigure_mutex_.
+  std::atomic<const retry_budget_options*> options_{nullptr};
+  std::vector<std::unique_ptr<const retry_budget_options>> owned_;
+  std::mutex reconfigure_mutex_;
+  std::uint64_t reconfigurations_ = 0;  // under ring_lock_
   std::int64_t width_ns_;
-  detail::spinlock ring_lock_;  // the ring, its cursor and sums
+  mutable detail::spinlock ring_lock_;  // the ring, its cursor and sums, width_ns_
   std::vector<bucket> ring_;
   detail::ring_cursor cursor_;
   std::uint64_t successes_ = 0;  // sums over the ring

@@ -21,8 +21,16 @@
 // The windows are parts of their own, behind one seam (record, totals, clear):
 // breaker/detail/window_kinds.hpp lists them and is the one place that
 // dispatches on `window_kind`.
+//
+// Reconfiguration (`reconfigure`, docs/reconfigure.md) keeps the hot paths as
+// they were: the options read without a lock are single atomic words (relaxed
+// loads, plain moves on x86-64); the window's parameters and memory change
+// only under `transition_lock_` and every shard's lock, and are read under
+// one of those locks; the options' other members are read from a snapshot
+// (`options()`) that is never freed before the core.
 #pragma once
 
+#include <levee/breaker/detail/breaker_permit.hpp>
 #include <levee/breaker/detail/decimal_ratio.hpp>
 #include <levee/breaker/detail/window_kinds.hpp>
 #include <levee/breaker/options.hpp>
@@ -43,63 +51,6 @@
 
 namespace levee::detail {
 
-using nanos = std::chrono::nanoseconds;
-
-/// The right to run one call, handed out by `breaker_core::try_acquire`.
-/// Trivially copyable, one word: | generation | first probe (1) | kind (2) |.
-/// An empty permit is a rejection.
-class permit {
- public:
-  /// `untracked`: admitted while DISABLED, counted by outcome but kept out of
-  /// the window.
-  enum kind_type : std::uint64_t { none = 0, closed_call = 1, probe = 2, untracked = 3 };
-
-  permit() noexcept = default;
-  permit(std::uint64_t generation, kind_type kind, bool first_probe = false) noexcept
-      : bits_(generation << 3 | std::uint64_t{first_probe} << 2 | kind) {}
-
-  explicit operator bool() const noexcept { return bits_ != 0; }
-  bool is_probe() const noexcept { return (bits_ & 3) == probe; }
-  /// A probe or an untracked call: one test for both on the hot path.
-  bool is_special() const noexcept { return (bits_ & 2) != 0; }
-  /// The first probe of its HALF_OPEN round (the core admitted no probe in
-  /// that state before it): the shell arms the half-open timer
-  /// (`max_half_open_duration`) for it, and for no other permit.
-  bool first_probe() const noexcept { return (bits_ & 4) != 0; }
-  /// The generation of the state the call was admitted in.
-  std::uint64_t generation() const noexcept { return bits_ >> 3; }
-
- private:
-  std::uint64_t bits_ = 0;
-};
-static_assert(sizeof(permit) == 8 && std::is_trivially_copyable_v<permit>);
-
-/// A state change the shell must act on: when `to` is OPEN, arm the timer for
-/// `open_for` and call `open_elapsed(generation)` when it fires.
-/// Default-constructed (`{}`), it means "nothing happened".
-struct transition {
-  constexpr transition() noexcept
-      : from(circuit_state::closed),
-        to(circuit_state::closed),
-        reason(transition_reason::failure_rate),
-        generation(0),
-        open_for(0) {}
-  constexpr transition(circuit_state f, circuit_state t, transition_reason r, std::uint64_t g,
-                       nanos open = nanos::zero()) noexcept
-      : from(f), to(t), reason(r), generation(g & 0xffff'ffff'ffffu), open_for(open) {}
-
-  circuit_state from : 4;
-  circuit_state to : 4;
-  transition_reason reason : 8;
-  std::uint64_t generation : 48;  ///< of the new state; 0: nothing happened
-  nanos open_for;                 ///< when `to == open`
-
-  explicit operator bool() const noexcept { return generation != 0; }
-};
-// Sixteen trivially copyable bytes come back in two registers: "nothing
-// happened", the common answer, costs no memory traffic.
-static_assert(sizeof(transition) == 16);
-
 class breaker_core {
  public:
   /// `options` must be valid (see `validate`). `shards` is rounded up to a power
@@ -119,9 +70,31 @@ class breaker_core {
   }
   /// True when `complete` needs `now` (the window kind's `needs_time`: a time
   /// window); false for a count window.
-  bool needs_time() const noexcept { return (window_bits_ & needs_time_bit) != 0; }
+  bool needs_time() const noexcept { return (bits() & needs_time_bit) != 0; }
   /// True when `complete` needs the call's duration (slow-call detection on).
-  bool needs_elapsed() const noexcept { return slow_ns_ > 0; }
+  bool needs_elapsed() const noexcept { return slow_ns() > 0; }
+
+  /// The options in force: a snapshot that stays valid as long as the core
+  /// (a reconfiguration publishes a new one and keeps the old).
+  const breaker_options& options() const noexcept {
+    return *options_.load(std::memory_order_acquire);
+  }
+
+  /// Applies `options` (valid) as docs/reconfigure.md says: the window kept
+  /// unless its kind, length, buckets or size changed (then an empty one);
+  /// state, generation, open streak, probes and counters kept. `now`: the
+  /// window's time. Returns a trip to OPEN when CLOSED and the kept window is
+  /// over a new threshold. Callers serialise reconfigurations. Throws
+  /// std::bad_alloc before anything changed.
+  transition reconfigure(const breaker_options& options, nanos now);
+
+  /// Reconfigurations since construction.
+  std::uint64_t reconfigurations() const noexcept;
+
+  /// The open duration the current open streak gives with the options in
+  /// force (a fresh jitter draw): what a reconfiguration re-arms an OPEN
+  /// breaker's timer with.
+  nanos current_open_duration() noexcept;
   std::size_t shard_count() const noexcept { return shard_mask_ + 1; }
 
   /// Admission. An empty permit means "rejected: do not start the call".
@@ -283,8 +256,14 @@ class breaker_core {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
   shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
-  std::byte* shared_part() const noexcept { return shard_memory_.get() + shard_count() * stride_; }
-  window_kind kind() const noexcept { return static_cast<window_kind>(window_bits_ & kind_mask); }
+  // The window's memory, under a shard's lock or transition_lock_: each
+  // shard's part right after its header (`s.part()`), and the shared part
+  // after the last shard, unless a reconfiguration moved them (`moved_bit`).
+  std::byte* part_of(shard& s) const noexcept;
+  std::byte* shared_part() const noexcept;
+  std::uint8_t bits() const noexcept { return window_bits_.load(std::memory_order_relaxed); }
+  window_kind kind() const noexcept { return static_cast<window_kind>(bits() & kind_mask); }
+  std::int64_t slow_ns() const noexcept { return slow_ns_.load(std::memory_order_relaxed); }
   // The window kind's parameters, kept in `window_`.
   template <class W>
   const W& window_as() const noexcept {
@@ -306,17 +285,35 @@ class breaker_core {
   // Records a call in a window of any kind but the inline one (the dispatch
   // compiled once), under the shard's lock.
   std::int64_t record_other(shard& s, nanos now, bool failed, bool slow) noexcept;
-  transition check_window(std::uint64_t generation, std::int64_t stamp) noexcept;
+  transition check_window(std::uint64_t generation, std::int64_t stamp,
+                          std::uint32_t epoch) noexcept;
+  // What the thresholds are, read with the window (under shard 0's lock).
+  struct limits {
+    std::uint64_t failure_numerator, slow_numerator, minimum_calls;
+    std::uint8_t failure_exponent, slow_exponent;
+  };
   // The window: the shared part and every shard's part (of `generation`; 0:
-  // every shard) as of `stamp(part)`.
-  template <class W, class Stamp>
-  window_totals totals(const W& w, std::uint64_t generation, Stamp stamp) noexcept;
+  // every shard) as of `stamp(w, part)`, with the thresholds in `*l`. Empty
+  // (and `*l` untouched) when the window is not the one of `epoch` (a
+  // reconfiguration replaced it); `any_epoch`: whichever it is.
+  static constexpr std::uint64_t any_epoch = ~std::uint64_t{0};
+  template <class Stamp>
+  window_totals totals(std::uint64_t generation, std::uint64_t epoch, Stamp stamp,
+                       limits* l) noexcept;
   transition note_consecutive(permit p, bool failed) noexcept;
   transition trip(std::uint64_t generation, transition_reason why,
                   const window_totals& basis) noexcept;
-  bool over_threshold(const window_totals& t, transition_reason& why) const noexcept;
+  bool over_threshold(const window_totals& t, const limits& l,
+                      transition_reason& why) const noexcept;
   nanos next_open_duration() noexcept;  // under transition_lock_, after open_streak_ was updated
   nanos open_duration_for(std::uint32_t streak, long double jitter_factor) const noexcept;
+  // Reconfiguration's parts (breaker/impl/breaker_core.ipp). `window_ext`:
+  // what a core that was reconfigured keeps, allocated by the first
+  // reconfiguration: the options it replaced, and a window that no longer
+  // fits the shards' own room.
+  struct window_ext;
+  void lock_shards() noexcept;
+  void unlock_shards() noexcept;
   transition opened(const transition& t, const window_totals& basis) noexcept {
     basis_generation_ = t.generation;  // under transition_lock_
     basis_calls_ = basis.calls;
@@ -333,28 +330,40 @@ class breaker_core {
   // and the configuration share the first cache lines.
   std::atomic<std::uint64_t> state_;
   std::atomic<std::uint64_t> validated_{0};  // validation_stamp of the last passing check
-  alignas(8) std::byte window_[12];          // the window kind's parameters
-  std::uint32_t stride_;
-  std::int64_t slow_ns_;
-  std::uint16_t shard_mask_;   // at most 1024 shards
-  std::uint16_t probe_limit_;  // half_open_probes <= 8191
-  // The window kind (low bits) and, in bit 7, its `needs_time`: one byte.
-  static constexpr std::uint8_t kind_mask = 0x7f;
+  // The window's parameters, kind and memory: written under transition_lock_
+  // and every shard's lock (a reconfiguration), read under one of them.
+  alignas(8) std::byte window_[12];  // the window kind's parameters
+  std::uint32_t stride_;             // of the shards: fixed
+  // Options that calls read without a lock: one atomic word each (relaxed).
+  std::atomic<std::int64_t> slow_ns_;
+  std::uint16_t shard_mask_;                // at most 1024 shards
+  std::atomic<std::uint16_t> probe_limit_;  // half_open_probes <= 8191
+  // The window kind (low bits), in bit 6 whether a reconfiguration moved the
+  // window out of the shards (`window_ext`), in bit 7 its `needs_time`.
+  static constexpr std::uint8_t kind_mask = 0x3f;
+  static constexpr std::uint8_t moved_bit = 0x40;
   static constexpr std::uint8_t needs_time_bit = 0x80;
-  std::uint8_t window_bits_;
+  std::atomic<std::uint8_t> window_bits_;
   std::uint8_t failure_exponent_;  // the thresholds' decimal_ratio, split so that
   std::uint8_t slow_exponent_;     // the exponents fill what would be padding
   // Serialises transitions and HALF_OPEN bookkeeping (and guards the fields
   // marked so). Here, in what would be padding: taken on transitions and
   // probe outcomes only, rare next to the loads of this line.
   spinlock transition_lock_;
+  // Which window: one more at each reconfiguration that replaced it (as the
+  // window's parameters). A call records its epoch with its stamp, so that a
+  // check never reads a new window with an old window's stamp.
+  std::uint32_t window_epoch_ = 0;
+  // The thresholds (as the window's parameters).
   std::uint64_t failure_numerator_;
   std::uint64_t slow_numerator_;
   std::uint64_t minimum_calls_;
-  std::uint64_t consecutive_limit_;
-  std::uint64_t successes_to_close_;
-  nanos open_duration_;
-  nanos max_open_duration_;
+  std::atomic<std::uint64_t> consecutive_limit_;
+  // The options in force (open durations, probes, ...: read under
+  // transition_lock_ by the core, without a lock by the shell); replaced
+  // under transition_lock_, the old ones kept in `ext_` until the core goes.
+  std::atomic<const breaker_options*> options_;
+  window_ext* ext_ = nullptr;  // under transition_lock_ (and, its window, as the window)
   struct aligned_delete {
     void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
   };
@@ -368,18 +377,17 @@ class breaker_core {
   std::uint32_t open_streak_ = 0;       // saturating
   std::uint64_t basis_generation_ = 0;  // of the last transition to OPEN
   splitmix64 rng_;                      // open-duration jitter
-  double open_multiplier_;              // doubles: a float made 1.1 into 1.10000002384
-  double open_jitter_;
-  std::uint64_t basis_calls_ = 0;  // what it was decided on: calls, and
-  std::uint64_t basis_part_ = 0;   // failures, or slow calls (slow_call_rate)
+  std::uint64_t basis_calls_ = 0;       // what it was decided on: calls, and
+  std::uint64_t basis_part_ = 0;        // failures, or slow calls (slow_call_rate)
 };
 
 // The state word and the configuration come first and are read-mostly; the
 // rarely written fields follow. The core is not cache-line aligned on purpose:
 // an over-aligned member would make every breaker's allocation pad to 64
 // bytes, and the only hot writes (the shards) live in their own aligned block.
-// (Memory per breaker is a target: bench/README.md.)
-static_assert(sizeof(void*) != 8 || sizeof(breaker_core) <= 192,
+// (Memory per breaker is a target: bench/README.md.) The options live in
+// their snapshot (`options_`), not copied here.
+static_assert(sizeof(void*) != 8 || sizeof(breaker_core) <= 176,
               "breaker_core grew: memory per breaker is a target");
 
 }  // namespace levee::detail

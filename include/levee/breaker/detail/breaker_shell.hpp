@@ -62,7 +62,12 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       release_last_owner();
   }
 
-  const breaker_options& options() const noexcept { return options_; }
+  /// The options in force: valid as long as the shared state (see
+  /// `breaker_core::options`).
+  const breaker_options& options() const noexcept { return core_.options(); }
+
+  /// See `basic_circuit_breaker::reconfigure`.
+  void reconfigure(const breaker_options& options);
   breaker_core& core() noexcept { return core_; }
   const breaker_core& core() const noexcept { return core_; }
   breaker_telemetry& telemetry() noexcept { return telemetry_; }
@@ -76,7 +81,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// error_code decides.
   template <class T>
   outcome classify_value(const T& value) const noexcept {
-    if (options_.classifier) return classify(make_value_result(value));
+    if (options().classifier) return classify(make_value_result(value));
     if constexpr (is_error_tuple_v<T>) {
       const boost::system::error_code& ec = std::get<0>(value);
       if (!ec) return outcome::success;
@@ -93,7 +98,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// in 16 measured for the automatic probe deadline (`probe_timeout`).
   time_point start_time() const noexcept {
     if (core_.needs_elapsed()) return Clock::now();
-    if (options_.probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
+    if (options().probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
       return sampled_now();
     return time_point::min();
   }
@@ -108,7 +113,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// feeds the automatic probe deadline's estimate at the rate of the sampled
   /// ones (about one call in 16).
   void sample_measured(outcome o, nanos elapsed) noexcept {
-    if (o == outcome::success && options_.probe_timeout == nanos::zero() && sample_latency())
+    if (o == outcome::success && options().probe_timeout == nanos::zero() && sample_latency())
         [[unlikely]]
       note_latency(elapsed);
   }
@@ -204,15 +209,18 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;
   void cancel_stuck() noexcept override;
-  nanos recovery_window() const noexcept override { return options_.recovery_window; }
+  nanos recovery_window() const noexcept override { return options().recovery_window; }
 
-  // Arms the timer: the open timer of OPEN `generation`, or the half-open
+  // Arms the timer: the open timer of OPEN `generation` (`open_period`: its
+  // start is kept, for a reconfiguration to re-arm it), or the half-open
   // timer of HALF_OPEN `generation`.
   // Serialised by `timer_lock_` (a mutex: arming allocates): a transition to
   // OPEN can come from any thread that completes a call. `timer_generation_`
   // keeps a late arm or disarm (another thread's, for an older transition)
   // from undoing a newer one.
-  void arm(std::uint64_t generation, nanos open_for) noexcept;
+  void arm(std::uint64_t generation, nanos open_for, bool open_period = false) noexcept;
+  void arm_at(std::uint64_t generation, time_point deadline) noexcept;  // under timer_lock_
+  static time_point saturating_add(time_point from, nanos d) noexcept;
   void disarm(std::uint64_t generation) noexcept;
   bool older(std::uint64_t generation) const noexcept {  // than the timer's, under timer_lock_
     return static_cast<std::int32_t>(static_cast<std::uint32_t>(generation) - timer_generation_) <
@@ -221,11 +229,16 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   void release_last_owner() noexcept;
 
-  breaker_options options_;
-  breaker_core core_;
+  breaker_core core_;  // with the options (`options()`)
   breaker_telemetry telemetry_;
-  small_mutex timer_lock_;              // timer_, timer_generation_
+  small_mutex timer_lock_;              // timer_, timer_generation_, the open period; reconfigure
   std::uint32_t timer_generation_ = 0;  // low bits; compared modulo 2^32
+  // The OPEN generation whose timer was armed at `opened_at_` (for a
+  // reconfiguration to re-arm it from there), and one that a reconfiguration
+  // found not armed yet (its arm then takes the new open duration).
+  std::uint32_t open_generation_ = 0;
+  std::uint32_t stale_open_ = 0;
+  time_point opened_at_{};
   timer_type timer_;
   std::unique_ptr<timer_type>
       stuck_timer_;  // with `recovery_window`, under the telemetry's order lock

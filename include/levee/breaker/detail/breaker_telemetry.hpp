@@ -89,6 +89,10 @@ class breaker_telemetry {
   void deliver(const transition& t, const window_totals& basis, clock_fn now, stuck_alarm& alarm,
                const fleet_origin* origin = nullptr) noexcept;
 
+  /// A reconfiguration happened (the breaker in `state`): posts the
+  /// `reconfigured` event.
+  void reconfigured(circuit_state state) noexcept;
+
   /// The stuck-open alarm armed when the breaker left CLOSED at `left_closed`
   /// fired.
   void stuck_elapsed(nanos left_closed) noexcept;

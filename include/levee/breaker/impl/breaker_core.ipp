@@ -59,12 +59,8 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       slow_numerator_(decimal_ratio::from_double(o.slow_call_rate_threshold).numerator),
       minimum_calls_(o.minimum_calls),
       consecutive_limit_(o.consecutive_failures),
-      successes_to_close_(o.successes_to_close),
-      open_duration_(o.open_duration),
-      max_open_duration_(o.max_open_duration),
-      rng_{o.jitter_seed != 0 ? o.jitter_seed : random_seed()},
-      open_multiplier_(o.open_duration_multiplier),
-      open_jitter_(o.open_duration_jitter) {
+      options_(new breaker_options(o)),
+      rng_{o.jitter_seed != 0 ? o.jitter_seed : random_seed()} {
   if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   shards = std::min(shards, 1024u);
   std::size_t n = 1;
@@ -74,7 +70,7 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     static_assert(sizeof(W) <= sizeof(window_) && std::is_trivially_copyable_v<W> &&
                   std::is_trivially_destructible_v<W>);
     const W& w = *new (window_) W(o);
-    if (W::needs_time) window_bits_ = static_cast<std::uint8_t>(window_bits_ | needs_time_bit);
+    if (W::needs_time) window_bits_.fetch_or(needs_time_bit, std::memory_order_relaxed);
     stride_ = static_cast<std::uint32_t>((sizeof(shard) + w.part_bytes() + cache_line - 1) /
                                          cache_line * cache_line);
     auto* memory = static_cast<std::byte*>(
@@ -88,57 +84,25 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   });
 }
 
-breaker_core::~breaker_core() = default;  // shards are trivially destructible
-
-bool breaker_core::over_threshold(const window_totals& t, transition_reason& why) const noexcept {
-  if (t.calls < minimum_calls_) return false;
+bool breaker_core::over_threshold(const window_totals& t, const limits& l,
+                                  transition_reason& why) const noexcept {
+  if (t.calls < l.minimum_calls) return false;
   // Exact: integer cross-multiplication against the threshold's decimal form.
-  if (decimal_ratio{failure_numerator_, failure_exponent_}.reached_by(t.failures, t.calls)) {
+  if (decimal_ratio{l.failure_numerator, l.failure_exponent}.reached_by(t.failures, t.calls)) {
     why = transition_reason::failure_rate;
     return true;
   }
-  if (slow_ns_ > 0 && decimal_ratio{slow_numerator_, slow_exponent_}.reached_by(t.slow, t.calls)) {
+  if (slow_ns() > 0 &&
+      decimal_ratio{l.slow_numerator, l.slow_exponent}.reached_by(t.slow, t.calls)) {
     why = transition_reason::slow_call_rate;
     return true;
   }
   return false;
 }
 
-template <class W, class Stamp>
-window_totals breaker_core::totals(const W& w, std::uint64_t generation, Stamp stamp) noexcept {
-  window_totals t = w.shared_totals(shared_part());
-  for (std::size_t i = 0; i <= shard_mask_; ++i) {
-    shard& s = shard_at(i);
-    spin_guard g(s.lock);
-    if (generation != 0 && s.generation != generation) continue;
-    const window_totals part = w.part_totals(s.part(), stamp(s.part()));
-    t.calls += part.calls;
-    t.failures += part.failures;
-    t.slow += part.slow;
-  }
-  return t;
-}
-
-transition breaker_core::check_window(std::uint64_t generation, std::int64_t stamp) noexcept {
-  const window_totals t = window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    return totals(window_as<W>(), generation, [stamp](std::byte*) { return stamp; });
-  });
-  transition_reason why{};
-  if (over_threshold(t, why)) return trip(generation, why, t);
-  if (t.calls >= minimum_calls_) {
-    validated_.store(validation_stamp(generation, stamp), std::memory_order_relaxed);
-  }
-  return {};
-}
-
-std::int64_t breaker_core::record_other(shard& s, nanos now, bool failed, bool slow) noexcept {
-  return window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    return window_as<W>().record(s.part(), shared_part(), now, failed, slow);
-  });
-}
-
 permit breaker_core::acquire_probe(std::uint64_t w) noexcept {
-  while (state_of(w) == circuit_state::half_open && probes_of(w) < probe_limit_) {
+  while (state_of(w) == circuit_state::half_open &&
+         probes_of(w) < probe_limit_.load(std::memory_order_relaxed)) {
     if (state_.compare_exchange_weak(w, (w + probe_one) | round_started, std::memory_order_acq_rel,
                                      std::memory_order_acquire))
       return permit(generation_of(w), permit::probe, !(w & round_started));
@@ -163,7 +127,8 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
   if (generation_of(state_.load(std::memory_order_acquire)) != p.generation()) return {};
   if (failed) {
     const std::uint64_t in_a_row = consecutive_.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (in_a_row >= consecutive_limit_) {
+    const std::uint64_t limit = consecutive_limit_.load(std::memory_order_relaxed);
+    if (limit != 0 && in_a_row >= limit) {
       return trip(p.generation(), transition_reason::consecutive_failures, {in_a_row, in_a_row, 0});
     }
   } else if (consecutive_.load(std::memory_order_relaxed) != 0) {
@@ -173,7 +138,8 @@ transition breaker_core::note_consecutive(permit p, bool failed) noexcept {
 }
 
 nanos breaker_core::next_open_duration() noexcept {
-  const long double unit = open_jitter_ > 0.0 ? static_cast<long double>(rng_.unit()) : 0.5L;
+  const long double unit =
+      options().open_duration_jitter > 0.0 ? static_cast<long double>(rng_.unit()) : 0.5L;
   return open_duration_for(open_streak_, unit);
 }
 
@@ -187,14 +153,16 @@ nanos breaker_core::open_duration_for(std::uint32_t streak, long double unit) co
   // In long double (a 64-bit mantissa on x86-64: every duration up to
   // nanoseconds::max() is exact), saturating: a product at or past
   // nanoseconds::max() is "for ever", never a wrapped or 1 ns duration.
+  // Under transition_lock_: the options cannot change meanwhile.
+  const breaker_options& o = options();
   using real = long double;
-  real d = static_cast<real>(open_duration_.count());
-  if (open_multiplier_ > 1.0 && streak > 1) {
-    d *= std::pow(static_cast<real>(open_multiplier_), static_cast<real>(streak - 1));
-    d = std::min(d, static_cast<real>(max_open_duration_.count()));  // inf: the cap
+  real d = static_cast<real>(o.open_duration.count());
+  if (o.open_duration_multiplier > 1.0 && streak > 1) {
+    d *= std::pow(static_cast<real>(o.open_duration_multiplier), static_cast<real>(streak - 1));
+    d = std::min(d, static_cast<real>(o.max_open_duration.count()));  // inf: the cap
   }
-  if (open_jitter_ > 0.0) {
-    const auto jitter = static_cast<real>(open_jitter_);
+  if (o.open_duration_jitter > 0.0) {
+    const auto jitter = static_cast<real>(o.open_duration_jitter);
     d *= 1.0L - jitter + 2.0L * jitter * unit;  // unit: exact (53 bits)
   }
   constexpr auto forever = std::numeric_limits<std::int64_t>::max();
@@ -285,7 +253,7 @@ transition breaker_core::complete_probe(permit p, outcome o, bool slow) noexcept
                   {1, o == outcome::failure ? 1u : 0u, slow ? 1u : 0u});
   }
   if (probe_successes_ != UINT32_MAX) ++probe_successes_;
-  if (probe_successes_ >= successes_to_close_) {
+  if (probe_successes_ >= options().successes_to_close) {
     open_streak_ = 0;
     reset_windows(next);
     state_.store(make_word(circuit_state::closed, next), std::memory_order_release);
@@ -327,27 +295,6 @@ void breaker_core::release(permit p) noexcept {
   }
 }
 
-void breaker_core::reset_windows(std::uint64_t generation) noexcept {
-  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    const W& w = window_as<W>();
-    for (std::size_t i = 0; i <= shard_mask_; ++i) {
-      shard& s = shard_at(i);
-      spin_guard g(s.lock);
-      s.generation = generation;
-      w.clear_part(s.part());
-    }
-    w.clear_shared(shared_part());  // after every shard: no older call records now
-  });
-  consecutive_.store(0, std::memory_order_relaxed);
-  validated_.store(0, std::memory_order_relaxed);
-}
-
-window_totals breaker_core::window(nanos now) noexcept {
-  return window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    return totals(window_as<W>(), 0, [&](std::byte* p) { return window_as<W>().stamp_at(p, now); });
-  });
-}
-
 breaker_counters breaker_core::counters() const noexcept {
   breaker_counters c;
   for (std::size_t i = 0; i <= shard_mask_; ++i) {
@@ -359,17 +306,6 @@ breaker_counters breaker_core::counters() const noexcept {
     c.rejected += s.rejected.get();
   }
   return c;
-}
-
-void breaker_core::test_preload(nanos now, std::uint32_t calls, std::uint32_t failures,
-                                std::uint32_t slow) noexcept {
-  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    if constexpr (requires(const W& w, std::byte* p) { w.preload(p, nanos{}, window_totals{}); }) {
-      shard& s = my_shard();
-      spin_guard g(s.lock);
-      window_as<W>().preload(s.part(), now, {calls, failures, slow});
-    }
-  });
 }
 
 window_totals breaker_core::trip_basis(const transition& t) const noexcept {

@@ -294,6 +294,16 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
   set->post(e, set, x->lost);
 }
 
+void breaker_telemetry::reconfigured(circuit_state state) noexcept {
+  small_lock order(order_lock_);  // after the transitions delivered before it
+  const std::shared_ptr<const listener_set> set = listeners();
+  if (!set) return;
+  breaker_event e;
+  e.kind = event_kind::reconfigured;
+  e.from = e.to = state;
+  set->post(e, set, extras()->lost);
+}
+
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
   small_lock order(order_lock_);
   flags_.fetch_or(detached_bit, std::memory_order_relaxed);

@@ -24,6 +24,8 @@ const char* to_string(event_kind k) noexcept {
       return "rejected";
     case event_kind::stuck_open:
       return "stuck_open";
+    case event_kind::reconfigured:
+      return "reconfigured";
   }
   return "unknown";
 }
@@ -106,6 +108,11 @@ void write_prometheus(std::ostream& out, const std::vector<named_metrics>& break
          "1 when the breaker has not been CLOSED for its recovery window.",
          [&](const breaker_metrics& m, const std::string& l) {
            sample("levee_stuck_open", l, m.stuck_open ? "1" : "0");
+         });
+  family("levee_reconfigurations_total", "counter",
+         "Times reconfigure applied new options to the breaker.",
+         [&](const breaker_metrics& m, const std::string& l) {
+           sample("levee_reconfigurations_total", l, detail::number(m.reconfigurations));
          });
 }
 

@@ -73,7 +73,12 @@ class adaptive_limit_state {
   /// Calls in flight now (for a call admitted from the queue).
   std::size_t in_flight() const noexcept;
   adaptive_limit_metrics metrics() const;
-  const adaptive_limit_options& options() const noexcept { return *options_; }
+  /// The options in force; kept as long as the state.
+  const adaptive_limit_options& options() const noexcept {
+    return *options_.load(std::memory_order_acquire);
+  }
+  /// New options: see `basic_adaptive_limit::reconfigure`.
+  void reconfigure(const adaptive_limit_options& o);
   const std::string& name() const noexcept { return listeners_->name; }
 
   std::uint64_t listen(std::uint32_t mask, std::function<void(const limit_event&)> fn,
@@ -106,7 +111,10 @@ class adaptive_limit_state {
   void limited_event(double limit, std::size_t in_flight) noexcept;
   bool grant_next(waiter_list& granted) noexcept;
 
-  std::shared_ptr<const adaptive_limit_options> options_;
+  // The options in force, and every one it had (a reconfiguration keeps the
+  // ones it replaced: their readers hold no lock), under listeners_mutex_.
+  std::atomic<const adaptive_limit_options*> options_{nullptr};
+  std::vector<std::unique_ptr<const adaptive_limit_options>> owned_;
   // Guards the members below it down to the counters (the algorithm, the
   // calls in flight, the queue): held for a few instructions, see above.
   mutable spinlock spinlock_;
@@ -115,7 +123,7 @@ class adaptive_limit_state {
   std::size_t peak_in_flight_ = 0;
   bool closed_ = false;
   waiter_list queue_;
-  std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0;
+  std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0, reconfigurations_ = 0;
   double min_seen_ = 0, max_seen_ = 0;
 
   std::atomic<std::uint32_t> listening_{0};  // the union of the listeners' masks

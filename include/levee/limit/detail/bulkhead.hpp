@@ -7,6 +7,7 @@
 #include <levee/core/detail/slot_waiter.hpp>
 #include <levee/core/detail/spinlock.hpp>
 #include <levee/core/error.hpp>
+#include <levee/limit/bulkhead_options.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -15,11 +16,15 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 namespace levee::detail {
 
@@ -36,8 +41,47 @@ class bulkhead_state {
  public:
   using waiter = slot_waiter;
 
-  bulkhead_state(std::size_t max_concurrent, std::size_t max_queue) noexcept
-      : max_concurrent_(max_concurrent), max_queue_(max_queue) {}
+  /// `options` must be valid.
+  explicit bulkhead_state(const bulkhead_options& options)
+      : max_concurrent_(options.max_concurrent), max_queue_(options.max_queue) {
+    owned_.push_back(std::make_unique<const bulkhead_options>(options));
+    options_.store(owned_.back().get(), std::memory_order_release);
+  }
+
+  /// The options in force; kept as long as the state.
+  const bulkhead_options& options() const noexcept {
+    return *options_.load(std::memory_order_acquire);
+  }
+
+  /// New limits (valid): see `basic_bulkhead::reconfigure`.
+  void reconfigure(const bulkhead_options& options) {
+    std::lock_guard r(reconfigure_mutex_);
+    owned_.push_back(std::make_unique<const bulkhead_options>(options));
+    {
+      spin_guard g(queue_lock_);
+      max_concurrent_ = options.max_concurrent;
+      max_queue_ = options.max_queue;
+      ++reconfigurations_;
+    }
+    options_.store(owned_.back().get(), std::memory_order_release);
+    // Room a higher limit made goes to the waiters, one at a time.
+    for (;;) {
+      std::shared_ptr<waiter> next;
+      {
+        spin_guard g(queue_lock_);
+        if (queue_.empty() || active_ >= max_concurrent_) return;
+        next = queue_.pop_front();
+        ++active_;
+      }
+      next->complete({});
+    }
+  }
+
+  /// Reconfigurations since construction.
+  std::uint64_t reconfigurations() const noexcept {
+    spin_guard g(queue_lock_);
+    return reconfigurations_;
+  }
 
   enum class entry { granted, queue, full };
 
@@ -94,8 +138,10 @@ class bulkhead_state {
     std::shared_ptr<waiter> next;
     {
       spin_guard g(queue_lock_);
-      if (!queue_.empty()) {
-        next = queue_.pop_front();  // the slot passes to it: active_ unchanged
+      // The slot passes to the first waiter (active_ unchanged), unless a
+      // lower limit (reconfigure) left more calls running than it allows.
+      if (!queue_.empty() && active_ <= max_concurrent_) {
+        next = queue_.pop_front();
       } else {
         --active_;
       }
@@ -131,9 +177,13 @@ class bulkhead_state {
   }
 
  private:
-  const std::size_t max_concurrent_;
-  const std::size_t max_queue_;
+  std::size_t max_concurrent_;  // under queue_lock_ (reconfigure)
+  std::size_t max_queue_;
   mutable spinlock queue_lock_;
+  std::uint64_t reconfigurations_ = 0;  // under queue_lock_
+  std::mutex reconfigure_mutex_;        // one reconfiguration at a time; owned_
+  std::vector<std::unique_ptr<const bulkhead_options>> owned_;  // the current and the replaced
+  std::atomic<const bulkhead_options*> options_{nullptr};
   std::size_t active_ = 0;  // slots taken
   bool closed_ = false;
   waiter_queue queue_;

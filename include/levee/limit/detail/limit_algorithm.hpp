@@ -15,6 +15,10 @@ class exp_average {
   double add(double sample) noexcept;
   double value() const noexcept { return value_; }
   void scale(double by) noexcept { value_ *= by; }
+  /// A new window (a reconfiguration): the average so far is kept.
+  void set_window(std::size_t window) noexcept {
+    factor_ = 2.0 / (static_cast<double>(window) + 1.0);
+  }
 
  private:
   double factor_;
@@ -51,6 +55,13 @@ class gradient2 {
   /// One window: its mean round trip and the most calls in flight in it.
   double update(double rtt_ns, std::size_t in_flight) noexcept;
   double limit() const noexcept { return limit_; }
+  /// New parameters (a reconfiguration): the limit (clamped to the new
+  /// bounds), the long-term round trip and the open window are kept.
+  void reconfigure(const parameters& p) noexcept {
+    p_ = p;
+    long_rtt_.set_window(p.long_window);
+    limit_ = limit_ < p.min ? p.min : (limit_ > p.max ? p.max : limit_);
+  }
   double long_rtt() const noexcept { return long_rtt_.value(); }
   std::uint64_t windows() const noexcept { return windows_; }
 
@@ -78,6 +89,11 @@ class aimd {
   explicit aimd(const parameters& p) noexcept : p_(p), limit_(p.initial) {}
   double update(double rtt_ns, std::size_t in_flight, bool dropped) noexcept;
   double limit() const noexcept { return limit_; }
+  /// New parameters: the limit is kept, clamped to the new bounds.
+  void reconfigure(const parameters& p) noexcept {
+    p_ = p;
+    limit_ = limit_ < p.min ? p.min : (limit_ > p.max ? p.max : limit_);
+  }
 
  private:
   parameters p_;

@@ -96,26 +96,80 @@ double aimd::update(double rtt_ns, std::size_t in_flight, bool dropped) noexcept
 }
 
 namespace {
+aimd::parameters aimd_parameters(const adaptive_limit_options& o, double initial) {
+  return {initial, static_cast<double>(o.min_limit), static_cast<double>(o.max_limit),
+          o.backoff_ratio, static_cast<double>(o.aimd_timeout.count())};
+}
+gradient2::parameters gradient2_parameters(const adaptive_limit_options& o, double initial) {
+  return {initial,
+          static_cast<double>(o.min_limit),
+          static_cast<double>(o.max_limit),
+          o.smoothing,
+          o.rtt_tolerance,
+          o.queue_size,
+          o.long_window,
+          o.sample_window.count(),
+          o.min_window_samples};
+}
+std::variant<gradient2, aimd> make_algorithm(const adaptive_limit_options& o, double initial) {
+  if (o.algorithm == limit_algorithm::aimd) return aimd(aimd_parameters(o, initial));
+  return gradient2(gradient2_parameters(o, initial));
+}
 std::variant<gradient2, aimd> make_algorithm(const adaptive_limit_options& o) {
-  const auto initial = static_cast<double>(o.initial_limit);
-  const auto min = static_cast<double>(o.min_limit);
-  const auto max = static_cast<double>(o.max_limit);
-  if (o.algorithm == limit_algorithm::aimd) {
-    return aimd(aimd::parameters{initial, min, max, o.backoff_ratio,
-                                 static_cast<double>(o.aimd_timeout.count())});
-  }
-  return gradient2(gradient2::parameters{initial, min, max, o.smoothing, o.rtt_tolerance,
-                                         o.queue_size, o.long_window, o.sample_window.count(),
-                                         o.min_window_samples});
+  return make_algorithm(o, static_cast<double>(o.initial_limit));
 }
 }  // namespace
 
 adaptive_limit_state::adaptive_limit_state(adaptive_limit_options o, std::string name)
-    : options_(std::make_shared<const adaptive_limit_options>(std::move(o))),
-      algorithm_(make_algorithm(*options_)),
-      min_seen_(static_cast<double>(options_->initial_limit)),
-      max_seen_(static_cast<double>(options_->initial_limit)),
-      listeners_(std::make_shared<const listener_set>(listener_set{std::move(name), {}})) {}
+    : algorithm_(make_algorithm(o)),
+      min_seen_(static_cast<double>(o.initial_limit)),
+      max_seen_(static_cast<double>(o.initial_limit)),
+      listeners_(std::make_shared<const listener_set>(listener_set{std::move(name), {}})) {
+  owned_.push_back(std::make_unique<const adaptive_limit_options>(std::move(o)));
+  options_.store(owned_.back().get(), std::memory_order_release);
+}
+
+void adaptive_limit_state::reconfigure(const adaptive_limit_options& o) {
+  validate(o);  // throws, naming the member: nothing changed
+  auto next = std::make_unique<const adaptive_limit_options>(o);
+  waiter_list granted;  // completed, and freed, after the spinlock
+  double before = 0, after = 0;
+  std::size_t running = 0;
+  {
+    std::lock_guard g(listeners_mutex_);  // one reconfiguration at a time; owned_; the event
+    owned_.reserve(owned_.size() + 1);
+    const bool same = o.algorithm == options().algorithm;
+    {
+      spin_guard s(spinlock_);
+      before = current();
+      // The limit it learned, within the new bounds; with the same
+      // algorithm, what else it learned too.
+      const double kept =
+          std::clamp(before, static_cast<double>(o.min_limit), static_cast<double>(o.max_limit));
+      if (!same) {
+        algorithm_ = make_algorithm(o, kept);
+      } else if (auto* a = std::get_if<aimd>(&algorithm_)) {
+        a->reconfigure(aimd_parameters(o, kept));
+      } else {
+        std::get<gradient2>(algorithm_).reconfigure(gradient2_parameters(o, kept));
+      }
+      after = current();
+      min_seen_ = std::min(min_seen_, after);
+      max_seen_ = std::max(max_seen_, after);
+      owned_.push_back(std::move(next));
+      options_.store(owned_.back().get(), std::memory_order_release);
+      ++reconfigurations_;
+      while (grant_next(granted)) {  // a higher limit: the waiters it has room for
+      }
+      running = in_flight_;
+    }
+    if (listening_.load(std::memory_order_relaxed) & 4)
+      emit(static_cast<std::uint32_t>(limit_event_kind::reconfigured), before, after, running);
+  }
+  for (const auto& w : granted) w->complete({});
+  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1))
+    changed_event(before);
+}
 
 std::uint64_t adaptive_limit_state::listen(std::uint32_t mask,
                                            std::function<void(const limit_event&)> fn,
@@ -184,7 +238,7 @@ void adaptive_limit_state::changed_event(double before) noexcept {
 }
 
 outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
-  const auto& classifier = options_->classifier;
+  const auto& classifier = options().classifier;
   if (!classifier) return default_classify(r);
   try {
     return classifier(r);
@@ -209,7 +263,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
       ++admitted_;
       return entry::granted;
     }
-    if (queue_.size() < options_->max_queue) return entry::queue;
+    if (queue_.size() < options().max_queue) return entry::queue;
     ++limited_;
     limit = current();
     running = in_flight_;
@@ -242,7 +296,7 @@ void adaptive_limit_state::enqueue(const std::shared_ptr<waiter>& w) {
       ++in_flight_;
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
       ++admitted_;
-    } else if (queue_.size() < options_->max_queue) {
+    } else if (queue_.size() < options().max_queue) {
       w->position = node.begin();  // stays valid across the splice
       queue_.splice(queue_.end(), node);
       w->queued = true;
@@ -351,6 +405,7 @@ adaptive_limit_metrics adaptive_limit_state::metrics() const {
   m.samples = samples_;
   m.drops = drops_;
   m.events_lost = events_lost_.load(std::memory_order_relaxed);
+  m.reconfigurations = reconfigurations_;
   return m;
 }
 

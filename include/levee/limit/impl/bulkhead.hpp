@@ -18,17 +18,13 @@ template <class Clock>
 template <class Executor>
 requires std::is_convertible_v<const Executor&, boost::asio::any_io_executor>
 basic_bulkhead<Clock>::basic_bulkhead(const Executor& ex, bulkhead_options options)
-    : executor_(ex),
-      options_(detail::checked(options)),
-      state_(
-          std::make_shared<detail::bulkhead_state>(options_.max_concurrent, options_.max_queue)) {}
+    : executor_(ex), state_(std::make_shared<detail::bulkhead_state>(detail::checked(options))) {}
 
 template <class Clock>
 basic_bulkhead<Clock>& basic_bulkhead<Clock>::operator=(basic_bulkhead&& other) {
   if (this != &other) {
     if (state_) state_->close();
     executor_ = std::move(other.executor_);
-    options_ = other.options_;
     state_ = std::move(other.state_);
   }
   return *this;
@@ -37,6 +33,21 @@ basic_bulkhead<Clock>& basic_bulkhead<Clock>::operator=(basic_bulkhead&& other) 
 template <class Clock>
 basic_bulkhead<Clock>::~basic_bulkhead() {
   if (state_) state_->close();
+}
+
+template <class Clock>
+const bulkhead_options& basic_bulkhead<Clock>::options() const noexcept {
+  return state_->options();
+}
+
+template <class Clock>
+void basic_bulkhead<Clock>::reconfigure(const bulkhead_options& options) {
+  state_->reconfigure(detail::checked(options));
+}
+
+template <class Clock>
+std::uint64_t basic_bulkhead<Clock>::reconfigurations() const noexcept {
+  return state_->reconfigurations();
 }
 
 template <class Clock>
@@ -53,13 +64,13 @@ template <class Clock>
 template <class T, class Executor>
 boost::asio::awaitable<T, Executor> basic_bulkhead<Clock>::operator()(
     boost::asio::awaitable<T, Executor> aw) {
-  return call(state_, options_.max_wait, std::move(aw));
+  return call(state_, state_->options().max_wait, std::move(aw));
 }
 
 template <class Clock>
 template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code)) CompletionToken>
 auto basic_bulkhead<Clock>::async_acquire(CompletionToken&& token) {
-  return detail::async_wait_for_slot<Clock>(state_, executor_, options_.max_wait,
+  return detail::async_wait_for_slot<Clock>(state_, executor_, state_->options().max_wait,
                                             std::forward<CompletionToken>(token));
 }
 

@@ -34,6 +34,9 @@ void write_limits_prometheus(std::ostream& out, const std::vector<named_limit_me
   family("levee_limit_events_lost_total", "counter",
          "Events a listener missed because posting them failed to allocate.",
          [](const m_t& m) { return detail::number(m.events_lost); });
+  family("levee_limit_reconfigurations_total", "counter",
+         "Times reconfigure applied new options to the limit.",
+         [](const m_t& m) { return detail::number(m.reconfigurations); });
 }
 
 }  // namespace levee

@@ -25,9 +25,42 @@ void validate(const retry_budget_options& o) {
 }
 
 retry_budget::retry_budget(retry_budget_options options)
-    : options_(detail::checked(options)),
-      width_ns_(options_.ttl.count() / static_cast<std::int64_t>(options_.buckets)),
-      ring_(options_.buckets) {}
+    : width_ns_(detail::checked(options).ttl.count() / static_cast<std::int64_t>(options.buckets)),
+      ring_(options.buckets) {
+  owned_.push_back(std::make_unique<const retry_budget_options>(options));
+  options_.store(owned_.back().get(), std::memory_order_release);
+}
+
+void retry_budget::reconfigure(const retry_budget_options& o) {
+  validate(o);  // throws, naming the member: nothing changed
+  auto next = std::make_unique<const retry_budget_options>(o);
+  std::lock_guard r(reconfigure_mutex_);  // one at a time: only it changes the options
+  const retry_budget_options& old = options();
+  const bool rebuild = o.ttl != old.ttl || o.buckets != old.buckets;
+  std::vector<bucket> ring(rebuild ? o.buckets : 0);  // allocated before the spinlock
+  owned_.reserve(owned_.size() + 1);
+  detail::spin_guard g(ring_lock_);
+  if (rebuild) {
+    const std::int64_t width = o.ttl.count() / static_cast<std::int64_t>(o.buckets);
+    if (cursor_.started()) {
+      // What the window holds goes into the new window's current bucket.
+      ring[0] = {successes_, retries_};
+      const std::int64_t head_start = cursor_.head * width_ns_;  // a time within the clock's range
+      cursor_.head = detail::floor_div(head_start, width);
+      cursor_.pos = 0;
+    }
+    ring_.swap(ring);
+    width_ns_ = width;
+  }
+  owned_.push_back(std::move(next));
+  options_.store(owned_.back().get(), std::memory_order_release);
+  ++reconfigurations_;
+}
+
+std::uint64_t retry_budget::reconfigurations() const noexcept {
+  detail::spin_guard g(ring_lock_);
+  return reconfigurations_;
+}
 
 void retry_budget::advance(std::int64_t index) noexcept {
   if (index <= cursor_.head && cursor_.started()) return;
@@ -39,9 +72,10 @@ void retry_budget::advance(std::int64_t index) noexcept {
 }
 
 double retry_budget::allowance() const noexcept {
-  const double seconds = std::chrono::duration<double>(options_.ttl).count();
-  return options_.ratio * static_cast<double>(successes_) +
-         options_.min_retries_per_second * seconds - static_cast<double>(retries_);
+  const retry_budget_options& o = options();  // under ring_lock_: as the window
+  const double seconds = std::chrono::duration<double>(o.ttl).count();
+  return o.ratio * static_cast<double>(successes_) + o.min_retries_per_second * seconds -
+         static_cast<double>(retries_);
 }
 
 void retry_budget::deposit(nanos now) noexcept {

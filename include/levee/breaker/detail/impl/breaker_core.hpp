@@ -18,7 +18,8 @@ inline permit breaker_core::try_acquire() noexcept {
 
 inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
   if (!p) return {};
-  const bool slow = slow_ns_ > 0 && elapsed.count() >= slow_ns_ && o != outcome::ignored;
+  const std::int64_t slow_ns = slow_ns_.load(std::memory_order_relaxed);
+  const bool slow = slow_ns > 0 && elapsed.count() >= slow_ns && o != outcome::ignored;
   if (p.is_special()) return complete_special(p, o, slow);
   shard& s = my_shard();
   if (o == outcome::ignored) {
@@ -35,10 +36,13 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   // The window kind's `record` (breaker/detail/window_kinds.hpp): the first
-  // kind listed inline, any other through the dispatch compiled once.
+  // kind listed inline, any other (or a window a reconfiguration moved)
+  // through the dispatch compiled once.
   using inline_kind = window_kinds::inline_kind;
+  const std::uint32_t epoch = window_epoch_;
   std::int64_t stamp;
-  if (kind() == inline_kind::kind) [[likely]] {
+  if ((bits() & (kind_mask | moved_bit)) == static_cast<std::uint8_t>(inline_kind::kind))
+      [[likely]] {
     stamp = window_as<inline_kind>().record(s.part(), shared_part(), now, failed, slow);
   } else {
     stamp = record_other(s, now, failed, slow);
@@ -46,7 +50,7 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   s.lock.unlock();
 
   // In the window first: the call that trips `consecutive_failures` counts.
-  if (consecutive_limit_ != 0) {
+  if (consecutive_limit_.load(std::memory_order_relaxed) != 0) {
     if (transition t = note_consecutive(p, failed)) return t;
   }
 
@@ -57,7 +61,7 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
       validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), stamp)) {
     return {};
   }
-  return check_window(p.generation(), stamp);
+  return check_window(p.generation(), stamp, epoch);
 }
 
 }  // namespace levee::detail

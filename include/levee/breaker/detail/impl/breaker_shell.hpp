@@ -13,10 +13,31 @@ namespace levee::detail {
 template <class Clock, class WaitTraits>
 breaker_impl<Clock, WaitTraits>::breaker_impl(asio::any_io_executor ex, breaker_options options,
                                               std::string name)
-    : options_(detail::checked(std::move(options))),
-      core_(options_),
+    : core_(detail::checked(std::move(options))),
       telemetry_(std::move(name), clock_now()),
       timer_(std::move(ex)) {}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::reconfigure(const breaker_options& options) {
+  validate(options);  // throws, naming the member: nothing changed
+  transition t;
+  {
+    small_lock g(timer_lock_);  // one reconfiguration at a time; the open timer
+    t = core_.reconfigure(options, window_now<Clock>());
+    // An OPEN breaker's timer: the new open duration, from when it opened.
+    const std::uint64_t generation = core_.generation();
+    const auto low = static_cast<std::uint32_t>(generation);
+    if (core_.state() == circuit_state::open && !telemetry_.detached()) {
+      if (timer_generation_ == low && open_generation_ == low) {
+        arm_at(generation, saturating_add(opened_at_, core_.current_open_duration()));
+      } else if (!older(generation)) {
+        stale_open_ = low;  // tripped, not armed yet: its arm takes the new duration
+      }
+    }
+  }
+  if (telemetry_.wants(event_kind::reconfigured)) telemetry_.reconfigured(core_.state());
+  apply(t);
+}
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::detach(std::shared_ptr<breaker_impl> self) noexcept {
@@ -32,9 +53,10 @@ void breaker_impl<Clock, WaitTraits>::detach(std::shared_ptr<breaker_impl> self)
 
 template <class Clock, class WaitTraits>
 outcome breaker_impl<Clock, WaitTraits>::classify(const call_result& r) const noexcept {
-  if (!options_.classifier) return default_classify(r);
+  const breaker_options& o = options();
+  if (!o.classifier) return default_classify(r);
   try {
-    return options_.classifier(r);
+    return o.classifier(r);
   } catch (...) {
     return outcome::failure;
   }
@@ -45,7 +67,10 @@ void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, time_point sta
                                              const call_result* r) noexcept {
   nanos elapsed = nanos::zero();
   if (core_.needs_elapsed()) {
-    elapsed = std::chrono::duration_cast<nanos>(Clock::now() - start);
+    // Not measured when it started (slow-call detection came on since, by
+    // a reconfiguration): not slow.
+    if (start != time_point::min()) [[likely]]
+      elapsed = std::chrono::duration_cast<nanos>(Clock::now() - start);
     sample_measured(o, elapsed);
   } else if (start != time_point::min()) [[unlikely]] {
     note_sampled(o, start);  // one of the calls sampled for the automatic probe deadline
@@ -95,7 +120,7 @@ nanos breaker_impl<Clock, WaitTraits>::retry_after() noexcept {
     case circuit_state::forced_open:
       return nanos::max();
     case circuit_state::half_open:
-      if (core_.probes_in_flight() < options_.half_open_probes) return nanos::zero();
+      if (core_.probes_in_flight() < options().half_open_probes) return nanos::zero();
       break;
     case circuit_state::open:
       break;
@@ -124,7 +149,7 @@ void breaker_impl<Clock, WaitTraits>::apply(const transition& t,
                                             const fleet_origin* origin) noexcept {
   if (!t) return;
   if (t.to == circuit_state::open) {
-    arm(t.generation, t.open_for);
+    arm(t.generation, t.open_for, true);
   } else if (t.to != circuit_state::half_open) {
     // CLOSED (probes succeeded) or a manual state: neither the open timer
     // nor the half-open timer has anything left to do.
@@ -135,16 +160,18 @@ void breaker_impl<Clock, WaitTraits>::apply(const transition& t,
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::round_started(std::uint64_t generation) noexcept {
-  if (options_.max_half_open_duration == nanos::max()) return;  // no limit
-  arm(generation, options_.max_half_open_duration);
+  const nanos limit = options().max_half_open_duration;
+  if (limit == nanos::max()) return;  // no limit
+  arm(generation, limit);
 }
 
 template <class Clock, class WaitTraits>
 nanos breaker_impl<Clock, WaitTraits>::probe_timeout() const noexcept {
-  if (options_.probe_timeout != nanos::zero()) return options_.probe_timeout;
+  const breaker_options& o = options();
+  if (o.probe_timeout != nanos::zero()) return o.probe_timeout;
   // Automatic (options.hpp): 4 x the p99 estimate, at least 1 ms, at most
   // slow_call_duration when set.
-  const nanos slow = options_.slow_call_duration;
+  const nanos slow = o.slow_call_duration;
   const std::int64_t p99 = latency_p99_.load(std::memory_order_relaxed);
   if (p99 == 0) return slow > nanos::zero() ? slow : nanos::max();
   constexpr std::int64_t forever = nanos::max().count();
@@ -201,7 +228,8 @@ breaker_metrics breaker_impl<Clock, WaitTraits>::metrics() noexcept {
     r.slow_call_rate = static_cast<double>(w.slow) / static_cast<double>(w.calls);
   }
   r.open_streak = core_.open_streak();
-  telemetry_.fill(r, clock_now(), options_.recovery_window);
+  r.reconfigurations = core_.reconfigurations();
+  telemetry_.fill(r, clock_now(), options().recovery_window);
   return r;
 }
 
@@ -212,8 +240,8 @@ void breaker_impl<Clock, WaitTraits>::call_event(event_mask mask, outcome o,
                           : o == outcome::failure ? event_kind::failure
                                                   : event_kind::ignored;
   if (!(mask & static_cast<event_mask>(kind))) return;
-  const bool slow = options_.slow_call_duration > nanos::zero() &&
-                    elapsed >= options_.slow_call_duration && o != outcome::ignored;
+  const nanos slow_at = options().slow_call_duration;
+  const bool slow = slow_at > nanos::zero() && elapsed >= slow_at && o != outcome::ignored;
   telemetry_.call_event(kind, core_.state(), slow);
 }
 
@@ -246,11 +274,36 @@ void breaker_impl<Clock, WaitTraits>::cancel_stuck() noexcept {
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for) noexcept {
+void breaker_impl<Clock, WaitTraits>::arm(std::uint64_t generation, nanos open_for,
+                                          bool open_period) noexcept {
   small_lock g(timer_lock_);
   if (older(generation) || telemetry_.detached()) return;
+  const time_point now = Clock::now();
+  if (open_period) {
+    const auto low = static_cast<std::uint32_t>(generation);
+    // Reconfigured between the trip and this arm: the new open duration.
+    if (stale_open_ == low) open_for = core_.current_open_duration();
+    open_generation_ = low;
+    opened_at_ = now;
+  }
+  arm_at(generation, saturating_add(now, open_for));
+}
+
+template <class Clock, class WaitTraits>
+auto breaker_impl<Clock, WaitTraits>::saturating_add(time_point from, nanos d) noexcept
+    -> time_point {
+  // As Asio's expires_after: a deadline past the clock's range is "for ever".
+  if (d >= nanos::max()) return time_point::max();
+  const auto wait = std::chrono::ceil<typename Clock::duration>(d);
+  if (from > time_point() && wait >= time_point::max() - from) return time_point::max();
+  return from + wait;
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::arm_at(std::uint64_t generation,
+                                             time_point deadline) noexcept {
   timer_generation_ = static_cast<std::uint32_t>(generation);
-  timer_.expires_after(std::chrono::ceil<typename Clock::duration>(open_for));
+  timer_.expires_at(deadline);
   timer_.async_wait([weak = this->weak_from_this(), generation](boost::system::error_code ec) {
     if (ec) return;  // cancelled: the breaker is gone or was re-armed
     if (auto self = weak.lock()) {
