@@ -3,7 +3,7 @@
 #pragma once
 
 #include <levee/breaker/options.hpp>
-#include <levee/limit/adaptive_limit.hpp>
+#include <levee/limit/adaptive_limit_options.hpp>
 
 #include <chrono>
 #include <cstddef>
