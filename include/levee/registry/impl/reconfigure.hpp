@@ -78,6 +78,15 @@ void basic_breaker_registry<Clock, WaitTraits>::apply(Change&& change, const std
     if (!change(options_)) return;
     reconfigurations_.fetch_add(1, std::memory_order_relaxed);
     idle_timeout_.store(options_.idle_timeout.count(), std::memory_order_relaxed);
+    // A lower bound first, before the copies below make every breaker held.
+    // Only reconfigure() lowers it, with `touched` null: `before` is empty.
+    while (entries_.size() > options_.max_breakers) {
+      auto victim = least_recently_used();
+      if (victim == entries_.end()) break;
+      dropped.push_back(std::move(victim->second.guards));
+      entries_.erase(victim);
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+    }
     std::size_t i = 0;
     for (auto& [key, e] : entries_) {
       const auto r = resolve(key);
@@ -95,13 +104,6 @@ void basic_breaker_registry<Clock, WaitTraits>::apply(Change&& change, const std
         dropped.push_back({nullptr, std::move(e.guards.limit)});
         e.guards.limit = nullptr;
       }
-    }
-    while (entries_.size() > options_.max_breakers) {
-      auto victim = least_recently_used();
-      if (victim == entries_.end()) break;
-      dropped.push_back(std::move(victim->second.guards));
-      entries_.erase(victim);
-      evictions_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   // Validated above: the layers accept them.
