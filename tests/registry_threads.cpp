@@ -1,5 +1,5 @@
 // Registry-wide listeners on a 4-thread io_context: breakers created, called,
-// evicted, removed and replaced while listeners come and go, from 4 threads at
+// evicted, removed and reconfigured while listeners come and go, from 4 threads at
 // once. Runs under ThreadSanitizer and AddressSanitizer in CI (label
 // "concurrency").
 #include <levee/registry/registry.hpp>
@@ -109,7 +109,7 @@ TEST_CASE(
   for (auto& runner : runners) runner.join();
 
   // Every key's registry events alternate: added, then one drop (evicted,
-  // removed or replaced), then added again; a key the registry still keeps
+  // removed), then added again; a key the registry still keeps
   // ends with `added`, the others with a drop.
   std::vector<std::string> kept;
   for (const auto& m : r.metrics()) kept.push_back(m.name);

@@ -1,5 +1,7 @@
 #include "cli.hpp"
 
+#include <levee/config/config.hpp>
+
 #include <boost/program_options.hpp>
 
 #include <iostream>
@@ -35,6 +37,15 @@ options:
                      http://127.0.0.1:N/metrics (default 0: any free port,
                      printed at the start)
   --no-chart         do not run gnuplot
+  --config FILE      the breaker's (and the limit's) options from a JSON file
+                     (samples/levee.json; README, "Changing a running breaker
+                     / configuration from a file") over the demo's own; the
+                     breaker's key is recommendation-api (MODE), so the
+                     pattern recommendation-api* covers every mode. The
+                     file's durations are real time. Read again on SIGHUP
+                     (kill -HUP PID) while a mode runs: the breaker keeps its
+                     window and state; a file with errors changes nothing
+                     (its errors are printed)
   --fleet N          run the scenario with N instances sharing their breakers
                      through a redis-server the demo starts (modes local,
                      shared, shared_redis_down; --fleet N --help says more)
@@ -72,6 +83,7 @@ command_line parse_command_line(int argc, const char* const* argv) {
       ("metrics-out", po::value(&s.metrics_out))  //
       ("metrics-port", po::value(&port))          //
       ("no-chart", po::bool_switch(&no_chart))    //
+      ("config", po::value(&s.config))            //
       ("help,h", "");
   const po::positional_options_description no_arguments;  // options only
   po::variables_map given;
@@ -115,6 +127,13 @@ command_line parse_command_line(int argc, const char* const* argv) {
   if (port < 0 || port > 65535) return fail("--metrics-port needs a port number");
   s.metrics_port = static_cast<std::uint16_t>(port);
   s.chart = !no_chart;
+  if (!s.config.empty()) {
+    try {
+      levee::read_registry_config(s.config);  // its errors now, not once the run started
+    } catch (const levee::config_error& e) {
+      return fail(s.config + ":\n" + e.what());
+    }
+  }
   return cl;
 }
 

@@ -5,14 +5,12 @@
 // per request); each mode makes the same calls its own way:
 //   naive_retry           retry each failure up to 3 times, no breaker
 //   breaker               guard each call with a circuit breaker
-//   breaker_retry_budget  retry under a shared retry budget, each attempt
-//                         guarded by the breaker
-//   breaker_adaptive      as breaker_retry_budget, with an adaptive
-//                         concurrency limit inside the breaker
-//   breaker_throttle      client-side adaptive throttling (graded shedding)
-//                         outside the breaker
+//   breaker_retry_budget  retry under a shared retry budget, each attempt guarded
+//   breaker_adaptive      as breaker_retry_budget, an adaptive limit inside the breaker
+//   breaker_throttle      adaptive throttling (graded shedding) outside the breaker
 #include "scenario.hpp"
 
+#include "config_reload.hpp"
 #include "metrics_endpoint.hpp"
 #include "progress.hpp"
 
@@ -100,10 +98,9 @@ class run {
     // The agent: sessions, client, and the mode's guards, on this thread.
     asio::io_context ioc(1);
     client_.emplace(ioc.get_executor(), client_options_for(s_));
-    levee::breaker_options bo = breaker_options_for(s_);
     // The breaker comes from a registry, named after the API's host, so that
-    // /metrics and --metrics-out expose it.
-    levee::registry_options ro{.defaults = bo, .idle_timeout = {}};
+    // /metrics, --metrics-out and --config (reloaded on SIGHUP) reach it.
+    levee::registry_options ro{.defaults = breaker_options_for(s_), .idle_timeout = {}};
     if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
     registry_.emplace(ioc, std::move(ro));
     guards_ = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
@@ -114,6 +111,7 @@ class run {
         ioc, levee::throttle_options{
                  .k = 2.0, .window = scaled(s_, 10s), .buckets = 10, .classifier = http::classify});
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
+    reload_ = watch_config(ioc.get_executor(), *registry_, s_.config);  // --config
     naive_.emplace(levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
                                         .multiplier = 1,
@@ -335,10 +333,10 @@ class run {
       tick.expires_after(10ms);
       co_await tick.async_wait(asio::use_awaitable);
     }
-    for (std::size_t p = 0; p < schedule_.size(); ++p) {
+    for (std::size_t p = 0; p < schedule_.size(); ++p)
       result_.phases[p].downstream = api_->requests_in_phase(p);
-    }
     if (metrics_) metrics_->stop();
+    reload_.reset();        // SIGHUP is ignored until the next mode
     client_->close_idle();  // the client's idle timer goes too: run() returns
     progress.finish();
   }
@@ -359,6 +357,7 @@ class run {
   steady::time_point start_, end_;
   std::optional<http::client> client_;
   std::optional<levee::breaker_registry> registry_;
+  std::unique_ptr<config_reloader<levee::breaker_registry>> reload_;  // --config FILE
   levee::breaker_registry::guard_set guards_;  // the limit: breaker_adaptive only
   std::optional<levee::retry_policy> naive_, budgeted_;
   std::optional<levee::throttle> throttle_;  // breaker_throttle only

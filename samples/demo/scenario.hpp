@@ -58,6 +58,7 @@ struct settings {
   std::string metrics_out;       ///< the final metrics' file, if any
   std::uint16_t metrics_port = 0;
   bool chart = true;
+  std::string config;  ///< --config FILE: the registry's options, reloaded on SIGHUP
 };
 
 /// Real time for a span of scenario time.

@@ -1,7 +1,7 @@
 /// \file
 /// Registry-wide listeners: the events of every breaker a registry holds, now
 /// and later, and the registry's own events (a breaker added, evicted,
-/// removed, replaced).
+/// removed).
 #pragma once
 
 #include <levee/breaker/circuit_breaker.hpp>
@@ -25,18 +25,19 @@ namespace levee {
 /// What happened to a registry's set of breakers. The values are bits above
 /// those of `event_kind`, for the same `event_mask`.
 enum class registry_event_kind : std::uint32_t {
-  added = 64,      ///< the registry created a breaker for the key and keeps it
-  evicted = 128,   ///< it evicted the key's breaker (idle, or least recently used at the bound)
-  removed = 256,   ///< `remove(key)` dropped the key's breaker
-  replaced = 512,  ///< `set_options(key, ...)` dropped it; the next `get` adds its successor
+  added = 128,    ///< the registry created a breaker for the key and keeps it
+  evicted = 256,  ///< it evicted the key's breaker (idle, or least recently used at the bound)
+  removed = 512,  ///< `remove(key)` dropped the key's breaker
 };
+// New options (`set_options`, `remove_options`, `reconfigure`) replace no
+// breaker: each is reconfigured in place and reports the breaker's own
+// `event_kind::reconfigured`.
 
-/// `added`, `evicted`, `removed` and `replaced`: the registry's own events.
+/// `added`, `evicted` and `removed`: the registry's own events.
 inline constexpr event_mask registry_events =
     static_cast<event_mask>(registry_event_kind::added) |
     static_cast<event_mask>(registry_event_kind::evicted) |
-    static_cast<event_mask>(registry_event_kind::removed) |
-    static_cast<event_mask>(registry_event_kind::replaced);
+    static_cast<event_mask>(registry_event_kind::removed);
 
 /// One event, as a registry listener receives it.
 struct registry_event {
@@ -60,14 +61,14 @@ using registry_listener = std::function<void(const registry_event&)>;
 /// kinds nobody asked for), plus the registry's events in its mask. A key whose
 /// breaker is evicted and created again keeps reporting: `evicted`, then
 /// `added` and the new breaker's events. A breaker the registry drops
-/// (`evicted`, `removed`, `replaced`) stops reporting to registry listeners at
+/// (`evicted`, `removed`) stops reporting to registry listeners at
 /// once, even while callers still hold it. A breaker the registry hands out
 /// without keeping it (`registry_options::max_breakers` reached, every breaker
 /// held) is not reported.
 ///
 /// Order: for one listener on an executor that runs handlers in order, a
 /// key's `added` comes before its breaker's events, and its breaker's events
-/// before its `evicted`, `removed` or `replaced`. Thread safety: every member
+/// before its `evicted` or `removed`. Thread safety: every member
 /// function, on any thread.
 /// \tparam Registry The registry type (CRTP).
 /// \tparam Breaker Its breaker type.
@@ -134,7 +135,7 @@ class registry_listeners {
   }
   /// The registry drops the breaker of `key` (under its lock): the listeners
   /// detach from it and get `why`.
-  /// \param why `evicted`, `removed` or `replaced`.
+  /// \param why `evicted` or `removed`.
   /// \param key Its key.
   /// \param b The breaker dropped.
   void dropped(registry_event_kind why, std::string_view key, const std::shared_ptr<Breaker>& b) {

@@ -10,12 +10,15 @@
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/registry/detail/guard_pair.hpp>
+#include <levee/registry/detail/key_pattern.hpp>
 #include <levee/registry/events.hpp>
+#include <levee/registry/options.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -28,38 +31,6 @@
 #include <vector>
 
 namespace levee {
-
-/// A registry's settings. Plain struct, a default on every member.
-struct registry_options {
-  /// Options of every breaker the registry creates, unless `set_options`
-  /// gave its key others.
-  breaker_options defaults = {};
-  /// A breaker that nobody but the registry holds and that `get` was not asked
-  /// for during this long is evicted, whatever its state (CLOSED, OPEN or
-  /// HALF_OPEN: a dead host's breaker does not stay for ever), except the
-  /// states an operator chose (FORCED_OPEN, DISABLED, METRICS_ONLY). Never
-  /// sooner; up to a 64th of it later, see \ref basic_breaker_registry. Zero or
-  /// `nanoseconds::max()`: never. >= 0.
-  std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
-  /// The most breakers the registry keeps (keys may come from URL hosts: an
-  /// unbounded registry is a memory and a scrape-size risk). When a new key
-  /// arrives at the bound, the least recently used breaker that nobody holds
-  /// (and no operator set) is evicted; if every breaker is held, the new key
-  /// gets a breaker of its own that the registry does not keep (it guards the
-  /// caller's call with no shared history: counted by `overflows()`). >= 1.
-  std::size_t max_breakers = 1000;
-  /// When set, every key also gets an adaptive concurrency limit with these
-  /// options (named after the key), created, held and evicted with its
-  /// breaker: `guards(key)`; `levee::http::guarded_get` then runs each call
-  /// through the host's breaker and, inside it, the host's limit.
-  std::optional<adaptive_limit_options> limits{};
-};
-
-/// Checks every member of `options` against its documented range, `defaults`
-/// and `limits` included.
-/// \param options The options to check.
-/// \throws std::invalid_argument naming the first invalid member.
-void validate(const registry_options& options);
 
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
@@ -77,10 +48,13 @@ void validate(const registry_options& options);
 /// (by that same time of use) whatever its idle time; see
 /// `registry_options::max_breakers` for when there is none.
 ///
-/// A breaker the registry replaces (`set_options`, `remove`, eviction) starts
-/// from zero: its counters restart (Prometheus sees a counter reset) and its
-/// own listeners stay with the old one; registry-wide listeners (`listen`,
-/// \ref registry_listeners) follow the key.
+/// A breaker the registry replaces (`remove`, eviction) starts from zero: its
+/// counters restart (Prometheus sees a counter reset) and its listeners stay
+/// with the old one. New options (`set_options`, `remove_options`,
+/// `reconfigure`) do not replace it: the breakers and limits that exist are
+/// reconfigured in place and keep their windows (README, "Changing a running
+/// breaker"). Registry-wide listeners (`listen`, \ref registry_listeners)
+/// follow the key.
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = detail::wait_traits_of_t<Clock>>
 class basic_breaker_registry : public registry_listeners<basic_breaker_registry<Clock, WaitTraits>,
@@ -132,7 +106,10 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   template <class Executor>
   requires std::is_convertible_v<const Executor&, executor_type>
   explicit basic_breaker_registry(const Executor& ex, registry_options options = {})
-      : executor_(ex), options_(detail::checked(std::move(options))), last_sweep_(now()) {}
+      : executor_(ex),
+        options_(detail::checked(std::move(options))),
+        idle_timeout_(options_.idle_timeout.count()),
+        last_sweep_(now()) {}
 
   /// An empty registry on `ctx.get_executor()`.
   /// \param ctx An execution context, such as an `io_context`.
@@ -169,38 +146,70 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
         auto victim = least_recently_used();
         if (victim == entries_.end()) {
           overflows_.fetch_add(1, std::memory_order_relaxed);
-          auto options = options_for(key);
-          g.unlock();
-          return make(key, std::move(options));
+          return make(key, resolve(key));  // under the lock: resolve points into options_
         }
         this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
         evicted = std::move(victim->second.guards);
         entries_.erase(victim);
         evictions_.fetch_add(1, std::memory_order_relaxed);
       }
-      it = entries_.emplace(std::string(key), entry{make(key, options_for(key)), {t}}).first;
+      it = entries_.emplace(std::string(key), entry{make(key, resolve(key)), {t}}).first;
       this->added(it->first, it->second.guards.breaker);
     }
     return touch(it->second, t);
   }
 
-  /// Options for `key` from now on (validated now). An existing breaker for
-  /// `key` is replaced by a new one; callers holding the old one finish with it.
-  /// \param key The key.
-  /// \param options Its breaker's options.
+  // Reconfiguration (impl/reconfigure.hpp): each validates first and changes
+  // nothing when the options are invalid; the breakers and limits that exist
+  // are reconfigured in place, their windows kept.
+
+  /// Breaker options for `key` (or for every key a pattern matches, see
+  /// `registry_options::overrides`) from now on. The existing breakers it
+  /// covers are reconfigured in place (`basic_circuit_breaker::reconfigure`):
+  /// their windows and states are kept. A limit override the name had stays.
+  /// \param key A key or a pattern.
+  /// \param options The breaker's options.
   /// \throws std::invalid_argument naming the member when `options` is invalid
   /// (nothing is changed then).
-  void set_options(std::string key, breaker_options options) {
-    validate(options);
-    std::unique_lock g(entries_mutex_);
-    if (auto it = entries_.find(key); it != entries_.end()) {
-      this->dropped(registry_event_kind::replaced, it->first, it->second.guards.breaker);
-      entries_.erase(it);
-    }
-    overrides_[std::move(key)] = std::move(options);
+  void set_options(std::string key, breaker_options options);
+
+  /// Breaker and limit options for `key` (or a pattern) from now on, as the
+  /// other `set_options`; the existing limits it covers are reconfigured in
+  /// place, a key that had no limit gets one, and a key that no longer has
+  /// one (neither here nor in `registry_options::limits`) loses it (callers
+  /// holding it finish with it).
+  /// \param key A key or a pattern.
+  /// \param options The options of its breakers and limits.
+  /// \throws std::invalid_argument naming the member when `options` is invalid
+  /// (nothing is changed then).
+  void set_options(std::string key, key_options options);
+
+  /// Removes the override of `key` (a key or a pattern): the breakers it
+  /// covered take their options from the next rule (a pattern, or the
+  /// defaults), reconfigured in place.
+  /// \param key The name given to `set_options`.
+  /// \return true if there was one.
+  bool remove_options(std::string_view key);
+
+  /// Replaces all of the registry's options: defaults, limits, overrides,
+  /// `idle_timeout` and `max_breakers` (a lower bound evicts the least
+  /// recently used breakers that nobody holds until it is met). Every
+  /// breaker and limit that exists gets its new options in place, windows
+  /// kept. To change the defaults only: `auto o = r.options(); o.defaults =
+  /// ...; r.reconfigure(o);`. Breakers given out past a full registry
+  /// (`overflows`) are not the registry's and keep their options.
+  /// \param options The new options; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid
+  /// (nothing is changed then).
+  void reconfigure(registry_options options);
+
+  /// \return how many times the registry's options changed (`set_options`,
+  /// `remove_options` that removed one, `reconfigure`).
+  std::uint64_t reconfigurations() const noexcept {
+    return reconfigurations_.load(std::memory_order_relaxed);
   }
 
-  /// Forgets the breaker for `key` (its override stays); callers holding it
+  /// Forgets the breaker for `key` (its options stay); callers holding it
   /// finish with it.
   /// \param key The key.
   /// \return true if there was one.
@@ -271,7 +280,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   /// \param out Where the text goes.
   void write_prometheus(std::ostream& out) const {
     levee::write_prometheus(out, metrics());
-    if (options_.limits) levee::write_limits_prometheus(out, limit_metrics());
+    if (has_limits()) levee::write_limits_prometheus(out, limit_metrics());
   }
   /// \return the same exposition as `write_prometheus`, as a string.
   std::string prometheus_text() const {
@@ -280,8 +289,11 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     return out.str();
   }
 
-  /// \return the options it was constructed with, as validated.
-  const registry_options& options() const noexcept { return options_; }
+  /// \return its options now (a copy: they may change), as validated.
+  registry_options options() const {
+    std::shared_lock g(entries_mutex_);
+    return options_;
+  }
 
  private:
   struct entry {
@@ -291,13 +303,24 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     entry(entry&& o) noexcept : guards(std::move(o.guards)), last_used(o.last_used.load()) {}
   };
 
-  guard_set make(std::string_view key, breaker_options options) const {
+  // A key's options, as the rules of registry_options::overrides resolve them.
+  struct resolved {
+    const std::string* source = nullptr;  // the override's name; null: the defaults
+    const breaker_options* breaker = nullptr;
+    const adaptive_limit_options* limit = nullptr;  // null: no limit
+  };
+  resolved resolve(std::string_view key) const;  // under entries_mutex_
+
+  guard_set make(std::string_view key, const resolved& r) const {
     guard_set g;
-    g.breaker = std::make_shared<breaker_type>(executor_, std::move(options), std::string(key));
-    if (options_.limits)
-      g.limit = std::make_shared<limit_type>(executor_, *options_.limits, std::string(key));
+    g.breaker = std::make_shared<breaker_type>(executor_, *r.breaker, std::string(key));
+    if (r.limit) g.limit = std::make_shared<limit_type>(executor_, *r.limit, std::string(key));
     return g;
   }
+
+  template <class Change>
+  void apply(Change&& change, const std::string* touched);
+  bool has_limits() const;
 
   static std::int64_t now() noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -306,7 +329,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
 
   // Avoids writing the shared timestamp on every get: only when it moved by
   // more than a 64th of the idle timeout.
-  std::int64_t slack() const noexcept { return options_.idle_timeout.count() / 64; }
+  std::int64_t slack() const noexcept { return idle_timeout_.load(std::memory_order_relaxed) / 64; }
   // Only ever raises the time (a CAS), so a get with an older `t` racing a
   // newer one cannot move it back.
   guard_set touch(entry& e, std::int64_t t) {
@@ -317,14 +340,9 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     return e.guards;
   }
 
-  breaker_options options_for(std::string_view key) const {  // under entries_mutex_
-    if (auto it = overrides_.find(key); it != overrides_.end()) return it->second;
-    return options_.defaults;
-  }
-
   bool never_idle() const noexcept {
-    return options_.idle_timeout <= std::chrono::nanoseconds::zero() ||
-           options_.idle_timeout == std::chrono::nanoseconds::max();
+    const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
+    return idle <= 0 || idle == std::chrono::nanoseconds::max().count();
   }
 
   // Nobody but the registry holds it, and no operator chose its state.
@@ -350,41 +368,20 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   void maybe_sweep(std::int64_t t) {
     if (never_idle()) return;
     std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
-    if (t - last < options_.idle_timeout.count() / 4) return;
+    if (t - last < idle_timeout_.load(std::memory_order_relaxed) / 4) return;
     if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
     sweep(t);
   }
 
-  std::size_t sweep(std::int64_t t) {
-    if (never_idle()) return 0;
-    // last_used may lag the last get by up to `slack`: count it in.
-    const auto limit =
-        detail::saturating_add(options_.idle_timeout, std::chrono::nanoseconds(slack()));
-    std::vector<guard_set> evicted;  // destroyed outside the lock
-    {
-      std::unique_lock g(entries_mutex_);
-      for (auto it = entries_.begin(); it != entries_.end();) {
-        entry& e = it->second;
-        const auto last = e.last_used.load(std::memory_order_relaxed);
-        const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
-        if (idle && evictable(e)) {
-          this->dropped(registry_event_kind::evicted, it->first, e.guards.breaker);
-          evicted.push_back(std::move(e.guards));
-          it = entries_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
-    evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
-    return evicted.size();
-  }
+  std::size_t sweep(std::int64_t t);  // impl/eviction.hpp
 
   executor_type executor_;
-  registry_options options_;
-  mutable std::shared_mutex entries_mutex_;  // entries_ and overrides_
+  registry_options options_;                 // under entries_mutex_
+  std::atomic<std::int64_t> idle_timeout_;   // options_.idle_timeout, read without the lock
+  mutable std::shared_mutex entries_mutex_;  // entries_ and options_
+  std::mutex reconfigure_mutex_;             // one reconfiguration at a time
   std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
-  std::unordered_map<std::string, breaker_options, detail::string_hash, std::equal_to<>> overrides_;
+  std::atomic<std::uint64_t> reconfigurations_{0};
   std::atomic<std::int64_t> last_sweep_;
   std::atomic<std::uint64_t> evictions_{0};
   std::atomic<std::uint64_t> overflows_{0};
@@ -394,3 +391,6 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
 using breaker_registry = basic_breaker_registry<>;
 
 }  // namespace levee
+
+#include <levee/registry/impl/eviction.hpp>
+#include <levee/registry/impl/reconfigure.hpp>

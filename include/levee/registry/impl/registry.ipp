@@ -2,7 +2,7 @@
 #pragma once
 
 #include <levee/core/detail/validate.hpp>
-#include <levee/registry/registry.hpp>
+#include <levee/registry/options.hpp>
 
 #include <chrono>
 
@@ -15,6 +15,10 @@ void validate(const registry_options& o) {
   if (o.max_breakers < 1)
     detail::reject_option("registry_options", "max_breakers", "must be at least 1");
   if (o.limits) validate(*o.limits);
+  for (const auto& [name, k] : o.overrides) {
+    validate(k.breaker);
+    if (k.limit) validate(*k.limit);
+  }
 }
 
 }  // namespace levee
