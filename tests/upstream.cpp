@@ -122,6 +122,52 @@ TEST_CASE("upstream: a replica that fails every call is ejected, calls keep succ
   }
 }
 
+TEST_CASE("upstream: a replica whose success rate is an outlier is ejected", "[upstream]") {
+  // Five replicas; one fails one call in four, never three in a row, so only
+  // its success rate gives it away, at the end of a 10 s interval.
+  virtual_time vt;
+  asio::io_context ioc;
+  auto o = options();
+  o.max_attempts = 1;
+  o.outlier.success_rate_interval = 10s;
+  o.outlier.success_rate_minimum_hosts = 5;
+  o.outlier.success_rate_request_volume = 20;
+  const std::vector<std::string> five{"a:1", "b:2", "c:3", "d:4", "e:5"};
+  vupstream up(ioc, five, o, "api");
+  std::vector<upstream_event> events;
+  up.listen([&](const upstream_event& e) { events.push_back(e); });
+  std::array<int, 5> sent{};
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    const bool fail = e.index == 3 && ++sent[3] % 4 == 0;
+    if (e.index != 3) ++sent[e.index];
+    co_return result(fail ? refused : boost::system::error_code(), 1);
+  };
+  const auto run_calls = [&](int n) {
+    int ok = 0;
+    for (int i = 0; i < n; ++i) {
+      auto p = run(ioc, up(fn));
+      REQUIRE(p->value);
+      ok += !std::get<0>(*p->value);
+    }
+    return ok;
+  };
+  run_calls(500);
+  CHECK(events.empty());  // the interval is not over
+  elapse(ioc, 10s);
+  run_calls(1);  // the first call to finish after it ends the interval
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].kind == upstream_event::ejected);
+  CHECK(events[0].address == "d:4");
+  CHECK(events[0].cause == levee::upstream_cause::success_rate);
+  const auto m = up.metrics();
+  CHECK(m.endpoints[3].ejected);
+  CHECK(m.endpoints[3].success_rate == Approx(0.75).margin(0.02));
+  CHECK(m.endpoints[0].success_rate == 1.0);
+  const int before = sent[3];
+  CHECK(run_calls(400) == 400);
+  CHECK(sent[3] == before);  // skipped while ejected
+}
+
 TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls fail fast",
           "[upstream]") {
   virtual_time vt;
@@ -287,10 +333,14 @@ TEST_CASE("upstream: the Prometheus exposition", "[upstream]") {
   const std::string text = out.str();
   CHECK(text.find("levee_upstream_ejected{upstream=\"api\",endpoint=\"c:3\"} 1\n") !=
         std::string::npos);
-  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\"} 1\n") !=
-        std::string::npos);
-  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\"} 0\n") !=
-        std::string::npos);
+  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\",cause="
+                  "\"consecutive_failures\"} 1\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\",cause="
+                  "\"success_rate\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\",cause="
+                  "\"probe\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\",cause="
+                  "\"health_check\"} 0\n") != std::string::npos);
   CHECK(text.find("levee_upstream_panic{upstream=\"api\"} 0\n") != std::string::npos);
   CHECK(text.find("levee_upstream_endpoint_calls_total{upstream=\"api\",endpoint=\"c:3\",outcome="
                   "\"failure\"} 3\n") != std::string::npos);

@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -91,6 +93,7 @@ struct upstream_state {
     ev.address = endpoints[i].info.address;
     ev.ejected_for = ch.ejected_for;
     ev.level = ch.level;
+    ev.cause = ch.cause;
     std::lock_guard g(listeners_lock);
     for (const auto& [id, fn] : listeners) boost::asio::post(executor, [fn = fn, ev] { fn(ev); });
   }
@@ -110,6 +113,9 @@ struct upstream_state {
       e.level = v.level;
       e.ejections = v.ejections;
       e.returns = v.returns;
+      std::copy(std::begin(v.ejections_by), std::end(v.ejections_by), e.ejections_by);
+      std::copy(std::begin(v.returns_by), std::end(v.returns_by), e.returns_by);
+      e.success_rate = v.success_rate;
       e.breaker = endpoints[i].breaker.metrics();
       m.endpoints.push_back(std::move(e));
     }
@@ -179,7 +185,9 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
       if (++refused < s->core.size()) continue;
     } else {
       const outcome out = o.classify(r);
-      s->note(c.index, s->core.complete(c, out, State::now()));
+      const auto now = State::now();
+      s->note(c.index, s->core.complete(c, out, now));
+      for (const auto& [i, ch] : s->core.sweep(now)) s->note(i, ch);
       const bool again = out == outcome::failure && o.retryable(r);
       if (again && attempt < o.max_attempts &&
           (!o.budget || o.budget->try_withdraw(State::now()))) {
