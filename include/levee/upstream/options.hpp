@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace levee {
 
@@ -91,6 +92,29 @@ struct upstream_options {
   /// Seed of the picking's random draws; 0 picks one at random.
   std::uint64_t seed = 0;
 };
+
+/// An active health check of an upstream's endpoints
+/// (`levee::http::basic_health_check`, docs/upstream.md): each endpoint is
+/// sent `GET target` every `interval`, with its own deadline. A plain
+/// struct; `validate` names the offending member.
+struct health_check_options {
+  /// The request target of the check ("/path?query"). Not empty.
+  std::string target = "/health";
+  /// Time between two checks of one endpoint (from the end of one to the
+  /// start of the next). > 0.
+  std::chrono::nanoseconds interval = std::chrono::seconds(5);
+  /// The deadline of one check. > 0 and <= interval.
+  std::chrono::nanoseconds timeout = std::chrono::seconds(1);
+  /// An endpoint in service is ejected after this many failed checks in a
+  /// row (a status outside 2xx, an error or the deadline); one passing check
+  /// returns an ejected endpoint. >= 1.
+  std::size_t unhealthy_threshold = 2;
+};
+
+/// Checks health-check options.
+/// \param options The options.
+/// \throws std::invalid_argument naming the member that is out of range.
+void validate(const health_check_options& options);
 
 /// Checks an upstream's options, its breakers' options included.
 /// \param options The options.

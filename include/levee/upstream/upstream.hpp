@@ -122,6 +122,20 @@ class basic_upstream {
   /// \return it.
   breaker_type& breaker() noexcept { return state_->whole; }
 
+  /// Tells the upstream how endpoint `i` answered an active health check
+  /// (`levee::http::basic_health_check` calls it; any other check may). A
+  /// passing check returns the endpoint to service if it is ejected (not
+  /// while its probe is in flight: the probe decides); a failing one ejects
+  /// it if it is in service, within the maximum ejected share. Either is
+  /// an event (cause `health_check`). Thread-safe.
+  /// \param i An endpoint's index, below `size()`.
+  /// \param healthy Whether it passed.
+  /// \throws std::out_of_range when `i >= size()`.
+  void report_health(std::size_t i, bool healthy) {
+    if (i >= size()) throw std::out_of_range("levee::upstream: no such endpoint");
+    state_->note(i, state_->core.health(i, healthy, state_type::now()));
+  }
+
   /// Ejections, returns, outstanding calls and breakers, per endpoint.
   /// \return a snapshot.
   upstream_metrics metrics() const { return state_->metrics(); }

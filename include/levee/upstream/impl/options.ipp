@@ -46,4 +46,16 @@ void validate(const upstream_options& o) {
   nested("upstream_breaker", o.upstream_breaker);
 }
 
+void validate(const health_check_options& o) {
+  const auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("health_check_options", member, rule);
+  };
+  if (o.target.empty()) reject("target", "must not be empty");
+  if (o.interval <= std::chrono::nanoseconds::zero())
+    reject("interval", "must be greater than zero");
+  if (o.timeout <= std::chrono::nanoseconds::zero()) reject("timeout", "must be greater than zero");
+  if (o.timeout > o.interval) reject("timeout", "must not exceed interval");
+  if (o.unhealthy_threshold < 1) reject("unhealthy_threshold", "must be at least 1");
+}
+
 }  // namespace levee
