@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -166,6 +167,65 @@ TEST_CASE("upstream: a replica whose success rate is an outlier is ejected", "[u
   const int before = sent[3];
   CHECK(run_calls(400) == 400);
   CHECK(sent[3] == before);  // skipped while ejected
+}
+
+TEST_CASE("upstream: update: endpoints come and go, calls in flight end normally", "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  vupstream up(ioc, three, options(), "api");
+  std::map<std::string, int> got;
+  bool b_sick = true;
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    ++got[e.address];
+    if (e.address == "c:3") {  // slow: in flight across the update
+      timer t(co_await asio::this_coro::executor, 1s);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    const bool fail = e.address == "b:2" && b_sick;
+    co_return result(fail ? refused : boost::system::error_code(), 1);
+  };
+  for (int i = 0; i < 30; ++i) run(ioc, up(fn));  // b ejected; some calls wait on c
+  REQUIRE(up.metrics().endpoints[1].ejected);
+  std::vector<std::shared_ptr<pending<result>>> in_flight;
+  for (int i = 0; i < 20; ++i) in_flight.push_back(spawn(ioc, up(fn)));
+  settle(ioc);
+  REQUIRE(got["c:3"] > 0);
+  // c leaves, d arrives; b stays, and stays ejected.
+  CHECK(up.update({"a:1", "b:2", "d:4"}));
+  CHECK_FALSE(up.update({"a:1", "b:2", "d:4"}));  // the same list: no change
+  CHECK(up.size() == 3);
+  CHECK(up.endpoint(2).address == "d:4");
+  auto m = up.metrics();
+  CHECK(m.endpoints[1].ejected);
+  CHECK(m.endpoints[1].ejections == 1);
+  CHECK(m.ejected == 1);
+  const int c_before = got["c:3"];
+  got["a:1"] = got["d:4"] = 0;
+  int ok = 0;
+  for (int i = 0; i < 90; ++i) {
+    auto p = run(ioc, up(fn));
+    REQUIRE(p->value);
+    ok += !std::get<0>(*p->value);
+  }
+  CHECK(ok == 90);
+  CHECK(got["c:3"] == c_before);  // never picked again
+  CHECK(got["d:4"] > 30);
+  CHECK(got["a:1"] > 30);
+  elapse(ioc, 1s);  // the calls in flight on c end, normally
+  for (const auto& p : in_flight) {
+    REQUIRE(p->done);
+    REQUIRE(p->value);
+    CHECK_FALSE(std::get<0>(*p->value));
+  }
+  // b heals and returns through its probe, as before the update.
+  b_sick = false;
+  elapse(ioc, 30s);
+  for (int i = 0; i < 60; ++i) run(ioc, up(fn));
+  m = up.metrics();
+  CHECK_FALSE(m.endpoints[1].ejected);
+  CHECK(m.endpoints[1].returns == 1);
+  CHECK(m.ejected == 0);
+  CHECK_THROWS_AS(up.update({}), std::invalid_argument);
 }
 
 TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls fail fast",

@@ -22,6 +22,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -124,7 +126,16 @@ class basic_health_check {
     using boost::asio::use_awaitable;
     per_endpoint& e = *s->endpoints[i];
     url_parts origin;
-    const bool valid = !parse_url(up->endpoint(i).address, origin);
+    const std::string address = up->endpoint(i).address;
+    const bool valid = !parse_url(address, origin);
+    // The verdict goes to the endpoint checked, only while it is still the
+    // i-th (after an `update`, the check of an endpoint that left says nothing).
+    const auto report = [&](bool ok) {
+      try {
+        if (up->endpoint(i).address == address) up->report_health(i, ok);
+      } catch (const std::out_of_range&) {
+      }
+    };
     std::size_t failed = 0;
     for (;;) {
       e.timer.expires_after(s->options.interval);
@@ -143,11 +154,11 @@ class basic_health_check {
       s->checks.fetch_add(1, std::memory_order_relaxed);
       if (healthy) {
         failed = 0;
-        up->report_health(i, true);
+        report(true);
         continue;
       }
       s->failures.fetch_add(1, std::memory_order_relaxed);
-      if (++failed >= s->options.unhealthy_threshold) up->report_health(i, false);
+      if (++failed >= s->options.unhealthy_threshold) report(false);
     }
   }
 

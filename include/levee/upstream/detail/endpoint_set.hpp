@@ -179,66 +179,18 @@ class endpoint_set {
   /// after its end does; the others return at once) and ejects the outliers
   /// (`outlier_options::success_rate_interval`). Allocates only when it
   /// ejects. \return the ejections, the worst first.
-  std::vector<indexed_change> sweep(nanos now) {
-    std::vector<indexed_change> out;
-    if (options_.success_rate_interval.count() == 0) return out;
-    auto end = interval_end_.load(std::memory_order_relaxed);
-    if (end != unset && now.count() < end) return out;
-    const auto next = now.count() + options_.success_rate_interval.count();
-    if (!interval_end_.compare_exchange_strong(end, next, std::memory_order_relaxed)) return out;
-    if (end == unset) return out;  // the first interval starts now
-    spin_guard g(lock_);
-    std::size_t rated = 0;
-    double sum = 0;
-    for (std::size_t i = 0; i < size_; ++i) {
-      slot& s = slots_[i];
-      const auto w = s.window.exchange(0, std::memory_order_relaxed);
-      const auto calls = w >> 32, ok = w & 0xffffffffu;
-      const bool serving = s.state.load(std::memory_order_relaxed) == endpoint_state::in_service;
-      s.rate = serving && calls >= options_.success_rate_request_volume ? double(ok) / double(calls)
-                                                                        : -1.0;
-      if (s.rate >= 0) ++rated, sum += s.rate;
-    }
-    if (rated < options_.success_rate_minimum_hosts) return out;
-    const double mean = sum / double(rated);
-    double square = 0;
-    for (std::size_t i = 0; i < size_; ++i)
-      if (slots_[i].rate >= 0) square += (slots_[i].rate - mean) * (slots_[i].rate - mean);
-    const double floor =
-        mean - options_.success_rate_stdev_factor * std::sqrt(square / double(rated));
-    for (;;) {  // the worst first, within the share
-      std::size_t worst = endpoint_choice::none;
-      for (std::size_t i = 0; i < size_; ++i) {
-        const slot& s = slots_[i];
-        if (s.rate >= 0 && s.rate < floor &&
-            s.state.load(std::memory_order_relaxed) == endpoint_state::in_service &&
-            (worst == endpoint_choice::none || s.rate < slots_[worst].rate))
-          worst = i;
-      }
-      if (worst == endpoint_choice::none ||
-          ejected_.load(std::memory_order_relaxed) >= max_ejected())
-        return out;
-      out.push_back({worst, eject_in_service(slots_[worst], now, upstream_cause::success_rate)});
-    }
-  }
+  std::vector<indexed_change> sweep(nanos now);
 
   /// The active health check of endpoint `i` answered at `now`: a success
   /// returns it if it is ejected (not while its probe is in flight: the
   /// probe decides); a failure ejects it if it is in service (within the
   /// share).
-  endpoint_change health(std::size_t i, bool healthy, nanos now) noexcept {
-    slot& s = slots_[i];
-    spin_guard g(lock_);
-    const auto st = s.state.load(std::memory_order_relaxed);
-    if (healthy) {
-      if (st != endpoint_state::ejected) return {};
-      return back(s, now, upstream_cause::health_check);
-    }
-    if (st != endpoint_state::in_service ||
-        ejected_.load(std::memory_order_relaxed) >= max_ejected())
-      return {};
-    return eject_in_service(s, now, upstream_cause::health_check);
-  }
+  endpoint_change health(std::size_t i, bool healthy, nanos now) noexcept;
+
+  /// Endpoint `i` takes over endpoint `j` of `from` (an earlier generation
+  /// of the same upstream): its ejection, level and counts; a probe in
+  /// flight there leaves it ejected here. Before this set is shared.
+  void adopt(std::size_t i, const endpoint_set& from, std::size_t j) noexcept;
 
   /// Gives `c` back uncounted: the call never reached the endpoint (its
   /// breaker rejected it) or was abandoned. A probe's slot is freed.
@@ -383,3 +335,5 @@ class endpoint_set {
 };
 
 }  // namespace levee::detail
+
+#include <levee/upstream/detail/impl/endpoint_set.hpp>  // sweep, health, adopt
