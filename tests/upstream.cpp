@@ -469,3 +469,41 @@ TEST_CASE("upstream: 4 threads, one sick replica ejected and probed again and ag
   CHECK(m.ejected == (m.endpoints[0].ejected ? 1u : 0u));
   CHECK(sent_to_sick < workers * each / 2);
 }
+
+TEST_CASE("upstream: 4 threads, the endpoint list changes while calls run", "[upstream][threads]") {
+  asio::io_context ioc(4);
+  levee::upstream_options o;
+  o.max_attempts = 2;
+  levee::upstream up(ioc, three, o);
+  std::atomic<int> ok{0};
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    co_return result(boost::system::error_code(), int(e.address.size()));
+  };
+  constexpr int workers = 16, each = 100;
+  for (int w = 0; w < workers; ++w)
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (int i = 0; i < each; ++i) {
+            auto [ec, v] = co_await up(fn);
+            if (!ec) ++ok;
+          }
+        },
+        asio::detached);
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 200; ++i) {
+          up.update(i % 2 ? three : std::vector<std::string>{"a:1", "d:4"});
+          (void)up.metrics();
+          co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+        }
+      },
+      asio::detached);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 4; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+  CHECK(ok == workers * each);
+  for (const auto& e : up.metrics().endpoints) CHECK(e.outstanding == 0);
+}
