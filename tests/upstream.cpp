@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -120,6 +121,111 @@ TEST_CASE("upstream: a replica that fails every call is ejected, calls keep succ
     CHECK(events[1].ejected_for == 60s);
     CHECK(events[1].level == 2);
   }
+}
+
+TEST_CASE("upstream: a replica whose success rate is an outlier is ejected", "[upstream]") {
+  // Five replicas; one fails one call in four, never three in a row, so only
+  // its success rate gives it away, at the end of a 10 s interval.
+  virtual_time vt;
+  asio::io_context ioc;
+  auto o = options();
+  o.max_attempts = 1;
+  o.outlier.success_rate_interval = 10s;
+  o.outlier.success_rate_minimum_hosts = 5;
+  o.outlier.success_rate_request_volume = 20;
+  const std::vector<std::string> five{"a:1", "b:2", "c:3", "d:4", "e:5"};
+  vupstream up(ioc, five, o, "api");
+  std::vector<upstream_event> events;
+  up.listen([&](const upstream_event& e) { events.push_back(e); });
+  std::array<int, 5> sent{};
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    const bool fail = e.index == 3 && ++sent[3] % 4 == 0;
+    if (e.index != 3) ++sent[e.index];
+    co_return result(fail ? refused : boost::system::error_code(), 1);
+  };
+  const auto run_calls = [&](int n) {
+    int ok = 0;
+    for (int i = 0; i < n; ++i) {
+      auto p = run(ioc, up(fn));
+      REQUIRE(p->value);
+      ok += !std::get<0>(*p->value);
+    }
+    return ok;
+  };
+  run_calls(500);
+  CHECK(events.empty());  // the interval is not over
+  elapse(ioc, 10s);
+  run_calls(1);  // the first call to finish after it ends the interval
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].kind == upstream_event::ejected);
+  CHECK(events[0].address == "d:4");
+  CHECK(events[0].cause == levee::upstream_cause::success_rate);
+  const auto m = up.metrics();
+  CHECK(m.endpoints[3].ejected);
+  CHECK(m.endpoints[3].success_rate == Approx(0.75).margin(0.02));
+  CHECK(m.endpoints[0].success_rate == 1.0);
+  const int before = sent[3];
+  CHECK(run_calls(400) == 400);
+  CHECK(sent[3] == before);  // skipped while ejected
+}
+
+TEST_CASE("upstream: update: endpoints come and go, calls in flight end normally", "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  vupstream up(ioc, three, options(), "api");
+  std::map<std::string, int> got;
+  bool b_sick = true;
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    ++got[e.address];
+    if (e.address == "c:3") {  // slow: in flight across the update
+      timer t(co_await asio::this_coro::executor, 1s);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    const bool fail = e.address == "b:2" && b_sick;
+    co_return result(fail ? refused : boost::system::error_code(), 1);
+  };
+  for (int i = 0; i < 30; ++i) run(ioc, up(fn));  // b ejected; some calls wait on c
+  REQUIRE(up.metrics().endpoints[1].ejected);
+  std::vector<std::shared_ptr<pending<result>>> in_flight;
+  for (int i = 0; i < 20; ++i) in_flight.push_back(spawn(ioc, up(fn)));
+  settle(ioc);
+  REQUIRE(got["c:3"] > 0);
+  // c leaves, d arrives; b stays, and stays ejected.
+  CHECK(up.update({"a:1", "b:2", "d:4"}));
+  CHECK_FALSE(up.update({"a:1", "b:2", "d:4"}));  // the same list: no change
+  CHECK(up.size() == 3);
+  CHECK(up.endpoint(2).address == "d:4");
+  auto m = up.metrics();
+  CHECK(m.endpoints[1].ejected);
+  CHECK(m.endpoints[1].ejections == 1);
+  CHECK(m.ejected == 1);
+  const int c_before = got["c:3"];
+  got["a:1"] = got["d:4"] = 0;
+  int ok = 0;
+  for (int i = 0; i < 90; ++i) {
+    auto p = run(ioc, up(fn));
+    REQUIRE(p->value);
+    ok += !std::get<0>(*p->value);
+  }
+  CHECK(ok == 90);
+  CHECK(got["c:3"] == c_before);  // never picked again
+  CHECK(got["d:4"] > 30);
+  CHECK(got["a:1"] > 30);
+  elapse(ioc, 1s);  // the calls in flight on c end, normally
+  for (const auto& p : in_flight) {
+    REQUIRE(p->done);
+    REQUIRE(p->value);
+    CHECK_FALSE(std::get<0>(*p->value));
+  }
+  // b heals and returns through its probe, as before the update.
+  b_sick = false;
+  elapse(ioc, 30s);
+  for (int i = 0; i < 60; ++i) run(ioc, up(fn));
+  m = up.metrics();
+  CHECK_FALSE(m.endpoints[1].ejected);
+  CHECK(m.endpoints[1].returns == 1);
+  CHECK(m.ejected == 0);
+  CHECK_THROWS_AS(up.update({}), std::invalid_argument);
 }
 
 TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls fail fast",
@@ -287,10 +393,14 @@ TEST_CASE("upstream: the Prometheus exposition", "[upstream]") {
   const std::string text = out.str();
   CHECK(text.find("levee_upstream_ejected{upstream=\"api\",endpoint=\"c:3\"} 1\n") !=
         std::string::npos);
-  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\"} 1\n") !=
-        std::string::npos);
-  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\"} 0\n") !=
-        std::string::npos);
+  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\",cause="
+                  "\"consecutive_failures\"} 1\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_ejections_total{upstream=\"api\",endpoint=\"c:3\",cause="
+                  "\"success_rate\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\",cause="
+                  "\"probe\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_upstream_returns_total{upstream=\"api\",endpoint=\"a:1\",cause="
+                  "\"health_check\"} 0\n") != std::string::npos);
   CHECK(text.find("levee_upstream_panic{upstream=\"api\"} 0\n") != std::string::npos);
   CHECK(text.find("levee_upstream_endpoint_calls_total{upstream=\"api\",endpoint=\"c:3\",outcome="
                   "\"failure\"} 3\n") != std::string::npos);
@@ -358,4 +468,42 @@ TEST_CASE("upstream: 4 threads, one sick replica ejected and probed again and ag
   // A failed probe ejects again without a return in between.
   CHECK(m.ejected == (m.endpoints[0].ejected ? 1u : 0u));
   CHECK(sent_to_sick < workers * each / 2);
+}
+
+TEST_CASE("upstream: 4 threads, the endpoint list changes while calls run", "[upstream][threads]") {
+  asio::io_context ioc(4);
+  levee::upstream_options o;
+  o.max_attempts = 2;
+  levee::upstream up(ioc, three, o);
+  std::atomic<int> ok{0};
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+    co_return result(boost::system::error_code(), int(e.address.size()));
+  };
+  constexpr int workers = 16, each = 100;
+  for (int w = 0; w < workers; ++w)
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          for (int i = 0; i < each; ++i) {
+            auto [ec, v] = co_await up(fn);
+            if (!ec) ++ok;
+          }
+        },
+        asio::detached);
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 200; ++i) {
+          up.update(i % 2 ? three : std::vector<std::string>{"a:1", "d:4"});
+          (void)up.metrics();
+          co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+        }
+      },
+      asio::detached);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 4; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+  CHECK(ok == workers * each);
+  for (const auto& e : up.metrics().endpoints) CHECK(e.outstanding == 0);
 }

@@ -311,6 +311,135 @@ TEST_CASE("upstream core: a retry avoids the endpoints this call already tried",
   for (int k = 0; k < 100; ++k) CHECK(h.call(outcome::success, all).index != 2);
 }
 
+namespace {
+
+outlier_options success_rate_only() {
+  outlier_options o;
+  o.consecutive_failures = 0;  // only the success rate ejects here
+  o.base_ejection_time = 30s;
+  o.success_rate_interval = 10s;
+  o.success_rate_minimum_hosts = 5;
+  o.success_rate_request_volume = 100;
+  o.success_rate_stdev_factor = 1.9;
+  return o;
+}
+
+/// Endpoint `i` finishes `calls` calls, `failures` of them failed.
+void finish_calls(harness& h, std::size_t i, int calls, int failures) {
+  for (int n = 0; n < calls; ++n)
+    h.set.complete(h.pick_exactly(i), n < failures ? outcome::failure : outcome::success, h.now);
+}
+
+}  // namespace
+
+TEST_CASE("upstream core: a success rate that is an outlier ejects at the interval's end",
+          "[upstream]") {
+  harness h(5, success_rate_only());
+  CHECK(h.set.sweep(0s).empty());                                  // the first interval starts
+  for (std::size_t i = 1; i < 5; ++i) finish_calls(h, i, 100, 1);  // 99 %
+  finish_calls(h, 0, 100, 30);                                     // 70 %
+  h.now = 9s;
+  CHECK(h.set.sweep(h.now).empty());  // not over yet
+  CHECK(h.set.view(0).state == endpoint_state::in_service);
+  h.now = 10s;
+  const auto out = h.set.sweep(h.now);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].index == 0);
+  CHECK(out[0].change.kind == endpoint_change::ejected);
+  CHECK(out[0].change.cause == levee::upstream_cause::success_rate);
+  CHECK(out[0].change.ejected_for == 30s);
+  const auto v = h.set.view(0);
+  CHECK(v.state == endpoint_state::ejected);
+  CHECK(v.success_rate == Approx(0.7));
+  CHECK(v.ejections_by[std::size_t(levee::upstream_cause::success_rate)] == 1);
+  CHECK(h.set.view(1).success_rate == Approx(0.99));
+  CHECK(h.set.sweep(h.now).empty());  // a new interval began: nothing twice
+
+  SECTION("the way back: its probe returns it, and a healthy interval ejects nobody") {
+    h.now = 40s;
+    const auto back = h.set.complete(h.pick_exactly(0), outcome::success, h.now);
+    CHECK(back.kind == endpoint_change::returned);
+    CHECK(back.cause == levee::upstream_cause::probe);
+    h.set.sweep(h.now);  // ends the interval that began at 10 s
+    for (std::size_t i = 0; i < 5; ++i) finish_calls(h, i, 100, 1);
+    h.now = 50s;
+    CHECK(h.set.sweep(h.now).empty());
+    for (std::size_t i = 0; i < 5; ++i) {
+      CHECK(h.set.view(i).state == endpoint_state::in_service);
+      CHECK(h.set.view(i).success_rate == Approx(0.99));
+    }
+  }
+}
+
+TEST_CASE("upstream core: success-rate ejection needs the volume and the hosts", "[upstream]") {
+  auto o = success_rate_only();
+  SECTION("an endpoint under the request volume has no rate") {
+    harness h(5, o);
+    h.set.sweep(0s);
+    for (std::size_t i = 1; i < 5; ++i) finish_calls(h, i, 100, 0);
+    finish_calls(h, 0, 99, 99);
+    h.now = 10s;
+    CHECK(h.set.sweep(h.now).empty());
+    CHECK(h.set.view(0).success_rate == -1);
+  }
+  SECTION("fewer endpoints with a rate than the minimum: no verdict") {
+    harness h(5, o);
+    h.set.sweep(0s);
+    for (std::size_t i = 1; i < 4; ++i) finish_calls(h, i, 100, 0);
+    finish_calls(h, 0, 100, 50);
+    h.now = 10s;
+    CHECK(h.set.sweep(h.now).empty());  // 4 rated, 5 needed
+  }
+  SECTION("three endpoints: one outlier is sqrt(2) deviations out, at most") {
+    o.success_rate_minimum_hosts = 3;
+    harness h(3, o);
+    h.set.sweep(0s);
+    finish_calls(h, 1, 100, 0);
+    finish_calls(h, 2, 100, 0);
+    finish_calls(h, 0, 100, 100);  // 0 % against 100 %
+    h.now = 10s;
+    CHECK(h.set.sweep(h.now).empty());  // 1.9 > 1.41: never
+    o.success_rate_stdev_factor = 1.4;
+    harness h2(3, o);
+    h2.set.sweep(0s);
+    finish_calls(h2, 1, 100, 0);
+    finish_calls(h2, 2, 100, 0);
+    finish_calls(h2, 0, 100, 10);
+    h2.now = 10s;
+    const auto out = h2.set.sweep(h2.now);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].index == 0);
+  }
+  SECTION("0 turns it off") {
+    o.success_rate_interval = 0s;
+    harness h(5, o);
+    h.set.sweep(0s);
+    for (std::size_t i = 1; i < 5; ++i) finish_calls(h, i, 100, 0);
+    finish_calls(h, 0, 100, 100);
+    h.now = 10s;
+    CHECK(h.set.sweep(h.now).empty());
+    CHECK(h.set.view(0).success_rate == -1);
+  }
+}
+
+TEST_CASE("upstream core: success-rate ejection stays within the share, the worst first",
+          "[upstream]") {
+  auto o = success_rate_only();
+  o.max_ejected_share = 0.2;  // one of six
+  o.success_rate_stdev_factor = 1.0;
+  harness h(6, o);
+  h.set.sweep(0s);
+  for (std::size_t i = 2; i < 6; ++i) finish_calls(h, i, 100, 0);
+  finish_calls(h, 0, 100, 40);
+  finish_calls(h, 1, 100, 60);  // the worst
+  h.now = 10s;
+  const auto out = h.set.sweep(h.now);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].index == 1);
+  CHECK(h.set.view(0).state == endpoint_state::in_service);
+  CHECK(h.set.ejected_count() == 1);
+}
+
 TEST_CASE("upstream core: options are validated by name", "[upstream]") {
   const auto message = [](auto mutate) {
     levee::upstream_options o;
@@ -331,6 +460,14 @@ TEST_CASE("upstream core: options are validated by name", "[upstream]") {
         "outlier_options::max_ejected_share must be in [0, 1]");
   CHECK(message([](auto& o) { o.outlier.panic_threshold = -0.1; }) ==
         "outlier_options::panic_threshold must be in [0, 1]");
+  CHECK(message([](auto& o) { o.outlier.success_rate_interval = -1s; }) ==
+        "outlier_options::success_rate_interval must not be negative");
+  CHECK(message([](auto& o) { o.outlier.success_rate_minimum_hosts = 1; }) ==
+        "outlier_options::success_rate_minimum_hosts must be at least 2");
+  CHECK(message([](auto& o) { o.outlier.success_rate_request_volume = 0; }) ==
+        "outlier_options::success_rate_request_volume must be at least 1");
+  CHECK(message([](auto& o) { o.outlier.success_rate_stdev_factor = -1; }) ==
+        "outlier_options::success_rate_stdev_factor must be finite and not negative");
   CHECK(message([](auto& o) { o.max_attempts = 0; }) ==
         "upstream_options::max_attempts must be at least 1");
   CHECK(message([](auto& o) {

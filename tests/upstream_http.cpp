@@ -2,6 +2,7 @@
 // 429, or refuses connections), is ejected, the calls keep succeeding on the
 // other two, and it comes back after it heals. Ejection runs on virtual
 // time; the sockets are real.
+#include <levee/upstream/health_check.hpp>
 #include <levee/upstream/http.hpp>
 
 #include "http_support.hpp"
@@ -25,12 +26,26 @@ struct replica {
   script_server server;
   bool sick = false;
   std::string sick_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-  int requests = 0;
+  int requests = 0;         // other than health checks
+  int health_requests = 0;  // GET /health
+  enum { pass, fail, hang } health = pass;
 
   std::string origin() const { return "http://127.0.0.1:" + std::to_string(server.port()); }
   asio::awaitable<void> serve(tcp::socket s) {
     asio::streambuf in;
-    while (!(co_await read_head(s, in)).empty()) {
+    for (;;) {
+      const std::string head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      if (head.starts_with("GET /health ")) {
+        ++health_requests;
+        if (health == hang) continue;  // never answers: the check's deadline ends it
+        const std::string reply =
+            health == pass ? std::string("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                           : std::string("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n");
+        const bool written = co_await write_all(s, reply);
+        if (!written) co_return;
+        continue;
+      }
       ++requests;
       // No temporary inside co_await (GCC 12 destroys some twice).
       const std::string reply =
@@ -136,4 +151,97 @@ TEST_CASE("http upstream: the exception form throws what the last attempt got",
   auto res = finish(ioc, http::upstream_get(up, c, "/item"));
   CHECK(res.result_int() == 200);
   CHECK(res.body() == "ok");
+}
+
+namespace {
+
+/// Runs the io_context (real time, 2 s at most) until `hc` counted `n` checks.
+void wait_checks(asio::io_context& ioc, const http::basic_health_check<vclock>& hc,
+                 std::uint64_t n) {
+  const auto end = std::chrono::steady_clock::now() + 2s;
+  ioc.restart();
+  while (hc.checks() < n && std::chrono::steady_clock::now() < end)
+    ioc.run_one_for(std::chrono::milliseconds(10));
+  REQUIRE(hc.checks() >= n);
+  settle(ioc);  // the events it posted
+}
+
+}  // namespace
+
+TEST_CASE("http upstream: the active health check ejects and returns a replica",
+          "[upstream][http]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  std::array<replica, 3> r{replica(ioc), replica(ioc), replica(ioc)};
+  http::client c(ioc.get_executor(), {.timeout = 2s});
+  vupstream up(ioc, {r[0].origin(), r[1].origin(), r[2].origin()}, options(), "api");
+  std::vector<levee::upstream_event> events;
+  up.listen([&](const levee::upstream_event& e) { events.push_back(e); });
+  levee::health_check_options ho;
+  ho.interval = 5s;
+  ho.timeout = 200ms;  // real time: the client's deadline
+  ho.unhealthy_threshold = 2;
+  SECTION("a 503 fails the check") {
+    r[1].health = replica::fail;
+  }
+  SECTION("no answer: the check's own deadline fails it") {
+    r[1].health = replica::hang;
+  }
+  http::basic_health_check<vclock> hc(up, c, ho);
+  settle(ioc);
+  CHECK(hc.checks() == 0);  // the first checks one interval after the start
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 3);
+  CHECK_FALSE(up.metrics().endpoints[1].ejected);  // one failure: not yet
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 6);
+  CHECK(hc.failures() == 2);
+  const auto m = up.metrics();
+  REQUIRE(m.endpoints[1].ejected);
+  CHECK(m.endpoints[1].ejections_by[std::size_t(levee::upstream_cause::health_check)] == 1);
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].cause == levee::upstream_cause::health_check);
+  // Calls go elsewhere, even though the replica would answer them.
+  CHECK(gets(ioc, up, c, 60) == 60);
+  CHECK(r[1].requests == 0);
+
+  // It passes again: back at once, before its ejection time, and served.
+  r[1].health = replica::pass;
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 9);
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].kind == levee::upstream_event::returned);
+  CHECK(events[1].cause == levee::upstream_cause::health_check);
+  CHECK_FALSE(up.metrics().endpoints[1].ejected);
+  CHECK(gets(ioc, up, c, 60) == 60);
+  CHECK(r[1].requests > 10);
+
+  // Stopped: no check starts again, and with idle connections closed the
+  // io_context runs out of work (the checks were the only pending work).
+  hc.stop();
+  const auto checks = hc.checks();
+  const int sent = r[0].health_requests + r[1].health_requests + r[2].health_requests;
+  vclock::advance(20s);
+  run_for(ioc, 50ms);
+  CHECK(hc.checks() == checks);
+  CHECK(r[0].health_requests + r[1].health_requests + r[2].health_requests == sent);
+}
+
+TEST_CASE("http upstream: health check options are validated by name", "[upstream][http]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  http::client c(ioc.get_executor());
+  vupstream up(ioc, {"http://127.0.0.1:1"}, options());
+  levee::health_check_options o;
+  o.timeout = 10s;
+  CHECK_THROWS_WITH(http::basic_health_check<vclock>(up, c, o),
+                    "health_check_options::timeout must not exceed interval");
+  o = {};
+  o.target.clear();
+  CHECK_THROWS_WITH(http::basic_health_check<vclock>(up, c, o),
+                    "health_check_options::target must not be empty");
+  o = {};
+  o.unhealthy_threshold = 0;
+  CHECK_THROWS_WITH(http::basic_health_check<vclock>(up, c, o),
+                    "health_check_options::unhealthy_threshold must be at least 1");
 }

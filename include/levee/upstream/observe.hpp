@@ -13,6 +13,22 @@
 
 namespace levee {
 
+/// Why an endpoint was ejected or returned (docs/upstream.md).
+enum class upstream_cause : std::uint8_t {
+  consecutive_failures = 0,  ///< ejected: failures in a row
+  success_rate = 1,          ///< ejected: its success rate was an outlier in an interval
+  probe = 2,                 ///< ejected: its probe failed; returned: its probe succeeded
+  health_check = 3,          ///< ejected or returned by the active health check
+};
+
+/// The number of `upstream_cause` values.
+inline constexpr std::size_t upstream_causes = 4;
+
+/// The name of a cause.
+/// \param c The cause.
+/// \return "consecutive_failures", "success_rate", "probe" or "health_check".
+const char* to_string(upstream_cause c) noexcept;
+
 /// An endpoint left the picking or came back (docs/upstream.md).
 struct upstream_event {
   /// What happened to the endpoint.
@@ -25,6 +41,7 @@ struct upstream_event {
   std::string address;                      ///< as given to the upstream
   std::chrono::nanoseconds ejected_for{0};  ///< ejected: for how long
   std::uint32_t level = 0;  ///< the ejection's level: 1 for a first one, then 2, 3...
+  upstream_cause cause = upstream_cause::consecutive_failures;  ///< why
 };
 
 /// The name of an upstream event's kind.
@@ -42,7 +59,13 @@ struct upstream_endpoint_metrics {
   std::uint32_t level = 0;                 ///< the level of its last ejection (before decay)
   std::uint64_t ejections = 0;             ///< times it was ejected
   std::uint64_t returns = 0;               ///< times it came back
-  breaker_metrics breaker;                 ///< its own breaker's
+  /// Ejections and returns by cause (`ejections_by[std::size_t(upstream_cause::probe)]`).
+  std::uint64_t ejections_by[upstream_causes] = {};
+  std::uint64_t returns_by[upstream_causes] = {};  ///< returns by cause (probe, health_check)
+  /// Its success rate in the last success-rate interval, or -1 when it had
+  /// too few calls (or success-rate ejection is off).
+  double success_rate = -1;
+  breaker_metrics breaker;  ///< its own breaker's
 };
 
 /// An upstream's metrics.
@@ -61,8 +84,9 @@ struct upstream_metrics {
 /// | Metric | Type | Labels |
 /// |---|---|---|
 /// | `levee_upstream_ejected` | gauge | upstream, endpoint |
-/// | `levee_upstream_ejections_total` | counter | upstream, endpoint |
-/// | `levee_upstream_returns_total` | counter | upstream, endpoint |
+/// | `levee_upstream_ejections_total` | counter | upstream, endpoint, cause |
+/// | `levee_upstream_returns_total` | counter | upstream, endpoint, cause |
+/// | `levee_upstream_success_rate` | gauge | upstream, endpoint (when it has one) |
 /// | `levee_upstream_outstanding` | gauge | upstream, endpoint |
 /// | `levee_upstream_ejection_level` | gauge | upstream, endpoint |
 /// | `levee_upstream_endpoint_calls_total` | counter | upstream, endpoint, outcome |

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace levee {
 
@@ -35,6 +36,27 @@ struct outlier_options {
   /// ignores ejection (every endpoint is picked, as Envoy's panic mode).
   /// 0: never. In [0, 1].
   double panic_threshold = 0.5;
+
+  /// Success-rate ejection (Envoy's `success_rate`): at the end of every
+  /// interval of at least this length, each endpoint in service that
+  /// finished `success_rate_request_volume` calls or more in it has its
+  /// success rate computed; when `success_rate_minimum_hosts` endpoints or
+  /// more have one, those below `mean - success_rate_stdev_factor * stdev`
+  /// are ejected (the worst first, within `max_ejected_share`). The interval
+  /// ends at the first call that completes after it (no timer). 0 turns
+  /// success-rate ejection off. >= 0.
+  std::chrono::nanoseconds success_rate_interval = std::chrono::seconds(10);
+  /// The fewest endpoints with enough calls for a verdict. With `n` such
+  /// endpoints, one outlier among equals is at most `sqrt(n - 1)` standard
+  /// deviations below the mean: with 3 endpoints, a factor under 1.41 is
+  /// needed (docs/upstream.md). >= 2.
+  std::size_t success_rate_minimum_hosts = 5;
+  /// The fewest calls an endpoint finishes in the interval for its success
+  /// rate to count. >= 1.
+  std::size_t success_rate_request_volume = 100;
+  /// How many standard deviations below the mean an endpoint's success rate
+  /// must be to be ejected. >= 0 and finite.
+  double success_rate_stdev_factor = 1.9;
 };
 
 /// Checks outlier options.
@@ -70,6 +92,29 @@ struct upstream_options {
   /// Seed of the picking's random draws; 0 picks one at random.
   std::uint64_t seed = 0;
 };
+
+/// An active health check of an upstream's endpoints
+/// (`levee::http::basic_health_check`, docs/upstream.md): each endpoint is
+/// sent `GET target` every `interval`, with its own deadline. A plain
+/// struct; `validate` names the offending member.
+struct health_check_options {
+  /// The request target of the check ("/path?query"). Not empty.
+  std::string target = "/health";
+  /// Time between two checks of one endpoint (from the end of one to the
+  /// start of the next). > 0.
+  std::chrono::nanoseconds interval = std::chrono::seconds(5);
+  /// The deadline of one check. > 0 and <= interval.
+  std::chrono::nanoseconds timeout = std::chrono::seconds(1);
+  /// An endpoint in service is ejected after this many failed checks in a
+  /// row (a status outside 2xx, an error or the deadline); one passing check
+  /// returns an ejected endpoint. >= 1.
+  std::size_t unhealthy_threshold = 2;
+};
+
+/// Checks health-check options.
+/// \param options The options.
+/// \throws std::invalid_argument naming the member that is out of range.
+void validate(const health_check_options& options);
 
 /// Checks an upstream's options, its breakers' options included.
 /// \param options The options.

@@ -100,11 +100,13 @@ class basic_upstream {
   basic_upstream& operator=(basic_upstream&&) noexcept = default;
 
   /// \return the number of endpoints.
-  std::size_t size() const noexcept { return state_->endpoints.size(); }
+  std::size_t size() const { return state_->current()->endpoints.size(); }
   /// \param i An endpoint's index, below `size()`.
   /// \return that endpoint (its index and address).
   /// \throws std::out_of_range when `i >= size()`.
-  const upstream_endpoint& endpoint(std::size_t i) const { return state_->endpoints.at(i).info; }
+  upstream_endpoint endpoint(std::size_t i) const {
+    return state_->current()->endpoints.at(i).info;
+  }
   /// \return the upstream's name, "" when unnamed.
   std::string_view name() const noexcept { return state_->name; }
   /// \return the executor of the breakers' timers and the listeners.
@@ -113,14 +115,47 @@ class basic_upstream {
   /// \return them.
   const upstream_options& options() const noexcept { return state_->options; }
 
-  /// Endpoint `i`'s own breaker (for its metrics, events and manual control).
+  /// Endpoint `i`'s own breaker (for its metrics, events and manual control);
+  /// valid while the endpoint is in the upstream (`update` may remove it).
   /// \param i An endpoint's index, below `size()`.
   /// \return its breaker.
   /// \throws std::out_of_range when `i >= size()`.
-  breaker_type& endpoint_breaker(std::size_t i) { return state_->endpoints.at(i).breaker; }
+  breaker_type& endpoint_breaker(std::size_t i) {
+    return *state_->current()->endpoints.at(i).breaker;
+  }
   /// The breaker of the upstream as a whole.
   /// \return it.
   breaker_type& breaker() noexcept { return state_->whole; }
+
+  /// Tells the upstream how endpoint `i` answered an active health check
+  /// (`levee::http::basic_health_check` calls it; any other check may). A
+  /// passing check returns the endpoint to service if it is ejected (not
+  /// while its probe is in flight: the probe decides); a failing one ejects
+  /// it if it is in service, within the maximum ejected share. Either is
+  /// an event (cause `health_check`). Thread-safe.
+  /// \param i An endpoint's index, below `size()`.
+  /// \param healthy Whether it passed.
+  /// \throws std::out_of_range when `i >= size()`.
+  void report_health(std::size_t i, bool healthy) {
+    const auto gen = state_->current();
+    if (i >= gen->endpoints.size()) throw std::out_of_range("levee::upstream: no such endpoint");
+    state_->note(*gen, i, gen->core.health(i, healthy, state_type::now()));
+  }
+
+  /// Replaces the endpoints (`levee::http::basic_name_watch` calls it with
+  /// the addresses a name resolves to). An endpoint that stays keeps its
+  /// breaker, its ejection and its level; a new one starts in service; a
+  /// removed one is no longer picked, and the calls in flight on it end
+  /// normally (each call keeps the endpoints it started with, retries
+  /// included). Indexes follow the new list. Thread-safe.
+  /// \param addresses The endpoints, at least one.
+  /// \return whether the list changed (the same list in the same order: no change).
+  /// \throws std::invalid_argument when `addresses` is empty.
+  bool update(const std::vector<std::string>& addresses) {
+    if (addresses.empty())
+      throw std::invalid_argument("levee::upstream: addresses must not be empty");
+    return state_->update(addresses);
+  }
 
   /// Ejections, returns, outstanding calls and breakers, per endpoint.
   /// \return a snapshot.

@@ -16,16 +16,20 @@
 
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/spinlock.hpp>
+#include <levee/upstream/observe.hpp>
 #include <levee/upstream/options.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <span>
+#include <utility>
+#include <vector>
 
 namespace levee::detail {
 
@@ -52,6 +56,13 @@ struct endpoint_change {
   enum kind_type : std::uint8_t { nothing, ejected, returned } kind = nothing;
   std::chrono::nanoseconds ejected_for{0};  ///< when `kind == ejected`
   std::uint32_t level = 0;                  ///< the ejection's level (1 for a first one)
+  upstream_cause cause = upstream_cause::consecutive_failures;  ///< why
+};
+
+/// An ejection decided for an endpoint other than the call's (success rate).
+struct indexed_change {
+  std::size_t index = 0;
+  endpoint_change change;
 };
 
 /// One endpoint as seen now.
@@ -63,6 +74,9 @@ struct endpoint_view {
   std::chrono::nanoseconds ejected_until{0};  ///< meaningful when not in service
   std::uint64_t ejections = 0;
   std::uint64_t returns = 0;
+  std::uint64_t ejections_by[upstream_causes] = {};
+  std::uint64_t returns_by[upstream_causes] = {};
+  double success_rate = -1;  ///< in the last success-rate interval; -1: none
 };
 
 class endpoint_set {
@@ -142,6 +156,9 @@ class endpoint_set {
     slot& s = slots_[c.index];
     s.outstanding.fetch_sub(1, std::memory_order_relaxed);
     if (c.probe) return end_probe(s, o, now);
+    if (o != outcome::ignored && options_.success_rate_interval.count() != 0)
+      s.window.fetch_add((std::uint64_t{1} << 32) | (o == outcome::success ? 1u : 0u),
+                         std::memory_order_relaxed);
     if (o == outcome::success) {
       if (s.consecutive.load(std::memory_order_relaxed) != 0)
         s.consecutive.store(0, std::memory_order_relaxed);
@@ -155,13 +172,25 @@ class endpoint_set {
     spin_guard g(lock_);
     if (s.state.load(std::memory_order_relaxed) != endpoint_state::in_service) return {};
     if (ejected_.load(std::memory_order_relaxed) >= max_ejected()) return {};
-    // The level decays by one per base_ejection_time in service.
-    const auto in_service = std::max<std::int64_t>(0, (now - s.returned_at).count());
-    const auto decay = std::uint64_t(in_service / options_.base_ejection_time.count());
-    s.level = decay >= s.level ? 0 : std::uint32_t(s.level - decay);
-    ejected_.fetch_add(1, std::memory_order_relaxed);
-    return eject(s, now);
+    return eject_in_service(s, now, upstream_cause::consecutive_failures);
   }
+
+  /// Ends the success-rate interval if `now` is past it (the first caller
+  /// after its end does; the others return at once) and ejects the outliers
+  /// (`outlier_options::success_rate_interval`). Allocates only when it
+  /// ejects. \return the ejections, the worst first.
+  std::vector<indexed_change> sweep(nanos now);
+
+  /// The active health check of endpoint `i` answered at `now`: a success
+  /// returns it if it is ejected (not while its probe is in flight: the
+  /// probe decides); a failure ejects it if it is in service (within the
+  /// share).
+  endpoint_change health(std::size_t i, bool healthy, nanos now) noexcept;
+
+  /// Endpoint `i` takes over endpoint `j` of `from` (an earlier generation
+  /// of the same upstream): its ejection, level and counts; a probe in
+  /// flight there leaves it ejected here. Before this set is shared.
+  void adopt(std::size_t i, const endpoint_set& from, std::size_t j) noexcept;
 
   /// Gives `c` back uncounted: the call never reached the endpoint (its
   /// breaker rejected it) or was abandoned. A probe's slot is freed.
@@ -180,7 +209,10 @@ class endpoint_set {
             s.level,
             nanos(s.until.load(std::memory_order_relaxed)),
             s.ejections,
-            s.returns};
+            s.returns,
+            {s.ejections_by[0], s.ejections_by[1], s.ejections_by[2], s.ejections_by[3]},
+            {s.returns_by[0], s.returns_by[1], s.returns_by[2], s.returns_by[3]},
+            s.rate};
   }
 
  private:
@@ -189,12 +221,18 @@ class endpoint_set {
     std::atomic<std::uint32_t> consecutive{0};
     std::atomic<endpoint_state> state{endpoint_state::in_service};
     std::atomic<std::int64_t> until{0};  // ejected until (ns)
+    // This success-rate interval: calls << 32 | successes.
+    std::atomic<std::uint64_t> window{0};
     // Under lock_:
     std::uint32_t level = 0;
     nanos returned_at{0};
     std::uint64_t ejections = 0;
     std::uint64_t returns = 0;
+    std::uint64_t ejections_by[upstream_causes] = {};
+    std::uint64_t returns_by[upstream_causes] = {};
+    double rate = -1;  // in the last interval
   };
+  static constexpr std::int64_t unset = std::numeric_limits<std::int64_t>::min();
 
   static bool listed(std::span<const std::size_t> tried, std::size_t i) noexcept {
     return std::find(tried.begin(), tried.end(), i) != tried.end();
@@ -244,21 +282,38 @@ class endpoint_set {
       return {};
     }
     spin_guard g(lock_);
-    if (o == outcome::success) {
-      s.consecutive.store(0, std::memory_order_relaxed);
-      s.returned_at = now;
-      ++s.returns;
-      ejected_.fetch_sub(1, std::memory_order_relaxed);
-      s.state.store(endpoint_state::in_service, std::memory_order_release);
-      return {endpoint_change::returned, nanos(0), s.level};
-    }
-    return eject(s, now);  // the probe failed: again, for longer (still counted ejected)
+    if (o == outcome::success) return back(s, now, upstream_cause::probe);
+    // The probe failed: again, for longer (still counted ejected).
+    return eject(s, now, upstream_cause::probe);
+  }
+
+  // Under lock_: returns `s` to service.
+  endpoint_change back(slot& s, nanos now, upstream_cause why) noexcept {
+    s.consecutive.store(0, std::memory_order_relaxed);
+    s.window.store(0, std::memory_order_relaxed);
+    s.returned_at = now;
+    ++s.returns;
+    ++s.returns_by[static_cast<std::size_t>(why)];
+    ejected_.fetch_sub(1, std::memory_order_relaxed);
+    s.state.store(endpoint_state::in_service, std::memory_order_release);
+    return {endpoint_change::returned, nanos(0), s.level, why};
+  }
+
+  // Under lock_, `s` in service and the share permitting: ejects it. Its
+  // level first decays by one per base_ejection_time in service.
+  endpoint_change eject_in_service(slot& s, nanos now, upstream_cause why) noexcept {
+    const auto in_service = std::max<std::int64_t>(0, (now - s.returned_at).count());
+    const auto decay = std::uint64_t(in_service / options_.base_ejection_time.count());
+    s.level = decay >= s.level ? 0 : std::uint32_t(s.level - decay);
+    ejected_.fetch_add(1, std::memory_order_relaxed);
+    return eject(s, now, why);
   }
 
   // Under lock_: ejects `s` at `now` one level higher.
-  endpoint_change eject(slot& s, nanos now) noexcept {
+  endpoint_change eject(slot& s, nanos now, upstream_cause why) noexcept {
     ++s.level;
     ++s.ejections;
+    ++s.ejections_by[static_cast<std::size_t>(why)];
     const auto base = options_.base_ejection_time.count();
     const auto cap = options_.max_ejection_time.count();
     const auto span = s.level > std::uint64_t(cap / base) ? cap : std::int64_t(s.level) * base;
@@ -268,14 +323,17 @@ class endpoint_set {
     s.consecutive.store(0, std::memory_order_relaxed);
     s.until.store(until, std::memory_order_relaxed);
     s.state.store(endpoint_state::ejected, std::memory_order_release);
-    return {endpoint_change::ejected, nanos(span), s.level};
+    return {endpoint_change::ejected, nanos(span), s.level, why};
   }
 
   outlier_options options_;
   std::size_t size_;
   std::unique_ptr<slot[]> slots_;
   mutable spinlock lock_;
-  std::atomic<std::size_t> ejected_{0};  // ejected or probing
+  std::atomic<std::size_t> ejected_{0};            // ejected or probing
+  std::atomic<std::int64_t> interval_end_{unset};  // of the success-rate interval (ns)
 };
 
 }  // namespace levee::detail
+
+#include <levee/upstream/detail/impl/endpoint_set.hpp>  // sweep, health, adopt

@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,8 +47,15 @@ struct upstream_state {
   using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
   using listener = std::function<void(const upstream_event&)>;
   struct entry {
-    upstream_endpoint info;
-    breaker_type breaker;
+    upstream_endpoint info;                 // its index in this generation
+    std::shared_ptr<breaker_type> breaker;  // shared by the generations it is in
+  };
+  /// The endpoints at one time: `update` makes a new generation, calls in
+  /// flight keep theirs (so their indexes stay valid).
+  struct generation {
+    generation(std::size_t n, const outlier_options& o) : core(n, o) {}
+    endpoint_set core;
+    std::vector<entry> endpoints;  // built once, never resized
   };
 
   static upstream_options prepared(upstream_options o) {
@@ -61,14 +70,45 @@ struct upstream_state {
                  upstream_options o, std::string n)
       : options(prepared(std::move(o))),
         name(std::move(n)),
-        core(addresses.size(), options.outlier),
         whole(ex, options.upstream_breaker, name),
         seed(options.seed != 0 ? options.seed : random_seed()),
         executor(std::move(ex)) {
-    endpoints.reserve(addresses.size());
-    for (std::size_t i = 0; i < addresses.size(); ++i)
-      endpoints.push_back(
-          entry{{addresses[i], i}, breaker_type(executor, options.endpoint_breaker, addresses[i])});
+    update(addresses);
+  }
+
+  /// The current generation (a copy of a pointer, under a short lock).
+  std::shared_ptr<generation> current() const {
+    std::lock_guard g(generation_lock);
+    return now_serving;
+  }
+
+  /// Makes `addresses` the endpoints: one that stays keeps its breaker and
+  /// its ejection state; a new one starts in service; a removed one leaves
+  /// the picking (its calls in flight end on the old generation).
+  /// \return whether the list changed.
+  bool update(const std::vector<std::string>& addresses) {
+    std::lock_guard u(update_lock);  // one update at a time
+    const auto old = current();
+    if (old && old->endpoints.size() == addresses.size() &&
+        std::equal(addresses.begin(), addresses.end(), old->endpoints.begin(),
+                   [](const std::string& a, const entry& e) { return a == e.info.address; }))
+      return false;
+    auto next = std::make_shared<generation>(addresses.size(), options.outlier);
+    next->endpoints.reserve(addresses.size());
+    for (std::size_t i = 0; i < addresses.size(); ++i) {
+      std::shared_ptr<breaker_type> b;
+      if (old)
+        for (std::size_t j = 0; j < old->endpoints.size(); ++j)
+          if (old->endpoints[j].info.address == addresses[i]) {
+            b = old->endpoints[j].breaker;
+            next->core.adopt(i, old->core, j);
+          }
+      if (!b) b = std::make_shared<breaker_type>(executor, options.endpoint_breaker, addresses[i]);
+      next->endpoints.push_back(entry{{addresses[i], i}, std::move(b)});
+    }
+    std::lock_guard g(generation_lock);
+    now_serving = std::move(next);
+    return true;
   }
 
   static std::chrono::nanoseconds now() noexcept {
@@ -82,15 +122,16 @@ struct upstream_state {
   }
 
   /// Tells the listeners about an ejection or a return (posted, outside every lock).
-  void note(std::size_t i, const endpoint_change& ch) {
+  void note(const generation& gen, std::size_t i, const endpoint_change& ch) {
     if (ch.kind == endpoint_change::nothing) return;
     upstream_event ev;
     ev.kind =
         ch.kind == endpoint_change::ejected ? upstream_event::ejected : upstream_event::returned;
     ev.endpoint = i;
-    ev.address = endpoints[i].info.address;
+    ev.address = gen.endpoints[i].info.address;
     ev.ejected_for = ch.ejected_for;
     ev.level = ch.level;
+    ev.cause = ch.cause;
     std::lock_guard g(listeners_lock);
     for (const auto& [id, fn] : listeners) boost::asio::post(executor, [fn = fn, ev] { fn(ev); });
   }
@@ -98,9 +139,11 @@ struct upstream_state {
   upstream_metrics metrics() const {
     upstream_metrics m;
     m.name = name;
+    const auto gen = current();
+    const auto& endpoints = gen->endpoints;
     m.endpoints.reserve(endpoints.size());
     for (std::size_t i = 0; i < endpoints.size(); ++i) {
-      const endpoint_view v = core.view(i);
+      const endpoint_view v = gen->core.view(i);
       upstream_endpoint_metrics e;
       e.address = endpoints[i].info.address;
       e.ejected = v.state != endpoint_state::in_service;
@@ -110,11 +153,14 @@ struct upstream_state {
       e.level = v.level;
       e.ejections = v.ejections;
       e.returns = v.returns;
-      e.breaker = endpoints[i].breaker.metrics();
+      std::copy(std::begin(v.ejections_by), std::end(v.ejections_by), e.ejections_by);
+      std::copy(std::begin(v.returns_by), std::end(v.returns_by), e.returns_by);
+      e.success_rate = v.success_rate;
+      e.breaker = endpoints[i].breaker->metrics();
       m.endpoints.push_back(std::move(e));
     }
-    m.ejected = core.ejected_count();
-    m.panicking = core.panicking();
+    m.ejected = gen->core.ejected_count();
+    m.panicking = gen->core.panicking();
     m.retries = retries.load(std::memory_order_relaxed);
     m.breaker = whole.metrics();
     return m;
@@ -122,8 +168,9 @@ struct upstream_state {
 
   const upstream_options options;
   const std::string name;
-  endpoint_set core;
-  std::vector<entry> endpoints;  // built once, never resized
+  mutable std::mutex generation_lock;  // guards now_serving (a pointer's copy)
+  std::mutex update_lock;
+  std::shared_ptr<generation> now_serving;
   breaker_type whole;
   const std::uint64_t seed;
   std::atomic<std::uint64_t> draws{0};
@@ -148,10 +195,12 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     if (n_tried < kept) tried[n_tried++] = i;
   };
   const upstream_options& o = s->options;
+  const auto gen = s->current();  // this call's endpoints, whatever `update` does meanwhile
+  endpoint_set& core = gen->core;
   std::size_t refused = 0;
   for (std::size_t attempt = 1;;) {
-    const endpoint_choice c = s->core.pick(State::now(), s->random(), {tried.data(), n_tried});
-    auto& e = s->endpoints[c.index];
+    const endpoint_choice c = core.pick(State::now(), s->random(), {tried.data(), n_tried});
+    auto& e = gen->endpoints[c.index];
     std::optional<T> value;
     std::exception_ptr ex;
     boost::system::error_code thrown;
@@ -159,7 +208,7 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     try {
       // No temporary inside the co_await expression: GCC 12 has destroyed
       // such temporaries twice (tests/upstream_http.cpp's server met it).
-      auto guarded = e.breaker(fn(std::as_const(e.info)));
+      auto guarded = (*e.breaker)(fn(std::as_const(e.info)));
       T v = co_await std::move(guarded);
       value.emplace(std::move(v));
     } catch (const boost::system::system_error& err) {
@@ -174,12 +223,14 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     if (r.error() && *r.error() == error::circuit_open) {
       // The endpoint's breaker said no: nothing was sent. Another endpoint,
       // unless every one of them refused.
-      s->core.release(c);
+      core.release(c);
       remember(c.index);
-      if (++refused < s->core.size()) continue;
+      if (++refused < core.size()) continue;
     } else {
       const outcome out = o.classify(r);
-      s->note(c.index, s->core.complete(c, out, State::now()));
+      const auto now = State::now();
+      s->note(*gen, c.index, core.complete(c, out, now));
+      for (const auto& [i, ch] : core.sweep(now)) s->note(*gen, i, ch);
       const bool again = out == outcome::failure && o.retryable(r);
       if (again && attempt < o.max_attempts &&
           (!o.budget || o.budget->try_withdraw(State::now()))) {

@@ -8,6 +8,19 @@
 
 namespace levee {
 
+const char* to_string(upstream_cause c) noexcept {
+  switch (c) {
+    case upstream_cause::consecutive_failures:
+      return "consecutive_failures";
+    case upstream_cause::success_rate:
+      return "success_rate";
+    case upstream_cause::probe:
+      return "probe";
+    default:
+      return "health_check";
+  }
+}
+
 const char* to_string(upstream_event::kind_type k) noexcept {
   return k == upstream_event::returned ? "returned" : "ejected";
 }
@@ -40,14 +53,30 @@ void write_prometheus(std::ostream& out, const std::vector<upstream_metrics>& up
                [&](const endpoint& e, const std::string& l) {
                  sample("levee_upstream_ejected", l, e.ejected ? "1" : "0");
                });
-  per_endpoint("levee_upstream_ejections_total", "counter", "Ejections of the endpoint.",
+  constexpr upstream_cause ejected_by[] = {upstream_cause::consecutive_failures,
+                                           upstream_cause::success_rate, upstream_cause::probe,
+                                           upstream_cause::health_check};
+  constexpr upstream_cause returned_by[] = {upstream_cause::probe, upstream_cause::health_check};
+  const auto by_cause = [&](const char* name, const std::string& l, const auto& causes,
+                            const std::uint64_t(&counts)[upstream_causes]) {
+    for (const auto c : causes)
+      sample(name, l + ",cause=\"" + to_string(c) + '"',
+             detail::number(counts[static_cast<std::size_t>(c)]));
+  };
+  per_endpoint("levee_upstream_ejections_total", "counter", "Ejections of the endpoint, by cause.",
                [&](const endpoint& e, const std::string& l) {
-                 sample("levee_upstream_ejections_total", l, detail::number(e.ejections));
+                 by_cause("levee_upstream_ejections_total", l, ejected_by, e.ejections_by);
                });
   per_endpoint("levee_upstream_returns_total", "counter",
-               "Returns of the endpoint to service after an ejection.",
+               "Returns of the endpoint to service after an ejection, by cause.",
                [&](const endpoint& e, const std::string& l) {
-                 sample("levee_upstream_returns_total", l, detail::number(e.returns));
+                 by_cause("levee_upstream_returns_total", l, returned_by, e.returns_by);
+               });
+  per_endpoint("levee_upstream_success_rate", "gauge",
+               "The endpoint's success rate in the last success-rate interval.",
+               [&](const endpoint& e, const std::string& l) {
+                 if (e.success_rate >= 0)
+                   sample("levee_upstream_success_rate", l, detail::number(e.success_rate));
                });
   per_endpoint("levee_upstream_outstanding", "gauge", "Calls in flight on the endpoint.",
                [&](const endpoint& e, const std::string& l) {

@@ -4,6 +4,7 @@
 #include <levee/core/detail/validate.hpp>
 #include <levee/upstream/options.hpp>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +22,13 @@ void validate(const outlier_options& o) {
     reject("max_ejected_share", "must be in [0, 1]");
   if (!(o.panic_threshold >= 0.0 && o.panic_threshold <= 1.0))
     reject("panic_threshold", "must be in [0, 1]");
+  if (o.success_rate_interval < std::chrono::nanoseconds::zero())
+    reject("success_rate_interval", "must not be negative");
+  if (o.success_rate_minimum_hosts < 2) reject("success_rate_minimum_hosts", "must be at least 2");
+  if (o.success_rate_request_volume < 1)
+    reject("success_rate_request_volume", "must be at least 1");
+  if (!(o.success_rate_stdev_factor >= 0.0 && std::isfinite(o.success_rate_stdev_factor)))
+    reject("success_rate_stdev_factor", "must be finite and not negative");
 }
 
 void validate(const upstream_options& o) {
@@ -36,6 +44,18 @@ void validate(const upstream_options& o) {
   };
   nested("endpoint_breaker", o.endpoint_breaker);
   nested("upstream_breaker", o.upstream_breaker);
+}
+
+void validate(const health_check_options& o) {
+  const auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("health_check_options", member, rule);
+  };
+  if (o.target.empty()) reject("target", "must not be empty");
+  if (o.interval <= std::chrono::nanoseconds::zero())
+    reject("interval", "must be greater than zero");
+  if (o.timeout <= std::chrono::nanoseconds::zero()) reject("timeout", "must be greater than zero");
+  if (o.timeout > o.interval) reject("timeout", "must not exceed interval");
+  if (o.unhealthy_threshold < 1) reject("unhealthy_threshold", "must be at least 1");
 }
 
 }  // namespace levee

@@ -1,0 +1,85 @@
+// levee: the out-of-line bodies of levee::detail::endpoint_set
+// (levee/upstream/detail/endpoint_set.hpp): success-rate sweeps, health
+// verdicts and the hand-over between generations.
+#pragma once
+
+
+namespace levee::detail {
+
+inline std::vector<indexed_change> endpoint_set::sweep(nanos now) {
+  std::vector<indexed_change> out;
+  if (options_.success_rate_interval.count() == 0) return out;
+  auto end = interval_end_.load(std::memory_order_relaxed);
+  if (end != unset && now.count() < end) return out;
+  const auto next = now.count() + options_.success_rate_interval.count();
+  if (!interval_end_.compare_exchange_strong(end, next, std::memory_order_relaxed)) return out;
+  if (end == unset) return out;  // the first interval starts now
+  spin_guard g(lock_);
+  std::size_t rated = 0;
+  double sum = 0;
+  for (std::size_t i = 0; i < size_; ++i) {
+    slot& s = slots_[i];
+    const auto w = s.window.exchange(0, std::memory_order_relaxed);
+    const auto calls = w >> 32, ok = w & 0xffffffffu;
+    const bool serving = s.state.load(std::memory_order_relaxed) == endpoint_state::in_service;
+    s.rate = serving && calls >= options_.success_rate_request_volume ? double(ok) / double(calls)
+                                                                      : -1.0;
+    if (s.rate >= 0) ++rated, sum += s.rate;
+  }
+  if (rated < options_.success_rate_minimum_hosts) return out;
+  const double mean = sum / double(rated);
+  double square = 0;
+  for (std::size_t i = 0; i < size_; ++i)
+    if (slots_[i].rate >= 0) square += (slots_[i].rate - mean) * (slots_[i].rate - mean);
+  const double floor =
+      mean - options_.success_rate_stdev_factor * std::sqrt(square / double(rated));
+  for (;;) {  // the worst first, within the share
+    std::size_t worst = endpoint_choice::none;
+    for (std::size_t i = 0; i < size_; ++i) {
+      const slot& s = slots_[i];
+      if (s.rate >= 0 && s.rate < floor &&
+          s.state.load(std::memory_order_relaxed) == endpoint_state::in_service &&
+          (worst == endpoint_choice::none || s.rate < slots_[worst].rate))
+        worst = i;
+    }
+    if (worst == endpoint_choice::none || ejected_.load(std::memory_order_relaxed) >= max_ejected())
+      return out;
+    out.push_back({worst, eject_in_service(slots_[worst], now, upstream_cause::success_rate)});
+  }
+}
+
+inline endpoint_change endpoint_set::health(std::size_t i, bool healthy, nanos now) noexcept {
+  slot& s = slots_[i];
+  spin_guard g(lock_);
+  const auto st = s.state.load(std::memory_order_relaxed);
+  if (healthy) {
+    if (st != endpoint_state::ejected) return {};
+    return back(s, now, upstream_cause::health_check);
+  }
+  if (st != endpoint_state::in_service || ejected_.load(std::memory_order_relaxed) >= max_ejected())
+    return {};
+  return eject_in_service(s, now, upstream_cause::health_check);
+}
+
+inline void endpoint_set::adopt(std::size_t i, const endpoint_set& from, std::size_t j) noexcept {
+  const slot& o = from.slots_[j];
+  slot& s = slots_[i];
+  spin_guard g(from.lock_);
+  const auto st = o.state.load(std::memory_order_relaxed);
+  s.state.store(st == endpoint_state::in_service ? st : endpoint_state::ejected,
+                std::memory_order_relaxed);
+  s.until.store(o.until.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  s.consecutive.store(o.consecutive.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  s.level = o.level;
+  s.returned_at = o.returned_at;
+  s.ejections = o.ejections;
+  s.returns = o.returns;
+  s.rate = o.rate;
+  for (std::size_t k = 0; k < upstream_causes; ++k) {
+    s.ejections_by[k] = o.ejections_by[k];
+    s.returns_by[k] = o.returns_by[k];
+  }
+  if (st != endpoint_state::in_service) ejected_.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace levee::detail
