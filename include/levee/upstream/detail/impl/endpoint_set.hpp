@@ -3,7 +3,6 @@
 // verdicts and the hand-over between generations.
 #pragma once
 
-
 namespace levee::detail {
 
 inline std::vector<indexed_change> endpoint_set::sweep(nanos now) {
