@@ -120,7 +120,7 @@ TEST_CASE("config: every member by its C++ name, durations with their units") {
   CHECK(o.overrides.empty());
 }
 
-TEST_CASE("config: what the document does not say comes from the base; endpoints from defaults") {
+TEST_CASE("config: what the document does not say comes from the base, endpoints from defaults") {
   levee::registry_options base;
   base.defaults.minimum_calls = 3;
   base.defaults.classifier = [](const levee::call_result&) { return levee::outcome::failure; };

@@ -74,7 +74,7 @@ TEST_CASE("fallback: a function for a failure, in the exception form") {
   CHECK(fb.metrics().used() == 1);
 }
 
-TEST_CASE("fallback: both, with a classifier that reads values; never a cancellation") {
+TEST_CASE("fallback: both, with a classifier that reads values, never a cancellation") {
   virtual_time vt;
   asio::io_context ioc;
   levee::fallback<int> fb({.value = 0, .classifier = [](const levee::call_result& r) {

@@ -78,7 +78,7 @@ TEST_CASE("pipeline: the layers in order: timeouts are the breaker's failures, r
   CHECK(m.fallback->used() == 1);
 }
 
-TEST_CASE("pipeline: an open breaker is not retried; the fallback answers the rejection") {
+TEST_CASE("pipeline: an open breaker is not retried, the fallback answers the rejection") {
   virtual_time vt;
   asio::io_context ioc;
   pipe_ec pipe(ioc, {.fallback = {{.on = levee::fallback_on::rejection,
@@ -157,7 +157,7 @@ TEST_CASE("pipeline: a deferred operation is started again for each attempt, exc
   CHECK(*r2->value == ec_int(boost::system::error_code(), 2));
 }
 
-TEST_CASE("pipeline: the total deadline bounds the retries; the fallback answers it") {
+TEST_CASE("pipeline: the total deadline bounds the retries, the fallback answers it") {
   virtual_time vt;
   asio::io_context ioc;
   levee::basic_pipeline<int, vclock> pipe(
@@ -180,7 +180,7 @@ TEST_CASE("pipeline: the total deadline bounds the retries; the fallback answers
   CHECK(pipe.metrics().fallback->failures == 1);
 }
 
-TEST_CASE("pipeline: the caller's cancellation ends it; never retried, never answered") {
+TEST_CASE("pipeline: the caller's cancellation ends it, never retried, never answered") {
   virtual_time vt;
   asio::io_context ioc;
   pipe_ec pipe(ioc, {.fallback = {{.value = ec_int(boost::system::error_code(), -1)}},

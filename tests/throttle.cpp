@@ -5,6 +5,8 @@
 
 #include "support.hpp"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/thread_pool.hpp>
 
@@ -250,6 +252,33 @@ TEST_CASE("throttle: the token form records accepts, and an inner rejection is n
   CHECK(m.accepts == 1);
   CHECK(m.rejected == 0);
   CHECK(s.started == 1);
+}
+
+TEST_CASE("throttle: the token form forwards every cancellation type to the operation") {
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc);
+  for (auto type : {asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                    asio::cancellation_type::total}) {
+    timer tm(ioc, 1h);
+    asio::cancellation_signal sig;
+    boost::system::error_code got;
+    bool called = false;
+    // async_compose lets only terminal cancellation through unless told
+    // otherwise: partial and total once never reached the timer.
+    t.async_execute(tm.async_wait(asio::deferred),
+                    asio::bind_cancellation_slot(sig.slot(), [&](boost::system::error_code ec) {
+                      got = ec;
+                      called = true;
+                    }));
+    settle(ioc);
+    sig.emit(type);
+    settle(ioc);
+    INFO(static_cast<int>(type));
+    REQUIRE(called);
+    CHECK(got == asio::error::operation_aborted);
+  }
+  CHECK(t.metrics().requests == 0);  // cancelled calls are ignored: no request
 }
 
 TEST_CASE("throttle: requests and accepts leave the window as time passes") {

@@ -16,6 +16,7 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
@@ -114,10 +115,12 @@ class basic_throttle {
   ///
   /// Completion signature: that of `op`. On rejection the handler receives
   /// `error::throttled` (in the exception_ptr form, a `system_error` holding
-  /// it) and value-initialised values; the handler is never invoked from
-  /// inside `async_execute`.
+  /// it) and value-initialised values, never from inside `async_execute`
+  /// (an `op` that completes inside its own initiation completes there, as
+  /// it would unguarded).
   ///
-  /// Per-operation cancellation: forwarded to `op`.
+  /// Per-operation cancellation: forwarded to `op`, all types (terminal,
+  /// partial, total).
   ///
   /// Executor: the handler's associated executor, else the throttle's.
   ///
@@ -183,12 +186,14 @@ class basic_throttle {
                   "...>, and its other arguments must be default-constructible");
 
    public:
-    execute_op(std::shared_ptr<detail::throttle_window> w, Op&& op)
+    execute_op(std::shared_ptr<detail::throttle_window> w, Op op)  // an lvalue is copied
         : window_(std::move(w)), op_(std::move(op)) {}
 
     template <class Self>
     void operator()(Self& self) {
       if (rejected_) return rejection::complete(self, error::throttled);
+      // async_compose lets only terminal cancellation through by default.
+      self.reset_cancellation_state(boost::asio::enable_total_cancellation());
       if (!window_->request(now())) {
         rejected_ = true;
         return boost::asio::post(std::move(self));  // never inside the initiation

@@ -214,10 +214,12 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   /// \param key The key.
   /// \return true if there was one.
   bool remove(std::string_view key) {
+    guard_set gone;  // destroyed after the lock, as in `guards`
     std::unique_lock g(entries_mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) return false;
     this->dropped(registry_event_kind::removed, it->first, it->second.guards.breaker);
+    gone = std::move(it->second.guards);
     entries_.erase(it);
     return true;
   }
