@@ -6,6 +6,8 @@
 
 #include <levee/fleet/fleet.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <sys/prctl.h>
@@ -121,12 +123,24 @@ TEST_CASE("events tell connected and disconnected") {
     seen.push_back(std::string(levee::to_string(e.kind)) + (e.reason.empty() ? "" : ":") +
                    e.reason);
   });
-  std::thread t([&] { ioc.run_for(3s); });
+  // The context runs until the test stops it (it once ran for a fixed 3 s,
+  // which a loaded CI machine outlasted before the reconnect: the last wait
+  // failed, and the thread still joinable aborted the process).
+  auto work = asio::make_work_guard(ioc);
+  std::thread t([&] { ioc.run(); });
+  struct stop_and_join {
+    asio::io_context& ioc;
+    std::thread& t;
+    ~stop_and_join() {
+      ioc.stop();
+      if (t.joinable()) t.join();
+    }
+  } guard{ioc, t};
   REQUIRE(wait_until([&] { return link.metrics().connected; }));
   redis.kill();
   REQUIRE(wait_until([&] { return !link.metrics().connected; }));
   redis.restart();
-  REQUIRE(wait_until([&] { return link.metrics().connected; }));
+  REQUIRE(wait_until([&] { return link.metrics().connected; }, 10'000ms));
   ioc.stop();
   t.join();
   // While Redis is down, each failed attempt says so (there may be none).
