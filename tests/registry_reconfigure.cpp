@@ -191,7 +191,9 @@ TEST_CASE("registry reconfigure: a lower max_breakers evicts the least recently 
   asio::io_context ioc;
   registry r(ioc, {.idle_timeout = 64s, .max_breakers = 10});
   for (int i = 0; i < 5; ++i) {
-    r.get("k" + std::to_string(i));
+    std::string key = std::to_string(i);  // not "k" + std::to_string: GCC 12 -O3 -Wrestrict
+    key.insert(0, 1, 'k');                // false positive (bug 105329)
+    r.get(key);
     vclock::advance(2s);
   }
   const auto held = r.get("k0");
