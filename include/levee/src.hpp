@@ -21,6 +21,7 @@
 #include <levee/http/impl/url.ipp>
 #include <levee/limit/impl/adaptive_limit.ipp>
 #include <levee/limit/impl/bulkhead.ipp>
+#include <levee/limit/impl/limit_algorithm.ipp>
 #include <levee/limit/impl/prometheus.ipp>
 #include <levee/limit/impl/throttle.ipp>
 #include <levee/pipeline/impl/prometheus.ipp>
