@@ -257,6 +257,36 @@ TEST_CASE("a thrown operation_aborted is ignored, other exceptions fail") {
   CHECK(cb.counters().ignored == 1);
 }
 
+// The token form with an exception_ptr: a system_error inside it is seen by
+// its code, as a thrown one is (a cancellation is ignored, a classifier sees
+// error()). Before the fix, every exception_ptr counted as a failure.
+TEST_CASE("token form: an exception_ptr holding operation_aborted is ignored, not a failure") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker cb(ioc, {.minimum_calls = 1});
+  auto aborted =
+      std::make_exception_ptr(boost::system::system_error(boost::asio::error::operation_aborted));
+  std::exception_ptr got;
+  cb.async_execute(asio::deferred.values(aborted, 0), [&](std::exception_ptr e, int) { got = e; });
+  settle(ioc);
+  CHECK(got == aborted);
+  CHECK(cb.state() == circuit_state::closed);
+  CHECK(cb.counters().ignored == 1);
+  CHECK(cb.counters().failures == 0);
+
+  // A classifier sees the code through error().
+  bool saw_code = false;
+  breaker classified(ioc, {.minimum_calls = 1, .classifier = [&](const levee::call_result& r) {
+                             saw_code = r.error() && *r.error() == boost::system::errc::timed_out;
+                             return levee::outcome::failure;
+                           }});
+  auto timed_out = std::make_exception_ptr(
+      boost::system::system_error(make_error_code(boost::system::errc::timed_out)));
+  classified.async_execute(asio::deferred.values(timed_out, 0), [](std::exception_ptr, int) {});
+  settle(ioc);
+  CHECK(saw_code);
+}
+
 TEST_CASE("awaitable<void> calls are guarded too") {
   virtual_time vt;
   asio::io_context ioc;

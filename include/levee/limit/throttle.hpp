@@ -206,7 +206,8 @@ class basic_throttle {
     template <class Self, class... As>
     void operator()(Self& self, As&&... args) {
       const std::tuple<const std::decay_t<As>&...> view(args...);
-      ticket_->finish(detail::make_arguments_result(view));
+      boost::system::error_code thrown;
+      ticket_->finish(detail::make_arguments_result(view, thrown));
       self.complete(std::forward<As>(args)...);
     }
 

@@ -83,17 +83,36 @@ struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tu
   }
 };
 
+/// A call that ended with `ex` (an `exception_ptr` completion argument): as a
+/// thrown exception, a `system_error` inside it is seen through `error()` too,
+/// so a cancellation is ignored and a classifier sees the code. The code is
+/// copied into `thrown`, which must outlive the view.
+inline call_result exception_result(const std::exception_ptr& ex,
+                                    boost::system::error_code& thrown) noexcept {
+  try {
+    std::rethrow_exception(ex);
+  } catch (const boost::system::system_error& e) {
+    thrown = e.code();
+    return call_result(ex, &thrown);
+  } catch (...) {
+  }
+  return call_result(ex, nullptr);
+}
+
 /// The view of a completion handler's arguments.
 inline call_result make_arguments_result(const boost::system::error_code& ec) noexcept {
   return call_result(&ec, &value_lookup<boost::system::error_code>::find, &ec);
 }
+/// \param thrown Where the code of an `exception_ptr` argument holding a
+/// `system_error` is kept; it must outlive the view.
 template <class First, class... Rest>
-call_result make_arguments_result(const std::tuple<const First&, const Rest&...>& args) noexcept {
+call_result make_arguments_result(const std::tuple<const First&, const Rest&...>& args,
+                                  boost::system::error_code& thrown) noexcept {
   using view = std::tuple<const First&, const Rest&...>;
   if constexpr (std::is_same_v<First, boost::system::error_code>) {
     return call_result(&args, &value_lookup<view>::find, &std::get<0>(args));
   } else if constexpr (std::is_same_v<First, std::exception_ptr>) {
-    if (std::get<0>(args)) return call_result(std::get<0>(args), nullptr);
+    if (std::get<0>(args)) return exception_result(std::get<0>(args), thrown);
     return call_result(&args, &value_lookup<view>::find, nullptr);
   } else if constexpr (sizeof...(Rest) == 0) {
     return make_value_result(std::get<0>(args));  // a single value, e.g. an as_tuple tuple
@@ -332,13 +351,15 @@ class execute_op<Impl, Op, R(Args...)> {
       return arguments::timed_out(self);
     }
     if (r.error) {  // the operation's initiation threw
-      r.scope->finish(call_result(r.error, nullptr));
+      boost::system::error_code thrown;
+      r.scope->finish(exception_result(r.error, thrown));
       std::rethrow_exception(r.error);
     }
     std::apply(
         [&](auto&... a) {
           const std::tuple<const std::decay_t<Args>&...> view(a...);
-          r.scope->finish(make_arguments_result(view));
+          boost::system::error_code thrown;
+          r.scope->finish(make_arguments_result(view, thrown));
         },
         *r.result);
     std::apply([&](auto&... a) { self.complete(std::move(a)...); }, *r.result);
@@ -348,7 +369,8 @@ class execute_op<Impl, Op, R(Args...)> {
   void operator()(Self& self, As&&... args) {
     if (scope_) {
       const std::tuple<const std::decay_t<As>&...> view(args...);
-      scope_->finish(make_arguments_result(view));
+      boost::system::error_code thrown;
+      scope_->finish(make_arguments_result(view, thrown));
     }
     self.complete(std::forward<As>(args)...);
   }
