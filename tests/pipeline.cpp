@@ -136,6 +136,59 @@ TEST_CASE("pipeline: one rule for every layer: with levee::http::rules() a 503 f
   CHECK(m.fallback->failures == 1);
 }
 
+TEST_CASE("pipeline: the throttle sheds attempts outside the breaker, never retried") {
+  virtual_time vt;
+  asio::io_context ioc;
+  using ec_res = std::tuple<boost::system::error_code, levee::http::response>;
+  using pipe_http = levee::basic_pipeline<ec_res, vclock>;
+  int status = 503;
+  auto answer = [&]() -> asio::awaitable<ec_res> {
+    levee::http::response res;
+    res.result(static_cast<unsigned>(status));
+    co_return ec_res(boost::system::error_code(), std::move(res));
+  };
+  // The rules fill the throttle's classifier: a 503 is no accept.
+  pipe_http pipe(ioc, {.name = "api",
+                       .rules = levee::http::rules(),
+                       .retry = three_tries(),
+                       .throttle = {{.window = 60s, .minimum_requests = 4}},
+                       .breaker = {{.minimum_calls = 1000}}});
+  int throttled = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = run_to_end(ioc, pipe(answer));
+    REQUIRE(r->value);
+    throttled += std::get<0>(*r->value) == levee::error::throttled;
+  }
+  auto m = pipe.metrics();
+  REQUIRE(m.throttle);
+  CHECK(m.throttle->accepted == 0);
+  CHECK(m.throttle->rejected > 0);
+  // Each rejection ends its call: never retried, and the breaker never saw it.
+  CHECK(static_cast<std::uint64_t>(throttled) == m.throttle->rejected);
+  CHECK(m.retry->attempts == m.throttle->admitted + m.throttle->rejected);
+  CHECK(m.breaker->failures == m.throttle->admitted);
+  CHECK(m.breaker->ignored == 0);
+
+  // The way back: the API heals and the window forgets the outage; every
+  // call is admitted and accepted, as before it.
+  status = 200;
+  elapse(ioc, 61s);
+  const auto before = pipe.metrics().throttle->admitted;
+  for (int i = 0; i < 20; ++i) {
+    auto r = run_to_end(ioc, pipe(answer));
+    CHECK_FALSE(std::get<0>(*r->value));
+    CHECK(std::get<1>(*r->value).result_int() == 200);
+  }
+  m = pipe.metrics();
+  CHECK(m.throttle->admitted == before + 20);
+  CHECK(m.throttle->rejection_probability == 0);
+
+  std::ostringstream out;
+  levee::write_pipelines_prometheus(out, {m});
+  CHECK(out.str().find("throttle=\"api\"") != std::string::npos);
+  CHECK(promtool_clean(out.str()));
+}
+
 TEST_CASE("pipeline: a deferred operation is started again for each attempt, exception form") {
   virtual_time vt;
   asio::io_context ioc;
@@ -256,6 +309,12 @@ TEST_CASE("pipeline: options are validated by name") {
         std::string::npos);
   CHECK(with({.retry = levee::retry_options{.max_attempts = 0}})
             .find("retry_options::max_attempts") != std::string::npos);
+  levee::throttle_options t;
+  t.classifier = levee::http::classify;
+  CHECK(with({.rules = levee::http::rules(), .throttle = t})
+            .find("pipeline_options::throttle.classifier") != std::string::npos);
+  CHECK(with({.throttle = levee::throttle_options{.k = 0.5}}).find("throttle_options::k") !=
+        std::string::npos);
   CHECK(with({}).empty());
 }
 

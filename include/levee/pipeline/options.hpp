@@ -8,6 +8,7 @@
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
+#include <levee/limit/throttle_options.hpp>
 #include <levee/pipeline/fallback.hpp>
 #include <levee/retry/retry.hpp>
 
@@ -31,8 +32,8 @@ struct pipeline_options {
   /// name. Not empty.
   std::string name = "pipeline";
   /// What the protocol says about results, for every layer at once:
-  /// `rules.classify` is the breaker's, the limit's and the fallback's
-  /// classifier; `rules.retryable` and `rules.retry_after` are the retry's.
+  /// `rules.classify` is the breaker's, the throttle's, the limit's and the
+  /// fallback's classifier; `rules.retryable` and `rules.retry_after` are the retry's.
   /// `levee::http::rules()` for HTTP. A layer's own classifier, `retryable` or
   /// `retry_after` must then be left empty (one rule for every layer).
   call_rules rules = {};
@@ -43,6 +44,10 @@ struct pipeline_options {
   std::chrono::nanoseconds deadline = std::chrono::nanoseconds::zero();
   /// The retries, with their budget (`retry_options::budget`).
   std::optional<retry_options> retry = {};
+  /// Adaptive throttling (graded shedding, `levee::throttle`) outside the
+  /// breaker: each attempt is a request; a rejection (`error::throttled`) is
+  /// never retried. The pipeline's own, never a registry's.
+  std::optional<throttle_options> throttle = {};
   /// The pipeline's own breaker. Leave it empty with a registry (the
   /// registry's breaker for the key is used).
   std::optional<breaker_options> breaker = {};
@@ -80,6 +85,10 @@ void validate(const pipeline_options<T>& options) {
     if (options.retry->retryable && options.rules.retryable) reject("retry.retryable", once);
     if (options.retry->retry_after && options.rules.retry_after) reject("retry.retry_after", once);
   }
+  if (options.throttle) {
+    validate(*options.throttle);
+    if (options.throttle->classifier && options.rules.classify) reject("throttle.classifier", once);
+  }
   if (options.breaker) {
     validate(*options.breaker);
     if (options.breaker->classifier && options.rules.classify) reject("breaker.classifier", once);
@@ -106,6 +115,7 @@ struct pipeline_metrics {
   std::uint64_t deadlines_exceeded = 0;      ///< calls that ended with `error::deadline_exceeded`
   std::optional<fallback_metrics> fallback;  ///< answers the fallback gave
   std::optional<retry_metrics> retry;        ///< attempts, retries, refusals
+  std::optional<throttle_metrics> throttle;  ///< its throttle
   std::optional<breaker_metrics> breaker;    ///< its breaker (a registry's: that key's)
   std::optional<pipeline_bulkhead_metrics> bulkhead;  ///< its bulkhead
   std::optional<adaptive_limit_metrics> limit;        ///< its limit (a registry's: that key's)

@@ -7,6 +7,7 @@
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
+#include <levee/limit/throttle.hpp>
 #include <levee/pipeline/fallback.hpp>
 #include <levee/pipeline/options.hpp>
 #include <levee/registry/registry.hpp>
@@ -38,8 +39,8 @@ struct pipeline_attempt;  // pipeline/impl/pipeline.hpp
 /// Every layer for one dependency, in levee's order (README, "Composing
 /// levee"), outermost first: fallback, total deadline, retry under its
 /// budget, circuit breaker, bulkhead or adaptive limit, per-attempt timeout,
-/// the call. Polly v8's `ResiliencePipeline` and Resilience4j's `Decorators`,
-/// Asio-shaped:
+/// the call (with `throttle`: between the retry and the breaker). Polly v8's `ResiliencePipeline`
+/// and Resilience4j's `Decorators`, Asio-shaped:
 ///
 ///     levee::pipeline<std::tuple<error_code, http::response>> api(ioc, {
 ///         .name = "api", .rules = levee::http::rules(),
@@ -205,6 +206,7 @@ class basic_pipeline {
   typename registry_type::guard_set own_;  // its own breaker and limit (null without)
   std::optional<basic_bulkhead<Clock>> bulkhead_;
   std::optional<basic_retry_policy<Clock>> retry_;
+  std::optional<basic_throttle<Clock>> throttle_;
   std::optional<levee::fallback<T>> fallback_;
   std::atomic<std::uint64_t> calls_{0};
   std::atomic<std::uint64_t> timeouts_{0};

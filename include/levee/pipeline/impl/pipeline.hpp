@@ -103,6 +103,7 @@ basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o
   if (rules.classify) {
     if (o.breaker) o.breaker->classifier = rules.classify;
     if (o.limit) o.limit->classifier = rules.classify;
+    if (o.throttle) o.throttle->classifier = rules.classify;
     if (o.fallback) o.fallback->classifier = rules.classify;
   }
   if (o.retry) {
@@ -127,6 +128,7 @@ basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o
   if (o.limit)
     own_.limit = std::make_shared<basic_adaptive_limit<Clock>>(executor_, *o.limit, o.name);
   if (o.bulkhead) bulkhead_.emplace(executor_, *o.bulkhead);
+  if (o.throttle) throttle_.emplace(executor_, *o.throttle);
   if (o.fallback) fallback_.emplace(*o.fallback);
   options_ = std::move(o);
 }
@@ -177,6 +179,7 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
       } else if (guards->limit) {
         aw = (*guards->limit)(std::move(aw));
       }
+      if (throttle_) aw = (*throttle_)(std::move(aw));
       try {
         result.value.emplace(co_await std::move(aw));
       } catch (...) {
@@ -224,6 +227,7 @@ pipeline_metrics basic_pipeline<T, Clock>::metrics() const {
   m.deadlines_exceeded = deadlines_.load(relaxed);
   if (fallback_) m.fallback = fallback_->metrics();
   if (retry_) m.retry = retry_->metrics();
+  if (throttle_) m.throttle = throttle_->metrics();
   const auto guards = registry_ ? registry_->guards(key_) : own_;
   if (guards.breaker) m.breaker = guards.breaker->metrics();
   if (guards.limit) m.limit = guards.limit->metrics();

@@ -4,6 +4,7 @@
 #include <levee/breaker/observe.hpp>
 #include <levee/core/detail/prometheus_text.hpp>
 #include <levee/limit/adaptive_limit.hpp>
+#include <levee/limit/throttle.hpp>
 #include <levee/pipeline/options.hpp>
 #include <levee/retry/retry.hpp>
 
@@ -56,13 +57,16 @@ void write_pipelines_prometheus(std::ostream& out, const std::vector<pipeline_me
   std::vector<named_retry_metrics> retries;
   std::vector<named_metrics> breakers;
   std::vector<named_limit_metrics> limits;
+  std::vector<named_throttle_metrics> throttles;
   for (const auto& p : pipelines) {
     if (p.retry) retries.push_back({p.name, *p.retry});
+    if (p.throttle) throttles.push_back({p.name, *p.throttle});
     if (p.registry_guards) continue;  // the registry's exposition has them
     if (p.breaker) breakers.push_back({p.name, *p.breaker});
     if (p.limit) limits.push_back({p.name, *p.limit});
   }
   if (!retries.empty()) write_retry_prometheus(out, retries);
+  if (!throttles.empty()) write_throttles_prometheus(out, throttles);
   if (!breakers.empty()) write_prometheus(out, breakers);
   if (!limits.empty()) write_limits_prometheus(out, limits);
 }
