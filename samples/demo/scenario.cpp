@@ -2,7 +2,8 @@
 //
 // An agent calls a product recommendation API during peak hours. 1,000
 // sessions share one HTTP client (a pool of 256 connections, a 10 s deadline
-// per request); each mode makes the same calls its own way:
+// per request); each mode makes the same calls through its own
+// levee::pipeline (docs/pipeline.md):
 //   naive_retry           retry each failure up to 3 times, no breaker
 //   breaker               guard each call with a circuit breaker
 //   breaker_retry_budget  retry under a shared retry budget, each attempt guarded
@@ -16,6 +17,7 @@
 
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
+#include <levee/pipeline.hpp>
 
 #include <flaky/server.hpp>
 
@@ -103,31 +105,51 @@ class run {
     levee::registry_options ro{.defaults = breaker_options_for(s_), .idle_timeout = {}};
     if (mode_ == mode::breaker_adaptive) ro.limits = limit_options();
     registry_.emplace(ioc, std::move(ro));
-    guards_ = registry_->guards("recommendation-api (" + std::string(to_string(mode_)) + ")");
-    // The throttle of mode breaker_throttle: the SRE book's K = 2, over a
-    // window of 10 s of scenario time (the breaker's), so that it follows the
-    // degradation's ramp and lets everything through again soon after the heal.
-    throttle_.emplace(
-        ioc, levee::throttle_options{
-                 .k = 2.0, .window = scaled(s_, 10s), .buckets = 10, .classifier = http::classify});
+    const std::string key = "recommendation-api (" + std::string(to_string(mode_)) + ")";
+    guards_ = registry_->guards(key);  // its state, for the timeline
     if (metrics_) metrics_->start(ioc, [this] { return registry_->prometheus_text(); });
     reload_ = watch_config(ioc.get_executor(), *registry_, s_.config);  // --config
-    naive_.emplace(levee::retry_options{.max_attempts = 4,
+    // The mode's pipeline: its layers in levee's order, one rule (HTTP's) for
+    // all of them; the breaker (and the limit) is the registry's for `key`.
+    levee::pipeline_options<http::result> po{.name = key, .rules = http::rules()};
+    switch (mode_) {
+      case mode::naive_retry:  // retry each failure up to 3 times, no breaker
+        po.retry = levee::retry_options{.max_attempts = 4,
                                         .initial_delay = scaled(s_, 100ms),
                                         .multiplier = 1,
                                         .max_delay = scaled(s_, 100ms),
-                                        .jitter = levee::jitter_kind::none,
-                                        .retryable = http::retryable});
-    budgeted_.emplace(levee::retry_options{
-        .max_attempts = 4,
-        .initial_delay = scaled(s_, 100ms),
-        .multiplier = 2,
-        .max_delay = scaled(s_, 2s),
-        .jitter = levee::jitter_kind::full,
-        .seed = 7,
-        .retryable = http::retryable,
-        .budget = std::make_shared<levee::retry_budget>(levee::retry_budget_options{
-            .ratio = 0.2, .min_retries_per_second = 10 / s_.scale, .ttl = scaled(s_, 10s)})});
+                                        .jitter = levee::jitter_kind::none};
+        pipe_.emplace(ioc, std::move(po));
+        break;
+      case mode::breaker:
+        break;
+      case mode::breaker_retry_budget:
+      case mode::breaker_adaptive:
+        // Retries under a shared budget, each attempt guarded by the breaker
+        // (and, in breaker_adaptive, the registry's limit inside it: one frame,
+        // one clock read when the attempt starts and one when it ends).
+        po.retry = levee::retry_options{
+            .max_attempts = 4,
+            .initial_delay = scaled(s_, 100ms),
+            .multiplier = 2,
+            .max_delay = scaled(s_, 2s),
+            .jitter = levee::jitter_kind::full,
+            .seed = 7,
+            .budget = std::make_shared<levee::retry_budget>(levee::retry_budget_options{
+                .ratio = 0.2, .min_retries_per_second = 10 / s_.scale, .ttl = scaled(s_, 10s)})};
+        break;
+      case mode::breaker_throttle:
+        // The throttle outside the breaker: it sheds a share of calls that
+        // grows as the API's success rate falls; the breaker still refuses
+        // every call once the failure rate crosses its threshold. A call the
+        // breaker refuses is neither a request nor an accept to the throttle.
+        // The SRE book's K = 2, over a window of 10 s of scenario time (the
+        // breaker's), so that it follows the degradation's ramp and lets
+        // everything through again soon after the heal.
+        po.throttle = levee::throttle_options{.k = 2.0, .window = scaled(s_, 10s), .buckets = 10};
+        break;
+    }
+    if (!pipe_) pipe_.emplace(ioc.get_executor(), std::move(po), *registry_, key);
 
     start_ = steady::now();
     end_ = start_ + api.length();
@@ -144,7 +166,7 @@ class run {
     result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
     client_.reset();
-    throttle_.reset();
+    pipe_.reset();
     guards_ = {};
     registry_.reset();
     return std::move(result_);
@@ -210,31 +232,7 @@ class run {
       --in_flight_;
       co_return r;
     };
-    http::result r;
-    switch (mode_) {
-      case mode::naive_retry:
-        r = co_await levee::retry(*naive_, attempt);
-        break;
-      case mode::breaker:
-        r = co_await (*guards_.breaker)(attempt());
-        break;
-      case mode::breaker_retry_budget:
-        r = co_await levee::retry(*budgeted_, [&] { return (*guards_.breaker)(attempt()); });
-        break;
-      case mode::breaker_adaptive:
-        // Retry budget outermost, then the breaker, then the limit, then the
-        // call: guards_(call) is breaker(limit(call)) in one frame, with one
-        // clock read when the call starts and one when it ends.
-        r = co_await levee::retry(*budgeted_, [&] { return guards_(attempt()); });
-        break;
-      case mode::breaker_throttle:
-        // The throttle outside the breaker: it sheds a share of calls that
-        // grows as the API's success rate falls; the breaker still refuses
-        // every call once the failure rate crosses its threshold. A call the
-        // breaker refuses is neither a request nor an accept to the throttle.
-        r = co_await (*throttle_)((*guards_.breaker)(attempt()));
-        break;
-    }
+    const http::result r = co_await (*pipe_)(attempt);
     const auto& [ec, res] = r;
     co_return call_outcome{!ec && res.result_int() / 100 == 2, levee::is_rejection(ec), sent,
                            ec == levee::error::limit_exceeded};
@@ -358,9 +356,8 @@ class run {
   std::optional<http::client> client_;
   std::optional<levee::breaker_registry> registry_;
   std::unique_ptr<config_reloader<levee::breaker_registry>> reload_;  // --config FILE
-  levee::breaker_registry::guard_set guards_;  // the limit: breaker_adaptive only
-  std::optional<levee::retry_policy> naive_, budgeted_;
-  std::optional<levee::throttle> throttle_;  // breaker_throttle only
+  levee::breaker_registry::guard_set guards_;          // the limit: breaker_adaptive only
+  std::optional<levee::pipeline<http::result>> pipe_;  // the mode's layers
   std::size_t in_flight_ = 0;
   std::size_t calls_active_ = 0;
   std::uint64_t row_offered_ = 0;
