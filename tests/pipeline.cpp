@@ -189,6 +189,98 @@ TEST_CASE("pipeline: the throttle sheds attempts outside the breaker, never retr
   CHECK(promtool_clean(out.str()));
 }
 
+// samples/aggregator.cpp's composition, twice: as a pipeline (the sample's
+// per_host) and nested by hand, the way the README composed the layers before
+// the pipeline. docs/pipeline.md compares their lengths (the lines between
+// the markers); this test checks they give the same answers.
+namespace {
+using http_result = std::tuple<boost::system::error_code, levee::http::response>;
+
+// [pipeline form]
+levee::pipeline_options<http_result> per_host(std::string name, std::string fallback) {
+  levee::http::response answer;
+  answer.body() = std::move(fallback);
+  return {.name = std::move(name),
+          .rules = levee::http::rules(),
+          .fallback = {{.value = http_result(boost::system::error_code(), std::move(answer))}},
+          .deadline = 1s,
+          .retry = levee::retry_options{.max_attempts = 3,
+                                        .initial_delay = 5ms,
+                                        .max_delay = 20ms,
+                                        .budget = std::make_shared<levee::retry_budget>()},
+          .breaker = levee::breaker_options{.minimum_calls = 5, .open_duration = 100ms},
+          .limit = levee::adaptive_limit_options{},
+          .timeout = 200ms};
+}
+// [end]
+
+// [by hand]
+struct by_hand_host {
+  levee::basic_circuit_breaker<vclock> breaker;
+  levee::basic_adaptive_limit<vclock> limit;
+  levee::basic_retry_policy<vclock> policy;
+  std::string fallback;
+  by_hand_host(asio::io_context& ioc, std::string name, std::string answer)
+      : breaker(ioc,
+                {.minimum_calls = 5, .open_duration = 100ms, .classifier = levee::http::classify},
+                name),
+        limit(ioc, {.classifier = levee::http::classify}, name),
+        policy({.max_attempts = 3,
+                .initial_delay = 5ms,
+                .max_delay = 20ms,
+                .retryable = levee::http::retryable,
+                .retry_after = levee::http::retry_after,
+                .budget = std::make_shared<levee::retry_budget>()}),
+        fallback(std::move(answer)) {}
+  template <class Factory>
+  asio::awaitable<http_result> operator()(Factory call) {
+    auto r = co_await levee::with_deadline<vclock>(
+        1s, levee::retry(policy, [&] {
+          return breaker(limit(levee::with_timeout<vclock>(200ms, call())));
+        }));
+    const auto& [ec, res] = r;
+    if (levee::is_cancellation(ec)) co_return r;
+    if (ec || res.result_int() == 429 || res.result_int() >= 500) {
+      levee::http::response answer;
+      answer.body() = fallback;
+      co_return http_result(boost::system::error_code(), std::move(answer));
+    }
+    co_return r;
+  }
+};
+// [end]
+}  // namespace
+
+TEST_CASE("pipeline: the aggregator's composition by hand and as a pipeline answer alike") {
+  virtual_time vt;
+  asio::io_context ioc;
+  int status = 200;
+  auto answer = [&]() -> asio::awaitable<http_result> {
+    levee::http::response res;
+    res.result(static_cast<unsigned>(status));
+    res.body() = "fresh";
+    co_return http_result(boost::system::error_code(), std::move(res));
+  };
+  levee::basic_pipeline<http_result, vclock> pipe(ioc, per_host("stock", "stock unknown"));
+  by_hand_host hand(ioc, "stock", "stock unknown");
+  // Healthy, then down (503: retried, then the breaker opens), then healed.
+  for (const int phase_status : {200, 503, 200}) {
+    status = phase_status;
+    for (int i = 0; i < 8; ++i) {
+      auto a = run_to_end(ioc, pipe(answer));
+      auto b = run_to_end(ioc, hand(answer));
+      REQUIRE(a->value);
+      REQUIRE(b->value);
+      CHECK(std::get<1>(*a->value).body() == std::get<1>(*b->value).body());
+      CHECK(std::get<1>(*a->value).body() == (status == 200 ? "fresh" : "stock unknown"));
+    }
+    CHECK(pipe.breaker()->state() == hand.breaker.state());
+    elapse(ioc, 200ms);  // an open breaker's open_duration passes
+  }
+  CHECK(pipe.breaker()->state() == levee::circuit_state::closed);
+  CHECK(pipe.metrics().retry->attempts == hand.policy.metrics().attempts);
+}
+
 TEST_CASE("pipeline: a deferred operation is started again for each attempt, exception form") {
   virtual_time vt;
   asio::io_context ioc;

@@ -142,8 +142,8 @@ class basic_pipeline {
     static_assert(std::is_same_v<value, T>,
                   "levee::pipeline<T>: the operation's result must be T (asio::as_tuple(...) for "
                   "the tuple form)");
-    if (!options_.fallback && options_.deadline == std::chrono::nanoseconds::zero())
-      return attempts<executor>(std::move(op));
+    if (options_.deadline == std::chrono::nanoseconds::zero())
+      return attempts<executor>(std::move(op));  // the fallback, if any, answers there
     return outer<executor>(std::move(op));
   }
 

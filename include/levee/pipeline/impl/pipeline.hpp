@@ -188,8 +188,16 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
     }
     std::chrono::nanoseconds delay{};
     if (!retry_ || detail::decide(*retry_, *schedule, attempt, result.view(), delay) ==
-                       detail::retry_step::done)
+                       detail::retry_step::done) {
+      // Without a deadline the fallback answers here, in this frame (`outer`
+      // would cost one more coroutine frame per call).
+      if (fallback_ && options_.deadline == std::chrono::nanoseconds::zero()) {
+        const call_result r = result.view();
+        if (const auto why = fallback_->wants(r); why != levee::fallback<T>::reason::none)
+          co_return fallback_->answer(r, why);
+      }
       co_return result.take();
+    }
     if (!timer) timer.emplace(co_await asio::this_coro::executor);
     timer->expires_after(std::chrono::ceil<typename Clock::duration>(delay));
     co_await timer->async_wait(asio::use_awaitable_t<Executor>{});
