@@ -61,7 +61,9 @@ configure() {
   cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null
 }
 
-step() { echo; echo "== $*"; }
+# Each step says when it starts (seconds since the command began), so that a
+# CI log shows where the time goes.
+step() { echo; echo "== [$(date -u +%H:%M:%S), ${SECONDS} s] $*"; }
 
 run_demo() {
   install_missing
