@@ -1,5 +1,6 @@
 // levee::basic_upstream on virtual time with fake replicas: ejection, the way
 // back, retries elsewhere, the upstream's breaker, both forms, no pending work.
+#include <levee/pipeline.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include "support.hpp"
@@ -506,4 +507,47 @@ TEST_CASE("upstream: 4 threads, the endpoint list changes while calls run", "[up
   for (auto& t : pool) t.join();
   CHECK(ok == workers * each);
   for (const auto& e : up.metrics().endpoints) CHECK(e.outstanding == 0);
+}
+
+// The upstream composes with the pipeline as its operation: the pipeline adds
+// the fallback, the total deadline and the per-attempt timeout around it; the
+// retries (elsewhere) and the breakers are the upstream's own, so the
+// pipeline leaves its retry and breaker out (docs/pipeline.md).
+TEST_CASE("upstream: inside a pipeline, the fallback answers when every replica is down",
+          "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;
+  vupstream up(ioc, three, options());
+  levee::basic_pipeline<result, vclock> pipe(
+      ioc, {.name = "replicas",
+            .fallback = {{.on = levee::fallback_on::rejection,
+                          .value = result(boost::system::error_code(), -1)}},
+            .deadline = 1s});
+  auto call = [&] { return up(r.fn()); };
+  r.answer = {refused, {}, {}};
+  for (int i = 0; i < 20; ++i) {
+    auto p = run(ioc, pipe(call));
+    REQUIRE(p->value);
+    CHECK_FALSE(std::get<0>(*p->value));  // retried elsewhere by the upstream
+  }
+  r.answer = {refused, refused, refused};
+  // Until the upstream's breaker sees more failures than the 20 successes.
+  for (int i = 0; i < 100 && up.breaker().state() != levee::circuit_state::open; ++i)
+    run(ioc, pipe(call));
+  REQUIRE(up.breaker().state() == levee::circuit_state::open);
+  auto p = run(ioc, pipe(call));
+  CHECK(*p->value ==
+        result(boost::system::error_code(), -1));  // the upstream's rejection, answered
+  CHECK(pipe.metrics().fallback->rejections >= 1);
+  // The way back: healed, the upstream's breaker closes, no more answers.
+  r.answer = {};
+  elapse(ioc, 30s);
+  const auto answered = pipe.metrics().fallback->used();
+  for (int i = 0; i < 20; ++i) {
+    auto q = run(ioc, pipe(call));
+    CHECK(std::get<1>(*q->value) > 0);
+  }
+  CHECK(up.breaker().state() == levee::circuit_state::closed);
+  CHECK(pipe.metrics().fallback->used() == answered);
 }
