@@ -47,6 +47,7 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
                                           .initial_delay = 1ms,
                                           .max_delay = 2ms,
                                           .budget = std::make_shared<levee::retry_budget>()},
+            .throttle = levee::throttle_options{},
             .breaker = levee::breaker_options{.minimum_calls = 1000},
             .limit = levee::adaptive_limit_options{.max_queue = 64},
             .timeout = 10ms});
@@ -76,9 +77,11 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
   CHECK(m.fallback->used() == static_cast<std::uint64_t>(fell_back.load()));
   CHECK(m.retry->operations == calls);
   CHECK(m.retry->attempts == calls + m.retry->retries);
-  // Every attempt passed through the breaker (the limit's refusals are ignored calls).
+  // Every attempt passed through the throttle; every one it let through, through
+  // the breaker (the limit's refusals are ignored calls).
+  CHECK(m.throttle->admitted + m.throttle->rejected == m.retry->attempts);
   const auto& b = *m.breaker;
-  CHECK(b.successes + b.failures + b.ignored + b.rejected == m.retry->attempts);
+  CHECK(b.successes + b.failures + b.ignored + b.rejected == m.throttle->admitted);
   CHECK(m.timeouts > 0);
   CHECK(m.timeouts <= b.failures);
   CHECK(m.limit->in_flight == 0);
