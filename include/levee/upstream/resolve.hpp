@@ -77,6 +77,7 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
   void done(boost::system::error_code ec, dns_resolver::endpoints found, std::chrono::seconds ttl) {
     in_flight = false;
     if (stopped.load(std::memory_order_acquire)) return;
+    const auto now = Clock::now();  // the answer's time: its TTL counts from here
     std::chrono::nanoseconds keep = options.retry_interval;
     if (!ec) {
       std::vector<std::string> addresses;
@@ -85,18 +86,10 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
       std::sort(addresses.begin(), addresses.end());  // DNS may rotate the records
       addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
       upstream->update(addresses);  // never empty: an empty answer is host_not_found
-      upstream->resolutions.fetch_add(1, std::memory_order_relaxed);
       keep = options.interval.count() != 0
                  ? options.interval
                  : std::clamp<std::chrono::nanoseconds>(ttl, options.min_ttl, options.max_ttl);
-    } else {
-      upstream->resolution_failures.fetch_add(1, std::memory_order_relaxed);
     }
-    {
-      std::lock_guard g(error_lock);
-      last_error = ec;
-    }
-    const auto now = Clock::now();
     const auto since = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch());
     const auto due = since.count() > upstream_state::never - keep.count()
                          ? upstream_state::never
@@ -112,6 +105,13 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
         if (!wec) self->start();
       });
     }
+    {
+      std::lock_guard g(error_lock);
+      last_error = ec;
+    }
+    // Counted last: whoever sees the count sees the endpoints and the due time.
+    (ec ? upstream->resolution_failures : upstream->resolutions)
+        .fetch_add(1, std::memory_order_release);
   }
 
   resolve_options options;
