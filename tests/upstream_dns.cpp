@@ -306,6 +306,25 @@ TEST_CASE("upstream dns: an idle upstream has no pending work, refresh_when_idle
   }
 }
 
+TEST_CASE("upstream dns: a lookup after the client is gone fails and keeps the endpoints",
+          "[upstream][dns]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  dns_server dns(ioc);
+  dns.set(name, {"127.0.0.1", "127.0.0.2"}, 5);
+  std::optional<http::client> c(std::in_place, ioc.get_executor(), client_options(dns));
+  vupstream up(ioc, {"http://" + name + ":80"}, options());
+  vwatch watch(up, *c, {.host = name});
+  run_while_not(ioc, [&] { return up.metrics().resolutions == 1; });
+  REQUIRE(up.size() == 2);
+  c.reset();
+  watch.refresh();
+  run_while_not(ioc, [&] { return up.metrics().resolution_failures == 1; });
+  CHECK(up.metrics().resolution_failures == 1);
+  CHECK(watch.last_error() == asio::error::operation_aborted);
+  CHECK(up.size() == 2);
+}
+
 TEST_CASE("upstream dns: resolve_options are validated by name", "[upstream][dns]") {
   asio::io_context ioc;
   http::client c(ioc.get_executor());

@@ -61,10 +61,15 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
 
   void start() {
     if (stopped.load(std::memory_order_acquire) || in_flight) return;
+    const auto r = resolver.lock();
+    if (!r) {  // the client is gone: a failed lookup
+      done(boost::asio::error::operation_aborted, {}, std::chrono::seconds(0));
+      return;
+    }
     in_flight = true;
     // Bounded so that a huge timeout cannot overflow the deadline.
     const auto limit = std::min<std::chrono::nanoseconds>(options.timeout, std::chrono::hours(24));
-    resolver->async_resolve(
+    r->async_resolve(
         options.host, options.port,
         std::chrono::steady_clock::now() +
             std::chrono::duration_cast<std::chrono::steady_clock::duration>(limit),
@@ -117,7 +122,9 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
   resolve_options options;
   const std::uint64_t id;
   std::shared_ptr<upstream_state> upstream;
-  std::shared_ptr<dns_resolver> resolver;
+  // Weak: a lookup in flight holds this state, and must not hold the client's
+  // (whose resolver holds the lookup) if the io_context is never run again.
+  std::weak_ptr<dns_resolver> resolver;
   boost::asio::strand<boost::asio::any_io_executor> strand;
   timer_type timer;        // on the strand; armed only with refresh_when_idle
   bool in_flight = false;  // on the strand
@@ -152,8 +159,8 @@ struct name_watch_state : std::enable_shared_from_this<name_watch_state<Clock, W
 /// Thread safety: the lookups run on a strand of the upstream's executor;
 /// any thread may call through the upstream meanwhile. One watch per
 /// upstream. Lifetime: the upstream and the client may be destroyed in any
-/// order with the watch (the watch shares their state; a lookup after the
-/// client is gone fails and keeps the endpoints).
+/// order with the watch (the watch shares the upstream's state; a lookup
+/// after the client is gone fails and keeps the endpoints).
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = levee::detail::wait_traits_of_t<Clock>>
 class basic_name_watch {

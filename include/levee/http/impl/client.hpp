@@ -35,9 +35,8 @@ class dns_resolver;
 
 /// The non-template entry points of the client's operations.
 struct client_access {
-  /// The client's resolver (its `dns_servers`), sharing the client's state:
-  /// valid after the client is gone, its lookups then ending at once with
-  /// `operation_aborted` (`levee::http::basic_name_watch` uses it).
+  /// The client's resolver (its `dns_servers`), sharing the client's state
+  /// (`levee::http::basic_name_watch` keeps it as a weak pointer).
   static std::shared_ptr<dns_resolver> resolver(client& c);
   /// Runs `aw` as the operation that completes `h` (on a strand of the client's).
   static void run(client& c, boost::asio::awaitable<result> aw, request_handler h);
