@@ -5,10 +5,10 @@
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
 
+#include "dns_support.hpp"
 #include "http_support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -254,61 +254,6 @@ TEST_CASE("https: an early 401 to an upload arrives, and a normal upload is kept
   CHECK(client.stats().connections_reused == 1);
   acceptor.close();
 }
-
-namespace {
-
-/// A DNS server on 127.0.0.1 (UDP): `fast.test` is 127.0.0.1 at once,
-/// `slow.test` never answers, anything else is NXDOMAIN.
-struct dns_server {
-  explicit dns_server(asio::io_context& ioc)
-      : socket(ioc, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
-    asio::co_spawn(ioc, serve(), asio::detached);
-  }
-  asio::ip::udp::socket socket;
-  int queries = 0;
-
-  std::string address() const {
-    return "127.0.0.1:" + std::to_string(socket.local_endpoint().port());
-  }
-
-  asio::awaitable<void> serve() {
-    std::array<unsigned char, 512> q{};
-    for (;;) {
-      asio::ip::udp::endpoint from;
-      auto [ec, n] = co_await socket.async_receive_from(asio::buffer(q), from,
-                                                        asio::as_tuple(asio::use_awaitable));
-      if (ec) co_return;
-      if (n < 12) continue;
-      ++queries;
-      // The question: labels up to a zero, then type and class.
-      std::size_t at = 12;
-      std::string name;
-      while (at < n && q[at] != 0) {
-        const std::size_t len = q[at];
-        if (!name.empty()) name += '.';
-        name.append(reinterpret_cast<const char*>(&q[at + 1]), len);
-        at += len + 1;
-      }
-      const std::size_t question_end = at + 5;  // zero, type, class
-      if (question_end > n) continue;
-      const unsigned qtype = (q[at + 1] << 8) | q[at + 2];
-      if (name == "slow.test") continue;  // never answers
-      std::vector<unsigned char> a(q.begin(),
-                                   q.begin() + static_cast<std::ptrdiff_t>(question_end));
-      a[2] = 0x81;                                    // QR, RD
-      a[3] = name == "fast.test" ? 0x80 : 0x83;       // RA; NOERROR or NXDOMAIN
-      a[6] = a[7] = a[8] = a[9] = a[10] = a[11] = 0;  // no answer, authority, additional yet
-      if (name == "fast.test" && qtype == 1) {
-        a[7] = 1;
-        const unsigned char answer[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1};
-        a.insert(a.end(), std::begin(answer), std::end(answer));
-      }
-      co_await socket.async_send_to(asio::buffer(a), from, asio::as_tuple(asio::use_awaitable));
-    }
-  }
-};
-
-}  // namespace
 
 TEST_CASE("dns: the deadline bounds resolution, and a slow lookup holds no other") {
   asio::io_context ioc;

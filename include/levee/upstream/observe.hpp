@@ -74,8 +74,11 @@ struct upstream_metrics {
   std::vector<upstream_endpoint_metrics> endpoints;  ///< one per endpoint, in order
   std::size_t ejected = 0;                           ///< endpoints out of the picking now
   bool panicking = false;                            ///< too few in service: ejection ignored
-  std::uint64_t retries = 0;  ///< attempts after the first, each on another endpoint
-  breaker_metrics breaker;    ///< the upstream's own breaker
+  std::uint64_t retries = 0;      ///< attempts after the first, each on another endpoint
+  std::uint64_t updates = 0;      ///< times `update` changed the endpoints (a name watch's lookups)
+  std::uint64_t resolutions = 0;  ///< a name watch's lookups that succeeded
+  std::uint64_t resolution_failures = 0;  ///< its lookups that failed (the endpoints were kept)
+  breaker_metrics breaker;                ///< the upstream's own breaker
 };
 
 /// Writes upstreams' metrics in the Prometheus text format 0.0.4, with
@@ -93,6 +96,8 @@ struct upstream_metrics {
 /// | `levee_upstream_endpoint_rejected_total` | counter | upstream, endpoint |
 /// | `levee_upstream_endpoint_state` | gauge | upstream, endpoint, state |
 /// | `levee_upstream_retries_total` | counter | upstream |
+/// | `levee_upstream_updates_total` | counter | upstream |
+/// | `levee_upstream_resolutions_total` | counter | upstream, result |
 /// | `levee_upstream_panic` | gauge | upstream |
 /// | `levee_upstream_state` | gauge | upstream, state |
 ///

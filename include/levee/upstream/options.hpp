@@ -116,6 +116,48 @@ struct health_check_options {
 /// \throws std::invalid_argument naming the member that is out of range.
 void validate(const health_check_options& options);
 
+/// Where an upstream's endpoints come from when they are the addresses a name
+/// resolves to (`levee::http::basic_name_watch`, docs/upstream.md). A plain
+/// struct; `validate` names the offending member.
+///
+/// Re-resolution: an answer is good for its TTL (the smallest of its
+/// records'), clamped to [`min_ttl`, `max_ttl`], or for `interval` when that
+/// is set. After that, the first call through the upstream starts a lookup
+/// and goes on at once with the endpoints it has (no call waits for DNS).
+/// A failed lookup keeps the endpoints (the set is never emptied) and is
+/// tried again at the first call after `retry_interval`. An idle upstream
+/// has no pending work for it, unless `refresh_when_idle` is set.
+struct resolve_options {
+  /// The name to resolve (every A and AAAA record is an endpoint). Not empty.
+  std::string host;
+  /// The endpoints' port; 0: 80 for "http", 443 for "https".
+  std::uint16_t port = 0;
+  /// An endpoint's address is "scheme://ip:port" ("[ip6]" for IPv6), or
+  /// "ip:port" when empty. With "https" the client checks the certificate
+  /// against the IP address it connects to (docs/upstream.md).
+  std::string scheme = "http";
+  /// The shortest time an answer is kept, whatever its TTL. > 0.
+  std::chrono::nanoseconds min_ttl = std::chrono::seconds(1);
+  /// The longest time an answer is kept, whatever its TTL. >= min_ttl.
+  std::chrono::nanoseconds max_ttl = std::chrono::seconds(300);
+  /// 0: keep an answer for its TTL (clamped); > 0: for this long, whatever
+  /// its TTL. >= 0.
+  std::chrono::nanoseconds interval = std::chrono::nanoseconds::zero();
+  /// After a failed lookup, the next one is due after this long. > 0.
+  std::chrono::nanoseconds retry_interval = std::chrono::seconds(1);
+  /// The deadline of one lookup. > 0.
+  std::chrono::nanoseconds timeout = std::chrono::seconds(5);
+  /// When true, a timer re-resolves when an answer is due even while no call
+  /// is made (one timer pending for as long as the watch lives); when false,
+  /// the first call after that does.
+  bool refresh_when_idle = false;
+};
+
+/// Checks resolve options.
+/// \param options The options.
+/// 	hrows std::invalid_argument naming the member that is out of range.
+void validate(const resolve_options& options);
+
 /// Checks an upstream's options, its breakers' options included.
 /// \param options The options.
 /// \throws std::invalid_argument naming the member that is out of range.

@@ -30,6 +30,11 @@
 
 namespace levee {
 
+namespace http {
+template <class Clock, class WaitTraits>
+class basic_name_watch;
+}  // namespace http
+
 /// A set of endpoints behind one name (docs/upstream.md).
 ///
 /// - Picking: power of two choices on the least outstanding calls, among the
@@ -54,7 +59,8 @@ namespace levee {
 /// destruction and move. Lifetime: its state lives until the last call in
 /// flight ends; a call must not be started after the upstream is gone.
 /// Pending work: none of its own (ejection ends lazily, at the next pick);
-/// an open breaker's timer while it is open.
+/// an open breaker's timer while it is open; a name watch's lookup once its
+/// answer is due and a call came (`levee::http::basic_name_watch`).
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = detail::wait_traits_of_t<Clock>>
 class basic_upstream {
@@ -224,6 +230,9 @@ class basic_upstream {
   }
 
  private:
+  template <class, class>
+  friend class http::basic_name_watch;
+
   static std::shared_ptr<state_type> make_state(executor_type ex,
                                                 const std::vector<std::string>& addresses,
                                                 upstream_options options, std::string name) {

@@ -27,7 +27,9 @@ namespace levee::http::detail {
 class dns_resolver {
  public:
   using endpoints = std::vector<boost::asio::ip::tcp::endpoint>;
-  using signature = void(boost::system::error_code, endpoints);
+  /// `(ec, endpoints, ttl)`: `ttl` is the smallest TTL of the records the
+  /// answer was made of (addresses and CNAMEs), 0 on an error.
+  using signature = void(boost::system::error_code, endpoints, std::chrono::seconds);
 
   /// `servers`: c-ares' "host:port,host:port" list of DNS servers; empty: the
   /// system's (/etc/resolv.conf, and /etc/hosts first). `attempt_timeout`:
@@ -41,7 +43,7 @@ class dns_resolver {
   dns_resolver(const dns_resolver&) = delete;
   dns_resolver& operator=(const dns_resolver&) = delete;
 
-  /// Resolves `host` (a name) for `port`. Completes with `(ec, endpoints)`:
+  /// Resolves `host` (a name) for `port`. Completes with `(ec, endpoints, ttl)`:
   /// `beast::error::timeout` at `deadline`, `operation_aborted` on
   /// cancellation (terminal, partial or total), `asio::error::host_not_found`
   /// and friends from DNS. Completes on the handler's associated executor.

@@ -10,6 +10,7 @@
 #include <boost/beast/http/verb.hpp>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -30,8 +31,13 @@ struct request_handler {
   any_request_handler handler;
 };
 
+class dns_resolver;
+
 /// The non-template entry points of the client's operations.
 struct client_access {
+  /// The client's resolver (its `dns_servers`), sharing the client's state
+  /// (`levee::http::basic_name_watch` keeps it as a weak pointer).
+  static std::shared_ptr<dns_resolver> resolver(client& c);
   /// Runs `aw` as the operation that completes `h` (on a strand of the client's).
   static void run(client& c, boost::asio::awaitable<result> aw, request_handler h);
   /// `client::async_request`; no `timeout`: the client's.

@@ -207,8 +207,9 @@ asio::awaitable<boost::system::error_code> client::impl::connect(connection& c,
   if (ip_literal) {
     endpoints.emplace_back(address, origin.port);  // an IP literal: no resolver
   } else {
-    auto [rec, found] = co_await resolver.async_resolve(origin.host, origin.port, deadline,
-                                                        asio::as_tuple(asio::use_awaitable));
+    auto [rec, found, ttl] = co_await resolver.async_resolve(origin.host, origin.port, deadline,
+                                                             asio::as_tuple(asio::use_awaitable));
+    (void)ttl;  // the client resolves per connection; levee::http::basic_name_watch uses it
     if (rec) co_return rec;
     endpoints = std::move(found);
   }

@@ -288,6 +288,10 @@ class request_op : public std::enable_shared_from_this<request_op> {
 
 }  // namespace
 
+std::shared_ptr<dns_resolver> client_access::resolver(client& c) {
+  return std::shared_ptr<dns_resolver>(c.impl_, &c.impl_->resolver);
+}
+
 void client_access::run(client& c, asio::awaitable<result> aw, request_handler h) {
   std::make_shared<request_op>(std::move(h), c.impl_, c.impl_->ex)->start(std::move(aw));
 }

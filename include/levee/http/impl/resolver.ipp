@@ -16,6 +16,7 @@
 
 #include <ares.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -136,8 +137,12 @@ struct dns_resolver::state : std::enable_shared_from_this<dns_resolver::state> {
     std::unique_ptr<pending> p(static_cast<pending*>(arg));
     const std::shared_ptr<query>& q = p->q;
     endpoints found;
+    int ttl = -1;  // the smallest of the answer's TTLs
+    const auto shortest = [&ttl](int t) { ttl = ttl < 0 ? t : std::min(ttl, t); };
     if (status == ARES_SUCCESS && info) {
+      for (auto* c = info->cnames; c; c = c->next) shortest(c->ttl);
       for (auto* node = info->nodes; node; node = node->ai_next) {
+        shortest(node->ai_ttl);
         if (node->ai_family == AF_INET && node->ai_addrlen >= sizeof(sockaddr_in)) {
           sockaddr_in in{};
           std::memcpy(&in, node->ai_addr, sizeof in);
@@ -157,18 +162,19 @@ struct dns_resolver::state : std::enable_shared_from_this<dns_resolver::state> {
     if (p->owner->destroying) return;  // ~state: nobody to tell
     boost::system::error_code ec = from_ares(status);
     if (!ec && found.empty()) ec = asio::error::host_not_found;
-    p->owner->complete(q, ec, std::move(found));
+    p->owner->complete(q, ec, std::move(found), std::chrono::seconds(ec ? 0 : std::max(ttl, 0)));
   }
 
   // Exactly once per query, on the strand.
-  void complete(const std::shared_ptr<query>& q, boost::system::error_code ec, endpoints eps) {
+  void complete(const std::shared_ptr<query>& q, boost::system::error_code ec, endpoints eps,
+                std::chrono::seconds ttl = std::chrono::seconds(0)) {
     if (q->done) return;
     q->done = true;
     q->timer.cancel();
     auto ex = std::move(q->work);
-    asio::post(ex, [h = std::move(q->handler), ec, eps = std::move(eps)]() mutable {
+    asio::post(ex, [h = std::move(q->handler), ec, eps = std::move(eps), ttl]() mutable {
       asio::get_associated_cancellation_slot(h).clear();
-      std::move(h)(ec, std::move(eps));
+      std::move(h)(ec, std::move(eps), ttl);
     });
   }
 

@@ -24,6 +24,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -108,7 +109,18 @@ struct upstream_state {
     }
     std::lock_guard g(generation_lock);
     now_serving = std::move(next);
+    if (old) updates.fetch_add(1, std::memory_order_relaxed);
     return true;
+  }
+
+  /// The first call at or after `refresh_due` runs the refresh hook (a
+  /// name watch's: it only posts a lookup); one call does, the others go on.
+  void maybe_refresh(std::chrono::nanoseconds at) {
+    auto due = refresh_due.load(std::memory_order_relaxed);
+    if (at.count() < due) return;
+    if (!refresh_due.compare_exchange_strong(due, never, std::memory_order_relaxed)) return;
+    std::lock_guard g(refresh_lock);
+    if (refresh) refresh();
   }
 
   static std::chrono::nanoseconds now() noexcept {
@@ -162,6 +174,9 @@ struct upstream_state {
     m.ejected = gen->core.ejected_count();
     m.panicking = gen->core.panicking();
     m.retries = retries.load(std::memory_order_relaxed);
+    m.updates = updates.load(std::memory_order_relaxed);
+    m.resolutions = resolutions.load(std::memory_order_relaxed);
+    m.resolution_failures = resolution_failures.load(std::memory_order_relaxed);
     m.breaker = whole.metrics();
     return m;
   }
@@ -175,6 +190,16 @@ struct upstream_state {
   const std::uint64_t seed;
   std::atomic<std::uint64_t> draws{0};
   std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> updates{0};
+  // Re-resolution (levee::http::basic_name_watch): `refresh` and
+  // `refresh_owner` under `refresh_lock`; `refresh_due` in Clock's ns.
+  static constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
+  std::atomic<std::int64_t> refresh_due{never};
+  std::mutex refresh_lock;
+  std::function<void()> refresh;
+  std::uint64_t refresh_owner = 0;
+  std::atomic<std::uint64_t> resolutions{0};
+  std::atomic<std::uint64_t> resolution_failures{0};
   boost::asio::any_io_executor executor;
   std::mutex listeners_lock;
   std::vector<std::pair<std::uint64_t, listener>> listeners;
@@ -199,7 +224,9 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
   endpoint_set& core = gen->core;
   std::size_t refused = 0;
   for (std::size_t attempt = 1;;) {
-    const endpoint_choice c = core.pick(State::now(), s->random(), {tried.data(), n_tried});
+    const auto at = State::now();
+    if (attempt == 1) s->maybe_refresh(at);  // at most a post; never waits
+    const endpoint_choice c = core.pick(at, s->random(), {tried.data(), n_tried});
     auto& e = gen->endpoints[c.index];
     std::optional<T> value;
     std::exception_ptr ex;

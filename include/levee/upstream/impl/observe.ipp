@@ -113,6 +113,19 @@ void write_prometheus(std::ostream& out, const std::vector<upstream_metrics>& up
                [&](const upstream_metrics& u, const std::string& l) {
                  sample("levee_upstream_retries_total", l, detail::number(u.retries));
                });
+  per_upstream("levee_upstream_updates_total", "counter",
+               "Times the endpoints changed (a name watch's lookups, or update).",
+               [&](const upstream_metrics& u, const std::string& l) {
+                 sample("levee_upstream_updates_total", l, detail::number(u.updates));
+               });
+  per_upstream("levee_upstream_resolutions_total", "counter",
+               "A name watch's lookups, by result (a failed one keeps the endpoints).",
+               [&](const upstream_metrics& u, const std::string& l) {
+                 sample("levee_upstream_resolutions_total", l + ",result=\"ok\"",
+                        detail::number(u.resolutions));
+                 sample("levee_upstream_resolutions_total", l + ",result=\"failed\"",
+                        detail::number(u.resolution_failures));
+               });
   per_upstream("levee_upstream_panic", "gauge",
                "1 while too few endpoints are in service and ejection is ignored.",
                [&](const upstream_metrics& u, const std::string& l) {

@@ -58,4 +58,19 @@ void validate(const health_check_options& o) {
   if (o.unhealthy_threshold < 1) reject("unhealthy_threshold", "must be at least 1");
 }
 
+void validate(const resolve_options& o) {
+  const auto reject = [](const char* member, const char* rule) {
+    detail::reject_option("resolve_options", member, rule);
+  };
+  if (o.host.empty()) reject("host", "must not be empty");
+  if (o.port == 0 && o.scheme != "http" && o.scheme != "https")
+    reject("port", "must be set when scheme is neither http nor https");
+  if (o.min_ttl <= std::chrono::nanoseconds::zero()) reject("min_ttl", "must be greater than zero");
+  if (o.max_ttl < o.min_ttl) reject("max_ttl", "must be at least min_ttl");
+  if (o.interval < std::chrono::nanoseconds::zero()) reject("interval", "must not be negative");
+  if (o.retry_interval <= std::chrono::nanoseconds::zero())
+    reject("retry_interval", "must be greater than zero");
+  if (o.timeout <= std::chrono::nanoseconds::zero()) reject("timeout", "must be greater than zero");
+}
+
 }  // namespace levee
