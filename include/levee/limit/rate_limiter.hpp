@@ -221,6 +221,14 @@ class basic_rate_limiter {
                                                   std::int64_t max_wait,
                                                   boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;
+    // A token goes only to a call that starts: a caller already cancelled
+    // (co_await would throw) takes none, and one cancelled while its wait's
+    // completion was on its way gives its token back.
+    auto cancelled = [](const asio::cancellation_state& cs) {
+      return cs.cancelled() != asio::cancellation_type::none;
+    };
+    if (cancelled(co_await asio::this_coro::cancellation_state))
+      co_return detail::error_result<T>(asio::error::operation_aborted);
     const detail::rate_decision d = b->take(now(), max_wait);
     if (d.what == kind::reject) co_return detail::error_result<T>(error::rate_limited);
     if (d.what == kind::wait) {
@@ -228,6 +236,8 @@ class basic_rate_limiter {
       timer_type<Executor> t(co_await asio::this_coro::executor,
                              detail::rate_time_point<Clock>(d.at));
       auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+      if (!ec && cancelled(co_await asio::this_coro::cancellation_state))
+        ec = asio::error::operation_aborted;
       if (ec) co_return detail::error_result<T>(ec);
       w.grant();
     }
@@ -274,6 +284,9 @@ class basic_rate_limiter {
     template <class Self>
     void operator()(Self& self, timer_done, boost::system::error_code ec) {
       timer_.reset();
+      // Cancelled while the timer's completion was on its way: no call starts.
+      if (!ec && self.cancelled() != boost::asio::cancellation_type::none)
+        ec = boost::asio::error::operation_aborted;
       if (ec) {
         wait_.reset();  // the token goes back
         return rejection::complete(self, ec);
