@@ -1,6 +1,7 @@
 // The token-bucket rate limiter: rate and burst, bounded waits within the
 // caller's deadline, cancellation, the way back, the three forms.
 #include <levee/limit/rate_limiter.hpp>
+#include <levee/limit/rate_limiter_registry.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "promtool.hpp"
@@ -345,4 +346,57 @@ TEST_CASE("rate limiter: the Prometheus exposition") {
   CHECK_THAT(text,
              Catch::Contains("levee_rate_limiter_rejected_calls_total{rate_limiter=\"b\"} 0"));
   CHECK(promtool_clean(text));
+}
+
+TEST_CASE("rate limiter registry: one bucket per key, overrides, bounded, reconfigured in place") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_rate_limiter_registry<vclock> limiters(
+      ioc, {.defaults = {.rate = 1, .period = 1s, .burst = 2},
+            .overrides = {{"big", {.rate = 10, .period = 1s, .burst = 5}}},
+            .max_limiters = 3});
+  int started = 0;
+  auto spend = [&](std::string_view key) {
+    int ok = 0;
+    while (!code(run(ioc, limiters(key, counted(started))))) ++ok;
+    return ok;
+  };
+  CHECK(spend("a") == 2);  // each key its own bucket
+  CHECK(spend("b") == 2);
+  CHECK(spend("big") == 5);
+  CHECK(limiters.get("a") == limiters.get("a"));
+  CHECK(limiters.size() == 3);
+  // Beyond max_limiters: one shared overflow limiter with the defaults.
+  CHECK(spend("c") == 2);
+  CHECK(spend("d") == 0);
+  CHECK(limiters.overflows() == 2 + 1);
+  // The way back: after a refill every key is as it was.
+  elapse(ioc, 2s);
+  CHECK(spend("a") == 2);
+  CHECK(spend("big") == 5);
+  // set_options reconfigures the existing limiter in place.
+  limiters.set_options("a", {.rate = 100, .period = 1s, .burst = 10});
+  elapse(ioc, 1s);
+  CHECK(spend("a") == 10);
+  CHECK_THROWS_AS(limiters.set_options("a", {.burst = 0}), std::invalid_argument);
+  const auto all = limiters.metrics();
+  REQUIRE(all.size() == 4);
+  CHECK(all[0].name == "a");
+  CHECK(all[3].name == "(overflow)");
+  CHECK(all[0].metrics.reconfigurations == 1);
+  std::ostringstream out;
+  levee::write_rate_limiters_prometheus(out, all);
+  CHECK(promtool_clean(out.str()));
+  try {
+    levee::rate_limiter_registry r(ioc, {.overrides = {{"x", {.rate = 0}}}});
+    FAIL("accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(e.what(), Catch::Contains("rate_limiter_options::rate"));
+  }
+  try {
+    levee::rate_limiter_registry r(ioc, {.max_limiters = 0});
+    FAIL("accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(e.what(), Catch::Contains("rate_limiter_registry_options::max_limiters"));
+  }
 }

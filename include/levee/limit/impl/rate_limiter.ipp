@@ -6,6 +6,7 @@
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/detail/rate_bucket.hpp>
 #include <levee/limit/rate_limiter_options.hpp>
+#include <levee/limit/rate_limiter_registry.hpp>
 
 #include <algorithm>
 #include <ostream>
@@ -22,6 +23,13 @@ void validate(const rate_limiter_options& o) {
     reject("rate", "must not exceed period in nanoseconds (at most one token per ns)");
   if (o.burst < 1 || o.burst > (std::uint64_t{1} << 30)) reject("burst", "must be in [1, 2^30]");
   if (o.max_wait < std::chrono::nanoseconds::zero()) reject("max_wait", "must not be negative");
+}
+
+void validate(const rate_limiter_registry_options& o) {
+  validate(o.defaults);
+  for (const auto& [key, options] : o.overrides) validate(options);
+  if (o.max_limiters < 1)
+    detail::reject_option("rate_limiter_registry_options", "max_limiters", "must be at least 1");
 }
 
 void write_rate_limiters_prometheus(std::ostream& out,
