@@ -288,9 +288,14 @@ TEST_CASE("rate limiter: reconfigure changes the rate and the burst in place") {
   l.reconfigure({.rate = 10, .period = 1s, .burst = 4});
   CHECK(l.options().burst == 4);
   CHECK(l.metrics().reconfigurations == 1);
-  // The token taken stays taken, as a time: under the new rate, the bucket
-  // fills from then on.
-  elapse(ioc, 1s);
+  // The token owed stays owed, as a token: a bucket of 4 holds 3 now, and
+  // the fourth comes at the new rate, in 100 ms, not in the old rate's 1 s.
+  CHECK(l.metrics().tokens == 3);
+  elapse(ioc, 99ms);
+  CHECK(l.metrics().tokens == 3);
+  elapse(ioc, 1ms);
+  CHECK(l.metrics().tokens == 4);
+  elapse(ioc, 1h);
   CHECK(l.metrics().tokens == 4);
   int ok = 0;
   while (l.try_acquire()) ++ok;
@@ -369,14 +374,15 @@ TEST_CASE("rate limiter registry: one bucket per key, overrides, bounded, reconf
   // Beyond max_limiters: one shared overflow limiter with the defaults.
   CHECK(spend("c") == 2);
   CHECK(spend("d") == 0);
-  CHECK(limiters.overflows() == 2 + 1);
+  CHECK(limiters.overflows() == 3 + 1);  // every lookup of c and d
   // The way back: after a refill every key is as it was.
   elapse(ioc, 2s);
   CHECK(spend("a") == 2);
   CHECK(spend("big") == 5);
-  // set_options reconfigures the existing limiter in place.
+  // set_options reconfigures the existing limiter in place (the token owed
+  // is paid back at the new rate: 10 ms).
   limiters.set_options("a", {.rate = 100, .period = 1s, .burst = 10});
-  elapse(ioc, 1s);
+  elapse(ioc, 100ms);
   CHECK(spend("a") == 10);
   CHECK_THROWS_AS(limiters.set_options("a", {.burst = 0}), std::invalid_argument);
   const auto all = limiters.metrics();
@@ -399,4 +405,28 @@ TEST_CASE("rate limiter registry: one bucket per key, overrides, bounded, reconf
   } catch (const std::invalid_argument& e) {
     CHECK_THAT(e.what(), Catch::Contains("rate_limiter_registry_options::max_limiters"));
   }
+}
+
+TEST_CASE("rate limiter: a wait outlives its limiter, and a frame destroyed mid-wait ends it") {
+  virtual_time vt;
+  int started = 0;
+  std::optional<limiter> keep;
+  {
+    asio::io_context ioc;
+    auto l = std::make_unique<limiter>(
+        ioc, levee::rate_limiter_options{.rate = 1, .period = 1s, .burst = 1, .max_wait = 5s});
+    keep.emplace(*l);  // a copy shares the bucket
+    CHECK(l->try_acquire());
+    auto p = run(ioc, (*l)(counted(started)));
+    l.reset();  // destroyed while a call waits: the call waits on
+    elapse(ioc, 1s);
+    CHECK(!code(p));
+    auto q = run(ioc, (*keep)(counted(started)));  // its token at 2 s
+    CHECK(keep->metrics().waiting == 1);
+  }  // the io_context destroyed with q waiting: its frame goes, the wait ends
+  const auto m = keep->metrics();
+  CHECK(m.waiting == 0);
+  CHECK(m.cancelled == 1);
+  CHECK(m.admitted == 2);
+  CHECK(started == 1);
 }

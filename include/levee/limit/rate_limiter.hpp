@@ -96,15 +96,16 @@ class basic_rate_limiter {
 
   /// Applies new options to the running limiter (docs/reconfigure.md),
   /// thread-safe against calls on any thread. The new rate and burst apply
-  /// to the next call: the tokens taken stay taken (a smaller `burst` holds
-  /// fewer at once from now on), and a call already waiting keeps the time
+  /// to the next call: the tokens taken ahead of the refill stay owed, as
+  /// tokens (a higher rate pays them back sooner), a smaller `burst` holds
+  /// fewer at once from now on, and a call already waiting keeps the time
   /// of its token. A new `max_wait` applies to calls that start after.
   /// `metrics().reconfigurations` goes up.
   /// \param options The new options; validated as by the constructor.
   /// \throws std::invalid_argument naming the member when `options` is
   /// invalid; nothing changes then.
   void reconfigure(const rate_limiter_options& options) {
-    bucket_->reconfigure(detail::checked(options));
+    bucket_->reconfigure(detail::checked(options), now());
   }
 
   /// The bucket and counters now.

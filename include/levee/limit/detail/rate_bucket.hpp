@@ -43,9 +43,11 @@ class rate_bucket {
     return params_.load(std::memory_order_acquire)->options;
   }
 
-  /// New options (valid): the rate and the bucket's size apply from now on;
-  /// the tokens already taken stay taken and reserved waits keep their time.
-  void reconfigure(const rate_limiter_options& options);
+  /// New options (valid) at `now`: the rate and the bucket's size apply
+  /// from now on; the tokens taken ahead of the refill stay owed (the time
+  /// they stand for is rescaled to the new interval) and reserved waits keep
+  /// their time.
+  void reconfigure(const rate_limiter_options& options, std::int64_t now);
 
   /// Decides a call at `now` that may wait up to `max_wait` ns (>= 0).
   /// `admit` and `reject` are counted now; `wait` is counted by `end_wait`.

@@ -9,6 +9,7 @@
 #include <levee/limit/rate_limiter_registry.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <ostream>
 
 namespace levee {
@@ -95,10 +96,22 @@ rate_bucket::rate_bucket(const rate_limiter_options& options) {
   params_.store(owned_.back().get(), std::memory_order_release);
 }
 
-void rate_bucket::reconfigure(const rate_limiter_options& options) {
+void rate_bucket::reconfigure(const rate_limiter_options& options, std::int64_t now) {
   std::lock_guard g(reconfigure_mutex_);
+  const params& before = *params_.load(std::memory_order_relaxed);
   owned_.push_back(std::make_unique<const params>(make_params(options)));
-  params_.store(owned_.back().get(), std::memory_order_release);
+  const params& after = *owned_.back();
+  params_.store(&after, std::memory_order_release);
+  // The tokens taken ahead of the refill stay owed, as tokens: the time
+  // they stand for is rescaled to the new interval.
+  std::int64_t tat = tat_.load(std::memory_order_relaxed);
+  while (tat > now) {
+    const long double owed = static_cast<long double>(tat - now) / before.interval;
+    const long double ns = owed * after.interval;
+    const long double room = static_cast<long double>(rate::int64_max - now);
+    const std::int64_t next = ns >= room ? rate::int64_max : now + std::llround(ns);
+    if (tat_.compare_exchange_weak(tat, next, std::memory_order_relaxed)) break;
+  }
   reconfigurations_.fetch_add(1, std::memory_order_relaxed);
 }
 
