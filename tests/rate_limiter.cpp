@@ -430,3 +430,19 @@ TEST_CASE("rate limiter: a wait outlives its limiter, and a frame destroyed mid-
   CHECK(m.admitted == 2);
   CHECK(started == 1);
 }
+
+TEST_CASE("rate limiter: inside a breaker, its rejections are no failures") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limiter l(ioc, {.rate = 1, .period = 1s, .burst = 1});
+  breaker b(ioc, {.minimum_calls = 1});
+  fake_service s;
+  for (int i = 0; i < 10; ++i) {
+    auto r = run(ioc, b(l(s.call_ec({}))));
+    REQUIRE(r->value);
+    if (i > 0) CHECK(std::get<0>(*r->value) == levee::error::rate_limited);
+  }
+  CHECK(b.state() == levee::circuit_state::closed);
+  CHECK(s.started == 1);
+  CHECK(l.metrics().rejected == 9);
+}
