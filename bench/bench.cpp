@@ -309,6 +309,31 @@ void bm_closed_guarded_throttle(benchmark::State& state) {
   if (throttle.metrics().rejected != 0) state.SkipWithError("calls throttled");
 }
 
+/// closed/guarded's call under a CLOSED breaker with a rate limiter outside
+/// it, a rate it never reaches (a token per ns, a bucket of 2^30): the cost
+/// of the limiter's fast path (a clock read, one compare-and-swap on the
+/// bucket's time, a relaxed counter, and its coroutine frame).
+void bm_closed_guarded_rate_limiter(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc);
+  levee::rate_limiter limiter(ioc, {.rate = 1'000'000'000, .period = 1s, .burst = 1 << 30});
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          x = co_await limiter(breaker(trivial(x)));
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+  if (breaker.state() != levee::circuit_state::closed) state.SkipWithError("breaker not closed");
+  if (limiter.metrics().rejected != 0) state.SkipWithError("calls rate-limited");
+}
+
 /// The same pair through a registry's guard_set: breaker and limit in one
 /// coroutine frame, one clock read at each end shared by both.
 void bm_closed_guarded_pair(benchmark::State& state) {
@@ -672,6 +697,15 @@ class summary_reporter : public benchmark::ConsoleReporter {
                     figures_["closed/guarded_throttle"].counters["allocs_per_call"]);
       out << line;
     }
+    if (has("closed/guarded") && has("closed/guarded_rate_limiter")) {
+      std::snprintf(line, sizeof line,
+                    "  a rate limiter outside the CLOSED breaker adds %.1f ns (guarded %.1f ns, "
+                    "guarded_rate_limiter %.1f ns), %.0f allocations per call\n",
+                    ns("closed/guarded_rate_limiter") - ns("closed/guarded"), ns("closed/guarded"),
+                    ns("closed/guarded_rate_limiter"),
+                    figures_["closed/guarded_rate_limiter"].counters["allocs_per_call"]);
+      out << line;
+    }
     if (has("closed/guarded") && has("closed/guarded_pair")) {
       std::snprintf(line, sizeof line,
                     "  the same through a registry's guard_set (one frame, two clock reads) adds "
@@ -835,6 +869,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
   benchmark::RegisterBenchmark("closed/guarded_adaptive", bm_closed_guarded_adaptive);
   benchmark::RegisterBenchmark("closed/guarded_throttle", bm_closed_guarded_throttle);
+  benchmark::RegisterBenchmark("closed/guarded_rate_limiter", bm_closed_guarded_rate_limiter);
   benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick);
   benchmark::RegisterBenchmark("upstream/guarded", bm_upstream_guarded);
   benchmark::RegisterBenchmark("closed/guarded_pair", bm_closed_guarded_pair);

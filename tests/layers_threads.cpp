@@ -1,4 +1,5 @@
-// The layers (timeouts, deadlines, the bulkhead's max_wait) on a 4-thread
+// The layers (timeouts, deadlines, the bulkhead's and the rate limiter's
+// waits) on a 4-thread
 // io_context, without strands: timers race the operations they bound, some
 // operations finishing just before their limit and some just after. Runs under
 // ThreadSanitizer and AddressSanitizer in CI (label "concurrency").
@@ -7,10 +8,12 @@
 // completing on another thread is the point, and virtual time would serialise
 // it away.
 #include <levee/limit/bulkhead.hpp>
+#include <levee/limit/rate_limiter.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -174,4 +177,68 @@ TEST_CASE("threads: a bulkhead's max_wait races grants on 4 threads") {
   CHECK(most <= 3);
   CHECK(b.in_flight() == 0);
   CHECK(b.queued() == 0);
+}
+
+TEST_CASE("threads: a rate limiter's waits race their timers and cancellations on 4 threads") {
+  asio::io_context ioc(threads);
+  // A token every 50 us, 4 at once, a wait of at most 200 us.
+  levee::rate_limiter l(ioc, {.rate = 20'000, .period = 1s, .burst = 4, .max_wait = 200us});
+  counts c;
+  std::atomic<int> started{0}, token_ok{0};
+  const auto begin = std::chrono::steady_clock::now();
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          auto guarded = [&](std::chrono::nanoseconds lat)
+              -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+            ++started;
+            co_return co_await call_ec(lat);
+          };
+          for (int r = 0; r < rounds; ++r) {
+            const auto lat = latency_of(k + r) / 8;
+            boost::system::error_code ec;
+            int v = 0;
+            if (r % 3 == 0) {
+              // A timeout around the limiter cancels waits from the race's strand.
+              std::tie(ec, v) = co_await levee::with_timeout(120us, l(guarded(lat)));
+            } else if (r % 3 == 1) {
+              std::tie(ec, v) = co_await l(guarded(lat));
+            } else {
+              // The token form, on the same bucket.
+              asio::steady_timer t(co_await asio::this_coro::executor, lat);
+              std::tie(ec) = co_await l.async_execute(t.async_wait(asio::deferred),
+                                                      asio::as_tuple(asio::use_awaitable));
+              if (!ec) {
+                v = 7;
+                ++started;
+                ++token_ok;
+              }
+            }
+            if (!ec && v == 7) {
+              c.ok++;
+            } else if (ec == levee::error::rate_limited || ec == levee::error::timeout) {
+              c.timed_out++;
+            } else {
+              c.other++;
+            }
+          }
+          c.finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  const auto elapsed = std::chrono::steady_clock::now() - begin;
+  CHECK(c.finished == coroutines);
+  CHECK(c.other == 0);
+  CHECK(c.ok + c.timed_out == coroutines * rounds);
+  CHECK(c.ok > 0);
+  CHECK(c.timed_out > 0);
+  CHECK(token_ok > 0);
+  const auto m = l.metrics();
+  CHECK(m.waiting == 0);
+  CHECK(m.admitted == static_cast<std::uint64_t>(started.load()));
+  CHECK(m.admitted + m.rejected + m.cancelled == static_cast<std::uint64_t>(coroutines * rounds));
+  // Never more than the burst plus one token per 50 us since the start.
+  CHECK(m.admitted <= 4 + static_cast<std::uint64_t>(elapsed / 50us) + 1);
 }

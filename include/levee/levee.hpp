@@ -10,6 +10,8 @@
 #include <levee/core/manual_clock.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
+#include <levee/limit/rate_limiter.hpp>
+#include <levee/limit/rate_limiter_registry.hpp>
 #include <levee/limit/throttle.hpp>
 #include <levee/registry/registry.hpp>
 #include <levee/retry/retry.hpp>

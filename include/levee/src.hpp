@@ -23,6 +23,7 @@
 #include <levee/limit/impl/bulkhead.ipp>
 #include <levee/limit/impl/limit_algorithm.ipp>
 #include <levee/limit/impl/prometheus.ipp>
+#include <levee/limit/impl/rate_limiter.ipp>
 #include <levee/limit/impl/throttle.ipp>
 #include <levee/pipeline/impl/prometheus.ipp>
 #include <levee/registry/impl/registry.ipp>

@@ -45,12 +45,18 @@ enum class error {
   /// without starting it: the downstream's recent success rate made this
   /// call one of the share the throttle sheds.
   throttled = 6,
+
+  /// A rate limiter (`basic_rate_limiter`) refused the call without starting
+  /// it: its bucket had no token, and none would come within the call's
+  /// allowed wait (`rate_limiter_options::max_wait`, the caller's deadline).
+  rate_limited = 7,
 };
 
 /// Families of levee errors, for comparison with `==` against any error_code.
 enum class condition {
   /// levee refused to start the call; the downstream was not contacted.
-  /// (`circuit_open`, `bulkhead_full`, `limit_exceeded`, `throttled`)
+  /// (`circuit_open`, `bulkhead_full`, `limit_exceeded`, `throttled`,
+  /// `rate_limited`)
   rejected = 1,
 
   /// levee cancelled the call because it took too long.
@@ -97,7 +103,7 @@ inline boost::system::error_condition make_error_condition(condition c) noexcept
 /// downstream saw nothing. A rejected call must not be retried immediately.
 /// \param ec Any error_code.
 /// \return `ec == condition::rejected`: `circuit_open`, `bulkhead_full`,
-/// `limit_exceeded` or `throttled`.
+/// `limit_exceeded`, `throttled` or `rate_limited`.
 bool is_rejection(const boost::system::error_code& ec) noexcept;
 
 /// What a circuit breaker throws when it rejects a call (the coroutine form,

@@ -35,6 +35,8 @@ class error_category_impl final : public boost::system::error_category {
         return "concurrency limit reached: the call was rejected without being started";
       case error::throttled:
         return "adaptive throttling shed the call: it was rejected without being started";
+      case error::rate_limited:
+        return "rate limit reached: the call was rejected without being started";
     }
     return "unknown levee error";
   }
@@ -45,6 +47,7 @@ class error_category_impl final : public boost::system::error_category {
       case error::bulkhead_full:
       case error::limit_exceeded:
       case error::throttled:
+      case error::rate_limited:
         return make_error_condition(condition::rejected);
       case error::timeout:
       case error::deadline_exceeded:

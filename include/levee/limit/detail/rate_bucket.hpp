@@ -1,0 +1,84 @@
+// levee: the rate limiter's token bucket, a GCRA on one atomic (sans-I/O, any
+// thread).
+#pragma once
+
+#include <levee/limit/rate_limiter_options.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace levee::detail {
+
+/// What `rate_bucket::take` decided for one call.
+struct rate_decision {
+  enum class kind { admit, wait, reject };
+  kind what = kind::reject;
+  /// `wait`: when the token comes (ns on the bucket's clock).
+  std::int64_t at = 0;
+  /// `wait`: the bucket's "full again" time this reservation set, and the
+  /// interval it added, for `rate_bucket::end_wait` to give the token back.
+  std::int64_t reserved_until = 0;
+  std::int64_t interval = 0;
+};
+
+/// The token bucket as a GCRA: `tat_` is the time at which the bucket would
+/// be full again ("theoretical arrival time"). A call at `now` takes a token
+/// by moving it from `max(tat, now)` to that plus one emission interval, when
+/// `max(tat, now) - now <= tau`, tau = interval * (burst - 1); otherwise its
+/// token comes at `max(tat, now) - tau`, and it may reserve it (move `tat_`
+/// the same way) and wait until then. One compare-and-swap per call, no
+/// lock; the counters are relaxed atomics. Times are nanoseconds on the
+/// limiter's clock; every sum saturates.
+class rate_bucket {
+ public:
+  /// `options` must be valid.
+  explicit rate_bucket(const rate_limiter_options& options);
+
+  /// The options in force; kept as long as the bucket.
+  const rate_limiter_options& options() const noexcept {
+    return params_.load(std::memory_order_acquire)->options;
+  }
+
+  /// New options (valid) at `now`: the rate and the bucket's size apply
+  /// from now on; the tokens taken ahead of the refill stay owed (the time
+  /// they stand for is rescaled to the new interval) and reserved waits keep
+  /// their time.
+  void reconfigure(const rate_limiter_options& options, std::int64_t now);
+
+  /// Decides a call at `now` that may wait up to `max_wait` ns (>= 0).
+  /// `admit` and `reject` are counted now; `wait` is counted by `end_wait`.
+  rate_decision take(std::int64_t now, std::int64_t max_wait) noexcept;
+
+  /// A wait that `take` started ended: `granted` (its token came, the call
+  /// runs) or not (cancelled: the token goes back if nobody reserved one
+  /// after it, else it is lost, never letting more than the rate through).
+  void end_wait(const rate_decision& d, bool granted) noexcept;
+
+  /// The bucket and counters at `now`.
+  rate_limiter_metrics metrics(std::int64_t now) const noexcept;
+
+ private:
+  struct params {
+    rate_limiter_options options;
+    std::int64_t interval;  // ns per token, >= 1
+    std::int64_t tau;       // interval * (burst - 1), saturated
+  };
+  static params make_params(const rate_limiter_options& o) noexcept;
+
+  std::atomic<const params*> params_{nullptr};
+  std::mutex reconfigure_mutex_;                      // one reconfiguration at a time; owned_
+  std::vector<std::unique_ptr<const params>> owned_;  // the current and the replaced
+  std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};  // full
+  std::atomic<std::uint64_t> waiting_{0};
+  std::atomic<std::uint64_t> admitted_{0};
+  std::atomic<std::uint64_t> waited_{0};
+  std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<std::uint64_t> cancelled_{0};
+  std::atomic<std::uint64_t> reconfigurations_{0};
+};
+
+}  // namespace levee::detail
