@@ -5,6 +5,7 @@
 #include <levee/http/deadline.hpp>
 
 #include "http_support.hpp"
+#include "promtool.hpp"
 
 #include <levee/http/error.hpp>
 #include <levee/timeout.hpp>
@@ -19,6 +20,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include <atomic>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 

@@ -18,8 +18,10 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace levee::http {
 
@@ -121,6 +123,25 @@ struct deadline_stats {
   std::uint64_t expired = 0;    ///< refused: the caller's deadline passed (504)
   std::uint64_t malformed = 0;  ///< refused: a malformed header (400)
 };
+
+/// Writes `stats` in the Prometheus text format, one counter family,
+/// `levee_http_deadline_requests_total{outcome="accepted|absent|expired|malformed"}`
+/// (expired: refused with 504; malformed: refused with 400).
+/// \param out Where to write.
+/// \param stats A reader's counters (`deadline_reader::stats`).
+inline void write_prometheus(std::ostream& out, const deadline_stats& stats) {
+  constexpr const char* name = "levee_http_deadline_requests_total";
+  out << "# HELP " << name
+      << " Requests a deadline reader read, by outcome (expired: refused with 504, malformed: "
+         "refused with 400).\n# TYPE "
+      << name << " counter\n";
+  const std::pair<const char*, std::uint64_t> rows[] = {{"accepted", stats.accepted},
+                                                        {"absent", stats.absent},
+                                                        {"expired", stats.expired},
+                                                        {"malformed", stats.malformed}};
+  for (const auto& [outcome, value] : rows)
+    out << name << "{outcome=\"" << outcome << "\"} " << value << '\n';
+}
 
 /// Reads the deadline header of requests on a server (Beast) and gives each
 /// handler its deadline; counts what it saw. Thread-safe: `read` from any

@@ -162,7 +162,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   asio::awaitable<boost::system::error_code> converse(connection& c, const url_parts& origin,
                                                       bool reused, request& req,
                                                       detail::response_reader& reader,
-                                                      steady::time_point deadline);
+                                                      steady::time_point deadline,
+                                                      std::optional<steady::time_point> carried);
 
   // ---- one request (http_request.ipp) -----------------------------------------
   /// Forgets the origin's pool, if it is left empty, when a request ends.

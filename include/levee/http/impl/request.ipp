@@ -161,26 +161,18 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
       conn = connection_ptr(
           new client_detail::connection(ex, secure ? tls.get() : nullptr, stats_ptr));
     }
-    // What is left of the caller's deadline goes with each attempt; with less
-    // than 1 ms left, the attempt is not sent.
-    if (carried && options.send_deadline) {
-      auto value = format_deadline(*carried - steady::now());
-      if (!value) co_return result(levee::error::deadline_exceeded, response());
-      req.set(options.deadline_header, *value);
-      stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
-    }
     // The connection's own strand does its I/O (see `new_strand`).
     detail::response_reader reader(limits, head);
     // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
     const auto ec = co_await levee::detail::run_on(
-        conn->executor, converse(*conn, origin, reused, req, reader, deadline));
+        conn->executor, converse(*conn, origin, reused, req, reader, deadline, carried));
     if (ec) {
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
       // once, on a new connection (never another pooled one).
       if (reused && !reader.got_some() && client_detail::idempotent(req.method()) &&
           ec != beast::error::timeout && ec != asio::error::operation_aborted &&
-          steady::now() < deadline) {
+          ec != levee::error::deadline_exceeded && steady::now() < deadline) {
         stats.retried.fetch_add(1, std::memory_order_relaxed);
         fresh_only = true;
         continue;
