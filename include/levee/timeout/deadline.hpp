@@ -15,6 +15,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -49,20 +50,24 @@ struct deadline_mark {
 /// coroutine-local by construction, never a thread-local that another
 /// coroutine resumed on the same thread could see. Every property (the
 /// context, blocking, outstanding work, relationship, allocator) is
-/// `Inner`'s; `require` and `prefer` keep the deadline.
+/// `Inner`'s; `require` and `prefer` give `Inner`'s executor, without the
+/// deadline: Asio uses them to post, dispatch and track work, never as a
+/// coroutine's executor.
+///
+/// It holds one `shared_ptr` (16 bytes), so an `any_io_executor` stores it
+/// inline (its buffer holds 24); copies share one immutable state.
 template <class Inner>
 class deadline_executor {
  public:
   /// \param inner Where the work runs (a strand, for `with_deadline`).
   /// \param mark The deadline it carries.
-  deadline_executor(Inner inner,
-                    deadline_mark mark) noexcept(std::is_nothrow_move_constructible_v<Inner>)
-      : inner_(std::move(inner)), mark_(mark) {}
+  deadline_executor(Inner inner, deadline_mark mark)
+      : state_(std::make_shared<const state>(state{std::move(inner), mark})) {}
 
   /// \return the executor the work runs on.
-  const Inner& inner() const noexcept { return inner_; }
+  const Inner& inner() const noexcept { return state_->inner; }
   /// \return the deadline carried.
-  deadline_mark mark() const noexcept { return mark_; }
+  deadline_mark mark() const noexcept { return state_->mark; }
 
   /// `Inner`'s property.
   /// \param p The property.
@@ -71,44 +76,44 @@ class deadline_executor {
   requires boost::asio::can_query<const Inner&, const Property&>::value decltype(auto) query(
       const Property& p) const
       noexcept(boost::asio::is_nothrow_query<const Inner&, const Property&>::value) {
-    return boost::asio::query(inner_, p);
+    return boost::asio::query(state_->inner, p);
   }
-  /// `Inner` with the property, and the same deadline.
+  /// `Inner` with the property (no deadline: see the class).
   /// \param p The property.
-  /// \return a deadline_executor of `asio::require(inner(), p)`.
+  /// \return `asio::require(inner(), p)`.
   template <class Property>
   requires boost::asio::can_require<const Inner&, const Property&>::value auto require(
       const Property& p) const {
-    using next =
-        std::decay_t<typename boost::asio::require_result<const Inner&, const Property&>::type>;
-    return deadline_executor<next>(boost::asio::require(inner_, p), mark_);
+    return boost::asio::require(state_->inner, p);
   }
-  /// `Inner` with the property if it can, and the same deadline.
+  /// `Inner` with the property if it can (no deadline: see the class).
   /// \param p The property.
-  /// \return a deadline_executor of `asio::prefer(inner(), p)`.
+  /// \return `asio::prefer(inner(), p)`.
   template <class Property>
   requires boost::asio::can_prefer<const Inner&, const Property&>::value auto prefer(
       const Property& p) const {
-    using next =
-        std::decay_t<typename boost::asio::prefer_result<const Inner&, const Property&>::type>;
-    return deadline_executor<next>(boost::asio::prefer(inner_, p), mark_);
+    return boost::asio::prefer(state_->inner, p);
   }
   /// Runs `f` on `Inner`.
   /// \param f The function.
   template <class F>
   void execute(F&& f) const {
-    inner_.execute(std::forward<F>(f));
+    state_->inner.execute(std::forward<F>(f));
   }
   friend bool operator==(const deadline_executor& a, const deadline_executor& b) noexcept {
-    return a.inner_ == b.inner_ && a.mark_ == b.mark_;
+    return a.state_ == b.state_ ||
+           (a.state_->inner == b.state_->inner && a.state_->mark == b.state_->mark);
   }
   friend bool operator!=(const deadline_executor& a, const deadline_executor& b) noexcept {
     return !(a == b);
   }
 
  private:
-  Inner inner_;
-  deadline_mark mark_;
+  struct state {
+    Inner inner;
+    deadline_mark mark;
+  };
+  std::shared_ptr<const state> state_;
 };
 
 namespace detail {
