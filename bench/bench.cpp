@@ -215,6 +215,27 @@ void bm_closed_guarded(benchmark::State& state) {
   guarded_loop(state, {});
 }
 
+/// with_timeout and with_deadline around `trivial()`: the same race (a strand,
+/// a timer, a child coroutine); with_deadline also wraps the strand in a
+/// levee::deadline_executor, carrying the deadline to the call
+/// (docs/deadlines.md). Their difference is what carrying it costs.
+template <bool Deadline>
+void bm_deadline(benchmark::State& state) {
+  const auto allocs = t_allocations;
+  run_coroutine([&]() -> asio::awaitable<void> {
+    int x = 0;
+    for (auto _ : state) {
+      if constexpr (Deadline) {
+        x = co_await levee::with_deadline(std::chrono::seconds(10), trivial(x));
+      } else {
+        x = co_await levee::with_timeout(std::chrono::seconds(10), trivial(x));
+      }
+      benchmark::DoNotOptimize(x);
+    }
+  });
+  report_allocations(state, allocs);
+}
+
 /// The upstream's pick alone (sans-I/O, three endpoints): power of two
 /// choices, the outstanding count up and down, the outcome recorded.
 void bm_upstream_pick(benchmark::State& state) {
@@ -714,6 +735,18 @@ class summary_reporter : public benchmark::ConsoleReporter {
                     figures_["closed/guarded_pair"].counters["allocs_per_call"]);
       out << line;
     }
+    if (has("deadline/with_timeout") && has("deadline/with_deadline")) {
+      std::snprintf(line, sizeof line,
+                    "  with_deadline carrying its deadline to the call costs %.1f ns more than "
+                    "with_timeout (%.1f ns, %.0f allocations; with_deadline %.1f ns, %.0f "
+                    "allocations per call)\n",
+                    ns("deadline/with_deadline") - ns("deadline/with_timeout"),
+                    ns("deadline/with_timeout"),
+                    figures_["deadline/with_timeout"].counters["allocs_per_call"],
+                    ns("deadline/with_deadline"),
+                    figures_["deadline/with_deadline"].counters["allocs_per_call"]);
+      out << line;
+    }
     if (has("closed/guarded") && has("closed/guarded_transition_listener")) {
       std::snprintf(
           line, sizeof line,
@@ -870,6 +903,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/guarded_adaptive", bm_closed_guarded_adaptive);
   benchmark::RegisterBenchmark("closed/guarded_throttle", bm_closed_guarded_throttle);
   benchmark::RegisterBenchmark("closed/guarded_rate_limiter", bm_closed_guarded_rate_limiter);
+  benchmark::RegisterBenchmark("deadline/with_timeout", bm_deadline<false>);
+  benchmark::RegisterBenchmark("deadline/with_deadline", bm_deadline<true>);
   benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick);
   benchmark::RegisterBenchmark("upstream/guarded", bm_upstream_guarded);
   benchmark::RegisterBenchmark("closed/guarded_pair", bm_closed_guarded_pair);

@@ -1,5 +1,7 @@
 /// \file
-/// `<levee/timeout.hpp>` is `<levee/timeout/timeout.hpp>` (kept so that existing includes work).
+/// `<levee/timeout.hpp>` is `<levee/timeout/timeout.hpp>` and `<levee/timeout/deadline.hpp>`
+/// (kept so that existing includes work).
 #pragma once
 
+#include <levee/timeout/deadline.hpp>
 #include <levee/timeout/timeout.hpp>

@@ -54,6 +54,11 @@ struct client_access;  // the non-template entry points (http/impl/request.ipp)
 /// - Malformed input (a bad status line, oversized header, body, chunk header
 ///   or trailers, an early close, garbage) ends the request with an
 ///   error_code; memory stays bounded by the limits.
+/// - Inside `with_deadline` (read from the handler's associated executor,
+///   `levee::remaining_deadline`), the request's deadline is capped by the
+///   caller's and what is left is sent in `client_options::deadline_header`;
+///   with less than 1 ms left nothing is sent. Cut short by it, a request
+///   ends with `levee::error::deadline_exceeded` (docs/deadlines.md).
 ///
 /// The two forms of every operation follow Asio's rule: the completion token
 /// makes the shape. `co_await async_get(c, url, asio::use_awaitable)` yields

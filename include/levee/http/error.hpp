@@ -36,6 +36,12 @@ enum class error {
   /// The server sent more interim (1xx) responses before the final one than
   /// the client accepts (8).
   too_many_interim_responses = 4,
+  /// A request's deadline header (`deadline_reader`) says its caller's
+  /// deadline has passed, or leaves no more than the margin: refused with 504.
+  deadline_expired = 5,
+  /// A request's deadline header is not one decimal integer of at most 19
+  /// digits, or appears twice: refused with 400.
+  malformed_deadline = 6,
 };
 
 /// The category of `levee::http::error`.

@@ -78,6 +78,15 @@ struct client_options {
   /// DNS servers, as c-ares reads them (`"127.0.0.1:5353,[::1]:53"`). Empty:
   /// the system's (`/etc/hosts`, then `/etc/resolv.conf`).
   std::string dns_servers{};
+  /// Send the remaining time of the caller's `with_deadline` downstream, in
+  /// the header `deadline_header` (README, "Deadlines across services").
+  /// Also when off, a request never outlives that deadline.
+  bool send_deadline = true;
+  /// The header that carries it: the whole milliseconds left, a decimal
+  /// integer, rounded down (`Levee-Deadline-Ms: 180`). A token (RFC 9110),
+  /// not a header the client sets itself; the request's own value, if it has
+  /// one, is replaced.
+  std::string deadline_header = "Levee-Deadline-Ms";
 };
 
 /// Checks every member of `options` against its documented range.
@@ -96,6 +105,8 @@ struct client_stats {
   /// Requests sent again on a new connection after a pooled one failed before
   /// any byte of a response (the server closed it as the request went out).
   std::uint64_t retried_on_new_connection = 0;
+  /// Requests sent with the deadline header (`client_options::send_deadline`).
+  std::uint64_t deadlines_sent = 0;
   std::size_t connections_open = 0;  ///< open now (busy or idle)
   std::size_t connections_idle = 0;  ///< idle in the pool now
   std::size_t origins = 0;           ///< origins with a pool now

@@ -38,7 +38,8 @@ steady::time_point deadline_after(steady::time_point now, std::chrono::nanosecon
 
 /// The client's counters (`client_stats`), shared with its connections.
 struct counters {
-  std::atomic<std::uint64_t> requests{0}, opened{0}, reused{0}, stale{0}, retried{0};
+  std::atomic<std::uint64_t> requests{0}, opened{0}, reused{0}, stale{0}, retried{0},
+      deadlines_sent{0};
   std::atomic<std::size_t> open{0}, waiting{0}, peak_waiting{0};
 };
 
@@ -161,7 +162,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   asio::awaitable<boost::system::error_code> converse(connection& c, const url_parts& origin,
                                                       bool reused, request& req,
                                                       detail::response_reader& reader,
-                                                      steady::time_point deadline);
+                                                      steady::time_point deadline,
+                                                      std::optional<steady::time_point> carried);
 
   // ---- one request (http_request.ipp) -----------------------------------------
   /// Forgets the origin's pool, if it is left empty, when a request ends.
@@ -177,11 +179,20 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     host_pool& pool;
     ~slot_guard() { owner.release_slot(pool); }
   };
-  asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout);
+  /// One request with its own `timeout`, capped by what is `left` of the
+  /// caller's with_deadline (read from the handler's executor).
+  asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout,
+                              std::optional<std::chrono::nanoseconds> left);
+  /// The request until `deadline`; each attempt carries what is left until
+  /// `carried` in the deadline header.
+  asio::awaitable<result> exchange(url_parts origin, request req, steady::time_point deadline,
+                                   std::optional<steady::time_point> carried);
   /// `method` to `url` (parsed here: a bad one is the operation's error).
-  asio::awaitable<result> run_url(std::string url, beast::http::verb method);
+  asio::awaitable<result> run_url(std::string url, beast::http::verb method,
+                                  std::optional<std::chrono::nanoseconds> left);
   /// `req` to `origin` (a scheme and an authority, no path).
-  asio::awaitable<result> run_origin(std::string origin, request req);
+  asio::awaitable<result> run_origin(std::string origin, request req,
+                                     std::optional<std::chrono::nanoseconds> left);
 
   executor_type ex;
   client_options options;

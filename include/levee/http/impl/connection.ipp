@@ -3,6 +3,8 @@
 // request, read the final response). Compiled once in lib/.
 #pragma once
 
+#include <levee/core/error.hpp>
+#include <levee/http/deadline.hpp>
 #include <levee/http/impl/client_impl.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -246,13 +248,20 @@ asio::awaitable<boost::system::error_code> client::impl::connect(connection& c,
 // On the connection's strand: connects a new connection, writes the
 // request, reads the response; a connection that goes back to the pool has
 // its timeout cleared here.
-asio::awaitable<boost::system::error_code> client::impl::converse(connection& c,
-                                                                  const url_parts& origin,
-                                                                  bool reused, request& req,
-                                                                  detail::response_reader& reader,
-                                                                  steady::time_point deadline) {
+asio::awaitable<boost::system::error_code> client::impl::converse(
+    connection& c, const url_parts& origin, bool reused, request& req,
+    detail::response_reader& reader, steady::time_point deadline,
+    std::optional<steady::time_point> carried) {
   if (!reused) {
     if (auto ec = co_await connect(c, origin, deadline)) co_return ec;
+  }
+  // What is left of the caller's deadline, once connected, goes with each
+  // attempt; with less than 1 ms left, the attempt is not sent.
+  if (carried && options.send_deadline) {
+    auto value = format_deadline(*carried - steady::now());
+    if (!value) co_return levee::error::deadline_exceeded;
+    req.set(options.deadline_header, *value);
+    stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
   }
   client_detail::set_expiry(c.tcp(), deadline);
   const auto ec = c.secure ? co_await client_detail::exchange(c, *c.secure, req, reader)

@@ -30,6 +30,10 @@ class http_error_category final : public boost::system::error_category {
         return "the server switched protocols (101) although the client did not ask for it";
       case error::too_many_interim_responses:
         return "the server sent too many interim (1xx) responses";
+      case error::deadline_expired:
+        return "the caller's deadline (the request's deadline header) has passed";
+      case error::malformed_deadline:
+        return "the request's deadline header is not one decimal integer of milliseconds";
     }
     return "unknown levee.http error";
   }

@@ -6,9 +6,12 @@
 
 #include <levee/core/detail/run_on.hpp>
 #include <levee/core/detail/validate.hpp>
+#include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/deadline.hpp>
 #include <levee/http/error.hpp>
 #include <levee/http/impl/client_impl.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -20,6 +23,8 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/field.hpp>
 
 #include <exception>
 #include <memory>
@@ -46,6 +51,22 @@ void validate(const client_options& o) {
   if (o.idle_timeout <= std::chrono::nanoseconds::zero())
     reject("idle_timeout", "must be greater than zero");
   if (o.max_idle_connections > 1000000) reject("max_idle_connections", "must be in [0, 1000000]");
+  if (o.send_deadline) {
+    deadline_options header_check;
+    header_check.header = o.deadline_header;
+    try {
+      validate(header_check);
+    } catch (const std::invalid_argument&) {
+      reject("deadline_header", "must be a token (RFC 9110)");
+    }
+    for (beast::http::field own :
+         {beast::http::field::host, beast::http::field::user_agent,
+          beast::http::field::content_length, beast::http::field::transfer_encoding,
+          beast::http::field::connection}) {
+      if (beast::iequals(o.deadline_header, beast::http::to_string(own)))
+        reject("deadline_header", "must not be a header the client sets itself");
+    }
+  }
   for (char c : o.user_agent) {
     const auto u = static_cast<unsigned char>(c);
     if ((u < 0x20 && c != '\t') || u == 0x7f)
@@ -68,9 +89,31 @@ client::impl::impl(executor_type e, client_options o)
 }
 
 asio::awaitable<result> client::impl::run(url_parts origin, request req,
-                                          std::chrono::nanoseconds timeout) {
+                                          std::chrono::nanoseconds timeout,
+                                          std::optional<std::chrono::nanoseconds> left) {
+  // The caller's with_deadline (`left`, read at initiation) caps the
+  // request's own timeout; a request cut short by it ends with
+  // `levee::error::deadline_exceeded`, which no retry policy retries.
+  const auto start = steady::now();
+  std::optional<steady::time_point> carried;
+  if (left) {
+    if (*left < std::chrono::milliseconds(1))  // nothing is sent with less than 1 ms left
+      co_return result(levee::error::deadline_exceeded, response());
+    carried = client_detail::deadline_after(start, *left);
+  }
+  const bool capped = carried && *carried <= client_detail::deadline_after(start, timeout);
+  auto r =
+      co_await exchange(std::move(origin), std::move(req),
+                        capped ? *carried : client_detail::deadline_after(start, timeout), carried);
+  if (capped && std::get<0>(r) == beast::error::timeout)
+    std::get<0>(r) = levee::error::deadline_exceeded;
+  co_return r;
+}
+
+asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
+                                               steady::time_point deadline,
+                                               std::optional<steady::time_point> carried) {
   std::shared_ptr<impl> self = shared_from_this();  // alive while the request is
-  const auto deadline = client_detail::deadline_after(steady::now(), timeout);
   stats.requests.fetch_add(1, std::memory_order_relaxed);
 
   if (req.version() == 0) req.version(11);
@@ -122,14 +165,14 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     detail::response_reader reader(limits, head);
     // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
     const auto ec = co_await levee::detail::run_on(
-        conn->executor, converse(*conn, origin, reused, req, reader, deadline));
+        conn->executor, converse(*conn, origin, reused, req, reader, deadline, carried));
     if (ec) {
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
       // once, on a new connection (never another pooled one).
       if (reused && !reader.got_some() && client_detail::idempotent(req.method()) &&
           ec != beast::error::timeout && ec != asio::error::operation_aborted &&
-          steady::now() < deadline) {
+          ec != levee::error::deadline_exceeded && steady::now() < deadline) {
         stats.retried.fetch_add(1, std::memory_order_relaxed);
         fresh_only = true;
         continue;
@@ -154,19 +197,21 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
   }
 }
 
-asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method) {
+asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method,
+                                              std::optional<std::chrono::nanoseconds> left) {
   url_parts parts;
   if (auto ec = parse_url(url, parts)) co_return result(ec, response());
   request req(method, parts.target, 11);
-  co_return co_await run(std::move(parts), std::move(req), options.timeout);
+  co_return co_await run(std::move(parts), std::move(req), options.timeout, left);
 }
 
-asio::awaitable<result> client::impl::run_origin(std::string origin, request req) {
+asio::awaitable<result> client::impl::run_origin(std::string origin, request req,
+                                                 std::optional<std::chrono::nanoseconds> left) {
   url_parts parts;
   if (auto ec = parse_url(origin, parts)) co_return result(ec, response());
   if (parts.target != "/")  // an origin has no path nor query
     co_return result(make_error_code(error::invalid_url), response());
-  co_return co_await run(std::move(parts), std::move(req), options.timeout);
+  co_return co_await run(std::move(parts), std::move(req), options.timeout, left);
 }
 
 client::client(executor_type ex, client_options options) {
@@ -198,6 +243,7 @@ client_stats client::stats() const noexcept {
                  c.reused.load(),
                  c.stale.load(),
                  c.retried.load(),
+                 c.deadlines_sent.load(),
                  c.open.load(),
                  0,
                  0,
@@ -299,16 +345,19 @@ void client_access::run(client& c, asio::awaitable<result> aw, request_handler h
 void client_access::start(client& c, url_parts origin, request req,
                           std::optional<std::chrono::nanoseconds> timeout, request_handler h) {
   auto& impl = *c.impl_;
-  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout)),
+  auto left = remaining_deadline(h.executor);
+  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout), left),
       std::move(h));
 }
 
 void client_access::start(client& c, std::string url, beast::http::verb method, request_handler h) {
-  run(c, c.impl_->run_url(std::move(url), method), std::move(h));
+  auto left = remaining_deadline(h.executor);
+  run(c, c.impl_->run_url(std::move(url), method, left), std::move(h));
 }
 
 void client_access::start_send(client& c, std::string origin, request req, request_handler h) {
-  run(c, c.impl_->run_origin(std::move(origin), std::move(req)), std::move(h));
+  auto left = remaining_deadline(h.executor);
+  run(c, c.impl_->run_origin(std::move(origin), std::move(req), left), std::move(h));
 }
 
 }  // namespace detail

@@ -4,6 +4,7 @@
 
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/saturating.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -44,6 +45,7 @@ asio::awaitable<bool, Executor> as_optional(asio::awaitable<void, Executor> aw) 
 /// is already a strand, else a new strand of `ex` when `Executor` can hold one
 /// (`any_io_executor` can), else `ex` (a concrete executor type that cannot
 /// hold a strand: then the call must not run on several threads at once).
+/// A `deadline_executor` (a with_deadline's call) is already a strand: kept.
 ///
 /// A type-erased executor gets the strand of its target (an `io_context` or
 /// `thread_pool` executor), which it stores inline: a strand of the erased
@@ -55,6 +57,10 @@ Executor serial_executor(const Executor& ex) {
     using io_strand = asio::strand<asio::io_context::executor_type>;
     using pool_strand = asio::strand<asio::thread_pool::executor_type>;
     if (ex.template target<io_strand>() || ex.template target<pool_strand>()) return ex;
+    // A with_deadline's executor: a strand that carries a deadline.
+    if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
+      if (find_deadline(ex)) return ex;
+    }
     if (const auto* io = ex.template target<asio::io_context::executor_type>()) {
       return Executor(asio::make_strand(*io));
     }

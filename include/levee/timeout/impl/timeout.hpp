@@ -4,6 +4,7 @@
 
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/saturating.hpp>
+#include <levee/timeout/deadline.hpp>
 #include <levee/timeout/detail/race.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -25,7 +26,8 @@ namespace detail {
 /// wins, `on_timeout()` runs (on the race's strand, before the call is
 /// cancelled), the call has been cancelled (and has finished: the race waits
 /// for it) and `code` is reported; otherwise the call's own result goes out
-/// unchanged.
+/// unchanged. With `code == error::deadline_exceeded`, the call's executor
+/// carries the deadline (`carry_deadline`).
 template <class Clock, class T, class Executor, class OnTimeout = no_timeout_hook>
 asio::awaitable<T, Executor> race_timer(std::chrono::nanoseconds limit,
                                         asio::awaitable<T, Executor> aw, error code,
@@ -33,7 +35,10 @@ asio::awaitable<T, Executor> race_timer(std::chrono::nanoseconds limit,
   if (limit == std::chrono::nanoseconds::max()) co_return co_await std::move(aw);  // forever
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const Executor ex = co_await asio::this_coro::executor;
-  const Executor child_ex = serial_executor(ex);
+  Executor child_ex = serial_executor(ex);
+  // A deadline (with_deadline, a pipeline's) travels with the call's executor,
+  // where levee's HTTP client reads it (timeout/deadline.hpp).
+  if (code == error::deadline_exceeded) child_ex = carry_deadline<Clock>(child_ex, limit);
   auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
   auto [failure, value, timed_out] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type, bool)>(
