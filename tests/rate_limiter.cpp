@@ -124,7 +124,7 @@ TEST_CASE("rate limiter: a call waits for its token within max_wait, in order") 
   CHECK(ioc.stopped());
 }
 
-TEST_CASE("rate limiter: the caller's time left bounds the wait, with_deadline ends it") {
+TEST_CASE("rate limiter: the caller's time left bounds the wait, with_deadline's too") {
   virtual_time vt;
   asio::io_context ioc;
   limiter l(ioc, {.rate = 10, .period = 1s, .burst = 1, .max_wait = 10s});
@@ -133,18 +133,24 @@ TEST_CASE("rate limiter: the caller's time left bounds the wait, with_deadline e
   // Its token comes in 100 ms: with 50 ms left it is rejected at once.
   CHECK(code(run(ioc, l(50ms, counted(started)))) == levee::error::rate_limited);
   CHECK(l.metrics().waiting == 0);
-  // with_deadline outside: the wait ends at the deadline, the token goes back.
+  // with_deadline outside: the limiter reads the time left from the call's
+  // executor (timeout/deadline.hpp), so it is rejected at once too.
   auto d = run(ioc, levee::with_deadline<vclock>(50ms, l(counted(started))));
-  CHECK(l.metrics().waiting == 1);
-  elapse(ioc, 50ms);
-  CHECK(code(d) == levee::error::deadline_exceeded);
+  settle(ioc);
+  CHECK(code(d) == levee::error::rate_limited);
+  CHECK(l.metrics().waiting == 0);
   CHECK(started == 0);
-  const auto m = l.metrics();
-  CHECK(m.waiting == 0);
-  CHECK(m.cancelled == 1);
-  // The token given back: the next call's token comes at 100 ms, as before.
+  // With time enough it waits for its token (at 100 ms) and runs.
+  auto e = run(ioc, levee::with_deadline<vclock>(150ms, l(counted(started))));
+  CHECK(l.metrics().waiting == 1);
+  elapse(ioc, 99ms);
+  CHECK(!e->done);
+  elapse(ioc, 1ms);
+  CHECK(!code(e));
+  CHECK(started == 1);
+  // The way back: the next token comes 100 ms later, as before.
   auto next = run(ioc, l(counted(started)));
-  elapse(ioc, 49ms);
+  elapse(ioc, 99ms);
   CHECK(!next->done);
   elapse(ioc, 1ms);
   CHECK(!code(next));

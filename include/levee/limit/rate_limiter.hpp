@@ -12,6 +12,7 @@
 #include <levee/limit/detail/rate_wait.hpp>
 #include <levee/limit/detail/throttle_call.hpp>
 #include <levee/limit/rate_limiter_options.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -230,6 +231,15 @@ class basic_rate_limiter {
     };
     if (cancelled(co_await asio::this_coro::cancellation_state))
       co_return detail::error_result<T>(asio::error::operation_aborted);
+    // Inside a with_deadline (or a pipeline's deadline), the call's executor
+    // carries the deadline (timeout/deadline.hpp): a wait never outlasts it.
+    if constexpr (std::is_convertible_v<Executor, asio::any_io_executor>) {
+      if (max_wait > 0) {
+        const asio::any_io_executor ex = co_await asio::this_coro::executor;
+        if (const auto left = remaining_deadline(ex))
+          max_wait = std::min<std::int64_t>(max_wait, std::max<std::int64_t>(0, left->count()));
+      }
+    }
     const detail::rate_decision d = b->take(now(), max_wait);
     if (d.what == kind::reject) co_return detail::error_result<T>(error::rate_limited);
     if (d.what == kind::wait) {

@@ -23,8 +23,10 @@ namespace levee {
 
 /// When a fallback answers.
 enum class fallback_on : std::uint8_t {
-  rejection =
-      1,  ///< a levee layer refused the call (`circuit_open`, `bulkhead_full`, `limit_exceeded`)
+  /// a levee layer refused the call: any code of condition `rejected`
+  /// (`is_rejection`: `circuit_open`, `bulkhead_full`, `limit_exceeded`,
+  /// `throttled`, `rate_limited`)
+  rejection = 1,
   failure = 2,  ///< the call failed, as the classifier says (a timeout and a deadline are failures)
   both = 3,     ///< either
 };
