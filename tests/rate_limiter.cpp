@@ -329,16 +329,39 @@ TEST_CASE("rate limiter: invalid options name the member, the longest durations 
   rejects({.burst = 0}, "rate_limiter_options::burst");
   rejects({.burst = (std::uint64_t{1} << 30) + 1}, "rate_limiter_options::burst");
   rejects({.max_wait = -1ns}, "rate_limiter_options::max_wait");
-  // nanoseconds::max() everywhere: one token ever, then rejections, no overflow.
+  // A refill longer than 2^62 ns (146 years) is refused by name: with
+  // period = nanoseconds::max() and a burst of 2, the bucket's clock used to
+  // saturate and admit every call after the second.
   const auto forever = std::chrono::nanoseconds::max();
-  limiter slow(ioc, {.rate = 1, .period = forever, .burst = 1 << 30, .max_wait = forever});
+  rejects({.rate = 1, .period = forever, .burst = 2}, "rate_limiter_options::period");
+  rejects({.rate = 1, .period = forever}, "rate_limiter_options::period");
+  rejects({.rate = 1, .period = 365 * 24h, .burst = 300}, "rate_limiter_options::period");
+  // The longest refills accepted: the burst, then rejections, for ever.
+  const std::chrono::nanoseconds longest(std::int64_t{1} << 61);
+  limiter two(ioc, {.rate = 1, .period = longest, .burst = 2, .max_wait = forever});
+  CHECK(two.try_acquire());
+  CHECK(two.try_acquire());
+  for (int i = 0; i < 1000; ++i) CHECK(!two.try_acquire());
+  CHECK(two.metrics().tokens == 0);
+  limiter slow(ioc, {.rate = 1,
+                     .period = std::chrono::nanoseconds(std::int64_t{1} << 32),
+                     .burst = 1 << 30,
+                     .max_wait = forever});
   CHECK(slow.try_acquire());
-  limiter one(ioc, {.rate = 1, .period = forever, .burst = 1, .max_wait = forever});
-  CHECK(one.try_acquire());
-  CHECK(!one.try_acquire());
-  CHECK(one.metrics().tokens == 0);
   limiter fast(ioc, {.rate = 1'000'000'000, .period = 1s, .burst = 1});
   CHECK(fast.try_acquire());
+}
+
+TEST_CASE("rate limiter: a clock that reads negative times") {
+  virtual_time vt;
+  vclock::set(vclock::time_point(-1s));
+  asio::io_context ioc;
+  limiter l(ioc, {.rate = 1, .period = 1s, .burst = 1});
+  CHECK(l.try_acquire());
+  CHECK(!l.try_acquire());  // used to be a wait: a token taken, waiting for ever 1
+  CHECK(l.metrics().waiting == 0);
+  elapse(ioc, 1s);
+  CHECK(l.try_acquire());
 }
 
 TEST_CASE("rate limiter: the Prometheus exposition") {
@@ -381,6 +404,11 @@ TEST_CASE("rate limiter registry: one bucket per key, overrides, bounded, reconf
   CHECK(spend("c") == 2);
   CHECK(spend("d") == 0);
   CHECK(limiters.overflows() == 3 + 1);  // every lookup of c and d
+  // A key with an override keeps its own quota even beyond max_limiters
+  // (it used to get the overflow limiter and the defaults).
+  limiters.set_options("premium", {.rate = 1, .period = 1s, .burst = 4});
+  CHECK(spend("premium") == 4);
+  CHECK(limiters.size() == 4);
   // The way back: after a refill every key is as it was.
   elapse(ioc, 2s);
   CHECK(spend("a") == 2);
@@ -392,9 +420,9 @@ TEST_CASE("rate limiter registry: one bucket per key, overrides, bounded, reconf
   CHECK(spend("a") == 10);
   CHECK_THROWS_AS(limiters.set_options("a", {.burst = 0}), std::invalid_argument);
   const auto all = limiters.metrics();
-  REQUIRE(all.size() == 4);
+  REQUIRE(all.size() == 5);
   CHECK(all[0].name == "a");
-  CHECK(all[3].name == "(overflow)");
+  CHECK(all[4].name == "(overflow)");
   CHECK(all[0].metrics.reconfigurations == 1);
   std::ostringstream out;
   levee::write_rate_limiters_prometheus(out, all);

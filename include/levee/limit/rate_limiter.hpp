@@ -43,11 +43,13 @@ namespace levee {
 /// left when given), else it is rejected at once with `error::rate_limited`
 /// (condition `rejected`), never started.
 ///
-/// The wait is bounded by the caller's deadline two ways: `with_deadline`
-/// (or any cancellation) outside the limiter ends a wait at once, and the
-/// token goes back; and a caller that passes its time left
-/// (`limiter(time_left, call())`) is rejected at once when its token would
-/// come later, instead of waiting in vain.
+/// The wait is bounded by the caller's deadline: inside `with_deadline` (or
+/// a pipeline's deadline) the awaitable form reads the time left from the
+/// call's executor, and a caller that passes its time left
+/// (`limiter(time_left, call())`, `async_execute(time_left, op, token)`)
+/// gives it; either way a call whose token would come later is rejected at
+/// once, instead of waiting in vain. Any cancellation outside ends a wait at
+/// once, and the token goes back unless a later call reserved one after it.
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`, without strands. The hot path is one compare-and-swap on

@@ -26,7 +26,8 @@ struct rate_limiter_options {
   /// Tokens per `period`. >= 1, and at most `period` in nanoseconds (the
   /// interval between two tokens is at least 1 ns).
   std::uint64_t rate = 100;
-  /// The period that `rate` counts over. > 0, up to `nanoseconds::max()`.
+  /// The period that `rate` counts over. > 0, and a full bucket's refill,
+  /// `period / rate x burst`, at most 2^62 ns (about 146 years).
   std::chrono::nanoseconds period = std::chrono::seconds(1);
   /// The bucket's size: calls admitted at once after a quiet spell, before
   /// the rate applies. A full bucket at construction. In [1, 2^30].

@@ -82,14 +82,17 @@ class basic_rate_limiter_registry {
                                        rate_limiter_registry_options options = {})
       : basic_rate_limiter_registry(ctx.get_executor(), std::move(options)) {}
 
-  /// The limiter of `key`, created with its options if needed (beyond
-  /// `max_limiters`: the overflow limiter).
+  /// The limiter of `key`, created with its options if needed. Beyond
+  /// `max_limiters`, a new key without an override shares the overflow
+  /// limiter; a key with an override always gets its own (its quota is kept
+  /// however many other keys came first).
   /// \param key Any string.
   /// \return the limiter, never null.
   std::shared_ptr<limiter_type> get(std::string_view key) {
     std::lock_guard g(mutex_);
     if (auto it = limiters_.find(key); it != limiters_.end()) return it->second;
-    if (limiters_.size() >= options_.max_limiters) {
+    if (limiters_.size() >= options_.max_limiters &&
+        options_.overrides.find(key) == options_.overrides.end()) {
       ++overflows_;
       if (!overflow_) overflow_ = std::make_shared<limiter_type>(executor_, options_.defaults);
       return overflow_;
@@ -117,13 +120,11 @@ class basic_rate_limiter_registry {
   /// invalid; nothing changes then.
   void set_options(std::string_view key, const rate_limiter_options& options) {
     validate(options);
-    std::shared_ptr<limiter_type> existing;
-    {
-      std::lock_guard g(mutex_);
-      options_.overrides.insert_or_assign(std::string(key), options);
-      if (auto it = limiters_.find(key); it != limiters_.end()) existing = it->second;
-    }
-    if (existing) existing->reconfigure(options);
+    // Under the lock: two set_options for one key reconfigure its limiter in
+    // the order they stored their options, so the two never disagree.
+    std::lock_guard g(mutex_);
+    options_.overrides.insert_or_assign(std::string(key), options);
+    if (auto it = limiters_.find(key); it != limiters_.end()) it->second->reconfigure(options);
   }
 
   /// The limiters kept (the overflow limiter not counted).

@@ -192,7 +192,9 @@ class basic_name_watch {
   }
 
   /// Stops watching: no lookup starts after it, the timer is cancelled, a
-  /// lookup in flight changes nothing. The upstream keeps its endpoints.
+  /// lookup whose answer comes later changes nothing (one whose answer is
+  /// being applied at that moment, on another thread, may still set the
+  /// endpoints once). The upstream keeps its endpoints.
   ~basic_name_watch() {
     if (!state_) return;
     state_->stopped.store(true, std::memory_order_release);

@@ -179,20 +179,21 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     host_pool& pool;
     ~slot_guard() { owner.release_slot(pool); }
   };
-  /// One request with its own `timeout`, capped by what is `left` of the
-  /// caller's with_deadline (read from the handler's executor).
+  /// One request with its own `timeout`, capped by the caller's
+  /// with_deadline, `until` (read from the handler's executor when the
+  /// operation was initiated, so that a late start does not move it).
   asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout,
-                              std::optional<std::chrono::nanoseconds> left);
+                              std::optional<steady::time_point> until);
   /// The request until `deadline`; each attempt carries what is left until
   /// `carried` in the deadline header.
   asio::awaitable<result> exchange(url_parts origin, request req, steady::time_point deadline,
                                    std::optional<steady::time_point> carried);
   /// `method` to `url` (parsed here: a bad one is the operation's error).
   asio::awaitable<result> run_url(std::string url, beast::http::verb method,
-                                  std::optional<std::chrono::nanoseconds> left);
+                                  std::optional<steady::time_point> until);
   /// `req` to `origin` (a scheme and an authority, no path).
   asio::awaitable<result> run_origin(std::string origin, request req,
-                                     std::optional<std::chrono::nanoseconds> left);
+                                     std::optional<steady::time_point> until);
 
   executor_type ex;
   client_options options;

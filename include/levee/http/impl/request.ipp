@@ -90,16 +90,16 @@ client::impl::impl(executor_type e, client_options o)
 
 asio::awaitable<result> client::impl::run(url_parts origin, request req,
                                           std::chrono::nanoseconds timeout,
-                                          std::optional<std::chrono::nanoseconds> left) {
-  // The caller's with_deadline (`left`, read at initiation) caps the
+                                          std::optional<steady::time_point> until) {
+  // The caller's with_deadline (`until`, read at initiation) caps the
   // request's own timeout; a request cut short by it ends with
   // `levee::error::deadline_exceeded`, which no retry policy retries.
   const auto start = steady::now();
   std::optional<steady::time_point> carried;
-  if (left) {
-    if (*left < std::chrono::milliseconds(1))  // nothing is sent with less than 1 ms left
+  if (until) {
+    if (*until < start + std::chrono::milliseconds(1))  // nothing is sent with less than 1 ms left
       co_return result(levee::error::deadline_exceeded, response());
-    carried = client_detail::deadline_after(start, *left);
+    carried = *until;
   }
   const bool capped = carried && *carried <= client_detail::deadline_after(start, timeout);
   auto r =
@@ -198,20 +198,20 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
 }
 
 asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method,
-                                              std::optional<std::chrono::nanoseconds> left) {
+                                              std::optional<steady::time_point> until) {
   url_parts parts;
   if (auto ec = parse_url(url, parts)) co_return result(ec, response());
   request req(method, parts.target, 11);
-  co_return co_await run(std::move(parts), std::move(req), options.timeout, left);
+  co_return co_await run(std::move(parts), std::move(req), options.timeout, until);
 }
 
 asio::awaitable<result> client::impl::run_origin(std::string origin, request req,
-                                                 std::optional<std::chrono::nanoseconds> left) {
+                                                 std::optional<steady::time_point> until) {
   url_parts parts;
   if (auto ec = parse_url(origin, parts)) co_return result(ec, response());
   if (parts.target != "/")  // an origin has no path nor query
     co_return result(make_error_code(error::invalid_url), response());
-  co_return co_await run(std::move(parts), std::move(req), options.timeout, left);
+  co_return co_await run(std::move(parts), std::move(req), options.timeout, until);
 }
 
 client::client(executor_type ex, client_options options) {
@@ -342,22 +342,33 @@ void client_access::run(client& c, asio::awaitable<result> aw, request_handler h
   std::make_shared<request_op>(std::move(h), c.impl_, c.impl_->ex)->start(std::move(aw));
 }
 
+namespace {
+// The caller's deadline on the client's clock, fixed now, at initiation: a
+// request whose coroutine starts late (a busy io_context) keeps it.
+std::optional<client_detail::steady::time_point> deadline_of(
+    const asio::any_io_executor& ex) noexcept {
+  if (auto left = remaining_deadline(ex))
+    return client_detail::deadline_after(client_detail::steady::now(), *left);
+  return std::nullopt;
+}
+}  // namespace
+
 void client_access::start(client& c, url_parts origin, request req,
                           std::optional<std::chrono::nanoseconds> timeout, request_handler h) {
   auto& impl = *c.impl_;
-  auto left = remaining_deadline(h.executor);
-  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout), left),
+  auto until = deadline_of(h.executor);
+  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout), until),
       std::move(h));
 }
 
 void client_access::start(client& c, std::string url, beast::http::verb method, request_handler h) {
-  auto left = remaining_deadline(h.executor);
-  run(c, c.impl_->run_url(std::move(url), method, left), std::move(h));
+  auto until = deadline_of(h.executor);
+  run(c, c.impl_->run_url(std::move(url), method, until), std::move(h));
 }
 
 void client_access::start_send(client& c, std::string origin, request req, request_handler h) {
-  auto left = remaining_deadline(h.executor);
-  run(c, c.impl_->run_origin(std::move(origin), std::move(req), left), std::move(h));
+  auto until = deadline_of(h.executor);
+  run(c, c.impl_->run_origin(std::move(origin), std::move(req), until), std::move(h));
 }
 
 }  // namespace detail

@@ -87,7 +87,13 @@ struct dns_resolver::state : std::enable_shared_from_this<dns_resolver::state> {
     options.sock_state_cb_data = this;
     options.timeout = static_cast<int>(timeout.count());
     options.tries = 2;
-    const int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+#if defined(ARES_OPT_QUERY_CACHE)
+    // c-ares 1.23 and later cache answers by default: off, so that a name
+    // watch's interval and max_ttl reach the DNS server (docs/upstream.md).
+    options.qcache_max_ttl = 0;
+    mask |= ARES_OPT_QUERY_CACHE;
+#endif
     if (ares_init_options(&channel, &options, mask) != ARES_SUCCESS)
       throw std::runtime_error("levee::http: c-ares could not be initialised");
     if (!servers.empty() && ares_set_servers_ports_csv(channel, servers.c_str()) != ARES_SUCCESS) {

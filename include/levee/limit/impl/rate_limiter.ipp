@@ -23,6 +23,18 @@ void validate(const rate_limiter_options& o) {
   if (o.rate > static_cast<std::uint64_t>(o.period.count()))
     reject("rate", "must not exceed period in nanoseconds (at most one token per ns)");
   if (o.burst < 1 || o.burst > (std::uint64_t{1} << 30)) reject("burst", "must be in [1, 2^30]");
+  // A full bucket's refill time, period / rate x burst, must fit the bucket's
+  // int64 clock with room to spare: at most 2^62 ns (about 146 years).
+  if (o.rate >= 1 && o.period > std::chrono::nanoseconds::zero() && o.burst >= 1 &&
+      o.burst <= (std::uint64_t{1} << 30)) {
+    const auto rate = static_cast<long double>(o.rate);
+    const long double refill =
+        static_cast<long double>(o.period.count()) / rate * static_cast<long double>(o.burst);
+    if (refill > static_cast<long double>(std::int64_t{1} << 62))
+      reject("period",
+             "must make period / rate x burst (a full bucket's refill) at most 2^62 ns, about "
+             "146 years");
+  }
   if (o.max_wait < std::chrono::nanoseconds::zero()) reject("max_wait", "must not be negative");
 }
 
@@ -71,12 +83,17 @@ namespace rate {
 constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t int64_min = std::numeric_limits<std::int64_t>::min();
 
-// a + b and a - b for b >= 0, clamped to the range of int64.
+// a + b and a - b, clamped to the range of int64 (any signs: a manual clock
+// may read negative times).
 inline std::int64_t add_sat(std::int64_t a, std::int64_t b) noexcept {
-  return a > int64_max - b ? int64_max : a + b;
+  std::int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? int64_max : int64_min;
+  return r;
 }
 inline std::int64_t sub_sat(std::int64_t a, std::int64_t b) noexcept {
-  return a < int64_min + b ? int64_min : a - b;
+  std::int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? int64_max : int64_min;
+  return r;
 }
 
 }  // namespace rate
@@ -106,9 +123,11 @@ void rate_bucket::reconfigure(const rate_limiter_options& options, std::int64_t 
   // they stand for is rescaled to the new interval.
   std::int64_t tat = tat_.load(std::memory_order_relaxed);
   while (tat > now) {
-    const long double owed = static_cast<long double>(tat - now) / before.interval;
+    const long double owed =
+        (static_cast<long double>(tat) - static_cast<long double>(now)) / before.interval;
     const long double ns = owed * after.interval;
-    const long double room = static_cast<long double>(rate::int64_max - now);
+    const long double room =
+        static_cast<long double>(rate::int64_max) - static_cast<long double>(now);
     const std::int64_t next = ns >= room ? rate::int64_max : now + std::llround(ns);
     if (tat_.compare_exchange_weak(tat, next, std::memory_order_relaxed)) break;
   }
@@ -116,17 +135,24 @@ void rate_bucket::reconfigure(const rate_limiter_options& options, std::int64_t 
 }
 
 rate_decision rate_bucket::take(std::int64_t now, std::int64_t max_wait) noexcept {
-  const params& p = *params_.load(std::memory_order_acquire);
   std::int64_t tat = tat_.load(std::memory_order_relaxed);
   for (;;) {
+    // Loaded on each try: a reconfigure between two tries rescaled `tat`.
+    const params& p = *params_.load(std::memory_order_acquire);
     const std::int64_t base = std::max(tat, now);
+    // The bucket's clock cannot go further (a clock near the end of int64):
+    // refuse rather than saturate, which would refill the bucket for ever.
+    if (base > rate::int64_max - p.interval) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      return {};
+    }
     const std::int64_t at = rate::sub_sat(base, p.tau);
     const std::int64_t wait = at > now ? rate::sub_sat(at, now) : 0;
     if (wait > max_wait) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
       return {};
     }
-    const std::int64_t next = rate::add_sat(base, p.interval);
+    const std::int64_t next = base + p.interval;  // no overflow: checked above
     if (tat_.compare_exchange_weak(tat, next, std::memory_order_relaxed)) {
       if (wait == 0) {
         admitted_.fetch_add(1, std::memory_order_relaxed);
@@ -154,7 +180,8 @@ void rate_bucket::end_wait(const rate_decision& d, bool granted) noexcept {
 
 rate_limiter_metrics rate_bucket::metrics(std::int64_t now) const noexcept {
   const params& p = *params_.load(std::memory_order_acquire);
-  const std::int64_t deficit = std::max(tat_.load(std::memory_order_relaxed), now) - now;
+  const std::int64_t deficit =
+      rate::sub_sat(std::max(tat_.load(std::memory_order_relaxed), now), now);
   const std::int64_t room = rate::add_sat(p.tau, p.interval);  // a full bucket, in time
   rate_limiter_metrics m;
   if (deficit < room) {
