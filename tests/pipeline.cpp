@@ -281,6 +281,48 @@ TEST_CASE("pipeline: the aggregator's composition by hand and as a pipeline answ
   CHECK(pipe.metrics().retry->attempts == hand.policy.metrics().attempts);
 }
 
+// Review findings on the fallback's and the throttle's moves.
+TEST_CASE("pipeline: without a deadline, a factory that throws is a failed attempt, answered") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.fallback = {{.value = ec_int(boost::system::error_code(), -1)}},
+                     .retry = three_tries()});
+  int made = 0;
+  // Not a coroutine: the factory throws before any attempt exists.
+  auto r = run_to_end(ioc, pipe([&]() -> asio::awaitable<ec_int> {
+                        ++made;
+                        throw std::runtime_error("thrown while making the attempt");
+                      }));
+  CHECK(made == 3);
+  REQUIRE(r->value);  // answered, not thrown out of the pipeline
+  CHECK(*r->value == ec_int(boost::system::error_code(), -1));
+  CHECK(pipe.metrics().retry->attempts == 3);
+  CHECK(pipe.metrics().fallback->failures == 1);
+}
+
+TEST_CASE("pipeline: the breaker's refusals are no requests to the throttle, whatever the rule") {
+  virtual_time vt;
+  asio::io_context ioc;
+  // A rule that calls every error a failure, rejections included.
+  levee::call_rules strict{.classify = [](const levee::call_result& r) {
+    return r.threw() || (r.error() && *r.error()) ? levee::outcome::failure
+                                                  : levee::outcome::success;
+  }};
+  pipe_ec pipe(ioc, {.rules = strict,
+                     .throttle = {{.minimum_requests = 4}},
+                     .breaker = {{.minimum_calls = 1, .open_duration = 1h}}});
+  fake_service api;
+  run_to_end(ioc, pipe([&] { return api.call_ec(reset); }));  // fails: the breaker opens
+  for (int i = 0; i < 20; ++i) {
+    auto r = run_to_end(ioc, pipe([&] { return api.call_ec({}); }));
+    CHECK(std::get<0>(*r->value) == levee::error::circuit_open);
+  }
+  const auto m = pipe.metrics();
+  CHECK(m.throttle->requests == 1);  // the one failure; 20 refusals ignored
+  CHECK(m.throttle->rejected == 0);
+  CHECK(m.breaker->rejected == 20);
+}
+
 TEST_CASE("pipeline: a deferred operation is started again for each attempt, exception form") {
   virtual_time vt;
   asio::io_context ioc;

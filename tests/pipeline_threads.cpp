@@ -47,7 +47,7 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
                                           .initial_delay = 1ms,
                                           .max_delay = 2ms,
                                           .budget = std::make_shared<levee::retry_budget>()},
-            .throttle = levee::throttle_options{},
+            .throttle = levee::throttle_options{.k = 1.0},
             .breaker = levee::breaker_options{.minimum_calls = 1000},
             .limit = levee::adaptive_limit_options{.max_queue = 64},
             .timeout = 10ms});
@@ -80,6 +80,7 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
   // Every attempt passed through the throttle; every one it let through, through
   // the breaker (the limit's refusals are ignored calls).
   CHECK(m.throttle->admitted + m.throttle->rejected == m.retry->attempts);
+  CHECK(m.throttle->rejected > 0);  // k = 1: it sheds as soon as calls fail
   const auto& b = *m.breaker;
   CHECK(b.successes + b.failures + b.ignored + b.rejected == m.throttle->admitted);
   CHECK(m.timeouts > 0);

@@ -106,6 +106,8 @@ class fallback {
   /// failure), when `on` covers it; else `reason::none`.
   reason wants(const call_result& r) const noexcept {
     const auto on = static_cast<std::uint8_t>(options_.on);
+    if (const auto* ec = r.error(); ec && is_cancellation(*ec))
+      return reason::none;  // never, whatever the classifier says
     if (const auto* ec = r.error(); ec && *ec && is_rejection(*ec))
       return on & static_cast<std::uint8_t>(fallback_on::rejection) ? reason::rejection
                                                                     : reason::none;

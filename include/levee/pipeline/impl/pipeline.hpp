@@ -106,6 +106,14 @@ basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o
     if (o.throttle) o.throttle->classifier = rules.classify;
     if (o.fallback) o.fallback->classifier = rules.classify;
   }
+  if (o.throttle && o.throttle->classifier) {
+    // The throttle is outside the breaker and the limit: their refusals are
+    // neither requests nor accepts to it, whatever the classifier says.
+    o.throttle->classifier = [c = o.throttle->classifier](const call_result& r) {
+      if (const auto* ec = r.error(); ec && *ec && is_rejection(*ec)) return outcome::ignored;
+      return c(r);
+    };
+  }
   if (o.retry) {
     if (rules.retryable) {
       o.retry->retryable = rules.retryable;
@@ -161,7 +169,9 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
   for (std::size_t attempt = 1;; ++attempt) {
     if (retry_) detail::retry_access::attempt(*retry_, attempt);
     detail::pipeline_result<T> result;
-    {
+    // Starting the attempt is part of it: a factory that throws is a failed
+    // attempt, seen by the retry and, at the end, by the fallback.
+    try {
       asio::awaitable<T, Executor> aw = attempt_type::start(op);
       if (options_.timeout != std::chrono::nanoseconds::zero())
         aw = detail::race_timer<Clock>(options_.timeout, std::move(aw), error::timeout,
@@ -180,11 +190,9 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
         aw = (*guards->limit)(std::move(aw));
       }
       if (throttle_) aw = (*throttle_)(std::move(aw));
-      try {
-        result.value.emplace(co_await std::move(aw));
-      } catch (...) {
-        result.failed(std::current_exception());
-      }
+      result.value.emplace(co_await std::move(aw));
+    } catch (...) {
+      result.failed(std::current_exception());
     }
     std::chrono::nanoseconds delay{};
     if (!retry_ || detail::decide(*retry_, *schedule, attempt, result.view(), delay) ==
