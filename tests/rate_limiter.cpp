@@ -220,6 +220,30 @@ TEST_CASE("rate limiter: the thrown form") {
   CHECK(s.started == 1);
 }
 
+TEST_CASE("rate limiter: the token form reads with_deadline's time left from its handler") {
+  virtual_time vt;
+  asio::io_context ioc;
+  limiter l(ioc, {.rate = 10, .period = 1s, .burst = 1, .max_wait = 10s});
+  CHECK(l.try_acquire());
+  timer tm(ioc, 0ns);
+  // Its token comes in 100 ms: with 50 ms left it is rejected at once.
+  auto d = run(ioc, levee::with_deadline<vclock>(
+                        50ms, l.async_execute(tm.async_wait(asio::deferred),
+                                              asio::as_tuple(asio::use_awaitable))));
+  settle(ioc);
+  REQUIRE(d->done);
+  CHECK(std::get<0>(*d->value) == levee::error::rate_limited);
+  CHECK(l.metrics().waiting == 0);
+  // The way back: with time enough, it waits for its token as before.
+  auto e = run(ioc, levee::with_deadline<vclock>(
+                        150ms, l.async_execute(tm.async_wait(asio::deferred),
+                                               asio::as_tuple(asio::use_awaitable))));
+  CHECK(l.metrics().waiting == 1);
+  elapse(ioc, 100ms);
+  REQUIRE(e->done);
+  CHECK(!std::get<0>(*e->value));
+}
+
 TEST_CASE("rate limiter: the token form waits, rejects and is cancelled") {
   virtual_time vt;
   asio::io_context ioc;

@@ -16,6 +16,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
@@ -280,6 +281,13 @@ class basic_rate_limiter {
       if (rejected_) return rejection::complete(self, error::rate_limited);
       // async_compose lets only terminal cancellation through by default.
       self.reset_cancellation_state(boost::asio::enable_total_cancellation());
+      // Inside a with_deadline, the handler's executor carries the deadline
+      // (timeout/deadline.hpp): a wait never outlasts it.
+      if (max_wait_ > 0) {
+        const boost::asio::any_io_executor hex = boost::asio::get_associated_executor(self, ex_);
+        if (const auto left = remaining_deadline(hex))
+          max_wait_ = std::min<std::int64_t>(max_wait_, std::max<std::int64_t>(0, left->count()));
+      }
       const detail::rate_decision d = bucket_->take(now(), max_wait_);
       if (d.what == kind::reject) {
         rejected_ = true;
