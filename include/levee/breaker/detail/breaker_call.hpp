@@ -89,14 +89,7 @@ struct error_arguments<std::tuple<boost::system::error_code, Ts...>> {  // as_tu
 /// copied into `thrown`, which must outlive the view.
 inline call_result exception_result(const std::exception_ptr& ex,
                                     boost::system::error_code& thrown) noexcept {
-  try {
-    std::rethrow_exception(ex);
-  } catch (const boost::system::system_error& e) {
-    thrown = e.code();
-    return call_result(ex, &thrown);
-  } catch (...) {
-  }
-  return call_result(ex, nullptr);
+  return call_result(ex, system_error_code(ex, thrown) ? &thrown : nullptr);
 }
 
 /// The view of a completion handler's arguments.

@@ -5,7 +5,9 @@
 #include <levee/core/error.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
+#include <exception>
 #include <tuple>
 #include <type_traits>
 
@@ -48,5 +50,19 @@ struct awaitable_traits<boost::asio::awaitable<T, Executor>> {
   using value_type = T;
   using executor_type = Executor;
 };
+
+/// The code of the `boost::system::system_error` that `ex` holds, copied
+/// into `code`; false (and `code` untouched) for any other exception.
+inline bool system_error_code(const std::exception_ptr& ex,
+                              boost::system::error_code& code) noexcept {
+  try {
+    std::rethrow_exception(ex);
+  } catch (const boost::system::system_error& e) {
+    code = e.code();
+    return true;
+  } catch (...) {
+  }
+  return false;
+}
 
 }  // namespace levee::detail

@@ -79,13 +79,7 @@ struct pipeline_result {
   }
   void failed(std::exception_ptr e) noexcept {  // in a catch block: codes of system_errors
     failure = std::move(e);
-    try {
-      std::rethrow_exception(failure);
-    } catch (const boost::system::system_error& s) {
-      code = s.code();
-      has_code = true;
-    } catch (...) {
-    }
+    has_code = system_error_code(failure, code);
   }
   T take() {
     if (!value) std::rethrow_exception(failure);
