@@ -67,9 +67,12 @@ asio::awaitable<std::string> page(levee::pipeline<result>& prices, levee::pipeli
 
 int main() {
   asio::io_context ioc(2);
+  // The test servers run on one thread each (flaky/server.hpp): a strand of
+  // the 2-thread context, so that stopping one never races its sessions.
   std::string error;
-  flaky::server prices_api(ioc.get_executor(), {*flaky::parse_phase("ok 1h latency=2ms", error)});
-  flaky::server stock_api(ioc.get_executor(),
+  flaky::server prices_api(asio::make_strand(ioc),
+                           {*flaky::parse_phase("ok 1h latency=2ms", error)});
+  flaky::server stock_api(asio::make_strand(ioc),
                           {*flaky::parse_phase("ok 100ms latency=2ms", error),
                            *flaky::parse_phase("down 300ms errors=1 status=503", error),
                            *flaky::parse_phase("ok 1h latency=2ms", error)});
