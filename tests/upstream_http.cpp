@@ -227,6 +227,68 @@ TEST_CASE("http upstream: the active health check ejects and returns a replica",
   CHECK(r[0].health_requests + r[1].health_requests + r[2].health_requests == sent);
 }
 
+TEST_CASE("http upstream: the health check follows update: added replicas are checked",
+          "[upstream][http]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  std::array<replica, 4> r{replica(ioc), replica(ioc), replica(ioc), replica(ioc)};
+  http::client c(ioc.get_executor(), {.timeout = 2s});
+  vupstream up(ioc, {r[0].origin(), r[1].origin()}, options(), "api");
+  levee::health_check_options ho;
+  ho.interval = 5s;
+  ho.timeout = 200ms;
+  ho.unhealthy_threshold = 2;
+  r[2].health = replica::fail;
+  http::basic_health_check<vclock> hc(up, c, ho);
+  settle(ioc);
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 2);  // r0 and r1, once each
+  CHECK(r[1].health_requests == 1);
+
+  // r1 leaves; r2 (failing its checks) and r3 come. The check notices at its
+  // next turn and checks the newcomers one interval later.
+  REQUIRE(up.update({r[0].origin(), r[2].origin(), r[3].origin()}));
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 3);  // r0; r1's check ends unsent
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 6);  // r0, r2, r3
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 9);
+  CHECK(r[1].health_requests == 1);  // no longer checked
+  CHECK(r[2].health_requests == 2);
+  CHECK(r[3].health_requests == 2);
+  CHECK(hc.failures() == 2);
+  auto m = up.metrics();
+  REQUIRE(m.endpoints.size() == 3);
+  CHECK(m.endpoints[1].address == r[2].origin());
+  CHECK(m.endpoints[1].ejected);  // two failed checks in a row
+  CHECK(m.endpoints[1].ejections_by[std::size_t(levee::upstream_cause::health_check)] == 1);
+  CHECK_FALSE(m.endpoints[2].ejected);
+
+  // The way back: r2 heals, and the list returns to what it was; r2's check
+  // returns it, and r1 is checked again as before the change.
+  r[2].health = replica::pass;
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 12);
+  CHECK_FALSE(up.metrics().endpoints[1].ejected);
+  REQUIRE(up.update({r[0].origin(), r[1].origin()}));
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 13);  // r0 (r2's and r3's checks end unsent)
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 15);  // r0 and r1
+  CHECK(r[1].health_requests == 2);
+  const int r2_checks = r[2].health_requests, r3_checks = r[3].health_requests;
+  vclock::advance(5s);
+  wait_checks(ioc, hc, 17);
+  CHECK(r[1].health_requests == 3);
+  CHECK(r[2].health_requests == r2_checks);
+  CHECK(r[3].health_requests == r3_checks);
+  m = up.metrics();
+  CHECK_FALSE(m.endpoints[0].ejected);
+  CHECK_FALSE(m.endpoints[1].ejected);
+  hc.stop();
+}
+
 TEST_CASE("http upstream: health check options are validated by name", "[upstream][http]") {
   virtual_time vt;
   asio::io_context ioc;

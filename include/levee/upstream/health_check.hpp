@@ -17,10 +17,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/verb.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -39,6 +42,14 @@ namespace levee::http {
 /// (`basic_upstream::report_health`). The first checks start one interval
 /// after construction.
 ///
+/// It follows `basic_upstream::update` (a name watch's lookups included):
+/// at each turn of any endpoint's checks it compares the endpoints it checks
+/// with the upstream's. An endpoint that came is checked from one interval
+/// later (so within two intervals of the update); one that left is checked
+/// no more, and a check of it that was due ends unsent. Checks follow
+/// endpoints by address: a verdict goes to the endpoint with that address,
+/// whatever its index has become.
+///
 /// Pending work: one timer per endpoint, or its check in flight, until
 /// `stop()` or destruction; that is the only pending work of an upstream
 /// that is otherwise idle. `Clock` (the upstream's) times the intervals;
@@ -53,17 +64,21 @@ namespace levee::http {
 template <class Clock = std::chrono::steady_clock,
           class WaitTraits = levee::detail::wait_traits_of_t<Clock>>
 class basic_health_check {
+  using upstream_type = basic_upstream<Clock, WaitTraits>;
+
  public:
   /// Starts checking every endpoint of `up` through `c`.
   /// \param up The upstream; borrowed.
   /// \param c The client the checks are sent with; borrowed.
   /// \param options The options.
   /// \throws std::invalid_argument naming the member of `options` that is invalid.
-  basic_health_check(basic_upstream<Clock, WaitTraits>& up, client& c,
-                     health_check_options options = {})
-      : state_(std::make_shared<state>(up.get_executor(), up.size(), checked(std::move(options)))) {
-    for (std::size_t i = 0; i < up.size(); ++i)
-      boost::asio::co_spawn(state_->strand, run(state_, &up, &c, i), boost::asio::detached);
+  basic_health_check(upstream_type& up, client& c, health_check_options options = {})
+      : state_(std::make_shared<state>(up.get_executor(), &up, &c, checked(std::move(options)))) {
+    // On the strand, as every later change of the loops.
+    boost::asio::post(state_->strand, [s = state_, all = up.endpoints()] {
+      if (s->stopped.load()) return;
+      for (const auto& e : all) add(s, e.address);
+    });
   }
   /// Stops the checks (as `stop()`).
   ~basic_health_check() { stop(); }
@@ -76,10 +91,7 @@ class basic_health_check {
   void stop() noexcept {
     if (!state_ || state_->stopped.exchange(true)) return;
     boost::asio::post(state_->strand, [s = state_] {
-      for (auto& e : s->endpoints) {
-        e->timer.cancel();
-        e->cancel.emit(boost::asio::cancellation_type::terminal);
-      }
+      for (auto& [address, e] : s->endpoints) e->end();
     });
   }
 
@@ -94,21 +106,27 @@ class basic_health_check {
   using timer_type = boost::asio::basic_waitable_timer<Clock, WaitTraits>;
   using strand_type = boost::asio::strand<boost::asio::any_io_executor>;
 
+  // One endpoint's checks; touched on the strand only.
   struct per_endpoint {
     explicit per_endpoint(const strand_type& s) : timer(s) {}
+    void end() {
+      gone = true;
+      timer.cancel();
+      cancel.emit(boost::asio::cancellation_type::terminal);
+    }
     timer_type timer;
     boost::asio::cancellation_signal cancel;
+    bool gone = false;  // stopped, or its endpoint left the upstream
   };
   struct state {
-    state(boost::asio::any_io_executor ex, std::size_t n, health_check_options o)
-        : strand(boost::asio::make_strand(std::move(ex))), options(std::move(o)) {
-      endpoints.reserve(n);
-      for (std::size_t i = 0; i < n; ++i)
-        endpoints.push_back(std::make_unique<per_endpoint>(strand));
-    }
+    state(boost::asio::any_io_executor ex, upstream_type* u, client* cl, health_check_options o)
+        : strand(boost::asio::make_strand(std::move(ex))), up(u), c(cl), options(std::move(o)) {}
     strand_type strand;
+    upstream_type* const up;
+    client* const c;
     const health_check_options options;
-    std::vector<std::unique_ptr<per_endpoint>> endpoints;  // never resized
+    // By address; on the strand.
+    std::map<std::string, std::shared_ptr<per_endpoint>, std::less<>> endpoints;
     std::atomic<bool> stopped{false};
     std::atomic<std::uint64_t> checks{0}, failures{0};
   };
@@ -118,47 +136,65 @@ class basic_health_check {
     return o;
   }
 
+  static void add(const std::shared_ptr<state>& s, const std::string& address) {
+    auto e = std::make_shared<per_endpoint>(s->strand);
+    s->endpoints.emplace(address, e);
+    boost::asio::co_spawn(s->strand, run(s, address, std::move(e)), boost::asio::detached);
+  }
+
+  // On the strand: starts checking the endpoints that came, ends the checks
+  // of those that left. The loops of those that came start before any loop
+  // ends, so one always runs while the upstream has endpoints.
+  static void follow(const std::shared_ptr<state>& s) {
+    if (s->stopped.load()) return;
+    const auto now = s->up->endpoints();
+    for (const auto& e : now)
+      if (!s->endpoints.contains(e.address)) add(s, e.address);
+    for (auto it = s->endpoints.begin(); it != s->endpoints.end();) {
+      const bool stays = std::any_of(now.begin(), now.end(), [&](const upstream_endpoint& e) {
+        return e.address == it->first;
+      });
+      if (stays) {
+        ++it;
+      } else {
+        it->second->end();
+        it = s->endpoints.erase(it);
+      }
+    }
+  }
+
   // One endpoint's loop, on the strand.
-  static boost::asio::awaitable<void> run(std::shared_ptr<state> s,
-                                          basic_upstream<Clock, WaitTraits>* up, client* c,
-                                          std::size_t i) {
+  static boost::asio::awaitable<void> run(std::shared_ptr<state> s, std::string address,
+                                          std::shared_ptr<per_endpoint> e) {
     using boost::asio::as_tuple;
     using boost::asio::use_awaitable;
-    per_endpoint& e = *s->endpoints[i];
     url_parts origin;
-    const std::string address = up->endpoint(i).address;
     const bool valid = !parse_url(address, origin);
-    // The verdict goes to the endpoint checked, only while it is still the
-    // i-th (after an `update`, the check of an endpoint that left says nothing).
-    const auto report = [&](bool ok) {
-      try {
-        if (up->endpoint(i).address == address) up->report_health(i, ok);
-      } catch (const std::out_of_range&) {
-      }
-    };
     std::size_t failed = 0;
     for (;;) {
-      e.timer.expires_after(s->options.interval);
-      auto [waited] = co_await e.timer.async_wait(as_tuple(use_awaitable));
-      if (waited || s->stopped.load()) co_return;
+      e->timer.expires_after(s->options.interval);
+      auto [waited] = co_await e->timer.async_wait(as_tuple(use_awaitable));
+      if (waited || e->gone || s->stopped.load()) co_return;
+      follow(s);
+      if (e->gone) co_return;
       bool healthy = false;
       if (valid) {
-        auto op = c->async_request(
+        auto op = s->c->async_request(
             origin, request(boost::beast::http::verb::get, s->options.target, 11),
             s->options.timeout,
-            boost::asio::bind_cancellation_slot(e.cancel.slot(), as_tuple(use_awaitable)));
+            boost::asio::bind_cancellation_slot(e->cancel.slot(), as_tuple(use_awaitable)));
         auto [ec, res] = co_await std::move(op);
         healthy = !ec && res.result_int() >= 200 && res.result_int() < 300;
       }
-      if (s->stopped.load()) co_return;
+      if (e->gone || s->stopped.load()) co_return;
       s->checks.fetch_add(1, std::memory_order_relaxed);
       if (healthy) {
         failed = 0;
-        report(true);
+        s->up->report_health(address, true);
         continue;
       }
       s->failures.fetch_add(1, std::memory_order_relaxed);
-      if (++failed >= s->options.unhealthy_threshold) report(false);
+      if (++failed >= s->options.unhealthy_threshold) s->up->report_health(address, false);
     }
   }
 

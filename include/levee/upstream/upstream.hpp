@@ -24,6 +24,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -113,6 +114,16 @@ class basic_upstream {
   upstream_endpoint endpoint(std::size_t i) const {
     return state_->current()->endpoints.at(i).info;
   }
+  /// The endpoints, all from one generation (an `update` running meanwhile
+  /// is either wholly in it or wholly out).
+  /// \return them, in order.
+  std::vector<upstream_endpoint> endpoints() const {
+    const auto gen = state_->current();
+    std::vector<upstream_endpoint> out;
+    out.reserve(gen->endpoints.size());
+    for (const auto& e : gen->endpoints) out.push_back(e.info);
+    return out;
+  }
   /// \return the upstream's name, "" when unnamed.
   std::string_view name() const noexcept { return state_->name; }
   /// \return the executor of the breakers' timers and the listeners.
@@ -146,6 +157,22 @@ class basic_upstream {
     const auto gen = state_->current();
     if (i >= gen->endpoints.size()) throw std::out_of_range("levee::upstream: no such endpoint");
     state_->note(*gen, i, gen->core.health(i, healthy, state_type::now()));
+  }
+
+  /// As `report_health(i, healthy)` for the endpoint whose address is
+  /// `address` now, found and reported in one generation, so an `update`
+  /// meanwhile cannot send the verdict to another endpoint.
+  /// \param address The endpoint's address, as given to the upstream.
+  /// \param healthy Whether it passed.
+  /// \return false when no endpoint has that address (the verdict is dropped).
+  bool report_health(std::string_view address, bool healthy) {
+    const auto gen = state_->current();
+    for (std::size_t i = 0; i < gen->endpoints.size(); ++i) {
+      if (gen->endpoints[i].info.address != address) continue;
+      state_->note(*gen, i, gen->core.health(i, healthy, state_type::now()));
+      return true;
+    }
+    return false;
   }
 
   /// Replaces the endpoints (`levee::http::basic_name_watch` calls it with
