@@ -237,15 +237,19 @@ void bm_deadline(benchmark::State& state) {
 }
 
 /// The upstream's pick alone (sans-I/O, three endpoints): power of two
-/// choices, the outstanding count up and down, the outcome recorded.
+/// choices, the outstanding count up and down, the outcome recorded; with
+/// the latency estimate (the default, 1 s) or on outstanding calls alone (0).
 void bm_upstream_pick(benchmark::State& state) {
-  levee::detail::endpoint_set set(3, levee::outlier_options{});
+  levee::detail::endpoint_set set(3, levee::outlier_options{},
+                                  std::chrono::nanoseconds(state.range(0)));
   std::uint64_t draw = 1;
+  std::chrono::nanoseconds now{0};
   const auto allocs = t_allocations;
   for (auto _ : state) {
-    const auto c = set.pick(std::chrono::nanoseconds(0), draw += 0x9e3779b97f4a7c15ull);
+    const auto c = set.pick(now, draw += 0x9e3779b97f4a7c15ull);
     benchmark::DoNotOptimize(c.index);
-    set.complete(c, levee::outcome::success, std::chrono::nanoseconds(0));
+    now += std::chrono::microseconds(1);  // a latency sample of 1 us
+    set.complete(c, levee::outcome::success, now);
   }
   report_allocations(state, allocs);
 }
@@ -905,7 +909,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/guarded_rate_limiter", bm_closed_guarded_rate_limiter);
   benchmark::RegisterBenchmark("deadline/with_timeout", bm_deadline<false>);
   benchmark::RegisterBenchmark("deadline/with_deadline", bm_deadline<true>);
-  benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick);
+  benchmark::RegisterBenchmark("upstream/pick", bm_upstream_pick)->Arg(1000000000);
+  benchmark::RegisterBenchmark("upstream/pick_outstanding_only", bm_upstream_pick)->Arg(0);
   benchmark::RegisterBenchmark("upstream/guarded", bm_upstream_guarded);
   benchmark::RegisterBenchmark("closed/guarded_pair", bm_closed_guarded_pair);
   benchmark::RegisterBenchmark("layers/by_hand", bm_layers_by_hand);

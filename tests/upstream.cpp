@@ -380,6 +380,12 @@ TEST_CASE("upstream: options are validated by name", "[upstream]") {
   o.outlier.panic_threshold = 2;
   CHECK_THROWS_WITH(vupstream(ioc, three, o), "outlier_options::panic_threshold must be in [0, 1]");
   CHECK_THROWS_AS(vupstream(ioc, std::vector<std::string>{}), std::invalid_argument);
+  o = options();
+  o.latency_decay = -1ns;
+  CHECK_THROWS_WITH(vupstream(ioc, three, o),
+                    "upstream_options::latency_decay must not be negative");
+  o.latency_decay = std::chrono::nanoseconds::max();  // accepted: the estimate barely fades
+  CHECK_NOTHROW(vupstream(ioc, three, o));
 }
 
 TEST_CASE("upstream: the Prometheus exposition", "[upstream]") {

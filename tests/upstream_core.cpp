@@ -127,6 +127,77 @@ TEST_CASE("upstream core: a slow endpoint is picked less (no EWMA: outstanding c
   CHECK(picked[2] * 10 > total * 4);
 }
 
+namespace {
+
+/// Ticks of 1 ms from `*tick` for `ticks`, 3 calls started per tick; a call
+/// to endpoint i lasts `ms[i]` ticks. Returns the calls each endpoint got.
+std::array<int, 3> simulate(endpoint_set& set, int& tick, int ticks, std::array<int, 3> ms,
+                            levee::detail::splitmix64& rng) {
+  std::deque<std::pair<int, endpoint_choice>> running;  // (due tick, call), by due
+  std::array<int, 3> picked{};
+  const auto at = [](int t) { return std::chrono::nanoseconds(std::chrono::milliseconds(t)); };
+  for (const int end = tick + ticks; tick < end || !running.empty(); ++tick) {
+    while (!running.empty() && running.front().first <= tick) {
+      set.complete(running.front().second, outcome::success, at(tick));
+      running.pop_front();
+    }
+    if (tick >= end) continue;  // draining
+    for (int n = 0; n < 3; ++n) {
+      const auto c = set.pick(at(tick), rng.next());
+      ++picked[c.index];
+      const int due = tick + ms[c.index];
+      auto it = running.begin();
+      while (it != running.end() && it->first <= due) ++it;
+      running.insert(it, {due, c});
+    }
+  }
+  return picked;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "upstream core: with the latency estimate a slow endpoint gets almost nothing, "
+    "and its share comes back when it heals",
+    "[upstream]") {
+  endpoint_set set(3, three_strikes(), 1s);
+  levee::detail::splitmix64 rng{7};
+  int tick = 0;
+  // Endpoint 0 answers in 20 ms, the others in 1 ms: 30 s of calls.
+  auto picked = simulate(set, tick, 30000, {20, 1, 1}, rng);
+  int total = picked[0] + picked[1] + picked[2];
+  CAPTURE(picked[0], picked[1], picked[2]);
+  CHECK(picked[0] * 200 < total);  // under 0.5 % (about 7 % on outstanding calls alone)
+  CHECK(set.view(0).latency >= 10ms);
+  CHECK(set.view(1).latency <= 2ms);
+
+  // It heals: within a few time constants its estimate is retried and falls,
+  // and then it gets its third again, as before it was slow.
+  simulate(set, tick, 10000, {1, 1, 1}, rng);
+  picked = simulate(set, tick, 10000, {1, 1, 1}, rng);
+  total = picked[0] + picked[1] + picked[2];
+  CAPTURE(picked[0], picked[1], picked[2]);
+  CHECK(set.view(0).latency <= 2ms);
+  CHECK(picked[0] * 10 > total * 3);  // over 30 %
+}
+
+TEST_CASE(
+    "upstream core: without samples, or with the estimate off, picking is on outstanding "
+    "calls",
+    "[upstream]") {
+  for (const auto decay : {0ns, std::chrono::nanoseconds(1s)}) {
+    endpoint_set set(3, three_strikes(), decay);
+    levee::detail::splitmix64 rng{11};
+    int tick = 0;
+    // Every call ends in the tick it started: no latency, no preference.
+    const auto picked = simulate(set, tick, 3000, {0, 0, 0}, rng);
+    for (int n : picked) {
+      CHECK(n > 2700);
+      CHECK(n < 3300);
+    }
+  }
+}
+
 TEST_CASE("upstream core: consecutive failures eject, a success in between resets", "[upstream]") {
   harness h(3, three_strikes());
   CHECK(h.fail(1, 2).kind == endpoint_change::nothing);

@@ -7,6 +7,7 @@
 
 #include "http_support.hpp"
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
@@ -26,8 +27,9 @@ struct replica {
   script_server server;
   bool sick = false;
   std::string sick_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-  int requests = 0;         // other than health checks
-  int health_requests = 0;  // GET /health
+  std::chrono::milliseconds delay{0};  // before each answer other than a health check's
+  int requests = 0;                    // other than health checks
+  int health_requests = 0;             // GET /health
   enum { pass, fail, hang } health = pass;
 
   std::string origin() const { return "http://127.0.0.1:" + std::to_string(server.port()); }
@@ -47,6 +49,10 @@ struct replica {
         continue;
       }
       ++requests;
+      if (delay.count() > 0) {
+        asio::steady_timer t(s.get_executor(), delay);
+        co_await t.async_wait(asio::use_awaitable);
+      }
       // No temporary inside co_await (GCC 12 destroys some twice).
       const std::string reply =
           sick ? sick_reply : std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -122,6 +128,78 @@ TEST_CASE("http upstream: one replica of three answers 503: ejected, calls succe
   CHECK(m.endpoints[1].returns == 1);
   CHECK(m.ejected == 0);
   CHECK(up.breaker().state() == levee::circuit_state::closed);
+}
+
+namespace {
+
+/// `n` GETs through `up` (real time), `width` at a time; returns each one's
+/// latency, in order, after checking that every one got a 200.
+std::vector<std::chrono::microseconds> timed_gets(asio::io_context& ioc, levee::upstream& up,
+                                                  http::client& c, int n, int width) {
+  std::vector<std::chrono::microseconds> took;
+  int next = 0, ok = 0, done = 0;
+  const auto worker = [&]() -> asio::awaitable<void> {
+    while (next < n) {
+      ++next;
+      const auto start = std::chrono::steady_clock::now();
+      auto [ec, res] =
+          co_await http::async_upstream_get(up, c, "/item", asio::as_tuple(asio::use_awaitable));
+      took.push_back(std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - start));
+      ok += !ec && res.result_int() == 200;
+    }
+    ++done;
+  };
+  for (int w = 0; w < width; ++w) asio::co_spawn(ioc, worker(), asio::detached);
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  ioc.restart();
+  while (done < width && std::chrono::steady_clock::now() < end)
+    ioc.run_one_for(std::chrono::milliseconds(10));
+  REQUIRE(done == width);
+  CHECK(ok == n);
+  return took;
+}
+
+std::chrono::microseconds p99(std::vector<std::chrono::microseconds> v) {
+  std::sort(v.begin(), v.end());
+  return v[(v.size() * 99) / 100];
+}
+
+}  // namespace
+
+TEST_CASE("http upstream: a slow replica is picked less, the p99 stays near the healthy one's",
+          "[upstream][http]") {
+  // Real time and real sockets: the latency estimate needs real latencies.
+  asio::io_context ioc;
+  std::array<replica, 3> r{replica(ioc), replica(ioc), replica(ioc)};
+  http::client c(ioc.get_executor(), {.timeout = 5s});
+  auto o = http::upstream_defaults();
+  o.seed = 5;
+  o.latency_decay = 300ms;  // short: the heal below waits 3 time constants
+  levee::upstream up(ioc, {r[0].origin(), r[1].origin(), r[2].origin()}, o, "api");
+  constexpr int calls = 1000, width = 6;
+  const auto healthy = p99(timed_gets(ioc, up, c, calls, width));
+  CHECK(r[1].requests > calls / 6);  // its share while healthy
+
+  r[1].delay = 30ms;  // slow, not failing: nothing ejects it
+  const int before = r[1].requests;
+  const auto slow = p99(timed_gets(ioc, up, c, calls, width));
+  const int to_slow = r[1].requests - before;
+  INFO("p99 " << healthy.count() << " us healthy, " << slow.count()
+              << " us with one replica at 30 ms; " << to_slow << " of " << calls
+              << " calls went to it");
+  WARN("slow replica: p99 " << healthy.count() << " us before, " << slow.count() << " us after; "
+                            << to_slow << " of " << calls << " calls to it");
+  CHECK(to_slow * 100 < calls);  // under 1 % (round-robin: a third)
+  CHECK(slow < 30ms);            // so the p99 is not the slow replica's
+
+  // It heals: after a few of the estimate's time constants it is tried again,
+  // found fast, and gets its share back.
+  r[1].delay = 0ms;
+  run_for(ioc, 900ms);
+  const int healed = r[1].requests;
+  timed_gets(ioc, up, c, calls, width);
+  CHECK(r[1].requests - healed > calls / 6);
 }
 
 TEST_CASE("http upstream: a replica that refuses connections is ejected", "[upstream][http]") {

@@ -65,6 +65,9 @@ struct upstream_endpoint_metrics {
   /// Its success rate in the last success-rate interval, or -1 when it had
   /// too few calls (or success-rate ejection is off).
   double success_rate = -1;
+  /// Its latency estimate (`upstream_options::latency_decay`) as of its last
+  /// sample, 0 before the first or when the estimate is off.
+  std::chrono::nanoseconds latency{0};
   breaker_metrics breaker;  ///< its own breaker's
 };
 

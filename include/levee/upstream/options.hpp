@@ -89,6 +89,15 @@ struct upstream_options {
   /// The breaker of the upstream as a whole: when every endpoint fails,
   /// calls fail fast (its classifier is replaced by `classify`).
   breaker_options upstream_breaker = {};
+  /// The time constant of each endpoint's latency estimate (a peak EWMA, as
+  /// Finagle's): picking weighs an endpoint's outstanding calls by its
+  /// estimate, so a slow endpoint gets few calls. A sample above the
+  /// estimate replaces it at once; one below moves it by `1 - exp(-dt /
+  /// latency_decay)`, `dt` the time since the last sample. An estimate not
+  /// refreshed for a while fades, over the same time constant, toward the
+  /// rival's it is compared with, so a slow endpoint that healed is tried
+  /// again (docs/upstream.md). 0: least outstanding calls only. >= 0.
+  std::chrono::nanoseconds latency_decay = std::chrono::seconds(1);
   /// Seed of the picking's random draws; 0 picks one at random.
   std::uint64_t seed = 0;
 };

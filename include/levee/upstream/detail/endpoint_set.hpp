@@ -48,6 +48,7 @@ struct endpoint_choice {
   std::size_t index = none;
   bool probe = false;
   bool panic = false;
+  std::chrono::nanoseconds at{0};  ///< when it was picked (the latency sample's start)
   explicit operator bool() const noexcept { return index != none; }
 };
 
@@ -76,16 +77,23 @@ struct endpoint_view {
   std::uint64_t returns = 0;
   std::uint64_t ejections_by[upstream_causes] = {};
   std::uint64_t returns_by[upstream_causes] = {};
-  double success_rate = -1;  ///< in the last success-rate interval; -1: none
+  double success_rate = -1;             ///< in the last success-rate interval; -1: none
+  std::chrono::nanoseconds latency{0};  ///< the latency estimate at its last sample
 };
 
 class endpoint_set {
  public:
   using nanos = std::chrono::nanoseconds;
 
-  /// `options` must be valid (`validate`).
-  endpoint_set(std::size_t endpoints, const outlier_options& options)
-      : options_(options), size_(endpoints), slots_(std::make_unique<slot[]>(endpoints)) {}
+  /// `options` must be valid (`validate`). `latency_decay`: the time
+  /// constant of the latency estimate (`upstream_options::latency_decay`),
+  /// 0 to pick on outstanding calls only.
+  endpoint_set(std::size_t endpoints, const outlier_options& options,
+               nanos latency_decay = nanos(0))
+      : options_(options),
+        decay_(double(latency_decay.count())),
+        size_(endpoints),
+        slots_(std::make_unique<slot[]>(endpoints)) {}
 
   std::size_t size() const noexcept { return size_; }
 
@@ -132,14 +140,12 @@ class endpoint_set {
       if (a == endpoint_choice::none) a = b;
       if (b == endpoint_choice::none) b = a;
       if (a == endpoint_choice::none) continue;  // the set changed under us
-      const auto load = [&](std::size_t i) {
-        return slots_[i].outstanding.load(std::memory_order_relaxed);
-      };
-      std::size_t first = load(b) < load(a) ? b : a;
+      std::size_t first = better(b, a, now) ? b : a;
       std::size_t second = first == a ? b : a;
       for (std::size_t i : {first, second}) {
         if (auto c = take(i, now, ignore_ejection)) {
           c.panic = ignore_ejection && panic;
+          c.at = now;
           return c;
         }
       }
@@ -155,6 +161,7 @@ class endpoint_set {
   endpoint_change complete(endpoint_choice c, outcome o, nanos now) noexcept {
     slot& s = slots_[c.index];
     s.outstanding.fetch_sub(1, std::memory_order_relaxed);
+    if (decay_ > 0 && o != outcome::ignored) sample(s, now - c.at, now);
     if (c.probe) return end_probe(s, o, now);
     if (o != outcome::ignored && options_.success_rate_interval.count() != 0)
       s.window.fetch_add((std::uint64_t{1} << 32) | (o == outcome::success ? 1u : 0u),
@@ -212,7 +219,8 @@ class endpoint_set {
             s.returns,
             {s.ejections_by[0], s.ejections_by[1], s.ejections_by[2], s.ejections_by[3]},
             {s.returns_by[0], s.returns_by[1], s.returns_by[2], s.returns_by[3]},
-            s.rate};
+            s.rate,
+            nanos(s.ewma.load(std::memory_order_relaxed))};
   }
 
  private:
@@ -231,8 +239,58 @@ class endpoint_set {
     std::uint64_t ejections_by[upstream_causes] = {};
     std::uint64_t returns_by[upstream_causes] = {};
     double rate = -1;  // in the last interval
+    // The latency estimate (ns) and when its last sample came (`unset`:
+    // never). Racing samples may lose one: an estimate, not a count.
+    std::atomic<std::int64_t> ewma{0};
+    std::atomic<std::int64_t> sampled{std::numeric_limits<std::int64_t>::min()};
   };
   static constexpr std::int64_t unset = std::numeric_limits<std::int64_t>::min();
+
+  // Whether endpoint `x` is the better pick than `y` at `now`: fewer
+  // outstanding calls, each weighed by the latency estimate. An estimate
+  // fades toward the rival's by exp(-age / decay); one never sampled is the
+  // rival's. Ties go to fewer outstanding calls, then to `y`.
+  bool better(std::size_t x, std::size_t y, nanos now) const noexcept {
+    const slot& sx = slots_[x];
+    const slot& sy = slots_[y];
+    const auto ox = sx.outstanding.load(std::memory_order_relaxed);
+    const auto oy = sy.outstanding.load(std::memory_order_relaxed);
+    if (decay_ > 0) {
+      const auto tx = sx.sampled.load(std::memory_order_relaxed);
+      const auto ty = sy.sampled.load(std::memory_order_relaxed);
+      if (tx != unset || ty != unset) {
+        double ex = double(sx.ewma.load(std::memory_order_relaxed));
+        double ey = double(sy.ewma.load(std::memory_order_relaxed));
+        if (tx == unset) ex = ey;
+        if (ty == unset) ey = ex;
+        const double fx = tx == unset ? ex : fade(ex, ey, now.count() - tx);
+        const double fy = ty == unset ? ey : fade(ey, ex, now.count() - ty);
+        const double cx = fx * double(ox + 1), cy = fy * double(oy + 1);
+        if (cx != cy) return cx < cy;
+      }
+    }
+    return ox < oy;
+  }
+  // `own`, faded toward `rival` over `age` ns.
+  double fade(double own, double rival, std::int64_t age) const noexcept {
+    if (age <= 0) return own;
+    const double w = std::exp(-double(age) / decay_);
+    return own * w + rival * (1 - w);
+  }
+  // One latency sample `rtt` at `now`: a peak replaces the estimate; a lower
+  // sample moves it by 1 - exp(-dt / decay).
+  void sample(slot& s, nanos rtt, nanos now) noexcept {
+    const auto r = std::max<std::int64_t>(0, rtt.count());
+    const auto last = s.sampled.load(std::memory_order_relaxed);
+    const auto prev = s.ewma.load(std::memory_order_relaxed);
+    std::int64_t next = r;
+    if (last != unset && r < prev && now.count() > last)
+      next = std::int64_t(fade(double(prev), double(r), now.count() - last));
+    else if (last != unset && r < prev)
+      next = prev;  // samples at the same instant: the peak stays
+    s.ewma.store(next, std::memory_order_relaxed);
+    s.sampled.store(std::max(last, now.count()), std::memory_order_relaxed);
+  }
 
   static bool listed(std::span<const std::size_t> tried, std::size_t i) noexcept {
     return std::find(tried.begin(), tried.end(), i) != tried.end();
@@ -327,6 +385,7 @@ class endpoint_set {
   }
 
   outlier_options options_;
+  double decay_;  // latency_decay in ns; 0: off
   std::size_t size_;
   std::unique_ptr<slot[]> slots_;
   mutable spinlock lock_;

@@ -54,7 +54,7 @@ struct upstream_state {
   /// The endpoints at one time: `update` makes a new generation, calls in
   /// flight keep theirs (so their indexes stay valid).
   struct generation {
-    generation(std::size_t n, const outlier_options& o) : core(n, o) {}
+    generation(std::size_t n, const upstream_options& o) : core(n, o.outlier, o.latency_decay) {}
     endpoint_set core;
     std::vector<entry> endpoints;  // built once, never resized
   };
@@ -94,7 +94,7 @@ struct upstream_state {
         std::equal(addresses.begin(), addresses.end(), old->endpoints.begin(),
                    [](const std::string& a, const entry& e) { return a == e.info.address; }))
       return false;
-    auto next = std::make_shared<generation>(addresses.size(), options.outlier);
+    auto next = std::make_shared<generation>(addresses.size(), options);
     next->endpoints.reserve(addresses.size());
     for (std::size_t i = 0; i < addresses.size(); ++i) {
       std::shared_ptr<breaker_type> b;
@@ -168,6 +168,7 @@ struct upstream_state {
       std::copy(std::begin(v.ejections_by), std::end(v.ejections_by), e.ejections_by);
       std::copy(std::begin(v.returns_by), std::end(v.returns_by), e.returns_by);
       e.success_rate = v.success_rate;
+      e.latency = v.latency;
       e.breaker = endpoints[i].breaker->metrics();
       m.endpoints.push_back(std::move(e));
     }

@@ -35,6 +35,8 @@ void validate(const upstream_options& o) {
   validate(o.outlier);
   if (o.max_attempts < 1)
     detail::reject_option("upstream_options", "max_attempts", "must be at least 1");
+  if (o.latency_decay < std::chrono::nanoseconds::zero())
+    detail::reject_option("upstream_options", "latency_decay", "must not be negative");
   const auto nested = [](const char* member, const breaker_options& b) {
     try {
       validate(b);

@@ -74,6 +74,8 @@ inline void endpoint_set::adopt(std::size_t i, const endpoint_set& from, std::si
   s.ejections = o.ejections;
   s.returns = o.returns;
   s.rate = o.rate;
+  s.ewma.store(o.ewma.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  s.sampled.store(o.sampled.load(std::memory_order_relaxed), std::memory_order_relaxed);
   for (std::size_t k = 0; k < upstream_causes; ++k) {
     s.ejections_by[k] = o.ejections_by[k];
     s.returns_by[k] = o.returns_by[k];
