@@ -1,6 +1,7 @@
 // levee::basic_upstream on virtual time with fake replicas: ejection, the way
 // back, retries elsewhere, the upstream's breaker, both forms, no pending work.
 #include <levee/pipeline.hpp>
+#include <levee/registry/registry.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include "support.hpp"
@@ -259,6 +260,61 @@ TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls f
     CHECK(calls(ioc, up, r, 20) == 20);
     CHECK(up.breaker().state() == levee::circuit_state::closed);
   }
+}
+
+TEST_CASE(
+    "upstream: endpoint breakers from a registry: shared with its other callers, evicted "
+    "only once the upstream lets go",
+    "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;
+  levee::registry_options ro;
+  ro.defaults.minimum_calls = 3;
+  ro.defaults.open_duration = 10s;
+  ro.idle_timeout = 1min;
+  levee::basic_breaker_registry<vclock> reg(ioc, ro);
+  auto o = options();
+  o.outlier.consecutive_failures = 0;  // no ejection: here the breakers do the work
+  vupstream up(ioc, three, reg, o, "api");
+  REQUIRE(reg.size() == 3);
+  CHECK(&up.endpoint_breaker(1) == reg.get("b:2").get());
+
+  // b:2 refuses connections: its breaker (the registry's) opens, and the
+  // calls succeed on the others.
+  r.answer[1] = refused;
+  CHECK(calls(ioc, up, r, 40) == 40);
+  CHECK(reg.get("b:2")->state() == levee::circuit_state::open);
+  // Another caller of the registry by that key is refused too: one breaker.
+  auto direct = run(ioc, (*reg.get("b:2"))(r.call(upstream_endpoint{"b:2", 1})));
+  REQUIRE(direct->value);
+  CHECK(std::get<0>(*direct->value) == levee::error::circuit_open);
+  bool listed = false;
+  for (const auto& m : reg.metrics())
+    if (m.name == "b:2") listed = m.metrics.state == levee::circuit_state::open;
+  CHECK(listed);
+
+  // Idle for longer than the registry's idle timeout: the upstream holds
+  // the breakers, so nothing is evicted.
+  elapse(ioc, 2min);
+  CHECK(reg.evict_idle() == 0);
+  CHECK(reg.size() == 3);
+  // An update removes b:2: it is the registry's alone, and evicted when idle.
+  REQUIRE(up.update({"a:1", "c:3"}));
+  elapse(ioc, 2min);
+  CHECK(reg.evict_idle() == 1);
+  CHECK(reg.size() == 2);
+
+  // The way back: b:2 heals and comes back; its breaker is the registry's
+  // new one, closed, and it gets its share as before.
+  r.answer[1] = {};
+  REQUIRE(up.update(three));
+  CHECK(reg.size() == 3);
+  CHECK(&up.endpoint_breaker(1) == reg.get("b:2").get());
+  const int before = r.calls[1];
+  CHECK(calls(ioc, up, r, 60) == 60);
+  CHECK(r.calls[1] - before > 10);
+  for (const auto& m : reg.metrics()) CHECK(m.metrics.state == levee::circuit_state::closed);
 }
 
 TEST_CASE("upstream: two of three sick, at most 50 % ejected: one ejected, calls still succeed",
@@ -556,4 +612,53 @@ TEST_CASE("upstream: inside a pipeline, the fallback answers when every replica 
   }
   CHECK(up.breaker().state() == levee::circuit_state::closed);
   CHECK(pipe.metrics().fallback->used() == answered);
+}
+
+TEST_CASE(
+    "upstream: an adaptive limit per upstream, in a pipeline, bounds the calls to all "
+    "replicas together",
+    "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;
+  vupstream up(ioc, three, options());
+  levee::adaptive_limit_options lo;
+  lo.initial_limit = lo.min_limit = 2;
+  lo.max_limit = 4;
+  levee::basic_pipeline<result, vclock> pipe(ioc, {.name = "replicas", .limit = lo});
+  int in_flight = 0, most = 0;
+  // Each call holds its replica for 10 ms of virtual time.
+  const auto slow = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    ++in_flight;
+    most = std::max(most, in_flight);
+    timer t(co_await asio::this_coro::executor, 10ms);
+    co_await t.async_wait(asio::use_awaitable);
+    --in_flight;
+    co_return co_await r.call(e);
+  };
+  std::vector<std::shared_ptr<pending<result>>> calls;
+  for (int i = 0; i < 8; ++i) calls.push_back(run(ioc, pipe([&] { return up(slow); })));
+  CHECK(most == 2);  // two admitted, across the three replicas
+  elapse(ioc, 10ms);
+
+  int ok = 0, refused_here = 0;
+  for (const auto& p : calls) {
+    REQUIRE(p->value);
+    const auto ec = std::get<0>(*p->value);
+    ok += !ec;
+    refused_here += ec == levee::condition::rejected;
+  }
+  CHECK(ok == 2);
+  CHECK(refused_here == 6);
+  CHECK(r.total() == 2);  // the refused calls reached no replica
+  CHECK(up.breaker().metrics().successes == 2);
+  CHECK(up.breaker().metrics().failures == 0);
+  // The way back: the limit's slots are free again.
+  for (int i = 0; i < 4; ++i) {
+    auto p = run(ioc, pipe([&] { return up(slow); }));
+    elapse(ioc, 10ms);
+    REQUIRE(p->value);
+    CHECK_FALSE(std::get<0>(*p->value));
+  }
+  CHECK(pipe.metrics().limit->in_flight == 0);
 }

@@ -100,6 +100,49 @@ class basic_upstream {
       upstream_options options = {}, std::string name = {})
       : basic_upstream(ctx.get_executor(), addresses, std::move(options), std::move(name)) {}
 
+  /// As above, each endpoint's breaker taken from `breakers` (a
+  /// `basic_breaker_registry<Clock, WaitTraits>`, or anything with the same
+  /// `get`) under the endpoint's address: the registry's options and
+  /// classifier apply to it (`endpoint_breaker` does not), it is in the
+  /// registry's metrics, events and exposition, a fleet link attached to
+  /// the registry shares its openings, and other callers of that key share
+  /// it. The upstream holds the breakers of its endpoints, so the registry
+  /// does not evict them; one that an `update` removes is the registry's
+  /// alone again. `breakers` is borrowed: it must outlive the upstream
+  /// (docs/upstream.md, "Composing").
+  /// \param ex The executor of the upstream's breaker and the listeners.
+  /// \param addresses The endpoints, at least one.
+  /// \param breakers The registry the endpoints' breakers come from; borrowed.
+  /// \param options The options.
+  /// \param name The upstream's name, "" for none.
+  /// \throws std::invalid_argument naming what is invalid.
+  template <class Executor, class Registry>
+  requires std::is_convertible_v<const Executor&, executor_type> &&
+      std::is_convertible_v<decltype(std::declval<Registry&>().get(std::string_view())),
+                            std::shared_ptr<breaker_type>>
+      basic_upstream(const Executor& ex, const std::vector<std::string>& addresses,
+                     Registry& breakers, upstream_options options = {}, std::string name = {})
+      : state_(make_state(executor_type(ex), addresses, std::move(options), std::move(name),
+                          [r = &breakers](const std::string& address) {
+                            return std::shared_ptr<breaker_type>(r->get(address));
+                          })) {}
+
+  /// As above, on `ctx`'s executor.
+  /// \param ctx The execution context.
+  /// \param addresses The endpoints, at least one.
+  /// \param breakers The registry the endpoints' breakers come from; borrowed.
+  /// \param options The options.
+  /// \param name The upstream's name, "" for none.
+  /// \throws std::invalid_argument naming what is invalid.
+  template <class ExecutionContext, class Registry>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> &&
+      std::is_convertible_v<decltype(std::declval<Registry&>().get(std::string_view())),
+                            std::shared_ptr<breaker_type>>
+      basic_upstream(ExecutionContext& ctx, const std::vector<std::string>& addresses,
+                     Registry& breakers, upstream_options options = {}, std::string name = {})
+      : basic_upstream(ctx.get_executor(), addresses, breakers, std::move(options),
+                       std::move(name)) {}
+
   /// Moves the upstream (calls in flight keep its shared state).
   basic_upstream(basic_upstream&&) noexcept = default;
   /// Moves the upstream (calls in flight keep its shared state).
@@ -262,12 +305,13 @@ class basic_upstream {
 
   static std::shared_ptr<state_type> make_state(executor_type ex,
                                                 const std::vector<std::string>& addresses,
-                                                upstream_options options, std::string name) {
+                                                upstream_options options, std::string name,
+                                                typename state_type::breaker_source source = {}) {
     if (addresses.empty())
       throw std::invalid_argument("levee::upstream: addresses must not be empty");
     validate(options);
     return std::make_shared<state_type>(std::move(ex), addresses, std::move(options),
-                                        std::move(name));
+                                        std::move(name), std::move(source));
   }
 
   std::shared_ptr<state_type> state_;

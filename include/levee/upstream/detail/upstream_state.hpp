@@ -47,6 +47,9 @@ template <class Clock, class WaitTraits>
 struct upstream_state {
   using breaker_type = basic_circuit_breaker<Clock, WaitTraits>;
   using listener = std::function<void(const upstream_event&)>;
+  /// Where an endpoint's breaker comes from, by address (a registry's
+  /// `get`); empty: the upstream makes its own.
+  using breaker_source = std::function<std::shared_ptr<breaker_type>(const std::string&)>;
   struct entry {
     upstream_endpoint info;                 // its index in this generation
     std::shared_ptr<breaker_type> breaker;  // shared by the generations it is in
@@ -68,8 +71,9 @@ struct upstream_state {
   }
 
   upstream_state(boost::asio::any_io_executor ex, const std::vector<std::string>& addresses,
-                 upstream_options o, std::string n)
-      : options(prepared(std::move(o))),
+                 upstream_options o, std::string n, breaker_source from = {})
+      : source(std::move(from)),
+        options(prepared(std::move(o))),
         name(std::move(n)),
         whole(ex, options.upstream_breaker, name),
         seed(options.seed != 0 ? options.seed : random_seed()),
@@ -104,6 +108,7 @@ struct upstream_state {
             b = old->endpoints[j].breaker;
             next->core.adopt(i, old->core, j);
           }
+      if (!b && source) b = source(addresses[i]);
       if (!b) b = std::make_shared<breaker_type>(executor, options.endpoint_breaker, addresses[i]);
       next->endpoints.push_back(entry{{addresses[i], i}, std::move(b)});
     }
@@ -182,6 +187,7 @@ struct upstream_state {
     return m;
   }
 
+  breaker_source source;  // before `options`: the constructor uses both
   const upstream_options options;
   const std::string name;
   mutable std::mutex generation_lock;  // guards now_serving (a pointer's copy)
