@@ -27,7 +27,8 @@ std::optional<int> replicas_main(int argc, char** argv);
 /// What the run used, for the report.
 struct run_info {
   int replicas = 3;
-  std::chrono::nanoseconds attempt_timeout{};  ///< real time
+  std::chrono::nanoseconds attempt_timeout{};  ///< a first attempt's or a probe's, real time
+  std::chrono::nanoseconds retry_timeout{};    ///< a retry's, real time
   levee::upstream_options upstream;            ///< the `upstream` mode's options
 };
 

@@ -2,6 +2,8 @@
 // summary's `replicas` object (cmake/check-replicas-summary.cmake reads it).
 #include "replicas.hpp"
 
+#include "report.hpp"  // print_json
+
 #include <boost/json.hpp>
 
 #include <chrono>
@@ -209,6 +211,7 @@ bool write_summary(const settings& s, const run_info& info,
   }
   const auto& o = info.upstream;
   const json::object options{{"attempt_timeout_ms", ms_of(info.attempt_timeout, s)},
+                             {"retry_timeout_ms", ms_of(info.retry_timeout, s)},
                              {"max_attempts", o.max_attempts},
                              {"consecutive_failures", o.outlier.consecutive_failures},
                              {"base_ejection_time_ms", ms_of(o.outlier.base_ejection_time, s)},
@@ -225,7 +228,8 @@ bool write_summary(const settings& s, const run_info& info,
   std::error_code dir_error;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), dir_error);
   std::ofstream file(path);
-  file << json::serialize(summary) << '\n';
+  demo::print_json(file, summary);
+  file << '\n';
   return static_cast<bool>(file.flush());
 }
 
