@@ -154,7 +154,8 @@ run_tests() {
     -print_final_stats=1 build/ci-fuzz/corpus-url 2>&1 | tail -n 4
 
   step "release build (GCC 12, -O3, warnings as errors): every target, the tests and benchmarks included"
-  rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet
+  rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet \
+    build/ci-demo-replicas
   configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=ON -DLEVEE_BUILD_SAMPLES=ON \
     -DLEVEE_BUILD_BENCH=ON
   cmake --build build/ci-release -j "$jobs"
@@ -168,6 +169,11 @@ run_tests() {
   ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json \
     --metrics-out build/ci-demo/metrics.prom
   cmake -DSUMMARY=build/ci-demo/summary.json -P cmake/check-demo-summary.cmake
+
+  step "the replicas demo, --quick --replicas 3: upstream keeps 99 % and its p99 in every phase, the sick replica gets its probes only"
+  ./build/ci-release/samples/levee-demo --quick --replicas 3 --no-chart --out build/ci-demo-replicas \
+    --summary build/ci-demo-replicas/summary.json
+  cmake -DSUMMARY=build/ci-demo-replicas/summary.json -P cmake/check-replicas-summary.cmake
 
   step "the fleet demo, --quick --fleet 4: one prober per open period, opened together, Redis down costs nothing"
   ./build/ci-release/samples/levee-demo --quick --fleet 4 --no-chart --out build/ci-demo-fleet \

@@ -49,6 +49,9 @@ options:
   --fleet N          run the scenario with N instances sharing their breakers
                      through a redis-server the demo starts (modes local,
                      shared, shared_redis_down; --fleet N --help says more)
+  --replicas N       run the scenario against N replicas of the API, one of
+                     them sick (modes naive_retry, breaker, upstream;
+                     --replicas N --help says more)
   --help             this text
 
 outputs:

@@ -16,6 +16,7 @@
 // API and to the sessions (report.cpp). Run with --help (cli.cpp).
 #include "cli.hpp"
 #include "metrics_endpoint.hpp"
+#include "replicas.hpp"  // --replicas N
 #include "report.hpp"
 #include "scenario.hpp"
 #ifdef LEVEE_DEMO_FLEET
@@ -32,6 +33,7 @@
 #include <system_error>
 
 int main(int argc, char** argv) {
+  if (const auto status = demo::replicas::replicas_main(argc, argv)) return *status;
 #ifdef LEVEE_DEMO_FLEET
   if (const auto status = demo::fleet_main(argc, argv)) return *status;
 #endif

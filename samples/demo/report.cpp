@@ -90,7 +90,9 @@ bool one_line(const json::value& v) {
   return true;
 }
 
-void print_json(std::ostream& out, const json::value& v, int indent = 0) {
+}  // namespace
+
+void print_json(std::ostream& out, const json::value& v, int indent) {
   if (v.is_double()) {
     char digits[32];
     const auto end = std::to_chars(std::begin(digits), std::end(digits), v.get_double(),
@@ -131,8 +133,6 @@ void print_json(std::ostream& out, const json::value& v, int indent = 0) {
     close(']');
   }
 }
-
-}  // namespace
 
 // ---- the tables -------------------------------------------------------------
 

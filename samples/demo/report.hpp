@@ -4,6 +4,10 @@
 
 #include "scenario.hpp"
 
+#include <boost/json/fwd.hpp>
+
+#include <ostream>
+
 #include <string>
 #include <vector>
 
@@ -26,5 +30,9 @@ bool draw_chart(const std::vector<mode_result>& results, const std::vector<flaky
 /// it in CI).
 void write_summary(const settings& s, const std::vector<flaky::phase>& schedule,
                    const std::vector<mode_result>& results);
+
+/// Writes `v` for people too: a member a line, a container of scalars on
+/// one line, numbers with six significant digits (the summaries' layout).
+void print_json(std::ostream& out, const boost::json::value& v, int indent = 0);
 
 }  // namespace demo
