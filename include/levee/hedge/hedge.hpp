@@ -180,14 +180,17 @@ class basic_hedge {
   /// outlive the call. The call returns only once every attempt has ended.
   ///
   /// \param factory Makes each attempt.
-  /// \param call Whether this call is idempotent (default: the options').
   /// \return an awaitable of the attempts' result.
   template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
             class Traits = detail::awaitable_traits<Awaitable>>
   Awaitable operator()(Factory factory) {
     return (*this)(std::move(factory), hedge_call{options().idempotent});
   }
-  /// \overload
+  /// As above, with this call's own idempotency: not idempotent, it is
+  /// sent once, never hedged.
+  /// \param factory Makes each attempt.
+  /// \param call Whether this call is idempotent.
+  /// \return an awaitable of the attempts' result.
   template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
             class Traits = detail::awaitable_traits<Awaitable>>
   Awaitable operator()(Factory factory, hedge_call call) {
@@ -207,14 +210,17 @@ class basic_hedge {
   ///
   /// \param factory Makes each attempt.
   /// \param token The completion token.
-  /// \param call Whether this call is idempotent (default: the options').
   /// \return what the token's `async_result` makes of the operation.
   template <class Factory, class CompletionToken>
   auto async_execute(Factory factory, CompletionToken&& token) {
     return boost::asio::co_spawn(executor_, (*this)(std::move(factory)),
                                  std::forward<CompletionToken>(token));
   }
-  /// \overload
+  /// As above, with this call's own idempotency.
+  /// \param factory Makes each attempt.
+  /// \param call Whether this call is idempotent.
+  /// \param token The completion token.
+  /// \return what the token's `async_result` makes of the operation.
   template <class Factory, class CompletionToken>
   auto async_execute(Factory factory, hedge_call call, CompletionToken&& token) {
     return boost::asio::co_spawn(executor_, (*this)(std::move(factory), call),
