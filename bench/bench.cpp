@@ -334,6 +334,31 @@ void bm_closed_guarded_throttle(benchmark::State& state) {
   if (throttle.metrics().rejected != 0) state.SkipWithError("calls throttled");
 }
 
+/// closed/guarded's call hedged (`hedge([&] { return breaker(trivial(x)); })`,
+/// fixed delay 50 ms): the fast path, an answer before the delay. What the
+/// hedge adds: the budget's count (a short lock), a strand, the op's state,
+/// the attempt's child coroutine, the delay timer armed and cancelled.
+void bm_closed_guarded_hedge(benchmark::State& state) {
+  asio::io_context ioc(1);
+  levee::circuit_breaker breaker(ioc);
+  levee::hedge hedge(ioc);
+  const auto allocs = t_allocations;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        int x = 0;
+        for (auto _ : state) {
+          x = co_await hedge([&] { return breaker(trivial(x)); });
+          benchmark::DoNotOptimize(x);
+        }
+      },
+      asio::detached);
+  ioc.run();
+  report_allocations(state, allocs);
+  if (breaker.state() != levee::circuit_state::closed) state.SkipWithError("breaker not closed");
+  if (hedge.metrics().hedges != 0) state.SkipWithError("calls hedged");
+}
+
 /// closed/guarded's call under a CLOSED breaker with a rate limiter outside
 /// it, a rate it never reaches (a token per ns, a bucket of 2^30): the cost
 /// of the limiter's fast path (a clock read, one compare-and-swap on the
@@ -722,6 +747,15 @@ class summary_reporter : public benchmark::ConsoleReporter {
                     figures_["closed/guarded_throttle"].counters["allocs_per_call"]);
       out << line;
     }
+    if (has("closed/guarded") && has("closed/guarded_hedge")) {
+      std::snprintf(line, sizeof line,
+                    "  a hedge around the CLOSED breaker (answer before the delay) adds %.1f ns "
+                    "(guarded_hedge %.1f ns, %.2fx guarded), %.0f allocations per call\n",
+                    ns("closed/guarded_hedge") - ns("closed/guarded"), ns("closed/guarded_hedge"),
+                    ns("closed/guarded_hedge") / ns("closed/guarded"),
+                    figures_["closed/guarded_hedge"].counters["allocs_per_call"]);
+      out << line;
+    }
     if (has("closed/guarded") && has("closed/guarded_rate_limiter")) {
       std::snprintf(line, sizeof line,
                     "  a rate limiter outside the CLOSED breaker adds %.1f ns (guarded %.1f ns, "
@@ -906,6 +940,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);
   benchmark::RegisterBenchmark("closed/guarded_adaptive", bm_closed_guarded_adaptive);
   benchmark::RegisterBenchmark("closed/guarded_throttle", bm_closed_guarded_throttle);
+  benchmark::RegisterBenchmark("closed/guarded_hedge", bm_closed_guarded_hedge);
   benchmark::RegisterBenchmark("closed/guarded_rate_limiter", bm_closed_guarded_rate_limiter);
   benchmark::RegisterBenchmark("deadline/with_timeout", bm_deadline<false>);
   benchmark::RegisterBenchmark("deadline/with_deadline", bm_deadline<true>);

@@ -8,6 +8,7 @@
 #include <levee/core/classify.hpp>
 #include <levee/core/error.hpp>
 #include <levee/core/manual_clock.hpp>
+#include <levee/hedge/hedge.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
 #include <levee/limit/rate_limiter.hpp>

@@ -11,6 +11,7 @@
 #include <levee/breaker/impl/options.ipp>
 #include <levee/core/impl/error.ipp>
 #include <levee/core/impl/prometheus_text.ipp>
+#include <levee/hedge/impl/hedge.ipp>
 #include <levee/http/impl/classify.ipp>
 #include <levee/http/impl/connection.ipp>
 #include <levee/http/impl/error.ipp>

@@ -36,6 +36,11 @@ template <class Clock, class WaitTraits>
 class basic_name_watch;
 }  // namespace http
 
+/// The endpoints picked by the concurrent calls of one logical request (a
+/// hedge's attempts), shared between them: see `basic_upstream::operator()(fn,
+/// tried)`. Thread-safe.
+using upstream_tried = detail::shared_tried;
+
 /// A set of endpoints behind one name (docs/upstream.md).
 ///
 /// - Picking: power of two choices on the least outstanding calls, among the
@@ -283,6 +288,23 @@ class basic_upstream {
     static_assert(!std::is_void_v<T>, "levee::upstream: the call must return a value");
     return state_->whole(
         detail::upstream_attempts<T, typename Traits::executor_type>(state_, std::move(fn)));
+  }
+
+  /// As `operator()(fn)`, for one of several concurrent calls of one
+  /// logical request (a hedge's attempts: `levee::hedged_call` in
+  /// levee/hedge/upstream.hpp): the endpoints the others picked are
+  /// avoided, as a retry avoids those its call tried, while another one is
+  /// left.
+  /// \param fn As for `operator()(fn)`.
+  /// \param tried Shared by the concurrent calls; borrowed: it must outlive them.
+  /// \return the call, an awaitable of `fn`'s result type.
+  template <class Fn, class Awaitable = std::invoke_result_t<Fn&, const upstream_endpoint&>,
+            class Traits = detail::awaitable_traits<Awaitable>>
+  requires Traits::is_awaitable Awaitable operator()(Fn fn, upstream_tried& tried) {
+    using T = typename Traits::value_type;
+    static_assert(!std::is_void_v<T>, "levee::upstream: the call must return a value");
+    return state_->whole(detail::upstream_attempts<T, typename Traits::executor_type>(
+        state_, std::move(fn), &tried));
   }
 
   /// The completion-token form: runs `(*this)(fn)` as a new coroutine on

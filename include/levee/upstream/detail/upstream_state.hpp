@@ -5,6 +5,7 @@
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/random.hpp>
+#include <levee/core/detail/spinlock.hpp>
 #include <levee/core/error.hpp>
 #include <levee/retry/retry.hpp>
 #include <levee/upstream/detail/endpoint_set.hpp>
@@ -213,14 +214,42 @@ struct upstream_state {
   std::uint64_t next_listener = 1;
 };
 
+/// The endpoints that several concurrent calls of one logical request
+/// picked (`basic_upstream::operator()(fn, tried)`: a hedge's attempts), so
+/// that each one avoids the others' while another endpoint is left. Any
+/// thread (a short lock).
+class shared_tried {
+ public:
+  static constexpr std::size_t kept = 16;
+  /// Notes that endpoint `i` was picked.
+  void add(std::size_t i) noexcept {
+    spin_guard g(lock_);
+    if (n_ < kept && std::find(at_.begin(), at_.begin() + n_, i) == at_.begin() + n_) at_[n_++] = i;
+  }
+  /// Adds the endpoints noted here to `out[0, n)`, without duplicates, up
+  /// to `kept`. \return the new count.
+  std::size_t merge_into(std::array<std::size_t, kept>& out, std::size_t n) noexcept {
+    spin_guard g(lock_);
+    for (std::size_t k = 0; k < n_ && n < kept; ++k)
+      if (std::find(out.begin(), out.begin() + n, at_[k]) == out.begin() + n) out[n++] = at_[k];
+    return n;
+  }
+
+ private:
+  spinlock lock_;
+  std::array<std::size_t, kept> at_{};
+  std::size_t n_ = 0;
+};
+
 /// One call: picks an endpoint, runs `fn(endpoint)` under the endpoint's
 /// breaker, records the outcome, and on a retryable failure tries another
 /// endpoint (the budget permitting), up to `max_attempts`. An endpoint
 /// whose breaker refused (nothing was sent) is passed over without using an
 /// attempt; when every endpoint refused, that refusal is the result.
 template <class T, class Executor, class State, class Fn>
-boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, Fn fn) {
-  constexpr std::size_t kept = 16;  // the endpoints a call remembers having tried
+boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, Fn fn,
+                                                      shared_tried* shared = nullptr) {
+  constexpr std::size_t kept = shared_tried::kept;  // the endpoints a call remembers having tried
   std::array<std::size_t, kept> tried{};
   std::size_t n_tried = 0;
   const auto remember = [&](std::size_t i) {
@@ -233,7 +262,10 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
   for (std::size_t attempt = 1;;) {
     const auto at = State::now();
     if (attempt == 1) s->maybe_refresh(at);  // at most a post; never waits
+    // A hedge's attempts avoid each other's endpoints (as retries do).
+    if (shared) n_tried = shared->merge_into(tried, n_tried);
     const endpoint_choice c = core.pick(at, s->random(), {tried.data(), n_tried});
+    if (shared) shared->add(c.index);
     auto& e = gen->endpoints[c.index];
     std::optional<T> value;
     std::exception_ptr ex;

@@ -1,0 +1,241 @@
+// levee: one hedged call: its attempts, the delay timer and the caller's
+// cancellation, serialised on a strand.
+#pragma once
+
+#include <levee/core/classify.hpp>
+#include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/result_shape.hpp>
+#include <levee/core/detail/saturating.hpp>
+#include <levee/core/error.hpp>
+#include <levee/hedge/detail/hedge_state.hpp>
+#include <levee/timeout/detail/race.hpp>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <type_traits>
+
+namespace levee::detail {
+
+namespace asio = boost::asio;
+
+template <class Clock>
+std::int64_t hedge_now() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+/// How an attempt ended, as the options' classifier sees it (one that
+/// throws: a failure), and whether it was a levee rejection.
+template <class Value>
+outcome hedge_classify(const hedge_options& o, const std::exception_ptr& e, const Value& v,
+                       bool& rejected) noexcept {
+  auto judge = [&](const call_result& r) {
+    rejected = r.error() && is_rejection(*r.error());
+    if (!o.classifier) return default_classify(r);
+    try {
+      return o.classifier(r);
+    } catch (...) {
+      return outcome::failure;
+    }
+  };
+  if (e) {
+    boost::system::error_code code;
+    const bool has_code = system_error_code(e, code);
+    return judge(call_result(e, has_code ? &code : nullptr));
+  }
+  if constexpr (std::is_same_v<Value, bool>) {
+    return judge(call_result());
+  } else {
+    return judge(make_value_result(*v));
+  }
+}
+
+/// One hedged call (see `basic_hedge::operator()` for the rules).
+///
+/// As `race_op` (timeout/detail/race.hpp), and for the same reasons (no
+/// `parallel_group`): every attempt runs as a child coroutine on
+/// `child_ex` (a strand), with a cancellation signal of its own; the delay
+/// timer's handler, the emits into the children, the caller's cancellation
+/// (posted) and the children's completions all run there, so the op's
+/// fields need no lock. The caller is resumed, on its own executor, once
+/// every attempt has finished: a loser has been cancelled and has returned,
+/// so nothing the call started outlives it.
+///
+/// Ownership: the op is shared by the children's handlers, the timer's and
+/// the posted steps; the caller's slot holds a weak_ptr.
+template <class Clock, class Executor, class Value, class Handler, class Factory>
+class hedge_op
+    : public std::enable_shared_from_this<hedge_op<Clock, Executor, Value, Handler, Factory>> {
+ public:
+  using handler_executor = asio::associated_executor_t<Handler, Executor>;
+  using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
+
+  hedge_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex, Factory&& factory,
+           std::shared_ptr<hedge_state> state, std::int64_t delay_ns)
+      : handler_(std::move(h)),
+        work_(asio::get_associated_executor(handler_, caller_ex)),
+        caller_slot_(asio::get_associated_cancellation_slot(handler_)),
+        child_ex_(child_ex),
+        timer_(child_ex),
+        factory_(std::move(factory)),
+        state_(std::move(state)),
+        delay_ns_(delay_ns),
+        max_attempts_(state_->options().max_attempts) {}
+
+  void start() {
+    if (caller_slot_.is_connected()) {
+      caller_slot_.assign([weak = this->weak_from_this()](asio::cancellation_type type) {
+        if (auto self = weak.lock())
+          asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
+      });
+    }
+    asio::post(child_ex_, [self = this->shared_from_this()] { self->launch(); });
+  }
+
+ private:
+  struct attempt {
+    asio::cancellation_signal signal;
+    std::int64_t started = 0;
+    bool running = false;
+    bool cancelled = false;  // by the hedge: a loser, or the caller's cancellation
+  };
+
+  // On the strand, from here on.
+  void launch() {
+    start_attempt();
+    if (!done_ && max_attempts_ > 1) arm_timer();
+  }
+
+  void arm_timer() {
+    if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
+    timer_.expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+    timer_.async_wait(
+        [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+  }
+
+  void start_attempt() {
+    const std::size_t i = started_++;
+    attempt& a = attempts_[i];
+    a.running = true;
+    a.started = hedge_now<Clock>();
+    ++running_;
+    state_->count(&hedge_state::attempts);
+    auto done = asio::bind_cancellation_slot(
+        a.signal.slot(), [self = this->shared_from_this(), i](std::exception_ptr e, Value v) {
+          self->on_child(i, std::move(e), std::move(v));
+        });
+    try {
+      asio::co_spawn(child_ex_, as_optional(factory_()), std::move(done));
+    } catch (...) {  // the factory threw: a failed attempt, reported from the strand
+      asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
+        self->on_child(i, e, Value{});
+      });
+    }
+  }
+
+  void on_timer(boost::system::error_code ec) {
+    if (ec || done_ || no_more_ || started_ >= max_attempts_) return;
+    if (!state_->try_hedge(hedge_now<Clock>())) {
+      no_more_ = true;  // the budget is spent: this call hedges no more
+      return;
+    }
+    start_attempt();
+    if (started_ < max_attempts_) arm_timer();
+  }
+
+  void on_caller_cancel(asio::cancellation_type type) {
+    if (done_ && running_ == 0) return;
+    no_more_ = true;
+    timer_.cancel();
+    for (std::size_t i = 0; i < started_; ++i) {
+      if (!attempts_[i].running) continue;
+      attempts_[i].cancelled = true;
+      attempts_[i].signal.emit(type);
+    }
+  }
+
+  void on_child(std::size_t i, std::exception_ptr e, Value v) {
+    attempt& a = attempts_[i];
+    a.running = false;
+    --running_;
+    if (!done_) {
+      bool rejected = false;
+      const outcome o = hedge_classify(state_->options(), e, v, rejected);
+      const std::int64_t now = hedge_now<Clock>();
+      if (!rejected && !a.cancelled) state_->sample(now, now - a.started);
+      if (rejected) state_->count(&hedge_state::rejections);
+      result_e_ = std::move(e);
+      result_v_ = std::move(v);
+      if (o == outcome::success) {
+        if (i > 0) state_->count(&hedge_state::hedge_wins);
+        win(now);
+      } else if (rejected) {
+        no_more_ = true;  // the dependency's guard said no: do not hedge into it
+        timer_.cancel();
+      }
+      if (running_ == 0 && !done_) {  // nobody else to wait for
+        done_ = true;
+        timer_.cancel();
+      }
+    }
+    if (done_ && running_ == 0) deliver();
+  }
+
+  void win(std::int64_t now) {
+    done_ = true;
+    timer_.cancel();
+    for (std::size_t j = 0; j < started_; ++j) {
+      attempt& l = attempts_[j];
+      if (!l.running || l.cancelled) continue;
+      l.cancelled = true;
+      state_->sample(now, now - l.started);  // a lower bound of its latency
+      state_->count(&hedge_state::cancelled);
+      l.signal.emit(asio::cancellation_type::all);
+    }
+  }
+
+  void deliver() {
+    asio::post(work_.get_executor(), [self = this->shared_from_this()]() mutable {
+      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
+      Handler h = std::move(self->handler_);
+      std::exception_ptr e = std::move(self->result_e_);
+      Value v = std::move(self->result_v_);
+      self->work_.reset();
+      self.reset();
+      std::move(h)(std::move(e), std::move(v));
+    });
+  }
+
+  Handler handler_;
+  asio::executor_work_guard<handler_executor> work_;
+  asio::cancellation_slot caller_slot_;
+  Executor child_ex_;
+  timer_type timer_;
+  Factory factory_;
+  std::shared_ptr<hedge_state> state_;
+  std::int64_t delay_ns_;
+  std::size_t max_attempts_;
+  std::array<attempt, 8> attempts_{};  // the rest: on the strand only
+  std::size_t started_ = 0;
+  std::size_t running_ = 0;
+  bool done_ = false;     // a result is chosen: no attempt starts
+  bool no_more_ = false;  // no hedge starts (budget, rejection, caller's cancellation)
+  std::exception_ptr result_e_;
+  Value result_v_{};
+};
+
+}  // namespace levee::detail

@@ -1,0 +1,238 @@
+/// \file
+/// Hedged requests: another attempt when the first is slow, the first
+/// success wins, under a budget (docs/hedging.md).
+#pragma once
+
+#include <levee/core/detail/result_shape.hpp>
+#include <levee/hedge/detail/hedge_op.hpp>
+#include <levee/hedge/detail/hedge_state.hpp>
+#include <levee/hedge/options.hpp>
+#include <levee/timeout/detail/race.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+
+namespace levee {
+
+namespace detail {
+
+/// An attempt factory's awaitable: what it returns, when that is an
+/// `asio::awaitable`; else the async operation it returns (such as
+/// `timer.async_wait(asio::deferred)`), awaited as a `std::tuple` of its
+/// completion's arguments (`asio::as_tuple`).
+template <class Factory, class R = std::invoke_result_t<Factory&>,
+          bool = awaitable_traits<R>::is_awaitable>
+struct hedge_factory {
+  using awaitable = R;
+  static R make(Factory& f) { return f(); }
+};
+template <class Signature>
+struct signature_tuple;
+template <class... Args>
+struct signature_tuple<void(Args...)> {
+  using type = std::tuple<std::decay_t<Args>...>;
+};
+template <class Factory, class R>
+struct hedge_factory<Factory, R, false> {
+  using value_type =
+      typename signature_tuple<boost::asio::completion_signature_of_t<std::decay_t<R>>>::type;
+  using awaitable = boost::asio::awaitable<value_type>;
+  static awaitable make(Factory& f) { return run(f()); }
+  static awaitable run(R op) {
+    co_return co_await std::move(op)(boost::asio::as_tuple(boost::asio::use_awaitable));
+  }
+};
+
+/// The factory as `hedge_op` calls it: `asio::awaitable`s only.
+template <class Factory>
+struct hedge_attempts {
+  Factory f;
+  typename hedge_factory<Factory>::awaitable operator()() {
+    return hedge_factory<Factory>::make(f);
+  }
+};
+
+template <class Clock, class T, class Executor, class Factory>
+boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
+                                           bool idempotent) {
+  namespace asio = boost::asio;
+  const hedge_options& o = s->options();
+  if (!idempotent || o.max_attempts == 1) {  // one attempt, the call's own frame
+    s->count(&hedge_state::calls);
+    s->count(&hedge_state::attempts);
+    if (!idempotent) s->count(&hedge_state::not_idempotent);
+    co_return co_await factory();
+  }
+  using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
+  const std::int64_t delay = s->begin_call(hedge_now<Clock>());
+  const Executor ex = co_await asio::this_coro::executor;
+  const Executor child_ex = serial_executor(ex);
+  auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
+  auto [failure, value] =
+      co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
+          [&](auto handler) {
+            using op_type =
+                hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
+            auto op = std::make_shared<op_type>(std::move(handler), ex, child_ex,
+                                                std::move(factory), std::move(s), delay);
+            op->start();
+          },
+          token);
+  if (failure) std::rethrow_exception(failure);
+  if constexpr (!std::is_void_v<T>) co_return std::move(*value);
+}
+
+}  // namespace detail
+
+/// A hedge: `co_await hedge([&] { return http_get(client, url); })` starts an
+/// attempt, and when it has not answered within the delay, another one (up
+/// to `max_attempts`), within the budget. The first success wins; the other
+/// attempts are cancelled (per attempt, through their cancellation slots).
+/// Rules (docs/hedging.md):
+///
+/// - Delay: fixed, or a percentile of recent attempt latency
+///   (`hedge_options::percentile`).
+/// - Budget: extra attempts at most `max_extra_ratio` of the calls over the
+///   window, plus `min_extra`; when it is spent, the hedge is not started
+///   (`budget_refusals`).
+/// - Failures: an attempt that fails (any outcome but `success`) while
+///   another runs does not end the call: the call waits for the others. One
+///   that fails with no other running ends it with that failure (a hedge does
+///   not retry: put a retry around or inside it). When every attempt failed,
+///   the last one's result is the call's.
+/// - Rejections (`condition::rejected`, such as a breaker's `circuit_open`):
+///   never hedged; no further attempt starts, and the rejection is returned
+///   when no other attempt runs.
+/// - Not idempotent (`hedge_options::idempotent`, `hedge_call`): one
+///   attempt, never hedged.
+///
+/// Thread safety: shared freely between threads of a multi-threaded
+/// `io_context`. Hot path: a short spinlock at the start of a call (the
+/// budget's count), one per hedge started and one per attempt's latency
+/// sample (percentile delay only), never across the call.
+///
+/// Idle: no pending work. The delay timer lives in the call and is cancelled
+/// as soon as the call is decided.
+///
+/// `Clock` times the delay, the latency and the windows (`manual_clock` in
+/// tests). `hedge` is the steady_clock hedge.
+template <class Clock = std::chrono::steady_clock>
+class basic_hedge {
+ public:
+  using clock_type = Clock;                            ///< the delays' clock
+  using executor_type = boost::asio::any_io_executor;  ///< the token form's
+
+  /// A hedge on `ex`.
+  /// \param ex The executor of the token form's calls.
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
+  template <class Executor>
+  requires std::is_convertible_v<const Executor&, boost::asio::any_io_executor>
+  explicit basic_hedge(const Executor& ex, hedge_options options = {})
+      : executor_(ex), state_(std::make_shared<detail::hedge_state>(options)) {}
+
+  /// A hedge on `ctx.get_executor()`.
+  /// \param ctx An execution context, such as an `io_context`.
+  /// \param options Its settings; validated (`validate`).
+  /// \throws std::invalid_argument naming the member when `options` is invalid.
+  template <class ExecutionContext>
+  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+  explicit basic_hedge(ExecutionContext& ctx, hedge_options options = {})
+      : basic_hedge(ctx.get_executor(), std::move(options)) {}
+
+  /// \return the executor given at construction.
+  executor_type get_executor() const noexcept { return executor_; }
+  /// \return the options, as validated.
+  const hedge_options& options() const noexcept { return state_->options(); }
+  /// \return the counters and the current delay.
+  hedge_metrics metrics() const noexcept { return state_->metrics(detail::hedge_now<Clock>()); }
+
+  /// A hedged call. `factory` is called once per attempt (on a strand of the
+  /// awaiting coroutine's executor) and returns a fresh
+  /// `asio::awaitable<T, Executor>`, or an async operation (such as
+  /// `sock.async_read_some(buf, asio::deferred)`), awaited as a tuple of its
+  /// completion's arguments.
+  ///
+  /// Result: the winning attempt's (or the last failed one's) result,
+  /// returned, or its exception rethrown; the shape of `T` decides the
+  /// form, as everywhere in levee.
+  ///
+  /// Cancellation: the awaiting coroutine's cancellation reaches every
+  /// running attempt, and no attempt starts after it.
+  ///
+  /// Executor: the attempts run on a strand of the awaiting coroutine's
+  /// executor (its own, inside `with_deadline`, whose deadline they carry).
+  ///
+  /// Lifetime: `factory` is moved in; what it captures by reference must
+  /// outlive the call. The call returns only once every attempt has ended.
+  ///
+  /// \param factory Makes each attempt.
+  /// \return an awaitable of the attempts' result.
+  template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
+            class Traits = detail::awaitable_traits<Awaitable>>
+  Awaitable operator()(Factory factory) {
+    return (*this)(std::move(factory), hedge_call{options().idempotent});
+  }
+  /// As above, with this call's own idempotency: not idempotent, it is
+  /// sent once, never hedged.
+  /// \param factory Makes each attempt.
+  /// \param call Whether this call is idempotent.
+  /// \return an awaitable of the attempts' result.
+  template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
+            class Traits = detail::awaitable_traits<Awaitable>>
+  Awaitable operator()(Factory factory, hedge_call call) {
+    return detail::hedged<Clock, typename Traits::value_type, typename Traits::executor_type>(
+        state_, detail::hedge_attempts<Factory>{std::move(factory)}, call.idempotent);
+  }
+
+  /// The completion-token form: runs `(*this)(factory, call)` as a new
+  /// coroutine on the hedge's executor, as `co_spawn` does.
+  ///
+  /// Completion signature: `void(std::exception_ptr, T)` (`void(std::exception_ptr)`
+  /// for `void`), the exception being what the coroutine form would throw.
+  /// `T` must be default-constructible.
+  ///
+  /// Cancellation: the handler's slot reaches every running attempt
+  /// (terminal, as `co_spawn` forwards it).
+  ///
+  /// \param factory Makes each attempt.
+  /// \param token The completion token.
+  /// \return what the token's `async_result` makes of the operation.
+  template <class Factory, class CompletionToken>
+  auto async_execute(Factory factory, CompletionToken&& token) {
+    return boost::asio::co_spawn(executor_, (*this)(std::move(factory)),
+                                 std::forward<CompletionToken>(token));
+  }
+  /// As above, with this call's own idempotency.
+  /// \param factory Makes each attempt.
+  /// \param call Whether this call is idempotent.
+  /// \param token The completion token.
+  /// \return what the token's `async_result` makes of the operation.
+  template <class Factory, class CompletionToken>
+  auto async_execute(Factory factory, hedge_call call, CompletionToken&& token) {
+    return boost::asio::co_spawn(executor_, (*this)(std::move(factory), call),
+                                 std::forward<CompletionToken>(token));
+  }
+
+ private:
+  executor_type executor_;
+  std::shared_ptr<detail::hedge_state> state_;
+};
+
+/// The steady_clock hedge.
+using hedge = basic_hedge<>;
+
+}  // namespace levee

@@ -1,0 +1,536 @@
+// Hedged requests on virtual time.
+#include <levee/hedge/hedge.hpp>
+#include <levee/hedge/upstream.hpp>
+#include <levee/timeout/timeout.hpp>
+
+#include "promtool.hpp"
+#include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/deferred.hpp>
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+using namespace levee_test;
+using hedge_type = levee::basic_hedge<vclock>;
+using ec_t = boost::system::error_code;
+
+namespace {
+
+/// A downstream whose n-th call (from 0) takes `latency[n]` (the last one
+/// for later calls) and answers `result[n]` (success by default); records
+/// when each call started and how it ended.
+struct replica {
+  std::vector<std::chrono::nanoseconds> latency{10ms};
+  std::vector<ec_t> result;
+  std::vector<std::chrono::nanoseconds> starts;
+  std::vector<ec_t> ends;
+
+  asio::awaitable<std::tuple<ec_t, int>> call() {
+    const std::size_t n = starts.size();
+    starts.push_back(vclock::now().time_since_epoch());
+    timer t(co_await asio::this_coro::executor, latency[std::min(n, latency.size() - 1)]);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!ec && n < result.size()) ec = result[n];
+    ends.push_back(ec);
+    co_return std::tuple(ec, ec ? 0 : static_cast<int>(n) + 1);
+  }
+  asio::awaitable<int> call_throwing() {
+    auto [ec, v] = co_await call();
+    if (ec) throw boost::system::system_error(ec);
+    co_return v;
+  }
+};
+
+/// Runs `aw`, moving virtual time 1 ms at a time until it finishes.
+template <class T>
+std::shared_ptr<pending<T>> run_to_end(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto p = spawn(ioc, std::move(aw));
+  settle(ioc);
+  for (int i = 0; i < 100'000 && !p->done; ++i) elapse(ioc, 1ms);
+  return p;
+}
+
+/// No timer, no handler: nothing left to run.
+bool idle(asio::io_context& ioc) {
+  ioc.restart();
+  ioc.poll();
+  return ioc.stopped();
+}
+
+ec_t code_of(const pending<std::tuple<ec_t, int>>& p) {
+  return std::get<0>(*p.value);
+}
+int value_of(const pending<std::tuple<ec_t, int>>& p) {
+  return std::get<1>(*p.value);
+}
+
+}  // namespace
+
+TEST_CASE("hedge: an answer before the delay starts no hedge and leaves nothing pending") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 50ms});
+  replica r;
+  auto p = run_to_end(ioc, h([&] { return r.call(); }));
+  REQUIRE(p->done);
+  CHECK(code_of(*p) == ec_t());
+  CHECK(value_of(*p) == 1);
+  CHECK(r.starts.size() == 1);
+  CHECK(vclock::now().time_since_epoch() == 10ms);
+  CHECK(idle(ioc));  // the delay timer was cancelled
+  const auto m = h.metrics();
+  CHECK(m.calls == 1);
+  CHECK(m.attempts == 1);
+  CHECK(m.hedges == 0);
+}
+
+TEST_CASE(
+    "hedge: fixed delay: the second attempt starts at the delay, the first success wins "
+    "and the loser is cancelled") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 30ms});
+  replica r;
+  r.latency = {100ms, 10ms};
+  auto p = run_to_end(ioc, h([&] { return r.call(); }));
+  REQUIRE(p->done);
+  CHECK(code_of(*p) == ec_t());
+  CHECK(value_of(*p) == 2);  // the hedge's answer
+  REQUIRE(r.starts.size() == 2);
+  CHECK(r.starts[1] - r.starts[0] == 30ms);
+  CHECK(vclock::now().time_since_epoch() == 40ms);
+  REQUIRE(r.ends.size() == 2);  // the call returned after the loser ended
+  CHECK(r.ends[1] == asio::error::operation_aborted);
+  CHECK(idle(ioc));
+  const auto m = h.metrics();
+  CHECK(m.hedges == 1);
+  CHECK(m.hedge_wins == 1);
+  CHECK(m.cancelled == 1);
+  CHECK(m.attempts == 2);
+}
+
+TEST_CASE("hedge: max_attempts 3 starts a hedge per delay, the first success wins") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.max_attempts = 3, .delay = 20ms});
+  replica r;
+  r.latency = {1h, 1h, 5ms};
+  auto p = run_to_end(ioc, h([&] { return r.call_throwing(); }));
+  REQUIRE(p->done);
+  REQUIRE(p->value);
+  CHECK(*p->value == 3);
+  REQUIRE(r.starts.size() == 3);
+  CHECK(r.starts[2] == 40ms);
+  CHECK(vclock::now().time_since_epoch() == 45ms);
+  CHECK(h.metrics().cancelled == 2);
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: a failure while another attempt runs waits for it, alone, it is returned") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  const ec_t reset = make_error_code(boost::system::errc::connection_reset);
+  SECTION("the first fails after the hedge started: the hedge's success wins") {
+    replica r;
+    r.latency = {50ms, 70ms};
+    r.result = {reset, {}};
+    auto p = run_to_end(ioc, h([&] { return r.call(); }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == ec_t());
+    CHECK(vclock::now().time_since_epoch() == 80ms);
+  }
+  SECTION("both fail: the last failure is returned") {
+    replica r;
+    r.latency = {50ms, 70ms};
+    r.result = {reset, make_error_code(boost::system::errc::timed_out)};
+    auto p = run_to_end(ioc, h([&] { return r.call(); }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == boost::system::errc::timed_out);
+  }
+  SECTION("the first fails before the delay: returned, no hedge (hedging is not retrying)") {
+    replica r;
+    r.latency = {5ms};
+    r.result = {reset};
+    auto p = run_to_end(ioc, h([&] { return r.call(); }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == reset);
+    CHECK(r.starts.size() == 1);
+    CHECK(idle(ioc));
+  }
+}
+
+TEST_CASE("hedge: percentile delay: fixed until min_samples, then the percentile of the window") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 500ms,
+                     .percentile = 0.9,
+                     .min_delay = 1ms,
+                     .max_delay = 1s,
+                     .min_samples = 20,
+                     .window = 10s});
+  replica r;
+  // 18 answers at 10 ms, 2 at 200 ms: p90 is 10 ms (its bucket's upper bound).
+  r.latency.assign(18, 10ms);
+  r.latency.insert(r.latency.end(), 2, 200ms);
+  for (int i = 0; i < 20; ++i) {
+    CHECK(h.metrics().delay == 500ms);  // fewer than min_samples
+    auto p = run_to_end(ioc, h([&] { return r.call(); }));
+    REQUIRE(p->done);
+  }
+  CHECK(r.starts.size() == 20);  // no hedge at 500 ms
+  const auto d = h.metrics().delay;
+  CHECK(d >= 10ms);
+  CHECK(d <= 10ms * 1.125);
+  CHECK(h.metrics().window_samples == 20);
+  // A slow call is now hedged after about 10 ms.
+  r.latency = {1h, 10ms};
+  const auto before = r.starts.size();
+  r.starts.clear();
+  r.ends.clear();
+  (void)before;
+  auto p = run_to_end(ioc, h([&] { return r.call(); }));
+  REQUIRE(p->done);
+  REQUIRE(r.starts.size() == 2);
+  CHECK(r.starts[1] - r.starts[0] >= 10ms);
+  CHECK(r.starts[1] - r.starts[0] <= 12ms);
+  // The way back: two windows later the samples are gone and the fixed
+  // delay is back.
+  elapse(ioc, 25s);
+  CHECK(h.metrics().window_samples == 0);
+  CHECK(h.metrics().delay == 500ms);
+}
+
+TEST_CASE("hedge: percentile clamped to [min_delay, max_delay]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.percentile = 0.5, .min_delay = 20ms, .max_delay = 40ms, .min_samples = 5});
+  replica r;
+  r.latency = {1ms};
+  for (int i = 0; i < 5; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  CHECK(h.metrics().delay == 20ms);
+  r.latency = {1s};
+  r.starts.clear();
+  for (int i = 0; i < 40; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  CHECK(h.metrics().delay == 40ms);
+}
+
+TEST_CASE("hedge: the budget caps the extra attempts, the way back after the window") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms, .window = 10s, .max_extra_ratio = 0.1, .min_extra = 2});
+  replica r;
+  r.latency = {100ms};  // slow everywhere
+  for (int i = 0; i < 50; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  auto m = h.metrics();
+  CHECK(m.calls == 50);
+  CHECK(m.hedges == 7);  // 0.1 * 50 + 2
+  CHECK(m.budget_refusals == 43);
+  CHECK(r.starts.size() == 57);  // the downstream saw 14 % more, not twice the load
+  // Two windows later the budget is whole again.
+  elapse(ioc, 21s);
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  m = h.metrics();
+  CHECK(m.hedges == 8);
+  CHECK(m.window_calls == 1);
+  CHECK(m.window_hedges == 1);
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: a rejection is not hedged and is returned, breaker composition") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  breaker b(ioc);
+  replica r;
+  SECTION("an open breaker: circuit_open at once, no hedge, no timer left") {
+    b.force_open();
+    auto p = run_to_end(ioc, h([&] { return b(r.call()); }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == levee::error::circuit_open);
+    CHECK(r.starts.empty());
+    CHECK(vclock::now().time_since_epoch() == 0ms);
+    const auto m = h.metrics();
+    CHECK(m.attempts == 1);
+    CHECK(m.hedges == 0);
+    CHECK(m.rejections == 1);
+  }
+  SECTION("each attempt is a breaker call; the cancelled loser is not a failure") {
+    r.latency = {100ms, 10ms};
+    auto p = run_to_end(ioc, h([&] { return b(r.call()); }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == ec_t());
+    const auto m = b.metrics();
+    CHECK(m.successes == 1);
+    CHECK(m.failures == 0);
+    CHECK(m.ignored == 1);  // the loser's cancellation
+  }
+  SECTION("the hedge is rejected while the first runs: the first's answer is returned") {
+    r.latency = {50ms};
+    int n = 0;
+    auto p = run_to_end(ioc, h([&] {
+                          if (n++ == 1) b.force_open();  // the breaker opens between the attempts
+                          return b(r.call());
+                        }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == ec_t());
+    CHECK(vclock::now().time_since_epoch() == 50ms);
+    CHECK(h.metrics().rejections == 1);
+    CHECK(r.starts.size() == 1);
+  }
+}
+
+TEST_CASE("hedge: the caller's cancellation cancels every attempt") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms});
+  replica r;
+  r.latency = {1h};
+  asio::cancellation_signal sig;
+  bool done = false;
+  ec_t got;
+  asio::co_spawn(ioc, h([&] { return r.call(); }),
+                 asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, auto v) {
+                   REQUIRE(!e);
+                   done = true;
+                   got = std::get<0>(v);
+                 }));
+  settle(ioc);
+  for (int i = 0; i < 25; ++i) elapse(ioc, 1ms);
+  CHECK(r.starts.size() == 3);
+  sig.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  REQUIRE(done);
+  CHECK(got == asio::error::operation_aborted);
+  CHECK(r.ends.size() == 3);
+  CHECK(idle(ioc));
+  // No attempt starts after it.
+  elapse(ioc, 1s);
+  CHECK(r.starts.size() == 3);
+}
+
+TEST_CASE("hedge: with_deadline around the hedge ends every attempt at the deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  replica r;
+  SECTION("the deadline passes: deadline_exceeded, both attempts cancelled") {
+    r.latency = {1h};
+    auto p = run_to_end(ioc, levee::with_deadline<vclock>(25ms, h([&] { return r.call(); })));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == levee::error::deadline_exceeded);
+    CHECK(vclock::now().time_since_epoch() == 25ms);
+    CHECK(r.ends.size() == 2);
+    CHECK(idle(ioc));
+  }
+  SECTION("the hedge answers within the deadline") {
+    r.latency = {1h, 5ms};
+    auto p = run_to_end(ioc, levee::with_deadline<vclock>(25ms, h([&] { return r.call(); })));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == ec_t());
+    CHECK(vclock::now().time_since_epoch() == 15ms);
+  }
+  SECTION("the attempts see the deadline") {
+    std::vector<std::chrono::nanoseconds> left;
+    r.latency = {1h, 5ms};
+    auto p = run_to_end(
+        ioc, levee::with_deadline<vclock>(
+                 25ms, h([&]() -> asio::awaitable<std::tuple<ec_t, int>> {
+                   left.push_back(*levee::remaining_deadline(co_await asio::this_coro::executor));
+                   co_return co_await r.call();
+                 })));
+    REQUIRE(p->done);
+    REQUIRE(left.size() == 2);
+    CHECK(left[0] == 25ms);
+    CHECK(left[1] == 15ms);
+  }
+}
+
+TEST_CASE("hedge: a call that is not idempotent is never hedged") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replica r;
+  r.latency = {100ms};
+  SECTION("by the call") {
+    hedge_type h(ioc, {.delay = 10ms});
+    auto p = run_to_end(ioc, h([&] { return r.call(); }, levee::hedge_call{.idempotent = false}));
+    REQUIRE(p->done);
+    CHECK(r.starts.size() == 1);
+    CHECK(h.metrics().not_idempotent == 1);
+  }
+  SECTION("by the options, unless the call says it is safe") {
+    hedge_type h(ioc, {.delay = 10ms, .idempotent = false});
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    CHECK(r.starts.size() == 1);
+    REQUIRE(
+        run_to_end(ioc, h([&] { return r.call(); }, levee::hedge_call{.idempotent = true}))->done);
+    CHECK(r.starts.size() == 3);
+  }
+}
+
+TEST_CASE("hedge: the exception form, a factory that throws, and an async-operation factory") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  SECTION("all attempts throw: the last exception") {
+    replica r;
+    r.latency = {30ms, 30ms};
+    r.result = {make_error_code(boost::system::errc::connection_reset),
+                make_error_code(boost::system::errc::timed_out)};
+    auto p = run_to_end(ioc, h([&] { return r.call_throwing(); }));
+    REQUIRE(p->done);
+    CHECK(p->thrown_code() == boost::system::errc::timed_out);
+  }
+  SECTION("the factory throws for the hedge: the first attempt still answers") {
+    replica r;
+    r.latency = {30ms};
+    int n = 0;
+    auto p = run_to_end(ioc, h([&] {
+                          if (n++ == 1) throw std::runtime_error("no");
+                          return r.call_throwing();
+                        }));
+    REQUIRE(p->done);
+    REQUIRE(p->value);
+    CHECK(*p->value == 1);
+  }
+  SECTION("an async operation: a tuple of its completion's arguments") {
+    std::vector<std::unique_ptr<timer>> timers;
+    auto p = run_to_end(ioc, h([&] {
+                          timers.push_back(std::make_unique<timer>(ioc, timers.empty() ? 1h : 5ms));
+                          return timers.back()->async_wait(asio::deferred);
+                        }));
+    REQUIRE(p->done);
+    CHECK(std::get<0>(*p->value) == ec_t());
+    CHECK(vclock::now().time_since_epoch() == 15ms);
+    CHECK(timers.size() == 2);
+  }
+}
+
+TEST_CASE("hedge: the completion-token form") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  replica r;
+  r.latency = {100ms, 10ms};
+  bool done = false;
+  h.async_execute([&] { return r.call(); },
+                  [&](std::exception_ptr e, std::tuple<ec_t, int> v) {
+                    done = true;
+                    CHECK(!e);
+                    CHECK(std::get<1>(v) == 2);
+                  });
+  settle(ioc);
+  for (int i = 0; i < 30 && !done; ++i) elapse(ioc, 1ms);
+  CHECK(done);
+  CHECK(vclock::now().time_since_epoch() == 20ms);
+}
+
+TEST_CASE("hedge: invalid options throw std::invalid_argument naming the member") {
+  asio::io_context ioc;
+  auto names = [&](levee::hedge_options o, const char* member) {
+    try {
+      hedge_type h(ioc, std::move(o));
+      FAIL("accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK_THAT(e.what(), Catch::Contains(std::string("hedge_options::") + member));
+    }
+  };
+  names({.max_attempts = 0}, "max_attempts");
+  names({.max_attempts = 9}, "max_attempts");
+  names({.delay = -1ns}, "delay");
+  names({.percentile = 1.0}, "percentile");
+  names({.percentile = -0.5}, "percentile");
+  names({.min_delay = -1ns}, "min_delay");
+  names({.min_delay = 2s, .max_delay = 1s}, "max_delay");
+  names({.min_samples = 0}, "min_samples");
+  names({.window = 0ns}, "window");
+  names({.max_extra_ratio = 1.5}, "max_extra_ratio");
+  names({.min_extra = (std::size_t{1} << 30) + 1}, "min_extra");
+}
+
+TEST_CASE("hedge: durations up to nanoseconds::max() work") {
+  virtual_time vt;
+  asio::io_context ioc;
+  constexpr auto forever = std::chrono::nanoseconds::max();
+  replica r;
+  r.latency = {100ms};
+  SECTION("a delay of max() never hedges") {
+    hedge_type h(ioc, {.delay = forever, .window = forever});
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    CHECK(r.starts.size() == 1);
+    CHECK(idle(ioc));
+  }
+  SECTION("a percentile delay capped at max()") {
+    hedge_type h(ioc, {.delay = 10ms,
+                       .percentile = 0.99,
+                       .min_delay = forever,
+                       .max_delay = forever,
+                       .min_samples = 1,
+                       .window = forever});
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    CHECK(h.metrics().delay == forever);
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    CHECK(r.starts.size() == 3);  // hedged at 10 ms once, then never
+  }
+}
+
+TEST_CASE("hedge: Prometheus exposition") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  replica r;
+  r.latency = {100ms, 10ms};
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  std::ostringstream out;
+  levee::write_hedges_prometheus(out, {{"api \"x\"", h.metrics()}});
+  const std::string text = out.str();
+  CHECK_THAT(text, Catch::Contains("levee_hedge_hedges_total{hedge=\"api \\\"x\\\"\"} 1"));
+  CHECK_THAT(text, Catch::Contains("levee_hedge_delay_seconds{hedge=\"api \\\"x\\\"\"} 0.01"));
+  CHECK(promtool_clean(text));
+}
+
+TEST_CASE("hedge: with an upstream, each hedge goes to an endpoint the other attempts are not on") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_upstream<vclock> up(ioc, {"a", "b", "c"});
+  hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms, .max_extra_ratio = 1, .min_extra = 100});
+  for (int round = 0; round < 20; ++round) {
+    INFO("round " << round);
+    std::vector<std::string> picked;
+    replica r;
+    r.latency = {100ms, 100ms, 5ms};
+    auto p = run_to_end(ioc, levee::hedged_call(h, up, [&](const levee::upstream_endpoint& e) {
+                          picked.push_back(e.address);
+                          return r.call();
+                        }));
+    REQUIRE(p->done);
+    CHECK(code_of(*p) == ec_t());
+    REQUIRE(picked.size() == 3);
+    std::sort(picked.begin(), picked.end());
+    CHECK(picked == std::vector<std::string>{"a", "b", "c"});
+  }
+  CHECK(up.metrics().ejected == 0);  // cancelled losers are no failures
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: with an upstream of one endpoint, the hedge goes to it again") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::basic_upstream<vclock> up(ioc, {"only"});
+  hedge_type h(ioc, {.delay = 10ms});
+  replica r;
+  r.latency = {100ms, 5ms};
+  int calls = 0;
+  auto p = run_to_end(ioc, levee::hedged_call(h, up, [&](const levee::upstream_endpoint&) {
+                        ++calls;
+                        return r.call();
+                      }));
+  REQUIRE(p->done);
+  CHECK(code_of(*p) == ec_t());
+  CHECK(calls == 2);
+}

@@ -1,0 +1,133 @@
+// The hedge on a 4-thread io_context, without strands: the delay timer races
+// the first attempt's answer, winners race losers, the caller's cancellation
+// races both, and the budget and the latency window are updated from every
+// thread. Runs under ThreadSanitizer and AddressSanitizer in CI (label
+// "concurrency").
+//
+// Real time, short and bounded: the races between timers and answers on other
+// threads are the point, and virtual time would serialise them away.
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/hedge/hedge.hpp>
+#include <levee/timeout/timeout.hpp>
+
+#include "support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+using namespace levee_test;
+using ec_t = boost::system::error_code;
+
+namespace {
+
+constexpr int threads = 4;
+constexpr int coroutines = 32;
+constexpr int rounds = 60;
+
+void run_threads(asio::io_context& ioc) {
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+}
+
+/// An attempt of `latency` real time, tuple form; counts starts and ends.
+asio::awaitable<std::tuple<ec_t, int>> attempt(std::chrono::nanoseconds latency,
+                                               std::atomic<int>& started, std::atomic<int>& ended) {
+  started.fetch_add(1);
+  asio::steady_timer t(co_await asio::this_coro::executor, latency);
+  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  ended.fetch_add(1);
+  co_return std::tuple(ec, ec ? 0 : 7);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "hedge threads: answers around the delay, losers, cancellations, deadlines and a "
+    "breaker on 4 threads") {
+  asio::io_context ioc;
+  levee::hedge h(ioc, {.max_attempts = 3,
+                       .delay = std::chrono::microseconds(300),
+                       .percentile = 0.5,
+                       .min_delay = std::chrono::microseconds(100),
+                       .max_delay = std::chrono::milliseconds(2),
+                       .min_samples = 50,
+                       .window = std::chrono::milliseconds(200),
+                       .max_extra_ratio = 0.5,
+                       .min_extra = 20});
+  levee::circuit_breaker b(ioc);
+  std::atomic<int> started{0}, ended{0}, ok{0}, aborted{0}, deadline{0}, other{0}, calls{0};
+  for (int c = 0; c < coroutines; ++c) {
+    // Odd coroutines run on a strand of their own (the caller's cancellation
+    // is emitted there, as Asio requires); even ones on the io_context's
+    // executor (the hedge makes its strand), without cancellations.
+    const bool stranded = c % 2 == 1;
+    const asio::any_io_executor ex =
+        stranded ? asio::any_io_executor(asio::make_strand(ioc)) : ioc.get_executor();
+    asio::co_spawn(
+        ex,
+        [&, c, stranded]() -> asio::awaitable<void> {
+          for (int r = 0; r < rounds; ++r) {
+            const int kind = (c + r) % 4 == 3 && !stranded ? 0 : (c + r) % 4;
+            // Latencies on both sides of the delay.
+            const auto latency = std::chrono::microseconds(50 + ((c * 7 + r * 13) % 9) * 100);
+            auto make = [&] { return attempt(latency, started, ended); };
+            calls.fetch_add(1);
+            std::tuple<ec_t, int> res;
+            if (kind == 0) {
+              res = co_await h(make);
+            } else if (kind == 1) {
+              res = co_await h([&] { return b(attempt(latency, started, ended)); });
+            } else if (kind == 2) {
+              res = co_await levee::with_deadline(std::chrono::microseconds(400), h(make));
+            } else {
+              // The caller cancels from another coroutine, around the delay.
+              // Shared: the timer's handler may already be queued when the call ends.
+              auto sig = std::make_shared<asio::cancellation_signal>();
+              asio::steady_timer t(co_await asio::this_coro::executor,
+                                   std::chrono::microseconds(200 + (r % 5) * 100));
+              t.async_wait([sig](ec_t ec) {
+                if (!ec) sig->emit(asio::cancellation_type::terminal);
+              });
+              auto [e, v] = co_await asio::co_spawn(
+                  co_await asio::this_coro::executor, h(make),
+                  asio::bind_cancellation_slot(sig->slot(), asio::as_tuple(asio::use_awaitable)));
+              if (e) std::rethrow_exception(e);
+              res = v;
+              t.cancel();
+            }
+            const ec_t ec = std::get<0>(res);
+            if (!ec) {
+              ok.fetch_add(1);
+            } else if (ec == asio::error::operation_aborted) {
+              aborted.fetch_add(1);
+            } else if (ec == levee::error::deadline_exceeded) {
+              deadline.fetch_add(1);
+            } else {
+              other.fetch_add(1);
+            }
+          }
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  const auto m = h.metrics();
+  INFO("ok " << ok << " aborted " << aborted << " deadline " << deadline << " other " << other
+             << " hedges " << m.hedges << " refusals " << m.budget_refusals);
+  CHECK(calls == coroutines * rounds);
+  CHECK(ok + aborted + deadline + other == coroutines * rounds);
+  CHECK(other == 0);
+  CHECK(ok > 0);
+  CHECK(m.hedges > 0);
+  CHECK(started == ended);  // every attempt ended before its call returned
+  CHECK(static_cast<int>(m.attempts) == started);
+  CHECK(m.attempts == m.calls + m.hedges);
+  CHECK(b.metrics().failures == 0);  // a cancelled loser is no failure
+}
