@@ -125,6 +125,26 @@ TEST_CASE("upstream: a replica that fails every call is ejected, calls keep succ
   }
 }
 
+TEST_CASE(
+    "upstream: without retries, a replica failing every call costs its 3 ejecting calls: "
+    "99.97 % of 10,000 succeed",
+    "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;
+  auto o = options();
+  o.max_attempts = 1;  // no retry elsewhere: each call is one attempt
+  vupstream up(ioc, three, o, "api");
+  r.answer[1] = refused;
+  const int ok = calls(ioc, up, r, 10000);
+  // Ejected on its third failure in a row (consecutive_failures = 3); after
+  // that no call goes to it: the three are the only failures.
+  CHECK(r.calls[1] == 3);
+  CHECK(ok == 10000 - 3);
+  CHECK(ok * 1000 >= 10000 * 999);
+  CHECK(up.metrics().endpoints[1].ejected);
+}
+
 TEST_CASE("upstream: a replica whose success rate is an outlier is ejected", "[upstream]") {
   // Five replicas; one fails one call in four, never three in a row, so only
   // its success rate gives it away, at the end of a 10 s interval.

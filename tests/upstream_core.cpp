@@ -198,6 +198,46 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("upstream core: one call at a time, an endpoint that stalled once gets its share back",
+          "[upstream]") {
+  // Light load: every call ends before the next starts, so outstanding calls
+  // never break a tie. One slow answer (a stall) must not exclude the
+  // endpoint for ever, nor a hair's difference in the estimates send every
+  // call to one endpoint.
+  endpoint_set set(3, three_strikes(), 1s);
+  levee::detail::splitmix64 rng{3};
+  std::chrono::nanoseconds now{0};
+  levee::detail::splitmix64 jitter{5};
+  // A call of 80 to 120 us (the same for every endpoint), then 10 ms idle.
+  const auto call = [&]() {
+    const auto c = set.pick(now, rng.next());
+    set.complete(c, outcome::success, now + 80us + std::chrono::nanoseconds(jitter.next() % 40000));
+    now += 10ms;
+    return c.index;
+  };
+  std::array<int, 3> picked{};
+  for (int i = 0; i < 3000; ++i) ++picked[call()];
+  CAPTURE(picked[0], picked[1], picked[2]);
+  for (int n : picked) CHECK(n > 800);  // 30 s: shared
+
+  // Endpoint 0 stalls once, for 50 ms.
+  for (;;) {
+    const auto c = set.pick(now, rng.next());
+    const bool stall = c.index == 0;
+    set.complete(c, outcome::success, now + (stall ? 50ms : 100us));
+    now += 10ms;
+    if (stall) break;
+  }
+  CHECK(set.view(0).latency >= 50ms);
+  picked = {};
+  for (int i = 0; i < 1000; ++i) ++picked[call()];
+  CHECK(picked[0] < 100);  // 10 s: avoided at first
+  picked = {};
+  for (int i = 0; i < 3000; ++i) ++picked[call()];
+  CAPTURE(picked[0], picked[1], picked[2]);
+  CHECK(picked[0] > 800);  // the next 30 s: its share again, as before the stall
+}
+
 TEST_CASE("upstream core: consecutive failures eject, a success in between resets", "[upstream]") {
   harness h(3, three_strikes());
   CHECK(h.fail(1, 2).kind == endpoint_change::nothing);
