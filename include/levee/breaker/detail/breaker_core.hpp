@@ -73,6 +73,8 @@ class breaker_core {
   bool needs_time() const noexcept { return (bits() & needs_time_bit) != 0; }
   /// True when `complete` needs the call's duration (slow-call detection on).
   bool needs_elapsed() const noexcept { return slow_ns() > 0; }
+  /// `slow_call_duration` in force (zero: slow-call detection off).
+  nanos slow_call_duration() const noexcept { return nanos(slow_ns()); }
 
   /// The options in force: a snapshot that stays valid as long as the core
   /// (a reconfiguration publishes a new one and keeps the old).
