@@ -106,7 +106,8 @@ class breaker_core {
   /// time window only), `elapsed` the call's duration (used only with slow-call
   /// detection on). Outcomes of calls admitted in an earlier generation are
   /// counted in `counters()` but change no decision.
-  transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
+  [[gnu::always_inline]] transition complete(permit p, outcome o, nanos now,
+                                             nanos elapsed = nanos::zero()) noexcept;
 
   /// Gives a permit back without counting it: the call was abandoned (its
   /// coroutine destroyed) before it finished. A probe's slot is freed.
@@ -271,6 +272,14 @@ class breaker_core {
   const W& window_as() const noexcept {
     return *std::launder(reinterpret_cast<const W*>(window_));
   }
+  // The bits of window kind `W` (all but `moved_bit`).
+  template <class W>
+  static constexpr std::uint8_t bits_of() noexcept {
+    std::uint8_t b = static_cast<std::uint8_t>(static_cast<std::uint8_t>(W::kind) & kind_mask);
+    if (W::shared_only) b = static_cast<std::uint8_t>(b | shared_only_bit);
+    if (W::needs_time) b = static_cast<std::uint8_t>(b | needs_time_bit);
+    return b;
+  }
   // Counts a finished call outside the window's locked section.
   static void count(shard& s, bool failed, bool slow) noexcept {
     spin_guard g(s.lock);
@@ -284,9 +293,15 @@ class breaker_core {
   permit acquire_probe(std::uint64_t w) noexcept;
   transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
-  // Records a call in a window of any kind but the inline one (the dispatch
-  // compiled once), under the shard's lock.
-  std::int64_t record_other(shard& s, nanos now, bool failed, bool slow) noexcept;
+  // Records a call in a window of any kind but the inline one, or one a
+  // reconfiguration moved (the dispatch compiled once), under the lock its
+  // kind needs: the caller's own shard's, shard 0's for a `shared_only`
+  // kind. `counted`: the counters were bumped already (on the own shard).
+  transition complete_other(permit p, bool failed, bool slow, nanos now, bool counted) noexcept;
+  // After the call was recorded with `stamp` in window `epoch`: consecutive
+  // failures, and the window's check unless the stamp says it passed.
+  [[gnu::always_inline]] transition recorded(permit p, bool failed, bool slow, std::int64_t stamp,
+                                             std::uint32_t epoch) noexcept;
   transition check_window(std::uint64_t generation, std::int64_t stamp,
                           std::uint32_t epoch) noexcept;
   // What the thresholds are, read with the window (under shard 0's lock).
@@ -340,9 +355,11 @@ class breaker_core {
   std::atomic<std::int64_t> slow_ns_;
   std::uint16_t shard_mask_;                // at most 1024 shards
   std::atomic<std::uint16_t> probe_limit_;  // half_open_probes <= 8191
-  // The window kind (low bits), in bit 6 whether a reconfiguration moved the
-  // window out of the shards (`window_ext`), in bit 7 its `needs_time`.
-  static constexpr std::uint8_t kind_mask = 0x3f;
+  // The window kind (low bits), in bit 5 its `shared_only` (recorded under
+  // shard 0's lock), in bit 6 whether a reconfiguration moved the window out
+  // of the shards (`window_ext`), in bit 7 its `needs_time`.
+  static constexpr std::uint8_t kind_mask = 0x1f;
+  static constexpr std::uint8_t shared_only_bit = 0x20;
   static constexpr std::uint8_t moved_bit = 0x40;
   static constexpr std::uint8_t needs_time_bit = 0x80;
   std::atomic<std::uint8_t> window_bits_;

@@ -27,6 +27,10 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   const bool failed = o == outcome::failure;
+  // A window kept only in the shared part (the count window) is recorded
+  // under shard 0's lock, out of line (`complete_other`).
+  if (bits() & shared_only_bit) [[unlikely]]
+    return complete_other(p, failed, slow, now, false);
 
   s.lock.lock();
   (failed ? s.failures : s.successes).bump_locked();
@@ -40,15 +44,20 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   // through the dispatch compiled once.
   using inline_kind = window_kinds::inline_kind;
   const std::uint32_t epoch = window_epoch_;
-  std::int64_t stamp;
-  if ((bits() & (kind_mask | moved_bit)) == static_cast<std::uint8_t>(inline_kind::kind))
-      [[likely]] {
-    stamp = window_as<inline_kind>().record(s.part(), shared_part(), now, failed, slow);
-  } else {
-    stamp = record_other(s, now, failed, slow);
+  if ((bits() & (kind_mask | moved_bit)) != static_cast<std::uint8_t>(inline_kind::kind))
+      [[unlikely]] {
+    s.lock.unlock();  // counted; recorded under the lock its kind needs
+    return complete_other(p, failed, slow, now, true);
   }
+  // Not moved: the shared part follows the last shard.
+  std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
+  const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, now, failed, slow);
   s.lock.unlock();
+  return recorded(p, failed, slow, stamp, epoch);
+}
 
+inline transition breaker_core::recorded(permit p, bool failed, bool slow, std::int64_t stamp,
+                                         std::uint32_t epoch) noexcept {
   // In the window first: the call that trips `consecutive_failures` counts.
   if (consecutive_limit_.load(std::memory_order_relaxed) != 0) {
     if (transition t = note_consecutive(p, failed)) return t;
