@@ -73,8 +73,7 @@ class breaker_core {
   bool needs_time() const noexcept { return (bits() & needs_time_bit) != 0; }
   /// True when `complete` needs the call's duration (slow-call detection on).
   bool needs_elapsed() const noexcept { return slow_ns() > 0; }
-  /// `slow_call_duration` in force (zero: slow-call detection off).
-  nanos slow_call_duration() const noexcept { return nanos(slow_ns()); }
+  nanos slow_call_duration() const noexcept { return nanos(slow_ns()); }  ///< zero: off
 
   /// The options in force: a snapshot that stays valid as long as the core
   /// (a reconfiguration publishes a new one and keeps the old).
@@ -106,8 +105,7 @@ class breaker_core {
   /// time window only), `elapsed` the call's duration (used only with slow-call
   /// detection on). Outcomes of calls admitted in an earlier generation are
   /// counted in `counters()` but change no decision.
-  [[gnu::always_inline]] transition complete(permit p, outcome o, nanos now,
-                                             nanos elapsed = nanos::zero()) noexcept;
+  transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
 
   /// Gives a permit back without counting it: the call was abandoned (its
   /// coroutine destroyed) before it finished. A probe's slot is freed.
@@ -272,14 +270,8 @@ class breaker_core {
   const W& window_as() const noexcept {
     return *std::launder(reinterpret_cast<const W*>(window_));
   }
-  // The bits of window kind `W` (all but `moved_bit`).
-  template <class W>
-  static constexpr std::uint8_t bits_of() noexcept {
-    std::uint8_t b = static_cast<std::uint8_t>(static_cast<std::uint8_t>(W::kind) & kind_mask);
-    if (W::shared_only) b = static_cast<std::uint8_t>(b | shared_only_bit);
-    if (W::needs_time) b = static_cast<std::uint8_t>(b | needs_time_bit);
-    return b;
-  }
+  template <class W>  // window kind W's bits, but `moved_bit`
+  static constexpr std::uint8_t bits_of() noexcept;
   // Counts a finished call outside the window's locked section.
   static void count(shard& s, bool failed, bool slow) noexcept {
     spin_guard g(s.lock);
@@ -287,21 +279,15 @@ class breaker_core {
     if (slow) s.slow.bump_locked();
   }
 
-  // Slow paths (breaker/impl/breaker_core.ipp).
-  // HALF_OPEN admission: a CAS takes a probe slot, and the round's first
-  // marks the word (`round_started`): that probe's permit says so.
+  // Slow paths (breaker/impl/breaker_core.ipp). HALF_OPEN admission: a CAS takes a
+  // probe slot, and the round's first marks the word: that probe's permit says so.
   permit acquire_probe(std::uint64_t w) noexcept;
   transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
-  // Records a call in a window of any kind but the inline one, or one a
-  // reconfiguration moved (the dispatch compiled once), under the lock its
-  // kind needs: the caller's own shard's, shard 0's for a `shared_only`
-  // kind. `counted`: the counters were bumped already (on the own shard).
+  // `complete` for any window but the inline kind unmoved (impl/breaker_core.hpp).
   transition complete_other(permit p, bool failed, bool slow, nanos now, bool counted) noexcept;
-  // After the call was recorded with `stamp` in window `epoch`: consecutive
-  // failures, and the window's check unless the stamp says it passed.
-  [[gnu::always_inline]] transition recorded(permit p, bool failed, bool slow, std::int64_t stamp,
-                                             std::uint32_t epoch) noexcept;
+  transition recorded(permit p, bool failed, bool slow, std::int64_t stamp,
+                      std::uint32_t e) noexcept;
   transition check_window(std::uint64_t generation, std::int64_t stamp,
                           std::uint32_t epoch) noexcept;
   // What the thresholds are, read with the window (under shard 0's lock).
@@ -355,9 +341,8 @@ class breaker_core {
   std::atomic<std::int64_t> slow_ns_;
   std::uint16_t shard_mask_;                // at most 1024 shards
   std::atomic<std::uint16_t> probe_limit_;  // half_open_probes <= 8191
-  // The window kind (low bits), in bit 5 its `shared_only` (recorded under
-  // shard 0's lock), in bit 6 whether a reconfiguration moved the window out
-  // of the shards (`window_ext`), in bit 7 its `needs_time`.
+  // The window kind (low bits), in bit 5 its `shared_only`, in bit 6 whether a
+  // reconfiguration moved it out of the shards (`window_ext`), in 7 `needs_time`.
   static constexpr std::uint8_t kind_mask = 0x1f;
   static constexpr std::uint8_t shared_only_bit = 0x20;
   static constexpr std::uint8_t moved_bit = 0x40;

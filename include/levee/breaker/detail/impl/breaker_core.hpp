@@ -16,7 +16,16 @@ inline permit breaker_core::try_acquire() noexcept {
   return permit();
 }
 
-inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
+template <class W>
+constexpr std::uint8_t breaker_core::bits_of() noexcept {
+  std::uint8_t b = static_cast<std::uint8_t>(static_cast<std::uint8_t>(W::kind) & kind_mask);
+  if (W::shared_only) b = static_cast<std::uint8_t>(b | shared_only_bit);
+  if (W::needs_time) b = static_cast<std::uint8_t>(b | needs_time_bit);
+  return b;
+}
+
+[[gnu::always_inline]] inline transition breaker_core::complete(permit p, outcome o, nanos now,
+                                                                nanos elapsed) noexcept {
   if (!p) return {};
   const std::int64_t slow_ns = slow_ns_.load(std::memory_order_relaxed);
   const bool slow = slow_ns > 0 && elapsed.count() >= slow_ns && o != outcome::ignored;
@@ -56,8 +65,15 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   return recorded(p, failed, slow, stamp, epoch);
 }
 
-inline transition breaker_core::recorded(permit p, bool failed, bool slow, std::int64_t stamp,
-                                         std::uint32_t epoch) noexcept {
+// After the call was recorded with `stamp` in window `epoch`: consecutive
+// failures, and the window's check unless the stamp says it passed.
+// `complete_other` (breaker/impl/breaker_window.ipp) records any window but
+// the inline kind unmoved, under the lock its kind needs: the caller's own
+// shard's, shard 0's for a `shared_only` kind (`counted`: the counters were
+// bumped already, on the own shard).
+[[gnu::always_inline]] inline transition breaker_core::recorded(permit p, bool failed, bool slow,
+                                                                std::int64_t stamp,
+                                                                std::uint32_t epoch) noexcept {
   // In the window first: the call that trips `consecutive_failures` counts.
   if (consecutive_limit_.load(std::memory_order_relaxed) != 0) {
     if (transition t = note_consecutive(p, failed)) return t;
