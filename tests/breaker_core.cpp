@@ -438,6 +438,43 @@ TEST_CASE("core: shards written by different threads add up in one window") {
   CHECK(last.to == circuit_state::open);
 }
 
+// Issue 23: a count window is recorded under shard 0's lock (its only lock),
+// whichever shard the calling thread has: calls from every shard at once all
+// land in the one ring, and a fresh window (a manual close) empties it.
+TEST_CASE("core: a count window takes calls from every shard at once") {
+  levee::breaker_options o = small(8);
+  o.window_type = levee::window_kind::count;
+  o.window_calls = 100;
+  harness h(o, 4);
+  REQUIRE(h.core.shard_count() == 4);
+  constexpr int threads = 4, calls = 5000;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < calls; ++i) {
+        const permit p = h.core.try_acquire();
+        // One failure in 10 on one thread: under the threshold (0.5).
+        h.core.complete(p, t == 0 && i % 10 == 0 ? outcome::failure : outcome::success, h.now);
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  CHECK(h.core.state() == circuit_state::closed);
+  const levee::window_totals w = h.core.window(h.now);
+  CHECK(w.calls == 100);
+  CHECK(w.failures <= 100 / 10 + 1);
+  const levee::breaker_counters c = h.core.counters();
+  CHECK(c.successes + c.failures == std::uint64_t{threads * calls});
+  CHECK(c.failures == std::uint64_t{calls / 10});
+  // The way back: a fresh window holds nothing, then the next call only.
+  h.core.set_state(circuit_state::closed);
+  CHECK(h.core.window(h.now).calls == 0);
+  std::thread([&] { CHECK_FALSE(h.fail()); }).join();
+  const levee::window_totals after = h.core.window(h.now);
+  CHECK(after.calls == 1);
+  CHECK(after.failures == 1);
+}
+
 TEST_CASE("core: a new bucket re-checks the window on success") {
   // The validation short-cut must not survive a bucket change: old successes
   // leave, and a success must then see the failures that remain.

@@ -1,5 +1,6 @@
 // The Asio shell: guarded coroutines, the open timer, the token form.
 #include <levee/breaker/circuit_breaker.hpp>
+#include <levee/registry/detail/guard_pair.hpp>
 
 #include "support.hpp"
 
@@ -11,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <time.h>
 #include <cstdint>
 #include <future>
 #include <vector>
@@ -587,6 +589,50 @@ TEST_CASE("slow calls open the breaker through the shell, timed by its clock") {
   CHECK(r->value == 42);  // a slow call still returns its result
   CHECK(cb.counters().slow == 2);
   CHECK(cb.state() == circuit_state::open);  // 2 slow of 4
+}
+
+// Issue 23: slow-call durations are timed on the coarse clock (the time
+// window's, `CLOCK_MONOTONIC_COARSE`) when the threshold is at least 100
+// times its resolution, on the precise one below; a manual_clock is always
+// read as it is.
+TEST_CASE("slow calls: the coarse clock from 100 times its resolution, the precise one below") {
+  using levee::detail::guard_access;
+  using std::chrono::nanoseconds;
+  const levee::breaker_options unsampled{.probe_timeout = nanoseconds::max()};
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+  {
+    using steady = std::chrono::steady_clock;
+    using kind = levee::detail::breaker_impl<steady, asio::wait_traits<steady>>::start_kind;
+    timespec res{};
+    REQUIRE(::clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0);
+    const nanoseconds line(100 *
+                           (static_cast<std::int64_t>(res.tv_sec) * 1'000'000'000 + res.tv_nsec));
+    CHECK(levee::detail::coarse_line<steady>() == line);
+    CHECK(levee::detail::coarse_enough<steady>(line));
+    CHECK_FALSE(levee::detail::coarse_enough<steady>(line - 1ns));
+    asio::io_context ioc;
+    auto start_kind = [&](nanoseconds slow) {
+      levee::breaker_options o = unsampled;
+      o.slow_call_duration = slow;
+      levee::circuit_breaker cb(ioc, o);
+      return guard_access::breaker(cb).start_time().kind;
+    };
+    CHECK(start_kind(line) == kind::coarse);
+    CHECK(start_kind(1h) == kind::coarse);
+    CHECK(start_kind(line - 1ns) == kind::precise);
+    CHECK(start_kind(1ms) == kind::precise);
+    CHECK(start_kind(0ns) == kind::none);  // off: no read
+  }
+#endif
+  // A clock without a coarse variant: the precise reads, as before.
+  CHECK(levee::detail::coarse_line<vclock>() == nanoseconds::max());
+  asio::io_context ioc;
+  levee::breaker_options o = unsampled;
+  o.slow_call_duration = 1h;
+  breaker cb(ioc, o);
+  auto& impl = guard_access::breaker(cb);
+  using kind = std::remove_reference_t<decltype(impl)>::start_kind;
+  CHECK(impl.start_time().kind == kind::precise);
 }
 
 // Issue 11, defect 2: the README's declaration order (io_context first,

@@ -98,7 +98,10 @@ struct breaker_options {
   std::size_t consecutive_failures = 0;
 
   /// A call that takes at least this long counts as slow. Zero (the default)
-  /// turns slow-call detection off. >= 0.
+  /// turns slow-call detection off. >= 0. From 100 times the coarse clock's
+  /// resolution (400 ms on a 250 Hz Linux kernel) the steady_clock breaker
+  /// times calls on `CLOCK_MONOTONIC_COARSE` (off by less than one tick,
+  /// under 1 %), below it on `steady_clock::now()` (docs/breaker.md).
   std::chrono::nanoseconds slow_call_duration = std::chrono::nanoseconds::zero();
 
   /// Open when slow calls / calls >= this (with at least `minimum_calls`
@@ -122,9 +125,10 @@ struct breaker_options {
   /// timing). A healthy dependency answers within its p99; four times that
   /// leaves room for a cold start without letting a dead dependency hold the
   /// round. The estimate adds no clock read to most CLOSED calls: with
-  /// `slow_call_duration` set it uses the durations already measured (no
-  /// read added), else it measures about one call in 16 (two reads, the call
-  /// chosen by a per-thread pseudo-random draw); a
+  /// `slow_call_duration` set and timed on the precise clock it uses the
+  /// durations already measured (no read added), else it measures about one
+  /// call in 16 (two reads, the call chosen by a per-thread pseudo-random
+  /// draw); a
   /// sample updates one atomic word (a frugal streaming quantile estimate:
   /// up by a quarter when a sample is above it, down by 1/512 otherwise), so
   /// it settles near the 99th percentile, rises tenfold in about ten samples

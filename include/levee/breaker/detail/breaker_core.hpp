@@ -73,6 +73,7 @@ class breaker_core {
   bool needs_time() const noexcept { return (bits() & needs_time_bit) != 0; }
   /// True when `complete` needs the call's duration (slow-call detection on).
   bool needs_elapsed() const noexcept { return slow_ns() > 0; }
+  nanos slow_call_duration() const noexcept { return nanos(slow_ns()); }  ///< zero: off
 
   /// The options in force: a snapshot that stays valid as long as the core
   /// (a reconfiguration publishes a new one and keeps the old).
@@ -269,6 +270,8 @@ class breaker_core {
   const W& window_as() const noexcept {
     return *std::launder(reinterpret_cast<const W*>(window_));
   }
+  template <class W>  // window kind W's bits, but `moved_bit`
+  static constexpr std::uint8_t bits_of() noexcept;
   // Counts a finished call outside the window's locked section.
   static void count(shard& s, bool failed, bool slow) noexcept {
     spin_guard g(s.lock);
@@ -276,15 +279,15 @@ class breaker_core {
     if (slow) s.slow.bump_locked();
   }
 
-  // Slow paths (breaker/impl/breaker_core.ipp).
-  // HALF_OPEN admission: a CAS takes a probe slot, and the round's first
-  // marks the word (`round_started`): that probe's permit says so.
+  // Slow paths (breaker/impl/breaker_core.ipp). HALF_OPEN admission: a CAS takes a
+  // probe slot, and the round's first marks the word: that probe's permit says so.
   permit acquire_probe(std::uint64_t w) noexcept;
   transition complete_special(permit p, outcome o, bool slow) noexcept;
   transition complete_probe(permit p, outcome o, bool slow) noexcept;
-  // Records a call in a window of any kind but the inline one (the dispatch
-  // compiled once), under the shard's lock.
-  std::int64_t record_other(shard& s, nanos now, bool failed, bool slow) noexcept;
+  // `complete` for any window but the inline kind unmoved (impl/breaker_core.hpp).
+  transition complete_other(permit p, bool failed, bool slow, nanos now, bool counted) noexcept;
+  transition recorded(permit p, bool failed, bool slow, std::int64_t stamp,
+                      std::uint32_t e) noexcept;
   transition check_window(std::uint64_t generation, std::int64_t stamp,
                           std::uint32_t epoch) noexcept;
   // What the thresholds are, read with the window (under shard 0's lock).
@@ -338,9 +341,10 @@ class breaker_core {
   std::atomic<std::int64_t> slow_ns_;
   std::uint16_t shard_mask_;                // at most 1024 shards
   std::atomic<std::uint16_t> probe_limit_;  // half_open_probes <= 8191
-  // The window kind (low bits), in bit 6 whether a reconfiguration moved the
-  // window out of the shards (`window_ext`), in bit 7 its `needs_time`.
-  static constexpr std::uint8_t kind_mask = 0x3f;
+  // The window kind (low bits), in bit 5 its `shared_only`, in bit 6 whether a
+  // reconfiguration moved it out of the shards (`window_ext`), in 7 `needs_time`.
+  static constexpr std::uint8_t kind_mask = 0x1f;
+  static constexpr std::uint8_t shared_only_bit = 0x20;
   static constexpr std::uint8_t moved_bit = 0x40;
   static constexpr std::uint8_t needs_time_bit = 0x80;
   std::atomic<std::uint8_t> window_bits_;

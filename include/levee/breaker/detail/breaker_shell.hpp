@@ -93,16 +93,36 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     }
   }
 
-  /// When a call starts: the time slow-call detection measures from. When it
-  /// is off, `time_point::min()` (no clock read), except for about one call
-  /// in 16 measured for the automatic probe deadline (`probe_timeout`).
-  time_point start_time() const noexcept {
-    if (core_.needs_elapsed()) return Clock::now();
+  /// How `start_time` read a call's start, for `finish`.
+  enum class start_kind : std::uint8_t {
+    none,     // no read (slow-call detection off, the call not sampled)
+    coarse,   // `window_now`: slow-call detection with a threshold at or above
+              // `coarse_line`; the end is one `window_now` read, the window's too
+    precise,  // `Clock::now()`: slow-call detection below the line
+    sampled,  // `Clock::now()`: one of the calls sampled for the automatic
+              // probe deadline (about one in 16)
+  };
+  /// When a call started (the clock's time since its epoch), and how it was read.
+  struct call_start {
+    nanos at{};
+    start_kind kind = start_kind::none;
+  };
+
+  /// When a call starts: what slow-call detection measures from. Off: no
+  /// clock read, except for about one call in 16 measured for the automatic
+  /// probe deadline (`probe_timeout`). On, with a threshold at or above
+  /// `coarse_line` (100 x the coarse clock's resolution): the coarse clock,
+  /// and the sampled calls on the precise one; below it, the precise clock.
+  call_start start_time() const noexcept {
+    const nanos slow = core_.slow_call_duration();
+    if (slow > nanos::zero() && !coarse_enough<Clock>(slow))
+      return {clock_now(), start_kind::precise};
     if (options().probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
-      return sampled_now();
-    return time_point::min();
+      return {sampled_now(), start_kind::sampled};
+    if (slow > nanos::zero()) return {window_now<Clock>(), start_kind::coarse};
+    return {};
   }
-  [[gnu::noinline]] static time_point sampled_now() noexcept { return Clock::now(); }
+  [[gnu::noinline]] static nanos sampled_now() noexcept { return clock_now(); }
 
   /// The deadline of a probe admitted now: `options().probe_timeout`, or the
   /// automatic one (see options.hpp); `nanoseconds::max()` for none. Read on
@@ -123,7 +143,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   /// Records a finished call and acts on what the core decides. `r`: the
   /// call's result, when known (for the last failure of a transition event).
-  void finish(permit p, outcome o, time_point start, const call_result* r) noexcept;
+  void finish(permit p, outcome o, call_start start, const call_result* r) noexcept;
 
   /// The same, for a call the caller measured: it took `elapsed` and ended
   /// at `now` (the clock's time since its epoch).
@@ -204,7 +224,8 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     return (x & 15u) == 0;
   }
   [[gnu::noinline]] void note_latency(nanos elapsed) noexcept;
-  [[gnu::noinline]] void note_sampled(outcome o, time_point start) noexcept;
+  [[gnu::noinline]] void finish_timed(permit p, outcome o, call_start start,
+                                      const call_result* r) noexcept;
 
   // stuck_alarm, under the telemetry's order lock.
   void arm_stuck(nanos left_closed, nanos recovery_window) noexcept override;

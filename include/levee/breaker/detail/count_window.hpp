@@ -1,13 +1,13 @@
 // levee: the breaker's count window (`window_kind::count`), one of the window
 // kinds behind the seam of breaker/detail/window_kinds.hpp: the outcomes of
 // the last `window_calls` calls, as two bit rings (failed, slow) and their
-// running sums, under a lock of its own. It keeps nothing per shard: its state
-// is the breaker's shared part (after the shards, in their block). Plain loads
-// and stores only.
+// running sums. It keeps nothing per shard: its state is the breaker's shared
+// part (after the shards, in their block), recorded and read under shard 0's
+// lock (`shared_only`: the core takes that lock for it, the only lock a call
+// takes). Plain loads and stores only.
 #pragma once
 
 #include <levee/breaker/options.hpp>
-#include <levee/core/detail/spinlock.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/vocabulary.hpp>
 
@@ -27,6 +27,7 @@ class count_window {
   static constexpr const char* name = "count";
   static constexpr bool needs_time = false;
   static constexpr bool fleet_shareable = false;  // no buckets of time to add up
+  static constexpr bool shared_only = true;       // recorded under shard 0's lock
   static void validate(const breaker_options& o) {
     if (o.minimum_calls > o.window_calls)
       reject_option("breaker_options", "minimum_calls",
@@ -45,15 +46,14 @@ class count_window {
     std::fill_n(bits(shared), 2 * words(), std::uint64_t{0});
   }
 
-  /// Records a call (under its shard's lock, which the core took to check the
-  /// call's generation). The stamp is always 0: a call that is neither failed
+  /// Records a call (under shard 0's lock, which the core took to check the
+  /// call's generation: `shared_only`). The stamp is always 0: a call that is neither failed
   /// nor slow can only replace one that was as good or worse, so it never
   /// raises a rate.
   std::int64_t record(std::byte*, std::byte* shared, std::chrono::nanoseconds, bool failed,
                       bool slow) const noexcept {
     ring& r = header(shared);
     std::uint64_t* const b = bits(shared);
-    spin_guard g(r.lock);
     std::uint64_t& fail_word = b[r.next / 64];
     std::uint64_t& slow_word = b[words() + r.next / 64];
     const std::uint64_t bit = std::uint64_t{1} << (r.next % 64);
@@ -72,24 +72,22 @@ class count_window {
   }
   std::int64_t stamp_at(const std::byte*, std::chrono::nanoseconds) const noexcept { return 0; }
   window_totals part_totals(std::byte*, std::int64_t) const noexcept { return {}; }
+  /// Under shard 0's lock.
   window_totals shared_totals(std::byte* shared) const noexcept {
-    ring& r = header(shared);
-    spin_guard g(r.lock);
+    const ring& r = header(shared);
     return {r.filled, r.failures, r.slow};
   }
   void clear_part(std::byte*) const noexcept {}
-  /// Empties the window (the core has moved every shard to the new
-  /// generation first: no call of an older one records after this).
+  /// Empties the window, under shard 0's lock, with its generation moved:
+  /// no call of an older one records after this.
   void clear_shared(std::byte* shared) const noexcept {
     ring& r = header(shared);
-    spin_guard g(r.lock);
     std::fill_n(bits(shared), 2 * words(), std::uint64_t{0});
     r.next = r.filled = r.failures = r.slow = 0;
   }
 
  private:
-  struct alignas(8) ring {
-    spinlock lock;  // everything below, and the bits
+  struct alignas(8) ring {  // and the bits: under shard 0's lock
     std::uint32_t next = 0;
     std::uint32_t filled = 0;
     std::uint32_t failures = 0;

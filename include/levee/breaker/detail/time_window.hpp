@@ -37,6 +37,7 @@ class [[gnu::packed]] time_window {
   static constexpr const char* name = "time";
   static constexpr bool needs_time = true;       // `record` reads `now`
   static constexpr bool fleet_shareable = true;  // the fleet link adds its buckets up
+  static constexpr bool shared_only = false;     // a ring per shard, under its lock
   /// `window` and `window_buckets` are checked for every kind (options.ipp).
   static void validate(const breaker_options&) {}
 

@@ -10,6 +10,10 @@
 //                                            reads the clock for it)
 //   static constexpr bool fleet_shareable;   the fleet link can add it up
 //                                            across instances
+//   static constexpr bool shared_only;       it keeps nothing per shard
+//                                            (part_bytes() == 0): the core
+//                                            records it under shard 0's lock
+//                                            instead of the caller's own
 //   static void validate(const breaker_options&);   its own options' rules
 //   explicit W(const breaker_options&);      its parameters: trivially copyable
 //                                            and destructible, at most 12 bytes
@@ -20,7 +24,8 @@
 //   init_part(part) / init_shared(shared)    makes that memory an empty window
 //   record(part, shared, now, failed, slow)  one finished call of the current
 //                                            generation, under its shard's
-//                                            lock; returns a stamp: between two
+//                                            lock (shard 0's: `shared_only`);
+//                                            returns a stamp: between two
 //                                            calls with the same stamp (in one
 //                                            generation) a call that is neither
 //                                            failed nor slow cannot raise a rate
@@ -32,8 +37,10 @@
 //   preload(part, now, counts)               optional: a test hook
 //
 // The window is the sum of every shard's part_totals and the shared_totals.
-// The core records the first kind listed inline (the default: the hot path
-// pays no dispatch for it) and every other kind through `visit`, compiled once.
+// The shared part is touched only under shard 0's lock (init, record of a
+// `shared_only` kind, shared_totals, clear_shared). The core records the
+// first kind listed inline (the default: the hot path pays no dispatch for
+// it) and every other kind through `visit`, compiled once.
 #pragma once
 
 #include <levee/breaker/detail/count_window.hpp>

@@ -52,7 +52,7 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
     : state_(make_word(circuit_state::closed, 1)),
       slow_ns_(o.slow_call_duration.count()),
       probe_limit_(static_cast<std::uint16_t>(o.half_open_probes)),
-      window_bits_(static_cast<std::uint8_t>(static_cast<std::uint8_t>(o.window_type) & kind_mask)),
+      window_bits_(0),
       failure_exponent_(decimal_ratio::from_double(o.failure_rate_threshold).exponent),
       slow_exponent_(decimal_ratio::from_double(o.slow_call_rate_threshold).exponent),
       failure_numerator_(decimal_ratio::from_double(o.failure_rate_threshold).numerator),
@@ -66,11 +66,11 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
   std::size_t n = 1;
   while (n < shards) n <<= 1;
   shard_mask_ = static_cast<std::uint16_t>(n - 1);
-  window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
+  window_kinds::visit(o.window_type, [&]<class W>(std::type_identity<W>) {
     static_assert(sizeof(W) <= sizeof(window_) && std::is_trivially_copyable_v<W> &&
                   std::is_trivially_destructible_v<W>);
     const W& w = *new (window_) W(o);
-    if (W::needs_time) window_bits_.fetch_or(needs_time_bit, std::memory_order_relaxed);
+    window_bits_.store(bits_of<W>(), std::memory_order_relaxed);
     stride_ = static_cast<std::uint32_t>((sizeof(shard) + w.part_bytes() + cache_line - 1) /
                                          cache_line * cache_line);
     auto* memory = static_cast<std::byte*>(

@@ -91,10 +91,42 @@ transition breaker_core::check_window(std::uint64_t generation, std::int64_t sta
   return {};
 }
 
-std::int64_t breaker_core::record_other(shard& s, nanos now, bool failed, bool slow) noexcept {
-  return window_kinds::visit(kind(), [&]<class W>(std::type_identity<W>) {
-    return window_as<W>().record(part_of(s), shared_part(), now, failed, slow);
-  });
+transition breaker_core::complete_other(permit p, bool failed, bool slow, nanos now,
+                                        bool counted) noexcept {
+  shard& own = my_shard();
+  std::uint8_t seen = bits();
+  for (;;) {
+    shard& s = (seen & shared_only_bit) ? shard_at(0) : own;
+    s.lock.lock();
+    // Stable while any shard's lock is held (a reconfiguration takes them all).
+    const std::uint8_t b = bits();
+    if ((b ^ seen) & shared_only_bit) {  // the kind changed before the lock was taken
+      s.lock.unlock();
+      seen = b;
+      continue;
+    }
+    if (!counted) {
+      (failed ? s.failures : s.successes).bump_locked();
+      if (slow) s.slow.bump_locked();
+    }
+    if (s.generation != p.generation()) {  // admitted before the window was reset
+      s.lock.unlock();
+      return {};
+    }
+    const std::uint32_t epoch = window_epoch_;
+    std::byte* part = s.part();
+    std::byte* shared = shard_memory_.get() + shard_count() * stride_;
+    if (b & moved_bit) [[unlikely]] {
+      part = part_of(s);
+      shared = shared_part();
+    }
+    const auto k = static_cast<window_kind>(b & kind_mask);
+    const std::int64_t stamp = window_kinds::visit(k, [&]<class W>(std::type_identity<W>) {
+      return window_as<W>().record(part, shared, now, failed, slow);
+    });
+    s.lock.unlock();
+    return recorded(p, failed, slow, stamp, epoch);
+  }
 }
 
 void breaker_core::reset_windows(std::uint64_t generation) noexcept {
@@ -106,8 +138,11 @@ void breaker_core::reset_windows(std::uint64_t generation) noexcept {
       spin_guard g(s.lock);
       s.generation = generation;
       w.clear_part(part_of(s));
+      // The shared part under shard 0's lock, with shard 0's generation: a
+      // `shared_only` window is recorded under that lock against that
+      // generation, so no older call records in it after this.
+      if (i == 0) w.clear_shared(shared_part());
     }
-    w.clear_shared(shared_part());  // after every shard: no older call records now
   });
   consecutive_.store(0, std::memory_order_relaxed);
   validated_.store(0, std::memory_order_relaxed);
@@ -230,8 +265,7 @@ transition breaker_core::reconfigure(const breaker_options& o, nanos now) {
     if (new_window) {
       window_kinds::visit(o.window_type, [&]<class W>(std::type_identity<W>) {
         const W& w = *new (window_) W(o);
-        std::uint8_t b = static_cast<std::uint8_t>(static_cast<std::uint8_t>(W::kind) & kind_mask);
-        if (W::needs_time) b = static_cast<std::uint8_t>(b | needs_time_bit);
+        std::uint8_t b = bits_of<W>();
         old_memory = std::move(ext_->memory);
         if (fits) {  // in the shards' own room
           for (std::size_t i = 0; i <= shard_mask_; ++i) w.init_part(shard_at(i).part());

@@ -16,7 +16,16 @@ inline permit breaker_core::try_acquire() noexcept {
   return permit();
 }
 
-inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos elapsed) noexcept {
+template <class W>
+constexpr std::uint8_t breaker_core::bits_of() noexcept {
+  std::uint8_t b = static_cast<std::uint8_t>(static_cast<std::uint8_t>(W::kind) & kind_mask);
+  if (W::shared_only) b = static_cast<std::uint8_t>(b | shared_only_bit);
+  if (W::needs_time) b = static_cast<std::uint8_t>(b | needs_time_bit);
+  return b;
+}
+
+[[gnu::always_inline]] inline transition breaker_core::complete(permit p, outcome o, nanos now,
+                                                                nanos elapsed) noexcept {
   if (!p) return {};
   const std::int64_t slow_ns = slow_ns_.load(std::memory_order_relaxed);
   const bool slow = slow_ns > 0 && elapsed.count() >= slow_ns && o != outcome::ignored;
@@ -27,6 +36,10 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
     return {};
   }
   const bool failed = o == outcome::failure;
+  // A window kept only in the shared part (the count window) is recorded
+  // under shard 0's lock, out of line (`complete_other`).
+  if (bits() & shared_only_bit) [[unlikely]]
+    return complete_other(p, failed, slow, now, false);
 
   s.lock.lock();
   (failed ? s.failures : s.successes).bump_locked();
@@ -40,15 +53,27 @@ inline transition breaker_core::complete(permit p, outcome o, nanos now, nanos e
   // through the dispatch compiled once.
   using inline_kind = window_kinds::inline_kind;
   const std::uint32_t epoch = window_epoch_;
-  std::int64_t stamp;
-  if ((bits() & (kind_mask | moved_bit)) == static_cast<std::uint8_t>(inline_kind::kind))
-      [[likely]] {
-    stamp = window_as<inline_kind>().record(s.part(), shared_part(), now, failed, slow);
-  } else {
-    stamp = record_other(s, now, failed, slow);
+  if ((bits() & (kind_mask | moved_bit)) != static_cast<std::uint8_t>(inline_kind::kind))
+      [[unlikely]] {
+    s.lock.unlock();  // counted; recorded under the lock its kind needs
+    return complete_other(p, failed, slow, now, true);
   }
+  // Not moved: the shared part follows the last shard.
+  std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
+  const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, now, failed, slow);
   s.lock.unlock();
+  return recorded(p, failed, slow, stamp, epoch);
+}
 
+// After the call was recorded with `stamp` in window `epoch`: consecutive
+// failures, and the window's check unless the stamp says it passed.
+// `complete_other` (breaker/impl/breaker_window.ipp) records any window but
+// the inline kind unmoved, under the lock its kind needs: the caller's own
+// shard's, shard 0's for a `shared_only` kind (`counted`: the counters were
+// bumped already, on the own shard).
+[[gnu::always_inline]] inline transition breaker_core::recorded(permit p, bool failed, bool slow,
+                                                                std::int64_t stamp,
+                                                                std::uint32_t epoch) noexcept {
   // In the window first: the call that trips `consecutive_failures` counts.
   if (consecutive_limit_.load(std::memory_order_relaxed) != 0) {
     if (transition t = note_consecutive(p, failed)) return t;

@@ -63,19 +63,39 @@ outcome breaker_impl<Clock, WaitTraits>::classify(const call_result& r) const no
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, time_point start,
+void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, call_start start,
                                              const call_result* r) noexcept {
+  if (start.kind != start_kind::none) [[unlikely]]
+    return finish_timed(p, o, start, r);
+  // Not measured when it started (slow-call detection came on since, by a
+  // reconfiguration): not slow.
+  if (core_.needs_elapsed()) [[unlikely]]
+    sample_measured(o, nanos::zero());
+  finish_measured(p, o, nanos::zero(), core_.needs_time() ? window_now<Clock>() : nanos::zero(), r);
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::finish_timed(permit p, outcome o, call_start start,
+                                                   const call_result* r) noexcept {
   nanos elapsed = nanos::zero();
-  if (core_.needs_elapsed()) {
-    // Not measured when it started (slow-call detection came on since, by
-    // a reconfiguration): not slow.
-    if (start != time_point::min()) [[likely]]
-      elapsed = std::chrono::duration_cast<nanos>(Clock::now() - start);
-    sample_measured(o, elapsed);
-  } else if (start != time_point::min()) [[unlikely]] {
-    note_sampled(o, start);  // one of the calls sampled for the automatic probe deadline
+  nanos now;
+  if (start.kind == start_kind::coarse) {
+    now = window_now<Clock>();  // one read: the duration's end and the window's time
+    if (core_.needs_elapsed()) elapsed = now - start.at;
+  } else {
+    // The precise clock: the duration's end, and the window's time too (the
+    // same clock as window_now's, read more exactly).
+    now = clock_now();
+    const nanos took = now - start.at;
+    if (start.kind == start_kind::sampled) {
+      if (o == outcome::success) note_latency(took);  // for the automatic probe deadline
+      if (core_.needs_elapsed()) elapsed = took;
+    } else if (core_.needs_elapsed()) {
+      elapsed = took;
+      sample_measured(o, elapsed);
+    }
   }
-  finish_measured(p, o, elapsed, core_.needs_time() ? window_now<Clock>() : nanos::zero(), r);
+  finish_measured(p, o, elapsed, now, r);
 }
 
 template <class Clock, class WaitTraits>
@@ -179,11 +199,6 @@ nanos breaker_impl<Clock, WaitTraits>::probe_timeout() const noexcept {
   d = std::max<nanos>(d, std::chrono::milliseconds(1));
   if (slow > nanos::zero()) d = std::min(d, slow);
   return d;
-}
-
-template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::note_sampled(outcome o, time_point start) noexcept {
-  if (o == outcome::success) note_latency(std::chrono::duration_cast<nanos>(Clock::now() - start));
 }
 
 template <class Clock, class WaitTraits>
