@@ -43,8 +43,9 @@ using upstream_tried = detail::shared_tried;
 
 /// A set of endpoints behind one name (docs/upstream.md).
 ///
-/// - Picking: power of two choices on the least outstanding calls, among the
-///   endpoints in service; an ejected endpoint is skipped until its ejection
+/// - Picking: power of two choices on outstanding calls weighed by each
+///   endpoint's latency estimate (`upstream_options::latency_decay`), among
+///   the endpoints in service; an ejected endpoint is skipped until its ejection
 ///   time is over, then gets one probe whose outcome returns it or ejects it
 ///   again for longer. Below `panic_threshold` endpoints in service, ejection
 ///   is ignored.
