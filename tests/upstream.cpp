@@ -337,6 +337,30 @@ TEST_CASE(
   for (const auto& m : reg.metrics()) CHECK(m.metrics.state == levee::circuit_state::closed);
 }
 
+TEST_CASE("upstream: a repeated address: update adopts it once, ejection still works",
+          "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  replicas r;  // indexes: a, a, b then a, c
+  vupstream up(ioc, {"a:1", "a:1", "b:2"}, options());
+  // Eject the first a: three failures in a row on index 0.
+  r.answer = {refused, {}, {}};
+  CHECK(calls(ioc, up, r, 60) == 60);
+  REQUIRE(up.metrics().endpoints[0].ejected);
+  REQUIRE(up.metrics().ejected == 1);
+  r = {};
+  REQUIRE(up.update({"a:1", "c:3"}));
+  // a took one of the two a's states: one endpoint ejected at most, counted once.
+  const auto m = up.metrics();
+  const std::size_t ejected = m.endpoints[0].ejected + m.endpoints[1].ejected;
+  CHECK(m.ejected == ejected);
+  // c (index 1 now) fails: it can still be ejected (within the share of 1 of 2).
+  elapse(ioc, 30s);  // a's ejection, if adopted, is over
+  r.answer = {boost::system::error_code(), refused, boost::system::error_code()};
+  calls(ioc, up, r, 60);
+  CHECK(up.metrics().endpoints[1].ejected);
+}
+
 TEST_CASE("upstream: two of three sick, at most 50 % ejected: one ejected, calls still succeed",
           "[upstream]") {
   virtual_time vt;

@@ -238,6 +238,29 @@ TEST_CASE("upstream core: one call at a time, an endpoint that stalled once gets
   CHECK(picked[0] > 800);  // the next 30 s: its share again, as before the stall
 }
 
+TEST_CASE("upstream core: a cancelled attempt raises the latency estimate, never lowers it",
+          "[upstream]") {
+  // A hedge cancels the slow attempt it beat: that endpoint's calls all end
+  // `ignored`, and the estimate must still learn it is slow.
+  endpoint_set set(3, three_strikes(), 1s);
+  std::chrono::nanoseconds now{0};
+  const auto on = [&](std::size_t i) {
+    for (std::uint64_t r = 1;; ++r) {
+      const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
+      if (c.index == i) return c;
+      set.release(c);
+    }
+  };
+  set.complete(on(0), outcome::success, now + 1ms);
+  CHECK(set.view(0).latency == 1ms);
+  now += 10ms;
+  set.complete(on(0), outcome::ignored, now + 50ms);  // cut off after 50 ms
+  CHECK(set.view(0).latency == 50ms);
+  now += 100ms;
+  set.complete(on(0), outcome::ignored, now + 2ms);  // a quick cancellation says nothing
+  CHECK(set.view(0).latency == 50ms);
+}
+
 TEST_CASE("upstream core: consecutive failures eject, a success in between resets", "[upstream]") {
   harness h(3, three_strikes());
   CHECK(h.fail(1, 2).kind == endpoint_change::nothing);

@@ -7,9 +7,13 @@
 
 #include "http_support.hpp"
 
+#include <boost/asio/thread_pool.hpp>
+
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace levee_test;
@@ -365,6 +369,33 @@ TEST_CASE("http upstream: the health check follows update: added replicas are ch
   CHECK_FALSE(m.endpoints[0].ejected);
   CHECK_FALSE(m.endpoints[1].ejected);
   hc.stop();
+}
+
+TEST_CASE("http upstream: a health check stopped on another thread leaves the upstream alone",
+          "[upstream][http][threads]") {
+  // The checks run on a 2-thread pool while this thread stops them and then
+  // destroys the upstream at once: after stop() returns no check may touch
+  // it (ASan: a use after free otherwise). The addresses are not URLs, so
+  // every turn fails without I/O and reports to the upstream.
+  asio::thread_pool pool(2);
+  asio::io_context unused;
+  http::client c(unused.get_executor());
+  levee::health_check_options ho;
+  ho.interval = 200us;
+  ho.timeout = 100us;
+  ho.unhealthy_threshold = 1;
+  for (int i = 0; i < 300; ++i) {
+    auto up = std::make_unique<levee::upstream>(pool.get_executor(),
+                                                std::vector<std::string>{"one", "two", "three"});
+    auto hc = std::make_unique<http::health_check>(*up, c, ho);
+    const auto end = std::chrono::steady_clock::now() + 2s;
+    while (hc->checks() < std::uint64_t(1 + i % 4) && std::chrono::steady_clock::now() < end)
+      std::this_thread::yield();
+    REQUIRE(hc->checks() >= 1);
+    hc.reset();
+    up.reset();
+  }
+  pool.join();
 }
 
 TEST_CASE("http upstream: health check options are validated by name", "[upstream][http]") {

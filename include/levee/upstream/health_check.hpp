@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -45,7 +46,8 @@ namespace levee::http {
 /// It follows `basic_upstream::update` (a name watch's lookups included):
 /// at each turn of any endpoint's checks it compares the endpoints it checks
 /// with the upstream's. An endpoint that came is checked from one interval
-/// later (so within two intervals of the update); one that left is checked
+/// later (so within two intervals and a check's timeout of the update); one
+/// that left is checked
 /// no more, and a check of it that was due ends unsent. Checks follow
 /// endpoints by address: a verdict goes to the endpoint with that address,
 /// whatever its index has become.
@@ -89,7 +91,12 @@ class basic_health_check {
   /// after this returns; the timers and the checks in flight are cancelled
   /// on the upstream's executor. Idempotent.
   void stop() noexcept {
-    if (!state_ || state_->stopped.exchange(true)) return;
+    if (!state_) return;
+    {
+      // After this, no loop touches the upstream (they look under the lock).
+      std::lock_guard g(state_->up_lock);
+      if (state_->stopped.exchange(true)) return;
+    }
     boost::asio::post(state_->strand, [s = state_] {
       for (auto& [address, e] : s->endpoints) e->end();
     });
@@ -128,8 +135,17 @@ class basic_health_check {
     // By address; on the strand.
     std::map<std::string, std::shared_ptr<per_endpoint>, std::less<>> endpoints;
     std::atomic<bool> stopped{false};
+    // Held while a loop uses `up`, and by `stop()` to set `stopped`: once
+    // `stop()` returns, no thread is in the upstream on the check's behalf.
+    std::mutex up_lock;
     std::atomic<std::uint64_t> checks{0}, failures{0};
   };
+
+  // Tells the upstream, unless the check was stopped.
+  static void report(state& s, const std::string& address, bool healthy) {
+    std::lock_guard g(s.up_lock);
+    if (!s.stopped.load()) s.up->report_health(address, healthy);
+  }
 
   static health_check_options checked(health_check_options o) {
     validate(o);
@@ -146,8 +162,12 @@ class basic_health_check {
   // of those that left. The loops of those that came start before any loop
   // ends, so one always runs while the upstream has endpoints.
   static void follow(const std::shared_ptr<state>& s) {
-    if (s->stopped.load()) return;
-    const auto now = s->up->endpoints();
+    std::vector<upstream_endpoint> now;
+    {
+      std::lock_guard g(s->up_lock);
+      if (s->stopped.load()) return;
+      now = s->up->endpoints();
+    }
     for (const auto& e : now)
       if (!s->endpoints.contains(e.address)) add(s, e.address);
     for (auto it = s->endpoints.begin(); it != s->endpoints.end();) {
@@ -190,11 +210,11 @@ class basic_health_check {
       s->checks.fetch_add(1, std::memory_order_relaxed);
       if (healthy) {
         failed = 0;
-        s->up->report_health(address, true);
+        report(*s, address, true);
         continue;
       }
       s->failures.fetch_add(1, std::memory_order_relaxed);
-      if (++failed >= s->options.unhealthy_threshold) s->up->report_health(address, false);
+      if (++failed >= s->options.unhealthy_threshold) report(*s, address, false);
     }
   }
 

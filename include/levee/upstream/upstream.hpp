@@ -149,6 +149,14 @@ class basic_upstream {
       : basic_upstream(ctx.get_executor(), addresses, breakers, std::move(options),
                        std::move(name)) {}
 
+  /// Lets go of the registry the endpoints' breakers came from, if any: an
+  /// `update` after this (a name watch's, or one a call in flight started)
+  /// makes breakers of its own. Calls in flight keep the shared state.
+  ~basic_upstream() {
+    if (!state_) return;
+    std::lock_guard u(state_->update_lock);
+    state_->source = nullptr;
+  }
   /// Moves the upstream (calls in flight keep its shared state).
   basic_upstream(basic_upstream&&) noexcept = default;
   /// Moves the upstream (calls in flight keep its shared state).

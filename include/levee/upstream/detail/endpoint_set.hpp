@@ -152,7 +152,7 @@ class endpoint_set {
     }
     // Every probe taken and nothing in service: the first endpoint, as panic.
     slots_[0].outstanding.fetch_add(1, std::memory_order_relaxed);
-    return {0, false, true};
+    return {0, false, true, now};
   }
 
   /// The call `c` ended with `o` at `now`. May eject the endpoint (after
@@ -161,7 +161,12 @@ class endpoint_set {
   endpoint_change complete(endpoint_choice c, outcome o, nanos now) noexcept {
     slot& s = slots_[c.index];
     s.outstanding.fetch_sub(1, std::memory_order_relaxed);
-    if (decay_ > 0 && o != outcome::ignored) sample(s, now - c.at, now);
+    if (decay_ > 0) {
+      if (o != outcome::ignored)
+        sample(s, now - c.at, now);
+      else
+        raise(s, now - c.at, now);  // cancelled (a hedge's loser, a deadline)
+    }
     if (c.probe) return end_probe(s, o, now);
     if (o != outcome::ignored && options_.success_rate_interval.count() != 0)
       s.window.fetch_add((std::uint64_t{1} << 32) | (o == outcome::success ? 1u : 0u),
@@ -290,6 +295,16 @@ class endpoint_set {
       next = prev;  // samples at the same instant: the peak stays
     s.ewma.store(next, std::memory_order_relaxed);
     s.sampled.store(std::max(last, now.count()), std::memory_order_relaxed);
+  }
+
+  // An attempt cancelled after `rtt` (a hedge's loser, a deadline): it says
+  // the endpoint took at least that long, so it may raise the estimate but
+  // never lower it (else an endpoint whose slow calls are all cut off would
+  // keep its fast estimate).
+  void raise(slot& s, nanos rtt, nanos now) noexcept {
+    const auto last = s.sampled.load(std::memory_order_relaxed);
+    if (last != unset && rtt.count() <= s.ewma.load(std::memory_order_relaxed)) return;
+    sample(s, rtt, now);
   }
 
   static bool listed(std::span<const std::size_t> tried, std::size_t i) noexcept {

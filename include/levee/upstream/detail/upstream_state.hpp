@@ -108,6 +108,7 @@ struct upstream_state {
           if (old->endpoints[j].info.address == addresses[i]) {
             b = old->endpoints[j].breaker;
             next->core.adopt(i, old->core, j);
+            break;  // the first of a repeated address (adopting twice counts twice)
           }
       if (!b && source) b = source(addresses[i]);
       if (!b) b = std::make_shared<breaker_type>(executor, options.endpoint_breaker, addresses[i]);
