@@ -53,7 +53,8 @@ struct hedge_options {
   bool idempotent = true;
   /// What counts as an answer that wins: `outcome::success`. Any other
   /// outcome is a failed attempt (docs/hedging.md, "Failures"). Empty:
-  /// `default_classify`; `levee::http::classify` for HTTP calls.
+  /// `default_classify`, for HTTP calls too (a 503 response is a value, so
+  /// it would win): give a hedge for HTTP `levee::http::classify`.
   levee::classifier classifier{};
 };
 
