@@ -112,7 +112,9 @@ TEST_CASE(
   REQUIRE(wait_until([&] { return two.b_open(); }, 3000ms));
   CHECK(two.sent[1] == 0);
   CHECK(two.calls(60) == 60);
-  CHECK(two.sent[1] == 0);  // passed over: not one call sent to it
+  // Passed over: not one call sent to it, unless its open period (300 ms of
+  // real time) ended during the calls on a stalled machine and one probe went.
+  CHECK(two.sent[1] <= (two.b_open() ? 0 : 1));
 
   // The way back: b heals; both instances keep calling, a probe after the
   // open period closes the breakers, and b gets its share of two's calls.
