@@ -250,6 +250,45 @@ TEST_CASE("upstream: update: endpoints come and go, calls in flight end normally
   CHECK_THROWS_AS(up.update({}), std::invalid_argument);
 }
 
+TEST_CASE("upstream: concurrent calls of one request avoid each other's endpoint across an update",
+          "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  vupstream up(ioc, std::vector<std::string>{"a:1", "b:2"}, options(), "api");
+  levee::upstream_tried tried;  // as a hedge's attempts share it
+  std::vector<std::string> picked;
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    picked.push_back(e.address);
+    timer t(co_await asio::this_coro::executor, 1s);
+    co_await t.async_wait(asio::use_awaitable);
+    co_return result(boost::system::error_code(), 1);
+  };
+  auto first = spawn(ioc, up(fn, tried));
+  settle(ioc);
+  REQUIRE(picked.size() == 1);
+  // Reordered: the first call's endpoint has the other index now.
+  REQUIRE(up.update({"b:2", "a:1"}));
+  auto second = spawn(ioc, up(fn, tried));
+  settle(ioc);
+  REQUIRE(picked.size() == 2);
+  CHECK(picked[1] != picked[0]);
+  elapse(ioc, 1s);
+  for (const auto& p : {first, second}) {
+    REQUIRE(p->done);
+    REQUIRE(p->value);
+    CHECK_FALSE(std::get<0>(*p->value));
+  }
+  // The way back: a new request, with its own record, may go anywhere.
+  levee::upstream_tried fresh;
+  auto third = spawn(ioc, up(fn, fresh));
+  settle(ioc);
+  CHECK(picked.size() == 3);
+  elapse(ioc, 1s);
+  REQUIRE(third->done);
+  CHECK(up.metrics().endpoints[0].outstanding == 0);
+  CHECK(up.metrics().endpoints[1].outstanding == 0);
+}
+
 TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls fail fast",
           "[upstream]") {
   virtual_time vt;

@@ -217,28 +217,38 @@ struct upstream_state {
 
 /// The endpoints that several concurrent calls of one logical request
 /// picked (`basic_upstream::operator()(fn, tried)`: a hedge's attempts), so
-/// that each one avoids the others' while another endpoint is left. Any
-/// thread (a short lock).
+/// that each one avoids the others' while another endpoint is left. An
+/// endpoint is known by its breaker, which it keeps across `update`s: an
+/// index is only valid in its generation, and the attempts of one request
+/// may start on different generations. Any thread (a short lock).
 class shared_tried {
  public:
   static constexpr std::size_t kept = 16;
-  /// Notes that endpoint `i` was picked.
-  void add(std::size_t i) noexcept {
+  /// Notes that the endpoint whose breaker is `id` was picked.
+  void add(const void* id) noexcept {
     spin_guard g(lock_);
-    if (n_ < kept && std::find(at_.begin(), at_.begin() + n_, i) == at_.begin() + n_) at_[n_++] = i;
+    if (n_ < kept && std::find(at_.begin(), at_.begin() + n_, id) == at_.begin() + n_)
+      at_[n_++] = id;
   }
-  /// Adds the endpoints noted here to `out[0, n)`, without duplicates, up
-  /// to `kept`. \return the new count.
-  std::size_t merge_into(std::array<std::size_t, kept>& out, std::size_t n) noexcept {
+  /// Adds to `out[0, n)` the indexes, in `endpoints` (a generation's), of
+  /// the endpoints noted here, without duplicates, up to `kept`; a noted
+  /// endpoint that `endpoints` lacks is skipped.
+  /// \return the new count.
+  template <class Entries>
+  std::size_t merge_into(std::array<std::size_t, kept>& out, std::size_t n,
+                         const Entries& endpoints) noexcept {
     spin_guard g(lock_);
-    for (std::size_t k = 0; k < n_ && n < kept; ++k)
-      if (std::find(out.begin(), out.begin() + n, at_[k]) == out.begin() + n) out[n++] = at_[k];
+    for (std::size_t k = 0; k < n_; ++k)
+      for (std::size_t i = 0; i < endpoints.size() && n < kept; ++i)
+        if (endpoints[i].breaker.get() == at_[k] &&
+            std::find(out.begin(), out.begin() + n, i) == out.begin() + n)
+          out[n++] = i;  // every index of a repeated address
     return n;
   }
 
  private:
   spinlock lock_;
-  std::array<std::size_t, kept> at_{};
+  std::array<const void*, kept> at_{};
   std::size_t n_ = 0;
 };
 
@@ -264,10 +274,10 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     const auto at = State::now();
     if (attempt == 1) s->maybe_refresh(at);  // at most a post; never waits
     // A hedge's attempts avoid each other's endpoints (as retries do).
-    if (shared) n_tried = shared->merge_into(tried, n_tried);
+    if (shared) n_tried = shared->merge_into(tried, n_tried, gen->endpoints);
     const endpoint_choice c = core.pick(at, s->random(), {tried.data(), n_tried});
-    if (shared) shared->add(c.index);
     auto& e = gen->endpoints[c.index];
+    if (shared) shared->add(e.breaker.get());
     std::optional<T> value;
     std::exception_ptr ex;
     boost::system::error_code thrown;
