@@ -21,18 +21,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string fixed(double v, int digits = 0) {
-  std::ostringstream o;
-  o << std::fixed << std::setprecision(digits) << v;
-  return o.str();
-}
-
-std::string human_ms(double ms) {
-  if (ms >= 10000) return fixed(ms / 1000, 1) + " s";
-  if (ms >= 1000) return fixed(ms / 1000, 2) + " s";
-  return fixed(ms) + " ms";
-}
-
 const char* colour(mode m) {
   switch (m) {
     case mode::naive_retry:
@@ -57,55 +45,40 @@ double ms_of(std::chrono::nanoseconds real, const settings& s) {
 
 void print_tables(const std::vector<flaky::phase>& schedule,
                   const std::vector<mode_result>& results) {
-  const int label = 38, column = 16;
-  auto header = [&](const std::string& title) {
-    std::cout << '\n' << std::left << std::setw(label) << title;
-    for (const auto& r : results)
-      std::cout << std::right << std::setw(column) << to_string(r.which);
-    std::cout << '\n'
-              << std::string(
-                     static_cast<std::size_t>(label + column * static_cast<int>(results.size())),
-                     '-')
-              << '\n';
-  };
-  auto line = [&](const std::string& name, auto value) {
-    std::cout << std::left << std::setw(label) << name;
-    for (const auto& r : results) std::cout << std::right << std::setw(column) << value(r);
-    std::cout << '\n';
-  };
+  const mode_table table{results, 38, 16};
   for (std::size_t p = 0; p < schedule.size(); ++p) {
-    header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
+    table.header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
     auto count = [p](std::uint64_t phase_figures::*member) {
       return [p, member](const mode_result& r) { return std::to_string(r.phases[p].*member); };
     };
-    line("requests offered by sessions", count(&phase_figures::offered));
-    line("requests that reached the replicas", count(&phase_figures::downstream));
-    line("  of them, to the sick replica", count(&phase_figures::requests_to_sick));
-    line("  of those, the upstream's probes", count(&phase_figures::probes_to_sick));
-    line("client success rate", [&](const mode_result& r) {
+    table.line("requests offered by sessions", count(&phase_figures::offered));
+    table.line("requests that reached the replicas", count(&phase_figures::downstream));
+    table.line("  of them, to the sick replica", count(&phase_figures::requests_to_sick));
+    table.line("  of those, the upstream's probes", count(&phase_figures::probes_to_sick));
+    table.line("client success rate", [&](const mode_result& r) {
       const auto& f = r.phases[p];
       return f.offered ? fixed(100.0 * f.success_rate(), 1) + " %" : std::string("-");
     });
-    line("latency p50",
-         [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.5)); });
-    line("latency p99",
-         [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.99)); });
-    line("latency max", [&](const mode_result& r) {
+    table.line("latency p50",
+               [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.5)); });
+    table.line("latency p99",
+               [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.99)); });
+    table.line("latency max", [&](const mode_result& r) {
       return human_ms(r.phases[p].latencies_ms.empty()
                           ? 0
                           : *std::max_element(r.phases[p].latencies_ms.begin(),
                                               r.phases[p].latencies_ms.end()));
     });
-    line("fast-fails (not sent)", count(&phase_figures::fast_failed));
-    line("peak requests in flight",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
+    table.line("fast-fails (not sent)", count(&phase_figures::fast_failed));
+    table.line("peak requests in flight",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
   }
-  header("the whole run");
-  line("sick replica ejected / returned", [](const mode_result& r) {
+  table.header("the whole run");
+  table.line("sick replica ejected / returned", [](const mode_result& r) {
     if (r.which != mode::upstream) return std::string("-");
     return std::to_string(r.ejections) + " / " + std::to_string(r.returns);
   });
-  line("the breaker opened", [](const mode_result& r) {
+  table.line("the breaker opened", [](const mode_result& r) {
     if (r.which != mode::breaker) return std::string("-");
     return std::string(r.breaker_opened ? "yes" : "never");
   });

@@ -19,18 +19,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string fixed(double v, int digits = 0) {
-  std::ostringstream o;
-  o << std::fixed << std::setprecision(digits) << v;
-  return o.str();
-}
-
-std::string human_ms(double ms) {
-  if (ms >= 10000) return fixed(ms / 1000, 1) + " s";
-  if (ms >= 1000) return fixed(ms / 1000, 2) + " s";
-  return fixed(ms) + " ms";
-}
-
 double ratio(std::uint64_t a, std::uint64_t b) {
   return b ? static_cast<double>(a) / static_cast<double>(b) : 0;
 }
@@ -138,52 +126,38 @@ void print_json(std::ostream& out, const json::value& v, int indent) {
 
 void print_tables(const std::vector<flaky::phase>& schedule,
                   const std::vector<mode_result>& results) {
-  const int label = 34, column = 22;
-  auto header = [&](const std::string& title) {
-    std::cout << '\n' << std::left << std::setw(label) << title;
-    for (const auto& r : results)
-      std::cout << std::right << std::setw(column) << to_string(r.which);
-    std::cout << '\n'
-              << std::string(
-                     static_cast<std::size_t>(label + column * static_cast<int>(results.size())),
-                     '-')
-              << '\n';
-  };
-  auto line = [&](const std::string& name, auto value) {
-    std::cout << std::left << std::setw(label) << name;
-    for (const auto& r : results) std::cout << std::right << std::setw(column) << value(r);
-    std::cout << '\n';
-  };
+  const mode_table table{results, 34, 22};
   for (std::size_t p = 0; p < schedule.size(); ++p) {
-    header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
-    line("requests offered by sessions",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].offered); });
-    line("requests that reached the API",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].downstream); });
-    line("amplification", [&](const mode_result& r) {
+    table.header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
+    table.line("requests offered by sessions",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].offered); });
+    table.line("requests that reached the API",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].downstream); });
+    table.line("amplification", [&](const mode_result& r) {
       const auto& f = r.phases[p];
       return f.offered ? fixed(ratio(f.downstream, f.offered), 2) + " x" : std::string("-");
     });
-    line("client success rate", [&](const mode_result& r) {
+    table.line("client success rate", [&](const mode_result& r) {
       const auto& f = r.phases[p];
       return f.offered ? fixed(100.0 * ratio(f.succeeded, f.offered), 1) + " %" : std::string("-");
     });
-    line("latency p50",
-         [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.5)); });
-    line("latency p99",
-         [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.99)); });
-    line("latency max", [&](const mode_result& r) { return human_ms(r.phases[p].max()); });
-    line("fast-fails (not sent)",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].fast_failed); });
-    line("fast-fail latency p99",
-         [&](const mode_result& r) { return human_ms(r.phases[p].fast_fail_percentile(0.99)); });
-    line("peak requests in flight",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
-    line("peak pool waiters",
-         [&](const mode_result& r) { return std::to_string(r.phases[p].peak_waiting); });
+    table.line("latency p50",
+               [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.5)); });
+    table.line("latency p99",
+               [&](const mode_result& r) { return human_ms(r.phases[p].percentile(0.99)); });
+    table.line("latency max", [&](const mode_result& r) { return human_ms(r.phases[p].max()); });
+    table.line("fast-fails (not sent)",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].fast_failed); });
+    table.line("fast-fail latency p99", [&](const mode_result& r) {
+      return human_ms(r.phases[p].fast_fail_percentile(0.99));
+    });
+    table.line("peak requests in flight",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
+    table.line("peak pool waiters",
+               [&](const mode_result& r) { return std::to_string(r.phases[p].peak_waiting); });
   }
-  header("after the API healed");
-  line("time until the breaker closed", [&](const mode_result& r) {
+  table.header("after the API healed");
+  table.line("time until the breaker closed", [&](const mode_result& r) {
     if (!has_breaker(r.which)) return std::string("no breaker");
     return r.recovery_to_closed_ms ? human_ms(*r.recovery_to_closed_ms) : std::string("never");
   });
