@@ -2,6 +2,7 @@
 // (levee::http::basic_name_watch), against a DNS server of the test's own
 // (client_options::dns_servers) and HTTP replicas on 127.0.0.1 to 127.0.0.4.
 // The TTLs run on virtual time; the sockets are real.
+#include <levee/registry/registry.hpp>
 #include <levee/upstream/http.hpp>
 #include <levee/upstream/resolve.hpp>
 
@@ -10,6 +11,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -323,6 +325,38 @@ TEST_CASE("upstream dns: a lookup after the client is gone fails and keeps the e
   CHECK(up.metrics().resolution_failures == 1);
   CHECK(watch.last_error() == asio::error::operation_aborted);
   CHECK(up.size() == 2);
+}
+
+TEST_CASE(
+    "upstream dns: a name watch that outlives its upstream and registry makes its own breakers",
+    "[upstream][dns]") {
+  // ASan checks this one: the watch keeps the upstream's shared state, and
+  // an update after the upstream is gone must not reach the registry it
+  // borrowed, which may be gone too.
+  virtual_time vt;
+  asio::io_context ioc;
+  dns_server dns(ioc);
+  dns.set(name, {"127.0.0.1", "127.0.0.2"}, 5);
+  http::client c(ioc.get_executor(), client_options(dns));
+  std::optional<levee::basic_breaker_registry<vclock>> reg(std::in_place, ioc);
+  std::optional<vupstream> up(std::in_place, ioc,
+                              std::vector<std::string>{"http://" + name + ":80"}, *reg, options());
+  vwatch watch(*up, c, {.host = name});
+  run_while_not(ioc, [&] { return up->metrics().resolutions == 1; });
+  REQUIRE(up->size() == 2);
+  CHECK(reg->size() >= 2);
+  // A failed lookup first, so that the next one's success is seen
+  // (last_error is set after the answer is applied).
+  dns.fail(name);
+  watch.refresh();
+  run_while_not(ioc, [&] { return bool(watch.last_error()); });
+  REQUIRE(watch.last_error());
+  up.reset();
+  reg.reset();
+  dns.set(name, {"127.0.0.1", "127.0.0.2", "127.0.0.3"}, 5);
+  watch.refresh();
+  run_while_not(ioc, [&] { return !watch.last_error(); });
+  CHECK_FALSE(watch.last_error());  // applied: three endpoints, breakers of their own
 }
 
 TEST_CASE("upstream dns: a lookup in flight when the io_context is never run again leaks nothing",
