@@ -2,6 +2,7 @@
 // thread).
 #pragma once
 
+#include <levee/core/detail/event_hub.hpp>
 #include <levee/limit/rate_limiter_options.hpp>
 
 #include <atomic>
@@ -23,6 +24,9 @@ struct rate_decision {
   /// interval it added, for `rate_bucket::end_wait` to give the token back.
   std::int64_t reserved_until = 0;
   std::int64_t interval = 0;
+  /// `wait`, `reject`: how long the call waits, or would have waited, for
+  /// its token (`int64` max: never, the bucket's clock is at its end).
+  std::int64_t wait = 0;
 };
 
 /// The token bucket as a GCRA: `tat_` is the time at which the bucket would
@@ -53,10 +57,27 @@ class rate_bucket {
   /// `admit` and `reject` are counted now; `wait` is counted by `end_wait`.
   rate_decision take(std::int64_t now, std::int64_t max_wait) noexcept;
 
+  /// The fast path, at `now` read on a coarse clock (one that lags the
+  /// bucket's by at most a tick, `line` / 100): takes a token when there is
+  /// one at `now` and the full bucket's time (`period / rate x burst`) is at
+  /// least `line`, and counts the admission. Otherwise it changes nothing
+  /// and returns false: decide with `take` at the precise now.
+  bool admit_now(std::int64_t now, std::int64_t line) noexcept;
+
   /// A wait that `take` started ended: `granted` (its token came, the call
   /// runs) or not (cancelled: the token goes back if nobody reserved one
   /// after it, else it is lost, never letting more than the rate through).
-  void end_wait(const rate_decision& d, bool granted) noexcept;
+  /// `waited`: how long it waited (for the event; read only while some
+  /// listener wants `waited` or `cancelled` events).
+  void end_wait(const rate_decision& d, bool granted, std::int64_t waited) noexcept;
+
+  /// A rejection `take` decided, for the listeners (call it only when some
+  /// listener wants `rejected`): `allowed` is the wait the call was allowed,
+  /// `deadline` whether its caller's time left was the bound.
+  void rejected_event(const rate_decision& d, std::int64_t allowed, bool deadline) noexcept;
+
+  /// The listeners.
+  event_hub<rate_limiter_event>& events() noexcept { return events_; }
 
   /// The bucket and counters at `now`.
   rate_limiter_metrics metrics(std::int64_t now) const noexcept;
@@ -66,6 +87,7 @@ class rate_bucket {
     rate_limiter_options options;
     std::int64_t interval;  // ns per token, >= 1
     std::int64_t tau;       // interval * (burst - 1), saturated
+    std::int64_t full;      // tau + interval, saturated: a full bucket's refill
   };
   static params make_params(const rate_limiter_options& o) noexcept;
 
@@ -79,6 +101,7 @@ class rate_bucket {
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> cancelled_{0};
   std::atomic<std::uint64_t> reconfigurations_{0};
+  event_hub<rate_limiter_event> events_;
 };
 
 }  // namespace levee::detail
