@@ -161,6 +161,7 @@ TEST_CASE("rate limiter events: rejected, waited and cancelled, with their times
                    p->error = e;
                    if (!e) p->value = r;
                  }));
+  settle(ioc);  // it starts waiting now, at 100 ms
   elapse(ioc, 30ms);
   sig.emit(asio::cancellation_type::terminal);
   settle(ioc);
