@@ -62,7 +62,23 @@ class rate_bucket {
   /// one at `now` and the full bucket's time (`period / rate x burst`) is at
   /// least `line`, and counts the admission. Otherwise it changes nothing
   /// and returns false: decide with `take` at the precise now.
-  bool admit_now(std::int64_t now, std::int64_t line) noexcept;
+  /// Inline: the fast path's only call into the bucket.
+  bool admit_now(std::int64_t now, std::int64_t line) noexcept {
+    std::int64_t tat = tat_.load(std::memory_order_relaxed);
+    for (;;) {
+      const params& p = *params_.load(std::memory_order_acquire);
+      if (p.full < line) return false;  // a tick's lag would show: the precise clock decides
+      const std::int64_t base = tat > now ? tat : now;
+      std::int64_t at;  // base - tau; an overflow (a clock near the end of int64): no
+      if (base > std::numeric_limits<std::int64_t>::max() - p.interval ||
+          __builtin_sub_overflow(base, p.tau, &at) || at > now)
+        return false;
+      if (tat_.compare_exchange_weak(tat, base + p.interval, std::memory_order_relaxed)) {
+        admitted_.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+  }
 
   /// A wait that `take` started ended: `granted` (its token came, the call
   /// runs) or not (cancelled: the token goes back if nobody reserved one

@@ -164,20 +164,6 @@ rate_decision rate_bucket::take(std::int64_t now, std::int64_t max_wait) noexcep
   }
 }
 
-bool rate_bucket::admit_now(std::int64_t now, std::int64_t line) noexcept {
-  std::int64_t tat = tat_.load(std::memory_order_relaxed);
-  for (;;) {
-    const params& p = *params_.load(std::memory_order_acquire);
-    if (p.full < line) return false;  // a tick's lag would show: the precise clock decides
-    const std::int64_t base = std::max(tat, now);
-    if (base > rate::int64_max - p.interval || rate::sub_sat(base, p.tau) > now) return false;
-    if (tat_.compare_exchange_weak(tat, base + p.interval, std::memory_order_relaxed)) {
-      admitted_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-  }
-}
-
 void rate_bucket::end_wait(const rate_decision& d, bool granted, std::int64_t waited) noexcept {
   const auto kind = granted ? rate_limiter_event_kind::waited : rate_limiter_event_kind::cancelled;
   if (events_.wants(kind)) {
