@@ -3,6 +3,7 @@
 #pragma once
 
 #include <levee/core/detail/event_hub.hpp>
+#include <levee/core/detail/thread_slot.hpp>
 #include <levee/limit/rate_limiter_options.hpp>
 
 #include <atomic>
@@ -74,7 +75,15 @@ class rate_bucket {
           __builtin_sub_overflow(base, p.tau, &at) || at > now)
         return false;
       if (tat_.compare_exchange_weak(tat, base + p.interval, std::memory_order_relaxed)) {
-        admitted_.fetch_add(1, std::memory_order_relaxed);
+        // The first threads count on a word of their own, beside `tat_` on
+        // the cache line the compare-and-swap just took: a plain store, no
+        // second locked instruction. The others share `admitted_`.
+        if (const unsigned slot = thread_slot(); slot < own_slots) {
+          std::atomic<std::uint64_t>& c = admitted_own_[slot];
+          c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+          admitted_.fetch_add(1, std::memory_order_relaxed);
+        }
         return true;
       }
     }
@@ -110,7 +119,12 @@ class rate_bucket {
   std::atomic<const params*> params_{nullptr};
   std::mutex reconfigure_mutex_;                      // one reconfiguration at a time; owned_
   std::vector<std::unique_ptr<const params>> owned_;  // the current and the replaced
-  std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};  // full
+  // `tat_` and the admissions the fast path counted for the first
+  // `own_slots` threads (`thread_slot`), each word written by its thread
+  // only, on one cache line.
+  static constexpr unsigned own_slots = 4;
+  alignas(64) std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};  // full
+  std::atomic<std::uint64_t> admitted_own_[own_slots] = {};
   std::atomic<std::uint64_t> waiting_{0};
   std::atomic<std::uint64_t> admitted_{0};
   std::atomic<std::uint64_t> waited_{0};

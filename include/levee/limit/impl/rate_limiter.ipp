@@ -208,6 +208,7 @@ rate_limiter_metrics rate_bucket::metrics(std::int64_t now) const noexcept {
   }
   m.waiting = waiting_.load(std::memory_order_relaxed);
   m.admitted = admitted_.load(std::memory_order_relaxed);
+  for (const auto& c : admitted_own_) m.admitted += c.load(std::memory_order_relaxed);
   m.waited = waited_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
   m.cancelled = cancelled_.load(std::memory_order_relaxed);
