@@ -361,8 +361,8 @@ void bm_closed_guarded_hedge(benchmark::State& state) {
 
 /// closed/guarded's call under a CLOSED breaker with a rate limiter outside
 /// it, a rate it never reaches (a token per ns, a bucket of 2^30): the cost
-/// of the limiter's fast path (a clock read, one compare-and-swap on the
-/// bucket's time, a relaxed counter, and its coroutine frame).
+/// of the limiter's fast path (a coarse clock read, one compare-and-swap on
+/// the bucket's time, a counter on its cache line, and its coroutine frame).
 void bm_closed_guarded_rate_limiter(benchmark::State& state) {
   asio::io_context ioc(1);
   levee::circuit_breaker breaker(ioc);

@@ -1,5 +1,5 @@
 // The layers (timeouts, deadlines, the bulkhead's and the rate limiter's
-// waits) on a 4-thread
+// waits; the layers' event listeners) on a 4-thread
 // io_context, without strands: timers race the operations they bound, some
 // operations finishing just before their limit and some just after. Runs under
 // ThreadSanitizer and AddressSanitizer in CI (label "concurrency").
@@ -7,8 +7,10 @@
 // Real time, short and bounded: the race between a timer and an operation
 // completing on another thread is the point, and virtual time would serialise
 // it away.
+#include <levee/http/deadline.hpp>
 #include <levee/limit/bulkhead.hpp>
 #include <levee/limit/rate_limiter.hpp>
+#include <levee/limit/throttle.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
@@ -185,6 +187,16 @@ TEST_CASE("threads: a rate limiter's waits race their timers and cancellations o
   levee::rate_limiter l(ioc, {.rate = 20'000, .period = 1s, .burst = 4, .max_wait = 200us});
   counts c;
   std::atomic<int> started{0}, token_ok{0};
+  // Every event once, on the io_context's threads, never under a lock of the
+  // limiter (the listener calls it).
+  std::atomic<std::uint64_t> rejected_events{0}, waited_events{0}, cancelled_events{0};
+  l.listen(levee::all_rate_limiter_events, [&](const levee::rate_limiter_event& e) {
+    (void)l.metrics();
+    auto& n = e.kind == levee::rate_limiter_event_kind::rejected ? rejected_events
+              : e.kind == levee::rate_limiter_event_kind::waited ? waited_events
+                                                                 : cancelled_events;
+    n.fetch_add(1, std::memory_order_relaxed);
+  });
   const auto begin = std::chrono::steady_clock::now();
   for (int k = 0; k < coroutines; ++k) {
     asio::co_spawn(
@@ -241,4 +253,67 @@ TEST_CASE("threads: a rate limiter's waits race their timers and cancellations o
   CHECK(m.admitted + m.rejected + m.cancelled == static_cast<std::uint64_t>(coroutines * rounds));
   // Never more than the burst plus one token per 50 us since the start.
   CHECK(m.admitted <= 4 + static_cast<std::uint64_t>(elapsed / 50us) + 1);
+  CHECK(rejected_events == m.rejected);
+  CHECK(waited_events == m.waited);
+  CHECK(cancelled_events == m.cancelled);
+  CHECK(m.waited > 0);
+  CHECK(m.events_lost == 0);
+}
+
+TEST_CASE("threads: throttle and deadline reader listeners see each event once on 4 threads") {
+  asio::io_context ioc(threads);
+  levee::throttle t(ioc, {.max_rejection_probability = 1.0});
+  for (int i = 0; i < 20; ++i) t.record(levee::outcome::failure);  // it sheds from the start
+  levee::http::deadline_reader reader({.margin = 5ms});
+  std::atomic<std::uint64_t> throttle_events{0}, churn_events{0}, expired{0}, malformed{0};
+  t.listen(levee::all_throttle_events, [&](const levee::throttle_event& e) {
+    (void)t.metrics();  // never under the throttle's lock
+    if (e.probability > 0) throttle_events.fetch_add(1, std::memory_order_relaxed);
+  });
+  reader.listen(
+      levee::http::all_deadline_events,
+      [&](const levee::http::deadline_event& e) {
+        (e.kind == levee::http::deadline_event_kind::expired ? expired : malformed)++;
+      },
+      ioc.get_executor());
+  std::atomic<int> throttled{0}, finished{0};
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          namespace bh = boost::beast::http;
+          for (int r = 0; r < rounds; ++r) {
+            if (k == 0) {  // listeners come and go while events are emitted
+              const auto id =
+                  t.listen(levee::all_throttle_events, [&](const levee::throttle_event&) {
+                    churn_events.fetch_add(1, std::memory_order_relaxed);
+                  });
+              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+              t.unlisten(id);
+            }
+            auto [ec, v] = co_await t(call_ec(latency_of(k + r) / 100));
+            if (ec == levee::error::throttled) throttled++;
+            if (!ec) t.record(levee::outcome::failure);  // keeps it shedding
+            bh::request<bh::string_body> req(bh::verb::get, "/", 11);
+            req.set("Levee-Deadline-Ms", (k + r) % 3 == 0 ? "1" : (k + r) % 3 == 1 ? "x" : "90");
+            (void)reader.read(req);
+          }
+          finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  CHECK(finished == coroutines);
+  const auto m = t.metrics();
+  CHECK(m.rejected == static_cast<std::uint64_t>(throttled.load()));
+  CHECK(m.rejected > 0);
+  CHECK(throttle_events == m.rejected);
+  CHECK(churn_events <= m.rejected);
+  CHECK(m.events_lost == 0);
+  const auto s = reader.stats();
+  CHECK(expired == s.expired);
+  CHECK(malformed == s.malformed);
+  CHECK(s.expired > 0);
+  CHECK(s.malformed > 0);
+  CHECK(s.events_lost == 0);
 }

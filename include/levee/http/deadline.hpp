@@ -5,6 +5,7 @@
 /// across services").
 #pragma once
 
+#include <levee/core/detail/event_hub.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/http/error.hpp>
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -122,6 +124,30 @@ struct deadline_stats {
   std::uint64_t absent = 0;     ///< requests without the header
   std::uint64_t expired = 0;    ///< refused: the caller's deadline passed (504)
   std::uint64_t malformed = 0;  ///< refused: a malformed header (400)
+  /// Events a listener missed because a post failed to allocate (0 unless
+  /// memory ran out). Not in the exposition.
+  std::uint64_t events_lost = 0;
+};
+
+/// What a deadline reader tells its listeners (`deadline_reader::listen`).
+/// The values are bits, for a mask.
+enum class deadline_event_kind : std::uint32_t {
+  expired = 1,    ///< a request refused: its deadline had passed (504)
+  malformed = 2,  ///< a request refused: its header was malformed or repeated (400)
+};
+/// Every `deadline_event_kind` bit.
+inline constexpr std::uint32_t all_deadline_events = 3;
+
+/// One deadline reader event, as a listener receives it.
+struct deadline_event {
+  deadline_event_kind kind = deadline_event_kind::expired;  ///< what happened
+  /// expired: the time the caller had left, from the header (at most the
+  /// margin).
+  std::chrono::nanoseconds asked{};
+  /// malformed: the header's value, its first 64 bytes (the first of
+  /// repeated headers); expired: empty.
+  std::string value;
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
 };
 
 /// Writes `stats` in the Prometheus text format, one counter family,
@@ -144,8 +170,9 @@ inline void write_prometheus(std::ostream& out, const deadline_stats& stats) {
 }
 
 /// Reads the deadline header of requests on a server (Beast) and gives each
-/// handler its deadline; counts what it saw. Thread-safe: `read` from any
-/// thread. No allocation, no lock.
+/// handler its deadline; counts what it saw, and tells listeners about the
+/// requests it refuses (`listen`). Thread-safe: `read` from any thread. No
+/// allocation, no lock while nobody listens.
 class deadline_reader {
  public:
   /// \param options Validated (`validate`).
@@ -165,12 +192,16 @@ class deadline_reader {
     std::chrono::nanoseconds left = options_.cap;
     const auto count = h.count(options_.header);
     d.present = count > 0;
-    if (count > 1) return refuse(d, error::malformed_deadline, malformed_);
+    if (count > 1) return malformed(d, h[options_.header]);
     if (count == 1) {
       std::chrono::nanoseconds asked{};
-      if (parse_deadline(h[options_.header], asked))
-        return refuse(d, error::malformed_deadline, malformed_);
-      if (asked <= options_.margin) return refuse(d, error::deadline_expired, expired_);
+      const std::string_view value = h[options_.header];
+      if (parse_deadline(value, asked)) return malformed(d, value);
+      if (asked <= options_.margin) {
+        if (events_.wants(deadline_event_kind::expired))
+          emit(deadline_event{deadline_event_kind::expired, asked, {}, {}});
+        return refuse(d, error::deadline_expired, expired_);
+      }
       const auto usable = asked - options_.margin;  // > 0, no overflow
       if (usable < left) left = usable;
       accepted_.fetch_add(1, std::memory_order_relaxed);
@@ -204,8 +235,27 @@ class deadline_reader {
   /// \return the counters now.
   deadline_stats stats() const noexcept {
     return {accepted_.load(std::memory_order_relaxed), absent_.load(std::memory_order_relaxed),
-            expired_.load(std::memory_order_relaxed), malformed_.load(std::memory_order_relaxed)};
+            expired_.load(std::memory_order_relaxed), malformed_.load(std::memory_order_relaxed),
+            events_.lost()};
   }
+
+  /// Adds a listener for the refusals in `mask` (`deadline_event_kind` bits,
+  /// `all_deadline_events`). The reader has no executor of its own: the
+  /// listener runs on `ex` (the server's, say), a posted copy of each event,
+  /// never inside `read`. While nobody listens `read` pays one relaxed load
+  /// per refusal; a listener costs a post (an allocation) per refusal it
+  /// wants, and a short lock.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \param ex Where it runs.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const deadline_event&)> fn,
+                       boost::asio::any_io_executor ex) {
+    return events_.listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener: no event is posted to it after this returns.
+  /// \param id What `listen` returned; an unknown id does nothing.
+  void unlisten(std::uint64_t id) { events_.unlisten(id); }
   /// \return the options, as validated.
   const deadline_options& options() const noexcept { return options_; }
 
@@ -217,8 +267,25 @@ class deadline_reader {
     return d;
   }
 
+  incoming_deadline malformed(incoming_deadline d, std::string_view value) noexcept {
+    if (events_.wants(deadline_event_kind::malformed)) {
+      try {
+        emit(deadline_event{
+            deadline_event_kind::malformed, {}, std::string(value.substr(0, 64)), {}});
+      } catch (...) {  // no memory for the value: the event goes without it
+        events_.emit(deadline_event{deadline_event_kind::malformed, {}, {}, {}});
+      }
+    }
+    return refuse(d, error::malformed_deadline, malformed_);
+  }
+  void emit(deadline_event e) noexcept {
+    e.when = std::chrono::system_clock::now();
+    events_.emit(e);
+  }
+
   deadline_options options_;
   std::atomic<std::uint64_t> accepted_{0}, absent_{0}, expired_{0}, malformed_{0};
+  levee::detail::event_hub<deadline_event> events_;
 };
 
 }  // namespace levee::http

@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <type_traits>
@@ -54,9 +55,11 @@ namespace levee {
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`, without strands. The hot path is one compare-and-swap on
-/// the bucket's time (GCRA, see `detail::rate_bucket`), one clock read and a
-/// relaxed counter: no lock, no allocation beyond the guarded coroutine's
-/// frame. A call that waits has one timer, on its own executor.
+/// the bucket's time (GCRA, see `detail::rate_bucket`), one clock read (the
+/// coarse clock for `steady_clock` on Linux when a full bucket's refill is
+/// at least 100 of its ticks, docs/rate_limit.md) and a relaxed counter: no
+/// lock, no allocation beyond the guarded coroutine's frame. A call that
+/// waits has one timer, on its own executor.
 ///
 /// Idle: no timer and no pending work (a waiter's timer exists while it waits).
 ///
@@ -204,8 +207,34 @@ class basic_rate_limiter {
   /// has one now, never waits.
   /// \return true: the call may run; false: rejected (counted as such).
   bool try_acquire() noexcept {
-    return bucket_->take(now(), 0).what == detail::rate_decision::kind::admit;
+    std::int64_t t0 = 0;
+    const detail::rate_decision d = detail::rate_take<Clock>(*bucket_, 0, t0);
+    if (d.what == kind::reject) detail::rate_rejected(*bucket_, d, 0, false);
+    return d.what == kind::admit;
   }
+
+  /// Adds a listener for the events in `mask` (`rate_limiter_event_kind`
+  /// bits, `all_rate_limiter_events`), run on the limiter's executor: a
+  /// posted copy of each event, never inside the limiter nor under a lock of
+  /// it. Cost: nothing on the fast path while nobody listens (one relaxed
+  /// load on a rejection or at a wait's end); a listener costs a post per
+  /// event it wants.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const rate_limiter_event&)> fn) {
+    return bucket_->events().listen(mask, std::move(fn), executor_);
+  }
+  /// As `listen(mask, fn)`, the listener run on `ex`.
+  /// \param mask The kinds wanted. \param fn The listener. \param ex Where it runs.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const rate_limiter_event&)> fn,
+                       executor_type ex) {
+    return bucket_->events().listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener: no event is posted to it after this returns.
+  /// \param id What `listen` returned; an unknown id does nothing.
+  void unlisten(std::uint64_t id) { bucket_->events().unlisten(id); }
 
  private:
   using kind = detail::rate_decision::kind;
@@ -243,10 +272,14 @@ class basic_rate_limiter {
           max_wait = std::min<std::int64_t>(max_wait, std::max<std::int64_t>(0, left->count()));
       }
     }
-    const detail::rate_decision d = b->take(now(), max_wait);
-    if (d.what == kind::reject) co_return detail::error_result<T>(error::rate_limited);
+    std::int64_t t0 = 0;
+    const detail::rate_decision d = detail::rate_take<Clock>(*b, max_wait, t0);
+    if (d.what == kind::reject) {
+      detail::rate_rejected(*b, d, max_wait, true);
+      co_return detail::error_result<T>(error::rate_limited);
+    }
     if (d.what == kind::wait) {
-      detail::rate_wait w(std::move(b), d);  // ends the wait however the frame ends
+      detail::rate_wait w(std::move(b), d, t0, &now);  // ends the wait however the frame ends
       timer_type<Executor> t(co_await asio::this_coro::executor,
                              detail::rate_time_point<Clock>(d.at));
       auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
@@ -288,13 +321,15 @@ class basic_rate_limiter {
         if (const auto left = remaining_deadline(hex))
           max_wait_ = std::min<std::int64_t>(max_wait_, std::max<std::int64_t>(0, left->count()));
       }
-      const detail::rate_decision d = bucket_->take(now(), max_wait_);
+      std::int64_t t0 = 0;
+      const detail::rate_decision d = detail::rate_take<Clock>(*bucket_, max_wait_, t0);
       if (d.what == kind::reject) {
+        detail::rate_rejected(*bucket_, d, max_wait_, true);
         rejected_ = true;
         return boost::asio::post(std::move(self));  // never inside the initiation
       }
       if (d.what == kind::admit) return start(self);
-      wait_.emplace(std::move(bucket_), d);
+      wait_.emplace(std::move(bucket_), d, t0, &now);
       // On the heap: `self` (and this object) moves into the timer's handler.
       timer_ =
           std::make_unique<timer_type<executor_type>>(ex_, detail::rate_time_point<Clock>(d.at));

@@ -54,6 +54,38 @@ struct rate_limiter_metrics {
   std::uint64_t rejected = 0;   ///< calls rejected with `rate_limited`
   std::uint64_t cancelled = 0;  ///< waits cancelled by the caller (the token given back)
   std::uint64_t reconfigurations = 0;  ///< times `reconfigure` applied new options
+  /// Events a listener missed because a post failed to allocate (0 unless
+  /// memory ran out).
+  std::uint64_t events_lost = 0;
+};
+
+/// What a rate limiter tells its listeners (`basic_rate_limiter::listen`).
+/// The values are bits, for a mask.
+enum class rate_limiter_event_kind : std::uint32_t {
+  /// A call was rejected with `rate_limited`, never started: its token would
+  /// have come after `wait`, later than it was allowed to wait (`allowed`).
+  rejected = 1,
+  /// A call waited `wait` for its token, got it and started.
+  waited = 2,
+  /// A wait ended after `wait` without its token: cancelled by the caller
+  /// (its deadline, a timeout around it) or its frame destroyed.
+  cancelled = 4,
+};
+/// Every `rate_limiter_event_kind` bit.
+inline constexpr std::uint32_t all_rate_limiter_events = 7;
+
+/// One rate limiter event, as a listener receives it.
+struct rate_limiter_event {
+  rate_limiter_event_kind kind = rate_limiter_event_kind::rejected;  ///< what happened
+  /// rejected: how long the call would have waited for its token;
+  /// waited, cancelled: how long it waited.
+  std::chrono::nanoseconds wait{};
+  /// rejected: the longest it could wait, `min(max_wait, time left)`.
+  std::chrono::nanoseconds allowed{};
+  /// rejected: the caller's deadline was the bound (its time left was
+  /// shorter than `max_wait`, and the token came within `max_wait`).
+  bool deadline = false;
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
 };
 
 /// A rate limiter's metrics under its name, for `write_rate_limiters_prometheus`.

@@ -22,6 +22,8 @@
 #include <boost/asio/post.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -136,6 +138,32 @@ class basic_throttle {
     return boost::asio::async_compose<CompletionToken, signature>(
         execute_op<std::decay_t<Op>, signature>(window_, std::forward<Op>(op)), token, executor_);
   }
+
+  /// Adds a listener for the events in `mask` (`throttle_event_kind` bits,
+  /// `all_throttle_events`), run on the throttle's executor: a posted copy of
+  /// each event, never inside the throttle nor under its lock, in the order
+  /// the throttle emitted them when that executor runs handlers in order.
+  /// Cost: nothing on the call path while nobody listens (one relaxed load
+  /// on a rejection); a listener costs a post per rejection.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const throttle_event&)> fn) {
+    return window_->events().listen(mask, std::move(fn), executor_);
+  }
+  /// As `listen(mask, fn)`, the listener run on `ex`.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \param ex Where it runs.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const throttle_event&)> fn,
+                       executor_type ex) {
+    return window_->events().listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener: no event is posted to it after this returns (events
+  /// already posted are still delivered).
+  /// \param id What `listen` returned; an unknown id does nothing.
+  void unlisten(std::uint64_t id) { window_->events().unlisten(id); }
 
   /// For a caller that guards a call by hand: decides a request. A
   /// rejection is counted now; a request let through is counted by `record`.

@@ -76,6 +76,27 @@ struct throttle_metrics {
   std::uint64_t admitted = 0;  ///< calls let through, since construction
   std::uint64_t rejected = 0;  ///< calls rejected with `throttled`, since construction
   std::uint64_t accepted = 0;  ///< admitted calls that were accepts, since construction
+  /// Events a listener missed because a post failed to allocate (0 unless
+  /// memory ran out).
+  std::uint64_t events_lost = 0;
+};
+
+/// What a throttle tells its listeners (`basic_throttle::listen`). The
+/// values are bits, for a mask.
+enum class throttle_event_kind : std::uint32_t {
+  rejected = 1,  ///< a call was rejected with `throttled`, never started
+};
+/// Every `throttle_event_kind` bit.
+inline constexpr std::uint32_t all_throttle_events = 1;
+
+/// One throttle event, as a listener receives it.
+struct throttle_event {
+  throttle_event_kind kind = throttle_event_kind::rejected;  ///< what happened
+  /// rejected: the rejection probability the call was drawn against.
+  double probability = 0;
+  std::uint64_t requests = 0;                  ///< requests in the window then
+  std::uint64_t accepts = 0;                   ///< accepts in the window then
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
 };
 
 /// A throttle's metrics under its name, for `write_throttles_prometheus`.

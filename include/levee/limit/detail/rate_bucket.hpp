@@ -2,6 +2,8 @@
 // thread).
 #pragma once
 
+#include <levee/core/detail/event_hub.hpp>
+#include <levee/core/detail/thread_slot.hpp>
 #include <levee/limit/rate_limiter_options.hpp>
 
 #include <atomic>
@@ -23,6 +25,9 @@ struct rate_decision {
   /// interval it added, for `rate_bucket::end_wait` to give the token back.
   std::int64_t reserved_until = 0;
   std::int64_t interval = 0;
+  /// `wait`, `reject`: how long the call waits, or would have waited, for
+  /// its token (`int64` max: never, the bucket's clock is at its end).
+  std::int64_t wait = 0;
 };
 
 /// The token bucket as a GCRA: `tat_` is the time at which the bucket would
@@ -53,10 +58,51 @@ class rate_bucket {
   /// `admit` and `reject` are counted now; `wait` is counted by `end_wait`.
   rate_decision take(std::int64_t now, std::int64_t max_wait) noexcept;
 
+  /// The fast path, at `now` read on a coarse clock (one that lags the
+  /// bucket's by at most a tick, `line` / 100): takes a token when there is
+  /// one at `now` and the full bucket's time (`period / rate x burst`) is at
+  /// least `line`, and counts the admission. Otherwise it changes nothing
+  /// and returns false: decide with `take` at the precise now.
+  /// Inline: the fast path's only call into the bucket.
+  bool admit_now(std::int64_t now, std::int64_t line) noexcept {
+    std::int64_t tat = tat_.load(std::memory_order_relaxed);
+    for (;;) {
+      const params& p = *params_.load(std::memory_order_acquire);
+      if (p.full < line) return false;  // a tick's lag would show: the precise clock decides
+      const std::int64_t base = tat > now ? tat : now;
+      std::int64_t at;  // base - tau; an overflow (a clock near the end of int64): no
+      if (base > std::numeric_limits<std::int64_t>::max() - p.interval ||
+          __builtin_sub_overflow(base, p.tau, &at) || at > now)
+        return false;
+      if (tat_.compare_exchange_weak(tat, base + p.interval, std::memory_order_relaxed)) {
+        // The first threads count on a word of their own, beside `tat_` on
+        // the cache line the compare-and-swap just took: a plain store, no
+        // second locked instruction. The others share `admitted_`.
+        if (const unsigned slot = thread_slot(); slot < own_slots) {
+          std::atomic<std::uint64_t>& c = admitted_own_[slot];
+          c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        } else {
+          admitted_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return true;
+      }
+    }
+  }
+
   /// A wait that `take` started ended: `granted` (its token came, the call
   /// runs) or not (cancelled: the token goes back if nobody reserved one
   /// after it, else it is lost, never letting more than the rate through).
-  void end_wait(const rate_decision& d, bool granted) noexcept;
+  /// `waited`: how long it waited (for the event; read only while some
+  /// listener wants `waited` or `cancelled` events).
+  void end_wait(const rate_decision& d, bool granted, std::int64_t waited) noexcept;
+
+  /// A rejection `take` decided, for the listeners (call it only when some
+  /// listener wants `rejected`): `allowed` is the wait the call was allowed,
+  /// `deadline` whether its caller's time left was the bound.
+  void rejected_event(const rate_decision& d, std::int64_t allowed, bool deadline) noexcept;
+
+  /// The listeners.
+  event_hub<rate_limiter_event>& events() noexcept { return events_; }
 
   /// The bucket and counters at `now`.
   rate_limiter_metrics metrics(std::int64_t now) const noexcept;
@@ -66,19 +112,26 @@ class rate_bucket {
     rate_limiter_options options;
     std::int64_t interval;  // ns per token, >= 1
     std::int64_t tau;       // interval * (burst - 1), saturated
+    std::int64_t full;      // tau + interval, saturated: a full bucket's refill
   };
   static params make_params(const rate_limiter_options& o) noexcept;
 
   std::atomic<const params*> params_{nullptr};
   std::mutex reconfigure_mutex_;                      // one reconfiguration at a time; owned_
   std::vector<std::unique_ptr<const params>> owned_;  // the current and the replaced
-  std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};  // full
+  // `tat_` and the admissions the fast path counted for the first
+  // `own_slots` threads (`thread_slot`), each word written by its thread
+  // only, on one cache line.
+  static constexpr unsigned own_slots = 4;
+  alignas(64) std::atomic<std::int64_t> tat_{std::numeric_limits<std::int64_t>::min()};  // full
+  std::atomic<std::uint64_t> admitted_own_[own_slots] = {};
   std::atomic<std::uint64_t> waiting_{0};
   std::atomic<std::uint64_t> admitted_{0};
   std::atomic<std::uint64_t> waited_{0};
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> cancelled_{0};
   std::atomic<std::uint64_t> reconfigurations_{0};
+  event_hub<rate_limiter_event> events_;
 };
 
 }  // namespace levee::detail

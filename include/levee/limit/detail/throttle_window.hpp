@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/core/detail/bucket_ring.hpp>
+#include <levee/core/detail/event_hub.hpp>
 #include <levee/core/detail/random.hpp>
 #include <levee/core/detail/spinlock.hpp>
 #include <levee/limit/throttle_options.hpp>
@@ -32,6 +33,9 @@ class throttle_window {
 
   const throttle_options& options() const noexcept { return options_; }
 
+  /// The listeners: a rejection is posted to those that want it.
+  event_hub<throttle_event>& events() noexcept { return events_; }
+
  private:
   struct bucket {
     std::uint64_t requests = 0;
@@ -51,6 +55,7 @@ class throttle_window {
   std::atomic<std::uint64_t> admitted_{0};
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> accepted_{0};
+  event_hub<throttle_event> events_;
 };
 
 }  // namespace levee::detail

@@ -105,7 +105,7 @@ rate_bucket::params rate_bucket::make_params(const rate_limiter_options& o) noex
   const auto more = static_cast<std::int64_t>(o.burst - 1);            // < 2^30
   const std::int64_t tau =
       more != 0 && interval > rate::int64_max / more ? rate::int64_max : interval * more;
-  return {o, interval, tau};
+  return {o, interval, tau, rate::add_sat(tau, interval)};
 }
 
 rate_bucket::rate_bucket(const rate_limiter_options& options) {
@@ -144,13 +144,13 @@ rate_decision rate_bucket::take(std::int64_t now, std::int64_t max_wait) noexcep
     // refuse rather than saturate, which would refill the bucket for ever.
     if (base > rate::int64_max - p.interval) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
-      return {};
+      return {rate_decision::kind::reject, 0, 0, 0, rate::int64_max};
     }
     const std::int64_t at = rate::sub_sat(base, p.tau);
     const std::int64_t wait = at > now ? rate::sub_sat(at, now) : 0;
     if (wait > max_wait) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
-      return {};
+      return {rate_decision::kind::reject, at, 0, 0, wait};
     }
     const std::int64_t next = base + p.interval;  // no overflow: checked above
     if (tat_.compare_exchange_weak(tat, next, std::memory_order_relaxed)) {
@@ -159,12 +159,20 @@ rate_decision rate_bucket::take(std::int64_t now, std::int64_t max_wait) noexcep
         return {rate_decision::kind::admit};
       }
       waiting_.fetch_add(1, std::memory_order_relaxed);
-      return {rate_decision::kind::wait, at, next, p.interval};
+      return {rate_decision::kind::wait, at, next, p.interval, wait};
     }
   }
 }
 
-void rate_bucket::end_wait(const rate_decision& d, bool granted) noexcept {
+void rate_bucket::end_wait(const rate_decision& d, bool granted, std::int64_t waited) noexcept {
+  const auto kind = granted ? rate_limiter_event_kind::waited : rate_limiter_event_kind::cancelled;
+  if (events_.wants(kind)) {
+    rate_limiter_event e;
+    e.kind = kind;
+    e.wait = std::chrono::nanoseconds(waited);
+    e.when = std::chrono::system_clock::now();
+    events_.emit(e);
+  }
   if (granted) {
     admitted_.fetch_add(1, std::memory_order_relaxed);
     waited_.fetch_add(1, std::memory_order_relaxed);
@@ -176,6 +184,16 @@ void rate_bucket::end_wait(const rate_decision& d, bool granted) noexcept {
     cancelled_.fetch_add(1, std::memory_order_relaxed);
   }
   waiting_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void rate_bucket::rejected_event(const rate_decision& d, std::int64_t allowed,
+                                 bool deadline) noexcept {
+  rate_limiter_event e;
+  e.wait = std::chrono::nanoseconds(d.wait);
+  e.allowed = std::chrono::nanoseconds(allowed);
+  e.deadline = deadline;
+  e.when = std::chrono::system_clock::now();
+  events_.emit(e);
 }
 
 rate_limiter_metrics rate_bucket::metrics(std::int64_t now) const noexcept {
@@ -190,10 +208,12 @@ rate_limiter_metrics rate_bucket::metrics(std::int64_t now) const noexcept {
   }
   m.waiting = waiting_.load(std::memory_order_relaxed);
   m.admitted = admitted_.load(std::memory_order_relaxed);
+  for (const auto& c : admitted_own_) m.admitted += c.load(std::memory_order_relaxed);
   m.waited = waited_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
   m.cancelled = cancelled_.load(std::memory_order_relaxed);
   m.reconfigurations = reconfigurations_.load(std::memory_order_relaxed);
+  m.events_lost = events_.lost();
   return m;
 }
 

@@ -77,6 +77,7 @@ double throttle_window::probability() const noexcept {
 }
 
 bool throttle_window::request(std::int64_t now) noexcept {
+  throttle_event e;
   {
     spin_guard g(lock_);
     advance(now);
@@ -87,8 +88,15 @@ bool throttle_window::request(std::int64_t now) noexcept {
     }
     ++ring_[cursor_.pos].requests;  // a late request counts in the newest bucket
     ++requests_;
+    e.probability = p;
+    e.requests = requests_;
+    e.accepts = accepts_;
   }
   rejected_.fetch_add(1, std::memory_order_relaxed);
+  if (events_.wants(throttle_event_kind::rejected)) {  // built and posted outside the lock
+    e.when = std::chrono::system_clock::now();
+    events_.emit(e);
+  }
   return false;
 }
 
@@ -118,6 +126,7 @@ throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
   m.admitted = admitted_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
   m.accepted = accepted_.load(std::memory_order_relaxed);
+  m.events_lost = events_.lost();
   return m;
 }
 
