@@ -2,6 +2,7 @@
 #include <levee/http/classify.hpp>
 #include <levee/http/options.hpp>
 #include <levee/pipeline.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include "promtool.hpp"
 #include "support.hpp"
@@ -12,6 +13,7 @@
 
 #include <sstream>
 #include <string>
+#include <vector>
 
 using namespace levee_test;
 
@@ -400,6 +402,82 @@ TEST_CASE("pipeline: the completion-token form") {
                   });
   settle(ioc);
   CHECK(got == ec_int(boost::system::error_code(), 42));
+}
+
+namespace {
+
+using ns = std::chrono::nanoseconds;
+
+// An attempt that records the deadline its executor carries.
+asio::awaitable<ec_int> deadline_seen(std::vector<std::optional<ns>>& seen) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  co_return ec_int(reset, 0);
+}
+
+asio::awaitable<ec_int> through_token(pipe_ec& pipe, std::vector<std::optional<ns>>& seen) {
+  co_return co_await pipe.async_call([&seen] { return deadline_seen(seen); }, asio::use_awaitable);
+}
+
+asio::awaitable<int> fallback_through_token(levee::fallback<ec_int>& fb,
+                                            std::vector<std::optional<ns>>& seen) {
+  auto [ec, v] = co_await fb.async_run(co_await asio::this_coro::executor, deadline_seen(seen),
+                                       asio::use_awaitable);
+  co_return ec ? -1 : v;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: the completion-token form carries the caller's with_deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  // Its own executor is the io_context's: the deadline comes from the caller.
+  pipe_ec pipe(ioc.get_executor(), {.retry = three_tries()});
+  std::vector<std::optional<ns>> seen;
+  auto p = spawn(ioc, levee::with_deadline<vclock>(100ms, through_token(pipe, seen)));
+  settle(ioc);
+  elapse(ioc, 10ms);
+  elapse(ioc, 20ms);
+  REQUIRE(p->done);
+  REQUIRE(seen.size() == 3);
+  // Each attempt sees what is left when it starts (retries after 10 and 20 ms).
+  CHECK(seen[0] == std::optional<ns>(100ms));
+  CHECK(seen[1] == std::optional<ns>(90ms));
+  CHECK(seen[2] == std::optional<ns>(70ms));
+  // The way back: outside a with_deadline, no deadline.
+  seen.clear();
+  auto q = run_to_end(ioc, through_token(pipe, seen));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[0] == std::nullopt);
+  CHECK(seen[2] == std::nullopt);
+}
+
+TEST_CASE("fallback: the completion-token form carries the caller's with_deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::fallback<ec_int> fb({.value = ec_int(boost::system::error_code(), 5)});
+  std::vector<std::optional<ns>> seen;
+  // fallback_through_token gives the caller's own executor: the deadline must
+  // travel anyway, and also when the layer is given the io_context's.
+  auto p = run(ioc, levee::with_deadline<vclock>(80ms, fallback_through_token(fb, seen)));
+  REQUIRE(p->done);
+  CHECK(*p->value == 5);
+  auto io_side = [&]() -> asio::awaitable<int> {
+    auto [ec, v] =
+        co_await fb.async_run(ioc.get_executor(), deadline_seen(seen), asio::use_awaitable);
+    co_return ec ? -1 : v;
+  };
+  auto q = run(ioc, levee::with_deadline<vclock>(60ms, io_side()));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(80ms));
+  CHECK(seen[1] == std::optional<ns>(60ms));
+  // The way back: no deadline outside.
+  auto r = run(ioc, io_side());
+  REQUIRE(r->done);
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[2] == std::nullopt);
+  CHECK(fb.metrics().failures == 3);
 }
 
 TEST_CASE("pipeline: a registry's breaker for a key") {

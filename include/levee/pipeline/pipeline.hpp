@@ -12,6 +12,7 @@
 #include <levee/pipeline/options.hpp>
 #include <levee/registry/registry.hpp>
 #include <levee/retry/retry.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -158,8 +159,8 @@ class basic_pipeline {
   /// \return what `token` makes of the operation (as `asio::async_initiate`).
   template <class Op, BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, T)) CompletionToken>
   auto async_call(Op op, CompletionToken&& token) {
-    return boost::asio::co_spawn(executor_, (*this)(std::move(op)),
-                                 std::forward<CompletionToken>(token));
+    return detail::spawn_carrying_deadline(executor_, (*this)(std::move(op)),
+                                           std::forward<CompletionToken>(token));
   }
 
   /// The options it was built from, with the rules filled into each layer.
