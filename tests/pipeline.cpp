@@ -480,6 +480,214 @@ TEST_CASE("fallback: the completion-token form carries the caller's with_deadlin
   CHECK(fb.metrics().failures == 3);
 }
 
+namespace {
+
+// A dependency whose n-th call (from 0) takes latency[n], the last one for
+// the calls after.
+struct slow_first {
+  std::vector<ns> latency;
+  fake_service api;
+  std::size_t n = 0;
+  asio::awaitable<ec_int> call() {
+    const ns l = latency[std::min(n++, latency.size() - 1)];
+    return api.call_ec({}, l);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("pipeline: a slow first attempt is hedged, each attempt a call of the breaker") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.retry = three_tries(),
+                     .hedge = levee::hedge_options{.max_attempts = 2, .delay = 20ms},
+                     .breaker = levee::breaker_options{.minimum_calls = 100}});
+  REQUIRE(pipe.hedge());
+  slow_first dep;
+  dep.latency = {100ms, 5ms};
+  auto p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 19ms);
+  CHECK(dep.api.started == 1);
+  elapse(ioc, 1ms);  // the delay: the hedge starts
+  CHECK(dep.api.started == 2);
+  CHECK_FALSE(p->done);
+  elapse(ioc, 5ms);  // it answers first, the first attempt is cancelled
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  auto m = pipe.metrics();
+  REQUIRE(m.hedge);
+  CHECK(m.hedge->calls == 1);
+  CHECK(m.hedge->attempts == 2);
+  CHECK(m.hedge->hedges == 1);
+  CHECK(m.hedge->hedge_wins == 1);
+  CHECK(m.breaker->successes == 1);  // each attempt went through the breaker
+  CHECK(m.breaker->failures == 0);   // the cancelled loser is no failure
+  CHECK(m.retry->attempts == 1);     // one hedged call, not retried
+  CHECK(dep.api.finished == 1);
+  elapse(ioc, 100ms);
+  CHECK(dep.api.finished == 1);  // the loser was cancelled, not left running
+
+  // The way back: a fast dependency is not hedged.
+  dep.latency = {5ms};
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  m = pipe.metrics();
+  CHECK(m.hedge->attempts == 3);
+  CHECK(m.hedge->hedges == 1);
+  CHECK(m.breaker->successes == 2);
+  CHECK(dep.api.started == 3);
+}
+
+TEST_CASE("pipeline: the breaker's rejection is never hedged, the hedge resumes once it closes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms},
+                     .breaker = levee::breaker_options{.minimum_calls = 100}});
+  slow_first dep;
+  dep.latency = {100ms};
+  // Open: the first attempt is refused, and no other starts.
+  pipe.breaker()->force_open();
+  auto p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  REQUIRE(p->done);
+  CHECK(std::get<0>(*p->value) == levee::error::circuit_open);
+  elapse(ioc, 100ms);
+  CHECK(dep.api.started == 0);
+  auto m = pipe.metrics();
+  CHECK(m.hedge->rejections == 1);
+  CHECK(m.hedge->hedges == 0);
+  CHECK(m.breaker->rejected == 1);
+
+  // Opened while the first attempt runs: the hedge the delay starts is
+  // refused by the breaker, and no further attempt starts; the first
+  // attempt's answer is the call's.
+  pipe.breaker()->reset();
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  CHECK(dep.api.started == 1);
+  pipe.breaker()->force_open();
+  elapse(ioc, 20ms);  // the hedge: refused
+  elapse(ioc, 20ms);  // no third attempt
+  CHECK(dep.api.started == 1);
+  CHECK_FALSE(p->done);
+  CHECK(pipe.metrics().breaker->rejected == 2);
+  CHECK(pipe.metrics().hedge->rejections == 2);
+  elapse(ioc, 60ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+
+  // The way back: closed again, a slow first attempt is hedged again.
+  pipe.breaker()->reset();
+  dep.latency = {100ms, 5ms};
+  dep.n = 0;
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  CHECK(dep.api.started == 3);
+  m = pipe.metrics();
+  CHECK(m.hedge->hedge_wins == 1);
+  CHECK(m.hedge->rejections == 2);
+  CHECK(m.breaker->rejected == 2);
+}
+
+namespace {
+
+// An attempt that records the deadline it sees, then takes `latency`;
+// `ends` gets how it ended.
+asio::awaitable<ec_int> timed_seen(std::vector<std::optional<ns>>& seen,
+                                   std::vector<boost::system::error_code>& ends, ns latency) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  timer t(co_await asio::this_coro::executor, latency);
+  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  ends.push_back(ec);
+  co_return ec_int(ec, ec ? 0 : 42);
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: a hedge inside the deadline: both attempts cancelled at it, none after it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc,
+               {.deadline = 30ms, .hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  std::vector<std::optional<ns>> seen;
+  std::vector<boost::system::error_code> ends;
+  auto p = spawn(ioc, pipe([&] { return timed_seen(seen, ends, 100ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);  // the hedge starts, with what is left of the deadline
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(30ms));
+  CHECK(seen[1] == std::optional<ns>(10ms));
+  elapse(ioc, 10ms);  // the deadline: both attempts cancelled
+  REQUIRE(p->done);
+  CHECK(std::get<0>(*p->value) == levee::error::deadline_exceeded);
+  CHECK(ends == std::vector<boost::system::error_code>(2, asio::error::operation_aborted));
+  elapse(ioc, 100ms);  // the third attempt's time (40 ms) came: none started
+  CHECK(seen.size() == 2);
+  CHECK(pipe.metrics().hedge->attempts == 2);
+
+  // The caller's with_deadline, earlier than the delay: no hedge at all.
+  levee::basic_pipeline<ec_int, vclock> open_ended(
+      ioc, {.hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  seen.clear();
+  ends.clear();
+  auto q = spawn(ioc, levee::with_deadline<vclock>(
+                          15ms, open_ended([&] { return timed_seen(seen, ends, 100ms); })));
+  settle(ioc);
+  elapse(ioc, 15ms);
+  REQUIRE(q->done);
+  CHECK(std::get<0>(*q->value) == levee::error::deadline_exceeded);
+  CHECK(ends == std::vector<boost::system::error_code>(1, asio::error::operation_aborted));
+  elapse(ioc, 100ms);
+  CHECK(seen.size() == 1);
+  CHECK(open_ended.metrics().hedge->hedges == 0);
+
+  // A deadline that falls with the delay: the hedge's attempt, if it is
+  // made at all, starts nothing after the deadline.
+  pipe_ec same(ioc,
+               {.deadline = 20ms, .hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  seen.clear();
+  ends.clear();
+  auto r = spawn(ioc, same([&] { return timed_seen(seen, ends, 100ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  REQUIRE(r->done);
+  CHECK(std::get<0>(*r->value) == levee::error::deadline_exceeded);
+  elapse(ioc, 100ms);
+  CHECK(seen.size() == 1);
+  CHECK(ends.size() == 1);
+
+  // The way back: within the deadline, the hedge wins.
+  seen.clear();
+  ends.clear();
+  std::size_t n = 0;
+  auto w = spawn(ioc, pipe([&] { return timed_seen(seen, ends, n++ == 0 ? 100ms : 5ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  elapse(ioc, 5ms);
+  REQUIRE(w->done);
+  CHECK(*w->value == ec_int(boost::system::error_code(), 42));
+  CHECK(pipe.metrics().hedge->hedge_wins == 1);
+}
+
+TEST_CASE("pipeline: the hedge's options are validated by name, one rule for it too") {
+  asio::io_context ioc;
+  CHECK(invalid([&] {
+          pipe_ec(ioc, {.hedge = levee::hedge_options{.max_attempts = 0}});
+        }).find("max_attempts") != std::string::npos);
+  CHECK(invalid([&] {
+          pipe_ec(ioc, {.rules = {.classify = levee::default_classify},
+                        .hedge = levee::hedge_options{.classifier = levee::default_classify}});
+        }).find("pipeline_options::hedge.classifier") != std::string::npos);
+}
+
 TEST_CASE("pipeline: a registry's breaker for a key") {
   virtual_time vt;
   asio::io_context ioc;
@@ -539,7 +747,8 @@ TEST_CASE("pipeline: the Prometheus exposition of every layer passes promtool") 
                   .breaker = levee::breaker_options{},
                   .limit = levee::adaptive_limit_options{},
                   .timeout = 50ms});
-  pipe_ec b(ioc, {.name = "b", .bulkhead = levee::bulkhead_options{}});
+  pipe_ec b(ioc,
+            {.name = "b", .hedge = levee::hedge_options{}, .bulkhead = levee::bulkhead_options{}});
   fake_service api;
   run_to_end(ioc, a([&] { return api.call_ec(reset); }));
   run_to_end(ioc, b([&] { return api.call_ec({}); }));
@@ -553,5 +762,6 @@ TEST_CASE("pipeline: the Prometheus exposition of every layer passes promtool") 
   CHECK(text.find("levee_calls_total{breaker=\"a\",outcome=\"failure\"} 3\n") != std::string::npos);
   CHECK(text.find("levee_limit_admitted_calls_total{limit=\"a\"} 3\n") != std::string::npos);
   CHECK(text.find("levee_pipeline_bulkhead_in_flight{pipeline=\"b\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_hedge_calls_total{hedge=\"b\"} 1\n") != std::string::npos);
   CHECK(promtool_clean(text));
 }
