@@ -7,11 +7,14 @@
 #include "http_support.hpp"
 #include "promtool.hpp"
 
+#include <levee/http/classify.hpp>
 #include <levee/http/error.hpp>
+#include <levee/pipeline.hpp>
 #include <levee/timeout.hpp>
 #include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -566,4 +569,44 @@ TEST_CASE("client: its own timeout is capped by the deadline (deadline_exceeded)
   CHECK(steady::now() - start < 2s);
   CHECK(slow.stats().requests == 1);
   slow.stop();
+}
+
+namespace {
+
+using get_result = std::tuple<boost::system::error_code, http::response>;
+
+asio::awaitable<get_result> get_through_pipeline(levee::pipeline<get_result>& pipe,
+                                                 http::client& client, std::string url) {
+  co_return co_await pipe.async_call(http::async_get(client, url, asio::as_tuple(asio::deferred)),
+                                     asio::use_awaitable);
+}
+
+}  // namespace
+
+TEST_CASE("client: a pipeline's completion-token form sends the caller's deadline", "[deadline]") {
+  asio::io_context ioc;
+  std::vector<std::string> heads;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      auto head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      heads.push_back(head);
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor());
+  // The pipeline runs its calls on the io_context's executor, not the caller's.
+  levee::pipeline<get_result> pipe(ioc.get_executor(), {.rules = http::rules()});
+  auto r1 = finish(ioc, levee::with_deadline(2s, get_through_pipeline(pipe, client, server.url())));
+  CHECK_FALSE(std::get<0>(r1));
+  // The way back: outside a with_deadline, no header.
+  auto r2 = finish(ioc, get_through_pipeline(pipe, client, server.url()));
+  CHECK_FALSE(std::get<0>(r2));
+  REQUIRE(heads.size() == 2);
+  CHECK(heads[0].find("Levee-Deadline-Ms: 1") != std::string::npos);  // 1000 to 1999 ms left
+  CHECK(heads[1].find("Levee-Deadline-Ms") == std::string::npos);
+  CHECK(client.stats().deadlines_sent == 1);
+  server.stop();
 }

@@ -2,6 +2,7 @@
 #include <levee/http/classify.hpp>
 #include <levee/http/options.hpp>
 #include <levee/pipeline.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include "promtool.hpp"
 #include "support.hpp"
@@ -12,6 +13,7 @@
 
 #include <sstream>
 #include <string>
+#include <vector>
 
 using namespace levee_test;
 
@@ -402,6 +404,290 @@ TEST_CASE("pipeline: the completion-token form") {
   CHECK(got == ec_int(boost::system::error_code(), 42));
 }
 
+namespace {
+
+using ns = std::chrono::nanoseconds;
+
+// An attempt that records the deadline its executor carries.
+asio::awaitable<ec_int> deadline_seen(std::vector<std::optional<ns>>& seen) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  co_return ec_int(reset, 0);
+}
+
+asio::awaitable<ec_int> through_token(pipe_ec& pipe, std::vector<std::optional<ns>>& seen) {
+  co_return co_await pipe.async_call([&seen] { return deadline_seen(seen); }, asio::use_awaitable);
+}
+
+asio::awaitable<int> fallback_through_token(levee::fallback<ec_int>& fb,
+                                            std::vector<std::optional<ns>>& seen) {
+  auto [ec, v] = co_await fb.async_run(co_await asio::this_coro::executor, deadline_seen(seen),
+                                       asio::use_awaitable);
+  co_return ec ? -1 : v;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: the completion-token form carries the caller's with_deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  // Its own executor is the io_context's: the deadline comes from the caller.
+  pipe_ec pipe(ioc.get_executor(), {.retry = three_tries()});
+  std::vector<std::optional<ns>> seen;
+  auto p = spawn(ioc, levee::with_deadline<vclock>(100ms, through_token(pipe, seen)));
+  settle(ioc);
+  elapse(ioc, 10ms);
+  elapse(ioc, 20ms);
+  REQUIRE(p->done);
+  REQUIRE(seen.size() == 3);
+  // Each attempt sees what is left when it starts (retries after 10 and 20 ms).
+  CHECK(seen[0] == std::optional<ns>(100ms));
+  CHECK(seen[1] == std::optional<ns>(90ms));
+  CHECK(seen[2] == std::optional<ns>(70ms));
+  // The way back: outside a with_deadline, no deadline.
+  seen.clear();
+  auto q = run_to_end(ioc, through_token(pipe, seen));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[0] == std::nullopt);
+  CHECK(seen[2] == std::nullopt);
+}
+
+TEST_CASE("fallback: the completion-token form carries the caller's with_deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  levee::fallback<ec_int> fb({.value = ec_int(boost::system::error_code(), 5)});
+  std::vector<std::optional<ns>> seen;
+  // fallback_through_token gives the caller's own executor: the deadline must
+  // travel anyway, and also when the layer is given the io_context's.
+  auto p = run(ioc, levee::with_deadline<vclock>(80ms, fallback_through_token(fb, seen)));
+  REQUIRE(p->done);
+  CHECK(*p->value == 5);
+  auto io_side = [&]() -> asio::awaitable<int> {
+    auto [ec, v] =
+        co_await fb.async_run(ioc.get_executor(), deadline_seen(seen), asio::use_awaitable);
+    co_return ec ? -1 : v;
+  };
+  auto q = run(ioc, levee::with_deadline<vclock>(60ms, io_side()));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(80ms));
+  CHECK(seen[1] == std::optional<ns>(60ms));
+  // The way back: no deadline outside.
+  auto r = run(ioc, io_side());
+  REQUIRE(r->done);
+  REQUIRE(seen.size() == 3);
+  CHECK(seen[2] == std::nullopt);
+  CHECK(fb.metrics().failures == 3);
+}
+
+namespace {
+
+// A dependency whose n-th call (from 0) takes latency[n], the last one for
+// the calls after.
+struct slow_first {
+  std::vector<ns> latency;
+  fake_service api;
+  std::size_t n = 0;
+  asio::awaitable<ec_int> call() {
+    const ns l = latency[std::min(n++, latency.size() - 1)];
+    return api.call_ec({}, l);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("pipeline: a slow first attempt is hedged, each attempt a call of the breaker") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.retry = three_tries(),
+                     .hedge = levee::hedge_options{.max_attempts = 2, .delay = 20ms},
+                     .breaker = levee::breaker_options{.minimum_calls = 100}});
+  REQUIRE(pipe.hedge());
+  slow_first dep;
+  dep.latency = {100ms, 5ms};
+  auto p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 19ms);
+  CHECK(dep.api.started == 1);
+  elapse(ioc, 1ms);  // the delay: the hedge starts
+  CHECK(dep.api.started == 2);
+  CHECK_FALSE(p->done);
+  elapse(ioc, 5ms);  // it answers first, the first attempt is cancelled
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  auto m = pipe.metrics();
+  REQUIRE(m.hedge);
+  CHECK(m.hedge->calls == 1);
+  CHECK(m.hedge->attempts == 2);
+  CHECK(m.hedge->hedges == 1);
+  CHECK(m.hedge->hedge_wins == 1);
+  CHECK(m.breaker->successes == 1);  // each attempt went through the breaker
+  CHECK(m.breaker->failures == 0);   // the cancelled loser is no failure
+  CHECK(m.retry->attempts == 1);     // one hedged call, not retried
+  CHECK(dep.api.finished == 1);
+  elapse(ioc, 100ms);
+  CHECK(dep.api.finished == 1);  // the loser was cancelled, not left running
+
+  // The way back: a fast dependency is not hedged.
+  dep.latency = {5ms};
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  m = pipe.metrics();
+  CHECK(m.hedge->attempts == 3);
+  CHECK(m.hedge->hedges == 1);
+  CHECK(m.breaker->successes == 2);
+  CHECK(dep.api.started == 3);
+}
+
+TEST_CASE("pipeline: the breaker's rejection is never hedged, the hedge resumes once it closes") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc, {.hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms},
+                     .breaker = levee::breaker_options{.minimum_calls = 100}});
+  slow_first dep;
+  dep.latency = {100ms};
+  // Open: the first attempt is refused, and no other starts.
+  pipe.breaker()->force_open();
+  auto p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  REQUIRE(p->done);
+  CHECK(std::get<0>(*p->value) == levee::error::circuit_open);
+  elapse(ioc, 100ms);
+  CHECK(dep.api.started == 0);
+  auto m = pipe.metrics();
+  CHECK(m.hedge->rejections == 1);
+  CHECK(m.hedge->hedges == 0);
+  CHECK(m.breaker->rejected == 1);
+
+  // Opened while the first attempt runs: the hedge the delay starts is
+  // refused by the breaker, and no further attempt starts; the first
+  // attempt's answer is the call's.
+  pipe.breaker()->reset();
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  CHECK(dep.api.started == 1);
+  pipe.breaker()->force_open();
+  elapse(ioc, 20ms);  // the hedge: refused
+  elapse(ioc, 20ms);  // no third attempt
+  CHECK(dep.api.started == 1);
+  CHECK_FALSE(p->done);
+  CHECK(pipe.metrics().breaker->rejected == 2);
+  CHECK(pipe.metrics().hedge->rejections == 2);
+  elapse(ioc, 60ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+
+  // The way back: closed again, a slow first attempt is hedged again.
+  pipe.breaker()->reset();
+  dep.latency = {100ms, 5ms};
+  dep.n = 0;
+  p = spawn(ioc, pipe([&] { return dep.call(); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == ec_int(boost::system::error_code(), 42));
+  CHECK(dep.api.started == 3);
+  m = pipe.metrics();
+  CHECK(m.hedge->hedge_wins == 1);
+  CHECK(m.hedge->rejections == 2);
+  CHECK(m.breaker->rejected == 2);
+}
+
+namespace {
+
+// An attempt that records the deadline it sees, then takes `latency`;
+// `ends` gets how it ended.
+asio::awaitable<ec_int> timed_seen(std::vector<std::optional<ns>>& seen,
+                                   std::vector<boost::system::error_code>& ends, ns latency) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  timer t(co_await asio::this_coro::executor, latency);
+  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  ends.push_back(ec);
+  co_return ec_int(ec, ec ? 0 : 42);
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: a hedge inside the deadline: both attempts cancelled at it, none after it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc,
+               {.deadline = 30ms, .hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  std::vector<std::optional<ns>> seen;
+  std::vector<boost::system::error_code> ends;
+  auto p = spawn(ioc, pipe([&] { return timed_seen(seen, ends, 100ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);  // the hedge starts, with what is left of the deadline
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(30ms));
+  CHECK(seen[1] == std::optional<ns>(10ms));
+  elapse(ioc, 10ms);  // the deadline: both attempts cancelled
+  REQUIRE(p->done);
+  CHECK(std::get<0>(*p->value) == levee::error::deadline_exceeded);
+  CHECK(ends == std::vector<boost::system::error_code>(2, asio::error::operation_aborted));
+  elapse(ioc, 100ms);  // the third attempt's time (40 ms) came: none started
+  CHECK(seen.size() == 2);
+  CHECK(pipe.metrics().hedge->attempts == 2);
+
+  // The caller's with_deadline, earlier than the delay: no hedge at all.
+  levee::basic_pipeline<ec_int, vclock> open_ended(
+      ioc, {.hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  seen.clear();
+  ends.clear();
+  auto q = spawn(ioc, levee::with_deadline<vclock>(
+                          15ms, open_ended([&] { return timed_seen(seen, ends, 100ms); })));
+  settle(ioc);
+  elapse(ioc, 15ms);
+  REQUIRE(q->done);
+  CHECK(std::get<0>(*q->value) == levee::error::deadline_exceeded);
+  CHECK(ends == std::vector<boost::system::error_code>(1, asio::error::operation_aborted));
+  elapse(ioc, 100ms);
+  CHECK(seen.size() == 1);
+  CHECK(open_ended.metrics().hedge->hedges == 0);
+
+  // A deadline that falls with the delay: the hedge's attempt, if it is
+  // made at all, starts nothing after the deadline.
+  pipe_ec same(ioc,
+               {.deadline = 20ms, .hedge = levee::hedge_options{.max_attempts = 3, .delay = 20ms}});
+  seen.clear();
+  ends.clear();
+  auto r = spawn(ioc, same([&] { return timed_seen(seen, ends, 100ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  REQUIRE(r->done);
+  CHECK(std::get<0>(*r->value) == levee::error::deadline_exceeded);
+  elapse(ioc, 100ms);
+  CHECK(seen.size() == 1);
+  CHECK(ends.size() == 1);
+
+  // The way back: within the deadline, the hedge wins.
+  seen.clear();
+  ends.clear();
+  std::size_t n = 0;
+  auto w = spawn(ioc, pipe([&] { return timed_seen(seen, ends, n++ == 0 ? 100ms : 5ms); }));
+  settle(ioc);
+  elapse(ioc, 20ms);
+  elapse(ioc, 5ms);
+  REQUIRE(w->done);
+  CHECK(*w->value == ec_int(boost::system::error_code(), 42));
+  CHECK(pipe.metrics().hedge->hedge_wins == 1);
+}
+
+TEST_CASE("pipeline: the hedge's options are validated by name, one rule for it too") {
+  asio::io_context ioc;
+  CHECK(invalid([&] {
+          pipe_ec(ioc, {.hedge = levee::hedge_options{.max_attempts = 0}});
+        }).find("max_attempts") != std::string::npos);
+  CHECK(invalid([&] {
+          pipe_ec(ioc, {.rules = {.classify = levee::default_classify},
+                        .hedge = levee::hedge_options{.classifier = levee::default_classify}});
+        }).find("pipeline_options::hedge.classifier") != std::string::npos);
+}
+
 TEST_CASE("pipeline: a registry's breaker for a key") {
   virtual_time vt;
   asio::io_context ioc;
@@ -461,7 +747,8 @@ TEST_CASE("pipeline: the Prometheus exposition of every layer passes promtool") 
                   .breaker = levee::breaker_options{},
                   .limit = levee::adaptive_limit_options{},
                   .timeout = 50ms});
-  pipe_ec b(ioc, {.name = "b", .bulkhead = levee::bulkhead_options{}});
+  pipe_ec b(ioc,
+            {.name = "b", .hedge = levee::hedge_options{}, .bulkhead = levee::bulkhead_options{}});
   fake_service api;
   run_to_end(ioc, a([&] { return api.call_ec(reset); }));
   run_to_end(ioc, b([&] { return api.call_ec({}); }));
@@ -475,5 +762,6 @@ TEST_CASE("pipeline: the Prometheus exposition of every layer passes promtool") 
   CHECK(text.find("levee_calls_total{breaker=\"a\",outcome=\"failure\"} 3\n") != std::string::npos);
   CHECK(text.find("levee_limit_admitted_calls_total{limit=\"a\"} 3\n") != std::string::npos);
   CHECK(text.find("levee_pipeline_bulkhead_in_flight{pipeline=\"b\"} 0\n") != std::string::npos);
+  CHECK(text.find("levee_hedge_calls_total{hedge=\"b\"} 1\n") != std::string::npos);
   CHECK(promtool_clean(text));
 }

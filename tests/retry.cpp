@@ -1,5 +1,7 @@
 // Retry policies on virtual time.
 #include <levee/retry/retry.hpp>
+#include <levee/timeout.hpp>
+#include <levee/timeout/deadline.hpp>
 
 #include "promtool.hpp"
 #include "support.hpp"
@@ -388,6 +390,47 @@ TEST_CASE("retry: the completion-token form, with a plain callback") {
   elapse(ioc, 5ms);
   CHECK(value == 7);
   CHECK(api.starts.size() == 2);
+}
+
+namespace {
+
+using ns = std::chrono::nanoseconds;
+
+asio::awaitable<int> deadline_seen(std::vector<std::optional<ns>>& seen) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  if (seen.size() < 2) throw boost::system::system_error(asio::error::connection_reset);
+  co_return 7;
+}
+
+// async_retry on the io_context's executor, awaited by the caller.
+asio::awaitable<int> retry_elsewhere(asio::io_context& ioc, policy_type& policy,
+                                     std::vector<std::optional<ns>>& seen) {
+  co_return co_await levee::async_retry(
+      ioc.get_executor(), policy, [&seen] { return deadline_seen(seen); }, asio::use_awaitable);
+}
+
+}  // namespace
+
+TEST_CASE("retry: the completion-token form on another executor carries the caller's deadline") {
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3, .initial_delay = 5ms, .jitter = jitter_kind::none});
+  std::vector<std::optional<ns>> seen;
+  auto p = spawn(ioc, levee::with_deadline<vclock>(100ms, retry_elsewhere(ioc, policy, seen)));
+  settle(ioc);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == 7);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(100ms));
+  CHECK(seen[1] == std::optional<ns>(95ms));  // the second attempt, 5 ms later
+  // The way back: without a deadline, none is seen.
+  seen.clear();
+  auto q = run_to_end(ioc, retry_elsewhere(ioc, policy, seen));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::nullopt);
+  CHECK(seen[1] == std::nullopt);
 }
 
 TEST_CASE("retry: delays saturate at nanoseconds::max(), never negative") {

@@ -2,6 +2,8 @@
 // back, retries elsewhere, the upstream's breaker, both forms, no pending work.
 #include <levee/pipeline.hpp>
 #include <levee/registry/registry.hpp>
+#include <levee/timeout.hpp>
+#include <levee/timeout/deadline.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include "support.hpp"
@@ -499,6 +501,38 @@ TEST_CASE("upstream: the completion-token form", "[upstream]") {
   });
   settle(ioc);
   CHECK(done);
+}
+
+namespace {
+
+asio::awaitable<result> deadline_seen(std::vector<std::optional<std::chrono::nanoseconds>>& seen) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  co_return result(boost::system::error_code(), 1);
+}
+
+asio::awaitable<result> through_token(vupstream& up,
+                                      std::vector<std::optional<std::chrono::nanoseconds>>& seen) {
+  co_return co_await up.async_call(
+      [&seen](const upstream_endpoint&) { return deadline_seen(seen); }, asio::use_awaitable);
+}
+
+}  // namespace
+
+TEST_CASE("upstream: the completion-token form carries the caller's with_deadline", "[upstream]") {
+  virtual_time vt;
+  asio::io_context ioc;
+  vupstream up(ioc, three, options());
+  std::vector<std::optional<std::chrono::nanoseconds>> seen;
+  auto p = run(ioc, levee::with_deadline<vclock>(250ms, through_token(up, seen)));
+  REQUIRE(p->done);
+  REQUIRE(p->value);
+  CHECK_FALSE(std::get<0>(*p->value));
+  // The way back: outside a with_deadline, none.
+  auto q = run(ioc, through_token(up, seen));
+  REQUIRE(q->done);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<std::chrono::nanoseconds>(250ms));
+  CHECK(seen[1] == std::nullopt);
 }
 
 TEST_CASE("upstream: an idle upstream has no pending work", "[upstream]") {

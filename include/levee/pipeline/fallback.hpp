@@ -6,6 +6,7 @@
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -174,7 +175,8 @@ class fallback {
             BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, T)) CompletionToken>
   auto async_run(const Executor& ex, boost::asio::awaitable<T, AwaitableExecutor> aw,
                  CompletionToken&& token) {
-    return boost::asio::co_spawn(ex, (*this)(std::move(aw)), std::forward<CompletionToken>(token));
+    return detail::spawn_carrying_deadline(ex, (*this)(std::move(aw)),
+                                           std::forward<CompletionToken>(token));
   }
 
   /// What it did so far.

@@ -6,6 +6,7 @@
 #include <levee/breaker/options.hpp>
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/validate.hpp>
+#include <levee/hedge/options.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
 #include <levee/limit/throttle_options.hpp>
@@ -32,9 +33,9 @@ struct pipeline_options {
   /// name. Not empty.
   std::string name = "pipeline";
   /// What the protocol says about results, for every layer at once:
-  /// `rules.classify` is the breaker's, the throttle's, the limit's and the
-  /// fallback's classifier; `rules.retryable` and `rules.retry_after` are the retry's.
-  /// `levee::http::rules()` for HTTP. A layer's own classifier, `retryable` or
+  /// `rules.classify` is the breaker's, the hedge's, the throttle's, the
+  /// limit's and the fallback's classifier; `rules.retryable` and `rules.retry_after` are the
+  /// retry's. `levee::http::rules()` for HTTP. A layer's own classifier, `retryable` or
   /// `retry_after` must then be left empty (one rule for every layer).
   call_rules rules = {};
   /// The fallback, outermost: answers when everything below gave up.
@@ -44,6 +45,12 @@ struct pipeline_options {
   std::chrono::nanoseconds deadline = std::chrono::nanoseconds::zero();
   /// The retries, with their budget (`retry_options::budget`).
   std::optional<retry_options> retry = {};
+  /// Hedged attempts (`levee::hedge`, docs/hedging.md) inside the retry and
+  /// outside the throttle and the breaker: each attempt the hedge starts
+  /// passes the throttle, the breaker, the limit and the per-attempt timeout,
+  /// and a rejection is never hedged (docs/pipeline.md, "Hedge"). A retry
+  /// retries the hedged call as a whole. The pipeline's own.
+  std::optional<hedge_options> hedge = {};
   /// Adaptive throttling (graded shedding, `levee::throttle`) outside the
   /// breaker: each attempt is a request; a rejection (`error::throttled`) is
   /// never retried. The pipeline's own, never a registry's.
@@ -85,6 +92,10 @@ void validate(const pipeline_options<T>& options) {
     if (options.retry->retryable && options.rules.retryable) reject("retry.retryable", once);
     if (options.retry->retry_after && options.rules.retry_after) reject("retry.retry_after", once);
   }
+  if (options.hedge) {
+    validate(*options.hedge);
+    if (options.hedge->classifier && options.rules.classify) reject("hedge.classifier", once);
+  }
   if (options.throttle) {
     validate(*options.throttle);
     if (options.throttle->classifier && options.rules.classify) reject("throttle.classifier", once);
@@ -115,6 +126,7 @@ struct pipeline_metrics {
   std::uint64_t deadlines_exceeded = 0;      ///< calls that ended with `error::deadline_exceeded`
   std::optional<fallback_metrics> fallback;  ///< answers the fallback gave
   std::optional<retry_metrics> retry;        ///< attempts, retries, refusals
+  std::optional<hedge_metrics> hedge;        ///< its hedge
   std::optional<throttle_metrics> throttle;  ///< its throttle
   std::optional<breaker_metrics> breaker;    ///< its breaker (a registry's: that key's)
   std::optional<pipeline_bulkhead_metrics> bulkhead;  ///< its bulkhead
@@ -127,7 +139,8 @@ struct pipeline_metrics {
 /// Writes pipelines' metrics in the Prometheus text exposition format 0.0.4,
 /// each family once (promtool-clean): the pipeline's own families, label
 /// `pipeline`, then its retry policy's (`write_retry_prometheus`, label
-/// `policy`), its own breaker's (`write_prometheus`, label `breaker`) and its
+/// `policy`), its hedge's (`write_hedges_prometheus`, label `hedge`), its
+/// throttle's (label `throttle`), its own breaker's (`write_prometheus`, label `breaker`) and its
 /// own limit's (`write_limits_prometheus`, label `limit`), each named after
 /// the pipeline.
 ///

@@ -5,6 +5,7 @@
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/result_shape.hpp>
+#include <levee/hedge/hedge.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/bulkhead.hpp>
 #include <levee/limit/throttle.hpp>
@@ -12,6 +13,7 @@
 #include <levee/pipeline/options.hpp>
 #include <levee/registry/registry.hpp>
 #include <levee/retry/retry.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -38,8 +40,8 @@ struct pipeline_attempt;  // pipeline/impl/pipeline.hpp
 
 /// Every layer for one dependency, in levee's order (README, "Composing
 /// levee"), outermost first: fallback, total deadline, retry under its
-/// budget, circuit breaker, bulkhead or adaptive limit, per-attempt timeout,
-/// the call (with `throttle`: between the retry and the breaker). Polly v8's `ResiliencePipeline`
+/// budget, hedge, throttle, circuit breaker, bulkhead or adaptive limit,
+/// per-attempt timeout, the call. Polly v8's `ResiliencePipeline`
 /// and Resilience4j's `Decorators`, Asio-shaped:
 ///
 ///     levee::pipeline<std::tuple<error_code, http::response>> api(ioc, {
@@ -158,8 +160,8 @@ class basic_pipeline {
   /// \return what `token` makes of the operation (as `asio::async_initiate`).
   template <class Op, BOOST_ASIO_COMPLETION_TOKEN_FOR(void(std::exception_ptr, T)) CompletionToken>
   auto async_call(Op op, CompletionToken&& token) {
-    return boost::asio::co_spawn(executor_, (*this)(std::move(op)),
-                                 std::forward<CompletionToken>(token));
+    return detail::spawn_carrying_deadline(executor_, (*this)(std::move(op)),
+                                           std::forward<CompletionToken>(token));
   }
 
   /// The options it was built from, with the rules filled into each layer.
@@ -180,6 +182,10 @@ class basic_pipeline {
   /// \return it, or null without retries.
   basic_retry_policy<Clock>* retry() noexcept { return retry_ ? &*retry_ : nullptr; }
 
+  /// Its hedge.
+  /// \return it, or null without a hedge.
+  basic_hedge<Clock>* hedge() noexcept { return hedge_ ? &*hedge_ : nullptr; }
+
   /// Every layer's metrics, in one place.
   /// \return them, named after the pipeline.
   pipeline_metrics metrics() const;
@@ -193,6 +199,11 @@ class basic_pipeline {
   boost::asio::awaitable<T, Executor> attempts(Op op);
   template <class Executor, class Op>
   boost::asio::awaitable<T, Executor> outer(Op op);
+  template <class Executor, class Op>
+  boost::asio::awaitable<T, Executor> hedged_attempt(Op& op);
+  template <class Executor>
+  boost::asio::awaitable<T, Executor> layered(boost::asio::awaitable<T, Executor> aw,
+                                              typename registry_type::guard_set& held);
 
   struct count {  // a race_timer hook: counts a timeout
     std::atomic<std::uint64_t>* n;
@@ -206,6 +217,7 @@ class basic_pipeline {
   typename registry_type::guard_set own_;  // its own breaker and limit (null without)
   std::optional<basic_bulkhead<Clock>> bulkhead_;
   std::optional<basic_retry_policy<Clock>> retry_;
+  std::optional<basic_hedge<Clock>> hedge_;
   std::optional<basic_throttle<Clock>> throttle_;
   std::optional<levee::fallback<T>> fallback_;
   std::atomic<std::uint64_t> calls_{0};

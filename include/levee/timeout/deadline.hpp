@@ -140,14 +140,13 @@ std::chrono::nanoseconds clock_now_ns() {
 }
 
 /// `ex` (a strand `serial_executor` made, perhaps already carrying a
-/// deadline) carrying the earlier of its deadline and `limit` from now on
-/// `Clock`. Executors that cannot carry one are returned unchanged.
-template <class Clock, class Executor>
-Executor carry_deadline(const Executor& ex, std::chrono::nanoseconds limit) {
+/// deadline) carrying the earlier of its deadline and `mark`. Executors
+/// that cannot carry one are returned unchanged.
+template <class Executor>
+Executor carry_mark(const Executor& ex, const deadline_mark& mark) {
   namespace asio = boost::asio;
   if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
-    if (auto outer = find_deadline(ex); outer && outer->remaining() <= limit) return ex;
-    const deadline_mark mark{saturating_add(clock_now_ns<Clock>(), limit), &clock_now_ns<Clock>};
+    if (auto outer = find_deadline(ex); outer && outer->remaining() <= mark.remaining()) return ex;
     auto rewrap = [&]<class Strand>(std::type_identity<Strand>) -> std::optional<Executor> {
       if (const auto* s = ex.template target<Strand>())
         return Executor(deadline_executor<Strand>(*s, mark));
@@ -160,6 +159,18 @@ Executor carry_deadline(const Executor& ex, std::chrono::nanoseconds limit) {
     if (auto r = rewrap(std::type_identity<asio::strand<asio::thread_pool::executor_type>>{}))
       return *r;
     if (auto r = rewrap(std::type_identity<asio::strand<asio::any_io_executor>>{})) return *r;
+  }
+  return ex;
+}
+
+/// `ex` (a strand `serial_executor` made, perhaps already carrying a
+/// deadline) carrying the earlier of its deadline and `limit` from now on
+/// `Clock`. Executors that cannot carry one are returned unchanged.
+template <class Clock, class Executor>
+Executor carry_deadline(const Executor& ex, std::chrono::nanoseconds limit) {
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+    return carry_mark(
+        ex, deadline_mark{saturating_add(clock_now_ns<Clock>(), limit), &clock_now_ns<Clock>});
   }
   return ex;
 }

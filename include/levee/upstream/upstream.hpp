@@ -6,6 +6,7 @@
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 #include <levee/upstream/detail/upstream_state.hpp>
 #include <levee/upstream/observe.hpp>
 #include <levee/upstream/options.hpp>
@@ -326,8 +327,8 @@ class basic_upstream {
   /// \return what the token's `async_result` makes of the operation.
   template <class Fn, class CompletionToken>
   auto async_call(Fn fn, CompletionToken&& token) {
-    return boost::asio::co_spawn(state_->executor, (*this)(std::move(fn)),
-                                 std::forward<CompletionToken>(token));
+    return detail::spawn_carrying_deadline(state_->executor, (*this)(std::move(fn)),
+                                           std::forward<CompletionToken>(token));
   }
 
  private:

@@ -98,6 +98,7 @@ basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o
     if (o.breaker) o.breaker->classifier = rules.classify;
     if (o.limit) o.limit->classifier = rules.classify;
     if (o.throttle) o.throttle->classifier = rules.classify;
+    if (o.hedge) o.hedge->classifier = rules.classify;
     if (o.fallback) o.fallback->classifier = rules.classify;
   }
   if (o.throttle && o.throttle->classifier) {
@@ -131,6 +132,7 @@ basic_pipeline<T, Clock>::basic_pipeline(executor_type ex, pipeline_options<T> o
     own_.limit = std::make_shared<basic_adaptive_limit<Clock>>(executor_, *o.limit, o.name);
   if (o.bulkhead) bulkhead_.emplace(executor_, *o.bulkhead);
   if (o.throttle) throttle_.emplace(executor_, *o.throttle);
+  if (o.hedge) hedge_.emplace(executor_, *o.hedge);
   if (o.fallback) fallback_.emplace(*o.fallback);
   options_ = std::move(o);
 }
@@ -166,25 +168,14 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
     // Starting the attempt is part of it: a factory that throws is a failed
     // attempt, seen by the retry and, at the end, by the fallback.
     try {
-      asio::awaitable<T, Executor> aw = attempt_type::start(op);
-      if (options_.timeout != std::chrono::nanoseconds::zero())
-        aw = detail::race_timer<Clock>(options_.timeout, std::move(aw), error::timeout,
-                                       count{&timeouts_});
-      if (bulkhead_) aw = (*bulkhead_)(std::move(aw));
-      // The guards are held until the attempt is over.
-      typename registry_type::guard_set held;
-      const typename registry_type::guard_set* guards = &own_;
-      if (registry_) {
-        held = registry_->guards(key_);
-        guards = &held;
+      if (hedge_) {
+        // Each attempt the hedge starts passes every layer inside it.
+        result.value.emplace(
+            co_await (*hedge_)([this, &op] { return hedged_attempt<Executor>(op); }));
+      } else {
+        typename registry_type::guard_set held;  // held until the attempt is over
+        result.value.emplace(co_await layered<Executor>(attempt_type::start(op), held));
       }
-      if (guards->breaker) {
-        aw = (*guards)(std::move(aw));
-      } else if (guards->limit) {
-        aw = (*guards->limit)(std::move(aw));
-      }
-      if (throttle_) aw = (*throttle_)(std::move(aw));
-      result.value.emplace(co_await std::move(aw));
     } catch (...) {
       result.failed(std::current_exception());
     }
@@ -204,6 +195,50 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
     timer->expires_after(std::chrono::ceil<typename Clock::duration>(delay));
     co_await timer->async_wait(asio::use_awaitable_t<Executor>{});
   }
+}
+
+template <class T, class Clock>
+template <class Executor>
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::layered(
+    boost::asio::awaitable<T, Executor> aw, typename registry_type::guard_set& held) {
+  if (options_.timeout != std::chrono::nanoseconds::zero())
+    aw = detail::race_timer<Clock>(options_.timeout, std::move(aw), error::timeout,
+                                   count{&timeouts_});
+  if (bulkhead_) aw = (*bulkhead_)(std::move(aw));
+  const typename registry_type::guard_set* guards = &own_;
+  if (registry_) {
+    held = registry_->guards(key_);
+    guards = &held;
+  }
+  if (guards->breaker) {
+    aw = (*guards)(std::move(aw));
+  } else if (guards->limit) {
+    aw = (*guards->limit)(std::move(aw));
+  }
+  if (throttle_) aw = (*throttle_)(std::move(aw));
+  return aw;
+}
+
+template <class T, class Clock>
+template <class Executor, class Op>
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::hedged_attempt(Op& op) {
+  // One of a hedge's attempts: started here, so that a factory that throws
+  // is a failed attempt for the hedge too. Its executor carries the call's
+  // deadline (the pipeline's, a caller's with_deadline): a hedge whose delay
+  // ends with the deadline starts nothing.
+  using attempt_type = detail::pipeline_attempt<Op, executor_type>;
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+    const auto left = remaining_deadline(co_await boost::asio::this_coro::executor);
+    if (left && *left <= std::chrono::nanoseconds::zero()) {
+      if constexpr (detail::is_error_tuple_v<T>) {
+        co_return detail::error_tuple<T>::make(make_error_code(error::deadline_exceeded));
+      } else {
+        detail::throw_error(error::deadline_exceeded);
+      }
+    }
+  }
+  typename registry_type::guard_set held;
+  co_return co_await layered<Executor>(attempt_type::start(op), held);
 }
 
 template <class T, class Clock>
@@ -237,6 +272,7 @@ pipeline_metrics basic_pipeline<T, Clock>::metrics() const {
   m.deadlines_exceeded = deadlines_.load(relaxed);
   if (fallback_) m.fallback = fallback_->metrics();
   if (retry_) m.retry = retry_->metrics();
+  if (hedge_) m.hedge = hedge_->metrics();
   if (throttle_) m.throttle = throttle_->metrics();
   const auto guards = registry_ ? registry_->guards(key_) : own_;
   if (guards.breaker) m.breaker = guards.breaker->metrics();

@@ -3,6 +3,7 @@
 
 #include <levee/breaker/observe.hpp>
 #include <levee/core/detail/prometheus_text.hpp>
+#include <levee/hedge/options.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/throttle.hpp>
 #include <levee/pipeline/options.hpp>
@@ -58,14 +59,17 @@ void write_pipelines_prometheus(std::ostream& out, const std::vector<pipeline_me
   std::vector<named_metrics> breakers;
   std::vector<named_limit_metrics> limits;
   std::vector<named_throttle_metrics> throttles;
+  std::vector<named_hedge_metrics> hedges;
   for (const auto& p : pipelines) {
     if (p.retry) retries.push_back({p.name, *p.retry});
+    if (p.hedge) hedges.push_back({p.name, *p.hedge});
     if (p.throttle) throttles.push_back({p.name, *p.throttle});
     if (p.registry_guards) continue;  // the registry's exposition has them
     if (p.breaker) breakers.push_back({p.name, *p.breaker});
     if (p.limit) limits.push_back({p.name, *p.limit});
   }
   if (!retries.empty()) write_retry_prometheus(out, retries);
+  if (!hedges.empty()) write_hedges_prometheus(out, hedges);
   if (!throttles.empty()) write_throttles_prometheus(out, throttles);
   if (!breakers.empty()) write_prometheus(out, breakers);
   if (!limits.empty()) write_limits_prometheus(out, limits);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -116,8 +117,8 @@ template <class Executor, class Clock, class Factory,
           BOOST_ASIO_COMPLETION_TOKEN_FOR(detail::retry_signature_t<Factory>) CompletionToken>
 auto async_retry(const Executor& ex, basic_retry_policy<Clock>& policy, Factory factory,
                  CompletionToken&& token) {
-  return boost::asio::co_spawn(ex, retry(policy, std::move(factory)),
-                               std::forward<CompletionToken>(token));
+  return detail::spawn_carrying_deadline(ex, retry(policy, std::move(factory)),
+                                         std::forward<CompletionToken>(token));
 }
 
 }  // namespace levee
