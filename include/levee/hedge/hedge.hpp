@@ -67,9 +67,10 @@ struct hedge_attempts {
 
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
-                                           bool idempotent) {
+                                           hedge_call call) {
   namespace asio = boost::asio;
   const hedge_options& o = s->options();
+  const bool idempotent = call.idempotent;
   if (!idempotent || o.max_attempts == 1) {  // one attempt, the call's own frame
     s->count(&hedge_state::calls);
     s->count(&hedge_state::attempts);
@@ -86,8 +87,10 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
           [&](auto handler) {
             using op_type =
                 hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
+            // The call's classifier, or the options': this frame outlives the op.
+            const classifier& judge = call.classifier ? call.classifier : o.classifier;
             auto op = std::make_shared<op_type>(std::move(handler), ex, child_ex,
-                                                std::move(factory), std::move(s), delay);
+                                                std::move(factory), std::move(s), delay, judge);
             op->start();
           },
           token);
@@ -186,16 +189,16 @@ class basic_hedge {
   Awaitable operator()(Factory factory) {
     return (*this)(std::move(factory), hedge_call{options().idempotent});
   }
-  /// As above, with this call's own idempotency: not idempotent, it is
-  /// sent once, never hedged.
+  /// As above, with this call's own idempotency (not idempotent, it is
+  /// sent once, never hedged) and, when it has one, its own classifier.
   /// \param factory Makes each attempt.
-  /// \param call Whether this call is idempotent.
+  /// \param call Whether this call is idempotent, how to classify its answers.
   /// \return an awaitable of the attempts' result.
   template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
             class Traits = detail::awaitable_traits<Awaitable>>
   Awaitable operator()(Factory factory, hedge_call call) {
     return detail::hedged<Clock, typename Traits::value_type, typename Traits::executor_type>(
-        state_, detail::hedge_attempts<Factory>{std::move(factory)}, call.idempotent);
+        state_, detail::hedge_attempts<Factory>{std::move(factory)}, std::move(call));
   }
 
   /// The completion-token form: runs `(*this)(factory, call)` as a new

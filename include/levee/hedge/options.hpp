@@ -53,8 +53,10 @@ struct hedge_options {
   bool idempotent = true;
   /// What counts as an answer that wins: `outcome::success`. Any other
   /// outcome is a failed attempt (docs/hedging.md, "Failures"). Empty:
-  /// `default_classify`, for HTTP calls too (a 503 response is a value, so
-  /// it would win): give a hedge for HTTP `levee::http::classify`.
+  /// `default_classify` (a 503 response is a value, so it would win), except
+  /// in the HTTP helpers (`levee::http::hedged_get`, `hedged_send`), which
+  /// classify with `levee::http::classify` then. A call may bring its own
+  /// (`hedge_call::classifier`).
   levee::classifier classifier{};
 };
 
@@ -68,6 +70,10 @@ struct hedge_call {
   /// Whether this call may be sent twice (a GET: yes; a POST: only when the
   /// caller knows it is safe).
   bool idempotent = true;
+  /// What counts as this call's winning answer; empty: the options'
+  /// `classifier`. The HTTP helpers give `levee::http::classify` here when
+  /// the hedge has no classifier of its own (docs/hedging.md, "HTTP").
+  levee::classifier classifier{};
 };
 
 /// A hedge's counters (since construction) and estimate, at one moment.
