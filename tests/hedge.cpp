@@ -242,6 +242,63 @@ TEST_CASE("hedge: the budget caps the extra attempts, the way back after the win
   CHECK(idle(ioc));
 }
 
+TEST_CASE("hedge: the budget's windows advance by whole widths, they do not slip") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms, .window = 10s, .max_extra_ratio = 0.1, .min_extra = 0});
+  replica r;
+  r.latency = {1ms};  // fast: no hedge
+  // 100 calls at 0 s: they count in the windows [0, 10 s) and, as the
+  // previous one, [10 s, 20 s); never after 20 s.
+  for (int i = 0; i < 100; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  elapse(ioc, 19s);  // 19.1 s: the first activity since 0 s
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  CHECK(h.metrics().window_calls == 101);
+  elapse(ioc, 1s);  // 20.1 s: the window [0, 10 s) is gone
+  CHECK(h.metrics().window_calls == 1);
+  // Ten slow calls at 20 s: 11 calls in [10 s, 30 s), 0.1 * 11: one hedge.
+  r.latency = {100ms};
+  for (int i = 0; i < 10; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  const auto m = h.metrics();
+  CHECK(m.hedges == 1);
+  CHECK(m.budget_refusals == 9);
+  CHECK(m.window_calls == 11);
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: young losers are not latency samples, they cannot pull the percentile down") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 20ms,
+                     .percentile = 0.5,
+                     .min_delay = 1ms,
+                     .max_delay = 1s,
+                     .min_samples = 10,
+                     .window = 10s});
+  replica r;
+  // Each call: the first attempt answers at 25 ms, the hedge (started at
+  // 20 ms) loses 5 ms old. Its 5 ms says nothing about the latency.
+  for (int i = 0; i < 10; ++i) {
+    r.latency = {25ms, 1h};
+    r.starts.clear();
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    REQUIRE(r.starts.size() == 2);
+  }
+  auto m = h.metrics();
+  CHECK(m.cancelled == 10);
+  CHECK(m.window_samples == 10);  // the winners only
+  CHECK(m.delay >= 25ms);         // the median is 25 ms (its bucket's bound)
+  CHECK(m.delay <= 25ms * 1.125);
+  // An old loser is a lower bound of a slow latency, at least the delay:
+  // recorded, it can only raise the estimate.
+  r.latency = {1h, 5ms};
+  r.starts.clear();
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  m = h.metrics();
+  CHECK(m.window_samples == 12);  // the winning hedge's 5 ms, the loser's ~30 ms
+  CHECK(m.delay >= 25ms);
+}
+
 TEST_CASE("hedge: a rejection is not hedged and is returned, breaker composition") {
   virtual_time vt;
   asio::io_context ioc;

@@ -203,7 +203,12 @@ class hedge_op
       attempt& l = attempts_[j];
       if (!l.running || l.cancelled) continue;
       l.cancelled = true;
-      state_->sample(now, now - l.started);  // a lower bound of its latency
+      // A loser's age is a lower bound of its latency. At least the delay
+      // (the estimate when the call began), it lies at or above the
+      // estimate and can only raise it: recorded. A younger loser (a hedge
+      // started just before the other attempt answered) says nothing about
+      // the tail and would pull the percentile down: not recorded.
+      if (now - l.started >= delay_ns_) state_->sample(now, now - l.started);
       state_->count(&hedge_state::cancelled);
       l.signal.emit(asio::cancellation_type::all);
     }
