@@ -3,11 +3,13 @@
 #pragma once
 
 #include <levee/core/classify.hpp>
+#include <levee/retry/retry_budget.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -58,6 +60,15 @@ struct hedge_options {
   /// classify with `levee::http::classify` then. A call may bring its own
   /// (`hedge_call::classifier`).
   levee::classifier classifier{};
+  /// A retry budget shared with retry policies (`retry_options::budget`);
+  /// null: none. Each hedge withdraws one retry from it as well, after the
+  /// hedge's own budget allowed it; refused, the hedge is not started
+  /// (counted in `budget_refusals`). Retries and hedges then add at most
+  /// what the one budget allows together. The hedge deposits nothing: the
+  /// successes come from the retry policies sharing it (docs/hedging.md,
+  /// "Composition"). Its time is the hedge's clock: share it with policies
+  /// of the same clock.
+  std::shared_ptr<levee::retry_budget> shared_retry_budget = {};
 };
 
 /// Checks every member of `options` against its documented range.

@@ -153,7 +153,11 @@ bool hedge_state::try_hedge(std::int64_t now) noexcept {
     const double calls_in = static_cast<double>(current().calls + previous().calls);
     const double allowed =
         options_.max_extra_ratio * calls_in + static_cast<double>(options_.min_extra);
-    if (static_cast<double>(current().hedges + previous().hedges) + 1.0 <= allowed) {
+    // The hedge's own budget, then the shared retry budget (its own short
+    // lock, a leaf: never held while taking this one).
+    if (static_cast<double>(current().hedges + previous().hedges) + 1.0 <= allowed &&
+        (!options_.shared_retry_budget ||
+         options_.shared_retry_budget->try_withdraw(std::chrono::nanoseconds(now)))) {
       ++current().hedges;
     } else {
       budget_refusals.fetch_add(1, std::memory_order_relaxed);
