@@ -1,6 +1,7 @@
 // Hedged requests on virtual time.
 #include <levee/hedge/hedge.hpp>
 #include <levee/hedge/upstream.hpp>
+#include <levee/retry/retry.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "promtool.hpp"
@@ -240,6 +241,63 @@ TEST_CASE("hedge: the budget caps the extra attempts, the way back after the win
   CHECK(m.window_calls == 1);
   CHECK(m.window_hedges == 1);
   CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: the budget's windows advance by whole widths, they do not slip") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms, .window = 10s, .max_extra_ratio = 0.1, .min_extra = 0});
+  replica r;
+  r.latency = {1ms};  // fast: no hedge
+  // 100 calls at 0 s: they count in the windows [0, 10 s) and, as the
+  // previous one, [10 s, 20 s); never after 20 s.
+  for (int i = 0; i < 100; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  elapse(ioc, 19s);  // 19.1 s: the first activity since 0 s
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  CHECK(h.metrics().window_calls == 101);
+  elapse(ioc, 1s);  // 20.1 s: the window [0, 10 s) is gone
+  CHECK(h.metrics().window_calls == 1);
+  // Ten slow calls at 20 s: 11 calls in [10 s, 30 s), 0.1 * 11: one hedge.
+  r.latency = {100ms};
+  for (int i = 0; i < 10; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  const auto m = h.metrics();
+  CHECK(m.hedges == 1);
+  CHECK(m.budget_refusals == 9);
+  CHECK(m.window_calls == 11);
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: young losers are not latency samples, they cannot pull the percentile down") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 20ms,
+                     .percentile = 0.5,
+                     .min_delay = 1ms,
+                     .max_delay = 1s,
+                     .min_samples = 10,
+                     .window = 10s});
+  replica r;
+  // Each call: the first attempt answers at 25 ms, the hedge (started at
+  // 20 ms) loses 5 ms old. Its 5 ms says nothing about the latency.
+  for (int i = 0; i < 10; ++i) {
+    r.latency = {25ms, 1h};
+    r.starts.clear();
+    REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+    REQUIRE(r.starts.size() == 2);
+  }
+  auto m = h.metrics();
+  CHECK(m.cancelled == 10);
+  CHECK(m.window_samples == 10);  // the winners only
+  CHECK(m.delay >= 25ms);         // the median is 25 ms (its bucket's bound)
+  CHECK(m.delay <= 25ms * 1.125);
+  // An old loser is a lower bound of a slow latency, at least the delay:
+  // recorded, it can only raise the estimate.
+  r.latency = {1h, 5ms};
+  r.starts.clear();
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  m = h.metrics();
+  CHECK(m.window_samples == 12);  // the winning hedge's 5 ms, the loser's ~30 ms
+  CHECK(m.delay >= 25ms);
 }
 
 TEST_CASE("hedge: a rejection is not hedged and is returned, breaker composition") {
@@ -533,4 +591,100 @@ TEST_CASE("hedge: with an upstream of one endpoint, the hedge goes to it again")
   REQUIRE(p->done);
   CHECK(code_of(*p) == ec_t());
   CHECK(calls == 2);
+}
+
+namespace {
+
+using io_strand = asio::strand<asio::io_context::executor_type>;
+
+/// An attempt on a concrete strand executor: answers `v` after `d`.
+asio::awaitable<int, io_strand> strand_attempt(std::chrono::nanoseconds d, int v,
+                                               std::vector<std::chrono::nanoseconds>& starts) {
+  starts.push_back(vclock::now().time_since_epoch());
+  asio::basic_waitable_timer<vclock, vclock::wait_traits, io_strand> t(
+      co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable_t<io_strand>{});
+  co_return v;
+}
+
+}  // namespace
+
+TEST_CASE("hedge: on a strand<io_context::executor_type>, the awaitable and the token forms") {
+  virtual_time vt;
+  asio::io_context ioc;
+  const io_strand strand = asio::make_strand(ioc.get_executor());
+  hedge_type h(strand, {.delay = 10ms});
+  std::vector<std::chrono::nanoseconds> starts;
+  int n = 0;
+  auto factory = [&] {
+    const int i = n++;
+    return strand_attempt(i == 0 ? 1h : 5ms, i + 1, starts);
+  };
+  std::optional<int> got;
+  asio::co_spawn(strand, h(factory), [&](std::exception_ptr e, int v) {
+    CHECK(!e);
+    got = v;
+  });
+  settle(ioc);
+  for (int i = 0; i < 30 && !got; ++i) elapse(ioc, 1ms);
+  REQUIRE(got);
+  CHECK(*got == 2);  // the hedge's answer
+  REQUIRE(starts.size() == 2);
+  CHECK(starts[1] - starts[0] == 10ms);
+  CHECK(vclock::now().time_since_epoch() == 15ms);
+  CHECK(h.metrics().cancelled == 1);
+  CHECK(idle(ioc));
+  // The token form, on the hedge's executor (the strand).
+  n = 0;
+  starts.clear();
+  got.reset();
+  h.async_execute(factory, [&](std::exception_ptr e, int v) {
+    CHECK(!e);
+    got = v;
+  });
+  settle(ioc);
+  for (int i = 0; i < 30 && !got; ++i) elapse(ioc, 1ms);
+  REQUIRE(got);
+  CHECK(*got == 2);
+  CHECK(idle(ioc));
+}
+
+TEST_CASE("hedge: a retry budget shared with a retry policy bounds hedges and retries together") {
+  virtual_time vt;
+  asio::io_context ioc;
+  // No success credit: the floor alone, 0.5 per second over 10 s: 5.
+  auto budget = std::make_shared<levee::retry_budget>(levee::retry_budget_options{
+      .ratio = 0, .min_retries_per_second = 0.5, .ttl = 10s, .buckets = 10});
+  hedge_type h(ioc, {.delay = 10ms,
+                     .max_extra_ratio = 1,
+                     .min_extra = 100,  // the hedge's own budget is no limit here
+                     .shared_retry_budget = budget});
+  replica r;
+  r.latency = {100ms};  // slow: every call wants a hedge
+  for (int i = 0; i < 8; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  auto m = h.metrics();
+  CHECK(m.hedges == 5);  // what the shared budget allowed
+  CHECK(m.budget_refusals == 3);
+  CHECK(budget->state(vclock::now().time_since_epoch()).retries == 5);
+  // A retry policy sharing the budget finds it spent by the hedges.
+  levee::basic_retry_policy<vclock> policy(
+      {.initial_delay = 1ms, .jitter = levee::jitter_kind::none, .budget = budget});
+  replica failing;
+  failing.result.assign(3, make_error_code(boost::system::errc::connection_reset));
+  failing.latency = {1ms};
+  REQUIRE(run_to_end(ioc, levee::retry(policy, [&] { return failing.call(); }))->done);
+  CHECK(failing.starts.size() == 1);
+  CHECK(policy.metrics().budget_refusals == 1);
+  // The way back: a ttl later the budget is whole; retries spend it first,
+  // and the hedges get what is left.
+  elapse(ioc, 11s);
+  failing.starts.clear();
+  failing.ends.clear();
+  REQUIRE(run_to_end(ioc, levee::retry(policy, [&] { return failing.call(); }))->done);
+  CHECK(failing.starts.size() == 3);  // two retries granted
+  for (int i = 0; i < 5; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  m = h.metrics();
+  CHECK(m.hedges == 8);  // 5 + the 3 the retries left
+  CHECK(m.budget_refusals == 5);
+  CHECK(idle(ioc));
 }

@@ -96,6 +96,84 @@ TEST_CASE("hedge http: POST is not hedged unless told safe, GET and PUT are") {
   server.stop();
 }
 
+TEST_CASE(
+    "hedge http: the helpers classify with levee::http::classify: a fast 503 does not win "
+    "over a slower 200, and is kept only when every attempt fails") {
+  asio::io_context ioc;
+  // Connection 0 answers 200 after 150 ms; the others answer 503 at once.
+  // The hedge has no classifier of its own: the helpers must bring HTTP's.
+  bool all_fail = false;
+  script_server server(ioc, [&](tcp::socket s, int index) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty()) {
+      if (index == 0) {
+        co_await pause(std::chrono::milliseconds(150));
+        if (all_fail) {
+          if (!co_await write_all(s, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"))
+            co_return;
+          continue;
+        }
+        if (!co_await write_all(s, ok_reply)) co_return;
+      } else if (!co_await write_all(
+                     s, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")) {
+        co_return;
+      }
+    }
+  });
+  server.start();
+  http::client c(ioc.get_executor());
+  levee::hedge h(ioc, {.delay = std::chrono::milliseconds(20)});
+  SECTION("hedged_get") {
+    auto r = finish(ioc, http::hedged_get(h, c, server.url("/a")));
+    CHECK(std::get<0>(r) == ec_t());
+    CHECK(std::get<1>(r).result_int() == 200);
+    CHECK(h.metrics().hedges == 1);
+    CHECK(h.metrics().hedge_wins == 0);  // the first attempt's 200 won
+  }
+  SECTION("hedged_send") {
+    const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
+    http::request get(boost::beast::http::verb::get, "/", 11);
+    auto r = finish(ioc, http::hedged_send(h, c, origin, get));
+    CHECK(std::get<0>(r) == ec_t());
+    CHECK(std::get<1>(r).result_int() == 200);
+  }
+  SECTION("every attempt fails: the last failing answer is the result") {
+    all_fail = true;
+    auto r = finish(ioc, http::hedged_get(h, c, server.url("/a")));
+    CHECK(std::get<0>(r) == ec_t());
+    CHECK(std::get<1>(r).result_int() == 502);  // the 503 came first, the 502 last
+  }
+  server.stop();
+}
+
+TEST_CASE("hedge http: hedged_send honours hedge_options::idempotent = false") {
+  asio::io_context ioc;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty()) {
+      co_await pause(std::chrono::milliseconds(100));
+      if (!co_await write_all(s, ok_reply)) co_return;
+    }
+  });
+  server.start();
+  http::client c(ioc.get_executor());
+  levee::hedge h(ioc, {.delay = std::chrono::milliseconds(20), .idempotent = false});
+  const std::string origin = "http://127.0.0.1:" + std::to_string(server.port());
+  http::request get(boost::beast::http::verb::get, "/", 11);
+  auto r = finish(ioc, http::hedged_send(h, c, origin, get));
+  CHECK(std::get<0>(r) == ec_t());
+  CHECK(h.metrics().attempts == 1);  // the hedge's calls are not idempotent: a GET too
+  CHECK(h.metrics().not_idempotent == 1);
+  r = finish(ioc, http::hedged_get(h, c, server.url("/")));
+  CHECK(std::get<0>(r) == ec_t());
+  CHECK(h.metrics().attempts == 2);
+  // The caller says it is safe: hedged.
+  r = finish(ioc, http::hedged_send(h, c, origin, get, /*safe=*/true));
+  CHECK(std::get<0>(r) == ec_t());
+  CHECK(h.metrics().attempts == 4);
+  server.stop();
+}
+
 namespace {
 
 /// A server whose answers take 20 ms, or 1 s for 5 % of them (a seeded

@@ -15,6 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -22,6 +23,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <tuple>
 #include <type_traits>
 
@@ -65,11 +67,17 @@ struct hedge_attempts {
   }
 };
 
+template <class E>
+struct is_asio_strand : std::false_type {};
+template <class E>
+struct is_asio_strand<boost::asio::strand<E>> : std::true_type {};
+
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
-                                           bool idempotent) {
+                                           hedge_call call) {
   namespace asio = boost::asio;
   const hedge_options& o = s->options();
+  const bool idempotent = call.idempotent;
   if (!idempotent || o.max_attempts == 1) {  // one attempt, the call's own frame
     s->count(&hedge_state::calls);
     s->count(&hedge_state::attempts);
@@ -79,15 +87,24 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
   const Executor ex = co_await asio::this_coro::executor;
-  const Executor child_ex = serial_executor(ex);
+  // A strand is serial already (serial_executor would wrap a concrete
+  // strand in another and fail to compile).
+  const Executor child_ex = [&] {
+    if constexpr (is_asio_strand<Executor>::value)
+      return ex;
+    else
+      return serial_executor(ex);
+  }();
   auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
   auto [failure, value] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
           [&](auto handler) {
             using op_type =
                 hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
+            // The call's classifier, or the options': this frame outlives the op.
+            const classifier& judge = call.classifier ? call.classifier : o.classifier;
             auto op = std::make_shared<op_type>(std::move(handler), ex, child_ex,
-                                                std::move(factory), std::move(s), delay);
+                                                std::move(factory), std::move(s), delay, judge);
             op->start();
           },
           token);
@@ -186,16 +203,16 @@ class basic_hedge {
   Awaitable operator()(Factory factory) {
     return (*this)(std::move(factory), hedge_call{options().idempotent});
   }
-  /// As above, with this call's own idempotency: not idempotent, it is
-  /// sent once, never hedged.
+  /// As above, with this call's own idempotency (not idempotent, it is
+  /// sent once, never hedged) and, when it has one, its own classifier.
   /// \param factory Makes each attempt.
-  /// \param call Whether this call is idempotent.
+  /// \param call Whether this call is idempotent, how to classify its answers.
   /// \return an awaitable of the attempts' result.
   template <class Factory, class Awaitable = typename detail::hedge_factory<Factory>::awaitable,
             class Traits = detail::awaitable_traits<Awaitable>>
   Awaitable operator()(Factory factory, hedge_call call) {
     return detail::hedged<Clock, typename Traits::value_type, typename Traits::executor_type>(
-        state_, detail::hedge_attempts<Factory>{std::move(factory)}, call.idempotent);
+        state_, detail::hedge_attempts<Factory>{std::move(factory)}, std::move(call));
   }
 
   /// The completion-token form: runs `(*this)(factory, call)` as a new
@@ -211,10 +228,14 @@ class basic_hedge {
   /// \param factory Makes each attempt.
   /// \param token The completion token.
   /// \return what the token's `async_result` makes of the operation.
+  ///
+  /// Attempts on a concrete executor type (`asio::awaitable<T,
+  /// asio::strand<asio::io_context::executor_type>>`): the hedge's executor
+  /// must hold one of that type (`std::invalid_argument` otherwise).
   template <class Factory, class CompletionToken>
   auto async_execute(Factory factory, CompletionToken&& token) {
-    return boost::asio::co_spawn(executor_, (*this)(std::move(factory)),
-                                 std::forward<CompletionToken>(token));
+    return async_execute(std::move(factory), hedge_call{options().idempotent},
+                         std::forward<CompletionToken>(token));
   }
   /// As above, with this call's own idempotency.
   /// \param factory Makes each attempt.
@@ -223,8 +244,20 @@ class basic_hedge {
   /// \return what the token's `async_result` makes of the operation.
   template <class Factory, class CompletionToken>
   auto async_execute(Factory factory, hedge_call call, CompletionToken&& token) {
-    return boost::asio::co_spawn(executor_, (*this)(std::move(factory), call),
-                                 std::forward<CompletionToken>(token));
+    using attempt_executor = typename detail::awaitable_traits<
+        typename detail::hedge_factory<Factory>::awaitable>::executor_type;
+    if constexpr (std::is_same_v<attempt_executor, executor_type>) {
+      return boost::asio::co_spawn(executor_, (*this)(std::move(factory), std::move(call)),
+                                   std::forward<CompletionToken>(token));
+    } else {
+      const auto* ex = executor_.template target<attempt_executor>();
+      if (!ex)
+        throw std::invalid_argument(
+            "levee::basic_hedge::async_execute: the attempts' executor type is not the "
+            "hedge's executor's");
+      return boost::asio::co_spawn(*ex, (*this)(std::move(factory), std::move(call)),
+                                   std::forward<CompletionToken>(token));
+    }
   }
 
  private:

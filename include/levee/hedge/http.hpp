@@ -3,6 +3,7 @@
 #pragma once
 
 #include <levee/hedge/hedge.hpp>
+#include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -30,13 +31,16 @@ constexpr bool idempotent_method(boost::beast::http::verb v) noexcept {
 /// losing attempt is cancelled: its connection is closed, never returned to
 /// the pool in the middle of a response.
 ///
-/// A request whose method is not idempotent (POST, PATCH) is sent once,
+/// A request whose method is not idempotent (POST, PATCH), or any request
+/// through a hedge whose options say `idempotent = false`, is sent once,
 /// never hedged, unless `safe` says the caller knows it may be sent twice
 /// (an idempotency key, say).
 ///
-/// Result: the error_code form, `{ec, response}`; a response wins when the
-/// hedge's classifier says `success` (give the hedge `levee::http::classify`
-/// so that a 503 does not win).
+/// Result: the error_code form, `{ec, response}`. A response wins when
+/// `levee::http::classify` (or the hedge's own classifier, when it has one)
+/// says `success`: a 503, a 429 or a transport error does not win while
+/// another attempt runs, which may still succeed; it is the result only
+/// when every attempt failed (then the last one to end).
 ///
 /// \param h The hedge; borrowed.
 /// \param c The client; borrowed.
@@ -44,18 +48,31 @@ constexpr bool idempotent_method(boost::beast::http::verb v) noexcept {
 /// \param req The request, copied for each attempt.
 /// \param safe Hedge a non-idempotent method anyway.
 /// \return the awaitable.
+namespace detail {
+
+/// A call of the HTTP helpers: `idempotent`, classified by the hedge's
+/// classifier, or `levee::http::classify` when it has none.
+inline hedge_call http_call(const hedge_options& o, bool idempotent) {
+  hedge_call call{.idempotent = idempotent};
+  if (!o.classifier) call.classifier = &levee::http::classify;
+  return call;
+}
+
+}  // namespace detail
+
 template <class Clock>
 boost::asio::awaitable<result> hedged_send(basic_hedge<Clock>& h, client& c, std::string origin,
                                            request req, bool safe = false) {
-  const bool idempotent = safe || idempotent_method(req.method());
+  const bool idempotent = safe || (h.options().idempotent && idempotent_method(req.method()));
   co_return co_await h(
       [&c, &origin, &req] {
         return async_send(c, origin, req, boost::asio::as_tuple(boost::asio::use_awaitable));
       },
-      hedge_call{idempotent});
+      detail::http_call(h.options(), idempotent));
 }
 
-/// GET `url` through `h`, as `hedged_send`.
+/// GET `url` through `h`, as `hedged_send` (hedged when the hedge's
+/// options say `idempotent`).
 /// \param h The hedge; borrowed.
 /// \param c The client; borrowed.
 /// \param url The URL.
@@ -63,7 +80,8 @@ boost::asio::awaitable<result> hedged_send(basic_hedge<Clock>& h, client& c, std
 template <class Clock>
 boost::asio::awaitable<result> hedged_get(basic_hedge<Clock>& h, client& c, std::string url) {
   co_return co_await h(
-      [&c, &url] { return async_get(c, url, boost::asio::as_tuple(boost::asio::use_awaitable)); });
+      [&c, &url] { return async_get(c, url, boost::asio::as_tuple(boost::asio::use_awaitable)); },
+      detail::http_call(h.options(), h.options().idempotent));
 }
 
 }  // namespace levee::http

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <levee/core/classify.hpp>
+#include <levee/retry/retry_budget.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,9 +55,20 @@ struct hedge_options {
   bool idempotent = true;
   /// What counts as an answer that wins: `outcome::success`. Any other
   /// outcome is a failed attempt (docs/hedging.md, "Failures"). Empty:
-  /// `default_classify`, for HTTP calls too (a 503 response is a value, so
-  /// it would win): give a hedge for HTTP `levee::http::classify`.
+  /// `default_classify` (a 503 response is a value, so it would win), except
+  /// in the HTTP helpers (`levee::http::hedged_get`, `hedged_send`), which
+  /// classify with `levee::http::classify` then. A call may bring its own
+  /// (`hedge_call::classifier`).
   levee::classifier classifier{};
+  /// A retry budget shared with retry policies (`retry_options::budget`);
+  /// null: none. Each hedge withdraws one retry from it as well, after the
+  /// hedge's own budget allowed it; refused, the hedge is not started
+  /// (counted in `budget_refusals`). Retries and hedges then add at most
+  /// what the one budget allows together. The hedge deposits nothing: the
+  /// successes come from the retry policies sharing it (docs/hedging.md,
+  /// "Composition"). Its time is the hedge's clock: share it with policies
+  /// of the same clock.
+  std::shared_ptr<levee::retry_budget> shared_retry_budget = {};
 };
 
 /// Checks every member of `options` against its documented range.
@@ -68,6 +81,10 @@ struct hedge_call {
   /// Whether this call may be sent twice (a GET: yes; a POST: only when the
   /// caller knows it is safe).
   bool idempotent = true;
+  /// What counts as this call's winning answer; empty: the options'
+  /// `classifier`. The HTTP helpers give `levee::http::classify` here when
+  /// the hedge has no classifier of its own (docs/hedging.md, "HTTP").
+  levee::classifier classifier{};
 };
 
 /// A hedge's counters (since construction) and estimate, at one moment.

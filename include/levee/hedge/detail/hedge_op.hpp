@@ -41,13 +41,13 @@ std::int64_t hedge_now() noexcept {
 /// How an attempt ended, as the options' classifier sees it (one that
 /// throws: a failure), and whether it was a levee rejection.
 template <class Value>
-outcome hedge_classify(const hedge_options& o, const std::exception_ptr& e, const Value& v,
+outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const Value& v,
                        bool& rejected) noexcept {
   auto judge = [&](const call_result& r) {
     rejected = r.error() && is_rejection(*r.error());
-    if (!o.classifier) return default_classify(r);
+    if (!c) return default_classify(r);
     try {
-      return o.classifier(r);
+      return c(r);
     } catch (...) {
       return outcome::failure;
     }
@@ -85,7 +85,7 @@ class hedge_op
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
   hedge_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex, Factory&& factory,
-           std::shared_ptr<hedge_state> state, std::int64_t delay_ns)
+           std::shared_ptr<hedge_state> state, std::int64_t delay_ns, const classifier& judge)
       : handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, caller_ex)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
@@ -94,6 +94,7 @@ class hedge_op
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
+        judge_(&judge),
         max_attempts_(state_->options().max_attempts) {}
 
   void start() {
@@ -174,7 +175,7 @@ class hedge_op
     --running_;
     if (!done_) {
       bool rejected = false;
-      const outcome o = hedge_classify(state_->options(), e, v, rejected);
+      const outcome o = hedge_classify(*judge_, e, v, rejected);
       const std::int64_t now = hedge_now<Clock>();
       if (!rejected && !a.cancelled) state_->sample(now, now - a.started);
       if (rejected) state_->count(&hedge_state::rejections);
@@ -202,7 +203,12 @@ class hedge_op
       attempt& l = attempts_[j];
       if (!l.running || l.cancelled) continue;
       l.cancelled = true;
-      state_->sample(now, now - l.started);  // a lower bound of its latency
+      // A loser's age is a lower bound of its latency. At least the delay
+      // (the estimate when the call began), it lies at or above the
+      // estimate and can only raise it: recorded. A younger loser (a hedge
+      // started just before the other attempt answered) says nothing about
+      // the tail and would pull the percentile down: not recorded.
+      if (now - l.started >= delay_ns_) state_->sample(now, now - l.started);
       state_->count(&hedge_state::cancelled);
       l.signal.emit(asio::cancellation_type::all);
     }
@@ -228,6 +234,7 @@ class hedge_op
   Factory factory_;
   std::shared_ptr<hedge_state> state_;
   std::int64_t delay_ns_;
+  const classifier* judge_;  // the call's or the options': outlives the op
   std::size_t max_attempts_;
   std::array<attempt, 8> attempts_{};  // the rest: on the strand only
   std::size_t started_ = 0;

@@ -98,12 +98,16 @@ void hedge_state::rotate(std::int64_t now) noexcept {
     start_ = now;
     return;
   }
-  if (now - start_ < window_ns_) return;  // start_ <= now on a steady clock
-  const bool both = now - start_ - window_ns_ >= window_ns_;
+  const std::int64_t elapsed = now - start_;  // start_ <= now on a steady clock
+  if (elapsed < window_ns_) return;
+  // Whole windows passed: the windows stay aligned on start + k * window,
+  // so each covers exactly its width (a start set to `now` would slip, and
+  // a window's calls would count for longer than two widths).
+  const std::int64_t passed = elapsed / window_ns_;  // >= 1
   cur_ ^= 1;
   current() = window{};
-  if (both) previous() = window{};
-  start_ = now;
+  if (passed >= 2) previous() = window{};
+  start_ += passed * window_ns_;  // <= now: no overflow
   estimate();
 }
 
@@ -149,7 +153,11 @@ bool hedge_state::try_hedge(std::int64_t now) noexcept {
     const double calls_in = static_cast<double>(current().calls + previous().calls);
     const double allowed =
         options_.max_extra_ratio * calls_in + static_cast<double>(options_.min_extra);
-    if (static_cast<double>(current().hedges + previous().hedges) + 1.0 <= allowed) {
+    // The hedge's own budget, then the shared retry budget (its own short
+    // lock, a leaf: never held while taking this one).
+    if (static_cast<double>(current().hedges + previous().hedges) + 1.0 <= allowed &&
+        (!options_.shared_retry_budget ||
+         options_.shared_retry_budget->try_withdraw(std::chrono::nanoseconds(now)))) {
       ++current().hedges;
     } else {
       budget_refusals.fetch_add(1, std::memory_order_relaxed);
