@@ -8,6 +8,7 @@
 #include <levee/hedge/detail/hedge_state.hpp>
 #include <levee/hedge/options.hpp>
 #include <levee/timeout/detail/race.hpp>
+#include <levee/timeout/detail/spawn.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -21,6 +22,7 @@
 
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -177,6 +179,32 @@ class basic_hedge {
   /// \return the counters and the current delay.
   hedge_metrics metrics() const noexcept { return state_->metrics(detail::hedge_now<Clock>()); }
 
+  /// Adds a listener for the events in `mask` (`hedge_event_kind` bits,
+  /// `all_hedge_events`), run on the hedge's executor: a posted copy of each
+  /// event, never inside the hedge, in the order the hedge emitted them when
+  /// that executor runs handlers in order. Cost: nothing on the call path
+  /// while nobody listens (one relaxed load when a hedge is due or wins); a
+  /// listener costs a post per event.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn) {
+    return state_->events.listen(mask, std::move(fn), executor_);
+  }
+  /// As `listen(mask, fn)`, the listener run on `ex`.
+  /// \param mask The kinds wanted.
+  /// \param fn The listener.
+  /// \param ex Where it runs.
+  /// \return an id for `unlisten`.
+  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn,
+                       executor_type ex) {
+    return state_->events.listen(mask, std::move(fn), std::move(ex));
+  }
+  /// Removes a listener: no event is posted to it after this returns (events
+  /// already posted are still delivered).
+  /// \param id What `listen` returned; an unknown id does nothing.
+  void unlisten(std::uint64_t id) { state_->events.unlisten(id); }
+
   /// A hedged call. `factory` is called once per attempt (on a strand of the
   /// awaiting coroutine's executor) and returns a fresh
   /// `asio::awaitable<T, Executor>`, or an async operation (such as
@@ -247,8 +275,10 @@ class basic_hedge {
     using attempt_executor = typename detail::awaitable_traits<
         typename detail::hedge_factory<Factory>::awaitable>::executor_type;
     if constexpr (std::is_same_v<attempt_executor, executor_type>) {
-      return boost::asio::co_spawn(executor_, (*this)(std::move(factory), std::move(call)),
-                                   std::forward<CompletionToken>(token));
+      // Inside a caller's with_deadline, the call carries its deadline.
+      return detail::spawn_carrying_deadline(executor_,
+                                             (*this)(std::move(factory), std::move(call)),
+                                             std::forward<CompletionToken>(token));
     } else {
       const auto* ex = executor_.template target<attempt_executor>();
       if (!ex)

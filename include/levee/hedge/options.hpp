@@ -103,6 +103,29 @@ struct hedge_metrics {
   std::uint64_t window_samples = 0;
   std::uint64_t window_calls = 0;   ///< calls counted in the budget's window
   std::uint64_t window_hedges = 0;  ///< hedges counted in the budget's window
+  /// Events a listener missed because a post failed to allocate.
+  std::uint64_t events_lost = 0;
+};
+
+/// What a hedge tells its listeners (`basic_hedge::listen`). The values are
+/// bits, for a mask.
+enum class hedge_event_kind : std::uint32_t {
+  hedged = 1,          ///< an extra attempt started: the others had not answered in time
+  budget_refused = 2,  ///< an extra attempt was due, and the budget refused it
+  hedge_won = 4,       ///< an extra attempt's answer won the call
+};
+/// Every `hedge_event_kind` bit.
+inline constexpr std::uint32_t all_hedge_events = 7;
+
+/// One hedge event, as a listener receives it.
+struct hedge_event {
+  hedge_event_kind kind = hedge_event_kind::hedged;  ///< what happened
+  /// hedged, hedge_won: the attempt's index (1: the first extra attempt);
+  /// budget_refused: the index it would have had.
+  unsigned attempt = 0;
+  /// The time from the call's first attempt to the event (on the hedge's clock).
+  std::chrono::nanoseconds after{0};
+  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
 };
 
 /// A hedge's metrics under its name, for `write_hedges_prometheus`.

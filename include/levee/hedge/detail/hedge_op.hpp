@@ -152,10 +152,24 @@ class hedge_op
     if (ec || done_ || no_more_ || started_ >= max_attempts_) return;
     if (!state_->try_hedge(hedge_now<Clock>())) {
       no_more_ = true;  // the budget is spent: this call hedges no more
+      tell(hedge_event_kind::budget_refused, started_);
       return;
     }
+    tell(hedge_event_kind::hedged, started_);
     start_attempt();
     if (started_ < max_attempts_) arm_timer();
+  }
+
+  // Posts an event to the listeners that want `k` (nothing while none does:
+  // one relaxed load).
+  void tell(hedge_event_kind k, std::size_t attempt_index) {
+    if (!state_->events.wants(k)) return;
+    hedge_event e;
+    e.kind = k;
+    e.attempt = static_cast<unsigned>(attempt_index);
+    e.after = std::chrono::nanoseconds(hedge_now<Clock>() - attempts_[0].started);
+    e.when = std::chrono::system_clock::now();
+    state_->events.emit(e);
   }
 
   void on_caller_cancel(asio::cancellation_type type) {
@@ -182,7 +196,10 @@ class hedge_op
       result_e_ = std::move(e);
       result_v_ = std::move(v);
       if (o == outcome::success) {
-        if (i > 0) state_->count(&hedge_state::hedge_wins);
+        if (i > 0) {
+          state_->count(&hedge_state::hedge_wins);
+          tell(hedge_event_kind::hedge_won, i);
+        }
         win(now);
       } else if (rejected) {
         no_more_ = true;  // the dependency's guard said no: do not hedge into it

@@ -2,6 +2,7 @@
 // histogram behind the percentile delay, the budget, and the counters.
 #pragma once
 
+#include <levee/core/detail/event_hub.hpp>
 #include <levee/core/detail/spinlock.hpp>
 #include <levee/hedge/options.hpp>
 
@@ -48,6 +49,8 @@ class hedge_state {
 
   hedge_metrics metrics(std::int64_t now) noexcept;
 
+  /// The listeners (`basic_hedge::listen`).
+  event_hub<hedge_event> events;
   std::atomic<std::uint64_t> calls{0};
   std::atomic<std::uint64_t> attempts{0};
   std::atomic<std::uint64_t> hedges{0};

@@ -196,6 +196,7 @@ hedge_metrics hedge_state::metrics(std::int64_t now) noexcept {
   m.budget_refusals = budget_refusals.load(r);
   m.not_idempotent = not_idempotent.load(r);
   m.rejections = rejections.load(r);
+  m.events_lost = events.lost();
   m.cancelled = cancelled.load(r);
   m.delay = std::chrono::nanoseconds(delay_ns_.load(r));
   return m;
