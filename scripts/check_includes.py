@@ -8,8 +8,8 @@ cycles. The levels inside a capability are below. Prints every violation; exit s
 import os, re, sys
 
 RANK = {'core': 0, 'timeout': 1, 'breaker': 2, 'limit': 3, 'retry': 3, 'registry': 4,
-        'fleet': 5, 'http': 5, 'config': 5, 'upstream': 6, 'pipeline': 7,
-        'hedge': 7}
+        'fleet': 5, 'http': 5, 'config': 5, 'upstream': 6, 'hedge': 7,
+        'pipeline': 8}
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'include')
 inc = re.compile(r'^\s*#\s*include\s*<(levee/[^>]+)>', re.M)
 

@@ -1,5 +1,5 @@
 // levee: a layer's event listeners, shared by the layers that have events
-// (the throttle, the rate limiter, the HTTP deadline reader; the breaker and
+// (the throttle, the rate limiter, the HTTP deadline reader, the hedge; the breaker and
 // the adaptive limit keep their own, older copies of the same rules).
 //
 // The rules (docs/observability.md, "Events"), the breaker's:
