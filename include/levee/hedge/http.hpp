@@ -25,6 +25,18 @@ constexpr bool idempotent_method(boost::beast::http::verb v) noexcept {
          v == verb::put || v == verb::delete_;
 }
 
+namespace detail {
+
+/// A call of the HTTP helpers: `idempotent`, classified by the hedge's
+/// classifier, or `levee::http::classify` when it has none.
+inline hedge_call http_call(const hedge_options& o, bool idempotent) {
+  hedge_call call{.idempotent = idempotent};
+  if (!o.classifier) call.classifier = &levee::http::classify;
+  return call;
+}
+
+}  // namespace detail
+
 /// Sends `req` to `origin` through `h`: each attempt is
 /// `async_send(c, origin, req)` on a connection of its own (the pool never
 /// lends a busy connection), so a hedge goes to another connection. A
@@ -48,18 +60,6 @@ constexpr bool idempotent_method(boost::beast::http::verb v) noexcept {
 /// \param req The request, copied for each attempt.
 /// \param safe Hedge a non-idempotent method anyway.
 /// \return the awaitable.
-namespace detail {
-
-/// A call of the HTTP helpers: `idempotent`, classified by the hedge's
-/// classifier, or `levee::http::classify` when it has none.
-inline hedge_call http_call(const hedge_options& o, bool idempotent) {
-  hedge_call call{.idempotent = idempotent};
-  if (!o.classifier) call.classifier = &levee::http::classify;
-  return call;
-}
-
-}  // namespace detail
-
 template <class Clock>
 boost::asio::awaitable<result> hedged_send(basic_hedge<Clock>& h, client& c, std::string origin,
                                            request req, bool safe = false) {
