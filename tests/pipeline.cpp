@@ -452,6 +452,31 @@ TEST_CASE("pipeline: the completion-token form carries the caller's with_deadlin
   CHECK(seen[2] == std::nullopt);
 }
 
+TEST_CASE(
+    "pipeline: the completion-token form inside with_deadline: the deadline and the answer at "
+    "the same instant") {
+  // The deadline's cancellation and the call's completion become ready in one
+  // turn: forwarding the cancellation must not touch the caller's slot after
+  // the caller resumed (ASan checks; Asio issue 1332, core/detail/run_on.hpp).
+  virtual_time vt;
+  asio::io_context ioc;
+  pipe_ec pipe(ioc.get_executor(), {});
+  const auto op = []() -> asio::awaitable<ec_int> {
+    timer t(co_await asio::this_coro::executor, 10ms);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_return ec_int(ec, ec ? 0 : 7);
+  };
+  const auto through = [&]() -> asio::awaitable<ec_int> {
+    co_return co_await pipe.async_call(op, asio::use_awaitable);
+  };
+  for (int i = 0; i < 20; ++i) {
+    auto p = spawn(ioc, levee::with_deadline<vclock>(10ms, through()));
+    settle(ioc);
+    elapse(ioc, 10ms);
+    REQUIRE(p->done);
+  }
+}
+
 TEST_CASE("fallback: the completion-token form carries the caller's with_deadline") {
   virtual_time vt;
   asio::io_context ioc;

@@ -2,6 +2,7 @@
 // deadline (with_deadline's, timeout/deadline.hpp) to the coroutine it runs.
 #pragma once
 
+#include <levee/core/detail/run_on.hpp>
 #include <levee/timeout/deadline.hpp>
 #include <levee/timeout/detail/race.hpp>
 
@@ -12,6 +13,7 @@
 #include <boost/asio/co_spawn.hpp>
 
 #include <exception>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -43,7 +45,9 @@ std::optional<deadline_mark> caller_deadline(const Handler& handler, const Execu
 /// with_deadline's own operation does: levee's HTTP client inside it then
 /// sends the deadline and is capped by it. Only an `aw` whose executor type
 /// is `any_io_executor` can carry one; others run on `ex`, as before.
-/// Without a deadline, exactly `co_spawn(ex, aw, token)`.
+/// Without a deadline, exactly `co_spawn(ex, aw, token)`. With one, the
+/// caller's cancellation reaches `aw` through a shared state (`run_on_op`),
+/// not co_spawn's raw pointer (an `awaitable<void>` still uses co_spawn).
 template <class Executor, class T, class AwaitableExecutor, class CompletionToken>
 auto spawn_carrying_deadline(const Executor& ex, asio::awaitable<T, AwaitableExecutor> aw,
                              CompletionToken&& token) {
@@ -51,8 +55,19 @@ auto spawn_carrying_deadline(const Executor& ex, asio::awaitable<T, AwaitableExe
       [ex](auto handler, asio::awaitable<T, AwaitableExecutor> a) {
         if constexpr (std::is_same_v<AwaitableExecutor, asio::any_io_executor>) {
           if (const auto mark = caller_deadline(handler, ex)) {
-            const auto carrying = carry_mark(serial_executor(asio::any_io_executor(ex)), *mark);
-            asio::co_spawn(carrying, std::move(a), std::move(handler));
+            const asio::any_io_executor carrying =
+                carry_mark(serial_executor(asio::any_io_executor(ex)), *mark);
+            if constexpr (!std::is_void_v<T>) {
+              // Not co_spawn: the caller is not on the new strand, and
+              // co_spawn's forwarding of its cancellation (the deadline's)
+              // can run after the caller freed its slot (Asio issue 1332;
+              // core/detail/run_on.hpp).
+              using op_type = run_on_op<T, std::decay_t<decltype(handler)>, asio::any_io_executor>;
+              std::make_shared<op_type>(std::move(handler), asio::any_io_executor(ex), carrying)
+                  ->start(std::move(a));
+            } else {
+              asio::co_spawn(carrying, std::move(a), std::move(handler));
+            }
             return;
           }
         }
