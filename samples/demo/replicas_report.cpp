@@ -45,7 +45,7 @@ double ms_of(std::chrono::nanoseconds real, const settings& s) {
 
 void print_tables(const std::vector<flaky::phase>& schedule,
                   const std::vector<mode_result>& results) {
-  const mode_table table{results, 38, 16};
+  const mode_table<mode_result> table{results, 38, 16};
   for (std::size_t p = 0; p < schedule.size(); ++p) {
     table.header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
     auto count = [p](std::uint64_t phase_figures::*member) {

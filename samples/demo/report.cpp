@@ -126,7 +126,7 @@ void print_json(std::ostream& out, const json::value& v, int indent) {
 
 void print_tables(const std::vector<flaky::phase>& schedule,
                   const std::vector<mode_result>& results) {
-  const mode_table table{results, 34, 22};
+  const mode_table<mode_result> table{results, 34, 22};
   for (std::size_t p = 0; p < schedule.size(); ++p) {
     table.header("phase " + std::to_string(p + 1) + ": " + schedule[p].name);
     table.line("requests offered by sessions",
