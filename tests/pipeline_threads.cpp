@@ -88,3 +88,122 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
   CHECK(m.limit->in_flight == 0);
   CHECK(static_cast<std::uint64_t>(started.load()) == m.limit->admitted);
 }
+
+TEST_CASE("pipeline: 4 threads, a hedged pipeline: each attempt is one breaker call",
+          "[pipeline][threads]") {
+  asio::io_context ioc(4);
+  levee::pipeline<ec_int> pipe(
+      ioc, {.name = "hedged",
+            .hedge = levee::hedge_options{.delay = 2ms, .max_extra_ratio = 0.25, .min_extra = 10},
+            .breaker = levee::breaker_options{.minimum_calls = 1000},
+            .timeout = 50ms});
+  constexpr int calls = 400;
+  std::atomic<int> started{0}, answered{0}, failed{0}, done{0};
+  for (int i = 0; i < calls; ++i) {
+    asio::co_spawn(
+        ioc,
+        [&, i]() -> asio::awaitable<void> {
+          int attempt = 0;
+          // The hedge's second attempt is a different call of the downstream
+          // (i + 16 * attempt): a tail of 30 ms one call in 16, 3 ms one in 4.
+          auto [ec, v] = co_await pipe([&, i] { return downstream(i + 16 * attempt++, started); });
+          (ec ? failed : answered).fetch_add(1);
+          done.fetch_add(1);
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
+  for (auto& t : threads) t.join();
+
+  REQUIRE(done == calls);
+  const auto m = pipe.metrics();
+  REQUIRE(m.hedge);
+  const auto& h = *m.hedge;
+  CHECK(m.calls == calls);
+  CHECK(h.calls == calls);
+  CHECK(h.attempts == calls + h.hedges);
+  CHECK(h.hedges > 0);
+  // The budget: at most a quarter more attempts than calls, plus 10.
+  CHECK(h.hedges <= calls / 4 + 10);
+  CHECK(h.hedge_wins <= h.hedges);
+  // Every attempt went through the breaker, and called the downstream once.
+  const auto& b = *m.breaker;
+  CHECK(b.successes + b.failures + b.ignored + b.rejected == h.attempts);
+  CHECK(static_cast<std::uint64_t>(started.load()) == h.attempts);
+  CHECK(answered + failed == calls);
+}
+
+TEST_CASE("pipeline: 4 threads, the token forms inside with_deadline race the deadline",
+          "[pipeline][threads]") {
+  // The caller's deadline (200 us) against answers just before, at and just
+  // after it, on 4 threads: the value form (pipeline::async_call) and the
+  // void form (async_retry of an awaitable<void>) run through run_on_op, whose
+  // forwarding of the deadline's cancellation must not outlive the caller
+  // (ASan and TSan; core/detail/run_on.hpp).
+  asio::io_context ioc(4);
+  levee::pipeline<ec_int> pipe(ioc, {.name = "token"});
+  levee::retry_policy policy({.max_attempts = 1});
+  constexpr int coroutines = 32, rounds = 50;
+  std::atomic<int> ok{0}, expired{0}, other{0}, done{0};
+  const auto wait_for = [](std::chrono::microseconds d) -> asio::awaitable<ec_int> {
+    asio::steady_timer t(co_await asio::this_coro::executor, d);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_return ec_int(ec, ec ? 0 : 7);
+  };
+  const auto wait_void = [](std::chrono::microseconds d) -> asio::awaitable<void> {
+    asio::steady_timer t(co_await asio::this_coro::executor, d);
+    co_await t.async_wait(asio::use_awaitable);
+  };
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc,
+        [&, k]() -> asio::awaitable<void> {
+          for (int r = 0; r < rounds; ++r) {
+            const auto lat = std::chrono::microseconds(150 + 25 * ((k + r) % 5));  // 150..250
+            if ((k + r) % 2 == 0) {
+              auto through = [&]() -> asio::awaitable<ec_int> {
+                co_return co_await pipe.async_call([&] { return wait_for(lat); },
+                                                   asio::use_awaitable);
+              };
+              auto [ec, v] = co_await levee::with_deadline(200us, through());
+              if (!ec && v == 7) {
+                ok.fetch_add(1);
+              } else if (ec == levee::error::deadline_exceeded ||
+                         ec == asio::error::operation_aborted) {
+                expired.fetch_add(1);
+              } else {
+                other.fetch_add(1);
+              }
+            } else {
+              auto through = [&]() -> asio::awaitable<void> {
+                co_await levee::async_retry(
+                    co_await asio::this_coro::executor, policy, [&] { return wait_void(lat); },
+                    asio::use_awaitable);
+              };
+              try {
+                co_await levee::with_deadline(200us, through());
+                ok.fetch_add(1);
+              } catch (const boost::system::system_error& e) {
+                (e.code() == levee::error::deadline_exceeded ||
+                         e.code() == asio::error::operation_aborted
+                     ? expired
+                     : other)
+                    .fetch_add(1);
+              }
+            }
+          }
+          done.fetch_add(1);
+        },
+        asio::detached);
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
+  for (auto& t : threads) t.join();
+
+  REQUIRE(done == coroutines);
+  CHECK(other == 0);
+  CHECK(ok + expired == coroutines * rounds);
+  CHECK(ok > 0);
+  CHECK(expired > 0);
+}

@@ -433,6 +433,55 @@ TEST_CASE("retry: the completion-token form on another executor carries the call
   CHECK(seen[1] == std::nullopt);
 }
 
+namespace {
+
+asio::awaitable<void> void_deadline_seen(std::vector<std::optional<ns>>& seen) {
+  seen.push_back(levee::remaining_deadline(co_await asio::this_coro::executor));
+  if (seen.size() < 2) throw boost::system::system_error(asio::error::connection_reset);
+}
+
+asio::awaitable<int> void_retry_elsewhere(asio::io_context& ioc, policy_type& policy,
+                                          std::vector<std::optional<ns>>& seen) {
+  co_await levee::async_retry(
+      ioc.get_executor(), policy, [&seen] { return void_deadline_seen(seen); },
+      asio::use_awaitable);
+  co_return 1;
+}
+
+}  // namespace
+
+TEST_CASE("retry: the completion-token form of an awaitable<void>") {
+  // Its completion signature is void(std::exception_ptr) (async_retry in
+  // retry/retry.hpp); it did not compile (the signature was formed as
+  // void(std::exception_ptr, void)).
+  virtual_time vt;
+  asio::io_context ioc;
+  policy_type policy({.max_attempts = 3, .initial_delay = 5ms, .jitter = jitter_kind::none});
+  std::vector<std::optional<ns>> seen;
+  int completions = 0;
+  levee::async_retry(
+      ioc.get_executor(), policy, [&seen] { return void_deadline_seen(seen); },
+      [&](std::exception_ptr e) {
+        CHECK_FALSE(e);
+        ++completions;
+      });
+  settle(ioc);
+  elapse(ioc, 5ms);
+  CHECK(completions == 1);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1] == std::nullopt);
+  // Inside with_deadline, on another executor: it carries the deadline.
+  seen.clear();
+  auto p = spawn(ioc, levee::with_deadline<vclock>(100ms, void_retry_elsewhere(ioc, policy, seen)));
+  settle(ioc);
+  elapse(ioc, 5ms);
+  REQUIRE(p->done);
+  CHECK(*p->value == 1);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::optional<ns>(100ms));
+  CHECK(seen[1] == std::optional<ns>(95ms));
+}
+
 TEST_CASE("retry: delays saturate at nanoseconds::max(), never negative") {
   using std::chrono::nanoseconds;
   constexpr auto forever = nanoseconds::max();

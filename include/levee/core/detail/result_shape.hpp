@@ -65,4 +65,17 @@ inline bool system_error_code(const std::exception_ptr& ex,
   return false;
 }
 
+/// `co_spawn`'s completion signature for an `awaitable<T>`:
+/// `void(std::exception_ptr, T)`, or `void(std::exception_ptr)` for `void`.
+template <class T>
+struct spawn_signature {
+  using type = void(std::exception_ptr, T);
+};
+template <>
+struct spawn_signature<void> {
+  using type = void(std::exception_ptr);
+};
+template <class T>
+using spawn_signature_t = typename spawn_signature<T>::type;
+
 }  // namespace levee::detail

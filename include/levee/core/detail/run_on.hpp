@@ -18,6 +18,7 @@
 #include <exception>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 
 namespace levee::detail {
 
@@ -29,6 +30,7 @@ namespace asio = boost::asio;
 /// run after the free (Asio issue 1332, fixed after 1.81). Here the signal
 /// belongs to a shared state that every posted step holds; the caller's slot
 /// holds a weak_ptr and is cleared on the caller's executor before it resumes.
+/// `Value` is `void` for an `awaitable<void>` (completion `void(std::exception_ptr)`).
 template <class Value, class Handler, class Executor>
 class run_on_op : public std::enable_shared_from_this<run_on_op<Value, Handler, Executor>> {
  public:
@@ -51,24 +53,34 @@ class run_on_op : public std::enable_shared_from_this<run_on_op<Value, Handler, 
       });
     }
     asio::post(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
-      asio::co_spawn(self->child_ex_, std::move(aw),
-                     asio::bind_cancellation_slot(
-                         self->child_signal_.slot(), [self](std::exception_ptr e, Value v) {
-                           self->finished_ = true;  // on the child's executor
-                           self->complete(std::move(e), std::move(v));
-                         }));
+      auto slot = self->child_signal_.slot();
+      if constexpr (std::is_void_v<Value>) {
+        asio::co_spawn(self->child_ex_, std::move(aw),
+                       asio::bind_cancellation_slot(slot, [self](std::exception_ptr e) {
+                         self->finished_ = true;  // on the child's executor
+                         self->complete(std::move(e));
+                       }));
+      } else {
+        asio::co_spawn(self->child_ex_, std::move(aw),
+                       asio::bind_cancellation_slot(slot, [self](std::exception_ptr e, Value v) {
+                         self->finished_ = true;  // on the child's executor
+                         self->complete(std::move(e), std::move(v));
+                       }));
+      }
     });
   }
 
  private:
-  void complete(std::exception_ptr e, Value v) {
+  // `v`: the value, none for `awaitable<void>`.
+  template <class... V>
+  void complete(std::exception_ptr e, V... v) {
     asio::post(work_.get_executor(),
-               [self = this->shared_from_this(), e = std::move(e), v = std::move(v)]() mutable {
+               [self = this->shared_from_this(), e = std::move(e), ... v = std::move(v)]() mutable {
                  if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
                  Handler h = std::move(self->handler_);
                  self->work_.reset();
                  self.reset();
-                 std::move(h)(std::move(e), std::move(v));
+                 std::move(h)(std::move(e), std::move(v)...);
                });
   }
 

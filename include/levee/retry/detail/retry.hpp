@@ -14,8 +14,7 @@ namespace levee::detail {
 template <class Factory, class Awaitable = std::invoke_result_t<Factory&>>
 struct retry_signature {
   using value_type = typename awaitable_traits<Awaitable>::value_type;
-  using type = std::conditional_t<std::is_void_v<value_type>, void(std::exception_ptr),
-                                  void(std::exception_ptr, value_type)>;
+  using type = spawn_signature_t<value_type>;
 };
 template <class Factory>
 using retry_signature_t = typename retry_signature<Factory>::type;

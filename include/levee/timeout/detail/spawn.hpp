@@ -2,6 +2,7 @@
 // deadline (with_deadline's, timeout/deadline.hpp) to the coroutine it runs.
 #pragma once
 
+#include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/timeout/deadline.hpp>
 #include <levee/timeout/detail/race.hpp>
@@ -18,11 +19,6 @@
 #include <utility>
 
 namespace levee::detail {
-
-/// `co_spawn`'s completion signature for an `awaitable<T>`.
-template <class T>
-using spawn_signature_t =
-    std::conditional_t<std::is_void_v<T>, void(std::exception_ptr), void(std::exception_ptr, T)>;
 
 /// The deadline the completion handler's associated executor carries (a
 /// handler made inside a `with_deadline`), else `ex`'s.
@@ -47,7 +43,7 @@ std::optional<deadline_mark> caller_deadline(const Handler& handler, const Execu
 /// is `any_io_executor` can carry one; others run on `ex`, as before.
 /// Without a deadline, exactly `co_spawn(ex, aw, token)`. With one, the
 /// caller's cancellation reaches `aw` through a shared state (`run_on_op`),
-/// not co_spawn's raw pointer (an `awaitable<void>` still uses co_spawn).
+/// not co_spawn's raw pointer.
 template <class Executor, class T, class AwaitableExecutor, class CompletionToken>
 auto spawn_carrying_deadline(const Executor& ex, asio::awaitable<T, AwaitableExecutor> aw,
                              CompletionToken&& token) {
@@ -57,17 +53,13 @@ auto spawn_carrying_deadline(const Executor& ex, asio::awaitable<T, AwaitableExe
           if (const auto mark = caller_deadline(handler, ex)) {
             const asio::any_io_executor carrying =
                 carry_mark(serial_executor(asio::any_io_executor(ex)), *mark);
-            if constexpr (!std::is_void_v<T>) {
-              // Not co_spawn: the caller is not on the new strand, and
-              // co_spawn's forwarding of its cancellation (the deadline's)
-              // can run after the caller freed its slot (Asio issue 1332;
-              // core/detail/run_on.hpp).
-              using op_type = run_on_op<T, std::decay_t<decltype(handler)>, asio::any_io_executor>;
-              std::make_shared<op_type>(std::move(handler), asio::any_io_executor(ex), carrying)
-                  ->start(std::move(a));
-            } else {
-              asio::co_spawn(carrying, std::move(a), std::move(handler));
-            }
+            // Not co_spawn: the caller is not on the new strand, and
+            // co_spawn's forwarding of its cancellation (the deadline's) can
+            // run after the caller freed its slot (Asio issue 1332;
+            // core/detail/run_on.hpp).
+            using op_type = run_on_op<T, std::decay_t<decltype(handler)>, asio::any_io_executor>;
+            std::make_shared<op_type>(std::move(handler), asio::any_io_executor(ex), carrying)
+                ->start(std::move(a));
             return;
           }
         }
