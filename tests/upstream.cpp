@@ -291,6 +291,58 @@ TEST_CASE("upstream: concurrent calls of one request avoid each other's endpoint
   CHECK(up.metrics().endpoints[1].outstanding == 0);
 }
 
+TEST_CASE(
+    "upstream: a request's record of tried endpoints is not fooled by a new breaker at a freed "
+    "one's address",
+    "[upstream]") {
+  // The record knows an endpoint by its breaker. When an update removes the
+  // endpoint a request tried, and the next update adds another, the new
+  // breaker can be allocated where the old one was: had the record kept only
+  // the address, the request would take the new endpoint for one it tried
+  // (whether the allocator reuses the address varies: the next test checks
+  // the mechanism).
+  virtual_time vt;
+  asio::io_context ioc;
+  vupstream up(ioc, std::vector<std::string>{"a:0", "b:0"}, options(), "api");
+  std::vector<std::string> picked;
+  const auto fn = [&](const upstream_endpoint& e) -> asio::awaitable<result> {
+    picked.push_back(e.address);
+    co_return result(boost::system::error_code(), 1);
+  };
+  int newcomer = 0;
+  for (int r = 1; r <= 20; ++r) {
+    const std::string x = "x:" + std::to_string(r), y = "y:" + std::to_string(r);
+    const std::string z = "z:" + std::to_string(r);
+    REQUIRE(up.update({x, y}));
+    levee::upstream_tried tried;
+    picked.clear();
+    run(ioc, up(fn, tried));
+    REQUIRE(picked.size() == 1);
+    const std::string other = picked[0] == x ? y : x;
+    REQUIRE(up.update({other}));     // the tried endpoint leaves; its breaker is freed
+    REQUIRE(up.update({other, z}));  // a new breaker, maybe at the same address
+    run(ioc, up(fn, tried));
+    REQUIRE(picked.size() == 2);
+    if (picked[1] == z) ++newcomer;
+  }
+  CHECK(newcomer > 0);  // neither endpoint was tried: both are picked
+}
+
+TEST_CASE("upstream: a request's record of tried endpoints keeps their breakers alive",
+          "[upstream]") {
+  // What makes the test above hold whatever the allocator does: a breaker
+  // the record names cannot be freed, so its address cannot be reused.
+  auto breaker = std::make_shared<int>(1);
+  const std::weak_ptr<int> seen = breaker;
+  {
+    levee::upstream_tried tried;
+    tried.add(breaker);
+    breaker.reset();  // the update that removed the endpoint
+    CHECK_FALSE(seen.expired());
+  }
+  CHECK(seen.expired());  // the way back: freed with the request's record
+}
+
 TEST_CASE("upstream: all replicas fail: the upstream's breaker opens and calls fail fast",
           "[upstream]") {
   virtual_time vt;

@@ -238,6 +238,36 @@ TEST_CASE("upstream core: one call at a time, an endpoint that stalled once gets
   CHECK(picked[0] > 800);  // the next 30 s: its share again, as before the stall
 }
 
+TEST_CASE("upstream core: an estimate of 0 still counts the outstanding calls", "[upstream]") {
+  // Calls that end within one clock tick make an estimate of 0: weighed by
+  // it, three outstanding calls cost nothing and beat an idle endpoint whose
+  // calls took 1 ns. An estimate counts as at least 1 ns.
+  endpoint_set set(2, three_strikes(), 1s);
+  std::chrono::nanoseconds now{0};
+  const auto on = [&](std::size_t i) {
+    for (std::uint64_t r = 1;; ++r) {
+      const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
+      if (c.index == i) return c;
+      set.release(c);
+    }
+  };
+  set.complete(on(0), outcome::success, now);        // 0 ns
+  set.complete(on(1), outcome::success, now + 1ns);  // 1 ns
+  REQUIRE(set.view(0).latency == 0ns);
+  std::vector<endpoint_choice> held;
+  const std::array<std::size_t, 1> not_one{1};
+  for (int k = 0; k < 3; ++k) {  // 3 outstanding on endpoint 0 (endpoint 1 avoided)
+    held.push_back(set.pick(now, 7, not_one));
+    REQUIRE(held.back().index == 0);
+  }
+  for (std::uint64_t r = 1; r <= 20; ++r) {
+    const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
+    CHECK(c.index == 1);  // 1 ns x 1 against at least 1 ns x 4
+    set.release(c);
+  }
+  for (const auto& c : held) set.release(c);
+}
+
 TEST_CASE("upstream core: a cancelled attempt raises the latency estimate, never lowers it",
           "[upstream]") {
   // A hedge cancels the slow attempt it beat: that endpoint's calls all end

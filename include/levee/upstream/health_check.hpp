@@ -26,8 +26,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -44,8 +47,8 @@ namespace levee::http {
 /// after construction.
 ///
 /// It follows `basic_upstream::update` (a name watch's lookups included):
-/// at each turn of any endpoint's checks it compares the endpoints it checks
-/// with the upstream's. An endpoint that came is checked from one interval
+/// once an interval, at a turn of any endpoint's checks, it compares the
+/// endpoints it checks with the upstream's (O(n) for n endpoints). An endpoint that came is checked from one interval
 /// later (so within two intervals and a check's timeout of the update); one
 /// that left is checked
 /// no more, and a check of it that was due ends unsent. Checks follow
@@ -134,6 +137,7 @@ class basic_health_check {
     const health_check_options options;
     // By address; on the strand.
     std::map<std::string, std::shared_ptr<per_endpoint>, std::less<>> endpoints;
+    std::optional<typename Clock::time_point> followed;  // when `follow` last looked
     std::atomic<bool> stopped{false};
     // Held while a loop uses `up`, and by `stop()` to set `stopped`: once
     // `stop()` returns, no thread is in the upstream on the check's behalf.
@@ -160,21 +164,28 @@ class basic_health_check {
 
   // On the strand: starts checking the endpoints that came, ends the checks
   // of those that left. The loops of those that came start before any loop
-  // ends, so one always runs while the upstream has endpoints.
+  // ends, so one always runs while the upstream has endpoints. Every loop
+  // calls it at each turn; it looks at the upstream at most once an
+  // interval (the first turn at or after one interval since it last looked),
+  // and then in O(n): n endpoints cost O(n) an interval, not O(n^2).
   static void follow(const std::shared_ptr<state>& s) {
+    const auto at = Clock::now();
+    if (s->followed && at - *s->followed < s->options.interval) return;
+    s->followed = at;
     std::vector<upstream_endpoint> now;
     {
       std::lock_guard g(s->up_lock);
       if (s->stopped.load()) return;
       now = s->up->endpoints();
     }
-    for (const auto& e : now)
+    std::unordered_set<std::string_view> stay;
+    stay.reserve(now.size());
+    for (const auto& e : now) {
+      stay.insert(e.address);
       if (!s->endpoints.contains(e.address)) add(s, e.address);
+    }
     for (auto it = s->endpoints.begin(); it != s->endpoints.end();) {
-      const bool stays = std::any_of(now.begin(), now.end(), [&](const upstream_endpoint& e) {
-        return e.address == it->first;
-      });
-      if (stays) {
+      if (stay.contains(it->first)) {
         ++it;
       } else {
         it->second->end();

@@ -252,7 +252,7 @@ class endpoint_set {
   static constexpr std::int64_t unset = std::numeric_limits<std::int64_t>::min();
 
   // Whether endpoint `x` is the better pick than `y` at `now`: fewer
-  // outstanding calls, each weighed by the latency estimate. An estimate
+  // outstanding calls, each weighed by the latency estimate (at least 1 ns). An estimate
   // fades toward the rival's by exp(-age / decay); one never sampled is the
   // rival's. Ties go to fewer outstanding calls, then to `y`.
   bool better(std::size_t x, std::size_t y, nanos now) const noexcept {
@@ -270,7 +270,10 @@ class endpoint_set {
         if (ty == unset) ey = ex;
         const double fx = tx == unset ? ex : fade(ex, ey, now.count() - tx);
         const double fy = ty == unset ? ey : fade(ey, ex, now.count() - ty);
-        const double cx = fx * double(ox + 1), cy = fy * double(oy + 1);
+        // At least 1 ns: an estimate of 0 (calls that ended within a clock
+        // tick) must not make the outstanding calls count for nothing.
+        const double cx = std::max(fx, 1.0) * double(ox + 1);
+        const double cy = std::max(fy, 1.0) * double(oy + 1);
         if (cx != cy) return cx < cy;
       }
     }

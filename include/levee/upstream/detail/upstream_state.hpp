@@ -30,6 +30,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -101,15 +103,20 @@ struct upstream_state {
       return false;
     auto next = std::make_shared<generation>(addresses.size(), options);
     next->endpoints.reserve(addresses.size());
+    // Each old address's first index (a repeated address adopts from its
+    // first: adopting twice would count twice): O(n), not O(n^2).
+    std::unordered_map<std::string_view, std::size_t> was;
+    if (old) {
+      was.reserve(old->endpoints.size());
+      for (std::size_t j = 0; j < old->endpoints.size(); ++j)
+        was.emplace(old->endpoints[j].info.address, j);
+    }
     for (std::size_t i = 0; i < addresses.size(); ++i) {
       std::shared_ptr<breaker_type> b;
-      if (old)
-        for (std::size_t j = 0; j < old->endpoints.size(); ++j)
-          if (old->endpoints[j].info.address == addresses[i]) {
-            b = old->endpoints[j].breaker;
-            next->core.adopt(i, old->core, j);
-            break;  // the first of a repeated address (adopting twice counts twice)
-          }
+      if (const auto at = was.find(addresses[i]); at != was.end()) {
+        b = old->endpoints[at->second].breaker;
+        next->core.adopt(i, old->core, at->second);
+      }
       if (!b && source) b = source(addresses[i]);
       if (!b) b = std::make_shared<breaker_type>(executor, options.endpoint_breaker, addresses[i]);
       next->endpoints.push_back(entry{{addresses[i], i}, std::move(b)});
@@ -224,11 +231,15 @@ struct upstream_state {
 class shared_tried {
  public:
   static constexpr std::size_t kept = 16;
-  /// Notes that the endpoint whose breaker is `id` was picked.
-  void add(const void* id) noexcept {
+  /// Notes that the endpoint whose breaker is `id` was picked. The breaker
+  /// is kept alive while this is: its address cannot be reused by another
+  /// endpoint's breaker (after an `update` freed it) and mistaken for it.
+  void add(const std::shared_ptr<const void>& id) noexcept {
     spin_guard g(lock_);
-    if (n_ < kept && std::find(at_.begin(), at_.begin() + n_, id) == at_.begin() + n_)
-      at_[n_++] = id;
+    if (n_ >= kept) return;
+    for (std::size_t k = 0; k < n_; ++k)
+      if (at_[k].get() == id.get()) return;
+    at_[n_++] = id;
   }
   /// Adds to `out[0, n)` the indexes, in `endpoints` (a generation's), of
   /// the endpoints noted here, without duplicates, up to `kept`; a noted
@@ -240,7 +251,7 @@ class shared_tried {
     spin_guard g(lock_);
     for (std::size_t k = 0; k < n_; ++k)
       for (std::size_t i = 0; i < endpoints.size() && n < kept; ++i)
-        if (endpoints[i].breaker.get() == at_[k] &&
+        if (endpoints[i].breaker.get() == at_[k].get() &&
             std::find(out.begin(), out.begin() + n, i) == out.begin() + n)
           out[n++] = i;  // every index of a repeated address
     return n;
@@ -248,7 +259,7 @@ class shared_tried {
 
  private:
   spinlock lock_;
-  std::array<const void*, kept> at_{};
+  std::array<std::shared_ptr<const void>, kept> at_{};
   std::size_t n_ = 0;
 };
 
@@ -277,7 +288,7 @@ boost::asio::awaitable<T, Executor> upstream_attempts(std::shared_ptr<State> s, 
     if (shared) n_tried = shared->merge_into(tried, n_tried, gen->endpoints);
     const endpoint_choice c = core.pick(at, s->random(), {tried.data(), n_tried});
     auto& e = gen->endpoints[c.index];
-    if (shared) shared->add(e.breaker.get());
+    if (shared) shared->add(e.breaker);
     std::optional<T> value;
     std::exception_ptr ex;
     boost::system::error_code thrown;
