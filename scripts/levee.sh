@@ -4,7 +4,8 @@
 #
 #   scripts/levee.sh demo   build and run the demo
 #   scripts/levee.sh bench  build the benchmarks (release) and run them: medians
-#                           of 5 repetitions and a summary against the targets
+#                           of 5 repetitions and a summary against the targets;
+#                           the HTTP client against wrk (levee-bench-http)
 #   scripts/levee.sh docs   build the API reference (Doxygen) into
 #                           build/docs/html; any warning fails it
 #   scripts/levee.sh test   build and run the whole test suite, as CI does:
@@ -27,7 +28,7 @@ jobs=$(nproc)
 packages=(cmake ninja-build pkg-config g++ clang-14 libclang-rt-14-dev clang-format-14 ccache
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev catch2 libbenchmark-dev
   gnuplot-nox valgrind prometheus doxygen
-  libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev python3)
+  libssl-dev libc-ares-dev nginx-light redis-server libhiredis-dev python3 wrk)
 
 # install_missing [PACKAGE...]: those given, else every package above.
 install_missing() {
@@ -79,12 +80,20 @@ run_bench() {
   step "building the benchmarks (release)"
   configure build/bench -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_BENCH=ON -DLEVEE_BUILD_TESTS=OFF \
     -DLEVEE_BUILD_SAMPLES=OFF
-  cmake --build build/bench --target levee-bench levee-bench-instructions -j "$jobs"
+  cmake --build build/bench --target levee-bench levee-bench-instructions levee-bench-http -j "$jobs"
   step "running the benchmarks"
   ./build/bench/bench/levee-bench --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
     --benchmark_report_aggregates_only=true "$@"
   step "instructions per call (callgrind)"
   bench/instructions.sh build/bench/bench/levee-bench-instructions
+  step "the HTTP client against wrk: nginx on 127.0.0.1, HTTP and HTTPS, 1/16/64 connections, 5 s each"
+  ./build/bench/bench/levee-bench-http --duration 5
+  # The scale benchmark (levee-bench-scale) goes here, built with the others
+  # above once its target exists; until then it runs only when built.
+  if [ -x build/bench/bench/levee-bench-scale ]; then
+    step "scale"
+    ./build/bench/bench/levee-bench-scale
+  fi
 }
 
 # The API reference, from the public headers' comments (docs/Doxyfile): every
@@ -138,6 +147,8 @@ run_tests() {
 
   step "benchmarks: each once, briefly, as a smoke test (no timing is checked)"
   ./build/ci-gcc-asan/bench/levee-bench --smoke --benchmark_min_time=0.001 >/dev/null
+  # The HTTP client against wrk on its own nginx: about 10 s, no timing checked.
+  ./build/ci-gcc-asan/bench/levee-bench-http --smoke >/dev/null
   echo "disk: build/ci-gcc-asan took $(du -sh build/ci-gcc-asan | cut -f1); removed"
   rm -rf build/ci-gcc-asan
 

@@ -3,6 +3,7 @@
 // test here failed on the client before the fixes it names.
 #include <levee/http/classify.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/detail/response_reader.hpp>
 #include <levee/http/error.hpp>
 
 #include "http_support.hpp"
@@ -15,8 +16,11 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 #include <thread>
+#include <vector>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -778,4 +782,58 @@ TEST_CASE("http hostile: the caller's Connection: close is sent, and that connec
   }
   CHECK(server.accepted == 4);
   CHECK(client.stats().connections_reused == 1);
+}
+
+TEST_CASE(
+    "http hostile: a small response is read into 4 KiB, a large one in reads that double up to "
+    "64 KiB") {
+  // Each request has a reader of its own: a 64 KiB read buffer for a 2-byte
+  // body was allocated and freed on every request, and glibc gave the memory
+  // back to the system and took it again (brk) every few requests
+  // (bench/README.md, "HTTP client against wrk").
+  const http::detail::response_limits limits;
+  {
+    http::detail::response_reader small(limits, false);
+    boost::system::error_code ec;
+    const auto space = small.prepare(ec);
+    REQUIRE_FALSE(ec);
+    CHECK(space.size() == 4 * 1024);
+    REQUIRE(space.size() >= ok_response.size());
+    std::memcpy(space.data(), ok_response.data(), ok_response.size());
+    small.commit(ok_response.size());
+    CHECK(small.parse(ec));
+    CHECK_FALSE(ec);
+    CHECK(small.clean());
+    CHECK(small.release().body() == "ok");
+  }
+  // A body of 300 KiB, each read filling what was offered: 4, 8, 16, 32,
+  // then 64 KiB at most, and the whole body arrives.
+  const std::string body(300 * 1024, 'x');
+  const std::string wire =
+      "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  http::detail::response_reader big(limits, false);
+  std::vector<std::size_t> sizes;
+  std::size_t sent = 0;
+  boost::system::error_code ec;
+  bool done = false;
+  while (!done && sent < wire.size()) {
+    const auto space = big.prepare(ec);
+    REQUIRE_FALSE(ec);
+    sizes.push_back(space.size());
+    const std::size_t n = std::min(space.size(), wire.size() - sent);
+    std::memcpy(space.data(), wire.data() + sent, n);
+    sent += n;
+    big.commit(n);
+    done = big.parse(ec);
+    REQUIRE_FALSE(ec);
+  }
+  REQUIRE(done);
+  REQUIRE(sizes.size() >= 5);
+  CHECK(sizes[0] == 4 * 1024);
+  CHECK(sizes[1] == 8 * 1024);
+  CHECK(sizes[2] == 16 * 1024);
+  CHECK(sizes[3] == 32 * 1024);
+  for (std::size_t i = 4; i < sizes.size(); ++i) CHECK(sizes[i] <= 64 * 1024);
+  CHECK(*std::max_element(sizes.begin(), sizes.end()) == 64 * 1024);
+  CHECK(big.release().body() == body);
 }

@@ -34,7 +34,10 @@ class response_reader {
  public:
   response_reader(const response_limits& limits, bool head_request);
 
-  /// Room for the next read: at most 64 KiB, and never past `buffer_limit`.
+  /// Room for the next read, never past `buffer_limit`: 4 KiB at first, twice
+  /// as much after each read that filled it, up to 64 KiB (a small response
+  /// costs no 64 KiB allocation, which glibc gave back to the system and took
+  /// again on every request: bench/README.md, "HTTP client against wrk").
   /// An empty buffer and `http::error::buffer_overflow` when the buffer is
   /// full and the parser still needs more (an endless chunk header or
   /// trailer section).
@@ -74,6 +77,8 @@ class response_reader {
   bool got_some_ = false;
   bool done_ = false;
   unsigned interim_ = 0;
+  std::size_t read_size_ = 4 * 1024;  // the next read's size (see `prepare`)
+  std::size_t prepared_ = 0;          // the last read's size
   boost::beast::flat_buffer buffer_;
   std::optional<parser_type> parser_;
 };

@@ -32,11 +32,13 @@ boost::asio::mutable_buffer response_reader::prepare(boost::system::error_code& 
     ec = beast::http::error::buffer_overflow;
     return {};
   }
-  return buffer_.prepare(std::min<std::size_t>(room, 64 * 1024));
+  prepared_ = std::min(room, read_size_);
+  return buffer_.prepare(prepared_);
 }
 
 void response_reader::commit(std::size_t n) noexcept {
   if (n > 0) got_some_ = true;
+  if (n == prepared_ && read_size_ < 64 * 1024) read_size_ *= 2;  // more is coming: larger reads
   buffer_.commit(n);
 }
 
