@@ -485,10 +485,12 @@ TEST_CASE("two hops: expired and malformed headers are refused before any call",
   leaf.stop();
 }
 
-TEST_CASE("client: the header carries what is left, and only inside with_deadline", "[deadline]") {
-  asio::io_context ioc;
-  std::vector<std::string> heads;
-  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+namespace {
+
+/// A script for `script_server`: a kept-alive "200 ok" to every request,
+/// each request's head kept in `heads`.
+script_server::script recording_ok(std::vector<std::string>& heads) {
+  return [&heads](tcp::socket s, int) -> asio::awaitable<void> {
     asio::streambuf in;
     for (;;) {
       auto head = co_await read_head(s, in);
@@ -496,7 +498,15 @@ TEST_CASE("client: the header carries what is left, and only inside with_deadlin
       heads.push_back(head);
       if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
     }
-  });
+  };
+}
+
+}  // namespace
+
+TEST_CASE("client: the header carries what is left, and only inside with_deadline", "[deadline]") {
+  asio::io_context ioc;
+  std::vector<std::string> heads;
+  script_server server(ioc, recording_ok(heads));
   server.start();
   http::client client(ioc.get_executor(), {.deadline_header = "X-Budget-Ms"});
   auto header_of = [](const std::string& head) -> std::optional<long> {
@@ -586,15 +596,7 @@ asio::awaitable<get_result> get_through_pipeline(levee::pipeline<get_result>& pi
 TEST_CASE("client: a pipeline's completion-token form sends the caller's deadline", "[deadline]") {
   asio::io_context ioc;
   std::vector<std::string> heads;
-  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
-    asio::streambuf in;
-    for (;;) {
-      auto head = co_await read_head(s, in);
-      if (head.empty()) co_return;
-      heads.push_back(head);
-      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
-    }
-  });
+  script_server server(ioc, recording_ok(heads));
   server.start();
   http::client client(ioc.get_executor());
   // The pipeline runs its calls on the io_context's executor, not the caller's.
