@@ -352,55 +352,17 @@ class endpoint_set {
     return {i, false, false};
   }
 
-  endpoint_change end_probe(slot& s, outcome o, nanos now) noexcept {
-    if (o == outcome::ignored) {
-      s.state.store(endpoint_state::ejected, std::memory_order_release);
-      return {};
-    }
-    spin_guard g(lock_);
-    if (o == outcome::success) return back(s, now, upstream_cause::probe);
-    // The probe failed: again, for longer (still counted ejected).
-    return eject(s, now, upstream_cause::probe);
-  }
+  endpoint_change end_probe(slot& s, outcome o, nanos now) noexcept;
 
   // Under lock_: returns `s` to service.
-  endpoint_change back(slot& s, nanos now, upstream_cause why) noexcept {
-    s.consecutive.store(0, std::memory_order_relaxed);
-    s.window.store(0, std::memory_order_relaxed);
-    s.returned_at = now;
-    ++s.returns;
-    ++s.returns_by[static_cast<std::size_t>(why)];
-    ejected_.fetch_sub(1, std::memory_order_relaxed);
-    s.state.store(endpoint_state::in_service, std::memory_order_release);
-    return {endpoint_change::returned, nanos(0), s.level, why};
-  }
+  endpoint_change back(slot& s, nanos now, upstream_cause why) noexcept;
 
   // Under lock_, `s` in service and the share permitting: ejects it. Its
   // level first decays by one per base_ejection_time in service.
-  endpoint_change eject_in_service(slot& s, nanos now, upstream_cause why) noexcept {
-    const auto in_service = std::max<std::int64_t>(0, (now - s.returned_at).count());
-    const auto decay = std::uint64_t(in_service / options_.base_ejection_time.count());
-    s.level = decay >= s.level ? 0 : std::uint32_t(s.level - decay);
-    ejected_.fetch_add(1, std::memory_order_relaxed);
-    return eject(s, now, why);
-  }
+  endpoint_change eject_in_service(slot& s, nanos now, upstream_cause why) noexcept;
 
   // Under lock_: ejects `s` at `now` one level higher.
-  endpoint_change eject(slot& s, nanos now, upstream_cause why) noexcept {
-    ++s.level;
-    ++s.ejections;
-    ++s.ejections_by[static_cast<std::size_t>(why)];
-    const auto base = options_.base_ejection_time.count();
-    const auto cap = options_.max_ejection_time.count();
-    const auto span = s.level > std::uint64_t(cap / base) ? cap : std::int64_t(s.level) * base;
-    const auto until = now.count() > std::numeric_limits<std::int64_t>::max() - span
-                           ? std::numeric_limits<std::int64_t>::max()
-                           : now.count() + span;
-    s.consecutive.store(0, std::memory_order_relaxed);
-    s.until.store(until, std::memory_order_relaxed);
-    s.state.store(endpoint_state::ejected, std::memory_order_release);
-    return {endpoint_change::ejected, nanos(span), s.level, why};
-  }
+  endpoint_change eject(slot& s, nanos now, upstream_cause why) noexcept;
 
   outlier_options options_;
   double decay_;  // latency_decay in ns; 0: off
@@ -413,4 +375,4 @@ class endpoint_set {
 
 }  // namespace levee::detail
 
-#include <levee/upstream/detail/impl/endpoint_set.hpp>  // sweep, health, adopt
+#include <levee/upstream/detail/impl/endpoint_set.hpp>  // sweep, health, adopt, ejections

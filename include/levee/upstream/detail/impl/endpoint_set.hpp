@@ -1,6 +1,6 @@
 // levee: the out-of-line bodies of levee::detail::endpoint_set
 // (levee/upstream/detail/endpoint_set.hpp): success-rate sweeps, health
-// verdicts and the hand-over between generations.
+// verdicts, the hand-over between generations, and ejections and returns.
 #pragma once
 
 namespace levee::detail {
@@ -81,6 +81,53 @@ inline void endpoint_set::adopt(std::size_t i, const endpoint_set& from, std::si
     s.returns_by[k] = o.returns_by[k];
   }
   if (st != endpoint_state::in_service) ejected_.fetch_add(1, std::memory_order_relaxed);
+}
+
+inline endpoint_change endpoint_set::end_probe(slot& s, outcome o, nanos now) noexcept {
+  if (o == outcome::ignored) {
+    s.state.store(endpoint_state::ejected, std::memory_order_release);
+    return {};
+  }
+  spin_guard g(lock_);
+  if (o == outcome::success) return back(s, now, upstream_cause::probe);
+  // The probe failed: again, for longer (still counted ejected).
+  return eject(s, now, upstream_cause::probe);
+}
+
+inline endpoint_change endpoint_set::back(slot& s, nanos now, upstream_cause why) noexcept {
+  s.consecutive.store(0, std::memory_order_relaxed);
+  s.window.store(0, std::memory_order_relaxed);
+  s.returned_at = now;
+  ++s.returns;
+  ++s.returns_by[static_cast<std::size_t>(why)];
+  ejected_.fetch_sub(1, std::memory_order_relaxed);
+  s.state.store(endpoint_state::in_service, std::memory_order_release);
+  return {endpoint_change::returned, nanos(0), s.level, why};
+}
+
+inline endpoint_change endpoint_set::eject_in_service(slot& s, nanos now,
+                                                      upstream_cause why) noexcept {
+  const auto in_service = std::max<std::int64_t>(0, (now - s.returned_at).count());
+  const auto decay = std::uint64_t(in_service / options_.base_ejection_time.count());
+  s.level = decay >= s.level ? 0 : std::uint32_t(s.level - decay);
+  ejected_.fetch_add(1, std::memory_order_relaxed);
+  return eject(s, now, why);
+}
+
+inline endpoint_change endpoint_set::eject(slot& s, nanos now, upstream_cause why) noexcept {
+  ++s.level;
+  ++s.ejections;
+  ++s.ejections_by[static_cast<std::size_t>(why)];
+  const auto base = options_.base_ejection_time.count();
+  const auto cap = options_.max_ejection_time.count();
+  const auto span = s.level > std::uint64_t(cap / base) ? cap : std::int64_t(s.level) * base;
+  const auto until = now.count() > std::numeric_limits<std::int64_t>::max() - span
+                         ? std::numeric_limits<std::int64_t>::max()
+                         : now.count() + span;
+  s.consecutive.store(0, std::memory_order_relaxed);
+  s.until.store(until, std::memory_order_relaxed);
+  s.state.store(endpoint_state::ejected, std::memory_order_release);
+  return {endpoint_change::ejected, nanos(span), s.level, why};
 }
 
 }  // namespace levee::detail
