@@ -8,6 +8,7 @@
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/error.hpp>
 #include <levee/hedge/detail/hedge_state.hpp>
+#include <levee/hedge/detail/strand_pool.hpp>
 #include <levee/timeout/detail/race.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -16,6 +17,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
@@ -84,13 +86,14 @@ class hedge_op
   using handler_executor = asio::associated_executor_t<Handler, Executor>;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
-  hedge_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex, Factory&& factory,
+  hedge_op(Handler&& h, const Executor& caller_ex, Factory&& factory,
            std::shared_ptr<hedge_state> state, std::int64_t delay_ns, const classifier& judge)
       : handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, caller_ex)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
-        child_ex_(child_ex),
-        timer_(child_ex),
+        lease_(caller_ex),
+        child_ex_(lease_.get()),
+        timer_(child_ex_),
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
@@ -104,7 +107,9 @@ class hedge_op
           asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
       });
     }
-    asio::post(child_ex_, [self = this->shared_from_this()] { self->launch(); });
+    // Dispatched: on a strand nobody holds (a call's own), from a thread of
+    // its context, the launch runs at once, inside the strand.
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->launch(); });
   }
 
  private:
@@ -116,14 +121,24 @@ class hedge_op
   };
 
   // On the strand, from here on.
+  //
+  // The first attempt's timer is armed one step later, at the same instant
+  // (the launch's time plus the delay): an attempt that answers without
+  // waiting has answered by then (its completion was posted before that
+  // step), and the call needs no timer.
   void launch() {
+    const auto launched = Clock::now();
     start_attempt();
-    if (!done_ && max_attempts_ > 1) arm_timer();
+    if (done_ || max_attempts_ == 1 || delay_ns_ == std::numeric_limits<std::int64_t>::max())
+      return;
+    asio::post(child_ex_, [self = this->shared_from_this(), launched] {
+      if (!self->done_ && !self->no_more_) self->arm_timer(launched);
+    });
   }
 
-  void arm_timer() {
+  void arm_timer(typename Clock::time_point from) {
     if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
-    timer_.expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+    timer_.expires_at(saturating_add(from, std::chrono::nanoseconds(delay_ns_)));
     timer_.async_wait(
         [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
   }
@@ -157,7 +172,7 @@ class hedge_op
     }
     tell(hedge_event_kind::hedged, started_);
     start_attempt();
-    if (started_ < max_attempts_) arm_timer();
+    if (started_ < max_attempts_) arm_timer(Clock::now());
   }
 
   // Posts an event to the listeners that want `k` (nothing while none does:
@@ -246,6 +261,7 @@ class hedge_op
   Handler handler_;
   asio::executor_work_guard<handler_executor> work_;
   asio::cancellation_slot caller_slot_;
+  strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
   timer_type timer_;
   Factory factory_;
