@@ -66,6 +66,23 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
   }
 }
 
+/// An attempt as `hedge_op` spawns it: its value as something co_spawn can
+/// default-construct (`as_optional`), and `*answered` set, on the call's
+/// strand, when the attempt's awaitable returned.
+template <class T, class Executor>
+asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw,
+                                                          bool* answered) {
+  std::optional<T> v(co_await std::move(aw));
+  *answered = true;
+  co_return v;
+}
+template <class Executor>
+asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw, bool* answered) {
+  co_await std::move(aw);
+  *answered = true;
+  co_return true;
+}
+
 /// One hedged call (see `basic_hedge::operator()` for the rules).
 ///
 /// As `race_op` (timeout/detail/race.hpp), and for the same reasons (no
@@ -93,7 +110,6 @@ class hedge_op
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
         lease_(caller_ex),
         child_ex_(lease_.get()),
-        timer_(child_ex_),
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
@@ -118,28 +134,23 @@ class hedge_op
     std::int64_t started = 0;
     bool running = false;
     bool cancelled = false;  // by the hedge: a loser, or the caller's cancellation
+    bool answered = false;   // its awaitable returned (its completion may be on its way)
   };
 
   // On the strand, from here on.
   //
-  // The first attempt's timer is armed one step later, at the same instant
-  // (the launch's time plus the delay): an attempt that answers without
-  // waiting has answered by then (its completion was posted before that
-  // step), and the call needs no timer.
+  // An attempt that answered without waiting (its completion is posted,
+  // see `hedge_attempt`) ends the call: no timer is armed, or made.
   void launch() {
-    const auto launched = Clock::now();
     start_attempt();
-    if (done_ || max_attempts_ == 1 || delay_ns_ == std::numeric_limits<std::int64_t>::max())
-      return;
-    asio::post(child_ex_, [self = this->shared_from_this(), launched] {
-      if (!self->done_ && !self->no_more_) self->arm_timer(launched);
-    });
+    if (!done_ && !attempts_[0].answered && max_attempts_ > 1) arm_timer();
   }
 
-  void arm_timer(typename Clock::time_point from) {
+  void arm_timer() {
     if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
-    timer_.expires_at(saturating_add(from, std::chrono::nanoseconds(delay_ns_)));
-    timer_.async_wait(
+    if (!timer_) timer_.emplace(child_ex_);
+    timer_->expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+    timer_->async_wait(
         [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
   }
 
@@ -155,7 +166,7 @@ class hedge_op
           self->on_child(i, std::move(e), std::move(v));
         });
     try {
-      asio::co_spawn(child_ex_, as_optional(factory_()), std::move(done));
+      asio::co_spawn(child_ex_, hedge_attempt(factory_(), &a.answered), std::move(done));
     } catch (...) {  // the factory threw: a failed attempt, reported from the strand
       asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
         self->on_child(i, e, Value{});
@@ -172,7 +183,11 @@ class hedge_op
     }
     tell(hedge_event_kind::hedged, started_);
     start_attempt();
-    if (started_ < max_attempts_) arm_timer(Clock::now());
+    if (started_ < max_attempts_) arm_timer();
+  }
+
+  void cancel_timer() {
+    if (timer_) timer_->cancel();
   }
 
   // Posts an event to the listeners that want `k` (nothing while none does:
@@ -190,7 +205,7 @@ class hedge_op
   void on_caller_cancel(asio::cancellation_type type) {
     if (done_ && running_ == 0) return;
     no_more_ = true;
-    timer_.cancel();
+    cancel_timer();
     for (std::size_t i = 0; i < started_; ++i) {
       if (!attempts_[i].running) continue;
       attempts_[i].cancelled = true;
@@ -218,11 +233,11 @@ class hedge_op
         win(now);
       } else if (rejected) {
         no_more_ = true;  // the dependency's guard said no: do not hedge into it
-        timer_.cancel();
+        cancel_timer();
       }
       if (running_ == 0 && !done_) {  // nobody else to wait for
         done_ = true;
-        timer_.cancel();
+        cancel_timer();
       }
     }
     if (done_ && running_ == 0) deliver();
@@ -230,7 +245,7 @@ class hedge_op
 
   void win(std::int64_t now) {
     done_ = true;
-    timer_.cancel();
+    cancel_timer();
     for (std::size_t j = 0; j < started_; ++j) {
       attempt& l = attempts_[j];
       if (!l.running || l.cancelled) continue;
@@ -263,7 +278,7 @@ class hedge_op
   asio::cancellation_slot caller_slot_;
   strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
-  timer_type timer_;
+  std::optional<timer_type> timer_;  // made when first armed
   Factory factory_;
   std::shared_ptr<hedge_state> state_;
   std::int64_t delay_ns_;
