@@ -131,11 +131,16 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`. Hot path: a short spinlock at the start of a call (the
-/// budget's count), one per hedge started and one per attempt's latency
-/// sample (percentile delay only), never across the call.
+/// budget's count), two to take the call's strand from its context's pool
+/// and give it back (and Asio's service registry mutex, to find the pool),
+/// one per hedge started and one per attempt's latency
+/// sample (percentile delay only), never across the call. A call answered
+/// before the delay allocates nothing once warm (its state from Asio's
+/// recycling allocator).
 ///
-/// Idle: no pending work. The delay timer lives in the call and is cancelled
-/// as soon as the call is decided.
+/// Idle: no pending work. The delay timer lives in the call, is made only
+/// when an attempt did not answer at once, and is cancelled as soon as the
+/// call is decided.
 ///
 /// `Clock` times the delay, the latency and the windows (`manual_clock` in
 /// tests). `hedge` is the steady_clock hedge.
