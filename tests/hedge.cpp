@@ -724,9 +724,8 @@ TEST_CASE("hedge: an io_context destroyed with calls in flight frees them and it
     asio::io_context ioc;
     hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms});
     for (int i = 0; i < 3; ++i) {
-      asio::co_spawn(ioc, h([&] { return r.call(); }), [&](std::exception_ptr, auto) {
-        done = true;
-      });
+      asio::co_spawn(ioc, h([&] { return r.call(); }),
+                     [&](std::exception_ptr, auto) { done = true; });
     }
     settle(ioc);
     for (int i = 0; i < 15; ++i) elapse(ioc, 1ms);
