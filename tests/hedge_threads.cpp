@@ -133,6 +133,21 @@ TEST_CASE(
   CHECK(b.metrics().failures == 0);  // a cancelled loser is no failure
 }
 
+// Not under ThreadSanitizer: an any_io_executor holds a strand of a
+// thread_pool behind a reference count that Asio 1.81 releases with a
+// standalone acquire fence, which ThreadSanitizer does not model: it reports
+// the last owner's delete as racing with another owner's earlier read (seen
+// here; timeout/detail/race.hpp's serial_executor notes the same). The
+// io_context case above, whose strand is held inline, runs under it.
+#if defined(__SANITIZE_THREAD__)
+#define LEVEE_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LEVEE_TEST_TSAN 1
+#endif
+#endif
+
+#ifndef LEVEE_TEST_TSAN
 TEST_CASE("hedge threads: calls on a 4-thread thread_pool, strands taken from its pool") {
   asio::thread_pool pool(threads);
   levee::hedge h(pool, {.max_attempts = 2, .delay = std::chrono::microseconds(200)});
@@ -157,3 +172,4 @@ TEST_CASE("hedge threads: calls on a 4-thread thread_pool, strands taken from it
   CHECK(started == ended);
   CHECK(m.attempts == m.calls + m.hedges);
 }
+#endif
