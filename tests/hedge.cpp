@@ -688,3 +688,48 @@ TEST_CASE("hedge: a retry budget shared with a retry policy bounds hedges and re
   CHECK(m.budget_refusals == 5);
   CHECK(idle(ioc));
 }
+
+TEST_CASE("hedge: a call's strand comes from its context's pool, never shared while in use") {
+  asio::io_context ioc;
+  using pool_type = levee::detail::strand_pool<asio::io_context::executor_type>;
+  using lease = levee::detail::strand_lease<asio::any_io_executor>;
+  const asio::any_io_executor ex = ioc.get_executor();
+  asio::any_io_executor first_ex;
+  {
+    lease a(ex);
+    lease b(ex);
+    const auto* sa = a.get().target<asio::strand<asio::io_context::executor_type>>();
+    const auto* sb = b.get().target<asio::strand<asio::io_context::executor_type>>();
+    REQUIRE(sa);
+    REQUIRE(sb);
+    CHECK(*sa != *sb);  // two calls in flight: two strands
+    first_ex = a.get();
+  }
+  // Given back when the calls' state went: taken again by the next call.
+  lease c(ex);
+  CHECK(c.get() == first_ex);
+  // A strand, or a with_deadline's executor, is used as it is.
+  const asio::any_io_executor strand = asio::make_strand(ioc);
+  lease d(strand);
+  CHECK(d.get() == strand);
+  CHECK(asio::has_service<pool_type>(ioc));
+}
+
+TEST_CASE("hedge: an io_context destroyed with calls in flight frees them and its strands") {
+  virtual_time vt;
+  replica r;
+  r.latency = {1h};
+  bool done = false;
+  {
+    asio::io_context ioc;
+    hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms});
+    for (int i = 0; i < 3; ++i) {
+      asio::co_spawn(ioc, h([&] { return r.call(); }),
+                     [&](std::exception_ptr, auto) { done = true; });
+    }
+    settle(ioc);
+    for (int i = 0; i < 15; ++i) elapse(ioc, 1ms);
+    CHECK(r.starts.size() == 6);  // each call's first attempt and one hedge
+  }  // the context goes first: the calls' state and the pooled strands with it
+  CHECK(!done);
+}

@@ -16,6 +16,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -69,11 +70,6 @@ struct hedge_attempts {
   }
 };
 
-template <class E>
-struct is_asio_strand : std::false_type {};
-template <class E>
-struct is_asio_strand<boost::asio::strand<E>> : std::true_type {};
-
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
                                            hedge_call call) {
@@ -89,14 +85,6 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
   const Executor ex = co_await asio::this_coro::executor;
-  // A strand is serial already (serial_executor would wrap a concrete
-  // strand in another and fail to compile).
-  const Executor child_ex = [&] {
-    if constexpr (is_asio_strand<Executor>::value)
-      return ex;
-    else
-      return serial_executor(ex);
-  }();
   auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
   auto [failure, value] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
@@ -105,8 +93,11 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
                 hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
             // The call's classifier, or the options': this frame outlives the op.
             const classifier& judge = call.classifier ? call.classifier : o.classifier;
-            auto op = std::make_shared<op_type>(std::move(handler), ex, child_ex,
-                                                std::move(factory), std::move(s), delay, judge);
+            // The call's state from Asio's recycling allocator (the
+            // thread's cached blocks while it runs the context).
+            auto op = std::allocate_shared<op_type>(asio::recycling_allocator<op_type>(),
+                                                    std::move(handler), ex, std::move(factory),
+                                                    std::move(s), delay, judge);
             op->start();
           },
           token);
@@ -140,11 +131,16 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`. Hot path: a short spinlock at the start of a call (the
-/// budget's count), one per hedge started and one per attempt's latency
-/// sample (percentile delay only), never across the call.
+/// budget's count), two to take the call's strand from its context's pool
+/// and give it back (and Asio's service registry mutex, to find the pool),
+/// one per hedge started and one per attempt's latency
+/// sample (percentile delay only), never across the call. A call answered
+/// before the delay allocates nothing once warm (its state from Asio's
+/// recycling allocator).
 ///
-/// Idle: no pending work. The delay timer lives in the call and is cancelled
-/// as soon as the call is decided.
+/// Idle: no pending work. The delay timer lives in the call, is made only
+/// when an attempt did not answer at once, and is cancelled as soon as the
+/// call is decided.
 ///
 /// `Clock` times the delay, the latency and the windows (`manual_clock` in
 /// tests). `hedge` is the steady_clock hedge.

@@ -8,6 +8,7 @@
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/error.hpp>
 #include <levee/hedge/detail/hedge_state.hpp>
+#include <levee/hedge/detail/strand_pool.hpp>
 #include <levee/timeout/detail/race.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -16,6 +17,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
@@ -64,6 +66,23 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
   }
 }
 
+/// An attempt as `hedge_op` spawns it: its value as something co_spawn can
+/// default-construct (`as_optional`), and `*answered` set, on the call's
+/// strand, when the attempt's awaitable returned.
+template <class T, class Executor>
+asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw,
+                                                          bool* answered) {
+  std::optional<T> v(co_await std::move(aw));
+  *answered = true;
+  co_return v;
+}
+template <class Executor>
+asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw, bool* answered) {
+  co_await std::move(aw);
+  *answered = true;
+  co_return true;
+}
+
 /// One hedged call (see `basic_hedge::operator()` for the rules).
 ///
 /// As `race_op` (timeout/detail/race.hpp), and for the same reasons (no
@@ -84,13 +103,13 @@ class hedge_op
   using handler_executor = asio::associated_executor_t<Handler, Executor>;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
-  hedge_op(Handler&& h, const Executor& caller_ex, const Executor& child_ex, Factory&& factory,
+  hedge_op(Handler&& h, const Executor& caller_ex, Factory&& factory,
            std::shared_ptr<hedge_state> state, std::int64_t delay_ns, const classifier& judge)
       : handler_(std::move(h)),
         work_(asio::get_associated_executor(handler_, caller_ex)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
-        child_ex_(child_ex),
-        timer_(child_ex),
+        lease_(caller_ex),
+        child_ex_(lease_.get()),
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
@@ -104,7 +123,9 @@ class hedge_op
           asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
       });
     }
-    asio::post(child_ex_, [self = this->shared_from_this()] { self->launch(); });
+    // Dispatched: on a strand nobody holds (a call's own), from a thread of
+    // its context, the launch runs at once, inside the strand.
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->launch(); });
   }
 
  private:
@@ -113,18 +134,23 @@ class hedge_op
     std::int64_t started = 0;
     bool running = false;
     bool cancelled = false;  // by the hedge: a loser, or the caller's cancellation
+    bool answered = false;   // its awaitable returned (its completion may be on its way)
   };
 
   // On the strand, from here on.
+  //
+  // An attempt that answered without waiting (its completion is posted,
+  // see `hedge_attempt`) ends the call: no timer is armed, or made.
   void launch() {
     start_attempt();
-    if (!done_ && max_attempts_ > 1) arm_timer();
+    if (!done_ && !attempts_[0].answered && max_attempts_ > 1) arm_timer();
   }
 
   void arm_timer() {
     if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
-    timer_.expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
-    timer_.async_wait(
+    if (!timer_) timer_.emplace(child_ex_);
+    timer_->expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+    timer_->async_wait(
         [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
   }
 
@@ -140,7 +166,7 @@ class hedge_op
           self->on_child(i, std::move(e), std::move(v));
         });
     try {
-      asio::co_spawn(child_ex_, as_optional(factory_()), std::move(done));
+      asio::co_spawn(child_ex_, hedge_attempt(factory_(), &a.answered), std::move(done));
     } catch (...) {  // the factory threw: a failed attempt, reported from the strand
       asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
         self->on_child(i, e, Value{});
@@ -160,6 +186,10 @@ class hedge_op
     if (started_ < max_attempts_) arm_timer();
   }
 
+  void cancel_timer() {
+    if (timer_) timer_->cancel();
+  }
+
   // Posts an event to the listeners that want `k` (nothing while none does:
   // one relaxed load).
   void tell(hedge_event_kind k, std::size_t attempt_index) {
@@ -175,7 +205,7 @@ class hedge_op
   void on_caller_cancel(asio::cancellation_type type) {
     if (done_ && running_ == 0) return;
     no_more_ = true;
-    timer_.cancel();
+    cancel_timer();
     for (std::size_t i = 0; i < started_; ++i) {
       if (!attempts_[i].running) continue;
       attempts_[i].cancelled = true;
@@ -203,11 +233,11 @@ class hedge_op
         win(now);
       } else if (rejected) {
         no_more_ = true;  // the dependency's guard said no: do not hedge into it
-        timer_.cancel();
+        cancel_timer();
       }
       if (running_ == 0 && !done_) {  // nobody else to wait for
         done_ = true;
-        timer_.cancel();
+        cancel_timer();
       }
     }
     if (done_ && running_ == 0) deliver();
@@ -215,7 +245,7 @@ class hedge_op
 
   void win(std::int64_t now) {
     done_ = true;
-    timer_.cancel();
+    cancel_timer();
     for (std::size_t j = 0; j < started_; ++j) {
       attempt& l = attempts_[j];
       if (!l.running || l.cancelled) continue;
@@ -246,8 +276,9 @@ class hedge_op
   Handler handler_;
   asio::executor_work_guard<handler_executor> work_;
   asio::cancellation_slot caller_slot_;
+  strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
-  timer_type timer_;
+  std::optional<timer_type> timer_;  // made when first armed
   Factory factory_;
   std::shared_ptr<hedge_state> state_;
   std::int64_t delay_ns_;

@@ -1,0 +1,125 @@
+// The hedge's fast path allocates nothing once warm: every operator new of
+// this program is counted (its own target, as the replacement is global).
+//
+// What this counts: operator new. Asio's recycling allocator, when its
+// thread's cache misses, calls aligned_alloc, which this does not see.
+#include <levee/breaker/circuit_breaker.hpp>
+#include <levee/hedge/hedge.hpp>
+
+#include "support.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+namespace {
+std::atomic<std::uint64_t> g_news{0};
+
+void* counted(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* counted_aligned(std::size_t n, std::align_val_t a) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  const auto al = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+
+// Every form, so that no block from the sanitizer's own new reaches free.
+void* operator new(std::size_t n) {
+  return counted(n);
+}
+void* operator new[](std::size_t n) {
+  return counted(n);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  return counted_aligned(n, a);
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return counted_aligned(n, a);
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+
+using namespace levee_test;
+
+namespace {
+
+asio::awaitable<int> answer(int x) {
+  co_return x + 1;
+}
+
+}  // namespace
+
+TEST_CASE("hedge: a call answered before the delay allocates nothing once warm") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker b(ioc);
+  levee::basic_hedge<vclock> h(ioc, {.delay = 50ms});
+  constexpr int warm = 16;
+  constexpr int calls = 1000;
+  std::uint64_t before = 0;
+  std::uint64_t after = 0;
+  int x = 0;
+  auto body = [&]() -> asio::awaitable<int> {
+    for (int i = 0; i < warm + calls; ++i) {
+      if (i == warm) before = g_news.load();
+      x = co_await h([&] { return b(answer(x)); });
+    }
+    after = g_news.load();
+    co_return x;
+  };
+  auto p = spawn(ioc, body());
+  settle(ioc);
+  REQUIRE(p->done);
+  CHECK(x == warm + calls);
+  CHECK(after - before == 0);
+  const auto m = h.metrics();
+  CHECK(m.calls == warm + calls);
+  CHECK(m.hedges == 0);
+}
