@@ -300,6 +300,37 @@ TEST_CASE("hedge: young losers are not latency samples, they cannot pull the per
   CHECK(m.delay >= 25ms);
 }
 
+TEST_CASE("hedge: attempts ended at once by the caller's deadline are not latency samples") {
+  // An attempt that begins with its caller's deadline already passed ends at
+  // once with deadline_exceeded: its 0 ms says nothing about the dependency.
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 20ms,
+                     .percentile = 0.5,
+                     .min_delay = 1ms,
+                     .max_delay = 1s,
+                     .min_samples = 10,
+                     .window = 10s});
+  replica r;
+  r.latency = {25ms};
+  for (int i = 0; i < 10; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  auto m = h.metrics();
+  REQUIRE(m.window_samples == 10);
+  REQUIRE(m.delay >= 25ms);
+  r.latency = {0ms};
+  r.result.assign(100, levee::error::deadline_exceeded);
+  r.starts.clear();
+  for (int i = 0; i < 20; ++i) REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  m = h.metrics();
+  CHECK(m.window_samples == 10);
+  CHECK(m.delay >= 25ms);  // not pulled toward 0
+  // The way back: answers again, sampled again.
+  r.latency = {25ms};
+  r.result.clear();
+  REQUIRE(run_to_end(ioc, h([&] { return r.call(); }))->done);
+  CHECK(h.metrics().window_samples == 11);
+}
+
 TEST_CASE("hedge: a rejection is not hedged and is returned, breaker composition") {
   virtual_time vt;
   asio::io_context ioc;

@@ -44,9 +44,10 @@ std::int64_t hedge_now() noexcept {
 /// throws: a failure), and whether it was a levee rejection.
 template <class Value>
 outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const Value& v,
-                       bool& rejected) noexcept {
+                       bool& rejected, bool& deadline) noexcept {
   auto judge = [&](const call_result& r) {
     rejected = r.error() && is_rejection(*r.error());
+    deadline = r.error() && *r.error() == error::deadline_exceeded;
     if (!c) return default_classify(r);
     try {
       return c(r);
@@ -218,10 +219,15 @@ class hedge_op
     a.running = false;
     --running_;
     if (!done_) {
-      bool rejected = false;
-      const outcome o = hedge_classify(*judge_, e, v, rejected);
+      bool rejected = false, deadline = false;
+      const outcome o = hedge_classify(*judge_, e, v, rejected, deadline);
       const std::int64_t now = hedge_now<Clock>();
-      if (!rejected && !a.cancelled) state_->sample(now, now - a.started);
+      // An attempt the caller's deadline ended is, like a loser, a lower
+      // bound of the latency: a sample only when at least the delay (one
+      // whose deadline had passed as it began would pull the percentile
+      // toward 0).
+      if (!rejected && !a.cancelled && (!deadline || now - a.started >= delay_ns_))
+        state_->sample(now, now - a.started);
       if (rejected) state_->count(&hedge_state::rejections);
       result_e_ = std::move(e);
       result_v_ = std::move(v);
