@@ -190,7 +190,8 @@ class client {
 /// Cancellation: as `client::async_request` (terminal: `operation_aborted`,
 /// the connection closed).
 ///
-/// Executor: the request runs on strands of the client's executor; the
+/// Executor: the request runs on the client's executor (on a strand of it
+/// when the handler can be cancelled) and its I/O on strands of it; the
 /// handler on its associated executor (default: the client's).
 ///
 /// Lifetime: `url` is moved in; `c` is borrowed and must outlive the

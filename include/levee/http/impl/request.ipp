@@ -19,8 +19,10 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/string.hpp>
@@ -117,8 +119,9 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
   stats.requests.fetch_add(1, std::memory_order_relaxed);
 
   if (req.version() == 0) req.version(11);
-  if (req.find(beast::http::field::host) == req.end())
-    req.set(beast::http::field::host, host_header(origin));
+  // The Host value once per request: the Host field and the pool's key.
+  const std::string host = host_header(origin);
+  if (req.find(beast::http::field::host) == req.end()) req.set(beast::http::field::host, host);
   if (req.find(beast::http::field::user_agent) == req.end())
     req.set(beast::http::field::user_agent, options.user_agent);
   // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
@@ -130,8 +133,10 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
   if (auto ec = validate_request(req)) co_return result(ec, response());
 
   const bool secure = origin.scheme == "https";
-  const std::string key =
-      origin.scheme + "://" + host_header(origin) + "/" + std::to_string(origin.port);
+  std::string key;
+  const auto port = std::to_string(origin.port);
+  key.reserve(origin.scheme.size() + 3 + host.size() + 1 + port.size());
+  key.append(origin.scheme).append("://").append(host).append("/").append(port);
   std::shared_ptr<host_pool> pool = pool_for(key);
   forget_guard forget{*this, key, pool};
 
@@ -263,12 +268,25 @@ namespace detail {
 
 namespace {
 
+// The executor under `ex`: a strand's inner io_context executor, or `ex`.
+asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
+  using io_executor = asio::io_context::executor_type;
+  if (const auto* s = ex.target<asio::strand<io_executor>>()) return s->get_inner_executor();
+  return ex;
+}
+
 /// One request operation: runs an `awaitable<result>` as a child coroutine
-/// on a strand of its own and completes the type-erased handler with
-/// `(ec, response)` on the handler's executor. The caller's cancellation is
-/// posted to the strand (as `levee::detail::run_on` does, and for the same
-/// reason: Asio issue 1332), and the caller's slot is cleared on the
-/// caller's executor before the handler runs.
+/// and completes the type-erased handler with `(ec, response)` on the
+/// handler's executor. A caller that can cancel (its handler has a connected
+/// cancellation slot) gets a strand of its own for the child: the caller's
+/// cancellation is posted to the strand (as `levee::detail::run_on` does,
+/// and for the same reason: Asio issue 1332), so that it never runs beside
+/// the child's own steps, and the caller's slot is cleared on the caller's
+/// executor before the handler runs. A caller that cannot cancel gets no
+/// strand (nor a slot bound to the child): nothing but the child's own
+/// steps, one at a time, ever touches its state, the shared parts are behind
+/// the pools' mutex, and each connection's I/O still runs on the
+/// connection's strand (`run_on` in `exchange`).
 class request_op : public std::enable_shared_from_this<request_op> {
  public:
   request_op(request_handler h, std::shared_ptr<void> client_state,
@@ -277,18 +295,25 @@ class request_op : public std::enable_shared_from_this<request_op> {
         client_state_(std::move(client_state)),
         work_(asio::prefer(h.executor, asio::execution::outstanding_work.tracked)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
-        child_ex_(client_detail::new_strand(client_ex)) {}
+        child_ex_(caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
+                                              : unstranded(client_ex)) {}
 
   void start(asio::awaitable<result> aw) {
-    if (caller_slot_.is_connected()) {
-      caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
-        if (auto self = weak.lock()) {
-          asio::post(self->child_ex_, [self, type] {
-            if (!self->finished_) self->child_signal_.emit(type);
-          });
-        }
+    if (!caller_slot_.is_connected()) {
+      asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
+        asio::co_spawn(self->child_ex_, std::move(aw), [self](std::exception_ptr e, result r) {
+          self->complete(std::move(e), std::move(r));
+        });
       });
+      return;
     }
+    caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
+      if (auto self = weak.lock()) {
+        asio::post(self->child_ex_, [self, type] {
+          if (!self->finished_) self->child_signal_.emit(type);
+        });
+      }
+    });
     asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
       asio::co_spawn(self->child_ex_, std::move(aw),
                      asio::bind_cancellation_slot(self->child_signal_.slot(),
@@ -327,9 +352,9 @@ class request_op : public std::enable_shared_from_this<request_op> {
   std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
   asio::any_io_executor work_;          // the handler's, tracked
   asio::cancellation_slot caller_slot_;
-  asio::any_io_executor child_ex_;
+  asio::any_io_executor child_ex_;  // a strand of its own if the caller can cancel
   asio::cancellation_signal child_signal_;
-  bool finished_ = false;  // on the strand only
+  bool finished_ = false;  // on the strand only (used only when the caller can cancel)
 };
 
 }  // namespace
