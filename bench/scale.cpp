@@ -447,6 +447,7 @@ registry_row measure_registry(std::size_t n, bool last) {
 /// average of 1000 made as the registry makes them (make_shared).
 struct parts {
   double breaker_unnamed = 0, breaker_named = 0, limit_named = 0;
+  double breaker_create_ns = 0, limit_create_ns = 0;  // named, each
 };
 
 parts measure_parts() {
@@ -455,11 +456,14 @@ parts measure_parts() {
   parts p;
   key_maker key;
   constexpr int count = 1000;
+  double create_ns = 0;
   auto measure = [&](auto make) {
     std::vector<std::shared_ptr<void>> held;
     held.reserve(count);
     const auto before = g_live_bytes.load();
+    const auto t0 = wall::now();
     for (int i = 0; i < count; ++i) held.push_back(make(static_cast<std::uint32_t>(i)));
+    create_ns = seconds_since(t0) * 1e9 / count;
     return static_cast<double>(g_live_bytes.load() - before) / count;
   };
   p.breaker_unnamed = measure([&](std::uint32_t) {
@@ -469,10 +473,12 @@ parts measure_parts() {
     return std::make_shared<breaker_type>(ioc.get_executor(), levee::breaker_options{},
                                           std::string(key(i)));
   });
+  p.breaker_create_ns = create_ns;
   p.limit_named = measure([&](std::uint32_t i) {
     return std::make_shared<limit_type>(ioc.get_executor(), levee::adaptive_limit_options{},
                                         std::string(key(i)));
   });
+  p.limit_create_ns = create_ns;
   return p;
 }
 
@@ -494,6 +500,10 @@ void run_registry() {
       "  parts, made alone: breaker %.0f B unnamed, %.0f B named (name %.0f B), "
       "limit %.0f B named\n",
       p.breaker_unnamed, p.breaker_named, p.breaker_named - p.breaker_unnamed, p.limit_named);
+  std::printf(
+      "  made alone, each: breaker %.0f ns, limit %.0f ns (the registry's create "
+      "ns/key below adds the map and its lock)\n",
+      p.breaker_create_ns, p.limit_create_ns);
   std::printf("  %-6s %10s %8s %8s %22s %14s\n", "keys", "counted B", "blocks", "RSS B",
               "map (counted - parts)", "create ns/key");
   for (const auto& r : rows)
