@@ -448,6 +448,7 @@ registry_row measure_registry(std::size_t n, bool last) {
 struct parts {
   double breaker_unnamed = 0, breaker_named = 0, limit_named = 0;
   double breaker_create_ns = 0, limit_create_ns = 0;  // named, each
+  double hardware_concurrency_ns = 0;                 // one std::thread::hardware_concurrency()
 };
 
 parts measure_parts() {
@@ -479,6 +480,11 @@ parts measure_parts() {
                                         std::string(key(i)));
   });
   p.limit_create_ns = create_ns;
+  // The breaker's core asks for the number of CPUs (its shard count,
+  // breaker/impl/breaker_core.ipp) each time one is made.
+  const auto t0 = wall::now();
+  for (int i = 0; i < count; ++i) g_sink = g_sink + std::thread::hardware_concurrency();
+  p.hardware_concurrency_ns = seconds_since(t0) * 1e9 / count;
   return p;
 }
 
@@ -504,6 +510,8 @@ void run_registry() {
       "  made alone, each: breaker %.0f ns, limit %.0f ns (the registry's create "
       "ns/key below adds the map and its lock)\n",
       p.breaker_create_ns, p.limit_create_ns);
+  std::printf("  one std::thread::hardware_concurrency() (each breaker's core calls it): %.0f ns\n",
+              p.hardware_concurrency_ns);
   std::printf("  %-6s %10s %8s %8s %22s %14s\n", "keys", "counted B", "blocks", "RSS B",
               "map (counted - parts)", "create ns/key");
   for (const auto& r : rows)
