@@ -643,6 +643,7 @@ redis_snapshot snapshot(const levee_test::redis_fixture& redis) {
 struct fleet_row {
   std::size_t breakers = 0;   // per instance
   std::size_t instances = 1;  // links
+  bool spread = true;         // attached over one bucket width, else at once
   double seconds = 0;
   double commands = 0, evalsha = 0, ping = 0;  // per second, whole instance
   double rounds = 0;                           // per second (the link's metrics)
@@ -714,9 +715,10 @@ class runner {
 /// in all, round robin (one in ten failing: the breakers stay CLOSED);
 /// measured for `seconds` after `warm_up`.
 fleet_row measure_fleet(const levee_test::redis_fixture& redis, std::size_t n,
-                        std::size_t instances, double rate, std::chrono::nanoseconds window,
-                        double warm_up, double seconds) {
+                        std::size_t instances, bool spread, double rate,
+                        std::chrono::nanoseconds window, double warm_up, double seconds) {
   fleet_row row;
+  row.spread = spread;
   row.breakers = n;
   row.instances = instances;
   const std::size_t all = n * instances;
@@ -749,14 +751,15 @@ fleet_row measure_fleet(const levee_test::redis_fixture& redis, std::size_t n,
   runner link_thread(link_ioc);
   closer close_links{links};
   for (auto& l : links) l->async_wait_connected(5s, asio::use_future).get();
-  // Attached over one bucket width, as breakers made on demand would be: each
-  // breaker's rounds follow its attachment by one width, so attaching them at
-  // once would send them in bursts, and a rate over 10 s would count 10 or
-  // 11 bursts (+-10 %).
+  // `spread`: attached over one bucket width, as breakers made on demand
+  // would be; each breaker's rounds follow its attachment by one width, so
+  // every round is a write of its own. Else all at once, as at a start: the
+  // rounds come in bursts, written and read many per system call.
   const auto attach_start = wall::now();
   for (std::size_t i = 0; i < all; ++i) {
-    std::this_thread::sleep_until(attach_start + window / 10 * static_cast<std::int64_t>(i) /
-                                                     static_cast<std::int64_t>(all));
+    if (spread)
+      std::this_thread::sleep_until(attach_start + window / 10 * static_cast<std::int64_t>(i) /
+                                                       static_cast<std::int64_t>(all));
     links[i / n]->attach(*breakers[i]);
   }
 
@@ -843,34 +846,42 @@ void run_fleet() {
   const auto idle = measure_redis_idle(redis, g_smoke ? 0.2 : seconds);
   // {breakers per instance, instances}: one instance at each size, then ten
   // instances sharing 100 breakers (a fleet: failing sets of ten members).
-  const std::vector<std::pair<std::size_t, std::size_t>> sizes =
-      g_smoke ? std::vector<std::pair<std::size_t, std::size_t>>{{0, 1}, {10, 1}, {10, 2}}
-              : std::vector<std::pair<std::size_t, std::size_t>>{
-                    {0, 1}, {1, 1}, {100, 1}, {1000, 1}, {100, 10}};
+  // {breakers per instance, instances, attached over one width}.
+  struct size {
+    std::size_t n, k;
+    bool spread;
+  };
+  const std::vector<size> sizes =
+      g_smoke
+          ? std::vector<size>{{0, 1, true}, {10, 1, true}, {10, 2, false}}
+          : std::vector<size>{{0, 1, true},    {1, 1, true},    {100, 1, true},   {1000, 1, true},
+                              {100, 10, true}, {100, 1, false}, {1000, 1, false}, {100, 10, false}};
   std::vector<fleet_row> rows;
-  for (auto [n, k] : sizes)
-    rows.push_back(measure_fleet(redis, n, k, rate, window, warm_up, seconds));
+  for (auto [n, k, spread] : sizes)
+    rows.push_back(measure_fleet(redis, n, k, spread, rate, window, warm_up, seconds));
 
   std::printf(
       "\nbucket width %.1f s, %.0f calls/s in all (round robin, one in ten fails), "
-      "%.1f s measured per size after %.1f s of warm-up\n",
+      "%.1f s measured per size after %.1f s of warm-up; breakers attached spread over one "
+      "bucket width (as made on demand) or all at once (as at a start: rounds in bursts)\n",
       width, rate, seconds, warm_up);
   std::printf("Redis alone: %.1f commands/s, CPU %.3f %% of a core\n", idle.commands,
               idle.redis_cpu * 100);
-  std::printf("  %-9s %-8s %10s %10s %8s %8s %11s %11s %10s %10s %7s\n", "instances", "breakers",
-              "cmds/s", "EVALSHA/s", "PING/s", "rounds/s", "Redis CPU%", "link CPU%", "calls/s",
-              "failures/s", "errors");
+  std::printf("  %-8s %-9s %-8s %10s %10s %8s %8s %11s %11s %10s %10s %7s\n", "attached",
+              "instances", "breakers", "cmds/s", "EVALSHA/s", "PING/s", "rounds/s", "Redis CPU%",
+              "link CPU%", "calls/s", "failures/s", "errors");
   for (const auto& r : rows)
-    std::printf("  %-9zu %-8zu %10.1f %10.1f %8.1f %8.1f %11.3f %11.3f %10.0f %10.0f %7llu\n",
-                r.instances, r.breakers, r.commands, r.evalsha, r.ping, r.rounds, r.redis_cpu * 100,
-                r.link_cpu * 100, r.calls, r.failures, static_cast<unsigned long long>(r.errors));
+    std::printf("  %-8s %-9zu %-8zu %10.1f %10.1f %8.1f %8.1f %11.3f %11.3f %10.0f %10.0f %7llu\n",
+                r.spread ? "spread" : "at once", r.instances, r.breakers, r.commands, r.evalsha,
+                r.ping, r.rounds, r.redis_cpu * 100, r.link_cpu * 100, r.calls, r.failures,
+                static_cast<unsigned long long>(r.errors));
   const auto& base = rows.front();  // one link with no breaker: its PINGs only
   std::printf(
       "\nPer breaker (minus the links with no breaker, / all breakers) and instances per "
       "Redis\n");
-  std::printf("  %-9s %-8s %12s %15s %14s %15s %20s %18s\n", "instances", "breakers", "cmds/s each",
-              "Redis CPU us/s", "link CPU us/s", "Redis us/round", "Redis CPU/instance",
-              "instances at 50 %");
+  std::printf("  %-8s %-9s %-8s %12s %15s %14s %15s %20s %18s\n", "attached", "instances",
+              "breakers", "cmds/s each", "Redis CPU us/s", "link CPU us/s", "Redis us/round",
+              "Redis CPU/instance", "instances at 50 %");
   for (const auto& r : rows) {
     if (r.breakers == 0) continue;
     const double k = static_cast<double>(r.instances);
@@ -881,8 +892,9 @@ void run_fleet() {
     const double fit = per_instance > 0 ? (0.5 - idle.redis_cpu) / per_instance : 0;
     // Redis's CPU beyond its idle work and the links' PINGs, per EVALSHA.
     const double added = r.redis_cpu - idle.redis_cpu - k * (base.redis_cpu - idle.redis_cpu);
-    std::printf("  %-9zu %-8zu %12.2f %15.1f %14.1f %15.1f %19.3f%% %18.0f\n", r.instances,
-                r.breakers, (r.commands - k * base.commands) / all, added / all * 1e6,
+    std::printf("  %-8s %-9zu %-8zu %12.2f %15.1f %14.1f %15.1f %19.3f%% %18.0f\n",
+                r.spread ? "spread" : "at once", r.instances, r.breakers,
+                (r.commands - k * base.commands) / all, added / all * 1e6,
                 (r.link_cpu - k * base.link_cpu) / all * 1e6,
                 r.evalsha > 0 ? added / r.evalsha * 1e6 : 0.0, per_instance * 100, fit);
   }
