@@ -829,7 +829,7 @@ fleet_row measure_fleet(const levee_test::redis_fixture& redis, std::size_t n,
     throw std::runtime_error("fleet: link not connected or not every breaker attached");
   for (auto& br : breakers)
     if (br->state() != levee::circuit_state::closed)
-      throw std::runtime_error("fleet: a breaker left CLOSED");
+      throw std::runtime_error("fleet: a breaker is no longer CLOSED");
   return row;
 }
 
