@@ -80,7 +80,8 @@ run_bench() {
   step "building the benchmarks (release)"
   configure build/bench -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_BENCH=ON -DLEVEE_BUILD_TESTS=OFF \
     -DLEVEE_BUILD_SAMPLES=OFF
-  cmake --build build/bench --target levee-bench levee-bench-instructions levee-bench-http -j "$jobs"
+  cmake --build build/bench --target levee-bench levee-bench-instructions levee-bench-http levee-bench-scale \
+    -j "$jobs"
   step "running the benchmarks"
   ./build/bench/bench/levee-bench --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
     --benchmark_report_aggregates_only=true "$@"
@@ -88,12 +89,8 @@ run_bench() {
   bench/instructions.sh build/bench/bench/levee-bench-instructions
   step "the HTTP client against wrk: nginx on 127.0.0.1, HTTP and HTTPS, 1/16/64 connections, 5 s each"
   ./build/bench/bench/levee-bench-http --duration 5
-  # The scale benchmark (levee-bench-scale) goes here, built with the others
-  # above once its target exists; until then it runs only when built.
-  if [ -x build/bench/bench/levee-bench-scale ]; then
-    step "scale"
-    ./build/bench/bench/levee-bench-scale
-  fi
+  step "how the cost grows: the registry at 1k/100k/1M keys, the fleet link at 1/100/1,000 breakers against redis-server (about 4 min, 3 GB)"
+  ./build/bench/bench/levee-bench-scale
 }
 
 # The API reference, from the public headers' comments (docs/Doxyfile): every
@@ -149,6 +146,9 @@ run_tests() {
   ./build/ci-gcc-asan/bench/levee-bench --smoke --benchmark_min_time=0.001 >/dev/null
   # The HTTP client against wrk on its own nginx: about 10 s, no timing checked.
   ./build/ci-gcc-asan/bench/levee-bench-http --smoke >/dev/null
+  # The registry and the fleet link at small sizes, against a private
+  # redis-server: about 2 s, no timing checked.
+  ./build/ci-gcc-asan/bench/levee-bench-scale --smoke >/dev/null
   echo "disk: build/ci-gcc-asan took $(du -sh build/ci-gcc-asan | cut -f1); removed"
   rm -rf build/ci-gcc-asan
 
