@@ -48,12 +48,10 @@ namespace levee::http {
 ///
 /// It follows `basic_upstream::update` (a name watch's lookups included):
 /// once an interval, at a turn of any endpoint's checks, it compares the
-/// endpoints it checks with the upstream's (O(n) for n endpoints). An endpoint that came is checked from one interval
-/// later (so within two intervals and a check's timeout of the update); one
-/// that left is checked
-/// no more, and a check of it that was due ends unsent. Checks follow
-/// endpoints by address: a verdict goes to the endpoint with that address,
-/// whatever its index has become.
+/// endpoints it checks with the upstream's (O(n) for n endpoints). An endpoint that came is checked
+/// from one interval later (so within two intervals and a check's timeout of the update); one that
+/// left is checked no more, and a check of it that was due ends unsent. Checks follow endpoints by
+/// address: a verdict goes to the endpoint with that address, whatever its index has become.
 ///
 /// Pending work: one timer per endpoint, or its check in flight, until
 /// `stop()` or destruction; that is the only pending work of an upstream
