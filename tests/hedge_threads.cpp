@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -173,3 +174,28 @@ TEST_CASE("hedge threads: calls on a 4-thread thread_pool, strands taken from it
   CHECK(m.attempts == m.calls + m.hedges);
 }
 #endif
+
+TEST_CASE("hedge threads: an attempt's executor outlives its call on a thread_pool") {
+  // A thread_pool's strand is too large for an any_io_executor's inline
+  // storage: its copies share one heap object. Giving the call's strand back
+  // to the pool moved it out of that object, and a copy the attempt kept
+  // then held a null strand (a crash when used; review finding).
+  asio::thread_pool pool(1);
+  levee::hedge h(pool, {.max_attempts = 2, .delay = std::chrono::seconds(10)});
+  std::optional<asio::any_io_executor> saved;
+  std::atomic<bool> answered{false}, ran{false};
+  asio::co_spawn(
+      pool.get_executor(),
+      [&]() -> asio::awaitable<void> {
+        auto [ec, v] = co_await h([&]() -> asio::awaitable<std::tuple<ec_t, int>> {
+          saved = co_await asio::this_coro::executor;
+          co_return std::tuple(ec_t(), 7);
+        });
+        answered = !ec && v == 7;
+        asio::post(*saved, [&] { ran = true; });
+      },
+      asio::detached);
+  pool.join();
+  CHECK(answered);
+  CHECK(ran);
+}

@@ -30,6 +30,8 @@ struct is_asio_strand<asio::strand<E>> : std::true_type {};
 /// destroyed, once every attempt has ended: reusing it then serialises
 /// nothing the call still runs (a handler of the old call still unwinding on
 /// it only delays the new call's first step). At most `capacity` are kept.
+/// Work an attempt leaves on its executor after the call (a coroutine it
+/// spawned there) keeps running on that strand, beside later calls given it.
 ///
 /// A service of the context: `shutdown` destroys the idle strands while the
 /// strand service is still alive (a strand's implementation unregisters
@@ -101,10 +103,15 @@ class strand_lease {
   const Executor& get() const noexcept { return ex_; }
 
  private:
+  // A copy goes back, never the strand moved out of `ex`: an any_io_executor
+  // holds a strand too large for its inline storage (a thread_pool's) on the
+  // heap, shared by every copy of it, and the attempts' copies (a timer's, a
+  // coroutine spawned on it) may outlive the call: moved from, they would
+  // hold a null strand.
   template <class Inner>
   static void give_back(void* pool, Executor& ex) noexcept {
-    if (auto* s = ex.template target<asio::strand<Inner>>())
-      static_cast<strand_pool<Inner>*>(pool)->give_back(std::move(*s));
+    if (const auto* s = ex.template target<asio::strand<Inner>>())
+      static_cast<strand_pool<Inner>*>(pool)->give_back(asio::strand<Inner>(*s));
   }
 
   template <class Inner>
