@@ -50,7 +50,9 @@ namespace levee::http {
 /// once an interval, at a turn of any endpoint's checks, it compares the
 /// endpoints it checks with the upstream's (O(n) for n endpoints). An endpoint that came is checked
 /// from one interval later (so within two intervals and a check's timeout of the update); one that
-/// left is checked no more, and a check of it that was due ends unsent. Checks follow endpoints by
+/// left is checked no more once the check has looked (within an interval and a check's timeout
+/// of the update; a check sent before that has its verdict dropped), and a check of it that was
+/// due then ends unsent. Checks follow endpoints by
 /// address: a verdict goes to the endpoint with that address, whatever its index has become.
 ///
 /// Pending work: one timer per endpoint, or its check in flight, until

@@ -149,10 +149,17 @@ class hedge_op
 
   void arm_timer() {
     if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
-    if (!timer_) timer_.emplace(child_ex_);
-    timer_->expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
-    timer_->async_wait(
-        [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+    // On the strand, in a handler: what throws here (the timer's service or
+    // wait op out of memory) must not leave the io_context's run(). The call
+    // goes on without hedges.
+    try {
+      if (!timer_) timer_.emplace(child_ex_);
+      timer_->expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+      timer_->async_wait(
+          [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+    } catch (...) {
+      no_more_ = true;
+    }
   }
 
   void start_attempt() {
