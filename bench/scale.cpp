@@ -58,96 +58,12 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 // ---- allocation counting ------------------------------------------------------
-// As in bench.cpp: every operator new of this program is counted (live bytes
+// bench/counting_new.hpp: every operator new of this program is counted (live bytes
 // requested), so that memory per key is the bytes levee asks for. malloc's own
 // overhead (and the counter's 16-byte header) is not in it: the RSS figures
 // printed next to it include both.
 
-namespace {
-std::atomic<std::int64_t> g_live_bytes{0};
-std::atomic<std::int64_t> g_live_blocks{0};
-
-void* counted_alloc(std::size_t n, std::size_t align) {
-  const std::size_t header = align > 16 ? align : 16;
-  void* raw = align > 16 ? std::aligned_alloc(align, (n + header + align - 1) / align * align)
-                         : std::malloc(n + header);
-  if (!raw) throw std::bad_alloc();
-  std::memcpy(raw, &n, sizeof n);
-  g_live_bytes.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
-  return static_cast<char*>(raw) + header;
-}
-
-void counted_free(void* p, std::size_t align) noexcept {
-  if (!p) return;
-  const std::size_t header = align > 16 ? align : 16;
-  char* raw = static_cast<char*>(p) - header;
-  std::size_t n;
-  std::memcpy(&n, raw, sizeof n);
-  g_live_bytes.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-  g_live_blocks.fetch_sub(1, std::memory_order_relaxed);
-  std::free(raw);
-}
-}  // namespace
-
-void* operator new(std::size_t n) {
-  return counted_alloc(n, 16);
-}
-void* operator new[](std::size_t n) {
-  return counted_alloc(n, 16);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-// The nothrow forms too: a sanitizer's runtime replaces the nothrow new
-// itself, and a block from it must not reach the counted delete.
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(n, 16);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(n, 16);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  counted_free(p, 16);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  counted_free(p, 16);
-}
-void operator delete(void* p) noexcept {
-  counted_free(p, 16);
-}
-void operator delete[](void* p) noexcept {
-  counted_free(p, 16);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  counted_free(p, 16);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  counted_free(p, 16);
-}
-void operator delete(void* p, std::align_val_t a) noexcept {
-  counted_free(p, static_cast<std::size_t>(a));
-}
-void operator delete[](void* p, std::align_val_t a) noexcept {
-  counted_free(p, static_cast<std::size_t>(a));
-}
-void operator delete(void* p, std::size_t, std::align_val_t a) noexcept {
-  counted_free(p, static_cast<std::size_t>(a));
-}
-void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept {
-  counted_free(p, static_cast<std::size_t>(a));
-}
+#include "counting_new.hpp"
 
 namespace {
 
