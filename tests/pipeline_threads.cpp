@@ -35,6 +35,13 @@ asio::awaitable<ec_int> downstream(int i, std::atomic<int>& started) {
   co_return ec_int(boost::system::error_code(), i);
 }
 
+/// Runs `ioc` on 4 threads until its work is done.
+void run_on_4_threads(asio::io_context& ioc) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
+  for (auto& t : threads) t.join();
+}
+
 }  // namespace
 
 TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pipeline][threads]") {
@@ -65,9 +72,7 @@ TEST_CASE("pipeline: 4 threads, every layer at once, the counters add up", "[pip
         },
         asio::detached);
   }
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
-  for (auto& t : threads) t.join();
+  run_on_4_threads(ioc);
 
   REQUIRE(done == calls);
   CHECK(errors == 0);
@@ -112,9 +117,7 @@ TEST_CASE("pipeline: 4 threads, a hedged pipeline: each attempt is one breaker c
         },
         asio::detached);
   }
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
-  for (auto& t : threads) t.join();
+  run_on_4_threads(ioc);
 
   REQUIRE(done == calls);
   const auto m = pipe.metrics();
@@ -197,9 +200,7 @@ TEST_CASE("pipeline: 4 threads, the token forms inside with_deadline race the de
         },
         asio::detached);
   }
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
-  for (auto& t : threads) t.join();
+  run_on_4_threads(ioc);
 
   REQUIRE(done == coroutines);
   CHECK(other == 0);

@@ -30,6 +30,15 @@ outlier_options three_strikes() {
   return o;
 }
 
+/// Picks until endpoint `i` is chosen at `now` (the others released).
+endpoint_choice pick_on(endpoint_set& set, std::chrono::nanoseconds now, std::size_t i) {
+  for (std::uint64_t r = 1;; ++r) {
+    const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
+    if (c.index == i) return c;
+    set.release(c);
+  }
+}
+
 struct harness {
   endpoint_set set;
   std::chrono::nanoseconds now{0};
@@ -244,13 +253,7 @@ TEST_CASE("upstream core: an estimate of 0 still counts the outstanding calls", 
   // calls took 1 ns. An estimate counts as at least 1 ns.
   endpoint_set set(2, three_strikes(), 1s);
   std::chrono::nanoseconds now{0};
-  const auto on = [&](std::size_t i) {
-    for (std::uint64_t r = 1;; ++r) {
-      const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
-      if (c.index == i) return c;
-      set.release(c);
-    }
-  };
+  const auto on = [&](std::size_t i) { return pick_on(set, now, i); };
   set.complete(on(0), outcome::success, now);        // 0 ns
   set.complete(on(1), outcome::success, now + 1ns);  // 1 ns
   REQUIRE(set.view(0).latency == 0ns);
@@ -274,13 +277,7 @@ TEST_CASE("upstream core: a cancelled attempt raises the latency estimate, never
   // `ignored`, and the estimate must still learn it is slow.
   endpoint_set set(3, three_strikes(), 1s);
   std::chrono::nanoseconds now{0};
-  const auto on = [&](std::size_t i) {
-    for (std::uint64_t r = 1;; ++r) {
-      const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
-      if (c.index == i) return c;
-      set.release(c);
-    }
-  };
+  const auto on = [&](std::size_t i) { return pick_on(set, now, i); };
   set.complete(on(0), outcome::success, now + 1ms);
   CHECK(set.view(0).latency == 1ms);
   now += 10ms;
