@@ -269,6 +269,14 @@ TEST_CASE("upstream core: an estimate of 0 still counts the outstanding calls", 
     set.release(c);
   }
   for (const auto& c : held) set.release(c);
+  // The way back: its calls ended, endpoint 0 gets picked again.
+  int zero = 0;
+  for (std::uint64_t r = 1; r <= 20; ++r) {
+    const auto c = set.pick(now, r * 0x9e3779b97f4a7c15ull);
+    zero += c.index == 0;
+    set.release(c);
+  }
+  CHECK(zero > 0);
 }
 
 TEST_CASE("upstream core: a cancelled attempt raises the latency estimate, never lowers it",
