@@ -297,6 +297,47 @@ TEST_CASE("throttle: requests and accepts leave the window as time passes") {
   CHECK(t.try_acquire());
 }
 
+TEST_CASE("throttle: admission without the lock ends when an old bucket's accepts expire") {
+  // While the probability is 0 a call is let through without the window's
+  // lock, until the end of the newest bucket (docs/shedding.md, "Cost, threads, idle").
+  // Here the probability rises with no call ending: only the expiry of the
+  // oldest bucket's accepts raises it, and the next requests must see it.
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc, {.k = 2.0,
+                   .window = 10s,
+                   .buckets = 10,
+                   .minimum_requests = 0,
+                   .max_rejection_probability = 1.0});
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(t.try_acquire());
+    t.record(levee::outcome::success);
+  }
+  vclock::advance(5s);
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(t.try_acquire());  // 200 requests, 100 accepts: p = 0
+    t.record(levee::outcome::failure);
+  }
+  for (int i = 0; i < 50; ++i) REQUIRE(t.try_acquire());  // in flight; p stays 0
+  vclock::advance(5s);  // the first bucket (100 accepts) leaves the window
+  int rejected = 0;
+  for (int i = 0; i < 40; ++i) rejected += t.try_acquire() ? 0 : 1;
+  CHECK(rejected >= 30);  // p = 100 / 101 for the first, more after each rejection
+  const auto m = t.metrics();
+  CHECK(m.accepts == 0);
+  CHECK(m.requests == 100 + static_cast<std::uint64_t>(rejected));
+  CHECK(m.rejected == static_cast<std::uint64_t>(rejected));
+  CHECK(m.admitted == 250 + static_cast<std::uint64_t>(40 - rejected));
+  // The way back: accepts return and the probability falls to 0 again.
+  for (int i = 0; i < 50; ++i) t.record(levee::outcome::success);
+  vclock::advance(10s);
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(t.try_acquire());
+    t.record(levee::outcome::success);
+  }
+  CHECK(t.metrics().rejection_probability == 0);
+}
+
 TEST_CASE("throttle: invalid options name the member") {
   asio::io_context ioc;
   auto rejects = [&](levee::throttle_options o, const char* member) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace levee::detail {
@@ -43,6 +44,8 @@ class throttle_window {
   };
   void advance(std::int64_t now) noexcept;  // under lock_
   double probability() const noexcept;      // under lock_, after advance
+  // Under lock_, after the sums or the cursor changed: `p` is probability().
+  void refresh_admit_until(double p) noexcept;
 
   throttle_options options_;
   std::int64_t width_ns_;
@@ -52,6 +55,12 @@ class throttle_window {
   std::uint64_t requests_ = 0;  // sums over the ring
   std::uint64_t accepts_ = 0;
   splitmix64 random_;
+  // The fast path (issue 23): while the probability is 0, a request before
+  // this time (the end of the newest bucket, as of the last change to the
+  // sums) is let through without the lock. Only the sums (changed under
+  // lock_, which refreshes this) and the ring's expiry (at the next bucket,
+  // never before this time) change the probability. INT64_MIN: take the lock.
+  std::atomic<std::int64_t> admit_until_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<std::uint64_t> admitted_{0};
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> accepted_{0};

@@ -7,6 +7,7 @@
 #include <levee/limit/throttle_options.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <ostream>
 
 namespace levee {
@@ -76,23 +77,45 @@ double throttle_window::probability() const noexcept {
   return std::clamp(p, 0.0, options_.max_rejection_probability);
 }
 
+void throttle_window::refresh_admit_until(double p) noexcept {
+  constexpr auto lowest = std::numeric_limits<std::int64_t>::min();
+  std::int64_t until = lowest;
+  if (p <= 0) {
+    // The start of the bucket after the head: saturated (a far-future clock
+    // keeps the fast path; a far-past one loses it, which is only slower).
+    std::int64_t next = 0;
+    if (__builtin_add_overflow(cursor_.head, 1, &next) ||
+        __builtin_mul_overflow(next, width_ns_, &until))
+      until = next > 0 ? std::numeric_limits<std::int64_t>::max() : lowest;
+  }
+  admit_until_.store(until, std::memory_order_relaxed);
+}
+
 bool throttle_window::request(std::int64_t now) noexcept {
+  // Lock-free while nothing could be rejected: the probability was 0 at the
+  // last change to the window, and no bucket has expired since.
+  if (now < admit_until_.load(std::memory_order_relaxed)) {
+    admitted_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   throttle_event e;
   {
     spin_guard g(lock_);
     advance(now);
     const double p = probability();
+    refresh_admit_until(p);
     if (p <= 0 || random_.unit() >= p) {
       admitted_.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
     ++ring_[cursor_.pos].requests;  // a late request counts in the newest bucket
-    ++requests_;
+    ++requests_;                    // p > 0 stays so: admit_until_ is already INT64_MIN
     e.probability = p;
     e.requests = requests_;
     e.accepts = accepts_;
+    // Written under the lock only: no locked instruction.
+    rejected_.store(rejected_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
-  rejected_.fetch_add(1, std::memory_order_relaxed);
   if (events_.wants(throttle_event_kind::rejected)) {  // built and posted outside the lock
     e.when = std::chrono::system_clock::now();
     events_.emit(e);
@@ -110,8 +133,11 @@ void throttle_window::finish(std::int64_t now, outcome o) noexcept {
     ++requests_;
     ring_[cursor_.pos].accepts += accepted;
     accepts_ += accepted;
+    refresh_admit_until(probability());
+    // Written under the lock only: no locked instruction.
+    if (accepted)
+      accepted_.store(accepted_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
-  if (accepted) accepted_.fetch_add(1, std::memory_order_relaxed);
 }
 
 throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
@@ -122,6 +148,7 @@ throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
     m.requests = requests_;
     m.accepts = accepts_;
     m.rejection_probability = probability();
+    refresh_admit_until(m.rejection_probability);
   }
   m.admitted = admitted_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
