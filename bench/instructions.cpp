@@ -3,12 +3,13 @@
 // of different lengths so that start-up cancels out. Unlike nanoseconds on a
 // shared virtual machine, the count is the same on every run.
 //
-//   levee-bench-instructions bare|floor|guarded|listened|count N
+//   levee-bench-instructions bare|floor|guarded|listened|count|throttle N
 //
 // `listened` is `guarded` with a listener for transitions: the instructions it
 // adds are what an idle listener costs every call (none expected). `count` is
 // `guarded` with a count window (`window_type = window_kind::count`), as
-// `closed/guarded_count_window` in bench.cpp.
+// `closed/guarded_count_window` in bench.cpp. `throttle` is `guarded` inside a
+// `levee::throttle` (default options), as `closed/guarded_throttle`.
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -34,7 +35,7 @@ asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count N\n", argv[0]);
+    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count|throttle N\n", argv[0]);
     return 2;
   }
   const char* mode = argv[1];
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   levee::breaker_options options;
   if (!std::strcmp(mode, "count")) options.window_type = levee::window_kind::count;
   levee::circuit_breaker breaker(ioc, options);
+  levee::throttle throttle(ioc);
   long transitions = 0;
   if (!std::strcmp(mode, "listened"))
     breaker.listen(levee::transition_events, [&](const levee::breaker_event&) { ++transitions; });
@@ -53,6 +55,8 @@ int main(int argc, char** argv) {
         int x = 0;
         if (!std::strcmp(mode, "bare")) {
           for (long i = 0; i < n; ++i) x = co_await trivial(x);
+        } else if (!std::strcmp(mode, "throttle")) {
+          for (long i = 0; i < n; ++i) x = co_await throttle(breaker(trivial(x)));
         } else if (!std::strcmp(mode, "floor")) {
           for (long i = 0; i < n; ++i) x = co_await wrapper_only(trivial(x));
         } else {
