@@ -32,6 +32,35 @@
 
 namespace levee {
 
+namespace detail {
+
+/// How many breakers a registry at `max_breakers` samples to choose the one a
+/// new key evicts (see \ref basic_breaker_registry).
+inline constexpr std::size_t registry_victim_sample = 16;
+/// The most entries an idle sweep examines in one hold of the registry's lock.
+inline constexpr std::size_t registry_sweep_batch = 256;
+
+/// The work a registry's eviction did, counted for levee's tests (not an
+/// interface): entries examined to choose victims at `max_breakers`, and the
+/// most entries one idle sweep examined under one hold of the registry's lock.
+struct registry_work {
+  std::atomic<std::uint64_t> victim_searches{0};      ///< victims looked for at the bound
+  std::atomic<std::uint64_t> victim_examined{0};      ///< entries examined for them
+  std::atomic<std::uint64_t> sweep_holds{0};          ///< lock holds of the idle sweeps
+  std::atomic<std::uint64_t> sweep_most_per_hold{0};  ///< most entries examined in one hold
+  /// Records one lock hold of a sweep that examined `n` entries.
+  /// \param n The entries examined.
+  void sweep_hold(std::uint64_t n) noexcept {
+    sweep_holds.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t most = sweep_most_per_hold.load(std::memory_order_relaxed);
+    while (n > most &&
+           !sweep_most_per_hold.compare_exchange_weak(most, n, std::memory_order_relaxed)) {
+    }
+  }
+};
+
+}  // namespace detail
+
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
 /// idle, at most `max_breakers` of them. Every member function is thread-safe.
@@ -241,6 +270,9 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   /// a breaker the registry does not keep.
   /// \return the count since construction.
   std::uint64_t overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
+  /// \return the work its eviction did so far, for levee's tests (not an
+  /// interface).
+  const detail::registry_work& detail_work() const noexcept { return work_; }
 
   /// Every breaker's metrics.
   /// \return a snapshot of each breaker it keeps, sorted by name (a stable
@@ -358,6 +390,8 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // Under the unique lock: the evictable entry with the oldest time of use.
   auto least_recently_used() {
     auto victim = entries_.end();
+    work_.victim_searches.fetch_add(1, std::memory_order_relaxed);
+    work_.victim_examined.fetch_add(entries_.size(), std::memory_order_relaxed);
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (!evictable(it->second)) continue;
       if (victim == entries_.end() || it->second.last_used.load(std::memory_order_relaxed) <
@@ -387,6 +421,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   std::atomic<std::int64_t> last_sweep_;
   std::atomic<std::uint64_t> evictions_{0};
   std::atomic<std::uint64_t> overflows_{0};
+  detail::registry_work work_;
 };
 
 /// The steady_clock registry.

@@ -33,6 +33,7 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
         ++it;
       }
     }
+    work_.sweep_hold(entries_.size() + evicted.size());
   }
   evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
   return evicted.size();
