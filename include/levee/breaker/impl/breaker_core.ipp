@@ -23,9 +23,15 @@ constexpr std::uint64_t pow10(unsigned n) noexcept {
   return p;
 }
 std::atomic<std::uint64_t> hardware_reads{0};
+// Read once per process (a function-local static: thread-safe): glibc reads
+// /sys/devices/system/cpu/online on every call, about half of what making a
+// breaker cost (bench/README.md, "The registry").
 unsigned hardware_threads() noexcept {
-  hardware_reads.fetch_add(1, std::memory_order_relaxed);
-  return std::thread::hardware_concurrency();
+  static const unsigned n = [] {
+    hardware_reads.fetch_add(1, std::memory_order_relaxed);
+    return std::thread::hardware_concurrency();
+  }();
+  return n;
 }
 }  // namespace
 
