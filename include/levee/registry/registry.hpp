@@ -412,7 +412,8 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
 
   // Under the unique lock: a new entry, also at the end of slots_.
   typename map_type::iterator insert_entry(std::string_view key, guard_set g, std::int64_t t) {
-    slots_.reserve(slots_.size() + 1);  // so that push_back cannot throw below
+    if (slots_.size() == slots_.capacity())  // so that push_back cannot throw below
+      slots_.reserve(std::max<std::size_t>(16, 2 * slots_.size()));  // geometric
     auto it = entries_.emplace(std::string(key), entry{std::move(g), t}).first;
     it->second.index = slots_.size();
     slots_.push_back(&*it);
