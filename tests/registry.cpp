@@ -375,3 +375,69 @@ TEST_CASE("registry: a listener on its own executor and the way back after unlis
   run(ioc, (*r.get("b:80"))(failing()));
   CHECK(calls == 1);
 }
+
+// Issue 23, "how the cost grows": the cost of eviction is counted in entries
+// examined, not timed.
+
+TEST_CASE("registry: making breakers asks for the number of hardware threads once per process") {
+  virtual_time vt;
+  asio::io_context ioc;
+  registry r(ioc);
+  r.get("first:80");  // the shard count: read by now, whichever test ran first
+  const auto reads = levee::detail::hardware_concurrency_reads();
+  for (int i = 0; i < 10; ++i) r.get(std::to_string(i) + ":80");
+  CHECK(levee::detail::hardware_concurrency_reads() == reads);
+  CHECK(reads == 1);
+}
+
+TEST_CASE(
+    "registry: at max_breakers a new key examines a sample of the breakers, not all of them, "
+    "and evicts the oldest of its sample") {
+  virtual_time vt;
+  asio::io_context ioc;
+  constexpr int n = 2000;
+  registry r(ioc, {.idle_timeout = 0s, .max_breakers = n});  // no idle sweep
+  for (int i = 0; i < n; ++i) {
+    r.get(std::to_string(i));  // key i last used at i seconds
+    vclock::advance(1s);
+  }
+  const auto& work = r.detail_work();
+  const auto searches = work.victim_searches.load();
+  const auto examined = work.victim_examined.load();
+  constexpr int extra = 100;
+  for (int i = 0; i < extra; ++i) r.get("new" + std::to_string(i));
+  CHECK(r.size() == n);
+  CHECK(r.evictions() == extra);
+  CHECK(work.victim_searches.load() - searches == extra);
+  // Every breaker is evictable: one sample each, not the whole registry.
+  CHECK(work.victim_examined.load() - examined == extra * levee::detail::registry_victim_sample);
+  // The victims are old: none of the 1000 most recently used breakers went
+  // (the oldest of 16 drawn at random: in the newer half with probability
+  // 2^-16; the draws are deterministic).
+  std::vector<std::string> kept;
+  for (const auto& m : r.metrics()) kept.push_back(m.name);
+  for (int i = n / 2; i < n; ++i)
+    CHECK(std::binary_search(kept.begin(), kept.end(), std::to_string(i)));
+}
+
+TEST_CASE("registry: the idle sweep examines at most a batch of breakers per hold of its lock") {
+  virtual_time vt;
+  asio::io_context ioc;
+  constexpr int n = 3000;
+  registry r(ioc, {.idle_timeout = 10min, .max_breakers = n});
+  std::vector<std::shared_ptr<registry::breaker_type>> held;
+  for (int i = 0; i < n; ++i) {
+    auto b = r.get(std::to_string(i));
+    if (i % 10 == 0) held.push_back(std::move(b));
+  }
+  vclock::advance(11min);
+  const auto& work = r.detail_work();
+  const auto holds = work.sweep_holds.load();
+  CHECK(r.evict_idle() == n - n / 10);  // the same as before: all idle, unheld ones
+  CHECK(r.size() == n / 10);
+  CHECK(work.sweep_most_per_hold.load() <= levee::detail::registry_sweep_batch);
+  CHECK(work.sweep_holds.load() - holds >= n / levee::detail::registry_sweep_batch);
+  held.clear();
+  CHECK(r.evict_idle() == n / 10);
+  CHECK(r.size() == 0);
+}

@@ -128,3 +128,35 @@ TEST_CASE(
   CHECK(steady.breaker_events.load() > 0);
   for (const auto& key : kept) CHECK(steady.by_key.count(key) == 1);
 }
+
+TEST_CASE(
+    "registry threads: the idle sweep, in batches, evicts every idle key while 3 threads add, "
+    "get and remove others") {
+  using registry = levee::basic_breaker_registry<vclock>;
+  virtual_time vt;
+  asio::io_context ioc;  // the breakers' executor; nothing runs on it
+  constexpr int old_keys = 3000;
+  constexpr int new_keys = 1500;  // per thread
+  registry r(ioc, {.idle_timeout = 10min, .max_breakers = 100000});
+  for (int i = 0; i < old_keys; ++i) r.get(std::to_string(i));
+  vclock::advance(11min);  // every key so far idle; the threads' first gets sweep too
+
+  std::vector<std::thread> users;
+  users.emplace_back([&] { r.evict_idle(); });
+  for (int t = 1; t < threads; ++t) {
+    users.emplace_back([&r, t] {
+      for (int i = 0; i < new_keys; ++i) {
+        const std::string key = std::to_string(t) + "/" + std::to_string(i);
+        r.get(key);
+        if (i % 2 == 0) r.remove(key);  // entries move while the sweeps run
+      }
+    });
+  }
+  for (auto& u : users) u.join();
+
+  // Whichever sweep evicted them, every idle key went and no new one did.
+  CHECK(r.evictions() == old_keys);
+  CHECK(r.size() == (threads - 1) * new_keys / 2);
+  for (const auto& m : r.metrics()) CHECK(m.name.find('/') != std::string::npos);
+  CHECK(r.detail_work().sweep_most_per_hold.load() <= levee::detail::registry_sweep_batch);
+}

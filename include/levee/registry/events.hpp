@@ -26,7 +26,7 @@ namespace levee {
 /// those of `event_kind`, for the same `event_mask`.
 enum class registry_event_kind : std::uint32_t {
   added = 128,    ///< the registry created a breaker for the key and keeps it
-  evicted = 256,  ///< it evicted the key's breaker (idle, or least recently used at the bound)
+  evicted = 256,  ///< it evicted the key's breaker (idle, or chosen at the bound)
   removed = 512,  ///< `remove(key)` dropped the key's breaker
 };
 // New options (`set_options`, `remove_options`, `reconfigure`) replace no

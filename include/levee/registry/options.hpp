@@ -39,8 +39,10 @@ struct registry_options {
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(10);
   /// The most breakers the registry keeps (keys may come from URL hosts: an
   /// unbounded registry is a memory and a scrape-size risk). When a new key
-  /// arrives at the bound, the least recently used breaker that nobody holds
-  /// (and no operator set) is evicted; if every breaker is held, the new key
+  /// arrives at the bound, a breaker that nobody holds (and no operator set)
+  /// is evicted: the least recently used of a sample of 16, in constant time
+  /// (exactly the least recently used up to 16 breakers; see
+  /// \ref basic_breaker_registry); if every breaker is held, the new key
   /// gets a breaker of its own that the registry does not keep (it guards the
   /// caller's call with no shared history: counted by `overflows()`). >= 1.
   std::size_t max_breakers = 1000;

@@ -32,6 +32,35 @@
 
 namespace levee {
 
+namespace detail {
+
+/// How many breakers a registry at `max_breakers` samples to choose the one a
+/// new key evicts (see \ref basic_breaker_registry).
+inline constexpr std::size_t registry_victim_sample = 16;
+/// The most entries an idle sweep examines in one hold of the registry's lock.
+inline constexpr std::size_t registry_sweep_batch = 256;
+
+/// The work a registry's eviction did, counted for levee's tests (not an
+/// interface): entries examined to choose victims at `max_breakers`, and the
+/// most entries one idle sweep examined under one hold of the registry's lock.
+struct registry_work {
+  std::atomic<std::uint64_t> victim_searches{0};      ///< victims looked for at the bound
+  std::atomic<std::uint64_t> victim_examined{0};      ///< entries examined for them
+  std::atomic<std::uint64_t> sweep_holds{0};          ///< lock holds of the idle sweeps
+  std::atomic<std::uint64_t> sweep_most_per_hold{0};  ///< most entries examined in one hold
+  /// Records one lock hold of a sweep that examined `n` entries.
+  /// \param n The entries examined.
+  void sweep_hold(std::uint64_t n) noexcept {
+    sweep_holds.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t most = sweep_most_per_hold.load(std::memory_order_relaxed);
+    while (n > most &&
+           !sweep_most_per_hold.compare_exchange_weak(most, n, std::memory_order_relaxed)) {
+    }
+  }
+};
+
+}  // namespace detail
+
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
 /// idle, at most `max_breakers` of them. Every member function is thread-safe.
@@ -43,10 +72,28 @@ namespace levee {
 /// (FORCED_OPEN, DISABLED, METRICS_ONLY: an idle sweep must not undo them).
 /// `get` writes the time of use only when it moved by more than
 /// `idle_timeout / 64` (a shared write on every `get` would be contended), so
-/// an eviction may come up to that much later, never sooner. At
-/// `max_breakers`, a new key evicts the least recently used evictable breaker
-/// (by that same time of use) whatever its idle time; see
-/// `registry_options::max_breakers` for when there is none.
+/// an eviction may come up to that much later, never sooner.
+///
+/// At `max_breakers`, a new key evicts an evictable breaker (nobody holds it,
+/// no operator chose its state) whatever its idle time, chosen in constant
+/// time by that same time of use, an approximation of the least recently
+/// used one (docs/observability.md, "Which breaker a new key evicts"): with
+/// at most 16 breakers (`detail::registry_victim_sample`), exactly the least
+/// recently used evictable one; with more, the least recently used evictable
+/// one of 16 drawn at random (uniformly, with replacement, fixed seed), so it
+/// was used no more recently than any other breaker drawn; when none of those
+/// is evictable, the first evictable one going round the registry from where
+/// the previous such search stopped. So a new key is given a breaker the
+/// registry does not keep only when none is evictable (see
+/// `registry_options::max_breakers`). A new key examines 16 breakers, plus
+/// the held or set ones passed going round; `get` of an existing key takes no
+/// part in it (no write beyond its time of use).
+///
+/// A sweep examines at most 256 breakers per hold of the registry's lock
+/// (`detail::registry_sweep_batch`) and releases it between batches, so a
+/// concurrent `get` waits for one batch at most; it evicts every breaker that
+/// was idle when the sweep started and is evictable when examined, each
+/// breaker that exists throughout the sweep being examined at least once.
 ///
 /// A breaker the registry replaces (`remove`, eviction) starts from zero: its
 /// counters restart (Prometheus sees a counter reset) and its listeners stay
@@ -143,17 +190,17 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     auto it = entries_.find(key);
     if (it == entries_.end()) {
       if (entries_.size() >= options_.max_breakers) {
-        auto victim = least_recently_used();
-        if (victim == entries_.end()) {
+        slot* victim = choose_victim();
+        if (!victim) {
           overflows_.fetch_add(1, std::memory_order_relaxed);
           return make(key, resolve(key));  // under the lock: resolve points into options_
         }
         this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
         evicted = std::move(victim->second.guards);
-        entries_.erase(victim);
+        erase_entry(victim);
         evictions_.fetch_add(1, std::memory_order_relaxed);
       }
-      it = entries_.emplace(std::string(key), entry{make(key, resolve(key)), {t}}).first;
+      it = insert_entry(key, make(key, resolve(key)), t);
       this->added(it->first, it->second.guards.breaker);
     }
     return touch(it->second, t);
@@ -192,8 +239,9 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   bool remove_options(std::string_view key);
 
   /// Replaces all of the registry's options: defaults, limits, overrides,
-  /// `idle_timeout` and `max_breakers` (a lower bound evicts the least
-  /// recently used breakers that nobody holds until it is met). Every
+  /// `idle_timeout` and `max_breakers` (a lower bound evicts breakers that
+  /// nobody holds, each chosen as for a new key at the bound, until it is
+  /// met). Every
   /// breaker and limit that exists gets its new options in place, windows
   /// kept. To change the defaults only: `auto o = r.options(); o.defaults =
   /// ...; r.reconfigure(o);`. Breakers given out past a full registry
@@ -220,7 +268,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     if (it == entries_.end()) return false;
     this->dropped(registry_event_kind::removed, it->first, it->second.guards.breaker);
     gone = std::move(it->second.guards);
-    entries_.erase(it);
+    erase_entry(it);
     return true;
   }
 
@@ -234,13 +282,16 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     return entries_.size();
   }
 
-  /// Breakers evicted so far (idle, or the least recently used at the bound).
+  /// Breakers evicted so far (idle, or chosen for a new key at the bound).
   /// \return the count since construction.
   std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
   /// Calls of `get` that found the registry full of held breakers and returned
   /// a breaker the registry does not keep.
   /// \return the count since construction.
   std::uint64_t overflows() const noexcept { return overflows_.load(std::memory_order_relaxed); }
+  /// \return the work its eviction did so far, for levee's tests (not an
+  /// interface).
+  const detail::registry_work& detail_work() const noexcept { return work_; }
 
   /// Every breaker's metrics.
   /// \return a snapshot of each breaker it keeps, sorted by name (a stable
@@ -301,9 +352,13 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   struct entry {
     guard_set guards;
     std::atomic<std::int64_t> last_used;  // Clock ticks (nanoseconds)
+    std::size_t index = 0;                // its place in slots_, under the unique lock
     entry(guard_set g, std::int64_t t) : guards(std::move(g)), last_used(t) {}
-    entry(entry&& o) noexcept : guards(std::move(o.guards)), last_used(o.last_used.load()) {}
+    entry(entry&& o) noexcept
+        : guards(std::move(o.guards)), last_used(o.last_used.load()), index(o.index) {}
   };
+  using map_type = std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>>;
+  using slot = typename map_type::value_type;  // a node of entries_: its address is stable
 
   // A key's options, as the rules of registry_options::overrides resolve them.
   struct resolved {
@@ -355,16 +410,64 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
   }
 
-  // Under the unique lock: the evictable entry with the oldest time of use.
-  auto least_recently_used() {
-    auto victim = entries_.end();
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (!evictable(it->second)) continue;
-      if (victim == entries_.end() || it->second.last_used.load(std::memory_order_relaxed) <
-                                          victim->second.last_used.load(std::memory_order_relaxed))
-        victim = it;
+  // Under the unique lock: a new entry, also at the end of slots_.
+  typename map_type::iterator insert_entry(std::string_view key, guard_set g, std::int64_t t) {
+    if (slots_.size() == slots_.capacity())  // so that push_back cannot throw below
+      slots_.reserve(std::max<std::size_t>(16, 2 * slots_.size()));  // geometric
+    auto it = entries_.emplace(std::string(key), entry{std::move(g), t}).first;
+    it->second.index = slots_.size();
+    slots_.push_back(&*it);
+    return it;
+  }
+
+  // Under the unique lock: removes an entry; the last of slots_ takes its place.
+  void erase_entry(typename map_type::iterator it) {
+    const std::size_t i = it->second.index;
+    slots_[i] = slots_.back();
+    slots_[i]->second.index = i;
+    slots_.pop_back();
+    entries_.erase(it);
+  }
+  void erase_entry(slot* s) { erase_entry(entries_.find(s->first)); }
+
+  // Under the unique lock: the entry a new key at max_breakers evicts, null
+  // when none is evictable. Up to registry_victim_sample entries: all of them;
+  // above, that many drawn at random (with replacement), the least recently
+  // used evictable one of them; when the draw found none evictable, the first
+  // evictable one from where the last such search stopped (round robin).
+  slot* choose_victim() {
+    const std::size_t n = slots_.size();
+    slot* victim = nullptr;
+    std::size_t examined = 0;
+    auto consider = [&](slot* s) {
+      ++examined;
+      if (!evictable(s->second)) return;
+      if (!victim || s->second.last_used.load(std::memory_order_relaxed) <
+                         victim->second.last_used.load(std::memory_order_relaxed))
+        victim = s;
+    };
+    if (n <= detail::registry_victim_sample) {
+      for (slot* s : slots_) consider(s);
+    } else {
+      for (std::size_t k = 0; k < detail::registry_victim_sample; ++k)
+        consider(slots_[next_random() % n]);
+      for (std::size_t k = 0; !victim && k < n; ++k) {
+        hand_ = hand_ + 1 < n ? hand_ + 1 : 0;
+        consider(slots_[hand_]);
+      }
     }
+    work_.victim_searches.fetch_add(1, std::memory_order_relaxed);
+    work_.victim_examined.fetch_add(examined, std::memory_order_relaxed);
     return victim;
+  }
+
+  // splitmix64, under the unique lock: the sample's draws (fixed seed, so that
+  // a registry's evictions are reproducible).
+  std::uint64_t next_random() noexcept {
+    std::uint64_t z = (random_ += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
   }
 
   void maybe_sweep(std::int64_t t) {
@@ -382,11 +485,15 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   std::atomic<std::int64_t> idle_timeout_;   // options_.idle_timeout, read without the lock
   mutable std::shared_mutex entries_mutex_;  // entries_ and options_
   std::mutex reconfigure_mutex_;             // one reconfiguration at a time
-  std::unordered_map<std::string, entry, detail::string_hash, std::equal_to<>> entries_;
+  map_type entries_;                         // under entries_mutex_
+  std::vector<slot*> slots_;                 // every node of entries_, in no order
+  std::size_t hand_ = 0;                     // choose_victim's round robin, in slots_
+  std::uint64_t random_ = 0;                 // next_random's state
   std::atomic<std::uint64_t> reconfigurations_{0};
   std::atomic<std::int64_t> last_sweep_;
   std::atomic<std::uint64_t> evictions_{0};
   std::atomic<std::uint64_t> overflows_{0};
+  detail::registry_work work_;
 };
 
 /// The steady_clock registry.

@@ -4,6 +4,7 @@
 #include <levee/breaker/detail/breaker_core.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -21,7 +22,22 @@ constexpr std::uint64_t pow10(unsigned n) noexcept {
   while (n-- > 0) p *= 10;
   return p;
 }
+std::atomic<std::uint64_t> hardware_reads{0};
+// Read once per process (a function-local static: thread-safe): glibc reads
+// /sys/devices/system/cpu/online on every call, about half of what making a
+// breaker cost (bench/README.md, "The registry").
+unsigned hardware_threads() noexcept {
+  static const unsigned n = [] {
+    hardware_reads.fetch_add(1, std::memory_order_relaxed);
+    return std::thread::hardware_concurrency();
+  }();
+  return n;
+}
 }  // namespace
+
+std::uint64_t hardware_concurrency_reads() noexcept {
+  return hardware_reads.load(std::memory_order_relaxed);
+}
 
 decimal_ratio decimal_ratio::from_double(double threshold) noexcept {
   // The shortest round-trip representation, in fixed notation: "1", "0.28",
@@ -61,7 +77,7 @@ breaker_core::breaker_core(const breaker_options& o, unsigned shards)
       consecutive_limit_(o.consecutive_failures),
       options_(new breaker_options(o)),
       rng_{o.jitter_seed != 0 ? o.jitter_seed : random_seed()} {
-  if (shards == 0) shards = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+  if (shards == 0) shards = std::clamp(hardware_threads(), 1u, 4u);
   shards = std::min(shards, 1024u);
   std::size_t n = 1;
   while (n < shards) n <<= 1;

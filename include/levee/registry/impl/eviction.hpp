@@ -3,6 +3,7 @@
 
 #include <levee/core/detail/saturating.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <vector>
@@ -10,7 +11,16 @@
 namespace levee {
 
 // Evicts what has been idle for idle_timeout (plus the slack of the time of
-// use) and that nobody holds; the guards are destroyed outside the lock.
+// use) at `t` and that nobody holds; the guards are destroyed outside the lock.
+//
+// Incremental: at most detail::registry_sweep_batch entries per hold of the
+// lock, so that a get waits for one batch at most, not for the whole map.
+// slots_ is walked from its end down to 0, the lock released between batches.
+// Meanwhile new entries go to the end (behind the cursor: new, not idle) and
+// an erase moves the last slot into the erased one: an entry already examined
+// (or new) may move in front of the cursor and be examined again, never one
+// not yet examined behind it. So every entry that exists from the start to
+// the end of the sweep is examined, as by the single pass before.
 template <class Clock, class WaitTraits>
 std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
   if (never_idle()) return 0;
@@ -18,24 +28,35 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
   const auto limit = detail::saturating_add(
       std::chrono::nanoseconds(idle_timeout_.load(std::memory_order_relaxed)),
       std::chrono::nanoseconds(slack()));
-  std::vector<guard_set> evicted;  // destroyed outside the lock
-  {
-    std::unique_lock g(entries_mutex_);
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      entry& e = it->second;
-      const auto last = e.last_used.load(std::memory_order_relaxed);
-      const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
-      if (idle && evictable(e)) {
-        this->dropped(registry_event_kind::evicted, it->first, e.guards.breaker);
-        evicted.push_back(std::move(e.guards));
-        it = entries_.erase(it);
-      } else {
-        ++it;
+  std::size_t total = 0;
+  std::size_t cursor = static_cast<std::size_t>(-1);  // the first hold starts at the end
+  bool done = false;
+  while (!done) {
+    std::vector<guard_set> evicted;  // destroyed outside the lock
+    {
+      std::unique_lock g(entries_mutex_);
+      cursor = std::min(cursor, slots_.size());
+      std::size_t examined = 0;
+      while (cursor > 0 && examined < detail::registry_sweep_batch) {
+        --cursor;
+        ++examined;
+        slot* s = slots_[cursor];
+        entry& e = s->second;
+        const auto last = e.last_used.load(std::memory_order_relaxed);
+        const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
+        if (idle && evictable(e)) {
+          this->dropped(registry_event_kind::evicted, s->first, e.guards.breaker);
+          evicted.push_back(std::move(e.guards));
+          erase_entry(s);  // the last slot (examined, or new) comes to `cursor`
+        }
       }
+      work_.sweep_hold(examined);
+      done = cursor == 0;
     }
+    evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
+    total += evicted.size();
   }
-  evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
-  return evicted.size();
+  return total;
 }
 
 }  // namespace levee

@@ -81,11 +81,11 @@ void basic_breaker_registry<Clock, WaitTraits>::apply(Change&& change, const std
     // A lower bound first, before the copies below make every breaker held.
     // Only reconfigure() lowers it, with `touched` null: `before` is empty.
     while (entries_.size() > options_.max_breakers) {
-      auto victim = least_recently_used();
-      if (victim == entries_.end()) break;
+      slot* victim = choose_victim();
+      if (!victim) break;
       this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
       dropped.push_back(std::move(victim->second.guards));
-      entries_.erase(victim);
+      erase_entry(victim);
       evictions_.fetch_add(1, std::memory_order_relaxed);
     }
     std::size_t i = 0;
