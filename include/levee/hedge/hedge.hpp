@@ -4,6 +4,7 @@
 #pragma once
 
 #include <levee/core/detail/result_shape.hpp>
+#include <levee/core/listenable.hpp>
 #include <levee/hedge/detail/hedge_op.hpp>
 #include <levee/hedge/detail/hedge_state.hpp>
 #include <levee/hedge/options.hpp>
@@ -138,6 +139,10 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// before the delay allocates nothing once warm (its state from Asio's
 /// recycling allocator).
 ///
+/// Events (`listen`, from `listenable`): `hedge_event_kind` bits,
+/// `all_hedge_events`. While nobody listens the call path pays one relaxed
+/// load when a hedge is due or wins; a listener costs a post per event.
+///
 /// Idle: no pending work. The delay timer lives in the call, is made only
 /// when an attempt did not answer at once, and is cancelled as soon as the
 /// call is decided.
@@ -145,7 +150,7 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// `Clock` times the delay, the latency and the windows (`manual_clock` in
 /// tests). `hedge` is the steady_clock hedge.
 template <class Clock = std::chrono::steady_clock>
-class basic_hedge {
+class basic_hedge : public listenable<basic_hedge<Clock>, hedge_event> {
  public:
   using clock_type = Clock;                            ///< the delays' clock
   using executor_type = boost::asio::any_io_executor;  ///< the token form's
@@ -174,32 +179,6 @@ class basic_hedge {
   const hedge_options& options() const noexcept { return state_->options(); }
   /// \return the counters and the current delay.
   hedge_metrics metrics() const noexcept { return state_->metrics(detail::hedge_now<Clock>()); }
-
-  /// Adds a listener for the events in `mask` (`hedge_event_kind` bits,
-  /// `all_hedge_events`), run on the hedge's executor: a posted copy of each
-  /// event, never inside the hedge, in the order the hedge emitted them when
-  /// that executor runs handlers in order. Cost: nothing on the call path
-  /// while nobody listens (one relaxed load when a hedge is due or wins); a
-  /// listener costs a post per event.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn) {
-    return state_->events.listen(mask, std::move(fn), executor_);
-  }
-  /// As `listen(mask, fn)`, the listener run on `ex`.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \param ex Where it runs.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn,
-                       executor_type ex) {
-    return state_->events.listen(mask, std::move(fn), std::move(ex));
-  }
-  /// Removes a listener: no event is posted to it after this returns (events
-  /// already posted are still delivered).
-  /// \param id What `listen` returned; an unknown id does nothing.
-  void unlisten(std::uint64_t id) { state_->events.unlisten(id); }
 
   /// A hedged call. `factory` is called once per attempt (on a strand of the
   /// awaiting coroutine's executor) and returns a fresh
@@ -287,6 +266,9 @@ class basic_hedge {
   }
 
  private:
+  friend class listenable<basic_hedge<Clock>, hedge_event>;
+  detail::event_hub<hedge_event>& listeners() const noexcept { return state_->events; }
+
   executor_type executor_;
   std::shared_ptr<detail::hedge_state> state_;
 };
