@@ -71,6 +71,18 @@ struct hedge_attempts {
   }
 };
 
+/// Whether a hedged call can keep its state to one thread when its attempts'
+/// awaitables are on `Executor`: a strand is used as it is; a type that can
+/// hold a strand (`any_io_executor`) gets one of the caller's executor. A
+/// concrete executor that is neither (`io_context::executor_type`,
+/// `thread_pool::executor_type`) runs the attempts' handlers on any thread of
+/// its context: the call's state and the cancellation emitted into a loser
+/// would race (docs/hedging.md, "Executors").
+template <class Executor>
+inline constexpr bool hedge_can_serialize =
+    std::disjunction_v<is_asio_strand<Executor>,
+                       std::is_constructible<Executor, boost::asio::strand<Executor>>>;
+
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
                                            hedge_call call) {
@@ -82,6 +94,13 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
     s->count(&hedge_state::attempts);
     if (!idempotent) s->count(&hedge_state::not_idempotent);
     co_return co_await factory();
+  }
+  if constexpr (!hedge_can_serialize<Executor>) {
+    throw std::invalid_argument(
+        "levee::basic_hedge: the attempts' awaitables are on a concrete executor that is not a "
+        "strand and cannot hold one (such as asio::io_context::executor_type): a hedged call "
+        "could not keep its state to one thread; use asio::awaitable<T> (any_io_executor) or "
+        "asio::awaitable<T, asio::strand<...>>");
   }
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
@@ -194,7 +213,12 @@ class basic_hedge : public listenable<basic_hedge<Clock>, hedge_event> {
   /// running attempt, and no attempt starts after it.
   ///
   /// Executor: the attempts run on a strand of the awaiting coroutine's
-  /// executor (its own, inside `with_deadline`, whose deadline they carry).
+  /// executor (its own, inside `with_deadline`, whose deadline they carry),
+  /// or on that executor when it is a concrete strand. A concrete executor
+  /// that is not a strand and cannot hold one (`asio::awaitable<T,
+  /// asio::io_context::executor_type>`) is refused: the call throws
+  /// `std::invalid_argument` before any attempt starts, unless it is one
+  /// attempt (not idempotent, or `max_attempts = 1`).
   ///
   /// Lifetime: `factory` is moved in; what it captures by reference must
   /// outlive the call. The call returns only once every attempt has ended.
