@@ -21,6 +21,8 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -198,4 +200,135 @@ TEST_CASE("hedge threads: an attempt's executor outlives its call on a thread_po
   pool.join();
   CHECK(answered);
   CHECK(ran);
+}
+
+namespace {
+
+/// The handlers of one hedged call, as its attempts and its factory see
+/// them: none may run while another does (docs/hedging.md, "Threads, hot
+/// path, pending work": a call's attempts, its delay timer and its emits run
+/// on one strand). `step` is such a handler's work, long enough for two
+/// threads to meet in it when nothing serialises them.
+struct call_steps {
+  std::atomic<int>& overlaps;
+  std::atomic<bool> inside{false};
+  std::atomic<int> spins{0};
+  void step() {
+    if (inside.exchange(true)) overlaps.fetch_add(1);
+    for (int i = 0; i < 20000; ++i) spins.fetch_add(1, std::memory_order_relaxed);
+    inside.store(false);
+  }
+};
+
+/// An attempt on `Executor`: a step, a wait of `latency`, a step.
+template <class Executor>
+asio::awaitable<std::tuple<ec_t, int>, Executor> stepped_attempt(call_steps& s,
+                                                                 std::chrono::nanoseconds latency) {
+  s.step();
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>, Executor>
+      t(co_await asio::this_coro::executor, latency);
+  auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+  s.step();
+  co_return std::tuple(ec, ec ? 0 : 7);
+}
+
+/// 16 callers on a 4-thread io_context, each making 30 hedged calls whose
+/// attempts' awaitables are on `Executor` (the callers' executors, from
+/// `make`): the first attempt answers after 300 µs, the hedges (after
+/// 100 µs) after 50 µs, so that a hedge wins while the first attempt is
+/// cancelled, around the same time.
+template <class Executor, class Make>
+void check_serial_calls(asio::io_context& ioc, Make make) {
+  levee::hedge h(ioc, {.max_attempts = 3,
+                       .delay = std::chrono::microseconds(100),
+                       .max_extra_ratio = 1.0,
+                       .min_extra = 100000});
+  constexpr int callers = 16, calls = 30;
+  std::atomic<int> overlaps{0}, answered{0};
+  for (int c = 0; c < callers; ++c) {
+    asio::co_spawn(
+        make(),
+        [&]() -> asio::awaitable<void, Executor> {
+          for (int r = 0; r < calls; ++r) {
+            call_steps s{.overlaps = overlaps};
+            int n = 0;
+            auto [ec, v] = co_await h([&] {
+              s.step();
+              const auto latency =
+                  n++ == 0 ? std::chrono::microseconds(300) : std::chrono::microseconds(50);
+              return stepped_attempt<Executor>(s, latency);
+            });
+            if (!ec && v == 7) answered.fetch_add(1);
+          }
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  CHECK(overlaps == 0);
+  CHECK(answered == callers * calls);
+  CHECK(h.metrics().hedges > 0);
+}
+
+}  // namespace
+
+TEST_CASE("hedge threads: a call's handlers never overlap, attempts on any_io_executor") {
+  asio::io_context ioc;
+  check_serial_calls<asio::any_io_executor>(
+      ioc, [&] { return asio::any_io_executor(ioc.get_executor()); });
+}
+
+TEST_CASE("hedge threads: a call's handlers never overlap, attempts on a concrete strand") {
+  using io_strand = asio::strand<asio::io_context::executor_type>;
+  asio::io_context ioc;
+  check_serial_calls<io_strand>(ioc, [&] { return asio::make_strand(ioc); });
+}
+
+TEST_CASE(
+    "hedge threads: attempts on io_context::executor_type, which cannot be serialised, are "
+    "refused") {
+  // Before the refusal, the attempts of one call and its own handlers ran
+  // on any of the 4 threads, unserialised: run as the two cases above, this
+  // case ended the process (std::terminate: a `co_await: Operation canceled`
+  // escaping Asio's co_spawn, a loser's cancellation emitted from another
+  // thread while it ended).
+  using io_ex = asio::io_context::executor_type;
+  STATIC_REQUIRE(!levee::detail::hedge_can_serialize<io_ex>);
+  STATIC_REQUIRE(!levee::detail::hedge_can_serialize<asio::thread_pool::executor_type>);
+  STATIC_REQUIRE(levee::detail::hedge_can_serialize<asio::strand<io_ex>>);
+  STATIC_REQUIRE(levee::detail::hedge_can_serialize<asio::any_io_executor>);
+  asio::io_context ioc;
+  levee::hedge h(ioc, {.max_attempts = 3, .delay = std::chrono::microseconds(100)});
+  constexpr int callers = 16, calls = 30;
+  std::atomic<int> overlaps{0}, refused{0}, once{0}, made{0};
+  for (int c = 0; c < callers; ++c) {
+    asio::co_spawn(
+        ioc.get_executor(),
+        [&]() -> asio::awaitable<void, io_ex> {
+          for (int r = 0; r < calls; ++r) {
+            call_steps s{.overlaps = overlaps};
+            auto factory = [&] {
+              made.fetch_add(1);
+              return stepped_attempt<io_ex>(s, std::chrono::microseconds(50));
+            };
+            try {
+              co_await h(factory);
+            } catch (const std::invalid_argument& e) {
+              if (std::string_view(e.what()).find("io_context::executor_type") !=
+                  std::string_view::npos)
+                refused.fetch_add(1);
+            }
+            // One attempt (not idempotent): the factory's awaitable alone, as before.
+            auto [ec, v] = co_await h(factory, levee::hedge_call{.idempotent = false});
+            if (!ec && v == 7) once.fetch_add(1);
+          }
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+  CHECK(refused == callers * calls);
+  CHECK(once == callers * calls);
+  CHECK(made == callers * calls);  // no attempt of a refused call started
+  CHECK(overlaps == 0);
+  CHECK(h.metrics().calls == callers * calls);  // the one-attempt calls only
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <levee/core/detail/result_shape.hpp>
+#include <levee/core/listenable.hpp>
 #include <levee/hedge/detail/hedge_op.hpp>
 #include <levee/hedge/detail/hedge_state.hpp>
 #include <levee/hedge/options.hpp>
@@ -70,6 +71,18 @@ struct hedge_attempts {
   }
 };
 
+/// Whether a hedged call can keep its state to one thread when its attempts'
+/// awaitables are on `Executor`: a strand is used as it is; a type that can
+/// hold a strand (`any_io_executor`) gets one of the caller's executor. A
+/// concrete executor that is neither (`io_context::executor_type`,
+/// `thread_pool::executor_type`) runs the attempts' handlers on any thread of
+/// its context: the call's state and the cancellation emitted into a loser
+/// would race (docs/hedging.md, "Executors").
+template <class Executor>
+inline constexpr bool hedge_can_serialize =
+    std::disjunction_v<is_asio_strand<Executor>,
+                       std::is_constructible<Executor, boost::asio::strand<Executor>>>;
+
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,
                                            hedge_call call) {
@@ -81,6 +94,13 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
     s->count(&hedge_state::attempts);
     if (!idempotent) s->count(&hedge_state::not_idempotent);
     co_return co_await factory();
+  }
+  if constexpr (!hedge_can_serialize<Executor>) {
+    throw std::invalid_argument(
+        "levee::basic_hedge: the attempts' awaitables are on a concrete executor that is not a "
+        "strand and cannot hold one (such as asio::io_context::executor_type): a hedged call "
+        "could not keep its state to one thread; use asio::awaitable<T> (any_io_executor) or "
+        "asio::awaitable<T, asio::strand<...>>");
   }
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
@@ -138,6 +158,10 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// before the delay allocates nothing once warm (its state from Asio's
 /// recycling allocator).
 ///
+/// Events (`listen`, from `listenable`): `hedge_event_kind` bits,
+/// `all_hedge_events`. While nobody listens the call path pays one relaxed
+/// load when a hedge is due or wins; a listener costs a post per event.
+///
 /// Idle: no pending work. The delay timer lives in the call, is made only
 /// when an attempt did not answer at once, and is cancelled as soon as the
 /// call is decided.
@@ -145,7 +169,7 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// `Clock` times the delay, the latency and the windows (`manual_clock` in
 /// tests). `hedge` is the steady_clock hedge.
 template <class Clock = std::chrono::steady_clock>
-class basic_hedge {
+class basic_hedge : public listenable<basic_hedge<Clock>, hedge_event> {
  public:
   using clock_type = Clock;                            ///< the delays' clock
   using executor_type = boost::asio::any_io_executor;  ///< the token form's
@@ -175,32 +199,6 @@ class basic_hedge {
   /// \return the counters and the current delay.
   hedge_metrics metrics() const noexcept { return state_->metrics(detail::hedge_now<Clock>()); }
 
-  /// Adds a listener for the events in `mask` (`hedge_event_kind` bits,
-  /// `all_hedge_events`), run on the hedge's executor: a posted copy of each
-  /// event, never inside the hedge, in the order the hedge emitted them when
-  /// that executor runs handlers in order. Cost: nothing on the call path
-  /// while nobody listens (one relaxed load when a hedge is due or wins); a
-  /// listener costs a post per event.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn) {
-    return state_->events.listen(mask, std::move(fn), executor_);
-  }
-  /// As `listen(mask, fn)`, the listener run on `ex`.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \param ex Where it runs.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const hedge_event&)> fn,
-                       executor_type ex) {
-    return state_->events.listen(mask, std::move(fn), std::move(ex));
-  }
-  /// Removes a listener: no event is posted to it after this returns (events
-  /// already posted are still delivered).
-  /// \param id What `listen` returned; an unknown id does nothing.
-  void unlisten(std::uint64_t id) { state_->events.unlisten(id); }
-
   /// A hedged call. `factory` is called once per attempt (on a strand of the
   /// awaiting coroutine's executor) and returns a fresh
   /// `asio::awaitable<T, Executor>`, or an async operation (such as
@@ -215,7 +213,12 @@ class basic_hedge {
   /// running attempt, and no attempt starts after it.
   ///
   /// Executor: the attempts run on a strand of the awaiting coroutine's
-  /// executor (its own, inside `with_deadline`, whose deadline they carry).
+  /// executor (its own, inside `with_deadline`, whose deadline they carry),
+  /// or on that executor when it is a concrete strand. A concrete executor
+  /// that is not a strand and cannot hold one (`asio::awaitable<T,
+  /// asio::io_context::executor_type>`) is refused: the call throws
+  /// `std::invalid_argument` before any attempt starts, unless it is one
+  /// attempt (not idempotent, or `max_attempts = 1`).
   ///
   /// Lifetime: `factory` is moved in; what it captures by reference must
   /// outlive the call. The call returns only once every attempt has ended.
@@ -287,6 +290,9 @@ class basic_hedge {
   }
 
  private:
+  friend class listenable<basic_hedge<Clock>, hedge_event>;
+  detail::event_hub<hedge_event>& listeners() const noexcept { return state_->events; }
+
   executor_type executor_;
   std::shared_ptr<detail::hedge_state> state_;
 };

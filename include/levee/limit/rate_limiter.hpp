@@ -8,6 +8,7 @@
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
+#include <levee/core/listenable.hpp>
 #include <levee/limit/detail/rate_bucket.hpp>
 #include <levee/limit/detail/rate_wait.hpp>
 #include <levee/limit/detail/throttle_call.hpp>
@@ -61,6 +62,11 @@ namespace levee {
 /// lock, no allocation beyond the guarded coroutine's frame. A call that
 /// waits has one timer, on its own executor.
 ///
+/// Events (`listen`, from `listenable`): `rate_limiter_event_kind` bits,
+/// `all_rate_limiter_events`. While nobody listens the fast path pays
+/// nothing (one relaxed load on a rejection or at a wait's end); a listener
+/// costs a post per event it wants.
+///
 /// Idle: no timer and no pending work (a waiter's timer exists while it waits).
 ///
 /// Copies share one bucket. Lifetime: a waiting call shares the bucket with
@@ -69,7 +75,7 @@ namespace levee {
 /// `Clock` times the bucket and the waits (`manual_clock` in tests).
 /// `rate_limiter` is the steady_clock limiter.
 template <class Clock = std::chrono::steady_clock>
-class basic_rate_limiter {
+class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_limiter_event> {
  public:
   /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
@@ -213,29 +219,6 @@ class basic_rate_limiter {
     return d.what == kind::admit;
   }
 
-  /// Adds a listener for the events in `mask` (`rate_limiter_event_kind`
-  /// bits, `all_rate_limiter_events`), run on the limiter's executor: a
-  /// posted copy of each event, never inside the limiter nor under a lock of
-  /// it. Cost: nothing on the fast path while nobody listens (one relaxed
-  /// load on a rejection or at a wait's end); a listener costs a post per
-  /// event it wants.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const rate_limiter_event&)> fn) {
-    return bucket_->events().listen(mask, std::move(fn), executor_);
-  }
-  /// As `listen(mask, fn)`, the listener run on `ex`.
-  /// \param mask The kinds wanted. \param fn The listener. \param ex Where it runs.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const rate_limiter_event&)> fn,
-                       executor_type ex) {
-    return bucket_->events().listen(mask, std::move(fn), std::move(ex));
-  }
-  /// Removes a listener: no event is posted to it after this returns.
-  /// \param id What `listen` returned; an unknown id does nothing.
-  void unlisten(std::uint64_t id) { bucket_->events().unlisten(id); }
-
  private:
   using kind = detail::rate_decision::kind;
   template <class Executor>
@@ -371,6 +354,9 @@ class basic_rate_limiter {
     std::unique_ptr<timer_type<executor_type>> timer_;
     bool rejected_ = false;
   };
+
+  friend class listenable<basic_rate_limiter<Clock>, rate_limiter_event>;
+  detail::event_hub<rate_limiter_event>& listeners() const noexcept { return bucket_->events(); }
 
   executor_type executor_;
   std::shared_ptr<detail::rate_bucket> bucket_;

@@ -8,6 +8,7 @@
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/error.hpp>
+#include <levee/core/listenable.hpp>
 #include <levee/limit/detail/throttle_call.hpp>
 #include <levee/limit/detail/throttle_window.hpp>
 #include <levee/limit/throttle_options.hpp>
@@ -46,6 +47,10 @@ namespace levee {
 /// reads the clock once to admit, the same again when the call ends (the
 /// coarse clock for `steady_clock` on Linux, as the breaker's time window).
 ///
+/// Events (`listen`, from `listenable`): rejections (`throttle_event_kind`
+/// bits, `all_throttle_events`). While nobody listens a rejection costs one
+/// relaxed load; a listener costs a post per rejection.
+///
 /// Idle: the throttle has no timer and no pending work.
 ///
 /// Lifetime: calls in flight share the window with the throttle; it may be
@@ -54,7 +59,7 @@ namespace levee {
 /// `Clock` places requests and accepts in the window (`manual_clock` in
 /// tests). `throttle` is the steady_clock throttle.
 template <class Clock = std::chrono::steady_clock>
-class basic_throttle {
+class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> {
  public:
   /// The type of `get_executor()`.
   using executor_type = boost::asio::any_io_executor;
@@ -139,32 +144,6 @@ class basic_throttle {
         execute_op<std::decay_t<Op>, signature>(window_, std::forward<Op>(op)), token, executor_);
   }
 
-  /// Adds a listener for the events in `mask` (`throttle_event_kind` bits,
-  /// `all_throttle_events`), run on the throttle's executor: a posted copy of
-  /// each event, never inside the throttle nor under its lock, in the order
-  /// the throttle emitted them when that executor runs handlers in order.
-  /// Cost: nothing on the call path while nobody listens (one relaxed load
-  /// on a rejection); a listener costs a post per rejection.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const throttle_event&)> fn) {
-    return window_->events().listen(mask, std::move(fn), executor_);
-  }
-  /// As `listen(mask, fn)`, the listener run on `ex`.
-  /// \param mask The kinds wanted.
-  /// \param fn The listener.
-  /// \param ex Where it runs.
-  /// \return an id for `unlisten`.
-  std::uint64_t listen(std::uint32_t mask, std::function<void(const throttle_event&)> fn,
-                       executor_type ex) {
-    return window_->events().listen(mask, std::move(fn), std::move(ex));
-  }
-  /// Removes a listener: no event is posted to it after this returns (events
-  /// already posted are still delivered).
-  /// \param id What `listen` returned; an unknown id does nothing.
-  void unlisten(std::uint64_t id) { window_->events().unlisten(id); }
-
   /// For a caller that guards a call by hand: decides a request. A
   /// rejection is counted now; a request let through is counted by `record`.
   /// \return true to let the call through (then report its end with
@@ -245,6 +224,9 @@ class basic_throttle {
     std::optional<detail::throttle_ticket<Clock>> ticket_;
     bool rejected_ = false;
   };
+
+  friend class listenable<basic_throttle<Clock>, throttle_event>;
+  detail::event_hub<throttle_event>& listeners() const noexcept { return window_->events(); }
 
   executor_type executor_;
   std::shared_ptr<detail::throttle_window> window_;

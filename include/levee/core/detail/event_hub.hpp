@@ -1,6 +1,8 @@
 // levee: a layer's event listeners, shared by the layers that have events
 // (the throttle, the rate limiter, the HTTP deadline reader, the hedge; the breaker and
-// the adaptive limit keep their own, older copies of the same rules).
+// the adaptive limit keep their own, older copies of the same rules). The
+// throttle's, the rate limiter's and the hedge's `listen` and `unlisten` are
+// written once, in levee/core/listenable.hpp.
 //
 // The rules (docs/observability.md, "Events"), the breaker's:
 // - `listen(mask, fn, ex)` adds a listener for the kinds in `mask` (an
