@@ -52,6 +52,11 @@ class listenable {
  private:
   friend Layer;
   listenable() = default;
+  // Copied and moved only as the layer's base: no slicing copy of the base.
+  listenable(const listenable&) = default;
+  listenable(listenable&&) noexcept = default;
+  listenable& operator=(const listenable&) = default;
+  listenable& operator=(listenable&&) noexcept = default;
   const Layer& layer() const noexcept { return static_cast<const Layer&>(*this); }
   detail::event_hub<Event>& hub() const noexcept { return layer().listeners(); }
 };

@@ -43,9 +43,11 @@ namespace levee {
 /// as a request nor as an accept.
 ///
 /// Thread safety: shared freely between threads of a multi-threaded
-/// `io_context`, without strands. The hot path takes one short spinlock and
-/// reads the clock once to admit, the same again when the call ends (the
-/// coarse clock for `steady_clock` on Linux, as the breaker's time window).
+/// `io_context`, without strands. The hot path reads the clock once to
+/// admit, and takes no lock while the rejection probability is 0 (otherwise
+/// one short spinlock); when the call ends, one clock read and the spinlock
+/// (the coarse clock for `steady_clock` on Linux, as the breaker's time
+/// window; docs/shedding.md, "Cost, threads, idle").
 ///
 /// Events (`listen`, from `listenable`): rejections (`throttle_event_kind`
 /// bits, `all_throttle_events`). While nobody listens a rejection costs one

@@ -5,6 +5,7 @@
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/breaker/observe.hpp>
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/random.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/string_hash.hpp>
 #include <levee/core/detail/validate.hpp>
@@ -435,40 +436,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // above, that many drawn at random (with replacement), the least recently
   // used evictable one of them; when the draw found none evictable, the first
   // evictable one from where the last such search stopped (round robin).
-  slot* choose_victim() {
-    const std::size_t n = slots_.size();
-    slot* victim = nullptr;
-    std::size_t examined = 0;
-    auto consider = [&](slot* s) {
-      ++examined;
-      if (!evictable(s->second)) return;
-      if (!victim || s->second.last_used.load(std::memory_order_relaxed) <
-                         victim->second.last_used.load(std::memory_order_relaxed))
-        victim = s;
-    };
-    if (n <= detail::registry_victim_sample) {
-      for (slot* s : slots_) consider(s);
-    } else {
-      for (std::size_t k = 0; k < detail::registry_victim_sample; ++k)
-        consider(slots_[next_random() % n]);
-      for (std::size_t k = 0; !victim && k < n; ++k) {
-        hand_ = hand_ + 1 < n ? hand_ + 1 : 0;
-        consider(slots_[hand_]);
-      }
-    }
-    work_.victim_searches.fetch_add(1, std::memory_order_relaxed);
-    work_.victim_examined.fetch_add(examined, std::memory_order_relaxed);
-    return victim;
-  }
-
-  // splitmix64, under the unique lock: the sample's draws (fixed seed, so that
-  // a registry's evictions are reproducible).
-  std::uint64_t next_random() noexcept {
-    std::uint64_t z = (random_ += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-  }
+  slot* choose_victim();  // impl/eviction.hpp
 
   void maybe_sweep(std::int64_t t) {
     if (never_idle()) return;
@@ -488,7 +456,8 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   map_type entries_;                         // under entries_mutex_
   std::vector<slot*> slots_;                 // every node of entries_, in no order
   std::size_t hand_ = 0;                     // choose_victim's round robin, in slots_
-  std::uint64_t random_ = 0;                 // next_random's state
+  detail::splitmix64 random_{0};             // the sample's draws, under the unique lock
+                                             // (fixed seed: reproducible evictions)
   std::atomic<std::uint64_t> reconfigurations_{0};
   std::atomic<std::int64_t> last_sweep_;
   std::atomic<std::uint64_t> evictions_{0};

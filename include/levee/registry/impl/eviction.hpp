@@ -1,4 +1,5 @@
-// levee: the registry's idle sweep (included by registry/registry.hpp).
+// levee: the registry's idle sweep and the choice of the breaker a new key
+// evicts at max_breakers (included by registry/registry.hpp).
 #pragma once
 
 #include <levee/core/detail/saturating.hpp>
@@ -57,6 +58,35 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
     total += evicted.size();
   }
   return total;
+}
+
+// Under the unique lock: the entry a new key at max_breakers evicts (see the
+// declaration in registry.hpp).
+template <class Clock, class WaitTraits>
+auto basic_breaker_registry<Clock, WaitTraits>::choose_victim() -> slot* {
+  const std::size_t n = slots_.size();
+  slot* victim = nullptr;
+  std::size_t examined = 0;
+  auto consider = [&](slot* s) {
+    ++examined;
+    if (!evictable(s->second)) return;
+    if (!victim || s->second.last_used.load(std::memory_order_relaxed) <
+                       victim->second.last_used.load(std::memory_order_relaxed))
+      victim = s;
+  };
+  if (n <= detail::registry_victim_sample) {
+    for (slot* s : slots_) consider(s);
+  } else {
+    for (std::size_t k = 0; k < detail::registry_victim_sample; ++k)
+      consider(slots_[random_.next() % n]);
+    for (std::size_t k = 0; !victim && k < n; ++k) {
+      hand_ = hand_ + 1 < n ? hand_ + 1 : 0;
+      consider(slots_[hand_]);
+    }
+  }
+  work_.victim_searches.fetch_add(1, std::memory_order_relaxed);
+  work_.victim_examined.fetch_add(examined, std::memory_order_relaxed);
+  return victim;
 }
 
 }  // namespace levee
