@@ -76,8 +76,8 @@ struct registry_work {
 /// an eviction may come up to that much later, never sooner.
 ///
 /// At `max_breakers`, a new key evicts an evictable breaker (nobody holds it,
-/// no operator chose its state) whatever its idle time, chosen in constant
-/// time by that same time of use, an approximation of the least recently
+/// no operator chose its state) whatever its idle time, chosen in amortised
+/// constant time by that same time of use, an approximation of the least recently
 /// used one (docs/observability.md, "Which breaker a new key evicts"): with
 /// at most 16 breakers (`detail::registry_victim_sample`), exactly the least
 /// recently used evictable one; with more, the least recently used evictable
@@ -92,7 +92,9 @@ struct registry_work {
 ///
 /// A sweep examines at most 256 breakers per hold of the registry's lock
 /// (`detail::registry_sweep_batch`) and releases it between batches, so a
-/// concurrent `get` waits for one batch at most; it evicts every breaker that
+/// concurrent `get` is not held for the whole sweep (the lock is not fair:
+/// the sweeping thread may take it again first; the `get` that starts a sweep
+/// runs it, every batch); it evicts every breaker that
 /// was idle when the sweep started and is evictable when examined, each
 /// breaker that exists throughout the sweep being examined at least once.
 ///
