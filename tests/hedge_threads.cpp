@@ -332,3 +332,38 @@ TEST_CASE(
   CHECK(overlaps == 0);
   CHECK(h.metrics().calls == callers * calls);  // the one-attempt calls only
 }
+
+TEST_CASE("hedge threads: the token form on io_context::executor_type completes with the refusal") {
+  using io_ex = asio::io_context::executor_type;
+  asio::io_context ioc;
+  levee::hedge h(ioc, {.max_attempts = 3, .delay = std::chrono::microseconds(100)});
+  std::atomic<int> overlaps{0};
+  call_steps s{.overlaps = overlaps};
+  int made = 0;
+  auto factory = [&] {
+    ++made;
+    return stepped_attempt<io_ex>(s, std::chrono::microseconds(50));
+  };
+  std::exception_ptr refusal;
+  bool completed = false;
+  h.async_execute(factory, [&](std::exception_ptr e, std::tuple<ec_t, int>) {
+    completed = true;
+    refusal = e;
+  });
+  ioc.run();
+  REQUIRE(completed);
+  REQUIRE(refusal);
+  CHECK_THROWS_AS(std::rethrow_exception(refusal), std::invalid_argument);
+  CHECK(made == 0);
+  // One attempt (not idempotent) through the token form runs as before.
+  std::optional<int> got;
+  ioc.restart();
+  h.async_execute(factory, levee::hedge_call{.idempotent = false},
+                  [&](std::exception_ptr e, std::tuple<ec_t, int> r) {
+                    CHECK(!e);
+                    got = std::get<1>(r);
+                  });
+  ioc.run();
+  CHECK(got == 7);
+  CHECK(made == 1);
+}
