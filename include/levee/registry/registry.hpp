@@ -12,6 +12,7 @@
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/registry/detail/guard_pair.hpp>
 #include <levee/registry/detail/key_pattern.hpp>
+#include <levee/registry/detail/registry_work.hpp>
 #include <levee/registry/events.hpp>
 #include <levee/registry/options.hpp>
 
@@ -33,35 +34,6 @@
 
 namespace levee {
 
-namespace detail {
-
-/// How many breakers a registry at `max_breakers` samples to choose the one a
-/// new key evicts (see \ref basic_breaker_registry).
-inline constexpr std::size_t registry_victim_sample = 16;
-/// The most entries an idle sweep examines in one hold of the registry's lock.
-inline constexpr std::size_t registry_sweep_batch = 256;
-
-/// The work a registry's eviction did, counted for levee's tests (not an
-/// interface): entries examined to choose victims at `max_breakers`, and the
-/// most entries one idle sweep examined under one hold of the registry's lock.
-struct registry_work {
-  std::atomic<std::uint64_t> victim_searches{0};      ///< victims looked for at the bound
-  std::atomic<std::uint64_t> victim_examined{0};      ///< entries examined for them
-  std::atomic<std::uint64_t> sweep_holds{0};          ///< lock holds of the idle sweeps
-  std::atomic<std::uint64_t> sweep_most_per_hold{0};  ///< most entries examined in one hold
-  /// Records one lock hold of a sweep that examined `n` entries.
-  /// \param n The entries examined.
-  void sweep_hold(std::uint64_t n) noexcept {
-    sweep_holds.fetch_add(1, std::memory_order_relaxed);
-    std::uint64_t most = sweep_most_per_hold.load(std::memory_order_relaxed);
-    while (n > most &&
-           !sweep_most_per_hold.compare_exchange_weak(most, n, std::memory_order_relaxed)) {
-    }
-  }
-};
-
-}  // namespace detail
-
 /// Breakers by key (for example "host:port"), created on first use with the
 /// shared defaults or a per-key override, named after their key, evicted when
 /// idle, at most `max_breakers` of them. Every member function is thread-safe.
@@ -76,27 +48,10 @@ struct registry_work {
 /// an eviction may come up to that much later, never sooner.
 ///
 /// At `max_breakers`, a new key evicts an evictable breaker (nobody holds it,
-/// no operator chose its state) whatever its idle time, chosen in amortised
-/// constant time by that same time of use, an approximation of the least recently
-/// used one (docs/observability.md, "Which breaker a new key evicts"): with
-/// at most 16 breakers (`detail::registry_victim_sample`), exactly the least
-/// recently used evictable one; with more, the least recently used evictable
-/// one of 16 drawn at random (uniformly, with replacement, fixed seed), so it
-/// was used no more recently than any other breaker drawn; when none of those
-/// is evictable, the first evictable one going round the registry from where
-/// the previous such search stopped. So a new key is given a breaker the
-/// registry does not keep only when none is evictable (see
-/// `registry_options::max_breakers`). A new key examines 16 breakers, plus
-/// the held or set ones passed going round; `get` of an existing key takes no
-/// part in it (no write beyond its time of use).
-///
-/// A sweep examines at most 256 breakers per hold of the registry's lock
-/// (`detail::registry_sweep_batch`) and releases it between batches, so a
-/// concurrent `get` is not held for the whole sweep (the lock is not fair:
-/// the sweeping thread may take it again first; the `get` that starts a sweep
-/// runs it, every batch); it evicts every breaker that
-/// was idle when the sweep started and is evictable when examined, each
-/// breaker that exists throughout the sweep being examined at least once.
+/// no operator chose its state), the least recently used of 16 drawn at random
+/// (exactly the least recently used up to 16 breakers), in amortised constant
+/// time; an idle sweep examines 256 breakers per hold of the lock. What each
+/// guarantees: docs/observability.md, "Which breaker a new key evicts".
 ///
 /// A breaker the registry replaces (`remove`, eviction) starts from zero: its
 /// counters restart (Prometheus sees a counter reset) and its listeners stay

@@ -51,11 +51,7 @@
 
 namespace levee::detail {
 
-/// How many times the breaker cores asked `std::thread::hardware_concurrency()`
-/// for their default shard count since the process started (levee's tests
-/// count it; not an interface).
-std::uint64_t hardware_concurrency_reads() noexcept;
-
+std::uint64_t hardware_concurrency_reads() noexcept;  ///< for levee's tests: breaker_core.ipp
 class breaker_core {
  public:
   /// `options` must be valid (see `validate`). `shards` is rounded up to a power
