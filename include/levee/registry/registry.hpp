@@ -369,23 +369,11 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   }
 
   // Under the unique lock: a new entry, also at the end of slots_.
-  typename map_type::iterator insert_entry(std::string_view key, guard_set g, std::int64_t t) {
-    if (slots_.size() == slots_.capacity())  // so that push_back cannot throw below
-      slots_.reserve(std::max<std::size_t>(16, 2 * slots_.size()));  // geometric
-    auto it = entries_.emplace(std::string(key), entry{std::move(g), t}).first;
-    it->second.index = slots_.size();
-    slots_.push_back(&*it);
-    return it;
-  }
+  typename map_type::iterator insert_entry(std::string_view key, guard_set g,
+                                           std::int64_t t);  // impl/eviction.hpp
 
   // Under the unique lock: removes an entry; the last of slots_ takes its place.
-  void erase_entry(typename map_type::iterator it) {
-    const std::size_t i = it->second.index;
-    slots_[i] = slots_.back();
-    slots_[i]->second.index = i;
-    slots_.pop_back();
-    entries_.erase(it);
-  }
+  void erase_entry(typename map_type::iterator it);  // impl/eviction.hpp
   void erase_entry(slot* s) { erase_entry(entries_.find(s->first)); }
 
   // Under the unique lock: the entry a new key at max_breakers evicts, null

@@ -89,4 +89,27 @@ auto basic_breaker_registry<Clock, WaitTraits>::choose_victim() -> slot* {
   return victim;
 }
 
+// Under the unique lock: a new entry, also at the end of slots_.
+template <class Clock, class WaitTraits>
+auto basic_breaker_registry<Clock, WaitTraits>::insert_entry(std::string_view key, guard_set g,
+                                                             std::int64_t t) ->
+    typename map_type::iterator {
+  if (slots_.size() == slots_.capacity())  // so that push_back cannot throw below
+    slots_.reserve(std::max<std::size_t>(16, 2 * slots_.size()));  // geometric
+  auto it = entries_.emplace(std::string(key), entry{std::move(g), t}).first;
+  it->second.index = slots_.size();
+  slots_.push_back(&*it);
+  return it;
+}
+
+// Under the unique lock: removes an entry; the last of slots_ takes its place.
+template <class Clock, class WaitTraits>
+void basic_breaker_registry<Clock, WaitTraits>::erase_entry(typename map_type::iterator it) {
+  const std::size_t i = it->second.index;
+  slots_[i] = slots_.back();
+  slots_[i]->second.index = i;
+  slots_.pop_back();
+  entries_.erase(it);
+}
+
 }  // namespace levee
