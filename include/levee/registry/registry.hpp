@@ -326,12 +326,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   };
   resolved resolve(std::string_view key) const;  // under entries_mutex_
 
-  guard_set make(std::string_view key, const resolved& r) const {
-    guard_set g;
-    g.breaker = std::make_shared<breaker_type>(executor_, *r.breaker, std::string(key));
-    if (r.limit) g.limit = std::make_shared<limit_type>(executor_, *r.limit, std::string(key));
-    return g;
-  }
+  guard_set make(std::string_view key, const resolved& r) const;  // impl/eviction.hpp
 
   template <class Change>
   void apply(Change&& change, const std::string* touched);
@@ -347,13 +342,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   std::int64_t slack() const noexcept { return idle_timeout_.load(std::memory_order_relaxed) / 64; }
   // Only ever raises the time (a CAS), so a get with an older `t` racing a
   // newer one cannot move it back.
-  guard_set touch(entry& e, std::int64_t t) {
-    std::int64_t last = e.last_used.load(std::memory_order_relaxed);
-    while (t - last > slack() &&
-           !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
-    }
-    return e.guards;
-  }
+  guard_set touch(entry& e, std::int64_t t);  // impl/eviction.hpp
 
   bool never_idle() const noexcept {
     const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
@@ -361,12 +350,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   }
 
   // Nobody but the registry holds it, and no operator chose its state.
-  static bool evictable(const entry& e) {
-    if (e.guards.breaker.use_count() != 1) return false;
-    if (e.guards.limit && e.guards.limit.use_count() != 1) return false;
-    const circuit_state s = e.guards.breaker->state();
-    return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
-  }
+  static bool evictable(const entry& e);  // impl/eviction.hpp
 
   // Under the unique lock: a new entry, also at the end of slots_.
   typename map_type::iterator insert_entry(std::string_view key, guard_set g,
@@ -383,13 +367,8 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // evictable one from where the last such search stopped (round robin).
   slot* choose_victim();  // impl/eviction.hpp
 
-  void maybe_sweep(std::int64_t t) {
-    if (never_idle()) return;
-    std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
-    if (t - last < idle_timeout_.load(std::memory_order_relaxed) / 4) return;
-    if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
-    sweep(t);
-  }
+  // Sweeps when a quarter of the idle timeout has passed since the last sweep.
+  void maybe_sweep(std::int64_t t);  // impl/eviction.hpp
 
   std::size_t sweep(std::int64_t t);  // impl/eviction.hpp
 

@@ -1,15 +1,56 @@
-// levee: the registry's idle sweep and the choice of the breaker a new key
-// evicts at max_breakers (included by registry/registry.hpp).
+// levee: the registry's new and touched entries, its idle sweep and the
+// choice of the breaker a new key evicts at max_breakers (included by
+// registry/registry.hpp).
 #pragma once
 
 #include <levee/core/detail/saturating.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace levee {
+
+// A new key's guards, built from its resolved options.
+template <class Clock, class WaitTraits>
+auto basic_breaker_registry<Clock, WaitTraits>::make(std::string_view key, const resolved& r) const
+    -> guard_set {
+  guard_set g;
+  g.breaker = std::make_shared<breaker_type>(executor_, *r.breaker, std::string(key));
+  if (r.limit) g.limit = std::make_shared<limit_type>(executor_, *r.limit, std::string(key));
+  return g;
+}
+
+// Marks a use of an existing key at `t`.
+template <class Clock, class WaitTraits>
+auto basic_breaker_registry<Clock, WaitTraits>::touch(entry& e, std::int64_t t) -> guard_set {
+  std::int64_t last = e.last_used.load(std::memory_order_relaxed);
+  while (t - last > slack() &&
+         !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
+  }
+  return e.guards;
+}
+
+template <class Clock, class WaitTraits>
+bool basic_breaker_registry<Clock, WaitTraits>::evictable(const entry& e) {
+  if (e.guards.breaker.use_count() != 1) return false;
+  if (e.guards.limit && e.guards.limit.use_count() != 1) return false;
+  const circuit_state s = e.guards.breaker->state();
+  return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
+}
+
+template <class Clock, class WaitTraits>
+void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
+  if (never_idle()) return;
+  std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
+  if (t - last < idle_timeout_.load(std::memory_order_relaxed) / 4) return;
+  if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
+  sweep(t);
+}
 
 // Evicts what has been idle for idle_timeout (plus the slack of the time of
 // use) at `t` and that nobody holds; the guards are destroyed outside the lock.
