@@ -5,6 +5,7 @@
 //
 // Real time, short and bounded, as tests/layers_threads.cpp: the race between
 // a timer and a completion on another thread is the point.
+#include <levee/breaker/circuit_breaker.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
@@ -101,4 +102,83 @@ TEST_CASE("timeout threads: calls on any_io_executor race their timers on 4 thre
   CHECK(c.ok + c.timed_out == coroutines * rounds);
   CHECK(c.ok > 0);
   CHECK(c.timed_out > 0);
+}
+
+namespace {
+
+/// A call of `latency` on `Executor` that fails (connection_refused) when
+/// `fail`, tuple form.
+template <class Executor>
+asio::awaitable<std::tuple<ec_t, int>, Executor> failing_on(std::chrono::nanoseconds latency,
+                                                            bool fail, std::atomic<int>& started) {
+  auto [ec, v] = co_await call_on<Executor>(latency, started);
+  if (!ec && fail) ec = asio::error::connection_refused;
+  co_return std::tuple(ec, v);
+}
+
+/// Probe latencies around a 200 us deadline.
+std::chrono::nanoseconds probe_latency_of(int i) {
+  constexpr std::chrono::nanoseconds choices[] = {50us, 180us, 195us, 200us, 205us, 220us, 400us};
+  return choices[static_cast<std::size_t>(i) % std::size(choices)];
+}
+
+struct breaker_counts {
+  std::atomic<int> ok{0}, timed_out{0}, rejected{0}, failed{0}, refused{0}, other{0}, finished{0},
+      started{0};
+};
+
+/// Calls on `Executor` through `b`, failing in phases, so that the breaker
+/// keeps cycling through HALF_OPEN with up to 4 probes at once.
+template <class Executor>
+void cycle_breaker(asio::io_context& ioc, levee::circuit_breaker& b, breaker_counts& c) {
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc.get_executor(),
+        [&b, &c, k]() -> asio::awaitable<void, Executor> {
+          for (int r = 0; r < rounds; ++r) {
+            const bool fail = (r / 10) % 2 == 0 && (k + r) % 2 == 0;
+            try {
+              auto [ec, v] =
+                  co_await b(failing_on<Executor>(probe_latency_of(k + r), fail, c.started));
+              if (!ec && v == 7) {
+                c.ok++;
+              } else if (ec == levee::error::timeout) {
+                c.timed_out++;
+              } else if (ec == levee::error::circuit_open) {
+                c.rejected++;
+              } else if (ec == asio::error::connection_refused) {
+                c.failed++;
+              } else {
+                c.other++;
+              }
+            } catch (const std::invalid_argument& e) {
+              if (std::string_view(e.what()).find("probe_timeout") != std::string_view::npos)
+                c.refused++;
+            }
+          }
+          c.finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc);
+}
+
+levee::breaker_options cycling(std::chrono::nanoseconds probe_timeout) {
+  return {.window = 5ms,
+          .window_buckets = 5,
+          .minimum_calls = 4,
+          .open_duration = 300us,
+          .half_open_probes = 4,
+          .probe_timeout = probe_timeout};
+}
+
+}  // namespace
+
+TEST_CASE("timeout threads: breaker probes on io_context::executor_type race their deadline") {
+  asio::io_context ioc(threads);
+  levee::circuit_breaker b(ioc, cycling(200us));
+  breaker_counts c;
+  cycle_breaker<io_ex>(ioc, b, c);
+  CHECK(c.finished == coroutines);
+  CHECK(c.other == 0);
 }
