@@ -199,6 +199,23 @@ class basic_pipeline {
   boost::asio::awaitable<T, Executor> attempts(Op op);
   template <class Executor, class Op>
   boost::asio::awaitable<T, Executor> outer(Op op);
+  /// Refuses, before anything starts, a call whose attempts are on an
+  /// executor that cannot be serialised (`io_context::executor_type`) when
+  /// the pipeline races them against a timer (a timeout or a deadline): as
+  /// `with_timeout` does, and before the retry or the fallback could see it.
+  template <class Executor>
+  void refuse_races() const {
+    if constexpr (!detail::can_serialize<Executor>) {
+      using nanos = std::chrono::nanoseconds;
+      const auto races = [](nanos limit) {
+        return limit != nanos::zero() && limit != nanos::max();
+      };
+      if (races(options_.timeout))
+        detail::refuse_unserialisable("levee::pipeline with pipeline_options::timeout");
+      if (races(options_.deadline))
+        detail::refuse_unserialisable("levee::pipeline with pipeline_options::deadline");
+    }
+  }
   template <class Executor, class Op>
   boost::asio::awaitable<T, Executor> hedged_attempt(Op& op);
   template <class Executor>
