@@ -131,6 +131,9 @@ class basic_pipeline {
   ///
   /// Executor: the attempts run on the awaiting coroutine's executor (an
   /// attempt with a timeout: on a strand of it, as `with_timeout` does).
+  /// With a `timeout` or a `deadline`, attempts on a concrete executor that
+  /// is not a strand (`io_context::executor_type`) are refused, as by
+  /// `with_timeout`: `std::invalid_argument`, before any attempt.
   ///
   /// Lifetime: the pipeline is borrowed; `op` is moved in.
   ///
