@@ -9,6 +9,7 @@
 // a timer and a completion on another thread is the point.
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/pipeline/pipeline.hpp>
+#include <levee/registry/registry.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
@@ -340,4 +341,41 @@ TEST_CASE("timeout threads: breaker probes on any_io_executor race their deadlin
   CHECK(c.refused == 0);
   CHECK(c.other == 0);
   CHECK(c.ok + c.timed_out + c.rejected + c.failed == coroutines * rounds);
+}
+
+TEST_CASE("timeout threads: a registry's guard set refuses io_context::executor_type likewise") {
+  // The guard set's one frame for the breaker and its limit (registry/detail/
+  // guard_pair.hpp) has the breaker's probe race, and its refusal.
+  for (const std::chrono::nanoseconds limit :
+       {std::chrono::nanoseconds(200us), std::chrono::nanoseconds::zero()}) {
+    asio::io_context ioc;
+    levee::registry_options o;
+    o.defaults.probe_timeout = limit;
+    o.limits = levee::adaptive_limit_options{};
+    levee::breaker_registry reg(ioc, o);
+    const auto g = reg.guards("a:80");
+    REQUIRE(g.limit);
+    std::atomic<int> started{0};
+    int refused = 0, ok = 0;
+    asio::co_spawn(
+        ioc.get_executor(),
+        [&]() -> asio::awaitable<void, io_ex> {
+          try {
+            auto [ec, v] = co_await g(call_on<io_ex>(1us, started));
+            if (!ec && v == 7) ++ok;
+          } catch (const std::invalid_argument& e) {
+            if (is_refusal(e, "probe_timeout")) ++refused;
+          }
+        },
+        asio::detached);
+    ioc.run();
+    if (limit == 200us) {
+      CHECK(refused == 1);
+      CHECK(started == 0);
+      CHECK(g.limit->in_flight() == 0);
+    } else {
+      CHECK(ok == 1);
+      CHECK(started == 1);
+    }
+  }
 }
