@@ -228,6 +228,7 @@ template <class Impl, class T, class Executor>
                                                  probe_expired<Impl>{&scope});
   }
 }
+
 /// Refuses, before it takes a permit, a call on an executor that cannot be
 /// serialised (`can_serialize`: `asio::io_context::executor_type`, ...) when
 /// the breaker's probes have an explicit deadline (`probe_timeout` neither

@@ -78,7 +78,9 @@ inline constexpr bool can_serialize =
 /// every cancellation emitted into the call are serialised: `ex` itself when it
 /// is already a strand, else a new strand of `ex` when `Executor` can hold one
 /// (`any_io_executor` can), else `ex` (a concrete executor type that cannot
-/// hold a strand: then the call must not run on several threads at once).
+/// hold a strand, which `can_serialize` rejects: the races and the hedge
+/// refuse such calls before they get here; the token forms call this with
+/// `any_io_executor`).
 /// A `deadline_executor` (a with_deadline's call) is already a strand: kept.
 ///
 /// A type-erased executor gets the strand of its target (an `io_context` or
