@@ -301,7 +301,12 @@ class basic_circuit_breaker {
   ///
   /// Executor: `aw` runs on the awaiting coroutine's executor (a probe with a
   /// deadline: on a strand of it, as with `with_timeout`); the breaker posts
-  /// nothing on a CLOSED call's path.
+  /// nothing on a CLOSED call's path. An `aw` on a concrete executor that is
+  /// not a strand (`asio::awaitable<T, asio::io_context::executor_type>`)
+  /// cannot be raced against a probe deadline: with an explicit
+  /// `probe_timeout` every such call (CLOSED ones too) throws
+  /// `std::invalid_argument` before it takes a permit; with the automatic one
+  /// its probes have no deadline (docs/breaker.md, "A probe's deadline").
   ///
   /// Lifetime: `aw` is moved into the result; the breaker may be destroyed
   /// while the call is in flight (its state lives until the call ends), but

@@ -79,9 +79,7 @@ struct hedge_attempts {
 /// its context: the call's state and the cancellation emitted into a loser
 /// would race (docs/hedging.md, "Executors").
 template <class Executor>
-inline constexpr bool hedge_can_serialize =
-    std::disjunction_v<is_asio_strand<Executor>,
-                       std::is_constructible<Executor, boost::asio::strand<Executor>>>;
+inline constexpr bool hedge_can_serialize = can_serialize<Executor>;  // timeout/detail/race.hpp
 
 template <class Clock, class T, class Executor, class Factory>
 boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Factory factory,

@@ -131,6 +131,9 @@ class basic_pipeline {
   ///
   /// Executor: the attempts run on the awaiting coroutine's executor (an
   /// attempt with a timeout: on a strand of it, as `with_timeout` does).
+  /// With a `timeout` or a `deadline`, attempts on a concrete executor that
+  /// is not a strand (`io_context::executor_type`) are refused, as by
+  /// `with_timeout`: `std::invalid_argument`, before any attempt.
   ///
   /// Lifetime: the pipeline is borrowed; `op` is moved in.
   ///
@@ -199,6 +202,23 @@ class basic_pipeline {
   boost::asio::awaitable<T, Executor> attempts(Op op);
   template <class Executor, class Op>
   boost::asio::awaitable<T, Executor> outer(Op op);
+  /// Refuses, before anything starts, a call whose attempts are on an
+  /// executor that cannot be serialised (`io_context::executor_type`) when
+  /// the pipeline races them against a timer (a timeout or a deadline): as
+  /// `with_timeout` does, and before the retry or the fallback could see it.
+  template <class Executor>
+  void refuse_races() const {
+    if constexpr (!detail::can_serialize<Executor>) {
+      using nanos = std::chrono::nanoseconds;
+      const auto races = [](nanos limit) {
+        return limit != nanos::zero() && limit != nanos::max();
+      };
+      if (races(options_.timeout))
+        detail::refuse_unserialisable("levee::pipeline with pipeline_options::timeout");
+      if (races(options_.deadline))
+        detail::refuse_unserialisable("levee::pipeline with pipeline_options::deadline");
+    }
+  }
   template <class Executor, class Op>
   boost::asio::awaitable<T, Executor> hedged_attempt(Op& op);
   template <class Executor>

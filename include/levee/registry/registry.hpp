@@ -91,8 +91,10 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     /// Result, the two forms: as `basic_circuit_breaker::operator()`; a
     /// limit's refusal is `error::limit_exceeded` in either form.
     /// Cancellation: reaches `aw`, or a call waiting in the limit's queue.
-    /// Executor: the awaiting coroutine's. Lifetime: hold `g` until the await
-    /// is done. Thread safety: as the breaker and the limit, any thread.
+    /// Executor: the awaiting coroutine's (on `io_context::executor_type`,
+    /// refused with an explicit `probe_timeout`, as by the breaker).
+    /// Lifetime: hold `g` until the await is done. Thread safety: as the
+    /// breaker and the limit, any thread.
     ///
     /// \param aw The call to guard.
     /// \return an awaitable with the same result as `aw`.

@@ -31,10 +31,14 @@ namespace levee {
 /// Executor: `aw` runs on a strand of the awaiting coroutine's executor (its
 /// `this_coro::executor` is that strand), so that the timer's cancellation
 /// never races with it; the awaiting coroutine resumes on its own executor.
-/// `Executor` types that cannot hold a strand (a concrete
-/// `io_context::executor_type`) run `aw` on the caller's executor, which
-/// must then be single-threaded or a strand. Not built on `parallel_group`
-/// nor `operator||` (Asio 1.81 issues 1348, 1630, 900).
+/// A concrete strand (`asio::strand<io_context::executor_type>`) is used as
+/// it is. A concrete executor that is not a strand and cannot hold one
+/// (`io_context::executor_type`, `thread_pool::executor_type`) is refused:
+/// the result throws `std::invalid_argument` before `aw` starts (its
+/// completion and the timer's cancellation could meet on two threads;
+/// docs/layers.md, "Timeouts"), unless `limit` is `nanoseconds::max()`
+/// (nothing to race). Not built on `parallel_group` nor `operator||` (Asio
+/// 1.81 issues 1348, 1630, 900).
 ///
 /// Lifetime: `aw` is moved in; nothing is borrowed.
 ///
@@ -47,6 +51,8 @@ namespace levee {
 /// \param limit The attempt's time limit.
 /// \param aw The attempt.
 /// \return an awaitable with `aw`'s result, or the timeout in `T`'s shape.
+/// \throws std::invalid_argument (when awaited) for an `Executor` that
+/// cannot be serialised (above).
 template <class Clock = std::chrono::steady_clock, class T, class Executor, class Rep, class Period>
 boost::asio::awaitable<T, Executor> with_timeout(std::chrono::duration<Rep, Period> limit,
                                                  boost::asio::awaitable<T, Executor> aw);
@@ -63,6 +69,8 @@ boost::asio::awaitable<T, Executor> with_timeout(std::chrono::duration<Rep, Peri
 /// \param aw The whole operation.
 /// \return an awaitable with `aw`'s result, or `error::deadline_exceeded` in
 /// `T`'s shape.
+/// \throws std::invalid_argument (when awaited) for an `Executor` that
+/// cannot be serialised (as `with_timeout`).
 template <class Clock = std::chrono::steady_clock, class T, class Executor, class Rep, class Period>
 boost::asio::awaitable<T, Executor> with_deadline(std::chrono::duration<Rep, Period> limit,
                                                   boost::asio::awaitable<T, Executor> aw);

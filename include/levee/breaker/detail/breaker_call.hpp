@@ -216,11 +216,36 @@ struct probe_expired {
 template <class Impl, class T, class Executor>
 [[gnu::noinline]] asio::awaitable<T, Executor> race_probe_deadline(
     Impl& b, call_scope<Impl>& scope, asio::awaitable<T, Executor> aw) {
-  const nanos limit = b.probe_timeout();
-  if (limit == nanos::max()) return aw;
-  return race_timer<typename Impl::clock_type>(limit, std::move(aw), error::timeout,
-                                               probe_expired<Impl>{&scope});
+  // A call on an executor that cannot be serialised is never raced: an
+  // explicit deadline refused it before its permit (`refuse_probe_race`), the
+  // automatic one is not applied to it.
+  if constexpr (!can_serialize<Executor>) {
+    return aw;
+  } else {
+    const nanos limit = b.probe_timeout();
+    if (limit == nanos::max()) return aw;
+    return race_timer<typename Impl::clock_type>(limit, std::move(aw), error::timeout,
+                                                 probe_expired<Impl>{&scope});
+  }
 }
+
+/// Refuses, before it takes a permit, a call on an executor that cannot be
+/// serialised (`can_serialize`: `asio::io_context::executor_type`, ...) when
+/// the breaker's probes have an explicit deadline (`probe_timeout` neither
+/// zero nor `nanoseconds::max()`): its probes could not be raced against it
+/// safely on a multi-threaded context (timeout/detail/race.hpp). Every such
+/// call is refused, CLOSED ones too, so that the refusal comes with the first
+/// call, not with the first probe after an outage. With the automatic
+/// deadline (zero) such calls run, their probes without a deadline.
+template <class Executor, class Impl>
+void refuse_probe_race(const Impl& b) {
+  if constexpr (!can_serialize<Executor>) {
+    const nanos limit = b.options().probe_timeout;
+    if (limit != nanos::zero() && limit != nanos::max())
+      refuse_unserialisable("levee::circuit_breaker with breaker_options::probe_timeout");
+  }
+}
+
 template <class Impl, class T, class Executor>
 asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, permit p,
                                            asio::awaitable<T, Executor> aw) {
@@ -246,6 +271,7 @@ T rejected_result(Impl& b) {
 
 template <class Impl, class T, class Executor>
 asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> aw) {
+  refuse_probe_race<Executor>(b);
   const permit p = b.core().try_acquire();
   if (!p) co_return rejected_result<T>(b);
   call_scope<Impl> scope(b, p);

@@ -20,11 +20,6 @@ namespace levee::detail {
 
 namespace asio = boost::asio;
 
-template <class E>
-struct is_asio_strand : std::false_type {};
-template <class E>
-struct is_asio_strand<asio::strand<E>> : std::true_type {};
-
 /// The idle strands of one execution context (`Inner`: its executor type).
 /// A strand is taken by a call and given back when the call's state is
 /// destroyed, once every attempt has ended: reusing it then serialises

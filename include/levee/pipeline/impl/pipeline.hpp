@@ -158,6 +158,7 @@ template <class Executor, class Op>
 boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
   namespace asio = boost::asio;
   using attempt_type = detail::pipeline_attempt<Op, executor_type>;
+  refuse_races<Executor>();
   calls_.fetch_add(1, std::memory_order_relaxed);
   std::optional<retry_schedule> schedule;
   if (retry_) schedule.emplace(retry_->schedule());
@@ -244,6 +245,7 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::hedged_attempt(Op&
 template <class T, class Clock>
 template <class Executor, class Op>
 boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::outer(Op op) {
+  refuse_races<Executor>();
   detail::pipeline_result<T> result;
   auto aw = attempts<Executor>(std::move(op));
   if (options_.deadline != std::chrono::nanoseconds::zero())

@@ -65,6 +65,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
                                                       std::shared_ptr<adaptive_limit_state> limit,
                                                       boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
+  refuse_probe_race<Executor>(b);
   const permit p = b.core().try_acquire();
   if (!p) co_return rejected_result<T>(b);
   call_scope<Impl> scope(b, p, call_scope<Impl>::no_clock);

@@ -23,6 +23,8 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 namespace levee::detail {
@@ -40,11 +42,45 @@ asio::awaitable<bool, Executor> as_optional(asio::awaitable<void, Executor> aw) 
   co_return true;
 }
 
+template <class E>
+struct is_asio_strand : std::false_type {};
+template <class E>
+struct is_asio_strand<asio::strand<E>> : std::true_type {};
+
+/// Whether a call on `Executor` (its awaitable's executor type) can be kept
+/// to one thread at a time while a timer or another attempt races it: a
+/// strand is used as it is; a type that can hold a strand (`any_io_executor`)
+/// gets one (`serial_executor`). A concrete executor that is neither
+/// (`io_context::executor_type`, `thread_pool::executor_type`) runs the
+/// call's handlers on any thread of its context, and its awaitable cannot be
+/// moved to a strand: a cancellation emitted into it (Asio's cancellation
+/// slots are not thread-safe) could meet its completion on another thread.
+/// with_timeout, with_deadline, a pipeline's timeout and deadline, a
+/// breaker's explicit probe deadline and a hedge refuse such calls
+/// (docs/layers.md, "Timeouts"; docs/hedging.md, "Executors").
+template <class Executor>
+inline constexpr bool can_serialize =
+    std::disjunction_v<is_asio_strand<Executor>,
+                       std::is_constructible<Executor, asio::strand<Executor>>>;
+
+/// Throws the refusal of a race (`who`: the layer refusing) whose call is on
+/// an executor that `can_serialize` rejects.
+[[noreturn]] inline void refuse_unserialisable(const std::string& who) {
+  throw std::invalid_argument(
+      who +
+      ": the call's awaitable is on a concrete executor that is not a strand and cannot hold "
+      "one (such as asio::io_context::executor_type): on a context run by several threads the "
+      "timer's cancellation could meet the call's completion on another thread; use "
+      "asio::awaitable<T> (any_io_executor) or asio::awaitable<T, asio::strand<...>>");
+}
+
 /// An executor of type `Executor` on which the race's call, its timer and
 /// every cancellation emitted into the call are serialised: `ex` itself when it
 /// is already a strand, else a new strand of `ex` when `Executor` can hold one
 /// (`any_io_executor` can), else `ex` (a concrete executor type that cannot
-/// hold a strand: then the call must not run on several threads at once).
+/// hold a strand, which `can_serialize` rejects: the races and the hedge
+/// refuse such calls before they get here; the token forms call this with
+/// `any_io_executor`).
 /// A `deadline_executor` (a with_deadline's call) is already a strand: kept.
 ///
 /// A type-erased executor gets the strand of its target (an `io_context` or
@@ -53,25 +89,32 @@ asio::awaitable<bool, Executor> as_optional(asio::awaitable<void, Executor> aw) 
 /// ThreadSanitizer misreads (an acquire fence) as a race.
 template <class Executor>
 Executor serial_executor(const Executor& ex) {
-  if constexpr (requires { ex.template target<asio::io_context::executor_type>(); }) {
-    using io_strand = asio::strand<asio::io_context::executor_type>;
-    using pool_strand = asio::strand<asio::thread_pool::executor_type>;
-    if (ex.template target<io_strand>() || ex.template target<pool_strand>()) return ex;
-    // A with_deadline's executor: a strand that carries a deadline.
-    if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
-      if (find_deadline(ex)) return ex;
-    }
-    if (const auto* io = ex.template target<asio::io_context::executor_type>()) {
-      return Executor(asio::make_strand(*io));
-    }
-    if (const auto* pool = ex.template target<asio::thread_pool::executor_type>()) {
-      return Executor(asio::make_strand(*pool));
-    }
-  }
-  if constexpr (std::is_constructible_v<Executor, asio::strand<Executor>>) {
-    return Executor(asio::make_strand(ex));
-  } else {
+  // A concrete strand (`asio::strand<io_context::executor_type>`): serial
+  // already. (Its converting constructor would accept a strand of it, and
+  // then fail to compile.)
+  if constexpr (is_asio_strand<Executor>::value) {
     return ex;
+  } else {
+    if constexpr (requires { ex.template target<asio::io_context::executor_type>(); }) {
+      using io_strand = asio::strand<asio::io_context::executor_type>;
+      using pool_strand = asio::strand<asio::thread_pool::executor_type>;
+      if (ex.template target<io_strand>() || ex.template target<pool_strand>()) return ex;
+      // A with_deadline's executor: a strand that carries a deadline.
+      if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
+        if (find_deadline(ex)) return ex;
+      }
+      if (const auto* io = ex.template target<asio::io_context::executor_type>()) {
+        return Executor(asio::make_strand(*io));
+      }
+      if (const auto* pool = ex.template target<asio::thread_pool::executor_type>()) {
+        return Executor(asio::make_strand(*pool));
+      }
+    }
+    if constexpr (std::is_constructible_v<Executor, asio::strand<Executor>>) {
+      return Executor(asio::make_strand(ex));
+    } else {
+      return ex;  // cannot be serialised (`can_serialize`): refused by the races
+    }
   }
 }
 

@@ -33,6 +33,9 @@ asio::awaitable<T, Executor> race_timer(std::chrono::nanoseconds limit,
                                         asio::awaitable<T, Executor> aw, error code,
                                         OnTimeout on_timeout = {}) {
   if (limit == std::chrono::nanoseconds::max()) co_return co_await std::move(aw);  // forever
+  // Refused before `aw` starts: it could not be kept to one thread (race.hpp).
+  if constexpr (!can_serialize<Executor>)
+    refuse_unserialisable(code == error::timeout ? "levee::with_timeout" : "levee::with_deadline");
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const Executor ex = co_await asio::this_coro::executor;
   Executor child_ex = serial_executor(ex);
