@@ -57,7 +57,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   static void detach(std::shared_ptr<breaker_impl> self) noexcept;
 
   /// A call is done with the shared state (see `call_scope`).
-  void leave() noexcept {
+  [[gnu::always_inline]] void leave() noexcept {
     if (core_.leave()) [[unlikely]]
       release_last_owner();
   }
@@ -113,16 +113,17 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// probe deadline (`probe_timeout`). On, with a threshold at or above
   /// `coarse_line` (100 x the coarse clock's resolution): the coarse clock,
   /// and the sampled calls on the precise one; below it, the precise clock.
-  call_start start_time() const noexcept {
+  [[gnu::always_inline]] call_start start_time() const noexcept {
     const nanos slow = core_.slow_call_duration();
-    if (slow > nanos::zero() && !coarse_enough<Clock>(slow))
-      return {clock_now(), start_kind::precise};
+    if (slow > nanos::zero()) [[unlikely]]
+      return start_timed(slow);
     if (options().probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
       return {sampled_now(), start_kind::sampled};
-    if (slow > nanos::zero()) return {window_now<Clock>(), start_kind::coarse};
     return {};
   }
   [[gnu::noinline]] static nanos sampled_now() noexcept { return clock_now(); }
+  /// `start_time` with slow-call detection on (`slow`), out of line.
+  call_start start_timed(nanos slow) const noexcept;
 
   /// The deadline of a probe admitted now: `options().probe_timeout`, or the
   /// automatic one (see options.hpp); `nanoseconds::max()` for none. Read on
@@ -143,7 +144,26 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   /// Records a finished call and acts on what the core decides. `r`: the
   /// call's result, when known (for the last failure of a transition event).
-  void finish(permit p, outcome o, call_start start, const call_result* r) noexcept;
+  /// Inline for the common case (a CLOSED call's success, not timed, no
+  /// listener for call events: `breaker_core::complete_success`), out of line
+  /// (`finish_general`) for every other.
+  [[gnu::always_inline]] void finish(permit p, outcome o, call_start start,
+                                     const call_result* r) noexcept {
+    if (start.kind == start_kind::none && o == outcome::success &&
+        !(telemetry_.wanted() & call_events)) [[likely]] {
+      const breaker_core::fast_completion c =
+          core_.complete_success(p, [] { return window_now<Clock>(); });
+      if (c.taken) [[likely]] {
+        if (!c.settled) [[unlikely]]
+          settle(p, c.stamp, c.epoch);
+        return;
+      }
+    }
+    finish_general(p, o, start, r);
+  }
+  void finish_general(permit p, outcome o, call_start start, const call_result* r) noexcept;
+  /// The window's check after `complete_success`, out of line.
+  void settle(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
 
   /// The same, for a call the caller measured: it took `elapsed` and ended
   /// at `now` (the clock's time since its epoch).

@@ -4,7 +4,7 @@
 
 namespace levee::detail {
 
-inline permit breaker_core::try_acquire() noexcept {
+[[gnu::always_inline]] inline permit breaker_core::try_acquire() noexcept {
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   const circuit_state state = state_of(w);
   if (state == circuit_state::closed) [[likely]]
@@ -63,6 +63,47 @@ constexpr std::uint8_t breaker_core::bits_of() noexcept {
   const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, now, failed, slow);
   s.lock.unlock();
   return recorded(p, failed, slow, stamp, epoch);
+}
+
+template <class Now>
+[[gnu::always_inline]] inline breaker_core::fast_completion breaker_core::complete_success(
+    permit p, Now&& now) noexcept {
+  using inline_kind = window_kinds::inline_kind;
+  constexpr std::uint8_t taken_bits = bits_of<inline_kind>() & (kind_mask | shared_only_bit);
+  fast_completion r;
+  // Slow-call detection off: no call is slow (`complete` with a zero
+  // elapsed). A probe or an untracked call, another window kind, or a moved
+  // window: `complete`.
+  if ((bits() & (kind_mask | shared_only_bit | moved_bit)) != taken_bits || slow_ns() != 0 ||
+      !p.is_closed_call()) [[unlikely]]
+    return r;
+  const nanos at = now();
+  shard& s = my_shard();
+  s.lock.lock();
+  // The window's kind is stable only under a shard's lock (a reconfiguration
+  // takes them all): changed since the test above, `complete` decides.
+  if ((bits() & (kind_mask | shared_only_bit | moved_bit)) != taken_bits) [[unlikely]] {
+    s.lock.unlock();
+    return r;
+  }
+  r.taken = true;
+  s.successes.bump_locked();
+  if (s.generation != p.generation()) [[unlikely]] {  // admitted before the window was reset
+    s.lock.unlock();
+    r.settled = true;
+    return r;
+  }
+  r.epoch = window_epoch_;
+  // Not moved: the shared part follows the last shard.
+  std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
+  r.stamp = window_as<inline_kind>().record(s.part(), shared, at, false, false);
+  s.lock.unlock();
+  // As `recorded` for a success that is not slow: settled when no
+  // consecutive-failure limit is set and the stamp's check passed.
+  r.settled =
+      consecutive_limit_.load(std::memory_order_relaxed) == 0 &&
+      validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), r.stamp);
+  return r;
 }
 
 // After the call was recorded with `stamp` in window `epoch`: consecutive
