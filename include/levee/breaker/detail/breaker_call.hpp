@@ -150,8 +150,7 @@ class call_scope {
 
   [[gnu::always_inline]] void finish(outcome o, const call_result* r = nullptr) noexcept {
     if (p_) {
-      b_->finish(std::exchange(p_, permit()), o, start_, r);
-      b_->leave();
+      b_->finish_and_leave(std::exchange(p_, permit()), o, start_, r);
     } else if (std::exchange(expired_, false)) {
       b_->leave();
     }

@@ -108,28 +108,27 @@ class breaker_core {
   /// counted in `counters()` but change no decision.
   transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
 
-  /// What `complete_success` did: nothing (`taken` false: the caller calls
-  /// `complete`), or it recorded the call; `settled` then says nothing more
-  /// is to be done, else the caller passes `stamp` and `epoch` on to
-  /// `success_recorded`.
-  struct fast_completion {
-    bool taken = false;
-    bool settled = false;
-    std::uint32_t epoch = 0;
-    std::int64_t stamp = 0;
+  /// What `complete_success_and_leave` did.
+  enum class fast_end : std::uint8_t {
+    declined,  // nothing (the call is not its case): the caller calls `complete`, then `leave`
+    left,      // recorded the call and left (`leave` false)
+    last,      // recorded and left: `leave` true (the caller destroys the shared state)
   };
 
-  /// `complete`'s common case, inline on the shell's hot path: the success
-  /// of a CLOSED call (a `closed_call` permit) with slow-call detection off,
-  /// in the window kind recorded inline (breaker/detail/window_kinds.hpp),
-  /// unmoved. `now()` is the window's time, read only once the call is taken.
-  /// For any other call or window it does nothing (`taken` false). The same
-  /// decisions as `complete`, which the caller makes in two steps.
-  template <class Now>
-  fast_completion complete_success(permit p, Now&& now) noexcept;
+  /// `complete` then `leave`, for the common case, inline on the shell's hot
+  /// path: the success of a CLOSED call (a `closed_call` permit) with
+  /// slow-call detection off, in the window kind recorded inline
+  /// (breaker/detail/window_kinds.hpp), unmoved. `now()` is the window's time,
+  /// read only once the call is taken. The same decisions as `complete`: when
+  /// the window must be checked, `settle(stamp, epoch)` is called (before
+  /// leaving) and must pass them to `success_recorded` and act on its
+  /// transition. One lookup of the caller's shard serves the record and the
+  /// leave. Declines any other call or window, having done nothing.
+  template <class Now, class Settle>
+  fast_end complete_success_and_leave(permit p, Now&& now, Settle&& settle) noexcept;
 
-  /// The rest of `complete` after `complete_success` recorded a success with
-  /// `stamp` in window `epoch` but did not settle it (out of line).
+  /// The rest of `complete` after `complete_success_and_leave` recorded a
+  /// success with `stamp` in window `epoch` (out of line).
   transition success_recorded(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
 
   /// Gives a permit back without counting it: the call was abandoned (its

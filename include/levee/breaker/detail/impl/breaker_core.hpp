@@ -65,45 +65,48 @@ constexpr std::uint8_t breaker_core::bits_of() noexcept {
   return recorded(p, failed, slow, stamp, epoch);
 }
 
-template <class Now>
-[[gnu::always_inline]] inline breaker_core::fast_completion breaker_core::complete_success(
-    permit p, Now&& now) noexcept {
+template <class Now, class Settle>
+[[gnu::always_inline]] inline breaker_core::fast_end breaker_core::complete_success_and_leave(
+    permit p, Now&& now, Settle&& settle) noexcept {
   using inline_kind = window_kinds::inline_kind;
   constexpr std::uint8_t taken_bits = bits_of<inline_kind>() & (kind_mask | shared_only_bit);
-  fast_completion r;
+  constexpr std::uint8_t kind_bits = kind_mask | shared_only_bit | moved_bit;
   // Slow-call detection off: no call is slow (`complete` with a zero
   // elapsed). A probe or an untracked call, another window kind, or a moved
   // window: `complete`.
-  if ((bits() & (kind_mask | shared_only_bit | moved_bit)) != taken_bits || slow_ns() != 0 ||
-      !p.is_closed_call()) [[unlikely]]
-    return r;
+  if ((bits() & kind_bits) != taken_bits || slow_ns() != 0 || !p.is_closed_call()) [[unlikely]]
+    return fast_end::declined;
   const nanos at = now();
   shard& s = my_shard();
   s.lock.lock();
   // The window's kind is stable only under a shard's lock (a reconfiguration
   // takes them all): changed since the test above, `complete` decides.
-  if ((bits() & (kind_mask | shared_only_bit | moved_bit)) != taken_bits) [[unlikely]] {
+  if ((bits() & kind_bits) != taken_bits) [[unlikely]] {
     s.lock.unlock();
-    return r;
+    return fast_end::declined;
   }
-  r.taken = true;
   s.successes.bump_locked();
-  if (s.generation != p.generation()) [[unlikely]] {  // admitted before the window was reset
+  if (s.generation == p.generation()) [[likely]] {  // else admitted before the window was reset
+    const std::uint32_t epoch = window_epoch_;
+    // Not moved: the shared part follows the last shard.
+    std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
+    const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, at, false, false);
     s.lock.unlock();
-    r.settled = true;
-    return r;
+    // As `recorded` for a success that is not slow: nothing more to do when
+    // no consecutive-failure limit is set and the stamp's check passed.
+    if (consecutive_limit_.load(std::memory_order_relaxed) != 0 ||
+        validated_.load(std::memory_order_relaxed) != validation_stamp(p.generation(), stamp))
+        [[unlikely]]
+      settle(stamp, epoch);
+  } else {
+    s.lock.unlock();
   }
-  r.epoch = window_epoch_;
-  // Not moved: the shared part follows the last shard.
-  std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
-  r.stamp = window_as<inline_kind>().record(s.part(), shared, at, false, false);
-  s.lock.unlock();
-  // As `recorded` for a success that is not slow: settled when no
-  // consecutive-failure limit is set and the stamp's check passed.
-  r.settled =
-      consecutive_limit_.load(std::memory_order_relaxed) == 0 &&
-      validated_.load(std::memory_order_relaxed) == validation_stamp(p.generation(), r.stamp);
-  return r;
+  // `leave`, on the shard just used (any shard will do: only the sum counts).
+  const std::uint32_t old = s.in_flight.fetch_sub(2, std::memory_order_acq_rel);
+  if (!(old & 1)) [[likely]]
+    return fast_end::left;
+  return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1 ? fast_end::last
+                                                                      : fast_end::left;
 }
 
 // After the call was recorded with `stamp` in window `epoch`: consecutive
