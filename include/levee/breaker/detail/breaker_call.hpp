@@ -122,7 +122,8 @@ call_result make_arguments_result(const std::tuple<const First&, const Rest&...>
 template <class Impl>
 class call_scope {
  public:
-  call_scope(Impl& b, permit p) noexcept : b_(&b), p_(p), start_(b.start_time()) {
+  [[gnu::always_inline]] call_scope(Impl& b, permit p) noexcept
+      : b_(&b), p_(p), start_(b.start_time()) {
     b.core().enter();
     if (p.first_probe()) [[unlikely]]
       b.round_started(p.generation());
@@ -141,19 +142,15 @@ class call_scope {
         start_(other.start_),
         expired_(std::exchange(other.expired_, false)) {}
   call_scope& operator=(call_scope&&) = delete;
-  ~call_scope() {
-    if (p_) {
-      b_->abandon(p_);
-      b_->leave();
-    } else if (expired_) {
-      b_->leave();
-    }
+  // Inline: after `finish` (the common case) it only tests two members.
+  [[gnu::always_inline]] ~call_scope() {
+    if (p_ || expired_) [[unlikely]]
+      abandon();
   }
 
-  void finish(outcome o, const call_result* r = nullptr) noexcept {
+  [[gnu::always_inline]] void finish(outcome o, const call_result* r = nullptr) noexcept {
     if (p_) {
-      b_->finish(std::exchange(p_, permit()), o, start_, r);
-      b_->leave();
+      b_->finish_and_leave(std::exchange(p_, permit()), o, start_, r);
     } else if (std::exchange(expired_, false)) {
       b_->leave();
     }
@@ -183,7 +180,7 @@ class call_scope {
   }
   /// A call that returned `value`.
   template <class T>
-  void finish_value(const T& value) noexcept {
+  [[gnu::always_inline]] void finish_value(const T& value) noexcept {
     const outcome o = b_->classify_value(value);
     if (o != outcome::failure) return finish(o);
     const call_result r = make_value_result(value);  // a view, for the last failure
@@ -191,6 +188,15 @@ class call_scope {
   }
 
  private:
+  [[gnu::noinline]] void abandon() noexcept {
+    if (p_) {
+      b_->abandon(p_);
+      b_->leave();
+    } else if (expired_) {
+      b_->leave();
+    }
+  }
+
   Impl* b_;
   permit p_;
   typename std::remove_cvref_t<decltype(std::declval<Impl&>().start_time())> start_;

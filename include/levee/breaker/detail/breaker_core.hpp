@@ -108,6 +108,29 @@ class breaker_core {
   /// counted in `counters()` but change no decision.
   transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
 
+  /// What `complete_success_and_leave` did.
+  enum class fast_end : std::uint8_t {
+    declined,  // nothing (the call is not its case): the caller calls `complete`, then `leave`
+    left,      // recorded the call and left (`leave` false)
+    last,      // recorded and left: `leave` true (the caller destroys the shared state)
+  };
+
+  /// `complete` then `leave`, for the common case, inline on the shell's hot
+  /// path: the success of a CLOSED call (a `closed_call` permit) with
+  /// slow-call detection off, in the window kind recorded inline
+  /// (breaker/detail/window_kinds.hpp), unmoved. `now()` is the window's time,
+  /// read only once the call is taken. The same decisions as `complete`: when
+  /// the window must be checked, `settle(stamp, epoch)` is called (before
+  /// leaving) and must pass them to `success_recorded` and act on its
+  /// transition. One lookup of the caller's shard serves the record and the
+  /// leave. Declines any other call or window, having done nothing.
+  template <class Now, class Settle>
+  fast_end complete_success_and_leave(permit p, Now&& now, Settle&& settle) noexcept;
+
+  /// The rest of `complete` after `complete_success_and_leave` recorded a
+  /// success with `stamp` in window `epoch` (out of line).
+  transition success_recorded(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
+
   /// Gives a permit back without counting it: the call was abandoned (its
   /// coroutine destroyed) before it finished. A probe's slot is freed.
   void release(permit p) noexcept;
@@ -181,11 +204,13 @@ class breaker_core {
   // calls still in flight; from then on, `leave` tells the last one to go.
 
   /// A call was admitted and holds the shared state until `leave`.
-  void enter() noexcept { my_shard().in_flight.fetch_add(2, std::memory_order_relaxed); }
+  [[gnu::always_inline]] void enter() noexcept {
+    my_shard().in_flight.fetch_add(2, std::memory_order_relaxed);
+  }
 
   /// The call is done with the shared state. True when the owner was orphaned
   /// and this was the last call: the caller must now destroy the shared state.
-  bool leave() noexcept {
+  [[gnu::always_inline]] bool leave() noexcept {
     const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
     if (!(old & 1)) [[likely]]
       return false;
@@ -257,7 +282,9 @@ class breaker_core {
   shard& shard_at(std::size_t i) const noexcept {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
-  shard& my_shard() const noexcept { return shard_at(thread_slot() & shard_mask_); }
+  [[gnu::always_inline]] shard& my_shard() const noexcept {
+    return shard_at(thread_slot() & shard_mask_);
+  }
   // The window's memory, under a shard's lock or transition_lock_: each
   // shard's part right after its header (`s.part()`), and the shared part
   // after the last shard, unless a reconfiguration moved them (`moved_bit`).

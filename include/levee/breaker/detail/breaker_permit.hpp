@@ -28,6 +28,8 @@ class permit {
 
   explicit operator bool() const noexcept { return bits_ != 0; }
   bool is_probe() const noexcept { return (bits_ & 3) == probe; }
+  /// Admitted in CLOSED (or METRICS_ONLY): neither a probe nor untracked.
+  bool is_closed_call() const noexcept { return (bits_ & 3) == closed_call; }
   /// A probe or an untracked call: one test for both on the hot path.
   bool is_special() const noexcept { return (bits_ & 2) != 0; }
   /// The first probe of its HALF_OPEN round (the core admitted no probe in

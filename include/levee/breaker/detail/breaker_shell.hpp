@@ -57,7 +57,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   static void detach(std::shared_ptr<breaker_impl> self) noexcept;
 
   /// A call is done with the shared state (see `call_scope`).
-  void leave() noexcept {
+  [[gnu::always_inline]] void leave() noexcept {
     if (core_.leave()) [[unlikely]]
       release_last_owner();
   }
@@ -113,16 +113,17 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// probe deadline (`probe_timeout`). On, with a threshold at or above
   /// `coarse_line` (100 x the coarse clock's resolution): the coarse clock,
   /// and the sampled calls on the precise one; below it, the precise clock.
-  call_start start_time() const noexcept {
+  [[gnu::always_inline]] call_start start_time() const noexcept {
     const nanos slow = core_.slow_call_duration();
-    if (slow > nanos::zero() && !coarse_enough<Clock>(slow))
-      return {clock_now(), start_kind::precise};
+    if (slow > nanos::zero()) [[unlikely]]
+      return start_timed(slow);
     if (options().probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
       return {sampled_now(), start_kind::sampled};
-    if (slow > nanos::zero()) return {window_now<Clock>(), start_kind::coarse};
     return {};
   }
   [[gnu::noinline]] static nanos sampled_now() noexcept { return clock_now(); }
+  /// `start_time` with slow-call detection on (`slow`), out of line.
+  call_start start_timed(nanos slow) const noexcept;
 
   /// The deadline of a probe admitted now: `options().probe_timeout`, or the
   /// automatic one (see options.hpp); `nanoseconds::max()` for none. Read on
@@ -141,9 +142,30 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// The automatic probe deadline's p99 estimate (zero: no sample yet).
   nanos latency_p99() const noexcept { return nanos(latency_p99_.load(std::memory_order_relaxed)); }
 
-  /// Records a finished call and acts on what the core decides. `r`: the
+  /// Records a finished call and acts on what the core decides, then
+  /// leaves (`leave`: the call's last use of the shared state). `r`: the
   /// call's result, when known (for the last failure of a transition event).
-  void finish(permit p, outcome o, call_start start, const call_result* r) noexcept;
+  /// Inline for the common case (a CLOSED call's success, not timed, no
+  /// listener for call events: `breaker_core::complete_success_and_leave`),
+  /// out of line (`finish_general`) for every other.
+  [[gnu::always_inline]] void finish_and_leave(permit p, outcome o, call_start start,
+                                               const call_result* r) noexcept {
+    if (start.kind == start_kind::none && o == outcome::success &&
+        !(telemetry_.wanted() & call_events)) [[likely]] {
+      const breaker_core::fast_end e = core_.complete_success_and_leave(
+          p, [] { return window_now<Clock>(); },
+          [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
+      if (e == breaker_core::fast_end::left) [[likely]]
+        return;
+      if (e == breaker_core::fast_end::last) return release_last_owner();
+    }
+    finish_general(p, o, start, r);
+    leave();
+  }
+  /// `finish_and_leave` without the leave, for any call, out of line.
+  void finish_general(permit p, outcome o, call_start start, const call_result* r) noexcept;
+  /// The window's check after `complete_success`, out of line.
+  void settle(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
 
   /// The same, for a call the caller measured: it took `elapsed` and ended
   /// at `now` (the clock's time since its epoch).
@@ -214,14 +236,36 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
 
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
-  // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp). One draw
-  // of a per-thread xorshift: true about once in 16 calls.
-  static bool sample_latency() noexcept {
-    thread_local std::uint32_t x = 0x9e3779b9u;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return (x & 15u) == 0;
+  // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp): true
+  // for about one call in 16, each call independently. A per-thread countdown
+  // to the next sampled call, so that a call not sampled costs a decrement;
+  // the gaps are drawn geometric (p = 1/16) by `next_sample_gap`, which makes
+  // the same process as one draw of probability 1/16 per call.
+  [[gnu::always_inline]] static bool sample_latency() noexcept {
+    std::uint32_t& left = sample_countdown();
+    if (--left != 0) [[likely]]
+      return false;
+    left = next_sample_gap();
+    return true;
+  }
+  static std::uint32_t& sample_countdown() noexcept {
+    // Initial-exec, as thread_slot (core/detail/thread_slot.hpp): no call to
+    // `__tls_get_addr` from position-independent code.
+    constinit thread_local std::uint32_t left [[gnu::tls_model("initial-exec")]] = 1;
+    return left;
+  }
+  [[gnu::noinline]] static std::uint32_t next_sample_gap() noexcept {
+    constinit thread_local std::uint64_t x [[gnu::tls_model("initial-exec")]] = 0x9e3779b97f4a7c15u;
+    for (std::uint32_t gap = 1;; gap += 16) {
+      x ^= x << 13;  // xorshift64
+      x ^= x >> 7;
+      x ^= x << 17;
+      // Each of the 16 nibbles is one call's draw, sampled when zero (1 in
+      // 16): the first zero nibble's index is the gap. The lowest bit of
+      // `zero` is exact (a borrow only runs upwards from a zero nibble).
+      const std::uint64_t zero = (x - 0x1111'1111'1111'1111u) & ~x & 0x8888'8888'8888'8888u;
+      if (zero != 0) return gap + static_cast<std::uint32_t>(__builtin_ctzll(zero)) / 4;
+    }
   }
   [[gnu::noinline]] void note_latency(nanos elapsed) noexcept;
   [[gnu::noinline]] void finish_timed(permit p, outcome o, call_start start,

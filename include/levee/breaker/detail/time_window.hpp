@@ -54,8 +54,9 @@ class [[gnu::packed]] time_window {
   /// Counts one call that ended at `now` in its bucket, under its shard's
   /// lock; returns the bucket (the stamp: within one bucket nothing leaves
   /// the window, so a success cannot raise a rate).
-  std::int64_t record(std::byte* part, std::byte*, std::chrono::nanoseconds now, bool failed,
-                      bool slow) const noexcept {
+  [[gnu::always_inline]] std::int64_t record(std::byte* part, std::byte*,
+                                             std::chrono::nanoseconds now, bool failed,
+                                             bool slow) const noexcept {
     ring_cursor& c = cursor(part);
     return count_in(c, ring(part), index_of(c, now), failed, slow);
   }
@@ -104,7 +105,8 @@ class [[gnu::packed]] time_window {
 
   /// The bucket that holds `now`: the head's without a division when it is
   /// still current (one multiplication instead).
-  std::int64_t index_of(const ring_cursor& c, std::chrono::nanoseconds now) const noexcept {
+  [[gnu::always_inline]] std::int64_t index_of(const ring_cursor& c,
+                                               std::chrono::nanoseconds now) const noexcept {
     const std::int64_t t = now.count();
     if (c.started()) {
       // <= a time seen, so no overflow for any clock that stays a bucket
@@ -117,8 +119,9 @@ class [[gnu::packed]] time_window {
 
   /// Counts one call in bucket `index`, or, when that bucket is older than the
   /// whole window, in the newest. Returns the bucket it went in.
-  std::int64_t count_in(ring_cursor& c, time_bucket* ring, std::int64_t index, bool failed,
-                        bool slow) const noexcept {
+  [[gnu::always_inline]] std::int64_t count_in(ring_cursor& c, time_bucket* ring,
+                                               std::int64_t index, bool failed,
+                                               bool slow) const noexcept {
     std::uint32_t pos;
     if (index == c.head) {
       pos = c.pos;

@@ -91,6 +91,11 @@ transition breaker_core::check_window(std::uint64_t generation, std::int64_t sta
   return {};
 }
 
+transition breaker_core::success_recorded(permit p, std::int64_t stamp,
+                                          std::uint32_t epoch) noexcept {
+  return recorded(p, false, false, stamp, epoch);
+}
+
 transition breaker_core::complete_other(permit p, bool failed, bool slow, nanos now,
                                         bool counted) noexcept {
   shard& own = my_shard();

@@ -4,7 +4,7 @@
 
 namespace levee::detail {
 
-inline permit breaker_core::try_acquire() noexcept {
+[[gnu::always_inline]] inline permit breaker_core::try_acquire() noexcept {
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   const circuit_state state = state_of(w);
   if (state == circuit_state::closed) [[likely]]
@@ -63,6 +63,50 @@ constexpr std::uint8_t breaker_core::bits_of() noexcept {
   const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, now, failed, slow);
   s.lock.unlock();
   return recorded(p, failed, slow, stamp, epoch);
+}
+
+template <class Now, class Settle>
+[[gnu::always_inline]] inline breaker_core::fast_end breaker_core::complete_success_and_leave(
+    permit p, Now&& now, Settle&& settle) noexcept {
+  using inline_kind = window_kinds::inline_kind;
+  constexpr std::uint8_t taken_bits = bits_of<inline_kind>() & (kind_mask | shared_only_bit);
+  constexpr std::uint8_t kind_bits = kind_mask | shared_only_bit | moved_bit;
+  // Slow-call detection off: no call is slow (`complete` with a zero
+  // elapsed). A probe or an untracked call, another window kind, or a moved
+  // window: `complete`.
+  if ((bits() & kind_bits) != taken_bits || slow_ns() != 0 || !p.is_closed_call()) [[unlikely]]
+    return fast_end::declined;
+  const nanos at = now();
+  shard& s = my_shard();
+  s.lock.lock();
+  // The window's kind is stable only under a shard's lock (a reconfiguration
+  // takes them all): changed since the test above, `complete` decides.
+  if ((bits() & kind_bits) != taken_bits) [[unlikely]] {
+    s.lock.unlock();
+    return fast_end::declined;
+  }
+  s.successes.bump_locked();
+  if (s.generation == p.generation()) [[likely]] {  // else admitted before the window was reset
+    const std::uint32_t epoch = window_epoch_;
+    // Not moved: the shared part follows the last shard.
+    std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
+    const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, at, false, false);
+    s.lock.unlock();
+    // As `recorded` for a success that is not slow: nothing more to do when
+    // no consecutive-failure limit is set and the stamp's check passed.
+    if (consecutive_limit_.load(std::memory_order_relaxed) != 0 ||
+        validated_.load(std::memory_order_relaxed) != validation_stamp(p.generation(), stamp))
+        [[unlikely]]
+      settle(stamp, epoch);
+  } else {
+    s.lock.unlock();
+  }
+  // `leave`, on the shard just used (any shard will do: only the sum counts).
+  const std::uint32_t old = s.in_flight.fetch_sub(2, std::memory_order_acq_rel);
+  if (!(old & 1)) [[likely]]
+    return fast_end::left;
+  return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1 ? fast_end::last
+                                                                      : fast_end::left;
 }
 
 // After the call was recorded with `stamp` in window `epoch`: consecutive

@@ -63,8 +63,22 @@ outcome breaker_impl<Clock, WaitTraits>::classify(const call_result& r) const no
 }
 
 template <class Clock, class WaitTraits>
-void breaker_impl<Clock, WaitTraits>::finish(permit p, outcome o, call_start start,
-                                             const call_result* r) noexcept {
+auto breaker_impl<Clock, WaitTraits>::start_timed(nanos slow) const noexcept -> call_start {
+  if (!coarse_enough<Clock>(slow)) return {clock_now(), start_kind::precise};
+  if (options().probe_timeout == nanos::zero() && sample_latency()) [[unlikely]]
+    return {sampled_now(), start_kind::sampled};
+  return {window_now<Clock>(), start_kind::coarse};
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::settle(permit p, std::int64_t stamp,
+                                             std::uint32_t epoch) noexcept {
+  apply(core_.success_recorded(p, stamp, epoch));
+}
+
+template <class Clock, class WaitTraits>
+void breaker_impl<Clock, WaitTraits>::finish_general(permit p, outcome o, call_start start,
+                                                     const call_result* r) noexcept {
   if (start.kind != start_kind::none) [[unlikely]]
     return finish_timed(p, o, start, r);
   // Not measured when it started (slow-call detection came on since, by a
