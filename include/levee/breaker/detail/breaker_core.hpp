@@ -108,12 +108,11 @@ class breaker_core {
   /// counted in `counters()` but change no decision.
   transition complete(permit p, outcome o, nanos now, nanos elapsed = nanos::zero()) noexcept;
 
-  /// What `complete_success_and_leave` did.
-  enum class fast_end : std::uint8_t {
-    declined,  // nothing (the call is not its case): the caller calls `complete`, then `leave`
-    left,      // recorded the call and left (`leave` false)
-    last,      // recorded and left: `leave` true (the caller destroys the shared state)
-  };
+  /// What `complete_success_and_leave` did: nothing (the call is not its
+  /// case: the caller calls `complete`, then `leave`), or recorded the call
+  /// and left, `leave` false (`left`) or true (`last`: the caller destroys the
+  /// shared state).
+  enum class fast_end : std::uint8_t { declined, left, last };
 
   /// `complete` then `leave`, for the common case, inline on the shell's hot
   /// path: the success of a CLOSED call (a `closed_call` permit) with
@@ -204,18 +203,11 @@ class breaker_core {
   // calls still in flight; from then on, `leave` tells the last one to go.
 
   /// A call was admitted and holds the shared state until `leave`.
-  [[gnu::always_inline]] void enter() noexcept {
-    my_shard().in_flight.fetch_add(2, std::memory_order_relaxed);
-  }
+  void enter() noexcept;  // impl/breaker_core.hpp, inline
 
   /// The call is done with the shared state. True when the owner was orphaned
   /// and this was the last call: the caller must now destroy the shared state.
-  [[gnu::always_inline]] bool leave() noexcept {
-    const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
-    if (!(old & 1)) [[likely]]
-      return false;
-    return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
-  }
+  bool leave() noexcept;  // impl/breaker_core.hpp, inline
 
   /// The owner is gone (no call will be admitted any more). True when no call
   /// is in flight: the caller destroys the shared state now; otherwise the
@@ -233,27 +225,18 @@ class breaker_core {
   static constexpr std::uint64_t probe_one = std::uint64_t{1} << probe_shift;
   static constexpr std::uint64_t round_started = std::uint64_t{1} << 16;
 
-  static circuit_state state_of(std::uint64_t w) noexcept {
-    return static_cast<circuit_state>(w & state_mask);
-  }
-  static std::uint64_t probes_of(std::uint64_t w) noexcept {
-    return (w >> probe_shift) & probe_mask;
-  }
+  // The state word's fields, and a fresh word (impl/breaker_core.hpp).
+  static circuit_state state_of(std::uint64_t w) noexcept;
+  static std::uint64_t probes_of(std::uint64_t w) noexcept;
   static std::uint64_t generation_of(std::uint64_t w) noexcept { return w >> generation_shift; }
-  static std::uint64_t make_word(circuit_state s, std::uint64_t generation) noexcept {
-    return generation << generation_shift | static_cast<std::uint64_t>(s);
-  }
+  static std::uint64_t make_word(circuit_state s, std::uint64_t generation) noexcept;
 
-  // A counter written either always under its shard's lock (`bump_locked`: a
-  // plain load and store, no read-modify-write) or always with `fetch_add`
-  // (`bump`), never both: a `fetch_add` between the load and the store would
-  // be lost. successes, failures and slow: locked (`count`); ignored and
-  // rejected: `fetch_add`.
+  // A counter written either always under its shard's lock (`bump_locked`, a
+  // plain load and store) or always with `fetch_add` (`bump`), never both.
+  // successes, failures and slow: locked (`count`); ignored, rejected: `bump`.
   struct counter {
     std::atomic<std::uint64_t> value{0};
-    void bump_locked() noexcept {
-      value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    }
+    void bump_locked() noexcept;  // impl/breaker_core.hpp
     void bump() noexcept { value.fetch_add(1, std::memory_order_relaxed); }
     std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
   };
@@ -282,9 +265,7 @@ class breaker_core {
   shard& shard_at(std::size_t i) const noexcept {
     return *reinterpret_cast<shard*>(shard_memory_.get() + i * stride_);
   }
-  [[gnu::always_inline]] shard& my_shard() const noexcept {
-    return shard_at(thread_slot() & shard_mask_);
-  }
+  shard& my_shard() const noexcept;  // impl/breaker_core.hpp, inline
   // The window's memory, under a shard's lock or transition_lock_: each
   // shard's part right after its header (`s.part()`), and the shared part
   // after the last shard, unless a reconfiguration moved them (`moved_bit`).
@@ -301,11 +282,7 @@ class breaker_core {
   template <class W>  // window kind W's bits, but `moved_bit`
   static constexpr std::uint8_t bits_of() noexcept;
   // Counts a finished call outside the window's locked section.
-  static void count(shard& s, bool failed, bool slow) noexcept {
-    spin_guard g(s.lock);
-    (failed ? s.failures : s.successes).bump_locked();
-    if (slow) s.slow.bump_locked();
-  }
+  static void count(shard& s, bool failed, bool slow) noexcept;  // impl/breaker_core.hpp
 
   // Slow paths (breaker/impl/breaker_core.ipp). HALF_OPEN admission: a CAS takes a
   // probe slot, and the round's first marks the word: that probe's permit says so.
@@ -345,17 +322,12 @@ class breaker_core {
   struct window_ext;
   void lock_shards() noexcept;
   void unlock_shards() noexcept;
-  transition opened(const transition& t, const window_totals& basis) noexcept {
-    basis_generation_ = t.generation;  // under transition_lock_
-    basis_calls_ = basis.calls;
-    basis_part_ = t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
-    return t;
-  }
+  // Notes the basis of an opening (under transition_lock_); returns `t`.
+  transition opened(const transition& t, const window_totals& basis) noexcept;
   void reset_windows(std::uint64_t generation) noexcept;  // under transition_lock_
 
-  static std::uint64_t validation_stamp(std::uint64_t generation, std::int64_t index) noexcept {
-    return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
-  }
+  static std::uint64_t validation_stamp(std::uint64_t generation,
+                                        std::int64_t index) noexcept;  // impl/breaker_core.hpp
 
   // Read on every call, written rarely: the state word, the validation stamp
   // and the configuration share the first cache lines.

@@ -4,6 +4,55 @@
 
 namespace levee::detail {
 
+inline circuit_state breaker_core::state_of(std::uint64_t w) noexcept {
+  return static_cast<circuit_state>(w & state_mask);
+}
+
+inline std::uint64_t breaker_core::probes_of(std::uint64_t w) noexcept {
+  return (w >> probe_shift) & probe_mask;
+}
+
+inline std::uint64_t breaker_core::make_word(circuit_state s, std::uint64_t generation) noexcept {
+  return generation << generation_shift | static_cast<std::uint64_t>(s);
+}
+
+inline void breaker_core::counter::bump_locked() noexcept {
+  value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+[[gnu::always_inline]] inline breaker_core::shard& breaker_core::my_shard() const noexcept {
+  return shard_at(thread_slot() & shard_mask_);
+}
+
+[[gnu::always_inline]] inline void breaker_core::enter() noexcept {
+  my_shard().in_flight.fetch_add(2, std::memory_order_relaxed);
+}
+
+[[gnu::always_inline]] inline bool breaker_core::leave() noexcept {
+  const std::uint32_t old = my_shard().in_flight.fetch_sub(2, std::memory_order_acq_rel);
+  if (!(old & 1)) [[likely]]
+    return false;
+  return orphan_pending_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+}
+
+inline void breaker_core::count(shard& s, bool failed, bool slow) noexcept {
+  spin_guard g(s.lock);
+  (failed ? s.failures : s.successes).bump_locked();
+  if (slow) s.slow.bump_locked();
+}
+
+inline transition breaker_core::opened(const transition& t, const window_totals& basis) noexcept {
+  basis_generation_ = t.generation;  // under transition_lock_
+  basis_calls_ = basis.calls;
+  basis_part_ = t.reason == transition_reason::slow_call_rate ? basis.slow : basis.failures;
+  return t;
+}
+
+inline std::uint64_t breaker_core::validation_stamp(std::uint64_t generation,
+                                                    std::int64_t index) noexcept {
+  return generation << 32 | (static_cast<std::uint64_t>(index) & 0xffffffffu);  // generation >= 1
+}
+
 [[gnu::always_inline]] inline permit breaker_core::try_acquire() noexcept {
   const std::uint64_t w = state_.load(std::memory_order_acquire);
   const circuit_state state = state_of(w);
