@@ -379,3 +379,51 @@ TEST_CASE("timeout threads: a registry's guard set refuses io_context::executor_
     }
   }
 }
+
+TEST_CASE(
+    "timeout threads: an inner layer's refusal goes through a pipeline's retry and fallback, "
+    "and a fallback's") {
+  // Before: the breaker's refusal (explicit probe_timeout, io_context::
+  // executor_type) was a failed attempt inside the pipeline: retried, then
+  // answered by the fallback, so every call quietly got the fallback's value
+  // and the breaker never saw a call.
+  using result = std::tuple<ec_t, int>;
+  asio::io_context ioc;
+  std::atomic<int> started{0};
+  levee::breaker_options bo;
+  bo.probe_timeout = 200us;
+  levee::pipeline<result> pipe(
+      ioc, {.fallback = {{.value = result(ec_t(), -1)}},
+            .retry = levee::retry_options{.max_attempts = 3, .initial_delay = 1us},
+            .breaker = bo});
+  levee::circuit_breaker b(ioc, bo);
+  levee::fallback<result> fb({.value = result(ec_t(), -1)});
+  int refused = 0, answered = 0;
+  asio::co_spawn(
+      ioc.get_executor(),
+      [&]() -> asio::awaitable<void, io_ex> {
+        try {
+          auto [ec, v] = co_await pipe([&] { return call_on<io_ex>(1us, started); });
+          if (v == -1) ++answered;
+        } catch (const std::invalid_argument& e) {
+          if (is_refusal(e, "probe_timeout")) ++refused;
+        }
+        try {
+          auto [ec, v] = co_await fb(b(call_on<io_ex>(1us, started)));
+          if (v == -1) ++answered;
+        } catch (const std::invalid_argument& e) {
+          if (is_refusal(e, "probe_timeout")) ++refused;
+        }
+      },
+      asio::detached);
+  ioc.run();
+  CHECK(refused == 2);
+  CHECK(answered == 0);
+  CHECK(started == 0);
+  const auto m = pipe.metrics();
+  REQUIRE(m.fallback);
+  CHECK(m.fallback->used() == 0);
+  REQUIRE(m.retry);
+  CHECK(m.retry->retries == 0);
+  CHECK(fb.metrics().used() == 0);
+}

@@ -303,8 +303,8 @@ class basic_circuit_breaker {
   /// deadline: on a strand of it, as with `with_timeout`); the breaker posts
   /// nothing on a CLOSED call's path. An `aw` on a concrete executor that is
   /// not a strand (`asio::awaitable<T, asio::io_context::executor_type>`)
-  /// cannot be raced against a probe deadline: with an explicit
-  /// `probe_timeout` every such call (CLOSED ones too) throws
+  /// cannot be raced against a probe deadline: with a `probe_timeout` > 0
+  /// and not `max()` every such call (CLOSED ones too) throws
   /// `std::invalid_argument` before it takes a permit; with the automatic one
   /// its probes have no deadline (docs/breaker.md, "A probe's deadline").
   ///

@@ -141,8 +141,8 @@ struct breaker_options {
   /// until it ends or `max_half_open_duration` reopens the breaker).
   /// Otherwise > 0: that deadline. >= 0. Calls whose awaitable is on
   /// `asio::io_context::executor_type` (not a strand) are refused when it is
-  /// set, and get no automatic deadline (docs/breaker.md, "A probe's
-  /// deadline").
+  /// a deadline (> 0 and not `nanoseconds::max()`), and get no automatic
+  /// deadline (docs/breaker.md, "A probe's deadline").
   std::chrono::nanoseconds probe_timeout = std::chrono::nanoseconds::zero();
 
   /// Decides success, failure or ignored for each finished call. Empty: the

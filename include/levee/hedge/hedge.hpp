@@ -94,7 +94,7 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
     co_return co_await factory();
   }
   if constexpr (!hedge_can_serialize<Executor>) {
-    throw std::invalid_argument(
+    throw unserialisable_executor(
         "levee::basic_hedge: the attempts' awaitables are on a concrete executor that is not a "
         "strand and cannot hold one (such as asio::io_context::executor_type): a hedged call "
         "could not keep its state to one thread; use asio::awaitable<T> (any_io_executor) or "

@@ -4,6 +4,7 @@
 
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/result_shape.hpp>
+#include <levee/core/detail/unserialisable.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
 #include <levee/timeout/detail/spawn.hpp>
@@ -147,6 +148,8 @@ class fallback {
     bool has_code = false;
     try {
       value.emplace(co_await std::move(aw));
+    } catch (const detail::unserialisable_executor&) {
+      throw;  // a layer's refusal of the executor: never answered
     } catch (const boost::system::system_error& e) {
       ec = e.code();
       has_code = true;

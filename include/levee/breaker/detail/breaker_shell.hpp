@@ -164,7 +164,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   }
   /// `finish_and_leave` without the leave, for any call, out of line.
   void finish_general(permit p, outcome o, call_start start, const call_result* r) noexcept;
-  /// The window's check after `complete_success`, out of line.
+  /// The window's check after `complete_success_and_leave`, out of line.
   void settle(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
 
   /// The same, for a call the caller measured: it took `elapsed` and ended
@@ -237,10 +237,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp): true
-  // for about one call in 16, each call independently. A per-thread countdown
-  // to the next sampled call, so that a call not sampled costs a decrement;
-  // the gaps are drawn geometric (p = 1/16) by `next_sample_gap`, which makes
-  // the same process as one draw of probability 1/16 per call.
+  // for about one call in 16: a thread's first call, then after gaps drawn
+  // geometric (p = 1/16) by `next_sample_gap` (one pseudo-random sequence per
+  // thread, the same seed on each). A per-thread countdown to the next sampled
+  // call, so that a call not sampled costs a decrement.
   [[gnu::always_inline]] static bool sample_latency() noexcept {
     std::uint32_t& left = sample_countdown();
     if (--left != 0) [[likely]]

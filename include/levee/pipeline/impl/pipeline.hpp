@@ -177,6 +177,8 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
         typename registry_type::guard_set held;  // held until the attempt is over
         result.value.emplace(co_await layered<Executor>(attempt_type::start(op), held));
       }
+    } catch (const detail::unserialisable_executor&) {
+      throw;  // a layer's refusal of the executor: not a failed attempt
     } catch (...) {
       result.failed(std::current_exception());
     }
@@ -253,6 +255,8 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::outer(Op op) {
                                    count{&deadlines_});
   try {
     result.value.emplace(co_await std::move(aw));
+  } catch (const detail::unserialisable_executor&) {
+    throw;  // as in attempts: never the fallback's to answer
   } catch (...) {
     result.failed(std::current_exception());
   }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/unserialisable.hpp>
 #include <levee/timeout/detail/spawn.hpp>
 
 #include <boost/asio/basic_waitable_timer.hpp>
@@ -87,6 +88,8 @@ asio::awaitable<T, Executor> retry_loop(basic_retry_policy<Clock>& policy, Facto
         if (decide(policy, schedule, attempt, make_value_result(value), delay) == retry_step::done)
           co_return value;
       }
+    } catch (const unserialisable_executor&) {
+      throw;  // a layer's refusal of the executor: never retried
     } catch (const boost::system::system_error& e) {
       const boost::system::error_code ec = e.code();
       if (decide(policy, schedule, attempt, call_result(std::current_exception(), &ec), delay) ==

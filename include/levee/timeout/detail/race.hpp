@@ -4,6 +4,7 @@
 
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/saturating.hpp>
+#include <levee/core/detail/unserialisable.hpp>
 #include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -66,7 +67,7 @@ inline constexpr bool can_serialize =
 /// Throws the refusal of a race (`who`: the layer refusing) whose call is on
 /// an executor that `can_serialize` rejects.
 [[noreturn]] inline void refuse_unserialisable(const std::string& who) {
-  throw std::invalid_argument(
+  throw unserialisable_executor(
       who +
       ": the call's awaitable is on a concrete executor that is not a strand and cannot hold "
       "one (such as asio::io_context::executor_type): on a context run by several threads the "
