@@ -35,12 +35,6 @@ constexpr int threads = 4;
 constexpr int coroutines = 32;
 constexpr int rounds = 60;
 
-void run_threads(asio::io_context& ioc) {
-  std::vector<std::thread> pool;
-  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
-  for (auto& t : pool) t.join();
-}
-
 /// An attempt of `latency` real time, tuple form; counts starts and ends.
 asio::awaitable<std::tuple<ec_t, int>> attempt(std::chrono::nanoseconds latency,
                                                std::atomic<int>& started, std::atomic<int>& ended) {

@@ -32,12 +32,6 @@ constexpr int coroutines = 32;
 constexpr int rounds = 100;
 
 /// Runs `ioc` on `threads` threads until its work is done.
-void run_threads(asio::io_context& ioc) {
-  std::vector<std::thread> pool;
-  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
-  for (auto& t : pool) t.join();
-}
-
 /// A call that takes `latency` of real time (0: completes without waiting, 1 ns:
 /// one trip through the executor), tuple form.
 asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec(

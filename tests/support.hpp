@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 namespace levee_test {
 
@@ -118,5 +120,12 @@ struct fake_service {
 struct virtual_time {
   virtual_time() { vclock::reset(); }
 };
+
+/// Runs `ioc` on `n` threads (this one waiting) until it runs out of work.
+inline void run_threads(asio::io_context& ioc, int n = 4) {
+  std::vector<std::thread> pool;
+  for (int i = 0; i < n; ++i) pool.emplace_back([&] { ioc.run(); });
+  for (auto& t : pool) t.join();
+}
 
 }  // namespace levee_test

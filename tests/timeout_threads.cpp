@@ -33,12 +33,6 @@ constexpr int threads = 4;
 constexpr int coroutines = 32;
 constexpr int rounds = 100;
 
-void run_threads(asio::io_context& ioc) {
-  std::vector<std::thread> pool;
-  for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
-  for (auto& t : pool) t.join();
-}
-
 /// A call of `latency` real time on `Executor`, tuple form; counts its starts.
 template <class Executor>
 asio::awaitable<std::tuple<ec_t, int>, Executor> call_on(std::chrono::nanoseconds latency,
