@@ -11,12 +11,13 @@
 #   scripts/levee.sh test   build and run the whole test suite, as CI does:
 #                           clang-format; the API reference (Doxygen, warnings
 #                           as errors); GCC 12 + AddressSanitizer/UBSan (every
-#                           test, benchmark smoke run); Clang 14 +
-#                           ThreadSanitizer (the concurrency tests; every
-#                           translation unit compiled -fsyntax-only); Clang 14 +
-#                           libFuzzer (two targets, 60 s); a release build of every
-#                           target, running the concurrency tests again without
-#                           sanitizers and the demo (--quick), checking its summary;
+#                           test); Clang 14 + ThreadSanitizer (the concurrency
+#                           tests; every translation unit compiled
+#                           -fsyntax-only); Clang 14 + libFuzzer (two targets,
+#                           60 s); a release build of the library, the samples,
+#                           the benchmarks and the concurrency tests, running the
+#                           benchmarks once (smoke), the concurrency tests again
+#                           without sanitizers and the demo, checking its summary;
 #                           promtool on the metrics exposition; installed
 #                           (the library alone, header-only Asio) and vendored
 #                           (LEVEE_ASIO_SEPARATE_COMPILATION=ON) consumers.
@@ -154,22 +155,17 @@ run_tests() {
   # member access and were 40 % of this build's compile time
   # (tests/bulkhead.cpp 17.6 s against 10.6 s of CPU), and AddressSanitizer already
   # reports what they would here (a use after free, a null dereference).
-  step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build everything, run every test"
+  # It builds the programs the tests run (levee-test-programs), not the
+  # demo, the samples no test runs and the benchmarks: the release stage
+  # builds and runs those (about 330 s of CPU here, docs/ci.md).
+  step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build every program a test runs, run every test"
   configure build/ci-gcc-asan -DCMAKE_CXX_COMPILER=g++-12 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS_DEBUG="-g1 -Og" -DLEVEE_SANITIZE=address,undefined \
-    -DLEVEE_NO_SANITIZE=vptr,alignment,null -DLEVEE_BUILD_BENCH=ON
-  cmake --build build/ci-gcc-asan -j "$jobs"
+    -DLEVEE_NO_SANITIZE=vptr,alignment,null
+  cmake --build build/ci-gcc-asan --target levee-test-programs -j "$jobs"
   slowest build/ci-gcc-asan
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
   ctest --test-dir build/ci-gcc-asan --output-on-failure -j "$jobs"
-
-  step "benchmarks: each once, briefly, as a smoke test (no timing is checked)"
-  ./build/ci-gcc-asan/bench/levee-bench --smoke --benchmark_min_time=0.001 >/dev/null
-  # The HTTP client against wrk on its own nginx: about 10 s, no timing checked.
-  ./build/ci-gcc-asan/bench/levee-bench-http --smoke >/dev/null
-  # The registry and the fleet link at small sizes, against a private
-  # redis-server: about 2 s, no timing checked.
-  ./build/ci-gcc-asan/bench/levee-bench-scale --smoke >/dev/null
   echo "disk: build/ci-gcc-asan took $(du -sh build/ci-gcc-asan | cut -f1); removed"
   rm -rf build/ci-gcc-asan
 
@@ -202,13 +198,26 @@ run_tests() {
   ./build/ci-fuzz/fuzz/levee-fuzz-url -max_total_time=15 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 build/ci-fuzz/corpus-url 2>&1 | tail -n 4
 
-  step "release build (GCC 12, -O3, warnings as errors): every target, the tests and benchmarks included"
+  # The library, every sample, the benchmarks and the programs of the
+  # concurrency tests, at -O3 with warnings as errors. Not the other test
+  # programs: they took 1,230 of this build's 1,690 s of CPU, and the
+  # sanitizer stage builds and runs them (docs/ci.md, "Where the time goes").
+  step "release build (GCC 12, -O3, warnings as errors): the library, the samples, the benchmarks, the concurrency tests"
   rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet \
     build/ci-demo-replicas
   configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=ON -DLEVEE_BUILD_SAMPLES=ON \
     -DLEVEE_BUILD_BENCH=ON
-  cmake --build build/ci-release -j "$jobs"
+  cmake --build build/ci-release -j "$jobs" \
+    --target levee tools/flaky/all samples/all bench/all levee-concurrency-tests
   slowest build/ci-release
+
+  step "benchmarks: each once, briefly, as a smoke test (no timing is checked)"
+  ./build/ci-release/bench/levee-bench --smoke --benchmark_min_time=0.001 >/dev/null
+  # The HTTP client against wrk on its own nginx: about 10 s, no timing checked.
+  ./build/ci-release/bench/levee-bench-http --smoke >/dev/null
+  # The registry and the fleet link at small sizes, against a private
+  # redis-server: about 2 s, no timing checked.
+  ./build/ci-release/bench/levee-bench-scale --smoke >/dev/null
 
   # Sanitizers change the timing, and that hides races: the concurrency tests
   # run again in the optimized build, each up to 8 times, two at a time.
