@@ -291,7 +291,8 @@ TEST_CASE("a failed connect: a password to a Redis without one and nothing liste
   link.listen(events.listener());
   std::thread t([&] { ioc.run(); });
   // The metrics are set before the listeners are called: wait for the events.
-  REQUIRE(wait_until([&] { return events.of(levee::fleet_event_kind::connect_failed).size() >= 2; }));
+  REQUIRE(
+      wait_until([&] { return events.of(levee::fleet_event_kind::connect_failed).size() >= 2; }));
   const auto failed = events.of(levee::fleet_event_kind::connect_failed);
   CHECK_FALSE(failed[0].reason.empty());
   // Another attempt may fail meanwhile; each reports the same refusal.
