@@ -157,7 +157,8 @@ run_tests() {
   # reports what they would here (a use after free, a null dereference).
   # It builds the programs the tests run (levee-test-programs), not the
   # demo, the samples no test runs and the benchmarks: the release stage
-  # builds and runs those (about 330 s of CPU here, docs/ci.md).
+  # builds those (335 s of its CPU, docs/ci.md) and runs the demo and the
+  # benchmarks' smoke runs.
   step "GCC 12, AddressSanitizer + UndefinedBehaviorSanitizer: build every program a test runs, run every test"
   configure build/ci-gcc-asan -DCMAKE_CXX_COMPILER=g++-12 -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS_DEBUG="-g1 -Og" -DLEVEE_SANITIZE=address,undefined \
@@ -170,7 +171,7 @@ run_tests() {
   rm -rf build/ci-gcc-asan
 
   # Clang 14 builds only the programs the concurrency tests are in
-  # (tests/CMakeLists.txt, levee-concurrency-tests), and compiles every other
+  # (levee-concurrency-tests, the top-level CMakeLists.txt), and compiles every other
   # translation unit with -fsyntax-only (scripts/clang_check.py): each
   # target's errors and warnings for a fifth of a build's time. Building
   # every target here took 19 minutes of a 68-minute run (docs/ci.md).
