@@ -115,7 +115,7 @@ TEST_CASE(
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   const auto m = h.metrics();
   INFO("ok " << ok << " aborted " << aborted << " deadline " << deadline << " other " << other
              << " hedges " << m.hedges << " refusals " << m.budget_refusals);
@@ -258,7 +258,7 @@ void check_serial_calls(asio::io_context& ioc, Make make) {
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(overlaps == 0);
   CHECK(answered == callers * calls);
   CHECK(h.metrics().hedges > 0);
@@ -319,7 +319,7 @@ TEST_CASE(
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(refused == callers * calls);
   CHECK(once == callers * calls);
   CHECK(made == callers * calls);  // no attempt of a refused call started

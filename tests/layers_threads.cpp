@@ -31,7 +31,6 @@ constexpr int threads = 4;
 constexpr int coroutines = 32;
 constexpr int rounds = 100;
 
-/// Runs `ioc` on `threads` threads until its work is done.
 /// A call that takes `latency` of real time (0: completes without waiting, 1 ns:
 /// one trip through the executor), tuple form.
 asio::awaitable<std::tuple<boost::system::error_code, int>> call_ec(
@@ -120,7 +119,7 @@ TEST_CASE("threads: with_timeout and with_deadline race their timers on 4 thread
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(c.finished == coroutines);
   CHECK(c.other == 0);
   CHECK(c.ok + c.timed_out + c.threw == coroutines * rounds);
@@ -165,7 +164,7 @@ TEST_CASE("threads: a bulkhead's max_wait races grants on 4 threads") {
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(c.finished == coroutines);
   CHECK(c.other == 0);
   CHECK(c.ok + c.timed_out == coroutines * rounds);
@@ -233,7 +232,7 @@ TEST_CASE("threads: a rate limiter's waits race their timers and cancellations o
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   const auto elapsed = std::chrono::steady_clock::now() - begin;
   CHECK(c.finished == coroutines);
   CHECK(c.other == 0);
@@ -296,7 +295,7 @@ TEST_CASE("threads: throttle and deadline reader listeners see each event once o
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(finished == coroutines);
   const auto m = t.metrics();
   CHECK(m.rejected == static_cast<std::uint64_t>(throttled.load()));

@@ -97,7 +97,7 @@ void race_many(asio::io_context& ioc, counts& c) {
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
 }
 
 }  // namespace
@@ -141,7 +141,7 @@ TEST_CASE(
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
   CHECK(finished == coroutines);
   CHECK(refused == coroutines * rounds);
   CHECK(unbounded == coroutines * rounds);
@@ -275,7 +275,7 @@ void cycle_breaker(asio::io_context& ioc, levee::circuit_breaker& b, breaker_cou
         },
         asio::detached);
   }
-  run_threads(ioc);
+  run_threads(ioc, threads);
 }
 
 levee::breaker_options cycling(std::chrono::nanoseconds probe_timeout) {
