@@ -166,19 +166,21 @@ void run_on(asio::io_context& ioc, Body body) {
 
 struct registry_row {
   std::size_t keys = 0;
-  double create_ns = 0;       // per new key, through guards(key)
-  double bytes_per_key = 0;   // counted
-  double blocks_per_key = 0;  // live allocations
-  double rss_per_key = 0;     // RSS growth / keys
-  double floor_ns = 0;        // the harness: random index + key formatting
-  double get_random_ns = 0;   // get(key), random keys
-  double get_hot_ns = 0;      // get(key), one key
-  double bare_random_ns = 0;  // find(key) in a bare unordered_map, random keys
-  double call_random_ns = 0;  // guards(key) + one guarded call, random keys
-  double call_hot_ns = 0;     // the same, one key
-  double scan_ms = 0;         // evict_idle() with nothing idle
-  double full_insert_us = 0;  // a new key into a full registry (evicts one, sampled LRU)
-  double evict_ms = 0;        // evict_idle() with every key idle
+  double create_ns = 0;              // per new key, through guards(key)
+  double bytes_per_key = 0;          // counted
+  double blocks_per_key = 0;         // live allocations
+  double rss_per_key = 0;            // RSS growth / keys
+  double floor_ns = 0;               // the harness: random index + key formatting
+  double get_random_ns = 0;          // get(key), random keys
+  double get_hot_ns = 0;             // get(key), one key
+  double bare_random_ns = 0;         // find(key) in a bare unordered_map, random keys
+  double call_random_ns = 0;         // guards(key) + one guarded call, random keys
+  double call_hot_ns = 0;            // the same, one key
+  double scan_ms = 0;                // evict_idle() with nothing idle
+  double full_insert_us = 0;         // a new key into a full registry (evicts one, sampled LRU)
+  double full_insert_median_us = 0;  // the same, the median key
+  double full_insert_max_us = 0;     // the same, the slowest key
+  double evict_ms = 0;               // evict_idle() with every key idle
   std::size_t evicted = 0;
   double evict_counted_mb = 0;      // counted bytes returned
   double evict_rss_mb = 0;          // RSS returned (before malloc_trim)
@@ -312,9 +314,18 @@ registry_row measure_registry(std::size_t n, bool last) {
     // A new key into the full registry: it evicts one (the least recently used of a sample).
     {
       const std::uint32_t extra = g_smoke ? 10 : 100;
-      const auto t0 = wall::now();
-      for (std::uint32_t i = 0; i < extra; ++i) (void)reg->guards(key(keys + i));
-      row.full_insert_us = seconds_since(t0) * 1e6 / extra;
+      std::vector<double> each;
+      for (std::uint32_t i = 0; i < extra; ++i) {
+        const auto t0 = wall::now();
+        (void)reg->guards(key(keys + i));
+        each.push_back(seconds_since(t0) * 1e6);
+      }
+      double sum = 0;
+      for (double us : each) sum += us;
+      row.full_insert_us = sum / extra;
+      std::sort(each.begin(), each.end());
+      row.full_insert_median_us = each[each.size() / 2];
+      row.full_insert_max_us = each.back();
       if (reg->evictions() != extra) throw std::runtime_error("registry: no eviction at the bound");
     }
     // Every key idle: idle_timeout 1 ms, wait, then sweep.
@@ -483,8 +494,10 @@ void run_registry() {
   std::printf("  longest get() of one key on another thread during that scan: %.1f ms\n",
               hi.longest_get_ms);
   std::printf(
-      "  a new key into the full registry (max_breakers = %s, sampled LRU): %.1f us per key\n",
-      count_text(hi.keys).c_str(), hi.full_insert_us);
+      "  a new key into the full registry (max_breakers = %s, sampled LRU): %.1f us per key "
+      "(median %.1f, slowest %.1f)\n",
+      count_text(hi.keys).c_str(), hi.full_insert_us, hi.full_insert_median_us,
+      hi.full_insert_max_us);
   std::printf("  evict_idle() with every key idle: %zu evicted in %.1f ms (%.0f ns per key)\n",
               hi.evicted, hi.evict_ms,
               hi.evicted ? hi.evict_ms * 1e6 / static_cast<double>(hi.evicted) : 0.0);

@@ -441,3 +441,41 @@ TEST_CASE("registry: the idle sweep examines at most a batch of breakers per hol
   CHECK(r.evict_idle() == n / 10);
   CHECK(r.size() == 0);
 }
+
+TEST_CASE(
+    "registry: a get runs one batch of the idle sweep at most, and the gets after it finish it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  constexpr int n = 3000;
+  constexpr auto batch = levee::detail::registry_sweep_batch;
+  registry r(ioc, {.idle_timeout = 10min, .max_breakers = n + 1});
+  for (int i = 0; i < n; ++i) r.get(std::to_string(i));
+  vclock::advance(11min);  // every key idle, and a sweep is due
+  const auto& work = r.detail_work();
+  // Each get examines one batch at most: none pays for the whole registry
+  // (before, the get that began the sweep ran all of it: 3,000 entries).
+  std::uint64_t most = 0;
+  int gets = 0;
+  while (r.size() > 1 && gets < 100) {
+    const auto before = work.sweep_examined.load();
+    r.get("hot");
+    most = std::max(most, work.sweep_examined.load() - before);
+    ++gets;
+  }
+  CHECK(most <= batch);
+  CHECK(gets >= n / static_cast<int>(batch));
+  CHECK(r.size() == 1);  // "hot", made by the first get
+  CHECK(r.evictions() == n);
+  // The way back: the sweep is over; the next begins a quarter of the idle
+  // timeout after this one began, and evicts by the same rules.
+  const auto examined = work.sweep_examined.load();
+  r.get("a");
+  r.get("b");
+  CHECK(work.sweep_examined.load() == examined);
+  vclock::advance(11min);
+  r.get("c");  // a, b and hot idle for 11 min: one batch sweeps them all
+  CHECK(r.evictions() == n + 3);
+  CHECK(r.size() == 1);
+  CHECK(r.evict_idle() == 0);
+  settle(ioc);
+}

@@ -38,9 +38,10 @@ namespace levee {
 /// shared defaults or a per-key override, named after their key, evicted when
 /// idle, at most `max_breakers` of them. Every member function is thread-safe.
 ///
-/// Eviction needs no timer (an idle registry leaves no pending work): `get`
-/// sweeps at most once per quarter of `idle_timeout`, and `evict_idle` sweeps
-/// on demand. A breaker is evicted when no caller holds it, nobody asked for it
+/// Eviction needs no timer (an idle registry leaves no pending work): a sweep
+/// begins at most once per quarter of `idle_timeout`, and the `get`s run it,
+/// each at most one batch of 256 breakers; `evict_idle` runs a whole sweep on
+/// demand. A breaker is evicted when no caller holds it, nobody asked for it
 /// for `idle_timeout`, and it is not in a state an operator chose
 /// (FORCED_OPEN, DISABLED, METRICS_ONLY: an idle sweep must not undo them).
 /// `get` writes the time of use only when it moved by more than
@@ -50,8 +51,8 @@ namespace levee {
 /// At `max_breakers`, a new key evicts an evictable breaker (nobody holds it,
 /// no operator chose its state), the least recently used of 16 drawn at random
 /// (exactly the least recently used up to 16 breakers), in amortised constant
-/// time; an idle sweep examines 256 breakers per hold of the lock. What each
-/// guarantees: docs/observability.md, "Which breaker a new key evicts".
+/// time. What each guarantees: docs/observability.md, "Which breaker a new key
+/// evicts".
 ///
 /// A breaker the registry replaces (`remove`, eviction) starts from zero: its
 /// counters restart (Prometheus sees a counter reset) and its listeners stay
@@ -142,11 +143,13 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     const auto t = now();
     maybe_sweep(t);
     {
-      std::shared_lock g(entries_mutex_);
+      std::shared_lock g(entries_mutex_, std::defer_lock);
+      lock_for_get(g);
       if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
     }
     guard_set evicted;  // destroyed outside the lock
-    std::unique_lock g(entries_mutex_);
+    std::unique_lock g(entries_mutex_, std::defer_lock);
+    lock_for_get(g);
     auto it = entries_.find(key);
     if (it == entries_.end()) {
       if (entries_.size() >= options_.max_breakers) {
@@ -334,10 +337,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   void apply(Change&& change, const std::string* touched);
   bool has_limits() const;
 
-  static std::int64_t now() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-        .count();
-  }
+  static std::int64_t now() noexcept;  // impl/eviction.hpp
 
   // Avoids writing the shared timestamp on every get: only when it moved by
   // more than a 64th of the idle timeout.
@@ -346,10 +346,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // newer one cannot move it back.
   guard_set touch(entry& e, std::int64_t t);  // impl/eviction.hpp
 
-  bool never_idle() const noexcept {
-    const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
-    return idle <= 0 || idle == std::chrono::nanoseconds::max().count();
-  }
+  bool never_idle() const noexcept;  // impl/eviction.hpp
 
   // Nobody but the registry holds it, and no operator chose its state.
   static bool evictable(const entry& e);  // impl/eviction.hpp
@@ -369,10 +366,12 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // evictable one from where the last such search stopped (round robin).
   slot* choose_victim();  // impl/eviction.hpp
 
-  // Sweeps when a quarter of the idle timeout has passed since the last sweep.
-  void maybe_sweep(std::int64_t t);  // impl/eviction.hpp
-
-  std::size_t sweep(std::int64_t t);  // impl/eviction.hpp
+  // impl/eviction.hpp: the idle sweep (a get's batch, a batch, all), a get's lock.
+  void maybe_sweep(std::int64_t t);
+  std::size_t sweep_batch(std::size_t& cursor, std::int64_t t, bool& done);
+  std::size_t sweep(std::int64_t t);
+  template <class Lock>
+  void lock_for_get(Lock& g);
 
   executor_type executor_;
   registry_options options_;                 // under entries_mutex_
@@ -385,7 +384,8 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   detail::splitmix64 random_{0};             // the sample's draws, under the unique lock
                                              // (fixed seed: reproducible evictions)
   std::atomic<std::uint64_t> reconfigurations_{0};
-  std::atomic<std::int64_t> last_sweep_;
+  std::atomic<std::int64_t> last_sweep_;  // when the last sweep began
+  detail::sweep_progress progress_;       // the one gets run
   std::atomic<std::uint64_t> evictions_{0};
   std::atomic<std::uint64_t> overflows_{0};
   detail::registry_work work_;

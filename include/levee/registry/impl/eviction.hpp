@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace levee {
@@ -36,6 +37,18 @@ auto basic_breaker_registry<Clock, WaitTraits>::touch(entry& e, std::int64_t t) 
 }
 
 template <class Clock, class WaitTraits>
+std::int64_t basic_breaker_registry<Clock, WaitTraits>::now() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+template <class Clock, class WaitTraits>
+bool basic_breaker_registry<Clock, WaitTraits>::never_idle() const noexcept {
+  const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
+  return idle <= 0 || idle == std::chrono::nanoseconds::max().count();
+}
+
+template <class Clock, class WaitTraits>
 bool basic_breaker_registry<Clock, WaitTraits>::evictable(const entry& e) {
   if (e.guards.breaker.use_count() != 1) return false;
   if (e.guards.limit && e.guards.limit.use_count() != 1) return false;
@@ -43,62 +56,120 @@ bool basic_breaker_registry<Clock, WaitTraits>::evictable(const entry& e) {
   return s == circuit_state::closed || s == circuit_state::open || s == circuit_state::half_open;
 }
 
+// A get's share of the idle sweep: when a quarter of the idle timeout has
+// passed since the last sweep began, a sweep begins; while one is under way,
+// each get runs its next batch (a get that finds another get in a batch skips
+// it). So no get examines more than one batch, and a sweep of a large registry
+// is spread over the gets that follow it. A registry nobody calls leaves its
+// sweep where it stopped: no timer, and nothing is evicted sooner.
 template <class Clock, class WaitTraits>
 void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
   if (never_idle()) return;
-  std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
-  if (t - last < idle_timeout_.load(std::memory_order_relaxed) / 4) return;
-  if (!last_sweep_.compare_exchange_strong(last, t)) return;  // another thread sweeps
-  sweep(t);
+  auto& p = progress_;
+  const std::int64_t quarter = idle_timeout_.load(std::memory_order_relaxed) / 4;
+  if (!p.running.load(std::memory_order_relaxed) &&
+      t - last_sweep_.load(std::memory_order_relaxed) < quarter)
+    return;
+  if (p.busy.exchange(true, std::memory_order_acquire)) return;  // another get is in a batch
+  if (!p.running.load(std::memory_order_relaxed)) {
+    std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
+    if (t - last < quarter || !last_sweep_.compare_exchange_strong(last, t)) {
+      p.busy.store(false, std::memory_order_release);
+      return;
+    }
+    p.cursor = static_cast<std::size_t>(-1);  // from the end
+    p.started = t;
+    p.running.store(true, std::memory_order_relaxed);
+  }
+  try {
+    bool done = false;
+    sweep_batch(p.cursor, p.started, done);
+    if (done) p.running.store(false, std::memory_order_relaxed);
+  } catch (...) {  // out of memory for the batch's list: the next get goes on
+    p.busy.store(false, std::memory_order_release);
+    throw;
+  }
+  p.busy.store(false, std::memory_order_release);
 }
 
-// Evicts what has been idle for idle_timeout (plus the slack of the time of
-// use) at `t` and that nobody holds; the guards are destroyed outside the lock.
+// One batch of an idle sweep at `t`: at most detail::registry_sweep_batch
+// entries under one hold of the unique lock, from `cursor` down; it evicts what
+// has been idle for idle_timeout (plus the slack of the time of use) at `t` and
+// that nobody holds, and destroys the guards outside the lock. \return how
+// many it evicted; `done`: the sweep has reached the first entry (it is over).
 //
-// Incremental: at most detail::registry_sweep_batch entries per hold of the
-// lock, so that a get waits for one batch at most, not for the whole map.
 // slots_ is walked from its end down to 0, the lock released between batches.
 // Meanwhile new entries go to the end (behind the cursor: new, not idle) and
 // an erase moves the last slot into the erased one: an entry already examined
 // (or new) may move in front of the cursor and be examined again, never one
 // not yet examined behind it. So every entry that exists from the start to
-// the end of the sweep is examined, as by the single pass before.
+// the end of the sweep is examined, as by a single pass.
 template <class Clock, class WaitTraits>
-std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
-  if (never_idle()) return 0;
+std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep_batch(std::size_t& cursor,
+                                                                   std::int64_t t, bool& done) {
   // last_used may lag the last get by up to `slack`: count it in.
   const auto limit = detail::saturating_add(
       std::chrono::nanoseconds(idle_timeout_.load(std::memory_order_relaxed)),
       std::chrono::nanoseconds(slack()));
-  std::size_t total = 0;
+  std::vector<guard_set> evicted;  // destroyed outside the lock
+  evicted.reserve(detail::registry_sweep_batch);
+  {
+    std::unique_lock g(entries_mutex_);
+    cursor = std::min(cursor, slots_.size());
+    std::size_t examined = 0;
+    while (cursor > 0 && examined < detail::registry_sweep_batch) {
+      --cursor;
+      ++examined;
+      slot* s = slots_[cursor];
+      entry& e = s->second;
+      const auto last = e.last_used.load(std::memory_order_relaxed);
+      const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
+      if (idle && evictable(e)) {
+        this->dropped(registry_event_kind::evicted, s->first, e.guards.breaker);
+        evicted.push_back(std::move(e.guards));
+        erase_entry(s);  // the last slot (examined, or new) comes to `cursor`
+      }
+    }
+    work_.sweep_hold(examined);
+    done = cursor == 0;
+  }
+  evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
+  return evicted.size();
+}
+
+// The whole sweep at once (evict_idle), on a cursor of its own: a sweep that
+// gets are running meanwhile goes on beside it.
+template <class Clock, class WaitTraits>
+std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
+  if (never_idle()) return 0;
   std::size_t cursor = static_cast<std::size_t>(-1);  // the first hold starts at the end
+  std::size_t total = 0;
   bool done = false;
   while (!done) {
-    std::vector<guard_set> evicted;  // destroyed outside the lock
-    {
-      std::unique_lock g(entries_mutex_);
-      cursor = std::min(cursor, slots_.size());
-      std::size_t examined = 0;
-      while (cursor > 0 && examined < detail::registry_sweep_batch) {
-        --cursor;
-        ++examined;
-        slot* s = slots_[cursor];
-        entry& e = s->second;
-        const auto last = e.last_used.load(std::memory_order_relaxed);
-        const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
-        if (idle && evictable(e)) {
-          this->dropped(registry_event_kind::evicted, s->first, e.guards.breaker);
-          evicted.push_back(std::move(e.guards));
-          erase_entry(s);  // the last slot (examined, or new) comes to `cursor`
-        }
-      }
-      work_.sweep_hold(examined);
-      done = cursor == 0;
-    }
-    evictions_.fetch_add(evicted.size(), std::memory_order_relaxed);
-    total += evicted.size();
+    total += sweep_batch(cursor, t, done);
+    // The lock is free between batches, and a get waiting for it goes first:
+    // a shared_mutex is not fair, and this thread would take it again at once
+    // (at 1M keys, a get waited 7.7 s for a whole sweep; bench/README.md).
+    for (int i = 0; i < 1000 && progress_.gets_waiting.load(std::memory_order_relaxed) > 0; ++i)
+      std::this_thread::yield();
   }
   return total;
+}
+
+// A get's lock of the registry: at once when it is free, else counted while it
+// waits (see `sweep`).
+template <class Clock, class WaitTraits>
+template <class Lock>
+void basic_breaker_registry<Clock, WaitTraits>::lock_for_get(Lock& g) {
+  if (g.try_lock()) return;
+  progress_.gets_waiting.fetch_add(1, std::memory_order_relaxed);
+  try {
+    g.lock();
+  } catch (...) {
+    progress_.gets_waiting.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
+  progress_.gets_waiting.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // Under the unique lock: the entry a new key at max_breakers evicts (see the
