@@ -234,7 +234,7 @@ registry_row measure_registry(std::size_t n, bool last) {
   levee::registry_options o;
   o.limits = levee::adaptive_limit_options{};
   o.max_breakers = n;
-  o.idle_timeout = 1h;  // no sweep while measuring (get sweeps every idle_timeout / 4)
+  o.idle_timeout = 1h;  // no sweep while measuring (one begins every idle_timeout / 4)
   malloc_trim(0);
   const auto bytes0 = g_live_bytes.load();
   const auto blocks0 = g_live_blocks.load();
@@ -283,10 +283,11 @@ registry_row measure_registry(std::size_t n, bool last) {
   }
 
   if (last) {
-    // The sweep's scan with nothing idle (what `get` pays every
-    // idle_timeout / 4), while another thread asks for one key: how long can
-    // a get wait behind a sweep? (idle_timeout is 1 h here, so that thread's
-    // own gets do not sweep.)
+    // A whole sweep's scan with nothing idle (evict_idle; the gets run the
+    // same scan a batch at a time, one sweep every idle_timeout / 4), while
+    // another thread asks for one key: how long can a get wait behind a
+    // sweep? (idle_timeout is 1 h here, so that thread's own gets do not
+    // sweep.)
     {
       std::atomic<bool> sweeping{true};
       std::atomic<bool> started{false};
@@ -336,9 +337,9 @@ registry_row measure_registry(std::size_t n, bool last) {
     malloc_trim(0);
     const auto bytes1 = g_live_bytes.load();
     const auto rss1 = rss_bytes();
-    // Another thread asks for one key from 5 ms into the sweep on: its first
-    // get waits for the sweep's lock (and, idle_timeout being 1 ms, sweeps
-    // what is left: nothing).
+    // Another thread asks for one key from 5 ms into the sweep on: its gets
+    // wait for the sweep's lock, which lets them in between its batches (and,
+    // idle_timeout being 1 ms, each runs one batch of a sweep of its own).
     std::atomic<bool> sweeping{true};
     std::int64_t longest = 0;
     std::thread other([&] {
@@ -488,7 +489,7 @@ void run_registry() {
 
   std::printf("\nEviction at %s keys\n", count_text(hi.keys).c_str());
   std::printf(
-      "  evict_idle() with nothing idle (the scan get() runs every idle_timeout/4): "
+      "  evict_idle() with nothing idle (the scan the gets run a batch at a time): "
       "%.1f ms\n",
       hi.scan_ms);
   std::printf("  longest get() of one key on another thread during that scan: %.1f ms\n",

@@ -368,7 +368,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
 
   // impl/eviction.hpp: the idle sweep (a get's batch, a batch, all), a get's lock.
   void maybe_sweep(std::int64_t t);
-  std::size_t sweep_batch(std::size_t& cursor, std::int64_t t, bool& done);
+  std::size_t sweep_batch(std::size_t& cursor, std::int64_t t, bool& done, bool for_get);
   std::size_t sweep(std::int64_t t);
   template <class Lock>
   void lock_for_get(Lock& g);

@@ -39,7 +39,7 @@ struct registry_work {
 
 /// The idle sweep that `get` runs one batch at a time (see
 /// \ref basic_breaker_registry): where it is, and since when.
-struct sweep_progress {
+struct alignas(64) sweep_progress {  // its own cache line: every get reads `running`
   std::atomic<bool> running{false};  ///< a sweep is under way (written under `busy`)
   std::atomic<bool> busy{false};     ///< a get runs one of its batches: the others skip it
   std::size_t cursor = 0;            ///< under `busy`: the next entry is slots_[cursor - 1]

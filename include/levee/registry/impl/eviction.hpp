@@ -70,7 +70,10 @@ void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
   if (!p.running.load(std::memory_order_relaxed) &&
       t - last_sweep_.load(std::memory_order_relaxed) < quarter)
     return;
-  if (p.busy.exchange(true, std::memory_order_acquire)) return;  // another get is in a batch
+  // Another get is in a batch: this one skips it (a load first, so that the
+  // gets meanwhile do not all write the flag's line).
+  if (p.busy.load(std::memory_order_relaxed) || p.busy.exchange(true, std::memory_order_acquire))
+    return;
   if (!p.running.load(std::memory_order_relaxed)) {
     std::int64_t last = last_sweep_.load(std::memory_order_relaxed);
     if (t - last < quarter || !last_sweep_.compare_exchange_strong(last, t)) {
@@ -83,9 +86,9 @@ void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
   }
   try {
     bool done = false;
-    sweep_batch(p.cursor, p.started, done);
+    sweep_batch(p.cursor, p.started, done, true);
     if (done) p.running.store(false, std::memory_order_relaxed);
-  } catch (...) {  // out of memory for the batch's list: the next get goes on
+  } catch (...) {  // the lock, the batch's list or a listener's queue: the next get goes on
     p.busy.store(false, std::memory_order_release);
     throw;
   }
@@ -96,7 +99,8 @@ void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
 // entries under one hold of the unique lock, from `cursor` down; it evicts what
 // has been idle for idle_timeout (plus the slack of the time of use) at `t` and
 // that nobody holds, and destroys the guards outside the lock. \return how
-// many it evicted; `done`: the sweep has reached the first entry (it is over).
+// many it evicted; `done`: the sweep has reached the first entry (it is over),
+// or eviction is off. `for_get`: the lock is taken as a get's (lock_for_get).
 //
 // slots_ is walked from its end down to 0, the lock released between batches.
 // Meanwhile new entries go to the end (behind the cursor: new, not idle) and
@@ -106,15 +110,26 @@ void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
 // the end of the sweep is examined, as by a single pass.
 template <class Clock, class WaitTraits>
 std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep_batch(std::size_t& cursor,
-                                                                   std::int64_t t, bool& done) {
-  // last_used may lag the last get by up to `slack`: count it in.
-  const auto limit = detail::saturating_add(
-      std::chrono::nanoseconds(idle_timeout_.load(std::memory_order_relaxed)),
-      std::chrono::nanoseconds(slack()));
+                                                                   std::int64_t t, bool& done,
+                                                                   bool for_get) {
+  // One reading of the timeout per batch: a reconfiguration to 0 (never) in
+  // the middle of a sweep ends it, it never makes a limit of 0.
+  const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
+  if (idle <= 0 || idle == std::chrono::nanoseconds::max().count()) {
+    done = true;
+    return 0;
+  }
+  // last_used may lag the last get by up to `slack` (a 64th): count it in.
+  const auto limit =
+      detail::saturating_add(std::chrono::nanoseconds(idle), std::chrono::nanoseconds(idle / 64));
   std::vector<guard_set> evicted;  // destroyed outside the lock
-  evicted.reserve(detail::registry_sweep_batch);
   {
-    std::unique_lock g(entries_mutex_);
+    std::unique_lock g(entries_mutex_, std::defer_lock);
+    if (for_get) {
+      lock_for_get(g);
+    } else {
+      g.lock();
+    }
     cursor = std::min(cursor, slots_.size());
     std::size_t examined = 0;
     while (cursor > 0 && examined < detail::registry_sweep_batch) {
@@ -123,8 +138,8 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep_batch(std::size_t& 
       slot* s = slots_[cursor];
       entry& e = s->second;
       const auto last = e.last_used.load(std::memory_order_relaxed);
-      const bool idle = t >= last && std::chrono::nanoseconds(t - last) >= limit;
-      if (idle && evictable(e)) {
+      const bool unused = t >= last && std::chrono::nanoseconds(t - last) >= limit;
+      if (unused && evictable(e)) {
         this->dropped(registry_event_kind::evicted, s->first, e.guards.breaker);
         evicted.push_back(std::move(e.guards));
         erase_entry(s);  // the last slot (examined, or new) comes to `cursor`
@@ -146,11 +161,13 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
   std::size_t total = 0;
   bool done = false;
   while (!done) {
-    total += sweep_batch(cursor, t, done);
+    total += sweep_batch(cursor, t, done, false);
     // The lock is free between batches, and a get waiting for it goes first:
     // a shared_mutex is not fair, and this thread would take it again at once
-    // (at 1M keys, a get waited 7.7 s for a whole sweep; bench/README.md).
-    for (int i = 0; i < 1000 && progress_.gets_waiting.load(std::memory_order_relaxed) > 0; ++i)
+    // (at 1M idle keys, a get on another thread waited 7.7 s for the whole
+    // sweep; bench/README.md, "The registry's idle sweep").
+    for (int i = 0; !done && i < 1000 && progress_.gets_waiting.load(std::memory_order_relaxed) > 0;
+         ++i)
       std::this_thread::yield();
   }
   return total;
