@@ -3,6 +3,7 @@
 /// success wins, under a budget (docs/hedging.md).
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/listenable.hpp>
 #include <levee/hedge/detail/hedge_op.hpp>
@@ -16,8 +17,8 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/execution_context.hpp>
-#include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -57,8 +58,10 @@ struct hedge_factory<Factory, R, false> {
       typename signature_tuple<boost::asio::completion_signature_of_t<std::decay_t<R>>>::type;
   using awaitable = boost::asio::awaitable<value_type>;
   static awaitable make(Factory& f) { return run(f()); }
+  // deferred, not use_awaitable: an async operation is awaited without a
+  // coroutine frame of its own (use_awaitable's initiation is one).
   static awaitable run(R op) {
-    co_return co_await std::move(op)(boost::asio::as_tuple(boost::asio::use_awaitable));
+    co_return co_await std::move(op)(boost::asio::as_tuple(boost::asio::deferred));
   }
 };
 
@@ -103,7 +106,9 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
   const Executor ex = co_await asio::this_coro::executor;
-  auto token = asio::as_tuple(asio::use_awaitable_t<Executor>{});
+  // deferred, not use_awaitable: the operation is awaited without a
+  // coroutine frame for its initiation (use_awaitable's is one).
+  auto token = asio::as_tuple(asio::deferred);
   auto [failure, value] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
           [&](auto handler) {
@@ -111,11 +116,12 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
                 hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
             // The call's classifier, or the options': this frame outlives the op.
             const classifier& judge = call.classifier ? call.classifier : o.classifier;
-            // The call's state from Asio's recycling allocator (the
-            // thread's cached blocks while it runs the context).
-            auto op = std::allocate_shared<op_type>(asio::recycling_allocator<op_type>(),
-                                                    std::move(handler), ex, std::move(factory),
-                                                    std::move(s), delay, judge);
+            // The call's state from levee's per-thread block cache: in
+            // Asio's recycling allocator (two blocks per purpose) the
+            // strand's own operations pushed it out on every call.
+            auto op =
+                std::allocate_shared<op_type>(cached_allocator<op_type>(), std::move(handler), ex,
+                                              std::move(factory), std::move(s), delay, judge);
             op->start();
           },
           token);
@@ -153,8 +159,10 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// and give it back (and Asio's service registry mutex, to find the pool),
 /// one per hedge started and one per attempt's latency
 /// sample (percentile delay only), never across the call. A call answered
-/// before the delay allocates nothing once warm (its state from Asio's
-/// recycling allocator).
+/// before the delay calls no operator new once warm (its state from levee's
+/// per-thread block cache); Asio's own coroutine frames still reach
+/// `aligned_alloc` when its two cached blocks per thread are taken
+/// (docs/hedging.md, "Allocations").
 ///
 /// Events (`listen`, from `listenable`): `hedge_event_kind` bits,
 /// `all_hedge_events`. While nobody listens the call path pays one relaxed
