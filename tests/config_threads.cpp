@@ -66,14 +66,20 @@ TEST_CASE("threads: reloads race calls through the registry on 4 threads") {
         asio::detached);
   }
   std::atomic<bool> stop{false};
+  std::atomic<bool> reloading{false};
   int reloads = 0;
   std::thread reloader([&] {
     for (int i = 1; !stop.load() || i % 2 == 0; ++i, ++reloads) {
       if (i % 5 == 0) r.set_options("k2", {.failure_rate_threshold = 0.7});
       if (i % 7 == 0) r.remove_options("k2");
       r.reconfigure(levee::parse_registry_config(doc(i)));  // replaces the overrides too
+      reloading.store(true);
     }
   });
+  // The calls start once the first reload is done, and race the ones after
+  // it: started at once, they could all end before the reloader's first (in
+  // 0.02 s in a release build; CI saw no reload at all, 1 run in 8).
+  while (!reloading.load()) std::this_thread::yield();
   std::vector<std::thread> pool;
   for (int i = 0; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
   for (auto& t : pool) t.join();
