@@ -346,7 +346,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   // newer one cannot move it back.
   guard_set touch(entry& e, std::int64_t t);  // impl/eviction.hpp
 
-  bool never_idle() const noexcept;  // impl/eviction.hpp
+  static bool never_idle(std::int64_t idle_ns) noexcept;  // impl/eviction.hpp
 
   // Nobody but the registry holds it, and no operator chose its state.
   static bool evictable(const entry& e);  // impl/eviction.hpp

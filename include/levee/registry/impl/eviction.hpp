@@ -43,9 +43,8 @@ std::int64_t basic_breaker_registry<Clock, WaitTraits>::now() noexcept {
 }
 
 template <class Clock, class WaitTraits>
-bool basic_breaker_registry<Clock, WaitTraits>::never_idle() const noexcept {
-  const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
-  return idle <= 0 || idle == std::chrono::nanoseconds::max().count();
+bool basic_breaker_registry<Clock, WaitTraits>::never_idle(std::int64_t idle_ns) noexcept {
+  return idle_ns <= 0 || idle_ns == std::chrono::nanoseconds::max().count();
 }
 
 template <class Clock, class WaitTraits>
@@ -64,9 +63,10 @@ bool basic_breaker_registry<Clock, WaitTraits>::evictable(const entry& e) {
 // sweep where it stopped: no timer, and nothing is evicted sooner.
 template <class Clock, class WaitTraits>
 void basic_breaker_registry<Clock, WaitTraits>::maybe_sweep(std::int64_t t) {
-  if (never_idle()) return;
+  const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
+  if (never_idle(idle)) return;
   auto& p = progress_;
-  const std::int64_t quarter = idle_timeout_.load(std::memory_order_relaxed) / 4;
+  const std::int64_t quarter = idle / 4;
   if (!p.running.load(std::memory_order_relaxed) &&
       t - last_sweep_.load(std::memory_order_relaxed) < quarter)
     return;
@@ -115,7 +115,7 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep_batch(std::size_t& 
   // One reading of the timeout per batch: a reconfiguration to 0 (never) in
   // the middle of a sweep ends it, it never makes a limit of 0.
   const std::int64_t idle = idle_timeout_.load(std::memory_order_relaxed);
-  if (idle <= 0 || idle == std::chrono::nanoseconds::max().count()) {
+  if (never_idle(idle)) {
     done = true;
     return 0;
   }
@@ -156,7 +156,7 @@ std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep_batch(std::size_t& 
 // gets are running meanwhile goes on beside it.
 template <class Clock, class WaitTraits>
 std::size_t basic_breaker_registry<Clock, WaitTraits>::sweep(std::int64_t t) {
-  if (never_idle()) return 0;
+  if (never_idle(idle_timeout_.load(std::memory_order_relaxed))) return 0;
   std::size_t cursor = static_cast<std::size_t>(-1);  // the first hold starts at the end
   std::size_t total = 0;
   bool done = false;
