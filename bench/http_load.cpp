@@ -5,6 +5,9 @@
 // io_context thread, one coroutine per connection) run for the same
 // duration; the table puts levee's requests per second and p99 next to
 // wrk's, and the goal next to them: at least 0.9x wrk's rate, a p99 no worse.
+// It also gives the CPU time (user and system) each spends per request
+// (`getrusage`: wrk's as a reaped child, levee's as this process's own),
+// which a machine shared with other work disturbs far less than the rate.
 //
 //   levee-bench-http [--duration SECONDS] [--connections 1,16,64] [--smoke]
 //                    [--only http|https] [--levee-only]
@@ -30,6 +33,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,7 +63,18 @@ struct figures {
   double p99_us = 0;
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
+  double cpu_us_per_request = 0;  // user + system
 };
+
+// User and system CPU time of `who` (RUSAGE_SELF or RUSAGE_CHILDREN), in us.
+double cpu_us(int who) {
+  rusage u{};
+  ::getrusage(who, &u);
+  const auto us = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec);
+  };
+  return us(u.ru_utime) + us(u.ru_stime);
+}
 
 // Runs `argv` with its stdout captured, for at most `limit`: killed
 // (SIGKILL) past it. Throws when it cannot start, is killed, or exits non-zero.
@@ -127,6 +142,9 @@ double wrk_time_us(const std::string& s) {
 }
 
 figures run_wrk(const std::string& url, int conns, int seconds) {
+  // wrk is reaped before run_captured returns; nginx, the other child, only
+  // at the end of the bench.
+  const double cpu_before = cpu_us(RUSAGE_CHILDREN);
   const std::string out = run_captured({"/usr/bin/wrk", "-t1", "-c" + std::to_string(conns),
                                         "-d" + std::to_string(seconds) + "s", "--latency", url},
                                        std::chrono::seconds(seconds + 20));
@@ -153,6 +171,8 @@ figures run_wrk(const std::string& url, int conns, int seconds) {
     }
   }
   if (!rps || !p99) throw std::runtime_error("wrk: cannot read its output:\n" + out);
+  if (f.requests)
+    f.cpu_us_per_request = (cpu_us(RUSAGE_CHILDREN) - cpu_before) / static_cast<double>(f.requests);
   return f;
 }
 
@@ -194,17 +214,20 @@ figures run_levee(const std::string& url, int conns, std::chrono::milliseconds d
   if (errors) throw std::runtime_error("levee: " + std::to_string(errors) + " errors in warm-up");
   std::vector<std::vector<std::uint32_t>> latencies(static_cast<std::size_t>(conns));
   for (auto& l : latencies) l.reserve(1 << 16);
+  const double cpu_before = cpu_us(RUSAGE_SELF);
   const auto start = clock_type::now();
   const auto end = start + duration;
   for (auto& l : latencies) asio::co_spawn(ioc, connection(c, url, end, l, errors), asio::detached);
   ioc.run_for(duration + 10s);
   const auto stop = clock_type::now();
+  const double cpu = cpu_us(RUSAGE_SELF) - cpu_before;
   if (!ioc.stopped()) throw std::runtime_error("levee: the run did not finish in time");
   std::vector<std::uint32_t> all;
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   figures f;
   f.errors = errors;
   f.requests = all.size();
+  if (f.requests) f.cpu_us_per_request = cpu / static_cast<double>(f.requests);
   f.rps = static_cast<double>(all.size()) / std::chrono::duration<double>(stop - start).count();
   if (!all.empty()) {
     const auto k = static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(all.size()))) - 1;
@@ -277,8 +300,9 @@ int run(int argc, char** argv) {
               smoke ? "0.2 (levee) / 1 (wrk)" : std::to_string(seconds).c_str(),
               smoke ? ", --smoke: no timing checked" : "");
   std::printf("goal: levee >= 0.90x wrk's requests/s and levee's p99 <= wrk's\n\n");
-  std::printf("%-6s %5s %12s %12s %7s %10s %10s %7s  %s\n", "scheme", "conns", "wrk req/s",
-              "levee req/s", "ratio", "wrk p99us", "levee p99", "ratio", "goal");
+  std::printf("%-6s %5s %12s %12s %7s %10s %10s %7s %9s %9s %7s  %s\n", "scheme", "conns",
+              "wrk req/s", "levee req/s", "ratio", "wrk p99us", "levee p99", "ratio", "wrk cpu",
+              "levee cpu", "ratio", "goal");
   bool all_met = true;
   for (const auto& scheme : schemes) {
     // The certificate names localhost; wrk does not verify, levee does.
@@ -295,12 +319,15 @@ int run(int argc, char** argv) {
         const double rr = l.rps / w->rps, pr = l.p99_us / w->p99_us;
         const bool met = rr >= 0.9 && pr <= 1.0;
         all_met = all_met && met;
-        std::printf("%-6s %5d %12.0f %12.0f %6.2fx %10.0f %10.0f %6.2fx  %s\n", scheme.c_str(), n,
-                    w->rps, l.rps, rr, w->p99_us, l.p99_us, pr,
-                    smoke ? "(smoke)" : (met ? "met" : "NOT met"));
+        std::printf(
+            "%-6s %5d %12.0f %12.0f %6.2fx %10.0f %10.0f %6.2fx %7.2fus %7.2fus %6.2fx  %s\n",
+            scheme.c_str(), n, w->rps, l.rps, rr, w->p99_us, l.p99_us, pr, w->cpu_us_per_request,
+            l.cpu_us_per_request, l.cpu_us_per_request / w->cpu_us_per_request,
+            smoke ? "(smoke)" : (met ? "met" : "NOT met"));
       } else {
-        std::printf("%-6s %5d %12s %12.0f %7s %10s %10.0f %7s  %s\n", scheme.c_str(), n, "-", l.rps,
-                    "-", "-", l.p99_us, "-", "-");
+        std::printf("%-6s %5d %12s %12.0f %7s %10s %10.0f %7s %9s %7.2fus %7s  %s\n",
+                    scheme.c_str(), n, "-", l.rps, "-", "-", l.p99_us, "-", "-",
+                    l.cpu_us_per_request, "-", "-");
       }
       std::fflush(stdout);
     }

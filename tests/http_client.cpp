@@ -13,6 +13,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -20,8 +21,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/write.hpp>
 
+#include <cstring>
+#include <functional>
 #include <optional>
+#include <sstream>
 
 using namespace levee_test;
 namespace http = levee::http;
@@ -417,5 +422,67 @@ TEST_CASE("http: a request cancelled through its handler's slot ends with operat
   for (int i = 0; i < 200 && !got; ++i) ioc.run_one_for(std::chrono::milliseconds(10));
   REQUIRE(got);
   CHECK(*got == asio::error::operation_aborted);
+  server.stop();
+}
+
+TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes it") {
+  // The client writes the start line and fields itself (one gathered write
+  // with the body); Beast's `operator<<` is the reference.
+  asio::io_context ioc;
+  std::vector<std::string> received;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      std::string bytes = co_await read_head(s, in);
+      if (bytes.empty()) co_return;
+      std::size_t length = 0;
+      for (const char* name : {"Content-Length: ", "content-length: "})
+        if (const auto at = bytes.find(name); at != std::string::npos)
+          length = std::stoul(bytes.substr(at + std::strlen(name)));
+      if (in.size() < length) {
+        auto [ec, n] = co_await asio::async_read(s, in, asio::transfer_exactly(length - in.size()),
+                                                 asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        (void)n;
+      }
+      bytes.append(asio::buffers_begin(in.data()),
+                   asio::buffers_begin(in.data()) + static_cast<std::ptrdiff_t>(length));
+      in.consume(length);
+      received.push_back(std::move(bytes));
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor());
+  namespace bh = boost::beast::http;
+  std::vector<http::request> requests;
+  auto add = [&](bh::verb method, const char* target, unsigned version, const char* body) {
+    http::request& req = requests.emplace_back(method, target, version);
+    req.set(bh::field::host, "127.0.0.1:" + std::to_string(server.port()));
+    req.set(bh::field::user_agent, "levee-test");
+    req.body() = body;
+    return std::ref(req);
+  };
+  add(bh::verb::get, "/a?b=c&d=%20", 11, "").get().set("X-Custom", "one, two\ttabbed");
+  add(bh::verb::post, "/form", 11, "name=value&x=1")
+      .get()
+      .set(bh::field::content_type, "application/x-www-form-urlencoded");
+  add(bh::verb::put, "/empty", 11, "");
+  add(bh::verb::delete_, "/gone", 10, "").get().set(bh::field::connection, "keep-alive");
+  add(bh::verb::get, "/custom", 11, "").get().method_string("PURGE");
+  for (const auto& req : requests) {
+    const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                    asio::as_tuple(asio::use_awaitable)));
+    REQUIRE_FALSE(std::get<0>(r));
+  }
+  REQUIRE(received.size() == requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    http::request expected = requests[i];
+    expected.prepare_payload();  // as the client does
+    std::ostringstream beast_bytes;
+    beast_bytes << expected;
+    INFO("request " << i);
+    CHECK(received[i] == beast_bytes.str());
+  }
   server.stop();
 }

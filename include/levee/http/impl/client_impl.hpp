@@ -63,6 +63,9 @@ struct connection {
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   steady::time_point idle_since{};
+  /// The request's start line and fields, written here (`write_head`) and
+  /// kept for the next request: no allocation once it has grown.
+  std::string head;
   bool established = false;
   bool leftover = false;  // TLS records after the response (set on the strand)
   /// The response was complete before the request was written whole (set on
@@ -105,6 +108,11 @@ struct host_pool {
 
 /// Whether a request may be sent again after its connection failed.
 bool idempotent(beast::http::verb v) noexcept;
+
+/// `req`'s start line and fields, byte for byte as Beast's serializer writes
+/// them, into `out` (cleared first). The body follows as it is: the request
+/// is never chunked (`prepare_payload` gave it a Content-Length or no body).
+void write_head(const request& req, std::string& out);
 
 }  // namespace levee::http::client_detail
 
