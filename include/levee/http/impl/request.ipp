@@ -263,11 +263,14 @@ class request_op : public std::enable_shared_from_this<request_op> {
 
   void start(asio::awaitable<result> aw) {
     if (!caller_slot_.is_connected()) {
-      asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
-        asio::co_spawn(self->child_ex_, std::move(aw), [self](std::exception_ptr e, result r) {
-          self->complete(std::move(e), std::move(r));
-        });
-      });
+      // No post first: co_spawn starts the child inline when this thread runs
+      // the client's executor (up to its first wait: the URL, the pool, the
+      // connection's strand), posts it otherwise. Its completion is posted
+      // (`complete`), never run inside this initiation.
+      asio::co_spawn(child_ex_, std::move(aw),
+                     [self = shared_from_this()](std::exception_ptr e, result r) {
+                       self->complete(std::move(e), std::move(r));
+                     });
       return;
     }
     caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
