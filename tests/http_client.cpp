@@ -470,6 +470,8 @@ TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes i
   add(bh::verb::put, "/empty", 11, "");
   add(bh::verb::delete_, "/gone", 10, "").get().set(bh::field::connection, "keep-alive");
   add(bh::verb::get, "/custom", 11, "").get().method_string("PURGE");
+  // The caller's own `chunked`: prepare_payload gives the body a Content-Length.
+  add(bh::verb::post, "/chunked", 11, "abc").get().set(bh::field::transfer_encoding, "chunked");
   for (const auto& req : requests) {
     const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
                                                     asio::as_tuple(asio::use_awaitable)));
@@ -484,5 +486,38 @@ TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes i
     INFO("request " << i);
     CHECK(received[i] == beast_bytes.str());
   }
+  server.stop();
+}
+
+TEST_CASE("http: a Transfer-Encoding that prepare_payload leaves is refused, nothing sent") {
+  // The client frames a body with Content-Length only. A second `chunked`
+  // (prepare_payload removes the last one only) or a coding of the caller's
+  // would go out with a body it does not describe: a server would read the
+  // body as chunks, or as the next request.
+  asio::io_context ioc;
+  int requests = 0;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty()) {
+      ++requests;
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  namespace bh = boost::beast::http;
+  for (const char* coding : {"chunked, chunked", "gzip", "gzip, chunked, chunked"}) {
+    for (const char* body : {"", "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"}) {
+      http::request req(bh::verb::post, "/", 11);
+      req.set(bh::field::transfer_encoding, coding);
+      req.body() = body;
+      const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                      asio::as_tuple(asio::use_awaitable)));
+      INFO(coding << " with a body of " << std::strlen(body));
+      CHECK(std::get<0>(r) == http::error::invalid_request);
+    }
+  }
+  CHECK(requests == 0);
+  CHECK(client.stats().connections_opened == 0);
   server.stop();
 }

@@ -131,7 +131,8 @@ class client {
   ///
   /// \param origin Where to send it (`parse_url` makes one); an invalid
   /// origin completes with `error::invalid_url`.
-  /// \param req The request; one that `validate_request` refuses completes
+  /// \param req The request; one that `validate_request` refuses, or with a
+  /// Transfer-Encoding left after `prepare_payload` (docs/http.md), completes
   /// with `error::invalid_request`, nothing sent.
   /// \param timeout The request's deadline.
   /// \param token The completion token.

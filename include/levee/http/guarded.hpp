@@ -30,8 +30,9 @@ namespace levee::http {
 /// Cancellation: terminal cancellation of the handler's slot reaches the
 /// request (see \ref client::async_request) or the wait for the host's limit.
 ///
-/// Executor: the guarded call runs on a strand of the client's executor; the
-/// handler on its associated executor (default: the client's).
+/// Executor: the guarded call runs on the client's executor (on a strand of
+/// its own when the handler has a connected cancellation slot); the handler
+/// on its associated executor (default: the client's).
 ///
 /// Lifetime: `registry` and `c` are borrowed and must outlive the operation;
 /// `url` is moved in.

@@ -54,11 +54,12 @@ boost::asio::awaitable<result> upstream_send(basic_upstream<Clock, WaitTraits>& 
 /// Never completes inside the call; the token makes the form, as everywhere.
 ///
 /// Cancellation: terminal cancellation of the handler's slot reaches the
-/// running attempt. Executor: the call runs on a strand of the client's
-/// executor; the handler on its associated executor (default: the
-/// client's). Lifetime: `up` and `c` are borrowed and must outlive the
-/// operation; `req` is moved in (and copied for each attempt). Thread
-/// safety: any thread, concurrently with other calls.
+/// running attempt. Executor: the call runs on the client's executor (on a
+/// strand of its own when the handler has a connected cancellation slot);
+/// the handler on its associated executor (default: the client's).
+/// Lifetime: `up` and `c` are borrowed and must outlive the operation; `req`
+/// is moved in (and copied for each attempt). Thread safety: any thread,
+/// concurrently with other calls.
 ///
 /// \param up The upstream.
 /// \param c The client whose pools the attempts use.

@@ -111,7 +111,8 @@ bool idempotent(beast::http::verb v) noexcept;
 
 /// `req`'s start line and fields, byte for byte as Beast's serializer writes
 /// them, into `out` (cleared first). The body follows as it is: the request
-/// is never chunked (`prepare_payload` gave it a Content-Length or no body).
+/// is never chunked (`exchange` refuses a Transfer-Encoding that
+/// `prepare_payload` left).
 void write_head(const request& req, std::string& out);
 
 }  // namespace levee::http::client_detail

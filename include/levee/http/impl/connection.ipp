@@ -26,6 +26,7 @@
 
 #include <array>
 #include <cerrno>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -182,6 +183,16 @@ struct head_and_body {
   const asio::const_buffer* end() const noexcept { return parts.data() + parts.size(); }
 };
 
+/// `asio::async_write`'s completion condition: everything, in write_some
+/// calls as large as the stream takes. (`transfer_all` hands each at most
+/// 64 KiB: a large upload over TCP would cost a system call, and a timer of
+/// the stream's, per 64 KiB.)
+struct transfer_whole {
+  std::size_t operator()(const boost::system::error_code& ec, std::size_t) const noexcept {
+    return ec ? 0 : std::numeric_limits<std::size_t>::max();
+  }
+};
+
 /// The request's write, which runs beside the read of the response.
 struct write_state {
   bool done = false;
@@ -211,11 +222,12 @@ asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, re
   };
   // The head and the body as they are, in one gathered write: the bytes
   // Beast's serializer writes, without its per-buffer machinery (bench/README.md,
-  // "HTTP client against wrk"). Never chunked: `prepare_payload` (in the
-  // request's `exchange`) gives a string body a Content-Length or no body.
+  // "CPU per request"). Never chunked: after `prepare_payload` the request's
+  // `exchange` refuses any Transfer-Encoding left, so a body is framed by its
+  // Content-Length alone.
   write_head(req, c.head);
   asio::async_write(s, head_and_body{{asio::buffer(c.head), asio::buffer(req.body())}},
-                    std::move(written));
+                    transfer_whole{}, std::move(written));
   auto ec = co_await read_response(s, reader);
   c.early = !ec && !(w->done && !w->ec);
   if (!w->done) {

@@ -94,6 +94,13 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
   // whom it says (an origin given as url_parts is checked as parse_url would).
   if (auto ec = validate_origin(origin)) co_return result(ec, response());
   if (auto ec = validate_request(req)) co_return result(ec, response());
+  // A body goes out framed by its Content-Length alone (`write_head`). A
+  // Transfer-Encoding that prepare_payload left (a coding of the caller's, or
+  // `chunked` twice: it removes the last one) would describe a body that is
+  // not encoded so, and a server reading it as chunks could take the body for
+  // the next request.
+  if (req.find(beast::http::field::transfer_encoding) != req.end())
+    co_return result(make_error_code(error::invalid_request), response());
 
   const bool secure = origin.scheme == "https";
   std::string key;
