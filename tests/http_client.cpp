@@ -521,3 +521,25 @@ TEST_CASE("http: a Transfer-Encoding that prepare_payload leaves is refused, not
   CHECK(client.stats().connections_opened == 0);
   server.stop();
 }
+
+TEST_CASE("http: a TRACE with a body is refused with an error_code, not thrown") {
+  // Beast's prepare_payload throws std::invalid_argument on it; the client
+  // checks first (RFC 9110, 9.3.8: no content in a TRACE).
+  asio::io_context ioc;
+  script_server server(ioc, serve_ok);
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  http::request req(boost::beast::http::verb::trace, "/", 11);
+  req.body() = "x";
+  CHECK(http::validate_request(req) == http::error::invalid_request);
+  const auto r = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                  asio::as_tuple(asio::use_awaitable)));
+  CHECK(std::get<0>(r) == http::error::invalid_request);
+  CHECK(client.stats().connections_opened == 0);
+  req.body().clear();  // a TRACE without one goes out
+  const auto ok = finish(ioc, client.async_request("127.0.0.1", server.port(), req,
+                                                   asio::as_tuple(asio::use_awaitable)));
+  CHECK_FALSE(std::get<0>(ok));
+  CHECK(std::get<1>(ok).result_int() == 200);
+  server.stop();
+}

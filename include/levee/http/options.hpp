@@ -151,8 +151,10 @@ std::string host_header(const url_parts& origin);
 /// `levee::http::error::invalid_request` when sending `req` would split or
 /// change it: a target with a space or control character, a method or header
 /// name that is not a token, a header value with CR, LF, NUL or another
-/// control character. The client checks every request this way before
-/// sending anything.
+/// control character; or when it is not a request at all: a TRACE with a
+/// body (RFC 9110, 9.3.8). The client checks every request this way before
+/// sending anything, and also refuses a Transfer-Encoding that
+/// `prepare_payload` leaves (docs/http.md).
 /// \param req The request to check.
 /// \return zero, or `error::invalid_request`.
 boost::system::error_code validate_request(const request& req);

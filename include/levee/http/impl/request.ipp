@@ -88,12 +88,13 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
   if (req.find(beast::http::field::user_agent) == req.end())
     req.set(beast::http::field::user_agent, options.user_agent);
   // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
-  // given keep-alive): such a connection is never pooled.
-  req.prepare_payload();
-  // Nothing leaves before the request is known to say only what it says, to
-  // whom it says (an origin given as url_parts is checked as parse_url would).
+  // given keep-alive): such a connection is never pooled. Nothing leaves
+  // before the request is known to say only what it says, to whom it says (an
+  // origin given as url_parts is checked as parse_url would); validated
+  // before prepare_payload, which throws on a TRACE with a body.
   if (auto ec = validate_origin(origin)) co_return result(ec, response());
   if (auto ec = validate_request(req)) co_return result(ec, response());
+  req.prepare_payload();
   // A body goes out framed by its Content-Length alone (`write_head`). A
   // Transfer-Encoding that prepare_payload left (a coding of the caller's, or
   // `chunked` twice: it removes the last one) would describe a body that is

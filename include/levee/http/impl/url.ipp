@@ -205,6 +205,8 @@ boost::system::error_code validate_request(const request& req) {
     if (!is_visible(c)) return invalid;
   const auto method = req.method_string();
   if (method.empty()) return invalid;
+  // No content in a TRACE (RFC 9110, 9.3.8); Beast's prepare_payload throws.
+  if (req.method() == boost::beast::http::verb::trace && !req.body().empty()) return invalid;
   for (char c : method)
     if (!is_tchar(c)) return invalid;
   for (const auto& field : req) {
