@@ -24,8 +24,13 @@ namespace {
 /// Little's law its latency grows with the calls in flight). `clients`
 /// callers each call again as soon as their call ends, or 10 ms after a
 /// rejection. Drives the sans-I/O Gradient2 directly, one window at a time,
-/// and records the limit after each window.
+/// and records the limit after each window. `sampled`: calls are timed as the
+/// layer times them (adaptive_limit_state::timing): every call until the
+/// window holds `every_call_samples`, then one in 16 standing for 16, the
+/// others only counted in flight; otherwise every call is a sample.
 struct simulation {
+  bool sampled = false;
+  std::size_t timed = 0, untimed = 0;
   std::size_t capacity = 100;
   std::size_t clients = 400;
   std::function<double(double)> base = [](double) { return 0.1; };  // seconds, by time
@@ -43,8 +48,10 @@ struct simulation {
     struct call {
       double end, start;
       std::size_t in_flight;
+      std::size_t weight;  // 0: not timed
       bool operator>(const call& o) const { return end > o.end; }
     };
+    struct simulation_samples;
     std::priority_queue<call, std::vector<call>, std::greater<>> running;
     std::priority_queue<double, std::vector<double>, std::greater<>> ready;
     for (std::size_t i = 0; i < clients; ++i) ready.push(0);
@@ -55,8 +62,12 @@ struct simulation {
         const call c = running.top();
         running.pop();
         now = c.end;
-        algorithm.sample(static_cast<std::int64_t>(now * 1e9), (c.end - c.start) * 1e9,
-                         c.in_flight);
+        if (c.weight == 0) {
+          algorithm.note(c.in_flight);
+        } else {
+          algorithm.sample(static_cast<std::int64_t>(now * 1e9), (c.end - c.start) * 1e9,
+                           c.in_flight, c.weight);
+        }
         if (algorithm.windows() != windows) {
           windows = algorithm.windows();
           limits.push_back(algorithm.limit());
@@ -71,12 +82,31 @@ struct simulation {
           peak_in_flight = std::max(peak_in_flight, k);
           const double latency =
               base(now) * std::max(1.0, static_cast<double>(k) / static_cast<double>(capacity));
-          running.push({now + latency, now, k});
+          using sampler = levee::detail::one_in_16<simulation_samples>;
+          const std::size_t weight = !sampled || algorithm.times_every_call() ? 1
+                                     : sampler::pick()                        ? sampler::mean_gap
+                                                                              : 0;
+          ++(weight == 0 ? untimed : timed);
+          running.push({now + latency, now, k, weight});
         } else {
           ready.push(now + 0.01);
         }
       }
     }
+  }
+};
+
+/// vclock's time, counting its reads.
+struct counting_clock {
+  using rep = vclock::rep;
+  using period = vclock::period;
+  using duration = vclock::duration;
+  using time_point = std::chrono::time_point<counting_clock, duration>;
+  static constexpr bool is_steady = true;
+  static inline std::size_t reads = 0;
+  static time_point now() noexcept {
+    ++reads;
+    return time_point(vclock::now().time_since_epoch());
   }
 };
 
@@ -116,9 +146,15 @@ TEST_CASE("adaptive limit: invalid options are refused by name") {
 
 TEST_CASE("gradient2: the limit converges near the downstream's capacity") {
   // Capacity 100, 400 callers: without a limit 400 calls would run, each 4
-  // times slower. Windows of 1 s (about 1,000 samples each).
+  // times slower. Windows of 1 s (about 1,000 calls each). The same bounds
+  // with every call timed and with the layer's sampling (about 1 call in 7
+  // timed here).
+  const bool sampled = GENERATE(false, true);
+  CAPTURE(sampled);
   simulation sim(simulated());
+  sim.sampled = sampled;
   sim.run(600);
+  if (sampled) CHECK(sim.timed * 5 < sim.untimed);
   REQUIRE(sim.limits.size() >= 500);
   // Within 100 windows the limit reaches the capacity, and from then on it
   // stays near it: above 0.9 and below 1.3 times the capacity for the next
@@ -134,7 +170,10 @@ TEST_CASE("gradient2: the limit converges near the downstream's capacity") {
 }
 
 TEST_CASE("gradient2: the limit falls when latency rises and recovers when it drops") {
+  const bool sampled = GENERATE(false, true);  // as above
+  CAPTURE(sampled);
   simulation sim(simulated(5));
+  sim.sampled = sampled;
   // 100 ms, then 300 ms (the downstream slows down by itself) from 150 s to
   // 300 s, then 100 ms again.
   sim.base = [](double t) { return t >= 150 && t < 300 ? 0.3 : 0.1; };
@@ -151,6 +190,36 @@ TEST_CASE("gradient2: the limit falls when latency rises and recovers when it dr
   CHECK(at(450) > low * 3);  // recovered within 150 windows
   CHECK(at(599) >= 90);
   for (double l : sim.limits) CHECK((l >= 5 && l <= 1000));
+}
+
+TEST_CASE("adaptive limit: Gradient2 times a window's first 64 calls, then about 1 in 16") {
+  // A clock read costs 25 to 35 ns on the reference machine, two a timed
+  // call (bench/README.md). Time does not move: the one window stays open.
+  virtual_time vt;
+  asio::io_context ioc;
+  const auto algorithm = GENERATE(levee::limit_algorithm::gradient2, levee::limit_algorithm::aimd);
+  CAPTURE(algorithm);
+  levee::basic_adaptive_limit<counting_clock> limit(ioc, {.algorithm = algorithm});
+  constexpr std::size_t every = levee::detail::gradient2::every_call_samples, more = 1600;
+  counting_clock::reads = 0;
+  auto all = run(ioc, [&]() -> asio::awaitable<int> {
+    int sum = 0;
+    for (std::size_t i = 0; i < every + more; ++i)
+      sum += co_await limit([]() -> asio::awaitable<int> { co_return 1; }());
+    co_return sum;
+  }());
+  REQUIRE(all->done);
+  CHECK(*all->value == static_cast<int>(every + more));
+  CHECK(limit.metrics().samples == every + more);  // every outcome counts
+  const std::size_t timed = counting_clock::reads / 2;
+  if (algorithm == levee::limit_algorithm::gradient2) {
+    CHECK(timed >= every + more / 32);
+    CHECK(timed <= every + more / 8);
+  } else {
+    // AIMD compares every round trip with aimd_timeout: every call is timed
+    // (on the coarse clock when the limit's clock is steady_clock).
+    CHECK(timed == every + more);
+  }
 }
 
 TEST_CASE("aimd: drops multiply the limit down, busy successes add one, within bounds") {

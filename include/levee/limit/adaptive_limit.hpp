@@ -3,6 +3,7 @@
 /// order that moves with the downstream's latency.
 #pragma once
 
+#include <levee/breaker/detail/window_clock.hpp>
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
@@ -16,6 +17,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -256,10 +258,21 @@ class basic_adaptive_limit {
 
  private:
   // Frees the slot however the call ends; a sample only through `finish`.
+  // Reads the clock only for a call that is timed (`timing`): on the coarse
+  // clock for AIMD when `aimd_timeout` is far above its resolution
+  // (breaker/detail/window_clock.hpp), else on `Clock`.
   class ticket {
+    using timing = detail::adaptive_limit_state::timing;
+    using nanos = std::chrono::nanoseconds;
+
    public:
-    ticket(std::shared_ptr<detail::adaptive_limit_state> s, std::size_t started_with)
-        : state_(std::move(s)), started_with_(started_with), start_(Clock::now()) {}
+    ticket(std::shared_ptr<detail::adaptive_limit_state> s, std::size_t started_with, timing t)
+        : state_(std::move(s)),
+          started_with_(started_with),
+          timing_(t),
+          coarse_(t == timing::aimd &&
+                  detail::coarse_enough<Clock>(state_->options().aimd_timeout)),
+          start_(t == timing::none ? nanos::zero() : now()) {}
     ticket(const ticket&) = delete;
     ticket& operator=(const ticket&) = delete;
     ~ticket() {
@@ -269,19 +282,28 @@ class basic_adaptive_limit {
       if (!state_) return;  // finished already (a move of the result threw after)
       // A classifier that throws counts the call as a failure.
       const outcome o = state_->classify(r);
-      const auto now = Clock::now();
-      const double rtt = std::chrono::duration<double, std::nano>(now - start_).count();
-      const auto now_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-      state_->leave(o != outcome::ignored, now_ns, rtt > 1 ? rtt : 1, started_with_,
-                    o == outcome::failure);
+      nanos end = nanos::zero();
+      double rtt = 1;
+      if (timing_ != timing::none) {
+        end = now();
+        rtt = std::max(static_cast<double>((end - start_).count()), 1.0);
+      }
+      state_->leave(o != outcome::ignored, end.count(), rtt, started_with_, o == outcome::failure,
+                    timing_);
       state_.reset();
     }
 
    private:
+    nanos now() const noexcept {
+      if (coarse_) return detail::window_now<Clock>();
+      return std::chrono::duration_cast<nanos>(Clock::now().time_since_epoch());
+    }
+
     std::shared_ptr<detail::adaptive_limit_state> state_;
     std::size_t started_with_;
-    typename Clock::time_point start_;
+    timing timing_;
+    bool coarse_;
+    nanos start_;
   };
 
   template <class T, class Executor>
@@ -290,7 +312,8 @@ class basic_adaptive_limit {
     namespace asio = boost::asio;
     boost::system::error_code ec;
     std::size_t started_with = 0;
-    switch (state->try_enter(started_with)) {
+    auto timing = detail::adaptive_limit_state::timing::every;
+    switch (state->try_enter(started_with, timing)) {
       case detail::adaptive_limit_state::entry::granted:
         break;
       case detail::adaptive_limit_state::entry::full:
@@ -302,11 +325,12 @@ class basic_adaptive_limit {
             state, ex, state->options().max_wait,
             asio::as_tuple(asio::use_awaitable_t<Executor>{}));
         started_with = state->in_flight();
+        timing = state->queued_timing();
         break;
       }
     }
     if (ec) co_return detail::error_result<T>(ec);
-    ticket t(std::move(state), started_with);
+    ticket t(std::move(state), started_with, timing);
     try {
       if constexpr (std::is_void_v<T>) {
         co_await std::move(aw);

@@ -12,6 +12,7 @@
 #include <levee/breaker/observe.hpp>
 #include <levee/breaker/options.hpp>
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/sampler.hpp>
 #include <levee/core/detail/small_mutex.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
@@ -237,35 +238,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   void call_event(event_mask mask, outcome o, nanos elapsed) noexcept;
 
   // The automatic probe deadline's samples (breaker/detail/impl/breaker_shell.hpp): true
-  // for about one call in 16: a thread's first call, then after gaps drawn
-  // geometric (p = 1/16) by `next_sample_gap` (one pseudo-random sequence per
-  // thread, the same seed on each). A per-thread countdown to the next sampled
-  // call, so that a call not sampled costs a decrement.
+  // for about one call in 16 (core/detail/sampler.hpp).
+  struct probe_deadline_samples;
   [[gnu::always_inline]] static bool sample_latency() noexcept {
-    std::uint32_t& left = sample_countdown();
-    if (--left != 0) [[likely]]
-      return false;
-    left = next_sample_gap();
-    return true;
-  }
-  static std::uint32_t& sample_countdown() noexcept {
-    // Initial-exec, as thread_slot (core/detail/thread_slot.hpp): no call to
-    // `__tls_get_addr` from position-independent code.
-    constinit thread_local std::uint32_t left [[gnu::tls_model("initial-exec")]] = 1;
-    return left;
-  }
-  [[gnu::noinline]] static std::uint32_t next_sample_gap() noexcept {
-    constinit thread_local std::uint64_t x [[gnu::tls_model("initial-exec")]] = 0x9e3779b97f4a7c15u;
-    for (std::uint32_t gap = 1;; gap += 16) {
-      x ^= x << 13;  // xorshift64
-      x ^= x >> 7;
-      x ^= x << 17;
-      // Each of the 16 nibbles is one call's draw, sampled when zero (1 in
-      // 16): the first zero nibble's index is the gap. The lowest bit of
-      // `zero` is exact (a borrow only runs upwards from a zero nibble).
-      const std::uint64_t zero = (x - 0x1111'1111'1111'1111u) & ~x & 0x8888'8888'8888'8888u;
-      if (zero != 0) return gap + static_cast<std::uint32_t>(__builtin_ctzll(zero)) / 4;
-    }
+    return one_in_16<probe_deadline_samples>::pick();
   }
   [[gnu::noinline]] void note_latency(nanos elapsed) noexcept;
   [[gnu::noinline]] void finish_timed(permit p, outcome o, call_start start,

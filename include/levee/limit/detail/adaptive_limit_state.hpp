@@ -2,6 +2,7 @@
 #pragma once
 
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/sampler.hpp>
 #include <levee/core/detail/spinlock.hpp>
 #include <levee/limit/detail/bulkhead.hpp>
 #include <levee/limit/detail/limit_algorithm.hpp>
@@ -47,7 +48,23 @@ class adaptive_limit_state {
 
   /// A slot if the calls in flight are under the limit and nobody waits.
   /// `in_flight` is then the count including this call.
-  entry try_enter(std::size_t& in_flight) noexcept;
+  /// How an admitted call is timed. Gradient2 times every call until its
+  /// open window holds `gradient2::every_call_samples` of them, then one call
+  /// in 16 (`one_in_16`), which stands for 16 in the window's mean; the
+  /// others read no clock at all. AIMD needs every call's round trip, but
+  /// only against `aimd_timeout` (the coarse clock may time it).
+  enum class timing : std::uint8_t {
+    none,     ///< not timed: the outcome counts, the round trip is not read
+    every,    ///< timed, standing for itself
+    sampled,  ///< timed, standing for `one_in_16<>::mean_gap` calls
+    aimd,     ///< timed for AIMD's `aimd_timeout`
+  };
+
+  /// Admits a call if the limit has room and nobody waits: `granted`, with
+  /// the calls in flight (itself included) and how to time it.
+  entry try_enter(std::size_t& in_flight, timing& t) noexcept;
+  /// How to time a call admitted from the queue (every one is timed).
+  timing queued_timing() const noexcept;
   /// Queues `w`, or grants or refuses it at once (completes it outside the lock).
   void enqueue(const std::shared_ptr<waiter>& w);
   /// A waiter's cancellation or the end of its `max_wait`.
@@ -58,8 +75,11 @@ class adaptive_limit_state {
   /// AIMD and no round trip for Gradient2 (its latency is not the
   /// downstream's: a call refused in 1 ms would teach a round trip of 1 ms).
   /// The freed room goes to waiters first: all those the limit has room for.
+  /// A call ends: `sample` false for an ignored or abandoned one (its slot
+  /// freed, nothing learned); otherwise `rtt_ns`, ended at `now_ns`, is read
+  /// unless `t` is `timing::none`.
   void leave(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
-             bool dropped) noexcept;
+             bool dropped, timing t = timing::every) noexcept;
   /// A slot granted to a waiter whose completion was destroyed unrun (its
   /// io_context gone): nobody holds it, it goes back (no sample).
   void release_unclaimed() noexcept { leave(false, 0, 0, 0, false); }
@@ -86,6 +106,7 @@ class adaptive_limit_state {
   void unlisten(std::uint64_t id);
 
  private:
+  struct round_trip_samples;  // one_in_16's tag: the round trips timed
   struct listener_entry {
     std::uint64_t id;
     std::uint32_t mask;

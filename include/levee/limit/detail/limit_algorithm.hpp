@@ -49,9 +49,25 @@ class gradient2 {
       : p_(p), limit_(p.initial), long_rtt_(p.long_window, 10) {}
 
   /// One call that ended at `now_ns` after `rtt_ns` (> 0), with `in_flight`
-  /// calls running when it started (itself included). Returns the limit,
-  /// updated when the sample closes a window.
-  double sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight) noexcept;
+  /// calls running when it started (itself included), standing for `weight`
+  /// calls (a call timed as one of a sample: the calls it stands for, so that
+  /// the window's mean and count estimate those of every call). Returns the
+  /// limit, updated when the sample closes a window.
+  double sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight,
+                std::size_t weight = 1) noexcept;
+  /// A successful call that was not timed: only its calls in flight count
+  /// (the window's peak).
+  void note(std::size_t in_flight) noexcept {
+    if (in_flight > window_in_flight_) window_in_flight_ = in_flight;
+  }
+  /// True while the open window has fewer than `every_call_samples` (or
+  /// `window_samples`, if more) calls: every call is timed until then, one
+  /// in 16 after (adaptive_limit_state::timing).
+  bool times_every_call() const noexcept {
+    return window_count_ < every_call_samples || window_count_ < p_.window_samples;
+  }
+  /// The calls of a window that are all timed before sampling starts.
+  static constexpr std::size_t every_call_samples = 64;
   /// One window: its mean round trip and the most calls in flight in it.
   double update(double rtt_ns, std::size_t in_flight) noexcept;
   double limit() const noexcept { return limit_; }

@@ -196,7 +196,8 @@ std::size_t adaptive_limit_state::cap() const noexcept {
   return static_cast<std::size_t>(current());  // in [min_limit, max_limit]: no overflow
 }
 
-adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flight) noexcept {
+adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flight,
+                                                            timing& t) noexcept {
   double limit = 0;
   std::size_t running = 0;
   {
@@ -206,6 +207,13 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
       in_flight = ++in_flight_;
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
       ++admitted_;
+      if (const auto* g2 = std::get_if<gradient2>(&algorithm_)) {
+        t = g2->times_every_call()                  ? timing::every
+            : one_in_16<round_trip_samples>::pick() ? timing::sampled
+                                                    : timing::none;
+      } else {
+        t = timing::aimd;
+      }
       return entry::granted;
     }
     if (queue_.size() < options().max_queue) return entry::queue;
@@ -215,6 +223,11 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
   }
   if (listening_.load(std::memory_order_relaxed) & 2) limited_event(limit, running);
   return entry::full;
+}
+
+adaptive_limit_state::timing adaptive_limit_state::queued_timing() const noexcept {
+  spin_guard g(spinlock_);
+  return std::holds_alternative<aimd>(algorithm_) ? timing::aimd : timing::every;
 }
 
 void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
@@ -283,7 +296,7 @@ bool adaptive_limit_state::grant_next(waiter_list& granted) noexcept {
 }
 
 void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
-                                 std::size_t started_with, bool dropped) noexcept {
+                                 std::size_t started_with, bool dropped, timing t) noexcept {
   // A raised limit admits every waiter it has room for (a window may raise
   // it by more than one call; the queue is at most max_queue long). Spliced
   // under the spinlock; completed, and their nodes freed, after it is
@@ -300,11 +313,19 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       const double limit = std::visit(
           [&](auto& a) {
             if constexpr (std::is_same_v<std::decay_t<decltype(a)>, aimd>) {
-              return a.update(rtt_ns, started_with, dropped);  // a drop: a loss
-            } else {
+              // A drop: a loss. (A call timed for Gradient2 before a
+              // reconfiguration to AIMD may come back untimed: no timeout.)
+              return a.update(t == timing::none ? 0 : rtt_ns, started_with, dropped);
+            } else if (dropped) {
               // A drop is no round trip: a failure's latency is not the
               // downstream's (a call refused in 1 ms, or cut by a timeout).
-              return dropped ? a.limit() : a.sample(now_ns, rtt_ns, started_with);
+              return a.limit();
+            } else if (t == timing::none) {
+              a.note(started_with);
+              return a.limit();
+            } else {
+              return a.sample(now_ns, rtt_ns, started_with,
+                              t == timing::sampled ? one_in_16<round_trip_samples>::mean_gap : 1);
             }
           },
           algorithm_);

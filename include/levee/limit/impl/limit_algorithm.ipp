@@ -19,13 +19,14 @@ double exp_average::add(double sample) noexcept {
   return value_;
 }
 
-double gradient2::sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight) noexcept {
+double gradient2::sample(std::int64_t now_ns, double rtt_ns, std::size_t in_flight,
+                         std::size_t weight) noexcept {
   if (!window_open_) {
     window_open_ = true;
     window_start_ = now_ns;
   }
-  window_sum_ += rtt_ns;
-  ++window_count_;
+  window_sum_ += rtt_ns * static_cast<double>(weight);
+  window_count_ += weight;
   window_in_flight_ = std::max(window_in_flight_, in_flight);
   if (now_ns - window_start_ < p_.window_ns || window_count_ < p_.window_samples) return limit_;
   const double mean = window_sum_ / static_cast<double>(window_count_);

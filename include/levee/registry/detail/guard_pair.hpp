@@ -1,7 +1,8 @@
 // levee: one call under a breaker and, inside it, an adaptive limit, in one
-// coroutine frame, with one clock read when the call starts and one when it
-// ends, shared by the breaker (slow-call detection, its time window) and the
-// limit (the round-trip sample). The behaviour is that of
+// coroutine frame. A call the limit times has one clock read when it starts
+// and one when it ends, shared by the breaker (slow-call detection, its time
+// window) and the limit (the round-trip sample); any other is timed by the
+// breaker alone, as it would be without the limit. The behaviour is that of
 // `co_await breaker(limit(call()))`: a call the limit refuses is, for the
 // breaker, an ignored call (it never reached the downstream).
 #pragma once
@@ -37,27 +38,30 @@ struct guard_access {
 /// An admitted slot of the limit: freed without a sample unless `finish`ed.
 class limit_slot {
  public:
-  limit_slot(std::shared_ptr<adaptive_limit_state> s, std::size_t started_with) noexcept
-      : state_(std::move(s)), started_with_(started_with) {}
+  using timing = adaptive_limit_state::timing;
+  limit_slot(std::shared_ptr<adaptive_limit_state> s, std::size_t started_with, timing t) noexcept
+      : state_(std::move(s)), started_with_(started_with), timing_(t) {}
   limit_slot(const limit_slot&) = delete;
   limit_slot& operator=(const limit_slot&) = delete;
   ~limit_slot() {
     if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned or cancelled: no sample
   }
-  /// The call ended at `end` (ns on the limit's clock) after `rtt`.
-  void finish(const call_result& r, nanos end, nanos rtt) noexcept {
+  /// The call ended at `end` (ns on the limit's clock) after `rtt`; both are
+  /// read only for a call the limit times.
+  void finish(const call_result& r, nanos end = nanos::zero(), nanos rtt = nanos::zero()) noexcept {
     if (!state_) return;  // finished already (a move of the result threw after)
     // A classifier that throws counts the call as a failure.
     const outcome o = state_->classify(r);
     const auto ns = static_cast<double>(rtt.count());
     state_->leave(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
-                  o == outcome::failure);
+                  o == outcome::failure, timing_);
     state_.reset();
   }
 
  private:
   std::shared_ptr<adaptive_limit_state> state_;
   std::size_t started_with_;
+  timing timing_;
 };
 
 template <class Clock, class Impl, class T, class Executor>
@@ -65,29 +69,40 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
                                                       std::shared_ptr<adaptive_limit_state> limit,
                                                       boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
+  using entry = adaptive_limit_state::entry;
+  using timing = adaptive_limit_state::timing;
   refuse_probe_race<Executor>(b);
   const permit p = b.core().try_acquire();
   if (!p) co_return rejected_result<T>(b);
-  call_scope<Impl> scope(b, p, call_scope<Impl>::no_clock);
-  // The one read at admission. The breaker measures from here, as the outer
-  // layer would, so a wait in the limit's queue counts towards a slow call;
-  // the limit measures from when it admitted the call, which is the same
-  // instant unless the call waited (then one more read, on that slow path).
-  const auto start = Clock::now();
+  std::size_t started_with = 0;
+  auto how = timing::every;
+  const entry admitted = limit->try_enter(started_with, how);
+  // A call the limit times (every call that waits or is refused too) reads
+  // the clock once here and once when it ends, both reads shared by the
+  // breaker (slow-call detection, its time window) and the limit. The
+  // breaker measures from here, as the outer layer would, so a wait in the
+  // limit's queue counts towards a slow call; the limit measures from when it
+  // admitted the call, the same instant unless the call waited (then one
+  // more read, on that slow path). A call the limit does not time is left to
+  // the breaker, which times it as it would alone (`call_scope`).
+  const bool timed = admitted != entry::granted || how != timing::none;
+  call_scope<Impl> scope =
+      timed ? call_scope<Impl>(b, p, call_scope<Impl>::no_clock) : call_scope<Impl>(b, p);
+  const auto start = timed ? Clock::now() : typename Clock::time_point();
   auto limit_start = start;
   boost::system::error_code ec;
-  std::size_t started_with = 0;
-  switch (limit->try_enter(started_with)) {
-    case adaptive_limit_state::entry::granted:
+  switch (admitted) {
+    case entry::granted:
       break;
-    case adaptive_limit_state::entry::full:
+    case entry::full:
       ec = error::limit_exceeded;
       break;
-    case adaptive_limit_state::entry::queue: {
+    case entry::queue: {
       const Executor ex = co_await asio::this_coro::executor;
       std::tie(ec) = co_await async_wait_for_slot<Clock>(
           limit, ex, limit->options().max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
       started_with = limit->in_flight();
+      how = limit->queued_timing();
       limit_start = Clock::now();
       break;
     }
@@ -96,8 +111,13 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
     scope.finish(outcome::ignored);  // the downstream was not called
     co_return error_result<T>(ec);
   }
-  limit_slot slot(std::move(limit), started_with);
+  limit_slot slot(std::move(limit), started_with, how);
   const auto finish = [&](const call_result& r, outcome o) {
+    if (!timed) {
+      slot.finish(r);
+      scope.finish(o, &r);
+      return;
+    }
     const auto end = Clock::now();  // the one read at completion
     const auto at = std::chrono::duration_cast<nanos>(end.time_since_epoch());
     slot.finish(r, at, std::chrono::duration_cast<nanos>(end - limit_start));
