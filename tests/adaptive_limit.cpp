@@ -102,7 +102,7 @@ struct counting_clock {
   using period = vclock::period;
   using duration = vclock::duration;
   using time_point = std::chrono::time_point<counting_clock, duration>;
-  static constexpr bool is_steady = true;
+  [[maybe_unused]] static constexpr bool is_steady = true;
   static inline std::size_t reads = 0;
   static time_point now() noexcept {
     ++reads;
