@@ -82,7 +82,7 @@ struct simulation {
           peak_in_flight = std::max(peak_in_flight, k);
           const double latency =
               base(now) * std::max(1.0, static_cast<double>(k) / static_cast<double>(capacity));
-          using sampler = levee::detail::one_in_16<simulation_samples>;
+          using sampler = levee::detail::one_in_16<simulation_samples, false, 0x2545f4914f6cdd1du>;
           const std::size_t weight = !sampled || algorithm.times_every_call() ? 1
                                      : sampler::pick()                        ? sampler::mean_gap
                                                                               : 0;
@@ -220,6 +220,41 @@ TEST_CASE("adaptive limit: Gradient2 times a window's first 64 calls, then about
     // (on the coarse clock when the limit's clock is steady_clock).
     CHECK(timed == every + more);
   }
+}
+
+TEST_CASE("registry guard set: a call the limit does not time is timed by the breaker alone") {
+  // Before, both reads of every call were shared: two per call. Now a call
+  // the limit does not time costs what the breaker alone costs (on a clock
+  // with no coarse variant: its time window's read, and its probe
+  // deadline's sample).
+  virtual_time vt;
+  asio::io_context ioc;
+  constexpr std::size_t calls = levee::detail::gradient2::every_call_samples + 1600;
+  auto count_reads = [&](auto&& guard) {
+    counting_clock::reads = 0;
+    auto all = run(ioc, [&]() -> asio::awaitable<int> {
+      int sum = 0;
+      for (std::size_t i = 0; i < calls; ++i)
+        sum += co_await guard([]() -> asio::awaitable<int> { co_return 1; }());
+      co_return sum;
+    }());
+    REQUIRE(all->done);
+    CHECK(*all->value == static_cast<int>(calls));
+    return counting_clock::reads;
+  };
+  levee::basic_breaker_registry<counting_clock> alone(ioc, {});
+  auto b = alone.get("a:80");
+  const std::size_t breaker_reads = count_reads([&](auto aw) { return (*b)(std::move(aw)); });
+  levee::basic_breaker_registry<counting_clock> both(ioc, {.limits = adaptive_limit_options{}});
+  auto g = both.guards("a:80");
+  const std::size_t pair_reads = count_reads([&](auto aw) { return g(std::move(aw)); });
+  CAPTURE(breaker_reads, pair_reads);
+  CHECK(g.limit->metrics().samples == calls);
+  CHECK(g.breaker->metrics().successes == calls);
+  CHECK(pair_reads < calls * 3 / 2);
+  // At most the limit's timed calls' two reads more than the breaker alone.
+  CHECK(pair_reads <=
+        breaker_reads + 2 * (levee::detail::gradient2::every_call_samples + 1600 / 8));
 }
 
 TEST_CASE("aimd: drops multiply the limit down, busy successes add one, within bounds") {

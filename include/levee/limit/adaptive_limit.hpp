@@ -117,7 +117,8 @@ struct guard_access;
 /// U...>` result, returns `{error::limit_exceeded, U{}...}`.
 ///
 /// Each call is one sample: its round trip (one clock read at admission, one
-/// at completion), the calls in flight when it started, and its outcome. A
+/// at completion; Gradient2 times a sample of the calls of a busy window,
+/// docs/limits.md), the calls in flight when it started, and its outcome. A
 /// cancelled call frees its slot and is not a sample; a failure, and a
 /// timeout from `with_timeout` inside the limit, is a drop: a loss for AIMD,
 /// no round trip for Gradient2 (a call refused in 1 ms says nothing of how
@@ -269,9 +270,9 @@ class basic_adaptive_limit {
     ticket(std::shared_ptr<detail::adaptive_limit_state> s, std::size_t started_with, timing t)
         : state_(std::move(s)),
           started_with_(started_with),
-          timing_(t),
-          coarse_(t == timing::aimd &&
-                  detail::coarse_enough<Clock>(state_->options().aimd_timeout)),
+          timing_(t == timing::aimd && detail::coarse_enough<Clock>(state_->options().aimd_timeout)
+                      ? timing::coarse
+                      : t),
           start_(t == timing::none ? nanos::zero() : now()) {}
     ticket(const ticket&) = delete;
     ticket& operator=(const ticket&) = delete;
@@ -295,14 +296,13 @@ class basic_adaptive_limit {
 
    private:
     nanos now() const noexcept {
-      if (coarse_) return detail::window_now<Clock>();
+      if (timing_ == timing::coarse) return detail::window_now<Clock>();
       return std::chrono::duration_cast<nanos>(Clock::now().time_since_epoch());
     }
 
     std::shared_ptr<detail::adaptive_limit_state> state_;
     std::size_t started_with_;
     timing timing_;
-    bool coarse_;
     nanos start_;
   };
 

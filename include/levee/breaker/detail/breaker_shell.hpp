@@ -241,7 +241,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   // for about one call in 16 (core/detail/sampler.hpp).
   struct probe_deadline_samples;
   [[gnu::always_inline]] static bool sample_latency() noexcept {
-    return one_in_16<probe_deadline_samples>::pick();
+    return one_in_16<probe_deadline_samples, true, 0x9e3779b97f4a7c15u>::pick();
   }
   [[gnu::noinline]] void note_latency(nanos elapsed) noexcept;
   [[gnu::noinline]] void finish_timed(permit p, outcome o, call_start start,

@@ -7,34 +7,52 @@
 
 namespace levee::detail {
 
-/// True for about one call in 16: a thread's first call, then after gaps
-/// drawn geometric (p = 1/16) by `next_gap` (one pseudo-random sequence per
-/// thread and `Tag`, the same seed on each). A per-thread countdown to the
-/// next sampled call, so that a call not sampled costs a decrement. Each
-/// `Tag` has its own countdown and sequence, so that two layers on one call
-/// do not sample the same calls.
-template <class Tag>
+/// True for about one call in 16, after gaps drawn geometric (p = 1/16) by
+/// `next_gap`: a per-thread countdown to the next sampled call, so that a call
+/// not sampled costs a compare and a decrement. `FirstCallSampled`: a
+/// thread's first call is always sampled (the breaker's probe deadline wants
+/// a first estimate at once); otherwise the first gap is drawn as every other,
+/// so that every call is sampled with probability 1/16 (the adaptive limit
+/// weighs a sampled call as 16). Each instantiation has its own countdown and
+/// its own pseudo-random sequence (seeded by `Seed`), so that two layers on
+/// one call sample independently.
+template <class Tag, bool FirstCallSampled, std::uint64_t Seed>
 struct one_in_16 {
   /// The mean gap, the weight of a sampled call in an estimate over all calls.
   static constexpr std::uint32_t mean_gap = 16;
 
   [[gnu::always_inline]] static bool pick() noexcept {
     std::uint32_t& left = countdown();
-    if (--left != 0) [[likely]]
+    if (left > 1) [[likely]] {
+      --left;
       return false;
-    left = next_gap();
-    return true;
+    }
+    return at_gap(left);
   }
 
  private:
+  // `left` is 1 (this call is the one) or 0 (the thread's first call, not
+  // sampled by rule: a first gap is drawn, this call its first).
+  [[gnu::noinline]] static bool at_gap(std::uint32_t& left) noexcept {
+    if (left == 0) {
+      left = next_gap();
+      if (left > 1) {
+        --left;
+        return false;
+      }
+    }
+    left = next_gap();
+    return true;
+  }
   static std::uint32_t& countdown() noexcept {
     // Initial-exec, as thread_slot (core/detail/thread_slot.hpp): no call to
     // `__tls_get_addr` from position-independent code.
-    constinit thread_local std::uint32_t left [[gnu::tls_model("initial-exec")]] = 1;
+    constinit thread_local std::uint32_t left [[gnu::tls_model("initial-exec")]] =
+        FirstCallSampled ? 1 : 0;
     return left;
   }
-  [[gnu::noinline]] static std::uint32_t next_gap() noexcept {
-    constinit thread_local std::uint64_t x [[gnu::tls_model("initial-exec")]] = 0x9e3779b97f4a7c15u;
+  static std::uint32_t next_gap() noexcept {
+    constinit thread_local std::uint64_t x [[gnu::tls_model("initial-exec")]] = Seed;
     for (std::uint32_t gap = 1;; gap += 16) {
       x ^= x << 13;  // xorshift64
       x ^= x >> 7;

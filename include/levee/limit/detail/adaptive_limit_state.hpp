@@ -58,6 +58,7 @@ class adaptive_limit_state {
     every,    ///< timed, standing for itself
     sampled,  ///< timed, standing for `one_in_16<>::mean_gap` calls
     aimd,     ///< timed for AIMD's `aimd_timeout`
+    coarse,   ///< timed for AIMD on the coarse clock: no round trip for Gradient2
   };
 
   /// Admits a call if the limit has room and nobody waits: `granted`, with
@@ -106,7 +107,9 @@ class adaptive_limit_state {
   void unlisten(std::uint64_t id);
 
  private:
-  struct round_trip_samples;  // one_in_16's tag: the round trips timed
+  // The round trips timed after a window's first calls.
+  struct round_trip_tag;
+  using round_trip_samples = one_in_16<round_trip_tag, false, 0xd1b54a32d192ed03u>;
   struct listener_entry {
     std::uint64_t id;
     std::uint32_t mask;

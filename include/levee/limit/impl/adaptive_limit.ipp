@@ -208,9 +208,9 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
       ++admitted_;
       if (const auto* g2 = std::get_if<gradient2>(&algorithm_)) {
-        t = g2->times_every_call()                  ? timing::every
-            : one_in_16<round_trip_samples>::pick() ? timing::sampled
-                                                    : timing::none;
+        t = g2->times_every_call()       ? timing::every
+            : round_trip_samples::pick() ? timing::sampled
+                                         : timing::none;
       } else {
         t = timing::aimd;
       }
@@ -320,12 +320,14 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
               // A drop is no round trip: a failure's latency is not the
               // downstream's (a call refused in 1 ms, or cut by a timeout).
               return a.limit();
-            } else if (t == timing::none) {
+            } else if (t == timing::none || t == timing::coarse) {
+              // Not timed, or timed for AIMD on the coarse clock before a
+              // reconfiguration to Gradient2 (a tick-quantised round trip).
               a.note(started_with);
               return a.limit();
             } else {
               return a.sample(now_ns, rtt_ns, started_with,
-                              t == timing::sampled ? one_in_16<round_trip_samples>::mean_gap : 1);
+                              t == timing::sampled ? round_trip_samples::mean_gap : 1);
             }
           },
           algorithm_);

@@ -77,7 +77,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
   std::size_t started_with = 0;
   auto how = timing::every;
   const entry admitted = limit->try_enter(started_with, how);
-  // A call the limit times (every call that waits or is refused too) reads
+  // A call the limit times (every call that waits in its queue too) reads
   // the clock once here and once when it ends, both reads shared by the
   // breaker (slow-call detection, its time window) and the limit. The
   // breaker measures from here, as the outer layer would, so a wait in the
@@ -85,7 +85,8 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
   // admitted the call, the same instant unless the call waited (then one
   // more read, on that slow path). A call the limit does not time is left to
   // the breaker, which times it as it would alone (`call_scope`).
-  const bool timed = admitted != entry::granted || how != timing::none;
+  const bool timed =
+      admitted == entry::queue || (admitted == entry::granted && how != timing::none);
   call_scope<Impl> scope =
       timed ? call_scope<Impl>(b, p, call_scope<Impl>::no_clock) : call_scope<Impl>(b, p);
   const auto start = timed ? Clock::now() : typename Clock::time_point();
