@@ -3,13 +3,19 @@
 // of different lengths so that start-up cancels out. Unlike nanoseconds on a
 // shared virtual machine, the count is the same on every run.
 //
-//   levee-bench-instructions bare|floor|guarded|listened|count|throttle N
+//   levee-bench-instructions bare|floor|guarded|listened|count|throttle|adaptive|pair N
 //
 // `listened` is `guarded` with a listener for transitions: the instructions it
 // adds are what an idle listener costs every call (none expected). `count` is
 // `guarded` with a count window (`window_type = window_kind::count`), as
 // `closed/guarded_count_window` in bench.cpp. `throttle` is `guarded` inside a
 // `levee::throttle` (default options), as `closed/guarded_throttle`.
+// `adaptive` is `breaker(limit(call))` with a `levee::adaptive_limit`
+// (default options), as `closed/guarded_adaptive`; `pair` is the same breaker
+// and limit as one registry guard set (`registry.guards(key)`), as
+// `closed/guarded_pair`. Callgrind runs without the vDSO: a clock read's own
+// instructions are in the kernel and not counted, so these two undercount
+// what their clock reads cost (bench/README.md).
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -35,7 +41,8 @@ asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count|throttle N\n", argv[0]);
+    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count|throttle|adaptive|pair N\n",
+                 argv[0]);
     return 2;
   }
   const char* mode = argv[1];
@@ -45,6 +52,9 @@ int main(int argc, char** argv) {
   if (!std::strcmp(mode, "count")) options.window_type = levee::window_kind::count;
   levee::circuit_breaker breaker(ioc, options);
   levee::throttle throttle(ioc);
+  levee::adaptive_limit limit(ioc);
+  levee::breaker_registry registry(ioc, {.limits = levee::adaptive_limit_options{}});
+  const auto guards = registry.guards("pair");
   long transitions = 0;
   if (!std::strcmp(mode, "listened"))
     breaker.listen(levee::transition_events, [&](const levee::breaker_event&) { ++transitions; });
@@ -57,6 +67,10 @@ int main(int argc, char** argv) {
           for (long i = 0; i < n; ++i) x = co_await trivial(x);
         } else if (!std::strcmp(mode, "throttle")) {
           for (long i = 0; i < n; ++i) x = co_await throttle(breaker(trivial(x)));
+        } else if (!std::strcmp(mode, "adaptive")) {
+          for (long i = 0; i < n; ++i) x = co_await breaker(limit(trivial(x)));
+        } else if (!std::strcmp(mode, "pair")) {
+          for (long i = 0; i < n; ++i) x = co_await guards(trivial(x));
         } else if (!std::strcmp(mode, "floor")) {
           for (long i = 0; i < n; ++i) x = co_await wrapper_only(trivial(x));
         } else {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per call of the CLOSED path (bare, frame floor, guarded, guarded
 # with a transition listener, guarded with a count window, guarded inside a
-# throttle), counted
+# throttle, guarded with an adaptive limit nested and as one guard set), counted
 # by callgrind: deterministic, unlike nanoseconds on a shared machine.
 #   bench/instructions.sh [path/to/levee-bench-instructions]
 set -euo pipefail
@@ -11,7 +11,7 @@ count() {
     awk '/Collected/ {print $4}'
 }
 declare -A per_call
-for mode in bare floor guarded listened count throttle; do
+for mode in bare floor guarded listened count throttle adaptive pair; do
   a=$(count "$mode" 100000)
   b=$(count "$mode" 200000)
   per_call[$mode]=$(((b - a) / 100000))
@@ -21,3 +21,4 @@ echo "the frame adds $((per_call[floor] - per_call[bare])), levee's own work $((
 echo "a transition listener adds $((per_call[listened] - per_call[guarded])) per call"
 echo "a count window instead of the time window: levee's own work $((per_call[count] - per_call[floor]))"
 echo "a throttle around the guarded call adds $((per_call[throttle] - per_call[guarded]))"
+echo "an adaptive limit inside the breaker adds $((per_call[adaptive] - per_call[guarded])) (nested), $((per_call[pair] - per_call[guarded])) (one guard set)"

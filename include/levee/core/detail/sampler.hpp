@@ -23,11 +23,18 @@ struct one_in_16 {
 
   [[gnu::always_inline]] static bool pick() noexcept {
     std::uint32_t& left = countdown();
-    if (left > 1) [[likely]] {
-      --left;
-      return false;
+    if constexpr (FirstCallSampled) {
+      if (--left != 0) [[likely]]
+        return false;
+      left = next_gap();
+      return true;
+    } else {
+      if (left > 1) [[likely]] {
+        --left;
+        return false;
+      }
+      return at_gap(left);
     }
-    return at_gap(left);
   }
 
  private:
@@ -51,7 +58,7 @@ struct one_in_16 {
         FirstCallSampled ? 1 : 0;
     return left;
   }
-  static std::uint32_t next_gap() noexcept {
+  [[gnu::noinline]] static std::uint32_t next_gap() noexcept {
     constinit thread_local std::uint64_t x [[gnu::tls_model("initial-exec")]] = Seed;
     for (std::uint32_t gap = 1;; gap += 16) {
       x ^= x << 13;  // xorshift64
