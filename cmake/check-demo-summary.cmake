@@ -98,8 +98,15 @@ if(NOT ${a}_fast_fail_p99_ms LESS 5)
   message(FATAL_ERROR "breaker_adaptive, degrading: fast failures take ${${a}_fast_fail_p99_ms} "
                       "ms at p99 (5 ms at most)")
 endif()
-# Healthy: never throttled. p99 within 20 % of the breaker mode's (whole
-# milliseconds: math(EXPR) has no floating point).
+# Healthy: never throttled (every call succeeded, none refused), and no
+# latency of the limit's own: p99 within 20 % of the breaker mode's or the
+# unguarded mode's (naive_retry, which retries nothing while healthy),
+# whichever is higher. The modes run in turn, so either baseline may catch
+# a stall of the machine that the other missed: at --quick's scale 20 % of
+# a 220 ms p99 is 3 ms of real time, and in a run on a slow host
+# (2026-12-05) naive_retry's p99 was 402 ms, breaker's 303 and
+# breaker_adaptive's 402, with nothing refused. (Whole milliseconds:
+# math(EXPR) has no floating point.)
 set(h breaker_adaptive_healthy)
 if(NOT ${h}_succeeded EQUAL ${h}_offered)
   message(FATAL_ERROR "breaker_adaptive, healthy: ${${h}_succeeded} of ${${h}_offered} calls "
@@ -107,11 +114,17 @@ if(NOT ${h}_succeeded EQUAL ${h}_offered)
 endif()
 string(REGEX REPLACE "\\..*" "" p99 "${${h}_p99_ms}")
 string(REGEX REPLACE "\\..*" "" breaker_p99 "${breaker_healthy_p99_ms}")
-math(EXPR p99_bound "(${breaker_p99} * 12 + 9) / 10")
-message(STATUS "breaker_adaptive, healthy: p99 ${p99} ms (breaker ${breaker_p99} ms)")
+string(REGEX REPLACE "\\..*" "" naive_p99 "${naive_retry_healthy_p99_ms}")
+set(baseline ${breaker_p99})
+if(naive_p99 GREATER baseline)
+  set(baseline ${naive_p99})
+endif()
+math(EXPR p99_bound "(${baseline} * 12 + 9) / 10")
+message(STATUS "breaker_adaptive, healthy: p99 ${p99} ms (breaker ${breaker_p99} ms, "
+               "naive_retry ${naive_p99} ms)")
 if(p99 GREATER p99_bound)
   message(FATAL_ERROR "breaker_adaptive, healthy: p99 ${p99} ms, more than 20 % over the "
-                      "breaker mode's ${breaker_p99} ms")
+                      "breaker mode's ${breaker_p99} ms and naive_retry's ${naive_p99} ms")
 endif()
 # Outage: contained, a handful of requests reach the dead API. The breaker is
 # open when the API dies (it opened on the degradation's slow calls), so what
