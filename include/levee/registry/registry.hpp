@@ -85,11 +85,9 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     /// breaker and, inside it, the limit: `co_await g(call())` behaves as
     /// `co_await (*g.breaker)((*g.limit)(call()))` (README, "Composing levee"; a call
     /// the limit refuses is ignored by the breaker), in one coroutine frame.
-    /// A call whose round trip the limit times (docs/limits.md, "Timing the
-    /// round trips") has one clock read when it starts and one when it ends,
-    /// shared by the breaker's slow-call detection and time window and the
-    /// limit's sample; any other is timed by the breaker alone, as without
-    /// the limit. Without a limit, `(*g.breaker)(call())`.
+    /// A call the limit times (docs/limits.md) shares its two clock reads
+    /// with the breaker; any other is timed by the breaker alone, as
+    /// without the limit. Without a limit, `(*g.breaker)(call())`.
     ///
     /// Result, the two forms: as `basic_circuit_breaker::operator()`; a
     /// limit's refusal is `error::limit_exceeded` in either form.

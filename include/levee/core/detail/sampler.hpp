@@ -38,15 +38,13 @@ struct one_in_16 {
   }
 
  private:
-  // `left` is 1 (this call is the one) or 0 (the thread's first call, not
-  // sampled by rule: a first gap is drawn, this call its first).
+  // `left` is 1 (this call is the one) or 0 (the thread's first call: its
+  // first gap is drawn, this call the gap's first).
   [[gnu::noinline]] static bool at_gap(std::uint32_t& left) noexcept {
-    if (left == 0) {
-      left = next_gap();
-      if (left > 1) {
-        --left;
-        return false;
-      }
+    if (left == 0) left = next_gap();
+    if (left > 1) {
+      --left;
+      return false;
     }
     left = next_gap();
     return true;
