@@ -3,7 +3,8 @@
 // of different lengths so that start-up cancels out. Unlike nanoseconds on a
 // shared virtual machine, the count is the same on every run.
 //
-//   levee-bench-instructions bare|floor|guarded|listened|count|throttle|adaptive|pair N
+//   levee-bench-instructions
+//   bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding N
 //
 // `listened` is `guarded` with a listener for transitions: the instructions it
 // adds are what an idle listener costs every call (none expected). `count` is
@@ -15,12 +16,17 @@
 // and limit as one registry guard set (`registry.guards(key)`), as
 // `closed/guarded_pair`. Callgrind runs without the vDSO: a clock read's own
 // instructions are in the kernel and not counted, so these two undercount
-// what their clock reads cost (bench/README.md).
+// what their clock reads cost (bench/README.md). `calls` is `guarded` with a
+// listener for every call, yielding every 64 calls so that the listener runs,
+// and `yielding` the same loop without the listener, as
+// `closed/guarded_call_listener` and `closed/guarded_yielding`.
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -41,8 +47,10 @@ asio::awaitable<T> wrapper_only(asio::awaitable<T> aw) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: %s bare|floor|guarded|listened|count|throttle|adaptive|pair N\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding N\n",
+        argv[0]);
     return 2;
   }
   const char* mode = argv[1];
@@ -58,6 +66,9 @@ int main(int argc, char** argv) {
   long transitions = 0;
   if (!std::strcmp(mode, "listened"))
     breaker.listen(levee::transition_events, [&](const levee::breaker_event&) { ++transitions; });
+  if (!std::strcmp(mode, "calls"))
+    breaker.listen(levee::call_events, [&](const levee::breaker_event&) { ++transitions; });
+  const bool yields = !std::strcmp(mode, "calls") || !std::strcmp(mode, "yielding");
   long result = 0;
   asio::co_spawn(
       ioc,
@@ -73,6 +84,11 @@ int main(int argc, char** argv) {
           for (long i = 0; i < n; ++i) x = co_await guards(trivial(x));
         } else if (!std::strcmp(mode, "floor")) {
           for (long i = 0; i < n; ++i) x = co_await wrapper_only(trivial(x));
+        } else if (yields) {
+          for (long i = 0; i < n; ++i) {
+            x = co_await breaker(trivial(x));
+            if (i % 64 == 63) co_await asio::post(ioc, asio::use_awaitable);
+          }
         } else {
           for (long i = 0; i < n; ++i) x = co_await breaker(trivial(x));
         }

@@ -11,7 +11,7 @@ count() {
     awk '/Collected/ {print $4}'
 }
 declare -A per_call
-for mode in bare floor guarded listened count throttle adaptive pair; do
+for mode in bare floor guarded listened count throttle adaptive pair calls yielding; do
   a=$(count "$mode" 100000)
   b=$(count "$mode" 200000)
   per_call[$mode]=$(((b - a) / 100000))
@@ -22,3 +22,4 @@ echo "a transition listener adds $((per_call[listened] - per_call[guarded])) per
 echo "a count window instead of the time window: levee's own work $((per_call[count] - per_call[floor]))"
 echo "a throttle around the guarded call adds $((per_call[throttle] - per_call[guarded]))"
 echo "an adaptive limit inside the breaker adds $((per_call[adaptive] - per_call[guarded])) (nested), $((per_call[pair] - per_call[guarded])) (one guard set)"
+echo "a listener for every call adds $((per_call[calls] - per_call[yielding])) (both loops yielding every 64 calls)"

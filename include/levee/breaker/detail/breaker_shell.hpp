@@ -146,13 +146,15 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
   /// Records a finished call and acts on what the core decides, then
   /// leaves (`leave`: the call's last use of the shared state). `r`: the
   /// call's result, when known (for the last failure of a transition event).
-  /// Inline for the common case (a CLOSED call's success, not timed, no
-  /// listener for call events: `breaker_core::complete_success_and_leave`),
-  /// out of line (`finish_general`) for every other.
+  /// Inline for the common case (a CLOSED call's success, not timed:
+  /// `breaker_core::complete_success_and_leave`, its event posted first when
+  /// a listener wants successes), out of line (`finish_general`) for every
+  /// other.
   [[gnu::always_inline]] void finish_and_leave(permit p, outcome o, call_start start,
                                                const call_result* r) noexcept {
-    if (start.kind == start_kind::none && o == outcome::success &&
-        !(telemetry_.wanted() & call_events)) [[likely]] {
+    if (start.kind == start_kind::none && o == outcome::success) [[likely]] {
+      if (telemetry_.wanted() & call_events) [[unlikely]]
+        return finish_listened_success(p, r);
       const breaker_core::fast_end e = core_.complete_success_and_leave(
           p, [] { return window_now<Clock>(); },
           [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
@@ -164,14 +166,39 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     leave();
   }
   /// `finish_and_leave` without the leave, for any call, out of line.
-  void finish_general(permit p, outcome o, call_start start, const call_result* r) noexcept;
+  /// `told`: its call event was posted already.
+  void finish_general(permit p, outcome o, call_start start, const call_result* r,
+                      bool told = false) noexcept;
+  /// `finish_and_leave` for a success not timed while some listener wants
+  /// call events, out of line: as the inline path, with the success event
+  /// posted once the call is taken, before it is recorded (and before any
+  /// transition the record causes).
+  [[gnu::noinline]] void finish_listened_success(permit p, const call_result* r) noexcept {
+    bool told = false;
+    const breaker_core::fast_end e = core_.complete_success_and_leave(
+        p,
+        [this, &told] {
+          if (telemetry_.wants(event_kind::success)) tell_success();
+          told = true;
+          return window_now<Clock>();
+        },
+        [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
+    if (e == breaker_core::fast_end::left) return;
+    if (e == breaker_core::fast_end::last) return release_last_owner();
+    finish_general(p, outcome::success, call_start{}, r, told);
+    leave();
+  }
+  /// A success event for a call `complete_success_and_leave` took.
+  [[gnu::noinline]] void tell_success() noexcept {
+    telemetry_.call_event(event_kind::success, core_.state(), false);
+  }
   /// The window's check after `complete_success_and_leave`, out of line.
   void settle(permit p, std::int64_t stamp, std::uint32_t epoch) noexcept;
 
   /// The same, for a call the caller measured: it took `elapsed` and ended
   /// at `now` (the clock's time since its epoch).
-  void finish_measured(permit p, outcome o, nanos elapsed, nanos now,
-                       const call_result* r) noexcept;
+  void finish_measured(permit p, outcome o, nanos elapsed, nanos now, const call_result* r,
+                       bool told = false) noexcept;
 
   /// A call abandoned before it finished (its coroutine or handler destroyed):
   /// gives the permit back, counted as ignored.

@@ -22,32 +22,188 @@ bool closed_like(circuit_state s) noexcept {
 }
 }  // namespace
 
+// One listener's deliveries, batched (docs/observability.md, "Events"). An
+// event is appended to the batch this listener's last post carries, as long
+// as that post has not begun to run and holds fewer than `batch_capacity`
+// events; otherwise a new batch is posted. Events between two runs of the
+// listener's executor thus cost one post per batch, not one per event, and
+// keep their order: a batch is posted before any event after its own, and a
+// batch that has begun takes no more. Shared by the listener sets that hold
+// this listener (a set is replaced as a whole on listen and unlisten).
+//
+// A call event (success, failure, ignored, rejected) is kept as a 24-byte
+// record; the others (transitions, stuck-open, reconfigured), whole.
+struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_queue> {
+  static constexpr std::size_t batch_capacity = 64;
+  struct record {
+    std::chrono::system_clock::time_point when;
+    std::uint32_t whole;  // index in `batch::whole`, or `none`: a call event
+    event_kind kind;
+    circuit_state state;
+    bool slow;
+  };
+  static constexpr std::uint32_t none = ~std::uint32_t{0};
+  struct batch {
+    std::vector<record> records;
+    std::vector<breaker_event> whole;
+    std::size_t next = 0;  // the first record not yet delivered
+    // A call event (`whole` null) or any other, at `r.when`. Strong
+    // guarantee.
+    void add(record r, const breaker_event* whole_event) {
+      records.reserve(records.size() + 1);
+      if (whole_event) {
+        r.whole = static_cast<std::uint32_t>(whole.size());
+        whole.push_back(*whole_event);
+      }
+      records.push_back(r);
+    }
+    void clear() noexcept {
+      records.clear();
+      whole.clear();
+      next = 0;
+    }
+  };
+
+  breaker_listener_queue(std::shared_ptr<const event_listener> f, boost::asio::any_io_executor ex,
+                         std::string n, std::shared_ptr<std::atomic<std::uint64_t>> l)
+      : fn(std::move(f)), executor(std::move(ex)), name(std::move(n)), lost(std::move(l)) {}
+
+  // Under the telemetry's order_lock_: the only appender at a time. Never
+  // throws: what cannot be allocated or posted is counted in `lost`.
+  void append(const record& r, const breaker_event* whole_event) noexcept {
+    std::shared_ptr<batch> fresh;
+    {
+      spin_guard g(lock);
+      try {
+        if (open && open->records.size() < batch_capacity) {
+          open->add(r, whole_event);
+          return;
+        }
+        if (spare) {
+          fresh = std::move(spare);
+        } else {
+          fresh = std::make_shared<batch>();
+          fresh->records.reserve(batch_capacity);
+        }
+        fresh->add(r, whole_event);
+      } catch (...) {  // out of memory
+        lost->fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      open = fresh;
+    }
+    // Posted outside the spinlock (a post allocates and locks the
+    // scheduler); no other event is appended meanwhile (order_lock_).
+    try {
+      boost::asio::post(executor, [self = shared_from_this(), fresh] { self->deliver(fresh); });
+    } catch (...) {  // out of memory: this batch is lost
+      spin_guard g(lock);
+      if (open == fresh) open = nullptr;
+      lost->fetch_add(fresh->records.size() - fresh->next, std::memory_order_relaxed);
+    }
+  }
+
+  // On the listener's executor.
+  void deliver(const std::shared_ptr<batch>& b) {
+    {
+      spin_guard g(lock);
+      if (open == b) open = nullptr;  // begun: takes no more
+    }
+    breaker_event call;  // a call event: only these four fields, and the time
+    call.breaker = name;
+    while (b->next < b->records.size()) {
+      const record& r = b->records[b->next++];
+      const breaker_event* e = &call;
+      if (r.whole != none) {
+        breaker_event& w = b->whole[r.whole];
+        w.breaker = name;
+        e = &w;
+      } else {
+        call.kind = r.kind;
+        call.from = call.to = r.state;
+        call.slow = r.slow;
+        call.when = r.when;
+      }
+      try {
+        (*fn)(*e);
+      } catch (...) {  // escapes the executor's run(), as a handler's would
+        requeue_rest(b);
+        throw;
+      }
+    }
+    b->clear();
+    spin_guard g(lock);
+    if (!spare) spare = b;  // the next batch's room
+  }
+
+  // The listener threw: the events after it in `b` are still delivered,
+  // before any later one. `b` becomes the open batch again, posted anew,
+  // with the records of the batch that was open (posted, not begun: its
+  // delivery finds it empty) moved behind its own. Rare: the moves are
+  // made under the spinlock.
+  void requeue_rest(const std::shared_ptr<batch>& b) noexcept {
+    if (b->next == b->records.size()) return;
+    {
+      spin_guard g(lock);
+      if (open) {
+        batch& later = *open;
+        std::size_t i = later.next;
+        try {
+          for (; i < later.records.size(); ++i) {
+            record r = later.records[i];
+            if (r.whole != none) {
+              b->whole.push_back(std::move(later.whole[r.whole]));
+              r.whole = static_cast<std::uint32_t>(b->whole.size() - 1);
+            }
+            b->records.push_back(r);
+          }
+        } catch (...) {  // out of memory: what was not moved is lost
+          lost->fetch_add(later.records.size() - i, std::memory_order_relaxed);
+        }
+        later.clear();
+      }
+      open = b;
+    }
+    try {
+      boost::asio::post(executor, [self = shared_from_this(), b] { self->deliver(b); });
+    } catch (...) {
+      spin_guard g(lock);
+      if (open == b) open = nullptr;
+      lost->fetch_add(b->records.size() - b->next, std::memory_order_relaxed);
+    }
+  }
+
+  const std::shared_ptr<const event_listener> fn;
+  const boost::asio::any_io_executor executor;
+  const std::string name;  // the breaker's: each event's `breaker` view
+  const std::shared_ptr<std::atomic<std::uint64_t>> lost;
+  spinlock lock;                // the two below, and a batch's contents while open
+  std::shared_ptr<batch> open;  // posted, not begun
+  std::shared_ptr<batch> spare;
+};
+
 struct breaker_telemetry::listener_set {
   struct entry {
     std::uint64_t id;
     event_mask mask;
-    std::shared_ptr<const event_listener> fn;  // shared: listen/unlisten copy no callable
-    boost::asio::any_io_executor executor;
+    std::shared_ptr<breaker_listener_queue> queue;
   };
-  // A posted event holds its set, which holds the name its `breaker` view
-  // points to: the event outlives neither, and holds nothing of the breaker.
-  std::string name;
   std::vector<entry> entries;
 
-  // An event that cannot be posted to a listener (out of memory) is counted
-  // in `lost` (`events_lost`), never dropped silently.
-  void post(breaker_event e, const std::shared_ptr<const listener_set>& self,
-            std::atomic<std::uint64_t>& lost) const noexcept {
-    e.breaker = name;
+  // Under order_lock_ (the order of events; no event after unlisten).
+  void post(breaker_event& e) const noexcept {
     e.when = std::chrono::system_clock::now();
-    for (const entry& l : entries) {
-      if (!(l.mask & static_cast<event_mask>(e.kind))) continue;
-      try {
-        boost::asio::post(l.executor, [self, &l, e] { (*l.fn)(e); });
-      } catch (...) {  // out of memory
-        lost.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
+    const breaker_listener_queue::record r{e.when, breaker_listener_queue::none, e.kind, e.from,
+                                           e.slow};
+    for (const entry& l : entries)
+      if (l.mask & static_cast<event_mask>(e.kind)) l.queue->append(r, &e);
+  }
+  // A call event, kept as a record only.
+  void post_call(event_kind kind, circuit_state state, bool slow) const noexcept {
+    const breaker_listener_queue::record r{std::chrono::system_clock::now(),
+                                           breaker_listener_queue::none, kind, state, slow};
+    for (const entry& l : entries)
+      if (l.mask & static_cast<event_mask>(kind)) l.queue->append(r, nullptr);
   }
 };
 
@@ -86,6 +242,9 @@ struct breaker_telemetry::extras_type {
   std::unique_ptr<history_type> history;  // allocated under order_lock_
   // Events not posted and transitions not recorded, for lack of memory.
   std::atomic<std::uint64_t> lost{0};
+  // Events the listeners' queues could not keep (made by the first listen,
+  // under both locks; shared with the queues, which outlive the breaker).
+  std::shared_ptr<std::atomic<std::uint64_t>> queue_lost;
 };
 
 breaker_telemetry::breaker_telemetry(std::string name, nanos created) : created_(created) {
@@ -121,17 +280,13 @@ std::shared_ptr<const breaker_telemetry::listener_set> breaker_telemetry::listen
 }
 
 void breaker_telemetry::call_event(event_kind kind, circuit_state state, bool slow) noexcept {
-  // Posted under order_lock_, as unlisten changes the set under it: no event
-  // reaches a listener after its unlisten returned. Only calls that some
-  // listener wants come here.
+  // Appended under order_lock_, as listen and unlisten replace the set under
+  // it: the set needs no copy here, and no event reaches a listener after
+  // its unlisten returned. Only calls that some listener wants come here.
   small_lock order(order_lock_);
-  const std::shared_ptr<const listener_set> set = listeners();
-  if (!set) return;
-  breaker_event e;
-  e.kind = kind;
-  e.from = e.to = state;
-  e.slow = slow;
-  set->post(e, set, extras()->lost);
+  const extras_type* x = extras();
+  const listener_set* set = x ? x->listeners.get() : nullptr;
+  if (set) set->post_call(kind, state, slow);
 }
 
 void breaker_telemetry::note_failure(const call_result* r) noexcept {
@@ -273,7 +428,7 @@ void breaker_telemetry::apply(const transition& t, const window_totals& basis, n
                    : static_cast<double>(part) / static_cast<double>(basis.calls);
     }
   }
-  set->post(e, set, x.lost);
+  set->post(e);
 }
 
 void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
@@ -291,7 +446,7 @@ void breaker_telemetry::stuck_elapsed(nanos left_closed) noexcept {
   }
   if (!set) return;
   e.kind = event_kind::stuck_open;
-  set->post(e, set, x->lost);
+  set->post(e);
 }
 
 void breaker_telemetry::reconfigured(circuit_state state) noexcept {
@@ -301,7 +456,7 @@ void breaker_telemetry::reconfigured(circuit_state state) noexcept {
   breaker_event e;
   e.kind = event_kind::reconfigured;
   e.from = e.to = state;
-  set->post(e, set, extras()->lost);
+  set->post(e);
 }
 
 void breaker_telemetry::detach(stuck_alarm& alarm) noexcept {
@@ -318,10 +473,13 @@ std::uint64_t breaker_telemetry::listen(event_mask mask, event_listener fn,
   small_lock order(order_lock_);
   extras_type* x = make_extras();
   if (!x) throw std::bad_alloc();
+  std::shared_ptr<std::atomic<std::uint64_t>> queue_lost = x->queue_lost;
+  if (!queue_lost) queue_lost = std::make_shared<std::atomic<std::uint64_t>>(0);
+  auto queue = std::make_shared<breaker_listener_queue>(std::move(fn_ptr), std::move(ex), x->name,
+                                                        queue_lost);
   auto next = std::make_shared<listener_set>();
-  next->name = x->name;
-  if (const auto current = listeners()) next->entries = current->entries;
-  next->entries.push_back({id, mask, std::move(fn_ptr), std::move(ex)});
+  if (x->listeners) next->entries = x->listeners->entries;  // order_lock_: not replaced meanwhile
+  next->entries.push_back({id, mask, std::move(queue)});
   std::unique_ptr<extras_type::last_failure> last;
   if ((mask & static_cast<event_mask>(event_kind::transition)) && !x->last)
     last = std::make_unique<extras_type::last_failure>();
@@ -331,6 +489,7 @@ std::uint64_t breaker_telemetry::listen(event_mask mask, event_listener fn,
   {
     spin_guard g(state_lock_);
     x->listeners = std::move(next);
+    x->queue_lost = std::move(queue_lost);
     if (last) x->last = std::move(last);
   }
   mask_.store(static_cast<std::uint8_t>(m), std::memory_order_release);
@@ -357,7 +516,10 @@ void breaker_telemetry::fill(breaker_metrics& r, nanos now, nanos recovery) cons
   const extras_type* x = extras();
   spin_guard g(state_lock_);
   seen_ = std::max(seen_, now);
-  if (x) r.events_lost = x->lost.load(std::memory_order_relaxed);
+  if (x) {
+    r.events_lost = x->lost.load(std::memory_order_relaxed);
+    if (x->queue_lost) r.events_lost += x->queue_lost->load(std::memory_order_relaxed);
+  }
   const history_type* h = x ? x->history.get() : nullptr;
   // `now` was read before the lock: a transition applied since may be newer.
   const auto since = [now](nanos t) { return std::max(now - t, nanos::zero()); };

@@ -78,14 +78,15 @@ void breaker_impl<Clock, WaitTraits>::settle(permit p, std::int64_t stamp,
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::finish_general(permit p, outcome o, call_start start,
-                                                     const call_result* r) noexcept {
+                                                     const call_result* r, bool told) noexcept {
   if (start.kind != start_kind::none) [[unlikely]]
     return finish_timed(p, o, start, r);
   // Not measured when it started (slow-call detection came on since, by a
   // reconfiguration): not slow.
   if (core_.needs_elapsed()) [[unlikely]]
     sample_measured(o, nanos::zero());
-  finish_measured(p, o, nanos::zero(), core_.needs_time() ? window_now<Clock>() : nanos::zero(), r);
+  finish_measured(p, o, nanos::zero(), core_.needs_time() ? window_now<Clock>() : nanos::zero(), r,
+                  told);
 }
 
 template <class Clock, class WaitTraits>
@@ -114,12 +115,12 @@ void breaker_impl<Clock, WaitTraits>::finish_timed(permit p, outcome o, call_sta
 
 template <class Clock, class WaitTraits>
 void breaker_impl<Clock, WaitTraits>::finish_measured(permit p, outcome o, nanos elapsed, nanos now,
-                                                      const call_result* r) noexcept {
+                                                      const call_result* r, bool told) noexcept {
   // Without a listener this is one relaxed load. A call event is posted
   // before the core records the call, so that a transition the call causes
   // comes after it.
   const event_mask mask = telemetry_.wanted();
-  if (mask & call_events) [[unlikely]]
+  if ((mask & call_events) && !told) [[unlikely]]
     call_event(mask, o, elapsed);
   // The last failure, kept only while a listener wants transitions: with
   // none, a failure costs nothing more than this test of the same load.
