@@ -225,7 +225,9 @@ class basic_circuit_breaker {
   /// listener and executor when that executor runs handlers in order.
   ///
   /// Cost: nothing on the call path for kinds no listener asked for (one
-  /// relaxed load); one post per event otherwise.
+  /// relaxed load). Otherwise events are batched: those emitted between two
+  /// runs of the listener's executor share one post (up to 64 events each),
+  /// a call event kept as a 24-byte record (docs/observability.md, "Events").
   ///
   /// \param mask The event kinds it wants.
   /// \param fn The listener (see \ref event_listener).

@@ -57,7 +57,7 @@ using registry_listener = std::function<void(const registry_event&)>;
 ///
 /// A listener added by `listen` receives, for every breaker the registry keeps
 /// now or creates later, that breaker's events in its mask (as with the
-/// breaker's own `listen`, one post per event, nothing on the call path for
+/// breaker's own `listen`, batched posts, nothing on the call path for
 /// kinds nobody asked for), plus the registry's events in its mask. A key whose
 /// breaker is evicted and created again keeps reporting: `evicted`, then
 /// `added` and the new breaker's events. A breaker the registry drops

@@ -8,11 +8,13 @@
 //   pointer, the last failure, the history. Snapshots are taken under it and
 //   used after it is released.
 // - `order_lock_` (small_mutex, sleeps): transitions are delivered under it
-//   in generation order, with their events posted and the stuck-open alarm
-//   armed or cancelled; call events are posted under it too (only when some
-//   listener wants them). These are call-outs (allocation, post), so a mutex:
-//   holding it is what makes listeners see transitions in order and keeps
-//   any event from being posted after `unlisten` returned.
+//   in generation order, with their events queued and the stuck-open alarm
+//   armed or cancelled; call events are queued under it too (only when some
+//   listener wants them), and the listener set is replaced under it. These
+//   are call-outs (allocation, post), so a mutex: holding it is what makes
+//   listeners see events in order and keeps any event from being queued
+//   after `unlisten` returned. Each listener's queue batches its events
+//   (one post per batch; breaker/impl/breaker_telemetry.ipp).
 #pragma once
 
 #include <levee/breaker/detail/breaker_core.hpp>

@@ -27,9 +27,11 @@ bool closed_like(circuit_state s) noexcept {
 // as that post has not begun to run and holds fewer than `batch_capacity`
 // events; otherwise a new batch is posted. Events between two runs of the
 // listener's executor thus cost one post per batch, not one per event, and
-// keep their order: a batch is posted before any event after its own, and a
-// batch that has begun takes no more. Shared by the listener sets that hold
-// this listener (a set is replaced as a whole on listen and unlisten).
+// keep their order: a batch is posted before any event after its own, a
+// batch that has begun takes no more, and a batch is delivered whole by its
+// own post (a listener that throws does not cut it short: see `deliver`).
+// Shared by the listener sets that hold this listener (a set is replaced as
+// a whole on listen and unlisten).
 //
 // A call event (success, failure, ignored, rejected) is kept as a 24-byte
 // record; the others (transitions, stuck-open, reconfigured), whole.
@@ -46,8 +48,7 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
   struct batch {
     std::vector<record> records;
     std::vector<breaker_event> whole;
-    std::size_t next = 0;  // the first record not yet delivered
-    // A call event (`whole` null) or any other, at `r.when`. Strong
+    // A call event (`whole_event` null) or any other, at `r.when`. Strong
     // guarantee.
     void add(record r, const breaker_event* whole_event) {
       records.reserve(records.size() + 1);
@@ -56,11 +57,6 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
         whole.push_back(*whole_event);
       }
       records.push_back(r);
-    }
-    void clear() noexcept {
-      records.clear();
-      whole.clear();
-      next = 0;
     }
   };
 
@@ -73,7 +69,7 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
   void append(const record& r, const breaker_event* whole_event) noexcept {
     std::shared_ptr<batch> fresh;
     {
-      spin_guard g(lock);
+      small_lock g(lock);
       try {
         if (open && open->records.size() < batch_capacity) {
           open->add(r, whole_event);
@@ -92,30 +88,35 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
       }
       open = fresh;
     }
-    // Posted outside the spinlock (a post allocates and locks the
-    // scheduler); no other event is appended meanwhile (order_lock_).
+    // Posted outside the lock (a post locks the scheduler, and may wake a
+    // thread); no other event is appended meanwhile (order_lock_).
     try {
       boost::asio::post(executor, [self = shared_from_this(), fresh] { self->deliver(fresh); });
     } catch (...) {  // out of memory: this batch is lost
-      spin_guard g(lock);
+      small_lock g(lock);
       if (open == fresh) open = nullptr;
-      lost->fetch_add(fresh->records.size() - fresh->next, std::memory_order_relaxed);
+      lost->fetch_add(fresh->records.size(), std::memory_order_relaxed);
     }
   }
 
-  // On the listener's executor.
-  void deliver(const std::shared_ptr<batch>& b) {
+  // On the listener's executor: the whole batch, in order. A listener that
+  // throws still gets the rest of the batch (so that nothing posted after
+  // the batch overtakes it); then the first exception leaves the handler,
+  // and the executor's run(), as a handler's would. A second one thrown in
+  // the same batch is dropped.
+  void deliver(const std::shared_ptr<batch>& bp) {
+    batch& b = *bp;
     {
-      spin_guard g(lock);
-      if (open == b) open = nullptr;  // begun: takes no more
+      small_lock g(lock);
+      if (open == bp) open = nullptr;  // begun: takes no more
     }
+    std::exception_ptr first;
     breaker_event call;  // a call event: only these four fields, and the time
     call.breaker = name;
-    while (b->next < b->records.size()) {
-      const record& r = b->records[b->next++];
+    for (const record& r : b.records) {
       const breaker_event* e = &call;
       if (r.whole != none) {
-        breaker_event& w = b->whole[r.whole];
+        breaker_event& w = b.whole[r.whole];
         w.breaker = name;
         e = &w;
       } else {
@@ -126,58 +127,25 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
       }
       try {
         (*fn)(*e);
-      } catch (...) {  // escapes the executor's run(), as a handler's would
-        requeue_rest(b);
-        throw;
+      } catch (...) {
+        if (!first) first = std::current_exception();
       }
     }
-    b->clear();
-    spin_guard g(lock);
-    if (!spare) spare = b;  // the next batch's room
-  }
-
-  // The listener threw: the events after it in `b` are still delivered,
-  // before any later one. `b` becomes the open batch again, posted anew,
-  // with the records of the batch that was open (posted, not begun: its
-  // delivery finds it empty) moved behind its own. Rare: the moves are
-  // made under the spinlock.
-  void requeue_rest(const std::shared_ptr<batch>& b) noexcept {
-    if (b->next == b->records.size()) return;
-    {
-      spin_guard g(lock);
-      if (open) {
-        batch& later = *open;
-        std::size_t i = later.next;
-        try {
-          for (; i < later.records.size(); ++i) {
-            record r = later.records[i];
-            if (r.whole != none) {
-              b->whole.push_back(std::move(later.whole[r.whole]));
-              r.whole = static_cast<std::uint32_t>(b->whole.size() - 1);
-            }
-            b->records.push_back(r);
-          }
-        } catch (...) {  // out of memory: what was not moved is lost
-          lost->fetch_add(later.records.size() - i, std::memory_order_relaxed);
-        }
-        later.clear();
-      }
-      open = b;
+    b.records.clear();
+    b.whole.clear();
+    // Kept as the next batch's room (one), unless whole events made it large.
+    if (b.whole.capacity() <= 4) {
+      small_lock g(lock);
+      if (!spare) spare = bp;
     }
-    try {
-      boost::asio::post(executor, [self = shared_from_this(), b] { self->deliver(b); });
-    } catch (...) {
-      spin_guard g(lock);
-      if (open == b) open = nullptr;
-      lost->fetch_add(b->records.size() - b->next, std::memory_order_relaxed);
-    }
+    if (first) std::rethrow_exception(first);
   }
 
   const std::shared_ptr<const event_listener> fn;
   const boost::asio::any_io_executor executor;
   const std::string name;  // the breaker's: each event's `breaker` view
   const std::shared_ptr<std::atomic<std::uint64_t>> lost;
-  spinlock lock;                // the two below, and a batch's contents while open
+  small_mutex lock;             // the two below; a batch's contents while open
   std::shared_ptr<batch> open;  // posted, not begun
   std::shared_ptr<batch> spare;
 };
@@ -280,9 +248,10 @@ std::shared_ptr<const breaker_telemetry::listener_set> breaker_telemetry::listen
 }
 
 void breaker_telemetry::call_event(event_kind kind, circuit_state state, bool slow) noexcept {
-  // Appended under order_lock_, as listen and unlisten replace the set under
-  // it: the set needs no copy here, and no event reaches a listener after
-  // its unlisten returned. Only calls that some listener wants come here.
+  // Queued under order_lock_, as listen and unlisten replace the set under
+  // it: the set needs no copy here, and no event is queued for a listener
+  // after its unlisten returned. Only calls that some listener wants come
+  // here.
   small_lock order(order_lock_);
   const extras_type* x = extras();
   const listener_set* set = x ? x->listeners.get() : nullptr;
