@@ -5,7 +5,7 @@
 // detail/: the sans-I/O core (breaker_core.hpp, with its windows in
 // time_window.hpp and count_window.hpp), the Asio shell (breaker_shell.hpp),
 // one call's path (breaker_call.hpp), and the telemetry compiled once
-// (breaker_telemetry.hpp, breaker/impl/breaker_telemetry.ipp).
+// (breaker_telemetry.hpp, breaker/impl/breaker_telemetry.ipp and breaker_listeners.ipp).
 #pragma once
 
 #include <levee/breaker/detail/breaker_call.hpp>
@@ -224,10 +224,8 @@ class basic_circuit_breaker {
   /// breaker and its locks, in the order the events happened for a given
   /// listener and executor when that executor runs handlers in order.
   ///
-  /// Cost: nothing on the call path for kinds no listener asked for (one
-  /// relaxed load). Otherwise events are batched: those emitted between two
-  /// runs of the listener's executor share one post (up to 64 events each),
-  /// a call event kept as a 24-byte record (docs/observability.md, "Events").
+  /// Cost: one relaxed load for kinds nobody asked for; otherwise a batched
+  /// post, up to 64 events a post (docs/observability.md, "Events").
   ///
   /// \param mask The event kinds it wants.
   /// \param fn The listener (see \ref event_listener).

@@ -14,7 +14,7 @@
 //   are call-outs (allocation, post), so a mutex: holding it is what makes
 //   listeners see events in order and keeps any event from being queued
 //   after `unlisten` returned. Each listener's queue batches its events
-//   (one post per batch; breaker/impl/breaker_telemetry.ipp).
+//   (one post per batch; breaker/impl/breaker_listeners.ipp).
 #pragma once
 
 #include <levee/breaker/detail/breaker_core.hpp>
