@@ -155,6 +155,8 @@ void print_tables(const std::vector<flaky::phase>& schedule,
                [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
     table.line("peak pool waiters",
                [&](const mode_result& r) { return std::to_string(r.phases[p].peak_waiting); });
+    table.line("longest event-loop lag",
+               [&](const mode_result& r) { return human_ms(r.phases[p].loop_lag_ms); });
   }
   table.header("after the API healed");
   table.line("time until the breaker closed", [&](const mode_result& r) {
@@ -252,7 +254,8 @@ void write_summary(const settings& s, const std::vector<flaky::phase>& schedule,
                                     {"max_ms", f.max()},
                                     {"peak_in_flight", f.peak_in_flight},
                                     {"peak_pool_waiters", f.peak_waiting},
-                                    {"fast_fail_p99_ms", f.fast_fail_percentile(0.99)}});
+                                    {"fast_fail_p99_ms", f.fast_fail_percentile(0.99)},
+                                    {"loop_lag_ms", f.loop_lag_ms}});
     }
     json::value recovery;  // null: the breaker never closed (or there is none)
     if (r.recovery_to_closed_ms) recovery = std::round(*r.recovery_to_closed_ms * 10) / 10;

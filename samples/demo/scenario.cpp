@@ -27,6 +27,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -88,6 +89,8 @@ class run {
     result_.which = mode_;
     result_.phases.resize(schedule_.size());
   }
+  run(const run&) = delete;
+  run& operator=(const run&) = delete;
 
   mode_result go() {
     // The API, on its own thread.
@@ -95,6 +98,7 @@ class run {
     flaky::server api(server_ioc.get_executor(), schedule_, {.time_scale = s_.scale, .seed = 42});
     port_ = api.start();
     api_ = &api;
+    asio::co_spawn(server_ioc, watch_lag(server_watch_done_), asio::detached);
     std::thread server_thread([&] { server_ioc.run(); });
 
     // The agent: sessions, client, and the mode's guards, on this thread.
@@ -158,10 +162,15 @@ class run {
       asio::co_spawn(ioc, session(rng()), asio::detached);
     }
     asio::co_spawn(ioc, sample(), asio::detached);
+    asio::co_spawn(ioc, watch_lag(client_watch_done_), asio::detached);
     ioc.run();
 
+    server_watch_done_ = true;
     api.stop();
     server_thread.join();
+    for (std::size_t p = 0; p < schedule_.size(); ++p) {
+      result_.phases[p].loop_lag_ms = scenario_ms(s_, nanos(lag_ns_[p].load()));
+    }
     if (has_breaker(mode_)) result_.metrics = registry_->metrics();
     result_.limit_metrics = registry_->limit_metrics();
     // Everything bound to `ioc` goes before it.
@@ -334,9 +343,27 @@ class run {
     for (std::size_t p = 0; p < schedule_.size(); ++p)
       result_.phases[p].downstream = api_->requests_in_phase(p);
     if (metrics_) metrics_->stop();
+    client_watch_done_ = true;
     reload_.reset();        // SIGHUP is ignored until the next mode
     client_->close_idle();  // the client's idle timer goes too: run() returns
     progress.finish();
+  }
+
+  // The event loop's lag, as phase_figures::loop_lag_ms says: on the thread
+  // that runs it, a timer due every 2 ms notes how late it fired, the most
+  // of each phase, until `done`.
+  asio::awaitable<void> watch_lag(const std::atomic<bool>& done) {
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    while (!done.load()) {
+      const auto due = steady::now() + 2ms;
+      tick.expires_at(due);
+      co_await tick.async_wait(asio::use_awaitable);
+      const std::int64_t late = (steady::now() - due).count();
+      auto& most = lag_ns_[phase_now()];
+      std::int64_t seen = most.load();
+      while (late > seen && !most.compare_exchange_weak(seen, late)) {
+      }
+    }
   }
 
   std::uint64_t total_offered() const {
@@ -362,6 +389,11 @@ class run {
   std::size_t calls_active_ = 0;
   std::uint64_t row_offered_ = 0;
   std::vector<double> row_latencies_;
+  // Per phase, real ns (sized in the member's order: after schedule_).
+  std::vector<std::atomic<std::int64_t>> lag_ns_ =
+      std::vector<std::atomic<std::int64_t>>(schedule_.size());
+  std::atomic<bool> client_watch_done_{false};
+  std::atomic<bool> server_watch_done_{false};
 };
 
 }  // namespace

@@ -104,6 +104,15 @@ struct phase_figures {
   std::uint64_t limit_exceeded = 0;
   std::uint64_t limit_exceeded_after_5s = 0;
 
+  // The longest event-loop lag of the phase, scenario ms: how late a timer
+  // due every 2 ms of real time fired, on the agent's thread or the API's,
+  // whichever was later. It is the time a call's completion may wait for its
+  // thread, whether the thread was busy or the machine stopped it; a loaded
+  // machine stops a thread for tens of ms at times, which the time scale
+  // stretches (at --quick's 0.035, 17 ms are 500 ms of scenario time).
+  // cmake/check-demo-summary.cmake reads it.
+  double loop_lag_ms = 0;
+
   double percentile(double p) const { return percentile_of(latencies_ms, p); }
   double fast_fail_percentile(double p) const { return percentile_of(fast_fail_ms, p); }
   double max() const {
