@@ -214,3 +214,43 @@ TEST_CASE("event batches: 4 threads call while two threads deliver") {
   CHECK(!overlapped.load());
   CHECK(cb.metrics().events_lost == 0);
 }
+
+TEST_CASE("event batches: a listener's times never go back, a call's coarse time included") {
+  // A call event's time is read from the coarse wall clock (up to a tick
+  // old); a transition's from the precise one. A call right after the
+  // breaker opened reads a time before the opening's, unless the queue
+  // holds it at the time of the event before it.
+  virtual_time vt;
+  asio::io_context ioc, listener_ioc;
+  breaker cb(ioc, {.failure_rate_threshold = 0.5, .minimum_calls = 4}, "times");
+  std::vector<breaker_event> seen;
+  cb.listen(
+      levee::all_events, [&](const breaker_event& e) { seen.push_back(e); },
+      listener_ioc.get_executor());
+  const auto before = std::chrono::system_clock::now();
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 4; ++i) run(ioc, cb(outcome_of(false)));  // opens
+    for (int i = 0; i < 3; ++i) run(ioc, cb(outcome_of(true)));   // rejected
+    cb.reset();
+  }
+  listener_ioc.poll();
+  const auto after = std::chrono::system_clock::now();
+  REQUIRE(seen.size() >= 20 * 6);
+  std::size_t transitions = 0, rejected = 0;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    transitions += seen[i].kind == event_kind::transition;
+    rejected += seen[i].kind == event_kind::rejected;
+    // Within a tick (at most 10 ms here) of the test's own precise reads.
+    CHECK(seen[i].when >= before - std::chrono::milliseconds(10));
+    CHECK(seen[i].when <= after);
+    if (i > 0 && seen[i].when < seen[i - 1].when) {
+      FAIL_CHECK("event " << i << " (" << levee::to_string(seen[i].kind) << ") is "
+                          << (seen[i - 1].when - seen[i].when).count()
+                          << " ticks before the one before it ("
+                          << levee::to_string(seen[i - 1].kind) << ")");
+    }
+  }
+  CHECK(transitions >= 20);
+  CHECK(rejected == 20 * 3);
+  CHECK(cb.metrics().events_lost == 0);
+}

@@ -81,9 +81,14 @@ struct breaker_event {
   /// every other reason. A follower's event against the publisher's gives
   /// the propagation delay (docs/fleet.md).
   std::string fleet_instance;
-  std::uint64_t fleet_generation = 0;          ///< see #fleet_instance
-  std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
-  std::string_view breaker;                    ///< the breaker's name, "" when unnamed
+  std::uint64_t fleet_generation = 0;  ///< see #fleet_instance
+  /// Wall-clock time of the event. A call event's (success, failure,
+  /// ignored, rejected) is read from the coarse wall clock (on Linux
+  /// `CLOCK_REALTIME_COARSE`: the kernel's last tick, 1 to 4 ms old), the
+  /// others' from `system_clock::now()`; a listener's events never go back
+  /// in time (a call event is held at the time of the event before it).
+  std::chrono::system_clock::time_point when;
+  std::string_view breaker;  ///< the breaker's name, "" when unnamed
 };
 
 /// A listener. It runs on the executor given when it was added (by default the
