@@ -6,6 +6,7 @@
 #include <levee/retry/retry.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -39,9 +40,21 @@ bool default_retryable(const call_result& r) noexcept {
 }
 
 namespace detail {
+// std::random_device is read once per thread: a read took 6.1 us on the
+// reference machine (its rdrand is slow under the hypervisor), which every
+// new breaker, limit and throttle paid (bench/README.md, "A seed without
+// std::random_device"). Each seed after that is the thread's splitmix64
+// with the steady clock mixed in: a process forked after a thread seeded
+// carries on the same sequence, and the clock makes two processes' seeds
+// differ (jitter is there to spread them).
 std::uint64_t random_seed() noexcept {
-  std::random_device device;
-  return (static_cast<std::uint64_t>(device()) << 32 | device()) | 1u;
+  thread_local splitmix64 generator{[] {
+    std::random_device device;
+    return static_cast<std::uint64_t>(device()) << 32 | device();
+  }()};
+  generator.state ^= static_cast<std::uint64_t>(
+      std::chrono::steady_clock::now().time_since_epoch().count());
+  return generator.next() | 1u;
 }
 }  // namespace detail
 
