@@ -52,8 +52,8 @@ std::uint64_t random_seed() noexcept {
     std::random_device device;
     return static_cast<std::uint64_t>(device()) << 32 | device();
   }()};
-  generator.state ^= static_cast<std::uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
+  generator.state ^=
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   return generator.next() | 1u;
 }
 }  // namespace detail
