@@ -324,7 +324,7 @@ class basic_circuit_breaker {
                   "levee: pass the awaitable as an rvalue: breaker(http_get(...)) or "
                   "breaker(std::move(aw)); an awaitable runs once");
     if constexpr (is_awaitable<std::remove_cvref_t<Awaitable>>::value) {
-      return detail::guarded_call(*impl_, std::move(aw));
+      return detail::guarded_call(detail::own_frame, *impl_, std::move(aw));
     } else {
       return async_execute(std::move(aw), boost::asio::use_awaitable);
     }

@@ -5,6 +5,7 @@
 
 #include <levee/breaker/detail/window_clock.hpp>
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/core/error.hpp>
@@ -254,7 +255,7 @@ class basic_adaptive_limit {
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(state_, std::move(aw));
+    return call(detail::own_frame, state_, std::move(aw));
   }
 
  private:
@@ -308,7 +309,8 @@ class basic_adaptive_limit {
 
   template <class T, class Executor>
   static boost::asio::awaitable<T, Executor> call(
-      std::shared_ptr<detail::adaptive_limit_state> state, boost::asio::awaitable<T, Executor> aw) {
+      detail::own_frame_t, std::shared_ptr<detail::adaptive_limit_state> state,
+      boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;
     boost::system::error_code ec;
     std::size_t started_with = 0;

@@ -3,6 +3,7 @@
 /// (README, "Composing levee").
 #pragma once
 
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/limit/bulkhead_options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -165,7 +166,8 @@ class basic_bulkhead {
 
  private:
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::bulkhead_state> state,
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
+                                                  std::shared_ptr<detail::bulkhead_state> state,
                                                   std::chrono::nanoseconds max_wait,
                                                   boost::asio::awaitable<T, Executor> aw);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/validate.hpp>
@@ -146,7 +147,7 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(bucket_, limit(std::chrono::nanoseconds::max()), std::move(aw));
+    return call(detail::own_frame, bucket_, limit(std::chrono::nanoseconds::max()), std::move(aw));
   }
 
   /// As `operator()(aw)`, for a caller with `time_left` before its deadline:
@@ -159,7 +160,7 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   template <class Rep, class Period, class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(std::chrono::duration<Rep, Period> time_left,
                                                  boost::asio::awaitable<T, Executor> aw) {
-    return call(bucket_, limit(detail::saturating_ns(time_left)), std::move(aw));
+    return call(detail::own_frame, bucket_, limit(detail::saturating_ns(time_left)), std::move(aw));
   }
 
   /// Runs the async operation `op` under the limiter and completes through
@@ -234,7 +235,8 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   }
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::rate_bucket> b,
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
+                                                  std::shared_ptr<detail::rate_bucket> b,
                                                   std::int64_t max_wait,
                                                   boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;

@@ -6,6 +6,7 @@
 #include <levee/breaker/detail/breaker_call.hpp>
 #include <levee/breaker/detail/window_clock.hpp>
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/error.hpp>
 #include <levee/core/listenable.hpp>
@@ -113,7 +114,7 @@ class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> 
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(window_, std::move(aw));
+    return call(detail::own_frame, window_, std::move(aw));
   }
 
   /// Runs the async operation `op` under the throttle and completes through
@@ -161,7 +162,8 @@ class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> 
   static std::int64_t now() noexcept { return detail::window_now<Clock>().count(); }
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(std::shared_ptr<detail::throttle_window> w,
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
+                                                  std::shared_ptr<detail::throttle_window> w,
                                                   boost::asio::awaitable<T, Executor> aw) {
     if (!w->request(now())) co_return detail::error_result<T>(error::throttled);
     detail::throttle_ticket<Clock> t(std::move(w));

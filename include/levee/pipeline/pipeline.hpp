@@ -4,6 +4,7 @@
 
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/hedge/hedge.hpp>
 #include <levee/limit/adaptive_limit.hpp>
@@ -148,8 +149,9 @@ class basic_pipeline {
                   "levee::pipeline<T>: the operation's result must be T (asio::as_tuple(...) for "
                   "the tuple form)");
     if (options_.deadline == std::chrono::nanoseconds::zero())
-      return attempts<executor>(std::move(op));  // the fallback, if any, answers there
-    return outer<executor>(std::move(op));
+      return attempts<executor>(detail::own_frame,
+                                std::move(op));  // the fallback, if any, answers there
+    return outer<executor>(detail::own_frame, std::move(op));
   }
 
   /// The completion-token form: runs `(*this)(std::move(op))` as a new
@@ -199,9 +201,9 @@ class basic_pipeline {
   static pipeline_options<T> checked_for(pipeline_options<T> options, registry_type& registry);
 
   template <class Executor, class Op>
-  boost::asio::awaitable<T, Executor> attempts(Op op);
+  boost::asio::awaitable<T, Executor> attempts(detail::own_frame_t, Op op);
   template <class Executor, class Op>
-  boost::asio::awaitable<T, Executor> outer(Op op);
+  boost::asio::awaitable<T, Executor> outer(detail::own_frame_t, Op op);
   /// Refuses, before anything starts, a call whose attempts are on an
   /// executor that cannot be serialised (`io_context::executor_type`) when
   /// the pipeline races them against a timer (a timeout or a deadline): as
@@ -220,7 +222,7 @@ class basic_pipeline {
     }
   }
   template <class Executor, class Op>
-  boost::asio::awaitable<T, Executor> hedged_attempt(Op& op);
+  boost::asio::awaitable<T, Executor> hedged_attempt(detail::own_frame_t, Op& op);
   template <class Executor>
   boost::asio::awaitable<T, Executor> layered(boost::asio::awaitable<T, Executor> aw,
                                               typename registry_type::guard_set& held);

@@ -7,6 +7,7 @@
 #include <levee/breaker/detail/breaker_core.hpp>
 #include <levee/breaker/detail/call_arguments.hpp>
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/error.hpp>
 #include <levee/timeout/timeout.hpp>
@@ -194,7 +195,7 @@ T rejected_result(Impl& b) {
 }
 
 template <class Impl, class T, class Executor>
-asio::awaitable<T, Executor> guarded_call(Impl& b, asio::awaitable<T, Executor> aw) {
+asio::awaitable<T, Executor> guarded_call(own_frame_t, Impl& b, asio::awaitable<T, Executor> aw) {
   refuse_probe_race<Executor>(b);
   const permit p = b.core().try_acquire();
   if (!p) co_return rejected_result<T>(b);

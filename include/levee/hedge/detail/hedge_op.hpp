@@ -4,6 +4,7 @@
 
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/error.hpp>
@@ -71,14 +72,16 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
 /// default-construct (`as_optional`), and `*answered` set, on the call's
 /// strand, when the attempt's awaitable returned.
 template <class T, class Executor>
-asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw,
+asio::awaitable<std::optional<T>, Executor> hedge_attempt(own_frame_t,
+                                                          asio::awaitable<T, Executor> aw,
                                                           bool* answered) {
   std::optional<T> v(co_await std::move(aw));
   *answered = true;
   co_return v;
 }
 template <class Executor>
-asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw, bool* answered) {
+asio::awaitable<bool, Executor> hedge_attempt(own_frame_t, asio::awaitable<void, Executor> aw,
+                                              bool* answered) {
   co_await std::move(aw);
   *answered = true;
   co_return true;
@@ -174,7 +177,7 @@ class hedge_op
           self->on_child(i, std::move(e), std::move(v));
         });
     try {
-      asio::co_spawn(child_ex_, hedge_attempt(factory_(), &a.answered), std::move(done));
+      asio::co_spawn(child_ex_, hedge_attempt(own_frame, factory_(), &a.answered), std::move(done));
     } catch (...) {  // the factory threw: a failed attempt, reported from the strand
       asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
         self->on_child(i, e, Value{});

@@ -1,6 +1,7 @@
 // levee: basic_bulkhead's template bodies (included by levee/bulkhead.hpp).
 #pragma once
 
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/detail/bulkhead.hpp>
@@ -64,7 +65,7 @@ template <class Clock>
 template <class T, class Executor>
 boost::asio::awaitable<T, Executor> basic_bulkhead<Clock>::operator()(
     boost::asio::awaitable<T, Executor> aw) {
-  return call(state_, state_->options().max_wait, std::move(aw));
+  return call(detail::own_frame, state_, state_->options().max_wait, std::move(aw));
 }
 
 template <class Clock>
@@ -82,8 +83,8 @@ void basic_bulkhead<Clock>::release() noexcept {
 template <class Clock>
 template <class T, class Executor>
 boost::asio::awaitable<T, Executor> basic_bulkhead<Clock>::call(
-    std::shared_ptr<detail::bulkhead_state> state, std::chrono::nanoseconds max_wait,
-    boost::asio::awaitable<T, Executor> aw) {
+    detail::own_frame_t, std::shared_ptr<detail::bulkhead_state> state,
+    std::chrono::nanoseconds max_wait, boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
   boost::system::error_code ec;
   switch (state->try_enter()) {

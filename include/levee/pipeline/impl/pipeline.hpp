@@ -155,7 +155,7 @@ pipeline_options<T> basic_pipeline<T, Clock>::checked_for(pipeline_options<T> o,
 
 template <class T, class Clock>
 template <class Executor, class Op>
-boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(detail::own_frame_t, Op op) {
   namespace asio = boost::asio;
   using attempt_type = detail::pipeline_attempt<Op, executor_type>;
   refuse_races<Executor>();
@@ -171,8 +171,8 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::attempts(Op op) {
     try {
       if (hedge_) {
         // Each attempt the hedge starts passes every layer inside it.
-        result.value.emplace(
-            co_await (*hedge_)([this, &op] { return hedged_attempt<Executor>(op); }));
+        result.value.emplace(co_await (*hedge_)(
+            [this, &op] { return hedged_attempt<Executor>(detail::own_frame, op); }));
       } else {
         typename registry_type::guard_set held;  // held until the attempt is over
         result.value.emplace(co_await layered<Executor>(attempt_type::start(op), held));
@@ -224,7 +224,8 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::layered(
 
 template <class T, class Clock>
 template <class Executor, class Op>
-boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::hedged_attempt(Op& op) {
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::hedged_attempt(detail::own_frame_t,
+                                                                             Op& op) {
   // One of a hedge's attempts: started here, so that a factory that throws
   // is a failed attempt for the hedge too. Its executor carries the call's
   // deadline (the pipeline's, a caller's with_deadline): a hedge whose delay
@@ -246,10 +247,10 @@ boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::hedged_attempt(Op&
 
 template <class T, class Clock>
 template <class Executor, class Op>
-boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::outer(Op op) {
+boost::asio::awaitable<T, Executor> basic_pipeline<T, Clock>::outer(detail::own_frame_t, Op op) {
   refuse_races<Executor>();
   detail::pipeline_result<T> result;
-  auto aw = attempts<Executor>(std::move(op));
+  auto aw = attempts<Executor>(detail::own_frame, std::move(op));
   if (options_.deadline != std::chrono::nanoseconds::zero())
     aw = detail::race_timer<Clock>(options_.deadline, std::move(aw), error::deadline_exceeded,
                                    count{&deadlines_});

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <levee/breaker/detail/breaker_call.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/limit/adaptive_limit.hpp>
 
@@ -65,7 +66,7 @@ class limit_slot {
 };
 
 template <class Clock, class Impl, class T, class Executor>
-boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
+boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
                                                       std::shared_ptr<adaptive_limit_state> limit,
                                                       boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
@@ -145,6 +146,14 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
     finish(r, b.classify(r));
     throw;
   }
+}
+
+// The guard set's call, its frame from levee's block cache (own_frame.hpp).
+template <class Clock, class Impl, class T, class Executor>
+boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
+                                                      std::shared_ptr<adaptive_limit_state> limit,
+                                                      boost::asio::awaitable<T, Executor> aw) {
+  return guarded_pair_call<Clock>(own_frame, b, std::move(limit), std::move(aw));
 }
 
 }  // namespace levee::detail

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/unserialisable.hpp>
 #include <levee/timeout/deadline.hpp>
@@ -34,11 +35,12 @@ namespace asio = boost::asio;
 
 // The call as an awaitable of something co_spawn can default-construct.
 template <class T, class Executor>
-asio::awaitable<std::optional<T>, Executor> as_optional(asio::awaitable<T, Executor> aw) {
+asio::awaitable<std::optional<T>, Executor> as_optional(own_frame_t,
+                                                        asio::awaitable<T, Executor> aw) {
   co_return co_await std::move(aw);
 }
 template <class Executor>
-asio::awaitable<bool, Executor> as_optional(asio::awaitable<void, Executor> aw) {
+asio::awaitable<bool, Executor> as_optional(own_frame_t, asio::awaitable<void, Executor> aw) {
   co_await std::move(aw);
   co_return true;
 }
@@ -185,7 +187,7 @@ class race_op
     timer_.async_wait(
         [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
     asio::co_spawn(
-        child_ex_, as_optional(std::move(aw)),
+        child_ex_, as_optional(own_frame, std::move(aw)),
         asio::bind_cancellation_slot(
             child_signal_.slot(), [self = this->shared_from_this()](std::exception_ptr e, Value v) {
               self->on_child(std::move(e), std::move(v));
