@@ -17,7 +17,9 @@ namespace levee::detail {
 /// state kept there was pushed out by them and came from `aligned_alloc` on
 /// every call (docs/hedging.md, "Allocations"). A block freed on another
 /// thread joins that thread's cache; each thread frees its cache when it
-/// exits. Larger blocks, and blocks over the count, go to `std::free`.
+/// exits. Larger blocks, and blocks over the count, go to `std::free`; a
+/// miss with every slot full frees one cached block (in turn), as Asio's
+/// recycling allocator does, so that the missed size finds room.
 class block_cache {
  public:
   static constexpr std::size_t slots = 8;
@@ -30,13 +32,20 @@ class block_cache {
     const std::size_t size = rounded(n);
     if (size <= largest) {
       auto& c = cache();
+      bool room = false;
       for (auto& s : c.slot) {
         if (s.block && s.size == size) {
           void* p = s.block;
           s.block = nullptr;
           return p;
         }
+        room = room || !s.block;
       }
+      // A miss with every slot full: one cached block goes (in turn), so
+      // that this size's block finds room when it is given back, as Asio's
+      // recycling allocator does. Otherwise a thread whose slots hold sizes
+      // it no longer asks for would miss for good.
+      if (!room) std::free(std::exchange(c.slot[c.next++ % slots].block, nullptr));
     }
     if (void* p = std::aligned_alloc(granule, size)) return p;
     throw std::bad_alloc();
@@ -71,6 +80,7 @@ class block_cache {
   // reaper's finds `closed` and goes to free.
   struct per_thread {
     std::array<entry, slots> slot;
+    std::size_t next;  // the slot a full cache gives up next
     bool closed;
   };
   struct reaper {

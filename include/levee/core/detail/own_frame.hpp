@@ -42,6 +42,7 @@ inline constexpr own_frame_t own_frame{};
 template <class T, class Executor>
 class own_frame_promise : public boost::asio::detail::awaitable_frame<T, Executor> {
   using base = boost::asio::detail::awaitable_frame<T, Executor>;
+  static_assert(alignof(base) <= block_cache::granule, "over-aligned for the block cache");
 
  public:
   static void* operator new(std::size_t n) { return block_cache::allocate(n); }
