@@ -19,6 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -90,6 +91,7 @@ class run {
       ports_.push_back(sv->start());
       origins_.push_back("http://127.0.0.1:" + std::to_string(ports_.back()));
     }
+    asio::co_spawn(server_ioc, watch_lag(server_watch_done_), asio::detached);
     std::thread server_thread([&] { server_ioc.run(); });
 
     asio::io_context ioc(1);
@@ -120,10 +122,15 @@ class run {
     std::mt19937_64 rng(1);
     for (int i = 0; i < s_.sessions; ++i) asio::co_spawn(ioc, session(rng()), asio::detached);
     asio::co_spawn(ioc, sample(), asio::detached);
+    asio::co_spawn(ioc, watch_lag(client_watch_done_), asio::detached);
     ioc.run();
 
+    server_watch_done_ = true;
+    for (auto& sv : servers_) sv->stop();
+    server_thread.join();
     for (std::size_t p = 0; p < result_.phases.size(); ++p) {
       auto& f = result_.phases[p];
+      f.loop_lag_ms = scenario_ms(s_, nanos(lag_ns_[p].load()));
       f.requests_to_sick = servers_[0]->requests_in_phase(p);
       for (auto& sv : servers_) f.downstream += sv->requests_in_phase(p);
     }
@@ -132,8 +139,6 @@ class run {
       result_.ejections = m.endpoints[0].ejections;
       result_.returns = m.endpoints[0].returns;
     }
-    for (auto& sv : servers_) sv->stop();
-    server_thread.join();
     client_.reset();
     pipe_.reset();
     up_.reset();
@@ -250,8 +255,26 @@ class run {
       tick.expires_after(10ms);
       co_await tick.async_wait(asio::use_awaitable);
     }
+    client_watch_done_ = true;
     client_->close_idle();  // the client's idle timer goes too: run() returns
     progress.finish();
+  }
+
+  // The event loop's lag, as phase_figures::loop_lag_ms says: on the thread
+  // that runs it, a timer due every 2 ms notes how late it fired, the most
+  // of each phase, until `done`.
+  asio::awaitable<void> watch_lag(const std::atomic<bool>& done) {
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    while (!done.load()) {
+      const auto due = steady::now() + 2ms;
+      tick.expires_at(due);
+      co_await tick.async_wait(asio::use_awaitable);
+      const std::int64_t late = (steady::now() - due).count();
+      auto& most = lag_ns_[phase_now()];
+      std::int64_t seen = most.load();
+      while (late > seen && !most.compare_exchange_weak(seen, late)) {
+      }
+    }
   }
 
   const settings& s_;
@@ -271,6 +294,11 @@ class run {
   std::size_t calls_active_ = 0;
   std::uint64_t row_succeeded_ = 0;
   std::vector<double> row_latencies_;
+  // Per phase, real ns (sized in the member's order: after sick_schedule_).
+  std::vector<std::atomic<std::int64_t>> lag_ns_ =
+      std::vector<std::atomic<std::int64_t>>(sick_schedule_.size());
+  std::atomic<bool> client_watch_done_{false};
+  std::atomic<bool> server_watch_done_{false};
 };
 
 std::optional<mode> mode_named(std::string_view name) {

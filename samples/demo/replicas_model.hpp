@@ -76,6 +76,11 @@ struct phase_figures {
   std::uint64_t probes_to_sick = 0;    ///< attempts that were the upstream's probes of it
   std::size_t peak_in_flight = 0;      ///< attempts in flight at once
   std::vector<double> latencies_ms;    ///< per call, scenario ms
+  /// The event loops' longest lag in the phase, scenario ms: how late a timer
+  /// due every 2 ms (real time) fired, on the sessions' thread or the
+  /// replicas'. A stall of the machine holds up every call in flight by that
+  /// much; the levee code under test does not block either loop.
+  double loop_lag_ms = 0;
 
   double success_rate() const {
     return offered ? static_cast<double>(succeeded) / static_cast<double>(offered) : 0.0;
@@ -105,6 +110,10 @@ struct mode_result {
 /// least 99 % in every phase, a p99 within 20 % of the healthy phase's in
 /// every phase, and in the outage no more requests to the sick replica than
 /// its probes. `missed` says which, in words; empty when all three hold.
+/// A phase's p99 bound grows by its event loops' lag (phase_figures::
+/// loop_lag_ms): a stall of the machine delays the calls it catches by up to
+/// its length, whatever routes them, and at --quick's or CI's scale 40 ms of
+/// scenario time is 3 to 4 ms of real time (docs/demo.md, "Replicas").
 struct claims {
   bool success = true, p99 = true, contained = true;
   std::vector<std::string> missed;
@@ -124,10 +133,11 @@ inline claims check_upstream(const std::vector<flaky::phase>& schedule,
     c.missed.push_back("no figures");
     return c;
   }
-  const double bound = phases[healthy].percentile(0.99) * 1.2;
+  const double base = phases[healthy].percentile(0.99) * 1.2;
   for (std::size_t i = 0; i < phases.size(); ++i) {
     const auto& f = phases[i];
     const std::string& name = schedule[i].name;
+    const double bound = base + f.loop_lag_ms;
     if (f.offered == 0 || f.success_rate() < 0.99) {
       c.success = false;
       c.missed.push_back(name + ": success rate " + std::to_string(f.success_rate()) + " < 0.99");
@@ -135,7 +145,8 @@ inline claims check_upstream(const std::vector<flaky::phase>& schedule,
     if (f.percentile(0.99) > bound) {
       c.p99 = false;
       c.missed.push_back(name + ": p99 " + std::to_string(f.percentile(0.99)) + " ms > " +
-                         std::to_string(bound) + " ms (1.2 x the healthy phase's)");
+                         std::to_string(bound) + " ms (1.2 x the healthy phase's, plus " +
+                         std::to_string(f.loop_lag_ms) + " ms of event-loop lag)");
     }
   }
   if (outage < phases.size() && phases[outage].requests_to_sick > phases[outage].probes_to_sick) {

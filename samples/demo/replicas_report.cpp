@@ -72,6 +72,8 @@ void print_tables(const std::vector<flaky::phase>& schedule,
     table.line("fast-fails (not sent)", count(&phase_figures::fast_failed));
     table.line("peak requests in flight",
                [&](const mode_result& r) { return std::to_string(r.phases[p].peak_in_flight); });
+    table.line("longest event-loop lag",
+               [&](const mode_result& r) { return human_ms(r.phases[p].loop_lag_ms); });
   }
   table.header("the whole run");
   table.line("sick replica ejected / returned", [](const mode_result& r) {
@@ -168,7 +170,8 @@ bool write_summary(const settings& s, const run_info& info,
                                               {"probes_to_sick", f.probes_to_sick},
                                               {"attempts", f.attempts},
                                               {"fast_failed", f.fast_failed},
-                                              {"peak_in_flight", f.peak_in_flight}};
+                                              {"peak_in_flight", f.peak_in_flight},
+                                              {"loop_lag_ms", round1(f.loop_lag_ms)}};
     }
     json::object m{{"offered", all.offered},
                    {"downstream", all.downstream},
