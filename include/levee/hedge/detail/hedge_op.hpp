@@ -4,6 +4,7 @@
 
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/detail/saturating.hpp>
@@ -128,7 +129,9 @@ class hedge_op
       });
     }
     // Dispatched: on a strand nobody holds (a call's own), from a thread of
-    // its context, the launch runs at once, inside the strand.
+    // its context, the launch runs at once, inside the strand. While it does,
+    // this thread is inside the caller's initiation (`deliver`).
+    const initiation_mark here(this);
     asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->launch(); });
   }
 
@@ -277,8 +280,20 @@ class hedge_op
     }
   }
 
+  // The caller's resumption, on its executor. Dispatched, as Asio's own
+  // operations complete through the handler's executor: `deliver` runs in a
+  // handler of its own (an attempt's completion, which `co_spawn` posts
+  // when the attempt did not wait, or the completion of what it waited
+  // for), so a caller resumed inline here runs one level down, and its next
+  // call's initiation, whose attempt's completion is posted again, unwinds
+  // it: the stack does not grow from call to call. One pass of the
+  // scheduler less than a post (bench/README.md, "The caller
+  // resumed without a post"). Posted when this thread is still inside this
+  // call's initiation (an attempt that completed inline through inline
+  // dispatches, as `co_await asio::dispatch(asio::use_awaitable)` does):
+  // resuming the caller there would nest each next call in the last.
   void deliver() {
-    asio::post(work_.get_executor(), [self = this->shared_from_this()]() mutable {
+    auto resume = [self = this->shared_from_this()]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
       Handler h = std::move(self->handler_);
       std::exception_ptr e = std::move(self->result_e_);
@@ -286,7 +301,11 @@ class hedge_op
       self->work_.reset();
       self.reset();
       std::move(h)(std::move(e), std::move(v));
-    });
+    };
+    if (initiation_mark::inside(this))
+      asio::post(work_.get_executor(), std::move(resume));
+    else
+      asio::dispatch(work_.get_executor(), std::move(resume));
   }
 
   Handler handler_;

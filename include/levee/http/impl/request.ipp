@@ -4,6 +4,7 @@
 // Compiled once in lib/.
 #pragma once
 
+#include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
@@ -18,6 +19,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -273,8 +275,9 @@ class request_op : public std::enable_shared_from_this<request_op> {
     if (!caller_slot_.is_connected()) {
       // No post first: co_spawn starts the child inline when this thread runs
       // the client's executor (up to its first wait: the URL, the pool, the
-      // connection's strand), posts it otherwise. Its completion is posted
-      // (`complete`), never run inside this initiation.
+      // connection's strand), posts it otherwise. Its completion is never
+      // run inside this initiation (`complete`).
+      const levee::detail::initiation_mark here(this);
       asio::co_spawn(child_ex_, std::move(aw),
                      [self = shared_from_this()](std::exception_ptr e, result r) {
                        self->complete(std::move(e), std::move(r));
@@ -299,9 +302,17 @@ class request_op : public std::enable_shared_from_this<request_op> {
   }
 
  private:
+  // The caller's resumption, on its executor, dispatched as Asio's own
+  // operations complete: this runs in a handler of its own (the child's
+  // completion: co_spawn posts it when the child did not wait), so a caller
+  // resumed inline here runs one level down, and its next request's
+  // initiation unwinds it. One pass of the scheduler less than a post
+  // (bench/README.md, "The caller resumed without a post"). Posted when
+  // this thread is inside this request's initiation: the child completed
+  // inline, through inline dispatches only.
   void complete(std::exception_ptr e, result r) {
     auto ex = work_;
-    asio::post(ex, [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
+    auto resume = [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
       any_request_handler h = std::move(self->handler_);
       self->work_ = asio::any_io_executor();
@@ -319,7 +330,11 @@ class request_op : public std::enable_shared_from_this<request_op> {
         }
       }
       std::move(h)(ec, std::move(res));
-    });
+    };
+    if (levee::detail::initiation_mark::inside(this))
+      asio::post(ex, std::move(resume));
+    else
+      asio::dispatch(ex, std::move(resume));
   }
 
   any_request_handler handler_;

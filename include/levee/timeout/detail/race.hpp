@@ -15,6 +15,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -208,11 +209,17 @@ class race_op
     child_signal_.emit(type);
   }
 
+  // The caller's resumption, on its executor, dispatched as Asio's own
+  // operations complete: this runs in a handler of its own (`launch` is
+  // posted, and the child's completion comes from `co_spawn`, posted when
+  // the child did not wait), never inside the caller's initiation, so a
+  // caller resumed inline here runs one level down and its next call's
+  // initiation unwinds it. One pass of the scheduler less than a post.
   void on_child(std::exception_ptr e, Value v) {
     finished_ = true;
     timer_.cancel();
-    asio::post(work_.get_executor(), [self = this->shared_from_this(), e = std::move(e),
-                                      v = std::move(v), timed_out = timed_out_]() mutable {
+    asio::dispatch(work_.get_executor(), [self = this->shared_from_this(), e = std::move(e),
+                                          v = std::move(v), timed_out = timed_out_]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
       Handler h = std::move(self->handler_);
       self->work_.reset();

@@ -1,0 +1,147 @@
+// A call that its callee answers at once, through a hedge, with_timeout or
+// the HTTP client's run_on, resumes its caller in as few passes of the
+// io_context's scheduler as it needs. Each pass is a handler the io_context
+// runs (io_context::poll counts them) and, on an io_context with a reactor,
+// an epoll_wait of its own: most of a hedged call's time before this count
+// fell (bench/README.md, "The caller resumed without a post").
+//
+// The count per call is the slope between 1,000 and 2,000 calls, made one
+// after another in one coroutine on one thread: exact and deterministic.
+#include <levee/core/detail/run_on.hpp>
+#include <levee/hedge/hedge.hpp>
+#include <levee/timeout/timeout.hpp>
+
+#include "support.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <memory>
+
+using namespace levee_test;
+
+namespace {
+
+asio::awaitable<int> answer(int x) {
+  co_return x + 1;
+}
+
+// The handlers an io_context ran for `n` calls of `call(x)` (an awaitable
+// of x + 1, `call` being `make(ioc)`), one after another in one coroutine.
+template <class Make>
+std::size_t handlers_for(int n, Make& make) {
+  virtual_time vt;
+  asio::io_context ioc(1);
+  auto call = make(ioc);
+  int x = 0;
+  auto body = [&]() -> asio::awaitable<int> {
+    for (int i = 0; i < n; ++i) x = co_await call(x);
+    co_return x;
+  };
+  auto p = spawn(ioc, body());
+  const std::size_t ran = ioc.poll();
+  REQUIRE(p->done);
+  CHECK(x == n);
+  CHECK(ioc.poll() == 0);  // nothing left behind
+  return ran;
+}
+
+template <class Make>
+std::size_t handlers_per_call(Make make) {
+  const std::size_t small = handlers_for(1000, make);
+  const std::size_t large = handlers_for(2000, make);
+  REQUIRE(large >= small);
+  REQUIRE((large - small) % 1000 == 0);
+  return (large - small) / 1000;
+}
+
+}  // namespace
+
+// The attempt's completion is posted by co_spawn (it did not wait), and
+// the caller is resumed from there, on its own executor: one pass. Before
+// the resumption was dispatched it was posted: two (seen failing).
+TEST_CASE("passes: a hedged call answered at once resumes its caller in one pass") {
+  const std::size_t per_call = handlers_per_call([](asio::io_context& ioc) {
+    auto h = std::make_shared<levee::basic_hedge<vclock>>(
+        ioc, levee::hedge_options{.delay = std::chrono::milliseconds(50)});
+    return [h](int x) { return (*h)([x] { return answer(x); }); };
+  });
+  CHECK(per_call == 1);
+}
+
+// with_timeout: its launch on the call's strand (posted), the call's
+// completion (posted by co_spawn), the timer's cancelled wait, then the
+// caller's resumption, dispatched from the call's completion. Four before
+// (seen failing).
+TEST_CASE("passes: a call inside with_timeout that answers at once costs three passes") {
+  const std::size_t per_call = handlers_per_call([](asio::io_context&) {
+    return [](int x) {
+      return levee::with_timeout<vclock>(std::chrono::milliseconds(100), answer(x));
+    };
+  });
+  CHECK(per_call == 3);
+}
+
+// run_on (the HTTP client's step on a connection's strand): the spawn on the
+// strand (posted), the call's completion (posted by co_spawn), then the
+// caller's resumption, dispatched. Three before (seen failing).
+TEST_CASE("passes: run_on resumes its caller from the call's completion") {
+  const std::size_t per_call = handlers_per_call([](asio::io_context& ioc) {
+    // A strand per call, as the client's connections have one each; run_on
+    // holds it by reference, as the client holds its connections'.
+    auto strands = std::make_shared<std::deque<asio::any_io_executor>>();
+    return [&ioc, strands](int x) {
+      strands->emplace_back(asio::make_strand(ioc));
+      return levee::detail::run_on(strands->back(), answer(x));
+    };
+  });
+  CHECK(per_call == 2);
+}
+
+namespace {
+
+// The address of a frame on the thread's stack, below the coroutine that
+// calls it: how deep in the stack that coroutine was resumed.
+[[gnu::noinline]] std::uintptr_t stack_depth_marker() {
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
+
+// An attempt that completes inline, but through an inline dispatch: Asio
+// counts it as having switched context, so co_spawn hands its completion
+// over at once, inside the hedge's initiation.
+asio::awaitable<int> answer_after_dispatch(int x) {
+  co_await asio::dispatch(asio::use_awaitable);
+  co_return x + 1;
+}
+
+}  // namespace
+
+// Such a call's caller must not be resumed inside its own initiation: the
+// next call would run one level deeper, and a loop of them would grow the
+// stack without bound. Seen failing with the initiation check switched off
+// (the caller's stack went deeper by the same amount on every call).
+TEST_CASE("passes: a hedged call completed inside its initiation resumes its caller from a post") {
+  virtual_time vt;
+  asio::io_context ioc(1);
+  levee::basic_hedge<vclock> h(ioc, {.delay = std::chrono::milliseconds(50)});
+  std::uintptr_t lowest = UINTPTR_MAX, highest = 0;
+  int x = 0;
+  auto body = [&]() -> asio::awaitable<int> {
+    for (int i = 0; i < 2000; ++i) {
+      x = co_await h([x] { return answer_after_dispatch(x); });
+      const std::uintptr_t depth = stack_depth_marker();
+      lowest = std::min(lowest, depth);
+      highest = std::max(highest, depth);
+    }
+    co_return x;
+  };
+  auto p = spawn(ioc, body());
+  ioc.poll();
+  REQUIRE(p->done);
+  CHECK(x == 2000);
+  INFO("stack depth spread: " << highest - lowest << " bytes");
+  CHECK(highest - lowest < 16 * 1024);
+}
