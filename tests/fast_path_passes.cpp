@@ -1,9 +1,9 @@
-// A call that its callee answers at once, through a hedge, with_timeout or
-// the HTTP client's run_on, resumes its caller in as few passes of the
-// io_context's scheduler as it needs. Each pass is a handler the io_context
-// runs (io_context::poll counts them) and, on an io_context with a reactor,
-// an epoll_wait of its own: most of a hedged call's time before this count
-// fell (bench/README.md, "The caller resumed without a post").
+// A call that its callee answers at once, through a hedge or with_timeout,
+// resumes its caller in as few passes of the io_context's scheduler as it
+// needs (and run_on, the HTTP client's step, in the passes it keeps). Each pass is a handler the
+// io_context runs (io_context::poll counts them) and, on an io_context with a reactor, an
+// epoll_wait of its own: most of a hedged call's time before this count fell (bench/README.md, "The
+// caller resumed without a post").
 //
 // The count per call is the slope between 1,000 and 2,000 calls, made one
 // after another in one coroutine on one thread: exact and deterministic.
@@ -13,6 +13,8 @@
 
 #include "support.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/strand.hpp>
 
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 
 using namespace levee_test;
 
@@ -85,10 +88,12 @@ TEST_CASE("passes: a call inside with_timeout that answers at once costs three p
   CHECK(per_call == 3);
 }
 
-// run_on (the HTTP client's step on a connection's strand): the spawn on the
-// strand (posted), the call's completion (posted by co_spawn), then the
-// caller's resumption, dispatched. Three before (seen failing).
-TEST_CASE("passes: run_on resumes its caller from the call's completion") {
+// run_on (the HTTP client's step on a connection's strand) keeps its post:
+// the connection's strand goes to the next request from the pool, and a
+// caller resumed inside its invoker would hold that request's I/O. The
+// spawn on the strand (posted), the call's completion (posted by
+// co_spawn), the caller's resumption (posted).
+TEST_CASE("passes: run_on resumes its caller from a post, off the connection's strand") {
   const std::size_t per_call = handlers_per_call([](asio::io_context& ioc) {
     // A strand per call, as the client's connections have one each; run_on
     // holds it by reference, as the client holds its connections'.
@@ -98,7 +103,7 @@ TEST_CASE("passes: run_on resumes its caller from the call's completion") {
       return levee::detail::run_on(strands->back(), answer(x));
     };
   });
-  CHECK(per_call == 2);
+  CHECK(per_call == 3);
 }
 
 namespace {
@@ -144,4 +149,62 @@ TEST_CASE("passes: a hedged call completed inside its initiation resumes its cal
   CHECK(x == 2000);
   INFO("stack depth spread: " << highest - lowest << " bytes");
   CHECK(highest - lowest < 16 * 1024);
+}
+
+namespace {
+
+// An operation that never completes by itself, and completes at once,
+// inside the emit, when it is cancelled: its slot handler calls its
+// handler (Asio's own operations post theirs).
+struct completes_inline_when_cancelled {
+  template <class Handler>
+  void operator()(Handler h) const {
+    auto slot = asio::get_associated_cancellation_slot(h);
+    if (!slot.is_connected()) return;  // never completes: dropped with the io_context
+    auto held = std::make_shared<std::optional<Handler>>(std::move(h));
+    slot.assign([held](asio::cancellation_type) {
+      if (!*held) return;
+      Handler now = std::move(**held);
+      held->reset();
+      // Completing clears the slot, which destroys this lambda: nothing of
+      // it is touched after.
+      std::move(now)(boost::system::error_code(asio::error::operation_aborted));
+    });
+  }
+};
+
+asio::awaitable<int> stuck_until_cancelled() {
+  auto token = asio::as_tuple(asio::use_awaitable);
+  auto [ec] = co_await asio::async_initiate<decltype(token), void(boost::system::error_code)>(
+      completes_inline_when_cancelled{}, token);
+  co_return ec ? -1 : 0;
+}
+
+}  // namespace
+
+// The hedge wins, and cancelling the first attempt ends it inside the win:
+// that attempt's completion, nested in the winner's, finds the call decided
+// and nothing running, and resumes the caller; the winner's must not resume
+// it again. Before the hedge delivered once only, the caller's handler ran
+// a second time, moved from (seen failing: a crash under ASan).
+TEST_CASE("hedge: a loser whose cancellation completes inline resumes the caller once") {
+  virtual_time vt;
+  asio::io_context ioc(1);
+  levee::basic_hedge<vclock> h(ioc, {.delay = std::chrono::milliseconds(50)});
+  int made = 0;
+  auto r = spawn(ioc, h([&made]() -> asio::awaitable<int> {
+                   if (made++ == 0) return stuck_until_cancelled();
+                   return answer(41);
+                 }));
+  settle(ioc);
+  CHECK_FALSE(r->done);
+  elapse(ioc, std::chrono::milliseconds(50));
+  REQUIRE(r->done);
+  CHECK_FALSE(r->error);
+  CHECK(r->value == 42);
+  const auto m = h.metrics();
+  CHECK(m.hedges == 1);
+  CHECK(m.hedge_wins == 1);
+  CHECK(m.cancelled == 1);
+  CHECK(ioc.poll() == 0);
 }

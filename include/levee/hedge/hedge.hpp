@@ -114,7 +114,8 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
           [&](auto handler) {
             using op_type =
                 hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
-            // The call's classifier, or the options': this frame outlives the op.
+            // The call's classifier, or the options': read until the call is
+            // decided, which is before this frame resumes.
             const classifier& judge = call.classifier ? call.classifier : o.classifier;
             // The call's state from levee's per-thread block cache: in
             // Asio's recycling allocator (two blocks per purpose) the

@@ -10,7 +10,6 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -72,23 +71,22 @@ class run_on_op : public std::enable_shared_from_this<run_on_op<Value, Handler, 
   }
 
  private:
-  // `v`: the value, none for `awaitable<void>`. The caller's resumption, on
-  // its executor, dispatched as Asio's own operations complete: this runs in
-  // a handler of its own (`start` posts the spawn, and the child's
-  // completion comes from `co_spawn`, posted when the child did not wait),
-  // never inside the caller's initiation, so a caller resumed inline here
-  // runs one level down and its next initiation unwinds it. One pass of the
-  // scheduler less than a post.
+  // `v`: the value, none for `awaitable<void>`. Posted, not dispatched as
+  // the hedge and the timeout race resume their callers: the child's
+  // executor is a connection's strand, which the pool hands to the next
+  // request; a caller resumed inside its invoker would hold that request's
+  // I/O until it next suspends (bench/README.md, "The caller resumed
+  // without a post").
   template <class... V>
   void complete(std::exception_ptr e, V... v) {
-    asio::dispatch(work_.get_executor(), [self = this->shared_from_this(), e = std::move(e),
-                                          ... v = std::move(v)]() mutable {
-      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
-      Handler h = std::move(self->handler_);
-      self->work_.reset();
-      self.reset();
-      std::move(h)(std::move(e), std::move(v)...);
-    });
+    asio::post(work_.get_executor(),
+               [self = this->shared_from_this(), e = std::move(e), ... v = std::move(v)]() mutable {
+                 if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
+                 Handler h = std::move(self->handler_);
+                 self->work_.reset();
+                 self.reset();
+                 std::move(h)(std::move(e), std::move(v)...);
+               });
   }
 
   Handler handler_;

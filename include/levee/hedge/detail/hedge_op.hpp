@@ -293,6 +293,11 @@ class hedge_op
   // dispatches, as `co_await asio::dispatch(asio::use_awaitable)` does):
   // resuming the caller there would nest each next call in the last.
   void deliver() {
+    // Once: a loser whose cancellation completes inline (its operation's
+    // slot handler calls its handler at once) ends inside `win`, and its
+    // `on_child` delivers before the winner's `on_child` gets here.
+    if (delivered_) return;
+    delivered_ = true;
     auto resume = [self = this->shared_from_this()]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
       Handler h = std::move(self->handler_);
@@ -317,13 +322,14 @@ class hedge_op
   Factory factory_;
   std::shared_ptr<hedge_state> state_;
   std::int64_t delay_ns_;
-  const classifier* judge_;  // the call's or the options': outlives the op
+  const classifier* judge_;  // the call's or the options': read only until done_
   std::size_t max_attempts_;
   std::array<attempt, 8> attempts_{};  // the rest: on the strand only
   std::size_t started_ = 0;
   std::size_t running_ = 0;
-  bool done_ = false;     // a result is chosen: no attempt starts
-  bool no_more_ = false;  // no hedge starts (budget, rejection, caller's cancellation)
+  bool done_ = false;       // a result is chosen: no attempt starts
+  bool no_more_ = false;    // no hedge starts (budget, rejection, caller's cancellation)
+  bool delivered_ = false;  // the caller's resumption is on its way
   std::exception_ptr result_e_;
   Value result_v_{};
 };
