@@ -274,9 +274,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
   void start(asio::awaitable<result> aw) {
     if (!caller_slot_.is_connected()) {
       // No post first: co_spawn starts the child inline when this thread runs
-      // the client's executor (up to its first wait: the URL, the pool, the
-      // connection's strand), posts it otherwise. Its completion is never
-      // run inside this initiation (`complete`).
+      // the client's executor (up to its first wait), posts it otherwise.
       const levee::detail::initiation_mark here(this);
       asio::co_spawn(child_ex_, std::move(aw),
                      [self = shared_from_this()](std::exception_ptr e, result r) {
@@ -302,14 +300,9 @@ class request_op : public std::enable_shared_from_this<request_op> {
   }
 
  private:
-  // The caller's resumption, on its executor, dispatched as Asio's own
-  // operations complete: this runs in a handler of its own (the child's
-  // completion: co_spawn posts it when the child did not wait), so a caller
-  // resumed inline here runs one level down, and its next request's
-  // initiation unwinds it. One pass of the scheduler less than a post
-  // (bench/README.md, "The caller resumed without a post"). Posted when
-  // this thread is inside this request's initiation: the child completed
-  // inline, through inline dispatches only.
+  // The caller's resumption: dispatched from the child's completion, posted
+  // when that came inside the initiation (bench/README.md, "The caller
+  // resumed without a post").
   void complete(std::exception_ptr e, result r) {
     auto ex = work_;
     auto resume = [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
