@@ -3,6 +3,7 @@
 #include "replicas.hpp"
 
 #include "cli.hpp"
+#include "loop_lag.hpp"
 #include "progress.hpp"
 
 #include <levee/http.hpp>
@@ -260,21 +261,9 @@ class run {
     progress.finish();
   }
 
-  // The event loop's lag, as phase_figures::loop_lag_ms says: on the thread
-  // that runs it, a timer due every 2 ms notes how late it fired, the most
-  // of each phase, until `done`.
+  // The event loop's lag, as phase_figures::loop_lag_ms says (loop_lag.hpp).
   asio::awaitable<void> watch_lag(const std::atomic<bool>& done) {
-    asio::steady_timer tick(co_await asio::this_coro::executor);
-    while (!done.load()) {
-      const auto due = steady::now() + 2ms;
-      tick.expires_at(due);
-      co_await tick.async_wait(asio::use_awaitable);
-      const std::int64_t late = (steady::now() - due).count();
-      auto& most = lag_ns_[phase_now()];
-      std::int64_t seen = most.load();
-      while (late > seen && !most.compare_exchange_weak(seen, late)) {
-      }
-    }
+    return demo::watch_lag(done, lag_ns_, [this] { return phase_now(); });
   }
 
   const settings& s_;
