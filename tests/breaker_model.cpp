@@ -257,7 +257,7 @@ std::string describe(const levee::breaker_options& o) {
 TEST_CASE("model: 100,000 random sequences agree with the reference model") {
   constexpr int sequences = 100'000;
   std::mt19937_64 rng(20261127);
-  std::uint64_t steps = 0, transitions = 0, rejections = 0, half_open_timeouts = 0;
+  std::uint64_t steps = 0, transitions = 0, rejections = 0, half_open_timeouts = 0, fast_ends = 0;
   for (int seq = 0; seq < sequences; ++seq) {
     const levee::breaker_options o = random_options(rng);
     breaker_core core(o, 1);
@@ -287,7 +287,25 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
         const int r = std::uniform_int_distribution<int>(0, 9)(rng);
         const outcome oc = r < 4 ? outcome::success : r < 8 ? outcome::failure : outcome::ignored;
         const nanos elapsed(std::uniform_int_distribution<std::int64_t>(0, 60)(rng));
-        const transition t = core.complete(live[i].p, oc, nanos(now), elapsed);
+        // Half the successes through the shell's inline path (every window
+        // kind, slow-call detection off; else it declines and `complete` decides).
+        transition t;
+        breaker_core::fast_end fast = breaker_core::fast_end::declined;
+        if (oc == outcome::success && r % 2 == 0) {
+          core.enter();
+          fast = core.complete_success_and_leave(
+              live[i].p, [&](bool read) { return read ? nanos(now) : nanos::zero(); },
+              [&](std::int64_t stamp, std::uint32_t epoch) {
+                t = core.success_recorded(live[i].p, stamp, epoch);
+              });
+          AGREE(fast != breaker_core::fast_end::last);
+          if (fast == breaker_core::fast_end::declined) (void)core.leave();
+          AGREE((fast == breaker_core::fast_end::declined) ==
+                (o.slow_call_duration > nanos::zero() || !live[i].p.is_closed_call()));
+          fast_ends += fast != breaker_core::fast_end::declined;
+        }
+        if (fast == breaker_core::fast_end::declined)
+          t = core.complete(live[i].p, oc, nanos(now), elapsed);
         const auto expected = model.complete(live[i].t, oc, now, elapsed);
         AGREE(static_cast<bool>(t) == expected.has_value());
         if (t) {
@@ -338,4 +356,5 @@ TEST_CASE("model: 100,000 random sequences agree with the reference model") {
   CHECK(transitions > 100'000);
   CHECK(rejections > 100'000);
   CHECK(half_open_timeouts > 10'000);
+  CHECK(fast_ends > 10'000);
 }

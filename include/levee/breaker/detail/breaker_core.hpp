@@ -115,14 +115,13 @@ class breaker_core {
   enum class fast_end : std::uint8_t { declined, left, last };
 
   /// `complete` then `leave`, for the common case, inline on the shell's hot
-  /// path: the success of a CLOSED call (a `closed_call` permit) with
-  /// slow-call detection off, in the window kind recorded inline
-  /// (breaker/detail/window_kinds.hpp), unmoved. `now()` is the window's time,
-  /// read only once the call is taken. The same decisions as `complete`: when
-  /// the window must be checked, `settle(stamp, epoch)` is called (before
-  /// leaving) and must pass them to `success_recorded` and act on its
-  /// transition. One lookup of the caller's shard serves the record and the
-  /// leave. Declines any other call or window, having done nothing.
+  /// path: the success of a CLOSED call (a `closed_call` permit) with slow-call
+  /// detection off, in any window kind unmoved. `now(read)` is called once the
+  /// call is taken, and returns the window's time if `read` (the kind
+  /// `needs_time`). The same decisions as `complete`: when the window must be
+  /// checked, `settle(stamp, epoch)` is called (before leaving) and must pass
+  /// them to `success_recorded` and act on its transition. Declines any other
+  /// call or window, having done nothing.
   template <class Now, class Settle>
   fast_end complete_success_and_leave(permit p, Now&& now, Settle&& settle) noexcept;
 
@@ -281,6 +280,8 @@ class breaker_core {
   }
   template <class W>  // window kind W's bits, but `moved_bit`
   static constexpr std::uint8_t bits_of() noexcept;
+  template <class W, class Now, class Settle>  // complete_success_and_leave for kind W
+  fast_end success_and_leave_as(permit p, Now& now, Settle& settle) noexcept;
   // Counts a finished call outside the window's locked section.
   static void count(shard& s, bool failed, bool slow) noexcept;  // impl/breaker_core.hpp
 

@@ -156,7 +156,7 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       if (telemetry_.wanted() & call_events) [[unlikely]]
         return finish_listened_success(p, r);
       const breaker_core::fast_end e = core_.complete_success_and_leave(
-          p, [] { return window_now<Clock>(); },
+          p, [](bool read) { return read ? window_now<Clock>() : nanos::zero(); },
           [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
       if (e == breaker_core::fast_end::left) [[likely]]
         return;
@@ -177,10 +177,10 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
     bool told = false;
     const breaker_core::fast_end e = core_.complete_success_and_leave(
         p,
-        [this, &told] {
+        [this, &told](bool read) {
           if (telemetry_.wants(event_kind::success)) tell_success();
           told = true;
-          return window_now<Clock>();
+          return read ? window_now<Clock>() : nanos::zero();
         },
         [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
     if (e == breaker_core::fast_end::left) return;

@@ -50,8 +50,9 @@ class count_window {
   /// call's generation: `shared_only`). The stamp is always 0: a call that is neither failed
   /// nor slow can only replace one that was as good or worse, so it never
   /// raises a rate.
-  std::int64_t record(std::byte*, std::byte* shared, std::chrono::nanoseconds, bool failed,
-                      bool slow) const noexcept {
+  [[gnu::always_inline]] std::int64_t record(std::byte*, std::byte* shared,
+                                             std::chrono::nanoseconds, bool failed,
+                                             bool slow) const noexcept {
     ring& r = header(shared);
     std::uint64_t* const b = bits(shared);
     std::uint64_t& fail_word = b[r.next / 64];

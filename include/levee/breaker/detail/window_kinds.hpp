@@ -38,9 +38,10 @@
 //
 // The window is the sum of every shard's part_totals and the shared_totals.
 // The shared part is touched only under shard 0's lock (init, record of a
-// `shared_only` kind, shared_totals, clear_shared). The core records the
-// first kind listed inline (the default: the hot path pays no dispatch for
-// it) and every other kind through `visit`, compiled once.
+// `shared_only` kind, shared_totals, clear_shared). A CLOSED call's success
+// (slow-call detection off) is recorded inline in every kind (`any_of`:
+// `breaker_core::complete_success_and_leave`); any other call, in the first
+// kind listed inline and in every other kind through `visit`, compiled once.
 #pragma once
 
 #include <levee/breaker/detail/count_window.hpp>
@@ -69,6 +70,13 @@ struct window_list {
   template <class F>
   static decltype(auto) visit(window_kind k, F&& f) {
     return visit_from<First, Rest...>(k, std::forward<F>(f));
+  }
+
+  /// Calls `f(std::type_identity<W>{})` for each kind `W` in the order
+  /// listed until one returns true; inline (the hot path's dispatch).
+  template <class F>
+  [[gnu::always_inline]] static bool any_of(F&& f) {
+    return f(std::type_identity<First>{}) || (f(std::type_identity<Rest>{}) || ...);
   }
 
   /// "must be window_kind::time or window_kind::count": the options' rule.

@@ -117,16 +117,32 @@ constexpr std::uint8_t breaker_core::bits_of() noexcept {
 template <class Now, class Settle>
 [[gnu::always_inline]] inline breaker_core::fast_end breaker_core::complete_success_and_leave(
     permit p, Now&& now, Settle&& settle) noexcept {
-  using inline_kind = window_kinds::inline_kind;
-  constexpr std::uint8_t taken_bits = bits_of<inline_kind>() & (kind_mask | shared_only_bit);
-  constexpr std::uint8_t kind_bits = kind_mask | shared_only_bit | moved_bit;
   // Slow-call detection off: no call is slow (`complete` with a zero
-  // elapsed). A probe or an untracked call, another window kind, or a moved
-  // window: `complete`.
-  if ((bits() & kind_bits) != taken_bits || slow_ns() != 0 || !p.is_closed_call()) [[unlikely]]
-    return fast_end::declined;
-  const nanos at = now();
-  shard& s = my_shard();
+  // elapsed). A probe or an untracked call, or a moved window: `complete`.
+  const std::uint8_t b = bits() & (kind_mask | shared_only_bit | moved_bit);
+  using first = window_kinds::inline_kind;  // the default, tested first
+  if (b == (bits_of<first>() & (kind_mask | shared_only_bit)) && slow_ns() == 0 &&
+      p.is_closed_call()) [[likely]]
+    return success_and_leave_as<first>(p, now, settle);
+  if (slow_ns() != 0 || !p.is_closed_call()) return fast_end::declined;
+  fast_end e = fast_end::declined;
+  window_kinds::any_of([&]<class W>(std::type_identity<W>) __attribute__((always_inline)) {
+    if (b != (bits_of<W>() & (kind_mask | shared_only_bit))) return false;
+    e = success_and_leave_as<W>(p, now, settle);
+    return true;
+  });
+  return e;
+}
+
+template <class W, class Now, class Settle>
+[[gnu::always_inline]] inline breaker_core::fast_end breaker_core::success_and_leave_as(
+    permit p, Now& now, Settle& settle) noexcept {
+  constexpr std::uint8_t taken_bits = bits_of<W>() & (kind_mask | shared_only_bit);
+  constexpr std::uint8_t kind_bits = kind_mask | shared_only_bit | moved_bit;
+  const nanos at = now(W::needs_time);
+  // A kind kept only in the shared part is recorded under shard 0's lock,
+  // against shard 0's generation, and counted there (as `complete_other`).
+  shard& s = W::shared_only ? shard_at(0) : my_shard();
   s.lock.lock();
   // The window's kind is stable only under a shard's lock (a reconfiguration
   // takes them all): changed since the test above, `complete` decides.
@@ -139,7 +155,7 @@ template <class Now, class Settle>
     const std::uint32_t epoch = window_epoch_;
     // Not moved: the shared part follows the last shard.
     std::byte* const shared = shard_memory_.get() + (std::size_t{shard_mask_} + 1) * stride_;
-    const std::int64_t stamp = window_as<inline_kind>().record(s.part(), shared, at, false, false);
+    const std::int64_t stamp = window_as<W>().record(s.part(), shared, at, false, false);
     s.lock.unlock();
     // As `recorded` for a success that is not slow: nothing more to do when
     // no consecutive-failure limit is set and the stamp's check passed.
