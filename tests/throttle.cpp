@@ -111,6 +111,25 @@ TEST_CASE("throttle: fewer requests than minimum_requests are never shed") {
   CHECK(t.metrics().requests == 10);
 }
 
+TEST_CASE("throttle: the accept that reaches minimum_requests can start the shedding") {
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc, {.k = 2.0, .minimum_requests = 10, .max_rejection_probability = 1.0});
+  for (int i = 0; i < 9; ++i) {
+    REQUIRE(t.try_acquire());
+    t.record(levee::outcome::failure);
+  }
+  REQUIRE(t.try_acquire());
+  // The 10th request, an accept: the formula now applies, (10 - 2) / 11. An
+  // accept never raises the probability once it applies; this one does.
+  t.record(levee::outcome::success);
+  // No metrics() before these: it would decide the probability again itself.
+  int refused = 0;
+  for (int i = 0; i < 64; ++i) refused += t.try_acquire() ? 0 : 1;
+  CHECK(refused > 0);  // each admitted with probability 3 / 11 at most
+  CHECK(t.metrics().rejection_probability > 0.72);
+}
+
 TEST_CASE("throttle: while the downstream accepts more than one call in k, nothing is shed") {
   virtual_time vt;
   asio::io_context ioc;

@@ -133,7 +133,14 @@ void throttle_window::finish(std::int64_t now, outcome o) noexcept {
     ++requests_;
     ring_[cursor_.pos].accepts += accepted;
     accepts_ += accepted;
-    refresh_admit_until(probability());
+    // While nothing can be rejected (before admit_until_, so no bucket has
+    // left since it was set), an accept keeps the probability at 0: with
+    // the formula's numerator at or below 0, one more request and accept
+    // add 1 - k <= 0 to it. Unless it is the request that reaches
+    // minimum_requests, where the formula starts to apply.
+    if (!accepted || now >= admit_until_.load(std::memory_order_relaxed) ||
+        requests_ == options_.minimum_requests)
+      refresh_admit_until(probability());
     // Written under the lock only: no locked instruction.
     if (accepted)
       accepted_.store(accepted_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
