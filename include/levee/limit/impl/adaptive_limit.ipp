@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -301,7 +302,7 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
   // it by more than one call; the queue is at most max_queue long). Spliced
   // under the spinlock; completed, and their nodes freed, after it is
   // released.
-  waiter_list granted;
+  std::optional<waiter_list> granted;  // only while calls wait in the queue
   double before = 0, after = 0;
   {
     spin_guard g(spinlock_);
@@ -335,10 +336,14 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       max_seen_ = std::max(max_seen_, limit);
       after = limit;
     }
-    while (grant_next(granted)) {
+    if (!queue_.empty()) [[unlikely]] {
+      granted.emplace();
+      while (grant_next(*granted)) {
+      }
     }
   }
-  for (const auto& w : granted) w->complete({});
+  if (granted) [[unlikely]]
+    for (const auto& w : *granted) w->complete({});
   if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1))
     changed_event(before);
 }
