@@ -56,8 +56,10 @@ namespace levee {
 ///
 /// Idle: the throttle has no timer and no pending work.
 ///
-/// Lifetime: calls in flight share the window with the throttle; it may be
-/// destroyed before they end.
+/// Lifetime: as with a breaker, the throttle may be destroyed while calls it
+/// guards are in flight; they finish safely, and its window goes with the
+/// last of them (and of the throttle's copies, which share it). A call must
+/// not be *started* (its awaitable first awaited) after every copy is gone.
 ///
 /// `Clock` places requests and accepts in the window (`manual_clock` in
 /// tests). `throttle` is the steady_clock throttle.
@@ -75,7 +77,8 @@ class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> 
   template <class Executor>
   requires std::is_convertible_v<const Executor&, boost::asio::any_io_executor>
   explicit basic_throttle(const Executor& ex, throttle_options options = {})
-      : executor_(ex), window_(std::make_shared<detail::throttle_window>(options)) {}
+      : executor_(ex),
+        window_(new detail::throttle_window(options), &detail::throttle_window::orphan) {}
 
   /// A throttle on `ctx.get_executor()`.
   /// \param ctx An execution context, such as an `io_context`.
@@ -114,7 +117,7 @@ class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> 
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(detail::own_frame, window_, std::move(aw));
+    return call(detail::own_frame, window_.get(), std::move(aw));
   }
 
   /// Runs the async operation `op` under the throttle and completes through
@@ -162,11 +165,10 @@ class basic_throttle : public listenable<basic_throttle<Clock>, throttle_event> 
   static std::int64_t now() noexcept { return detail::window_now<Clock>().count(); }
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
-                                                  std::shared_ptr<detail::throttle_window> w,
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t, detail::throttle_window* w,
                                                   boost::asio::awaitable<T, Executor> aw) {
-    if (!w->request(now())) co_return detail::error_result<T>(error::throttled);
-    detail::throttle_ticket<Clock> t(std::move(w));
+    if (!w->request_frame(now())) co_return detail::error_result<T>(error::throttled);
+    detail::throttle_frame_ticket<Clock> t(w);
     try {
       if constexpr (std::is_void_v<T>) {
         co_await std::move(aw);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 namespace levee::detail {
 
@@ -43,6 +44,29 @@ class throttle_ticket {
 
  private:
   std::shared_ptr<throttle_window> window_;
+};
+
+/// The same for the awaitable form's frame, which holds the window by
+/// address (throttle_window.hpp: `request_frame`): counted out however the
+/// frame ends, and the last one out after the owners deletes the window.
+template <class Clock>
+class throttle_frame_ticket {
+ public:
+  explicit throttle_frame_ticket(throttle_window* w) noexcept : window_(w) {}
+  throttle_frame_ticket(const throttle_frame_ticket&) = delete;
+  throttle_frame_ticket& operator=(const throttle_frame_ticket&) = delete;
+  ~throttle_frame_ticket() {
+    if (window_) window_->end_frame();  // abandoned: not counted
+  }
+
+  void finish(const call_result& r) noexcept {
+    if (!window_) return;
+    throttle_window* const w = std::exchange(window_, nullptr);
+    w->finish_frame(window_now<Clock>().count(), throttle_classify(w->options(), r));
+  }
+
+ private:
+  throttle_window* window_;
 };
 
 /// Completes `self` with `ec` in the shape of the signature's arguments:

@@ -29,6 +29,18 @@ class throttle_window {
   /// accept, `failure` a request, `ignored` nothing.
   void finish(std::int64_t now, outcome o) noexcept;
 
+  // The awaitable form's frames hold the window by address, not by a
+  // `shared_ptr` (two locked instructions a call): a frame is counted in when
+  // admitted (`request_frame`) and out when it ends (`finish_frame`, or
+  // `end_frame` when abandoned), and the window goes with the last of its
+  // owners (the `shared_ptr`s: handles and token-form operations, whose
+  // deleter is `orphan`) and of those frames. A frame must be started while
+  // an owner lives (as a breaker's call: docs/shedding.md, "Lifetime").
+  bool request_frame(std::int64_t now) noexcept { return admit(now, frames_in_); }
+  void finish_frame(std::int64_t now, outcome o) noexcept;  // may delete the window
+  void end_frame() noexcept;                                // abandoned: may delete it
+  static void orphan(throttle_window* w) noexcept;          // the owners' deleter
+
   /// The window and counters at `now`.
   throttle_metrics metrics(std::int64_t now) noexcept;
 
@@ -42,6 +54,9 @@ class throttle_window {
     std::uint64_t requests = 0;
     std::uint64_t accepts = 0;
   };
+  bool admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept;
+  void record(std::int64_t now, bool accepted) noexcept;  // under lock_
+  bool frame_out() noexcept;                // under lock_: true when the window must go
   void advance(std::int64_t now) noexcept;  // under lock_
   double probability() const noexcept;      // under lock_, after advance
   // Under lock_, after the sums or the cursor changed: `p` is probability().
@@ -61,7 +76,10 @@ class throttle_window {
   // lock_, which refreshes this) and the ring's expiry (at the next bucket,
   // never before this time) change the probability. INT64_MIN: take the lock.
   std::atomic<std::int64_t> admit_until_{std::numeric_limits<std::int64_t>::min()};
-  std::atomic<std::uint64_t> admitted_{0};
+  std::atomic<std::uint64_t> admitted_{0};   // by request: try_acquire, the token form
+  std::atomic<std::uint64_t> frames_in_{0};  // by request_frame
+  std::uint64_t frames_out_ = 0;             // under lock_
+  bool orphaned_ = false;                    // under lock_
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> accepted_{0};
   event_hub<throttle_event> events_;

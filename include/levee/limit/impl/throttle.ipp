@@ -92,10 +92,14 @@ void throttle_window::refresh_admit_until(double p) noexcept {
 }
 
 bool throttle_window::request(std::int64_t now) noexcept {
+  return admit(now, admitted_);
+}
+
+bool throttle_window::admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept {
   // Lock-free while nothing could be rejected: the probability was 0 at the
   // last change to the window, and no bucket has expired since.
   if (now < admit_until_.load(std::memory_order_relaxed)) {
-    admitted_.fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
   throttle_event e;
@@ -105,7 +109,7 @@ bool throttle_window::request(std::int64_t now) noexcept {
     const double p = probability();
     refresh_admit_until(p);
     if (p <= 0 || random_.unit() >= p) {
-      admitted_.fetch_add(1, std::memory_order_relaxed);
+      count.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
     ++ring_[cursor_.pos].requests;  // a late request counts in the newest bucket
@@ -125,26 +129,62 @@ bool throttle_window::request(std::int64_t now) noexcept {
 
 void throttle_window::finish(std::int64_t now, outcome o) noexcept {
   if (o == outcome::ignored) return;
-  const bool accepted = o == outcome::success;
+  spin_guard g(lock_);
+  record(now, o == outcome::success);
+}
+
+void throttle_window::finish_frame(std::int64_t now, outcome o) noexcept {
+  bool last = false;
   {
     spin_guard g(lock_);
-    advance(now);
-    ++ring_[cursor_.pos].requests;
-    ++requests_;
-    ring_[cursor_.pos].accepts += accepted;
-    accepts_ += accepted;
-    // While nothing can be rejected (before admit_until_, so no bucket has
-    // left since it was set), an accept keeps the probability at 0: with
-    // the formula's numerator at or below 0, one more request and accept
-    // add 1 - k <= 0 to it. Unless it is the request that reaches
-    // minimum_requests, where the formula starts to apply.
-    if (!accepted || now >= admit_until_.load(std::memory_order_relaxed) ||
-        requests_ == options_.minimum_requests)
-      refresh_admit_until(probability());
-    // Written under the lock only: no locked instruction.
-    if (accepted)
-      accepted_.store(accepted_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (o != outcome::ignored) record(now, o == outcome::success);
+    last = frame_out();
   }
+  if (last) delete this;
+}
+
+void throttle_window::end_frame() noexcept {
+  bool last = false;
+  {
+    spin_guard g(lock_);
+    last = frame_out();
+  }
+  if (last) delete this;
+}
+
+bool throttle_window::frame_out() noexcept {
+  ++frames_out_;
+  return orphaned_ && frames_out_ == frames_in_.load(std::memory_order_relaxed);
+}
+
+void throttle_window::orphan(throttle_window* w) noexcept {
+  bool last = false;
+  {
+    spin_guard g(w->lock_);
+    w->orphaned_ = true;
+    // Every frame counted in was started while an owner lived, before this.
+    last = w->frames_out_ == w->frames_in_.load(std::memory_order_relaxed);
+  }
+  if (last) delete w;
+}
+
+void throttle_window::record(std::int64_t now, bool accepted) noexcept {
+  advance(now);
+  ++ring_[cursor_.pos].requests;
+  ++requests_;
+  ring_[cursor_.pos].accepts += accepted;
+  accepts_ += accepted;
+  // While nothing can be rejected (before admit_until_, so no bucket has
+  // left since it was set), an accept keeps the probability at 0: with
+  // the formula's numerator at or below 0, one more request and accept
+  // add 1 - k <= 0 to it. Unless it is the request that reaches
+  // minimum_requests, where the formula starts to apply.
+  if (!accepted || now >= admit_until_.load(std::memory_order_relaxed) ||
+      requests_ == options_.minimum_requests)
+    refresh_admit_until(probability());
+  // Written under the lock only: no locked instruction.
+  if (accepted)
+    accepted_.store(accepted_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
@@ -157,7 +197,8 @@ throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
     m.rejection_probability = probability();
     refresh_admit_until(m.rejection_probability);
   }
-  m.admitted = admitted_.load(std::memory_order_relaxed);
+  m.admitted =
+      admitted_.load(std::memory_order_relaxed) + frames_in_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
   m.accepted = accepted_.load(std::memory_order_relaxed);
   m.events_lost = events_.lost();
