@@ -35,7 +35,7 @@ class throttle_window {
   // `end_frame` when abandoned), and the window goes with the last of its
   // owners (the `shared_ptr`s: handles and token-form operations, whose
   // deleter is `orphan`) and of those frames. A frame must be started while
-  // an owner lives (as a breaker's call: docs/shedding.md, "Lifetime").
+  // an owner lives (as a breaker's call: docs/shedding.md, "Cost, threads, idle").
   bool request_frame(std::int64_t now) noexcept { return admit(now, frames_in_); }
   void finish_frame(std::int64_t now, outcome o) noexcept;  // may delete the window
   void end_frame() noexcept;                                // abandoned: may delete it
