@@ -59,7 +59,9 @@ namespace levee {
 /// Lifetime: as with a breaker, the throttle may be destroyed while calls it
 /// guards are in flight; they finish safely, and its window goes with the
 /// last of them (and of the throttle's copies, which share it). A call must
-/// not be *started* (its awaitable first awaited) after every copy is gone.
+/// be *started* (its awaitable first awaited) before the last copy is
+/// destroyed, not after it nor concurrently with it: `co_spawn(ex, t(call()),
+/// detached)` followed by the end of `t` before `ex` runs the call is an error.
 ///
 /// `Clock` places requests and accepts in the window (`manual_clock` in
 /// tests). `throttle` is the steady_clock throttle.
