@@ -659,6 +659,22 @@ class summary_reporter : public benchmark::ConsoleReporter {
           ns("closed/guarded") - ns("closed/wrapper_floor"));
       out << line;
     }
+    if (has("closed/guarded") && has("closed/guarded_slow_calls")) {
+      std::snprintf(line, sizeof line,
+                    "  slow-call detection adds %.1f ns (target <= 10 ns; guarded_slow_calls "
+                    "%.1f ns)\n",
+                    ns("closed/guarded_slow_calls") - ns("closed/guarded"),
+                    ns("closed/guarded_slow_calls"));
+      out << line;
+    }
+    if (has("closed/guarded") && has("closed/guarded_count_window")) {
+      std::snprintf(line, sizeof line,
+                    "  a count window instead of the time window: %+.1f ns (target <= 0; "
+                    "guarded_count_window %.1f ns)\n",
+                    ns("closed/guarded_count_window") - ns("closed/guarded"),
+                    ns("closed/guarded_count_window"));
+      out << line;
+    }
     if (has("closed/guarded") && has("closed/guarded_adaptive")) {
       std::snprintf(line, sizeof line,
                     "  an adaptive limit inside the CLOSED breaker adds %.1f ns (target <= 30 ns; "
@@ -680,7 +696,8 @@ class summary_reporter : public benchmark::ConsoleReporter {
     if (has("closed/guarded") && has("closed/guarded_hedge")) {
       std::snprintf(line, sizeof line,
                     "  a hedge around the CLOSED breaker (answer before the delay) adds %.1f ns "
-                    "(guarded_hedge %.1f ns, %.2fx guarded), %.0f allocations per call\n",
+                    "(target <= 30 ns; guarded_hedge %.1f ns, %.2fx guarded), %.0f allocations "
+                    "per call\n",
                     ns("closed/guarded_hedge") - ns("closed/guarded"), ns("closed/guarded_hedge"),
                     ns("closed/guarded_hedge") / ns("closed/guarded"),
                     figures_["closed/guarded_hedge"].counters["allocs_per_call"]);
@@ -688,8 +705,8 @@ class summary_reporter : public benchmark::ConsoleReporter {
     }
     if (has("closed/guarded") && has("closed/guarded_rate_limiter")) {
       std::snprintf(line, sizeof line,
-                    "  a rate limiter outside the CLOSED breaker adds %.1f ns (guarded %.1f ns, "
-                    "guarded_rate_limiter %.1f ns), %.0f allocations per call\n",
+                    "  a rate limiter outside the CLOSED breaker adds %.1f ns (target <= 30 ns; "
+                    "guarded %.1f ns, guarded_rate_limiter %.1f ns), %.0f allocations per call\n",
                     ns("closed/guarded_rate_limiter") - ns("closed/guarded"), ns("closed/guarded"),
                     ns("closed/guarded_rate_limiter"),
                     figures_["closed/guarded_rate_limiter"].counters["allocs_per_call"]);

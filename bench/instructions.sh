@@ -17,9 +17,9 @@ for mode in bare floor guarded listened count throttle adaptive pair calls yield
   per_call[$mode]=$(((b - a) / 100000))
   echo "$mode: ${per_call[$mode]} instructions per call"
 done
-echo "the frame adds $((per_call[floor] - per_call[bare])), levee's own work $((per_call[guarded] - per_call[floor]))"
+echo "the frame adds $((per_call[floor] - per_call[bare])), levee's own work $((per_call[guarded] - per_call[floor])) (target <= 100)"
 echo "a transition listener adds $((per_call[listened] - per_call[guarded])) per call"
-echo "a count window instead of the time window: levee's own work $((per_call[count] - per_call[floor]))"
+echo "a count window instead of the time window: levee's own work $((per_call[count] - per_call[floor])) (target: no more than the time window's $((per_call[guarded] - per_call[floor])))"
 echo "a throttle around the guarded call adds $((per_call[throttle] - per_call[guarded]))"
 echo "an adaptive limit inside the breaker adds $((per_call[adaptive] - per_call[guarded])) (nested), $((per_call[pair] - per_call[guarded])) (one guard set)"
 echo "a listener for every call adds $((per_call[calls] - per_call[yielding])) (both loops yielding every 64 calls)"
