@@ -56,7 +56,7 @@ class throttle_frame_ticket {
   throttle_frame_ticket(const throttle_frame_ticket&) = delete;
   throttle_frame_ticket& operator=(const throttle_frame_ticket&) = delete;
   ~throttle_frame_ticket() {
-    if (window_) window_->end_frame();  // abandoned: not counted
+    if (window_) window_->finish_frame(0, outcome::ignored);  // abandoned: not counted
   }
 
   void finish(const call_result& r) noexcept {

@@ -32,13 +32,12 @@ class throttle_window {
   // The awaitable form's frames hold the window by address, not by a
   // `shared_ptr` (two locked instructions a call): a frame is counted in when
   // admitted (`request_frame`) and out when it ends (`finish_frame`, or
-  // `end_frame` when abandoned), and the window goes with the last of its
+  // with `ignored` when abandoned), and the window goes with the last of its
   // owners (the `shared_ptr`s: handles and token-form operations, whose
   // deleter is `orphan`) and of those frames. A frame must be started while
   // an owner lives (as a breaker's call: docs/shedding.md, "Cost, threads, idle").
   bool request_frame(std::int64_t now) noexcept { return admit(now, frames_in_); }
   void finish_frame(std::int64_t now, outcome o) noexcept;  // may delete the window
-  void end_frame() noexcept;                                // abandoned: may delete it
   static void orphan(throttle_window* w) noexcept;          // the owners' deleter
 
   /// The window and counters at `now`.

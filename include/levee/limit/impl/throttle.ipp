@@ -143,15 +143,6 @@ void throttle_window::finish_frame(std::int64_t now, outcome o) noexcept {
   if (last) delete this;
 }
 
-void throttle_window::end_frame() noexcept {
-  bool last = false;
-  {
-    spin_guard g(lock_);
-    last = frame_out();
-  }
-  if (last) delete this;
-}
-
 bool throttle_window::frame_out() noexcept {
   ++frames_out_;
   return orphaned_ && frames_out_ == frames_in_.load(std::memory_order_relaxed);
