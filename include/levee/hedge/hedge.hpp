@@ -106,24 +106,35 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
   const std::int64_t delay = s->begin_call(hedge_now<Clock>());
   const Executor ex = co_await asio::this_coro::executor;
+  using op_type = hedge_op<Clock, Executor, value_type, Factory>;
+  // The call's classifier, or the options': read until the call is decided,
+  // which is before this frame resumes.
+  const classifier& judge = call.classifier ? call.classifier : o.classifier;
+  // The call's state from levee's per-thread block cache: in Asio's
+  // recycling allocator (two blocks per purpose) the strand's own
+  // operations pushed it out on every call.
+  auto op = std::allocate_shared<op_type>(cached_allocator<op_type>(), ex, std::move(factory),
+                                          std::move(s), delay, judge);
+  if (op->launch()) {  // answered without waiting: no suspension (hedge_op)
+    std::exception_ptr failure = std::move(op->failure());
+    value_type value = std::move(op->value());
+    op.reset();
+    if (failure) std::rethrow_exception(failure);
+    if constexpr (std::is_void_v<T>)
+      co_return;
+    else
+      co_return std::move(*value);
+  }
   // deferred, not use_awaitable: the operation is awaited without a
-  // coroutine frame for its initiation (use_awaitable's is one).
+  // coroutine frame for its initiation (use_awaitable's is one). The op
+  // leaves this frame as it suspends: the op holds the handler, which holds
+  // this frame (a context destroyed with the call in flight frees both).
   auto token = asio::as_tuple(asio::deferred);
   auto [failure, value] =
       co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
-          [&](auto handler) {
-            using op_type =
-                hedge_op<Clock, Executor, value_type, std::decay_t<decltype(handler)>, Factory>;
-            // The call's classifier, or the options': read until the call is
-            // decided, which is before this frame resumes.
-            const classifier& judge = call.classifier ? call.classifier : o.classifier;
-            // The call's state from levee's per-thread block cache: in
-            // Asio's recycling allocator (two blocks per purpose) the
-            // strand's own operations pushed it out on every call.
-            auto op =
-                std::allocate_shared<op_type>(cached_allocator<op_type>(), std::move(handler), ex,
-                                              std::move(factory), std::move(s), delay, judge);
-            op->start();
+          [&op](auto handler) {
+            const std::shared_ptr<op_type> self = std::move(op);
+            self->await(std::move(handler));
           },
           token);
   if (failure) std::rethrow_exception(failure);

@@ -13,6 +13,7 @@
 #include <levee/hedge/detail/strand_pool.hpp>
 #include <levee/timeout/detail/race.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
@@ -69,98 +70,166 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
   }
 }
 
-/// An attempt as `hedge_op` spawns it: its value as something co_spawn can
-/// default-construct (`as_optional`), and `*answered` set, on the call's
-/// strand, when the attempt's awaitable returned.
+/// An attempt's thread of execution: the attempt's awaitable, then its end
+/// handed to the op, with whether the thread ever waited (Asio's own flag:
+/// false when the attempt answered without suspending). Launched by
+/// `hedge_op::run_attempt` as `co_spawn` launches its entry point, minus
+/// co_spawn's post of a completion that did not wait: one pass of the
+/// scheduler less for an attempt that answers at once, which the op ends
+/// inside the launch (bench/README.md, "The hedge without a pass").
+/// Asio's detail, as `own_frame` is: Boost 1.81 only; other versions
+/// spawn the attempt with `co_spawn`.
+#if defined(LEVEE_OWN_FRAMES)
+template <class Executor, class Op, class T>
+asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> hedge_attempt_entry(
+    own_frame_t, std::shared_ptr<Op> op, std::size_t i, asio::awaitable<T, Executor> aw) {
+  (co_await asio::detail::awaitable_thread_has_context_switched{}) = false;
+  std::exception_ptr e;
+  typename Op::value_type v{};
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(aw);
+      v = true;
+    } else {
+      v.emplace(co_await std::move(aw));
+    }
+  } catch (...) {
+    e = std::current_exception();
+  }
+  const bool waited = co_await asio::detail::awaitable_thread_has_context_switched{};
+  op->on_attempt_end(i, std::move(e), std::move(v), waited);
+}
+#else
 template <class T, class Executor>
-asio::awaitable<std::optional<T>, Executor> hedge_attempt(own_frame_t,
-                                                          asio::awaitable<T, Executor> aw,
-                                                          bool* answered) {
-  std::optional<T> v(co_await std::move(aw));
-  *answered = true;
-  co_return v;
+asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw) {
+  co_return std::optional<T>(co_await std::move(aw));
 }
 template <class Executor>
-asio::awaitable<bool, Executor> hedge_attempt(own_frame_t, asio::awaitable<void, Executor> aw,
-                                              bool* answered) {
+asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw) {
   co_await std::move(aw);
-  *answered = true;
   co_return true;
 }
+#endif
 
 /// One hedged call (see `basic_hedge::operator()` for the rules).
 ///
 /// As `race_op` (timeout/detail/race.hpp), and for the same reasons (no
-/// `parallel_group`): every attempt runs as a child coroutine on
-/// `child_ex` (a strand), with a cancellation signal of its own; the delay
-/// timer's handler, the emits into the children, the caller's cancellation
-/// (posted) and the children's completions all run there, so the op's
-/// fields need no lock. The caller is resumed, on its own executor, once
-/// every attempt has finished: a loser has been cancelled and has returned,
-/// so nothing the call started outlives it.
+/// `parallel_group`): every attempt runs on `child_ex_` (a strand), with a
+/// cancellation signal of its own; the delay timer's handler, the emits
+/// into the attempts, the caller's cancellation (posted) and the attempts'
+/// ends all run there, so the op's fields need no lock. The caller is
+/// resumed, on its own executor, once every attempt has finished: a loser
+/// has been cancelled and has returned, so nothing the call started
+/// outlives it.
 ///
-/// Ownership: the op is shared by the children's handlers, the timer's and
-/// the posted steps; the caller's slot holds a weak_ptr.
-template <class Clock, class Executor, class Value, class Handler, class Factory>
-class hedge_op
-    : public std::enable_shared_from_this<hedge_op<Clock, Executor, Value, Handler, Factory>> {
+/// Two steps, from the `hedged` coroutine: `launch` starts the first
+/// attempt, inside the strand, on the caller's thread when the strand can
+/// run there at once (a strand of the call's own, or the caller's). An
+/// attempt that answers there without waiting ends the call inside the
+/// launch: `launch` returns true, the result is in `failure()` and
+/// `value()`, nothing else was started (no timer, no other attempt), and
+/// the caller goes on without suspending: no pass of the scheduler, no
+/// handler. Otherwise the caller awaits `await`, whose initiation hands the
+/// op its handler on the strand and arms the delay timer there.
+///
+/// Ownership: the op is shared by the `hedged` frame, the attempts'
+/// threads, the timer's handler and the posted steps; the caller's slot
+/// holds a weak_ptr.
+template <class Clock, class Executor, class Value, class Factory>
+class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, Value, Factory>> {
  public:
-  using handler_executor = asio::associated_executor_t<Handler, Executor>;
+  using value_type = Value;
+  using handler_type = asio::any_completion_handler<void(std::exception_ptr, Value)>;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
-  hedge_op(Handler&& h, const Executor& caller_ex, Factory&& factory,
-           std::shared_ptr<hedge_state> state, std::int64_t delay_ns, const classifier& judge)
-      : handler_(std::move(h)),
-        work_(asio::get_associated_executor(handler_, caller_ex)),
-        caller_slot_(asio::get_associated_cancellation_slot(handler_)),
+  hedge_op(const Executor& caller_ex, Factory&& factory, std::shared_ptr<hedge_state> state,
+           std::int64_t delay_ns, const classifier& judge)
+      : caller_ex_(caller_ex),
         lease_(caller_ex),
         child_ex_(lease_.get()),
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
         judge_(&judge),
-        max_attempts_(state_->options().max_attempts) {}
+        max_attempts_(state_->options().max_attempts),
+        sampling_(state_->options().percentile != 0.0) {}
 
-  void start() {
+  /// Starts the first attempt. \return true when the call ended inside
+  /// (see the class).
+  bool launch() {
+    const initiation_mark here(this);
+    // Dispatched: on a strand nobody holds (a call's own), from a thread of
+    // its context, the launch runs at once, inside the strand; on the
+    // caller's own strand, at once too.
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->start_attempt(); });
+    return ended_in_launch_;  // written only by this thread, inside the dispatch
+  }
+
+  /// The result, after `launch` returned true.
+  std::exception_ptr& failure() noexcept { return result_e_; }
+  Value& value() noexcept { return result_v_; }
+
+  /// The caller waits: `h` resumes it (the initiation of what it awaits).
+  void await(handler_type h) {
+    caller_slot_ = asio::get_associated_cancellation_slot(h);
     if (caller_slot_.is_connected()) {
       caller_slot_.assign([weak = this->weak_from_this()](asio::cancellation_type type) {
         if (auto self = weak.lock())
           asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
       });
     }
-    // Dispatched: on a strand nobody holds (a call's own), from a thread of
-    // its context, the launch runs at once, inside the strand. While it does,
-    // this thread is inside the caller's initiation (`deliver`).
+    work_.emplace(caller_ex_);
+    // While the dispatch runs inline, this thread is inside the caller's
+    // initiation (`deliver`).
     const initiation_mark here(this);
-    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->launch(); });
+    asio::dispatch(child_ex_, [self = this->shared_from_this(), h = std::move(h)]() mutable {
+      self->install(std::move(h));
+    });
+  }
+
+  /// An attempt's thread ended (`hedge_attempt_entry`), on the strand.
+  /// `waited`: whether it ever suspended.
+  void on_attempt_end(std::size_t i, std::exception_ptr e, Value v, bool waited) noexcept {
+    // The first attempt answered without waiting: inside the launch, on the
+    // caller's thread when the launch ran there.
+    if (i == 0 && !waited && initiation_mark::inside(this)) ended_in_launch_ = true;
+    on_child(i, std::move(e), std::move(v));
   }
 
  private:
   struct attempt {
     asio::cancellation_signal signal;
-    std::int64_t started = 0;
+    std::int64_t started = 0;  // read only when sampling_, or for a hedge
     bool running = false;
     bool cancelled = false;  // by the hedge: a loser, or the caller's cancellation
-    bool answered = false;   // its awaitable returned (its completion may be on its way)
   };
 
   // On the strand, from here on.
-  //
-  // An attempt that answered without waiting (its completion is posted,
-  // see `hedge_attempt`) ends the call: no timer is armed, or made.
-  void launch() {
-    start_attempt();
-    if (!done_ && !attempts_[0].answered && max_attempts_ > 1) arm_timer();
+
+  void install(handler_type h) {
+    handler_.emplace(std::move(h));
+    if (done_) {
+      if (running_ == 0) deliver();
+      return;
+    }
+    if (max_attempts_ > 1) arm_timer();
   }
 
   void arm_timer() {
+    if (done_ || no_more_ || started_ >= max_attempts_) return;
     if (delay_ns_ == std::numeric_limits<std::int64_t>::max()) return;  // never
     // On the strand, in a handler: what throws here (the timer's service or
     // wait op out of memory) must not leave the io_context's run(). The call
     // goes on without hedges.
     try {
+      const auto now = Clock::now();
+      // The call's start, for the events' `after`, when the first
+      // attempt's was not read (a fixed delay): the delay starts here.
+      if (!sampling_ && started_ == 1 && !timer_)
+        attempts_[0].started =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
       if (!timer_) timer_.emplace(child_ex_);
-      timer_->expires_at(saturating_add(Clock::now(), std::chrono::nanoseconds(delay_ns_)));
+      timer_->expires_at(saturating_add(now, std::chrono::nanoseconds(delay_ns_)));
       timer_->async_wait(
           [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
     } catch (...) {
@@ -168,24 +237,42 @@ class hedge_op
     }
   }
 
+  // The attempt's thread is launched inline and may end inside
+  // `run_attempt` (it answered without waiting): nothing here touches the
+  // attempt after it.
   void start_attempt() {
     const std::size_t i = started_++;
     attempt& a = attempts_[i];
     a.running = true;
-    a.started = hedge_now<Clock>();
+    // The clock is read for the percentile's samples, and for a hedge (the
+    // events' `after` is from the first attempt's start, `arm_timer`).
+    if (sampling_ || i > 0) a.started = hedge_now<Clock>();
     ++running_;
     state_->count(&hedge_state::attempts);
-    auto done = asio::bind_cancellation_slot(
-        a.signal.slot(), [self = this->shared_from_this(), i](std::exception_ptr e, Value v) {
-          self->on_child(i, std::move(e), std::move(v));
-        });
     try {
-      asio::co_spawn(child_ex_, hedge_attempt(own_frame, factory_(), &a.answered), std::move(done));
-    } catch (...) {  // the factory threw: a failed attempt, reported from the strand
-      asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
-        self->on_child(i, e, Value{});
-      });
+      run_attempt(i, factory_());
+    } catch (...) {  // the factory threw: a failed attempt that did not wait
+      on_attempt_end(i, std::current_exception(), Value{}, false);
     }
+  }
+
+  template <class Awaitable>
+  void run_attempt(std::size_t i, Awaitable aw) {
+    asio::cancellation_slot slot = attempts_[i].signal.slot();
+#if defined(LEVEE_OWN_FRAMES)
+    // As co_spawn's initiation: the attempt's cancellation state hangs off
+    // the attempt's signal, which is emitted on this strand only.
+    asio::detail::awaitable_thread<Executor>(
+        hedge_attempt_entry(own_frame, this->shared_from_this(), i, std::move(aw)), child_ex_, slot,
+        asio::cancellation_state(slot))
+        .launch();
+#else
+    asio::co_spawn(child_ex_, hedge_attempt(std::move(aw)),
+                   asio::bind_cancellation_slot(
+                       slot, [self = this->shared_from_this(), i](std::exception_ptr e, Value v) {
+                         self->on_attempt_end(i, std::move(e), std::move(v), true);
+                       }));
+#endif
   }
 
   void on_timer(boost::system::error_code ec) {
@@ -196,8 +283,8 @@ class hedge_op
       return;
     }
     tell(hedge_event_kind::hedged, started_);
-    start_attempt();
-    if (started_ < max_attempts_) arm_timer();
+    start_attempt();  // may end the call inside (arm_timer checks)
+    arm_timer();
   }
 
   void cancel_timer() {
@@ -234,12 +321,14 @@ class hedge_op
     if (!done_) {
       bool rejected = false, deadline = false;
       const outcome o = hedge_classify(*judge_, e, v, rejected, deadline);
-      const std::int64_t now = hedge_now<Clock>();
+      // The clock: for the percentile's samples only (a fixed delay reads
+      // none here).
+      const std::int64_t now = sampling_ ? hedge_now<Clock>() : 0;
       // An attempt the caller's deadline ended is, like a loser, a lower
       // bound of the latency: a sample only when at least the delay (one
       // whose deadline had passed as it began would pull the percentile
       // toward 0).
-      if (!rejected && !a.cancelled && (!deadline || now - a.started >= delay_ns_))
+      if (sampling_ && !rejected && !a.cancelled && (!deadline || now - a.started >= delay_ns_))
         state_->sample(now, now - a.started);
       if (rejected) state_->count(&hedge_state::rejections);
       result_e_ = std::move(e);
@@ -274,33 +363,32 @@ class hedge_op
       // estimate and can only raise it: recorded. A younger loser (a hedge
       // started just before the other attempt answered) says nothing about
       // the tail and would pull the percentile down: not recorded.
-      if (now - l.started >= delay_ns_) state_->sample(now, now - l.started);
+      if (sampling_ && now - l.started >= delay_ns_) state_->sample(now, now - l.started);
       state_->count(&hedge_state::cancelled);
       l.signal.emit(asio::cancellation_type::all);
     }
   }
 
-  // The caller's resumption, on its executor. Dispatched, as Asio's own
-  // operations complete through the handler's executor: `deliver` runs in a
-  // handler of its own (an attempt's completion, which `co_spawn` posts
-  // when the attempt did not wait, or the completion of what it waited
-  // for), so a caller resumed inline here runs one level down, and its next
-  // call's initiation, whose attempt's completion is posted again, unwinds
-  // it: the stack does not grow from call to call. One pass of the
-  // scheduler less than a post (bench/README.md, "The caller
-  // resumed without a post"). Posted when this thread is still inside this
-  // call's initiation (an attempt that completed inline through inline
-  // dispatches, as `co_await asio::dispatch(asio::use_awaitable)` does):
-  // resuming the caller there would nest each next call in the last.
+  // The caller's resumption, on its executor, once it waits (`install`;
+  // before, the result waits for it). Dispatched, as Asio's own operations
+  // complete through the handler's executor: `deliver` runs in a handler of
+  // its own (an attempt's end after it waited, or the timer's), so a
+  // caller resumed inline here runs one level down, and its next call's
+  // initiation unwinds it: the stack does not grow from call to call.
+  // Posted when this thread is still inside this call's `await` (the call
+  // ended between the launch and the wait, on another thread, or through
+  // inline dispatches inside the launch, as `co_await
+  // asio::dispatch(asio::use_awaitable)` does): resuming the caller there
+  // would nest each next call in the last.
   void deliver() {
     // Once: a loser whose cancellation completes inline (its operation's
     // slot handler calls its handler at once) ends inside `win`, and its
     // `on_child` delivers before the winner's `on_child` gets here.
-    if (delivered_) return;
+    if (delivered_ || !handler_) return;
     delivered_ = true;
     auto resume = [self = this->shared_from_this()]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
-      Handler h = std::move(self->handler_);
+      handler_type h = std::move(*self->handler_);
       std::exception_ptr e = std::move(self->result_e_);
       Value v = std::move(self->result_v_);
       self->work_.reset();
@@ -308,13 +396,14 @@ class hedge_op
       std::move(h)(std::move(e), std::move(v));
     };
     if (initiation_mark::inside(this))
-      asio::post(work_.get_executor(), std::move(resume));
+      asio::post(work_->get_executor(), std::move(resume));
     else
-      asio::dispatch(work_.get_executor(), std::move(resume));
+      asio::dispatch(work_->get_executor(), std::move(resume));
   }
 
-  Handler handler_;
-  asio::executor_work_guard<handler_executor> work_;
+  Executor caller_ex_;
+  std::optional<handler_type> handler_;  // on the strand, once the caller waits
+  std::optional<asio::executor_work_guard<Executor>> work_;
   asio::cancellation_slot caller_slot_;
   strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
@@ -324,12 +413,14 @@ class hedge_op
   std::int64_t delay_ns_;
   const classifier* judge_;  // the call's or the options': read only until done_
   std::size_t max_attempts_;
+  bool sampling_;                      // a percentile delay: latencies are sampled
   std::array<attempt, 8> attempts_{};  // the rest: on the strand only
   std::size_t started_ = 0;
   std::size_t running_ = 0;
-  bool done_ = false;       // a result is chosen: no attempt starts
-  bool no_more_ = false;    // no hedge starts (budget, rejection, caller's cancellation)
-  bool delivered_ = false;  // the caller's resumption is on its way
+  bool done_ = false;             // a result is chosen: no attempt starts
+  bool no_more_ = false;          // no hedge starts (budget, rejection, caller's cancellation)
+  bool delivered_ = false;        // the caller's resumption is on its way
+  bool ended_in_launch_ = false;  // see `launch`
   std::exception_ptr result_e_;
   Value result_v_{};
 };
