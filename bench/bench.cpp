@@ -265,9 +265,11 @@ void bm_closed_guarded_throttle(benchmark::State& state) {
 }
 
 /// closed/guarded's call hedged (`hedge([&] { return breaker(trivial(x)); })`,
-/// fixed delay 50 ms): the fast path, an answer before the delay. What the
-/// hedge adds: the budget's count (a short lock), a strand, the op's state,
-/// the attempt's child coroutine, the delay timer armed and cancelled.
+/// fixed delay 50 ms): the fast path, an answer without waiting. What the
+/// hedge adds: the budget's count (a short lock and a clock read), a strand
+/// from the context's pool, entered and left, the op's state, the
+/// attempt's coroutine thread; no timer (one that answers without waiting
+/// needs none) and no pass of the scheduler (docs/hedging.md).
 void bm_closed_guarded_hedge(benchmark::State& state) {
   asio::io_context ioc(1);
   levee::circuit_breaker breaker(ioc);

@@ -7,6 +7,7 @@
 //
 // The count per call is the slope between 1,000 and 2,000 calls, made one
 // after another in one coroutine on one thread: exact and deterministic.
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/hedge/hedge.hpp>
 #include <levee/timeout/timeout.hpp>
@@ -74,7 +75,11 @@ TEST_CASE("passes: a hedged call answered at once resumes its caller without a p
         ioc, levee::hedge_options{.delay = std::chrono::milliseconds(50)});
     return [h](int x) { return (*h)([x] { return answer(x); }); };
   });
+#if defined(LEVEE_OWN_FRAMES)
   CHECK(per_call == 0);
+#else  // another Boost: the attempt under co_spawn, which posts its completion
+  CHECK(per_call == 1);
+#endif
 }
 
 // with_timeout: its launch on the call's strand (posted), the call's

@@ -403,6 +403,84 @@ TEST_CASE("hedge: the caller's cancellation cancels every attempt") {
   CHECK(r.starts.size() == 3);
 }
 
+// The first attempt starts on the caller's thread before the caller's
+// co_await, where Asio's cancellation check throws. A cancellation emitted
+// into the caller in between (here by the factory itself) must not leave
+// the attempt running behind a caller that has gone: it is cancelled and
+// ended before the caller sees operation_aborted. Before (2026-12-05), the
+// caller went on at once with the attempt still waiting on its timer, seen
+// failing (and the attempt's frame referred to the caller's).
+TEST_CASE("hedge: a caller cancelled during the launch sees its attempt end first") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms});
+  replica r;
+  r.latency = {1h};
+  asio::cancellation_signal sig;
+  bool done = false;
+  std::size_t ended_when_done = 99;
+  std::exception_ptr got;
+  asio::co_spawn(ioc, h([&] {
+                   sig.emit(asio::cancellation_type::terminal);
+                   return r.call();
+                 }),
+                 asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, auto) {
+                   done = true;
+                   got = e;
+                   ended_when_done = r.ends.size();
+                 }));
+  settle(ioc);
+  REQUIRE(done);
+  REQUIRE(got);
+  ec_t code;
+  try {
+    std::rethrow_exception(got);
+  } catch (const boost::system::system_error& e) {
+    code = e.code();
+  }
+  CHECK(code == asio::error::operation_aborted);
+  CHECK(r.starts.size() == 1);
+  CHECK(ended_when_done == 1);
+  CHECK(r.ends == std::vector<ec_t>{asio::error::operation_aborted});
+  CHECK(vclock::now().time_since_epoch() == 0ms);
+  CHECK(idle(ioc));
+}
+
+// A caller whose cancellation state is already cancelled (and throws if
+// cancelled, Asio's default) starts no attempt: Asio's check at
+// `co_await hedge(...)` throws before the call begins, so the launch,
+// which runs before the call's own co_await, never runs.
+TEST_CASE("hedge: a caller already cancelled starts no attempt") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.delay = 10ms});
+  replica r;
+  asio::cancellation_signal sig;
+  bool done = false;
+  bool aborted = false;
+  auto body = [](hedge_type& hedge, replica& rep, bool& out) -> asio::awaitable<void> {
+    timer t(co_await asio::this_coro::executor, 1h);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    REQUIRE(ec == asio::error::operation_aborted);  // the state is cancelled from here
+    try {
+      (void)co_await hedge([&] { return rep.call(); });
+    } catch (const boost::system::system_error& e) {
+      out = e.code() == asio::error::operation_aborted;
+    }
+  };
+  asio::co_spawn(
+      ioc, body(h, r, aborted),
+      asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr) { done = true; }));
+  settle(ioc);
+  sig.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  REQUIRE(done);
+  CHECK(aborted);
+  CHECK(r.starts.empty());
+  CHECK(h.metrics().attempts == 0);
+  CHECK(idle(ioc));
+}
+
 TEST_CASE("hedge: with_deadline around the hedge ends every attempt at the deadline") {
   virtual_time vt;
   asio::io_context ioc;

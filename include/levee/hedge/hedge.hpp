@@ -104,11 +104,11 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
         "asio::awaitable<T, asio::strand<...>>");
   }
   using value_type = std::conditional_t<std::is_void_v<T>, bool, std::optional<T>>;
-  const std::int64_t delay = s->begin_call(hedge_now<Clock>());
+  const std::int64_t delay = s->begin_call(hedge_budget_now<Clock>(o.window));
   const Executor ex = co_await asio::this_coro::executor;
   using op_type = hedge_op<Clock, Executor, value_type, Factory>;
-  // The call's classifier, or the options': read until the call is decided,
-  // which is before this frame resumes.
+  // The call's classifier, or the options': read until every attempt has
+  // ended, which is before this frame resumes from its wait or goes.
   const classifier& judge = call.classifier ? call.classifier : o.classifier;
   // The call's state from levee's per-thread block cache: in Asio's
   // recycling allocator (two blocks per purpose) the strand's own
@@ -130,13 +130,36 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   // leaves this frame as it suspends: the op holds the handler, which holds
   // this frame (a context destroyed with the call in flight frees both).
   auto token = asio::as_tuple(asio::deferred);
-  auto [failure, value] =
-      co_await asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
-          [&op](auto handler) {
-            const std::shared_ptr<op_type> self = std::move(op);
-            self->await(std::move(handler));
-          },
-          token);
+  auto wait = [&] {
+    return asio::async_initiate<decltype(token), void(std::exception_ptr, value_type)>(
+        [&op](auto handler) {
+          const std::shared_ptr<op_type> self = std::move(op);
+          self->await(std::move(handler));
+        },
+        token);
+  };
+  std::optional<std::tuple<std::exception_ptr, value_type>> result;
+  std::exception_ptr thrown;
+  try {
+    result.emplace(co_await wait());
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  if (thrown) {
+    // Asio's cancellation check threw at the co_await, before the
+    // initiation ran (a cancellation emitted into the caller during the
+    // launch): the attempt runs, and may use this frame and the caller's.
+    // It is cancelled and waited for, the check off meanwhile, and then
+    // the caller sees the cancellation.
+    if (op) {
+      op->cancel();
+      co_await asio::this_coro::throw_if_cancelled(false);
+      (void)co_await wait();
+      co_await asio::this_coro::throw_if_cancelled(true);
+    }
+    std::rethrow_exception(thrown);
+  }
+  auto& [failure, value] = *result;
   if (failure) std::rethrow_exception(failure);
   if constexpr (!std::is_void_v<T>) co_return std::move(*value);
 }

@@ -2,11 +2,13 @@
 // execution.
 #pragma once
 
+#include <levee/breaker/detail/window_clock.hpp>
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/result_shape.hpp>
 #include <levee/core/error.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/version.hpp>
 
@@ -26,6 +28,18 @@ template <class Clock>
 std::int64_t hedge_now() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
+}
+
+/// The time a call is counted at in the budget's window: the coarse clock
+/// (breaker/detail/window_clock.hpp, a few ns against 25 to 35) when the
+/// window is at or above its line (400 ms on a 250 Hz kernel; the default
+/// window is 10 s), as the breaker's time window does: a call near a
+/// window's boundary may count in the window before. Latency samples and
+/// hedges read `hedge_now`.
+template <class Clock>
+std::int64_t hedge_budget_now(std::chrono::nanoseconds window) noexcept {
+  if (coarse_enough<Clock>(window)) return window_now<Clock>().count();
+  return hedge_now<Clock>();
 }
 
 /// How an attempt ended, as the options' classifier sees it (one that
@@ -57,13 +71,22 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
 
 /// An attempt's thread of execution: the attempt's awaitable, then its end
 /// handed to the op, with whether the thread ever waited (Asio's own flag:
-/// false when the attempt answered without suspending). Launched by
-/// `hedge_op::run_attempt` as `co_spawn` launches its entry point, minus
-/// co_spawn's post of a completion that did not wait: one pass of the
-/// scheduler less for an attempt that answers at once, which the op ends
-/// inside the launch (bench/README.md, "The hedge without a pass").
-/// Asio's detail, as `own_frame` is: Boost 1.81 only; other versions
-/// spawn the attempt with `co_spawn`.
+/// false when the attempt answered without suspending).
+///
+/// `hedge_op::run_attempt` launches it as `co_spawn`'s initiation launches
+/// co_spawn's entry point, minus three things: co_spawn's initial dispatch
+/// to the executor (the launch is on the call's strand already), its work
+/// guards (the attempt's own operations keep the context's work, and the
+/// op keeps the caller's while the caller waits), and, the point of it, its
+/// post of a completion that did not wait: an attempt that answers at once
+/// ends the call inside the launch, without a pass of the scheduler
+/// (bench/README.md, "The hedge without a pass"). What escapes the op's
+/// `on_attempt_end` (the caller, resumed inline from there, threw) leaves
+/// through Asio's launch or resumption, out of the io_context's `run()`, as
+/// from co_spawn's completion handler.
+///
+/// Asio's detail, as `own_frame` is: Boost 1.81 only; other versions spawn
+/// the attempt with `co_spawn` (`hedge_attempt`).
 #if defined(LEVEE_OWN_FRAMES)
 template <class Executor, class Op, class T>
 asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> hedge_attempt_entry(
@@ -84,14 +107,30 @@ asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> hedge_atte
   const bool waited = co_await asio::detail::awaitable_thread_has_context_switched{};
   op->on_attempt_end(i, std::move(e), std::move(v), waited);
 }
+// The frame's promise is Asio's at the same address (core/detail/own_frame.hpp).
+static_assert(
+    sizeof(own_frame_promise<asio::detail::awaitable_thread_entry_point, asio::any_io_executor>) ==
+    sizeof(asio::detail::awaitable_frame<asio::detail::awaitable_thread_entry_point,
+                                         asio::any_io_executor>));
+static_assert(
+    alignof(own_frame_promise<asio::detail::awaitable_thread_entry_point, asio::any_io_executor>) ==
+    alignof(asio::detail::awaitable_frame<asio::detail::awaitable_thread_entry_point,
+                                          asio::any_io_executor>));
 #else
+// Sets `*answered` on the call's strand when the attempt's awaitable
+// returned (co_spawn posts the completion of one that did not wait): the op
+// then arms no timer.
 template <class T, class Executor>
-asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw) {
-  co_return std::optional<T>(co_await std::move(aw));
+asio::awaitable<std::optional<T>, Executor> hedge_attempt(asio::awaitable<T, Executor> aw,
+                                                          bool* answered) {
+  std::optional<T> v(co_await std::move(aw));
+  if (answered) *answered = true;
+  co_return v;
 }
 template <class Executor>
-asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw) {
+asio::awaitable<bool, Executor> hedge_attempt(asio::awaitable<void, Executor> aw, bool* answered) {
   co_await std::move(aw);
+  if (answered) *answered = true;
   co_return true;
 }
 #endif

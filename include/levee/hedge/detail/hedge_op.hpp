@@ -114,13 +114,26 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     });
   }
 
-  /// An attempt's thread ended (`hedge_attempt_entry`), on the strand.
-  /// `waited`: whether it ever suspended.
-  void on_attempt_end(std::size_t i, std::exception_ptr e, Value v, bool waited) noexcept {
+  /// An attempt ended, on the strand: its thread's end
+  /// (`hedge_attempt_entry`, or co_spawn's completion), or its factory
+  /// threw, or its launch did (`start_attempt`). `waited`: whether it ever
+  /// suspended. Not noexcept: the caller, resumed inline from here
+  /// (`deliver`), may throw, and that leaves through the attempt's
+  /// thread, out of the io_context's `run()`.
+  void on_attempt_end(std::size_t i, std::exception_ptr e, Value&& v, bool waited) {
     // The first attempt answered without waiting: inside the launch, on the
     // caller's thread when the launch ran there.
     if (i == 0 && !waited && initiation_mark::inside(this)) ended_in_launch_ = true;
     on_child(i, std::move(e), std::move(v));
+  }
+
+  /// The caller's await never began (Asio's cancellation check threw at
+  /// its co_await, after the launch): cancels what runs, then the caller
+  /// waits for it as for a result (`hedged`).
+  void cancel() {
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] {
+      self->on_caller_cancel(asio::cancellation_type::terminal);
+    });
   }
 
  private:
@@ -139,6 +152,11 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
       if (running_ == 0) deliver();
       return;
     }
+#if !defined(LEVEE_OWN_FRAMES)
+    // co_spawn posts the completion of an attempt that did not wait: no
+    // timer for one that answered.
+    if (answered_) return;
+#endif
     if (max_attempts_ > 1) arm_timer();
   }
 
@@ -176,10 +194,26 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     if (sampling_ || i > 0) a.started = hedge_now<Clock>();
     ++running_;
     state_->count(&hedge_state::attempts);
+    using awaitable = std::invoke_result_t<Factory&>;
+    std::optional<awaitable> aw;
     try {
-      run_attempt(i, factory_());
+      aw.emplace(factory_());
     } catch (...) {  // the factory threw: a failed attempt that did not wait
       on_attempt_end(i, std::current_exception(), Value{}, false);
+      return;
+    }
+    try {
+      run_attempt(i, std::move(*aw));
+    } catch (...) {
+      // Ended: what threw ran after its end (the caller, resumed inline).
+      if (!a.running) throw;
+      // The attempt's thread threw before it ended (an operation's
+      // initiation inside it): Asio posts the destruction of its frames to
+      // the strand, and the attempt's failure is reported behind it, so the
+      // caller resumes after them (as when co_spawn's initiation threw).
+      asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
+        self->on_attempt_end(i, e, Value{}, true);
+      });
     }
   }
 
@@ -194,7 +228,7 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
         asio::cancellation_state(slot))
         .launch();
 #else
-    asio::co_spawn(child_ex_, hedge_attempt(std::move(aw)),
+    asio::co_spawn(child_ex_, hedge_attempt(std::move(aw), i == 0 ? &answered_ : nullptr),
                    asio::bind_cancellation_slot(
                        slot, [self = this->shared_from_this(), i](std::exception_ptr e, Value v) {
                          self->on_attempt_end(i, std::move(e), std::move(v), true);
@@ -241,7 +275,7 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     }
   }
 
-  void on_child(std::size_t i, std::exception_ptr e, Value v) {
+  void on_child(std::size_t i, std::exception_ptr e, Value&& v) {
     attempt& a = attempts_[i];
     a.running = false;
     --running_;
@@ -299,9 +333,10 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   // The caller's resumption, on its executor, once it waits (`install`;
   // before, the result waits for it). Dispatched, as Asio's own operations
   // complete through the handler's executor: `deliver` runs in a handler of
-  // its own (an attempt's end after it waited, or the timer's), so a
-  // caller resumed inline here runs one level down, and its next call's
-  // initiation unwinds it: the stack does not grow from call to call.
+  // its own (an attempt's end after it waited, the timer's, or `install`
+  // when it was queued on the strand), so a caller resumed inline here runs
+  // one level down, and its next call's initiation unwinds it: the stack
+  // does not grow from call to call.
   // Posted when this thread is still inside this call's `await` (the call
   // ended between the launch and the wait, on another thread, or through
   // inline dispatches inside the launch, as `co_await
@@ -348,6 +383,9 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   bool no_more_ = false;          // no hedge starts (budget, rejection, caller's cancellation)
   bool delivered_ = false;        // the caller's resumption is on its way
   bool ended_in_launch_ = false;  // see `launch`
+#if !defined(LEVEE_OWN_FRAMES)
+  bool answered_ = false;  // the first attempt's awaitable returned (hedge_attempt)
+#endif
   std::exception_ptr result_e_;
   Value result_v_{};
 };

@@ -98,7 +98,9 @@ void hedge_state::rotate(std::int64_t now) noexcept {
     start_ = now;
     return;
   }
-  const std::int64_t elapsed = now - start_;  // start_ <= now on a steady clock
+  // Negative when `now` is a coarse read (begin_call) a tick behind a
+  // precise one that set start_: no rotation, as within the window.
+  const std::int64_t elapsed = now - start_;
   if (elapsed < window_ns_) return;
   // Whole windows passed: the windows stay aligned on start + k * window,
   // so each covers exactly its width (a start set to `now` would slip, and
