@@ -163,16 +163,20 @@ TEST_CASE("pipeline: 4 threads, the token forms inside with_deadline race the de
         ioc,
         [&, k]() -> asio::awaitable<void> {
           for (int r = 0; r < rounds; ++r) {
-            // 150 to 250 us against a 200 us deadline, and one call in 7 of 1 us,
-            // which succeeds however slow the machine.
-            const auto lat = (k + r) % 7 == 6 ? std::chrono::microseconds(1)
-                                              : std::chrono::microseconds(150 + 25 * ((k + r) % 5));
+            // 150 to 250 us against a 200 us deadline, and one call in 7 of 1 us
+            // with a deadline of 1 s, which succeeds however slow the machine
+            // (with 200 us, under TSan on a loaded machine, none did in one
+            // run of five).
+            const bool sure = (k + r) % 7 == 6;
+            const auto lat = sure ? std::chrono::microseconds(1)
+                                  : std::chrono::microseconds(150 + 25 * ((k + r) % 5));
+            const std::chrono::microseconds deadline = sure ? 1s : 200us;
             if ((k + r) % 2 == 0) {
               auto through = [&]() -> asio::awaitable<ec_int> {
                 co_return co_await pipe.async_call([&] { return wait_for(lat); },
                                                    asio::use_awaitable);
               };
-              auto [ec, v] = co_await levee::with_deadline(200us, through());
+              auto [ec, v] = co_await levee::with_deadline(deadline, through());
               if (!ec && v == 7) {
                 ok.fetch_add(1);
               } else if (ec == levee::error::deadline_exceeded ||
@@ -188,7 +192,7 @@ TEST_CASE("pipeline: 4 threads, the token forms inside with_deadline race the de
                     asio::use_awaitable);
               };
               try {
-                co_await levee::with_deadline(200us, through());
+                co_await levee::with_deadline(deadline, through());
                 ok.fetch_add(1);
               } catch (const boost::system::system_error& e) {
                 (e.code() == levee::error::deadline_exceeded ||
