@@ -122,8 +122,9 @@ namespace {
 }
 
 // An attempt that completes inline, but through an inline dispatch: Asio
-// counts it as having switched context, so co_spawn hands its completion
-// over at once, inside the hedge's initiation.
+// counts it as having switched context, so the call does not end inside
+// its launch; it has ended when the caller waits, and the hedge's
+// `install` hands the result over inside the caller's initiation.
 asio::awaitable<int> answer_after_dispatch(int x) {
   co_await asio::dispatch(asio::use_awaitable);
   co_return x + 1;

@@ -446,6 +446,45 @@ TEST_CASE("hedge: a caller cancelled during the launch sees its attempt end firs
   CHECK(idle(ioc));
 }
 
+// The same cancellation, with Asio's check off in the caller
+// (`throw_if_cancelled(false)`): nothing throws at the call's co_await, and
+// the cancellation, which found no slot of the call's during the launch, is
+// passed on to the attempt when the caller waits. Before, the attempt ran
+// its hour (seen failing: not done after settling). The caller gets the
+// attempt's own answer, operation_aborted.
+TEST_CASE("hedge: a cancellation during the launch reaches the attempt without Asio's check") {
+  virtual_time vt;
+  asio::io_context ioc;
+  hedge_type h(ioc, {.max_attempts = 3, .delay = 10ms});
+  replica r;
+  r.latency = {1h};
+  asio::cancellation_signal sig;
+  bool done = false;
+  ec_t got;
+  auto body = [](hedge_type& hedge, replica& rep,
+                 asio::cancellation_signal& s) -> asio::awaitable<ec_t> {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto [ec, v] = co_await hedge([&] {
+      s.emit(asio::cancellation_type::terminal);
+      return rep.call();
+    });
+    co_return ec;
+  };
+  asio::co_spawn(ioc, body(h, r, sig),
+                 asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, ec_t ec) {
+                   REQUIRE(!e);
+                   done = true;
+                   got = ec;
+                 }));
+  settle(ioc);
+  REQUIRE(done);
+  CHECK(got == asio::error::operation_aborted);
+  CHECK(r.starts.size() == 1);
+  CHECK(r.ends == std::vector<ec_t>{asio::error::operation_aborted});
+  CHECK(vclock::now().time_since_epoch() == 0ms);
+  CHECK(idle(ioc));
+}
+
 // A caller whose cancellation state is already cancelled (and throws if
 // cancelled, Asio's default) starts no attempt: Asio's check at
 // `co_await hedge(...)` throws before the call begins, so the launch,
@@ -841,4 +880,33 @@ TEST_CASE("hedge: an io_context destroyed with calls in flight frees them and it
     CHECK(r.starts.size() == 6);  // each call's first attempt and one hedge
   }  // the context goes first: the calls' state and the pooled strands with it
   CHECK(!done);
+}
+
+namespace {
+asio::awaitable<int> at_once(int x) {
+  co_return x + 1;
+}
+}  // namespace
+
+// On steady_clock (Linux), with a window at or above the coarse clock's
+// line (the default 10 s), the budget counts calls at the coarse clock's
+// time (hedge_budget_now): every call is counted in the window, as on the
+// precise clock. Real time, no waiting: 50 calls answered at once.
+TEST_CASE("hedge: on steady_clock the budget counts each call on the coarse clock") {
+  asio::io_context ioc;
+  levee::hedge h(ioc);
+#if defined(__linux__)
+  CHECK(levee::detail::coarse_enough<std::chrono::steady_clock>(h.options().window));
+#endif
+  int x = 0;
+  auto body = [](levee::hedge& hedge, int& out) -> asio::awaitable<void> {
+    for (int i = 0; i < 50; ++i) out = co_await hedge([v = out] { return at_once(v); });
+  };
+  asio::co_spawn(ioc, body(h, x), asio::detached);
+  ioc.run();
+  CHECK(x == 50);
+  const auto m = h.metrics();
+  CHECK(m.calls == 50);
+  CHECK(m.window_calls == 50);
+  CHECK(m.hedges == 0);
 }

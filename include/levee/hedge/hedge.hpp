@@ -115,6 +115,10 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   // operations pushed it out on every call.
   auto op = std::allocate_shared<op_type>(cached_allocator<op_type>(), ex, std::move(factory),
                                           std::move(s), delay, judge);
+  // The caller's cancellation state, read before the launch (a pointer
+  // copied, nothing waited for): see below.
+  const asio::cancellation_state caller = co_await asio::this_coro::cancellation_state;
+  const asio::cancellation_type before = caller.cancelled();
   if (op->launch()) {  // answered without waiting: no suspension (hedge_op)
     std::exception_ptr failure = std::move(op->failure());
     value_type value = std::move(op->value());
@@ -125,6 +129,14 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
     else
       co_return std::move(*value);
   }
+  // A cancellation that reached the caller during the launch (emitted on
+  // the caller's thread: by the attempt's synchronous part, say) found no
+  // slot of the call's, which is hooked only as the caller waits: it is
+  // passed on to the attempts now, whether or not Asio's check throws at
+  // the wait (`throw_if_cancelled(false)`: it does not).
+  const asio::cancellation_type during =
+      before == asio::cancellation_type::none ? caller.cancelled() : asio::cancellation_type::none;
+  if (during != asio::cancellation_type::none) op->cancel(during);
   // deferred, not use_awaitable: the operation is awaited without a
   // coroutine frame for its initiation (use_awaitable's is one). The op
   // leaves this frame as it suspends: the op holds the handler, which holds
@@ -148,11 +160,11 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   if (thrown) {
     // Asio's cancellation check threw at the co_await, before the
     // initiation ran (a cancellation emitted into the caller during the
-    // launch): the attempt runs, and may use this frame and the caller's.
-    // It is cancelled and waited for, the check off meanwhile, and then
-    // the caller sees the cancellation.
+    // launch, passed on above): the attempt runs, and may use this frame
+    // and the caller's. It is waited for, the check off meanwhile (it was
+    // on: it threw), and then the caller sees the cancellation.
     if (op) {
-      op->cancel();
+      if (during == asio::cancellation_type::none) op->cancel(asio::cancellation_type::terminal);
       co_await asio::this_coro::throw_if_cancelled(false);
       (void)co_await wait();
       co_await asio::this_coro::throw_if_cancelled(true);

@@ -43,11 +43,10 @@ namespace asio = boost::asio;
 /// As `race_op` (timeout/detail/race.hpp), and for the same reasons (no
 /// `parallel_group`): every attempt runs on `child_ex_` (a strand), with a
 /// cancellation signal of its own; the delay timer's handler, the emits
-/// into the attempts, the caller's cancellation (posted) and the attempts'
-/// ends all run there, so the op's fields need no lock. The caller is
-/// resumed, on its own executor, once every attempt has finished: a loser
-/// has been cancelled and has returned, so nothing the call started
-/// outlives it.
+/// into the attempts, the caller's cancellation (posted from its slot,
+/// dispatched by `cancel`) and the attempts' ends all run there, so the op's fields need no lock.
+/// The caller is resumed, on its own executor, once every attempt has finished: a loser has been
+/// cancelled and has returned, so nothing the call started outlives it.
 ///
 /// Two steps, from the `hedged` coroutine: `launch` starts the first
 /// attempt, inside the strand, on the caller's thread when the strand can
@@ -127,13 +126,12 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     on_child(i, std::move(e), std::move(v));
   }
 
-  /// The caller's await never began (Asio's cancellation check threw at
-  /// its co_await, after the launch): cancels what runs, then the caller
-  /// waits for it as for a result (`hedged`).
-  void cancel() {
-    asio::dispatch(child_ex_, [self = this->shared_from_this()] {
-      self->on_caller_cancel(asio::cancellation_type::terminal);
-    });
+  /// A cancellation reached the caller during the launch, before its slot
+  /// was hooked (`hedged`): passed on to what runs, on the strand, before
+  /// the caller waits (dispatched now, `install` after it).
+  void cancel(asio::cancellation_type type) {
+    asio::dispatch(child_ex_,
+                   [self = this->shared_from_this(), type] { self->on_caller_cancel(type); });
   }
 
  private:
