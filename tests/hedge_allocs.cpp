@@ -12,6 +12,7 @@
 #include <levee/limit/rate_limiter.hpp>
 #include <levee/limit/throttle.hpp>
 #include <levee/pipeline/pipeline.hpp>
+#include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 
@@ -170,6 +171,39 @@ TEST_CASE("hedge: a call answered before the delay allocates nothing of its own 
   const auto m = h.metrics();
   CHECK(m.calls == warm + calls);
   CHECK(m.hedges == 0);
+}
+
+// with_timeout and with_deadline around a call that answers without waiting:
+// the race's state from levee's block cache, its strand from the context's
+// pool, no timer, no co_spawn; with_deadline allocates the executor that
+// carries its deadline. Before 2026-12-06: the race's state, a new
+// strand, the timer's wait and co_spawn's frames on every call (seen
+// failing, bench/README.md, "The race without a pass").
+TEST_CASE("timeout: a call answered at once allocates nothing of its own once warm") {
+  virtual_time vt;
+  asio::io_context ioc;
+  breaker b(ioc);
+  SECTION("with_timeout") {
+    const auto [news, aligned] = allocations_of(
+        ioc, [&](int x) { return levee::with_timeout<vclock>(100ms, b(answer(x))); });
+    CHECK(news == 0);
+    INFO("aligned_alloc per call: " << static_cast<double>(aligned) / calls);
+#if defined(LEVEE_OWN_FRAMES)
+    CHECK(aligned == 0);
+#endif
+  }
+  SECTION("with_deadline") {
+    const auto [news, aligned] = allocations_of(
+        ioc, [&](int x) { return levee::with_deadline<vclock>(100ms, b(answer(x))); });
+    INFO("operator new per call: " << static_cast<double>(news) / calls);
+    INFO("aligned_alloc per call: " << static_cast<double>(aligned) / calls);
+#if defined(LEVEE_OWN_FRAMES)
+    // One: the state of the executor that carries the deadline (the strand
+    // and the deadline, shared by its copies; docs/deadlines.md, "Cost").
+    CHECK(news == calls);
+    CHECK(aligned == 0);
+#endif
+  }
 }
 
 // Asio keeps two blocks per thread for coroutine frames. A call through two

@@ -205,3 +205,124 @@ TEST_CASE("timeout: pending at shutdown, the frames are destroyed with the io_co
   }
   CHECK(alive.use_count() == 1);  // the caller's frame was destroyed, not leaked
 }
+
+namespace {
+
+// A call that cancels its own caller in its synchronous part (before its
+// first wait), then waits `latency`.
+asio::awaitable<std::tuple<boost::system::error_code, int>> cancelling_call(
+    asio::cancellation_signal& caller, slow_call& s, std::chrono::nanoseconds latency) {
+  caller.emit(asio::cancellation_type::terminal);
+  co_return co_await s.call_ec(latency);
+}
+
+asio::awaitable<int> answer_now(int x) {
+  co_return x + 1;
+}
+
+}  // namespace
+
+// The call starts inside the race's launch, before the race hooks the
+// caller's cancellation slot (timeout/detail/race_launch.hpp): a
+// cancellation the call's synchronous part emits into its caller reaches
+// the call all the same, and the caller resumes only after the call ended.
+TEST_CASE("timeout: a caller cancelled during the launch sees the call end first") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  asio::cancellation_signal sig;
+  bool done = false;
+  int cancelled_when_done = -1;
+  boost::system::error_code got;
+  SECTION("Asio's check on: the caller's wait throws") {
+    asio::co_spawn(ioc, levee::with_timeout<vclock>(100ms, cancelling_call(sig, s, 1h)),
+                   asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, auto) {
+                     done = true;
+                     cancelled_when_done = s.cancelled;
+                     try {
+                       if (e) std::rethrow_exception(e);
+                     } catch (const boost::system::system_error& x) {
+                       got = x.code();
+                     }
+                   }));
+  }
+  SECTION("Asio's check off: the call's own result") {
+    auto body = [](slow_call& sc, asio::cancellation_signal& c)
+        -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+      co_await asio::this_coro::throw_if_cancelled(false);
+      co_return co_await levee::with_deadline<vclock>(100ms, cancelling_call(c, sc, 1h));
+    };
+    asio::co_spawn(ioc, body(s, sig),
+                   asio::bind_cancellation_slot(sig.slot(), [&](std::exception_ptr e, auto r) {
+                     REQUIRE(!e);
+                     done = true;
+                     cancelled_when_done = s.cancelled;
+                     got = std::get<0>(r);
+                   }));
+  }
+  settle(ioc);
+  REQUIRE(done);
+  CHECK(got == asio::error::operation_aborted);
+  CHECK(s.started == 1);
+  CHECK(cancelled_when_done == 1);
+  CHECK(vclock::now().time_since_epoch() == 0ms);
+  CHECK(ioc.poll() == 0);  // no timer left behind
+}
+
+// A caller whose state is cancelled already (and throws, Asio's default)
+// starts no call: Asio's check at `co_await with_timeout(...)` throws before
+// the race's frame runs.
+TEST_CASE("timeout: a caller already cancelled starts no call") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  asio::cancellation_signal sig;
+  bool aborted = false;
+  auto body = [](slow_call& sc, bool& out) -> asio::awaitable<void> {
+    timer t(co_await asio::this_coro::executor, 1h);
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    REQUIRE(ec == asio::error::operation_aborted);  // the state is cancelled from here
+    try {
+      (void)co_await levee::with_timeout<vclock>(100ms, sc.call_ec(1h));
+    } catch (const boost::system::system_error& e) {
+      out = e.code() == asio::error::operation_aborted;
+    }
+  };
+  asio::co_spawn(ioc, body(s, aborted), asio::bind_cancellation_slot(sig.slot(), asio::detached));
+  settle(ioc);
+  sig.emit(asio::cancellation_type::terminal);
+  settle(ioc);
+  CHECK(aborted);
+  CHECK(s.started == 0);
+}
+
+// A call that answers without waiting ends the race inside its launch: its
+// value (or its exception) goes out, and no timer was armed; a limit that
+// has passed already does not turn an answer into a timeout.
+TEST_CASE("timeout: a call that answers at once is returned, whatever the limit") {
+  virtual_time vt;
+  asio::io_context ioc;
+  auto quick = run(ioc, levee::with_timeout<vclock>(100ms, answer_now(1)));
+  auto past = run(ioc, levee::with_deadline<vclock>(-1ms, answer_now(2)));
+  auto thrower = []() -> asio::awaitable<int> {
+    throw std::runtime_error("at once");
+    co_return 0;
+  };
+  bool threw = false;
+  auto failing = [&]() -> asio::awaitable<void> {
+    try {
+      (void)co_await levee::with_timeout<vclock>(100ms, thrower());
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+  };
+  asio::co_spawn(ioc, failing(), asio::detached);
+  settle(ioc);
+  REQUIRE(quick->done);
+  CHECK(quick->value == 2);
+  REQUIRE(past->done);
+  CHECK(past->value == 3);
+  CHECK(threw);
+  CHECK(ioc.poll() == 0);
+  CHECK(vclock::now().time_since_epoch() == 0ms);
+}

@@ -69,54 +69,7 @@ outcome hedge_classify(const classifier& c, const std::exception_ptr& e, const V
   }
 }
 
-/// An attempt's thread of execution: the attempt's awaitable, then its end
-/// handed to the op, with whether the thread ever waited (Asio's own flag:
-/// false when the attempt answered without suspending).
-///
-/// `hedge_op::run_attempt` launches it as `co_spawn`'s initiation launches
-/// co_spawn's entry point, minus three things: co_spawn's initial dispatch
-/// to the executor (the launch is on the call's strand already), its work
-/// guards (the attempt's own operations keep the context's work, and the
-/// op keeps the caller's while the caller waits), and, the point of it, its
-/// post of a completion that did not wait: an attempt that answers at once
-/// ends the call inside the launch, without a pass of the scheduler
-/// (bench/README.md, "The hedge without a pass"). What escapes the op's
-/// `on_attempt_end` (the caller, resumed inline from there, threw) leaves
-/// through Asio's launch or resumption, out of the io_context's `run()`, as
-/// from co_spawn's completion handler.
-///
-/// Asio's detail, as `own_frame` is: Boost 1.81 only; other versions spawn
-/// the attempt with `co_spawn` (`hedge_attempt`).
-#if defined(LEVEE_OWN_FRAMES)
-template <class Executor, class Op, class T>
-asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> hedge_attempt_entry(
-    own_frame_t, std::shared_ptr<Op> op, std::size_t i, asio::awaitable<T, Executor> aw) {
-  (co_await asio::detail::awaitable_thread_has_context_switched{}) = false;
-  std::exception_ptr e;
-  typename Op::value_type v{};
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(aw);
-      v = true;
-    } else {
-      v.emplace(co_await std::move(aw));
-    }
-  } catch (...) {
-    e = std::current_exception();
-  }
-  const bool waited = co_await asio::detail::awaitable_thread_has_context_switched{};
-  op->on_attempt_end(i, std::move(e), std::move(v), waited);
-}
-// The frame's promise is Asio's at the same address (core/detail/own_frame.hpp).
-static_assert(
-    sizeof(own_frame_promise<asio::detail::awaitable_thread_entry_point, asio::any_io_executor>) ==
-    sizeof(asio::detail::awaitable_frame<asio::detail::awaitable_thread_entry_point,
-                                         asio::any_io_executor>));
-static_assert(
-    alignof(own_frame_promise<asio::detail::awaitable_thread_entry_point, asio::any_io_executor>) ==
-    alignof(asio::detail::awaitable_frame<asio::detail::awaitable_thread_entry_point,
-                                          asio::any_io_executor>));
-#else
+#if !defined(LEVEE_OWN_FRAMES)
 // Sets `*answered` on the call's strand when the attempt's awaitable
 // returned (co_spawn posts the completion of one that did not wait): the op
 // then arms no timer.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <levee/core/classify.hpp>
+#include <levee/core/detail/attempt_thread.hpp>
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/own_frame.hpp>
@@ -11,8 +12,8 @@
 #include <levee/core/error.hpp>
 #include <levee/hedge/detail/hedge_attempt.hpp>
 #include <levee/hedge/detail/hedge_state.hpp>
-#include <levee/hedge/detail/strand_pool.hpp>
 #include <levee/timeout/detail/race.hpp>
+#include <levee/timeout/detail/strand_pool.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -114,7 +115,7 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   }
 
   /// An attempt ended, on the strand: its thread's end
-  /// (`hedge_attempt_entry`, or co_spawn's completion), or its factory
+  /// (`attempt_thread_entry`, or co_spawn's completion), or its factory
   /// threw, or its launch did (`start_attempt`). `waited`: whether it ever
   /// suspended. Not noexcept: the caller, resumed inline from here
   /// (`deliver`), may throw, and that leaves through the attempt's
@@ -221,10 +222,7 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
 #if defined(LEVEE_OWN_FRAMES)
     // As co_spawn's initiation: the attempt's cancellation state hangs off
     // the attempt's signal, which is emitted on this strand only.
-    asio::detail::awaitable_thread<Executor>(
-        hedge_attempt_entry(own_frame, this->shared_from_this(), i, std::move(aw)), child_ex_, slot,
-        asio::cancellation_state(slot))
-        .launch();
+    launch_attempt(this->shared_from_this(), i, std::move(aw), child_ex_, slot);
 #else
     asio::co_spawn(child_ex_, hedge_attempt(std::move(aw), i == 0 ? &answered_ : nullptr),
                    asio::bind_cancellation_slot(

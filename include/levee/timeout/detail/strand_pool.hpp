@@ -1,4 +1,4 @@
-// levee: strands a hedge's calls reuse, kept by their execution context, so
+// levee: strands a hedge's or a race's calls reuse, kept by their execution context, so
 // that a call does not create (allocate, register under the strand service's
 // mutex) and destroy a strand of its own.
 #pragma once

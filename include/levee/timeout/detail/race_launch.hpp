@@ -1,0 +1,237 @@
+// levee: the race between a call and a timer (with_timeout, with_deadline,
+// a pipeline's, a breaker's probe deadline), its call launched ahead of the
+// caller's wait: a call that answers at once costs no timer and no pass of
+// the scheduler.
+#pragma once
+
+#include <levee/core/detail/attempt_thread.hpp>
+#include <levee/core/detail/clock_traits.hpp>
+#include <levee/core/detail/initiation_mark.hpp>
+#include <levee/core/detail/saturating.hpp>
+#include <levee/timeout/detail/race.hpp>
+#include <levee/timeout/detail/strand_pool.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+
+namespace levee::detail {
+
+namespace asio = boost::asio;
+
+#if defined(LEVEE_OWN_FRAMES)
+/// One race between a call and a timer, as `race_op` (race.hpp: why a
+/// strand, why not `parallel_group`), in two steps from `race_timer`'s
+/// coroutine (timeout/impl/timeout.hpp), as a hedged call's
+/// (hedge/detail/hedge_op.hpp):
+///
+/// - `launch` starts the call on the race's strand (a strand from the
+///   context's pool, `strand_lease`, or the caller's own when it is serial
+///   already), on the caller's thread when that strand can run there at
+///   once, as an Asio coroutine thread that hands its end to the race with
+///   whether it ever waited (core/detail/attempt_thread.hpp). A call that
+///   answers there without waiting ends the race inside the launch: `launch`
+///   returns true, the result is in `failure()` and `value()`, no timer was
+///   made, and the caller goes on without suspending. A call that waits
+///   gets its timer, armed there, set `limit` from the race's start.
+/// - Otherwise the caller awaits `await`, whose initiation hooks the
+///   caller's cancellation slot, keeps the caller's executor's work, and
+///   hands the race its handler on the strand, which resumes the caller once
+///   the call has finished (a timed-out call has been cancelled and has
+///   returned).
+///
+/// Ownership: the race is shared by the `race_timer` frame, the call's
+/// thread, the timer's handler and the posted steps; the caller's slot holds
+/// a weak_ptr.
+template <class Clock, class Executor, class Value, class OnTimeout>
+class race_launch_op
+    : public std::enable_shared_from_this<race_launch_op<Clock, Executor, Value, OnTimeout>> {
+ public:
+  using value_type = Value;
+  using handler_type = asio::any_completion_handler<void(std::exception_ptr, Value, bool)>;
+  using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
+
+  /// A race of a call on `caller_ex`'s serial executor (with `code ==
+  /// error::deadline_exceeded`, carrying the deadline) against `limit` from
+  /// now on `Clock`.
+  race_launch_op(const Executor& caller_ex, std::chrono::nanoseconds limit, error code,
+                 OnTimeout on_timeout)
+      : race_launch_op(caller_ex, limit, code, std::move(on_timeout), Clock::now()) {}
+
+  /// Starts the call. \return true when the race ended inside (see the class).
+  template <class T>
+  bool launch(asio::awaitable<T, Executor> aw) {
+    const initiation_mark here(this);
+    asio::dispatch(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
+      self->start(std::move(aw));
+    });
+    return ended_in_launch_;  // written only by this thread, inside the dispatch
+  }
+
+  /// The result, after `launch` returned true.
+  std::exception_ptr& failure() noexcept { return result_e_; }
+  Value& value() noexcept { return result_v_; }
+
+  /// The caller waits: `h` resumes it (the initiation of what it awaits).
+  void await(handler_type h) {
+    caller_slot_ = asio::get_associated_cancellation_slot(h);
+    if (caller_slot_.is_connected()) {
+      caller_slot_.assign([weak = this->weak_from_this()](asio::cancellation_type type) {
+        if (auto self = weak.lock())
+          asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
+      });
+    }
+    work_.emplace(caller_ex_);
+    // While the dispatch runs inline, this thread is inside the caller's
+    // initiation (`deliver`).
+    const initiation_mark here(this);
+    asio::dispatch(child_ex_, [self = this->shared_from_this(), h = std::move(h)]() mutable {
+      self->install(std::move(h));
+    });
+  }
+
+  /// A cancellation reached the caller during the launch, before its slot
+  /// was hooked (`race_timer`): passed on to the call, on the strand, before
+  /// the caller waits (dispatched now, `install` after it).
+  void cancel(asio::cancellation_type type) {
+    asio::dispatch(child_ex_,
+                   [self = this->shared_from_this(), type] { self->on_caller_cancel(type); });
+  }
+
+  /// The call ended, on the strand (`attempt_thread_entry`, or `start` when
+  /// its launch threw). `waited`: whether it ever suspended. Not noexcept:
+  /// the caller, resumed inline from here (`deliver`), may throw, and that
+  /// leaves through the call's thread, out of the io_context's `run()`.
+  void on_attempt_end(std::size_t, std::exception_ptr e, Value&& v, bool waited) {
+    finished_ = true;
+    result_e_ = std::move(e);
+    result_v_ = std::move(v);
+    // Answered without waiting, inside the launch, on the caller's thread
+    // when the launch ran there: no timer was made.
+    if (!waited && initiation_mark::inside(this)) {
+      ended_in_launch_ = true;
+      return;
+    }
+    if (timer_) timer_->cancel();
+    deliver();
+  }
+
+ private:
+  // One clock read for the timer's expiry and the deadline carried.
+  race_launch_op(const Executor& caller_ex, std::chrono::nanoseconds limit, error code,
+                 OnTimeout on_timeout, typename Clock::time_point now)
+      : caller_ex_(caller_ex),
+        lease_(caller_ex),
+        child_ex_(code == error::deadline_exceeded
+                      ? carry_mark(
+                            lease_.get(),
+                            deadline_mark{
+                                saturating_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   now.time_since_epoch()),
+                                               limit),
+                                &clock_now_ns<Clock>})
+                      : lease_.get()),
+        expiry_(saturating_add(now, limit)),
+        on_timeout_(std::move(on_timeout)) {}
+
+  // On the strand, from here on.
+
+  template <class T>
+  void start(asio::awaitable<T, Executor> aw) {
+    try {
+      launch_attempt(this->shared_from_this(), 0, std::move(aw), child_ex_, signal_.slot());
+    } catch (...) {
+      if (finished_) throw;  // what threw ran after the call's end
+      // The call's thread threw before it ended (an operation's initiation
+      // inside it): Asio posts the destruction of its frames to the strand,
+      // and the call's failure is reported behind it, so the caller resumes
+      // after them (as when co_spawn's initiation threw).
+      asio::post(child_ex_, [self = this->shared_from_this(), e = std::current_exception()] {
+        self->on_attempt_end(0, e, Value{}, true);
+      });
+      return;
+    }
+    if (finished_) return;  // answered (inside the launch, or through inline dispatches)
+    timer_.emplace(child_ex_);
+    timer_->expires_at(expiry_);
+    timer_->async_wait(
+        [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+  }
+
+  void install(handler_type h) {
+    handler_.emplace(std::move(h));
+    if (finished_) deliver();
+  }
+
+  void on_timer(boost::system::error_code ec) {
+    if (ec || finished_ || caller_cancelled_) return;
+    timed_out_ = true;
+    on_timeout_();
+    signal_.emit(asio::cancellation_type::all);
+  }
+
+  void on_caller_cancel(asio::cancellation_type type) {
+    if (finished_) return;
+    caller_cancelled_ = true;
+    if (timer_) timer_->cancel();
+    signal_.emit(type);
+  }
+
+  // The caller's resumption, on its executor, once it waits (`install`;
+  // before, the result waits for it). Dispatched, as Asio's own operations
+  // complete through the handler's executor: `deliver` runs in a handler of
+  // its own (the call's end after it waited, or `install` when it was
+  // queued on the strand), so a caller resumed inline here runs one level
+  // down, and its next call's initiation unwinds it. Posted when this
+  // thread is still inside this race's `await` (the call ended between the
+  // launch and the wait, on another thread, or through inline dispatches
+  // inside the launch): resuming the caller there would nest each next call
+  // in the last.
+  void deliver() {
+    if (delivered_ || !handler_) return;
+    delivered_ = true;
+    auto resume = [self = this->shared_from_this(), timed_out = timed_out_]() mutable {
+      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
+      handler_type h = std::move(*self->handler_);
+      std::exception_ptr e = std::move(self->result_e_);
+      Value v = std::move(self->result_v_);
+      self->work_.reset();
+      self.reset();
+      std::move(h)(std::move(e), std::move(v), timed_out);
+    };
+    if (initiation_mark::inside(this))
+      asio::post(work_->get_executor(), std::move(resume));
+    else
+      asio::dispatch(work_->get_executor(), std::move(resume));
+  }
+
+  Executor caller_ex_;
+  std::optional<handler_type> handler_;  // on the strand, once the caller waits
+  std::optional<asio::executor_work_guard<Executor>> work_;
+  asio::cancellation_slot caller_slot_;
+  strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
+  Executor child_ex_;
+  typename Clock::time_point expiry_;
+  [[no_unique_address]] OnTimeout on_timeout_;
+  std::optional<timer_type> timer_;  // made when the call waits
+  asio::cancellation_signal signal_;
+  bool finished_ = false;  // the rest: on the strand only
+  bool timed_out_ = false;
+  bool caller_cancelled_ = false;
+  bool delivered_ = false;
+  bool ended_in_launch_ = false;  // see `launch`
+  std::exception_ptr result_e_;
+  Value result_v_{};
+};
+#endif
+
+}  // namespace levee::detail
