@@ -26,7 +26,11 @@ namespace levee {
 ///
 /// Cancellation: the awaiting coroutine's cancellation passes into `aw` and
 /// comes back as `aw` reports it (usually `operation_aborted`, which a
-/// breaker ignores); the timer is then stopped.
+/// breaker ignores); the timer is then stopped. One emitted into the caller
+/// while `aw` runs its first steps inside the race (by `aw` itself, say)
+/// reaches `aw` too, which is waited for; the caller then sees Asio's own
+/// `operation_aborted` thrown at its wait unless it turned Asio's check off
+/// (`this_coro::throw_if_cancelled(false)`), when it gets `aw`'s result.
 ///
 /// Executor: `aw` runs on a strand of the awaiting coroutine's executor (its
 /// `this_coro::executor` is that strand), so that the timer's cancellation
@@ -45,8 +49,12 @@ namespace levee {
 /// Thread safety: safe on a multi-threaded `io_context` without strands.
 ///
 /// `limit` saturates: `nanoseconds::max()` (or any longer duration) is no limit
-/// at all, and a negative one times out at once. `Clock` is the timer's clock
-/// (`with_timeout<manual_clock>(...)` in tests).
+/// at all, and a negative one times out at once any call that waits. The
+/// limit bounds waiting: `aw` starts inside the race and runs up to its first
+/// wait before the caller suspends, and an `aw` that answers without waiting
+/// is returned as it is, whatever the limit (Boost 1.81; docs/layers.md,
+/// "Timeouts"). `Clock` is the timer's clock (`with_timeout<manual_clock>(...)`
+/// in tests).
 ///
 /// \param limit The attempt's time limit.
 /// \param aw The attempt.

@@ -70,7 +70,9 @@ class race_launch_op
   /// Starts the call. \return true when the race ended inside (see the class).
   template <class T>
   bool launch(asio::awaitable<T, Executor> aw) {
-    const initiation_mark here(this);
+    // Its own mark (`await`'s is `this`): only a call that ends inside the
+    // launch ends the race there.
+    const initiation_mark here(&ended_in_launch_);
     asio::dispatch(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
       self->start(std::move(aw));
     });
@@ -112,12 +114,18 @@ class race_launch_op
   /// the caller, resumed inline from here (`deliver`), may throw, and that
   /// leaves through the call's thread, out of the io_context's `run()`.
   void on_attempt_end(std::size_t, std::exception_ptr e, Value&& v, bool waited) {
+    // The timer could not be armed (`start`): the call was cancelled, and
+    // the caller gets that failure.
+    if (arm_failure_) {
+      result_e_ = std::move(arm_failure_);
+    } else {
+      result_e_ = std::move(e);
+      result_v_ = std::move(v);
+    }
     finished_ = true;
-    result_e_ = std::move(e);
-    result_v_ = std::move(v);
     // Answered without waiting, inside the launch, on the caller's thread
     // when the launch ran there: no timer was made.
-    if (!waited && initiation_mark::inside(this)) {
+    if (!waited && initiation_mark::inside(&ended_in_launch_)) {
       ended_in_launch_ = true;
       return;
     }
@@ -161,10 +169,18 @@ class race_launch_op
       return;
     }
     if (finished_) return;  // answered (inside the launch, or through inline dispatches)
-    timer_.emplace(child_ex_);
-    timer_->expires_at(expiry_);
-    timer_->async_wait(
-        [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+    // What throws here (the timer's service or its wait out of memory) must
+    // leave neither the strand's handler nor an unbounded call: the call is
+    // cancelled, and the caller gets the failure once it has returned.
+    try {
+      timer_.emplace(child_ex_);
+      timer_->expires_at(expiry_);
+      timer_->async_wait(
+          [self = this->shared_from_this()](boost::system::error_code ec) { self->on_timer(ec); });
+    } catch (...) {
+      arm_failure_ = std::current_exception();
+      signal_.emit(asio::cancellation_type::terminal);
+    }
   }
 
   void install(handler_type h) {
@@ -228,7 +244,8 @@ class race_launch_op
   bool timed_out_ = false;
   bool caller_cancelled_ = false;
   bool delivered_ = false;
-  bool ended_in_launch_ = false;  // see `launch`
+  bool ended_in_launch_ = false;    // see `launch`
+  std::exception_ptr arm_failure_;  // see `start`
   std::exception_ptr result_e_;
   Value result_v_{};
 };
