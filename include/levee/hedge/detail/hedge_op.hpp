@@ -4,6 +4,7 @@
 
 #include <levee/core/classify.hpp>
 #include <levee/core/detail/attempt_thread.hpp>
+#include <levee/core/detail/caller_side.hpp>
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/own_frame.hpp>
@@ -15,7 +16,6 @@
 #include <levee/timeout/detail/race.hpp>
 #include <levee/timeout/detail/strand_pool.hpp>
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
@@ -23,7 +23,6 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
 #include <array>
@@ -33,6 +32,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 
 namespace levee::detail {
@@ -63,15 +63,20 @@ namespace asio = boost::asio;
 /// threads, the timer's handler and the posted steps; the caller's slot
 /// holds a weak_ptr.
 template <class Clock, class Executor, class Value, class Factory>
-class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, Value, Factory>> {
+class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, Value, Factory>>,
+                 public caller_side<hedge_op<Clock, Executor, Value, Factory>, Executor,
+                                    void(std::exception_ptr, Value)> {
+  using caller = caller_side<hedge_op, Executor, void(std::exception_ptr, Value)>;
+  friend caller;
+
  public:
   using value_type = Value;
-  using handler_type = asio::any_completion_handler<void(std::exception_ptr, Value)>;
+  using typename caller::handler_type;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
   hedge_op(const Executor& caller_ex, Factory&& factory, std::shared_ptr<hedge_state> state,
            std::int64_t delay_ns, const classifier& judge)
-      : caller_ex_(caller_ex),
+      : caller(caller_ex),
         lease_(caller_ex),
         child_ex_(lease_.get()),
         factory_(std::move(factory)),
@@ -96,24 +101,6 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   std::exception_ptr& failure() noexcept { return result_e_; }
   Value& value() noexcept { return result_v_; }
 
-  /// The caller waits: `h` resumes it (the initiation of what it awaits).
-  void await(handler_type h) {
-    caller_slot_ = asio::get_associated_cancellation_slot(h);
-    if (caller_slot_.is_connected()) {
-      caller_slot_.assign([weak = this->weak_from_this()](asio::cancellation_type type) {
-        if (auto self = weak.lock())
-          asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
-      });
-    }
-    work_.emplace(caller_ex_);
-    // While the dispatch runs inline, this thread is inside the caller's
-    // initiation (`deliver`).
-    const initiation_mark here(this);
-    asio::dispatch(child_ex_, [self = this->shared_from_this(), h = std::move(h)]() mutable {
-      self->install(std::move(h));
-    });
-  }
-
   /// An attempt ended, on the strand: its thread's end
   /// (`attempt_thread_entry`, or co_spawn's completion), or its factory
   /// threw, or its launch did (`start_attempt`). `waited`: whether it ever
@@ -127,14 +114,6 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     on_child(i, std::move(e), std::move(v));
   }
 
-  /// A cancellation reached the caller during the launch, before its slot
-  /// was hooked (`hedged`): passed on to what runs, on the strand, before
-  /// the caller waits (dispatched now, `install` after it).
-  void cancel(asio::cancellation_type type) {
-    asio::dispatch(child_ex_,
-                   [self = this->shared_from_this(), type] { self->on_caller_cancel(type); });
-  }
-
  private:
   struct attempt {
     asio::cancellation_signal signal;
@@ -146,9 +125,9 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   // On the strand, from here on.
 
   void install(handler_type h) {
-    handler_.emplace(std::move(h));
+    this->store(std::move(h));
     if (done_) {
-      if (running_ == 0) deliver();
+      if (running_ == 0) this->deliver();
       return;
     }
 #if !defined(LEVEE_OWN_FRAMES)
@@ -305,7 +284,7 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
         cancel_timer();
       }
     }
-    if (done_ && running_ == 0) deliver();
+    if (done_ && running_ == 0) this->deliver();
   }
 
   void win(std::int64_t now) {
@@ -326,43 +305,14 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     }
   }
 
-  // The caller's resumption, on its executor, once it waits (`install`;
-  // before, the result waits for it). Dispatched, as Asio's own operations
-  // complete through the handler's executor: `deliver` runs in a handler of
-  // its own (an attempt's end after it waited, the timer's, or `install`
-  // when it was queued on the strand), so a caller resumed inline here runs
-  // one level down, and its next call's initiation unwinds it: the stack
-  // does not grow from call to call.
-  // Posted when this thread is still inside this call's `await` (the call
-  // ended between the launch and the wait, on another thread, or through
-  // inline dispatches inside the launch, as `co_await
-  // asio::dispatch(asio::use_awaitable)` does): resuming the caller there
-  // would nest each next call in the last.
-  void deliver() {
-    // Once: a loser whose cancellation completes inline (its operation's
-    // slot handler calls its handler at once) ends inside `win`, and its
-    // `on_child` delivers before the winner's `on_child` gets here.
-    if (delivered_ || !handler_) return;
-    delivered_ = true;
-    auto resume = [self = this->shared_from_this()]() mutable {
-      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
-      handler_type h = std::move(*self->handler_);
-      std::exception_ptr e = std::move(self->result_e_);
-      Value v = std::move(self->result_v_);
-      self->work_.reset();
-      self.reset();
-      std::move(h)(std::move(e), std::move(v));
-    };
-    if (initiation_mark::inside(this))
-      asio::post(work_->get_executor(), std::move(resume));
-    else
-      asio::dispatch(work_->get_executor(), std::move(resume));
+  // The caller's resumption's arguments (caller_side::deliver, which
+  // delivers once: a loser whose cancellation completes inline, its
+  // operation's slot handler calling its handler at once, ends inside `win`,
+  // and its `on_child` delivers before the winner's `on_child` gets there).
+  std::tuple<std::exception_ptr, Value> take_result() {
+    return {std::move(result_e_), std::move(result_v_)};
   }
 
-  Executor caller_ex_;
-  std::optional<handler_type> handler_;  // on the strand, once the caller waits
-  std::optional<asio::executor_work_guard<Executor>> work_;
-  asio::cancellation_slot caller_slot_;
   strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
   std::optional<timer_type> timer_;  // made when first armed
@@ -377,7 +327,6 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   std::size_t running_ = 0;
   bool done_ = false;             // a result is chosen: no attempt starts
   bool no_more_ = false;          // no hedge starts (budget, rejection, caller's cancellation)
-  bool delivered_ = false;        // the caller's resumption is on its way
   bool ended_in_launch_ = false;  // see `launch`
 #if !defined(LEVEE_OWN_FRAMES)
   bool answered_ = false;  // the first attempt's awaitable returned (hedge_attempt)

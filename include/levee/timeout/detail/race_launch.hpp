@@ -5,24 +5,23 @@
 #pragma once
 
 #include <levee/core/detail/attempt_thread.hpp>
+#include <levee/core/detail/caller_side.hpp>
 #include <levee/core/detail/clock_traits.hpp>
 #include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/timeout/detail/race.hpp>
 #include <levee/timeout/detail/strand_pool.hpp>
 
-#include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
 #include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 namespace levee::detail {
 
@@ -54,10 +53,15 @@ namespace asio = boost::asio;
 /// a weak_ptr.
 template <class Clock, class Executor, class Value, class OnTimeout>
 class race_launch_op
-    : public std::enable_shared_from_this<race_launch_op<Clock, Executor, Value, OnTimeout>> {
+    : public std::enable_shared_from_this<race_launch_op<Clock, Executor, Value, OnTimeout>>,
+      public caller_side<race_launch_op<Clock, Executor, Value, OnTimeout>, Executor,
+                         void(std::exception_ptr, Value, bool)> {
+  using caller = caller_side<race_launch_op, Executor, void(std::exception_ptr, Value, bool)>;
+  friend caller;
+
  public:
   using value_type = Value;
-  using handler_type = asio::any_completion_handler<void(std::exception_ptr, Value, bool)>;
+  using typename caller::handler_type;
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
   /// A race of a call on `caller_ex`'s serial executor (with `code ==
@@ -83,32 +87,6 @@ class race_launch_op
   std::exception_ptr& failure() noexcept { return result_e_; }
   Value& value() noexcept { return result_v_; }
 
-  /// The caller waits: `h` resumes it (the initiation of what it awaits).
-  void await(handler_type h) {
-    caller_slot_ = asio::get_associated_cancellation_slot(h);
-    if (caller_slot_.is_connected()) {
-      caller_slot_.assign([weak = this->weak_from_this()](asio::cancellation_type type) {
-        if (auto self = weak.lock())
-          asio::post(self->child_ex_, [self, type] { self->on_caller_cancel(type); });
-      });
-    }
-    work_.emplace(caller_ex_);
-    // While the dispatch runs inline, this thread is inside the caller's
-    // initiation (`deliver`).
-    const initiation_mark here(this);
-    asio::dispatch(child_ex_, [self = this->shared_from_this(), h = std::move(h)]() mutable {
-      self->install(std::move(h));
-    });
-  }
-
-  /// A cancellation reached the caller during the launch, before its slot
-  /// was hooked (`race_timer`): passed on to the call, on the strand, before
-  /// the caller waits (dispatched now, `install` after it).
-  void cancel(asio::cancellation_type type) {
-    asio::dispatch(child_ex_,
-                   [self = this->shared_from_this(), type] { self->on_caller_cancel(type); });
-  }
-
   /// The call ended, on the strand (`attempt_thread_entry`, or `start` when
   /// its launch threw). `waited`: whether it ever suspended. Not noexcept:
   /// the caller, resumed inline from here (`deliver`), may throw, and that
@@ -130,14 +108,14 @@ class race_launch_op
       return;
     }
     if (timer_) timer_->cancel();
-    deliver();
+    this->deliver();
   }
 
  private:
   // One clock read for the timer's expiry and the deadline carried.
   race_launch_op(const Executor& caller_ex, std::chrono::nanoseconds limit, error code,
                  OnTimeout on_timeout, typename Clock::time_point now)
-      : caller_ex_(caller_ex),
+      : caller(caller_ex),
         lease_(caller_ex),
         child_ex_(code == error::deadline_exceeded
                       ? carry_mark(
@@ -184,8 +162,8 @@ class race_launch_op
   }
 
   void install(handler_type h) {
-    handler_.emplace(std::move(h));
-    if (finished_) deliver();
+    this->store(std::move(h));
+    if (finished_) this->deliver();
   }
 
   void on_timer(boost::system::error_code ec) {
@@ -202,38 +180,11 @@ class race_launch_op
     signal_.emit(type);
   }
 
-  // The caller's resumption, on its executor, once it waits (`install`;
-  // before, the result waits for it). Dispatched, as Asio's own operations
-  // complete through the handler's executor: `deliver` runs in a handler of
-  // its own (the call's end after it waited, or `install` when it was
-  // queued on the strand), so a caller resumed inline here runs one level
-  // down, and its next call's initiation unwinds it. Posted when this
-  // thread is still inside this race's `await` (the call ended between the
-  // launch and the wait, on another thread, or through inline dispatches
-  // inside the launch): resuming the caller there would nest each next call
-  // in the last.
-  void deliver() {
-    if (delivered_ || !handler_) return;
-    delivered_ = true;
-    auto resume = [self = this->shared_from_this(), timed_out = timed_out_]() mutable {
-      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
-      handler_type h = std::move(*self->handler_);
-      std::exception_ptr e = std::move(self->result_e_);
-      Value v = std::move(self->result_v_);
-      self->work_.reset();
-      self.reset();
-      std::move(h)(std::move(e), std::move(v), timed_out);
-    };
-    if (initiation_mark::inside(this))
-      asio::post(work_->get_executor(), std::move(resume));
-    else
-      asio::dispatch(work_->get_executor(), std::move(resume));
+  // The caller's resumption's arguments (caller_side::deliver).
+  std::tuple<std::exception_ptr, Value, bool> take_result() {
+    return {std::move(result_e_), std::move(result_v_), timed_out_};
   }
 
-  Executor caller_ex_;
-  std::optional<handler_type> handler_;  // on the strand, once the caller waits
-  std::optional<asio::executor_work_guard<Executor>> work_;
-  asio::cancellation_slot caller_slot_;
   strand_lease<Executor> lease_;  // declared before child_ex_: it makes it
   Executor child_ex_;
   typename Clock::time_point expiry_;
@@ -243,7 +194,6 @@ class race_launch_op
   bool finished_ = false;  // the rest: on the strand only
   bool timed_out_ = false;
   bool caller_cancelled_ = false;
-  bool delivered_ = false;
   bool ended_in_launch_ = false;    // see `launch`
   std::exception_ptr arm_failure_;  // see `start`
   std::exception_ptr result_e_;
