@@ -17,9 +17,9 @@ namespace levee::detail {
 /// state kept there was pushed out by them and came from `aligned_alloc` on
 /// every call (docs/hedging.md, "Allocations"). A block freed on another
 /// thread joins that thread's cache; each thread frees its cache when it
-/// exits. Larger blocks, and blocks over the count, go to `std::free`; a
-/// miss with every slot full frees one cached block (in turn), as Asio's
-/// recycling allocator does, so that the missed size finds room.
+/// exits. Larger blocks go to `std::free`; a block given back when every
+/// slot is full takes the place of a cached one (in turn), which goes to
+/// `std::free`: the blocks a thread gave back last are the ones it keeps.
 class block_cache {
  public:
   static constexpr std::size_t slots = 8;
@@ -31,21 +31,13 @@ class block_cache {
   static void* allocate(std::size_t n) {
     const std::size_t size = rounded(n);
     if (size <= largest) {
-      auto& c = cache();
-      bool room = false;
-      for (auto& s : c.slot) {
+      for (auto& s : cache().slot) {
         if (s.block && s.size == size) {
           void* p = s.block;
           s.block = nullptr;
           return p;
         }
-        room = room || !s.block;
       }
-      // A miss with every slot full: one cached block goes (in turn), so
-      // that this size's block finds room when it is given back, as Asio's
-      // recycling allocator does. Otherwise a thread whose slots hold sizes
-      // it no longer asks for would miss for good.
-      if (!room) std::free(std::exchange(c.slot[c.next++ % slots].block, nullptr));
     }
     if (void* p = std::aligned_alloc(granule, size)) return p;
     throw std::bad_alloc();
@@ -65,6 +57,17 @@ class block_cache {
             return;
           }
         }
+        // Every slot full: `p` takes the place of a cached block (in turn).
+        // Giving `p` up instead, or giving one up only on a miss that found
+        // every slot full (as Asio's recycling allocator does), lets a thread
+        // whose slots hold sizes it no longer asks for miss for good: a call
+        // holding a cached size and a missed one empties a slot with its hit,
+        // so its miss finds room, and the block given back last finds none
+        // (tests/hedge_allocs.cpp, "block cache: ...").
+        entry& s = c.slot[c.next++ % slots];
+        std::free(std::exchange(s.block, p));
+        s.size = size;
+        return;
       }
     }
     std::free(p);
