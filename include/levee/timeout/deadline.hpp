@@ -4,6 +4,7 @@
 /// can read what is left of it and send it downstream.
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/saturating.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -55,14 +56,16 @@ struct deadline_mark {
 /// coroutine's executor.
 ///
 /// It holds one `shared_ptr` (16 bytes), so an `any_io_executor` stores it
-/// inline (its buffer holds 24); copies share one immutable state.
+/// inline (its buffer holds 24); copies share one immutable state, taken
+/// from levee's per-thread block cache (no `operator new` once warm).
 template <class Inner>
 class deadline_executor {
  public:
   /// \param inner Where the work runs (a strand, for `with_deadline`).
   /// \param mark The deadline it carries.
   deadline_executor(Inner inner, deadline_mark mark)
-      : state_(std::make_shared<const state>(state{std::move(inner), mark})) {}
+      : state_(std::allocate_shared<const state>(detail::cached_allocator<state>(),
+                                                 state{std::move(inner), mark})) {}
 
   /// \return the executor the work runs on.
   const Inner& inner() const noexcept { return state_->inner; }
