@@ -328,3 +328,28 @@ TEST_CASE("timeout: a call that answers at once is returned, whatever the limit"
   CHECK(ioc.poll() == 0);
   CHECK(vclock::now().time_since_epoch() == 0ms);
 }
+
+// The race takes its strand from a pool kept by the context, and each thread
+// remembers the last context's pool so as not to look it up (and take the
+// context's service registry mutex) on every call. A context destroyed and
+// another made in the same storage must not find the old pool: with the
+// memory reused, AddressSanitizer reports the stale pool's use
+// (heap-use-after-free), and without ASan the strand would come from a
+// destroyed pool.
+TEST_CASE("timeout: a context made where another was finds its own strand pool") {
+  virtual_time vt;
+  alignas(asio::io_context) unsigned char storage[sizeof(asio::io_context)];
+  for (int round = 0; round < 3; ++round) {
+    auto* ioc = new (storage) asio::io_context();
+    auto quick = run(*ioc, levee::with_timeout<vclock>(100ms, answer_now(round)));
+    slow_call s;
+    auto waited = run(*ioc, levee::with_timeout<vclock>(100ms, s.call(10ms)));
+    elapse(*ioc, 10ms);
+    REQUIRE(quick->done);
+    CHECK(quick->value == round + 1);
+    REQUIRE(waited->done);
+    CHECK(waited->value == 5);
+    CHECK(ioc->poll() == 0);
+    ioc->~io_context();
+  }
+}

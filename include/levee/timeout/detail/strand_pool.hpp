@@ -11,7 +11,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -44,6 +46,28 @@ class strand_pool : public asio::execution_context::service {
   explicit strand_pool(asio::execution_context& ctx) : asio::execution_context::service(ctx) {
     idle_.reserve(capacity);
   }
+  ~strand_pool() override { generation().fetch_add(1, std::memory_order_relaxed); }
+
+  /// The pool of `ctx`, as `asio::use_service` finds it, without taking the
+  /// context's service registry mutex on every call: each thread remembers
+  /// the last context it asked for and its pool, until any pool of this type
+  /// is destroyed (`generation`). A context destroyed and another made at its
+  /// address: the old pool's destruction happened before the new context was
+  /// made, and so before any thread could use the new one, so that thread's
+  /// read of the generation sees it (read-write coherence).
+  static strand_pool& of(asio::execution_context& ctx) {
+    struct memo {
+      asio::execution_context* ctx;
+      strand_pool* pool;
+      std::uint64_t generation;
+    };
+    constinit thread_local memo m{nullptr, nullptr, 0};
+    const std::uint64_t now = generation().load(std::memory_order_relaxed);
+    if (m.ctx == &ctx && m.generation == now) return *m.pool;
+    strand_pool& p = asio::use_service<strand_pool>(ctx);
+    m = memo{&ctx, &p, now};
+    return p;
+  }
 
   /// An idle strand of `ex`'s context, or a new one.
   strand_type take(const Inner& ex) {
@@ -73,6 +97,13 @@ class strand_pool : public asio::execution_context::service {
       closed_ = true;
       idle.swap(idle_);
     }
+  }
+
+  // Counts the pools of this type destroyed: a thread's remembered pool is
+  // valid while it has not moved.
+  static std::atomic<std::uint64_t>& generation() noexcept {
+    static std::atomic<std::uint64_t> g{0};
+    return g;
   }
 
   spinlock lock_;
@@ -111,7 +142,7 @@ class strand_lease {
 
   template <class Inner>
   Executor take(const Inner& inner) {
-    auto& pool = asio::use_service<strand_pool<Inner>>(inner.context());
+    auto& pool = strand_pool<Inner>::of(inner.context());
     pool_ = &pool;
     give_back_ = &give_back<Inner>;
     return Executor(pool.take(inner));
