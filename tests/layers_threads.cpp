@@ -1,5 +1,7 @@
 // The layers (timeouts, deadlines, the bulkhead's and the rate limiter's
-// waits; the layers' event listeners) on a 4-thread
+// waits; the layers' event listeners; a throttle shared by 4 threads and
+// destroyed while they end its calls; deadlines that never leak between
+// coroutines) on a 4-thread
 // io_context, without strands: timers race the operations they bound, some
 // operations finishing just before their limit and some just after. Runs under
 // ThreadSanitizer and AddressSanitizer in CI (label "concurrency").
@@ -11,6 +13,7 @@
 #include <levee/limit/bulkhead.hpp>
 #include <levee/limit/rate_limiter.hpp>
 #include <levee/limit/throttle.hpp>
+#include <levee/timeout/deadline.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
@@ -18,8 +21,11 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -309,4 +315,135 @@ TEST_CASE("threads: throttle and deadline reader listeners see each event once o
   CHECK(s.expired > 0);
   CHECK(s.malformed > 0);
   CHECK(s.events_lost == 0);
+}
+
+// Moved from tests/throttle.cpp and tests/http_deadline.cpp (2026-12-07), so
+// that CI runs them under ThreadSanitizer too (this program is labelled
+// "concurrency"; those are "unit" and ASan only).
+
+namespace {
+// Starts, then yields 1 to 8 times on its executor, then ends (a failure
+// for odd `i`). A function, not a capturing lambda: its frame owns its
+// parameters.
+asio::awaitable<std::tuple<boost::system::error_code, int>> yielding_call(std::atomic<int>& started,
+                                                                          int i) {
+  ++started;
+  for (int k = 0; k < 1 + i % 8; ++k) co_await asio::post(asio::use_awaitable);
+  co_return std::tuple(i % 2 ? asio::error::eof : boost::system::error_code(), 1);
+}
+asio::awaitable<void> count_done(std::atomic<int>& done,
+                                 asio::awaitable<std::tuple<boost::system::error_code, int>> aw) {
+  (void)co_await std::move(aw);
+  ++done;
+}
+}  // namespace
+
+TEST_CASE("throttle: destroyed on one thread while 4 others end its calls", "[threads]") {
+  for (int round = 0; round < 20; ++round) {
+    asio::thread_pool pool(4);
+    // Never sheds: every call starts (this is about the window's lifetime).
+    auto t = std::make_unique<levee::throttle>(
+        pool, levee::throttle_options{.max_rejection_probability = 0.0});
+    std::atomic<int> started{0}, done{0};
+    constexpr int calls = 64;
+    for (int i = 0; i < calls; ++i) {
+      asio::co_spawn(pool, count_done(done, (*t)(yielding_call(started, i))), asio::detached);
+    }
+    // Every call started (its frame counted in) while the throttle lived;
+    // now it goes while they end on the pool's threads.
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (started.load() < calls && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::yield();
+    REQUIRE(started.load() == calls);
+    t.reset();
+    pool.join();
+    CHECK(done == calls);
+  }
+}
+
+TEST_CASE("throttle: 4 threads share one throttle", "[threads]") {
+  asio::thread_pool pool(4);
+  levee::throttle t(pool, {.k = 1.5});
+  std::atomic<int> started{0}, done{0}, rejected{0};
+  constexpr int calls = 4000;
+  for (int i = 0; i < calls; ++i) {
+    asio::co_spawn(
+        pool,
+        [&, i]() -> asio::awaitable<void> {
+          auto [ec, v] =
+              co_await t([&, i]() -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
+                ++started;
+                co_return std::tuple(i % 3 ? asio::error::eof : boost::system::error_code(), 1);
+              }());
+          if (ec == levee::error::throttled) ++rejected;
+          ++done;
+        },
+        asio::detached);
+  }
+  pool.join();
+  CHECK(done == calls);
+  const auto m = t.metrics();
+  CHECK(m.admitted + m.rejected == static_cast<std::uint64_t>(calls));
+  CHECK(m.rejected == static_cast<std::uint64_t>(rejected.load()));
+  CHECK(m.admitted == static_cast<std::uint64_t>(started.load()));
+  CHECK(m.rejected > 0);  // a third accepted with k = 1.5: some are shed
+}
+
+namespace {
+
+using ns = std::chrono::nanoseconds;
+
+asio::awaitable<std::optional<ns>> left_here() {
+  co_return levee::remaining_deadline(co_await asio::this_coro::executor);
+}
+
+// Hops between threads several times, and checks that the deadline it sees is
+// its own each time.
+asio::awaitable<int> own_deadline_only(ns mine) {
+  int wrong = 0;
+  for (int i = 0; i < 20; ++i) {
+    asio::steady_timer t(co_await asio::this_coro::executor, 0ms);
+    co_await t.async_wait(asio::use_awaitable);
+    const auto left = co_await left_here();
+    if (!left || *left > mine || *left < mine - 5s) ++wrong;
+  }
+  co_return wrong;
+}
+
+}  // namespace
+
+TEST_CASE("deadlines never leak between coroutines on a 4-thread io_context", "[deadline]") {
+  asio::io_context ioc(4);
+  std::atomic<int> wrong{0}, done{0}, leaked{0};
+  constexpr int n = 64;
+  for (int i = 0; i < n; ++i) {
+    const ns mine = std::chrono::hours(1) * (i + 1);
+    asio::co_spawn(ioc, levee::with_deadline(mine, own_deadline_only(mine)),
+                   [&](std::exception_ptr e, int w) {
+                     wrong += e ? 100 : w;
+                     ++done;
+                   });
+    // Beside them, coroutines with no deadline must see none.
+    asio::co_spawn(
+        ioc,
+        []() -> asio::awaitable<int> {
+          int seen = 0;
+          for (int k = 0; k < 20; ++k) {
+            asio::steady_timer t(co_await asio::this_coro::executor, 0ms);
+            co_await t.async_wait(asio::use_awaitable);
+            if (co_await left_here()) ++seen;
+          }
+          co_return seen;
+        }(),
+        [&](std::exception_ptr e, int seen) {
+          leaked += e ? 100 : seen;
+          ++done;
+        });
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
+  for (auto& t : threads) t.join();
+  CHECK(done == 2 * n);
+  CHECK(wrong == 0);
+  CHECK(leaked == 0);
 }

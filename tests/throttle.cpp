@@ -3,12 +3,12 @@
 #include <levee/breaker/circuit_breaker.hpp>
 #include <levee/limit/throttle.hpp>
 
+#include "promtool.hpp"
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/deferred.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
 #include <sstream>
@@ -242,6 +242,34 @@ TEST_CASE("throttle: a rejection in each form, never started, is a levee rejecti
   CHECK(s.started <= 10);  // rejected calls never started
 }
 
+TEST_CASE("throttle: an idle throttle leaves no pending work, in each form and when shedding") {
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc, {.k = 1.0, .minimum_requests = 4, .max_rejection_probability = 1.0});
+  fake_service s;
+  for (int i = 0; i < 20; ++i) {
+    auto a = run(ioc, t(s.call_ec(i % 2 ? asio::error::eof : boost::system::error_code())));
+    REQUIRE(a->done);
+    timer tm(ioc, 0ns);
+    bool called = false;
+    t.async_execute(tm.async_wait(asio::deferred),
+                    [&](boost::system::error_code) { called = true; });
+    settle(ioc);
+    REQUIRE(called);
+  }
+  for (int i = 0; i < 200; ++i) {  // failures until it sheds
+    if (t.try_acquire()) t.record(levee::outcome::failure);
+  }
+  REQUIRE(t.metrics().rejection_probability > 0.5);
+  auto shed = run(ioc, t(s.call_ec({})));
+  REQUIRE(shed->done);
+  // Every call has ended: nothing of the throttle's is left to run, so
+  // run() returns at once and the context stops (no timer, no post).
+  ioc.restart();
+  CHECK(ioc.run() == 0);
+  CHECK(ioc.stopped());
+}
+
 TEST_CASE("throttle: the token form records accepts, and an inner rejection is not a request") {
   virtual_time vt;
   asio::io_context ioc;
@@ -392,6 +420,7 @@ TEST_CASE("throttle: the Prometheus exposition") {
   CHECK_THAT(text, Catch::Contains("# TYPE levee_throttle_rejected_calls_total counter"));
   CHECK_THAT(text, Catch::Contains("levee_throttle_window_requests{throttle=\"api\\\"x\"} 4"));
   CHECK_THAT(text, Catch::Contains("levee_throttle_window_accepts{throttle=\"api\\\"x\"} 1"));
+  CHECK(promtool_clean(text));
 }
 
 TEST_CASE("throttle: destroyed while calls run, its window goes with the last of them") {
@@ -433,72 +462,4 @@ TEST_CASE("throttle: frames abandoned after the throttle is gone free its window
   }
   ioc.reset();  // destroys the two frames: the second frees the window (LeakSanitizer)
   SUCCEED("checked by ASan and LeakSanitizer: no use after free, no leak");
-}
-
-namespace {
-// Starts, then yields 1 to 8 times on its executor, then ends (a failure
-// for odd `i`). A function, not a capturing lambda: its frame owns its
-// parameters.
-asio::awaitable<std::tuple<boost::system::error_code, int>> yielding_call(std::atomic<int>& started,
-                                                                          int i) {
-  ++started;
-  for (int k = 0; k < 1 + i % 8; ++k) co_await asio::post(asio::use_awaitable);
-  co_return std::tuple(i % 2 ? asio::error::eof : boost::system::error_code(), 1);
-}
-asio::awaitable<void> count_done(std::atomic<int>& done,
-                                 asio::awaitable<std::tuple<boost::system::error_code, int>> aw) {
-  (void)co_await std::move(aw);
-  ++done;
-}
-}  // namespace
-
-TEST_CASE("throttle: destroyed on one thread while 4 others end its calls", "[threads]") {
-  for (int round = 0; round < 20; ++round) {
-    asio::thread_pool pool(4);
-    // Never sheds: every call starts (this is about the window's lifetime).
-    auto t = std::make_unique<levee::throttle>(
-        pool, levee::throttle_options{.max_rejection_probability = 0.0});
-    std::atomic<int> started{0}, done{0};
-    constexpr int calls = 64;
-    for (int i = 0; i < calls; ++i) {
-      asio::co_spawn(pool, count_done(done, (*t)(yielding_call(started, i))), asio::detached);
-    }
-    // Every call started (its frame counted in) while the throttle lived;
-    // now it goes while they end on the pool's threads.
-    const auto give_up = std::chrono::steady_clock::now() + 10s;
-    while (started.load() < calls && std::chrono::steady_clock::now() < give_up)
-      std::this_thread::yield();
-    REQUIRE(started.load() == calls);
-    t.reset();
-    pool.join();
-    CHECK(done == calls);
-  }
-}
-
-TEST_CASE("throttle: 4 threads share one throttle", "[threads]") {
-  asio::thread_pool pool(4);
-  levee::throttle t(pool, {.k = 1.5});
-  std::atomic<int> started{0}, done{0}, rejected{0};
-  constexpr int calls = 4000;
-  for (int i = 0; i < calls; ++i) {
-    asio::co_spawn(
-        pool,
-        [&, i]() -> asio::awaitable<void> {
-          auto [ec, v] =
-              co_await t([&, i]() -> asio::awaitable<std::tuple<boost::system::error_code, int>> {
-                ++started;
-                co_return std::tuple(i % 3 ? asio::error::eof : boost::system::error_code(), 1);
-              }());
-          if (ec == levee::error::throttled) ++rejected;
-          ++done;
-        },
-        asio::detached);
-  }
-  pool.join();
-  CHECK(done == calls);
-  const auto m = t.metrics();
-  CHECK(m.admitted + m.rejected == static_cast<std::uint64_t>(calls));
-  CHECK(m.rejected == static_cast<std::uint64_t>(rejected.load()));
-  CHECK(m.admitted == static_cast<std::uint64_t>(started.load()));
-  CHECK(m.rejected > 0);  // a third accepted with k = 1.5: some are shed
 }
