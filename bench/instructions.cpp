@@ -4,7 +4,8 @@
 // shared virtual machine, the count is the same on every run.
 //
 //   levee-bench-instructions
-//   bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding N
+//   bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding|
+//   hedge|rate|timeout N
 //
 // `listened` is `guarded` with a listener for transitions: the instructions it
 // adds are what an idle listener costs every call (none expected). `count` is
@@ -19,7 +20,11 @@
 // what their clock reads cost (bench/README.md). `calls` is `guarded` with a
 // listener for every call, yielding every 64 calls so that the listener runs,
 // and `yielding` the same loop without the listener, as
-// `closed/guarded_call_listener` and `closed/guarded_yielding`.
+// `closed/guarded_call_listener` and `closed/guarded_yielding`. `hedge` is
+// `guarded` through a `levee::hedge` (default options), answered before the
+// delay, as `closed/guarded_hedge`; `rate` is `guarded` inside a rate limiter
+// it never slows, as `closed/guarded_rate_limiter`; `timeout` is `guarded`
+// inside `with_timeout(1s, ...)`, answered at once.
 #include <levee/levee.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -49,7 +54,8 @@ int main(int argc, char** argv) {
   if (argc != 3) {
     std::fprintf(
         stderr,
-        "usage: %s bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding N\n",
+        "usage: %s bare|floor|guarded|listened|count|throttle|adaptive|pair|calls|yielding|"
+        "hedge|rate|timeout N\n",
         argv[0]);
     return 2;
   }
@@ -61,6 +67,9 @@ int main(int argc, char** argv) {
   levee::circuit_breaker breaker(ioc, options);
   levee::throttle throttle(ioc);
   levee::adaptive_limit limit(ioc);
+  levee::hedge hedge(ioc);
+  levee::rate_limiter rate(
+      ioc, {.rate = 1'000'000'000, .period = std::chrono::seconds(1), .burst = 1 << 30});
   levee::breaker_registry registry(ioc, {.limits = levee::adaptive_limit_options{}});
   const auto guards = registry.guards("pair");
   long transitions = 0;
@@ -78,6 +87,13 @@ int main(int argc, char** argv) {
           for (long i = 0; i < n; ++i) x = co_await trivial(x);
         } else if (!std::strcmp(mode, "throttle")) {
           for (long i = 0; i < n; ++i) x = co_await throttle(breaker(trivial(x)));
+        } else if (!std::strcmp(mode, "hedge")) {
+          for (long i = 0; i < n; ++i) x = co_await hedge([&] { return breaker(trivial(x)); });
+        } else if (!std::strcmp(mode, "rate")) {
+          for (long i = 0; i < n; ++i) x = co_await rate(breaker(trivial(x)));
+        } else if (!std::strcmp(mode, "timeout")) {
+          for (long i = 0; i < n; ++i)
+            x = co_await levee::with_timeout(std::chrono::seconds(1), breaker(trivial(x)));
         } else if (!std::strcmp(mode, "adaptive")) {
           for (long i = 0; i < n; ++i) x = co_await breaker(limit(trivial(x)));
         } else if (!std::strcmp(mode, "pair")) {
