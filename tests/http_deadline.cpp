@@ -143,6 +143,39 @@ TEST_CASE("deadline reader: expired and malformed headers are refused (504, 400)
       http::error_category().message(static_cast<int>(http::error::deadline_expired)).empty());
 }
 
+TEST_CASE("deadline reader: the Prometheus exposition, one reader and several", "[deadline]") {
+  http::deadline_reader reader({.margin = 5ms});
+  const auto now = steady::now();
+  (void)reader.read(with_header({"100"}), now);
+  (void)reader.read(with_header({"0"}), now);
+  (void)reader.read(with_header({"soon"}), now);
+  (void)reader.read(bh::request<bh::empty_body>(bh::verb::get, "/", 11), now);
+  std::ostringstream one;
+  http::write_prometheus(one, reader.stats());
+  CHECK_THAT(one.str(), Catch::Contains("# TYPE levee_http_deadline_requests_total counter"));
+  CHECK_THAT(one.str(),
+             Catch::Contains("levee_http_deadline_requests_total{outcome=\"accepted\"} 1"));
+  CHECK_THAT(one.str(),
+             Catch::Contains("levee_http_deadline_requests_total{outcome=\"absent\"} 1"));
+  CHECK_THAT(one.str(),
+             Catch::Contains("levee_http_deadline_requests_total{outcome=\"expired\"} 1"));
+  CHECK_THAT(one.str(),
+             Catch::Contains("levee_http_deadline_requests_total{outcome=\"malformed\"} 1"));
+  CHECK(promtool_clean(one.str()));
+
+  http::deadline_reader other;
+  (void)other.read(with_header({"50"}), now);
+  std::ostringstream several;
+  http::write_deadline_readers_prometheus(several,
+                                          {{"api\"x", reader.stats()}, {"admin", other.stats()}});
+  const std::string text = several.str();
+  CHECK_THAT(text, Catch::Contains("levee_http_deadline_requests_total{reader=\"api\\\"x\","
+                                   "outcome=\"expired\"} 1"));
+  CHECK_THAT(text, Catch::Contains("levee_http_deadline_requests_total{reader=\"admin\","
+                                   "outcome=\"accepted\"} 1"));
+  CHECK(promtool_clean(text));
+}
+
 TEST_CASE("deadline options: invalid members are named", "[deadline]") {
   auto names = [](http::deadline_options o, const char* member) {
     try {
@@ -226,59 +259,6 @@ TEST_CASE("with_deadline's executor carries its deadline, nested: the earliest",
   // The way back: after the deadline's call, the caller carries none.
   auto after = run(ioc, left_here());
   CHECK(*after->value == std::nullopt);
-}
-
-namespace {
-
-// Hops between threads several times, and checks that the deadline it sees is
-// its own each time.
-asio::awaitable<int> own_deadline_only(ns mine) {
-  int wrong = 0;
-  for (int i = 0; i < 20; ++i) {
-    asio::steady_timer t(co_await asio::this_coro::executor, 0ms);
-    co_await t.async_wait(asio::use_awaitable);
-    const auto left = co_await left_here();
-    if (!left || *left > mine || *left < mine - 5s) ++wrong;
-  }
-  co_return wrong;
-}
-
-}  // namespace
-
-TEST_CASE("deadlines never leak between coroutines on a 4-thread io_context", "[deadline]") {
-  asio::io_context ioc(4);
-  std::atomic<int> wrong{0}, done{0}, leaked{0};
-  constexpr int n = 64;
-  for (int i = 0; i < n; ++i) {
-    const ns mine = std::chrono::hours(1) * (i + 1);
-    asio::co_spawn(ioc, levee::with_deadline(mine, own_deadline_only(mine)),
-                   [&](std::exception_ptr e, int w) {
-                     wrong += e ? 100 : w;
-                     ++done;
-                   });
-    // Beside them, coroutines with no deadline must see none.
-    asio::co_spawn(
-        ioc,
-        []() -> asio::awaitable<int> {
-          int seen = 0;
-          for (int k = 0; k < 20; ++k) {
-            asio::steady_timer t(co_await asio::this_coro::executor, 0ms);
-            co_await t.async_wait(asio::use_awaitable);
-            if (co_await left_here()) ++seen;
-          }
-          co_return seen;
-        }(),
-        [&](std::exception_ptr e, int seen) {
-          leaked += e ? 100 : seen;
-          ++done;
-        });
-  }
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
-  for (auto& t : threads) t.join();
-  CHECK(done == 2 * n);
-  CHECK(wrong == 0);
-  CHECK(leaked == 0);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <levee/core/detail/event_hub.hpp>
+#include <levee/core/detail/prometheus_text.hpp>
 #include <levee/core/detail/saturating.hpp>
 #include <levee/core/detail/validate.hpp>
 #include <levee/http/error.hpp>
@@ -24,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace levee::http {
 
@@ -167,6 +169,37 @@ inline void write_prometheus(std::ostream& out, const deadline_stats& stats) {
                                                         {"malformed", stats.malformed}};
   for (const auto& [outcome, value] : rows)
     out << name << "{outcome=\"" << outcome << "\"} " << value << '\n';
+}
+
+/// One deadline reader's counters and the name that labels them.
+struct named_deadline_stats {
+  std::string name;      ///< the `reader` label's value (escaped when written)
+  deadline_stats stats;  ///< `deadline_reader::stats`
+};
+
+/// Writes several readers' counters in the Prometheus text format, one
+/// family, `levee_http_deadline_requests_total{reader="<name>",
+/// outcome="accepted|absent|expired|malformed"}`, so that the readers of
+/// several servers share one exposition (as `write_throttles_prometheus`
+/// does for throttles).
+/// \param out Where to write.
+/// \param readers The readers' counters, each with a unique name.
+inline void write_deadline_readers_prometheus(std::ostream& out,
+                                              const std::vector<named_deadline_stats>& readers) {
+  constexpr const char* name = "levee_http_deadline_requests_total";
+  out << "# HELP " << name
+      << " Requests a deadline reader read, by outcome (expired: refused with 504, malformed: "
+         "refused with 400).\n# TYPE "
+      << name << " counter\n";
+  for (const auto& r : readers) {
+    const std::pair<const char*, std::uint64_t> rows[] = {{"accepted", r.stats.accepted},
+                                                          {"absent", r.stats.absent},
+                                                          {"expired", r.stats.expired},
+                                                          {"malformed", r.stats.malformed}};
+    const std::string label = levee::detail::escape(r.name);
+    for (const auto& [outcome, value] : rows)
+      out << name << "{reader=\"" << label << "\",outcome=\"" << outcome << "\"} " << value << '\n';
+  }
 }
 
 /// Reads the deadline header of requests on a server (Beast) and gives each
