@@ -440,9 +440,9 @@ TEST_CASE("deadlines never leak between coroutines on a 4-thread io_context", "[
           ++done;
         });
   }
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) threads.emplace_back([&] { ioc.run(); });
-  for (auto& t : threads) t.join();
+  std::vector<std::thread> runners;
+  for (int t = 0; t < threads; ++t) runners.emplace_back([&] { ioc.run(); });
+  for (auto& t : runners) t.join();
   CHECK(done == 2 * n);
   CHECK(wrong == 0);
   CHECK(leaked == 0);
