@@ -260,7 +260,7 @@ TEST_CASE("layers: a call through two of levee's layers allocates nothing once w
 // blocks. A thread whose 8 slots hold sizes it no longer asks for used to
 // miss for good on any other size: 100 of 100 allocations went to
 // aligned_alloc below. Now a block given back to a full cache takes the
-// place of a cached one (in turn).
+// place of the one given back longest ago.
 TEST_CASE("block cache: a size asked for again finds room when every slot holds another") {
   using levee::detail::block_cache;
   std::uint64_t misses = 0;
@@ -289,7 +289,7 @@ TEST_CASE("block cache: a size asked for again finds room when every slot holds 
 // aligned_alloc on every call, for good (100 of 100 below; found when
 // with_deadline's state joined the cache and bulkhead(breaker(call)) after it
 // missed on every call). Now a block given back to a full cache takes the
-// place of a cached one, in turn.
+// place of the one given back longest ago.
 TEST_CASE("block cache: a call holding a cached and an uncached size stops missing") {
   using levee::detail::block_cache;
   std::uint64_t misses = 0;

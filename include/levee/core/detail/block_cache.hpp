@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <utility>
@@ -18,8 +19,9 @@ namespace levee::detail {
 /// every call (docs/hedging.md, "Allocations"). A block freed on another
 /// thread joins that thread's cache; each thread frees its cache when it
 /// exits. Larger blocks go to `std::free`; a block given back when every
-/// slot is full takes the place of a cached one (in turn), which goes to
-/// `std::free`: the blocks a thread gave back last are the ones it keeps.
+/// slot is full takes the place of the one given back longest ago, which
+/// goes to `std::free`: the blocks a thread gave back last are the ones it
+/// keeps.
 class block_cache {
  public:
   static constexpr std::size_t slots = 8;
@@ -54,19 +56,22 @@ class block_cache {
           if (!s.block) {
             s.block = p;
             s.size = size;
+            s.given = ++c.clock;
             return;
           }
         }
-        // Every slot full: `p` takes the place of a cached block (in turn).
-        // Giving `p` up instead, or giving one up only on a miss that found
-        // every slot full (as Asio's recycling allocator does), lets a thread
-        // whose slots hold sizes it no longer asks for miss for good: a call
-        // holding a cached size and a missed one empties a slot with its hit,
-        // so its miss finds room, and the block given back last finds none
-        // (tests/hedge_allocs.cpp, "block cache: ...").
-        entry& s = c.slot[c.next++ % slots];
-        std::free(std::exchange(s.block, p));
-        s.size = size;
+        // Every slot full: `p` takes the place of the block given back
+        // longest ago. Giving `p` up instead, or giving one up only on a miss
+        // that found every slot full (as Asio's recycling allocator does),
+        // lets a thread whose slots hold sizes it no longer asks for miss for
+        // good: a call holding a cached size and a missed one empties a slot
+        // with its hit, so its miss finds room, and the block given back last
+        // finds none (tests/hedge_allocs.cpp, "block cache: ...").
+        entry* oldest = &c.slot[0];
+        for (auto& s : c.slot) oldest = s.given < oldest->given ? &s : oldest;
+        std::free(std::exchange(oldest->block, p));
+        oldest->size = size;
+        oldest->given = ++c.clock;
         return;
       }
     }
@@ -77,13 +82,14 @@ class block_cache {
   struct entry {
     void* block = nullptr;
     std::size_t size = 0;
+    std::uint64_t given = 0;  // when it was given back, on the thread's count
   };
   // Trivially destructible, so that it stays valid through the thread's
   // exit: a block freed by another thread_local's destructor after the
   // reaper's finds `closed` and goes to free.
   struct per_thread {
     std::array<entry, slots> slot;
-    std::size_t next;  // the slot a full cache gives up next
+    std::uint64_t clock;  // blocks given back so far
     bool closed;
   };
   struct reaper {
