@@ -29,6 +29,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -132,7 +133,11 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   /// length of the call: `co_await (*registry.get(key))(call())`.
   /// \param key The key, also the breaker's name.
   /// \return the breaker, never null.
-  std::shared_ptr<breaker_type> get(std::string_view key) { return guards(key).breaker; }
+  std::shared_ptr<breaker_type> get(std::string_view key) {
+    // Only the breaker's reference is taken: the limit's is another cold
+    // line and two locked instructions for nothing (bench/README.md).
+    return find_or_make(key, [](const guard_set& g) { return g.breaker; });
+  }
 
   /// The breaker and the adaptive limit for `key`, created if needed. Hold
   /// them for the length of the call: `co_await (*g.breaker)((*g.limit)(call()))`,
@@ -140,33 +145,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   /// \param key The key, also the breaker's and the limit's name.
   /// \return the breaker and, with `registry_options::limits`, the limit.
   guard_set guards(std::string_view key) {
-    const auto t = now();
-    maybe_sweep(t);
-    {
-      std::shared_lock g(entries_mutex_, std::defer_lock);
-      lock_for_get(g);
-      if (auto it = entries_.find(key); it != entries_.end()) return touch(it->second, t);
-    }
-    guard_set evicted;  // destroyed outside the lock
-    std::unique_lock g(entries_mutex_, std::defer_lock);
-    lock_for_get(g);
-    auto it = entries_.find(key);
-    if (it == entries_.end()) {
-      if (entries_.size() >= options_.max_breakers) {
-        slot* victim = choose_victim();
-        if (!victim) {
-          overflows_.fetch_add(1, std::memory_order_relaxed);
-          return make(key, resolve(key));  // under the lock: resolve points into options_
-        }
-        this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
-        evicted = std::move(victim->second.guards);
-        erase_entry(victim);
-        evictions_.fetch_add(1, std::memory_order_relaxed);
-      }
-      it = insert_entry(key, make(key, resolve(key)), t);
-      this->added(it->first, it->second.guards.breaker);
-    }
-    return touch(it->second, t);
+    return find_or_make(key, [](const guard_set& g) { return g; });
   }
 
   // Reconfiguration (impl/reconfigure.hpp): each validates first and changes
@@ -333,6 +312,12 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
 
   guard_set make(std::string_view key, const resolved& r) const;  // impl/eviction.hpp
 
+  // `guards` and `get`: the key's entry, made if needed, its last use
+  // moved to now, and `project` of its guard set (taken under the lock).
+  template <class Project>
+  std::invoke_result_t<Project, const guard_set&> find_or_make(
+      std::string_view key, Project project);  // impl/eviction.hpp
+
   template <class Change>
   void apply(Change&& change, const std::string* touched);
   bool has_limits() const;
@@ -344,7 +329,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
   std::int64_t slack() const noexcept { return idle_timeout_.load(std::memory_order_relaxed) / 64; }
   // Only ever raises the time (a CAS), so a get with an older `t` racing a
   // newer one cannot move it back.
-  guard_set touch(entry& e, std::int64_t t);  // impl/eviction.hpp
+  void touch(entry& e, std::int64_t t);  // impl/eviction.hpp
 
   static bool never_idle(std::int64_t idle_ns) noexcept;  // impl/eviction.hpp
 

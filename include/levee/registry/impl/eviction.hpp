@@ -26,14 +26,54 @@ auto basic_breaker_registry<Clock, WaitTraits>::make(std::string_view key, const
   return g;
 }
 
+// The key's entry, made if needed (evicting one at max_breakers), its use
+// marked, and `project` of its guard set, taken under the lock.
+template <class Clock, class WaitTraits>
+template <class Project>
+auto basic_breaker_registry<Clock, WaitTraits>::find_or_make(std::string_view key, Project project)
+    -> std::invoke_result_t<Project, const guard_set&> {
+  const auto t = now();
+  maybe_sweep(t);
+  {
+    std::shared_lock g(entries_mutex_, std::defer_lock);
+    lock_for_get(g);
+    if (auto it = entries_.find(key); it != entries_.end()) {
+      touch(it->second, t);
+      return project(it->second.guards);
+    }
+  }
+  guard_set evicted;  // destroyed outside the lock
+  guard_set unkept;   // the same: an overflow's guards, not in the map
+  std::unique_lock g(entries_mutex_, std::defer_lock);
+  lock_for_get(g);
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    if (entries_.size() >= options_.max_breakers) {
+      slot* victim = choose_victim();
+      if (!victim) {
+        overflows_.fetch_add(1, std::memory_order_relaxed);
+        unkept = make(key, resolve(key));  // under the lock: resolve points into options_
+        return project(unkept);
+      }
+      this->dropped(registry_event_kind::evicted, victim->first, victim->second.guards.breaker);
+      evicted = std::move(victim->second.guards);
+      erase_entry(victim);
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+    }
+    it = insert_entry(key, make(key, resolve(key)), t);
+    this->added(it->first, it->second.guards.breaker);
+  }
+  touch(it->second, t);
+  return project(it->second.guards);
+}
+
 // Marks a use of an existing key at `t`.
 template <class Clock, class WaitTraits>
-auto basic_breaker_registry<Clock, WaitTraits>::touch(entry& e, std::int64_t t) -> guard_set {
+void basic_breaker_registry<Clock, WaitTraits>::touch(entry& e, std::int64_t t) {
   std::int64_t last = e.last_used.load(std::memory_order_relaxed);
   while (t - last > slack() &&
          !e.last_used.compare_exchange_weak(last, t, std::memory_order_relaxed)) {
   }
-  return e.guards;
 }
 
 template <class Clock, class WaitTraits>
