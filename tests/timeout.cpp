@@ -341,6 +341,10 @@ TEST_CASE("timeout: a context made where another was finds its own strand pool")
   alignas(asio::io_context) unsigned char storage[sizeof(asio::io_context)];
   for (int round = 0; round < 3; ++round) {
     auto* ioc = new (storage) asio::io_context();
+    struct destroy {  // also when a REQUIRE throws
+      asio::io_context* c;
+      ~destroy() { c->~io_context(); }
+    } destroyed{ioc};
     auto quick = run(*ioc, levee::with_timeout<vclock>(100ms, answer_now(round)));
     slow_call s;
     auto waited = run(*ioc, levee::with_timeout<vclock>(100ms, s.call(10ms)));
@@ -350,6 +354,5 @@ TEST_CASE("timeout: a context made where another was finds its own strand pool")
     REQUIRE(waited->done);
     CHECK(waited->value == 5);
     CHECK(ioc->poll() == 0);
-    ioc->~io_context();
   }
 }

@@ -183,7 +183,9 @@ struct named_deadline_stats {
 /// several servers share one exposition (as `write_throttles_prometheus`
 /// does for throttles).
 /// \param out Where to write.
-/// \param readers The readers' counters, each with a unique name.
+/// \param readers The readers' counters, each with a unique name (not
+/// checked: two of one name, or this beside `write_prometheus` in one
+/// exposition, repeat a series or the family, which Prometheus refuses).
 inline void write_deadline_readers_prometheus(std::ostream& out,
                                               const std::vector<named_deadline_stats>& readers) {
   constexpr const char* name = "levee_http_deadline_requests_total";
