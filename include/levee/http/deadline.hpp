@@ -152,23 +152,38 @@ struct deadline_event {
   std::chrono::system_clock::time_point when;  ///< wall-clock time of the event
 };
 
+namespace detail {
+inline constexpr const char* deadline_family = "levee_http_deadline_requests_total";
+
+/// The family's HELP and TYPE lines.
+inline void write_deadline_family(std::ostream& out) {
+  out << "# HELP " << deadline_family
+      << " Requests a deadline reader read, by outcome (expired: refused with 504, malformed: "
+         "refused with 400).\n# TYPE "
+      << deadline_family << " counter\n";
+}
+
+/// One reader's four rows; `labels` (empty, or `reader="...",`) goes before
+/// the outcome label.
+inline void write_deadline_rows(std::ostream& out, const deadline_stats& stats,
+                                std::string_view labels) {
+  const std::pair<const char*, std::uint64_t> rows[] = {{"accepted", stats.accepted},
+                                                        {"absent", stats.absent},
+                                                        {"expired", stats.expired},
+                                                        {"malformed", stats.malformed}};
+  for (const auto& [outcome, value] : rows)
+    out << deadline_family << '{' << labels << "outcome=\"" << outcome << "\"} " << value << '\n';
+}
+}  // namespace detail
+
 /// Writes `stats` in the Prometheus text format, one counter family,
 /// `levee_http_deadline_requests_total{outcome="accepted|absent|expired|malformed"}`
 /// (expired: refused with 504; malformed: refused with 400).
 /// \param out Where to write.
 /// \param stats A reader's counters (`deadline_reader::stats`).
 inline void write_prometheus(std::ostream& out, const deadline_stats& stats) {
-  constexpr const char* name = "levee_http_deadline_requests_total";
-  out << "# HELP " << name
-      << " Requests a deadline reader read, by outcome (expired: refused with 504, malformed: "
-         "refused with 400).\n# TYPE "
-      << name << " counter\n";
-  const std::pair<const char*, std::uint64_t> rows[] = {{"accepted", stats.accepted},
-                                                        {"absent", stats.absent},
-                                                        {"expired", stats.expired},
-                                                        {"malformed", stats.malformed}};
-  for (const auto& [outcome, value] : rows)
-    out << name << "{outcome=\"" << outcome << "\"} " << value << '\n';
+  detail::write_deadline_family(out);
+  detail::write_deadline_rows(out, stats, {});
 }
 
 /// One deadline reader's counters and the name that labels them.
@@ -188,20 +203,9 @@ struct named_deadline_stats {
 /// exposition, repeat a series or the family, which Prometheus refuses).
 inline void write_deadline_readers_prometheus(std::ostream& out,
                                               const std::vector<named_deadline_stats>& readers) {
-  constexpr const char* name = "levee_http_deadline_requests_total";
-  out << "# HELP " << name
-      << " Requests a deadline reader read, by outcome (expired: refused with 504, malformed: "
-         "refused with 400).\n# TYPE "
-      << name << " counter\n";
-  for (const auto& r : readers) {
-    const std::pair<const char*, std::uint64_t> rows[] = {{"accepted", r.stats.accepted},
-                                                          {"absent", r.stats.absent},
-                                                          {"expired", r.stats.expired},
-                                                          {"malformed", r.stats.malformed}};
-    const std::string label = levee::detail::escape(r.name);
-    for (const auto& [outcome, value] : rows)
-      out << name << "{reader=\"" << label << "\",outcome=\"" << outcome << "\"} " << value << '\n';
-  }
+  detail::write_deadline_family(out);
+  for (const auto& r : readers)
+    detail::write_deadline_rows(out, r.stats, "reader=\"" + levee::detail::escape(r.name) + "\",");
 }
 
 /// Reads the deadline header of requests on a server (Beast) and gives each

@@ -46,12 +46,12 @@ class strand_pool : public asio::execution_context::service {
   explicit strand_pool(asio::execution_context& ctx) : asio::execution_context::service(ctx) {
     idle_.reserve(capacity);
   }
-  ~strand_pool() override { generation().fetch_add(1, std::memory_order_relaxed); }
+  ~strand_pool() override { generation_.fetch_add(1, std::memory_order_relaxed); }
 
   /// The pool of `ctx`, as `asio::use_service` finds it, without taking the
   /// context's service registry mutex on every call: each thread remembers
   /// the last context it asked for and its pool, until any pool of this type
-  /// is destroyed (`generation`). A context destroyed and another made at its
+  /// is destroyed (`generation_`). A context destroyed and another made at its
   /// address: the old pool's destruction happened before the new context was
   /// made, and so before any thread could use the new one, so that thread's
   /// read of the generation sees it (read-write coherence).
@@ -62,7 +62,7 @@ class strand_pool : public asio::execution_context::service {
       std::uint64_t generation;
     };
     constinit thread_local memo m{nullptr, nullptr, 0};
-    const std::uint64_t now = generation().load(std::memory_order_relaxed);
+    const std::uint64_t now = generation_.load(std::memory_order_relaxed);
     if (m.ctx == &ctx && m.generation == now) return *m.pool;
     strand_pool& p = asio::use_service<strand_pool>(ctx);
     m = memo{&ctx, &p, now};
@@ -101,10 +101,7 @@ class strand_pool : public asio::execution_context::service {
 
   // Counts the pools of this type destroyed: a thread's remembered pool is
   // valid while it has not moved.
-  static std::atomic<std::uint64_t>& generation() noexcept {
-    static std::atomic<std::uint64_t> g{0};
-    return g;
-  }
+  inline static constinit std::atomic<std::uint64_t> generation_{0};
 
   spinlock lock_;
   bool closed_ = false;
