@@ -23,6 +23,8 @@
 #include <flaky/tls.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -194,7 +196,7 @@ asio::awaitable<void> connection(http::client& c, const std::string& url,
 }
 
 figures run_levee(const std::string& url, int conns, std::chrono::milliseconds duration,
-                  std::shared_ptr<asio::ssl::context> tls) {
+                  std::shared_ptr<asio::ssl::context> tls, bool cancellable) {
   asio::io_context ioc(1);
   http::client c(ioc.get_executor(), {.max_connections_per_host = static_cast<std::size_t>(conns),
                                       .timeout = 2s,
@@ -217,7 +219,19 @@ figures run_levee(const std::string& url, int conns, std::chrono::milliseconds d
   const double cpu_before = cpu_us(RUSAGE_SELF);
   const auto start = clock_type::now();
   const auto end = start + duration;
-  for (auto& l : latencies) asio::co_spawn(ioc, connection(c, url, end, l, errors), asio::detached);
+  // --cancellable: each connection's coroutine can be cancelled (a slot
+  // bound to its co_spawn, as a caller inside with_timeout or `||`, or any
+  // co_spawn given a cancellation slot, has), so each request's handler has
+  // a connected cancellation slot: the client's path for such callers.
+  std::vector<asio::cancellation_signal> signals(static_cast<std::size_t>(conns));
+  for (std::size_t i = 0; i < latencies.size(); ++i) {
+    if (cancellable) {
+      asio::co_spawn(ioc, connection(c, url, end, latencies[i], errors),
+                     asio::bind_cancellation_slot(signals[i].slot(), asio::detached));
+    } else {
+      asio::co_spawn(ioc, connection(c, url, end, latencies[i], errors), asio::detached);
+    }
+  }
   ioc.run_for(duration + 10s);
   const auto stop = clock_type::now();
   const double cpu = cpu_us(RUSAGE_SELF) - cpu_before;
@@ -252,7 +266,7 @@ std::vector<int> parse_list(const std::string& s) {
 
 int run(int argc, char** argv) {
   int seconds = 5;
-  bool smoke = false, levee_only = false;
+  bool smoke = false, levee_only = false, cancellable = false;
   std::vector<int> conn_counts{1, 16, 64};
   std::vector<std::string> schemes{"http", "https"};
   for (int i = 1; i < argc; ++i) {
@@ -274,10 +288,12 @@ int run(int argc, char** argv) {
       schemes = {s};
     } else if (a == "--levee-only") {
       levee_only = true;  // for profiling the client alone
+    } else if (a == "--cancellable") {
+      cancellable = true;
     } else {
       std::fprintf(stderr,
                    "usage: %s [--duration SECONDS] [--connections 1,16,64] [--smoke] "
-                   "[--only http|https] [--levee-only]\n",
+                   "[--only http|https] [--levee-only] [--cancellable]\n",
                    argv[0]);
       return 2;
     }
@@ -311,7 +327,7 @@ int run(int argc, char** argv) {
     for (int n : conn_counts) {
       std::optional<figures> w;
       if (!levee_only) w = run_wrk(url, n, wrk_seconds);
-      const figures l = run_levee(url, n, levee_duration, scheme == "https" ? tls : nullptr);
+      const figures l = run_levee(url, n, levee_duration, scheme == "https" ? tls : nullptr, cancellable);
       if (l.errors) throw std::runtime_error("levee: " + std::to_string(l.errors) + " errors");
       if (w && w->errors) throw std::runtime_error("wrk reported errors");
       if (l.requests == 0) throw std::runtime_error("levee: no request completed");
