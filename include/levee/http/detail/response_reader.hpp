@@ -33,6 +33,12 @@ struct response_limits {
 class response_reader {
  public:
   response_reader(const response_limits& limits, bool head_request);
+  /// Ready for the next response on the same connection, as if made anew
+  /// with these arguments, except that the read buffer keeps its storage
+  /// (at most 16 KiB of it: a larger one, grown for a large response, is
+  /// freed), so that a keep-alive connection's requests allocate no read
+  /// buffer (bench/README.md, "The connection's reader kept").
+  void restart(const response_limits& limits, bool head_request);
 
   /// Room for the next read, never past `buffer_limit`: 4 KiB at first, twice
   /// as much after each read that filled it, up to 64 KiB (a small response

@@ -66,6 +66,11 @@ struct connection {
   /// The request's start line and fields, written here (`write_head`) and
   /// kept for the next request: no allocation once it has grown.
   std::string head;
+  /// The response reader of the connection's requests, one at a time:
+  /// restarted for each (`response_reader::restart`), so that its read
+  /// buffer is allocated once per connection, and kept out of the request's
+  /// coroutine frame.
+  std::optional<detail::response_reader> reader;
   bool established = false;
   bool leftover = false;  // TLS records after the response (set on the strand)
   /// The response was complete before the request was written whole (set on
@@ -190,14 +195,12 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   };
   /// One request with its own `timeout`, capped by the caller's
   /// with_deadline, `until` (read from the handler's executor when the
-  /// operation was initiated, so that a late start does not move it).
+  /// operation was initiated, so that a late start does not move it): the
+  /// request's one coroutine. Each attempt carries what is left until `until`
+  /// in the deadline header.
   asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout,
                               std::optional<steady::time_point> until);
-  /// The request until `deadline`; each attempt carries what is left until
-  /// `carried` in the deadline header.
-  asio::awaitable<result> exchange(url_parts origin, request req, steady::time_point deadline,
-                                   std::optional<steady::time_point> carried);
-  /// `method` to `url` (parsed here: a bad one is the operation's error).
+  /// `method` to `url` (parsed now: a bad one is the operation's error).
   asio::awaitable<result> run_url(std::string url, beast::http::verb method,
                                   std::optional<steady::time_point> until);
   /// `req` to `origin` (a scheme and an authority, no path).

@@ -55,9 +55,21 @@ client::impl::impl(executor_type e, client_options o)
   }
 }
 
+namespace client_detail {
+// A timeout that is the caller's deadline (`capped`) is reported as that.
+boost::system::error_code ended(bool capped, boost::system::error_code ec) noexcept {
+  return capped && ec == beast::error::timeout
+             ? boost::system::error_code(levee::error::deadline_exceeded)
+             : ec;
+}
+}  // namespace client_detail
+
 asio::awaitable<result> client::impl::run(url_parts origin, request req,
                                           std::chrono::nanoseconds timeout,
                                           std::optional<steady::time_point> until) {
+  // One coroutine frame for the whole request (bench/README.md, "One frame
+  // per request"): the deadlines, the slot, the connection and the retry.
+  //
   // The caller's with_deadline (`until`, read at initiation) caps the
   // request's own timeout; a request cut short by it ends with
   // `levee::error::deadline_exceeded`, which no retry policy retries.
@@ -69,17 +81,8 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     carried = *until;
   }
   const bool capped = carried && *carried <= client_detail::deadline_after(start, timeout);
-  auto r =
-      co_await exchange(std::move(origin), std::move(req),
-                        capped ? *carried : client_detail::deadline_after(start, timeout), carried);
-  if (capped && std::get<0>(r) == beast::error::timeout)
-    std::get<0>(r) = levee::error::deadline_exceeded;
-  co_return r;
-}
-
-asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
-                                               steady::time_point deadline,
-                                               std::optional<steady::time_point> carried) {
+  const steady::time_point deadline =
+      capped ? *carried : client_detail::deadline_after(start, timeout);
   std::shared_ptr<impl> self = shared_from_this();  // alive while the request is
   stats.requests.fetch_add(1, std::memory_order_relaxed);
 
@@ -121,10 +124,11 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
     }
     auto [ec] = co_await async_acquire(pool, deadline, asio::as_tuple(asio::use_awaitable));
     stats.waiting.fetch_sub(1);
-    if (ec) co_return result(ec, response());
+    if (ec) co_return result(client_detail::ended(capped, ec), response());
   }
   slot_guard slot{*this, *pool};
-  if (steady::now() >= deadline) co_return result(beast::error::timeout, response());
+  if (steady::now() >= deadline)
+    co_return result(client_detail::ended(capped, beast::error::timeout), response());
 
   const detail::response_limits limits{options.body_limit, options.header_limit,
                                        std::size_t{options.header_limit} + 64 * 1024, 8};
@@ -140,7 +144,12 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
           new client_detail::connection(ex, secure ? tls.get() : nullptr, stats_ptr));
     }
     // The connection's own strand does its I/O (see `new_strand`).
-    detail::response_reader reader(limits, head);
+    if (conn->reader) {
+      conn->reader->restart(limits, head);
+    } else {
+      conn->reader.emplace(limits, head);
+    }
+    detail::response_reader& reader = *conn->reader;
     // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
     const auto ec = co_await levee::detail::run_on(
         conn->executor, converse(*conn, origin, reused, req, reader, deadline, carried));
@@ -155,7 +164,8 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
         fresh_only = true;
         continue;
       }
-      co_return result(ec, response());  // the connection is closed with `conn`
+      co_return result(client_detail::ended(capped, ec),
+                       response());  // the connection is closed with `conn`
     }
     const bool clean = reader.clean() && !conn->leftover;
     response res = reader.release();
@@ -175,21 +185,29 @@ asio::awaitable<result> client::impl::exchange(url_parts origin, request req,
   }
 }
 
+namespace {
+asio::awaitable<result> refused(boost::system::error_code ec) {
+  co_return result(ec, response());
+}
+}  // namespace
+
+// Not coroutines: the URL is parsed at initiation and the request's one
+// coroutine, `run`, is returned as it is.
 asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method,
                                               std::optional<steady::time_point> until) {
   url_parts parts;
-  if (auto ec = parse_url(url, parts)) co_return result(ec, response());
+  if (auto ec = parse_url(url, parts)) return refused(ec);
   request req(method, parts.target, 11);
-  co_return co_await run(std::move(parts), std::move(req), options.timeout, until);
+  return run(std::move(parts), std::move(req), options.timeout, until);
 }
 
 asio::awaitable<result> client::impl::run_origin(std::string origin, request req,
                                                  std::optional<steady::time_point> until) {
   url_parts parts;
-  if (auto ec = parse_url(origin, parts)) co_return result(ec, response());
+  if (auto ec = parse_url(origin, parts)) return refused(ec);
   if (parts.target != "/")  // an origin has no path nor query
-    co_return result(make_error_code(error::invalid_url), response());
-  co_return co_await run(std::move(parts), std::move(req), options.timeout, until);
+    return refused(make_error_code(error::invalid_url));
+  return run(std::move(parts), std::move(req), options.timeout, until);
 }
 
 client::client(executor_type ex, client_options options) {

@@ -17,6 +17,20 @@ response_reader::response_reader(const response_limits& limits, bool head_reques
   reset_parser();
 }
 
+void response_reader::restart(const response_limits& limits, bool head_request) {
+  limits_ = limits;
+  head_ = head_request;
+  got_some_ = false;
+  done_ = false;
+  interim_ = 0;
+  read_size_ = 4 * 1024;
+  prepared_ = 0;
+  buffer_.clear();
+  if (buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();  // empty: frees it
+  buffer_.max_size(limits.buffer_limit);
+  reset_parser();
+}
+
 void response_reader::reset_parser() {
   parser_.emplace();
   parser_->body_limit(limits_.body_limit);
