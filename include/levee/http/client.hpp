@@ -26,6 +26,9 @@ class client;
 namespace detail {
 struct client_access;  // the non-template entry points (http/impl/request.ipp)
 }  // namespace detail
+namespace client_detail {
+struct request_plan;  // a request its initiation prepared (http/impl/client_impl.hpp)
+}  // namespace client_detail
 
 /// An HTTP/1.1 client with a bounded keep-alive pool per origin, plain or TLS.
 ///
@@ -178,6 +181,7 @@ class client {
 
  private:
   friend struct detail::client_access;
+  friend struct client_detail::request_plan;
   struct impl;
   std::shared_ptr<impl> impl_;
 };

@@ -45,12 +45,20 @@ struct counters {
 
 /// A strand of its own for a connection or a request (see http_connection.ipp).
 asio::any_io_executor new_strand(const asio::any_io_executor& ex);
+/// True when `ex` is a strand of the kinds `new_strand` makes.
+bool is_strand(const asio::any_io_executor& ex) noexcept;
 
 /// One TCP connection, plain or TLS, with its own strand: Beast's stream and
 /// its timeout handler are not thread-safe, so every operation on a
 /// connection, its timeout and its close run there.
 struct connection {
   connection(const asio::any_io_executor& ex, ssl::context* tls, std::shared_ptr<counters> c);
+  /// On `strand` itself (a strand already: `is_strand`), not a new one: a
+  /// request's new connection on the strand its coroutine runs on, which
+  /// then does the connection's I/O without a hop (`client::impl::run`).
+  struct on_strand_t {};
+  connection(on_strand_t, const asio::any_io_executor& strand, ssl::context* tls,
+             std::shared_ptr<counters> c);
   ~connection();
   beast::tcp_stream& tcp() { return secure ? secure->next_layer() : *plain; }
 
@@ -119,6 +127,8 @@ bool idempotent(beast::http::verb v) noexcept;
 /// is never chunked (`exchange` refuses a Transfer-Encoding that
 /// `prepare_payload` left).
 void write_head(const request& req, std::string& out);
+
+struct request_plan;
 
 }  // namespace levee::http::client_detail
 
@@ -193,20 +203,19 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
     host_pool& pool;
     ~slot_guard() { owner.release_slot(pool); }
   };
-  /// One request with its own `timeout`, capped by the caller's
-  /// with_deadline, `until` (read from the handler's executor when the
-  /// operation was initiated, so that a late start does not move it): the
-  /// request's one coroutine. Each attempt carries what is left until `until`
-  /// in the deadline header.
-  asio::awaitable<result> run(url_parts origin, request req, std::chrono::nanoseconds timeout,
-                              std::optional<steady::time_point> until);
-  /// `method` to `url` (parsed now: a bad one is the operation's error).
-  asio::awaitable<result> run_url(std::string url, beast::http::verb method,
-                                  std::optional<steady::time_point> until);
-  /// `req` to `origin` (a scheme and an authority, no path).
-  asio::awaitable<result> run_origin(std::string origin, request req,
-                                     std::optional<steady::time_point> until);
-
+  /// Prepares a request at its initiation: its deadlines (its own
+  /// `timeout`, capped by the caller's with_deadline, `until`, read from the
+  /// handler's executor), its fields, validation, its origin's pool, and a
+  /// slot and a connection when one is free now.
+  client_detail::request_plan prepare(url_parts origin, request req,
+                                      std::chrono::nanoseconds timeout,
+                                      std::optional<steady::time_point> until);
+  /// The request's one coroutine: waits for a slot if the plan has none,
+  /// then sends the request (and once more on a fresh connection when a
+  /// pooled one failed before any byte of a response came back). Each
+  /// attempt carries what is left until the caller's deadline in the
+  /// deadline header.
+  asio::awaitable<result> run(client_detail::request_plan plan);
   executor_type ex;
   client_options options;
   std::shared_ptr<ssl::context> tls;
@@ -231,3 +240,32 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
 };
 
 }  // namespace levee::http
+
+namespace levee::http::client_detail {
+
+/// A request as its initiation prepared it (`client::impl::prepare`): the
+/// request, its deadlines, its origin's pool, and, when one was free at
+/// once, a connection slot and a connection (idle or new). What it holds is
+/// given back when the request ends, or when it never starts (its coroutine
+/// destroyed unstarted): the slot, then the pool if it is left empty.
+struct request_plan {
+  request_plan() = default;
+  request_plan(request_plan&&) noexcept = default;  // the source gives back nothing
+  request_plan& operator=(request_plan&&) = delete;
+  ~request_plan();
+
+  boost::system::error_code refused;  // the request is not sent: why
+  std::shared_ptr<client::impl> owner;
+  url_parts origin;
+  request req;
+  steady::time_point deadline{};
+  std::optional<steady::time_point> carried;  // the caller's deadline, sent on
+  bool capped = false;                        // `deadline` is the caller's
+  std::string key;                            // the pool's
+  std::shared_ptr<host_pool> pool;
+  bool slot = false;  // a connection slot of `pool` is held
+  connection_ptr conn;
+  bool reused = false;  // `conn` came from the pool
+};
+
+}  // namespace levee::http::client_detail

@@ -65,9 +65,19 @@ asio::any_io_executor new_strand(const asio::any_io_executor& ex) {
   return asio::make_strand(ex);
 }
 
+bool is_strand(const asio::any_io_executor& ex) noexcept {
+  using io_executor = asio::io_context::executor_type;
+  return ex.target<asio::strand<io_executor>>() != nullptr ||
+         ex.target<asio::strand<asio::any_io_executor>>() != nullptr;
+}
+
 connection::connection(const asio::any_io_executor& ex, ssl::context* tls,
                        std::shared_ptr<counters> c)
-    : executor(new_strand(ex)), stats(std::move(c)) {
+    : connection(on_strand_t{}, new_strand(ex), tls, std::move(c)) {}
+
+connection::connection(on_strand_t, const asio::any_io_executor& strand, ssl::context* tls,
+                       std::shared_ptr<counters> c)
+    : executor(strand), stats(std::move(c)) {
   if (tls) {
     secure.emplace(executor, *tls);
   } else {

@@ -64,26 +64,30 @@ boost::system::error_code ended(bool capped, boost::system::error_code ec) noexc
 }
 }  // namespace client_detail
 
-asio::awaitable<result> client::impl::run(url_parts origin, request req,
-                                          std::chrono::nanoseconds timeout,
-                                          std::optional<steady::time_point> until) {
-  // One coroutine frame for the whole request (bench/README.md, "One frame
-  // per request"): the deadlines, the slot, the connection and the retry.
-  //
+client_detail::request_plan::~request_plan() {
+  if (!owner) return;  // moved from
+  if (slot) owner->release_slot(*pool);
+  if (pool) owner->maybe_forget(key, pool);
+}
+
+client_detail::request_plan client::impl::prepare(url_parts origin, request req,
+                                                  std::chrono::nanoseconds timeout,
+                                                  std::optional<steady::time_point> until) {
+  client_detail::request_plan p;
   // The caller's with_deadline (`until`, read at initiation) caps the
   // request's own timeout; a request cut short by it ends with
   // `levee::error::deadline_exceeded`, which no retry policy retries.
   const auto start = steady::now();
-  std::optional<steady::time_point> carried;
   if (until) {
-    if (*until < start + std::chrono::milliseconds(1))  // nothing is sent with less than 1 ms left
-      co_return result(levee::error::deadline_exceeded, response());
-    carried = *until;
+    if (*until <
+        start + std::chrono::milliseconds(1)) {  // nothing is sent with less than 1 ms left
+      p.refused = levee::error::deadline_exceeded;
+      return p;
+    }
+    p.carried = *until;
   }
-  const bool capped = carried && *carried <= client_detail::deadline_after(start, timeout);
-  const steady::time_point deadline =
-      capped ? *carried : client_detail::deadline_after(start, timeout);
-  std::shared_ptr<impl> self = shared_from_this();  // alive while the request is
+  p.capped = p.carried && *p.carried <= client_detail::deadline_after(start, timeout);
+  p.deadline = p.capped ? *p.carried : client_detail::deadline_after(start, timeout);
   stats.requests.fetch_add(1, std::memory_order_relaxed);
 
   if (req.version() == 0) req.version(11);
@@ -97,62 +101,106 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
   // before the request is known to say only what it says, to whom it says (an
   // origin given as url_parts is checked as parse_url would); validated
   // before prepare_payload, which throws on a TRACE with a body.
-  if (auto ec = validate_origin(origin)) co_return result(ec, response());
-  if (auto ec = validate_request(req)) co_return result(ec, response());
+  if (auto ec = validate_origin(origin)) {
+    p.refused = ec;
+    return p;
+  }
+  if (auto ec = validate_request(req)) {
+    p.refused = ec;
+    return p;
+  }
   req.prepare_payload();
   // A body goes out framed by its Content-Length alone (`write_head`). A
   // Transfer-Encoding that prepare_payload left (a coding of the caller's, or
   // `chunked` twice: it removes the last one) would describe a body that is
   // not encoded so, and a server reading it as chunks could take the body for
   // the next request.
-  if (req.find(beast::http::field::transfer_encoding) != req.end())
-    co_return result(make_error_code(error::invalid_request), response());
+  if (req.find(beast::http::field::transfer_encoding) != req.end()) {
+    p.refused = make_error_code(error::invalid_request);
+    return p;
+  }
 
-  const bool secure = origin.scheme == "https";
-  std::string key;
   const auto port = std::to_string(origin.port);
-  key.reserve(origin.scheme.size() + 3 + host.size() + 1 + port.size());
-  key.append(origin.scheme).append("://").append(host).append("/").append(port);
-  std::shared_ptr<host_pool> pool = pool_for(key);
-  forget_guard forget{*this, key, pool};
+  p.key.reserve(origin.scheme.size() + 3 + host.size() + 1 + port.size());
+  p.key.append(origin.scheme).append("://").append(host).append("/").append(port);
+  p.owner = shared_from_this();  // alive while the request is; gives back what p holds
+  p.pool = pool_for(p.key);
+  // A slot free now, and a connection for it: the request's coroutine then
+  // starts on that connection's strand and does its I/O there, without a hop.
+  if (try_acquire(*p.pool)) {
+    p.slot = true;
+    p.conn = take_idle(*p.pool);
+    p.reused = p.conn != nullptr;
+    if (!p.reused)
+      p.conn = connection_ptr(new client_detail::connection(
+          ex, origin.scheme == "https" ? tls.get() : nullptr, stats_ptr));
+  }
+  p.origin = std::move(origin);
+  p.req = std::move(req);
+  return p;
+}
 
+asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
+  // One coroutine frame for the whole request (bench/README.md, "The
+  // request on its connection's strand"), started on a strand of levee's: the
+  // strand of the connection the plan holds, or a new one.
+  const asio::any_io_executor here = co_await asio::this_coro::executor;
+  const bool stranded = client_detail::is_strand(here);
+  const steady::time_point deadline = plan.deadline;
+  const bool capped = plan.capped;
+  host_pool& pool = *plan.pool;
   // A connection slot, within the deadline.
-  if (!try_acquire(*pool)) {
+  if (!plan.slot) {
     const auto now_waiting = stats.waiting.fetch_add(1) + 1;
     for (auto peak = stats.peak_waiting.load();
          now_waiting > peak && !stats.peak_waiting.compare_exchange_weak(peak, now_waiting);) {
     }
-    auto [ec] = co_await async_acquire(pool, deadline, asio::as_tuple(asio::use_awaitable));
+    auto [ec] = co_await async_acquire(plan.pool, deadline, asio::as_tuple(asio::use_awaitable));
     stats.waiting.fetch_sub(1);
     if (ec) co_return result(client_detail::ended(capped, ec), response());
+    plan.slot = true;
   }
-  slot_guard slot{*this, *pool};
   if (steady::now() >= deadline)
     co_return result(client_detail::ended(capped, beast::error::timeout), response());
 
+  request& req = plan.req;
+  const bool secure = plan.origin.scheme == "https";
   const detail::response_limits limits{options.body_limit, options.header_limit,
                                        std::size_t{options.header_limit} + 64 * 1024, 8};
   const bool head = req.method() == beast::http::verb::head;
   bool fresh_only = false;
   for (;;) {
-    connection_ptr conn = fresh_only ? nullptr : take_idle(*pool);
-    const bool reused = conn != nullptr;
+    connection_ptr conn = std::move(plan.conn);
+    bool reused = std::exchange(plan.reused, false);
+    if (!conn) {
+      conn = fresh_only ? nullptr : take_idle(pool);
+      reused = conn != nullptr;
+    }
     if (reused) {
       stats.reused.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      conn = connection_ptr(
-          new client_detail::connection(ex, secure ? tls.get() : nullptr, stats_ptr));
+    } else if (!conn) {
+      // On this coroutine's strand: its I/O needs no hop.
+      ssl::context* const context = secure ? tls.get() : nullptr;
+      conn = stranded ? connection_ptr(new client_detail::connection(
+                            client_detail::connection::on_strand_t{}, here, context, stats_ptr))
+                      : connection_ptr(new client_detail::connection(ex, context, stats_ptr));
     }
-    // The connection's own strand does its I/O (see `new_strand`).
     if (conn->reader) {
       conn->reader->restart(limits, head);
     } else {
       conn->reader.emplace(limits, head);
     }
     detail::response_reader& reader = *conn->reader;
-    // (Not co_spawn's own forwarding of the caller's cancellation: see run_on.)
-    const auto ec = co_await levee::detail::run_on(
-        conn->executor, converse(*conn, origin, reused, req, reader, deadline, carried));
+    // The connection's I/O runs on its strand (see `new_strand`): here, or
+    // through run_on for a pooled connection of another strand. (Not
+    // co_spawn's own forwarding of the caller's cancellation: see run_on.)
+    boost::system::error_code ec;
+    if (conn->executor == here) {
+      ec = co_await converse(*conn, plan.origin, reused, req, reader, deadline, plan.carried);
+    } else {
+      ec = co_await levee::detail::run_on(conn->executor, converse(*conn, plan.origin, reused, req,
+                                                                   reader, deadline, plan.carried));
+    }
     if (ec) {
       // A pooled connection the server closed as the request went out: no
       // byte of a response came back, so an idempotent request is sent again,
@@ -180,34 +228,9 @@ asio::awaitable<result> client::impl::run(url_parts origin, request req,
     }
     // (An early response leaves the server reading, or dropping, the rest.)
     if (res.keep_alive() && req.keep_alive() && clean && !conn->early)
-      put_idle(*pool, std::move(conn));
+      put_idle(pool, std::move(conn));
     co_return result(boost::system::error_code(), std::move(res));
   }
-}
-
-namespace {
-asio::awaitable<result> refused(boost::system::error_code ec) {
-  co_return result(ec, response());
-}
-}  // namespace
-
-// Not coroutines: the URL is parsed at initiation and the request's one
-// coroutine, `run`, is returned as it is.
-asio::awaitable<result> client::impl::run_url(std::string url, beast::http::verb method,
-                                              std::optional<steady::time_point> until) {
-  url_parts parts;
-  if (auto ec = parse_url(url, parts)) return refused(ec);
-  request req(method, parts.target, 11);
-  return run(std::move(parts), std::move(req), options.timeout, until);
-}
-
-asio::awaitable<result> client::impl::run_origin(std::string origin, request req,
-                                                 std::optional<steady::time_point> until) {
-  url_parts parts;
-  if (auto ec = parse_url(origin, parts)) return refused(ec);
-  if (parts.target != "/")  // an origin has no path nor query
-    return refused(make_error_code(error::invalid_url));
-  return run(std::move(parts), std::move(req), options.timeout, until);
 }
 
 client::client(executor_type ex, client_options options) {
@@ -277,17 +300,21 @@ asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
 /// strand (nor a slot bound to the child): nothing but the child's own
 /// steps, one at a time, ever touches its state, the shared parts are behind
 /// the pools' mutex, and each connection's I/O still runs on the
-/// connection's strand (`run_on` in `exchange`).
+/// connection's strand (`run_on` in `client::impl::run`). A request the
+/// client prepared (`client::impl::prepare`) runs on the strand given,
+/// `on`, whether the caller can cancel or not: its connection's, or a new
+/// one.
 class request_op : public std::enable_shared_from_this<request_op> {
  public:
   request_op(request_handler h, std::shared_ptr<void> client_state,
-             const asio::any_io_executor& client_ex)
+             const asio::any_io_executor& client_ex, const asio::any_io_executor* on = nullptr)
       : handler_(std::move(h.handler)),
         client_state_(std::move(client_state)),
         work_(asio::prefer(h.executor, asio::execution::outstanding_work.tracked)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
-        child_ex_(caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
-                                              : unstranded(client_ex)) {}
+        child_ex_(on                            ? *on
+                  : caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
+                                                : unstranded(client_ex)) {}
 
   void start(asio::awaitable<result> aw) {
     if (!caller_slot_.is_connected()) {
@@ -376,24 +403,57 @@ std::optional<client_detail::steady::time_point> deadline_of(
     return client_detail::deadline_after(client_detail::steady::now(), *left);
   return std::nullopt;
 }
+
+asio::awaitable<result> refused(boost::system::error_code ec) {
+  co_return result(ec, response());
+}
+
+// Runs a prepared request: on its connection's strand when the plan holds
+// one (the connection's I/O then needs no hop), else on a new strand (a new
+// connection made after the wait for a slot shares it).
+// (A template: `client::impl` is named by its friends only.)
+template <class Impl>
+void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::request_plan plan,
+                request_handler h) {
+  if (plan.refused) return client_access::run(c, refused(plan.refused), std::move(h));
+  const asio::any_io_executor on =
+      plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
+  std::make_shared<request_op>(std::move(h), state, state->ex, &on)
+      ->start(state->run(std::move(plan)));
+}
 }  // namespace
 
 void client_access::start(client& c, url_parts origin, request req,
                           std::optional<std::chrono::nanoseconds> timeout, request_handler h) {
   auto& impl = *c.impl_;
-  auto until = deadline_of(h.executor);
-  run(c, impl.run(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout), until),
-      std::move(h));
+  const auto until = deadline_of(h.executor);
+  start_plan(c, c.impl_,
+             impl.prepare(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout),
+                          until),
+             std::move(h));
 }
 
 void client_access::start(client& c, std::string url, beast::http::verb method, request_handler h) {
-  auto until = deadline_of(h.executor);
-  run(c, c.impl_->run_url(std::move(url), method, until), std::move(h));
+  const auto until = deadline_of(h.executor);
+  url_parts parts;
+  if (auto ec = parse_url(url, parts)) return run(c, refused(ec), std::move(h));
+  auto& impl = *c.impl_;
+  request req(method, parts.target, 11);
+  start_plan(c, c.impl_,
+             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until),
+             std::move(h));
 }
 
 void client_access::start_send(client& c, std::string origin, request req, request_handler h) {
-  auto until = deadline_of(h.executor);
-  run(c, c.impl_->run_origin(std::move(origin), std::move(req), until), std::move(h));
+  const auto until = deadline_of(h.executor);
+  url_parts parts;
+  if (auto ec = parse_url(origin, parts)) return run(c, refused(ec), std::move(h));
+  if (parts.target != "/")  // an origin has no path nor query
+    return run(c, refused(make_error_code(error::invalid_url)), std::move(h));
+  auto& impl = *c.impl_;
+  start_plan(c, c.impl_,
+             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until),
+             std::move(h));
 }
 
 }  // namespace detail
