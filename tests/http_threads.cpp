@@ -186,3 +186,55 @@ TEST_CASE("http threads: uploads with early answers, deadlines and cancellations
   ioc.poll();
   CHECK(client.stats().connections_idle == 0);
 }
+
+// A request's coroutine runs on its connection's strand, and the connection
+// goes back to the pool before the request completes. A caller resumed from
+// inside that strand's invoker (a dispatch) would hold the strand while its
+// code ran, and with it the next request on that connection, from any
+// thread, until the caller next suspended. Here the caller of the first
+// request, once resumed, starts a second one on another thread and waits for
+// it, for at most 5 s: with the completion dispatched, the second request
+// waited the whole 5 s for the strand and the test failed. The completion
+// is posted (http/impl/request.ipp, `request_op`).
+TEST_CASE("http threads: a resumed caller does not hold its connection's strand") {
+  asio::io_context server_ioc(1);
+  flaky::server upstream(server_ioc.get_executor(), phases({"ok 1h latency=0"}));
+  const std::string url = "http://127.0.0.1:" + std::to_string(upstream.start()) + "/";
+  std::thread server_thread([&] { server_ioc.run(); });
+
+  asio::io_context ioc(2);
+  http::client client(ioc.get_executor());
+  std::atomic<bool> second_done{false};
+  std::atomic<bool> first_done{false};
+  bool second_seen = false;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        const auto [ec, res] =
+            co_await http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
+        CHECK_FALSE(ec);
+        // Still inside this resumption: the second request, on the pooled
+        // connection, from the other thread.
+        asio::co_spawn(
+            ioc,
+            [&]() -> asio::awaitable<void> {
+              const auto [ec2, res2] =
+                  co_await http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
+              second_done = !ec2 && res2.result_int() == 200;
+            },
+            asio::detached);
+        const auto until = std::chrono::steady_clock::now() + 5s;
+        while (!second_done && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+        second_seen = second_done;
+        first_done = true;
+      },
+      asio::detached);
+  std::thread other([&] { ioc.run_for(20s); });
+  ioc.run_for(20s);
+  other.join();
+  server_ioc.stop();
+  server_thread.join();
+  REQUIRE(first_done);
+  CHECK(second_seen);
+  CHECK(client.stats().connections_opened == 1);
+}

@@ -312,6 +312,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
         client_state_(std::move(client_state)),
         work_(asio::prefer(h.executor, asio::execution::outstanding_work.tracked)),
         caller_slot_(asio::get_associated_cancellation_slot(handler_)),
+        post_end_(on != nullptr),
         child_ex_(on                            ? *on
                   : caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
                                                 : unstranded(client_ex)) {}
@@ -347,7 +348,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
  private:
   // The caller's resumption: dispatched from the child's completion, posted
   // when that came inside the initiation (bench/README.md, "The caller
-  // resumed without a post").
+  // resumed without a post") or on a connection's strand (`post_end_`).
   void complete(std::exception_ptr e, result r) {
     auto ex = work_;
     auto resume = [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
@@ -369,7 +370,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
       }
       std::move(h)(ec, std::move(res));
     };
-    if (levee::detail::initiation_mark::inside(this))
+    if (post_end_ || levee::detail::initiation_mark::inside(this))
       asio::post(ex, std::move(resume));
     else
       asio::dispatch(ex, std::move(resume));
@@ -379,6 +380,12 @@ class request_op : public std::enable_shared_from_this<request_op> {
   std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
   asio::any_io_executor work_;          // the handler's, tracked
   asio::cancellation_slot caller_slot_;
+  // The child runs on a connection's strand (`on`), which that connection
+  // takes back to the pool before the request ends: the caller is resumed by
+  // a post, outside it, or its code would hold the strand, and the next
+  // request on that connection, until it suspended (tests/http_threads.cpp,
+  // "a resumed caller does not hold its connection's strand").
+  bool post_end_;
   asio::any_io_executor child_ex_;  // a strand of its own if the caller can cancel
   asio::cancellation_signal child_signal_;
   bool finished_ = false;  // on the strand only (used only when the caller can cancel)
