@@ -291,19 +291,24 @@ asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
 
 /// One request operation: runs an `awaitable<result>` as a child coroutine
 /// and completes the type-erased handler with `(ec, response)` on the
-/// handler's executor. A caller that can cancel (its handler has a connected
-/// cancellation slot) gets a strand of its own for the child: the caller's
-/// cancellation is posted to the strand (as `levee::detail::run_on` does,
-/// and for the same reason: Asio issue 1332), so that it never runs beside
-/// the child's own steps, and the caller's slot is cleared on the caller's
-/// executor before the handler runs. A caller that cannot cancel gets no
-/// strand (nor a slot bound to the child): nothing but the child's own
-/// steps, one at a time, ever touches its state, the shared parts are behind
-/// the pools' mutex, and each connection's I/O still runs on the
-/// connection's strand (`run_on` in `client::impl::run`). A request the
-/// client prepared (`client::impl::prepare`) runs on the strand given,
-/// `on`, whether the caller can cancel or not: its connection's, or a new
-/// one.
+/// handler's executor.
+///
+/// A request the client prepared (`client::impl::prepare`) runs on the
+/// strand it is given, `on`: its connection's when a slot and a connection
+/// were free at initiation (that connection's I/O then runs in the child
+/// itself, without a hop), else a new one. Its caller is resumed by a post
+/// (`post_end_`).
+///
+/// Any other child (a request refused at initiation, guarded.hpp's
+/// breaker-guarded GET): a caller that can cancel (its handler has a
+/// connected cancellation slot) gets a strand of its own for the child; one
+/// that cannot gets no strand (nor a slot bound to the child): nothing but
+/// the child's own steps, one at a time, ever touches its state.
+///
+/// A caller's cancellation is posted to the child's strand (as
+/// `levee::detail::run_on` does, and for the same reason: Asio issue 1332),
+/// so that it never runs beside the child's own steps, and the caller's slot
+/// is cleared on the caller's executor before the handler runs.
 class request_op : public std::enable_shared_from_this<request_op> {
  public:
   request_op(request_handler h, std::shared_ptr<void> client_state,
