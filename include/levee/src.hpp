@@ -18,6 +18,7 @@
 #include <levee/http/impl/options.ipp>
 #include <levee/http/impl/pool.ipp>
 #include <levee/http/impl/request.ipp>
+#include <levee/http/impl/request_op.ipp>
 #include <levee/http/impl/resolver.ipp>
 #include <levee/http/impl/response_reader.ipp>
 #include <levee/http/impl/url.ipp>

@@ -34,11 +34,13 @@ class response_reader {
  public:
   response_reader(const response_limits& limits, bool head_request);
   /// Ready for the next response on the same connection, as if made anew
-  /// with these arguments, except that the read buffer keeps its storage
-  /// (at most 16 KiB of it: a larger one, grown for a large response, is
-  /// freed), so that a keep-alive connection's requests allocate no read
-  /// buffer (bench/README.md, "The connection's reader kept").
+  /// with these arguments, except that the read buffer keeps its storage,
+  /// so that a keep-alive connection's requests allocate no read buffer
+  /// (bench/README.md, "The request on its connection's strand").
   void restart(const response_limits& limits, bool head_request);
+  /// The read buffer's storage, in bytes: at most 16 KiB once a response is
+  /// released (`release`), so that an idle connection keeps no more.
+  std::size_t capacity() const noexcept { return buffer_.capacity(); }
 
   /// Room for the next read, never past `buffer_limit`: 4 KiB at first, twice
   /// as much after each read that filled it, up to 64 KiB (a small response
@@ -71,11 +73,14 @@ class response_reader {
   /// Interim responses skipped.
   unsigned interim() const noexcept { return interim_; }
 
-  /// The final response (after `parse` or `finish` returned true).
+  /// The final response (after `parse` or `finish` returned true). A read
+  /// buffer grown past 16 KiB (for a large response) is freed if nothing is
+  /// left in it.
   response release();
 
  private:
   using parser_type = boost::beast::http::response_parser<boost::beast::http::string_body>;
+  static constexpr std::size_t kept_capacity = 16 * 1024;  // see `capacity`
   void reset_parser();
 
   response_limits limits_;

@@ -48,9 +48,11 @@ asio::any_io_executor new_strand(const asio::any_io_executor& ex);
 /// True when `ex` is a strand of the kinds `new_strand` makes.
 bool is_strand(const asio::any_io_executor& ex) noexcept;
 
-/// One TCP connection, plain or TLS, with its own strand: Beast's stream and
-/// its timeout handler are not thread-safe, so every operation on a
-/// connection, its timeout and its close run there.
+/// One TCP connection, plain or TLS, on a strand: Beast's stream and its
+/// timeout handler are not thread-safe, so every operation on a connection,
+/// its timeout and its close run there. A strand of its own, or that of the
+/// request that opened it (`on_strand_t`): a strand serves one connection at
+/// a time, the request's, whose coroutine runs on it.
 struct connection {
   connection(const asio::any_io_executor& ex, ssl::context* tls, std::shared_ptr<counters> c);
   /// On `strand` itself (a strand already: `is_strand`), not a new one: a
@@ -124,8 +126,8 @@ bool idempotent(beast::http::verb v) noexcept;
 
 /// `req`'s start line and fields, byte for byte as Beast's serializer writes
 /// them, into `out` (cleared first). The body follows as it is: the request
-/// is never chunked (`exchange` refuses a Transfer-Encoding that
-/// `prepare_payload` left).
+/// is never chunked (`client::impl::prepare` refuses a Transfer-Encoding
+/// that `prepare_payload` left).
 void write_head(const request& req, std::string& out);
 
 struct request_plan;
@@ -189,20 +191,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
                                                       steady::time_point deadline,
                                                       std::optional<steady::time_point> carried);
 
-  // ---- one request (http_request.ipp) -----------------------------------------
-  /// Forgets the origin's pool, if it is left empty, when a request ends.
-  struct forget_guard {
-    impl& owner;
-    const std::string& key;
-    std::shared_ptr<host_pool>& pool;
-    ~forget_guard() { owner.maybe_forget(key, pool); }
-  };
-  /// Gives the connection slot back when a request ends.
-  struct slot_guard {
-    impl& owner;
-    host_pool& pool;
-    ~slot_guard() { owner.release_slot(pool); }
-  };
+  // ---- one request (http/impl/request.ipp) -----------------------------------
   /// Prepares a request at its initiation: its deadlines (its own
   /// `timeout`, capped by the caller's with_deadline, `until`, read from the
   /// handler's executor), its fields, validation, its origin's pool, and a

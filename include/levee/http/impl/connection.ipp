@@ -52,9 +52,10 @@ inline void set_expiry(beast::tcp_stream& s, steady::time_point deadline) {
   }
 }
 
-/// A strand of its own for each connection (and each request): Beast's
-/// stream and its timeout handler are not thread-safe, so every operation on
-/// a connection, its timeout and its close run there. Built on the io_context's own executor
+/// A new strand, for a request and the connections it opens (see
+/// `connection`): Beast's stream and its timeout handler are not
+/// thread-safe, so every operation on a connection, its timeout and its
+/// close run there. Built on the io_context's own executor
 /// when there is one (stored inline; a strand of the type-erased executor would
 /// hide behind a reference count that ThreadSanitizer misreads).
 asio::any_io_executor new_strand(const asio::any_io_executor& ex) {

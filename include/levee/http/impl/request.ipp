@@ -1,38 +1,29 @@
-// levee: one request of the HTTP client (a slot of its origin's pool, a
-// pooled or new connection, one exchange, one retry on a fresh connection),
-// the client's members and the non-template entry points of its operations.
+// levee: one request of the HTTP client (prepared at its initiation: a slot
+// of its origin's pool and a pooled or new connection; then its coroutine:
+// one exchange, one retry on a fresh connection) and the client's members.
+// The operation that runs a request is in http/impl/request_op.ipp.
 // Compiled once in lib/.
 #pragma once
 
-#include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
-#include <levee/http/deadline.hpp>
 #include <levee/http/error.hpp>
 #include <levee/http/impl/client_impl.hpp>
-#include <levee/timeout/deadline.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/dispatch.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 
-#include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace levee::http {
@@ -66,6 +57,11 @@ boost::system::error_code ended(bool capped, boost::system::error_code ec) noexc
 
 client_detail::request_plan::~request_plan() {
   if (!owner) return;  // moved from
+  // A connection the request never used (its coroutine destroyed unstarted,
+  // or started past its deadline) goes first: a pooled one back to the pool,
+  // a new one closed, before its slot goes to another request.
+  if (conn && reused) owner->put_idle(*pool, std::move(conn));
+  conn.reset();
   if (slot) owner->release_slot(*pool);
   if (pool) owner->maybe_forget(key, pool);
 }
@@ -131,9 +127,17 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
     p.slot = true;
     p.conn = take_idle(*p.pool);
     p.reused = p.conn != nullptr;
-    if (!p.reused)
-      p.conn = connection_ptr(new client_detail::connection(
-          ex, origin.scheme == "https" ? tls.get() : nullptr, stats_ptr));
+    if (!p.reused) {
+      try {
+        p.conn = connection_ptr(new client_detail::connection(
+            ex, origin.scheme == "https" ? tls.get() : nullptr, stats_ptr));
+      } catch (const boost::system::system_error& e) {
+        // (A TLS stream that OpenSSL could not make.) The operation's error,
+        // as it was when connections were made in the request's coroutine.
+        p.refused = e.code();  // the slot goes back with `p`
+        return p;
+      }
+    }
   }
   p.origin = std::move(origin);
   p.req = std::move(req);
@@ -145,7 +149,7 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
   // request on its connection's strand"), started on a strand of levee's: the
   // strand of the connection the plan holds, or a new one.
   const asio::any_io_executor here = co_await asio::this_coro::executor;
-  const bool stranded = client_detail::is_strand(here);
+  const bool stranded = client_detail::is_strand(here);  // always, as start_plan spawns it
   const steady::time_point deadline = plan.deadline;
   const bool capped = plan.capped;
   host_pool& pool = *plan.pool;
@@ -276,214 +280,6 @@ client_stats client::stats() const noexcept {
 
 void client::close_idle() {
   impl_->close_idle();
-}
-
-namespace detail {
-
-namespace {
-
-// The executor under `ex`: a strand's inner io_context executor, or `ex`.
-asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
-  using io_executor = asio::io_context::executor_type;
-  if (const auto* s = ex.target<asio::strand<io_executor>>()) return s->get_inner_executor();
-  return ex;
-}
-
-/// One request operation: runs an `awaitable<result>` as a child coroutine
-/// and completes the type-erased handler with `(ec, response)` on the
-/// handler's executor.
-///
-/// A request the client prepared (`client::impl::prepare`) runs on the
-/// strand it is given, `on`: its connection's when a slot and a connection
-/// were free at initiation (that connection's I/O then runs in the child
-/// itself, without a hop), else a new one. Its caller is resumed by a post
-/// (`post_end_`).
-///
-/// Any other child (a request refused at initiation, guarded.hpp's
-/// breaker-guarded GET): a caller that can cancel (its handler has a
-/// connected cancellation slot) gets a strand of its own for the child; one
-/// that cannot gets no strand (nor a slot bound to the child): nothing but
-/// the child's own steps, one at a time, ever touches its state.
-///
-/// A caller's cancellation is posted to the child's strand (as
-/// `levee::detail::run_on` does, and for the same reason: Asio issue 1332),
-/// so that it never runs beside the child's own steps, and the caller's slot
-/// is cleared on the caller's executor before the handler runs.
-class request_op : public std::enable_shared_from_this<request_op> {
- public:
-  request_op(request_handler h, std::shared_ptr<void> client_state,
-             const asio::any_io_executor& client_ex, const asio::any_io_executor* on = nullptr)
-      : handler_(std::move(h.handler)),
-        client_state_(std::move(client_state)),
-        work_(asio::prefer(h.executor, asio::execution::outstanding_work.tracked)),
-        caller_slot_(asio::get_associated_cancellation_slot(handler_)),
-        post_end_(on != nullptr),
-        child_ex_(on                            ? *on
-                  : caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
-                                                : unstranded(client_ex)) {}
-
-  void start(asio::awaitable<result> aw) {
-    if (!caller_slot_.is_connected()) {
-      // No post first: co_spawn starts the child inline when this thread runs
-      // the client's executor (up to its first wait), posts it otherwise.
-      const levee::detail::initiation_mark here(this);
-      asio::co_spawn(child_ex_, std::move(aw),
-                     [self = shared_from_this()](std::exception_ptr e, result r) {
-                       self->complete(std::move(e), std::move(r));
-                     });
-      return;
-    }
-    caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
-      if (auto self = weak.lock()) {
-        asio::post(self->child_ex_, [self, type] {
-          if (!self->finished_) self->child_signal_.emit(type);
-        });
-      }
-    });
-    asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
-      asio::co_spawn(self->child_ex_, std::move(aw),
-                     asio::bind_cancellation_slot(self->child_signal_.slot(),
-                                                  [self](std::exception_ptr e, result r) {
-                                                    self->finished_ = true;  // on the strand
-                                                    self->complete(std::move(e), std::move(r));
-                                                  }));
-    });
-  }
-
- private:
-  // The caller's resumption: dispatched from the child's completion, posted
-  // when that came inside the initiation (bench/README.md, "The caller
-  // resumed without a post") or on a connection's strand (`post_end_`).
-  void complete(std::exception_ptr e, result r) {
-    auto ex = work_;
-    auto resume = [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
-      if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
-      any_request_handler h = std::move(self->handler_);
-      self->work_ = asio::any_io_executor();
-      self.reset();
-      auto& [ec, res] = r;
-      if (e) {
-        // The request's own errors are error_codes; a system_error from below
-        // becomes its code; anything else (bad_alloc) propagates out of the
-        // io_context's run(), as an exception from a handler does.
-        try {
-          std::rethrow_exception(e);
-        } catch (const boost::system::system_error& failure) {
-          ec = failure.code();
-          res = response();
-        }
-      }
-      std::move(h)(ec, std::move(res));
-    };
-    if (post_end_ || levee::detail::initiation_mark::inside(this))
-      asio::post(ex, std::move(resume));
-    else
-      asio::dispatch(ex, std::move(resume));
-  }
-
-  any_request_handler handler_;
-  std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
-  asio::any_io_executor work_;          // the handler's, tracked
-  asio::cancellation_slot caller_slot_;
-  // The child runs on a connection's strand (`on`), which that connection
-  // takes back to the pool before the request ends: the caller is resumed by
-  // a post, outside it, or its code would hold the strand, and the next
-  // request on that connection, until it suspended (tests/http_threads.cpp,
-  // "a resumed caller does not hold its connection's strand").
-  bool post_end_;
-  asio::any_io_executor child_ex_;  // a strand of its own if the caller can cancel
-  asio::cancellation_signal child_signal_;
-  bool finished_ = false;  // on the strand only (used only when the caller can cancel)
-};
-
-}  // namespace
-
-std::shared_ptr<dns_resolver> client_access::resolver(client& c) {
-  return std::shared_ptr<dns_resolver>(c.impl_, &c.impl_->resolver);
-}
-
-void client_access::run(client& c, asio::awaitable<result> aw, request_handler h) {
-  std::make_shared<request_op>(std::move(h), c.impl_, c.impl_->ex)->start(std::move(aw));
-}
-
-namespace {
-// The caller's deadline on the client's clock, fixed now, at initiation: a
-// request whose coroutine starts late (a busy io_context) keeps it.
-std::optional<client_detail::steady::time_point> deadline_of(
-    const asio::any_io_executor& ex) noexcept {
-  if (auto left = remaining_deadline(ex))
-    return client_detail::deadline_after(client_detail::steady::now(), *left);
-  return std::nullopt;
-}
-
-asio::awaitable<result> refused(boost::system::error_code ec) {
-  co_return result(ec, response());
-}
-
-// Runs a prepared request: on its connection's strand when the plan holds
-// one (the connection's I/O then needs no hop), else on a new strand (a new
-// connection made after the wait for a slot shares it).
-// (A template: `client::impl` is named by its friends only.)
-template <class Impl>
-void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::request_plan plan,
-                request_handler h) {
-  if (plan.refused) return client_access::run(c, refused(plan.refused), std::move(h));
-  const asio::any_io_executor on =
-      plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
-  std::make_shared<request_op>(std::move(h), state, state->ex, &on)
-      ->start(state->run(std::move(plan)));
-}
-}  // namespace
-
-void client_access::start(client& c, url_parts origin, request req,
-                          std::optional<std::chrono::nanoseconds> timeout, request_handler h) {
-  auto& impl = *c.impl_;
-  const auto until = deadline_of(h.executor);
-  start_plan(c, c.impl_,
-             impl.prepare(std::move(origin), std::move(req), timeout.value_or(impl.options.timeout),
-                          until),
-             std::move(h));
-}
-
-void client_access::start(client& c, std::string url, beast::http::verb method, request_handler h) {
-  const auto until = deadline_of(h.executor);
-  url_parts parts;
-  if (auto ec = parse_url(url, parts)) return run(c, refused(ec), std::move(h));
-  auto& impl = *c.impl_;
-  request req(method, parts.target, 11);
-  start_plan(c, c.impl_,
-             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until),
-             std::move(h));
-}
-
-void client_access::start_send(client& c, std::string origin, request req, request_handler h) {
-  const auto until = deadline_of(h.executor);
-  url_parts parts;
-  if (auto ec = parse_url(origin, parts)) return run(c, refused(ec), std::move(h));
-  if (parts.target != "/")  // an origin has no path nor query
-    return run(c, refused(make_error_code(error::invalid_url)), std::move(h));
-  auto& impl = *c.impl_;
-  start_plan(c, c.impl_,
-             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until),
-             std::move(h));
-}
-
-}  // namespace detail
-
-asio::awaitable<response> http_get(client& c, std::string url) {
-  co_return co_await async_get(c, std::move(url), asio::use_awaitable);
-}
-
-asio::awaitable<response> http_head(client& c, std::string url) {
-  co_return co_await async_head(c, std::move(url), asio::use_awaitable);
-}
-
-asio::awaitable<response> send(client& c, std::string origin, request req) {
-  co_return co_await async_send(c, std::move(origin), std::move(req), asio::use_awaitable);
-}
-
-asio::awaitable<response> send(client& c, std::string host, std::uint16_t port, request req) {
-  co_return co_await c.async_request(std::move(host), port, std::move(req), asio::use_awaitable);
 }
 
 }  // namespace levee::http

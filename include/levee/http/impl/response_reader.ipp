@@ -26,7 +26,7 @@ void response_reader::restart(const response_limits& limits, bool head_request) 
   read_size_ = 4 * 1024;
   prepared_ = 0;
   buffer_.clear();
-  if (buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();  // empty: frees it
+  if (buffer_.capacity() > kept_capacity) buffer_.shrink_to_fit();  // empty: frees it
   buffer_.max_size(limits.buffer_limit);
   reset_parser();
 }
@@ -123,6 +123,9 @@ bool response_reader::clean() const noexcept {
 }
 
 response response_reader::release() {
+  // An idle connection keeps its reader: not the 64 KiB reads of a large
+  // response. (Bytes left after the response: the connection is closed.)
+  if (buffer_.size() == 0 && buffer_.capacity() > kept_capacity) buffer_.shrink_to_fit();
   return parser_->release();
 }
 
