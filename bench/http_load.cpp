@@ -327,7 +327,8 @@ int run(int argc, char** argv) {
     for (int n : conn_counts) {
       std::optional<figures> w;
       if (!levee_only) w = run_wrk(url, n, wrk_seconds);
-      const figures l = run_levee(url, n, levee_duration, scheme == "https" ? tls : nullptr, cancellable);
+      const figures l =
+          run_levee(url, n, levee_duration, scheme == "https" ? tls : nullptr, cancellable);
       if (l.errors) throw std::runtime_error("levee: " + std::to_string(l.errors) + " errors");
       if (w && w->errors) throw std::runtime_error("wrk reported errors");
       if (l.requests == 0) throw std::runtime_error("levee: no request completed");
