@@ -45,8 +45,6 @@ struct counters {
 
 /// A strand of its own for a connection or a request (see http_connection.ipp).
 asio::any_io_executor new_strand(const asio::any_io_executor& ex);
-/// True when `ex` is a strand of the kinds `new_strand` makes.
-bool is_strand(const asio::any_io_executor& ex) noexcept;
 
 /// One TCP connection, plain or TLS, on a strand: Beast's stream and its
 /// timeout handler are not thread-safe, so every operation on a connection,
@@ -55,7 +53,7 @@ bool is_strand(const asio::any_io_executor& ex) noexcept;
 /// a time, the request's, whose coroutine runs on it.
 struct connection {
   connection(const asio::any_io_executor& ex, ssl::context* tls, std::shared_ptr<counters> c);
-  /// On `strand` itself (a strand already: `is_strand`), not a new one: a
+  /// On `strand` itself (a strand already), not a new one: a
   /// request's new connection on the strand its coroutine runs on, which
   /// then does the connection's I/O without a hop (`client::impl::run`).
   struct on_strand_t {};

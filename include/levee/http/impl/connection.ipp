@@ -66,12 +66,6 @@ asio::any_io_executor new_strand(const asio::any_io_executor& ex) {
   return asio::make_strand(ex);
 }
 
-bool is_strand(const asio::any_io_executor& ex) noexcept {
-  using io_executor = asio::io_context::executor_type;
-  return ex.target<asio::strand<io_executor>>() != nullptr ||
-         ex.target<asio::strand<asio::any_io_executor>>() != nullptr;
-}
-
 connection::connection(const asio::any_io_executor& ex, ssl::context* tls,
                        std::shared_ptr<counters> c)
     : connection(on_strand_t{}, new_strand(ex), tls, std::move(c)) {}

@@ -149,7 +149,6 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
   // request on its connection's strand"), started on a strand of levee's: the
   // strand of the connection the plan holds, or a new one.
   const asio::any_io_executor here = co_await asio::this_coro::executor;
-  const bool stranded = client_detail::is_strand(here);  // always, as start_plan spawns it
   const steady::time_point deadline = plan.deadline;
   const bool capped = plan.capped;
   host_pool& pool = *plan.pool;
@@ -183,11 +182,10 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
     if (reused) {
       stats.reused.fetch_add(1, std::memory_order_relaxed);
     } else if (!conn) {
-      // On this coroutine's strand: its I/O needs no hop.
-      ssl::context* const context = secure ? tls.get() : nullptr;
-      conn = stranded ? connection_ptr(new client_detail::connection(
-                            client_detail::connection::on_strand_t{}, here, context, stats_ptr))
-                      : connection_ptr(new client_detail::connection(ex, context, stats_ptr));
+      // On this coroutine's strand (start_plan spawns it on one): its I/O
+      // needs no hop.
+      conn = connection_ptr(new client_detail::connection(
+          client_detail::connection::on_strand_t{}, here, secure ? tls.get() : nullptr, stats_ptr));
     }
     if (conn->reader) {
       conn->reader->restart(limits, head);
