@@ -187,22 +187,35 @@ struct head_and_body {
   const asio::const_buffer* end() const noexcept { return parts.data() + parts.size(); }
 };
 
+/// The request's write, which runs beside the read of the response. On the
+/// connection's strand.
+struct write_state {
+  std::size_t size = 0;     // the request's bytes
+  std::size_t written = 0;  // as the write's completion reports them
+  bool done = false;
+  bool stop = false;  // the reader is done with the write: no further step
+  boost::system::error_code ec;
+  std::optional<asio::steady_timer> wake;  // the reader waits on it when done first
+  bool whole() const noexcept { return done && !ec && written == size; }
+};
+
 /// `asio::async_write`'s completion condition: everything, in write_some
-/// calls as large as the stream takes. (`transfer_all` hands each at most
-/// 64 KiB: a large upload over TCP would cost a system call, and a timer of
-/// the stream's, per 64 KiB.)
+/// calls as large as the stream takes, unless the reader has stopped the
+/// write. (`transfer_all` hands each at most 64 KiB: a large upload over TCP
+/// would cost a system call, and a timer of the stream's, per 64 KiB.)
 struct transfer_whole {
+  const write_state* w;
   std::size_t operator()(const boost::system::error_code& ec, std::size_t) const noexcept {
-    return ec ? 0 : std::numeric_limits<std::size_t>::max();
+    return ec || w->stop ? 0 : std::numeric_limits<std::size_t>::max();
   }
 };
 
-/// The request's write, which runs beside the read of the response.
-struct write_state {
-  bool done = false;
-  boost::system::error_code ec;
-  std::optional<asio::steady_timer> wake;  // the reader waits on it when done first
-};
+/// How long the reader waits, once it has stopped the write, for the write's
+/// completion before it closes the socket under it. A whole request's
+/// completion is already queued by then and comes within microseconds; a
+/// step of a TLS write already queued may start one more write on the
+/// socket, which the close ends.
+inline constexpr auto write_grace = std::chrono::milliseconds(100);
 
 // Writes `req` and reads the final response at the same time (RFC 9112,
 // 9.6): a server may answer before it has read the body (a 413, a 401) and
@@ -213,15 +226,25 @@ struct write_state {
 // strand, which Beast's streams (TCP and TLS) allow. The write always ends
 // before this returns: the request and the stream it uses are freed soon
 // after.
+//
+// A read that ends before the write's completion has run does not mean the
+// write is unfinished: the two completions are posted in order, but two
+// threads of the io_context can hand them to the strand in the other order
+// (tests/http_threads.cpp, "a response that reaches the strand before its
+// write's completion"). So the reader stops the write (no further step, and
+// a step waiting on the socket is cancelled) and waits for its completion,
+// which says how much was written: the connection is `early` only if that is
+// less than the whole request.
 template <class Stream>
 asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, request& req,
                                                     detail::response_reader& reader) {
   // A cancellation must not throw out of here with the write still running.
   co_await asio::this_coro::throw_if_cancelled(false);
   auto w = std::make_shared<write_state>();
-  auto written = [w](boost::system::error_code ec, std::size_t) {
+  auto written = [w](boost::system::error_code ec, std::size_t n) {
     w->done = true;  // on the connection's strand (the stream's executor)
     w->ec = ec;
+    w->written = n;
     if (w->wake) w->wake->cancel();
   };
   // The head and the body as they are, in one gathered write: the bytes
@@ -230,19 +253,29 @@ asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, re
   // `exchange` refuses any Transfer-Encoding left, so a body is framed by its
   // Content-Length alone.
   write_head(req, c.head);
+  w->size = c.head.size() + req.body().size();
   asio::async_write(s, head_and_body{{asio::buffer(c.head), asio::buffer(req.body())}},
-                    transfer_whole{}, std::move(written));
+                    transfer_whole{w.get()}, std::move(written));
   auto ec = co_await read_response(s, reader);
-  c.early = !ec && !(w->done && !w->ec);
   if (!w->done) {
-    // The response came (or the read failed) first: stop sending. A close,
-    // not a cancel: a step of the write already queued on the strand would
-    // start the next one, which a cancel would have missed. The connection
-    // is not reused anyway.
-    c.tcp().close();
-    w->wake.emplace(s.get_executor(), steady::time_point::max());
-    while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
+    // The response came (or the read failed) before the write's completion
+    // ran: stop the write. Its completion may already be on its way (the
+    // request written whole), or a step may be waiting for a server that
+    // stopped reading: the cancel ends that one. A step already queued
+    // starts no next one (`stop`); past the grace, the close ends whatever
+    // a TLS write still started.
+    w->stop = true;
+    boost::system::error_code ignored;
+    c.tcp().socket().cancel(ignored);
+    w->wake.emplace(s.get_executor(), steady::now() + write_grace);
+    co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
+    if (!w->done) {
+      c.tcp().close();
+      w->wake->expires_at(steady::time_point::max());
+      while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
+    }
   }
+  c.early = !ec && !w->whole();
   co_await asio::this_coro::throw_if_cancelled(true);
   // The stream's deadline closes the socket under both: whichever saw it says so.
   if (ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
