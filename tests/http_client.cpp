@@ -425,6 +425,125 @@ TEST_CASE("http: a request cancelled through its handler's slot ends with operat
   server.stop();
 }
 
+namespace {
+// Runs `ioc` until `got` is set or 3 s of real time passed.
+void run_until_set(asio::io_context& ioc, const std::optional<boost::system::error_code>& got) {
+  ioc.restart();
+  for (int i = 0; i < 300 && !got; ++i) ioc.run_one_for(std::chrono::milliseconds(10));
+}
+}  // namespace
+
+TEST_CASE("http: a request cancelled before it starts is not sent, and loses no connection") {
+  // Cancelled (terminal, partial or total) right after its initiation,
+  // before its coroutine ran: it ends with operation_aborted, sends nothing,
+  // and the pooled connection it had been given at initiation goes back to
+  // the pool. (Before the fix it was written all the same.)
+  asio::io_context ioc;
+  int heads = 0;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty()) {
+      ++heads;
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor());
+  const auto first = finish(ioc, http::http_get(client, server.url()));
+  CHECK(first.result_int() == 200);
+  int sent = 1;
+  for (const auto type : {asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                          asio::cancellation_type::total}) {
+    INFO("cancellation type " << static_cast<int>(type));
+    asio::cancellation_signal cancel;
+    std::optional<boost::system::error_code> got;
+    http::async_get(client, server.url(),
+                    asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec,
+                                                                    http::response) { got = ec; }));
+    cancel.emit(type);
+    run_until_set(ioc, got);
+    REQUIRE(got);
+    CHECK(*got == asio::error::operation_aborted);
+    run_for(ioc, std::chrono::milliseconds(20));  // anything sent has arrived
+    CHECK(heads == sent);
+    // The way back: the next request finds the same connection.
+    const auto next = finish(ioc, http::http_get(client, server.url()));
+    CHECK(next.result_int() == 200);
+    CHECK(heads == ++sent);
+  }
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_idle == 1);
+  server.stop();
+}
+
+TEST_CASE("http: a request cancelled before it starts opens no connection") {
+  asio::io_context ioc;
+  script_server server(ioc, serve_ok);
+  server.start();
+  http::client client(ioc.get_executor());
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::error_code> got;
+  http::async_get(client, server.url(),
+                  asio::bind_cancellation_slot(cancel.slot(), [&](boost::system::error_code ec,
+                                                                  http::response) { got = ec; }));
+  cancel.emit(asio::cancellation_type::terminal);
+  run_until_set(ioc, got);
+  REQUIRE(got);
+  CHECK(*got == asio::error::operation_aborted);
+  run_for(ioc, std::chrono::milliseconds(20));
+  CHECK(server.accepted == 0);
+  CHECK(client.stats().connections_opened == 0);
+  // The slot it was given is free again: a request that needs it succeeds.
+  const auto next = finish(ioc, http::http_get(client, server.url()));
+  CHECK(next.result_int() == 200);
+  server.stop();
+}
+
+TEST_CASE("http: partial and total cancellation end a wait for a connection slot") {
+  // One connection per host, held by a request the server answers after
+  // 300 ms: the second request waits for the slot, and its caller's partial
+  // (then total) cancellation ends that wait at once. (Before the fix only
+  // terminal cancellation did: co_spawn filtered the others out.)
+  asio::io_context ioc;
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    while (!(co_await read_head(s, in)).empty()) {
+      asio::steady_timer t(s.get_executor(), std::chrono::milliseconds(300));
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.max_connections_per_host = 1, .timeout = 5s});
+  for (const auto type : {asio::cancellation_type::partial, asio::cancellation_type::total}) {
+    INFO("cancellation type " << static_cast<int>(type));
+    std::optional<boost::system::error_code> held, waited;
+    http::async_get(client, server.url(),
+                    [&](boost::system::error_code ec, http::response) { held = ec; });
+    asio::cancellation_signal cancel;
+    http::async_get(
+        client, server.url(),
+        asio::bind_cancellation_slot(
+            cancel.slot(), [&](boost::system::error_code ec, http::response) { waited = ec; }));
+    run_for(ioc, std::chrono::milliseconds(30));
+    REQUIRE(client.stats().waiting == 1);
+    cancel.emit(type);
+    run_until_set(ioc, waited);
+    REQUIRE(waited);
+    CHECK(*waited == asio::error::operation_aborted);
+    CHECK_FALSE(held);  // ended before the request that holds the slot
+    CHECK(client.stats().waiting == 0);
+    run_until_set(ioc, held);
+    REQUIRE(held);
+    CHECK_FALSE(*held);
+  }
+  // The way back: one connection, reused, nobody waiting.
+  const auto next = finish(ioc, http::http_get(client, server.url()));
+  CHECK(next.result_int() == 200);
+  CHECK(client.stats().connections_opened == 1);
+  server.stop();
+}
+
 TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes it") {
   // The client writes the start line and fields itself (one gathered write
   // with the body); Beast's `operator<<` is the reference.

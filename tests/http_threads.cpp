@@ -245,8 +245,9 @@ TEST_CASE("http threads: a resumed caller does not hold its connection's strand"
   CHECK(client.stats().connections_opened == 1);
 }
 
-TEST_CASE("http threads: a response that reaches the strand before its write's completion keeps "
-          "the connection") {
+TEST_CASE(
+    "http threads: a response that reaches the strand before its write's completion keeps "
+    "the connection") {
   // The server answers at once. The write's completion and the read's are
   // posted in that order, but with four threads taking work, the read's can
   // reach the connection's strand first. The connection must still go back

@@ -12,6 +12,7 @@
 #include <levee/http/impl/client_impl.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -154,6 +155,10 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
   host_pool& pool = *plan.pool;
   // A connection slot, within the deadline.
   if (!plan.slot) {
+    // Any cancellation ends the wait, partial and total too: nothing has
+    // been sent (co_spawn lets only terminal through unless told so). Back
+    // to terminal only for the I/O, after the wait.
+    co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
     const auto now_waiting = stats.waiting.fetch_add(1) + 1;
     for (auto peak = stats.peak_waiting.load();
          now_waiting > peak && !stats.peak_waiting.compare_exchange_weak(peak, now_waiting);) {
@@ -162,6 +167,11 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
     stats.waiting.fetch_sub(1);
     if (ec) co_return result(client_detail::ended(capped, ec), response());
     plan.slot = true;
+    // A cancellation that came as the slot was granted: still nothing sent.
+    const auto state = co_await asio::this_coro::cancellation_state;
+    if (state.cancelled() != asio::cancellation_type::none)
+      co_return result(asio::error::operation_aborted, response());
+    co_await asio::this_coro::reset_cancellation_state();
   }
   if (steady::now() >= deadline)
     co_return result(client_detail::ended(capped, beast::error::timeout), response());

@@ -22,6 +22,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -89,12 +90,22 @@ class request_op : public std::enable_shared_from_this<request_op> {
     }
     caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
       if (auto self = weak.lock()) {
+        self->cancelled_.store(true, std::memory_order_release);
         asio::post(self->child_ex_, [self, type] {
           if (!self->finished_) self->child_signal_.emit(type);
         });
       }
     });
     asio::post(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
+      if (self->cancelled_.load(std::memory_order_acquire)) {
+        // Cancelled (any type) before the child started: nothing was sent.
+        // The unstarted child is destroyed here, and with it what it held (a
+        // prepared request gives back its slot and its pooled connection).
+        { const auto dropped = std::move(aw); }
+        self->finished_ = true;
+        self->complete(nullptr, result(asio::error::operation_aborted, response()));
+        return;
+      }
       asio::co_spawn(self->child_ex_, std::move(aw),
                      asio::bind_cancellation_slot(self->child_signal_.slot(),
                                                   [self](std::exception_ptr e, result r) {
@@ -148,6 +159,9 @@ class request_op : public std::enable_shared_from_this<request_op> {
   asio::any_io_executor child_ex_;  // a strand of its own if the caller can cancel
   asio::cancellation_signal child_signal_;
   bool finished_ = false;  // on the strand only (used only when the caller can cancel)
+  // Set by the caller's cancellation, on any thread: the child is not started
+  // after it (tests/http_client.cpp, "a request cancelled before it starts").
+  std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace
