@@ -120,9 +120,10 @@ class client {
   /// inside the call.
   ///
   /// Cancellation: terminal cancellation of the handler's slot ends the
-  /// request with `operation_aborted` and closes its connection (a request
-  /// waiting for a connection leaves the queue; partial and total do that
-  /// too).
+  /// request with `operation_aborted` and closes its connection. Partial and
+  /// total do that too before anything was sent: a request waiting for a
+  /// connection leaves the queue, and one cancelled before it started sends
+  /// nothing and keeps no connection from the pool.
   ///
   /// Executor: the request's I/O runs on strands of the client's executor;
   /// the handler runs on its associated executor (default: the client's).

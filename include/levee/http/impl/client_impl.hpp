@@ -4,6 +4,7 @@
 // and http/impl/request.ipp (one request, and the public entry points).
 #pragma once
 
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/slot_waiter.hpp>
 #include <levee/http/client.hpp>
 #include <levee/http/detail/resolver.hpp>
@@ -180,12 +181,16 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// The client is gone: waiters end with `operation_aborted`.
   void close();
 
-  // ---- one connection (http_connection.ipp) -----------------------------------
-  asio::awaitable<boost::system::error_code> connect(connection& c, const url_parts& origin,
+  // ---- one connection (http/impl/connection.ipp) -----------------------------
+  // The request's coroutines take their frames from levee's block cache
+  // (`own_frame`): a request has five frames alive at once, and Asio's cache
+  // keeps two (bench/README.md, "The client's frames from levee's cache").
+  asio::awaitable<boost::system::error_code> connect(levee::detail::own_frame_t, connection& c,
+                                                     const url_parts& origin,
                                                      steady::time_point deadline);
-  asio::awaitable<boost::system::error_code> converse(connection& c, const url_parts& origin,
-                                                      bool reused, request& req,
-                                                      detail::response_reader& reader,
+  asio::awaitable<boost::system::error_code> converse(levee::detail::own_frame_t, connection& c,
+                                                      const url_parts& origin, bool reused,
+                                                      request& req, detail::response_reader& reader,
                                                       steady::time_point deadline,
                                                       std::optional<steady::time_point> carried);
 
@@ -202,7 +207,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// pooled one failed before any byte of a response came back). Each
   /// attempt carries what is left until the caller's deadline in the
   /// deadline header.
-  asio::awaitable<result> run(client_detail::request_plan plan);
+  asio::awaitable<result> run(levee::detail::own_frame_t, client_detail::request_plan plan);
   executor_type ex;
   client_options options;
   std::shared_ptr<ssl::context> tls;

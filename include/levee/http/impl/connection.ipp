@@ -22,12 +22,14 @@
 #include <boost/beast/http/error.hpp>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <cerrno>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -139,40 +141,45 @@ void write_head(const request& req, std::string& out) {
   out.append("\r\n", 2);
 }
 
-// Reads the final response. On the connection's strand; the caller's
-// cancellation is checked here, not thrown (see `exchange`).
-template <class Stream>
-asio::awaitable<boost::system::error_code> read_response(Stream& s,
-                                                         detail::response_reader& reader) {
-  for (;;) {
-    boost::system::error_code ec;
-    if (reader.parse(ec)) co_return boost::system::error_code();
-    if (ec) co_return ec;
-    const auto space = reader.prepare(ec);
-    if (ec) co_return ec;
-    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) co_return asio::error::operation_aborted;
-    auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
-    reader.commit(n);
-    if (rec == asio::error::eof) {
-      // The peer closed: what came before may be a response delimited by
-      // the close.
-      reader.finish(ec);
-      co_return ec;
-    }
-    if (rec == ssl::error::stream_truncated) {
-      // A TLS peer closed without close_notify before the response was
-      // complete. A body delimited by the close cannot be told from one cut
-      // by an attacker's FIN: an error (a response with a length that was
-      // complete never gets here). Nothing at all: as a plain close.
-      if (!reader.got_some()) {
-        reader.finish(ec);
-        co_return ec;
-      }
-      co_return rec;
-    }
-    if (rec) co_return rec;
+// Reading the final response, in steps around each read of the exchange's
+// loop (`exchange`, which reads it in its own frame). Before a read: the
+// response parsed so far, or the buffer to read into. Set: the read is over
+// (done, or failed), with that error_code.
+inline std::optional<boost::system::error_code> before_read(detail::response_reader& reader,
+                                                            asio::mutable_buffer& space) {
+  boost::system::error_code ec;
+  if (reader.parse(ec)) return boost::system::error_code();
+  if (ec) return ec;
+  space = reader.prepare(ec);
+  if (ec) return ec;
+  return std::nullopt;
+}
+
+// After a read of `n` bytes that ended with `rec`.
+inline std::optional<boost::system::error_code> after_read(detail::response_reader& reader,
+                                                           boost::system::error_code rec,
+                                                           std::size_t n) {
+  reader.commit(n);
+  boost::system::error_code ec;
+  if (rec == asio::error::eof) {
+    // The peer closed: what came before may be a response delimited by
+    // the close.
+    reader.finish(ec);
+    return ec;
   }
+  if (rec == ssl::error::stream_truncated) {
+    // A TLS peer closed without close_notify before the response was
+    // complete. A body delimited by the close cannot be told from one cut
+    // by an attacker's FIN: an error (a response with a length that was
+    // complete never gets here). Nothing at all: as a plain close.
+    if (!reader.got_some()) {
+      reader.finish(ec);
+      return ec;
+    }
+    return rec;
+  }
+  if (rec) return rec;
+  return std::nullopt;
 }
 
 /// A request's head and body as one buffer sequence. Not a `std::array` of
@@ -186,6 +193,20 @@ struct head_and_body {
   const asio::const_buffer* begin() const noexcept { return parts.data(); }
   const asio::const_buffer* end() const noexcept { return parts.data() + parts.size(); }
 };
+
+/// Sends `head` and `body` with one non-blocking `sendmsg`: the bytes the
+/// socket took, 0 when it took none or failed (the asynchronous write then
+/// meets the same error and reports it).
+inline std::size_t send_now(tcp::socket& s, const std::string& head,
+                            const std::string& body) noexcept {
+  std::array<::iovec, 2> parts{{{const_cast<char*>(head.data()), head.size()},
+                                {const_cast<char*>(body.data()), body.size()}}};
+  ::msghdr msg{};
+  msg.msg_iov = parts.data();
+  msg.msg_iovlen = body.empty() ? 1 : 2;
+  const auto n = ::sendmsg(s.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
 
 /// The request's write, which runs beside the read of the response. On the
 /// connection's strand.
@@ -236,28 +257,64 @@ inline constexpr auto write_grace = std::chrono::milliseconds(100);
 // which says how much was written: the connection is `early` only if that is
 // less than the whole request.
 template <class Stream>
-asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, request& req,
+asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, connection& c,
+                                                    Stream& s, request& req,
                                                     detail::response_reader& reader) {
   // A cancellation must not throw out of here with the write still running.
   co_await asio::this_coro::throw_if_cancelled(false);
-  auto w = std::make_shared<write_state>();
-  auto written = [w](boost::system::error_code ec, std::size_t n) {
-    w->done = true;  // on the connection's strand (the stream's executor)
-    w->ec = ec;
-    w->written = n;
-    if (w->wake) w->wake->cancel();
-  };
   // The head and the body as they are, in one gathered write: the bytes
   // Beast's serializer writes, without its per-buffer machinery (bench/README.md,
   // "CPU per request"). Never chunked: after `prepare_payload` the request's
   // `exchange` refuses any Transfer-Encoding left, so a body is framed by its
   // Content-Length alone.
   write_head(req, c.head);
-  w->size = c.head.size() + req.body().size();
-  asio::async_write(s, head_and_body{{asio::buffer(c.head), asio::buffer(req.body())}},
-                    transfer_whole{w.get()}, std::move(written));
-  auto ec = co_await read_response(s, reader);
-  if (!w->done) {
+  // Plain TCP: one non-blocking send first, the one Asio's write would make
+  // at once. A request the socket's buffer takes whole (nearly every one)
+  // is then written, with no asynchronous write, no timer of the stream's
+  // and no completion to wait for (bench/README.md, "The client's frames
+  // from levee's cache, and the request sent at once"). What it did not
+  // take, and every request over TLS, goes out asynchronously beside the
+  // read.
+  std::size_t sent = 0;
+  if constexpr (std::is_same_v<Stream, beast::tcp_stream>)
+    sent = send_now(s.socket(), c.head, req.body());
+  std::shared_ptr<write_state> w;
+  if (sent != c.head.size() + req.body().size()) {
+    w = std::make_shared<write_state>();
+    auto written = [w](boost::system::error_code ec, std::size_t n) {
+      w->done = true;  // on the connection's strand (the stream's executor)
+      w->ec = ec;
+      w->written = n;
+      if (w->wake) w->wake->cancel();
+    };
+    const std::size_t body_sent = sent > c.head.size() ? sent - c.head.size() : 0;
+    w->size = c.head.size() + req.body().size() - sent;
+    asio::async_write(
+        s, head_and_body{{asio::buffer(c.head) + sent, asio::buffer(req.body()) + body_sent}},
+        transfer_whole{w.get()}, std::move(written));
+  }
+  // The response, read in this frame. The caller's cancellation is checked
+  // before each read, not thrown (see above).
+  boost::system::error_code ec;
+  for (;;) {
+    asio::mutable_buffer space;
+    if (auto over = before_read(reader, space)) {
+      ec = *over;
+      break;
+    }
+    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) {
+      ec = asio::error::operation_aborted;
+      break;
+    }
+    auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
+    if (auto over = after_read(reader, rec, n)) {
+      ec = *over;
+      break;
+    }
+  }
+  bool closed = false;
+  if (w && !w->done) {
     // The response came (or the read failed) before the write's completion
     // ran: stop the write. Its completion may already be on its way (the
     // request written whole), or a step may be waiting for a server that
@@ -270,15 +327,18 @@ asio::awaitable<boost::system::error_code> exchange(connection& c, Stream& s, re
     w->wake.emplace(s.get_executor(), steady::now() + write_grace);
     co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
     if (!w->done) {
+      // Closed here: never pooled, even if the write's completion, late,
+      // says the request went out whole.
+      closed = true;
       c.tcp().close();
       w->wake->expires_at(steady::time_point::max());
       while (!w->done) co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
     }
   }
-  c.early = !ec && !w->whole();
+  c.early = w && !ec && (closed || !w->whole());
   co_await asio::this_coro::throw_if_cancelled(true);
   // The stream's deadline closes the socket under both: whichever saw it says so.
-  if (ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
+  if (w && ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
     ec = beast::error::timeout;
   co_return ec;
 }
@@ -290,7 +350,8 @@ namespace beast = boost::beast;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
-asio::awaitable<boost::system::error_code> client::impl::connect(connection& c,
+asio::awaitable<boost::system::error_code> client::impl::connect(levee::detail::own_frame_t,
+                                                                 connection& c,
                                                                  const url_parts& origin,
                                                                  steady::time_point deadline) {
   std::vector<tcp::endpoint> endpoints;
@@ -340,11 +401,11 @@ asio::awaitable<boost::system::error_code> client::impl::connect(connection& c,
 // request, reads the response; a connection that goes back to the pool has
 // its timeout cleared here.
 asio::awaitable<boost::system::error_code> client::impl::converse(
-    connection& c, const url_parts& origin, bool reused, request& req,
+    levee::detail::own_frame_t, connection& c, const url_parts& origin, bool reused, request& req,
     detail::response_reader& reader, steady::time_point deadline,
     std::optional<steady::time_point> carried) {
   if (!reused) {
-    if (auto ec = co_await connect(c, origin, deadline)) co_return ec;
+    if (auto ec = co_await connect(levee::detail::own_frame, c, origin, deadline)) co_return ec;
   }
   // What is left of the caller's deadline, once connected, goes with each
   // attempt; with less than 1 ms left, the attempt is not sent.
@@ -355,8 +416,10 @@ asio::awaitable<boost::system::error_code> client::impl::converse(
     stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
   }
   client_detail::set_expiry(c.tcp(), deadline);
-  const auto ec = c.secure ? co_await client_detail::exchange(c, *c.secure, req, reader)
-                           : co_await client_detail::exchange(c, *c.plain, req, reader);
+  const auto ec =
+      c.secure
+          ? co_await client_detail::exchange(levee::detail::own_frame, c, *c.secure, req, reader)
+          : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain, req, reader);
   c.tcp().expires_never();
   c.leftover = c.tls_leftover();
   co_return ec;

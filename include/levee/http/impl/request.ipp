@@ -145,7 +145,8 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   return p;
 }
 
-asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
+asio::awaitable<result> client::impl::run(levee::detail::own_frame_t,
+                                          client_detail::request_plan plan) {
   // One coroutine frame for the whole request (bench/README.md, "The
   // request on its connection's strand"), started on a strand of levee's: the
   // strand of the connection the plan holds, or a new one.
@@ -208,10 +209,12 @@ asio::awaitable<result> client::impl::run(client_detail::request_plan plan) {
     // co_spawn's own forwarding of the caller's cancellation: see run_on.)
     boost::system::error_code ec;
     if (conn->executor == here) {
-      ec = co_await converse(*conn, plan.origin, reused, req, reader, deadline, plan.carried);
+      ec = co_await converse(levee::detail::own_frame, *conn, plan.origin, reused, req, reader,
+                             deadline, plan.carried);
     } else {
-      ec = co_await levee::detail::run_on(conn->executor, converse(*conn, plan.origin, reused, req,
-                                                                   reader, deadline, plan.carried));
+      ec = co_await levee::detail::run_on(
+          conn->executor, converse(levee::detail::own_frame, *conn, plan.origin, reused, req,
+                                   reader, deadline, plan.carried));
     }
     if (ec) {
       // A pooled connection the server closed as the request went out: no

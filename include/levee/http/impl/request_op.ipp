@@ -199,7 +199,7 @@ void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::re
   const asio::any_io_executor on =
       plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
   std::make_shared<request_op>(std::move(h), state, state->ex, &on)
-      ->start(state->run(std::move(plan)));
+      ->start(state->run(levee::detail::own_frame, std::move(plan)));
 }
 }  // namespace
 
