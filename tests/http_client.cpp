@@ -544,6 +544,79 @@ TEST_CASE("http: partial and total cancellation end a wait for a connection slot
   server.stop();
 }
 
+TEST_CASE("http: a pooled connection keeps each request's own deadline") {
+  // Requests of different timeouts, one after the other, on one pooled
+  // connection: each one's own deadline holds, whether it is earlier or
+  // later than that of the request before it on the connection.
+  asio::io_context ioc;
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      const std::string head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      if (head.rfind("GET /hang ", 0) == 0) {
+        asio::steady_timer t(s.get_executor(), std::chrono::seconds(5));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return;
+      }
+      if (head.rfind("GET /slow ", 0) == 0) {
+        asio::steady_timer t(s.get_executor(), std::chrono::milliseconds(300));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 30s});
+  const auto get = [&](const char* target, std::chrono::milliseconds timeout) {
+    http::request req{boost::beast::http::verb::get, target, 11};
+    auto p = std::make_shared<pending<http::result>>();
+    client.async_request("127.0.0.1", server.port(), std::move(req), timeout,
+                         [p](boost::system::error_code ec, http::response res) {
+                           p->value = http::result(ec, std::move(res));
+                           p->done = true;
+                         });
+    run_until(ioc, p, std::chrono::milliseconds(3000));
+    REQUIRE(p->done);
+    return std::move(*p->value);
+  };
+  // A short deadline first, met.
+  {
+    const auto [ec, res] = get("/", 100ms);
+    REQUIRE_FALSE(ec);
+  }
+  // A long one after, on the same connection, answered after 300 ms, past
+  // the first one's deadline: the answer comes, the connection stays.
+  {
+    const auto [ec, res] = get("/slow", 2000ms);
+    CHECK_FALSE(ec);
+    CHECK(res.result_int() == 200);
+  }
+  CHECK(client.stats().connections_opened == 1);
+  // A long deadline met, then a short one: the hanging request ends at its
+  // own deadline, not the long one's.
+  {
+    const auto [ec, res] = get("/", 2000ms);
+    REQUIRE_FALSE(ec);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  {
+    const auto [ec, res] = get("/hang", 100ms);
+    CHECK(ec == boost::beast::error::timeout);
+  }
+  CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_idle == 0);  // the timed-out connection is closed
+  // The way back: a new connection, served.
+  {
+    const auto [ec, res] = get("/", 2000ms);
+    CHECK_FALSE(ec);
+    CHECK(res.result_int() == 200);
+  }
+  CHECK(client.stats().connections_opened == 2);
+  server.stop();
+}
+
 TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes it") {
   // The client writes the start line and fields itself (one gathered write
   // with the body); Beast's `operator<<` is the reference.
