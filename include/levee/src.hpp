@@ -15,6 +15,7 @@
 #include <levee/http/impl/classify.ipp>
 #include <levee/http/impl/connection.ipp>
 #include <levee/http/impl/error.ipp>
+#include <levee/http/impl/exchange.ipp>
 #include <levee/http/impl/options.ipp>
 #include <levee/http/impl/pool.ipp>
 #include <levee/http/impl/request.ipp>
