@@ -100,7 +100,7 @@ inline std::size_t send_now(tcp::socket& s, const std::string& head,
 /// The request's write, which runs beside the read of the response. On the
 /// connection's strand.
 struct write_state {
-  std::size_t size = 0;     // the request's bytes
+  std::size_t size = 0;     // the bytes given to the asynchronous write
   std::size_t written = 0;  // as the write's completion reports them
   bool done = false;
   bool stop = false;  // the reader is done with the write: no further step
