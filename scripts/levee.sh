@@ -203,13 +203,16 @@ run_tests() {
   # concurrency tests, at -O3 with warnings as errors. Not the other test
   # programs: they took 1,230 of this build's 1,690 s of CPU, and the
   # sanitizer stage builds and runs them (docs/ci.md, "Where the time goes").
-  step "release build (GCC 12, -O3, warnings as errors): the library, the samples, the benchmarks, the concurrency tests"
+  # And the programs of the HTTP tests: they run against real sockets and real
+  # servers, whose timing an optimized build changes (a test of the upstream
+  # once passed under the sanitizers and failed in every optimized build).
+  step "release build (GCC 12, -O3, warnings as errors): the library, the samples, the benchmarks, the concurrency and HTTP tests"
   rm -rf build/ci-install build/ci-consumer build/ci-subdir build/ci-demo build/ci-demo-fleet \
     build/ci-demo-replicas
   configure build/ci-release -DCMAKE_BUILD_TYPE=Release -DLEVEE_BUILD_TESTS=ON -DLEVEE_BUILD_SAMPLES=ON \
     -DLEVEE_BUILD_BENCH=ON
   cmake --build build/ci-release -j "$jobs" \
-    --target levee tools/flaky/all samples/all bench/all levee-concurrency-tests
+    --target levee tools/flaky/all samples/all bench/all levee-concurrency-tests levee-http-tests
   slowest build/ci-release
 
   step "benchmarks: each once, briefly, as a smoke test (no timing is checked)"
@@ -224,6 +227,9 @@ run_tests() {
   # run again in the optimized build, each up to 8 times, two at a time.
   step "the concurrency tests in the release build, without sanitizers: 8 times over, two processes at a time"
   ctest --test-dir build/ci-release --output-on-failure -L concurrency -j 2 --repeat until-fail:8
+
+  step "the HTTP tests in the release build, without sanitizers, once"
+  ctest --test-dir build/ci-release --output-on-failure -L http -j 2
 
   step "the demo, --quick: the guarded modes must amplify less and fail faster than naive retries"
   ./build/ci-release/samples/levee-demo --quick --out build/ci-demo --summary build/ci-demo/summary.json \
