@@ -150,9 +150,11 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   impl(executor_type e, client_options o);
 
   // ---- the pools (http_pool.ipp) ----------------------------------------------
-  std::shared_ptr<host_pool> pool_for(const std::string& key);
-  void maybe_forget(const std::string& key, const std::shared_ptr<host_pool>& pool);
-  bool try_acquire(host_pool& pool);
+  /// At a request's initiation: the pool of the origin `key` into `pool`;
+  /// a slot (`slot` set) if one is free and nobody waits for one; with it,
+  /// a pooled connection that still looks open, or none.
+  connection_ptr acquire(const std::string& key, steady::time_point now,
+                         std::shared_ptr<host_pool>& pool, bool& slot);
   /// Waits for a slot of `pool` in FIFO order until `deadline`; completes
   /// with `void(error_code)`: success, `beast::error::timeout`, or
   /// `operation_aborted` (cancelled, or the client destroyed).
@@ -172,8 +174,14 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
                   asio::any_completion_handler<void(boost::system::error_code)> handler,
                   asio::any_io_executor handler_ex);
   void end_wait(host_pool& pool, slot_waiter& w, slot_waiter::state why);
-  void release_slot(host_pool& pool);
+  /// A request ends: gives back its slot (`slot`) to the first waiter or to
+  /// `pool`, and forgets the origin `key` if its pool is left empty and
+  /// unused.
+  void release(const std::string& key, const std::shared_ptr<host_pool>& pool, bool slot);
   connection_ptr take_idle(host_pool& pool);
+  connection_ptr pop_idle(host_pool& pool, steady::time_point now,
+                          std::vector<connection_ptr>& expired,
+                          std::vector<std::shared_ptr<host_pool>>& forgotten);
   void put_idle(host_pool& pool, connection_ptr c);
   void sweep(steady::time_point now, std::vector<connection_ptr>& expired,
              std::vector<std::shared_ptr<host_pool>>& forgotten);
@@ -198,16 +206,20 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// Prepares a request at its initiation: its deadlines (its own
   /// `timeout`, capped by the caller's with_deadline, `until`, read from the
   /// handler's executor), its fields, validation, its origin's pool, and a
-  /// slot and a connection when one is free now.
+  /// slot and a connection when one is free now. `built`: the request is
+  /// the client's own, made from `origin` as parse_url returned it (neither
+  /// is validated again).
   client_detail::request_plan prepare(url_parts origin, request req,
                                       std::chrono::nanoseconds timeout,
-                                      std::optional<steady::time_point> until);
+                                      std::optional<steady::time_point> until, bool built = false);
   /// The request's one coroutine: waits for a slot if the plan has none,
   /// then sends the request (and once more on a fresh connection when a
   /// pooled one failed before any byte of a response came back). Each
   /// attempt carries what is left until the caller's deadline in the
-  /// deadline header.
-  asio::awaitable<result> run(levee::detail::own_frame_t, client_detail::request_plan plan);
+  /// deadline header. Its result goes into `out` (its operation's, which
+  /// outlives the coroutine).
+  asio::awaitable<void> run(levee::detail::own_frame_t, client_detail::request_plan plan,
+                            result& out);
   executor_type ex;
   client_options options;
   std::shared_ptr<ssl::context> tls;

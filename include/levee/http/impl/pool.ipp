@@ -27,32 +27,43 @@ void client_detail::slot_waiter::complete(boost::system::error_code ec) {
   });
 }
 
-std::shared_ptr<client_detail::host_pool> client::impl::pool_for(const std::string& key) {
-  std::lock_guard g(pools_mutex);
-  auto& p = pools[key];
-  if (!p) p = std::make_shared<host_pool>();  // once per origin: see `pools_mutex`
-  return p;
-}
-
-// Forgets an origin whose pool is empty and unused (the caller holds one
-// reference, the map the other).
-void client::impl::maybe_forget(const std::string& key, const std::shared_ptr<host_pool>& pool) {
-  std::shared_ptr<host_pool> forgotten;  // the map's reference, released after the lock
-  std::lock_guard g(pools_mutex);
-  if (pool.use_count() == 2 && pool->busy == 0 && pool->idle.empty() && pool->waiters.empty()) {
-    auto it = pools.find(key);
-    if (it != pools.end() && it->second == pool) {
-      forgotten = std::move(it->second);
-      pools.erase(it);
-    }
+// At a request's initiation, in one lock: its origin's pool (made once per
+// origin: see `pools_mutex`), a slot if one is free and nobody waits for
+// one, and with it the newest idle connection, if it still looks open.
+client_detail::connection_ptr client::impl::acquire(const std::string& key, steady::time_point now,
+                                                    std::shared_ptr<host_pool>& pool, bool& slot) {
+  connection_ptr c;
+  std::vector<connection_ptr> expired;  // closed after the lock
+  std::vector<std::shared_ptr<host_pool>> forgotten;
+  {
+    std::lock_guard g(pools_mutex);
+    auto& entry = pools[key];
+    if (!entry) entry = std::make_shared<host_pool>();
+    pool = entry;
+    if (pool->busy >= options.max_connections_per_host || !pool->waiters.empty()) return nullptr;
+    ++pool->busy;
+    slot = true;
+    c = pop_idle(*pool, now, expired, forgotten);
   }
+  if (!c || c->usable()) return c;
+  stats.stale.fetch_add(1, std::memory_order_relaxed);
+  return take_idle(*pool);
 }
 
-bool client::impl::try_acquire(host_pool& pool) {
-  std::lock_guard g(pools_mutex);
-  if (pool.busy >= options.max_connections_per_host || !pool.waiters.empty()) return false;
-  ++pool.busy;
-  return true;
+// Under the lock: the newest idle connection of `pool` within its idle
+// timeout; the expired ones it meets go to `expired`.
+client_detail::connection_ptr client::impl::pop_idle(
+    host_pool& pool, steady::time_point now, std::vector<connection_ptr>& expired,
+    std::vector<std::shared_ptr<host_pool>>& forgotten) {
+  if (now >= next_expiry) sweep(now, expired, forgotten);
+  while (!pool.idle.empty()) {
+    auto candidate = std::move(pool.idle.back());
+    pool.idle.pop_back();
+    --idle_total;
+    if (now - candidate->idle_since < options.idle_timeout) return candidate;
+    expired.push_back(std::move(candidate));
+  }
+  return nullptr;
 }
 
 void client::impl::start_wait(std::shared_ptr<host_pool> pool, steady::time_point deadline,
@@ -119,16 +130,29 @@ void client::impl::end_wait(host_pool& pool, slot_waiter& w, slot_waiter::state 
                  : boost::system::error_code(asio::error::operation_aborted));
 }
 
-// A slot comes back: to the first waiter, or to the pool.
-void client::impl::release_slot(host_pool& pool) {
+// A request ends: its slot (if it had one) comes back, to the first waiter
+// or to the pool, and its origin is forgotten if its pool is now empty and
+// unused (the request holds one reference, the map the other). One lock.
+void client::impl::release(const std::string& key, const std::shared_ptr<host_pool>& pool,
+                           bool slot) {
   std::shared_ptr<levee::detail::slot_waiter> next;
+  std::shared_ptr<host_pool> forgotten;  // the map's reference, released after the lock
   {
     std::lock_guard g(pools_mutex);
-    if (!pool.waiters.empty()) {
-      next = pool.waiters.pop_front();  // the slot passes to it: busy unchanged
-      static_cast<slot_waiter&>(*next).st = slot_waiter::state::granted;
-    } else {
-      --pool.busy;
+    if (slot) {
+      if (!pool->waiters.empty()) {
+        next = pool->waiters.pop_front();  // the slot passes to it: busy unchanged
+        static_cast<slot_waiter&>(*next).st = slot_waiter::state::granted;
+      } else {
+        --pool->busy;
+      }
+    }
+    if (pool.use_count() == 2 && pool->busy == 0 && pool->idle.empty() && pool->waiters.empty()) {
+      auto it = pools.find(key);
+      if (it != pools.end() && it->second == pool) {
+        forgotten = std::move(it->second);
+        pools.erase(it);
+      }
     }
   }
   if (next) {
@@ -148,17 +172,7 @@ client_detail::connection_ptr client::impl::take_idle(host_pool& pool) {
     std::vector<std::shared_ptr<host_pool>> forgotten;
     {
       std::lock_guard g(pools_mutex);
-      if (now >= next_expiry) sweep(now, expired, forgotten);
-      while (!pool.idle.empty() && !c) {
-        auto candidate = std::move(pool.idle.back());
-        pool.idle.pop_back();
-        --idle_total;
-        if (now - candidate->idle_since < options.idle_timeout) {
-          c = std::move(candidate);
-        } else {
-          expired.push_back(std::move(candidate));
-        }
-      }
+      c = pop_idle(pool, now, expired, forgotten);
     }
     if (!c) return nullptr;
     if (c->usable()) return c;

@@ -63,13 +63,13 @@ client_detail::request_plan::~request_plan() {
   // a new one closed, before its slot goes to another request.
   if (conn && reused) owner->put_idle(*pool, std::move(conn));
   conn.reset();
-  if (slot) owner->release_slot(*pool);
-  if (pool) owner->maybe_forget(key, pool);
+  if (pool) owner->release(key, pool, slot);
 }
 
 client_detail::request_plan client::impl::prepare(url_parts origin, request req,
                                                   std::chrono::nanoseconds timeout,
-                                                  std::optional<steady::time_point> until) {
+                                                  std::optional<steady::time_point> until,
+                                                  bool built) {
   client_detail::request_plan p;
   // The caller's with_deadline (`until`, read at initiation) caps the
   // request's own timeout; a request cut short by it ends with
@@ -98,13 +98,18 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   // before the request is known to say only what it says, to whom it says (an
   // origin given as url_parts is checked as parse_url would); validated
   // before prepare_payload, which throws on a TRACE with a body.
-  if (auto ec = validate_origin(origin)) {
-    p.refused = ec;
-    return p;
-  }
-  if (auto ec = validate_request(req)) {
-    p.refused = ec;
-    return p;
+  // (A request the client built itself from a URL it parsed is valid by
+  // construction: its method a verb's, its target parse_url's, its fields
+  // the Host above and the validated user_agent.)
+  if (!built) {
+    if (auto ec = validate_origin(origin)) {
+      p.refused = ec;
+      return p;
+    }
+    if (auto ec = validate_request(req)) {
+      p.refused = ec;
+      return p;
+    }
   }
   req.prepare_payload();
   // A body goes out framed by its Content-Length alone (`write_head`). A
@@ -117,16 +122,15 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
     return p;
   }
 
-  const auto port = std::to_string(origin.port);
-  p.key.reserve(origin.scheme.size() + 3 + host.size() + 1 + port.size());
-  p.key.append(origin.scheme).append("://").append(host).append("/").append(port);
+  // The pool's key: the scheme and the Host value, which holds the port
+  // unless it is the scheme's default.
+  p.key.reserve(origin.scheme.size() + 3 + host.size());
+  p.key.append(origin.scheme).append("://").append(host);
   p.owner = shared_from_this();  // alive while the request is; gives back what p holds
-  p.pool = pool_for(p.key);
   // A slot free now, and a connection for it: the request's coroutine then
   // starts on that connection's strand and does its I/O there, without a hop.
-  if (try_acquire(*p.pool)) {
-    p.slot = true;
-    p.conn = take_idle(*p.pool);
+  p.conn = acquire(p.key, start, p.pool, p.slot);
+  if (p.slot) {
     p.reused = p.conn != nullptr;
     if (!p.reused) {
       try {
@@ -145,8 +149,8 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   return p;
 }
 
-asio::awaitable<result> client::impl::run(levee::detail::own_frame_t,
-                                          client_detail::request_plan plan) {
+asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
+                                        client_detail::request_plan plan, result& out) {
   // One coroutine frame for the whole request (bench/README.md, "The
   // request on its connection's strand"), started on a strand of levee's: the
   // strand of the connection the plan holds, or a new one.
@@ -166,16 +170,23 @@ asio::awaitable<result> client::impl::run(levee::detail::own_frame_t,
     }
     auto [ec] = co_await async_acquire(plan.pool, deadline, asio::as_tuple(asio::use_awaitable));
     stats.waiting.fetch_sub(1);
-    if (ec) co_return result(client_detail::ended(capped, ec), response());
+    if (ec) {
+      std::get<0>(out) = client_detail::ended(capped, ec);
+      co_return;
+    }
     plan.slot = true;
     // A cancellation that came as the slot was granted: still nothing sent.
     const auto state = co_await asio::this_coro::cancellation_state;
-    if (state.cancelled() != asio::cancellation_type::none)
-      co_return result(asio::error::operation_aborted, response());
+    if (state.cancelled() != asio::cancellation_type::none) {
+      std::get<0>(out) = asio::error::operation_aborted;
+      co_return;
+    }
     co_await asio::this_coro::reset_cancellation_state();
   }
-  if (steady::now() >= deadline)
-    co_return result(client_detail::ended(capped, beast::error::timeout), response());
+  if (steady::now() >= deadline) {
+    std::get<0>(out) = client_detail::ended(capped, beast::error::timeout);
+    co_return;
+  }
 
   request& req = plan.req;
   const bool secure = plan.origin.scheme == "https";
@@ -227,8 +238,8 @@ asio::awaitable<result> client::impl::run(levee::detail::own_frame_t,
         fresh_only = true;
         continue;
       }
-      co_return result(client_detail::ended(capped, ec),
-                       response());  // the connection is closed with `conn`
+      std::get<0>(out) = client_detail::ended(capped, ec);
+      co_return;  // the connection is closed with `conn`
     }
     const bool clean = reader.clean() && !conn->leftover;
     response res = reader.release();
@@ -244,7 +255,8 @@ asio::awaitable<result> client::impl::run(levee::detail::own_frame_t,
     // (An early response leaves the server reading, or dropping, the rest.)
     if (res.keep_alive() && req.keep_alive() && clean && !conn->early)
       put_idle(pool, std::move(conn));
-    co_return result(boost::system::error_code(), std::move(res));
+    std::get<1>(out) = std::move(res);
+    co_return;
   }
 }
 

@@ -77,15 +77,18 @@ class request_op : public std::enable_shared_from_this<request_op> {
                   : caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
                                                 : unstranded(client_ex)) {}
 
-  void start(asio::awaitable<result> aw) {
+  /// Runs `aw`: an `awaitable<result>`, or a prepared request's
+  /// `awaitable<void>`, which leaves its result in `slot()` (the response is
+  /// then moved once on its way to the caller, not through co_spawn's
+  /// completion and this operation's: bench/README.md, "The response moved
+  /// once").
+  template <class T>
+  void start(asio::awaitable<T> aw) {
     if (!caller_slot_.is_connected()) {
       // No post first: co_spawn starts the child inline when this thread runs
       // the client's executor (up to its first wait), posts it otherwise.
       const levee::detail::initiation_mark here(this);
-      asio::co_spawn(child_ex_, std::move(aw),
-                     [self = shared_from_this()](std::exception_ptr e, result r) {
-                       self->complete(std::move(e), std::move(r));
-                     });
+      asio::co_spawn(child_ex_, std::move(aw), child_end{shared_from_this(), false});
       return;
     }
     caller_slot_.assign([weak = weak_from_this()](asio::cancellation_type type) {
@@ -103,30 +106,31 @@ class request_op : public std::enable_shared_from_this<request_op> {
         // prepared request gives back its slot and its pooled connection).
         { const auto dropped = std::move(aw); }
         self->finished_ = true;
-        self->complete(nullptr, result(asio::error::operation_aborted, response()));
+        self->result_ = result(asio::error::operation_aborted, response());
+        self->complete(nullptr);
         return;
       }
-      asio::co_spawn(self->child_ex_, std::move(aw),
-                     asio::bind_cancellation_slot(self->child_signal_.slot(),
-                                                  [self](std::exception_ptr e, result r) {
-                                                    self->finished_ = true;  // on the strand
-                                                    self->complete(std::move(e), std::move(r));
-                                                  }));
+      asio::co_spawn(
+          self->child_ex_, std::move(aw),
+          asio::bind_cancellation_slot(self->child_signal_.slot(), child_end{self, true}));
     });
   }
+
+  /// Where a prepared request's coroutine puts its result.
+  result& slot() noexcept { return result_; }
 
  private:
   // The caller's resumption: dispatched from the child's completion, posted
   // when that came inside the initiation (bench/README.md, "The caller
   // resumed without a post") or on a connection's strand (`post_end_`).
-  void complete(std::exception_ptr e, result r) {
+  void complete(std::exception_ptr e) {
     auto ex = work_;
-    auto resume = [self = shared_from_this(), e = std::move(e), r = std::move(r)]() mutable {
+    auto resume = [self = shared_from_this(), e = std::move(e)]() mutable {
       if (self->caller_slot_.is_connected()) self->caller_slot_.clear();
       any_request_handler h = std::move(self->handler_);
+      auto [ec, res] = std::move(self->result_);
       self->work_ = asio::any_io_executor();
       self.reset();
-      auto& [ec, res] = r;
       if (e) {
         // The request's own errors are error_codes; a system_error from below
         // becomes its code; anything else (bad_alloc) propagates out of the
@@ -146,7 +150,25 @@ class request_op : public std::enable_shared_from_this<request_op> {
       asio::dispatch(ex, std::move(resume));
   }
 
+  // The child's completion: its result into `result_` (an
+  // `awaitable<result>`'s; a prepared request's is there already), then the
+  // caller's resumption.
+  struct child_end {
+    std::shared_ptr<request_op> self;
+    bool on_strand;  // spawned with a strand and a slot: `finished_` is used
+    void operator()(std::exception_ptr e) const {
+      if (on_strand) self->finished_ = true;
+      self->complete(std::move(e));
+    }
+    void operator()(std::exception_ptr e, result r) const {
+      if (on_strand) self->finished_ = true;
+      self->result_ = std::move(r);
+      self->complete(std::move(e));
+    }
+  };
+
   any_request_handler handler_;
+  result result_;                       // see `slot`
   std::shared_ptr<void> client_state_;  // the client's inside, alive until the completion
   asio::any_io_executor work_;          // the handler's, tracked
   asio::cancellation_slot caller_slot_;
@@ -198,8 +220,8 @@ void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::re
   if (plan.refused) return client_access::run(c, refused(plan.refused), std::move(h));
   const asio::any_io_executor on =
       plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
-  std::make_shared<request_op>(std::move(h), state, state->ex, &on)
-      ->start(state->run(levee::detail::own_frame, std::move(plan)));
+  const auto op = std::make_shared<request_op>(std::move(h), state, state->ex, &on);
+  op->start(state->run(levee::detail::own_frame, std::move(plan), op->slot()));
 }
 }  // namespace
 
@@ -220,7 +242,7 @@ void client_access::start(client& c, std::string url, beast::http::verb method, 
   auto& impl = *c.impl_;
   request req(method, parts.target, 11);
   start_plan(c, c.impl_,
-             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until),
+             impl.prepare(std::move(parts), std::move(req), impl.options.timeout, until, true),
              std::move(h));
 }
 

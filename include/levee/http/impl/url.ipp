@@ -7,6 +7,7 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <array>
 #include <charconv>
 
 namespace levee::http {
@@ -200,9 +201,18 @@ boost::system::error_code validate_origin(const url_parts& origin) {
 
 std::string host_header(const url_parts& origin) {
   const bool v6 = origin.host.find(':') != std::string::npos;
-  std::string value = v6 ? "[" + origin.host + "]" : origin.host;
   const std::uint16_t default_port = origin.scheme == "https" ? 443 : 80;
-  if (origin.port != default_port) value += ":" + std::to_string(origin.port);
+  std::array<char, 6> port{':'};  // ":65535" at most
+  std::size_t port_size = 0;
+  if (origin.port != default_port)
+    port_size =
+        std::to_chars(port.data() + 1, port.data() + port.size(), origin.port).ptr - port.data();
+  std::string value;
+  value.reserve(origin.host.size() + 2 + port_size);
+  if (v6) value.push_back('[');
+  value.append(origin.host);
+  if (v6) value.push_back(']');
+  value.append(port.data(), port_size);
   return value;
 }
 
