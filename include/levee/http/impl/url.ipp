@@ -26,55 +26,69 @@ constexpr bool is_hex(char c) noexcept {
 constexpr char lower(char c) noexcept {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
-// RFC 3986 unreserved and sub-delims.
-constexpr bool is_unreserved(char c) noexcept {
-  return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
+// The character classes below, one table lookup each (a URL is parsed, and
+// a request checked, on every request: bench/README.md, "The response moved
+// once").
+enum : unsigned char {
+  unreserved_class = 1,  // RFC 3986 unreserved
+  sub_delim_class = 2,   // RFC 3986 sub-delims
+  tchar_class = 4,       // RFC 9110 tchar: what a method or a header name is made of
+  visible_class = 8,     // visible ASCII, no space: what a request target may hold on the wire
+  path_class = 16,       // what a path and query may hold besides escapes (RFC 3986, 3.3, 3.4)
+};
+constexpr std::array<unsigned char, 256> char_classes = [] {
+  std::array<unsigned char, 256> t{};
+  for (int c = 0x21; c < 0x7f; ++c) t[c] |= visible_class;
+  for (int c = 0; c < 256; ++c) {
+    const char ch = static_cast<char>(c);
+    if (is_alpha(ch) || is_digit(ch)) t[c] |= unreserved_class | tchar_class;
+  }
+  for (char c : std::string_view("-._~")) t[static_cast<unsigned char>(c)] |= unreserved_class;
+  for (char c : std::string_view("!$&'()*+,;="))
+    t[static_cast<unsigned char>(c)] |= sub_delim_class;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~"))
+    t[static_cast<unsigned char>(c)] |= tchar_class;
+  for (int c = 0; c < 256; ++c)
+    if (t[c] & (unreserved_class | sub_delim_class)) t[c] |= path_class;
+  for (char c : std::string_view(":@/?%")) t[static_cast<unsigned char>(c)] |= path_class;
+  return t;
+}();
+constexpr bool in_class(char c, unsigned char cls) noexcept {
+  return (char_classes[static_cast<unsigned char>(c)] & cls) != 0;
 }
-constexpr bool is_sub_delim(char c) noexcept {
-  switch (c) {
-    case '!':
-    case '$':
-    case '&':
-    case '\'':
-    case '(':
-    case ')':
-    case '*':
-    case '+':
-    case ',':
-    case ';':
-    case '=':
-      return true;
-    default:
+constexpr bool is_unreserved(char c) noexcept {
+  return in_class(c, unreserved_class);
+}
+constexpr bool is_tchar(char c) noexcept {
+  return in_class(c, tchar_class);
+}
+constexpr bool is_visible(char c) noexcept {
+  return in_class(c, visible_class);
+}
+constexpr bool is_path_char(char c) noexcept {
+  return in_class(c, path_class);
+}
+// The table against the grammar, written out, for every byte.
+constexpr bool classes_match_grammar() {
+  for (int i = 0; i < 256; ++i) {
+    const char c = static_cast<char>(i);
+    const bool alnum = is_alpha(c) || is_digit(c);
+    const bool unreserved = alnum || c == '-' || c == '.' || c == '_' || c == '~';
+    const bool sub_delim = c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' ||
+                           c == '*' || c == '+' || c == ',' || c == ';' || c == '=';
+    const bool tchar = alnum || c == '!' || c == '#' || c == '$' || c == '%' || c == '&' ||
+                       c == '\'' || c == '*' || c == '+' || c == '-' || c == '.' || c == '^' ||
+                       c == '_' || c == '`' || c == '|' || c == '~';
+    const bool visible = i > 0x20 && i < 0x7f;
+    const bool path =
+        unreserved || sub_delim || c == ':' || c == '@' || c == '/' || c == '?' || c == '%';
+    if (is_unreserved(c) != unreserved || in_class(c, sub_delim_class) != sub_delim ||
+        is_tchar(c) != tchar || is_visible(c) != visible || is_path_char(c) != path)
       return false;
   }
+  return true;
 }
-// RFC 9110 tchar: what a method or a header name is made of.
-constexpr bool is_tchar(char c) noexcept {
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return is_alpha(c) || is_digit(c);
-  }
-}
-// Visible ASCII, no space: what may appear in a request target on the wire.
-constexpr bool is_visible(char c) noexcept {
-  return c > 0x20 && c < 0x7f;
-}
+static_assert(classes_match_grammar());
 
 // Percent-escapes must be complete ("%4", "%zz" are refused).
 bool valid_escapes(std::string_view s) noexcept {
@@ -122,7 +136,10 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   url.remove_prefix(colon + 3);
 
   // authority = [ userinfo "@" ] host [ ":" port ], up to "/", "?" or "#"
-  const auto end = url.find_first_of("/?#");
+  // (Not find_first_of, which calls memchr on "/?#" for every character.)
+  std::size_t end = 0;
+  while (end < url.size() && url[end] != '/' && url[end] != '?' && url[end] != '#') ++end;
+  if (end == url.size()) end = std::string_view::npos;
   const std::string_view authority = url.substr(0, end);
   const std::string_view rest =
       end == std::string_view::npos ? std::string_view() : url.substr(end);
@@ -166,11 +183,8 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
 
   // path-abempty [ "?" query ] [ "#" fragment ]; the fragment is never sent.
   std::string_view target = rest.substr(0, rest.find('#'));
-  for (char c : target) {
-    if (!(is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@' || c == '/' || c == '?' ||
-          c == '%'))
-      return invalid;
-  }
+  for (char c : target)
+    if (!is_path_char(c)) return invalid;
   if (!valid_escapes(target)) return invalid;
 
   out.scheme = https ? "https" : "http";
