@@ -216,8 +216,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// then sends the request (and once more on a fresh connection when a
   /// pooled one failed before any byte of a response came back). Each
   /// attempt carries what is left until the caller's deadline in the
-  /// deadline header. Its result goes into `out` (its operation's, which
-  /// outlives the coroutine).
+  /// deadline header. Its result goes into `out`: every way out of it
+  /// writes `out` (which starts as success with an empty response). Spawned
+  /// only by its `request_op` (http/impl/request_op.ipp), whose `slot()`
+  /// `out` is and which is alive while the coroutine's body runs.
   asio::awaitable<void> run(levee::detail::own_frame_t, client_detail::request_plan plan,
                             result& out);
   executor_type ex;

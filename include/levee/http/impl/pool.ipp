@@ -37,9 +37,10 @@ client_detail::connection_ptr client::impl::acquire(const std::string& key, stea
   std::vector<std::shared_ptr<host_pool>> forgotten;
   {
     std::lock_guard g(pools_mutex);
-    auto& entry = pools[key];
-    if (!entry) entry = std::make_shared<host_pool>();
-    pool = entry;
+    auto it = pools.find(key);
+    if (it == pools.end())  // made before it is inserted: a bad_alloc leaves no empty entry
+      it = pools.emplace(key, std::make_shared<host_pool>()).first;
+    pool = it->second;
     if (pool->busy >= options.max_connections_per_host || !pool->waiters.empty()) return nullptr;
     ++pool->busy;
     slot = true;
@@ -51,7 +52,9 @@ client_detail::connection_ptr client::impl::acquire(const std::string& key, stea
 }
 
 // Under the lock: the newest idle connection of `pool` within its idle
-// timeout; the expired ones it meets go to `expired`.
+// timeout; the expired ones it meets go to `expired`. Runs the client's
+// sweep first when the earliest idle connection has expired (`sweep`:
+// more to `expired`, and the origins it forgets to `forgotten`).
 client_detail::connection_ptr client::impl::pop_idle(
     host_pool& pool, steady::time_point now, std::vector<connection_ptr>& expired,
     std::vector<std::shared_ptr<host_pool>>& forgotten) {

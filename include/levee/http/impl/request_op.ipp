@@ -44,9 +44,10 @@ asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
   return ex;
 }
 
-/// One request operation: runs an `awaitable<result>` as a child coroutine
-/// and completes the type-erased handler with `(ec, response)` on the
-/// handler's executor.
+/// One request operation: runs an `awaitable<result>`, or a prepared
+/// request's `awaitable<void>` that leaves its result in `slot()`, as a child
+/// coroutine, and completes the type-erased handler with `(ec, response)` on
+/// the handler's executor.
 ///
 /// A request the client prepared (`client::impl::prepare`) runs on the
 /// strand it is given, `on`: its connection's when a slot and a connection
@@ -78,8 +79,8 @@ class request_op : public std::enable_shared_from_this<request_op> {
                                                 : unstranded(client_ex)) {}
 
   /// Runs `aw`: an `awaitable<result>`, or a prepared request's
-  /// `awaitable<void>`, which leaves its result in `slot()` (the response is
-  /// then moved once on its way to the caller, not through co_spawn's
+  /// `awaitable<void>`, which leaves its result in `slot()` (the response
+  /// then goes from there to the caller's handler, not through co_spawn's
   /// completion and this operation's: bench/README.md, "The response moved
   /// once").
   template <class T>
