@@ -218,6 +218,26 @@ TEST_CASE("http: malformed responses become error_codes") {
   }
 }
 
+TEST_CASE("http: a response delimited by the close leaves no connection in the pool") {
+  asio::io_context ioc;
+  raw_server raw(ioc);
+  // HTTP/1.1 without Content-Length or chunks: the body ends at the close.
+  raw.replies = {"HTTP/1.1 200 OK\r\n\r\nuntil the close"};
+  raw.start();
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  for (int i = 0; i < 2; ++i) {
+    auto r = spawn(ioc, http::async_get(client, raw.url(), asio::as_tuple(asio::use_awaitable)));
+    run_until(ioc, r);
+    REQUIRE(r->done);
+    CHECK_FALSE(std::get<0>(*r->value));
+    CHECK(std::get<1>(*r->value).body() == "until the close");
+    CHECK(client.stats().connections_idle == 0);  // closed, not pooled
+  }
+  CHECK(raw.accepted == 2);
+  CHECK(client.stats().connections_stale == 0);  // none found closed in the pool
+  CHECK(client.stats().connections_open == 0);
+}
+
 TEST_CASE("http: a pooled connection the server closed is replaced once, transparently") {
   asio::io_context ioc;
   raw_server raw(ioc);

@@ -70,6 +70,13 @@ class response_reader {
   /// buffer: the connection may carry another request (if the response
   /// allows keep-alive).
   bool clean() const noexcept;
+  /// Whether the final response lets its connection carry another request,
+  /// from what the parser noted while it read the header (no second scan
+  /// of the Connection field, as `message::keep_alive` makes): not after
+  /// `Connection: close` (HTTP/1.1), only with `keep-alive` (HTTP/1.0),
+  /// and never when the body was delimited by the close. Only once `parse`
+  /// or `finish` returned true, before or after `release`.
+  bool keep_alive() const noexcept { return done_ && parser_->keep_alive(); }
   /// Interim responses skipped.
   unsigned interim() const noexcept { return interim_; }
 

@@ -242,19 +242,19 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
       co_return;  // the connection is closed with `conn`
     }
     const bool clean = reader.clean() && !conn->leftover;
+    const bool keep_alive = reader.keep_alive();
     response res = reader.release();
     // A 408 that closes a pooled connection answers no request of ours: the
     // server gave up on the idle connection just as this request went out.
     // Not after an early response, though: a body is never sent twice.
-    if (reused && !conn->early && res.result_int() == 408 && !res.keep_alive() &&
+    if (reused && !conn->early && res.result_int() == 408 && !keep_alive &&
         client_detail::idempotent(req.method()) && steady::now() < deadline) {
       stats.retried.fetch_add(1, std::memory_order_relaxed);
       fresh_only = true;
       continue;
     }
     // (An early response leaves the server reading, or dropping, the rest.)
-    if (res.keep_alive() && req.keep_alive() && clean && !conn->early)
-      put_idle(pool, std::move(conn));
+    if (keep_alive && req.keep_alive() && clean && !conn->early) put_idle(pool, std::move(conn));
     std::get<1>(out) = std::move(res);
     co_return;
   }
