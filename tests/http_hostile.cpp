@@ -402,6 +402,55 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
   CHECK(host_seen == "[::1]:" + std::to_string(port));
 }
 
+TEST_CASE("http hostile: an IPv6 literal in two spellings is one origin, with one pool") {
+  asio::io_context ioc;
+  boost::system::error_code v6;
+  tcp::acceptor server(ioc);
+  server.open(tcp::v6(), v6);
+  if (!v6) server.bind(tcp::endpoint(asio::ip::make_address("::1"), 0), v6);
+  if (v6) {
+    WARN("no IPv6 loopback here: " << v6.message());
+    return;
+  }
+  server.listen();
+  std::vector<std::string> hosts_seen;
+  int accepted = 0;
+  const auto serve = [&](tcp::socket s) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      const auto head = co_await read_head(s, in);
+      if (head.empty()) co_return;
+      const auto at = head.find("Host: ");
+      hosts_seen.push_back(head.substr(at + 6, head.find('\r', at) - at - 6));
+      if (!co_await write_all(s, ok_response)) co_return;
+    }
+  };
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, s] = co_await server.async_accept(asio::as_tuple(asio::use_awaitable));
+          if (ec) co_return;
+          ++accepted;
+          asio::co_spawn(ioc, serve(std::move(s)), asio::detached);
+        }
+      },
+      asio::detached);
+  http::client client(ioc.get_executor(), {.timeout = 1s});
+  const auto port = server.local_endpoint().port();
+  for (const char* spelling : {"::1", "0:0:0:0:0:0:0:1", "0::1"}) {
+    INFO(spelling);
+    http::request req(boost::beast::http::verb::get, "/", 11);
+    const auto r = finish(ioc, client.async_request(spelling, port, std::move(req),
+                                                    asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(std::get<0>(r));
+  }
+  CHECK(accepted == 1);  // one connection, reused: one pool
+  CHECK(client.stats().origins == 1);
+  CHECK(client.stats().connections_reused == 2);
+  for (const auto& h : hosts_seen) CHECK(h == "[::1]:" + std::to_string(port));
+}
+
 TEST_CASE("http hostile: URLs are split as RFC 3986 says") {
   http::url_parts p;
   REQUIRE_FALSE(http::parse_url("http://example.com?x=1", p));
