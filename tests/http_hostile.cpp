@@ -57,6 +57,24 @@ std::vector<http::result> burst(asio::io_context& ioc, http::client& c, const st
   return out;
 }
 
+/// Opens `a` listening on [::1] and a free port; false (with a warning) on a
+/// machine without an IPv6 loopback.
+bool listen_on_v6_loopback(tcp::acceptor& a) {
+  boost::system::error_code ec;
+  a.open(tcp::v6(), ec);
+  if (!ec) a.bind(tcp::endpoint(asio::ip::make_address("::1"), 0), ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) WARN("no IPv6 loopback here: " << ec.message());
+  return !ec;
+}
+
+/// The value of the Host field in a request's head.
+std::string host_of(const std::string& head) {
+  const auto at = head.find("Host: ");
+  if (at == std::string::npos) return {};
+  return head.substr(at + 6, head.find('\r', at) - at - 6);
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -372,15 +390,8 @@ TEST_CASE("http hostile: a timeout of nanoseconds::max() means no deadline") {
 
 TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
   asio::io_context ioc;
-  boost::system::error_code v6;
   tcp::acceptor probe(ioc);
-  probe.open(tcp::v6(), v6);
-  if (!v6) probe.bind(tcp::endpoint(asio::ip::make_address("::1"), 0), v6);
-  if (v6) {
-    WARN("no IPv6 loopback here: " << v6.message());
-    return;
-  }
-  probe.listen();
+  if (!listen_on_v6_loopback(probe)) return;
   std::string host_seen;
   asio::co_spawn(
       ioc,
@@ -389,8 +400,7 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
         if (ec) co_return;
         asio::streambuf in;
         const auto head = co_await read_head(s, in);
-        const auto at = head.find("Host: ");
-        if (at != std::string::npos) host_seen = head.substr(at + 6, head.find('\r', at) - at - 6);
+        host_seen = host_of(head);
         co_await write_all(s, ok_response);
       },
       asio::detached);
@@ -404,15 +414,8 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
 
 TEST_CASE("http hostile: an IPv6 literal in two spellings is one origin, with one pool") {
   asio::io_context ioc;
-  boost::system::error_code v6;
   tcp::acceptor server(ioc);
-  server.open(tcp::v6(), v6);
-  if (!v6) server.bind(tcp::endpoint(asio::ip::make_address("::1"), 0), v6);
-  if (v6) {
-    WARN("no IPv6 loopback here: " << v6.message());
-    return;
-  }
-  server.listen();
+  if (!listen_on_v6_loopback(server)) return;
   std::vector<std::string> hosts_seen;
   int accepted = 0;
   const auto serve = [&](tcp::socket s) -> asio::awaitable<void> {
@@ -420,8 +423,7 @@ TEST_CASE("http hostile: an IPv6 literal in two spellings is one origin, with on
     for (;;) {
       const auto head = co_await read_head(s, in);
       if (head.empty()) co_return;
-      const auto at = head.find("Host: ");
-      hosts_seen.push_back(head.substr(at + 6, head.find('\r', at) - at - 6));
+      hosts_seen.push_back(host_of(head));
       if (!co_await write_all(s, ok_response)) co_return;
     }
   };

@@ -129,6 +129,11 @@ bool idempotent(beast::http::verb v) noexcept;
 /// that `prepare_payload` left).
 void write_head(const request& req, std::string& out);
 
+/// `validate_origin`, and an IPv6 host rewritten in its one spelling (RFC
+/// 5952, as `parse_url` gives it): one pool, one limit of connections and
+/// one Host value per address, however the caller wrote it.
+boost::system::error_code canonical_origin(url_parts& origin);
+
 struct request_plan;
 
 }  // namespace levee::http::client_detail

@@ -13,7 +13,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/cancellation_state.hpp>
-#include <boost/asio/ip/address_v6.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -89,14 +88,19 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   stats.requests.fetch_add(1, std::memory_order_relaxed);
 
   if (req.version() == 0) req.version(11);
-  // An IPv6 literal in its one spelling (RFC 5952, as parse_url gives it):
-  // one pool, one limit of connections and one Host value per address,
-  // however the caller wrote it (tests/http_hostile.cpp, "an IPv6 literal
-  // in two spellings"). Anything else is left for validate_origin.
-  if (!built && origin.host.find(':') != std::string::npos) {
-    boost::system::error_code ec;
-    const auto v6 = asio::ip::make_address_v6(origin.host, ec);
-    if (!ec && v6.scope_id() == 0) origin.host = v6.to_string();
+  // Nothing leaves before the request is known to say only what it says,
+  // to whom it says. The origin first (given as url_parts, it is checked as
+  // parse_url would, and an IPv6 host takes its one spelling: tests/
+  // http_hostile.cpp, "an IPv6 literal in two spellings"), then, below, the
+  // request with its fields. A request the client built itself from a URL
+  // it parsed is valid by construction: its origin parse_url's, its method
+  // a verb's, its target parse_url's, its fields the Host below and the
+  // validated user_agent.
+  if (!built) {
+    if (auto ec = client_detail::canonical_origin(origin)) {
+      p.refused = ec;
+      return p;
+    }
   }
   // The Host value once per request: the Host field and the pool's key.
   const std::string host = host_header(origin);
@@ -104,18 +108,9 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   if (req.find(beast::http::field::user_agent) == req.end())
     req.set(beast::http::field::user_agent, options.user_agent);
   // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
-  // given keep-alive): such a connection is never pooled. Nothing leaves
-  // before the request is known to say only what it says, to whom it says (an
-  // origin given as url_parts is checked as parse_url would); validated
-  // before prepare_payload, which throws on a TRACE with a body.
-  // (A request the client built itself from a URL it parsed is valid by
-  // construction: its method a verb's, its target parse_url's, its fields
-  // the Host above and the validated user_agent.)
+  // given keep-alive): such a connection is never pooled. The request is
+  // validated before prepare_payload, which throws on a TRACE with a body.
   if (!built) {
-    if (auto ec = validate_origin(origin)) {
-      p.refused = ec;
-      return p;
-    }
     if (auto ec = validate_request(req)) {
       p.refused = ec;
       return p;

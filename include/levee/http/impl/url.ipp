@@ -199,18 +199,35 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   return {};
 }
 
-boost::system::error_code validate_origin(const url_parts& origin) {
+namespace {
+// validate_origin's checks; an IPv6 host's one spelling (RFC 5952) goes to
+// `v6_form` when it is given.
+boost::system::error_code check_origin(const url_parts& origin, std::string* v6_form) {
   const auto invalid = make_error_code(error::invalid_url);
   if (origin.scheme != "http" && origin.scheme != "https") return invalid;
   if (origin.host.empty() || origin.host.size() > 253 || origin.port == 0) return invalid;
   if (origin.host.find(':') != std::string::npos) {  // an IPv6 literal, no brackets
     boost::system::error_code ec;
     const auto v6 = boost::asio::ip::make_address_v6(origin.host, ec);
-    return ec || v6.scope_id() != 0 ? invalid : boost::system::error_code();
+    if (ec || v6.scope_id() != 0) return invalid;
+    if (v6_form) *v6_form = v6.to_string();
+    return {};
   }
   for (char c : origin.host)
     if (!is_unreserved(c) || (c >= 'A' && c <= 'Z')) return invalid;
   return {};
+}
+}  // namespace
+
+boost::system::error_code validate_origin(const url_parts& origin) {
+  return check_origin(origin, nullptr);
+}
+
+boost::system::error_code client_detail::canonical_origin(url_parts& origin) {
+  std::string v6_form;
+  const auto ec = check_origin(origin, &v6_form);
+  if (!ec && !v6_form.empty()) origin.host = std::move(v6_form);
+  return ec;
 }
 
 std::string host_header(const url_parts& origin) {
