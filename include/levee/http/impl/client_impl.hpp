@@ -7,6 +7,7 @@
 #include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/slot_waiter.hpp>
 #include <levee/http/client.hpp>
+#include <levee/http/detail/origin.hpp>
 #include <levee/http/detail/resolver.hpp>
 #include <levee/http/detail/response_reader.hpp>
 
@@ -128,11 +129,6 @@ bool idempotent(beast::http::verb v) noexcept;
 /// is never chunked (`client::impl::prepare` refuses a Transfer-Encoding
 /// that `prepare_payload` left).
 void write_head(const request& req, std::string& out);
-
-/// `validate_origin`, and an IPv6 host rewritten in its one spelling (RFC
-/// 5952, as `parse_url` gives it): one pool, one limit of connections and
-/// one Host value per address, however the caller wrote it.
-boost::system::error_code canonical_origin(url_parts& origin);
 
 struct request_plan;
 

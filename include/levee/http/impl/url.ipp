@@ -3,6 +3,7 @@
 #pragma once
 
 #include <levee/http/client.hpp>
+#include <levee/http/detail/origin.hpp>
 #include <levee/http/error.hpp>
 
 #include <boost/asio/ip/address.hpp>
