@@ -257,6 +257,56 @@ TEST_CASE("registry guard set: a call the limit does not time is timed by the br
         breaker_reads + 2 * (levee::detail::gradient2::every_call_samples + 1600 / 8));
 }
 
+TEST_CASE("registry guard set: a call reaches its limit through the set, after the key is removed") {
+  // The guard set's call holds no count of the limit's state of its own:
+  // the set the caller holds keeps it ("hold g until the await is done").
+  // The registry forgetting the key mid-call changes nothing for the call,
+  // in both forms: a set held by name, and a temporary one.
+  asio::io_context ioc;
+  levee::breaker_registry reg(ioc, {.limits = adaptive_limit_options{}});
+  asio::steady_timer gate(ioc, asio::steady_timer::time_point::max());
+  auto call = [&]() -> asio::awaitable<int> {
+    co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_return 7;
+  };
+  std::weak_ptr<levee::adaptive_limit> named, temporary;
+  int sum = 0;
+  std::size_t in_flight_after = 99, samples_after = 99;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        auto g = reg.guards("a:80");
+        named = g.limit;
+        sum += co_await g(call());
+        in_flight_after = g.limit->in_flight();
+        samples_after = static_cast<std::size_t>(g.limit->metrics().samples);
+      },
+      asio::detached);
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        temporary = reg.guards("b:80").limit;
+        sum += co_await reg.guards("b:80")(call());
+      },
+      asio::detached);
+  ioc.poll();  // both calls wait at the gate, each holding a slot
+  REQUIRE(reg.remove("a:80"));
+  REQUIRE(reg.remove("b:80"));
+  REQUIRE(reg.size() == 0);
+  const auto held_named = named.lock(), held_temporary = temporary.lock();
+  REQUIRE(held_named);  // kept by the sets, not by the registry
+  REQUIRE(held_temporary);
+  CHECK(held_named->in_flight() == 1);
+  CHECK(held_temporary->in_flight() == 1);
+  gate.cancel();
+  ioc.run();
+  CHECK(sum == 14);
+  CHECK(in_flight_after == 0);  // the slot was given back, and the call sampled
+  CHECK(samples_after == 1);
+  CHECK(held_temporary->in_flight() == 0);
+  CHECK(held_temporary->metrics().samples == 1);
+}
+
 TEST_CASE("aimd: drops multiply the limit down, busy successes add one, within bounds") {
   levee::detail::aimd a({20, 10, 25, 0.9, 1e9});
   CHECK(a.update(1e6, 20, false) == 21);  // busy (20 >= 21/2): +1

@@ -172,8 +172,8 @@ void refuse_probe_race(const Impl& b) {
 }
 
 template <class Impl, class T, class Executor>
-asio::awaitable<T, Executor> probe_bounded(Impl& b, call_scope<Impl>& scope, permit p,
-                                           asio::awaitable<T, Executor> aw) {
+[[gnu::always_inline]] inline asio::awaitable<T, Executor> probe_bounded(
+    Impl& b, call_scope<Impl>& scope, permit p, asio::awaitable<T, Executor> aw) {
   if (!p.is_probe()) [[likely]]
     return aw;
   return race_probe_deadline(b, scope, std::move(aw));  // out of line: the CLOSED path stays small

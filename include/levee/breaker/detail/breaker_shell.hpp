@@ -156,7 +156,9 @@ class breaker_impl final : public std::enable_shared_from_this<breaker_impl<Cloc
       if (telemetry_.wanted() & call_events) [[unlikely]]
         return finish_listened_success(p, r);
       const breaker_core::fast_end e = core_.complete_success_and_leave(
-          p, [](bool read) { return read ? window_now<Clock>() : nanos::zero(); },
+          p, [](bool read) __attribute__((always_inline)) {
+            return read ? window_now<Clock>() : nanos::zero();
+          },
           [this, p](std::int64_t stamp, std::uint32_t epoch) { settle(p, stamp, epoch); });
       if (e == breaker_core::fast_end::left) [[likely]]
         return;

@@ -47,7 +47,8 @@ inline bool coarse_enough(std::chrono::nanoseconds d) noexcept {
 
 #if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
 template <>
-inline std::chrono::nanoseconds window_now<std::chrono::steady_clock>() noexcept {
+[[gnu::always_inline]] inline std::chrono::nanoseconds
+window_now<std::chrono::steady_clock>() noexcept {
   timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return std::chrono::nanoseconds(static_cast<long long>(ts.tv_sec) * 1'000'000'000LL + ts.tv_nsec);

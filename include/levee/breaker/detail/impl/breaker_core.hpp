@@ -16,7 +16,7 @@ inline std::uint64_t breaker_core::make_word(circuit_state s, std::uint64_t gene
   return generation << generation_shift | static_cast<std::uint64_t>(s);
 }
 
-inline void breaker_core::counter::bump_locked() noexcept {
+[[gnu::always_inline]] inline void breaker_core::counter::bump_locked() noexcept {
   value.store(value.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
