@@ -257,11 +257,11 @@ TEST_CASE("registry guard set: a call the limit does not time is timed by the br
         breaker_reads + 2 * (levee::detail::gradient2::every_call_samples + 1600 / 8));
 }
 
-TEST_CASE("registry guard set: a call reaches its limit through the set, after the key is removed") {
-  // The guard set's call holds no count of the limit's state of its own:
-  // the set the caller holds keeps it ("hold g until the await is done").
-  // The registry forgetting the key mid-call changes nothing for the call,
-  // in both forms: a set held by name, and a temporary one.
+TEST_CASE("registry guard set: a call keeps its limit after the registry removed the key") {
+  // The registry forgetting a key mid-call changes nothing for the call, in
+  // both forms: a set held by name, and a temporary one. (Its destruction
+  // with the call abandoned: tests/pipeline.cpp, "pipeline: gone before its
+  // io_context with calls in flight".)
   asio::io_context ioc;
   levee::breaker_registry reg(ioc, {.limits = adaptive_limit_options{}});
   asio::steady_timer gate(ioc, asio::steady_timer::time_point::max());

@@ -95,8 +95,7 @@ class basic_breaker_registry : public registry_listeners<basic_breaker_registry<
     /// Cancellation: reaches `aw`, or a call waiting in the limit's queue.
     /// Executor: the awaiting coroutine's (on `io_context::executor_type`,
     /// refused with an explicit `probe_timeout`, as by the breaker).
-    /// Lifetime: hold `g` until the await is done (the call reaches the
-    /// limit through it, holding no count of its own). Thread safety: as the
+    /// Lifetime: hold `g` until the await is done. Thread safety: as the
     /// breaker and the limit, any thread.
     ///
     /// \param aw The call to guard.

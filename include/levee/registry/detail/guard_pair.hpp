@@ -37,13 +37,11 @@ struct guard_access {
 };
 
 /// An admitted slot of the limit: freed without a sample unless `finish`ed.
-/// It holds the limit's state by address: the guard set that started the
-/// call holds it for the length of the call (registry.hpp, `guard_set`).
 class limit_slot {
  public:
   using timing = adaptive_limit_state::timing;
-  limit_slot(adaptive_limit_state* s, std::size_t started_with, timing t) noexcept
-      : state_(s), started_with_(started_with), timing_(t) {}
+  limit_slot(std::shared_ptr<adaptive_limit_state> s, std::size_t started_with, timing t) noexcept
+      : state_(std::move(s)), started_with_(started_with), timing_(t) {}
   limit_slot(const limit_slot&) = delete;
   limit_slot& operator=(const limit_slot&) = delete;
   ~limit_slot() {
@@ -56,26 +54,21 @@ class limit_slot {
     // A classifier that throws counts the call as a failure.
     const outcome o = state_->classify(r);
     const auto ns = static_cast<double>(rtt.count());
-    std::exchange(state_, nullptr)
-        ->leave(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
-                o == outcome::failure, timing_);
+    state_->leave(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
+                  o == outcome::failure, timing_);
+    state_.reset();
   }
 
  private:
-  adaptive_limit_state* state_;
+  std::shared_ptr<adaptive_limit_state> state_;
   std::size_t started_with_;
   timing timing_;
 };
 
-// `limit` is the guard set's own `shared_ptr`, which the set keeps for the
-// length of the call ("hold `g` until the await is done"): the frame holds
-// no count of its own (a copy and its release are two locked instructions a
-// call, bench/README.md, "The guard set's limit by address"). Only a call
-// that waits in the limit's queue copies it, for its waiter.
 template <class Clock, class Impl, class T, class Executor>
-boost::asio::awaitable<T, Executor> guarded_pair_call(
-    own_frame_t, Impl& b, const std::shared_ptr<adaptive_limit_state>& limit,
-    boost::asio::awaitable<T, Executor> aw) {
+boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
+                                                      std::shared_ptr<adaptive_limit_state> limit,
+                                                      boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
   using entry = adaptive_limit_state::entry;
   using timing = adaptive_limit_state::timing;
@@ -120,7 +113,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(
     scope.finish(outcome::ignored);  // the downstream was not called
     co_return error_result<T>(ec);
   }
-  limit_slot slot(limit.get(), started_with, how);
+  limit_slot slot(std::move(limit), started_with, how);
   const auto finish = [&](const call_result& r, outcome o) {
     if (!timed) {
       slot.finish(r);
@@ -157,10 +150,10 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(
 
 // The guard set's call, its frame from levee's block cache (own_frame.hpp).
 template <class Clock, class Impl, class T, class Executor>
-boost::asio::awaitable<T, Executor> guarded_pair_call(
-    Impl& b, const std::shared_ptr<adaptive_limit_state>& limit,
-    boost::asio::awaitable<T, Executor> aw) {
-  return guarded_pair_call<Clock>(own_frame, b, limit, std::move(aw));
+boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
+                                                      std::shared_ptr<adaptive_limit_state> limit,
+                                                      boost::asio::awaitable<T, Executor> aw) {
+  return guarded_pair_call<Clock>(own_frame, b, std::move(limit), std::move(aw));
 }
 
 }  // namespace levee::detail
