@@ -414,32 +414,24 @@ TEST_CASE("http hostile: the Host header of an IPv6 literal has brackets") {
 
 TEST_CASE("http hostile: an IPv6 literal in two spellings is one origin, with one pool") {
   asio::io_context ioc;
-  tcp::acceptor server(ioc);
-  if (!listen_on_v6_loopback(server)) return;
+  tcp::acceptor listening(ioc);
+  if (!listen_on_v6_loopback(listening)) return;
   std::vector<std::string> hosts_seen;
-  int accepted = 0;
-  const auto serve = [&](tcp::socket s) -> asio::awaitable<void> {
-    asio::streambuf in;
-    for (;;) {
-      const auto head = co_await read_head(s, in);
-      if (head.empty()) co_return;
-      hosts_seen.push_back(host_of(head));
-      if (!co_await write_all(s, ok_response)) co_return;
-    }
-  };
-  asio::co_spawn(
+  script_server server(
       ioc,
-      [&]() -> asio::awaitable<void> {
+      [&](tcp::socket s, int) -> asio::awaitable<void> {
+        asio::streambuf in;
         for (;;) {
-          auto [ec, s] = co_await server.async_accept(asio::as_tuple(asio::use_awaitable));
-          if (ec) co_return;
-          ++accepted;
-          asio::co_spawn(ioc, serve(std::move(s)), asio::detached);
+          const auto head = co_await read_head(s, in);
+          if (head.empty()) co_return;
+          hosts_seen.push_back(host_of(head));
+          if (!co_await write_all(s, ok_response)) co_return;
         }
       },
-      asio::detached);
+      std::move(listening));
+  server.start();
   http::client client(ioc.get_executor(), {.timeout = 1s});
-  const auto port = server.local_endpoint().port();
+  const auto port = server.port();
   for (const char* spelling : {"::1", "0:0:0:0:0:0:0:1", "0::1"}) {
     INFO(spelling);
     http::request req(boost::beast::http::verb::get, "/", 11);
@@ -447,7 +439,7 @@ TEST_CASE("http hostile: an IPv6 literal in two spellings is one origin, with on
                                                     asio::as_tuple(asio::use_awaitable)));
     CHECK_FALSE(std::get<0>(r));
   }
-  CHECK(accepted == 1);  // one connection, reused: one pool
+  CHECK(server.accepted == 1);  // one connection, reused: one pool
   CHECK(client.stats().origins == 1);
   CHECK(client.stats().connections_reused == 2);
   for (const auto& h : hosts_seen) CHECK(h == "[::1]:" + std::to_string(port));

@@ -51,10 +51,16 @@ T finish(asio::io_context& ioc, asio::awaitable<T> aw) {
 /// wants, whenever it wants them.
 struct script_server {
   using script = std::function<asio::awaitable<void>(tcp::socket, int index)>;
-  script_server(asio::io_context& context, script s) : ioc(context), run_script(std::move(s)) {}
+  script_server(asio::io_context& context, script s)
+      : script_server(
+            context, std::move(s),
+            tcp::acceptor(context, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0))) {}
+  /// On an acceptor the test opened itself (another address, e.g. [::1]).
+  script_server(asio::io_context& context, script s, tcp::acceptor listening)
+      : ioc(context), run_script(std::move(s)), acceptor(std::move(listening)) {}
   asio::io_context& ioc;
   script run_script;
-  tcp::acceptor acceptor{ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  tcp::acceptor acceptor;
   int accepted = 0;
 
   std::uint16_t port() const { return acceptor.local_endpoint().port(); }
