@@ -5,15 +5,19 @@
 // race between a grant on one thread and a cancellation on another is the
 // point, and virtual time would serialise it away.
 #include <levee/limit/adaptive_limit.hpp>
+#include <levee/registry/registry.hpp>
 #include <levee/timeout/timeout.hpp>
 
 #include "support.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -231,4 +235,61 @@ TEST_CASE("adaptive limit threads: changed events reach a listener in order, eac
   // The last event ends where the limit is.
   CHECK(std::floor(seen.back().to) == std::floor(limit.metrics().limit));
   CHECK(limit.metrics().events_lost == 0);
+}
+
+namespace {
+// Starts, then yields 1 to 8 times on its executor, then succeeds (the
+// guard set's breaker stays closed). A function, not a capturing lambda: its
+// frame owns its parameters.
+asio::awaitable<std::tuple<boost::system::error_code, int>> yielding_call(std::atomic<int>& started,
+                                                                          int i) {
+  ++started;
+  for (int k = 0; k < 1 + i % 8; ++k) co_await asio::post(asio::use_awaitable);
+  co_return std::tuple(boost::system::error_code(), 1);
+}
+asio::awaitable<void> count_done(std::atomic<int>& done,
+                                 asio::awaitable<std::tuple<boost::system::error_code, int>> aw) {
+  (void)co_await std::move(aw);
+  ++done;
+}
+}  // namespace
+
+// The frames hold the limit's state by address, counted in and out under its
+// spinlock (limit/detail/adaptive_limit_state.hpp). A limit of 16 with a
+// queue: the limiter (nested form) or the registry and its guard set go on
+// this thread once 16 calls run, while 4 threads end calls, grant waiters
+// (counted in holding an owner) and the rest of the queue is aborted.
+TEST_CASE("adaptive limit threads: destroyed on one thread while 4 others end its calls") {
+  const levee::adaptive_limit_options options{
+      .initial_limit = 16, .min_limit = 16, .max_limit = 16, .max_queue = 64};
+  for (int round = 0; round < 20; ++round) {
+    const bool set = round % 2;
+    asio::thread_pool pool(4);
+    auto limit = std::make_unique<levee::adaptive_limit>(pool, options);
+    auto reg =
+        std::make_unique<levee::breaker_registry>(pool, levee::registry_options{.limits = options});
+    auto guards = std::make_unique<levee::breaker_registry::guard_set>(reg->guards("k"));
+    std::atomic<int> started{0}, done{0};
+    constexpr std::uint64_t calls = 64;
+    for (int i = 0; i < static_cast<int>(calls); ++i) {
+      auto aw = set ? (*guards)(yielding_call(started, i)) : (*limit)(yielding_call(started, i));
+      asio::co_spawn(pool, count_done(done, std::move(aw)), asio::detached);
+    }
+    // Every frame started (admitted or queued) while the limiter lived, as
+    // it must; then it goes while they run, end and are granted.
+    const levee::adaptive_limit& watched = set ? *guards->limit : *limit;
+    const auto entered = [&] {
+      const auto m = watched.metrics();
+      return m.admitted + m.queued;
+    };
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    while (entered() < calls && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::yield();
+    REQUIRE(entered() == calls);
+    limit.reset();
+    guards.reset();
+    reg.reset();
+    pool.join();
+    CHECK(done == static_cast<int>(calls));
+  }
 }

@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace levee {
@@ -131,8 +132,13 @@ struct guard_access;
 /// shared freely between threads of a multi-threaded `io_context`. Pending
 /// work: none of its own (an idle limiter arms no timer; a waiter with
 /// `max_wait` has a timer while it waits). Lifetime: may be destroyed with
-/// calls in flight or waiting (they share its state; waiters end with
-/// `operation_aborted`).
+/// calls in flight or waiting (waiters end with `operation_aborted`; calls
+/// running finish on its state, which goes with the last of them). A call
+/// must be *started* (its awaitable first awaited) before the limit is
+/// destroyed, not after it nor concurrently with it, as with a breaker or a
+/// throttle: its frame holds the state by address, counted in and out under
+/// the limit's own spinlock (docs/limits.md, "Cost, observability, one
+/// limit per host").
 ///
 /// `Clock` times round trips and `max_wait`. `adaptive_limit` is the
 /// steady_clock limit.
@@ -152,8 +158,8 @@ class basic_adaptive_limit {
   explicit basic_adaptive_limit(const Executor& ex, adaptive_limit_options options = {},
                                 std::string name = {})
       : executor_(ex),
-        state_(std::make_shared<detail::adaptive_limit_state>(detail::checked(std::move(options)),
-                                                              std::move(name))) {}
+        state_(detail::adaptive_limit_state::make(detail::checked(std::move(options)),
+                                                  std::move(name))) {}
 
   /// A limit on `ctx.get_executor()`.
   /// \param ctx An execution context, such as an `io_context`.
@@ -247,7 +253,7 @@ class basic_adaptive_limit {
   /// Executor: `aw` runs on the awaiting coroutine's executor.
   ///
   /// Lifetime: `aw` is moved in; the limit may be destroyed before the
-  /// returned awaitable ends (see Lifetime above).
+  /// returned awaitable ends, once it has started (see Lifetime above).
   ///
   /// Thread safety: any thread, concurrently with other calls.
   ///
@@ -255,11 +261,12 @@ class basic_adaptive_limit {
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(detail::own_frame, state_, std::move(aw));
+    return call(detail::own_frame, state_.get(), std::move(aw));
   }
 
  private:
-  // Frees the slot however the call ends; a sample only through `finish`.
+  // Frees the slot however the call ends, and counts the frame out
+  // (detail/adaptive_limit_state.hpp); a sample only through `finish`.
   // Reads the clock only for a call that is timed (`timing`): on the coarse
   // clock for AIMD when `aimd_timeout` is far above its resolution
   // (breaker/detail/window_clock.hpp), else on `Clock`.
@@ -268,8 +275,8 @@ class basic_adaptive_limit {
     using nanos = std::chrono::nanoseconds;
 
    public:
-    ticket(std::shared_ptr<detail::adaptive_limit_state> s, std::size_t started_with, timing t)
-        : state_(std::move(s)),
+    ticket(detail::adaptive_limit_state* s, std::size_t started_with, timing t)
+        : state_(s),
           started_with_(started_with),
           timing_(t == timing::aimd && detail::coarse_enough<Clock>(state_->options().aimd_timeout)
                       ? timing::coarse
@@ -278,7 +285,7 @@ class basic_adaptive_limit {
     ticket(const ticket&) = delete;
     ticket& operator=(const ticket&) = delete;
     ~ticket() {
-      if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned: no sample
+      if (state_) state_->leave_frame(false, 0, 0, 0, false);  // abandoned: no sample
     }
     void finish(const call_result& r) noexcept {
       if (!state_) return;  // finished already (a move of the result threw after)
@@ -290,9 +297,9 @@ class basic_adaptive_limit {
         end = now();
         rtt = std::max(static_cast<double>((end - start_).count()), 1.0);
       }
-      state_->leave(o != outcome::ignored, end.count(), rtt, started_with_, o == outcome::failure,
-                    timing_);
-      state_.reset();
+      std::exchange(state_, nullptr)
+          ->leave_frame(o != outcome::ignored, end.count(), rtt, started_with_,
+                        o == outcome::failure, timing_);
     }
 
    private:
@@ -301,16 +308,16 @@ class basic_adaptive_limit {
       return std::chrono::duration_cast<nanos>(Clock::now().time_since_epoch());
     }
 
-    std::shared_ptr<detail::adaptive_limit_state> state_;
+    detail::adaptive_limit_state* state_;
     std::size_t started_with_;
     timing timing_;
     nanos start_;
   };
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(
-      detail::own_frame_t, std::shared_ptr<detail::adaptive_limit_state> state,
-      boost::asio::awaitable<T, Executor> aw) {
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
+                                                  detail::adaptive_limit_state* state,
+                                                  boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;
     boost::system::error_code ec;
     std::size_t started_with = 0;
@@ -322,17 +329,23 @@ class basic_adaptive_limit {
         ec = error::limit_exceeded;
         break;
       case detail::adaptive_limit_state::entry::queue: {
+        // The wait holds an owner (the limiter may go meanwhile); the frame
+        // is counted in once it has a slot.
+        auto owner = state->shared_from_this();
         const Executor ex = co_await asio::this_coro::executor;
         std::tie(ec) = co_await detail::async_wait_for_slot<Clock>(
-            state, ex, state->options().max_wait,
+            owner, ex, owner->options().max_wait,
             asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-        started_with = state->in_flight();
-        timing = state->queued_timing();
+        if (!ec) {
+          started_with = owner->in_flight();
+          timing = owner->queued_timing();
+          owner->frame_in();
+        }
         break;
       }
     }
     if (ec) co_return detail::error_result<T>(ec);
-    ticket t(std::move(state), started_with, timing);
+    ticket t(state, started_with, timing);
     try {
       if constexpr (std::is_void_v<T>) {
         co_await std::move(aw);

@@ -32,15 +32,28 @@ namespace levee::detail {
 /// and list splices, never an allocation, a free or a call out (a waiter's
 /// list node is made before the spinlock is taken and freed after it is
 /// released; completions are posted, events emitted, after it is released).
-/// Held by shared_ptr by the limiter, by each admitted call and by each
-/// waiter, so the limiter may go first.
-class adaptive_limit_state {
+/// Owned through `shared_ptr`s (`make`): the limiter's, and each waiter's
+/// while it waits. The awaitable forms' frames hold it by address instead
+/// (no locked instruction a call): a frame is counted in when admitted
+/// (`try_enter`, or `frame_in` after a wait) and out when its slot is freed
+/// (`leave_frame`), both under the spinlock it takes anyway; the state goes
+/// with the last of its owners (whose deleter is `orphan`) and of those
+/// frames. A frame must be started while an owner lives, so the limiter may
+/// go first (docs/limits.md, "Cost, observability, one limit per host").
+class adaptive_limit_state : public std::enable_shared_from_this<adaptive_limit_state> {
  public:
   using waiter = bulkhead_state::waiter;
   using waiter_list = std::list<std::shared_ptr<waiter>>;
   enum class entry { granted, queue, full };
 
   adaptive_limit_state(adaptive_limit_options o, std::string name);
+  adaptive_limit_state(const adaptive_limit_state&) = delete;
+  adaptive_limit_state& operator=(const adaptive_limit_state&) = delete;
+
+  /// A state owned by the returned pointer and its copies (see the class).
+  static std::shared_ptr<adaptive_limit_state> make(adaptive_limit_options o, std::string name);
+  /// The owners' deleter: the state goes now, or with the last frame out.
+  static void orphan(adaptive_limit_state* s) noexcept;
 
   static boost::system::error_code wait_timeout_error() noexcept {
     return make_error_code(error::limit_exceeded);
@@ -61,9 +74,14 @@ class adaptive_limit_state {
     coarse,   ///< timed for AIMD on the coarse clock: no round trip for Gradient2
   };
 
-  /// Admits a call if the limit has room and nobody waits: `granted`, with
-  /// the calls in flight (itself included) and how to time it.
+  /// Admits a frame's call if the limit has room and nobody waits: `granted`,
+  /// with the calls in flight (itself included) and how to time it, and the
+  /// frame counted in (it ends with `leave_frame`). Otherwise the frame is
+  /// not counted: `queue` (it waits holding a `shared_ptr`, then `frame_in`)
+  /// or `full`.
   entry try_enter(std::size_t& in_flight, timing& t) noexcept;
+  /// Counts in a frame admitted from the queue (the caller holds an owner).
+  void frame_in() noexcept;
   /// How to time a call admitted from the queue (every one is timed).
   timing queued_timing() const noexcept;
   /// Queues `w`, or grants or refuses it at once (completes it outside the lock).
@@ -80,7 +98,15 @@ class adaptive_limit_state {
   /// freed, nothing learned); otherwise `rtt_ns`, ended at `now_ns`, is read
   /// unless `t` is `timing::none`.
   void leave(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
-             bool dropped, timing t = timing::every) noexcept;
+             bool dropped, timing t = timing::every) noexcept {
+    leave_impl(sample, now_ns, rtt_ns, started_with, dropped, t, false);
+  }
+  /// `leave` for a counted frame, which is counted out: the state may be
+  /// gone when it returns (the last frame out after the owners).
+  void leave_frame(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
+                   bool dropped, timing t = timing::every) noexcept {
+    leave_impl(sample, now_ns, rtt_ns, started_with, dropped, t, true);
+  }
   /// A slot granted to a waiter whose completion was destroyed unrun (its
   /// io_context gone): nobody holds it, it goes back (no sample).
   void release_unclaimed() noexcept { leave(false, 0, 0, 0, false); }
@@ -130,6 +156,15 @@ class adaptive_limit_state {
   // a `changed` event from where the last one ended to the limit now.
   void changed_event(double before) noexcept;
 
+  void leave_impl(bool sample, std::int64_t now_ns, double rtt_ns, std::size_t started_with,
+                  bool dropped, timing t, bool counted) noexcept;
+  // Under the spinlock: a frame counted out; true when the state must go.
+  bool frame_out() noexcept {
+    ++frames_out_;
+    return orphaned_ && frames_out_ == frames_in_;
+  }
+  ~adaptive_limit_state() = default;  // by `orphan` or the last frame out
+
   double current() const noexcept;   // the limit, under the lock
   std::size_t cap() const noexcept;  // the limit as a whole number of calls, under the lock
   void limited_event(double limit, std::size_t in_flight) noexcept;
@@ -146,6 +181,8 @@ class adaptive_limit_state {
   std::size_t in_flight_ = 0;
   std::size_t peak_in_flight_ = 0;
   bool closed_ = false;
+  bool orphaned_ = false;                       // the owners are gone (`orphan`)
+  std::size_t frames_in_ = 0, frames_out_ = 0;  // the counted frames (see the class)
   waiter_list queue_;
   std::uint64_t admitted_ = 0, limited_ = 0, samples_ = 0, drops_ = 0, reconfigurations_ = 0;
   double min_seen_ = 0, max_seen_ = 0;

@@ -75,6 +75,30 @@ adaptive_limit_state::adaptive_limit_state(adaptive_limit_options o, std::string
   options_.store(owned_.back().get(), std::memory_order_release);
 }
 
+std::shared_ptr<adaptive_limit_state> adaptive_limit_state::make(adaptive_limit_options o,
+                                                                 std::string name) {
+  // A shared_ptr made from a pointer deletes it (here, `orphan`s it) when
+  // its control block cannot be allocated.
+  return std::shared_ptr<adaptive_limit_state>(
+      new adaptive_limit_state(std::move(o), std::move(name)), &orphan);
+}
+
+void adaptive_limit_state::orphan(adaptive_limit_state* s) noexcept {
+  bool last = false;
+  {
+    spin_guard g(s->spinlock_);
+    s->orphaned_ = true;
+    // Every frame counted in was started while an owner lived, before this.
+    last = s->frames_out_ == s->frames_in_;
+  }
+  if (last) delete s;
+}
+
+void adaptive_limit_state::frame_in() noexcept {
+  spin_guard g(spinlock_);
+  ++frames_in_;
+}
+
 void adaptive_limit_state::reconfigure(const adaptive_limit_options& o) {
   validate(o);  // throws, naming the member: nothing changed
   auto next = std::make_unique<const adaptive_limit_options>(o);
@@ -205,6 +229,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
     spin_guard g(spinlock_);
     if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
     if (in_flight_ < cap() && queue_.empty()) {
+      ++frames_in_;  // ends with leave_frame
       in_flight = ++in_flight_;
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
       ++admitted_;
@@ -296,14 +321,16 @@ bool adaptive_limit_state::grant_next(waiter_list& granted) noexcept {
   return true;
 }
 
-void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns,
-                                 std::size_t started_with, bool dropped, timing t) noexcept {
+void adaptive_limit_state::leave_impl(bool sample, std::int64_t now_ns, double rtt_ns,
+                                      std::size_t started_with, bool dropped, timing t,
+                                      bool counted) noexcept {
   // A raised limit admits every waiter it has room for (a window may raise
   // it by more than one call; the queue is at most max_queue long). Spliced
   // under the spinlock; completed, and their nodes freed, after it is
   // released.
   std::optional<waiter_list> granted;  // only while calls wait in the queue
   double before = 0, after = 0;
+  bool changed = false, last = false;
   {
     spin_guard g(spinlock_);
     --in_flight_;
@@ -341,11 +368,23 @@ void adaptive_limit_state::leave(bool sample, std::int64_t now_ns, double rtt_ns
       while (grant_next(*granted)) {
       }
     }
+    changed =
+        std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1);
+    // A counted frame is counted out here, unless work on the state is left
+    // for after the lock (then once it is done): out, the state may go.
+    if (counted && !granted && !changed) {
+      counted = false;
+      last = frame_out();
+    }
   }
   if (granted) [[unlikely]]
     for (const auto& w : *granted) w->complete({});
-  if (std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1))
-    changed_event(before);
+  if (changed) changed_event(before);
+  if (counted) [[unlikely]] {
+    spin_guard g(spinlock_);
+    last = frame_out();
+  }
+  if (last) delete this;
 }
 
 void adaptive_limit_state::close() {

@@ -31,21 +31,23 @@ struct guard_access {
     return *b.impl_;
   }
   template <class Limit>
-  static const std::shared_ptr<adaptive_limit_state>& limit(Limit& l) noexcept {
-    return l.state_;
+  static adaptive_limit_state* limit(Limit& l) noexcept {
+    return l.state_.get();
   }
 };
 
-/// An admitted slot of the limit: freed without a sample unless `finish`ed.
+/// An admitted slot of the limit, its frame counted in: freed without a
+/// sample unless `finish`ed, and the frame counted out either way
+/// (limit/detail/adaptive_limit_state.hpp).
 class limit_slot {
  public:
   using timing = adaptive_limit_state::timing;
-  limit_slot(std::shared_ptr<adaptive_limit_state> s, std::size_t started_with, timing t) noexcept
-      : state_(std::move(s)), started_with_(started_with), timing_(t) {}
+  limit_slot(adaptive_limit_state* s, std::size_t started_with, timing t) noexcept
+      : state_(s), started_with_(started_with), timing_(t) {}
   limit_slot(const limit_slot&) = delete;
   limit_slot& operator=(const limit_slot&) = delete;
   ~limit_slot() {
-    if (state_) state_->leave(false, 0, 0, 0, false);  // abandoned or cancelled: no sample
+    if (state_) state_->leave_frame(false, 0, 0, 0, false);  // abandoned or cancelled: no sample
   }
   /// The call ended at `end` (ns on the limit's clock) after `rtt`; both are
   /// read only for a call the limit times.
@@ -54,20 +56,20 @@ class limit_slot {
     // A classifier that throws counts the call as a failure.
     const outcome o = state_->classify(r);
     const auto ns = static_cast<double>(rtt.count());
-    state_->leave(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
-                  o == outcome::failure, timing_);
-    state_.reset();
+    std::exchange(state_, nullptr)
+        ->leave_frame(o != outcome::ignored, end.count(), ns > 1 ? ns : 1, started_with_,
+                      o == outcome::failure, timing_);
   }
 
  private:
-  std::shared_ptr<adaptive_limit_state> state_;
+  adaptive_limit_state* state_;
   std::size_t started_with_;
   timing timing_;
 };
 
 template <class Clock, class Impl, class T, class Executor>
 boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
-                                                      std::shared_ptr<adaptive_limit_state> limit,
+                                                      adaptive_limit_state* limit,
                                                       boost::asio::awaitable<T, Executor> aw) {
   namespace asio = boost::asio;
   using entry = adaptive_limit_state::entry;
@@ -100,11 +102,17 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
       ec = error::limit_exceeded;
       break;
     case entry::queue: {
+      // The wait holds an owner (the limit may go meanwhile); the frame is
+      // counted in once it has a slot.
+      auto owner = limit->shared_from_this();
       const Executor ex = co_await asio::this_coro::executor;
       std::tie(ec) = co_await async_wait_for_slot<Clock>(
-          limit, ex, limit->options().max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-      started_with = limit->in_flight();
-      how = limit->queued_timing();
+          owner, ex, owner->options().max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
+      if (!ec) {
+        started_with = owner->in_flight();
+        how = owner->queued_timing();
+        owner->frame_in();
+      }
       limit_start = Clock::now();
       break;
     }
@@ -113,7 +121,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
     scope.finish(outcome::ignored);  // the downstream was not called
     co_return error_result<T>(ec);
   }
-  limit_slot slot(std::move(limit), started_with, how);
+  limit_slot slot(limit, started_with, how);
   const auto finish = [&](const call_result& r, outcome o) {
     if (!timed) {
       slot.finish(r);
@@ -150,10 +158,9 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
 
 // The guard set's call, its frame from levee's block cache (own_frame.hpp).
 template <class Clock, class Impl, class T, class Executor>
-boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b,
-                                                      std::shared_ptr<adaptive_limit_state> limit,
+boost::asio::awaitable<T, Executor> guarded_pair_call(Impl& b, adaptive_limit_state* limit,
                                                       boost::asio::awaitable<T, Executor> aw) {
-  return guarded_pair_call<Clock>(own_frame, b, std::move(limit), std::move(aw));
+  return guarded_pair_call<Clock>(own_frame, b, limit, std::move(aw));
 }
 
 }  // namespace levee::detail
