@@ -975,13 +975,56 @@ TEST_CASE("adaptive limit: a call granted from the queue after the limiter went 
   auto queued = spawn(ioc, (*limit)(s.call_ec({}, 1s)));
   settle(ioc);
   CHECK(s.started == 1);
-  elapse(ioc, 1s);  // the first ends: the waiter gets its slot, counted in with an owner held
-  REQUIRE(first->done);
+  // The first ends, one handler at a time, until its slot is granted to the
+  // waiter: the waiter's completion is posted, not yet run.
+  vclock::advance(1s);
+  ioc.restart();
+  while (limit->metrics().queued == 1 && ioc.poll_one() == 1) {
+  }
+  REQUIRE(limit->metrics().queued == 0);
+  REQUIRE(limit->in_flight() == 1);
+  CHECK(s.started == 1);
+  limit.reset();  // between the grant and the waiter's resumption
+  settle(ioc);    // it resumes, is counted in while it holds an owner, starts
   CHECK(s.started == 2);
-  limit.reset();    // the waiter's frame is now the state's only holder
+  REQUIRE(first->done);
   elapse(ioc, 1s);  // it ends on the state and frees it (ASan, LeakSanitizer)
   REQUIRE(queued->done);
   CHECK(!std::get<0>(*queued->value));
+}
+
+// A completion that moves the limit, with a listener for it, emits its
+// event and only then counts its frame out (adaptive_limit.ipp,
+// `leave_impl`): with the limiter gone, the last of them frees the state
+// after its event. (The race that order guards against, a limiter going on
+// another thread between the two, is in tests/adaptive_limit_threads.cpp.)
+TEST_CASE("adaptive limit: gone while calls run that move it, with a listener") {
+  virtual_time vt;
+  asio::io_context ioc;
+  fake_service s;
+  using result = std::tuple<boost::system::error_code, int>;
+  std::vector<std::shared_ptr<pending<result>>> calls;
+  std::vector<levee::limit_event> seen;
+  {
+    limiter limit(ioc, {.algorithm = levee::limit_algorithm::aimd,
+                        .initial_limit = 2,
+                        .min_limit = 1,
+                        .max_limit = 10});
+    limit.listen(levee::all_limit_events, [&](const levee::limit_event& e) { seen.push_back(e); });
+    for (int i = 0; i < 2; ++i) calls.push_back(spawn(ioc, limit(s.call_ec({}, 1s))));
+    calls.push_back(spawn(ioc, limit(s.call_ec({}, 1s))));  // over the limit: refused
+    settle(ioc);
+    REQUIRE(seen.size() == 1);
+    CHECK(seen[0].kind == levee::limit_event_kind::limited);
+  }
+  elapse(ioc, 1s);  // two successes while busy: 2 -> 3 -> 4, the last frees the state
+  for (const auto& c : calls) REQUIRE(c->done);
+  CHECK(!std::get<0>(*calls[0]->value));
+  CHECK(!std::get<0>(*calls[1]->value));
+  CHECK(std::get<0>(*calls[2]->value) == levee::error::limit_exceeded);
+  REQUIRE(seen.size() == 3);  // the events posted before it went are delivered
+  CHECK(seen[1].kind == levee::limit_event_kind::changed);
+  CHECK(seen[2].to == 4);
 }
 
 TEST_CASE("adaptive limit: frames abandoned after the limit is gone free its state") {

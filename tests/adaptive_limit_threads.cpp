@@ -257,18 +257,30 @@ asio::awaitable<void> count_done(std::atomic<int>& done,
 // The frames hold the limit's state by address, counted in and out under its
 // spinlock (limit/detail/adaptive_limit_state.hpp). A limit of 16 with a
 // queue: the limiter (nested form) or the registry and its guard set go on
-// this thread once 16 calls run, while 4 threads end calls, grant waiters
-// (counted in holding an owner) and the rest of the queue is aborted.
+// this thread once every call has entered, while 4 threads end calls, grant
+// waiters (counted in holding an owner) and the rest of the queue is
+// aborted. In half the rounds the limit moves (AIMD) and a listener wants
+// its changes: a completion then counts out after its event.
 TEST_CASE("adaptive limit threads: destroyed on one thread while 4 others end its calls") {
-  const levee::adaptive_limit_options options{
-      .initial_limit = 16, .min_limit = 16, .max_limit = 16, .max_queue = 64};
-  for (int round = 0; round < 20; ++round) {
+  for (int round = 0; round < 40; ++round) {
     const bool set = round % 2;
+    const bool moving = (round / 2) % 2;
+    const levee::adaptive_limit_options options{
+        .algorithm = moving ? levee::limit_algorithm::aimd : levee::limit_algorithm::gradient2,
+        .initial_limit = 16,
+        .min_limit = 16,
+        .max_limit = moving ? std::size_t{64} : std::size_t{16},
+        .max_queue = 64};
     asio::thread_pool pool(4);
     auto limit = std::make_unique<levee::adaptive_limit>(pool, options);
+    std::atomic<int> changes{0};
+    if (moving && !set)
+      limit->listen(levee::all_limit_events, [&](const levee::limit_event&) { ++changes; });
     auto reg =
         std::make_unique<levee::breaker_registry>(pool, levee::registry_options{.limits = options});
     auto guards = std::make_unique<levee::breaker_registry::guard_set>(reg->guards("k"));
+    if (moving && set)
+      guards->limit->listen(levee::all_limit_events, [&](const levee::limit_event&) { ++changes; });
     std::atomic<int> started{0}, done{0};
     constexpr std::uint64_t calls = 64;
     for (int i = 0; i < static_cast<int>(calls); ++i) {
@@ -291,5 +303,9 @@ TEST_CASE("adaptive limit threads: destroyed on one thread while 4 others end it
     reg.reset();
     pool.join();
     CHECK(done == static_cast<int>(calls));
+    if (moving)
+      CHECK(changes > 0);  // the first completion, with 16 in flight, raises the limit
+    else
+      CHECK(changes == 0);
   }
 }

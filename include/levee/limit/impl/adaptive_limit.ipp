@@ -225,6 +225,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
                                                             timing& t) noexcept {
   double limit = 0;
   std::size_t running = 0;
+  std::shared_ptr<adaptive_limit_state> held;  // a refusal's event, see below
   {
     spin_guard g(spinlock_);
     if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
@@ -246,8 +247,12 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
     ++limited_;
     limit = current();
     running = in_flight_;
+    // The refused frame is not counted in: its event, emitted after the
+    // lock, holds an owner taken under it (the refusal is visible in
+    // `metrics()` from here on, and the limiter may then go).
+    if (listening_.load(std::memory_order_relaxed) & 2) held = weak_from_this().lock();
   }
-  if (listening_.load(std::memory_order_relaxed) & 2) limited_event(limit, running);
+  if (held) limited_event(limit, running);
   return entry::full;
 }
 
@@ -367,6 +372,7 @@ void adaptive_limit_state::leave_impl(bool sample, std::int64_t now_ns, double r
       granted.emplace();
       while (grant_next(*granted)) {
       }
+      if (granted->empty()) granted.reset();  // nothing to complete after the lock
     }
     changed =
         std::floor(before) != std::floor(after) && (listening_.load(std::memory_order_relaxed) & 1);
