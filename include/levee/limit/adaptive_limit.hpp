@@ -336,11 +336,7 @@ class basic_adaptive_limit {
         std::tie(ec) = co_await detail::async_wait_for_slot<Clock>(
             owner, ex, owner->options().max_wait,
             asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-        if (!ec) {
-          started_with = owner->in_flight();
-          timing = owner->queued_timing();
-          owner->frame_in();
-        }
+        if (!ec) timing = owner->frame_in(started_with);
         break;
       }
     }

@@ -78,12 +78,12 @@ class adaptive_limit_state : public std::enable_shared_from_this<adaptive_limit_
   /// with the calls in flight (itself included) and how to time it, and the
   /// frame counted in (it ends with `leave_frame`). Otherwise the frame is
   /// not counted: `queue` (it waits holding a `shared_ptr`, then `frame_in`)
-  /// or `full`.
+  /// or `full` (counted only while this emits its `limited` event).
   entry try_enter(std::size_t& in_flight, timing& t) noexcept;
-  /// Counts in a frame admitted from the queue (the caller holds an owner).
-  void frame_in() noexcept;
-  /// How to time a call admitted from the queue (every one is timed).
-  timing queued_timing() const noexcept;
+  /// Counts in a frame admitted from the queue (the caller holds an owner):
+  /// the calls in flight now (for its sample), and how to time it (every
+  /// such call is timed).
+  timing frame_in(std::size_t& in_flight) noexcept;
   /// Queues `w`, or grants or refuses it at once (completes it outside the lock).
   void enqueue(const std::shared_ptr<waiter>& w);
   /// A waiter's cancellation or the end of its `max_wait`.

@@ -1,8 +1,10 @@
-// levee: the adaptive limit's non-template code, compiled once in lib/.
+// levee: the adaptive limit's non-template code, compiled once in lib/ (its
+// listeners and events: limit/impl/adaptive_limit_events.ipp, included here).
 #pragma once
 
 #include <levee/core/detail/validate.hpp>
 #include <levee/limit/adaptive_limit.hpp>
+#include <levee/limit/impl/adaptive_limit_events.ipp>
 
 #include <boost/asio/post.hpp>
 
@@ -94,9 +96,11 @@ void adaptive_limit_state::orphan(adaptive_limit_state* s) noexcept {
   if (last) delete s;
 }
 
-void adaptive_limit_state::frame_in() noexcept {
+adaptive_limit_state::timing adaptive_limit_state::frame_in(std::size_t& in_flight) noexcept {
   spin_guard g(spinlock_);
   ++frames_in_;
+  in_flight = in_flight_;
+  return std::holds_alternative<aimd>(algorithm_) ? timing::aimd : timing::every;
 }
 
 void adaptive_limit_state::reconfigure(const adaptive_limit_options& o) {
@@ -141,72 +145,6 @@ void adaptive_limit_state::reconfigure(const adaptive_limit_options& o) {
     changed_event(before);
 }
 
-std::uint64_t adaptive_limit_state::listen(std::uint32_t mask,
-                                           std::function<void(const limit_event&)> fn,
-                                           boost::asio::any_io_executor ex) {
-  std::lock_guard g(listeners_mutex_);
-  auto next = std::make_shared<listener_set>(*listeners_);
-  const std::uint64_t id = next_id_++;
-  next->entries.push_back(
-      {id, mask, std::make_shared<const std::function<void(const limit_event&)>>(std::move(fn)),
-       std::move(ex)});
-  std::uint32_t all = 0;
-  for (const auto& e : next->entries) all |= e.mask;
-  listeners_ = std::move(next);
-  listening_.store(all, std::memory_order_relaxed);
-  reported_valid_ = false;  // a new listener's first event starts from the change itself
-  return id;
-}
-
-void adaptive_limit_state::unlisten(std::uint64_t id) {
-  std::lock_guard g(listeners_mutex_);
-  auto next = std::make_shared<listener_set>(*listeners_);
-  std::erase_if(next->entries, [id](const listener_entry& e) { return e.id == id; });
-  std::uint32_t all = 0;
-  for (const auto& e : next->entries) all |= e.mask;
-  listeners_ = std::move(next);
-  listening_.store(all, std::memory_order_relaxed);
-}
-
-void adaptive_limit_state::emit(std::uint32_t kind, double from, double to, std::size_t in_flight) {
-  const auto set = listeners_;
-  for (const auto& e : set->entries) {
-    if (!(e.mask & kind)) continue;
-    try {
-      limit_event ev;
-      ev.kind = static_cast<limit_event_kind>(kind);
-      ev.from = from;
-      ev.to = to;
-      ev.in_flight = in_flight;
-      ev.when = std::chrono::system_clock::now();
-      ev.limit = set->name;
-      boost::asio::post(e.executor, [set, fn = e.fn, ev] { (*fn)(ev); });
-    } catch (...) {  // a failed allocation: this listener misses the event
-      events_lost_.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-}
-
-void adaptive_limit_state::changed_event(double before) noexcept {
-  // Under the listeners' mutex, the limit is read again and reported from
-  // where the last event left it: two threads that changed the limit at once
-  // post their events in the order they take the mutex, each event starts
-  // where the one before ended, and the last one ends at the limit as it is.
-  std::lock_guard g(listeners_mutex_);
-  double now = 0;
-  std::size_t running = 0;
-  {
-    spin_guard s(spinlock_);
-    now = current();
-    running = in_flight_;
-  }
-  const double from = reported_valid_ ? reported_ : before;
-  if (std::floor(from) == std::floor(now)) return;  // already reported, or back where it was
-  reported_ = now;
-  reported_valid_ = true;
-  emit(static_cast<std::uint32_t>(limit_event_kind::changed), from, now, running);
-}
-
 outcome adaptive_limit_state::classify(const call_result& r) const noexcept {
   const auto& classifier = options().classifier;
   if (!classifier) return default_classify(r);
@@ -225,7 +163,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
                                                             timing& t) noexcept {
   double limit = 0;
   std::size_t running = 0;
-  std::shared_ptr<adaptive_limit_state> held;  // a refusal's event, see below
+  bool event = false;  // a refusal's, see below
   {
     spin_guard g(spinlock_);
     if (closed_) return entry::queue;  // enqueue refuses it with operation_aborted
@@ -247,25 +185,22 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
     ++limited_;
     limit = current();
     running = in_flight_;
-    // The refused frame is not counted in: its event, emitted after the
-    // lock, holds an owner taken under it (the refusal is visible in
-    // `metrics()` from here on, and the limiter may then go).
-    if (listening_.load(std::memory_order_relaxed) & 2) held = weak_from_this().lock();
+    // The refusal is visible in `metrics()` from here on, and the limiter
+    // may then go: a refused frame with an event to emit after the lock is
+    // counted in until it has.
+    event = listening_.load(std::memory_order_relaxed) & 2;
+    frames_in_ += event;
   }
-  if (held) limited_event(limit, running);
+  if (event) {
+    limited_event(limit, running);
+    bool last = false;
+    {
+      spin_guard g(spinlock_);
+      last = frame_out();
+    }
+    if (last) delete this;
+  }
   return entry::full;
-}
-
-adaptive_limit_state::timing adaptive_limit_state::queued_timing() const noexcept {
-  spin_guard g(spinlock_);
-  return std::holds_alternative<aimd>(algorithm_) ? timing::aimd : timing::every;
-}
-
-void adaptive_limit_state::limited_event(double limit, std::size_t in_flight) noexcept {
-  // A failed allocation loses the event (counted in emit); the call is
-  // still refused.
-  std::lock_guard g(listeners_mutex_);
-  emit(static_cast<std::uint32_t>(limit_event_kind::limited), limit, limit, in_flight);
 }
 
 double adaptive_limit_state::current() const noexcept {

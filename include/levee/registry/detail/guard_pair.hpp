@@ -108,11 +108,7 @@ boost::asio::awaitable<T, Executor> guarded_pair_call(own_frame_t, Impl& b,
       const Executor ex = co_await asio::this_coro::executor;
       std::tie(ec) = co_await async_wait_for_slot<Clock>(
           owner, ex, owner->options().max_wait, asio::as_tuple(asio::use_awaitable_t<Executor>{}));
-      if (!ec) {
-        started_with = owner->in_flight();
-        how = owner->queued_timing();
-        owner->frame_in();
-      }
+      if (!ec) how = owner->frame_in(started_with);
       limit_start = Clock::now();
       break;
     }
