@@ -238,12 +238,13 @@ TEST_CASE("adaptive limit threads: changed events reach a listener in order, eac
 }
 
 namespace {
-// Starts, then yields 1 to 8 times on its executor, then succeeds (the
-// guard set's breaker stays closed). A function, not a capturing lambda: its
-// frame owns its parameters.
-asio::awaitable<std::tuple<boost::system::error_code, int>> yielding_call(std::atomic<int>& started,
-                                                                          int i) {
+// Starts, yields on its executor until `go`, then 1 to 8 times more, then
+// succeeds (the guard set's breaker stays closed). A function, not a
+// capturing lambda: its frame owns its parameters.
+asio::awaitable<std::tuple<boost::system::error_code, int>> yielding_call(
+    std::atomic<int>& started, const std::atomic<bool>& go, int i) {
   ++started;
+  while (!go.load()) co_await asio::post(asio::use_awaitable);
   for (int k = 0; k < 1 + i % 8; ++k) co_await asio::post(asio::use_awaitable);
   co_return std::tuple(boost::system::error_code(), 1);
 }
@@ -282,9 +283,11 @@ TEST_CASE("adaptive limit threads: destroyed on one thread while 4 others end it
     if (moving && set)
       guards->limit->listen(levee::all_limit_events, [&](const levee::limit_event&) { ++changes; });
     std::atomic<int> started{0}, done{0};
+    std::atomic<bool> go{false};  // the first 16 run until every call has entered
     constexpr std::uint64_t calls = 64;
     for (int i = 0; i < static_cast<int>(calls); ++i) {
-      auto aw = set ? (*guards)(yielding_call(started, i)) : (*limit)(yielding_call(started, i));
+      auto aw =
+          set ? (*guards)(yielding_call(started, go, i)) : (*limit)(yielding_call(started, go, i));
       asio::co_spawn(pool, count_done(done, std::move(aw)), asio::detached);
     }
     // Every frame started (admitted or queued) while the limiter lived, as
@@ -298,13 +301,14 @@ TEST_CASE("adaptive limit threads: destroyed on one thread while 4 others end it
     while (entered() < calls && std::chrono::steady_clock::now() < give_up)
       std::this_thread::yield();
     REQUIRE(entered() == calls);
+    go = true;
     limit.reset();
     guards.reset();
     reg.reset();
     pool.join();
     CHECK(done == static_cast<int>(calls));
     if (moving)
-      CHECK(changes > 0);  // the first completion, with 16 in flight, raises the limit
+      CHECK(changes > 0);  // 16 ran at once: those that started with 8 or more raise it
     else
       CHECK(changes == 0);
   }
