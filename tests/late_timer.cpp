@@ -1,0 +1,94 @@
+// Virtual time on a machine whose timer interrupt is late.
+//
+// This program delivers every timerfd expiry that Asio arms "at once" (an
+// absolute 1 ns, what a due manual_clock timer asks for) 200 ms late, as a
+// loaded virtual runner's late timer interrupt would, and checks that a
+// virtual timer due after `advance()` still fires in the one `poll()` that
+// follows. It does because tests/no_timerfd.cpp, linked into every program
+// labelled `unit`, makes Asio's reactor check its timers on every turn. Built
+// without that file, the poll misses the timer in every round.
+#include "support.hpp"
+
+#include <dlfcn.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+namespace {
+constexpr long late_ns = 200'000'000;
+
+bool at_once(int flags, const itimerspec* value) {
+  return (flags & TFD_TIMER_ABSTIME) != 0 && value->it_value.tv_sec == 0 &&
+         value->it_value.tv_nsec == 1;
+}
+}  // namespace
+
+extern "C" int timerfd_settime(int fd, int flags, const itimerspec* value,
+                               itimerspec* old) noexcept {
+  using settime = int (*)(int, int, const itimerspec*, itimerspec*);
+  static const auto real = reinterpret_cast<settime>(dlsym(RTLD_NEXT, "timerfd_settime"));
+  if (at_once(flags, value)) {
+    itimerspec late = *value;
+    late.it_value.tv_nsec = late_ns;
+    return real(fd, 0, &late, old);
+  }
+  return real(fd, flags, value, old);
+}
+
+namespace levee_test {
+namespace {
+
+TEST_CASE("late timer: this program delivers an at-once timerfd late") {
+  // The kernel's own timerfd_create, past this program's tests/no_timerfd.cpp.
+  const int fd = static_cast<int>(syscall(SYS_timerfd_create, CLOCK_MONOTONIC, TFD_NONBLOCK));
+  REQUIRE(fd >= 0);
+  const int ep = epoll_create1(0);
+  REQUIRE(ep >= 0);
+  epoll_event interest{};
+  interest.events = EPOLLIN;
+  REQUIRE(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &interest) == 0);
+  itimerspec now{};
+  now.it_value.tv_nsec = 1;
+  REQUIRE(timerfd_settime(fd, TFD_TIMER_ABSTIME, &now, nullptr) == 0);
+  epoll_event ready{};
+  const int n = epoll_wait(ep, &ready, 1, 0);
+  CHECK(n == 0);  // a prompt kernel would have delivered it already
+  close(ep);
+  close(fd);
+}
+
+TEST_CASE("late timer: the reactor of a virtual-time program has no timerfd") {
+  errno = 0;
+  const int fd = timerfd_create(CLOCK_MONOTONIC, 0);
+  const int error = errno;
+  if (fd >= 0) close(fd);
+  CHECK(fd == -1);
+  CHECK(error == ENOSYS);
+}
+
+TEST_CASE("late timer: a virtual timer due after advance fires in the next poll") {
+  vclock::reset();
+  int missed = 0;
+  constexpr int rounds = 200;
+  for (int round = 0; round < rounds; ++round) {
+    asio::io_context ioc;
+    timer t(ioc, 10ms);
+    bool fired = false;
+    t.async_wait([&](boost::system::error_code) { fired = true; });
+    settle(ioc);  // the reactor's first turns: the timer is not due
+    settle(ioc);
+    REQUIRE_FALSE(fired);
+    elapse(ioc, 10ms);
+    if (!fired) ++missed;
+    t.cancel();
+    settle(ioc);
+  }
+  CHECK(missed == 0);
+}
+
+}  // namespace
+}  // namespace levee_test
