@@ -361,6 +361,47 @@ TEST_CASE("throttle: destroyed on one thread while 4 others end its calls", "[th
   }
 }
 
+// The rate limiter's frames hold its bucket by address until they have their
+// token, and a waiting call holds a share of it (rate_limiter.hpp,
+// "Lifetime"): its last copy goes on one thread while 4 others run the calls
+// it admitted and grant the waits, a listener on the waits in half the rounds.
+TEST_CASE("rate limiter: destroyed on one thread while 4 others run and grant its calls",
+          "[threads]") {
+  int waits_seen = 0;
+  for (int round = 0; round < 20; ++round) {
+    asio::thread_pool pool(4);
+    // 16 calls at once, the other 48 waiting 1 ms apart (none rejected).
+    auto l = std::make_unique<levee::rate_limiter>(
+        pool,
+        levee::rate_limiter_options{.rate = 1'000, .period = 1s, .burst = 16, .max_wait = 10s});
+    std::atomic<int> waited{0};
+    if (round % 2)
+      l->listen(static_cast<std::uint32_t>(levee::rate_limiter_event_kind::waited),
+                [&](const levee::rate_limiter_event&) { ++waited; });
+    std::atomic<int> started{0}, done{0};
+    constexpr int calls = 64;
+    for (int i = 0; i < calls; ++i) {
+      asio::co_spawn(pool, count_done(done, (*l)(yielding_call(started, i))), asio::detached);
+    }
+    // Every call entered (started, or waiting for its token) while the
+    // limiter lived. `started` read first: a call counted there no longer
+    // waits, so none is counted twice.
+    const auto give_up = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+      const int s = started.load();
+      if (s + static_cast<int>(l->metrics().waiting) >= calls) break;
+      REQUIRE(std::chrono::steady_clock::now() < give_up);
+      std::this_thread::yield();
+    }
+    l.reset();
+    pool.join();
+    CHECK(done == calls);
+    CHECK(started == calls);
+    waits_seen += waited.load();
+  }
+  CHECK(waits_seen > 0);  // the listener's events came from the shares
+}
+
 TEST_CASE("throttle: 4 threads share one throttle", "[threads]") {
   asio::thread_pool pool(4);
   levee::throttle t(pool, {.k = 1.5});

@@ -30,6 +30,14 @@ asio::awaitable<result> counted(int& started) {
   co_return result{boost::system::error_code(), 1};
 }
 
+/// A call that starts at once, counts itself and answers after `d`.
+asio::awaitable<result> slow(int& started, std::chrono::nanoseconds d) {
+  ++started;
+  timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+  co_return result{boost::system::error_code(), 1};
+}
+
 boost::system::error_code code(const std::shared_ptr<pending<result>>& p) {
   REQUIRE(p->done);
   if (p->error) return p->thrown_code();
@@ -487,6 +495,43 @@ TEST_CASE("rate limiter: a wait outlives its limiter, and a frame destroyed mid-
   CHECK(m.cancelled == 1);
   CHECK(m.admitted == 2);
   CHECK(started == 1);
+}
+
+// A call's frame holds the bucket by address until it has its token, and a
+// waiting call takes a share of it (rate_limiter.hpp, "Lifetime"): the last
+// copy of the limiter may go while calls it admitted run and one waits, and
+// the frames may then end or be destroyed with their io_context. ASan checks
+// that nothing reads the freed bucket.
+TEST_CASE("rate limiter: gone with its last copy while its calls run and wait") {
+  virtual_time vt;
+  int started = 0;
+  std::vector<std::shared_ptr<pending<result>>> calls;
+  bool finish = false;
+  SECTION("the calls finish") {
+    finish = true;
+  }
+  SECTION("the calls' io_context goes first"){} {
+    asio::io_context ioc;
+    auto l = std::make_unique<limiter>(
+        ioc, levee::rate_limiter_options{.rate = 1, .period = 1s, .burst = 2, .max_wait = 5s});
+    int waited = 0;
+    l->listen(static_cast<std::uint32_t>(levee::rate_limiter_event_kind::waited),
+              [&](const levee::rate_limiter_event&) { ++waited; });
+    for (int i = 0; i < 3; ++i) calls.push_back(run(ioc, (*l)(slow(started, 2s))));
+    CHECK(started == 2);  // the third waits for its token, at 1 s
+    CHECK(l->metrics().waiting == 1);
+    l.reset();
+    if (finish) {
+      elapse(ioc, 1s);
+      CHECK(started == 3);
+      CHECK(waited == 1);  // the wait's event, from the share it holds
+      elapse(ioc, 2s);
+      for (const auto& c : calls) CHECK(!code(c));
+      CHECK(ioc.poll() == 0);
+    }
+  }
+  if (!finish)
+    for (const auto& c : calls) CHECK(!c->done);
 }
 
 TEST_CASE("rate limiter: inside a breaker, its rejections are no failures") {

@@ -70,8 +70,12 @@ namespace levee {
 ///
 /// Idle: no timer and no pending work (a waiter's timer exists while it waits).
 ///
-/// Copies share one bucket. Lifetime: a waiting call shares the bucket with
-/// the limiter; the limiter may be destroyed before it ends.
+/// Copies share one bucket. Lifetime: the limiter may be destroyed while calls
+/// it admitted run or wait (a waiting call shares the bucket). A call of the
+/// awaitable form must be *started* (its awaitable first awaited) before the
+/// last copy is destroyed, not after it nor concurrently with it: its frame
+/// holds the bucket by address until it has its token (since 2026-12-07; a
+/// `shared_ptr` copied into each frame before). The token form holds a share.
 ///
 /// `Clock` times the bucket and the waits (`manual_clock` in tests).
 /// `rate_limiter` is the steady_clock limiter.
@@ -147,7 +151,8 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   /// \return an awaitable with the same result as `aw`.
   template <class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(boost::asio::awaitable<T, Executor> aw) {
-    return call(detail::own_frame, bucket_, limit(std::chrono::nanoseconds::max()), std::move(aw));
+    return call(detail::own_frame, bucket_.get(), limit(std::chrono::nanoseconds::max()),
+                std::move(aw));
   }
 
   /// As `operator()(aw)`, for a caller with `time_left` before its deadline:
@@ -160,7 +165,8 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   template <class Rep, class Period, class T, class Executor>
   boost::asio::awaitable<T, Executor> operator()(std::chrono::duration<Rep, Period> time_left,
                                                  boost::asio::awaitable<T, Executor> aw) {
-    return call(detail::own_frame, bucket_, limit(detail::saturating_ns(time_left)), std::move(aw));
+    return call(detail::own_frame, bucket_.get(), limit(detail::saturating_ns(time_left)),
+                std::move(aw));
   }
 
   /// Runs the async operation `op` under the limiter and completes through
@@ -235,11 +241,15 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
   }
 
   template <class T, class Executor>
-  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t,
-                                                  std::shared_ptr<detail::rate_bucket> b,
+  static boost::asio::awaitable<T, Executor> call(detail::own_frame_t, detail::rate_bucket* b,
                                                   std::int64_t max_wait,
                                                   boost::asio::awaitable<T, Executor> aw) {
     namespace asio = boost::asio;
+    // `b` by address, not a `shared_ptr` copied into the frame (two locked
+    // instructions a call): the frame reads it only in its first, synchronous
+    // step, which runs while a copy of the limiter lives (a call is started
+    // before the last copy goes: the class comment), and a waiting call takes
+    // a share of it for the wait.
     // A token goes only to a call that starts: a caller already cancelled
     // (co_await would throw) takes none, and one cancelled while its wait's
     // completion was on its way gives its token back.
@@ -264,7 +274,8 @@ class basic_rate_limiter : public listenable<basic_rate_limiter<Clock>, rate_lim
       co_return detail::error_result<T>(error::rate_limited);
     }
     if (d.what == kind::wait) {
-      detail::rate_wait w(std::move(b), d, t0, &now);  // ends the wait however the frame ends
+      // A waiting call shares the bucket: the limiter may go while it waits.
+      detail::rate_wait w(b->shared_from_this(), d, t0, &now);  // ends the wait however it ends
       timer_type<Executor> t(co_await asio::this_coro::executor,
                              detail::rate_time_point<Clock>(d.at));
       auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable_t<Executor>{}));

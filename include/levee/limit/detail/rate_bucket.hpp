@@ -38,7 +38,7 @@ struct rate_decision {
 /// the same way) and wait until then. One compare-and-swap per call, no
 /// lock; the counters are relaxed atomics. Times are nanoseconds on the
 /// limiter's clock; every sum saturates.
-class rate_bucket {
+class rate_bucket : public std::enable_shared_from_this<rate_bucket> {
  public:
   /// `options` must be valid.
   explicit rate_bucket(const rate_limiter_options& options);
