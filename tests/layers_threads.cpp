@@ -383,16 +383,19 @@ TEST_CASE("rate limiter: destroyed on one thread while 4 others run and grant it
     for (int i = 0; i < calls; ++i) {
       asio::co_spawn(pool, count_done(done, (*l)(yielding_call(started, i))), asio::detached);
     }
-    // Every call entered (started, or waiting for its token) while the
-    // limiter lived. `started` read first: a call counted there no longer
-    // waits, so none is counted twice.
+    // Every call entered while the limiter lived: started (past the bucket),
+    // or waiting for its token, which `waiting` counts once the wait holds its
+    // share of the bucket (rate_wait.hpp). `started` read first: a call counted
+    // there no longer waits, so none is counted twice.
     const auto give_up = std::chrono::steady_clock::now() + 10s;
-    for (;;) {
+    bool entered = false;
+    while (!entered && std::chrono::steady_clock::now() < give_up) {
       const int s = started.load();
-      if (s + static_cast<int>(l->metrics().waiting) >= calls) break;
-      REQUIRE(std::chrono::steady_clock::now() < give_up);
-      std::this_thread::yield();
+      entered = s + static_cast<int>(l->metrics().waiting) >= calls;
+      if (!entered) std::this_thread::yield();
     }
+    if (!entered) pool.join();  // with the limiter alive, before the REQUIRE ends the test
+    REQUIRE(entered);
     l.reset();
     pool.join();
     CHECK(done == calls);

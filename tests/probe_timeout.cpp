@@ -4,6 +4,7 @@
 // the deadline + a probe's latency. Virtual time, except the 4-thread test.
 #include <levee/registry/registry.hpp>
 
+#include "no_timerfd.hpp"
 #include "support.hpp"
 
 #include <boost/asio/deferred.hpp>
@@ -337,6 +338,13 @@ struct thread_counts {
 
 TEST_CASE("threads: probe deadlines race their calls on 4 threads (coroutine and token forms)") {
   asio::io_context ioc(threads);
+  {
+    // Timers of 180 to 220 us against a 200 us deadline: this context's
+    // reactor keeps the kernel's timerfd, which this program otherwise goes
+    // without (tests/no_timerfd.cpp), so that they are not all rounded to 1 ms.
+    with_real_timerfd real;
+    asio::steady_timer make_reactor(ioc);
+  }
   // A small window that fails and heals in phases: the breakers keep cycling
   // through HALF_OPEN, with up to 4 probes at once.
   levee::breaker_options o{.window = 5ms,

@@ -510,7 +510,11 @@ TEST_CASE("rate limiter: gone with its last copy while its calls run and wait") 
   SECTION("the calls finish") {
     finish = true;
   }
-  SECTION("the calls' io_context goes first"){} {
+  SECTION("the calls' io_context goes first") {
+    finish = false;
+  }
+  // In both sections:
+  {
     asio::io_context ioc;
     auto l = std::make_unique<limiter>(
         ioc, levee::rate_limiter_options{.rate = 1, .period = 1s, .burst = 2, .max_wait = 5s});

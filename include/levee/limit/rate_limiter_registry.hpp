@@ -53,6 +53,10 @@ void validate(const rate_limiter_registry_options& options);
 /// search), never held across the call; hold the `shared_ptr` from `get` to
 /// skip it.
 ///
+/// Lifetime: a limiter lives as long as the registry (or a `shared_ptr` from
+/// `get`); a call through it must be started (first awaited) before then, as
+/// with `basic_rate_limiter`.
+///
 /// `Clock` is the limiters' (`manual_clock` in tests).
 template <class Clock = std::chrono::steady_clock>
 class basic_rate_limiter_registry {

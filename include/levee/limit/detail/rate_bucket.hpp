@@ -55,7 +55,7 @@ class rate_bucket : public std::enable_shared_from_this<rate_bucket> {
   void reconfigure(const rate_limiter_options& options, std::int64_t now);
 
   /// Decides a call at `now` that may wait up to `max_wait` ns (>= 0).
-  /// `admit` and `reject` are counted now; `wait` is counted by `end_wait`.
+  /// `admit` and `reject` are counted now; `wait` by `begin_wait` and `end_wait`.
   rate_decision take(std::int64_t now, std::int64_t max_wait) noexcept;
 
   /// The fast path, at `now` read on a coarse clock (one that lags the
@@ -95,6 +95,11 @@ class rate_bucket : public std::enable_shared_from_this<rate_bucket> {
   /// `waited`: how long it waited (for the event; read only while some
   /// listener wants `waited` or `cancelled` events).
   void end_wait(const rate_decision& d, bool granted, std::int64_t waited) noexcept;
+  /// A `wait` decision's wait began: counted in `waiting` until `end_wait`
+  /// (by `rate_wait`, once the call holds its share of the bucket).
+  /// Released, and read in `metrics` with acquire: a wait seen there holds
+  /// its share.
+  void begin_wait() noexcept { waiting_.fetch_add(1, std::memory_order_release); }
 
   /// A rejection `take` decided, for the listeners (call it only when some
   /// listener wants `rejected`): `allowed` is the wait the call was allowed,

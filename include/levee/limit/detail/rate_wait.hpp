@@ -65,7 +65,9 @@ class rate_wait {
   using clock_fn = std::int64_t (*)() noexcept;
   rate_wait(std::shared_ptr<rate_bucket> b, const rate_decision& d, std::int64_t start,
             clock_fn now) noexcept
-      : bucket_(std::move(b)), decision_(d), start_(start), now_(now) {}
+      : bucket_(std::move(b)), decision_(d), start_(start), now_(now) {
+    bucket_->begin_wait();  // visible in `waiting` once the wait holds its share
+  }
   rate_wait(rate_wait&& other) noexcept
       : bucket_(std::move(other.bucket_)),
         decision_(other.decision_),

@@ -158,8 +158,7 @@ rate_decision rate_bucket::take(std::int64_t now, std::int64_t max_wait) noexcep
         admitted_.fetch_add(1, std::memory_order_relaxed);
         return {rate_decision::kind::admit};
       }
-      waiting_.fetch_add(1, std::memory_order_relaxed);
-      return {rate_decision::kind::wait, at, next, p.interval, wait};
+      return {rate_decision::kind::wait, at, next, p.interval, wait};  // rate_wait counts it
     }
   }
 }
@@ -206,7 +205,7 @@ rate_limiter_metrics rate_bucket::metrics(std::int64_t now) const noexcept {
     m.tokens = std::min<std::uint64_t>(static_cast<std::uint64_t>((room - deficit) / p.interval),
                                        p.options.burst);
   }
-  m.waiting = waiting_.load(std::memory_order_relaxed);
+  m.waiting = waiting_.load(std::memory_order_acquire);  // see begin_wait
   m.admitted = admitted_.load(std::memory_order_relaxed);
   for (const auto& c : admitted_own_) m.admitted += c.load(std::memory_order_relaxed);
   m.waited = waited_.load(std::memory_order_relaxed);
