@@ -163,6 +163,9 @@ class adaptive_limit_state : public std::enable_shared_from_this<adaptive_limit_
     ++frames_out_;
     return orphaned_ && frames_out_ == frames_in_;
   }
+  // Outside the spinlock: `frame_out` under it, then the state goes if that
+  // was the last frame out.
+  void count_out() noexcept;
   ~adaptive_limit_state() = default;  // by `orphan` or the last frame out
 
   double current() const noexcept;   // the limit, under the lock

@@ -6,8 +6,6 @@
 #include <levee/limit/adaptive_limit.hpp>
 #include <levee/limit/impl/adaptive_limit_events.ipp>
 
-#include <boost/asio/post.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -193,12 +191,7 @@ adaptive_limit_state::entry adaptive_limit_state::try_enter(std::size_t& in_flig
   }
   if (event) {
     limited_event(limit, running);
-    bool last = false;
-    {
-      spin_guard g(spinlock_);
-      last = frame_out();
-    }
-    if (last) delete this;
+    count_out();  // may delete the state
   }
   return entry::full;
 }
@@ -321,7 +314,15 @@ void adaptive_limit_state::leave_impl(bool sample, std::int64_t now_ns, double r
   if (granted) [[unlikely]]
     for (const auto& w : *granted) w->complete({});
   if (changed) changed_event(before);
-  if (counted) [[unlikely]] {
+  if (counted) [[unlikely]]
+    count_out();  // may delete the state
+  else if (last)
+    delete this;
+}
+
+void adaptive_limit_state::count_out() noexcept {
+  bool last = false;
+  {
     spin_guard g(spinlock_);
     last = frame_out();
   }
