@@ -130,6 +130,79 @@ TEST_CASE("throttle: the accept that reaches minimum_requests can start the shed
   CHECK(t.metrics().rejection_probability > 0.72);
 }
 
+// The awaitable form counts an accept without the window's lock only while
+// the formula applies (minimum_requests reached) and the probability is 0
+// (throttle_window.hpp, accept_until_): below minimum_requests an accept
+// takes the lock, and the one that reaches it can start the shedding.
+TEST_CASE("throttle: in the awaitable form too, the accept that reaches minimum_requests sheds") {
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc, {.k = 2.0, .minimum_requests = 10, .max_rejection_probability = 1.0});
+  fake_service s;
+  for (int i = 0; i < 9; ++i) {
+    auto r = run(ioc, t(s.call_ec(asio::error::eof)));
+    REQUIRE(r->done);
+  }
+  {
+    auto r = run(ioc, t(s.call_ec({})));  // the 10th request, an accept: (10 - 2) / 11
+    REQUIRE(r->done);
+  }
+  // No metrics() and no call ending before these: either would take the
+  // lock and decide the probability again itself.
+  int refused = 0;
+  for (int i = 0; i < 64; ++i) refused += t.try_acquire() ? 0 : 1;
+  CHECK(refused > 0);  // each admitted with probability 3 / 11 at most
+  CHECK(t.metrics().rejection_probability > 0.72);
+}
+
+// Accepts counted without the lock wait in a counter until the next holder of
+// the lock folds them into the newest bucket, before it moves the window: they
+// leave the window with the bucket they ended in, not with a later one.
+TEST_CASE("throttle: accepts counted without the lock leave with the bucket they ended in") {
+  virtual_time vt;
+  asio::io_context ioc;
+  throttle t(ioc, {.k = 2.0,
+                   .window = 10s,
+                   .buckets = 10,
+                   .minimum_requests = 10,
+                   .max_rejection_probability = 1.0});
+  fake_service s;
+  for (int i = 0; i < 100; ++i) {  // in the first bucket, [0, 1 s)
+    auto r = run(ioc, t(s.call_ec({})));
+    REQUIRE(r->done);
+  }
+  vclock::advance(5s);
+  {
+    // A failure takes the lock at 5 s: the accepts are folded into the first
+    // bucket before the window moves to this one.
+    auto r = run(ioc, t(s.call_ec(asio::error::eof)));
+    REQUIRE(r->done);
+  }
+  auto m = t.metrics();
+  CHECK(m.requests == 101);
+  CHECK(m.accepts == 100);
+  CHECK(m.accepted == 100);
+  CHECK(m.admitted == 101);
+  vclock::advance(5s);  // [0, 1 s) leaves the window; [5 s, 6 s) stays
+  m = t.metrics();
+  CHECK(m.requests == 1);
+  CHECK(m.accepts == 0);
+  CHECK(m.accepted == 100);  // the lifetime counters stay
+  CHECK(m.admitted == 101);
+  // The way back: accepts again, and the probability (1 request, 0 accepts,
+  // under minimum_requests) is 0.
+  for (int i = 0; i < 20; ++i) {
+    auto r = run(ioc, t(s.call_ec({})));
+    REQUIRE(r->done);
+    CHECK(std::get<0>(*r->value) != levee::error::throttled);
+  }
+  m = t.metrics();
+  CHECK(m.requests == 21);
+  CHECK(m.accepts == 20);
+  CHECK(m.rejection_probability == 0);
+  CHECK(m.admitted == 121);
+}
+
 TEST_CASE("throttle: while the downstream accepts more than one call in k, nothing is shed") {
   virtual_time vt;
   asio::io_context ioc;

@@ -30,15 +30,34 @@ class throttle_window {
   void finish(std::int64_t now, outcome o) noexcept;
 
   // The awaitable form's frames hold the window by address, not by a
-  // `shared_ptr` (two locked instructions a call): a frame is counted in when
-  // admitted (`request_frame`) and out when it ends (`finish_frame`, or
-  // with `ignored` when abandoned), and the window goes with the last of its
-  // owners (the `shared_ptr`s: handles and token-form operations, whose
-  // deleter is `orphan`) and of those frames. A frame must be started while
-  // an owner lives (as a breaker's call: docs/shedding.md, "Cost, threads, idle").
-  bool request_frame(std::int64_t now) noexcept { return admit(now, frames_in_); }
-  void finish_frame(std::int64_t now, outcome o) noexcept;  // may delete the window
-  static void orphan(throttle_window* w) noexcept;          // the owners' deleter
+  // `shared_ptr` (two locked instructions a call): a frame is counted in
+  // `frames_` when admitted (`request_frame`) and out when it ends
+  // (`finish_frame`, or with `ignored` when abandoned), and the window goes
+  // with the last of its owners (the `shared_ptr`s: handles and token-form
+  // operations, which hold one count between them and whose deleter is
+  // `orphan`) and of those frames. A frame must be started while an owner
+  // lives (as a breaker's call: docs/shedding.md, "Cost, threads, idle").
+  bool request_frame(std::int64_t now) noexcept {
+    if (now < admit_until_.load(std::memory_order_relaxed)) {  // as `admit`, inline
+      frames_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    return admit(now, frames_);
+  }
+  /// May delete the window.
+  void finish_frame(std::int64_t now, outcome o) noexcept {
+    // An accept that cannot move the probability: counted and the frame out
+    // in one locked instruction (see accept_until_); at most 2^30 of them
+    // wait to be folded (the high half holds 2^32).
+    if (o == outcome::success && now < accept_until_.load(std::memory_order_relaxed) &&
+        frames_.load(std::memory_order_relaxed) < (one_accept << 30)) {
+      if ((frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel) & held_mask) == 1)
+        last_out();
+      return;
+    }
+    finish_frame_locked(now, o);
+  }
+  static void orphan(throttle_window* w) noexcept;  // the owners' deleter
 
   /// The window and counters at `now`.
   throttle_metrics metrics(std::int64_t now) noexcept;
@@ -55,8 +74,14 @@ class throttle_window {
   };
   bool admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept;
   void record(std::int64_t now, bool accepted) noexcept;  // under lock_
-  bool frame_out() noexcept;                // under lock_: true when the window must go
-  void advance(std::int64_t now) noexcept;  // under lock_
+  // Under lock_: the accepts `finish_frame` left in `frames_` go into the
+  // newest bucket (before it moves) and the sums.
+  void fold() noexcept;
+  void finish_frame_locked(std::int64_t now, outcome o) noexcept;
+  // After the last count of `frames_` went: waits out a holder of lock_,
+  // which may have given up its count under it, then deletes the window.
+  void last_out() noexcept;
+  void advance(std::int64_t now) noexcept;  // under lock_, folds first
   double probability() const noexcept;      // under lock_, after advance
   // Under lock_, after the sums or the cursor changed: `p` is probability().
   void refresh_admit_until(double p) noexcept;
@@ -75,10 +100,23 @@ class throttle_window {
   // lock_, which refreshes this) and the ring's expiry (at the next bucket,
   // never before this time) change the probability. INT64_MIN: take the lock.
   std::atomic<std::int64_t> admit_until_{std::numeric_limits<std::int64_t>::min()};
-  std::atomic<std::uint64_t> admitted_{0};   // by request: try_acquire, the token form
-  std::atomic<std::uint64_t> frames_in_{0};  // by request_frame
-  std::uint64_t frames_out_ = 0;             // under lock_
-  bool orphaned_ = false;                    // under lock_
+  // While the probability is 0 and the sums hold at least minimum_requests,
+  // an accept cannot raise it (each adds 1 - k <= 0 to the formula's
+  // numerator): one ending before this time (admit_until_, or INT64_MIN
+  // below minimum_requests) is counted in `frames_` without the lock, and
+  // folded into the newest bucket by the next holder of lock_, before that
+  // bucket can move (the bucket it ended in, unless its thread was
+  // preempted between the check and the count, when it is a later one).
+  std::atomic<std::int64_t> accept_until_{std::numeric_limits<std::int64_t>::min()};
+  // Low 32 bits: the counts that keep the window (1 for the owners until
+  // `orphan`, 1 per frame in flight); high 32 bits: accepts of frames that
+  // ended without the lock, not yet folded (see accept_until_). One word, so
+  // that such a frame's end is one locked instruction.
+  static constexpr std::uint64_t held_mask = 0xffff'ffffu;
+  static constexpr std::uint64_t one_accept = std::uint64_t{1} << 32;
+  std::atomic<std::uint64_t> frames_{1};
+  std::uint64_t frames_done_ = 0;           // under lock_: frames ended, folded ones included
+  std::atomic<std::uint64_t> admitted_{0};  // by request: try_acquire, the token form
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> accepted_{0};
   event_hub<throttle_event> events_;

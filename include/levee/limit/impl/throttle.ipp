@@ -60,7 +60,20 @@ throttle_window::throttle_window(const throttle_options& options)
       ring_(options_.buckets),
       random_{random_seed()} {}
 
+void throttle_window::fold() noexcept {
+  const std::uint64_t n = frames_.load(std::memory_order_relaxed) >> 32;
+  if (n == 0) return;
+  frames_.fetch_sub(n << 32, std::memory_order_relaxed);
+  ring_[cursor_.pos].requests += n;
+  ring_[cursor_.pos].accepts += n;
+  requests_ += n;
+  accepts_ += n;
+  frames_done_ += n;
+  accepted_.store(accepted_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 void throttle_window::advance(std::int64_t now) noexcept {
+  fold();
   const std::int64_t index = floor_div(now, width_ns_);
   if (index <= cursor_.head && cursor_.started()) return;
   ring_advance(ring_.data(), static_cast<std::uint32_t>(ring_.size()), cursor_, index,
@@ -89,6 +102,8 @@ void throttle_window::refresh_admit_until(double p) noexcept {
       until = next > 0 ? std::numeric_limits<std::int64_t>::max() : lowest;
   }
   admit_until_.store(until, std::memory_order_relaxed);
+  const bool counted = requests_ >= options_.minimum_requests;
+  accept_until_.store(counted ? until : lowest, std::memory_order_relaxed);
 }
 
 bool throttle_window::request(std::int64_t now) noexcept {
@@ -133,30 +148,28 @@ void throttle_window::finish(std::int64_t now, outcome o) noexcept {
   record(now, o == outcome::success);
 }
 
-void throttle_window::finish_frame(std::int64_t now, outcome o) noexcept {
+void throttle_window::finish_frame_locked(std::int64_t now, outcome o) noexcept {
   bool last = false;
   {
     spin_guard g(lock_);
     if (o != outcome::ignored) record(now, o == outcome::success);
-    last = frame_out();
+    // Out under the lock, so that metrics() sees it ended and left at once.
+    ++frames_done_;
+    last = (frames_.fetch_sub(1, std::memory_order_acq_rel) & held_mask) == 1;
   }
-  if (last) delete this;
+  if (last) delete this;  // nobody else holds a count, so nobody holds the lock
 }
 
-bool throttle_window::frame_out() noexcept {
-  ++frames_out_;
-  return orphaned_ && frames_out_ == frames_in_.load(std::memory_order_relaxed);
+void throttle_window::last_out() noexcept {
+  // A frame that ended under the lock gave up its count there: it may not
+  // have released the lock yet.
+  { spin_guard g(lock_); }
+  delete this;
 }
 
 void throttle_window::orphan(throttle_window* w) noexcept {
-  bool last = false;
-  {
-    spin_guard g(w->lock_);
-    w->orphaned_ = true;
-    // Every frame counted in was started while an owner lived, before this.
-    last = w->frames_out_ == w->frames_in_.load(std::memory_order_relaxed);
-  }
-  if (last) delete w;
+  // Every frame counted in was started while an owner lived, before this.
+  if ((w->frames_.fetch_sub(1, std::memory_order_acq_rel) & held_mask) == 1) w->last_out();
 }
 
 void throttle_window::record(std::int64_t now, bool accepted) noexcept {
@@ -187,11 +200,18 @@ throttle_metrics throttle_window::metrics(std::int64_t now) noexcept {
     m.accepts = accepts_;
     m.rejection_probability = probability();
     refresh_admit_until(m.rejection_probability);
+    // Frames ended, then those ended since the fold, then those in flight
+    // (the count held besides them is the owners', one of which calls this).
+    const std::uint64_t f = frames_.load(std::memory_order_relaxed);
+    const std::uint64_t held = f & held_mask;
+    m.admitted = frames_done_ + (f >> 32) + (held > 0 ? held - 1 : 0);
+    // Under the lock, where it is written: every accept it holds was
+    // admitted before, so it never exceeds `admitted` (whose other part, the
+    // token form's, only grows and is read after it).
+    m.accepted = accepted_.load(std::memory_order_relaxed);
   }
-  m.admitted =
-      admitted_.load(std::memory_order_relaxed) + frames_in_.load(std::memory_order_relaxed);
+  m.admitted += admitted_.load(std::memory_order_relaxed);
   m.rejected = rejected_.load(std::memory_order_relaxed);
-  m.accepted = accepted_.load(std::memory_order_relaxed);
   m.events_lost = events_.lost();
   return m;
 }
