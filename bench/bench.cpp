@@ -4,6 +4,7 @@
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
 #include <levee/pipeline.hpp>
+#include <levee/breaker/detail/window_clock.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include <flaky/server.hpp>
@@ -64,6 +65,26 @@ void run_coroutine(Body body) {
 void report_allocations(benchmark::State& state, std::uint64_t before) {
   state.counters["allocs_per_call"] = benchmark::Counter(
       static_cast<double>(t_allocations - before), benchmark::Counter::kAvgIterations);
+}
+
+// ---- parts: what a layer's hot path is made of --------------------------------
+
+/// One locked read-modify-write on a line this thread owns, back to back: the
+/// price of a count in or out, of a spinlock's exchange, of a `shared_ptr`
+/// copy (one) and its release (one more).
+void bm_parts_locked_add(benchmark::State& state) {
+  std::atomic<std::uint64_t> a{0};
+  for (auto _ : state) a.fetch_add(1, std::memory_order_relaxed);
+  benchmark::DoNotOptimize(a.load(std::memory_order_relaxed));
+}
+
+/// One read of the clock the breaker's time window, the throttle and the
+/// rate limiter read (`CLOCK_MONOTONIC_COARSE` for `steady_clock` on Linux).
+void bm_parts_window_clock(benchmark::State& state) {
+  for (auto _ : state) {
+    auto now = levee::detail::window_now<std::chrono::steady_clock>();
+    benchmark::DoNotOptimize(now);
+  }
 }
 
 // ---- closed -------------------------------------------------------------------
@@ -890,6 +911,8 @@ int main(int argc, char** argv) {
   }
   int n = static_cast<int>(args.size());
 
+  benchmark::RegisterBenchmark("parts/locked_add", bm_parts_locked_add);
+  benchmark::RegisterBenchmark("parts/window_clock", bm_parts_window_clock);
   benchmark::RegisterBenchmark("closed/bare", bm_closed_bare);
   benchmark::RegisterBenchmark("closed/wrapper_floor", bm_closed_wrapper_floor);
   benchmark::RegisterBenchmark("closed/guarded", bm_closed_guarded);

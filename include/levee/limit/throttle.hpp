@@ -46,9 +46,10 @@ namespace levee {
 /// Thread safety: shared freely between threads of a multi-threaded
 /// `io_context`, without strands. The hot path reads the clock once to
 /// admit, and takes no lock while the rejection probability is 0 (otherwise
-/// one short spinlock); when the call ends, one clock read and the spinlock
-/// (the coarse clock for `steady_clock` on Linux, as the breaker's time
-/// window; docs/shedding.md, "Cost, threads, idle").
+/// one short spinlock); when the call ends, one clock read and the spinlock,
+/// or in the awaitable form, for an accept that cannot move the probability,
+/// one atomic add and no lock (the coarse clock for `steady_clock` on Linux,
+/// as the breaker's time window; docs/shedding.md, "Cost, threads, idle").
 ///
 /// Events (`listen`, from `listenable`): rejections (`throttle_event_kind`
 /// bits, `all_throttle_events`). While nobody listens a rejection costs one
