@@ -155,6 +155,44 @@ TEST_CASE("throttle: in the awaitable form too, the accept that reaches minimum_
   CHECK(t.metrics().rejection_probability > 0.72);
 }
 
+// An accept ended without the lock, by a thread delayed between its check
+// and its add, may be folded in after an old bucket left and took the sums
+// below minimum_requests: when it takes them back to it, the formula applies
+// again and the probability must be decided then, not at the end of the
+// bucket (found by a review: admission stayed lock-free with p = 7 / 12).
+// The window itself, on its own clock in ns: that interleaving is a
+// thread's, so the delayed end is the window's test hook.
+TEST_CASE("throttle: accepts folded in that reach minimum_requests start the shedding") {
+  using levee::outcome;
+  constexpr std::int64_t s = 1'000'000'000;
+  levee::detail::throttle_window w(levee::throttle_options{.k = 2.0,
+                                                           .window = 10s,
+                                                           .buckets = 10,
+                                                           .minimum_requests = 10,
+                                                           .max_rejection_probability = 1.0});
+  for (int i = 0; i < 10; ++i) {  // [0, 1 s): 10 accepts
+    REQUIRE(w.request_frame(0));
+    w.finish_frame(0, outcome::success);
+  }
+  for (int i = 0; i < 9; ++i) {  // [1 s, 2 s): 9 failures; p = 0 (19 <= 2 * 10)
+    REQUIRE(w.request_frame(1 * s));
+    w.finish_frame(1 * s, outcome::failure);
+  }
+  REQUIRE(w.request_frame(1 * s));  // A: its end will be delayed
+  // At 10 s the first bucket leaves: 9 requests, 0 accepts, under the minimum.
+  REQUIRE(w.request_frame(10 * s));  // B
+  w.end_frame_unfolded_for_test();   // A's accept, checked before 10 s, added now
+  // B's accept takes the lock: A's is folded in (10 requests, 1 accept: the
+  // formula applies), then B's (11, 2): p = (11 - 4) / 12.
+  w.finish_frame(10 * s, outcome::success);
+  int refused = 0;
+  for (int i = 0; i < 64; ++i) refused += w.request(10 * s) ? 0 : 1;
+  CHECK(refused > 0);  // each let through with probability 5 / 12 at most
+  const auto m = w.metrics(10 * s);
+  CHECK(m.accepts == 2);
+  CHECK(m.rejection_probability > 0.58);
+}
+
 // Accepts counted without the lock wait in a counter until the next holder of
 // the lock folds them into the newest bucket, before it moves the window: they
 // leave the window with the bucket they ended in, not with a later one.

@@ -47,8 +47,9 @@ class throttle_window {
   /// May delete the window.
   void finish_frame(std::int64_t now, outcome o) noexcept {
     // An accept that cannot move the probability: counted and the frame out
-    // in one locked instruction (see accept_until_); at most 2^30 of them
-    // wait to be folded (the high half holds 2^32).
+    // in one locked instruction (see accept_until_); about 2^30 of them at
+    // most wait to be folded (threads between the check and the add may
+    // pass it together; the high half holds 2^32).
     if (o == outcome::success && now < accept_until_.load(std::memory_order_relaxed) &&
         frames_.load(std::memory_order_relaxed) < (one_accept << 30)) {
       if ((frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel) & held_mask) == 1)
@@ -58,6 +59,12 @@ class throttle_window {
     finish_frame_locked(now, o);
   }
   static void orphan(throttle_window* w) noexcept;  // the owners' deleter
+  /// For tests: a frame's end as `finish_frame` counts an accept without the
+  /// lock, after its check of accept_until_ (as a thread preempted between
+  /// the two does, once the window has moved).
+  void end_frame_unfolded_for_test() noexcept {
+    frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel);
+  }
 
   /// The window and counters at `now`.
   throttle_metrics metrics(std::int64_t now) noexcept;
@@ -104,9 +111,12 @@ class throttle_window {
   // an accept cannot raise it (each adds 1 - k <= 0 to the formula's
   // numerator): one ending before this time (admit_until_, or INT64_MIN
   // below minimum_requests) is counted in `frames_` without the lock, and
-  // folded into the newest bucket by the next holder of lock_, before that
-  // bucket can move (the bucket it ended in, unless its thread was
-  // preempted between the check and the count, when it is a later one).
+  // folded into the newest bucket by the next holder of lock_ that moves or
+  // reads the window (`advance`), before that bucket can move: the bucket it
+  // ended in, unless its thread was delayed between its clock read and its
+  // add, when it is a later one (as for a late end under the lock). Folded
+  // accepts that take the sums to minimum_requests make the probability be
+  // decided again (`fold`).
   std::atomic<std::int64_t> accept_until_{std::numeric_limits<std::int64_t>::min()};
   // Low 32 bits: the counts that keep the window (1 for the owners until
   // `orphan`, 1 per frame in flight); high 32 bits: accepts of frames that

@@ -66,6 +66,13 @@ void throttle_window::fold() noexcept {
   frames_.fetch_sub(n << 32, std::memory_order_relaxed);
   ring_[cursor_.pos].requests += n;
   ring_[cursor_.pos].accepts += n;
+  // Folded accepts that take the sums to minimum_requests make the formula
+  // apply (an accept ended without the lock just before an old bucket left,
+  // taking the sums below it): the probability is decided again
+  // (`record` does when admission's fast path is closed; `admit` and
+  // `metrics` always do).
+  if (requests_ < options_.minimum_requests && requests_ + n >= options_.minimum_requests)
+    admit_until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
   requests_ += n;
   accepts_ += n;
   frames_done_ += n;
