@@ -1,10 +1,10 @@
 // levee's benchmarks (Google Benchmark). Names are stable so that results can
 // be compared over time; see bench/README.md for the figures and how to read
 // them.
+#include <levee/breaker/detail/window_clock.hpp>
 #include <levee/http.hpp>
 #include <levee/levee.hpp>
 #include <levee/pipeline.hpp>
-#include <levee/breaker/detail/window_clock.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include <flaky/server.hpp>
