@@ -11,34 +11,41 @@
 
 namespace levee::detail {
 
-/// Blocks a thread frees and takes again: up to `slots` of them, each of a
-/// size class of 64 bytes up to `largest`. Asio's recycling allocator keeps
-/// two blocks per thread and purpose, and a hedged call has more of Asio's own
-/// alive at once (its frames, its strand's operations): a block of the call's
-/// state kept there was pushed out by them and came from `aligned_alloc` on
-/// every call (docs/hedging.md, "Allocations"). A block freed on another
-/// thread joins that thread's cache; each thread frees its cache when it
-/// exits. Larger blocks go to `std::free`; a block given back when every
-/// slot is full takes the place of the one given back longest ago, which
-/// goes to `std::free`: the blocks a thread gave back last are the ones it
-/// keeps.
+/// Blocks a thread frees and takes again, kept per size class (64 bytes up
+/// to `largest`, in steps of `granule`), `budget` bytes in all. Asio's recycling allocator keeps
+/// two blocks per thread and purpose, and a call through levee's layers has more of Asio's own
+/// alive at once (its frames, its strand's operations): a block kept there was pushed out by them
+/// and came from `aligned_alloc` on every call (docs/hedging.md, "Allocations").
+///
+/// Taking a block and giving one back index the class's list: no search
+/// (until 2026-12-07, eight slots searched one by one, which a client with
+/// 16 connections in flight overflowed: bench/README.md, "The block cache by
+/// size class"). A block freed on another thread joins that thread's cache;
+/// each thread frees its cache when it exits. Larger blocks go to
+/// `std::free`. A block given back to a full budget takes the place of
+/// blocks of other classes, taken in turn (a round robin over the classes):
+/// a thread whose cache holds sizes it no longer asks for does not miss for
+/// good on the sizes it asks for now (tests/hedge_allocs.cpp, "block
+/// cache: ...").
 class block_cache {
  public:
-  static constexpr std::size_t slots = 8;
   static constexpr std::size_t granule = 64;
   static constexpr std::size_t largest = 4096;
+  static constexpr std::size_t classes = largest / granule;
+  /// The bytes a thread keeps at most, over all classes.
+  static constexpr std::size_t budget = 256 * 1024;
 
   /// A block of at least `n` bytes, aligned to `granule` (which must cover
   /// the object's alignment). \throws std::bad_alloc.
   static void* allocate(std::size_t n) {
     const std::size_t size = rounded(n);
     if (size <= largest) {
-      for (auto& s : cache().slot) {
-        if (s.block && s.size == size) {
-          void* p = s.block;
-          s.block = nullptr;
-          return p;
-        }
+      auto& c = cache();
+      const std::size_t k = size / granule - 1;
+      if (void* p = c.head[k]) {
+        c.head[k] = next_of(p);
+        c.bytes -= size;
+        return p;
       }
     }
     if (void* p = std::aligned_alloc(granule, size)) return p;
@@ -50,55 +57,65 @@ class block_cache {
     const std::size_t size = rounded(n);
     if (size <= largest) {
       auto& c = cache();
+      const std::size_t k = size / granule - 1;
       if (!c.closed) {
-        reaper_of_this_thread();  // made once per thread: frees the cache at its exit
-        for (auto& s : c.slot) {
-          if (!s.block) {
-            s.block = p;
-            s.size = size;
-            s.given = ++c.clock;
-            return;
-          }
+        if (!c.reaped) [[unlikely]] {
+          reaper_of_this_thread();  // made once per thread: frees the cache at its exit
+          c.reaped = true;
         }
-        // Every slot full: `p` takes the place of the block given back
-        // longest ago. Giving `p` up instead, or giving one up only on a miss
-        // that found every slot full (as Asio's recycling allocator does),
-        // lets a thread whose slots hold sizes it no longer asks for miss for
-        // good: a call holding a cached size and a missed one empties a slot
-        // with its hit, so its miss finds room, and the block given back last
-        // finds none (tests/hedge_allocs.cpp, "block cache: ...").
-        entry* oldest = &c.slot[0];
-        for (auto& s : c.slot) oldest = s.given < oldest->given ? &s : oldest;
-        std::free(std::exchange(oldest->block, p));
-        oldest->size = size;
-        oldest->given = ++c.clock;
-        return;
+        while (c.bytes + size > budget && give_up_one(c, k)) {
+        }
+        if (c.bytes + size <= budget) {
+          next_of(p) = c.head[k];
+          c.head[k] = p;
+          c.bytes += size;
+          return;
+        }
       }
     }
     std::free(p);
   }
 
  private:
-  struct entry {
-    void* block = nullptr;
-    std::size_t size = 0;
-    std::uint64_t given = 0;  // when it was given back, on the thread's count
-  };
   // Trivially destructible, so that it stays valid through the thread's
   // exit: a block freed by another thread_local's destructor after the
   // reaper's finds `closed` and goes to free.
   struct per_thread {
-    std::array<entry, slots> slot;
-    std::uint64_t clock;  // blocks given back so far
-    bool closed;
+    std::array<void*, classes> head;  // each class's blocks, linked through their first word
+    std::size_t bytes;                // held, over all classes
+    std::size_t cursor;  // the class that gives up a block next when the budget is full
+    bool reaped;         // the thread's reaper is made
+    bool closed;         // the reaper ran: nothing more is kept
   };
   struct reaper {
     ~reaper() {
       auto& c = cache();
       c.closed = true;
-      for (auto& s : c.slot) std::free(std::exchange(s.block, nullptr));
+      for (auto& head : c.head) {
+        while (void* p = head) {
+          head = next_of(p);
+          std::free(p);
+        }
+      }
+      c.bytes = 0;
     }
   };
+  static void*& next_of(void* p) noexcept { return *static_cast<void**>(p); }
+  // Frees one block of a class other than `keep`, the next in turn after the
+  // last one given up. False when no other class holds one.
+  static bool give_up_one(per_thread& c, std::size_t keep) noexcept {
+    for (std::size_t i = 0; i < classes; ++i) {
+      const std::size_t k = (c.cursor + i) % classes;
+      if (k == keep || !c.head[k]) continue;
+      void* p = c.head[k];
+      c.head[k] = next_of(p);
+      c.bytes -= (k + 1) * granule;
+      c.cursor = (k + 1) % classes;
+      std::free(p);
+      return true;
+    }
+    return false;
+  }
   static per_thread& cache() noexcept {
     constinit thread_local per_thread c{};
     return c;

@@ -21,7 +21,7 @@ namespace levee::detail {
 /// outer layer's, the inner one's, the caller's call), so one of them came
 /// from the heap on every call: about 140 instructions and 10 to 14 ns a
 /// layer (bench/README.md, "Nested layers and Asio's frame cache"). With
-/// levee's frames in levee's own cache (8 blocks per thread), Asio's two
+/// levee's frames in levee's own cache (core/detail/block_cache.hpp), Asio's two
 /// are left to the caller's frames.
 ///
 /// How: a `std::coroutine_traits` specialisation on this tag selects
