@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <thread>
 #include <utility>
@@ -262,9 +263,9 @@ TEST_CASE("layers: a call through two of levee's layers allocates nothing once w
 }
 
 namespace {
-// Fills this thread's block cache up to its budget, less `spare` bytes,
-// with blocks of the two largest classes, sizes the test never asks for
-// again.
+// Fills this thread's block cache to its budget, less `spare` bytes, with
+// blocks of the two largest classes and one of the remainder (1,792 or
+// 2,048 bytes here), sizes the tests never ask for again.
 void fill_budget(std::size_t spare) {
   using levee::detail::block_cache;
   std::vector<std::pair<void*, std::size_t>> held;
@@ -275,6 +276,8 @@ void fill_budget(std::size_t spare) {
     held.emplace_back(block_cache::allocate(size), size);
     bytes += size;
   }
+  const std::size_t rest = block_cache::budget - spare - bytes;
+  if (rest > 0) held.emplace_back(block_cache::allocate(rest), rest);
   for (const auto& [p, size] : held) block_cache::deallocate(p, size);
 }
 }  // namespace
@@ -349,6 +352,27 @@ TEST_CASE("block cache: 16 blocks of a size given back together are all kept") {
   })
       .join();
   CHECK(misses == 0);
+}
+
+// A size the cache cannot round is refused with bad_alloc, as operator new
+// refuses it (found by a review: rounded up, it wrapped to 0, which passed
+// for a cached size and indexed the list before the first).
+TEST_CASE("block cache: a size too large to round is refused with bad_alloc") {
+  using levee::detail::block_cache;
+  constexpr std::size_t most = std::numeric_limits<std::size_t>::max();
+  CHECK_THROWS_AS(block_cache::allocate(most), std::bad_alloc);
+  CHECK_THROWS_AS(block_cache::allocate(most - block_cache::granule + 2), std::bad_alloc);
+  levee::detail::cached_allocator<std::uint64_t> a;
+  CHECK_THROWS_AS(a.allocate(most / 4), std::bad_alloc);
+  // The largest cached size and the smallest are served and kept as before.
+  void* p = block_cache::allocate(block_cache::largest);
+  block_cache::deallocate(p, block_cache::largest);
+  CHECK(block_cache::allocate(block_cache::largest) == p);
+  block_cache::deallocate(p, block_cache::largest);
+  void* q = block_cache::allocate(0);
+  block_cache::deallocate(q, 0);
+  CHECK(block_cache::allocate(1) == q);
+  block_cache::deallocate(q, 1);
 }
 
 // A server's deadline reader on every request: accepted, absent, expired and

@@ -6,27 +6,29 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <utility>
 
 namespace levee::detail {
 
 /// Blocks a thread frees and takes again, kept per size class (64 bytes up
-/// to `largest`, in steps of `granule`), `budget` bytes in all. Asio's recycling allocator keeps
-/// two blocks per thread and purpose, and a call through levee's layers has more of Asio's own
-/// alive at once (its frames, its strand's operations): a block kept there was pushed out by them
-/// and came from `aligned_alloc` on every call (docs/hedging.md, "Allocations").
+/// to `largest`, in steps of `granule`), `budget` bytes in all. Asio's
+/// recycling allocator keeps two blocks per thread and purpose, and a call
+/// through levee's layers has more of Asio's own alive at once (its frames,
+/// its strand's operations): a block kept there was pushed out by them and
+/// came from `aligned_alloc` on every call (docs/hedging.md, "Allocations").
 ///
-/// Taking a block and giving one back index the class's list: no search
-/// (until 2026-12-07, eight slots searched one by one, which a client with
-/// 16 connections in flight overflowed: bench/README.md, "The block cache by
-/// size class"). A block freed on another thread joins that thread's cache;
-/// each thread frees its cache when it exits. Larger blocks go to
-/// `std::free`. A block given back to a full budget takes the place of
-/// blocks of other classes, taken in turn (a round robin over the classes):
-/// a thread whose cache holds sizes it no longer asks for does not miss for
-/// good on the sizes it asks for now (tests/hedge_allocs.cpp, "block
-/// cache: ...").
+/// Taking a block and giving one back index the class's list, with no
+/// search while the budget has room (until 2026-12-07, eight slots searched
+/// one by one, which a client with 16 connections in flight overflowed:
+/// bench/README.md, "The block cache by size class"). A block freed on
+/// another thread joins that thread's cache; each thread frees its cache
+/// when it exits. Larger blocks go to `std::free`. A block given back to a
+/// full budget takes the place of blocks of other classes, taken in turn (a
+/// round robin over the classes): a thread whose cache holds sizes it no
+/// longer asks for does not miss for good on the sizes it asks for now
+/// (tests/hedge_allocs.cpp, "block cache: ...").
 class block_cache {
  public:
   static constexpr std::size_t granule = 64;
@@ -38,6 +40,7 @@ class block_cache {
   /// A block of at least `n` bytes, aligned to `granule` (which must cover
   /// the object's alignment). \throws std::bad_alloc.
   static void* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() - granule) throw std::bad_alloc();
     const std::size_t size = rounded(n);
     if (size <= largest) {
       auto& c = cache();
@@ -54,8 +57,8 @@ class block_cache {
 
   /// Gives back a block `allocate(n)` returned.
   static void deallocate(void* p, std::size_t n) noexcept {
-    const std::size_t size = rounded(n);
-    if (size <= largest) {
+    if (n <= largest) {
+      const std::size_t size = rounded(n);
       auto& c = cache();
       const std::size_t k = size / granule - 1;
       if (!c.closed) {
@@ -139,7 +142,10 @@ struct cached_allocator {
   template <class U>
   cached_allocator(const cached_allocator<U>&) noexcept {}
 
-  T* allocate(std::size_t n) { return static_cast<T*>(block_cache::allocate(n * sizeof(T))); }
+  T* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_alloc();
+    return static_cast<T*>(block_cache::allocate(n * sizeof(T)));
+  }
   void deallocate(T* p, std::size_t n) noexcept { block_cache::deallocate(p, n * sizeof(T)); }
 
   template <class U>
