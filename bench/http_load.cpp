@@ -65,17 +65,30 @@ struct figures {
   double p99_us = 0;
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
-  double cpu_us_per_request = 0;  // user + system
+  double cpu_us_per_request = 0;   // user + system
+  double user_us_per_request = 0;  // user alone
 };
 
-// User and system CPU time of `who` (RUSAGE_SELF or RUSAGE_CHILDREN), in us.
-double cpu_us(int who) {
+struct cpu_time {
+  double user = 0, system = 0;  // us
+};
+
+// User and system CPU time of `who` (RUSAGE_SELF or RUSAGE_CHILDREN).
+cpu_time cpu_of(int who) {
   rusage u{};
   ::getrusage(who, &u);
   const auto us = [](const timeval& t) {
     return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec);
   };
-  return us(u.ru_utime) + us(u.ru_stime);
+  return {us(u.ru_utime), us(u.ru_stime)};
+}
+
+// `f`'s CPU per request from the CPU time before and after its requests.
+void set_cpu(figures& f, const cpu_time& before, const cpu_time& after) {
+  if (f.requests == 0) return;
+  const double n = static_cast<double>(f.requests);
+  f.user_us_per_request = (after.user - before.user) / n;
+  f.cpu_us_per_request = f.user_us_per_request + (after.system - before.system) / n;
 }
 
 // Runs `argv` with its stdout captured, for at most `limit`: killed
@@ -146,7 +159,7 @@ double wrk_time_us(const std::string& s) {
 figures run_wrk(const std::string& url, int conns, int seconds) {
   // wrk is reaped before run_captured returns; nginx, the other child, only
   // at the end of the bench.
-  const double cpu_before = cpu_us(RUSAGE_CHILDREN);
+  const cpu_time cpu_before = cpu_of(RUSAGE_CHILDREN);
   const std::string out = run_captured({"/usr/bin/wrk", "-t1", "-c" + std::to_string(conns),
                                         "-d" + std::to_string(seconds) + "s", "--latency", url},
                                        std::chrono::seconds(seconds + 20));
@@ -173,8 +186,7 @@ figures run_wrk(const std::string& url, int conns, int seconds) {
     }
   }
   if (!rps || !p99) throw std::runtime_error("wrk: cannot read its output:\n" + out);
-  if (f.requests)
-    f.cpu_us_per_request = (cpu_us(RUSAGE_CHILDREN) - cpu_before) / static_cast<double>(f.requests);
+  set_cpu(f, cpu_before, cpu_of(RUSAGE_CHILDREN));
   return f;
 }
 
@@ -216,7 +228,7 @@ figures run_levee(const std::string& url, int conns, std::chrono::milliseconds d
   if (errors) throw std::runtime_error("levee: " + std::to_string(errors) + " errors in warm-up");
   std::vector<std::vector<std::uint32_t>> latencies(static_cast<std::size_t>(conns));
   for (auto& l : latencies) l.reserve(1 << 16);
-  const double cpu_before = cpu_us(RUSAGE_SELF);
+  const cpu_time cpu_before = cpu_of(RUSAGE_SELF);
   const auto start = clock_type::now();
   const auto end = start + duration;
   // --cancellable: each connection's coroutine can be cancelled (a slot
@@ -234,14 +246,14 @@ figures run_levee(const std::string& url, int conns, std::chrono::milliseconds d
   }
   ioc.run_for(duration + 10s);
   const auto stop = clock_type::now();
-  const double cpu = cpu_us(RUSAGE_SELF) - cpu_before;
+  const cpu_time cpu_after = cpu_of(RUSAGE_SELF);
   if (!ioc.stopped()) throw std::runtime_error("levee: the run did not finish in time");
   std::vector<std::uint32_t> all;
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   figures f;
   f.errors = errors;
   f.requests = all.size();
-  if (f.requests) f.cpu_us_per_request = cpu / static_cast<double>(f.requests);
+  set_cpu(f, cpu_before, cpu_after);
   f.rps = static_cast<double>(all.size()) / std::chrono::duration<double>(stop - start).count();
   if (!all.empty()) {
     const auto k = static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(all.size()))) - 1;
@@ -320,6 +332,7 @@ int run(int argc, char** argv) {
               "wrk req/s", "levee req/s", "ratio", "wrk p99us", "levee p99", "ratio", "wrk cpu",
               "levee cpu", "ratio", "goal");
   bool all_met = true;
+  std::string split;  // the CPU's user and system parts, printed after the table
   for (const auto& scheme : schemes) {
     // The certificate names localhost; wrk does not verify, levee does.
     const std::string url =
@@ -341,6 +354,12 @@ int run(int argc, char** argv) {
             scheme.c_str(), n, w->rps, l.rps, rr, w->p99_us, l.p99_us, pr, w->cpu_us_per_request,
             l.cpu_us_per_request, l.cpu_us_per_request / w->cpu_us_per_request,
             smoke ? "(smoke)" : (met ? "met" : "NOT met"));
+        char row[160];
+        std::snprintf(row, sizeof row, "%-6s %5d %9.2fus %9.2fus %10.2fus %10.2fus\n",
+                      scheme.c_str(), n, w->user_us_per_request,
+                      w->cpu_us_per_request - w->user_us_per_request, l.user_us_per_request,
+                      l.cpu_us_per_request - l.user_us_per_request);
+        split += row;
       } else {
         std::printf("%-6s %5d %12s %12.0f %7s %10s %10.0f %7s %9s %7.2fus %7s  %s\n",
                     scheme.c_str(), n, "-", l.rps, "-", "-", l.p99_us, "-", "-",
@@ -348,6 +367,10 @@ int run(int argc, char** argv) {
       }
       std::fflush(stdout);
     }
+  }
+  if (!split.empty()) {
+    std::printf("\nCPU per request, user and system:\n%-6s %5s %11s %11s %12s %12s\n%s", "scheme",
+                "conns", "wrk user", "wrk sys", "levee user", "levee sys", split.c_str());
   }
   if (!smoke && !levee_only)
     std::printf("\ngoal %s at every concurrency\n", all_met ? "met" : "NOT met");
