@@ -37,13 +37,7 @@ class throttle_window {
   // operations, which hold one count between them and whose deleter is
   // `orphan`) and of those frames. A frame must be started while an owner
   // lives (as a breaker's call: docs/shedding.md, "Cost, threads, idle").
-  bool request_frame(std::int64_t now) noexcept {
-    if (now < admit_until_.load(std::memory_order_relaxed)) {  // as `admit`, inline
-      frames_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-    return admit(now, frames_);
-  }
+  bool request_frame(std::int64_t now) noexcept { return admit(now, frames_); }
   /// May delete the window.
   void finish_frame(std::int64_t now, outcome o) noexcept {
     // An accept that cannot move the probability: counted and the frame out
@@ -52,8 +46,7 @@ class throttle_window {
     // pass it together; the high half holds 2^32).
     if (o == outcome::success && now < accept_until_.load(std::memory_order_relaxed) &&
         frames_.load(std::memory_order_relaxed) < (one_accept << 30)) {
-      if ((frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel) & held_mask) == 1)
-        last_out();
+      if (end_unfolded()) last_out();
       return;
     }
     finish_frame_locked(now, o);
@@ -63,7 +56,7 @@ class throttle_window {
   /// lock, after its check of accept_until_ (as a thread preempted between
   /// the two does, once the window has moved).
   void end_frame_unfolded_for_test() noexcept {
-    frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel);
+    if (end_unfolded()) last_out();
   }
 
   /// The window and counters at `now`.
@@ -79,7 +72,26 @@ class throttle_window {
     std::uint64_t requests = 0;
     std::uint64_t accepts = 0;
   };
-  bool admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept;
+  // Lock-free while nothing could be rejected: the probability was 0 at the
+  // last change to the window, and no bucket has expired since. Inline:
+  // the awaitable form's admission.
+  bool admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept {
+    if (now < admit_until_.load(std::memory_order_relaxed)) {
+      count.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    return admit_locked(now, count);
+  }
+  bool admit_locked(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept;
+  // A frame's end counted in `frames_`: an accept without the lock, and the
+  // frame out. True when it held the window's last count.
+  bool end_unfolded() noexcept {
+    return (frames_.fetch_add(one_accept - 1, std::memory_order_acq_rel) & held_mask) == 1;
+  }
+  // A frame (or the owners) out of `frames_`: true when it held the last count.
+  bool count_out() noexcept {
+    return (frames_.fetch_sub(1, std::memory_order_acq_rel) & held_mask) == 1;
+  }
   void record(std::int64_t now, bool accepted) noexcept;  // under lock_
   // Under lock_: the accepts `finish_frame` left in `frames_` go into the
   // newest bucket (before it moves) and the sums.

@@ -117,13 +117,7 @@ bool throttle_window::request(std::int64_t now) noexcept {
   return admit(now, admitted_);
 }
 
-bool throttle_window::admit(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept {
-  // Lock-free while nothing could be rejected: the probability was 0 at the
-  // last change to the window, and no bucket has expired since.
-  if (now < admit_until_.load(std::memory_order_relaxed)) {
-    count.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
+bool throttle_window::admit_locked(std::int64_t now, std::atomic<std::uint64_t>& count) noexcept {
   throttle_event e;
   {
     spin_guard g(lock_);
@@ -162,7 +156,7 @@ void throttle_window::finish_frame_locked(std::int64_t now, outcome o) noexcept 
     if (o != outcome::ignored) record(now, o == outcome::success);
     // Out under the lock, so that metrics() sees it ended and left at once.
     ++frames_done_;
-    last = (frames_.fetch_sub(1, std::memory_order_acq_rel) & held_mask) == 1;
+    last = count_out();
   }
   if (last) delete this;  // nobody else holds a count, so nobody holds the lock
 }
@@ -176,7 +170,7 @@ void throttle_window::last_out() noexcept {
 
 void throttle_window::orphan(throttle_window* w) noexcept {
   // Every frame counted in was started while an owner lived, before this.
-  if ((w->frames_.fetch_sub(1, std::memory_order_acq_rel) & held_mask) == 1) w->last_out();
+  if (w->count_out()) w->last_out();
 }
 
 void throttle_window::record(std::int64_t now, bool accepted) noexcept {
