@@ -701,6 +701,66 @@ TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes i
   server.stop();
 }
 
+TEST_CASE("http: Host and User-Agent, when the request has none, go first in its head") {
+  // The client writes them itself, not inserted in the request's fields:
+  // Host first (RFC 9112, 3.2), then User-Agent, then the request's own
+  // fields, as Beast's serializer writes fields.
+  asio::io_context ioc;
+  std::vector<std::string> received;
+  script_server server(ioc, [&](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    for (;;) {
+      std::string bytes = co_await read_head(s, in);
+      if (bytes.empty()) co_return;
+      // The body (the one request with one has 3 bytes) is not the head.
+      const bool body = bytes.find("Content-Length: 3\r\n") != std::string::npos;
+      if (body && in.size() < 3) {
+        auto [ec, n] = co_await asio::async_read(s, in, asio::transfer_exactly(3 - in.size()),
+                                                 asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        (void)n;
+      }
+      if (body) in.consume(3);
+      received.push_back(std::move(bytes));
+      if (!co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) co_return;
+    }
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.user_agent = "levee-test/1"});
+  namespace bh = boost::beast::http;
+  const std::string host = "127.0.0.1:" + std::to_string(server.port());
+  const auto ok = [](const http::result& r) { return !std::get<0>(r); };
+  // By URL: the client's own GET and HEAD.
+  REQUIRE(ok(finish(
+      ioc, http::async_get(client, server.url("/p?q=1"), asio::as_tuple(asio::use_awaitable)))));
+  REQUIRE(ok(finish(
+      ioc, http::async_head(client, server.url("/h"), asio::as_tuple(asio::use_awaitable)))));
+  // A request of the caller's with fields of its own, and one with its own
+  // Host (kept in its place, and no second one).
+  http::request own(bh::verb::post, "/form", 11);
+  own.set("X-Custom", "one");
+  own.set(bh::field::content_type, "text/plain");
+  own.body() = "abc";
+  REQUIRE(ok(finish(ioc, client.async_request("127.0.0.1", server.port(), own,
+                                              asio::as_tuple(asio::use_awaitable)))));
+  http::request with_host(bh::verb::get, "/w", 11);
+  with_host.set("X-A", "1");
+  with_host.set(bh::field::host, "example.test");
+  REQUIRE(ok(finish(ioc, client.async_request("127.0.0.1", server.port(), with_host,
+                                              asio::as_tuple(asio::use_awaitable)))));
+  REQUIRE(received.size() == 4);
+  const std::string added = "Host: " + host + "\r\nUser-Agent: levee-test/1\r\n";
+  CHECK(received[0] == "GET /p?q=1 HTTP/1.1\r\n" + added + "\r\n");
+  CHECK(received[1] == "HEAD /h HTTP/1.1\r\n" + added + "\r\n");
+  CHECK(received[2] == "POST /form HTTP/1.1\r\n" + added +
+                           "X-Custom: one\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 3\r\n\r\n");
+  CHECK(received[3] ==
+        "GET /w HTTP/1.1\r\nUser-Agent: levee-test/1\r\nX-A: 1\r\n"
+        "Host: example.test\r\n\r\n");
+  server.stop();
+}
+
 TEST_CASE("http: a Transfer-Encoding that prepare_payload leaves is refused, nothing sent") {
   // The client frames a body with Content-Length only. A second `chunked`
   // (prepare_payload removes the last one only) or a coding of the caller's

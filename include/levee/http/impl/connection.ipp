@@ -116,7 +116,7 @@ bool idempotent(beast::http::verb v) noexcept {
          v == verb::put || v == verb::delete_;
 }
 
-void write_head(const request& req, std::string& out) {
+void write_head(const request& req, const added_fields& added, std::string& out) {
   out.clear();
   const auto method = req.method_string();
   const auto target = req.target();
@@ -128,6 +128,8 @@ void write_head(const request& req, std::string& out) {
   out.push_back('.');
   out.push_back(static_cast<char>('0' + version % 10));
   out.append("\r\n", 2);
+  if (added.host) out.append("Host: ", 6).append(*added.host).append("\r\n", 2);
+  if (added.user_agent) out.append("User-Agent: ", 12).append(*added.user_agent).append("\r\n", 2);
   for (const auto& field : req) {
     const auto name = field.name_string();
     const auto value = field.value();
@@ -196,8 +198,8 @@ asio::awaitable<boost::system::error_code> client::impl::connect(levee::detail::
 // its timeout cleared here.
 asio::awaitable<boost::system::error_code> client::impl::converse(
     levee::detail::own_frame_t, connection& c, const url_parts& origin, bool reused, request& req,
-    detail::response_reader& reader, steady::time_point deadline,
-    std::optional<steady::time_point> carried) {
+    const client_detail::added_fields& added, detail::response_reader& reader,
+    steady::time_point deadline, std::optional<steady::time_point> carried) {
   if (!reused) {
     if (auto ec = co_await connect(levee::detail::own_frame, c, origin, deadline)) co_return ec;
   }
@@ -210,10 +212,10 @@ asio::awaitable<boost::system::error_code> client::impl::converse(
     stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
   }
   client_detail::set_expiry(c.tcp(), deadline);
-  const auto ec =
-      c.secure
-          ? co_await client_detail::exchange(levee::detail::own_frame, c, *c.secure, req, reader)
-          : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain, req, reader);
+  const auto ec = c.secure ? co_await client_detail::exchange(levee::detail::own_frame, c,
+                                                              *c.secure, req, added, reader)
+                           : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain,
+                                                              req, added, reader);
   c.tcp().expires_never();
   c.leftover = c.tls_leftover();
   co_return ec;

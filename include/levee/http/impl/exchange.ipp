@@ -148,6 +148,7 @@ inline constexpr auto write_grace = std::chrono::milliseconds(100);
 template <class Stream>
 asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, connection& c,
                                                     Stream& s, request& req,
+                                                    const added_fields& added,
                                                     detail::response_reader& reader) {
   // A cancellation must not throw out of here with the write still running.
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -156,7 +157,7 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   // "CPU per request"). Never chunked: after `prepare_payload` the request's
   // `exchange` refuses any Transfer-Encoding left, so a body is framed by its
   // Content-Length alone.
-  write_head(req, c.head);
+  write_head(req, added, c.head);
   // Plain TCP: one non-blocking send first, the one Asio's write would make
   // at once. A request the socket's buffer takes whole (nearly every one)
   // is then written, with no asynchronous write, no timer of the stream's

@@ -102,35 +102,40 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
       return p;
     }
   }
-  // The Host value once per request: the Host field and the pool's key.
-  const std::string host = host_header(origin);
-  if (req.find(beast::http::field::host) == req.end()) req.set(beast::http::field::host, host);
-  if (req.find(beast::http::field::user_agent) == req.end())
-    req.set(beast::http::field::user_agent, options.user_agent);
-  // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
-  // given keep-alive): such a connection is never pooled. The request is
-  // validated before prepare_payload, which throws on a TRACE with a body.
-  if (!built) {
+  // Host and User-Agent, when the request has none, are written by
+  // `write_head`, not inserted (`client_detail::added_fields`); the Host
+  // value is the pool's key's, below.
+  if (built) {
+    // A GET or a HEAD with no field and no body: prepare_payload would
+    // change nothing, and no Transfer-Encoding can be there.
+    p.add_host = p.add_user_agent = true;
+  } else {
+    p.add_host = req.find(beast::http::field::host) == req.end();
+    p.add_user_agent = req.find(beast::http::field::user_agent) == req.end();
+    // The caller's `Connection: close` stays (and an HTTP/1.0 request is not
+    // given keep-alive): such a connection is never pooled. The request is
+    // validated before prepare_payload, which throws on a TRACE with a body.
     if (auto ec = validate_request(req)) {
       p.refused = ec;
       return p;
     }
-  }
-  req.prepare_payload();
-  // A body goes out framed by its Content-Length alone (`write_head`). A
-  // Transfer-Encoding that prepare_payload left (a coding of the caller's, or
-  // `chunked` twice: it removes the last one) would describe a body that is
-  // not encoded so, and a server reading it as chunks could take the body for
-  // the next request.
-  if (req.find(beast::http::field::transfer_encoding) != req.end()) {
-    p.refused = make_error_code(error::invalid_request);
-    return p;
+    req.prepare_payload();
+    // A body goes out framed by its Content-Length alone (`write_head`). A
+    // Transfer-Encoding that prepare_payload left (a coding of the caller's,
+    // or `chunked` twice: it removes the last one) would describe a body
+    // that is not encoded so, and a server reading it as chunks could take
+    // the body for the next request.
+    if (req.find(beast::http::field::transfer_encoding) != req.end()) {
+      p.refused = make_error_code(error::invalid_request);
+      return p;
+    }
   }
 
-  // The pool's key: the scheme and the Host value, which holds the port
-  // unless it is the scheme's default.
-  p.key.reserve(origin.scheme.size() + 3 + host.size());
-  p.key.append(origin.scheme).append("://").append(host);
+  // The pool's key: the scheme, "://" and the Host value, which holds the
+  // port unless it is the scheme's default.
+  p.key.reserve(origin.scheme.size() + 3 + origin.host.size() + 8);
+  p.key.append(origin.scheme).append("://", 3);
+  client_detail::append_host_header(origin, p.key);
   p.owner = shared_from_this();  // alive while the request is; gives back what p holds
   // A slot free now, and a connection for it: the request's coroutine then
   // starts on that connection's strand and does its I/O there, without a hop.
@@ -198,6 +203,10 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
   const detail::response_limits limits{options.body_limit, options.header_limit,
                                        std::size_t{options.header_limit} + 64 * 1024, 8};
   const bool head = req.method() == beast::http::verb::head;
+  // Views of the plan's key and of the options, which outlive the loop.
+  client_detail::added_fields added;
+  if (plan.add_host) added.host = std::string_view(plan.key).substr(plan.origin.scheme.size() + 3);
+  if (plan.add_user_agent) added.user_agent = options.user_agent;
   bool fresh_only = false;
   for (;;) {
     connection_ptr conn = std::move(plan.conn);
@@ -225,11 +234,11 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
     // co_spawn's own forwarding of the caller's cancellation: see run_on.)
     boost::system::error_code ec;
     if (conn->executor == here) {
-      ec = co_await converse(levee::detail::own_frame, *conn, plan.origin, reused, req, reader,
-                             deadline, plan.carried);
+      ec = co_await converse(levee::detail::own_frame, *conn, plan.origin, reused, req, added,
+                             reader, deadline, plan.carried);
     } else {
       ec = co_await levee::detail::run_on(
-          conn->executor, converse(levee::detail::own_frame, *conn, plan.origin, reused, req,
+          conn->executor, converse(levee::detail::own_frame, *conn, plan.origin, reused, req, added,
                                    reader, deadline, plan.carried));
     }
     if (ec) {

@@ -188,14 +188,15 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
     if (!is_path_char(c)) return invalid;
   if (!valid_escapes(target)) return invalid;
 
-  out.scheme = https ? "https" : "http";
+  // Written in place, with the lengths known (no strlen, no temporary).
+  out.scheme.assign(https ? "https" : "http", https ? 5 : 4);
   out.host = std::move(host);
   out.port = port;
   if (target.empty() || target.front() == '?') {
-    out.target = "/";
-    out.target += target;
+    out.target.assign(1, '/');
+    out.target.append(target);
   } else {
-    out.target = std::string(target);
+    out.target.assign(target.data(), target.size());
   }
   return {};
 }
@@ -231,7 +232,7 @@ boost::system::error_code client_detail::canonical_origin(url_parts& origin) {
   return ec;
 }
 
-std::string host_header(const url_parts& origin) {
+void client_detail::append_host_header(const url_parts& origin, std::string& out) {
   const bool v6 = origin.host.find(':') != std::string::npos;
   const std::uint16_t default_port = origin.scheme == "https" ? 443 : 80;
   std::array<char, 6> port{':'};  // ":65535" at most
@@ -239,12 +240,16 @@ std::string host_header(const url_parts& origin) {
   if (origin.port != default_port)
     port_size =
         std::to_chars(port.data() + 1, port.data() + port.size(), origin.port).ptr - port.data();
+  out.reserve(out.size() + origin.host.size() + 2 + port_size);
+  if (v6) out.push_back('[');
+  out.append(origin.host);
+  if (v6) out.push_back(']');
+  out.append(port.data(), port_size);
+}
+
+std::string host_header(const url_parts& origin) {
   std::string value;
-  value.reserve(origin.host.size() + 2 + port_size);
-  if (v6) value.push_back('[');
-  value.append(origin.host);
-  if (v6) value.push_back(']');
-  value.append(port.data(), port_size);
+  client_detail::append_host_header(origin, value);
   return value;
 }
 
