@@ -637,6 +637,35 @@ TEST_CASE("http: a pooled connection keeps each request's own deadline") {
   server.stop();
 }
 
+TEST_CASE("http: no timer of a finished request keeps the io_context running") {
+  // A plain connection's exchange sets a timer for its deadline (10 s here)
+  // and cancels it at its end: once the response is in and the server is
+  // gone, `run()` returns at once, as with Beast's timers before. A timer
+  // left set across requests would hold it until the deadline.
+  asio::io_context ioc;
+  script_server server(ioc, [](tcp::socket s, int) -> asio::awaitable<void> {
+    asio::streambuf in;
+    if ((co_await read_head(s, in)).empty()) co_return;
+    co_await write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    // The server's side of the connection waits for nothing more.
+  });
+  server.start();
+  http::client client(ioc.get_executor(), {.timeout = 10s});
+  std::optional<http::result> got;
+  http::async_get(client, server.url(), [&](boost::system::error_code ec, http::response res) {
+    got.emplace(ec, std::move(res));
+    server.stop();  // the acceptor's wait ends: nothing of the server's is left
+  });
+  const auto start = std::chrono::steady_clock::now();
+  ioc.run_for(5s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(got);
+  CHECK_FALSE(std::get<0>(*got));
+  CHECK(std::get<1>(*got).body() == "ok");
+  CHECK(client.stats().connections_idle == 1);  // pooled, with no wait of its own
+  CHECK(took < 2s);
+}
+
 TEST_CASE("http: a request goes out byte for byte as Beast's serializer writes it") {
   // The client writes the start line and fields itself (one gathered write
   // with the body); Beast's `operator<<` is the reference.

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -82,6 +83,25 @@ struct connection {
   /// buffer is allocated once per connection, and kept out of the request's
   /// coroutine frame.
   std::optional<detail::response_reader> reader;
+  // ---- the deadline of a plain connection's exchange (exchange.ipp) -----
+  // A plain connection's response is read from its socket, not through
+  // Beast's stream: Beast arms and cancels a timer for every read and runs
+  // the cancelled timer's handler through the strand. The exchange sets one
+  // timer for its deadline instead (`watch`, on the io_context itself when
+  // there is one), cancels it at its end, and the cancelled handler runs
+  // off the strand and does nothing; only a timer that fires goes to the
+  // strand, to close the socket (bench/README.md, "One timer an exchange").
+  /// What the timer's handlers hold: the connection (null once it is gone,
+  /// read on the strand only) and the strand, which does not change.
+  struct watch_link {
+    connection* c;
+    asio::any_io_executor strand;
+  };
+  std::optional<asio::steady_timer> watch;
+  std::shared_ptr<watch_link> watched;
+  std::uint64_t watch_generation = 0;  // a handler of an earlier exchange does nothing
+  bool watching = false;               // `watch` is set for the exchange in progress
+  bool timed_out = false;              // the timer closed the socket in this exchange
   bool established = false;
   bool leftover = false;  // TLS records after the response (set on the strand)
   /// The response was complete before the request was written whole (set on

@@ -80,6 +80,7 @@ connection::connection(on_strand_t, const asio::any_io_executor& strand, ssl::co
 
 connection::~connection() {
   if (established) stats->open.fetch_sub(1, std::memory_order_relaxed);
+  if (watched) watched->c = nullptr;  // on the strand, as the timer's handlers
 }
 
 // Taken from the pool: still open, and nothing arrived while it was idle (a
@@ -212,10 +213,11 @@ asio::awaitable<boost::system::error_code> client::impl::converse(
     stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
   }
   client_detail::set_expiry(c.tcp(), deadline);
-  const auto ec = c.secure ? co_await client_detail::exchange(levee::detail::own_frame, c,
-                                                              *c.secure, req, added, reader)
-                           : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain,
-                                                              req, added, reader);
+  const auto ec = c.secure
+                      ? co_await client_detail::exchange(levee::detail::own_frame, c, *c.secure,
+                                                         req, added, reader, deadline)
+                      : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain, req,
+                                                         added, reader, deadline);
   c.tcp().expires_never();
   c.leftover = c.tls_leftover();
   co_return ec;

@@ -7,8 +7,11 @@
 #include <levee/http/impl/client_impl.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -22,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -120,6 +124,47 @@ struct transfer_whole {
   }
 };
 
+// ---- a plain connection's deadline: one timer an exchange (client_impl.hpp,
+// `connection::watch`). Set and cancelled on the connection's strand.
+
+/// The exchange on a plain connection begins: its deadline is watched.
+inline void watch_begin(connection& c, steady::time_point deadline) {
+  c.timed_out = false;
+  if (deadline == steady::time_point::max()) return;
+  if (!c.watch) {
+    // The timer's handler runs on the io_context itself, not on the strand:
+    // a cancelled one (nearly every one) does nothing there.
+    using io_executor = asio::io_context::executor_type;
+    const auto* s = c.executor.target<asio::strand<io_executor>>();
+    c.watch.emplace(s ? asio::any_io_executor(s->get_inner_executor()) : c.executor);
+    c.watched = std::make_shared<connection::watch_link>(connection::watch_link{&c, c.executor});
+  }
+  c.watch->expires_at(deadline);
+  c.watching = true;
+  c.watch->async_wait(
+      [link = c.watched, generation = c.watch_generation](boost::system::error_code ec) {
+        if (ec) return;  // cancelled: the exchange ended first
+        asio::post(link->strand, [link, generation] {
+          connection* conn = link->c;
+          // Gone, or the exchange ended as the timer fired: nothing to end.
+          if (!conn || conn->watch_generation != generation) return;
+          // The exchange's deadline: its read (and a write still running)
+          // end with the socket, which is never used again, as a Beast
+          // stream's timeout does.
+          conn->timed_out = true;
+          conn->tcp().close();
+        });
+      });
+}
+
+/// The exchange ends: a timer still set is cancelled, and a handler of it
+/// already on its way finds the generation moved on.
+inline void watch_end(connection& c) noexcept {
+  ++c.watch_generation;
+  if (!std::exchange(c.watching, false)) return;
+  c.watch->cancel();
+}
+
 /// How long the reader waits, once it has stopped the write, for the write's
 /// completion before it closes the socket under it. A whole request's
 /// completion is already queued by then and comes within microseconds; a
@@ -149,7 +194,9 @@ template <class Stream>
 asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, connection& c,
                                                     Stream& s, request& req,
                                                     const added_fields& added,
-                                                    detail::response_reader& reader) {
+                                                    detail::response_reader& reader,
+                                                    steady::time_point deadline) {
+  constexpr bool plain = std::is_same_v<Stream, beast::tcp_stream>;
   // A cancellation must not throw out of here with the write still running.
   co_await asio::this_coro::throw_if_cancelled(false);
   // The head and the body as they are, in one gathered write: the bytes
@@ -166,8 +213,10 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   // take, and every request over TLS, goes out asynchronously beside the
   // read.
   std::size_t sent = 0;
-  if constexpr (std::is_same_v<Stream, beast::tcp_stream>)
+  if constexpr (plain) {
+    watch_begin(c, deadline);
     sent = send_now(s.socket(), c.head, req.body());
+  }
   std::shared_ptr<write_state> w;
   if (sent != c.head.size() + req.body().size()) {
     w = std::make_shared<write_state>();
@@ -197,12 +246,24 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
       ec = asio::error::operation_aborted;
       break;
     }
-    auto [rec, n] = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
+    // A plain connection's read goes to its socket: the deadline is the
+    // exchange's timer's (`watch_begin`), not a timer of Beast's per read.
+    boost::system::error_code rec;
+    std::size_t n = 0;
+    if constexpr (plain) {
+      std::tie(rec, n) =
+          co_await s.socket().async_read_some(space, asio::as_tuple(asio::use_awaitable));
+    } else {
+      std::tie(rec, n) = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
+    }
     if (auto over = after_read(reader, rec, n)) {
       ec = *over;
       break;
     }
   }
+  // The read is over: its timer too. (A write still running has its
+  // stream's own deadline.)
+  if constexpr (plain) watch_end(c);
   bool closed = false;
   if (w && !w->done) {
     // The response came (or the read failed) before the write's completion
@@ -227,9 +288,20 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   }
   c.early = w && !ec && (closed || !w->whole());
   co_await asio::this_coro::throw_if_cancelled(true);
-  // The stream's deadline closes the socket under both: whichever saw it says so.
-  if (w && ec && ec != asio::error::operation_aborted && w->ec == beast::error::timeout)
-    ec = beast::error::timeout;
+  if constexpr (plain) {
+    // The exchange's timer closed the socket under the read.
+    if (ec && c.timed_out) co_return beast::error::timeout;
+  }
+  // The stream's deadline closes the socket under both: whichever saw it
+  // says so. (A plain read ends with operation_aborted when the write's
+  // timeout closes its socket; the caller's cancellation, with the same
+  // code, is told apart by its cancellation state.)
+  if (w && ec && w->ec == beast::error::timeout) {
+    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (ec != asio::error::operation_aborted ||
+        (plain && cs.cancelled() == asio::cancellation_type::none))
+      ec = beast::error::timeout;
+  }
   co_return ec;
 }
 
