@@ -113,7 +113,7 @@ class client {
   /// Sends `req` to `origin` (its scheme, host and port; the request's own
   /// target is sent) and reads the response. `timeout` overrides the
   /// client's. The Host and User-Agent headers are added when missing
-  /// (first in the head, Host first); the Connection header is the caller's
+  /// (right after the start line); the Connection header is the caller's
   /// (none: HTTP/1.1 keep-alive).
   ///
   /// Completion signature: `void(error_code, response)` (`request_signature`);

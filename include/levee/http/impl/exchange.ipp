@@ -159,7 +159,7 @@ inline void watch_begin(connection& c, steady::time_point deadline) {
 
 /// The exchange ends: a timer still set is cancelled, and a handler of it
 /// already on its way finds the generation moved on.
-inline void watch_end(connection& c) noexcept {
+inline void watch_end(connection& c) {
   ++c.watch_generation;
   if (!std::exchange(c.watching, false)) return;
   c.watch->cancel();

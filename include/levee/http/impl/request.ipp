@@ -206,7 +206,8 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
   // Views of the plan's key and of the options, which outlive the loop.
   client_detail::added_fields added;
   if (plan.add_host) added.host = std::string_view(plan.key).substr(plan.origin.scheme.size() + 3);
-  if (plan.add_user_agent) added.user_agent = options.user_agent;
+  // Without the spaces and tabs around it, as Beast's fields store a value.
+  if (plan.add_user_agent) added.user_agent = client_detail::trim_ows(options.user_agent);
   bool fresh_only = false;
   for (;;) {
     connection_ptr conn = std::move(plan.conn);
@@ -267,8 +268,12 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
       fresh_only = true;
       continue;
     }
-    // (An early response leaves the server reading, or dropping, the rest.)
-    if (keep_alive && req.keep_alive() && clean && !conn->early) put_idle(pool, std::move(conn));
+    // (An early response leaves the server reading, or dropping, the rest.
+    // A plain connection's timer can close its socket on another thread
+    // just as the response completes: the response stands, the closed
+    // connection is not pooled.)
+    if (keep_alive && req.keep_alive() && clean && !conn->early && !conn->timed_out)
+      put_idle(pool, std::move(conn));
     std::get<1>(out) = std::move(res);
     co_return;
   }
