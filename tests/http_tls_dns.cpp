@@ -322,3 +322,86 @@ TEST_CASE("dns: a caller's cancellation ends a lookup at once") {
   CHECK(std::chrono::steady_clock::now() - start < 200ms);
   if (p->value) CHECK(std::get<0>(*p->value) == asio::error::operation_aborted);
 }
+
+TEST_CASE("https: a response that never comes ends at the request's deadline, then the way back") {
+  // Over TLS the exchange's deadline is its own timer's, as over plain TCP
+  // (the TCP stream under TLS has no expiry during the exchange): a
+  // request the server never answers ends with beast::error::timeout at
+  // its deadline, its connection closed, and the next request is served on
+  // a new one.
+  asio::io_context ioc;
+  const auto certs = flaky::make_test_certificates({"IP:127.0.0.1"});
+  auto server_ctx = flaky::make_server_context(certs);
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  int accepted = 0;
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+          if (ec) co_return;
+          ++accepted;
+          asio::co_spawn(
+              ioc,
+              [](tcp::socket sock,
+                 std::shared_ptr<asio::ssl::context> ctx) -> asio::awaitable<void> {
+                asio::ssl::stream<tcp::socket> s(std::move(sock), *ctx);
+                auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::server,
+                                                        asio::as_tuple(asio::use_awaitable));
+                if (hec) co_return;
+                asio::streambuf in;
+                for (;;) {
+                  auto [rec, n] = co_await asio::async_read_until(
+                      s, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
+                  if (rec) co_return;
+                  const std::string head(asio::buffers_begin(in.data()),
+                                         asio::buffers_begin(in.data()) + n);
+                  in.consume(n);
+                  if (head.rfind("GET /hang ", 0) == 0) {
+                    // Never answered: the connection is held past the deadline.
+                    asio::steady_timer hold(s.get_executor(), std::chrono::seconds(3));
+                    co_await hold.async_wait(asio::as_tuple(asio::use_awaitable));
+                    co_return;
+                  }
+                  co_await asio::async_write(
+                      s,
+                      asio::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")),
+                      asio::as_tuple(asio::use_awaitable));
+                }
+              }(std::move(socket), server_ctx),
+              asio::detached);
+        }
+      },
+      asio::detached);
+  http::client_options o{.timeout = 300ms};
+  o.tls = flaky::make_client_context(certs.ca_pem);
+  http::client client(ioc.get_executor(), o);
+  const auto base = "https://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+  {
+    const auto [ec, res] =
+        finish(ioc, http::async_get(client, base + "/", asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(ec);
+    CHECK(res.body() == "ok");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  {
+    const auto [ec, res] =
+        finish(ioc, http::async_get(client, base + "/hang", asio::as_tuple(asio::use_awaitable)));
+    CHECK(ec == boost::beast::error::timeout);
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 300ms);
+  CHECK(took < 1500ms);
+  CHECK(client.stats().connections_opened == 1);
+  CHECK(client.stats().connections_idle == 0);  // the timed-out connection is closed
+  // The way back: a new connection, served.
+  {
+    const auto [ec, res] =
+        finish(ioc, http::async_get(client, base + "/", asio::as_tuple(asio::use_awaitable)));
+    CHECK_FALSE(ec);
+    CHECK(res.body() == "ok");
+  }
+  CHECK(client.stats().connections_opened == 2);
+  CHECK(accepted == 2);
+  acceptor.close();
+}

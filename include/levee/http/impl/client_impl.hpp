@@ -83,14 +83,16 @@ struct connection {
   /// buffer is allocated once per connection, and kept out of the request's
   /// coroutine frame.
   std::optional<detail::response_reader> reader;
-  // ---- the deadline of a plain connection's exchange (exchange.ipp) -----
-  // A plain connection's response is read from its socket, not through
-  // Beast's stream: Beast arms and cancels a timer for every read and runs
-  // the cancelled timer's handler through the strand. The exchange sets one
-  // timer for its deadline instead (`watch`, on the io_context itself when
-  // there is one), cancels it at its end, and the cancelled handler runs
-  // off the strand and does nothing; only a timer that fires goes to the
-  // strand, to close the socket (bench/README.md, "One timer an exchange").
+  // ---- the deadline of an exchange (exchange.ipp) ------------------------
+  // Beast's TCP stream, given an expiry, arms and cancels a timer for every
+  // read and write and runs the cancelled timer's handler through the
+  // strand. Its expiry is used for the connect and the TLS handshake only;
+  // the exchange sets one timer for its deadline instead (`watch`, on the
+  // io_context itself when there is one) and cancels it at its end, and
+  // the cancelled handler runs off the strand and does nothing. Only a
+  // timer that fires goes to the strand, to close the socket (bench/
+  // README.md, "One timer an exchange"). A plain connection's response is
+  // read from its socket, not through Beast's stream.
   /// What the timer's handlers hold: the connection (null once it is gone,
   /// read on the strand only) and the strand, which does not change.
   struct watch_link {

@@ -195,14 +195,16 @@ asio::awaitable<boost::system::error_code> client::impl::connect(levee::detail::
 }
 
 // On the connection's strand: connects a new connection, writes the
-// request, reads the response; a connection that goes back to the pool has
-// its timeout cleared here.
+// request, reads the response.
 asio::awaitable<boost::system::error_code> client::impl::converse(
     levee::detail::own_frame_t, connection& c, const url_parts& origin, bool reused, request& req,
     const client_detail::added_fields& added, detail::response_reader& reader,
     steady::time_point deadline, std::optional<steady::time_point> carried) {
   if (!reused) {
     if (auto ec = co_await connect(levee::detail::own_frame, c, origin, deadline)) co_return ec;
+    // The exchange's deadline is its own timer's (`watch_begin`), not the
+    // stream's, which would arm a timer for every read and write.
+    c.tcp().expires_never();
   }
   // What is left of the caller's deadline, once connected, goes with each
   // attempt; with less than 1 ms left, the attempt is not sent.
@@ -212,13 +214,11 @@ asio::awaitable<boost::system::error_code> client::impl::converse(
     req.set(options.deadline_header, *value);
     stats.deadlines_sent.fetch_add(1, std::memory_order_relaxed);
   }
-  client_detail::set_expiry(c.tcp(), deadline);
   const auto ec = c.secure
                       ? co_await client_detail::exchange(levee::detail::own_frame, c, *c.secure,
                                                          req, added, reader, deadline)
                       : co_await client_detail::exchange(levee::detail::own_frame, c, *c.plain, req,
                                                          added, reader, deadline);
-  c.tcp().expires_never();
   c.leftover = c.tls_leftover();
   co_return ec;
 }

@@ -124,10 +124,10 @@ struct transfer_whole {
   }
 };
 
-// ---- a plain connection's deadline: one timer an exchange (client_impl.hpp,
+// ---- an exchange's deadline: one timer an exchange (client_impl.hpp,
 // `connection::watch`). Set and cancelled on the connection's strand.
 
-/// The exchange on a plain connection begins: its deadline is watched.
+/// The exchange begins: its deadline is watched.
 inline void watch_begin(connection& c, steady::time_point deadline) {
   c.timed_out = false;
   if (deadline == steady::time_point::max()) return;
@@ -212,11 +212,9 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   // from levee's cache, and the request sent at once"). What it did not
   // take, and every request over TLS, goes out asynchronously beside the
   // read.
+  watch_begin(c, deadline);
   std::size_t sent = 0;
-  if constexpr (plain) {
-    watch_begin(c, deadline);
-    sent = send_now(s.socket(), c.head, req.body());
-  }
+  if constexpr (plain) sent = send_now(s.socket(), c.head, req.body());
   std::shared_ptr<write_state> w;
   if (sent != c.head.size() + req.body().size()) {
     w = std::make_shared<write_state>();
@@ -246,8 +244,10 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
       ec = asio::error::operation_aborted;
       break;
     }
-    // A plain connection's read goes to its socket: the deadline is the
-    // exchange's timer's (`watch_begin`), not a timer of Beast's per read.
+    // A plain connection's read goes to its socket, a TLS connection's
+    // through its stream, whose TCP stream has no expiry during the
+    // exchange: the deadline is the exchange's timer's (`watch_begin`), not
+    // a timer of Beast's per read.
     boost::system::error_code rec;
     std::size_t n = 0;
     if constexpr (plain) {
@@ -263,7 +263,7 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   }
   // The read is over: its timer too. (A write still running has its
   // stream's own deadline.)
-  if constexpr (plain) watch_end(c);
+  watch_end(c);
   bool closed = false;
   if (w && !w->done) {
     // The response came (or the read failed) before the write's completion
@@ -288,20 +288,8 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
   }
   c.early = w && !ec && (closed || !w->whole());
   co_await asio::this_coro::throw_if_cancelled(true);
-  if constexpr (plain) {
-    // The exchange's timer closed the socket under the read.
-    if (ec && c.timed_out) co_return beast::error::timeout;
-  }
-  // The stream's deadline closes the socket under both: whichever saw it
-  // says so. (A plain read ends with operation_aborted when the write's
-  // timeout closes its socket; the caller's cancellation, with the same
-  // code, is told apart by its cancellation state.)
-  if (w && ec && w->ec == beast::error::timeout) {
-    const asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
-    if (ec != asio::error::operation_aborted ||
-        (plain && cs.cancelled() == asio::cancellation_type::none))
-      ec = beast::error::timeout;
-  }
+  // The exchange's timer closed the socket under the read (or the write).
+  if (ec && c.timed_out) co_return beast::error::timeout;
   co_return ec;
 }
 
