@@ -81,8 +81,10 @@ struct script_server {
   }
 };
 
-/// Reads one request head ("...\r\n\r\n"); empty when the peer closed.
-inline asio::awaitable<std::string> read_head(tcp::socket& s, asio::streambuf& in) {
+/// Reads one request head ("...\r\n\r\n"); empty when the peer closed. On a
+/// TCP socket or a TLS stream.
+template <class Stream>
+asio::awaitable<std::string> read_head(Stream& s, asio::streambuf& in) {
   auto [ec, n] =
       co_await asio::async_read_until(s, in, "\r\n\r\n", asio::as_tuple(asio::use_awaitable));
   if (ec) co_return std::string();
