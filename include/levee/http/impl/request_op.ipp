@@ -3,6 +3,7 @@
 // and completes its handler, and the coroutine forms. Compiled once in lib/.
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/initiation_mark.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
@@ -221,7 +222,9 @@ void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::re
   if (plan.refused) return client_access::run(c, refused(plan.refused), std::move(h));
   const asio::any_io_executor on =
       plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
-  const auto op = std::make_shared<request_op>(std::move(h), state, state->ex, &on);
+  // From levee's block cache: one allocation a request less for malloc.
+  const auto op = std::allocate_shared<request_op>(levee::detail::cached_allocator<request_op>(),
+                                                   std::move(h), state, state->ex, &on);
   op->start(state->run(levee::detail::own_frame, std::move(plan), op->slot()));
 }
 }  // namespace
