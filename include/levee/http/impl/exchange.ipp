@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <limits>
@@ -261,8 +262,8 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
       break;
     }
   }
-  // The read is over: its timer too. (A write still running has its
-  // stream's own deadline.)
+  // The read is over: its timer too. (A write still running ends within
+  // the grace below, which never reaches past the deadline.)
   watch_end(c);
   bool closed = false;
   if (w && !w->done) {
@@ -270,12 +271,14 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
     // ran: stop the write. Its completion may already be on its way (the
     // request written whole), or a step may be waiting for a server that
     // stopped reading: the cancel ends that one. A step already queued
-    // starts no next one (`stop`); past the grace, the close ends whatever
-    // a TLS write still started.
+    // starts no next one (`stop`); past the grace (or the request's
+    // deadline, if it comes first), the close ends whatever a TLS write
+    // still started.
     w->stop = true;
     boost::system::error_code ignored;
     c.tcp().socket().cancel(ignored);
-    w->wake.emplace(s.get_executor(), steady::now() + write_grace);
+    w->wake.emplace(s.get_executor(),
+                    std::min(deadline, deadline_after(steady::now(), write_grace)));
     co_await w->wake->async_wait(asio::as_tuple(asio::use_awaitable));
     if (!w->done) {
       // Closed here: never pooled, even if the write's completion, late,

@@ -269,9 +269,9 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
       continue;
     }
     // (An early response leaves the server reading, or dropping, the rest.
-    // A plain connection's timer can close its socket on another thread
-    // just as the response completes: the response stands, the closed
-    // connection is not pooled.)
+    // The exchange's timer can close its socket on another thread just as
+    // the response completes: the response stands, the closed connection
+    // is not pooled.)
     if (keep_alive && req.keep_alive() && clean && !conn->early && !conn->timed_out)
       put_idle(pool, std::move(conn));
     std::get<1>(out) = std::move(res);
