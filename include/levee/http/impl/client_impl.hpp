@@ -49,6 +49,8 @@ struct counters {
 
 /// A strand of its own for a connection or a request (see http_connection.ipp).
 asio::any_io_executor new_strand(const asio::any_io_executor& ex);
+/// The executor under `ex`: a strand's inner io_context executor, or `ex`.
+asio::any_io_executor unstranded(const asio::any_io_executor& ex);
 
 /// One TCP connection, plain or TLS, on a strand: Beast's stream and its
 /// timeout handler are not thread-safe, so every operation on a connection,

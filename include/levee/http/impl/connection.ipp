@@ -64,6 +64,12 @@ asio::any_io_executor new_strand(const asio::any_io_executor& ex) {
   return asio::make_strand(ex);
 }
 
+asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
+  using io_executor = asio::io_context::executor_type;
+  if (const auto* s = ex.target<asio::strand<io_executor>>()) return s->get_inner_executor();
+  return ex;
+}
+
 connection::connection(const asio::any_io_executor& ex, ssl::context* tls,
                        std::shared_ptr<counters> c)
     : connection(on_strand_t{}, new_strand(ex), tls, std::move(c)) {}

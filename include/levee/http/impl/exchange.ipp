@@ -7,11 +7,9 @@
 #include <levee/http/impl/client_impl.hpp>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -135,9 +133,7 @@ inline void watch_begin(connection& c, steady::time_point deadline) {
   if (!c.watch) {
     // The timer's handler runs on the io_context itself, not on the strand:
     // a cancelled one (nearly every one) does nothing there.
-    using io_executor = asio::io_context::executor_type;
-    const auto* s = c.executor.target<asio::strand<io_executor>>();
-    c.watch.emplace(s ? asio::any_io_executor(s->get_inner_executor()) : c.executor);
+    c.watch.emplace(unstranded(c.executor));
     c.watched = std::make_shared<connection::watch_link>(connection::watch_link{&c, c.executor});
   }
   c.watch->expires_at(deadline);

@@ -38,13 +38,6 @@ namespace detail {
 
 namespace {
 
-// The executor under `ex`: a strand's inner io_context executor, or `ex`.
-asio::any_io_executor unstranded(const asio::any_io_executor& ex) {
-  using io_executor = asio::io_context::executor_type;
-  if (const auto* s = ex.target<asio::strand<io_executor>>()) return s->get_inner_executor();
-  return ex;
-}
-
 /// One request operation: runs an `awaitable<result>`, or a prepared
 /// request's `awaitable<void>` that leaves its result in `slot()`, as a child
 /// coroutine, and completes the type-erased handler with `(ec, response)` on
@@ -77,7 +70,7 @@ class request_op : public std::enable_shared_from_this<request_op> {
         post_end_(on != nullptr),
         child_ex_(on                            ? *on
                   : caller_slot_.is_connected() ? client_detail::new_strand(client_ex)
-                                                : unstranded(client_ex)) {}
+                                                : client_detail::unstranded(client_ex)) {}
 
   /// Runs `aw`: an `awaitable<result>`, or a prepared request's
   /// `awaitable<void>`, which leaves its result in `slot()` (the response
