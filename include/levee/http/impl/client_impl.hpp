@@ -6,6 +6,7 @@
 
 #include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/slot_waiter.hpp>
+#include <levee/core/detail/string_hash.hpp>
 #include <levee/http/client.hpp>
 #include <levee/http/detail/origin.hpp>
 #include <levee/http/detail/resolver.hpp>
@@ -22,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -141,6 +143,12 @@ struct slot_waiter final : levee::detail::slot_waiter {
 
 /// One origin's pool. Guarded by `client::impl::pools_mutex`.
 struct host_pool {
+  explicit host_pool(std::string k) : key(std::move(k)) {}
+  // The origin's key in `client::impl::pools`: the scheme, "://" and the
+  // Host value. A request's added Host is a view of it (the request holds
+  // its pool), so no request copies it (bench/README.md, "The pool's key
+  // made once per origin").
+  const std::string key;
   std::size_t busy = 0;  // connections in use or opening (slots taken)
   std::vector<connection_ptr> idle;
   levee::detail::waiter_queue waiters;
@@ -198,7 +206,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// At a request's initiation: the pool of the origin `key` into `pool`;
   /// a slot (`slot` set) if one is free and nobody waits for one; with it,
   /// a pooled connection that still looks open, or none.
-  connection_ptr acquire(const std::string& key, steady::time_point now,
+  connection_ptr acquire(std::string_view key, steady::time_point now,
                          std::shared_ptr<host_pool>& pool, bool& slot);
   /// Waits for a slot of `pool` in FIFO order until `deadline`; completes
   /// with `void(error_code)`: success, `beast::error::timeout`, or
@@ -220,9 +228,8 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
                   asio::any_io_executor handler_ex);
   void end_wait(host_pool& pool, slot_waiter& w, slot_waiter::state why);
   /// A request ends: gives back its slot (`slot`) to the first waiter or to
-  /// `pool`, and forgets the origin `key` if its pool is left empty and
-  /// unused.
-  void release(const std::string& key, const std::shared_ptr<host_pool>& pool, bool slot);
+  /// `pool`, and forgets its origin if the pool is left empty and unused.
+  void release(const std::shared_ptr<host_pool>& pool, bool slot);
   connection_ptr take_idle(host_pool& pool);
   connection_ptr pop_idle(host_pool& pool, steady::time_point now,
                           std::vector<connection_ptr>& expired,
@@ -282,7 +289,10 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   // intrusive (no allocation); waiters' timers, completions, clock reads and
   // connection closes (posts) happen outside it.
   std::mutex pools_mutex;
-  std::unordered_map<std::string, std::shared_ptr<host_pool>> pools;
+  // Searched by a view (`acquire`): no key string a request.
+  std::unordered_map<std::string, std::shared_ptr<host_pool>, levee::detail::string_hash,
+                     std::equal_to<>>
+      pools;
   std::size_t idle_total = 0;
   /// When the earliest idle connection expires (`max()`: none pooled).
   steady::time_point next_expiry = steady::time_point::max();
@@ -311,9 +321,8 @@ struct request_plan {
   steady::time_point deadline{};
   std::optional<steady::time_point> carried;  // the caller's deadline, sent on
   bool capped = false;                        // `deadline` is the caller's
-  std::string key;                            // the pool's
-  std::shared_ptr<host_pool> pool;
-  bool slot = false;  // a connection slot of `pool` is held
+  std::shared_ptr<host_pool> pool;            // its key is the origin's
+  bool slot = false;                          // a connection slot of `pool` is held
   connection_ptr conn;
   bool reused = false;  // `conn` came from the pool
   // The Host (the pool's key after its scheme) and the User-Agent are

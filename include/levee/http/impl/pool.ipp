@@ -30,7 +30,7 @@ void client_detail::slot_waiter::complete(boost::system::error_code ec) {
 // At a request's initiation, in one lock: its origin's pool (made once per
 // origin: see `pools_mutex`), a slot if one is free and nobody waits for
 // one, and with it the newest idle connection, if it still looks open.
-client_detail::connection_ptr client::impl::acquire(const std::string& key, steady::time_point now,
+client_detail::connection_ptr client::impl::acquire(std::string_view key, steady::time_point now,
                                                     std::shared_ptr<host_pool>& pool, bool& slot) {
   connection_ptr c;
   std::vector<connection_ptr> expired;  // closed after the lock
@@ -38,8 +38,10 @@ client_detail::connection_ptr client::impl::acquire(const std::string& key, stea
   {
     std::lock_guard g(pools_mutex);
     auto it = pools.find(key);
-    if (it == pools.end())  // made before it is inserted: a bad_alloc leaves no empty entry
-      it = pools.emplace(key, std::make_shared<host_pool>()).first;
+    if (it == pools.end()) {  // made before it is inserted: a bad_alloc leaves no empty entry
+      auto made = std::make_shared<host_pool>(std::string(key));
+      it = pools.emplace(made->key, std::move(made)).first;
+    }
     pool = it->second;
     if (pool->busy >= options.max_connections_per_host || !pool->waiters.empty()) return nullptr;
     ++pool->busy;
@@ -136,8 +138,7 @@ void client::impl::end_wait(host_pool& pool, slot_waiter& w, slot_waiter::state 
 // A request ends: its slot (if it had one) comes back, to the first waiter
 // or to the pool, and its origin is forgotten if its pool is now empty and
 // unused (the request holds one reference, the map the other). One lock.
-void client::impl::release(const std::string& key, const std::shared_ptr<host_pool>& pool,
-                           bool slot) {
+void client::impl::release(const std::shared_ptr<host_pool>& pool, bool slot) {
   std::shared_ptr<levee::detail::slot_waiter> next;
   std::shared_ptr<host_pool> forgotten;  // the map's reference, released after the lock
   {
@@ -151,7 +152,7 @@ void client::impl::release(const std::string& key, const std::shared_ptr<host_po
       }
     }
     if (pool.use_count() == 2 && pool->busy == 0 && pool->idle.empty() && pool->waiters.empty()) {
-      auto it = pools.find(key);
+      auto it = pools.find(pool->key);
       if (it != pools.end() && it->second == pool) {
         forgotten = std::move(it->second);
         pools.erase(it);

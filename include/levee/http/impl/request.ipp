@@ -63,7 +63,7 @@ client_detail::request_plan::~request_plan() {
   // a new one closed, before its slot goes to another request.
   if (conn && reused) owner->put_idle(*pool, std::move(conn));
   conn.reset();
-  if (pool) owner->release(key, pool, slot);
+  if (pool) owner->release(pool, slot);
 }
 
 client_detail::request_plan client::impl::prepare(url_parts origin, request req,
@@ -132,14 +132,17 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
   }
 
   // The pool's key: the scheme, "://" and the Host value, which holds the
-  // port unless it is the scheme's default.
-  p.key.reserve(origin.scheme.size() + 3 + origin.host.size() + 8);
-  p.key.append(origin.scheme).append("://", 3);
-  client_detail::append_host_header(origin, p.key);
+  // port unless it is the scheme's default. Written into this thread's
+  // buffer, which keeps its capacity: the pool holds its own copy, made
+  // once per origin.
+  thread_local std::string key;
+  key.clear();
+  key.append(origin.scheme).append("://", 3);
+  client_detail::append_host_header(origin, key);
   p.owner = shared_from_this();  // alive while the request is; gives back what p holds
   // A slot free now, and a connection for it: the request's coroutine then
   // starts on that connection's strand and does its I/O there, without a hop.
-  p.conn = acquire(p.key, start, p.pool, p.slot);
+  p.conn = acquire(key, start, p.pool, p.slot);
   if (p.slot) {
     p.reused = p.conn != nullptr;
     if (!p.reused) {
@@ -203,9 +206,10 @@ asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
   const detail::response_limits limits{options.body_limit, options.header_limit,
                                        std::size_t{options.header_limit} + 64 * 1024, 8};
   const bool head = req.method() == beast::http::verb::head;
-  // Views of the plan's key and of the options, which outlive the loop.
+  // Views of the pool's key (the plan holds the pool) and of the options,
+  // which outlive the loop.
   client_detail::added_fields added;
-  if (plan.add_host) added.host = std::string_view(plan.key).substr(plan.origin.scheme.size() + 3);
+  if (plan.add_host) added.host = std::string_view(pool.key).substr(plan.origin.scheme.size() + 3);
   // Without the spaces and tabs around it, as Beast's fields store a value.
   if (plan.add_user_agent) added.user_agent = client_detail::trim_ows(options.user_agent);
   bool fresh_only = false;
