@@ -49,8 +49,14 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
     std::vector<record> records;
     std::vector<breaker_event> whole;
     // A call event (`whole_event` null) or any other, at `r.when`. Strong
-    // guarantee.
+    // guarantee. A call event's record goes into room every batch has (made
+    // with `batch_capacity`, which `append` never passes, and never shrunk),
+    // so it cannot throw.
     void add(record r, const breaker_event* whole_event) {
+      if (!whole_event) [[likely]] {
+        records.push_back(r);
+        return;
+      }
       records.reserve(records.size() + 1);
       if (whole_event) {
         r.whole = static_cast<std::uint32_t>(whole.size());
