@@ -79,6 +79,15 @@ connection::connection(on_strand_t, const asio::any_io_executor& strand, ssl::co
     : executor(strand), stats(std::move(c)) {
   if (tls) {
     secure.emplace(executor, *tls);
+    // Asio's engine sets SSL_MODE_RELEASE_BUFFERS on every SSL object:
+    // OpenSSL then frees its record buffers (a record's maximum each way,
+    // 16 KiB of data and its overhead) whenever they are empty, and
+    // allocates them again for the next record: three large allocations and
+    // frees a request on a kept-alive connection. The client keeps them for
+    // the connection's life instead, as OpenSSL does by default, idle
+    // connections included (docs/http.md; bench/README.md, "TLS record
+    // buffers kept").
+    SSL_clear_mode(secure->native_handle(), SSL_MODE_RELEASE_BUFFERS);
   } else {
     plain.emplace(executor);
   }
