@@ -58,10 +58,8 @@ struct breaker_listener_queue : std::enable_shared_from_this<breaker_listener_qu
         return;
       }
       records.reserve(records.size() + 1);
-      if (whole_event) {
-        r.whole = static_cast<std::uint32_t>(whole.size());
-        whole.push_back(*whole_event);
-      }
+      r.whole = static_cast<std::uint32_t>(whole.size());
+      whole.push_back(*whole_event);
       records.push_back(r);
     }
   };
