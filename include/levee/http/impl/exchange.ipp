@@ -4,6 +4,7 @@
 // lib/.
 #pragma once
 
+#include <levee/core/detail/own_awaitable.hpp>
 #include <levee/http/impl/client_impl.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -248,10 +249,11 @@ asio::awaitable<boost::system::error_code> exchange(levee::detail::own_frame_t, 
     boost::system::error_code rec;
     std::size_t n = 0;
     if constexpr (plain) {
-      std::tie(rec, n) =
-          co_await s.socket().async_read_some(space, asio::as_tuple(asio::use_awaitable));
+      std::tie(rec, n) = co_await s.socket().async_read_some(
+          space, asio::as_tuple(levee::detail::use_own_awaitable));
     } else {
-      std::tie(rec, n) = co_await s.async_read_some(space, asio::as_tuple(asio::use_awaitable));
+      std::tie(rec, n) =
+          co_await s.async_read_some(space, asio::as_tuple(levee::detail::use_own_awaitable));
     }
     if (auto over = after_read(reader, rec, n)) {
       ec = *over;
