@@ -5,6 +5,7 @@
 
 #include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/initiation_mark.hpp>
+#include <levee/core/detail/own_frame.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
 #include <levee/http/deadline.hpp>
@@ -47,7 +48,8 @@ namespace {
 /// strand it is given, `on`: its connection's when a slot and a connection
 /// were free at initiation (that connection's I/O then runs in the child
 /// itself, without a hop), else a new one. Its caller is resumed by a post
-/// (`post_end_`).
+/// (`post_end_`). For a caller that cannot cancel, it is launched on an
+/// entry point of levee's rather than co_spawn's (`start_prepared`).
 ///
 /// Any other child (a request refused at initiation, guarded.hpp's
 /// breaker-guarded GET): a caller that can cancel (its handler has a
@@ -111,10 +113,58 @@ class request_op : public std::enable_shared_from_this<request_op> {
     });
   }
 
+  /// Runs a prepared request's `awaitable<void>` (its result in `slot()`).
+  /// A caller that cannot cancel: as `start` does, with co_spawn's entry
+  /// point replaced by levee's (`prepared_thread`), launched inside the
+  /// request's strand. Otherwise `start`.
+  void start_prepared(asio::awaitable<void> aw) {
+#if defined(LEVEE_OWN_FRAMES)
+    if (!caller_slot_.is_connected()) {
+      asio::dispatch(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
+        const asio::any_io_executor ex = self->child_ex_;
+        asio::detail::awaitable_thread<asio::any_io_executor>(
+            prepared_thread(levee::detail::own_frame, std::move(self), std::move(aw)), ex,
+            asio::cancellation_slot(), asio::cancellation_state())
+            .launch();
+      });
+      return;
+    }
+#endif
+    start(std::move(aw));
+  }
+
   /// Where a prepared request's coroutine puts its result.
-  result& slot() noexcept { return result_; }
+  result& slot() noexcept {
+    return result_;
+  }
 
  private:
+#if defined(LEVEE_OWN_FRAMES)
+  // A prepared request's thread of coroutines, as co_spawn's entry point
+  // runs a child, minus what this operation does itself or does not need:
+  // the entry point's frame of Asio's (this one is levee's, from its block
+  // cache), co_spawn's work guards (the request's own I/O keeps the
+  // context's work, and `work_` the caller's), its dispatch to the
+  // executor as an awaited operation (the launch is inside the strand
+  // already: `start_prepared`), its check for a child that never waited
+  // (a prepared request resumes its caller by a post: `post_end_`), and
+  // its dispatch of the completion (the end is on the strand already).
+  // bench/README.md, "A request's coroutine without co_spawn". What escapes
+  // `complete` (its post, out of memory) leaves through Asio's resumption,
+  // out of the io_context's run(), as from co_spawn's completion handler.
+  static asio::awaitable<asio::detail::awaitable_thread_entry_point, asio::any_io_executor>
+  prepared_thread(levee::detail::own_frame_t, std::shared_ptr<request_op> self,
+                  asio::awaitable<void> aw) {
+    std::exception_ptr e;
+    try {
+      co_await std::move(aw);
+    } catch (...) {
+      e = std::current_exception();
+    }
+    self->complete(std::move(e));
+  }
+#endif
+
   // The caller's resumption: dispatched from the child's completion, posted
   // when that came inside the initiation (bench/README.md, "The caller
   // resumed without a post") or on a connection's strand (`post_end_`).
@@ -218,7 +268,7 @@ void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::re
   // From levee's block cache: one allocation a request less for malloc.
   const auto op = std::allocate_shared<request_op>(levee::detail::cached_allocator<request_op>(),
                                                    std::move(h), state, state->ex, &on);
-  op->start(state->run(levee::detail::own_frame, std::move(plan), op->slot()));
+  op->start_prepared(state->run(levee::detail::own_frame, std::move(plan), op->slot()));
 }
 }  // namespace
 
