@@ -120,11 +120,15 @@ class request_op : public std::enable_shared_from_this<request_op> {
   void start_prepared(asio::awaitable<void> aw) {
 #if defined(LEVEE_OWN_FRAMES)
     if (!caller_slot_.is_connected()) {
-      asio::dispatch(child_ex_, [self = shared_from_this(), aw = std::move(aw)]() mutable {
-        const asio::any_io_executor ex = self->child_ex_;
+      // The entry's frame is made here, so that its allocation failing
+      // throws to the initiating caller, as co_spawn's does; launched
+      // inside the strand. (The entry holds this operation: `op` lives as
+      // long as the closure. A closure no larger than this fits the block
+      // of Asio's cache the dispatch's operation takes.)
+      auto entry = prepared_thread(levee::detail::own_frame, shared_from_this(), std::move(aw));
+      asio::dispatch(child_ex_, [entry = std::move(entry), op = this]() mutable {
         asio::detail::awaitable_thread<asio::any_io_executor>(
-            prepared_thread(levee::detail::own_frame, std::move(self), std::move(aw)), ex,
-            asio::cancellation_slot(), asio::cancellation_state())
+            std::move(entry), op->child_ex_, asio::cancellation_slot(), asio::cancellation_state())
             .launch();
       });
       return;
