@@ -400,12 +400,8 @@ TEST_CASE("deadline reader: reading a request's header allocates nothing") {
   CHECK(s.malformed == calls / 4);
 }
 
-// The response reader's 4 KiB read buffer was allocated, and freed, for
-// every request, on a keep-alive connection too: 100 of 100 requests (seen
-// failing: 100 == 0). The connection now keeps its reader
-// (`response_reader::restart`), so only the connection's first request
-// allocates one (bench/README.md, "The connection's reader kept").
-// `warm` keep-alive GETs, then 100 more, against a test server on the same
+namespace {
+// `warmup` keep-alive GETs, then 100 more, against a test server on the same
 // io_context: how much `counter` grew over the 100, how many of all were
 // answered 200, and how many connections the client opened.
 struct counted_requests {
@@ -413,7 +409,7 @@ struct counted_requests {
   int ok = 0;
   std::uint64_t opened = 0;
 };
-counted_requests count_over_requests(const std::atomic<std::uint64_t>& counter, int warm) {
+counted_requests count_over_requests(const std::atomic<std::uint64_t>& counter, int warmup) {
   namespace http = levee::http;
   asio::io_context ioc;
   flaky::server upstream(ioc.get_executor(), phases({"ok 1h latency=0"}));
@@ -421,8 +417,8 @@ counted_requests count_over_requests(const std::atomic<std::uint64_t>& counter, 
   http::client client(ioc.get_executor());
   counted_requests out;
   auto body = [&]() -> asio::awaitable<int> {
-    for (int i = 0; i < warm + 100; ++i) {
-      if (i == warm) out.grew = counter.load();
+    for (int i = 0; i < warmup + 100; ++i) {
+      if (i == warmup) out.grew = counter.load();
       const auto [ec, res] =
           co_await http::async_get(client, url, asio::as_tuple(asio::use_awaitable));
       out.ok += !ec && res.result_int() == 200;
@@ -437,7 +433,13 @@ counted_requests count_over_requests(const std::atomic<std::uint64_t>& counter, 
   upstream.stop();
   return out;
 }
+}  // namespace
 
+// The response reader's 4 KiB read buffer was allocated, and freed, for
+// every request, on a keep-alive connection too: 100 of 100 requests (seen
+// failing: 100 == 0). The connection now keeps its reader
+// (`response_reader::restart`), so only the connection's first request
+// allocates one (bench/README.md, "The connection's reader kept").
 TEST_CASE("http client: a keep-alive connection's requests allocate no read buffer") {
   const auto r = count_over_requests(g_large, 1);
   CHECK(r.ok == 101);
