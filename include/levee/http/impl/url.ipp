@@ -91,112 +91,104 @@ constexpr bool classes_match_grammar() {
 }
 static_assert(classes_match_grammar());
 
-// Percent-escapes must be complete ("%4", "%zz" are refused).
-bool valid_escapes(std::string_view s) noexcept {
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') continue;
-    if (i + 2 >= s.size() || !is_hex(s[i + 1]) || !is_hex(s[i + 2])) return false;
-    i += 2;
-  }
-  return true;
-}
-
-bool parse_port(std::string_view text, std::uint16_t& port) noexcept {
-  if (text.empty() || text.size() > 5) return false;
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535)
-    return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
+constexpr bool is_authority_end(char c) noexcept {
+  return c == '/' || c == '?' || c == '#';
 }
 
 }  // namespace
 
+// One pass over the URL, each byte looked at once (a URL is parsed on every
+// request made by URL: bench/README.md, "The URL split in one pass"). Every
+// byte the request will carry is checked against a class of visible ASCII
+// (the scheme, the name, the port's digits, the path and query); the
+// fragment, which is never sent, is checked apart. tests/http_url_oracle.cpp
+// holds this to the several-scan implementation it replaced.
 boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   const auto invalid = make_error_code(error::invalid_url);
-  // Nothing a server could read as another header or request, nor anything a
-  // user should have percent-encoded.
-  for (char c : url)
-    if (!is_visible(c)) return invalid;
+  const char* p = url.data();
+  const char* const e = p + url.size();
+  // scheme "://": "http" or "https", in any case.
+  const auto letter = [](char c, char l) noexcept { return (c | 0x20) == l; };
+  if (url.size() < 7 || !letter(p[0], 'h') || !letter(p[1], 't') || !letter(p[2], 't') ||
+      !letter(p[3], 'p'))
+    return invalid;
+  const bool https = letter(p[4], 's');
+  p += https ? 5 : 4;
+  if (e - p < 3 || p[0] != ':' || p[1] != '/' || p[2] != '/') return invalid;
+  p += 3;
 
-  // scheme "://"
-  const auto colon = url.find("://");
-  if (colon == std::string_view::npos) return invalid;
-  // Compared as it is, not copied: a URL is parsed on every request made by
-  // URL (bench/README.md, "The client's frames from levee's cache").
-  const std::string_view scheme_text = url.substr(0, colon);
-  const auto is_scheme = [scheme_text](std::string_view name) noexcept {
-    if (scheme_text.size() != name.size()) return false;
-    for (std::size_t i = 0; i < name.size(); ++i)
-      if (lower(scheme_text[i]) != name[i]) return false;
-    return true;
-  };
-  const bool https = is_scheme("https");
-  if (!https && !is_scheme("http")) return invalid;
-  url.remove_prefix(colon + 3);
-
-  // authority = [ userinfo "@" ] host [ ":" port ], up to "/", "?" or "#"
-  // (Not find_first_of, which calls memchr on "/?#" for every character.)
-  std::size_t end = 0;
-  while (end < url.size() && url[end] != '/' && url[end] != '?' && url[end] != '#') ++end;
-  if (end == url.size()) end = std::string_view::npos;
-  const std::string_view authority = url.substr(0, end);
-  const std::string_view rest =
-      end == std::string_view::npos ? std::string_view() : url.substr(end);
-  if (authority.find('@') != std::string_view::npos) return invalid;  // no credentials in URLs
-
-  std::string host;
-  std::string_view port_text;
-  bool has_port = false;
-  if (!authority.empty() && authority.front() == '[') {  // IP-literal
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return invalid;
-    const std::string_view literal = authority.substr(1, close - 1);
+  // authority = host [ ":" port ], up to "/", "?", "#" or the end; no
+  // userinfo ("@" is in no class below but the path's).
+  constexpr std::size_t max_host = 253;  // RFC 1035
+  std::array<char, max_host> name;       // a reg-name or IPv4address, lowered
+  std::size_t name_size = 0;
+  std::string v6_host;
+  if (p != e && *p == '[') {  // IP-literal: IPv6 only, no zone
+    const char* const literal = ++p;
+    while (p != e && *p != ']' && !is_authority_end(*p)) {
+      if (!is_visible(*p)) return invalid;  // inet_pton would stop at a NUL
+      ++p;
+    }
+    if (p == e || *p != ']') return invalid;
     boost::system::error_code ec;
-    const auto v6 = boost::asio::ip::make_address_v6(std::string(literal), ec);
-    if (ec || v6.scope_id() != 0) return invalid;  // IPv6 only, no zone
-    host = v6.to_string();
-    const auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return invalid;
-      has_port = true;
-      port_text = after.substr(1);
-    }
+    const auto v6 = boost::asio::ip::make_address_v6(std::string(literal, p), ec);
+    if (ec || v6.scope_id() != 0) return invalid;
+    v6_host = v6.to_string();
+    ++p;
+    if (p != e && *p != ':' && !is_authority_end(*p)) return invalid;
   } else {
-    const auto port_colon = authority.find(':');
-    const std::string_view name = authority.substr(0, port_colon);
-    if (port_colon != std::string_view::npos) {
-      has_port = true;
-      port_text = authority.substr(port_colon + 1);
+    // letters, digits, '-', '.', '_', '~'
+    for (; p != e && is_unreserved(*p); ++p) {
+      if (name_size == max_host) return invalid;
+      name[name_size++] = lower(*p);
     }
-    // reg-name or IPv4address: letters, digits, '-', '.', '_', '~'.
-    for (char c : name)
-      if (!is_unreserved(c)) return invalid;
-    host.assign(name.data(), name.size());
-    for (char& c : host) c = lower(c);
+    if (name_size == 0 || (p != e && *p != ':' && !is_authority_end(*p))) return invalid;
   }
-  if (host.empty() || host.size() > 253) return invalid;  // RFC 1035: 253 at most
-
   std::uint16_t port = https ? 443 : 80;
-  // "host:" with an empty port means the default port (RFC 3986, 3.2.3).
-  if (has_port && !port_text.empty() && !parse_port(port_text, port)) return invalid;
+  if (p != e && *p == ':') {
+    // "host:" with an empty port means the default port (RFC 3986, 3.2.3).
+    const char* const digits = ++p;
+    unsigned value = 0;
+    for (; p != e && is_digit(*p); ++p) {
+      if (p - digits == 5) return invalid;  // 65535 at most
+      value = value * 10 + static_cast<unsigned>(*p - '0');
+    }
+    if (p != e && !is_authority_end(*p)) return invalid;
+    if (p != digits) {
+      if (value == 0 || value > 65535) return invalid;
+      port = static_cast<std::uint16_t>(value);
+    }
+  }
 
-  // path-abempty [ "?" query ] [ "#" fragment ]; the fragment is never sent.
-  std::string_view target = rest.substr(0, rest.find('#'));
-  for (char c : target)
-    if (!is_path_char(c)) return invalid;
-  if (!valid_escapes(target)) return invalid;
+  // path-abempty [ "?" query ], with complete percent-escapes ("%4", "%zz"
+  // are refused); then [ "#" fragment ], never sent.
+  const char* const target = p;
+  while (p != e && *p != '#') {
+    if (!is_path_char(*p)) return invalid;
+    if (*p == '%') {
+      if (e - p < 3 || !is_hex(p[1]) || !is_hex(p[2])) return invalid;
+      p += 2;
+    }
+    ++p;
+  }
+  const char* const target_end = p;
+  for (; p != e; ++p)
+    if (!is_visible(*p)) return invalid;
 
   // Written in place, with the lengths known (no strlen, no temporary).
-  out.scheme.assign(https ? "https" : "http", https ? 5 : 4);
-  out.host = std::move(host);
-  out.port = port;
-  if (target.empty() || target.front() == '?') {
-    out.target.assign(1, '/');
-    out.target.append(target);
+  const std::string_view scheme = https ? "https" : "http";
+  if (std::string_view(out.scheme) != scheme) out.scheme.assign(scheme);
+  if (v6_host.empty()) {
+    out.host.assign(name.data(), name_size);
   } else {
-    out.target.assign(target.data(), target.size());
+    out.host = std::move(v6_host);
+  }
+  out.port = port;
+  if (target == target_end || *target == '?') {
+    out.target.assign(1, '/');
+    out.target.append(target, target_end);
+  } else {
+    out.target.assign(target, target_end);
   }
   return {};
 }
