@@ -18,14 +18,17 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/assert.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -133,26 +136,51 @@ bool idempotent(beast::http::verb v) noexcept {
 }
 
 void write_head(const request& req, const added_fields& added, std::string& out) {
-  out.clear();
+  // Measured, then written into `out` (the connection's, which keeps its
+  // capacity) through a pointer: one resize instead of an append per piece
+  // (bench/README.md, "The URL split in one pass").
   const auto method = req.method_string();
   const auto target = req.target();
-  out.append(method.data(), method.size()).push_back(' ');
-  out.append(target.data(), target.size());
+  constexpr std::string_view crlf = "\r\n", host_name = "Host: ", agent_name = "User-Agent: ";
+  std::size_t size = method.size() + 1 + target.size() + 9 + 2 + 2;  // " HTTP/1.1" CRLF ... CRLF
+  if (added.host) size += host_name.size() + added.host->size() + 2;
+  if (added.user_agent) size += agent_name.size() + added.user_agent->size() + 2;
+  for (const auto& field : req) size += field.name_string().size() + 2 + field.value().size() + 2;
+  out.resize(size);
+  char* at = out.data();
+  const auto put = [&at](std::string_view piece) noexcept {
+    if (!piece.empty()) std::memcpy(at, piece.data(), piece.size());
+    at += piece.size();
+  };
+  put({method.data(), method.size()});
+  *at++ = ' ';
+  put({target.data(), target.size()});
   const unsigned version = req.version();
-  out.append(" HTTP/", 6);
-  out.push_back(static_cast<char>('0' + version / 10));  // as Beast: 11 is "1.1"
-  out.push_back('.');
-  out.push_back(static_cast<char>('0' + version % 10));
-  out.append("\r\n", 2);
-  if (added.host) out.append("Host: ", 6).append(*added.host).append("\r\n", 2);
-  if (added.user_agent) out.append("User-Agent: ", 12).append(*added.user_agent).append("\r\n", 2);
+  put(" HTTP/");
+  *at++ = static_cast<char>('0' + version / 10);  // as Beast: 11 is "1.1"
+  *at++ = '.';
+  *at++ = static_cast<char>('0' + version % 10);
+  put(crlf);
+  if (added.host) {
+    put(host_name);
+    put(*added.host);
+    put(crlf);
+  }
+  if (added.user_agent) {
+    put(agent_name);
+    put(*added.user_agent);
+    put(crlf);
+  }
   for (const auto& field : req) {
     const auto name = field.name_string();
     const auto value = field.value();
-    out.append(name.data(), name.size()).append(": ", 2);
-    out.append(value.data(), value.size()).append("\r\n", 2);
+    put({name.data(), name.size()});
+    put(": ");
+    put({value.data(), value.size()});
+    put(crlf);
   }
-  out.append("\r\n", 2);
+  put(crlf);
+  BOOST_ASSERT(at == out.data() + out.size());
 }
 
 }  // namespace client_detail

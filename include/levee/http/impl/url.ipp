@@ -10,6 +10,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstring>
 
 namespace levee::http {
 
@@ -232,11 +233,16 @@ void client_detail::append_host_header(const url_parts& origin, std::string& out
   if (origin.port != default_port)
     port_size =
         std::to_chars(port.data() + 1, port.data() + port.size(), origin.port).ptr - port.data();
-  out.reserve(out.size() + origin.host.size() + 2 + port_size);
-  if (v6) out.push_back('[');
-  out.append(origin.host);
-  if (v6) out.push_back(']');
-  out.append(port.data(), port_size);
+  // Measured, then written through a pointer: one resize, no append per
+  // piece (a request's pool key is written on every request).
+  const std::size_t at = out.size();
+  out.resize(at + origin.host.size() + (v6 ? 2 : 0) + port_size);
+  char* p = out.data() + at;
+  if (v6) *p++ = '[';
+  std::memcpy(p, origin.host.data(), origin.host.size());
+  p += origin.host.size();
+  if (v6) *p++ = ']';
+  if (port_size) std::memcpy(p, port.data(), port_size);
 }
 
 std::string host_header(const url_parts& origin) {
