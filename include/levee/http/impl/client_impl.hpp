@@ -260,7 +260,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// slot and a connection when one is free now. `built`: the request is
   /// the client's own, made from `origin` as parse_url returned it (neither
   /// is validated again).
-  client_detail::request_plan prepare(url_parts origin, request req,
+  client_detail::request_plan prepare(url_parts&& origin, request&& req,
                                       std::chrono::nanoseconds timeout,
                                       std::optional<steady::time_point> until, bool built = false);
   /// The request's one coroutine: waits for a slot if the plan has none,
@@ -309,7 +309,7 @@ namespace levee::http::client_detail {
 /// given back when the request ends, or when it never starts (its coroutine
 /// destroyed unstarted): the slot, then the pool if it is left empty.
 struct request_plan {
-  request_plan() = default;
+  request_plan(url_parts&& o, request&& r) : origin(std::move(o)), req(std::move(r)) {}
   request_plan(request_plan&&) noexcept = default;  // the source gives back nothing
   request_plan& operator=(request_plan&&) = delete;
   ~request_plan();

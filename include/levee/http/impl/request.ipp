@@ -66,11 +66,15 @@ client_detail::request_plan::~request_plan() {
   if (pool) owner->release(pool, slot);
 }
 
-client_detail::request_plan client::impl::prepare(url_parts origin, request req,
+client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request&& req_in,
                                                   std::chrono::nanoseconds timeout,
                                                   std::optional<steady::time_point> until,
                                                   bool built) {
-  client_detail::request_plan p;
+  // Made with the origin and the request moved in once: the plan holds
+  // them from here on (`origin` and `req` name its own).
+  client_detail::request_plan p(std::move(origin_in), std::move(req_in));
+  url_parts& origin = p.origin;
+  request& req = p.req;
   // The caller's with_deadline (`until`, read at initiation) caps the
   // request's own timeout; a request cut short by it ends with
   // `levee::error::deadline_exceeded`, which no retry policy retries.
@@ -157,8 +161,6 @@ client_detail::request_plan client::impl::prepare(url_parts origin, request req,
       }
     }
   }
-  p.origin = std::move(origin);
-  p.req = std::move(req);
   return p;
 }
 
