@@ -183,6 +183,14 @@ inline std::string_view trim_ows(std::string_view s) noexcept {
 void write_head(const request& req, const added_fields& added, std::string& out);
 
 struct request_plan;
+/// Frees a plan made by `make_plan`, from levee's block cache.
+struct plan_deleter {
+  void operator()(request_plan* p) const noexcept;
+};
+/// A request's plan, on levee's block cache: handed from the initiation to
+/// the request's coroutine as a pointer (the plan itself, its request and
+/// its origin, is never moved), and freed with the coroutine's frame.
+using plan_ptr = std::unique_ptr<request_plan, plan_deleter>;
 
 }  // namespace levee::http::client_detail
 
@@ -260,9 +268,9 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// slot and a connection when one is free now. `built`: the request is
   /// the client's own, made from `origin` as parse_url returned it (neither
   /// is validated again).
-  client_detail::request_plan prepare(url_parts&& origin, request&& req,
-                                      std::chrono::nanoseconds timeout,
-                                      std::optional<steady::time_point> until, bool built = false);
+  client_detail::plan_ptr prepare(url_parts&& origin, request&& req,
+                                  std::chrono::nanoseconds timeout,
+                                  std::optional<steady::time_point> until, bool built = false);
   /// The request's one coroutine: waits for a slot if the plan has none,
   /// then sends the request (and once more on a fresh connection when a
   /// pooled one failed before any byte of a response came back). Each
@@ -271,8 +279,7 @@ struct client::impl : std::enable_shared_from_this<client::impl> {
   /// writes `out` (which starts as success with an empty response). Spawned
   /// only by its `request_op` (http/impl/request_op.ipp), whose `slot()`
   /// `out` is and which is alive while the coroutine's body runs.
-  asio::awaitable<void> run(levee::detail::own_frame_t, client_detail::request_plan plan,
-                            result& out);
+  asio::awaitable<void> run(levee::detail::own_frame_t, client_detail::plan_ptr owned, result& out);
   executor_type ex;
   client_options options;
   std::shared_ptr<ssl::context> tls;
@@ -310,8 +317,8 @@ namespace levee::http::client_detail {
 /// destroyed unstarted): the slot, then the pool if it is left empty.
 struct request_plan {
   request_plan(url_parts&& o, request&& r) : origin(std::move(o)), req(std::move(r)) {}
-  request_plan(request_plan&&) noexcept = default;  // the source gives back nothing
-  request_plan& operator=(request_plan&&) = delete;
+  request_plan(const request_plan&) = delete;  // held by a plan_ptr, never moved
+  request_plan& operator=(const request_plan&) = delete;
   ~request_plan();
 
   boost::system::error_code refused;  // the request is not sent: why
@@ -330,5 +337,8 @@ struct request_plan {
   bool add_host = false;
   bool add_user_agent = false;
 };
+
+/// A plan holding `origin` and `req`, on levee's block cache.
+plan_ptr make_plan(url_parts&& origin, request&& req);
 
 }  // namespace levee::http::client_detail

@@ -5,6 +5,7 @@
 // Compiled once in lib/.
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
@@ -22,6 +23,7 @@
 
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -66,13 +68,29 @@ client_detail::request_plan::~request_plan() {
   if (pool) owner->release(pool, slot);
 }
 
-client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request&& req_in,
-                                                  std::chrono::nanoseconds timeout,
-                                                  std::optional<steady::time_point> until,
-                                                  bool built) {
-  // Made with the origin and the request moved in once: the plan holds
-  // them from here on (`origin` and `req` name its own).
-  client_detail::request_plan p(std::move(origin_in), std::move(req_in));
+void client_detail::plan_deleter::operator()(request_plan* p) const noexcept {
+  p->~request_plan();
+  levee::detail::block_cache::deallocate(p, sizeof(request_plan));
+}
+
+client_detail::plan_ptr client_detail::make_plan(url_parts&& origin, request&& req) {
+  void* block = levee::detail::block_cache::allocate(sizeof(request_plan));
+  try {
+    return plan_ptr(::new (block) request_plan(std::move(origin), std::move(req)));
+  } catch (...) {
+    levee::detail::block_cache::deallocate(block, sizeof(request_plan));
+    throw;
+  }
+}
+
+client_detail::plan_ptr client::impl::prepare(url_parts&& origin_in, request&& req_in,
+                                              std::chrono::nanoseconds timeout,
+                                              std::optional<steady::time_point> until, bool built) {
+  // Made with the origin and the request moved in once, on levee's block
+  // cache: the plan holds them from here on (`origin` and `req` name its
+  // own), and goes to the request's coroutine as a pointer.
+  client_detail::plan_ptr owned = client_detail::make_plan(std::move(origin_in), std::move(req_in));
+  client_detail::request_plan& p = *owned;
   url_parts& origin = p.origin;
   request& req = p.req;
   // The caller's with_deadline (`until`, read at initiation) caps the
@@ -83,7 +101,7 @@ client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request
     if (*until <
         start + std::chrono::milliseconds(1)) {  // nothing is sent with less than 1 ms left
       p.refused = levee::error::deadline_exceeded;
-      return p;
+      return owned;
     }
     p.carried = *until;
   }
@@ -103,7 +121,7 @@ client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request
   if (!built) {
     if (auto ec = client_detail::canonical_origin(origin)) {
       p.refused = ec;
-      return p;
+      return owned;
     }
   }
   // Host and User-Agent, when the request has none, are written by
@@ -121,7 +139,7 @@ client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request
     // validated before prepare_payload, which throws on a TRACE with a body.
     if (auto ec = validate_request(req)) {
       p.refused = ec;
-      return p;
+      return owned;
     }
     req.prepare_payload();
     // A body goes out framed by its Content-Length alone (`write_head`). A
@@ -131,7 +149,7 @@ client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request
     // the body for the next request.
     if (req.find(beast::http::field::transfer_encoding) != req.end()) {
       p.refused = make_error_code(error::invalid_request);
-      return p;
+      return owned;
     }
   }
 
@@ -157,15 +175,18 @@ client_detail::request_plan client::impl::prepare(url_parts&& origin_in, request
         // (A TLS stream that OpenSSL could not make.) The operation's error,
         // as it was when connections were made in the request's coroutine.
         p.refused = e.code();  // the slot goes back with `p`
-        return p;
+        return owned;
       }
     }
   }
-  return p;
+  return owned;
 }
 
-asio::awaitable<void> client::impl::run(levee::detail::own_frame_t,
-                                        client_detail::request_plan plan, result& out) {
+asio::awaitable<void> client::impl::run(levee::detail::own_frame_t, client_detail::plan_ptr owned,
+                                        result& out) {
+  // The plan, freed with this frame (its destructor gives back what it
+  // still holds).
+  client_detail::request_plan& plan = *owned;
   // One coroutine frame for the whole request (bench/README.md, "The
   // request on its connection's strand"), started on a strand of levee's: the
   // strand of the connection the plan holds, or a new one.

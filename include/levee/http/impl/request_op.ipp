@@ -264,11 +264,11 @@ asio::awaitable<result> refused(boost::system::error_code ec) {
 // connection made after the wait for a slot shares it).
 // (A template: `client::impl` is named by its friends only.)
 template <class Impl>
-void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::request_plan plan,
+void start_plan(client& c, const std::shared_ptr<Impl>& state, client_detail::plan_ptr plan,
                 request_handler h) {
-  if (plan.refused) return client_access::run(c, refused(plan.refused), std::move(h));
+  if (plan->refused) return client_access::run(c, refused(plan->refused), std::move(h));
   const asio::any_io_executor on =
-      plan.conn ? plan.conn->executor : client_detail::new_strand(state->ex);
+      plan->conn ? plan->conn->executor : client_detail::new_strand(state->ex);
   // From levee's block cache: one allocation a request less for malloc.
   const auto op = std::allocate_shared<request_op>(levee::detail::cached_allocator<request_op>(),
                                                    std::move(h), state, state->ex, &on);
