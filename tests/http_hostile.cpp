@@ -473,6 +473,20 @@ TEST_CASE("http hostile: URLs are split as RFC 3986 says") {
   }
 }
 
+TEST_CASE("http hostile: an IPv6 literal with a zone is refused, whatever the zone reads as") {
+  // Asio's make_address_v6 reads a zone after '%' with atoi (or as an
+  // interface's name, for a link-local address): "zz", "0" or "" read as
+  // zone 0, which passed the check for no zone, and the URL was sent to
+  // "::1" with its zone dropped; "@" there passed the check for userinfo.
+  http::url_parts p;
+  for (const char* bad :
+       {"http://[::1%zz]/", "http://[::1%]/", "http://[fe80::1%0]/", "http://[::1%25]/",
+        "http://[::1%@]/", "http://[::1%@evil.com]/", "http://[fe80::1%25eth0]:8080/x"}) {
+    CAPTURE(bad);
+    CHECK(http::parse_url(bad, p) == boost::system::errc::invalid_argument);
+  }
+}
+
 TEST_CASE("http hostile: Retry-After dates far apart are clamped, never negative or zero") {
   using namespace std::chrono;
   const auto sent = http::parse_http_date("Mon, 01 Jan 1900 00:00:00 GMT");

@@ -125,8 +125,9 @@ struct url_parts {
 };
 
 /// Splits `url` (`http[s]://host[:port][/path][?query][#fragment]`): IPv6
-/// literals in brackets, an empty port as the default, a query or fragment
-/// without a path. Everything else, and any space, control or non-ASCII
+/// literals in brackets (without a zone), an empty port as the default, a
+/// query or fragment without a path. Everything else (user information, a
+/// zone such as `[fe80::1%25eth0]`), and any space, control or non-ASCII
 /// character, is `levee::http::error::invalid_url` (equal to
 /// `errc::invalid_argument`): percent-encode them.
 /// \param url The URL.

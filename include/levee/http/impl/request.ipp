@@ -74,6 +74,7 @@ void client_detail::plan_deleter::operator()(request_plan* p) const noexcept {
 }
 
 client_detail::plan_ptr client_detail::make_plan(url_parts&& origin, request&& req) {
+  static_assert(alignof(request_plan) <= levee::detail::block_cache::granule);
   void* block = levee::detail::block_cache::allocate(sizeof(request_plan));
   try {
     return plan_ptr(::new (block) request_plan(std::move(origin), std::move(req)));

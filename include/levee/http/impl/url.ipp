@@ -119,7 +119,8 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   p += 3;
 
   // authority = host [ ":" port ], up to "/", "?", "#" or the end; no
-  // userinfo ("@" is in no class below but the path's).
+  // userinfo: "@" is refused in the IP-literal below, and is in no other
+  // class of the authority's.
   constexpr std::size_t max_host = 253;  // RFC 1035
   std::array<char, max_host> name;       // a reg-name or IPv4address, lowered
   std::size_t name_size = 0;
@@ -127,7 +128,10 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   if (p != e && *p == '[') {  // IP-literal: IPv6 only, no zone
     const char* const literal = ++p;
     while (p != e && *p != ']' && !is_authority_end(*p)) {
-      if (!is_visible(*p)) return invalid;  // inet_pton would stop at a NUL
+      // inet_pton would stop at a NUL. No zone: Asio's make_address_v6
+      // reads one after '%' with atoi, so "[::1%zz]" or "[::1%@x]" would
+      // parse as "::1" with zone 0 (tests/http_hostile.cpp).
+      if (!is_visible(*p) || *p == '@' || *p == '%') return invalid;
       ++p;
     }
     if (p == e || *p != ']') return invalid;
