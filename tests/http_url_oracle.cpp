@@ -139,10 +139,15 @@ bool parse_url(std::string_view url, http::url_parts& out) {
 }
 }  // namespace oracle
 
-// Both on `url`, each into parts that start out alike and not empty (a
-// refused URL must leave them as they were): the same verdict, the same parts.
+// Both on `url`, each into parts that start out alike (a refused URL must
+// leave them as they were): every other call with parts as made by default
+// (the scheme already "http"), the others with parts that match nothing a
+// URL gives. The same verdict, the same parts.
 void same(const std::string& url) {
-  http::url_parts want{"gopher", "untouched", 7, "/before"};
+  static bool fresh = false;
+  fresh = !fresh;
+  http::url_parts want =
+      fresh ? http::url_parts{} : http::url_parts{"gopher", "untouched", 7, "/before"};
   http::url_parts got = want;
   const bool ok = oracle::parse_url(url, want);
   const auto ec = http::parse_url(url, got);
@@ -201,12 +206,10 @@ TEST_CASE("http parse_url: the same verdict and parts as the implementation it r
   const std::vector<std::string> queries = {"", "?", "?x=1", "?a?b", "?%20", "?%2", "?a b"};
   const std::vector<std::string> fragments = {"",      "#",  "#frag", "#a b",
                                               "#\x7f", "##", "#%zz",  "#/?"};
-  std::size_t checked = 0;
   for (const auto& s : schemes)
     for (const auto& sep : seps)
       for (const auto& h : hosts) {
         same(s + sep + h);
-        ++checked;
       }
   for (const auto& h : hosts)
     for (const auto& p : ports)
@@ -214,7 +217,6 @@ TEST_CASE("http parse_url: the same verdict and parts as the implementation it r
         for (const auto& q : queries)
           for (const auto& f : fragments) {
             same("http://" + h + p + path + q + f);
-            ++checked;
           }
   // Random mutations of valid URLs: a byte replaced, inserted or removed,
   // a few times over; every byte value can appear.
@@ -245,7 +247,5 @@ TEST_CASE("http parse_url: the same verdict and parts as the implementation it r
       }
     }
     same(u);
-    ++checked;
   }
-  CHECK(checked > 250000);
 }

@@ -98,12 +98,13 @@ constexpr bool is_authority_end(char c) noexcept {
 
 }  // namespace
 
-// One pass over the URL, each byte looked at once (a URL is parsed on every
-// request made by URL: bench/README.md, "The URL split in one pass"). Every
-// byte the request will carry is checked against a class of visible ASCII
-// (the scheme, the name, the port's digits, the path and query); the
-// fragment, which is never sent, is checked apart. tests/http_url_oracle.cpp
-// holds this to the several-scan implementation it replaced.
+// One pass over the URL (a URL is parsed on every request made by URL:
+// bench/README.md, "The URL split in one pass"): the scheme compared with its
+// letters, then every byte checked against a class of visible ASCII as it is
+// scanned (the name, the port's digits, the path and query, the fragment,
+// which is never sent); an IPv6 literal's bytes are parsed again by Asio.
+// tests/http_url_oracle.cpp holds this to the several-scan implementation it
+// replaced.
 boost::system::error_code parse_url(std::string_view url, url_parts& out) {
   const auto invalid = make_error_code(error::invalid_url);
   const char* p = url.data();
@@ -155,7 +156,7 @@ boost::system::error_code parse_url(std::string_view url, url_parts& out) {
     const char* const digits = ++p;
     unsigned value = 0;
     for (; p != e && is_digit(*p); ++p) {
-      if (p - digits == 5) return invalid;  // 65535 at most
+      if (p - digits == 5) return invalid;  // five digits at most (the value: below)
       value = value * 10 + static_cast<unsigned>(*p - '0');
     }
     if (p != e && !is_authority_end(*p)) return invalid;
