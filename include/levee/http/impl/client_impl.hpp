@@ -4,6 +4,7 @@
 // and http/impl/request.ipp (one request, and the public entry points).
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/own_frame.hpp>
 #include <levee/core/detail/slot_waiter.hpp>
 #include <levee/core/detail/string_hash.hpp>
@@ -183,14 +184,11 @@ inline std::string_view trim_ows(std::string_view s) noexcept {
 void write_head(const request& req, const added_fields& added, std::string& out);
 
 struct request_plan;
-/// Frees a plan made by `make_plan`, from levee's block cache.
-struct plan_deleter {
-  void operator()(request_plan* p) const noexcept;
-};
-/// A request's plan, on levee's block cache: handed from the initiation to
-/// the request's coroutine as a pointer (the plan itself, its request and
-/// its origin, is never moved), and freed with the coroutine's frame.
-using plan_ptr = std::unique_ptr<request_plan, plan_deleter>;
+/// A request's plan (on levee's block cache: `request_plan::operator new`),
+/// handed from the initiation to the request's coroutine as a pointer (the
+/// plan itself, its request and its origin, is never moved), and freed with
+/// the coroutine's frame.
+using plan_ptr = std::unique_ptr<request_plan>;
 
 }  // namespace levee::http::client_detail
 
@@ -320,6 +318,11 @@ struct request_plan {
   request_plan(const request_plan&) = delete;  // held by a plan_ptr, never moved
   request_plan& operator=(const request_plan&) = delete;
   ~request_plan();
+  // From levee's block cache, as its frames are (core/detail/own_frame.hpp).
+  static void* operator new(std::size_t n) { return levee::detail::block_cache::allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept {
+    levee::detail::block_cache::deallocate(p, n);
+  }
 
   boost::system::error_code refused;  // the request is not sent: why
   std::shared_ptr<client::impl> owner;
@@ -337,8 +340,6 @@ struct request_plan {
   bool add_host = false;
   bool add_user_agent = false;
 };
-
-/// A plan holding `origin` and `req`, on levee's block cache.
-plan_ptr make_plan(url_parts&& origin, request&& req);
+static_assert(alignof(request_plan) <= levee::detail::block_cache::granule);
 
 }  // namespace levee::http::client_detail

@@ -5,7 +5,6 @@
 // Compiled once in lib/.
 #pragma once
 
-#include <levee/core/detail/block_cache.hpp>
 #include <levee/core/detail/run_on.hpp>
 #include <levee/core/error.hpp>
 #include <levee/http/client.hpp>
@@ -23,7 +22,6 @@
 
 #include <memory>
 #include <mutex>
-#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -68,29 +66,14 @@ client_detail::request_plan::~request_plan() {
   if (pool) owner->release(pool, slot);
 }
 
-void client_detail::plan_deleter::operator()(request_plan* p) const noexcept {
-  p->~request_plan();
-  levee::detail::block_cache::deallocate(p, sizeof(request_plan));
-}
-
-client_detail::plan_ptr client_detail::make_plan(url_parts&& origin, request&& req) {
-  static_assert(alignof(request_plan) <= levee::detail::block_cache::granule);
-  void* block = levee::detail::block_cache::allocate(sizeof(request_plan));
-  try {
-    return plan_ptr(::new (block) request_plan(std::move(origin), std::move(req)));
-  } catch (...) {
-    levee::detail::block_cache::deallocate(block, sizeof(request_plan));
-    throw;
-  }
-}
-
 client_detail::plan_ptr client::impl::prepare(url_parts&& origin_in, request&& req_in,
                                               std::chrono::nanoseconds timeout,
                                               std::optional<steady::time_point> until, bool built) {
   // Made with the origin and the request moved in once, on levee's block
   // cache: the plan holds them from here on (`origin` and `req` name its
   // own), and goes to the request's coroutine as a pointer.
-  client_detail::plan_ptr owned = client_detail::make_plan(std::move(origin_in), std::move(req_in));
+  client_detail::plan_ptr owned =
+      std::make_unique<client_detail::request_plan>(std::move(origin_in), std::move(req_in));
   client_detail::request_plan& p = *owned;
   url_parts& origin = p.origin;
   request& req = p.req;
