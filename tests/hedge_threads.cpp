@@ -14,6 +14,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -276,6 +277,57 @@ TEST_CASE("hedge threads: a call's handlers never overlap, attempts on a concret
   using io_strand = asio::strand<asio::io_context::executor_type>;
   asio::io_context ioc;
   check_serial_calls<io_strand>(ioc, [&] { return asio::make_strand(ioc); });
+}
+
+// The first attempt starts on the caller's thread outside the call's strand
+// (hedge_op::launch): one that waits for a single hop onto that strand goes
+// on at once on another thread, while the launching thread still unwinds
+// the launch. Nothing of the call may overlap, and nothing of the op may be
+// touched by both threads (ThreadSanitizer); a quarter of the calls have a
+// breaker inside, a quarter a deadline outside.
+TEST_CASE("hedge threads: a first attempt that hops once goes on elsewhere while its launch unwinds") {
+  asio::io_context ioc;
+  levee::hedge h(ioc, {.max_attempts = 2, .delay = std::chrono::microseconds(50)});
+  levee::circuit_breaker b(ioc);
+  constexpr int callers = 16, calls = 50;
+  std::atomic<int> overlaps{0}, answered{0}, deadline{0};
+  for (int c = 0; c < callers; ++c) {
+    asio::co_spawn(
+        ioc.get_executor(),
+        [&, c]() -> asio::awaitable<void> {
+          for (int r = 0; r < calls; ++r) {
+            call_steps s{.overlaps = overlaps};
+            auto hop = [&s]() -> asio::awaitable<std::tuple<ec_t, int>> {
+              s.step();
+              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+              s.step();
+              co_return std::tuple(ec_t{}, 7);
+            };
+            std::tuple<ec_t, int> res;
+            switch ((c + r) % 4) {
+              case 0:
+                res = co_await h([&] { return b(hop()); });
+                break;
+              case 1:
+                res = co_await levee::with_deadline(std::chrono::milliseconds(50), h(hop));
+                break;
+              default:
+                res = co_await h(hop);
+            }
+            const auto [ec, v] = res;
+            if (!ec && v == 7)
+              answered.fetch_add(1);
+            else if (ec == levee::error::deadline_exceeded)
+              deadline.fetch_add(1);
+          }
+        },
+        asio::detached);
+  }
+  run_threads(ioc, threads);
+  CHECK(overlaps == 0);
+  INFO("deadlines " << deadline);
+  CHECK(answered + deadline == callers * calls);
+  CHECK(h.metrics().calls == callers * calls);
 }
 
 TEST_CASE(

@@ -329,6 +329,45 @@ TEST_CASE("timeout: a call that answers at once is returned, whatever the limit"
   CHECK(vclock::now().time_since_epoch() == 0ms);
 }
 
+// The call of a race whose strand comes from the pool starts on the caller's
+// thread without entering that strand (nothing of the race is on it yet),
+// as a hedge's first attempt does; once it has waited, it runs inside the
+// strand, and the timer, armed when the caller waits, still counts from the
+// race's start. Seen failing before the change: the call started inside the
+// strand (bench/README.md, "The hedge's first attempt outside the strand").
+TEST_CASE("timeout: the call starts outside the race's strand, and waits inside it") {
+  virtual_time vt;
+  asio::io_context ioc;
+  using io_strand = asio::strand<asio::io_context::executor_type>;
+  std::vector<int> inside;  // per step: 1 inside the race's strand, 0 outside, -1 no strand
+  auto step = [&inside](const asio::any_io_executor& ex) {
+    const auto* s = ex.target<io_strand>();
+    inside.push_back(s ? (s->running_in_this_thread() ? 1 : 0) : -1);
+  };
+  auto call = [&](std::chrono::nanoseconds latency) -> asio::awaitable<int> {
+    const asio::any_io_executor ex = co_await asio::this_coro::executor;
+    step(ex);
+    timer t(ex, latency);
+    co_await t.async_wait(asio::use_awaitable);
+    step(ex);
+    co_return 5;
+  };
+  auto in_time = run(ioc, levee::with_timeout<vclock>(10ms, call(4ms)));
+  elapse(ioc, 4ms);
+  REQUIRE(in_time->done);
+  CHECK(in_time->value == 5);
+  CHECK(inside == std::vector<int>{0, 1});
+  // Timed out 10 ms after the race began.
+  inside.clear();
+  auto slow = run(ioc, levee::with_timeout<vclock>(10ms, call(50ms)));
+  elapse(ioc, 9ms);
+  CHECK_FALSE(slow->done);
+  elapse(ioc, 1ms);
+  REQUIRE(slow->done);
+  CHECK(slow->thrown_code() == levee::error::timeout);
+  CHECK(inside == std::vector<int>{0});  // cancelled: it threw at its wait
+}
+
 // The race takes its strand from a pool kept by the context, and each thread
 // remembers the last context's pool so as not to look it up (and take the
 // context's service registry mutex) on every call. A context destroyed and

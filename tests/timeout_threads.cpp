@@ -14,6 +14,7 @@
 
 #include "support.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
@@ -204,6 +205,37 @@ TEST_CASE("timeout threads: a pipeline's timeout and deadline refuse io_context:
   CHECK(ok == 1);
   CHECK(started == 1);
   CHECK(timed.metrics().calls == 0);  // refused before the pipeline counted a call
+}
+
+// The race's call starts on the caller's thread outside the race's strand
+// (race_launch.hpp): one that waits for a single hop onto that strand goes
+// on at once on another thread while the launching thread still unwinds
+// the launch, and the timer is armed when the caller waits. Every call
+// answers (its limit is far), and ThreadSanitizer watches the race's fields.
+TEST_CASE("timeout threads: a call that hops once goes on elsewhere while its launch unwinds") {
+  asio::io_context ioc;
+  std::atomic<int> ok{0}, finished{0};
+  for (int k = 0; k < coroutines; ++k) {
+    asio::co_spawn(
+        ioc.get_executor(),
+        [&, k]() -> asio::awaitable<void> {
+          for (int r = 0; r < rounds; ++r) {
+            auto hop = []() -> asio::awaitable<std::tuple<ec_t, int>> {
+              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+              co_return std::tuple(ec_t(), 7);
+            };
+            auto [ec, v] = (k + r) % 2 == 0
+                               ? co_await levee::with_timeout(std::chrono::seconds(5), hop())
+                               : co_await levee::with_deadline(std::chrono::seconds(5), hop());
+            if (!ec && v == 7) ok++;
+          }
+          finished++;
+        },
+        asio::detached);
+  }
+  run_threads(ioc, threads);
+  CHECK(finished == coroutines);
+  CHECK(ok == coroutines * rounds);
 }
 
 TEST_CASE("timeout threads: calls on any_io_executor race their timers on 4 threads") {
