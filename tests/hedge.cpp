@@ -899,9 +899,9 @@ TEST_CASE("hedge: the first attempt starts outside the call's strand, and waits 
   // An answer at once: outside, and nothing else ran.
   inside.clear();
   auto q = run_to_end(ioc, h([&]() -> asio::awaitable<std::tuple<ec_t, int>> {
-    step(co_await asio::this_coro::executor);
-    co_return std::tuple(ec_t{}, 9);
-  }));
+                        step(co_await asio::this_coro::executor);
+                        co_return std::tuple(ec_t{}, 9);
+                      }));
   REQUIRE(q->done);
   CHECK(value_of(*q) == 9);
   CHECK(inside == std::vector<int>{0});

@@ -285,7 +285,8 @@ TEST_CASE("hedge threads: a call's handlers never overlap, attempts on a concret
 // the launch. Nothing of the call may overlap, and nothing of the op may be
 // touched by both threads (ThreadSanitizer); a quarter of the calls have a
 // breaker inside, a quarter a deadline outside.
-TEST_CASE("hedge threads: a first attempt that hops once goes on elsewhere while its launch unwinds") {
+TEST_CASE(
+    "hedge threads: a first attempt that hops once goes on elsewhere while its launch unwinds") {
   asio::io_context ioc;
   levee::hedge h(ioc, {.max_attempts = 2, .delay = std::chrono::microseconds(50)});
   levee::circuit_breaker b(ioc);
