@@ -207,21 +207,32 @@ TEST_CASE("timeout threads: a pipeline's timeout and deadline refuse io_context:
   CHECK(timed.metrics().calls == 0);  // refused before the pipeline counted a call
 }
 
-// The race's call starts on the caller's thread outside the race's strand
-// (race_launch.hpp): one that waits for a single hop onto that strand goes
-// on at once on another thread while the launching thread still unwinds
-// the launch, and the timer is armed when the caller waits. Every call
-// answers (its limit is far), and ThreadSanitizer watches the race's fields.
-TEST_CASE("timeout threads: a call that hops once goes on elsewhere while its launch unwinds") {
+// The race's call starts inside the race's strand, as Asio starts a
+// coroutine inside its executor: work it posts onto its executor runs only
+// once it waits, never beside its start, on a 4-thread io_context (see
+// tests/hedge_threads.cpp; the same change, not kept, failed this). The
+// call then hops once onto its strand, so it goes on on another thread
+// while its launch unwinds. Every call answers (its limit is far).
+TEST_CASE("timeout threads: work a call posts onto its executor never runs beside its start") {
   asio::io_context ioc;
-  std::atomic<int> ok{0}, finished{0};
+  std::atomic<int> ok{0}, finished{0}, overlaps{0};
   for (int k = 0; k < coroutines; ++k) {
     asio::co_spawn(
         ioc.get_executor(),
         [&, k]() -> asio::awaitable<void> {
           for (int r = 0; r < rounds; ++r) {
-            auto hop = []() -> asio::awaitable<std::tuple<ec_t, int>> {
-              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+            std::atomic<bool> busy{false};
+            std::atomic<int> spins{0};
+            auto step = [&busy, &spins, &overlaps] {
+              if (busy.exchange(true)) overlaps++;
+              for (int i = 0; i < 10000; ++i) spins.fetch_add(1, std::memory_order_relaxed);
+              busy.store(false);
+            };
+            auto hop = [&step]() -> asio::awaitable<std::tuple<ec_t, int>> {
+              const asio::any_io_executor ex = co_await asio::this_coro::executor;
+              asio::post(ex, step);  // runs before the hop below ends
+              step();
+              co_await asio::post(ex, asio::use_awaitable);
               co_return std::tuple(ec_t(), 7);
             };
             auto [ec, v] = (k + r) % 2 == 0
@@ -236,6 +247,7 @@ TEST_CASE("timeout threads: a call that hops once goes on elsewhere while its la
   run_threads(ioc, threads);
   CHECK(finished == coroutines);
   CHECK(ok == coroutines * rounds);
+  CHECK(overlaps == 0);
 }
 
 TEST_CASE("timeout threads: calls on any_io_executor race their timers on 4 threads") {

@@ -204,10 +204,9 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// `io_context`. Hot path: a short spinlock at the start of a call (the
 /// budget's count), two to take the call's strand from its context's pool
 /// and give it back (the pool found without Asio's service registry mutex
-/// once a thread has asked), one per hedge started and one per attempt's
-/// latency sample (percentile delay only), never across the call. A call
-/// answered before the delay enters no strand (its attempt starts on the
-/// caller's thread) and calls no operator new once warm (its state from levee's
+/// once a thread has asked for it), one per hedge started and one per attempt's latency
+/// sample (percentile delay only), never across the call. A call answered
+/// before the delay calls no operator new once warm (its state from levee's
 /// per-thread block cache); Asio's own coroutine frames still reach
 /// `aligned_alloc` when its two cached blocks per thread are taken
 /// (docs/hedging.md, "Allocations").
@@ -253,9 +252,8 @@ class basic_hedge : public listenable<basic_hedge<Clock>, hedge_event> {
   /// \return the counters and the current delay.
   hedge_metrics metrics() const noexcept { return state_->metrics(detail::hedge_now<Clock>()); }
 
-  /// A hedged call. `factory` is called once per attempt (the first on the
-  /// awaiting coroutine's thread, before anything else of the call runs;
-  /// the hedges on the call's strand) and returns a fresh
+  /// A hedged call. `factory` is called once per attempt (on a strand of the
+  /// awaiting coroutine's executor) and returns a fresh
   /// `asio::awaitable<T, Executor>`, or an async operation (such as
   /// `sock.async_read_some(buf, asio::deferred)`), awaited as a tuple of its
   /// completion's arguments.
@@ -269,11 +267,7 @@ class basic_hedge : public listenable<basic_hedge<Clock>, hedge_event> {
   ///
   /// Executor: the attempts run on a strand of the awaiting coroutine's
   /// executor (its own, inside `with_deadline`, whose deadline they carry),
-  /// or on that executor when it is a concrete strand. A strand the call
-  /// takes from its context's pool is not entered for the first attempt's
-  /// start, which runs on the caller's thread up to its first wait while
-  /// nothing else of the call can run (docs/hedging.md, "Time, and pending
-  /// work"); every step after that runs on the strand. A concrete executor
+  /// or on that executor when it is a concrete strand. A concrete executor
   /// that is not a strand and cannot hold one (`asio::awaitable<T,
   /// asio::io_context::executor_type>`) is refused: the call throws
   /// `std::invalid_argument` before any attempt starts, unless it is one

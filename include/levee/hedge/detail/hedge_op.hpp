@@ -50,10 +50,8 @@ namespace asio = boost::asio;
 /// cancelled and has returned, so nothing the call started outlives it.
 ///
 /// Two steps, from the `hedged` coroutine: `launch` starts the first
-/// attempt on the caller's thread, outside the strand when the strand is
-/// one the call took from its context's pool on that thread (nothing of the
-/// call is on it yet), inside it when it is the caller's own (or when the
-/// strand was taken elsewhere, whenever it runs). An
+/// attempt, inside the strand, on the caller's thread when the strand can
+/// run there at once (a strand of the call's own, or the caller's). An
 /// attempt that answers there without waiting ends the call inside the
 /// launch: `launch` returns true, the result is in `failure()` and
 /// `value()`, nothing else was started (no timer, no other attempt), and
@@ -92,23 +90,11 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   /// (see the class).
   bool launch() {
     const initiation_mark here(this);
-    if (lease_.taken_here()) {
-      // A strand of the pool, taken on this thread, which runs its context:
-      // nothing of this call is on the strand, and nothing gets there
-      // before the attempt first waits (the delay timer is armed, and the
-      // caller's cancellation hooked, when the caller waits: `install`), so
-      // the attempt starts here without entering the strand (bench/README.md,
-      // "The hedge's first attempt outside the strand"). Once it waits, its
-      // operation's handler holds its thread, and it goes on on the strand;
-      // this thread touches neither the attempt nor the op's fields after
-      // that (`start_attempt`).
-      start_attempt();
-    } else {
-      // Dispatched: on the caller's own strand, at once; on one taken
-      // elsewhere, whenever the strand runs.
-      asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->start_attempt(); });
-    }
-    return ended_in_launch_;  // written only by this thread, inside the launch
+    // Dispatched: on a strand nobody holds (a call's own), from a thread of
+    // its context, the launch runs at once, inside the strand; on the
+    // caller's own strand, at once too.
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->start_attempt(); });
+    return ended_in_launch_;  // written only by this thread, inside the dispatch
   }
 
   /// The result, after `launch` returned true.

@@ -33,19 +33,15 @@ namespace asio = boost::asio;
 /// coroutine (timeout/impl/timeout.hpp), as a hedged call's
 /// (hedge/detail/hedge_op.hpp):
 ///
-/// - `launch` starts the call for the race's strand (a strand from the
+/// - `launch` starts the call on the race's strand (a strand from the
 ///   context's pool, `strand_lease`, or the caller's own when it is serial
-///   already), as an Asio coroutine thread that hands its end to the race
-///   with whether it ever waited (core/detail/attempt_thread.hpp): on the
-///   caller's thread, outside the strand when it is one taken from the pool
-///   on that thread (nothing of the race is on it yet), inside it when it
-///   is the caller's own (or, when it was taken elsewhere, whenever it
-///   runs). A call that answers there without waiting ends the race inside
-///   the launch: `launch` returns true, the result is in `failure()` and
-///   `value()`, no timer was made, and the caller goes on without
-///   suspending. A call that waits gets its timer on the strand, set
-///   `limit` from the race's start: armed at once when the launch ran
-///   inside the strand, else when the caller waits (`install`).
+///   already), on the caller's thread when that strand can run there at
+///   once, as an Asio coroutine thread that hands its end to the race with
+///   whether it ever waited (core/detail/attempt_thread.hpp). A call that
+///   answers there without waiting ends the race inside the launch: `launch`
+///   returns true, the result is in `failure()` and `value()`, no timer was
+///   made, and the caller goes on without suspending. A call that waits
+///   gets its timer, armed there, set `limit` from the race's start.
 /// - Otherwise the caller awaits `await`, whose initiation hooks the
 ///   caller's cancellation slot, keeps the caller's executor's work, and
 ///   hands the race its handler on the strand, which resumes the caller once
@@ -81,23 +77,10 @@ class race_launch_op
     // Its own mark (`await`'s is `this`): only a call that ends inside the
     // launch ends the race there.
     const initiation_mark here(&ended_in_launch_);
-    if (lease_.taken_here()) {
-      // A strand of the pool, taken on this thread, which runs its context:
-      // nothing of this race is on it, so the call starts here without
-      // entering it (as a hedge's first attempt, hedge_op::launch). Once
-      // the call waits, its operation's handler holds its thread and it
-      // goes on on the strand, maybe on another thread at once: this thread
-      // no longer touches the race's fields, and the timer is armed on the
-      // strand when the caller waits (`install`), set from the race's start.
-      start_here(std::move(aw));
-    } else {
-      // Dispatched: on the caller's own strand (or a with_deadline's), at
-      // once; on one taken elsewhere, whenever the strand runs.
-      asio::dispatch(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
-        self->start(std::move(aw));
-      });
-    }
-    return ended_in_launch_;  // written only by this thread, inside the launch
+    asio::dispatch(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
+      self->start(std::move(aw));
+    });
+    return ended_in_launch_;  // written only by this thread, inside the dispatch
   }
 
   /// The result, after `launch` returned true.
@@ -148,26 +131,12 @@ class race_launch_op
 
   // On the strand, from here on.
 
-  // Inside the strand: the call's launch, then its timer when it waits.
   template <class T>
   void start(asio::awaitable<T, Executor> aw) {
-    if (start_here(std::move(aw))) return;
-    arm();
-  }
-
-  // The call's launch, inside the strand (`start`) or on the thread that
-  // took it (`launch`). \return true when the call ended inside it,
-  // without waiting, or when its thread threw before it ended (its failure
-  // posted): no timer is due; false when it waited, or ended through
-  // inline dispatches onto the strand (`arm` checks).
-  template <class T>
-  bool start_here(asio::awaitable<T, Executor> aw) {
     try {
       launch_attempt(this->shared_from_this(), 0, std::move(aw), child_ex_, signal_.slot());
     } catch (...) {
-      // What threw ran after the call's end (the caller, resumed inline:
-      // never in `launch`, where the caller is not waiting yet).
-      if (ended_in_launch_ || (!lease_.taken_here() && finished_)) throw;
+      if (finished_) throw;  // what threw ran after the call's end
       // The call's thread threw before it ended (an operation's initiation
       // inside it): Asio posts the destruction of its frames to the strand,
       // and the call's failure is reported behind it, so the caller resumes
@@ -175,17 +144,9 @@ class race_launch_op
       asio::post(child_ex_, [self = this->shared_from_this(), e = std::current_exception()] {
         self->on_attempt_end(0, e, Value{}, true);
       });
-      return true;
+      return;
     }
-    return ended_in_launch_;
-  }
-
-  // On the strand: the timer of a call that waited, set from the race's
-  // start; once (`start`, or `install` after a launch outside the strand).
-  void arm() {
-    // Answered (through inline dispatches, or since), armed already, or the
-    // caller's cancellation came first.
-    if (finished_ || timer_ || arm_failure_ || caller_cancelled_) return;
+    if (finished_) return;  // answered (inside the launch, or through inline dispatches)
     // What throws here (the timer's service or its wait out of memory) must
     // leave neither the strand's handler nor an unbounded call: the call is
     // cancelled, and the caller gets the failure once it has returned.
@@ -202,10 +163,7 @@ class race_launch_op
 
   void install(handler_type h) {
     this->store(std::move(h));
-    if (finished_)
-      this->deliver();
-    else
-      arm();
+    if (finished_) this->deliver();
   }
 
   void on_timer(boost::system::error_code ec) {

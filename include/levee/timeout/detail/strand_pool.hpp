@@ -125,11 +125,6 @@ class strand_lease {
   /// The serial executor.
   const Executor& get() const noexcept { return ex_; }
 
-  /// Whether the strand was taken from the pool on a thread that runs its
-  /// context: a strand the lease's call has put nothing on yet, whose first
-  /// step can run on this thread without entering it (`hedge_op::launch`).
-  bool taken_here() const noexcept { return taken_here_; }
-
  private:
   // A copy goes back, never the strand moved out of `ex`: an any_io_executor
   // holds a strand too large for its inline storage (a thread_pool's) on the
@@ -147,7 +142,6 @@ class strand_lease {
     auto& pool = strand_pool<Inner>::of(inner.context());
     pool_ = &pool;
     give_back_ = &give_back<Inner>;
-    taken_here_ = inner.running_in_this_thread();
     return Executor(pool.take(inner));
   }
 
@@ -171,7 +165,6 @@ class strand_lease {
 
   void* pool_ = nullptr;
   void (*give_back_)(void*, Executor&) noexcept = nullptr;
-  bool taken_here_ = false;
   Executor ex_;
 };
 
