@@ -907,6 +907,53 @@ TEST_CASE("hedge: every attempt runs inside the call's strand, from its start") 
   CHECK(inside == std::vector<int>{1});
 }
 
+// A call whose strand (from the pool) still has work an earlier call left
+// on it: the launch is queued behind that work instead of running at once,
+// and runs before the caller's wait is installed; with the context
+// destroyed first, it is destroyed unrun. Under AddressSanitizer, the
+// launch reaches the call's state by address (hedge_op::launch).
+TEST_CASE("hedge: a launch queued behind an earlier call's leftover work on its strand") {
+  int leftover = 0;
+  auto leave_work = [&]() -> asio::awaitable<std::tuple<ec_t, int>> {
+    asio::post(co_await asio::this_coro::executor, [&leftover] { ++leftover; });
+    co_return std::tuple(ec_t{}, 1);  // at once: the strand goes back with the post on it
+  };
+  auto answer = []() -> asio::awaitable<std::tuple<ec_t, int>> { co_return std::tuple(ec_t{}, 2); };
+  {
+    virtual_time vt;
+    asio::io_context ioc;
+    hedge_type h(ioc, {.delay = 50ms});
+    auto body = [&]() -> asio::awaitable<int> {
+      auto [e1, v1] = co_await h(leave_work);
+      auto [e2, v2] = co_await h(answer);  // the same strand, its post still queued
+      co_return v1 * 10 + v2;
+    };
+    auto p = run(ioc, body());
+    REQUIRE(p->done);
+    CHECK(p->value == 12);
+    CHECK(leftover == 1);
+    CHECK(idle(ioc));
+  }
+  {
+    // Destroyed with the second call's launch still queued.
+    virtual_time vt;
+    leftover = 0;
+    auto ioc = std::make_unique<asio::io_context>();
+    hedge_type h(*ioc, {.delay = 50ms});
+    bool second = false;
+    auto body = [&]() -> asio::awaitable<void> {
+      co_await h(leave_work);
+      co_await h(answer);
+      second = true;
+    };
+    asio::co_spawn(*ioc, body(), asio::detached);
+    ioc->run_one();  // the caller runs up to the second call's wait
+    ioc.reset();
+    CHECK_FALSE(second);
+    CHECK(leftover == 0);
+  }
+}
+
 TEST_CASE("hedge: an io_context destroyed with calls in flight frees them and its strands") {
   virtual_time vt;
   replica r;

@@ -366,6 +366,48 @@ TEST_CASE("timeout: the call runs inside the race's strand, from its start") {
   CHECK(inside == std::vector<int>{1});  // cancelled: it threw at its wait
 }
 
+// A race whose strand (from the pool) still has work an earlier race left on
+// it: the launch is queued behind that work, and runs before the caller's
+// wait is installed; with the context destroyed first, it is destroyed
+// unrun (race_launch_op::launch reaches the race by address; see
+// tests/hedge.cpp, "a launch queued behind an earlier call's leftover work").
+TEST_CASE("timeout: a launch queued behind an earlier race's leftover work on its strand") {
+  int leftover = 0;
+  auto leave_work = [&]() -> asio::awaitable<int> {
+    asio::post(co_await asio::this_coro::executor, [&leftover] { ++leftover; });
+    co_return 1;
+  };
+  {
+    virtual_time vt;
+    asio::io_context ioc;
+    auto body = [&]() -> asio::awaitable<int> {
+      const int a = co_await levee::with_timeout<vclock>(100ms, leave_work());
+      const int b = co_await levee::with_timeout<vclock>(100ms, answer_now(1));
+      co_return a * 10 + b;
+    };
+    auto p = run(ioc, body());
+    REQUIRE(p->done);
+    CHECK(p->value == 12);
+    CHECK(leftover == 1);
+  }
+  {
+    virtual_time vt;
+    leftover = 0;
+    auto ioc = std::make_unique<asio::io_context>();
+    bool second = false;
+    auto body = [&]() -> asio::awaitable<void> {
+      co_await levee::with_timeout<vclock>(100ms, leave_work());
+      co_await levee::with_timeout<vclock>(100ms, answer_now(1));
+      second = true;
+    };
+    asio::co_spawn(*ioc, body(), asio::detached);
+    ioc->run_one();  // the caller runs up to the second race's wait
+    ioc.reset();
+    CHECK_FALSE(second);
+    CHECK(leftover == 0);
+  }
+}
+
 // The race takes its strand from a pool kept by the context, and each thread
 // remembers the last context's pool so as not to look it up (and take the
 // context's service registry mutex) on every call. A context destroyed and
