@@ -369,8 +369,8 @@ TEST_CASE("timeout: the call runs inside the race's strand, from its start") {
 // A race whose strand (from the pool) still has work an earlier race left on
 // it: the launch is queued behind that work, and runs before the caller's
 // wait is installed; with the context destroyed first, it is destroyed
-// unrun (race_launch_op::launch reaches the race by address; see
-// tests/hedge.cpp, "a launch queued behind an earlier call's leftover work").
+// unrun (see tests/hedge.cpp, "a launch queued behind an earlier call's
+// leftover work").
 TEST_CASE("timeout: a launch queued behind an earlier race's leftover work on its strand") {
   int leftover = 0;
   auto leave_work = [&]() -> asio::awaitable<int> {

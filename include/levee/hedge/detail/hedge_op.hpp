@@ -92,12 +92,8 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
     const initiation_mark here(this);
     // Dispatched: on a strand nobody holds (a call's own), from a thread of
     // its context, the launch runs at once, inside the strand; on the
-    // caller's own strand, at once too. By address: queued instead (the
-    // strand busy), the launch runs before the caller's `install`, which the
-    // caller's wait queues behind it holding the op, and the `hedged` frame
-    // holds the op until then; a context destroyed first destroys the
-    // handler without running it.
-    asio::dispatch(child_ex_, [this] { start_attempt(); });
+    // caller's own strand, at once too.
+    asio::dispatch(child_ex_, [self = this->shared_from_this()] { self->start_attempt(); });
     return ended_in_launch_;  // written only by this thread, inside the dispatch
   }
 

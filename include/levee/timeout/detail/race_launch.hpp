@@ -77,9 +77,9 @@ class race_launch_op
     // Its own mark (`await`'s is `this`): only a call that ends inside the
     // launch ends the race there.
     const initiation_mark here(&ended_in_launch_);
-    // By address, as a hedge's launch (hedge_op::launch): queued, the launch
-    // runs before the caller's `install`, which holds the race.
-    asio::dispatch(child_ex_, [this, aw = std::move(aw)]() mutable { start(std::move(aw)); });
+    asio::dispatch(child_ex_, [self = this->shared_from_this(), aw = std::move(aw)]() mutable {
+      self->start(std::move(aw));
+    });
     return ended_in_launch_;  // written only by this thread, inside the dispatch
   }
 
