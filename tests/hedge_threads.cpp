@@ -199,22 +199,6 @@ TEST_CASE("hedge threads: an attempt's executor outlives its call on a thread_po
 
 namespace {
 
-/// The handlers of one hedged call, as its attempts and its factory see
-/// them: none may run while another does (docs/hedging.md, "Threads, hot
-/// path, pending work": a call's attempts, its delay timer and its emits run
-/// on one strand). `step` is such a handler's work, long enough for two
-/// threads to meet in it when nothing serialises them.
-struct call_steps {
-  std::atomic<int>& overlaps;
-  std::atomic<bool> inside{false};
-  std::atomic<int> spins{0};
-  void step() {
-    if (inside.exchange(true)) overlaps.fetch_add(1);
-    for (int i = 0; i < 20000; ++i) spins.fetch_add(1, std::memory_order_relaxed);
-    inside.store(false);
-  }
-};
-
 /// An attempt on `Executor`: a step, a wait of `latency`, a step.
 template <class Executor>
 asio::awaitable<std::tuple<ec_t, int>, Executor> stepped_attempt(call_steps& s,

@@ -15,6 +15,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -119,6 +120,23 @@ struct fake_service {
 /// Resets virtual time for each test that creates one.
 struct virtual_time {
   virtual_time() { vclock::reset(); }
+};
+
+/// Steps that must never run at once (the handlers of one hedged call, or
+/// of one race: their attempts, their timer and their emits run on one
+/// strand, docs/hedging.md, "Threads, hot path, pending work"). `step` is
+/// such a handler's work, long enough for two threads to meet in it when
+/// nothing serialises them; a meeting counts in `overlaps`.
+struct call_steps {
+  std::atomic<int>& overlaps;
+  int spin_count = 20000;
+  std::atomic<bool> inside{false};
+  std::atomic<int> spins{0};
+  void step() {
+    if (inside.exchange(true)) overlaps.fetch_add(1);
+    for (int i = 0; i < spin_count; ++i) spins.fetch_add(1, std::memory_order_relaxed);
+    inside.store(false);
+  }
 };
 
 /// Runs `ioc` on `n` threads (this one waiting) until it runs out of work.

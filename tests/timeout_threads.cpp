@@ -221,17 +221,11 @@ TEST_CASE("timeout threads: work a call posts onto its executor never runs besid
         ioc.get_executor(),
         [&, k]() -> asio::awaitable<void> {
           for (int r = 0; r < rounds; ++r) {
-            std::atomic<bool> busy{false};
-            std::atomic<int> spins{0};
-            auto step = [&busy, &spins, &overlaps] {
-              if (busy.exchange(true)) overlaps++;
-              for (int i = 0; i < 10000; ++i) spins.fetch_add(1, std::memory_order_relaxed);
-              busy.store(false);
-            };
-            auto hop = [&step]() -> asio::awaitable<std::tuple<ec_t, int>> {
+            call_steps s{.overlaps = overlaps, .spin_count = 10000};
+            auto hop = [&s]() -> asio::awaitable<std::tuple<ec_t, int>> {
               const asio::any_io_executor ex = co_await asio::this_coro::executor;
-              asio::post(ex, step);  // runs before the hop below ends
-              step();
+              asio::post(ex, [&s] { s.step(); });  // runs before the hop below ends
+              s.step();
               co_await asio::post(ex, asio::use_awaitable);
               co_return std::tuple(ec_t(), 7);
             };

@@ -204,8 +204,8 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
 /// `io_context`. Hot path: a short spinlock at the start of a call (the
 /// budget's count), two to take the call's strand from its context's pool
 /// and give it back (the pool found without Asio's service registry mutex
-/// once a thread has asked for it), one per hedge started and one per attempt's latency
-/// sample (percentile delay only), never across the call. A call answered
+/// once a thread has asked for it), one per hedge started and one per
+/// attempt's latency sample (percentile delay only), never across the call. A call answered
 /// before the delay calls no operator new once warm (its state from levee's
 /// per-thread block cache); Asio's own coroutine frames still reach
 /// `aligned_alloc` when its two cached blocks per thread are taken
