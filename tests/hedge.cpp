@@ -1002,3 +1002,43 @@ TEST_CASE("hedge: on steady_clock the budget counts each call on the coarse cloc
   CHECK(m.window_calls == 50);
   CHECK(m.hedges == 0);
 }
+
+// The call's classifier is read when an attempt ends, which can be after
+// the `hedged` frame that received it has gone: when the caller's wait's
+// initiation throws after taking the call's state (an allocation in
+// `caller_side::await`), Asio destroys the frame and the attempts run on.
+// The call's state keeps its own classifier. Here the call's `hedge_call`
+// is changed once the state is made, as a frame's storage would be reused:
+// the attempt must still be judged by the classifier the call was given.
+TEST_CASE("hedge: an attempt is judged by the call's classifier after the caller's frame has gone") {
+  virtual_time vt;
+  asio::io_context ioc;
+  auto state = std::make_shared<levee::detail::hedge_state>(levee::hedge_options{.delay = 50ms});
+  replica r;
+  auto make = [&r] { return r.call(); };
+  using factory_type = levee::detail::hedge_attempts<decltype(make)>;
+  using value_type = std::optional<std::tuple<ec_t, int>>;
+  using op_type = levee::detail::hedge_op<vclock, asio::any_io_executor, value_type, factory_type>;
+  int given = 0, other = 0;
+  auto call = std::make_unique<levee::hedge_call>();
+  call->classifier = [&given](const levee::call_result&) {
+    ++given;
+    return levee::outcome::success;
+  };
+  auto op = std::make_shared<op_type>(ioc.get_executor(), factory_type{make}, state, 50'000'000,
+                                      call->classifier);
+  call->classifier = [&other](const levee::call_result&) {
+    ++other;
+    return levee::outcome::failure;
+  };
+  call.reset();
+  CHECK_FALSE(op->launch());  // queued on its strand: this thread is not running the context
+  settle(ioc);
+  REQUIRE(r.starts.size() == 1);
+  elapse(ioc, 10ms);  // the attempt answers; nobody waits for the call
+  REQUIRE(r.ends.size() == 1);
+  CHECK(given == 1);
+  CHECK(other == 0);
+  op.reset();
+  CHECK(idle(ioc));
+}

@@ -107,14 +107,11 @@ boost::asio::awaitable<T, Executor> hedged(std::shared_ptr<hedge_state> s, Facto
   const std::int64_t delay = s->begin_call(hedge_budget_now<Clock>(o.window));
   const Executor ex = co_await asio::this_coro::executor;
   using op_type = hedge_op<Clock, Executor, value_type, Factory>;
-  // The call's classifier, or the options': read until every attempt has
-  // ended, which is before this frame resumes from its wait or goes.
-  const classifier& judge = call.classifier ? call.classifier : o.classifier;
   // The call's state from levee's per-thread block cache: in Asio's
   // recycling allocator (two blocks per purpose) the strand's own
   // operations pushed it out on every call.
   auto op = std::allocate_shared<op_type>(cached_allocator<op_type>(), ex, std::move(factory),
-                                          std::move(s), delay, judge);
+                                          std::move(s), delay, std::move(call.classifier));
   // The caller's cancellation state, read before the launch (a pointer
   // copied, nothing waited for): see below.
   const asio::cancellation_state caller = co_await asio::this_coro::cancellation_state;

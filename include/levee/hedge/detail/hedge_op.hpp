@@ -34,6 +34,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 namespace levee::detail {
 
@@ -75,14 +76,15 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   using timer_type = asio::basic_waitable_timer<Clock, wait_traits_of_t<Clock>, Executor>;
 
   hedge_op(const Executor& caller_ex, Factory&& factory, std::shared_ptr<hedge_state> state,
-           std::int64_t delay_ns, const classifier& judge)
+           std::int64_t delay_ns, classifier judge)
       : caller(caller_ex),
         lease_(caller_ex),
         child_ex_(lease_.get()),
         factory_(std::move(factory)),
         state_(std::move(state)),
         delay_ns_(delay_ns),
-        judge_(&judge),
+        own_judge_(std::move(judge)),
+        judge_(own_judge_ ? &own_judge_ : &state_->options().classifier),
         max_attempts_(state_->options().max_attempts),
         sampling_(state_->options().percentile != 0.0) {}
 
@@ -319,7 +321,11 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   Factory factory_;
   std::shared_ptr<hedge_state> state_;
   std::int64_t delay_ns_;
-  const classifier* judge_;  // the call's or the options': read only until done_
+  // The call's classifier, kept here: the `hedged` frame that gave it can go
+  // while attempts run (an allocation that throws in the caller's wait's
+  // initiation, after it took this op). Empty: the options'.
+  classifier own_judge_;
+  const classifier* judge_;  // own_judge_ or the options': read only until done_
   std::size_t max_attempts_;
   bool sampling_;                      // a percentile delay: latencies are sampled
   std::array<attempt, 8> attempts_{};  // the rest: on the strand only
