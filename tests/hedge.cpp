@@ -1010,7 +1010,8 @@ TEST_CASE("hedge: on steady_clock the budget counts each call on the coarse cloc
 // The call's state keeps its own classifier. Here the call's `hedge_call`
 // is changed once the state is made, as a frame's storage would be reused:
 // the attempt must still be judged by the classifier the call was given.
-TEST_CASE("hedge: an attempt is judged by the call's classifier after the caller's frame has gone") {
+TEST_CASE(
+    "hedge: an attempt is judged by the call's classifier after the caller's frame has gone") {
   virtual_time vt;
   asio::io_context ioc;
   auto state = std::make_shared<levee::detail::hedge_state>(levee::hedge_options{.delay = 50ms});
