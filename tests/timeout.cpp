@@ -435,3 +435,44 @@ TEST_CASE("timeout: a context made where another was finds its own strand pool")
     CHECK(ioc->poll() == 0);
   }
 }
+
+#if defined(LEVEE_OWN_FRAMES)
+namespace {
+struct count_timeouts {
+  int* n;
+  void operator()() const noexcept { ++*n; }
+};
+}  // namespace
+
+// The timeout hook points into the caller's frames (a breaker's probe
+// records its failure in its call's scope). The race's timer is armed only
+// once the caller waits: a caller whose wait never started (its
+// initiation threw after the race was launched, and Asio destroyed its
+// frames; or it left before waiting) never has its hook run. The call is
+// left to end on its own, and the race goes with it.
+TEST_CASE("timeout: a race whose caller never waits runs no timeout hook") {
+  virtual_time vt;
+  asio::io_context ioc;
+  slow_call s;
+  int timeouts = 0;
+  using value_type = std::optional<std::tuple<boost::system::error_code, int>>;
+  using op_type =
+      levee::detail::race_launch_op<vclock, asio::any_io_executor, value_type, count_timeouts>;
+  auto op = std::make_shared<op_type>(ioc.get_executor(), 100ms, levee::error::timeout,
+                                      count_timeouts{&timeouts});
+  std::weak_ptr<op_type> gone = op;
+  CHECK_FALSE(op->launch(s.call_ec(1s)));  // queued on its strand
+  op.reset();                              // the caller is gone: only the call holds the race
+  settle(ioc);
+  REQUIRE(s.started == 1);
+  elapse(ioc, 200ms);  // past the limit
+  CHECK(timeouts == 0);
+  CHECK(s.cancelled == 0);
+  elapse(ioc, 800ms);  // the call ends on its own
+  CHECK(s.cancelled == 0);
+  CHECK(gone.expired());
+  ioc.restart();
+  ioc.poll();
+  CHECK(ioc.stopped());
+}
+#endif

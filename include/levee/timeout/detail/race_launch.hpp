@@ -40,12 +40,12 @@ namespace asio = boost::asio;
 ///   whether it ever waited (core/detail/attempt_thread.hpp). A call that
 ///   answers there without waiting ends the race inside the launch: `launch`
 ///   returns true, the result is in `failure()` and `value()`, no timer was
-///   made, and the caller goes on without suspending. A call that waits
-///   gets its timer, armed there, set `limit` from the race's start.
+///   made, and the caller goes on without suspending.
 /// - Otherwise the caller awaits `await`, whose initiation hooks the
 ///   caller's cancellation slot, keeps the caller's executor's work, and
-///   hands the race its handler on the strand, which resumes the caller once
-///   the call has finished (a timed-out call has been cancelled and has
+///   hands the race its handler on the strand, where the timer is armed, set
+///   `limit` from the race's start (`install`), and which resumes the caller
+///   once the call has finished (a timed-out call has been cancelled and has
 ///   returned).
 ///
 /// Ownership: the race is shared by the `race_timer` frame, the call's
@@ -92,7 +92,7 @@ class race_launch_op
   /// the caller, resumed inline from here (`deliver`), may throw, and that
   /// leaves through the call's thread, out of the io_context's `run()`.
   void on_attempt_end(std::size_t, std::exception_ptr e, Value&& v, bool waited) {
-    // The timer could not be armed (`start`): the call was cancelled, and
+    // The timer could not be armed (`install`): the call was cancelled, and
     // the caller gets that failure.
     if (arm_failure_) {
       result_e_ = std::move(arm_failure_);
@@ -144,9 +144,22 @@ class race_launch_op
       asio::post(child_ex_, [self = this->shared_from_this(), e = std::current_exception()] {
         self->on_attempt_end(0, e, Value{}, true);
       });
+    }
+  }
+
+  // The timer is armed here, once the caller waits, not at the launch: its
+  // hook (`on_timeout_`) may point into the caller's frames (a breaker's
+  // probe records its failure in its call's scope), and a caller whose wait
+  // never started (its initiation threw after the launch, and Asio
+  // destroyed its frames) must not have it run. Its expiry is still from
+  // the race's start. A call whose caller never waits ends on its own.
+  void install(handler_type h) {
+    this->store(std::move(h));
+    if (finished_) {
+      this->deliver();
       return;
     }
-    if (finished_) return;  // answered (inside the launch, or through inline dispatches)
+    if (caller_cancelled_) return;  // the call is being cancelled already
     // What throws here (the timer's service or its wait out of memory) must
     // leave neither the strand's handler nor an unbounded call: the call is
     // cancelled, and the caller gets the failure once it has returned.
@@ -159,11 +172,6 @@ class race_launch_op
       arm_failure_ = std::current_exception();
       signal_.emit(asio::cancellation_type::terminal);
     }
-  }
-
-  void install(handler_type h) {
-    this->store(std::move(h));
-    if (finished_) this->deliver();
   }
 
   void on_timer(boost::system::error_code ec) {
@@ -189,13 +197,13 @@ class race_launch_op
   Executor child_ex_;
   typename Clock::time_point expiry_;
   [[no_unique_address]] OnTimeout on_timeout_;
-  std::optional<timer_type> timer_;  // made when the call waits
+  std::optional<timer_type> timer_;  // made when the caller waits for a call still running
   asio::cancellation_signal signal_;
   bool finished_ = false;  // the rest: on the strand only
   bool timed_out_ = false;
   bool caller_cancelled_ = false;
   bool ended_in_launch_ = false;    // see `launch`
-  std::exception_ptr arm_failure_;  // see `start`
+  std::exception_ptr arm_failure_;  // see `install`
   std::exception_ptr result_e_;
   Value result_v_{};
 };
