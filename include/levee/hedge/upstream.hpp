@@ -3,11 +3,13 @@
 /// (docs/hedging.md, "Upstreams").
 #pragma once
 
+#include <levee/core/detail/block_cache.hpp>
 #include <levee/hedge/hedge.hpp>
 #include <levee/upstream/upstream.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
+#include <memory>
 #include <type_traits>
 
 namespace levee {
@@ -25,8 +27,18 @@ namespace levee {
 template <class HClock, class UClock, class WaitTraits, class Fn,
           class Awaitable = std::invoke_result_t<Fn&, const upstream_endpoint&>>
 Awaitable hedged_call(basic_hedge<HClock>& h, basic_upstream<UClock, WaitTraits>& up, Fn fn) {
-  upstream_tried tried;
-  co_return co_await h([&] { return up(fn, tried); });
+  // The record is shared with each attempt, which holds it through its copy
+  // of `fn`: an attempt can outlive this frame (a wait whose initiation threw
+  // after the first attempt was launched: Asio destroys the frame, and the
+  // attempt runs on). The factory itself is called only while this frame
+  // waits.
+  auto tried = std::allocate_shared<upstream_tried>(detail::cached_allocator<upstream_tried>());
+  // No temporary inside the co_await expression: GCC 12 has destroyed such
+  // temporaries twice (the factory holds a reference count).
+  auto call = h([&up, &fn, tried] {
+    return up([f = fn, tried](const upstream_endpoint& e) mutable { return f(e); }, *tried);
+  });
+  co_return co_await std::move(call);
 }
 
 }  // namespace levee

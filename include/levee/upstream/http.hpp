@@ -34,11 +34,13 @@ namespace detail {
 template <class Clock, class WaitTraits>
 boost::asio::awaitable<result> upstream_send(basic_upstream<Clock, WaitTraits>& up, client& c,
                                              request req) {
-  // `req` stays in this frame; the attempts borrow it (each sends a copy).
-  const auto fn = [&c, &req](const upstream_endpoint& e) {
+  // `req` moves into the attempts' function (each attempt sends a copy): an
+  // attempt can outlive this frame (a probe raced against its deadline whose
+  // caller's wait failed to start, timeout/detail/race_launch.hpp).
+  auto fn = [&c, req = std::move(req)](const upstream_endpoint& e) {
     return async_send(c, e.address, req, boost::asio::as_tuple(boost::asio::use_awaitable));
   };
-  auto call = up(fn);
+  auto call = up(std::move(fn));
   co_return co_await std::move(call);
 }
 
