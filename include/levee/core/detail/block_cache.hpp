@@ -10,6 +10,20 @@
 #include <new>
 #include <utility>
 
+// Under AddressSanitizer, a cached block is poisoned while it waits in the
+// cache, so that a use of an object after its block went back is reported
+// as it would be after `free` (the cache would otherwise hide it).
+#if defined(__SANITIZE_ADDRESS__)
+#define LEVEE_BLOCK_CACHE_POISON 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LEVEE_BLOCK_CACHE_POISON 1
+#endif
+#endif
+#if defined(LEVEE_BLOCK_CACHE_POISON)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace levee::detail {
 
 /// Blocks a thread frees and takes again, kept per size class (64 bytes up
@@ -46,6 +60,7 @@ class block_cache {
       auto& c = cache();
       const std::size_t k = size / granule - 1;
       if (void* p = c.head[k]) {
+        unpoison(p, size);
         c.head[k] = next_of(p);
         c.bytes -= size;
         return p;
@@ -72,6 +87,7 @@ class block_cache {
           next_of(p) = c.head[k];
           c.head[k] = p;
           c.bytes += size;
+          poison(p, size);
           return;
         }
       }
@@ -94,9 +110,10 @@ class block_cache {
     ~reaper() {
       auto& c = cache();
       c.closed = true;
-      for (auto& head : c.head) {
-        while (void* p = head) {
-          head = next_of(p);
+      for (std::size_t k = 0; k < classes; ++k) {
+        while (void* p = c.head[k]) {
+          unpoison(p, (k + 1) * granule);
+          c.head[k] = next_of(p);
           std::free(p);
         }
       }
@@ -104,6 +121,17 @@ class block_cache {
     }
   };
   static void*& next_of(void* p) noexcept { return *static_cast<void**>(p); }
+  // A block in the cache is poisoned under AddressSanitizer (see the top).
+  static void poison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
+#if defined(LEVEE_BLOCK_CACHE_POISON)
+    ASAN_POISON_MEMORY_REGION(p, n);
+#endif
+  }
+  static void unpoison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
+#if defined(LEVEE_BLOCK_CACHE_POISON)
+    ASAN_UNPOISON_MEMORY_REGION(p, n);
+#endif
+  }
   // Frees one block of a class other than `keep`, the next in turn after the
   // last one given up. False when no other class holds one.
   static bool give_up_one(per_thread& c, std::size_t keep) noexcept {
@@ -111,6 +139,7 @@ class block_cache {
       const std::size_t k = (c.cursor + i) % classes;
       if (k == keep || !c.head[k]) continue;
       void* p = c.head[k];
+      unpoison(p, (k + 1) * granule);
       c.head[k] = next_of(p);
       c.bytes -= (k + 1) * granule;
       c.cursor = (k + 1) % classes;
