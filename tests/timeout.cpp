@@ -8,6 +8,11 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
 using namespace levee_test;
 using levee::circuit_state;
 
@@ -438,39 +443,54 @@ TEST_CASE("timeout: a context made where another was finds its own strand pool")
 
 #if defined(LEVEE_OWN_FRAMES)
 namespace {
-struct count_timeouts {
-  int* n;
-  void operator()() const noexcept { ++*n; }
+struct record_timeouts {
+  std::vector<std::string>* log;
+  void operator()() const noexcept { log->push_back("hook"); }
 };
 }  // namespace
 
-// The timeout hook points into the caller's frames (a breaker's probe
-// records its failure in its call's scope). The race's timer is armed only
-// once the caller waits: a caller whose wait never started (its
-// initiation threw after the race was launched, and Asio destroyed its
-// frames; or it left before waiting) never has its hook run. The call is
-// left to end on its own, and the race goes with it.
-TEST_CASE("timeout: a race whose caller never waits runs no timeout hook") {
+// The timeout hook may point into the caller's frames (a breaker's probe
+// records its failure in its call's scope), which the race holds only once
+// the caller waits. A race whose caller never waits (its wait's initiation
+// threw after the launch, and Asio destroyed its frames) cancels its call at
+// the limit without running the hook; one whose caller waits only after the
+// limit runs the hook then, before the caller resumes.
+TEST_CASE("timeout: a race runs its timeout hook only while its caller waits") {
+  using value_type = std::optional<std::tuple<boost::system::error_code, int>>;
+  using op_type =
+      levee::detail::race_launch_op<vclock, asio::any_io_executor, value_type, record_timeouts>;
   virtual_time vt;
   asio::io_context ioc;
   slow_call s;
-  int timeouts = 0;
-  using value_type = std::optional<std::tuple<boost::system::error_code, int>>;
-  using op_type =
-      levee::detail::race_launch_op<vclock, asio::any_io_executor, value_type, count_timeouts>;
+  std::vector<std::string> log;
   auto op = std::make_shared<op_type>(ioc.get_executor(), 100ms, levee::error::timeout,
-                                      count_timeouts{&timeouts});
-  std::weak_ptr<op_type> gone = op;
+                                      record_timeouts{&log});
   CHECK_FALSE(op->launch(s.call_ec(1s)));  // queued on its strand
-  op.reset();                              // the caller is gone: only the call holds the race
-  settle(ioc);
-  REQUIRE(s.started == 1);
-  elapse(ioc, 200ms);  // past the limit
-  CHECK(timeouts == 0);
-  CHECK(s.cancelled == 0);
-  elapse(ioc, 800ms);  // the call ends on its own
-  CHECK(s.cancelled == 0);
-  CHECK(gone.expired());
+  SECTION("the caller never waits") {
+    std::weak_ptr<op_type> gone = op;
+    op.reset();  // only the call and the timer hold the race
+    settle(ioc);
+    REQUIRE(s.started == 1);
+    elapse(ioc, 100ms);
+    CHECK(log.empty());
+    CHECK(s.cancelled == 1);  // still bounded by its limit
+    CHECK(gone.expired());
+  }
+  SECTION("the caller waits after the limit") {
+    settle(ioc);
+    elapse(ioc, 100ms);
+    CHECK(log.empty());
+    CHECK(s.cancelled == 1);
+    bool timed_out = false;
+    op->await([&](std::exception_ptr, value_type, bool t) {
+      log.push_back("resumed");
+      timed_out = t;
+    });
+    op.reset();
+    settle(ioc);
+    CHECK(log == std::vector<std::string>{"hook", "resumed"});
+    CHECK(timed_out);
+  }
   ioc.restart();
   ioc.poll();
   CHECK(ioc.stopped());

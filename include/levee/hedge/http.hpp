@@ -12,6 +12,7 @@
 #include <boost/beast/http/verb.hpp>
 
 #include <string>
+#include <utility>
 
 namespace levee::http {
 
@@ -64,11 +65,14 @@ template <class Clock>
 boost::asio::awaitable<result> hedged_send(basic_hedge<Clock>& h, client& c, std::string origin,
                                            request req, bool safe = false) {
   const bool idempotent = safe || (h.options().idempotent && idempotent_method(req.method()));
-  co_return co_await h(
+  // No temporary inside the co_await expression: GCC 12 has destroyed such
+  // temporaries twice (the call's classifier is a std::function).
+  auto call = h(
       [&c, &origin, &req] {
         return async_send(c, origin, req, boost::asio::as_tuple(boost::asio::use_awaitable));
       },
       detail::http_call(h.options(), idempotent));
+  co_return co_await std::move(call);
 }
 
 /// GET `url` through `h`, as `hedged_send` (hedged when the hedge's

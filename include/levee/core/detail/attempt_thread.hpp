@@ -26,7 +26,9 @@ namespace asio = boost::asio;
 /// handed to the op (`op->on_attempt_end(i, error, value, waited)`), with
 /// whether the thread ever waited (Asio's own flag: false when the attempt
 /// answered without suspending). `Op::value_type` is `bool` for a `void`
-/// attempt (true once it returned), else `std::optional<T>`.
+/// attempt (true once it returned), else `std::optional<T>`. A thread
+/// destroyed before its end calls `op->on_attempt_lost(i)` (noexcept) from
+/// its frame's destruction instead.
 ///
 /// `launch_attempt` launches it as `co_spawn`'s initiation launches
 /// co_spawn's entry point, minus three things: co_spawn's initial dispatch
@@ -45,6 +47,19 @@ namespace asio = boost::asio;
 template <class Executor, class Op, class T>
 asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> attempt_thread_entry(
     own_frame_t, std::shared_ptr<Op> op, std::size_t i, asio::awaitable<T, Executor> aw) {
+  // A thread destroyed before its end (`Op::on_attempt_lost`): Asio drops a
+  // coroutine thread whose completion it could not hand on (an allocation
+  // failing as a timer's completion is dispatched: the exception leaves
+  // through run(), and the thread's frames are destroyed on its executor),
+  // and a context destroyed with the attempt in flight destroys it too.
+  struct lost_guard {
+    Op* op;
+    std::size_t i;
+    bool ended = false;
+    ~lost_guard() {
+      if (!ended) op->on_attempt_lost(i);
+    }
+  } guard{op.get(), i};
   (co_await asio::detail::awaitable_thread_has_context_switched{}) = false;
   std::exception_ptr e;
   typename Op::value_type v{};
@@ -59,6 +74,7 @@ asio::awaitable<asio::detail::awaitable_thread_entry_point, Executor> attempt_th
     e = std::current_exception();
   }
   const bool waited = co_await asio::detail::awaitable_thread_has_context_switched{};
+  guard.ended = true;
   op->on_attempt_end(i, std::move(e), std::move(v), waited);
 }
 // The frame's promise is Asio's at the same address (core/detail/own_frame.hpp).

@@ -11,8 +11,10 @@
 #include <utility>
 
 // Under AddressSanitizer, a cached block is poisoned while it waits in the
-// cache, so that a use of an object after its block went back is reported
-// as it would be after `free` (the cache would otherwise hide it).
+// cache, but for its first word (the link to the next block, which
+// LeakSanitizer must see), so that a use of an object after its block went
+// back is reported (as a use after poison; the cache would otherwise hide
+// it).
 #if defined(__SANITIZE_ADDRESS__)
 #define LEVEE_BLOCK_CACHE_POISON 1
 #elif defined(__has_feature)
@@ -121,10 +123,11 @@ class block_cache {
     }
   };
   static void*& next_of(void* p) noexcept { return *static_cast<void**>(p); }
-  // A block in the cache is poisoned under AddressSanitizer (see the top).
+  // A block in the cache is poisoned under AddressSanitizer, but for its
+  // link (see the top).
   static void poison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
 #if defined(LEVEE_BLOCK_CACHE_POISON)
-    ASAN_POISON_MEMORY_REGION(p, n);
+    ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + sizeof(void*), n - sizeof(void*));
 #endif
   }
   static void unpoison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {

@@ -69,6 +69,10 @@ class caller_side {
   /// On the strand: the caller's handler, from `install`.
   void store(handler_type h) { handler_.emplace(std::move(h)); }
 
+  /// On the strand: whether the caller waits (its handler is stored), so
+  /// that its frames are held by this operation.
+  bool waiting() const noexcept { return handler_.has_value(); }
+
   /// On the strand: resumes the caller with `Derived::take_result()` (a
   /// tuple of the handler's arguments, moved out), once, if it waits (else
   /// the result waits for `install`). Dispatched, as Asio's own

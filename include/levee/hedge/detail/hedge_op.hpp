@@ -23,7 +23,9 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <array>
 #include <chrono>
@@ -102,6 +104,31 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
   /// The result, after `launch` returned true.
   std::exception_ptr& failure() noexcept { return result_e_; }
   Value& value() noexcept { return result_v_; }
+
+  /// Attempt `i`'s thread was destroyed before it ended
+  /// (`attempt_thread_entry`): Asio dropped it, its frames destroyed on the
+  /// strand (a completion inside it could not be dispatched, out of memory;
+  /// the failure left through run()), or the context is being destroyed.
+  /// Nothing may be emitted into its frames any more: its slot is cleared.
+  /// It counts as a failed attempt (`asio::error::operation_aborted`),
+  /// reported from a handler of its own, so that the call goes on and its
+  /// caller is resumed once the others have ended. If that post fails too,
+  /// the caller waits until the context is destroyed.
+  void on_attempt_lost(std::size_t i) noexcept {
+    attempts_[i].signal.slot().clear();
+    if (!attempts_[i].running) return;
+    try {
+      // Reported unless its end was reported meanwhile (`start_attempt`'s
+      // catch posts one for a launch that threw).
+      asio::post(child_ex_, [self = this->shared_from_this(), i] {
+        if (!self->attempts_[i].running) return;
+        self->on_child(
+            i, std::make_exception_ptr(boost::system::system_error(asio::error::operation_aborted)),
+            Value{});
+      });
+    } catch (...) {
+    }
+  }
 
   /// An attempt ended, on the strand: its thread's end
   /// (`attempt_thread_entry`, or co_spawn's completion), or its factory
@@ -191,8 +218,9 @@ class hedge_op : public std::enable_shared_from_this<hedge_op<Clock, Executor, V
       // initiation inside it): Asio posts the destruction of its frames to
       // the strand, and the attempt's failure is reported behind it, so the
       // caller resumes after them (as when co_spawn's initiation threw).
+      // Unless the thread's destruction reported it first (`on_attempt_lost`).
       asio::post(child_ex_, [self = this->shared_from_this(), i, e = std::current_exception()] {
-        self->on_attempt_end(i, e, Value{}, true);
+        if (self->attempts_[i].running) self->on_attempt_end(i, e, Value{}, true);
       });
     }
   }

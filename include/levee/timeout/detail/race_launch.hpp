@@ -15,7 +15,9 @@
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <chrono>
 #include <exception>
@@ -40,12 +42,12 @@ namespace asio = boost::asio;
 ///   whether it ever waited (core/detail/attempt_thread.hpp). A call that
 ///   answers there without waiting ends the race inside the launch: `launch`
 ///   returns true, the result is in `failure()` and `value()`, no timer was
-///   made, and the caller goes on without suspending.
+///   made, and the caller goes on without suspending. A call that waits
+///   gets its timer, armed there, set `limit` from the race's start.
 /// - Otherwise the caller awaits `await`, whose initiation hooks the
 ///   caller's cancellation slot, keeps the caller's executor's work, and
-///   hands the race its handler on the strand, where the timer is armed, set
-///   `limit` from the race's start (`install`), and which resumes the caller
-///   once the call has finished (a timed-out call has been cancelled and has
+///   hands the race its handler on the strand, which resumes the caller once
+///   the call has finished (a timed-out call has been cancelled and has
 ///   returned).
 ///
 /// Ownership: the race is shared by the `race_timer` frame, the call's
@@ -87,12 +89,30 @@ class race_launch_op
   std::exception_ptr& failure() noexcept { return result_e_; }
   Value& value() noexcept { return result_v_; }
 
+  /// The call's thread was destroyed before it ended (as a hedge's attempt,
+  /// `hedge_op::on_attempt_lost`): its slot is cleared, so that the timer
+  /// emits nothing into its frames, and it ends with
+  /// `asio::error::operation_aborted`, from a handler of its own.
+  void on_attempt_lost(std::size_t) noexcept {
+    signal_.slot().clear();
+    if (finished_) return;
+    try {
+      asio::post(child_ex_, [self = this->shared_from_this()] {
+        if (self->finished_) return;  // its end was reported meanwhile (`start`)
+        self->on_attempt_end(
+            0, std::make_exception_ptr(boost::system::system_error(asio::error::operation_aborted)),
+            Value{}, true);
+      });
+    } catch (...) {
+    }
+  }
+
   /// The call ended, on the strand (`attempt_thread_entry`, or `start` when
   /// its launch threw). `waited`: whether it ever suspended. Not noexcept:
   /// the caller, resumed inline from here (`deliver`), may throw, and that
   /// leaves through the call's thread, out of the io_context's `run()`.
   void on_attempt_end(std::size_t, std::exception_ptr e, Value&& v, bool waited) {
-    // The timer could not be armed (`install`): the call was cancelled, and
+    // The timer could not be armed (`start`): the call was cancelled, and
     // the caller gets that failure.
     if (arm_failure_) {
       result_e_ = std::move(arm_failure_);
@@ -141,25 +161,13 @@ class race_launch_op
       // inside it): Asio posts the destruction of its frames to the strand,
       // and the call's failure is reported behind it, so the caller resumes
       // after them (as when co_spawn's initiation threw).
+      // Unless the thread's destruction reported it first (`on_attempt_lost`).
       asio::post(child_ex_, [self = this->shared_from_this(), e = std::current_exception()] {
-        self->on_attempt_end(0, e, Value{}, true);
+        if (!self->finished_) self->on_attempt_end(0, e, Value{}, true);
       });
-    }
-  }
-
-  // The timer is armed here, once the caller waits, not at the launch: its
-  // hook (`on_timeout_`) may point into the caller's frames (a breaker's
-  // probe records its failure in its call's scope), and a caller whose wait
-  // never started (its initiation threw after the launch, and Asio
-  // destroyed its frames) must not have it run. Its expiry is still from
-  // the race's start. A call whose caller never waits ends on its own.
-  void install(handler_type h) {
-    this->store(std::move(h));
-    if (finished_) {
-      this->deliver();
       return;
     }
-    if (caller_cancelled_) return;  // the call is being cancelled already
+    if (finished_) return;  // answered (inside the launch, or through inline dispatches)
     // What throws here (the timer's service or its wait out of memory) must
     // leave neither the strand's handler nor an unbounded call: the call is
     // cancelled, and the caller gets the failure once it has returned.
@@ -174,10 +182,30 @@ class race_launch_op
     }
   }
 
+  void install(handler_type h) {
+    this->store(std::move(h));
+    if (hook_due_) {  // the timer won before the caller waited (`on_timer`)
+      hook_due_ = false;
+      on_timeout_();
+    }
+    if (finished_) this->deliver();
+  }
+
+  // The hook (`on_timeout_`) may point into the caller's frames (a breaker's
+  // probe records its failure in its call's scope), which are alive only
+  // once the caller waits: the op then holds the handler that holds them.
+  // Before that (the timer won before the wait reached the strand, or the
+  // wait never started: its initiation threw after the launch, and Asio
+  // destroyed the caller's frames), the hook waits for `install`, and runs
+  // there, before the caller resumes; the call is cancelled at its limit
+  // either way.
   void on_timer(boost::system::error_code ec) {
     if (ec || finished_ || caller_cancelled_) return;
     timed_out_ = true;
-    on_timeout_();
+    if (this->waiting())
+      on_timeout_();
+    else
+      hook_due_ = true;
     signal_.emit(asio::cancellation_type::all);
   }
 
@@ -197,13 +225,14 @@ class race_launch_op
   Executor child_ex_;
   typename Clock::time_point expiry_;
   [[no_unique_address]] OnTimeout on_timeout_;
-  std::optional<timer_type> timer_;  // made when the caller waits for a call still running
+  std::optional<timer_type> timer_;  // made when the call waits
   asio::cancellation_signal signal_;
   bool finished_ = false;  // the rest: on the strand only
   bool timed_out_ = false;
   bool caller_cancelled_ = false;
   bool ended_in_launch_ = false;    // see `launch`
-  std::exception_ptr arm_failure_;  // see `install`
+  bool hook_due_ = false;           // see `on_timer`
+  std::exception_ptr arm_failure_;  // see `start`
   std::exception_ptr result_e_;
   Value result_v_{};
 };
