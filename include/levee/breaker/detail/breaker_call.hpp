@@ -126,7 +126,9 @@ class call_scope {
 
 /// The race's timeout hook for a probe: records the failed probe at the
 /// deadline, before the call is cancelled (on the race's strand, while the
-/// guarded call's frame waits for the race).
+/// guarded call's frame waits for the race; a race whose caller was not yet
+/// waiting as its timer fired runs it as the wait arrives, before the
+/// caller resumes: timeout/detail/race_launch.hpp).
 template <class Impl>
 struct probe_expired {
   call_scope<Impl>* scope;
@@ -135,7 +137,8 @@ struct probe_expired {
 
 /// `aw` itself, or for a probe with a deadline (`Impl::probe_timeout`), `aw`
 /// raced against it (levee's with_timeout mechanism, timeout/detail/race.hpp):
-/// at the deadline the probe fails (the breaker reopens at once), the call is
+/// at the deadline the probe fails (the breaker reopens at once, or as the
+/// caller's wait reaches the race when it had not yet: race_launch.hpp), the call is
 /// cancelled and, once it has returned, reports `error::timeout`. Only probes
 /// pay for it (a frame, a strand, a timer); a CLOSED call's `aw` is moved.
 template <class Impl, class T, class Executor>

@@ -11,7 +11,7 @@
 #include <utility>
 
 // Under AddressSanitizer, a cached block is poisoned while it waits in the
-// cache, but for its first word (the link to the next block, which
+// cache, but for its last word (the link to the next block, which
 // LeakSanitizer must see), so that a use of an object after its block went
 // back is reported (as a use after poison; the cache would otherwise hide
 // it).
@@ -63,7 +63,7 @@ class block_cache {
       const std::size_t k = size / granule - 1;
       if (void* p = c.head[k]) {
         unpoison(p, size);
-        c.head[k] = next_of(p);
+        c.head[k] = next_of(p, size);
         c.bytes -= size;
         return p;
       }
@@ -86,7 +86,7 @@ class block_cache {
         while (c.bytes + size > budget && give_up_one(c, k)) {
         }
         if (c.bytes + size <= budget) {
-          next_of(p) = c.head[k];
+          next_of(p, size) = c.head[k];
           c.head[k] = p;
           c.bytes += size;
           poison(p, size);
@@ -102,7 +102,7 @@ class block_cache {
   // exit: a block freed by another thread_local's destructor after the
   // reaper's finds `closed` and goes to free.
   struct per_thread {
-    std::array<void*, classes> head;  // each class's blocks, linked through their first word
+    std::array<void*, classes> head;  // each class's blocks, linked through their last word
     std::size_t bytes;                // held, over all classes
     std::size_t cursor;  // the class that gives up a block next when the budget is full
     bool reaped;         // the thread's reaper is made
@@ -115,19 +115,24 @@ class block_cache {
       for (std::size_t k = 0; k < classes; ++k) {
         while (void* p = c.head[k]) {
           unpoison(p, (k + 1) * granule);
-          c.head[k] = next_of(p);
+          c.head[k] = next_of(p, (k + 1) * granule);
           std::free(p);
         }
       }
       c.bytes = 0;
     }
   };
-  static void*& next_of(void* p) noexcept { return *static_cast<void**>(p); }
+  // A cached block's link to the next one of its class: its last word, so
+  // that its first ones (an object's vptr, a coroutine frame's resume
+  // pointer) are poisoned with the rest (see the top).
+  static void*& next_of(void* p, std::size_t size) noexcept {
+    return *static_cast<void**>(static_cast<void*>(static_cast<char*>(p) + size - sizeof(void*)));
+  }
   // A block in the cache is poisoned under AddressSanitizer, but for its
-  // link (see the top).
+  // link, its last word (see the top).
   static void poison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
 #if defined(LEVEE_BLOCK_CACHE_POISON)
-    ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + sizeof(void*), n - sizeof(void*));
+    ASAN_POISON_MEMORY_REGION(p, n - sizeof(void*));
 #endif
   }
   static void unpoison([[maybe_unused]] void* p, [[maybe_unused]] std::size_t n) noexcept {
@@ -143,7 +148,7 @@ class block_cache {
       if (k == keep || !c.head[k]) continue;
       void* p = c.head[k];
       unpoison(p, (k + 1) * granule);
-      c.head[k] = next_of(p);
+      c.head[k] = next_of(p, (k + 1) * granule);
       c.bytes -= (k + 1) * granule;
       c.cursor = (k + 1) % classes;
       std::free(p);

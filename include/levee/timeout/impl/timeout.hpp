@@ -28,8 +28,11 @@ namespace detail {
 
 /// Runs `aw` against a timer of `Clock` set `limit` from now. When the timer
 /// wins, `on_timeout()` runs (on the race's strand, before the call is
-/// cancelled), the call has been cancelled (and has finished: the race waits
-/// for it) and `code` is reported; otherwise the call's own result goes out
+/// cancelled; with Boost 1.81, when the caller was not yet waiting as the
+/// timer fired, as the caller's wait reaches the strand instead, after the
+/// cancellation and before the caller resumes: race_launch.hpp), the call
+/// has been cancelled (and has finished: the race waits for it) and `code`
+/// is reported; otherwise the call's own result goes out
 /// unchanged. With `code == error::deadline_exceeded`, the call's executor
 /// carries the deadline (`carry_deadline`).
 template <class Clock, class T, class Executor, class OnTimeout = no_timeout_hook>
