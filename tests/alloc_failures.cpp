@@ -18,6 +18,7 @@
 #include <levee/timeout/detail/strand_pool.hpp>
 #include <levee/timeout/timeout.hpp>
 
+#include "replaced_new.hpp"
 #include "support.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -69,55 +70,11 @@ extern "C" void* __wrap_aligned_alloc(std::size_t alignment, std::size_t size) {
   return __real_aligned_alloc(alignment, size);
 }
 
-void* operator new(std::size_t n) {
+void* levee_test_new(std::size_t n) {
   return plain(n);
 }
-void* operator new[](std::size_t n) {
-  return plain(n);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
+void* levee_test_new_aligned(std::size_t n, std::align_val_t a) {
   return aligned(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return aligned(n, a);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return plain(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return plain(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
 }
 
 using namespace levee_test;

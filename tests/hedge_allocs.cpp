@@ -16,6 +16,7 @@
 #include <levee/timeout/timeout.hpp>
 
 #include "http_support.hpp"
+#include "replaced_new.hpp"
 
 #include <levee/http/client.hpp>
 
@@ -52,62 +53,11 @@ extern "C" void* __wrap_aligned_alloc(std::size_t alignment, std::size_t size) {
   return __real_aligned_alloc(alignment, size);
 }
 
-// Every form, so that no block from the sanitizer's own new reaches free.
-void* operator new(std::size_t n) {
+void* levee_test_new(std::size_t n) {
   return counted(n);
 }
-void* operator new[](std::size_t n) {
-  return counted(n);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
+void* levee_test_new_aligned(std::size_t n, std::align_val_t a) {
   return counted_aligned(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return counted_aligned(n, a);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
 }
 
 using namespace levee_test;
